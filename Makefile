@@ -1,0 +1,44 @@
+# README's two commands are `make demo` and `make test`; both run `make install` first.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+# Debian packages the project needs on the host (runtimes, network, peers for benchmarks).
+APT_PACKAGES := crun runc conmon nftables iproute2 busybox-static containernetworking-plugins \
+                uidmap podman skopeo docker-registry etcd-server openssh-server hyperfine socat
+DISTS = $(shell python3 tools/distributions.py --relative)
+STAMP = $(VENV)/.installed-$(shell cat $(addsuffix /pyproject.toml,$(DISTS)) pyproject.toml requirements-dev.txt | sha256sum | cut -c1-16)
+
+.PHONY: install apt venv host test demo lint bench clean-venv
+install: apt host venv
+
+apt:
+	@missing=(); for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing+=($$p); done; \
+	if (( $${#missing[@]} )); then echo "apt: installing $${missing[*]}"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${missing[@]}" >/dev/null; fi
+
+# crun refuses a hybrid cgroup v1 layout unless the hugetlb v1 controller is mounted.
+host:
+	@if [ -d /sys/fs/cgroup/cpu ] && grep -qw hugetlb /proc/cgroups && ! mountpoint -q /sys/fs/cgroup/hugetlb; then \
+	  mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb || true; fi
+
+venv: $(STAMP)
+$(STAMP):
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt $(addprefix -e ,$(DISTS)) -e .
+	@rm -f $(VENV)/.installed-*; touch $@
+
+test: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+demo: install
+	bash examples/demo.sh
+
+bench: install
+	$(PY) bench/run.py
+
+clean-venv:
+	rm -rf $(VENV)

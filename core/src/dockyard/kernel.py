@@ -1,0 +1,217 @@
+"""The Kernel: owns the plugin manager, driver registry, configuration, store and event bus.
+
+There is no module-level manager: build a kernel with :meth:`Kernel.build` and pass it down.
+Tests build a fresh one each (``autoload=False`` plus explicit ``plugins``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pluggy
+
+from dockyard import __version__
+from dockyard.config import Config
+from dockyard.errors import InvalidArgument, PluginError
+from dockyard.events import EventBus, HookFailure, hook_caller
+from dockyard.model import Event
+from dockyard.registry import Registry, register_checked
+from dockyard.specs import NAMESPACES, SPEC_CLASSES, Driver, DriverContext
+from dockyard.specs._base import PROJECT
+from dockyard.specs.config import ConfigOption
+from dockyard.specs.events import BackgroundService
+from dockyard.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    """A plugin manager with every dockyard hook specification added."""
+    pm = pluggy.PluginManager(PROJECT)
+    for spec in SPEC_CLASSES:
+        pm.add_hookspecs(spec)
+    return pm
+
+
+@dataclass
+class Kernel:
+    config: Config
+    pm: pluggy.PluginManager
+    registry: Registry
+    events: EventBus = field(default_factory=EventBus)
+    store: Store | None = None
+    drivers: dict[tuple[str, str], Driver] = field(default_factory=dict)
+    services: dict[str, Any] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _driver_lock: asyncio.Lock | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, config: Config | None = None, plugins: Iterable[Any] = (),
+              autoload: bool = True, environ: dict[str, str] | None = None) -> Kernel:
+        """Assemble a kernel. ``autoload`` loads entry-point plugins; ``plugins`` are extra
+        plugin objects registered after them (so their hooks are called first).
+
+        Raises :class:`dockyard.errors.PluginError` for a conflicting or invalid explicit plugin.
+        Entry-point failures are recorded in ``registry.problems`` and listed, not raised.
+        """
+        config = config or Config()
+        registry = Registry(allow=config.plugin_allow, deny=config.plugin_deny, environ=environ)
+        pm = new_plugin_manager()
+        kernel = cls(config=config, pm=pm, registry=registry)
+        kernel.events.hook_caller = hook_caller(pm, kernel, kernel.events.failures)
+        registry.scan()
+        if autoload:
+            registry.load_plugins(pm)
+        for i, obj in enumerate(plugins):
+            name = getattr(obj, "__name__", None) or f"{type(obj).__name__}-{i}"
+            problem = register_checked(pm, obj, name)
+            if problem:
+                raise PluginError(f"plugin {name}: {problem}")
+        return kernel
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def config_options(self) -> list[ConfigOption]:
+        out: list[ConfigOption] = []
+        for result in self.pm.hook.dockyard_config_options():
+            out.extend(result or ())
+        return out
+
+    def validate_config(self, reload: bool = False) -> None:
+        self.config.validate(self.config_options())
+        self.hook.dockyard_configure(kernel=self, config=dict(self.config.values), reload=reload)
+
+    # ------------------------------------------------------------------ drivers
+    def selected_driver_name(self, kind: str) -> str:
+        _area, key, default = NAMESPACES[kind]
+        if key is None:
+            return default
+        return str(self.config.get(key) or default)
+
+    def driver(self, kind: str, name: str | None = None) -> Driver:
+        """The (cached) driver instance ``name`` of ``kind``; the configured one by default.
+
+        Raises DriverNotInstalled (naming the distribution to install), PluginLoadError,
+        PluginConflictError or PluginBlocked.
+        """
+        name = name or self.selected_driver_name(kind)
+        if not name:
+            raise InvalidArgument(f"no {kind} driver is configured")
+        key = (kind, name)
+        if key not in self.drivers:
+            cls = self.registry.load_driver(kind, name)
+            data_dir = self.config.data_root / kind / name
+            run_dir = self.config.exec_root / kind / name
+            opts = self.config.options_for("storage-opts") if kind == "storage" else {}
+            for extra in self.hook.dockyard_storage_options(kernel=self, driver=name) if kind == "storage" else []:
+                for k, v in (extra or {}).items():
+                    opts.setdefault(k, str(v))
+            self.drivers[key] = cls(DriverContext(
+                data_dir=data_dir, run_dir=run_dir, owner=self.config.owner,
+                options=opts, daemon_config=dict(self.config.values)))
+        return self.drivers[key]
+
+    async def driver_ready(self, kind: str, name: str | None = None) -> Driver:
+        """Like :meth:`driver`, and ``setup()`` has run (once)."""
+        if self._driver_lock is None:
+            self._driver_lock = asyncio.Lock()
+        async with self._driver_lock:
+            drv = self.driver(kind, name)
+            if not getattr(drv, "_dockyard_setup_done", False):
+                drv.context.data_dir.mkdir(parents=True, exist_ok=True)
+                drv.context.run_dir.mkdir(parents=True, exist_ok=True)
+                await drv.setup()
+                drv._dockyard_setup_done = True  # type: ignore[attr-defined]
+        return drv
+
+    # ------------------------------------------------------------------ life cycle
+    def open_store(self) -> Store:
+        if self.store is None:
+            self.store = Store(self.config.data_root / "state.db")
+        return self.store
+
+    @property
+    def daemon_id(self) -> str:
+        store = self.open_store()
+        value = store.meta("daemon-id")
+        if value is None:
+            value = str(uuid.uuid4())
+            with store.transaction() as tx:
+                tx.set_meta("daemon-id", value)
+        return value
+
+    def emit(self, type_: str, action: str, actor_id: str, **attributes: str) -> Event:
+        """Emit an event (call after the transaction that made the change committed)."""
+        return self.events.emit(Event(type=type_, action=action, actor_id=actor_id,
+                                      attributes={k: str(v) for k, v in attributes.items()}))
+
+    async def start(self) -> None:
+        """Open the store, ready the selected drivers, start background services."""
+        self.open_store()
+        for kind, (_area, key, _default) in NAMESPACES.items():
+            if key is not None and self.selected_driver_name(kind):
+                await self.driver_ready(kind)
+        services: list[BackgroundService] = []
+        for result in self.hook.dockyard_background_services(kernel=self):
+            services.extend(result or ())
+        for svc in services:
+            self._tasks.append(asyncio.create_task(self._run_service(svc), name=svc.name))
+
+    async def _run_service(self, svc: BackgroundService) -> None:
+        try:
+            await svc.run(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded, shown in /info
+            self.events.failures.append(HookFailure(svc.name, "background-service", repr(exc)))
+            log.exception("background service %s failed", svc.name)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._tasks.clear()
+        self.events.close()
+        for drv in list(self.drivers.values()):
+            if getattr(drv, "_dockyard_setup_done", False):
+                try:
+                    await drv.close()
+                except Exception:  # noqa: BLE001
+                    log.exception("driver %s failed to close", drv.info.name)
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # ------------------------------------------------------------------ facts
+    def facts(self) -> dict[str, Any]:
+        """Host facts the API fronts report (/info, /version)."""
+        uname = platform.uname()
+        return {
+            "version": __version__,
+            "kernel": uname.release,
+            "os": "linux" if uname.system == "Linux" else uname.system.lower(),
+            "arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(uname.machine, uname.machine),
+            "cgroup_version": cgroup_version(),
+            "hostname": uname.node,
+        }
+
+
+def cgroup_version() -> str:
+    """``"2"`` on a unified (pure v2) hierarchy, ``"1"`` on legacy or hybrid."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        return "2"
+    return "1"

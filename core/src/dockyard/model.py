@@ -1,0 +1,411 @@
+"""The object model: plain dataclasses, persisted by the state store as JSON.
+
+Field names are Pythonic; the Docker API front translates them to the API's PascalCase
+shapes. Durations are nanoseconds (as in the Docker API), times are UTC datetimes stored
+as RFC 3339 strings, sizes are bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import secrets
+import types
+import typing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T")
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def now_iso() -> str:
+    """The current UTC time as RFC 3339 with nanosecond-style precision."""
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    """A 64-hex-digit random ID, as Docker uses for containers, networks and execs."""
+    return secrets.token_hex(32)
+
+
+class ContainerStatus(str, enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    EXITED = "exited"
+    DEAD = "dead"
+
+
+@dataclass
+class HealthLogEntry:
+    start: str
+    end: str
+    exit_code: int
+    output: str
+
+
+@dataclass
+class Health:
+    status: str = "starting"  # starting | healthy | unhealthy
+    failing_streak: int = 0
+    log: list[HealthLogEntry] = field(default_factory=list)
+
+
+@dataclass
+class ContainerState:
+    status: ContainerStatus = ContainerStatus.CREATED
+    pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    oom_killed: bool = False
+    started_at: str = ZERO_TIME
+    finished_at: str = ZERO_TIME
+    restart_count: int = 0
+    health: Health | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED)
+
+
+@dataclass
+class Healthcheck:
+    test: list[str] = field(default_factory=list)  # ["CMD", ...] | ["CMD-SHELL", "..."] | ["NONE"]
+    interval: int = 0  # ns; 0 = default (30s)
+    timeout: int = 0
+    start_period: int = 0
+    retries: int = 0
+
+
+@dataclass
+class RestartPolicy:
+    name: str = "no"  # no | on-failure | always | unless-stopped
+    maximum_retry_count: int = 0
+
+
+@dataclass
+class PortBinding:
+    host_ip: str = ""
+    host_port: str = ""
+
+
+@dataclass
+class Ulimit:
+    name: str
+    soft: int
+    hard: int
+
+
+@dataclass
+class LogConfig:
+    type: str = "json-file"
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Mount:
+    """A mount as the runtime sees it: resolved volume or bind, or tmpfs."""
+
+    type: str  # bind | volume | tmpfs
+    destination: str
+    source: str = ""
+    name: str = ""  # volume name
+    driver: str = ""
+    read_only: bool = False
+    options: list[str] = field(default_factory=list)
+    propagation: str = ""
+
+
+@dataclass
+class ContainerConfig:
+    """What the user asked for: image config merged with the request at create time."""
+
+    image: str = ""  # as typed by the user
+    cmd: list[str] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    working_dir: str = ""
+    user: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    hostname: str = ""
+    domainname: str = ""
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    attach_stdin: bool = False
+    attach_stdout: bool = False
+    attach_stderr: bool = False
+    exposed_ports: list[str] = field(default_factory=list)  # "80/tcp"
+    volumes: list[str] = field(default_factory=list)  # anonymous volume destinations
+    healthcheck: Healthcheck | None = None
+    stop_signal: str = ""
+    stop_timeout: int | None = None  # seconds
+    platform: str = ""  # os/arch[/variant]; empty = host platform
+
+
+@dataclass
+class HostConfig:
+    binds: list[str] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    port_bindings: dict[str, list[PortBinding]] = field(default_factory=dict)
+    publish_all_ports: bool = False
+    network_mode: str = "default"
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    auto_remove: bool = False
+    runtime: str = ""
+    privileged: bool = False
+    read_only_rootfs: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    init: bool = False
+    memory: int = 0
+    memory_swap: int = 0
+    memory_reservation: int = 0
+    nano_cpus: int = 0
+    cpu_shares: int = 0
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+    pids_limit: int = 0
+    blkio_weight: int = 0
+    ulimits: list[Ulimit] = field(default_factory=list)
+    log_config: LogConfig = field(default_factory=LogConfig)
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    extra_hosts: list[str] = field(default_factory=list)
+    shm_size: int = 0
+    volumes_from: list[str] = field(default_factory=list)
+    console_size: list[int] = field(default_factory=lambda: [0, 0])
+
+
+@dataclass
+class EndpointSettings:
+    network_id: str = ""
+    endpoint_id: str = ""
+    aliases: list[str] = field(default_factory=list)
+    ipv4_address: str = ""  # requested (IPAMConfig) or assigned
+    ip_prefix_len: int = 0
+    gateway: str = ""
+    ipv6_address: str = ""
+    mac_address: str = ""
+    driver_opts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Container:
+    KIND: ClassVar[str] = "container"
+    id: str
+    name: str  # without the leading "/"
+    image_id: str  # "sha256:..."
+    config: ContainerConfig
+    host_config: HostConfig
+    created: str = field(default_factory=now_iso)
+    state: ContainerState = field(default_factory=ContainerState)
+    driver: str = ""  # storage driver that holds the rootfs
+    runtime: str = ""  # runtime driver name
+    platform: str = "linux"
+    networks: dict[str, EndpointSettings] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    log_path: str = ""
+    exec_ids: list[str] = field(default_factory=list)
+    host: str = ""  # node name when placed by a cluster manager; "" = this host
+    extra: dict[str, Any] = field(default_factory=dict)  # driver-private state (rootfs, bundle...)
+
+
+@dataclass
+class ImageConfig:
+    """The runnable part of an OCI/Docker image config."""
+
+    cmd: list[str] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    working_dir: str = ""
+    user: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    exposed_ports: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    stop_signal: str = ""
+    healthcheck: Healthcheck | None = None
+    on_build: list[str] = field(default_factory=list)
+    shell: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HistoryEntry:
+    created: str = ""
+    created_by: str = ""
+    comment: str = ""
+    author: str = ""
+    empty_layer: bool = False
+
+
+@dataclass
+class Image:
+    KIND: ClassVar[str] = "image"
+    id: str  # "sha256:<config digest>"
+    repo_tags: list[str] = field(default_factory=list)  # normalized: docker.io/library/busybox:latest
+    repo_digests: list[str] = field(default_factory=list)
+    parent: str = ""
+    created: str = field(default_factory=now_iso)
+    author: str = ""
+    comment: str = ""
+    architecture: str = "amd64"
+    os: str = "linux"
+    variant: str = ""
+    config: ImageConfig = field(default_factory=ImageConfig)
+    layers: list[str] = field(default_factory=list)  # diff IDs ("sha256:..."), bottom first
+    size: int = 0
+    history: list[HistoryEntry] = field(default_factory=list)
+    manifest_digest: str = ""
+    last_tag_time: str = ""
+    build_record: dict[str, Any] | None = None  # structured build inputs (for provenance)
+
+
+@dataclass
+class IpamPool:
+    subnet: str
+    gateway: str = ""
+    ip_range: str = ""
+    aux_addresses: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Network:
+    KIND: ClassVar[str] = "network"
+    id: str
+    name: str
+    driver: str = "bridge"
+    scope: str = "local"
+    created: str = field(default_factory=now_iso)
+    internal: bool = False
+    attachable: bool = False
+    ingress: bool = False
+    enable_ipv6: bool = False
+    ipam_driver: str = "default"
+    ipam_options: dict[str, str] = field(default_factory=dict)
+    ipam_pools: list[IpamPool] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    builtin: bool = False  # bridge/host/none created by the daemon
+    extra: dict[str, Any] = field(default_factory=dict)  # driver-private state
+
+
+@dataclass
+class Volume:
+    KIND: ClassVar[str] = "volume"
+    name: str
+    driver: str = "local"
+    mountpoint: str = ""
+    created: str = field(default_factory=now_iso)
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    scope: str = "local"
+    anonymous: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+
+@dataclass
+class HostTLS:
+    """TLS material to talk to a provisioned host's engine (PEM text)."""
+
+    ca_cert: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+
+
+@dataclass
+class Host:
+    """A machine that runs (or will run) a dockyard engine: provisioned or joined to a cluster."""
+
+    KIND: ClassVar[str] = "host"
+    id: str
+    name: str
+    driver: str  # provision driver name (netns, ssh, ...)
+    state: str = "none"  # none | starting | running | stopping | stopped | error
+    engine_url: str = ""  # unix:///... or tcp://ip:port
+    tls: HostTLS | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    created: str = field(default_factory=now_iso)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Event:
+    """One state change. Emitted after the transaction that made it commits."""
+
+    KIND: ClassVar[str] = "event"
+    type: str  # container | image | network | volume | daemon | plugin | host | node
+    action: str  # create, start, die, destroy, pull, tag, connect, health_status: healthy...
+    actor_id: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    scope: str = "local"
+    time_nano: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON (de)serialisation for the state store: dataclasses <-> plain dicts, driven by type hints.
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-ready plain structure for a dataclass (recursively)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = typing.get_type_hints(cls)
+        _HINTS[cls] = hints
+    return hints
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(args[0], value) if len(args) == 1 else value
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        return [_convert(arg, v) for v in value]
+    if origin is dict:
+        _, varg = typing.get_args(tp) or (Any, Any)
+        return {k: _convert(varg, v) for k, v in value.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return from_dict(tp, value)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a dataclass from :func:`to_dict` output; unknown keys are ignored."""
+    hints = _hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            kwargs[f.name] = _convert(hints[f.name], data[f.name])
+    return cls(**kwargs)

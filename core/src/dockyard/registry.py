@@ -1,0 +1,303 @@
+"""The one place that reads entry points.
+
+Three groups matter: ``dockyard.drivers.<kind>`` (stevedore loads drivers by name),
+``dockyard.plugins`` (feature plugins registered on the kernel's pluggy manager) and
+``dockyard.cli`` (click groups, resolved lazily by the CLI). Everything is read fresh from
+``importlib.metadata`` on each :meth:`Registry.scan` -- no process-wide cache -- so that an
+install or uninstall is seen by the next kernel, and every entry point is known with its
+distribution, which is what conflict and load errors must name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pluggy
+from stevedore import DriverManager
+from stevedore.exception import MultipleMatches, NoMatches
+
+from dockyard.errors import (
+    DriverNotInstalled,
+    PluginBlocked,
+    PluginConflictError,
+    PluginError,
+    PluginLoadError,
+)
+from dockyard.specs._base import (
+    DRIVER_API_VERSION,
+    NAMESPACES,
+    Driver,
+    entry_point_group,
+    provider_distribution,
+)
+
+PLUGIN_GROUP = "dockyard.plugins"
+CLI_GROUP = "dockyard.cli"
+#: Feature plugins may set this module attribute; another major is refused.
+PLUGIN_API_ATTR = "DOCKYARD_PLUGIN_API"
+
+
+@dataclass
+class PluginRecord:
+    """One entry point as installed, and what became of it."""
+
+    name: str
+    group: str
+    kind: str  # "plugin", "cli", or a driver kind ("storage", "network"...)
+    area: str  # a driver's area, "feature" for plugins, "cli" for command groups
+    target: str  # "module:attr"
+    distribution: str
+    version: str
+    status: str = "available"  # available | loaded | failed | blocked | conflict
+    error: str = ""
+    description: str = ""
+    entry_point: md.EntryPoint | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ident(self) -> str:
+        return f"{self.group}:{self.name}"
+
+
+def _kind_of(group: str) -> tuple[str, str] | None:
+    if group == PLUGIN_GROUP:
+        return "plugin", "feature"
+    if group == CLI_GROUP:
+        return "cli", "cli"
+    prefix = "dockyard.drivers."
+    if group.startswith(prefix) and group[len(prefix):] in NAMESPACES:
+        kind = group[len(prefix):]
+        return kind, NAMESPACES[kind][0]
+    return None
+
+
+def _cause(exc: BaseException) -> str:
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class _FreshDriverManager(DriverManager):
+    """stevedore's DriverManager reading the entry points we found, not its class cache."""
+
+    def __init__(self, entry_points: list[md.EntryPoint], **kwargs: Any) -> None:
+        self._dockyard_eps = entry_points
+        super().__init__(**kwargs)
+
+    def list_entry_points(self) -> list[md.EntryPoint]:  # type: ignore[override]
+        return list(self._dockyard_eps)
+
+
+class Registry:
+    """Installed plugins and drivers, selection policy, and loading with loud failures.
+
+    ``allow``: when not None, only these names load (entry-point name, ``kind:name`` or
+    distribution name). ``deny``: these never load. ``DOCKYARD_DISABLE_PLUGINS`` (comma
+    separated) adds to ``deny``; ``DOCKYARD_LOAD_PLUGINS`` sets ``allow``.
+    """
+
+    def __init__(self, allow: Iterable[str] | None = None, deny: Iterable[str] = (),
+                 environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        deny_set = {d.strip() for d in deny if d.strip()}
+        deny_set |= {d.strip() for d in env.get("DOCKYARD_DISABLE_PLUGINS", "").split(",") if d.strip()}
+        allow_set = set(allow) if allow is not None else None
+        if env.get("DOCKYARD_LOAD_PLUGINS"):
+            allow_set = {a.strip() for a in env["DOCKYARD_LOAD_PLUGINS"].split(",") if a.strip()}
+        self.allow = allow_set
+        self.deny = deny_set
+        self.records: list[PluginRecord] = []
+        self.problems: list[PluginError] = []
+
+    # ------------------------------------------------------------------ discovery
+    def scan(self) -> None:
+        """Read every ``dockyard.*`` entry point of every installed distribution."""
+        importlib.invalidate_caches()
+        seen: set[tuple[str, str, str]] = set()
+        records: list[PluginRecord] = []
+        for dist in md.distributions():
+            dist_name = dist.metadata["Name"] or "?"
+            for ep in dist.entry_points:
+                kind = _kind_of(ep.group)
+                if kind is None:
+                    continue
+                key = (dist_name.lower(), ep.group, ep.name)
+                if key in seen:  # the same distribution found twice on sys.path
+                    continue
+                seen.add(key)
+                records.append(PluginRecord(
+                    name=ep.name, group=ep.group, kind=kind[0], area=kind[1], target=ep.value,
+                    distribution=dist_name, version=dist.version,
+                    description=(dist.metadata["Summary"] or ""), entry_point=ep))
+        records.sort(key=lambda r: (r.area, r.kind, r.name, r.distribution))
+        self.records = records
+        self.problems = []
+        by_ident: dict[str, list[PluginRecord]] = {}
+        for r in records:
+            by_ident.setdefault(r.ident, []).append(r)
+            if self.is_blocked(r):
+                r.status = "blocked"
+        for ident, recs in by_ident.items():
+            if len(recs) > 1:
+                err = PluginConflictError(recs[0].kind, recs[0].name,
+                                          [f"{r.distribution} {r.version}" for r in recs])
+                self.problems.append(err)
+                for r in recs:
+                    r.status, r.error = "conflict", str(err)
+
+    def is_blocked(self, record: PluginRecord) -> bool:
+        names = {record.name, f"{record.kind}:{record.name}", record.distribution}
+        if names & self.deny:
+            return True
+        return self.allow is not None and record.kind != "cli" and not (names & self.allow)
+
+    def find(self, group: str, name: str | None = None) -> list[PluginRecord]:
+        return [r for r in self.records if r.group == group and (name is None or r.name == name)]
+
+    def driver_names(self, kind: str) -> list[str]:
+        """Installed, not blocked, not conflicting driver names of ``kind``, sorted."""
+        return sorted({r.name for r in self.find(entry_point_group(kind))
+                       if r.status in ("available", "loaded")})
+
+    # ------------------------------------------------------------------ drivers
+    def load_driver(self, kind: str, name: str) -> type[Driver]:
+        """Load driver class ``name`` of ``kind`` through stevedore; errors say what to do."""
+        from dockyard.specs import DRIVER_BASES
+
+        group = entry_point_group(kind)
+        recs = self.find(group, name)
+        if not recs:
+            raise _not_installed(kind, name, self.driver_names(kind))
+        rec = recs[0]
+        if rec.status == "conflict":
+            raise PluginConflictError(kind, name, [f"{r.distribution} {r.version}" for r in recs])
+        if rec.status == "blocked":
+            raise PluginBlocked(f"{kind} driver {name!r} ({rec.distribution}) is denied by the "
+                                f"plugin allow/deny configuration")
+        failures: list[tuple[md.EntryPoint, BaseException]] = []
+        try:
+            mgr = _FreshDriverManager(
+                [r.entry_point for r in recs if r.entry_point is not None],
+                namespace=group, name=name, invoke_on_load=False,
+                on_load_failure_callback=lambda _m, ep, exc: failures.append((ep, exc)),
+            )
+            cls = mgr.driver
+        except (NoMatches, MultipleMatches, RuntimeError) as exc:
+            cause = _cause(failures[0][1]) if failures else str(exc)
+            raise self._fail(rec, cause) from (failures[0][1] if failures else exc)
+        problem = _check_driver_class(cls, kind, DRIVER_BASES[kind])
+        if problem:
+            raise self._fail(rec, problem)
+        rec.status, rec.error = "loaded", ""
+        return cls
+
+    def _fail(self, rec: PluginRecord, cause: str) -> PluginLoadError:
+        err = PluginLoadError(f"{rec.group}:{rec.name}", rec.distribution, rec.version, cause)
+        rec.status, rec.error = "failed", cause
+        self.problems.append(err)
+        return err
+
+    def check_all_drivers(self) -> None:
+        """Try to load every driver (for ``plugins list``); failures are recorded, not raised."""
+        for rec in self.records:
+            if rec.kind in NAMESPACES and rec.status == "available":
+                try:
+                    self.load_driver(rec.kind, rec.name)
+                except PluginError:
+                    pass
+
+    # ------------------------------------------------------------------ feature plugins
+    def load_plugins(self, pm: pluggy.PluginManager) -> list[str]:
+        """Import and register every allowed ``dockyard.plugins`` entry point.
+
+        Blocked names are ``pm.set_blocked`` first. An import error, a hook implementation
+        that matches no spec or mismatches its signature, or a wrong plugin API version
+        becomes a recorded PluginLoadError and the plugin is left unregistered.
+        """
+        loaded = []
+        for rec in self.find(PLUGIN_GROUP):
+            if rec.status == "blocked":
+                pm.set_blocked(rec.name)
+                continue
+            if rec.status != "available" or rec.entry_point is None:
+                continue
+            try:
+                obj = rec.entry_point.load()
+            except Exception as exc:  # noqa: BLE001 - any import failure is reported
+                self._fail(rec, _cause(exc))
+                continue
+            problem = register_checked(pm, obj, rec.name)
+            if problem:
+                self._fail(rec, problem)
+                continue
+            rec.status = "loaded"
+            loaded.append(rec.name)
+        return loaded
+
+    # ------------------------------------------------------------------ CLI
+    def cli_names(self) -> list[str]:
+        return sorted({r.name for r in self.find(CLI_GROUP) if r.status != "blocked"})
+
+    def load_cli(self, name: str) -> Any:
+        recs = [r for r in self.find(CLI_GROUP, name) if r.status != "blocked"]
+        if not recs:
+            return None
+        if len(recs) > 1:
+            raise PluginConflictError("cli", name, [f"{r.distribution} {r.version}" for r in recs])
+        rec = recs[0]
+        try:
+            return rec.entry_point.load() if rec.entry_point else None
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(rec, _cause(exc)) from exc
+
+
+def _not_installed(kind: str, name: str, installed: list[str]) -> DriverNotInstalled:
+    return DriverNotInstalled(kind, name, installed, provider_distribution(kind, name))
+
+
+def _check_driver_class(cls: Any, kind: str, base: type) -> str:
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        return f"{cls!r} is not a subclass of {base.__module__}.{base.__qualname__}"
+    info = getattr(cls, "info", None)
+    if info is None:
+        return f"{cls.__qualname__} has no DriverInfo `info`"
+    if info.kind != kind:
+        return f"{cls.__qualname__}.info.kind is {info.kind!r}, registered as {kind!r}"
+    if info.api_version != DRIVER_API_VERSION:
+        return (f"{cls.__qualname__} targets driver API {info.api_version}, "
+                f"this dockyard-core implements {DRIVER_API_VERSION}")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        return f"{cls.__qualname__} does not implement {', '.join(missing)}"
+    return ""
+
+
+def register_checked(pm: pluggy.PluginManager, obj: Any, name: str) -> str:
+    """Register ``obj`` on ``pm``; returns why it was refused ("" when registered).
+
+    Refuses a wrong ``DOCKYARD_PLUGIN_API``, a signature mismatch (pluggy's
+    PluginValidationError) and hook implementations that match no specification.
+    """
+    api = getattr(obj, PLUGIN_API_ATTR, 1)
+    if api != DRIVER_API_VERSION:
+        return f"plugin targets plugin API {api}, this dockyard-core implements {DRIVER_API_VERSION}"
+    try:
+        pm.register(obj, name=name)
+    except pluggy.PluginValidationError as exc:
+        return f"hook validation failed: {exc}"
+    except ValueError as exc:  # already registered under this name
+        return str(exc)
+    unknown = [hc.name for hc in pm.get_hookcallers(obj) or []
+               if not hc.has_spec() and not _all_optional(hc, obj)]
+    if unknown:
+        pm.unregister(obj)
+        return f"hook implementations match no specification: {', '.join(sorted(unknown))}"
+    return ""
+
+
+def _all_optional(hc: Any, obj: Any) -> bool:
+    return all(impl.optionalhook for impl in hc.get_hookimpls() if impl.plugin is obj)

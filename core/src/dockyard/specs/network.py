@@ -1,0 +1,134 @@
+"""Area ``network``: the Networking API. Network drivers and IPAM drivers.
+
+Network drivers register under ``dockyard.drivers.network`` (chosen per network by its
+``Driver`` field: ``bridge``, ``host``, ``null``, ``cni``, ``overlay``...), IPAM drivers under
+``dockyard.drivers.ipam`` (per network, default ``default``). The shapes cover both Docker's
+remote driver protocol (CreateNetwork / CreateEndpoint+Join / Leave) and CNI (ADD / DEL /
+CHECK, the plugin moving the interface itself): see ``shared/reference/plugin-protocols.md``.
+A driver whose ``info.capabilities`` holds ``"global-scope"`` spans hosts (overlay).
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dockyard.specs._base import Driver, hookspec
+
+if TYPE_CHECKING:
+    from dockyard.kernel import Kernel
+    from dockyard.model import Network
+
+
+@dataclass
+class PortMapping:
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""  # "" = all addresses
+    host_port: int = 0  # 0 = choose one
+
+
+@dataclass
+class EndpointRequest:
+    """One container joining one network."""
+
+    network: Network
+    container_id: str
+    endpoint_id: str
+    netns_path: str  # the container's network namespace
+    ifname: str = "eth0"
+    ipv4_address: str = ""  # CIDR, allocated by IPAM before join
+    ipv6_address: str = ""
+    gateway: str = ""
+    mac_address: str = ""
+    aliases: list[str] = field(default_factory=list)
+    ports: list[PortMapping] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class EndpointResult:
+    """What the driver made: addresses (when the driver allocates them itself) and ports."""
+
+    ifname: str = "eth0"
+    mac_address: str = ""
+    ipv4_address: str = ""
+    ipv6_address: str = ""
+    gateway: str = ""
+    ports: list[PortMapping] = field(default_factory=list)  # host ports actually bound
+    extra: dict[str, Any] = field(default_factory=dict)  # driver-private, passed back on leave
+
+
+class NetworkDriver(Driver):
+    """The ABC of a network driver."""
+
+    @abc.abstractmethod
+    async def create_network(self, network: Network) -> dict[str, Any]:
+        """Create the network's data plane (bridge...). Returns driver-private state.
+
+        Validate ``network.options`` here: an unknown option is InvalidArgument.
+        """
+
+    @abc.abstractmethod
+    async def delete_network(self, network: Network) -> None:
+        """Remove everything the driver created for the network."""
+
+    @abc.abstractmethod
+    async def join(self, request: EndpointRequest) -> EndpointResult:
+        """Attach the container's namespace to the network (veth, addresses, routes, ports)."""
+
+    @abc.abstractmethod
+    async def leave(self, request: EndpointRequest, result: EndpointResult) -> None:
+        """Undo :meth:`join`. Must succeed when the namespace is already gone."""
+
+    async def restore(self, network: Network) -> None:
+        """Re-create missing kernel objects of an existing network after a daemon restart."""
+
+    @property
+    def allocates_addresses(self) -> bool:
+        """True when the driver (like a CNI plugin) allocates addresses itself."""
+        return False
+
+
+@dataclass(frozen=True)
+class Pool:
+    pool_id: str
+    subnet: str  # CIDR
+    gateway: str = ""
+
+
+class IpamDriver(Driver):
+    """The ABC of an IPAM driver. Allocations persist in the driver's ``data_dir``."""
+
+    @abc.abstractmethod
+    async def request_pool(self, subnet: str = "", ip_range: str = "", gateway: str = "",
+                           v6: bool = False, options: dict[str, str] | None = None) -> Pool:
+        """Reserve a pool; ``subnet=""`` picks a free one from the default pools."""
+
+    @abc.abstractmethod
+    async def release_pool(self, pool_id: str) -> None:
+        """Release a pool and every address in it."""
+
+    @abc.abstractmethod
+    async def request_address(self, pool_id: str, address: str = "") -> str:
+        """Allocate ``address`` (or the next free one); returns it in CIDR form."""
+
+    @abc.abstractmethod
+    async def release_address(self, pool_id: str, address: str) -> None:
+        """Release an address exactly once; releasing a free address is a NotFound."""
+
+
+class NetworkSpecs:
+    """Hook specifications of the ``network`` area."""
+
+    @hookspec
+    def dockyard_dns_records(self, kernel: Kernel, network: Network) -> dict[str, list[str]] | None:
+        """Extra name → addresses records served by the embedded DNS on ``network``.
+
+        Results from every plugin are merged. Return ``None`` for none.
+
+        .. versionadded:: 0.1
+        """
