@@ -1,0 +1,18 @@
+"""Conformance kits, one module per driver kind.
+
+Each module holds a mixin (not named ``Test*``, so pytest does not collect it alone) whose
+``driver`` fixture raises ``NotImplementedError`` until a one-line subclass in the driver's
+own tests supplies it. Cases that need a capability the driver's ``info.capabilities`` does not
+declare are skipped with the reason (see :func:`requires`).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def requires(driver: object, capability: str) -> None:
+    """Skip the calling test unless ``driver.info.capabilities`` declares ``capability``."""
+    caps = getattr(getattr(driver, "info", None), "capabilities", frozenset())
+    if capability not in caps:
+        pytest.skip(f"driver does not declare capability {capability!r}")
