@@ -1,0 +1,164 @@
+"""``DefaultIpam``: dockyard's default IPAM driver (entry point ``dockyard.drivers.ipam:default``).
+
+Driver options (``DriverContext.options``, from the daemon config):
+
+``default-address-pools``
+    Comma-separated ``base/len[:size]`` pools automatic IPv4 subnets are cut from (default:
+    docker's, 172.17-31.0.0/16 then 192.168.0.0/16 in /20s).
+``default-address-pools-v6``
+    The same for IPv6 (default: none, so an IPv6 network needs an explicit subnet).
+``check-host-routes``
+    ``true`` (default): an automatic subnet overlaps no route or interface address of the host.
+
+Every pool and address lives in ``<data_dir>/ipam.json``, changed under a file lock and replaced
+atomically, so a second instance (a restarted daemon) sees every allocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from dockyard.specs import DriverInfo, IpamDriver
+from dockyard.specs.network import Pool
+
+from dockyard_network_ipam import pools as P
+from dockyard_network_ipam.hostnets import host_networks
+from dockyard_network_ipam.store import AllocationStore
+
+ADDRESS_SPACE = "LocalDefault"
+_TRUE = {"1", "t", "true", "yes", "on"}
+
+
+def _pool_id(subnet: P.IPNetwork, ip_range: P.IPNetwork | None) -> str:
+    return f"{ADDRESS_SPACE}/{subnet}" + (f"/{ip_range}" if ip_range else "")
+
+
+class DefaultIpam(IpamDriver):
+    info = DriverInfo(
+        name="default", kind="ipam",
+        description="Address pools and addresses persisted in the driver's data directory",
+        capabilities=frozenset({"ipv6", "persistent", "host-route-check"}),
+    )
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        opts = dict(context.options)
+        self._v4_pools = P.parse_pools(opts.get("default-address-pools", P.DOCKER_DEFAULT_POOLS), v6=False)
+        self._v6_pools = P.parse_pools(opts.get("default-address-pools-v6", ""), v6=True)
+        self._check_routes = opts.get("check-host-routes", "true").lower() in _TRUE
+        self._store = AllocationStore(context.data_dir)
+        self._lock = asyncio.Lock()
+        self._pool_count = 0
+
+    async def setup(self) -> None:
+        doc = await asyncio.to_thread(self._store.snapshot)
+        self._pool_count = len(doc["pools"])
+
+    def status(self) -> list[tuple[str, str]]:
+        return [("Pools", str(self._pool_count)),
+                ("Default pools", ",".join(f"{p.base}:{p.size}" for p in self._v4_pools))]
+
+    # ---------------------------------------------------------------------------- pools
+    async def request_pool(self, subnet: str = "", ip_range: str = "", gateway: str = "",
+                           v6: bool = False, options: dict[str, str] | None = None) -> Pool:
+        if not subnet and (ip_range or gateway):
+            raise InvalidArgument("an ip-range or gateway needs an explicit subnet")
+        taken_host: list[P.IPNetwork] = []
+        if not subnet and self._check_routes:
+            taken_host = await asyncio.to_thread(host_networks, v6)
+        async with self._lock:
+            return await asyncio.to_thread(self._request_pool, subnet, ip_range, gateway, v6, taken_host)
+
+    def _request_pool(self, subnet: str, ip_range: str, gateway: str, v6: bool,
+                      taken_host: list[P.IPNetwork]) -> Pool:
+        with self._store.transaction() as doc:
+            existing = [P.parse_network(p["subnet"], "subnet") for p in doc["pools"].values()]
+            if subnet:
+                net = P.parse_network(subnet, "subnet")
+                if (net.version == 6) != v6:
+                    raise InvalidArgument(f"subnet {subnet} is not an IPv{6 if v6 else 4} network")
+                if net.num_addresses < (2 if v6 else 4):
+                    raise InvalidArgument(f"subnet {subnet} is too small")
+                if P.overlaps_any(net, existing):
+                    raise Conflict(f"subnet {net} overlaps a pool already in use")
+            else:
+                net = P.pick_subnet(self._v6_pools if v6 else self._v4_pools, existing + taken_host)
+                if net is None:
+                    raise Unavailable("could not find an available, non-overlapping IPv"
+                                      f"{6 if v6 else 4} address pool among the defaults")
+            rng = None
+            if ip_range:
+                rng = P.parse_network(ip_range, "ip-range")
+                if rng.version != net.version or not rng.subnet_of(net):  # type: ignore[arg-type]
+                    raise InvalidArgument(f"ip-range {ip_range} is not inside subnet {net}")
+            if gateway:
+                gw = P.parse_address(gateway, "gateway")
+                if not P.usable(net, gw):
+                    raise InvalidArgument(f"gateway {gateway} is not a usable address of {net}")
+            else:
+                gw = P.first_host(net)
+            pool_id = _pool_id(net, rng)
+            doc["pools"][pool_id] = {
+                "subnet": str(net), "ip_range": str(rng) if rng else "", "gateway": str(gw),
+                "v6": v6, "allocated": [str(gw)], "last": str(gw),
+            }
+            self._pool_count = len(doc["pools"])
+            return Pool(pool_id=pool_id, subnet=str(net), gateway=str(gw))
+
+    async def release_pool(self, pool_id: str) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._release_pool, pool_id)
+
+    def _release_pool(self, pool_id: str) -> None:
+        with self._store.transaction() as doc:
+            if doc["pools"].pop(pool_id, None) is None:
+                raise NotFound(f"address pool {pool_id} not found")
+            self._pool_count = len(doc["pools"])
+
+    # ---------------------------------------------------------------------------- addresses
+    async def request_address(self, pool_id: str, address: str = "") -> str:
+        async with self._lock:
+            return await asyncio.to_thread(self._request_address, pool_id, address)
+
+    def _request_address(self, pool_id: str, address: str) -> str:
+        with self._store.transaction() as doc:
+            pool = self._pool(doc, pool_id)
+            net = ipaddress.ip_network(pool["subnet"])
+            allocated = set(pool["allocated"])
+            if address:
+                addr = P.parse_address(address, "address")
+                if not P.usable(net, addr):
+                    raise InvalidArgument(f"address {address} is not a usable address of {net}")
+                if str(addr) in allocated:
+                    raise Conflict(f"address {addr} is already in use in {net}")
+            else:
+                rng = ipaddress.ip_network(pool["ip_range"]) if pool["ip_range"] else net
+                last = ipaddress.ip_address(pool["last"]) if pool.get("last") else None
+                addr = P.next_free(net, rng, allocated, last)
+                if addr is None:
+                    raise Unavailable(f"no available addresses in pool {pool_id}")
+                pool["last"] = str(addr)
+            pool["allocated"] = sorted(allocated | {str(addr)}, key=lambda a: int(ipaddress.ip_address(a)))
+            return f"{addr}/{net.prefixlen}"
+
+    async def release_address(self, pool_id: str, address: str) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._release_address, pool_id, address)
+
+    def _release_address(self, pool_id: str, address: str) -> None:
+        with self._store.transaction() as doc:
+            pool = self._pool(doc, pool_id)
+            addr = str(P.parse_address(address, "address"))
+            if addr not in pool["allocated"]:
+                raise NotFound(f"address {addr} is not allocated in pool {pool_id}")
+            pool["allocated"].remove(addr)
+
+    @staticmethod
+    def _pool(doc: dict[str, Any], pool_id: str) -> dict[str, Any]:
+        try:
+            return doc["pools"][pool_id]
+        except KeyError:
+            raise NotFound(f"address pool {pool_id} not found") from None
