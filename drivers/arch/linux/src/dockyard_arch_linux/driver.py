@@ -1,0 +1,623 @@
+"""``LinuxRuntime``: the ``arch`` driver for the host's Linux platform.
+
+Layout (``<data>`` = ``context.data_dir``, ``<run>`` = ``context.run_dir``)::
+
+    <data>/containers/<id>/meta.json     what the driver needs to find the container again
+    <data>/containers/<id>/exit, oom     written by conmon (--persist-dir)
+    <data>/containers/<id>/ctr.log       k8s-file log, unless the request names a log_path
+    <run>/bundles/<id>/config.json       the OCI bundle (rootfs is the request's path)
+    <run>/bundles/<id>/{pidfile,conmon.pid,ctl,winsz,attach}
+    <run>/bundles/<id>/execs/<exec-id>/  one exec session: process.json, log, exit file, fifos
+    <run>/a/<cuuid> -> bundle            conmon's attach-socket symlinks (short socket paths)
+    <run>/<runtime>/                     the OCI runtime's --root (crun, runc, ...)
+
+Nothing else on the host is touched, except cgroups named ``dockyard-<owner>-<id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import signal as _signal
+import socket
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from dockyard.model import Container
+from dockyard.specs import DriverInfo
+from dockyard.specs.arch import ExecRequest, Platform, RuntimeCreateRequest, RuntimeDriver, RuntimeState
+
+from dockyard_arch_linux import cgroups, monitor
+from dockyard_arch_linux.logs import LogRecord, follow_lines, parse_line
+from dockyard_arch_linux.spec import SpecOptions, build_spec, exec_process
+
+KNOWN_RUNTIMES = ("crun", "runc")
+INIT_CANDIDATES = ("catatonit", "tini-static", "tini", "docker-init")
+MACHINES = {"x86_64": ("amd64", ""), "aarch64": ("arm64", ""), "armv7l": ("arm", "v7"),
+            "armv6l": ("arm", "v6"), "i686": ("386", ""), "ppc64le": ("ppc64le", ""),
+            "s390x": ("s390x", ""), "riscv64": ("riscv64", "")}
+UNKNOWN_EXIT = 255  # conmon vanished without writing an exit file
+
+SpecAmender = Callable[[Container, dict[str, Any]], None]
+
+
+class RuntimeCommandError(Unavailable):
+    """The OCI runtime refused a command; carries its stderr."""
+
+
+def _iso(ns: int) -> str:
+    dt = datetime.fromtimestamp(ns // 1_000_000_000, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class LinuxRuntime(RuntimeDriver):
+    """OCI spec -> conmon -> crun (default) or runc, with live-restore through conmon."""
+
+    info = DriverInfo(
+        name="linux", kind="arch",
+        description="Linux containers: OCI spec, conmon monitor, crun or runc",
+        capabilities=frozenset({"pause", "exec", "update", "stats", "top", "logs", "tty", "attach",
+                                "live-restore", "init", "seccomp"}),
+    )
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        #: Called as ``spec_amender(container, spec)`` after the spec is generated and before
+        #: it is written; the container service sets it to run the ``dockyard_runtime_spec``
+        #: hook. May raise a DockyardError to refuse the container.
+        self.spec_amender: SpecAmender | None = None
+        opts, cfg = context.options, context.daemon_config
+        self.default_runtime = str(opts.get("runtime") or cfg.get("default-runtime") or "crun")
+        self.runtimes: dict[str, Any] = dict(cfg.get("runtimes") or {})
+        self.conmon = str(opts.get("conmon") or shutil.which("conmon") or "conmon")
+        self.cgroup_parent = str(opts.get("cgroup-parent") or cfg.get("cgroup-parent") or "")
+        self.layout: cgroups.Layout | None = None
+        self.spec_options: SpecOptions | None = None
+        self.subreaper = False
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def _containers(self) -> Path:
+        return self.context.data_dir / "containers"
+
+    def _cdir(self, cid: str) -> Path:
+        return self._containers / cid
+
+    def _bundle(self, cid: str) -> Path:
+        return self.context.run_dir / "bundles" / cid
+
+    @property
+    def _socket_dir(self) -> Path:
+        return self.context.run_dir / "a"
+
+    def _cuuid(self, ident: str) -> str:
+        full = str(self._socket_dir / ident / "attach")
+        return ident if len(full) <= monitor.SUN_PATH_MAX else ident[:12]
+
+    def _lock(self, cid: str) -> asyncio.Lock:
+        return self._locks.setdefault(cid, asyncio.Lock())
+
+    # ------------------------------------------------------------------ life cycle
+    async def setup(self) -> None:
+        for d in (self._containers, self.context.run_dir / "bundles", self._socket_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        if str(self.context.options.get("subreaper", "true")).lower() not in ("0", "false", "no"):
+            self.subreaper = monitor.become_subreaper()
+        self.layout = await asyncio.to_thread(cgroups.detect)
+        self.spec_options = self._measure()
+        self._runtime_path(self.default_runtime)  # fail early on a bad default
+        # live-restore: collect monitors that exited while nobody was watching
+        for cid in await self.list():
+            meta = self._meta(cid)
+            monitor.reap(int(meta.get("conmon_pid") or 0))
+
+    def _measure(self) -> SpecOptions:
+        layout = self.layout or cgroups.detect()
+        try:
+            last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+        except (OSError, ValueError):
+            last = 40
+        if layout.version == 2:
+            swap = "memory" in Path(layout.unified, "cgroup.controllers").read_text().split()
+        else:
+            mem = layout.controllers.get("memory", "")
+            swap = bool(mem) and os.path.exists(os.path.join(mem, "memory.memsw.limit_in_bytes"))
+        init = str(self.context.options.get("init-path") or "")
+        if not init:
+            init = next((p for p in (shutil.which(c) for c in INIT_CANDIDATES) if p), "") or ""
+        return SpecOptions(
+            owner=self.context.owner, machine=platform.machine(), cap_last_cap=min(last, 40),
+            host_nofile_hard=resource.getrlimit(resource.RLIMIT_NOFILE)[1], swap_supported=swap,
+            cgroup_v2=layout.version == 2, init_path=init, cgroup_parent=self.cgroup_parent)
+
+    def status(self) -> list[tuple[str, str]]:
+        layout = self.layout.name if self.layout else "unknown"
+        return [("Default Runtime", self.default_runtime), ("Cgroup Layout", layout),
+                ("Monitor", self.conmon), ("Init", self.spec_options.init_path if self.spec_options else "")]
+
+    def platforms(self) -> list[Platform]:
+        arch, variant = MACHINES.get(platform.machine(), (platform.machine(), ""))
+        return [Platform(os="linux", architecture=arch, variant=variant)]
+
+    # ------------------------------------------------------------------ runtimes
+    def runtime_names(self) -> list[str]:
+        names = set(self.runtimes) | {n for n in KNOWN_RUNTIMES if shutil.which(n)}
+        return sorted(names)
+
+    def _runtime_path(self, name: str) -> str:
+        entry = self.runtimes.get(name)
+        if isinstance(entry, dict):
+            entry = entry.get("path") or entry.get("Path")
+        path = str(entry) if entry else (shutil.which(name) if name in KNOWN_RUNTIMES else None)
+        if not path:
+            raise InvalidArgument(f"unknown or unavailable OCI runtime {name!r}; known: {self.runtime_names()}")
+        return path
+
+    async def _run(self, meta: dict[str, Any], *args: str, timeout: float = 30.0) -> bytes:
+        argv = [meta["runtime_path"], "--root", meta["runtime_root"], *args]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeCommandError(f"{meta['runtime']} {args[0]} timed out after {timeout}s") from None
+        if proc.returncode != 0:
+            text = err.decode(errors="replace").strip() or out.decode(errors="replace").strip()
+            raise RuntimeCommandError(f"{meta['runtime']} {args[0]} failed: {text}")
+        return out
+
+    async def _runtime_state(self, meta: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            out = await self._run(meta, "state", meta["id"], timeout=10)
+        except RuntimeCommandError:
+            return None
+        try:
+            return json.loads(out)
+        except ValueError:
+            return None
+
+    # ------------------------------------------------------------------ records
+    def _meta(self, cid: str) -> dict[str, Any]:
+        try:
+            return json.loads((self._cdir(cid) / "meta.json").read_text())
+        except FileNotFoundError:
+            raise NotFound(f"no such container in the runtime: {cid}") from None
+
+    def _save(self, meta: dict[str, Any]) -> None:
+        path = self._cdir(meta["id"]) / "meta.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, path)
+
+    def _exit(self, meta: dict[str, Any]) -> RuntimeState | None:
+        cdir = self._cdir(meta["id"])
+        path = cdir / "exit"
+        code = _read_int(path)
+        if code is None:
+            return None
+        oom = (cdir / "oom").exists() or (Path(meta["bundle"]) / "oom").exists()
+        return RuntimeState(status="stopped", pid=0, exit_code=code, oom_killed=oom,
+                            finished_at=_iso(path.stat().st_mtime_ns))
+
+    # ------------------------------------------------------------------ spec
+    def build_spec(self, request: RuntimeCreateRequest) -> dict[str, Any]:
+        """The OCI spec this driver would hand to the runtime (before ``spec_amender``)."""
+        return build_spec(request, self.spec_options or self._measure())
+
+    # ------------------------------------------------------------------ RuntimeDriver
+    async def create(self, request: RuntimeCreateRequest) -> RuntimeState:
+        cid = request.container.id
+        async with self._lock(cid):
+            if (self._cdir(cid) / "meta.json").exists():
+                raise Conflict(f"container {cid} already exists in the runtime")
+            name = request.runtime or request.container.host_config.runtime or self.default_runtime
+            runtime_path = self._runtime_path(name)
+            spec = await asyncio.to_thread(self.build_spec, request)
+            if self.spec_amender is not None:
+                self.spec_amender(request.container, spec)
+            bundle, cdir = self._bundle(cid), self._cdir(cid)
+            cfg = request.container.config
+            meta: dict[str, Any] = {
+                "id": cid, "name": request.container.name, "runtime": name, "runtime_path": runtime_path,
+                "runtime_root": str(self.context.run_dir / name), "bundle": str(bundle),
+                "rootfs": request.rootfs, "cgroups_path": spec["linux"].get("cgroupsPath", ""),
+                "log_path": request.log_path or str(cdir / "ctr.log"), "own_log": not request.log_path,
+                "tty": bool(cfg.tty), "stdin": bool(cfg.open_stdin), "cuuid": self._cuuid(cid),
+                "conmon_pid": 0, "pid": 0,
+            }
+
+            def prepare() -> None:
+                bundle.mkdir(parents=True)
+                cdir.mkdir(parents=True)
+                Path(meta["runtime_root"]).mkdir(parents=True, exist_ok=True)
+                (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+                self._save(meta)
+
+            try:
+                await asyncio.to_thread(prepare)
+                cmd = self._conmon_command(meta, cfg.stdin_once)
+                conmon_pid, pid = await asyncio.to_thread(monitor.spawn, cmd)
+            except BaseException:
+                await self._cleanup(meta)
+                raise
+            meta.update(conmon_pid=conmon_pid, pid=pid)
+            self._save(meta)
+            return RuntimeState(status="created", pid=pid)
+
+    def _conmon_command(self, meta: dict[str, Any], stdin_once: bool) -> monitor.ConmonCommand:
+        bundle = meta["bundle"]
+        return monitor.ConmonCommand(
+            conmon=self.conmon, runtime_path=meta["runtime_path"], runtime_root=meta["runtime_root"],
+            cid=meta["id"], cuuid=meta["cuuid"], name=meta["name"] or meta["id"][:12], bundle=bundle,
+            container_pidfile=os.path.join(bundle, "pidfile"),
+            conmon_pidfile=os.path.join(bundle, "conmon.pid"), log_path=meta["log_path"],
+            socket_dir=str(self._socket_dir), persist_dir=str(self._cdir(meta["id"])),
+            terminal=meta["tty"], stdin=meta["stdin"], leave_stdin_open=meta["stdin"] and not stdin_once,
+            log_size_max=int(self.context.options.get("log-size-max", 0) or 0))
+
+    async def start(self, container_id: str) -> RuntimeState:
+        meta = self._meta(container_id)
+        st = await self.state(container_id)
+        if st.status != "created":
+            raise Conflict(f"container {container_id} is {st.status}, not created")
+        await self._run(meta, "start", container_id)
+        st = await self.state(container_id)
+        if st.status == "running" and not st.pid:
+            st.pid = int(meta.get("pid") or 0)
+        return st
+
+    async def kill(self, container_id: str, signal: int) -> None:
+        meta = self._meta(container_id)
+        st = await self.state(container_id)
+        if st.status not in ("running", "paused", "created"):
+            raise Conflict(f"container {container_id} is not running")
+        try:
+            await self._run(meta, "kill", container_id, str(int(signal)))
+        except RuntimeCommandError:
+            if self._exit(meta) is None and (await self.state(container_id)).status != "stopped":
+                raise
+        if st.status == "paused" and signal == _signal.SIGKILL:
+            try:
+                await self._run(meta, "resume", container_id)
+            except RuntimeCommandError:
+                pass
+
+    async def state(self, container_id: str) -> RuntimeState:
+        meta = self._meta(container_id)
+        done = self._exit(meta)
+        if done is not None:
+            return done
+        rs = await self._runtime_state(meta)
+        conmon_alive = monitor.alive(int(meta.get("conmon_pid") or 0), container_id)
+        if rs is None or rs.get("status") == "stopped":
+            # conmon writes the exit file once it has reaped the process and drained its output
+            for _ in range(100):
+                if not conmon_alive:
+                    break
+                await asyncio.sleep(0.02)
+                done = self._exit(meta)
+                if done is not None:
+                    return done
+                conmon_alive = monitor.alive(int(meta.get("conmon_pid") or 0), container_id)
+            done = self._exit(meta)
+            if done is not None:
+                return done
+            if rs is None and not meta.get("conmon_pid"):
+                return RuntimeState(status="unknown")
+            monitor.reap(int(meta.get("conmon_pid") or 0))
+            return RuntimeState(status="stopped", exit_code=UNKNOWN_EXIT)
+        status = str(rs.get("status"))
+        if status not in ("created", "running", "paused"):
+            status = "unknown"
+        return RuntimeState(status=status, pid=int(rs.get("pid") or 0))
+
+    async def wait(self, container_id: str) -> RuntimeState:
+        meta = self._meta(container_id)
+        conmon_pid = int(meta.get("conmon_pid") or 0)
+        delay = 0.01
+        while True:
+            done = self._exit(meta)
+            if done is not None:
+                monitor.reap(conmon_pid)
+                return done
+            if not monitor.alive(conmon_pid, container_id):
+                st = await self.state(container_id)
+                if st.status in ("stopped", "unknown"):
+                    return st
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+            if not (self._cdir(container_id) / "meta.json").exists():
+                raise NotFound(f"container {container_id} was deleted while waiting")
+
+    async def delete(self, container_id: str, force: bool = False) -> None:
+        async with self._lock(container_id):
+            meta = self._meta(container_id)
+            st = await self.state(container_id)
+            if st.status in ("running", "paused"):
+                if not force:
+                    raise Conflict(f"container {container_id} is {st.status}: stop it or force the removal")
+                await self.kill(container_id, _signal.SIGKILL)
+                try:
+                    await asyncio.wait_for(self.wait(container_id), 10)
+                except TimeoutError:
+                    pass
+            await self._cleanup(meta)
+        self._locks.pop(container_id, None)
+
+    async def _cleanup(self, meta: dict[str, Any]) -> None:
+        """Remove every trace of a container: runtime record, monitors, cgroup, files."""
+        cid = meta["id"]
+        bundle = Path(meta["bundle"])
+        for edir in sorted((bundle / "execs").glob("*")) if (bundle / "execs").exists() else []:
+            await asyncio.to_thread(monitor.terminate, monitor.read_pidfile(str(edir / "conmon.pid")), cid)
+        try:
+            await self._run(meta, "delete", "--force", cid, timeout=15)
+        except RuntimeCommandError:
+            pass
+        conmon_pid = int(meta.get("conmon_pid") or monitor.read_pidfile(str(bundle / "conmon.pid")) or 0)
+        for _ in range(250):
+            if not monitor.alive(conmon_pid):
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(monitor.terminate, conmon_pid, cid)
+        if self.layout is not None and meta.get("cgroups_path"):
+            await asyncio.to_thread(cgroups.Cgroup(self.layout, meta["cgroups_path"]).remove)
+
+        def remove_files() -> None:
+            for ident in {meta.get("cuuid", ""), cid}:
+                if ident:
+                    link = self._socket_dir / ident
+                    if link.is_symlink():
+                        link.unlink()
+            shutil.rmtree(bundle, ignore_errors=True)
+            shutil.rmtree(self._cdir(cid), ignore_errors=True)
+
+        await asyncio.to_thread(remove_files)
+
+    async def list(self) -> list[str]:
+        if not self._containers.exists():
+            return []
+        return sorted(p.parent.name for p in self._containers.glob("*/meta.json"))
+
+    async def pause(self, container_id: str) -> None:
+        meta = self._meta(container_id)
+        st = await self.state(container_id)
+        if st.status != "running":
+            raise Conflict(f"container {container_id} is {st.status}, not running")
+        await self._run(meta, "pause", container_id)
+
+    async def resume(self, container_id: str) -> None:
+        meta = self._meta(container_id)
+        st = await self.state(container_id)
+        if st.status != "paused":
+            raise Conflict(f"container {container_id} is {st.status}, not paused")
+        await self._run(meta, "resume", container_id)
+
+    async def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        from dockyard.model import HostConfig
+
+        from dockyard_arch_linux.spec import resources as to_oci
+
+        meta = self._meta(container_id)
+        st = await self.state(container_id)
+        if st.status not in ("created", "running", "paused"):
+            raise Conflict(f"container {container_id} is not running")
+        fields = {_snake(k): v for k, v in resources.items()}
+        unknown = set(fields) - set(RESOURCE_FIELDS)
+        if unknown:
+            raise InvalidArgument(f"cannot update {sorted(unknown)}")
+        host = HostConfig(**{k: v for k, v in fields.items()})
+        res = to_oci(host, self.spec_options.swap_supported if self.spec_options else True)
+        if not res:
+            return
+        path = Path(meta["bundle"]) / "update.json"
+        path.write_text(json.dumps(res))
+        try:
+            await self._run(meta, "update", "--resources", str(path), container_id)
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _cgroup(self, meta: dict[str, Any], pid: int) -> cgroups.Cgroup:
+        layout = self.layout or cgroups.detect()
+        return cgroups.Cgroup.of_pid(pid, layout) or cgroups.Cgroup(layout, meta["cgroups_path"])
+
+    async def cgroup(self, container_id: str) -> cgroups.Cgroup:
+        """The container's cgroup (directories per controller, or the v2 directory)."""
+        meta = self._meta(container_id)
+        st = await self.state(container_id)
+        return self._cgroup(meta, st.pid)
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        meta = self._meta(container_id)
+        st = await self.state(container_id)
+        out: dict[str, Any] = {"id": container_id, "name": "/" + (meta.get("name") or ""),
+                               "read": _iso(_now_ns()), "preread": "0001-01-01T00:00:00Z",
+                               "num_procs": 0, "storage_stats": {},
+                               "precpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}}}
+        if st.status in ("running", "paused", "created"):
+            out.update(await asyncio.to_thread(self._cgroup(meta, st.pid).stats))
+        else:
+            out.update({"cpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
+                        "memory_stats": {}, "pids_stats": {}, "blkio_stats": {}})
+        return out
+
+    async def top(self, container_id: str) -> list[int]:
+        meta = self._meta(container_id)
+        st = await self.state(container_id)
+        if st.status not in ("running", "paused"):
+            raise Conflict(f"container {container_id} is not running")
+        return await asyncio.to_thread(self._cgroup(meta, st.pid).procs)
+
+    # ------------------------------------------------------------------ logs and attach
+    def logs(self, container_id: str, follow: bool = False) -> AsyncIterator[bytes]:
+        """The raw ``k8s-file`` lines conmon wrote (see :func:`parse_line`)."""
+        meta = self._meta(container_id)
+        return follow_lines(meta["log_path"], follow, lambda: self._exit(meta) is not None
+                            or not (self._cdir(container_id) / "meta.json").exists())
+
+    async def log_records(self, container_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
+        """Parsed log records ``(stream, timestamp, data)``; ``follow`` ends when the container exits."""
+        async for line in self.logs(container_id, follow):
+            rec = parse_line(line)
+            if rec is not None:
+                yield rec
+
+    def attach_socket_path(self, container_id: str) -> str:
+        """conmon's attach socket (SOCK_SEQPACKET). Reads give ``<stream byte><data>`` with
+        stream 2 = stdout, 3 = stderr; writes are stdin; ``shutdown(SHUT_WR)`` closes stdin
+        unless the container was created with ``open_stdin`` and not ``stdin_once``."""
+        meta = self._meta(container_id)
+        return str(self._socket_dir / meta["cuuid"] / "attach")
+
+    def connect_attach(self, container_id: str) -> socket.socket:
+        """A connected attach socket."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(self.attach_socket_path(container_id))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    async def resize(self, container_id: str, height: int, width: int) -> None:
+        """Resize the container's pty (TTY containers)."""
+        meta = self._meta(container_id)
+        if not meta.get("tty"):
+            raise Conflict(f"container {container_id} has no terminal")
+        await asyncio.to_thread(monitor.resize, meta["bundle"], height, width)
+
+    # ------------------------------------------------------------------ exec
+    def _exec_dir(self, exec_id: str) -> Path:
+        for d in (self.context.run_dir / "bundles").glob(f"*/execs/{exec_id}"):
+            return d
+        raise NotFound(f"no such exec session: {exec_id}")
+
+    async def exec(self, request: ExecRequest) -> RuntimeState:
+        meta = self._meta(request.container_id)
+        st = await self.state(request.container_id)
+        if st.status != "running":
+            raise Conflict(f"container {request.container_id} is {st.status}, not running")
+        base = json.loads((Path(meta["bundle"]) / "config.json").read_text())["process"]
+        proc = await asyncio.to_thread(exec_process, base, request, meta["rootfs"],
+                                       self.spec_options.cap_last_cap if self.spec_options else 40)
+        edir = Path(meta["bundle"]) / "execs" / request.exec_id
+        if edir.exists():
+            raise Conflict(f"exec session {request.exec_id} already exists")
+        edir.mkdir(parents=True)
+        (edir / "process.json").write_text(json.dumps(proc))
+        emeta = {"id": request.exec_id, "container_id": request.container_id, "tty": request.tty,
+                 "cuuid": self._cuuid(request.exec_id), "conmon_pid": 0, "pid": 0}
+        (edir / "meta.json").write_text(json.dumps(emeta))
+        cmd = monitor.ConmonCommand(
+            conmon=self.conmon, runtime_path=meta["runtime_path"], runtime_root=meta["runtime_root"],
+            cid=request.container_id, cuuid=emeta["cuuid"], name=meta["name"] or request.container_id[:12],
+            bundle=str(edir), container_pidfile=str(edir / "pid"), conmon_pidfile=str(edir / "conmon.pid"),
+            log_path=str(edir / "exec.log"), socket_dir=str(self._socket_dir), exit_dir=str(edir),
+            terminal=request.tty, stdin=request.stdin, exec_process_spec=str(edir / "process.json"))
+        try:
+            conmon_pid, pid = await asyncio.to_thread(monitor.spawn, cmd)
+        except monitor.MonitorError as exc:
+            # Docker reports a command that cannot start as exit code 126 (127: not found)
+            text = str(exc)
+            code = 127 if ("not found" in text or "No such file" in text) else 126
+            (edir / "error").write_text(text)
+            (edir / request.container_id).write_text(str(code))
+            monitor.reap(monitor.read_pidfile(str(edir / "conmon.pid")))
+            return RuntimeState(status="stopped", exit_code=code)
+        emeta.update(conmon_pid=conmon_pid, pid=pid)
+        (edir / "meta.json").write_text(json.dumps(emeta))
+        return RuntimeState(status="running", pid=pid)
+
+    async def exec_state(self, exec_id: str) -> RuntimeState:
+        """State of an exec session; ``exit_code`` once its process has exited."""
+        edir = self._exec_dir(exec_id)
+        emeta = json.loads((edir / "meta.json").read_text())
+        exit_file = edir / emeta["container_id"]
+        code = _read_int(exit_file)
+        if code is not None:
+            monitor.reap(int(emeta.get("conmon_pid") or 0))
+            return RuntimeState(status="stopped", exit_code=code, finished_at=_iso(exit_file.stat().st_mtime_ns))
+        if monitor.alive(int(emeta.get("conmon_pid") or 0), emeta["container_id"]):
+            return RuntimeState(status="running", pid=int(emeta.get("pid") or 0))
+        code = _read_int(exit_file)  # written just before conmon exited
+        if code is not None:
+            return RuntimeState(status="stopped", exit_code=code)
+        monitor.reap(int(emeta.get("conmon_pid") or 0))
+        return RuntimeState(status="stopped", exit_code=UNKNOWN_EXIT)
+
+    async def exec_wait(self, exec_id: str) -> RuntimeState:
+        delay = 0.01
+        while True:
+            st = await self.exec_state(exec_id)
+            if st.status == "stopped":
+                return st
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+
+    def exec_error(self, exec_id: str) -> str:
+        """The runtime's message when the exec'd command could not be started ("" otherwise)."""
+        path = self._exec_dir(exec_id) / "error"
+        return path.read_text() if path.exists() else ""
+
+    async def exec_log_records(self, exec_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
+        """The exec session's output (k8s-file records), following until it exits."""
+        edir = self._exec_dir(exec_id)
+        emeta = json.loads((edir / "meta.json").read_text())
+        done = lambda: (edir / emeta["container_id"]).exists() or not edir.exists()  # noqa: E731
+        async for line in follow_lines(str(edir / "exec.log"), follow, done):
+            rec = parse_line(line)
+            if rec is not None:
+                yield rec
+
+    def exec_attach_socket_path(self, exec_id: str) -> str:
+        emeta = json.loads((self._exec_dir(exec_id) / "meta.json").read_text())
+        return str(self._socket_dir / emeta["cuuid"] / "attach")
+
+    async def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        await asyncio.to_thread(monitor.resize, str(self._exec_dir(exec_id)), height, width)
+
+    async def exec_delete(self, exec_id: str) -> None:
+        """Forget an exec session (kills its monitor if it still runs)."""
+        edir = self._exec_dir(exec_id)
+        emeta = json.loads((edir / "meta.json").read_text())
+        await asyncio.to_thread(monitor.terminate, int(emeta.get("conmon_pid") or 0), emeta["container_id"])
+        link = self._socket_dir / emeta["cuuid"]
+        if link.is_symlink():
+            link.unlink()
+        await asyncio.to_thread(shutil.rmtree, edir, True)
+
+
+RESOURCE_FIELDS = ("memory", "memory_swap", "memory_reservation", "nano_cpus", "cpu_shares", "cpu_period",
+                   "cpu_quota", "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight")
+_PASCAL = {"Memory": "memory", "MemorySwap": "memory_swap", "MemoryReservation": "memory_reservation",
+           "NanoCpus": "nano_cpus", "NanoCPUs": "nano_cpus", "CpuShares": "cpu_shares",
+           "CpuPeriod": "cpu_period", "CpuQuota": "cpu_quota", "CpusetCpus": "cpuset_cpus",
+           "CpusetMems": "cpuset_mems", "PidsLimit": "pids_limit", "BlkioWeight": "blkio_weight"}
+
+
+def _snake(key: str) -> str:
+    return _PASCAL.get(key, key)
+
+
+def _now_ns() -> int:
+    import time
+
+    return time.time_ns()

@@ -1,0 +1,223 @@
+"""conmon: the per-container monitor that outlives the daemon.
+
+One conmon per container (and one per exec session). It is started with ``--api-version 1`` and
+two pipes: ``_OCI_STARTPIPE`` (conmon waits for a byte on it before anything else) and
+``_OCI_SYNCPIPE`` (conmon reports ``{"data": <pid>}`` once ``runtime create``/``exec`` succeeded,
+or a negative value and a ``message`` when it failed). It then double-forks away from the
+daemon, holds the container's stdio, writes the ``k8s-file`` log, offers an attach socket
+(SOCK_SEQPACKET, ``<socket-dir>/<cuuid>/attach``) and a control fifo (``<bundle>/ctl``, message
+``"1 <height> <width>\\n"`` resizes the pty), and when the process exits writes its exit code
+(``128+signal`` for a signal) to ``<persist-dir>/exit`` and ``<exit-dir>/<cid>``, then exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from dockyard.errors import DockyardError, InvalidArgument
+
+PR_SET_CHILD_SUBREAPER = 36
+#: the first byte of each message on the attach socket names the stream
+ATTACH_STDOUT, ATTACH_STDERR = 2, 3
+SUN_PATH_MAX = 107
+
+
+class MonitorError(DockyardError):
+    """conmon or the OCI runtime failed to create the container or exec session."""
+
+
+@dataclass
+class ConmonCommand:
+    conmon: str
+    runtime_path: str
+    runtime_root: str
+    cid: str
+    cuuid: str
+    name: str
+    bundle: str
+    container_pidfile: str
+    conmon_pidfile: str
+    log_path: str
+    socket_dir: str
+    exit_dir: str = ""
+    persist_dir: str = ""
+    terminal: bool = False
+    stdin: bool = False
+    leave_stdin_open: bool = False
+    exec_process_spec: str = ""  # set for an exec session
+    log_size_max: int = 0
+    extra: list[str] = field(default_factory=list)
+
+    def argv(self) -> list[str]:
+        a = [self.conmon, "--api-version", "1", "-c", self.cid, "-u", self.cuuid, "-n", self.name,
+             "-r", self.runtime_path, "-b", self.bundle, "-p", self.container_pidfile,
+             "-P", self.conmon_pidfile, "-l", f"k8s-file:{self.log_path}",
+             "--socket-dir-path", self.socket_dir, "--log-level", "error",
+             "--runtime-arg", "--root", "--runtime-arg", self.runtime_root]
+        if self.exit_dir:
+            a += ["--exit-dir", self.exit_dir]
+        if self.persist_dir:
+            a += ["--persist-dir", self.persist_dir]
+        if self.terminal:
+            a.append("-t")
+        if self.stdin:
+            a.append("-i")
+        if self.leave_stdin_open:
+            a.append("--leave-stdin-open")
+        if self.exec_process_spec:
+            a += ["-e", "--exec-process-spec", self.exec_process_spec]
+        if self.log_size_max > 0:
+            a += ["--log-size-max", str(self.log_size_max)]
+        return a + self.extra
+
+    def attach_socket(self) -> str:
+        return os.path.join(self.socket_dir, self.cuuid, "attach")
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of orphaned descendants (conmon after its double fork), so
+    exited monitors are reaped even where PID 1 does not reap. Returns success."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap(pid: int) -> bool:
+    """Collect ``pid`` if it is our exited child; True if it is gone (or not ours)."""
+    if pid <= 0:
+        return True
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == pid
+    except ChildProcessError:
+        return not alive(pid)
+
+
+def alive(pid: int, needle: str = "") -> bool:
+    """Whether ``pid`` runs (not a zombie) and, if given, its command line contains ``needle``."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        if stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X"):
+            return False
+        if needle:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                return needle.encode() in fh.read()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def read_pidfile(path: str) -> int:
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def spawn(cmd: ConmonCommand, timeout: float = 30.0) -> tuple[int, int]:
+    """Start conmon (blocking; run it in a thread). Returns (conmon pid, process pid).
+
+    Raises :class:`MonitorError` with the runtime's message when create/exec failed.
+    """
+    sock = cmd.attach_socket()
+    if len(sock) > SUN_PATH_MAX:
+        raise InvalidArgument(f"attach socket path too long ({len(sock)} > {SUN_PATH_MAX}): {sock}")
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    start_r, start_w = os.pipe2(os.O_CLOEXEC)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_OCI_")}
+    env.update(_OCI_SYNCPIPE=str(sync_w), _OCI_STARTPIPE=str(start_r))
+    try:
+        proc = subprocess.Popen(cmd.argv(), env=env, pass_fds=(sync_w, start_r), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as exc:
+        for fd in (sync_r, sync_w, start_r, start_w):
+            os.close(fd)
+        raise MonitorError(f"cannot start conmon: {exc}") from exc
+    os.close(sync_w)
+    os.close(start_r)
+    try:
+        os.write(start_w, b"0")
+    finally:
+        os.close(start_w)
+    try:
+        _out, err = proc.communicate(timeout=timeout)  # the first process exits after its fork
+        if proc.returncode != 0:
+            raise MonitorError(f"conmon failed ({proc.returncode}): {err.decode(errors='replace').strip()}")
+        line = _read_line(sync_r, timeout)
+    finally:
+        os.close(sync_r)
+    conmon_pid = read_pidfile(cmd.conmon_pidfile)
+    if not line:
+        raise MonitorError("conmon exited without reporting the container's pid")
+    try:
+        msg = json.loads(line)
+    except ValueError as exc:
+        raise MonitorError(f"unexpected message from conmon: {line!r}") from exc
+    pid = int(msg.get("data", -1))
+    if pid <= 0:
+        reap(conmon_pid)
+        raise MonitorError(str(msg.get("message") or "the OCI runtime failed").strip())
+    return conmon_pid, pid
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MonitorError("timed out waiting for conmon")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.split(b"\n", 1)[0].decode(errors="replace")
+
+
+def resize(bundle: str, height: int, width: int) -> None:
+    """Ask conmon to resize the process's pty (through ``<bundle>/ctl``)."""
+    if not (0 <= height <= 1000 and 0 <= width <= 1000):
+        raise InvalidArgument("terminal size must be between 0 and 1000")
+    try:
+        fd = os.open(os.path.join(bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise MonitorError(f"the monitor is not listening: {exc}") from exc
+    try:
+        os.write(fd, f"1 {height} {width}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def terminate(pid: int, needle: str, timeout: float = 5.0) -> None:
+    """SIGTERM then SIGKILL a conmon we started (identified by ``needle`` in its cmdline)."""
+    if not alive(pid, needle):
+        reap(pid)
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reap(pid)
+            if not alive(pid):
+                return
+            time.sleep(0.02)
+    reap(pid)

@@ -1,0 +1,293 @@
+"""Conformance kit for ``arch`` (runtime) drivers.
+
+Subclass :class:`RuntimeContract` in a ``Test*`` class and supply the ``driver`` fixture: an
+instance whose ``setup()`` has run, built on :func:`runtime_context` (short private directories
+and a unique owner token, so the leak checks here can find everything the driver created)::
+
+    class TestMyRuntime(RuntimeContract):
+        @pytest.fixture
+        async def driver(self, runtime_context):
+            drv = MyRuntime(runtime_context)
+            await drv.setup()
+            return drv
+
+Cases run real containers from a tiny busybox rootfs (:func:`busybox_rootfs`; needs root and
+busybox-static). A fresh driver instance for live-restore cases is ``type(driver)(driver.context)``.
+
+Capabilities (``info.capabilities``) the cases look for:
+
+* ``pause`` -- ``pause()``/``resume()`` freeze and thaw the container;
+* ``exec`` -- ``exec()`` plus ``exec_wait(exec_id) -> RuntimeState`` (its exit code) and
+  ``exec_log_records(exec_id, follow)`` yielding records with ``stream`` and ``data``;
+* ``live-restore`` -- a new driver instance over the same directories finds running containers
+  and the exit codes of those that exited while no instance existed;
+* ``stats``, ``top``, ``update`` -- the optional RuntimeDriver methods.
+
+Every case removes what it created and then checks that no cgroup named after the owner token
+and no process mentioning the driver's run directory is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import pytest_asyncio
+from dockyard.errors import Conflict, NotFound
+from dockyard.model import Container, ContainerConfig, HostConfig, Image, new_id
+from dockyard.specs import DriverContext
+from dockyard.specs.arch import ExecRequest, RuntimeCreateRequest, RuntimeDriver
+
+from . import requires
+from ._common import DriverContract
+
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+GROUP = "root:x:0:\nnogroup:x:65534:\n"
+
+
+def busybox_rootfs(dest: Path) -> Path:
+    """A minimal root filesystem: static busybox, its applets as symlinks, /etc/passwd+group."""
+    busybox = next((p for p in BUSYBOX_CANDIDATES if os.path.exists(p)), None)
+    if busybox is None:
+        pytest.skip("busybox-static is not installed")
+    bindir = dest / "bin"
+    bindir.mkdir(parents=True)
+    shutil.copy2(busybox, bindir / "busybox")
+    for applet in ("sh", "echo", "cat", "sleep", "true", "false", "ls", "ps", "id", "kill", "env",
+                   "hostname", "mkdir", "printf", "test", "grep", "head", "wc"):
+        (bindir / applet).symlink_to("busybox")
+    for d in ("etc", "tmp", "proc", "sys", "dev", "root"):
+        (dest / d).mkdir(exist_ok=True)
+    (dest / "etc" / "passwd").write_text(PASSWD)
+    (dest / "etc" / "group").write_text(GROUP)
+    return dest
+
+
+def make_runtime_context(base: Path, owner: str, **options: str) -> DriverContext:
+    data, run = base / "data", base / "run"
+    data.mkdir(parents=True, exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
+    return DriverContext(data_dir=data, run_dir=run, owner=owner, options=dict(options))
+
+
+def make_request(rootfs: Path, cmd: list[str], runtime: str = "", tty: bool = False,
+                 **host: Any) -> RuntimeCreateRequest:
+    cid = new_id()
+    container = Container(id=cid, name=f"conf-{cid[:8]}", image_id="sha256:" + "0" * 64,
+                          config=ContainerConfig(image="busybox", cmd=list(cmd), tty=tty),
+                          host_config=HostConfig(**host))
+    image = Image(id="sha256:" + "0" * 64)
+    return RuntimeCreateRequest(container=container, image=image, rootfs=str(rootfs), runtime=runtime)
+
+
+def leftovers(owner: str, run_dir: Path) -> list[str]:
+    """Cgroups named after ``owner`` and processes whose command line mentions ``run_dir``."""
+    found = []
+    for root, dirs, _files in os.walk("/sys/fs/cgroup"):
+        for d in dirs:
+            if owner in d:
+                found.append(os.path.join(root, d))
+        dirs[:] = [d for d in dirs if owner not in d]
+    needle = str(run_dir).encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if needle in fh.read():
+                    found.append(f"pid {pid}")
+        except OSError:
+            continue
+    return found
+
+
+async def collect_output(driver: RuntimeDriver, cid: str) -> bytes:
+    return b"".join([line async for line in driver.logs(cid)])
+
+
+async def wait_for_output(driver: RuntimeDriver, cid: str, needle: bytes, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while needle not in await collect_output(driver, cid):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{needle!r} never appeared in the logs of {cid}")
+        await asyncio.sleep(0.05)
+
+
+LOOP = ["sh", "-c", "echo ready; while true; do sleep 0.1; done"]
+
+
+class RuntimeContract(DriverContract):
+    """Cases every ``arch`` driver meets. Subclasses supply ``driver``; they may set
+    ``runtime`` to pass a per-container OCI runtime name."""
+
+    kind: ClassVar[str] = "arch"
+    runtime: ClassVar[str] = ""
+
+    @pytest.fixture
+    def runtime_context(self) -> Any:
+        """Short private directories (unix socket paths stay short) and a unique owner."""
+        base = Path(tempfile.mkdtemp(prefix="dy", dir="/tmp"))
+        owner = "dyc" + os.urandom(4).hex()
+        yield make_runtime_context(base, owner)
+        shutil.rmtree(base, ignore_errors=True)
+
+    @pytest.fixture
+    def rootfs(self, tmp_path: Path) -> Path:
+        return busybox_rootfs(tmp_path / "rootfs")
+
+    @pytest_asyncio.fixture
+    async def containers(self, driver: RuntimeDriver) -> AsyncIterator[list[str]]:
+        """IDs created by a case; force-removed afterwards, then nothing may be left."""
+        ids: list[str] = []
+        yield ids
+        for cid in ids:
+            try:
+                await driver.delete(cid, force=True)
+            except NotFound:
+                pass
+        left = leftovers(driver.context.owner, driver.context.run_dir)
+        assert not left, f"left behind: {left}"
+
+    async def run(self, driver: RuntimeDriver, containers: list[str], rootfs: Path, cmd: list[str],
+                  **host: Any) -> str:
+        req = make_request(rootfs, cmd, runtime=self.runtime, **host)
+        containers.append(req.container.id)
+        st = await driver.create(req)
+        assert st.status == "created"
+        st = await driver.start(req.container.id)
+        assert st.status in ("running", "stopped")
+        return req.container.id
+
+    # ------------------------------------------------------------------ cases
+    def test_reports_a_platform(self, driver: RuntimeDriver) -> None:
+        plats = driver.platforms()
+        assert plats and plats[0].os and plats[0].architecture and not plats[0].emulated
+
+    async def test_echo_reaches_the_logs(self, driver, containers, rootfs) -> None:
+        cid = await self.run(driver, containers, rootfs, ["echo", "hi"])
+        st = await asyncio.wait_for(driver.wait(cid), 15)
+        assert st.status == "stopped" and st.exit_code == 0
+        assert b"hi" in await collect_output(driver, cid)
+
+    async def test_exit_code_propagates(self, driver, containers, rootfs) -> None:
+        cid = await self.run(driver, containers, rootfs, ["sh", "-c", "exit 3"])
+        st = await asyncio.wait_for(driver.wait(cid), 15)
+        assert st.exit_code == 3
+        assert (await driver.state(cid)).exit_code == 3
+
+    async def test_sigterm_reaches_a_trap(self, driver, containers, rootfs) -> None:
+        script = "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.1; done"
+        cid = await self.run(driver, containers, rootfs, ["sh", "-c", script])
+        await wait_for_output(driver, cid, b"ready")
+        await driver.kill(cid, signal.SIGTERM)
+        st = await asyncio.wait_for(driver.wait(cid), 15)
+        assert st.exit_code == 42
+        assert b"got-term" in await collect_output(driver, cid)
+
+    async def test_wait_blocks_until_exit(self, driver, containers, rootfs) -> None:
+        cid = await self.run(driver, containers, rootfs, ["sleep", "0.5"])
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        st = await asyncio.wait_for(driver.wait(cid), 15)
+        assert st.exit_code == 0 and loop.time() - t0 >= 0.3
+        t1 = loop.time()
+        assert (await driver.wait(cid)).exit_code == 0  # already exited: at once
+        assert loop.time() - t1 < 1.0
+
+    async def test_state_transitions(self, driver, containers, rootfs) -> None:
+        req = make_request(rootfs, LOOP, runtime=self.runtime)
+        containers.append(req.container.id)
+        cid = req.container.id
+        assert (await driver.create(req)).status == "created"
+        assert (await driver.state(cid)).status == "created"
+        assert cid in await driver.list()
+        st = await driver.start(cid)
+        assert st.status == "running" and st.pid > 0
+        await driver.kill(cid, signal.SIGKILL)
+        st = await asyncio.wait_for(driver.wait(cid), 15)
+        assert st.status == "stopped" and st.exit_code == 137
+        assert (await driver.state(cid)).status == "stopped"
+
+    async def test_create_twice_conflicts(self, driver, containers, rootfs) -> None:
+        req = make_request(rootfs, ["true"], runtime=self.runtime)
+        containers.append(req.container.id)
+        await driver.create(req)
+        with pytest.raises(Conflict):
+            await driver.create(req)
+
+    async def test_delete_running_needs_force(self, driver, containers, rootfs) -> None:
+        cid = await self.run(driver, containers, rootfs, LOOP)
+        with pytest.raises(Conflict):
+            await driver.delete(cid)
+        assert (await driver.state(cid)).status == "running"
+
+    async def test_delete_cleans_up(self, driver, containers, rootfs) -> None:
+        cid = await self.run(driver, containers, rootfs, LOOP)
+        pid = (await driver.state(cid)).pid
+        assert pid > 0
+        await driver.delete(cid, force=True)
+        with pytest.raises(NotFound):
+            await driver.state(cid)
+        assert cid not in await driver.list()
+        assert not os.path.exists(f"/proc/{pid}/cmdline") or b"sleep" not in Path(
+            f"/proc/{pid}/cmdline").read_bytes()
+        cgroups = [d for d, _s, _f in os.walk("/sys/fs/cgroup") if cid in os.path.basename(d)]
+        assert not cgroups
+
+    async def test_pause_and_resume(self, driver, containers, rootfs) -> None:
+        requires(driver, "pause")
+        cid = await self.run(driver, containers, rootfs, LOOP)
+        await driver.pause(cid)
+        assert (await driver.state(cid)).status == "paused"
+        await driver.resume(cid)
+        assert (await driver.state(cid)).status == "running"
+
+    async def test_exec_exit_code_and_output(self, driver, containers, rootfs) -> None:
+        requires(driver, "exec")
+        cid = await self.run(driver, containers, rootfs, LOOP)
+        eid = new_id()
+        st = await driver.exec(ExecRequest(container_id=cid, exec_id=eid,
+                                           cmd=["sh", "-c", "echo out; echo err >&2; exit 5"]))
+        assert st.status in ("running", "stopped")
+        done = await asyncio.wait_for(driver.exec_wait(eid), 15)  # type: ignore[attr-defined]
+        assert done.exit_code == 5
+        records = [r async for r in driver.exec_log_records(eid)]  # type: ignore[attr-defined]
+        assert [(r.stream, r.data) for r in records] == [("stdout", b"out\n"), ("stderr", b"err\n")]
+
+    async def test_memory_limit_is_in_the_cgroup(self, driver, containers, rootfs) -> None:
+        script = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
+                  " || cat /sys/fs/cgroup/memory.max")
+        cid = await self.run(driver, containers, rootfs, ["sh", "-c", script], memory=64 * 1024 * 1024)
+        st = await asyncio.wait_for(driver.wait(cid), 15)
+        assert st.exit_code == 0
+        assert b"67108864" in await collect_output(driver, cid)
+
+    async def test_a_fresh_instance_finds_running_containers(self, driver, containers, rootfs) -> None:
+        requires(driver, "live-restore")
+        cid = await self.run(driver, containers, rootfs, LOOP)
+        fresh = type(driver)(driver.context)
+        await fresh.setup()
+        assert cid in await fresh.list()
+        st = await fresh.state(cid)
+        assert st.status == "running" and st.pid == (await driver.state(cid)).pid
+        await fresh.kill(cid, signal.SIGKILL)
+        assert (await asyncio.wait_for(fresh.wait(cid), 15)).exit_code == 137
+
+    async def test_exit_while_no_instance_watches(self, driver, containers, rootfs) -> None:
+        requires(driver, "live-restore")
+        cid = await self.run(driver, containers, rootfs, ["sh", "-c", "sleep 0.3; exit 7"])
+        cls, context = type(driver), driver.context
+        await asyncio.sleep(1.0)  # the process exits while no instance looks
+        fresh = cls(context)
+        await fresh.setup()
+        st = await fresh.state(cid)
+        assert st.status == "stopped" and st.exit_code == 7
+        assert (await fresh.wait(cid)).exit_code == 7
