@@ -5,9 +5,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from dockyard_plugin_sdk.conformance.arch import RuntimeContract
-
 from dockyard_arch_linux.driver import LinuxRuntime
+from dockyard_plugin_sdk.conformance.arch import RuntimeContract
 
 pytestmark = pytest.mark.skipif(not shutil.which("conmon"), reason="conmon is not installed")
 
