@@ -1,0 +1,277 @@
+"""``BridgeDriver``: a Linux bridge per network, a veth pair per endpoint, nftables for
+published ports, masquerading and isolation (entry point ``dockyard.drivers.network:bridge``).
+
+Driver options (``DriverContext.options``, from the daemon config):
+
+``mtu``
+    Default MTU of networks without ``com.docker.network.driver.mtu`` (1500).
+``port-range``
+    Where ``host_port=0`` picks a port (``49153-65535``, dockerd's).
+``ip-forward``
+    ``true`` sets the host-wide ``net.ipv4.ip_forward`` at setup, which container egress and
+    ports published to other hosts need (dockerd always does). Default ``false``: only our own
+    bridges forward (per-interface ``forwarding``), the host-wide switch is left alone.
+
+The daemon config key ``live-restore`` (true) keeps the nft rules at :meth:`close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import Conflict, Forbidden, InvalidArgument, NotFound
+from dockyard.model import Network
+from dockyard.specs import DriverContext, DriverInfo, NetworkDriver
+from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
+
+from dockyard_network_bridge import names, netlink, nft, ports
+from dockyard_network_bridge.options import parse_options
+from dockyard_network_bridge.state import StateFile
+
+log = logging.getLogger(__name__)
+_TRUE = {"1", "t", "true", "yes", "on"}
+
+
+def _first_host(subnet: str) -> str:
+    net = ipaddress.ip_network(subnet, strict=False)
+    return str(net.network_address + 1)
+
+
+class BridgeDriver(NetworkDriver):
+    info = DriverInfo(
+        name="bridge", kind="network",
+        description="Linux bridge per network, veth per endpoint, nftables port publishing",
+        capabilities=frozenset({"connectivity", "isolation", "port-publishing", "internal", "ipv6"}),
+    )
+
+    def __init__(self, context: DriverContext) -> None:
+        super().__init__(context)
+        opts = dict(context.options)
+        self.owner = context.owner
+        self.table = names.table_name(context.owner)
+        try:
+            self._default_mtu = int(opts.get("mtu", "1500"))
+        except ValueError as exc:
+            raise InvalidArgument(f"bridge driver option mtu: {opts['mtu']!r}") from exc
+        self._port_range = ports.parse_range(opts.get("port-range", "{}-{}".format(*ports.DEFAULT_RANGE)))
+        self._ip_forward = opts.get("ip-forward", "false").lower() in _TRUE
+        self._live_restore = str(context.daemon_config.get("live-restore", "")).lower() in _TRUE
+        self._state = StateFile(Path(context.data_dir) / "bridge.json")
+        self._doc: dict[str, Any] = {"networks": {}, "endpoints": {}}
+        self._lock = asyncio.Lock()
+        self._ready = False
+
+    # ------------------------------------------------------------------ life cycle
+    async def setup(self) -> None:
+        """Load the state, forget endpoints whose veth vanished (their namespace died), delete
+        our links no record explains, re-create missing bridges, and rebuild the nft table."""
+        async with self._lock:
+            self._doc = await asyncio.to_thread(self._state.load)
+            links = {link.name: link for link in await asyncio.to_thread(netlink.list_links)}
+            eps = self._doc["endpoints"]
+            for eid in [e for e, ep in eps.items() if ep["veth"] not in links]:
+                del eps[eid]
+            known_veths = {ep["veth"] for ep in eps.values()}
+            known_bridges = {n["bridge"] for n in self._doc["networks"].values()}
+            for link in links.values():
+                stray = ((link.kind == "veth" and names.is_veth_name(self.owner, link.name)
+                          and link.name not in known_veths)
+                         or (link.kind == "bridge" and names.is_bridge_name(self.owner, link.name)
+                             and link.name not in known_bridges))
+                if stray:
+                    log.info("removing leftover %s %s", link.kind, link.name)
+                    await asyncio.to_thread(netlink.delete_link, link.name)
+            for net_id in self._doc["networks"]:
+                await self._plumb_network(net_id)
+            await asyncio.to_thread(self._state.save, self._doc)
+            if self._ip_forward:
+                await asyncio.to_thread(netlink.write_sysctl, Path("/proc/sys/net/ipv4/ip_forward"), "1")
+            await self._sync_rules()
+            self._ready = True
+
+    async def close(self) -> None:
+        """Remove this daemon's nft table (kept with ``live-restore``); bridges and veths stay,
+        so running containers keep their interfaces and a restart re-creates the rules."""
+        async with self._lock:
+            if self._ready and not self._live_restore and nft.available():
+                await nft.delete_table(self.table)
+            self._ready = False
+
+    def status(self) -> list[tuple[str, str]]:
+        return [("Networks", str(len(self._doc["networks"]))),
+                ("Endpoints", str(len(self._doc["endpoints"]))),
+                ("nftables table", f"{nft.FAMILY} {self.table}")]
+
+    # ------------------------------------------------------------------ networks
+    def _network_entry(self, network: Network) -> dict[str, Any]:
+        opts = parse_options(dict(network.options), self._default_mtu)
+        if not network.ipam_pools:
+            raise InvalidArgument("a bridge network needs at least one IPAM pool (subnet)")
+        gateways, subnets4 = [], []
+        for pool in network.ipam_pools:
+            try:
+                subnet = ipaddress.ip_network(pool.subnet, strict=False)
+                gw = ipaddress.ip_address((pool.gateway or _first_host(pool.subnet)).split("/")[0])
+            except ValueError as exc:
+                raise InvalidArgument(f"bad IPAM pool {pool.subnet!r}/{pool.gateway!r}: {exc}") from exc
+            if gw not in subnet:
+                raise InvalidArgument(f"gateway {gw} is not inside {subnet}")
+            gateways.append(f"{gw}/{subnet.prefixlen}")
+            if subnet.version == 4:
+                subnets4.append(str(subnet))
+        bridge = opts.bridge_name or names.bridge_name(self.owner, network.id)
+        return {"bridge": bridge, "owned": not opts.bridge_name, "gateways": gateways,
+                "subnets4": subnets4, "internal": bool(network.internal), "options": opts.to_state()}
+
+    async def create_network(self, network: Network) -> dict[str, Any]:
+        entry = self._network_entry(network)
+        async with self._lock:
+            if network.id in self._doc["networks"]:
+                raise Conflict(f"network {network.id[:12]} already exists in the bridge driver")
+            for other_id, other in self._doc["networks"].items():
+                if other["bridge"] == entry["bridge"]:
+                    raise Conflict(f"bridge {entry['bridge']} is already used by network {other_id[:12]}")
+            if not entry["owned"]:  # a user-named bridge: removed with the network only if made here
+                entry["owned"] = await asyncio.to_thread(netlink.get_link, entry["bridge"]) is None
+            self._doc["networks"][network.id] = entry
+            try:
+                await self._plumb_network(network.id)
+                await asyncio.to_thread(self._state.save, self._doc)
+                await self._sync_rules()
+            except BaseException:
+                del self._doc["networks"][network.id]
+                if entry["owned"]:
+                    await asyncio.to_thread(netlink.delete_link, entry["bridge"])
+                await asyncio.to_thread(self._state.save, self._doc)
+                raise
+        return {"bridge": entry["bridge"]}
+
+    async def delete_network(self, network: Network) -> None:
+        """Remove the bridge (when this driver made it) and the network's rules. Refused while
+        endpoints are attached; a network the driver does not know is already gone."""
+        async with self._lock:
+            entry = self._doc["networks"].get(network.id)
+            if entry is None:
+                derived = names.bridge_name(self.owner, network.id)
+                await asyncio.to_thread(netlink.delete_link, derived)
+                return
+            attached = [e for e, ep in self._doc["endpoints"].items() if ep["network_id"] == network.id]
+            if attached:
+                raise Forbidden(f"network {network.id[:12]} has active endpoints")
+            del self._doc["networks"][network.id]
+            await asyncio.to_thread(self._state.save, self._doc)
+            await self._sync_rules()
+            if entry["owned"]:
+                await asyncio.to_thread(netlink.delete_link, entry["bridge"])
+
+    async def restore(self, network: Network) -> None:
+        """Re-create the bridge (addresses, sysctls) when missing, re-attach our veths of this
+        network that lost it, and re-install the rules. Existing veths are left as they are."""
+        async with self._lock:
+            if network.id not in self._doc["networks"]:
+                self._doc["networks"][network.id] = self._network_entry(network)
+            await self._plumb_network(network.id)
+            await asyncio.to_thread(self._state.save, self._doc)
+            await self._sync_rules()
+
+    async def _plumb_network(self, net_id: str) -> None:
+        entry = self._doc["networks"][net_id]
+        await asyncio.to_thread(netlink.ensure_bridge, entry["bridge"], entry["gateways"],
+                                entry["options"]["mtu"])
+        for ep in self._doc["endpoints"].values():
+            if ep["network_id"] == net_id:
+                await asyncio.to_thread(netlink.enslave, ep["veth"], entry["bridge"])
+
+    # ------------------------------------------------------------------ endpoints
+    async def join(self, request: EndpointRequest) -> EndpointResult:
+        if not request.ipv4_address and not request.ipv6_address:
+            raise InvalidArgument("the bridge driver needs an address (from IPAM) to join")
+        if not names.valid_ifname(request.ifname):
+            raise InvalidArgument(f"bad interface name {request.ifname!r}")
+        if request.network.id not in self._doc["networks"]:
+            await self.restore(request.network)
+        async with self._lock:
+            if request.endpoint_id in self._doc["endpoints"]:
+                raise Conflict(f"endpoint {request.endpoint_id[:12]} already joined")
+            entry = self._doc["networks"][request.network.id]
+            gw4 = gw6 = ""
+            if not entry["internal"]:
+                for gw in entry["gateways"]:
+                    if ipaddress.ip_interface(gw).version == 4:
+                        gw4 = gw4 or (request.gateway or gw)
+                    else:
+                        gw6 = gw6 or gw
+            bound: list[PortMapping] = []
+            if request.ports and not entry["internal"]:
+                in_use = [ports.Binding(p["protocol"], p["host_ip"], p["host_port"])
+                          for ep in self._doc["endpoints"].values() for p in ep["ports"]]
+                bound = await asyncio.to_thread(ports.allocate, request.ports, in_use, self._port_range,
+                                                entry["options"]["host_binding_ipv4"])
+                if bound and not request.ipv4_address:
+                    raise InvalidArgument("publishing ports needs an IPv4 address")
+            veth = names.veth_name(self.owner, request.endpoint_id)
+            mac = request.mac_address or netlink.mac_for(request.ipv4_address)
+            spec = netlink.EndpointSpec(
+                bridge=entry["bridge"], veth=veth, netns_path=request.netns_path, ifname=request.ifname,
+                mac=mac, mtu=entry["options"]["mtu"],
+                addresses=[a for a in (request.ipv4_address, request.ipv6_address) if a],
+                gateway4=gw4, gateway6=gw6, isolated=not entry["options"]["icc"])
+            await asyncio.to_thread(netlink.create_endpoint, spec)
+            self._doc["endpoints"][request.endpoint_id] = {
+                "network_id": request.network.id, "veth": veth, "container_id": request.container_id,
+                "ipv4": request.ipv4_address.split("/")[0],
+                "ports": [{"container_port": p.container_port, "protocol": p.protocol,
+                           "host_ip": p.host_ip, "host_port": p.host_port} for p in bound],
+            }
+            try:
+                await asyncio.to_thread(self._state.save, self._doc)
+                if bound:
+                    await self._sync_rules()
+            except BaseException:
+                del self._doc["endpoints"][request.endpoint_id]
+                await asyncio.to_thread(netlink.delete_link, veth)
+                await asyncio.to_thread(self._state.save, self._doc)
+                raise
+        return EndpointResult(ifname=request.ifname, mac_address=mac, ipv4_address=request.ipv4_address,
+                              ipv6_address=request.ipv6_address, gateway=gw4.split("/")[0],
+                              ports=bound, extra={"veth": veth, "bridge": entry["bridge"]})
+
+    async def leave(self, request: EndpointRequest, result: EndpointResult) -> None:
+        """Delete the veth (its peer goes with it) and the endpoint's published ports. Succeeds
+        when the namespace, the veth or the record is already gone."""
+        async with self._lock:
+            ep = self._doc["endpoints"].pop(request.endpoint_id, None)
+            veth = (ep or {}).get("veth") or result.extra.get("veth") \
+                or names.veth_name(self.owner, request.endpoint_id)
+            if not names.is_veth_name(self.owner, veth):
+                raise NotFound(f"{veth} is not an interface of this driver")
+            await asyncio.to_thread(netlink.delete_link, veth)
+            if ep is not None:
+                await asyncio.to_thread(self._state.save, self._doc)
+                if ep["ports"]:
+                    await self._sync_rules()
+
+    # ------------------------------------------------------------------ nft
+    def _ruleset(self) -> nft.Ruleset:
+        nets = self._doc["networks"]
+        rs = nft.Ruleset(self.table)
+        for entry in nets.values():
+            rs.networks.append(nft.NetworkRules(
+                bridge=entry["bridge"], subnets=tuple(entry["subnets4"]), internal=entry["internal"],
+                masquerade=entry["options"]["masquerade"]))
+        for ep in self._doc["endpoints"].values():
+            net = nets.get(ep["network_id"])
+            if net is None:
+                continue
+            for p in ep["ports"]:
+                rs.ports.append(nft.PortRule(bridge=net["bridge"], container_ip=ep["ipv4"],
+                                             container_port=p["container_port"], protocol=p["protocol"],
+                                             host_ip=p["host_ip"], host_port=p["host_port"]))
+        return rs
+
+    async def _sync_rules(self) -> None:
+        await nft.apply(self._ruleset())

@@ -1,0 +1,203 @@
+"""Every netlink call of the bridge driver, through pyroute2 (no ``ip`` subprocesses).
+
+These functions are synchronous; the driver runs them with ``asyncio.to_thread`` (pyroute2's
+sync API runs an event loop of its own, so it must not run on the daemon's loop thread).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.errors import Conflict, NotFound
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+PROC_CONF4 = Path("/proc/sys/net/ipv4/conf")
+
+
+@dataclass
+class Link:
+    name: str
+    index: int
+    kind: str
+    master: int | None
+    up: bool
+
+
+@dataclass
+class EndpointSpec:
+    """What one endpoint needs in the kernel."""
+
+    bridge: str
+    veth: str  # host end
+    netns_path: str
+    ifname: str  # container end
+    mac: str
+    mtu: int
+    addresses: list[str] = field(default_factory=list)  # CIDR, v4 and v6
+    gateway4: str = ""  # "" = no default route
+    gateway6: str = ""
+    isolated: bool = False  # bridge port isolation: endpoints cannot talk to each other (icc=false)
+
+
+def _link(ipr: IPRoute, name: str) -> Link | None:
+    idx = ipr.link_lookup(ifname=name)
+    if not idx:
+        return None
+    (msg,) = ipr.link("get", index=idx[0])
+    return Link(name=name, index=idx[0], kind=msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "",
+                master=msg.get("master"), up=bool(msg["flags"] & 1))
+
+
+def list_links() -> list[Link]:
+    with IPRoute() as ipr:
+        return [Link(name=m.get("ifname"), index=m["index"],
+                     kind=m.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "",
+                     master=m.get("master"), up=bool(m["flags"] & 1)) for m in ipr.link("dump")]
+
+
+def get_link(name: str) -> Link | None:
+    with IPRoute() as ipr:
+        return _link(ipr, name)
+
+
+def write_sysctl(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+def ensure_bridge(name: str, addresses: list[str], mtu: int) -> bool:
+    """Create bridge ``name`` (or check the existing one is a bridge: ours from before a restart,
+    or one the user named), with ``addresses`` (CIDR; missing ones are added) and up. Returns
+    whether it was created here."""
+    created = False
+    with IPRoute() as ipr:
+        link = _link(ipr, name)
+        if link is not None and link.kind != "bridge":
+            raise Conflict(f"interface {name} exists and is not a bridge ({link.kind or 'unknown'})")
+        if link is None:
+            try:
+                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            created = True
+            link = _link(ipr, name)
+            assert link is not None
+        have = {f"{a.get('address')}/{a['prefixlen']}" for a in ipr.addr("dump", index=link.index)}
+        for cidr in addresses:
+            iface = ipaddress.ip_interface(cidr)
+            if f"{iface.ip}/{iface.network.prefixlen}" in have:
+                continue
+            try:
+                ipr.addr("add", index=link.index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+        if not link.up:
+            ipr.link("set", index=link.index, state="up")
+    conf = PROC_CONF4 / name
+    # 127.0.0.1:PORT published ports DNAT host-local traffic onto the bridge; the kernel drops
+    # such packets as martians unless route_localnet is set on the outgoing interface.
+    write_sysctl(conf / "route_localnet", "1")
+    # Routing between this bridge and others is decided by the driver's nft forward chain; only
+    # this bridge's forwarding flag is touched, never the host-wide one.
+    write_sysctl(conf / "forwarding", "1")
+    return created
+
+
+def delete_link(name: str) -> bool:
+    """Delete link ``name``; False when it did not exist."""
+    with IPRoute() as ipr:
+        try:
+            ipr.link("del", ifname=name)
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+                return False
+            raise
+    return True
+
+
+def enslave(veth: str, bridge: str) -> bool:
+    """Attach ``veth`` to ``bridge`` when it is not already; False when either is missing."""
+    with IPRoute() as ipr:
+        v, b = _link(ipr, veth), _link(ipr, bridge)
+        if v is None or b is None:
+            return False
+        if v.master != b.index:
+            ipr.link("set", index=v.index, master=b.index)
+        if not v.up:
+            ipr.link("set", index=v.index, state="up")
+    return True
+
+
+def mac_for(ipv4: str) -> str:
+    """Docker's MAC scheme: 02:42 followed by the IPv4 address; random (locally administered)
+    when there is no IPv4 address."""
+    if ipv4:
+        packed = ipaddress.IPv4Address(ipv4.split("/")[0]).packed
+    else:
+        packed = secrets.token_bytes(4)
+    return ":".join(f"{b:02x}" for b in b"\x02\x42" + packed)
+
+
+def create_endpoint(spec: EndpointSpec) -> None:
+    """veth pair: host end on the bridge, container end created directly in the container's
+    namespace as ``spec.ifname``; addresses, MTU, loopback up, default routes."""
+    if not os.path.exists(spec.netns_path):
+        raise NotFound(f"network namespace {spec.netns_path} does not exist")
+    with IPRoute() as ipr:
+        bridge = _link(ipr, spec.bridge)
+        if bridge is None:
+            raise NotFound(f"bridge {spec.bridge} does not exist")
+        try:
+            ipr.link("add", ifname=spec.veth, kind="veth", mtu=spec.mtu,
+                     peer={"ifname": spec.ifname, "net_ns_fd": spec.netns_path,
+                           "address": spec.mac, "mtu": spec.mtu})
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                raise Conflict(f"interface {spec.veth} or {spec.ifname} in the container exists") from exc
+            raise
+        try:
+            idx = ipr.link_lookup(ifname=spec.veth)[0]
+            ipr.link("set", index=idx, master=bridge.index)
+            if spec.isolated:
+                ipr.brport("set", index=idx, isolated=1)
+            ipr.brport("set", index=idx, mode=1)  # hairpin: reach its own published ports
+            ipr.link("set", index=idx, state="up")
+            _configure_container_end(spec)
+        except BaseException:
+            delete_link(spec.veth)
+            raise
+
+
+def _configure_container_end(spec: EndpointSpec) -> None:
+    with IPRoute(netns=spec.netns_path, flags=0) as ns:
+        idx = ns.link_lookup(ifname=spec.ifname)[0]
+        for cidr in spec.addresses:
+            iface = ipaddress.ip_interface(cidr)
+            kw = {"nodad": True} if iface.version == 6 else {}
+            ns.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen, **kw)
+        ns.link("set", index=idx, state="up")
+        lo = ns.link_lookup(ifname="lo")
+        if lo:
+            ns.link("set", index=lo[0], state="up")
+        if spec.gateway4:
+            ns.route("replace", dst="0.0.0.0/0", gateway=spec.gateway4.split("/")[0], oif=idx)
+        if spec.gateway6:
+            ns.route("replace", family=socket.AF_INET6, dst="::/0", gateway=spec.gateway6.split("/")[0],
+                     oif=idx)
+
+
+def loopback_up(netns_path: str) -> None:
+    if not os.path.exists(netns_path):
+        raise NotFound(f"network namespace {netns_path} does not exist")
+    with IPRoute(netns=netns_path, flags=0) as ns:
+        lo = ns.link_lookup(ifname="lo")
+        if lo:
+            ns.link("set", index=lo[0], state="up")
