@@ -294,7 +294,9 @@ class StorageContract(DriverContract):
                     ".wh.gonedir", "bin/tool", "cfglink"}
         assert expected <= set(names), f"missing from diff: {expected - set(names)}"
         ancestors = {"/".join(n.split("/")[:i]) for n in expected for i in range(1, n.count("/") + 1)}
-        extra = set(names) - expected - ancestors
+        # bin/alias is a hard link of bin/tool: whether the chmod reaches it depends on the
+        # driver (overlayfs copy-up breaks the link), so it may appear or not.
+        extra = set(names) - expected - ancestors - {"bin/alias"}
         assert not extra, f"unchanged entries in the diff: {sorted(extra)}"
         assert len(names) == len(set(names)), "duplicate entries in the diff"
         with tarfile.open(out) as tf:
