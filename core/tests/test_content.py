@@ -82,7 +82,7 @@ def test_missing_and_delete(store: ContentStore) -> None:
 
 
 def test_invalid_digests(store: ContentStore) -> None:
-    for bad in ("sha256:xyz", "md5:" + "a" * 32, "sha256:" + "A" * 64, "../../etc/passwd", "sha256:" + "a" * 63):
+    for bad in ("sha256:xyz", "md5:" + "a" * 32, "sha256:" + "A" * 64, "../../etc/passwd", "sha256:" + "a" * 63, "sha256:" + "a" * 64 + "\n"):
         with pytest.raises(InvalidDigest):
             store.exists(bad)
     with pytest.raises(InvalidDigest):

@@ -41,8 +41,9 @@ def test_parts() -> None:
     assert str(ref.repository()) == "localhost:5000/team/app"
     assert str(parse_normalized("busybox").with_tag("musl")) == "docker.io/library/busybox:musl"
     assert parse_normalized("busybox", default_tag=False).tag is None
-    with pytest.raises(InvalidReference):
-        ref.with_tag("-bad")
+    for bad in ("-bad", "v1\n"):
+        with pytest.raises(InvalidReference):
+            ref.with_tag(bad)
 
 
 @pytest.mark.parametrize("text,reason", [

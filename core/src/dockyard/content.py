@@ -43,7 +43,7 @@ class DigestMismatch(InvalidArgument):
 
 def validate_digest(digest: str) -> str:
     """Return ``digest`` if it is a well-formed sha256 digest, else raise :class:`InvalidDigest`."""
-    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
         raise InvalidDigest(f"invalid digest {digest!r}: expected sha256:<64 lowercase hex digits>")
     return digest
 
@@ -156,7 +156,7 @@ class ContentStore:
         if not self._blobs.is_dir():
             return []
         return sorted("sha256:" + p.name for p in self._blobs.iterdir()
-                      if _DIGEST_RE.match("sha256:" + p.name))
+                      if _DIGEST_RE.fullmatch("sha256:" + p.name))
 
     def verify(self, digest: str) -> bool:
         """Re-hash blob ``digest`` and say whether it still matches its name."""

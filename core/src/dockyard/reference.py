@@ -96,7 +96,7 @@ class Reference:
         return out
 
     def with_tag(self, tag: str) -> Reference:
-        if not _TAG_RE.match(tag):
+        if not _TAG_RE.fullmatch(tag):
             raise InvalidReference(tag, "invalid tag")
         return Reference(self.domain, self.path, tag, self.digest)
 
@@ -127,12 +127,12 @@ def parse_normalized(text: str, default_tag: bool = True) -> Reference:
         raise InvalidReference(str(text), "empty reference")
     if text != text.strip():
         raise InvalidReference(text, "leading or trailing whitespace")
-    if _HEX64_RE.match(text):
+    if _HEX64_RE.fullmatch(text):
         raise InvalidReference(text, "cannot specify 64-byte hexadecimal strings (an image ID is not a name)")
     rest, digest = text, None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
-        if not _DIGEST_RE.match(digest):
+        if not _DIGEST_RE.fullmatch(digest):
             raise InvalidReference(text, f"invalid digest {digest!r}")
         algo, hexpart = digest.split(":", 1)
         want = _DIGEST_HEX_LEN.get(algo)
@@ -143,16 +143,16 @@ def parse_normalized(text: str, default_tag: bool = True) -> Reference:
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1:]
-        if not _TAG_RE.match(tag):
+        if not _TAG_RE.fullmatch(tag):
             raise InvalidReference(text, f"invalid tag {tag!r}")
     if not rest:
         raise InvalidReference(text, "missing repository name")
     domain, path = _split_domain(rest)
-    if not _DOMAIN_RE.match(domain):
+    if not _DOMAIN_RE.fullmatch(domain):
         raise InvalidReference(text, f"invalid registry host {domain!r}")
-    if path != path.lower() and _PATH_RE.match(path.lower()):
+    if path != path.lower() and _PATH_RE.fullmatch(path.lower()):
         raise InvalidReference(text, "repository name must be lowercase")
-    if not _PATH_RE.match(path):
+    if not _PATH_RE.fullmatch(path):
         raise InvalidReference(text, f"invalid repository name {path!r}")
     if domain == DEFAULT_DOMAIN and "/" not in path:
         path = OFFICIAL_REPO_PREFIX + path
