@@ -141,6 +141,7 @@ class LinuxRuntime(RuntimeDriver):
         if not init:
             init = next((p for p in (shutil.which(c) for c in INIT_CANDIDATES) if p), "") or ""
         return SpecOptions(
+            host_capabilities=held_capabilities(),
             owner=self.context.owner, machine=platform.machine(), cap_last_cap=min(last, 40),
             host_nofile_hard=resource.getrlimit(resource.RLIMIT_NOFILE)[1], swap_supported=swap,
             cgroup_v2=layout.version == 2, init_path=init, cgroup_parent=self.cgroup_parent)
@@ -516,8 +517,9 @@ class LinuxRuntime(RuntimeDriver):
         if st.status != "running":
             raise Conflict(f"container {request.container_id} is {st.status}, not running")
         base = json.loads((Path(meta["bundle"]) / "config.json").read_text())["process"]
-        proc = await asyncio.to_thread(exec_process, base, request, meta["rootfs"],
-                                       self.spec_options.cap_last_cap if self.spec_options else 40)
+        opts = self.spec_options or self._measure()
+        proc = await asyncio.to_thread(exec_process, base, request, meta["rootfs"], opts.cap_last_cap,
+                                       opts.host_capabilities)
         edir = Path(meta["bundle"]) / "execs" / request.exec_id
         if edir.exists():
             raise Conflict(f"exec session {request.exec_id} already exists")
@@ -611,6 +613,20 @@ _PASCAL = {"Memory": "memory", "MemorySwap": "memory_swap", "MemoryReservation":
            "NanoCpus": "nano_cpus", "NanoCPUs": "nano_cpus", "CpuShares": "cpu_shares",
            "CpuPeriod": "cpu_period", "CpuQuota": "cpu_quota", "CpusetCpus": "cpuset_cpus",
            "CpusetMems": "cpuset_mems", "PidsLimit": "pids_limit", "BlkioWeight": "blkio_weight"}
+
+
+def held_capabilities() -> frozenset[str]:
+    """The names of the capabilities in this process's bounding set."""
+    from dockyard_arch_linux.spec import ALL_CAPABILITIES
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapBnd:"):
+                mask = int(line.split()[1], 16)
+                return frozenset(c for i, c in enumerate(ALL_CAPABILITIES) if mask >> i & 1)
+    except (OSError, ValueError):
+        pass
+    return frozenset()
 
 
 def _snake(key: str) -> str:

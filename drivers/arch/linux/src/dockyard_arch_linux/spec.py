@@ -85,6 +85,9 @@ class SpecOptions:
     swap_supported: bool = True  # v1: memory.memsw.* present; v2: memory.swap.max present
     cgroup_v2: bool = False
     init_path: str = ""  # host path of catatonit/tini for --init; "" = not available
+    #: capabilities the daemon itself holds (its bounding set); privileged containers and
+    #: ``--cap-add ALL`` get these, since a runtime cannot grant more. Empty = no such limit.
+    host_capabilities: frozenset[str] = frozenset()
     cgroup_parent: str = ""  # "" = /dockyard-<owner>-<id> at the root of each hierarchy
     annotations: dict[str, str] = field(default_factory=dict)
 
@@ -148,9 +151,15 @@ def normalize_capability(name: str) -> str:
     return upper
 
 
-def capabilities(host: HostConfig, cap_last_cap: int = 40) -> list[str]:
-    """The effective capability list, following Docker's ``TweakCapabilities``."""
-    supported = list(ALL_CAPABILITIES[: cap_last_cap + 1])
+def supported_capabilities(cap_last_cap: int = 40, held: frozenset[str] = frozenset()) -> list[str]:
+    """Capabilities the kernel knows, limited to ``held`` (the daemon's bounding set) if given."""
+    return [c for c in ALL_CAPABILITIES[: cap_last_cap + 1] if not held or c in held]
+
+
+def capabilities(host: HostConfig, cap_last_cap: int = 40, held: frozenset[str] = frozenset()) -> list[str]:
+    """The effective capability list, following Docker's ``TweakCapabilities``. ``ALL`` and
+    ``--privileged`` mean every capability the kernel knows and the daemon holds."""
+    supported = supported_capabilities(cap_last_cap, held)
     if host.privileged:
         return supported
     adds = [normalize_capability(c) for c in host.cap_add]
@@ -162,7 +171,7 @@ def capabilities(host: HostConfig, cap_last_cap: int = 40) -> list[str]:
     else:
         caps = [c for c in DEFAULT_CAPABILITIES if c not in drops]
         caps += [c for c in adds if c not in caps]
-    return [c for c in caps if c in supported]
+    return caps
 
 
 def merge_env(image_env: list[str], container_env: list[str]) -> list[str]:
@@ -379,7 +388,7 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
     if not request.rootfs:
         raise InvalidArgument("the request has no rootfs")
     security = parse_security_opt(host.security_opt)
-    caps = capabilities(host, options.cap_last_cap)
+    caps = capabilities(host, options.cap_last_cap, options.host_capabilities)
     user = resolve_user(cfg.user or image.config.user, request.rootfs)
     hostname = cfg.hostname or container.id[:12]
     cwd = cfg.working_dir or image.config.working_dir or "/"
@@ -448,7 +457,7 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
 
 
 def exec_process(base: dict[str, Any], request: ExecRequest, rootfs: str,
-                 cap_last_cap: int = 40) -> dict[str, Any]:
+                 cap_last_cap: int = 40, held: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The ``process`` object for ``runtime exec --process``, derived from the container's."""
     if not request.cmd:
         raise InvalidArgument("no exec command specified")
@@ -468,6 +477,6 @@ def exec_process(base: dict[str, Any], request: ExecRequest, rootfs: str,
             raise InvalidArgument("the exec working directory must be absolute")
         proc["cwd"] = request.working_dir
     if request.privileged:
-        caps = list(ALL_CAPABILITIES[: cap_last_cap + 1])
+        caps = supported_capabilities(cap_last_cap, held)
         proc["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
     return proc

@@ -1,0 +1,396 @@
+"""What only the Linux driver does: real containers checked from the inside, conmon's attach
+socket and pty, stats/top/update on the real cgroup, runtime selection, live-restore across a
+killed daemon process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.model import new_id
+from dockyard.specs import DriverContext
+from dockyard.specs.arch import ExecRequest
+from dockyard_arch_linux import cgroups, monitor
+from dockyard_arch_linux.driver import LinuxRuntime
+from dockyard_arch_linux.logs import parse_line
+from dockyard_plugin_sdk.conformance.arch import leftovers, make_request
+
+from .conftest import NEEDS_HOST
+
+pytestmark = NEEDS_HOST
+LOOP = ["sh", "-c", "echo ready; while true; do sleep 0.1; done"]
+DOCKER_DEFAULT_CAPEFF = "00000000a80425fb"
+
+
+async def output(driver, cid) -> bytes:
+    return b"".join([r.data async for r in driver.log_records(cid)])
+
+
+async def run(driver, ids, rootfs, cmd, *, wait=True, tty=False, stdin=False, stdin_once=False, user="",
+              runtime="", **host):
+    req = make_request(rootfs, cmd, runtime=runtime, tty=tty, **host)
+    req.container.config.open_stdin = stdin
+    req.container.config.stdin_once = stdin_once
+    req.container.config.user = user
+    ids.append(req.container.id)
+    await driver.create(req)
+    await driver.start(req.container.id)
+    if wait:
+        st = await asyncio.wait_for(driver.wait(req.container.id), 15)
+        return req.container.id, st, await output(driver, req.container.id)
+    return req.container.id, None, b""
+
+
+async def until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition never became true"
+        await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------- the spec, seen from inside
+async def test_default_security_inside(driver, ids, rootfs):
+    _cid, st, out = await run(driver, ids, rootfs, ["sh", "-c", "grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status; cat /proc/kcore | wc -c; ls /sys/class/net"])
+    assert st.exit_code == 0
+    text = out.decode()
+    assert "Seccomp:\t2" in text
+    assert f"CapEff:\t{DOCKER_DEFAULT_CAPEFF}" in text
+    assert "NoNewPrivs:\t0" in text
+    lines = text.split()
+    assert "lo" in lines and "eth0" not in lines  # a private, empty network namespace
+
+
+async def test_seccomp_blocks_unshare(driver, ids, rootfs):
+    (rootfs / "bin" / "unshare").symlink_to("busybox")
+    _cid, st, out = await run(driver, ids, rootfs, ["unshare", "-m", "true"], cap_add=["SYS_ADMIN"])
+    assert st.exit_code == 0, out  # allowed with CAP_SYS_ADMIN
+    _cid, st, out = await run(driver, ids, rootfs, ["unshare", "-m", "true"])
+    assert st.exit_code != 0 and b"Operation not permitted" in out
+
+
+async def test_privileged_and_unconfined(driver, ids, rootfs):
+    _cid, st, out = await run(driver, ids, rootfs, ["grep", "Seccomp:", "/proc/self/status"],
+                              security_opt=["seccomp=unconfined", "no-new-privileges"])
+    assert b"Seccomp:\t0" in out
+    _cid, st, out = await run(driver, ids, rootfs, ["grep", "-E", "^(CapEff|Seccomp):", "/proc/self/status"],
+                              privileged=True)
+    held = int(Path("/proc/self/status").read_text().split("CapBnd:")[1].split()[0], 16)
+    assert b"Seccomp:\t0" in out and f"CapEff:\t{held:016x}".encode() in out
+
+
+async def test_cap_drop_all_and_nnp(driver, ids, rootfs):
+    _cid, st, out = await run(driver, ids, rootfs, ["grep", "-E", "^(CapEff|NoNewPrivs):", "/proc/self/status"],
+                              cap_drop=["ALL"], security_opt=["no-new-privileges:true"])
+    assert b"CapEff:\t0000000000000000" in out and b"NoNewPrivs:\t1" in out
+
+
+async def test_user_hostname_readonly_shm(driver, ids, rootfs):
+    script = "id; hostname; touch /x 2>&1; grep /dev/shm /proc/mounts"
+    _cid, st, out = await run(driver, ids, rootfs, ["sh", "-c", script], user="nobody",
+                              read_only_rootfs=True, shm_size=8 * 1024 * 1024)
+    text = out.decode()
+    assert "uid=65534(nobody) gid=65534(nogroup)" in text
+    assert "Read-only file system" in text
+    assert "size=8192k" in text
+
+
+async def test_nofile_ulimit_and_init(driver, ids, rootfs):
+    if not driver.spec_options.init_path:
+        pytest.skip("no catatonit/tini on this host")
+    _cid, st, out = await run(driver, ids, rootfs, ["sh", "-c", "ulimit -n; cat /proc/1/cmdline | tr '\\0' ' '"],
+                              init=True)
+    lines = out.decode().split("\n")
+    assert int(lines[0]) <= 20000
+    assert lines[1].startswith("/dev/init -- sh")
+
+
+async def test_mounts(driver, ids, rootfs, tmp_path):
+    from dockyard.model import Mount
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("from-host")
+    req = make_request(rootfs, ["sh", "-c", "cat /data/f; touch /data/g 2>&1; echo x > /t/y && cat /t/y"])
+    req.mounts = [Mount(type="bind", source=str(src), destination="/data", read_only=True),
+                  Mount(type="tmpfs", destination="/t")]
+    ids.append(req.container.id)
+    await driver.create(req)
+    await driver.start(req.container.id)
+    await driver.wait(req.container.id)
+    out = await output(driver, req.container.id)
+    assert b"from-host" in out and b"Read-only file system" in out and b"x\n" in out
+
+
+# ---------------------------------------------------------------- logs
+async def test_log_records_streams_and_partial_lines(driver, ids, rootfs):
+    cid, st, _ = await run(driver, ids, rootfs, ["sh", "-c", "echo out; echo err >&2; printf tail"])
+    recs = [r async for r in driver.log_records(cid)]
+    assert ("stdout", b"out\n") in [(r.stream, r.data) for r in recs]
+    assert ("stderr", b"err\n") in [(r.stream, r.data) for r in recs]
+    assert [r.data for r in recs if r.stream == "stdout"] == [b"out\n", b"tail"]  # P: no newline
+    assert all(r.timestamp.endswith("Z") or "+" in r.timestamp for r in recs)
+
+
+async def test_follow_ends_at_exit(driver, ids, rootfs):
+    cid, _st, _ = await run(driver, ids, rootfs, ["sh", "-c", "for i in 1 2 3; do echo t$i; sleep 0.2; done"],
+                            wait=False)
+    got = [r.data async for r in driver.log_records(cid, follow=True)]
+    assert got == [b"t1\n", b"t2\n", b"t3\n"]
+
+
+def test_parse_line():
+    assert parse_line(b"2026-01-01T00:00:00.1Z stdout F hello\n").data == b"hello\n"
+    assert parse_line(b"2026-01-01T00:00:00.1Z stderr P part").data == b"part"
+    assert parse_line(b"2026-01-01T00:00:00.1Z stdout F ").data == b"\n"
+    assert parse_line(b"garbage") is None
+    assert parse_line(b"ts stdin F x") is None
+
+
+# ---------------------------------------------------------------- attach socket and pty
+async def test_attach_socket_stdin_and_output(driver, ids, rootfs):
+    cid, _st, _ = await run(driver, ids, rootfs, ["cat"], wait=False, stdin=True, stdin_once=True)
+    sock = driver.connect_attach(cid)
+    try:
+        sock.sendall(b"hello\n")
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(10)
+        msg = sock.recv(8192)
+    finally:
+        sock.close()
+    assert msg[0] == monitor.ATTACH_STDOUT and msg[1:] == b"hello\n"
+    st = await asyncio.wait_for(driver.wait(cid), 10)  # stdin closed: cat ends
+    assert st.exit_code == 0
+    assert await output(driver, cid) == b"hello\n"
+
+
+async def test_tty_resize(driver, ids, rootfs):
+    script = "until stty size 2>/dev/null | grep -q '^[1-9]'; do sleep 0.05; done; stty size"
+    cid, _st, _ = await run(driver, ids, rootfs, ["sh", "-c", script], wait=False, tty=True)
+    await driver.resize(cid, 30, 100)
+    st = await asyncio.wait_for(driver.wait(cid), 10)
+    assert st.exit_code == 0
+    assert b"30 100" in await output(driver, cid)
+    with pytest.raises(InvalidArgument):
+        monitor.resize("/nonexistent", 2000, 10)
+
+
+# ---------------------------------------------------------------- cgroup-backed methods
+async def test_stats_top_update(driver, ids, rootfs):
+    cid, _st, _ = await run(driver, ids, rootfs, ["sh", "-c", "sleep 60 & while true; do sleep 0.1; done"],
+                            wait=False, memory=64 << 20, pids_limit=50)
+    await until(lambda: _has_children(driver, cid))
+    stats = await driver.stats(cid)
+    assert stats["memory_stats"]["limit"] == 64 << 20
+    assert stats["memory_stats"]["usage"] > 0
+    assert stats["pids_stats"]["current"] >= 2 and stats["pids_stats"]["limit"] == 50
+    assert stats["cpu_stats"]["cpu_usage"]["total_usage"] > 0
+    assert stats["cpu_stats"]["system_cpu_usage"] > 0 and stats["id"] == cid
+    pids = await driver.top(cid)
+    assert (await driver.state(cid)).pid in pids and len(pids) >= 2
+    await driver.update(cid, {"memory": 128 << 20, "PidsLimit": 80})
+    cg = await driver.cgroup(cid)
+    assert cg.memory_limit() == 128 << 20
+    assert (await driver.stats(cid))["pids_stats"]["limit"] == 80
+    with pytest.raises(InvalidArgument):
+        await driver.update(cid, {"privileged": True})
+
+
+async def _has_children(driver, cid) -> bool:
+    return len(await driver.top(cid)) >= 2
+
+
+async def test_pause_uses_the_freezer(driver, ids, rootfs):
+    cid, _st, _ = await run(driver, ids, rootfs, LOOP, wait=False)
+    await driver.pause(cid)
+    cg = await driver.cgroup(cid)
+    assert cg.frozen()
+    with pytest.raises(Conflict):
+        await driver.pause(cid)
+    await driver.kill(cid, signal.SIGKILL)  # a paused container can still be killed
+    assert (await asyncio.wait_for(driver.wait(cid), 10)).exit_code == 137
+
+
+async def test_oom_kill_is_reported(driver, ids, rootfs):
+    # a shell growing a string until the 8 MiB limit kills it
+    script = "x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; while true; do x=$x$x; done"
+    cid, st, _ = await run(driver, ids, rootfs, ["sh", "-c", script], memory=8 << 20, memory_swap=8 << 20)
+    assert st.exit_code == 137
+    assert st.oom_killed
+
+
+# ---------------------------------------------------------------- exec
+async def test_exec_variants(driver, ids, rootfs):
+    cid, _st, _ = await run(driver, ids, rootfs, LOOP, wait=False)
+    eid = new_id()
+    await driver.exec(ExecRequest(container_id=cid, exec_id=eid, cmd=["sh", "-c", "id -u; pwd; echo $FOO"],
+                                  user="nobody", working_dir="/tmp", env=["FOO=bar"]))
+    assert (await driver.exec_wait(eid)).exit_code == 0
+    assert b"".join([r.data async for r in driver.exec_log_records(eid)]) == b"65534\n/tmp\nbar\n"
+    missing = new_id()
+    st = await driver.exec(ExecRequest(container_id=cid, exec_id=missing, cmd=["/no/such/binary"]))
+    assert st.status == "stopped" and st.exit_code in (126, 127)
+    assert (await driver.exec_state(missing)).exit_code == st.exit_code
+    assert driver.exec_error(missing)
+    # the exec's stdin through its attach socket
+    cat = new_id()
+    await driver.exec(ExecRequest(container_id=cid, exec_id=cat, cmd=["cat"], stdin=True))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.connect(driver.exec_attach_socket_path(cat))
+    sock.sendall(b"via-exec\n")
+    sock.shutdown(socket.SHUT_WR)
+    assert (await asyncio.wait_for(driver.exec_wait(cat), 10)).exit_code == 0
+    sock.close()
+    assert b"".join([r.data async for r in driver.exec_log_records(cat)]) == b"via-exec\n"
+    await driver.exec_delete(cat)
+    with pytest.raises(NotFound):
+        await driver.exec_state(cat)
+
+
+# ---------------------------------------------------------------- runtimes
+async def test_default_runtime_from_daemon_config(base_dir, owner, rootfs):
+    ctx = DriverContext(data_dir=base_dir / "data", run_dir=base_dir / "run", owner=owner,
+                        daemon_config={"default-runtime": "runc"})
+    drv = LinuxRuntime(ctx)
+    await drv.setup()
+    req = make_request(rootfs, ["true"])
+    try:
+        await drv.create(req)
+        meta = json.loads((ctx.data_dir / "containers" / req.container.id / "meta.json").read_text())
+        assert meta["runtime"] == "runc"
+        listed = subprocess.run(["runc", "--root", meta["runtime_root"], "list", "-q"], capture_output=True,
+                                text=True, check=True).stdout.split()
+        assert req.container.id in listed
+    finally:
+        await drv.delete(req.container.id, force=True)
+    assert not leftovers(owner, ctx.run_dir)
+
+
+async def test_unknown_runtime_is_invalid(driver, rootfs):
+    with pytest.raises(InvalidArgument, match="unknown"):
+        await driver.create(make_request(rootfs, ["true"], runtime="kata"))
+    assert await driver.list() == []
+
+
+async def test_failed_create_leaves_nothing(driver, rootfs):
+    req = make_request(rootfs, ["/does/not/exist"])
+    req.container.config.working_dir = "/also/missing/../x"
+    with pytest.raises(Exception) as info:
+        await driver.create(req)
+        await driver.start(req.container.id)
+    if (driver.context.data_dir / "containers" / req.container.id).exists():
+        await driver.delete(req.container.id, force=True)
+    assert info.value is not None
+    assert not leftovers(driver.context.owner, driver.context.run_dir)
+
+
+# ---------------------------------------------------------------- live-restore across kill -9
+DAEMON = textwrap.dedent("""
+    import asyncio, json, sys
+    from pathlib import Path
+    from dockyard.specs import DriverContext
+    from dockyard_arch_linux.driver import LinuxRuntime
+    from dockyard_plugin_sdk.conformance.arch import make_request
+
+    async def main():
+        base, owner, rootfs = sys.argv[1], sys.argv[2], sys.argv[3]
+        ctx = DriverContext(data_dir=Path(base) / "data", run_dir=Path(base) / "run", owner=owner)
+        drv = LinuxRuntime(ctx)
+        await drv.setup()
+        ids = []
+        for cmd in (["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick$i; sleep 0.1; done"],
+                    ["sh", "-c", "sleep 0.5; exit 9"]):
+            req = make_request(rootfs, cmd)
+            await drv.create(req)
+            await drv.start(req.container.id)
+            ids.append(req.container.id)
+        print(json.dumps(ids), flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+""")
+
+
+async def test_live_restore_after_kill_9(driver, ids, rootfs, base_dir, owner):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DAEMON, str(base_dir), owner, str(rootfs), stdout=asyncio.subprocess.PIPE)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        running, exiting = json.loads(line)
+        ids.extend([running, exiting])
+    finally:
+        proc.kill()  # SIGKILL: the "daemon" dies without any cleanup
+        await proc.wait()
+    await asyncio.sleep(0.8)  # the second container exits while no daemon runs
+    fresh = LinuxRuntime(driver.context)
+    await fresh.setup()
+    assert sorted(await fresh.list()) == sorted([running, exiting])
+    st = await fresh.state(running)
+    assert st.status == "running" and st.pid > 0
+    done = await fresh.state(exiting)
+    assert done.status == "stopped" and done.exit_code == 9 and done.finished_at
+    # logs continue after the restart
+    before = await output(fresh, running)
+    await until(lambda: _grew(fresh, running, len(before)))
+    await fresh.kill(running, signal.SIGKILL)  # sh as PID 1 ignores an untrapped SIGTERM
+    assert (await asyncio.wait_for(fresh.wait(running), 10)).exit_code == 137
+    for cid in (running, exiting):
+        await fresh.delete(cid)
+    assert await fresh.list() == []
+
+
+async def _grew(drv, cid, size) -> bool:
+    return len(await output(drv, cid)) > size
+
+
+# ---------------------------------------------------------------- cgroup layouts
+def test_layout_detection_of_this_host():
+    layout = cgroups.detect()
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        assert layout.version == 2
+    else:
+        assert layout.version == 1 and "memory" in layout.controllers
+
+
+def test_parse_mountinfo():
+    text = ("30 25 0:26 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory\n"
+            "31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw shared:10 - cgroup cgroup rw,cpu,cpuacct\n"
+            "32 25 0:28 / /sys/fs/cgroup/unified rw shared:11 - cgroup2 cgroup2 rw\n")
+    unified, ctrls = cgroups.parse_mountinfo(text)
+    assert unified == "/sys/fs/cgroup/unified"
+    assert ctrls == {"memory": "/sys/fs/cgroup/memory", "cpu": "/sys/fs/cgroup/cpu,cpuacct",
+                     "cpuacct": "/sys/fs/cgroup/cpu,cpuacct"}
+
+
+def test_status_and_platforms(driver):
+    keys = dict(driver.status())
+    assert keys["Default Runtime"] == "crun" and keys["Cgroup Layout"] in ("v1", "v2", "hybrid")
+    import platform
+
+    if platform.machine() == "x86_64":
+        assert str(driver.platforms()[0]) == "linux/amd64"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/ns/mnt"), reason="no mount namespaces")
+def test_zombie_free_after_suite_like_use(driver):
+    # conmon double-forks; as subreaper the driver's process reaps them, so none stays a zombie
+    assert driver.subreaper
+    zombies = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if "(conmon)" in stat and stat[stat.rindex(")") + 2] == "Z" and int(stat.split()[3]) == os.getpid():
+                zombies.append(pid)
+    assert not zombies
