@@ -1,0 +1,197 @@
+"""What benchmark modules and ``bench/run.py`` share: results, the run context, hyperfine, reports.
+
+A benchmark module in ``bench/benchmarks/`` defines ``run(ctx: Context) -> list[Result]``. It
+measures its subjects and their peers *in the same run* (one hyperfine invocation where it can),
+so that ratios compare like with like on a noisy machine. A subject that cannot be measured
+(not installed, exits non-zero) is still a :class:`Result`, with ``error`` saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+
+@dataclass
+class Goal:
+    """A target from an issue (``dockyard --version <= 100 ms``), checked against this run."""
+
+    text: str
+    met: bool | None  # None: could not be checked (a figure is missing)
+    detail: str = ""
+
+
+@dataclass
+class Result:
+    """One measured command. Times are milliseconds. ``role`` is ``subject`` or ``peer``."""
+
+    benchmark: str
+    name: str
+    command: str
+    role: str = "subject"
+    median_ms: float | None = None
+    mean_ms: float | None = None
+    stddev_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    runs: int = 0
+    ratios: dict[str, float] = field(default_factory=dict)  # peer name -> median / peer median
+    goals: list[Goal] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def measured(self) -> bool:
+        return self.median_ms is not None and not self.error
+
+
+@dataclass
+class Context:
+    """What a benchmark gets: where things are and how hard to try."""
+
+    root: Path = ROOT
+    runs: int = 20
+    warmup: int = 3
+    work_dir: Path = field(default_factory=lambda: Path("/tmp"))
+    log: Any = print
+
+    @property
+    def venv_bin(self) -> Path:
+        return self.root / ".venv" / "bin"
+
+    @property
+    def python(self) -> Path:
+        return self.venv_bin / "python"
+
+
+def check_command(argv: list[str], timeout: float = 30) -> str:
+    """Why ``argv`` cannot be benchmarked ("" when it runs and exits 0)."""
+    exe = argv[0]
+    if "/" in exe:
+        if not Path(exe).exists():
+            return f"{exe} does not exist"
+    elif shutil.which(exe) is None:
+        return f"{exe} is not installed"
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{' '.join(argv)} cannot run: {exc}"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        return f"{' '.join(argv)} exits {proc.returncode}: {last}"
+    return ""
+
+
+def hyperfine(ctx: Context, commands: dict[str, list[str]], tag: str) -> dict[str, dict[str, Any]]:
+    """Run every command in one hyperfine invocation; returns hyperfine's JSON result per name."""
+    hf = shutil.which("hyperfine")
+    if hf is None:
+        raise RuntimeError("hyperfine is not installed (apt-get install hyperfine, or setup-peers.sh)")
+    out = ctx.work_dir / f"hyperfine-{tag}.json"
+    argv = [hf, "--style", "none", "--shell", "none", "--warmup", str(ctx.warmup), "--runs", str(ctx.runs),
+            "--export-json", str(out)]
+    for name, cmd in commands.items():
+        argv += ["--command-name", name, " ".join(cmd)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"hyperfine failed ({proc.returncode}): {proc.stderr.strip()}")
+    data = json.loads(out.read_text())
+    return {name: entry for name, entry in zip(commands, data["results"], strict=True)}
+
+
+def fill(result: Result, stats: dict[str, Any]) -> Result:
+    """Copy hyperfine's figures (seconds) into ``result`` (milliseconds)."""
+    ms = 1000.0
+    result.median_ms = stats["median"] * ms
+    result.mean_ms = stats["mean"] * ms
+    result.stddev_ms = (stats.get("stddev") or 0.0) * ms
+    result.min_ms = stats["min"] * ms
+    result.max_ms = stats["max"] * ms
+    result.runs = len(stats.get("times") or [])
+    return result
+
+
+def add_ratios(results: list[Result]) -> None:
+    """Give every measured subject its ratio to every measured peer of the same benchmark."""
+    for subject in results:
+        if subject.role != "subject" or not subject.measured:
+            continue
+        for peer in results:
+            if peer.role == "peer" and peer.benchmark == subject.benchmark and peer.measured and peer.median_ms:
+                subject.ratios[peer.name] = subject.median_ms / peer.median_ms  # type: ignore[operator]
+
+
+# ---------------------------------------------------------------------------------- reports
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def host_facts() -> dict[str, Any]:
+    uname = platform.uname()
+    hf = shutil.which("hyperfine")
+    version = subprocess.run([hf, "--version"], capture_output=True, text=True).stdout.strip() if hf else ""
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    cpus = len([line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("processor")]) \
+        if Path("/proc/cpuinfo").exists() else 0
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": uname.node,
+            "kernel": uname.release, "machine": uname.machine, "cpus": cpus,
+            "python": platform.python_version(), "hyperfine": version, "commit": commit}
+
+
+def write_reports(results: list[Result], report_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    js = report_dir / "latest.json"
+    md = report_dir / "latest.md"
+    js.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2) + "\n")
+    md.write_text(render_markdown(results, meta))
+    return md, js
+
+
+def render_markdown(results: list[Result], meta: dict[str, Any]) -> str:
+    lines = ["# Dockyard benchmarks", "",
+             f"{meta.get('date', '')} · commit {meta.get('commit') or '?'} · {meta.get('cpus', '?')} CPUs · "
+             f"kernel {meta.get('kernel', '?')} · Python {meta.get('python', '?')} · {meta.get('hyperfine') or ''}",
+             "", "Medians of repeated runs (hyperfine); ratios are against peers measured in the same run.", ""]
+    if meta.get("setup"):
+        lines += [f"Peers setup: {meta['setup']}", ""]
+    benchmarks: dict[str, list[Result]] = {}
+    for r in results:
+        benchmarks.setdefault(r.benchmark, []).append(r)
+    for bench, rows in benchmarks.items():
+        peers = [r.name for r in rows if r.role == "peer"]
+        lines += [f"## {bench}", ""]
+        header = ["command", "role", "median ms", "mean ± sd ms", "min ms", "max ms", "runs"]
+        header += [f"× {p}" for p in peers]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in rows:
+            if r.measured:
+                cells = [f"`{r.name}`", r.role, _fmt(r.median_ms), f"{_fmt(r.mean_ms)} ± {_fmt(r.stddev_ms)}",
+                         _fmt(r.min_ms), _fmt(r.max_ms), str(r.runs)]
+                cells += [_fmt(r.ratios.get(p), 2) if p in r.ratios else "—" for p in peers]
+            else:
+                cells = [f"`{r.name}`", r.role, "NOT MEASURED", "—", "—", "—", "0"] + ["—"] * len(peers)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        for r in rows:
+            if not r.measured:
+                lines.append(f"- **`{r.name}` not measured:** {r.error}")
+        goals = [(r, g) for r in rows for g in r.goals]
+        if goals:
+            lines += ["", "Goals:", ""]
+            for _r, g in goals:
+                mark = {True: "met", False: "MISSED", None: "not checked"}[g.met]
+                lines.append(f"- {g.text}: **{mark}**" + (f" ({g.detail})" if g.detail else ""))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
