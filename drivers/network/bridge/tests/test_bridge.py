@@ -402,3 +402,24 @@ async def test_host_driver_changes_nothing(tmp_path):
     after = off_loop(host_links)
     assert before == after
     assert await h.teardown() == []
+
+
+async def test_all_addresses_publishing_and_hairpin(harness):
+    """Published on every host address: reachable at 127.0.0.1 and, from the container itself
+    and from a neighbour, at the network's gateway address (a host address on the test bridge)."""
+    network = await harness.create_network()
+    req, res = await harness.join(network, ports=[PortMapping(container_port=80)])
+    neighbour, _ = await harness.join(network)
+    port = res.ports[0].host_port
+    assert res.ports[0].host_ip == ""
+    assert await reach_published(req, port) == b"HELLO"
+    gateway = network.ipam_pools[0].gateway
+    for source in (req, neighbour):
+        server = socket_in_netns(req.netns_path)
+        client = socket_in_netns(source.netns_path)
+        with server, client:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("0.0.0.0", 80))
+            server.listen(1)
+            reply, peer = await asyncio.to_thread(tcp_roundtrip, client, server, (gateway, port))
+        assert reply == b"HELLO"
