@@ -423,3 +423,16 @@ async def test_all_addresses_publishing_and_hairpin(harness):
             server.listen(1)
             reply, peer = await asyncio.to_thread(tcp_roundtrip, client, server, (gateway, port))
         assert reply == b"HELLO"
+
+
+async def test_concurrent_joins_and_leaves(harness):
+    network = await harness.create_network()
+    requests = [harness.request(network, harness.create_netns(), ports=[PortMapping(80, host_ip="127.0.0.1")])
+                for _ in range(5)]
+    results = await asyncio.gather(*[harness.driver.join(r) for r in requests])
+    harness.endpoints += list(zip(requests, results, strict=True))
+    assert len({r.ports[0].host_port for r in results}) == 5
+    assert len({r.extra["veth"] for r in results}) == 5
+    assert await reach_published(requests[3], results[3].ports[0].host_port) == b"HELLO"
+    await asyncio.gather(*[harness.leave(q, r) for q, r in zip(requests, results, strict=True)])
+    assert harness.driver._doc["endpoints"] == {}

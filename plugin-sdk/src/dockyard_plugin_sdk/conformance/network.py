@@ -208,6 +208,7 @@ class NetworkHarness:
         self.netns: list[str] = []
         self.endpoints: list[tuple[EndpointRequest, EndpointResult]] = []
         self._next_host: dict[str, int] = {}
+        self._serial = 0
 
     def make_network(self, *, internal: bool = False, options: dict[str, str] | None = None,
                      subnet: str = "") -> Network:
@@ -232,7 +233,8 @@ class NetworkHarness:
     def create_netns(self) -> str:
         from pyroute2 import netns
 
-        name = f"{self.owner}-ns{len(self.netns)}"
+        self._serial += 1
+        name = f"{self.owner}-ns{self._serial}"
         netns.create(name)
         self.netns.append(name)
         return f"/run/netns/{name}"
