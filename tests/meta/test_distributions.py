@@ -5,6 +5,7 @@ never on a sibling; and builds a wheel by itself from a copy of its own director
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -80,34 +81,51 @@ def test_depends_on_core_with_a_range_and_never_on_a_sibling(d: Path) -> None:
         assert not bad, f"{name}[{extra}] names sibling distributions: {[str(r) for r in bad]}"
 
 
-def _build(d: Path, tmp: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Build a wheel from a copy of ``d`` alone (no build/ or egg-info leftovers)."""
-    src = tmp / "src" / d.name
+def _copy(d: Path, tmp: Path) -> Path:
+    """A copy of ``d`` alone (no build/ or egg-info leftovers, no siblings next to it)."""
+    src = tmp / "src" / d.relative_to(ROOT).as_posix().replace("/", "__")
     shutil.copytree(d, src, ignore=shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__",
                                                           ".pytest_cache", ".tox"))
-    out = tmp / "wheel" / d.name
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
-                           "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
-                          capture_output=True, text=True, timeout=300)
-    return proc, out
+    return src
+
+
+def _pip_wheel(sources: list[Path], out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check",
+                           "--no-deps", "--no-build-isolation", "-w", str(out), *map(str, sources)],
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
-def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, tuple[subprocess.CompletedProcess[str], Path]]:
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, tuple[str, Path]]:
+    """Build every distribution's wheel: one ``pip wheel`` per CPU, each over a share of the copies
+    (pip starts once per share; each project is still built by itself from its own copy). When a
+    share fails, its projects are rebuilt one per pip run so the failure names the right one."""
     tmp = tmp_path_factory.mktemp("wheels")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {d: pool.submit(_build, d, tmp / str(i)) for i, d in enumerate(DISTS)}
-        return {d: f.result() for d, f in futures.items()}
+    copies = {d: _copy(d, tmp) for d in DISTS}
+    shares = max(1, min(os.cpu_count() or 1, 4))
+    chunks = [DISTS[i::shares] for i in range(shares)]
+    with ThreadPoolExecutor(max_workers=shares) as pool:
+        procs = list(pool.map(lambda i: _pip_wheel([copies[d] for d in chunks[i]], tmp / f"out{i}"),
+                              range(shares)))
+    out = {}
+    for i, chunk in enumerate(chunks):
+        for d in chunk:
+            out[d] = (procs[i].stdout + procs[i].stderr, tmp / f"out{i}")
+        if procs[i].returncode != 0:  # one bad project stops pip: rebuild this share one by one
+            for j, d in enumerate(chunk):
+                alone = tmp / f"out{i}-{j}"
+                proc = _pip_wheel([copies[d]], alone)
+                out[d] = (proc.stdout + proc.stderr, alone)
+    return out
 
 
 @pytest.mark.parametrize("d", DISTS, ids=IDS)
 def test_builds_a_wheel_alone(d: Path, wheels) -> None:
-    proc, out = wheels[d]
-    assert proc.returncode == 0, f"pip wheel {d.relative_to(ROOT)} failed:\n{proc.stdout}{proc.stderr}"
+    log, out = wheels[d]
     proj = project(d)
-    built = list(out.glob("*.whl"))
     stem = f"{norm(proj['name']).replace('-', '_')}-{proj['version']}-"
-    assert len(built) == 1 and built[0].name.startswith(stem), [w.name for w in built]
+    built = [w for w in out.glob("*.whl") if w.name.startswith(stem)]
+    assert len(built) == 1, f"pip wheel {d.relative_to(ROOT)} made no {stem}*.whl:\n{log}"
     with zipfile.ZipFile(built[0]) as whl:
         names = whl.namelist()
         packages = {n.split("/")[0] for n in names if n.endswith(".py")}
@@ -118,3 +136,14 @@ def test_builds_a_wheel_alone(d: Path, wheels) -> None:
     runtime = [r for r in requires if r.marker is None or "extra" not in str(r.marker)]
     assert {norm(r.name) for r in runtime} & SIBLINGS <= ({"dockyard-core"} if norm(proj["name"]) != "dockyard-core"
                                                           else set())
+
+
+def test_a_project_that_cannot_build_is_caught(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    (bad / "src" / "dockyard_bad").mkdir(parents=True)
+    (bad / "src" / "dockyard_bad" / "__init__.py").write_text("")
+    (bad / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=68"]\n'
+                                        'build-backend = "setuptools.build_meta"\n[project]\nname = "dockyard-bad"\n'
+                                        'version = "0.1.0"\ndependencies = ["not a [valid requirement"]\n')
+    proc = _pip_wheel([bad], tmp_path / "out")
+    assert proc.returncode != 0 and not list((tmp_path / "out").glob("*.whl"))
