@@ -318,6 +318,12 @@ class NetworkContract(DriverContract):
         assert not errors, f"teardown failed: {errors}"
         assert not left, f"left behind after the test: {left}"
 
+    @pytest.fixture
+    def container_netns(self, harness: NetworkHarness) -> str:
+        """A throwaway network namespace standing in for a container: its path, removed (with
+        everything else of the test) at teardown. ``harness.create_netns()`` makes more."""
+        return harness.create_netns()
+
     # ------------------------------------------------------------------ life cycle
     async def test_create_delete_leaves_nothing(self, harness: NetworkHarness) -> None:
         network = await harness.create_network()
@@ -330,9 +336,9 @@ class NetworkContract(DriverContract):
             await harness.driver.create_network(network)
         assert leftovers(harness.owner) == []
 
-    async def test_leave_is_idempotent(self, harness: NetworkHarness) -> None:
+    async def test_leave_is_idempotent(self, harness: NetworkHarness, container_netns: str) -> None:
         network = await harness.create_network()
-        req, result = await harness.join(network)
+        req, result = await harness.join(network, netns_path=container_netns)
         await harness.leave(req, result)
         await harness.driver.leave(req, result)
 

@@ -4,7 +4,7 @@ Driver options (``DriverContext.options``, from the daemon config):
 
 ``default-address-pools``
     Comma-separated ``base/len[:size]`` pools automatic IPv4 subnets are cut from (default:
-    docker's, 172.17-31.0.0/16 then 192.168.0.0/16 in /20s).
+    172.17.0.0/16 whole, then docker's other bases in /24s; see ``pools.DEFAULT_POOLS``).
 ``default-address-pools-v6``
     The same for IPv6 (default: none, so an IPv6 network needs an explicit subnet).
 ``check-host-routes``
@@ -46,7 +46,7 @@ class DefaultIpam(IpamDriver):
     def __init__(self, context: Any) -> None:
         super().__init__(context)
         opts = dict(context.options)
-        self._v4_pools = P.parse_pools(opts.get("default-address-pools", P.DOCKER_DEFAULT_POOLS), v6=False)
+        self._v4_pools = P.parse_pools(opts.get("default-address-pools", P.DEFAULT_POOLS), v6=False)
         self._v6_pools = P.parse_pools(opts.get("default-address-pools-v6", ""), v6=True)
         self._check_routes = opts.get("check-host-routes", "true").lower() in _TRUE
         self._store = AllocationStore(context.data_dir)

@@ -11,12 +11,11 @@ from dockyard.errors import InvalidArgument
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-#: Docker's built-in default address pools (``daemon.json`` ``default-address-pools``):
-#: 172.17-31.x.x as /16 networks, then 192.168.0.0/16 cut into /20s.
-DOCKER_DEFAULT_POOLS = ",".join(
-    [f"172.{n}.0.0/16:16" for n in range(17, 32)] + ["192.168.0.0/16:20"]
-)
-
+#: Default address pools: docker's bases (``daemon.json`` ``default-address-pools``), 172.17.0.0/16
+#: whole (the default ``bridge`` network, docker0's subnet) and the rest cut into /24s, so
+#: automatic networks take a /24 each instead of docker's /16 (172.18-31) and /20 (192.168).
+DEFAULT_POOLS = "172.17.0.0/16:16,172.18.0.0/15:24,172.20.0.0/14:24,172.24.0.0/14:24," \
+                "172.28.0.0/14:24,192.168.0.0/16:24"
 
 @dataclass(frozen=True)
 class DefaultPool:
