@@ -58,5 +58,21 @@ async def ids(driver):
             await driver.delete(cid, force=True)
         except NotFound:
             pass
-    left = leftovers(driver.context.owner, driver.context.run_dir)
+    left = leftovers(driver.context.owner, driver.context.run_dir) + zombie_children()
     assert not left, f"left behind: {left}"
+
+
+def zombie_children() -> list[str]:
+    """Exited children of this process nobody reaped (conmon is re-parented to us)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        tail = stat[stat.rindex(")") + 2:].split()
+        if tail[0] == "Z" and int(tail[1]) == os.getpid():
+            found.append(f"zombie {pid} {stat[stat.index('('):stat.rindex(')') + 1]}")
+    return found

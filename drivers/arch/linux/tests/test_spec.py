@@ -433,3 +433,13 @@ def test_exec_process(rootfs):
     assert "CAP_SYS_ADMIN" in priv["capabilities"]["effective"]
     with pytest.raises(InvalidArgument):
         exec_process(base, ExecRequest(container_id=CID, exec_id="e", cmd=[]), str(rootfs))
+
+
+def test_without_device_cgroup(rootfs):
+    import dataclasses
+
+    opts = dataclasses.replace(OPTS, device_cgroup=False)
+    spec = build_spec(req(rootfs), opts)
+    assert "devices" not in spec["linux"]["resources"]
+    assert "CAP_MKNOD" not in spec["process"]["capabilities"]["bounding"]
+    assert "CAP_MKNOD" in build_spec(req(rootfs, cap_add=["MKNOD"]), opts)["process"]["capabilities"]["bounding"]

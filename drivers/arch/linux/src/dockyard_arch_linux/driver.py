@@ -17,6 +17,7 @@ Nothing else on the host is touched, except cgroups named ``dockyard-<owner>-<id
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -124,7 +125,7 @@ class LinuxRuntime(RuntimeDriver):
         # live-restore: collect monitors that exited while nobody was watching
         for cid in await self.list():
             meta = self._meta(cid)
-            monitor.reap(int(meta.get("conmon_pid") or 0))
+            monitor.reap_later(int(meta.get("conmon_pid") or 0))
 
     def _measure(self) -> SpecOptions:
         layout = self.layout or cgroups.detect()
@@ -215,13 +216,19 @@ class LinuxRuntime(RuntimeDriver):
         if code is None:
             return None
         oom = (cdir / "oom").exists() or (Path(meta["bundle"]) / "oom").exists()
+        monitor.reap_later(int(meta.get("conmon_pid") or 0))  # conmon exits right after writing
         return RuntimeState(status="stopped", pid=0, exit_code=code, oom_killed=oom,
                             finished_at=_iso(path.stat().st_mtime_ns))
 
     # ------------------------------------------------------------------ spec
-    def build_spec(self, request: RuntimeCreateRequest) -> dict[str, Any]:
-        """The OCI spec this driver would hand to the runtime (before ``spec_amender``)."""
-        return build_spec(request, self.spec_options or self._measure())
+    def build_spec(self, request: RuntimeCreateRequest, runtime: str = "") -> dict[str, Any]:
+        """The OCI spec this driver would hand to ``runtime`` (before ``spec_amender``)."""
+        opts = self.spec_options or self._measure()
+        runtime = runtime or request.runtime or request.container.host_config.runtime or self.default_runtime
+        if (opts.cgroup_v2 and os.path.basename(self._runtime_path(runtime)) == "crun"
+                and "CAP_SYS_RESOURCE" not in opts.host_capabilities):
+            opts = dataclasses.replace(opts, device_cgroup=False)
+        return build_spec(request, opts)
 
     # ------------------------------------------------------------------ RuntimeDriver
     async def create(self, request: RuntimeCreateRequest) -> RuntimeState:
@@ -231,7 +238,7 @@ class LinuxRuntime(RuntimeDriver):
                 raise Conflict(f"container {cid} already exists in the runtime")
             name = request.runtime or request.container.host_config.runtime or self.default_runtime
             runtime_path = self._runtime_path(name)
-            spec = await asyncio.to_thread(self.build_spec, request)
+            spec = await asyncio.to_thread(self.build_spec, request, name)
             if self.spec_amender is not None:
                 self.spec_amender(request.container, spec)
             bundle, cdir = self._bundle(cid), self._cdir(cid)
@@ -305,6 +312,7 @@ class LinuxRuntime(RuntimeDriver):
         meta = self._meta(container_id)
         done = self._exit(meta)
         if done is not None:
+            monitor.reap_later(int(meta.get("conmon_pid") or 0))
             return done
         rs = await self._runtime_state(meta)
         conmon_alive = monitor.alive(int(meta.get("conmon_pid") or 0), container_id)
@@ -337,7 +345,7 @@ class LinuxRuntime(RuntimeDriver):
         while True:
             done = self._exit(meta)
             if done is not None:
-                monitor.reap(conmon_pid)
+                monitor.reap_later(conmon_pid)
                 return done
             if not monitor.alive(conmon_pid, container_id):
                 st = await self.state(container_id)
@@ -542,7 +550,7 @@ class LinuxRuntime(RuntimeDriver):
             code = 127 if ("not found" in text or "No such file" in text) else 126
             (edir / "error").write_text(text)
             (edir / request.container_id).write_text(str(code))
-            monitor.reap(monitor.read_pidfile(str(edir / "conmon.pid")))
+            monitor.reap_later(monitor.read_pidfile(str(edir / "conmon.pid")))
             return RuntimeState(status="stopped", exit_code=code)
         emeta.update(conmon_pid=conmon_pid, pid=pid)
         (edir / "meta.json").write_text(json.dumps(emeta))
@@ -555,7 +563,7 @@ class LinuxRuntime(RuntimeDriver):
         exit_file = edir / emeta["container_id"]
         code = _read_int(exit_file)
         if code is not None:
-            monitor.reap(int(emeta.get("conmon_pid") or 0))
+            monitor.reap_later(int(emeta.get("conmon_pid") or 0))
             return RuntimeState(status="stopped", exit_code=code, finished_at=_iso(exit_file.stat().st_mtime_ns))
         if monitor.alive(int(emeta.get("conmon_pid") or 0), emeta["container_id"]):
             return RuntimeState(status="running", pid=int(emeta.get("pid") or 0))

@@ -12,6 +12,7 @@ daemon, holds the container's stdio, writes the ``k8s-file`` log, offers an atta
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import os
@@ -100,6 +101,45 @@ def reap(pid: int) -> bool:
         return done == pid
     except ChildProcessError:
         return not alive(pid)
+
+
+def is_child(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[1]) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def reap_later(pid: int) -> None:
+    """Reap ``pid`` (a monitor that is about to exit) as soon as it exits, if it is our child:
+    a pidfd watched by the running event loop; without a loop, try at once."""
+    if pid <= 0 or not is_child(pid) or reap(pid):
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if _watched.get(pid) is loop:
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return
+
+    def exited() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        _watched.pop(pid, None)
+        reap(pid)
+
+    _watched[pid] = loop
+    loop.add_reader(fd, exited)
+
+
+#: PID -> the loop watching its pidfd (process-wide, like the children themselves)
+_watched: dict[int, asyncio.AbstractEventLoop] = {}
 
 
 def alive(pid: int, needle: str = "") -> bool:

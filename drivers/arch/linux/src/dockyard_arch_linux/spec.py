@@ -88,6 +88,10 @@ class SpecOptions:
     #: capabilities the daemon itself holds (its bounding set); privileged containers and
     #: ``--cap-add ALL`` get these, since a runtime cannot grant more. Empty = no such limit.
     host_capabilities: frozenset[str] = frozenset()
+    #: False when the runtime cannot enforce device rules here (crun on cgroup v2 needs to raise
+    #: RLIMIT_MEMLOCK for its eBPF device filter, which fails without CAP_SYS_RESOURCE). The spec
+    #: then carries no device rules and, to compensate, drops CAP_MKNOD unless it was added.
+    device_cgroup: bool = True
     cgroup_parent: str = ""  # "" = /dockyard-<owner>-<id> at the root of each hierarchy
     annotations: dict[str, str] = field(default_factory=dict)
 
@@ -389,6 +393,9 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
         raise InvalidArgument("the request has no rootfs")
     security = parse_security_opt(host.security_opt)
     caps = capabilities(host, options.cap_last_cap, options.host_capabilities)
+    if not options.device_cgroup and not host.privileged:
+        if "CAP_MKNOD" not in {normalize_capability(c) for c in host.cap_add}:
+            caps = [c for c in caps if c != "CAP_MKNOD"]
     user = resolve_user(cfg.user or image.config.user, request.rootfs)
     hostname = cfg.hostname or container.id[:12]
     cwd = cfg.working_dir or image.config.working_dir or "/"
@@ -424,9 +431,11 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
 
     linux: dict[str, Any] = {
         "namespaces": namespaces(request.netns_path),
-        "resources": {**resources(host, options.swap_supported), "devices": device_rules(host.privileged)},
+        "resources": resources(host, options.swap_supported),
         "cgroupsPath": cgroups_path(options.owner, container.id, options.cgroup_parent),
     }
+    if options.device_cgroup:
+        linux["resources"]["devices"] = device_rules(host.privileged)
     if not host.privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
