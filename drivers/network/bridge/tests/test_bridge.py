@@ -436,3 +436,20 @@ async def test_concurrent_joins_and_leaves(harness):
     assert await reach_published(requests[3], results[3].ports[0].host_port) == b"HELLO"
     await asyncio.gather(*[harness.leave(q, r) for q, r in zip(requests, results, strict=True)])
     assert harness.driver._doc["endpoints"] == {}
+
+
+async def test_daemon_config_mtu_is_the_default(tmp_path):
+    owner = random_owner()
+    ctx = make_context(tmp_path, owner=owner)
+    ctx = type(ctx)(data_dir=ctx.data_dir, run_dir=ctx.run_dir, owner=owner, daemon_config={"mtu": 1300})
+    drv = BridgeDriver(ctx)
+    await drv.setup()
+    h = NetworkHarness(drv, "10.213.128.0/17")
+    try:
+        network = await h.create_network()
+        req, _ = await h.join(network)
+        assert link_info("eth0", req.netns_path)["mtu"] == 1300
+    finally:
+        assert await h.teardown() == []
+        await drv.close()
+    assert leftovers(owner) == []

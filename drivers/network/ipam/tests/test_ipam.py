@@ -161,3 +161,14 @@ async def test_two_instances_never_hand_out_one_address_twice(tmp_path, two_inst
     got = await asyncio.gather(*[(a if i % 2 else b).request_address(pool.pool_id) for i in range(40)])
     assert len(set(got)) == 40
     assert a.status()[0][0] == "Pools"
+
+
+async def test_daemon_json_pools_are_understood(tmp_path):
+    subnet = ipaddress.ip_network(free_test_subnet(prefixlen=23))
+    ctx = make_context(tmp_path)
+    ctx = type(ctx)(data_dir=ctx.data_dir, run_dir=ctx.run_dir, owner=ctx.owner,
+                    daemon_config={"default-address-pools": [{"base": str(subnet), "size": 25}]})
+    drv = DefaultIpam(ctx)
+    await drv.setup()
+    got = ipaddress.ip_network((await drv.request_pool()).subnet)
+    assert got.prefixlen == 25 and got.subnet_of(subnet)

@@ -1,7 +1,8 @@
 """``BridgeDriver``: a Linux bridge per network, a veth pair per endpoint, nftables for
 published ports, masquerading and isolation (entry point ``dockyard.drivers.network:bridge``).
 
-Driver options (``DriverContext.options``, from the daemon config):
+Settings (a driver option in ``DriverContext.options``, else the daemon config key of the same
+name, as in docker's ``daemon.json``):
 
 ``mtu``
     Default MTU of networks without ``com.docker.network.driver.mtu`` (1500).
@@ -11,8 +12,8 @@ Driver options (``DriverContext.options``, from the daemon config):
     ``true`` sets the host-wide ``net.ipv4.ip_forward`` at setup, which container egress and
     ports published to other hosts need (dockerd always does). Default ``false``: only our own
     bridges forward (per-interface ``forwarding``), the host-wide switch is left alone.
-
-The daemon config key ``live-restore`` (true) keeps the nft rules at :meth:`close`.
+``live-restore``
+    ``true`` keeps the nft rules at :meth:`close`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ log = logging.getLogger(__name__)
 _TRUE = {"1", "t", "true", "yes", "on"}
 
 
+def _setting(context: DriverContext, key: str, default: str) -> str:
+    """A driver option, else the daemon config key of the same name (docker's ``daemon.json``
+    has ``mtu``, ``ip-forward``, ``live-restore``), else ``default``."""
+    value = context.options.get(key)
+    if value is None:
+        value = context.daemon_config.get(key)
+    return default if value is None else str(value)
+
+
 def _first_host(subnet: str) -> str:
     net = ipaddress.ip_network(subnet, strict=False)
     return str(net.network_address + 1)
@@ -50,16 +60,16 @@ class BridgeDriver(NetworkDriver):
 
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
-        opts = dict(context.options)
         self.owner = context.owner
         self.table = names.table_name(context.owner)
+        mtu = _setting(context, "mtu", "1500")
         try:
-            self._default_mtu = int(opts.get("mtu", "1500"))
+            self._default_mtu = int(mtu)
         except ValueError as exc:
-            raise InvalidArgument(f"bridge driver option mtu: {opts['mtu']!r}") from exc
-        self._port_range = ports.parse_range(opts.get("port-range", "{}-{}".format(*ports.DEFAULT_RANGE)))
-        self._ip_forward = opts.get("ip-forward", "false").lower() in _TRUE
-        self._live_restore = str(context.daemon_config.get("live-restore", "")).lower() in _TRUE
+            raise InvalidArgument(f"bridge driver option mtu: {mtu!r}") from exc
+        self._port_range = ports.parse_range(_setting(context, "port-range", "{}-{}".format(*ports.DEFAULT_RANGE)))
+        self._ip_forward = _setting(context, "ip-forward", "false").lower() in _TRUE
+        self._live_restore = _setting(context, "live-restore", "false").lower() in _TRUE
         self._state = StateFile(Path(context.data_dir) / "bridge.json")
         self._doc: dict[str, Any] = {"networks": {}, "endpoints": {}}
         self._lock = asyncio.Lock()

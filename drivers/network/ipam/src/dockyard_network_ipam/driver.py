@@ -1,6 +1,7 @@
 """``DefaultIpam``: dockyard's default IPAM driver (entry point ``dockyard.drivers.ipam:default``).
 
-Driver options (``DriverContext.options``, from the daemon config):
+Settings (a driver option in ``DriverContext.options``, else the daemon config key of the same
+name, so docker's ``daemon.json`` ``default-address-pools`` list works as is):
 
 ``default-address-pools``
     Comma-separated ``base/len[:size]`` pools automatic IPv4 subnets are cut from (default:
@@ -32,6 +33,20 @@ ADDRESS_SPACE = "LocalDefault"
 _TRUE = {"1", "t", "true", "yes", "on"}
 
 
+def _setting(context: Any, key: str, default: str) -> str:
+    """A driver option, else the daemon config key of the same name, else ``default``. The
+    daemon config may hold docker's ``daemon.json`` form of the pools: a list of
+    ``{"base": "10.0.0.0/8", "size": 24}``."""
+    value = context.options.get(key)
+    if value is None:
+        value = context.daemon_config.get(key)
+    if value is None:
+        return default
+    if isinstance(value, list):
+        return ",".join(f"{p['base']}:{p['size']}" if isinstance(p, dict) else str(p) for p in value)
+    return str(value)
+
+
 def _pool_id(subnet: P.IPNetwork, ip_range: P.IPNetwork | None) -> str:
     return f"{ADDRESS_SPACE}/{subnet}" + (f"/{ip_range}" if ip_range else "")
 
@@ -45,10 +60,9 @@ class DefaultIpam(IpamDriver):
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
-        opts = dict(context.options)
-        self._v4_pools = P.parse_pools(opts.get("default-address-pools", P.DEFAULT_POOLS), v6=False)
-        self._v6_pools = P.parse_pools(opts.get("default-address-pools-v6", ""), v6=True)
-        self._check_routes = opts.get("check-host-routes", "true").lower() in _TRUE
+        self._v4_pools = P.parse_pools(_setting(context, "default-address-pools", P.DEFAULT_POOLS), v6=False)
+        self._v6_pools = P.parse_pools(_setting(context, "default-address-pools-v6", ""), v6=True)
+        self._check_routes = _setting(context, "check-host-routes", "true").lower() in _TRUE
         self._store = AllocationStore(context.data_dir)
         self._lock = asyncio.Lock()
         self._pool_count = 0
