@@ -48,6 +48,12 @@ KINDS: dict[str, KindTemplate] = {
         "writes under a lock; `watch` polls the log): a working skeleton to replace with a\n"
         "consensus store such as etcd.",
         " (the daemon's `cluster-store` setting)"),
+    "storage": KindTemplate(
+        "LayerDriver", "StorageContract", "storage",
+        "The generated driver keeps every layer as a full copy of its parent (`cp -a`, then the\n"
+        "layer tar extracted safely by `dockyard.tarsafe`); `diff` compares the tree with the\n"
+        "parent's. A working skeleton to replace with snapshots (overlayfs, btrfs) for speed.",
+        " (the daemon's `storage-driver` setting)"),
 }
 
 
