@@ -453,3 +453,66 @@ async def test_daemon_config_mtu_is_the_default(tmp_path):
         assert await h.teardown() == []
         await drv.close()
     assert leftovers(owner) == []
+
+
+CHILD = r"""
+import asyncio, json, sys
+from pathlib import Path
+from dockyard.model import IpamPool, Network
+from dockyard.specs import DriverContext
+from dockyard.specs.network import EndpointRequest, PortMapping
+from dockyard_network_bridge.driver import BridgeDriver
+
+async def main(data, owner, subnet, gateway, netns):
+    drv = BridgeDriver(DriverContext(data_dir=Path(data), run_dir=Path(data), owner=owner))
+    await drv.setup()
+    net = Network(id="c" * 64, name="killed", ipam_pools=[IpamPool(subnet=subnet, gateway=gateway)])
+    await drv.create_network(net)
+    res = await drv.join(EndpointRequest(network=net, container_id="d" * 64, endpoint_id="e" * 64,
+                                         netns_path=netns, ipv4_address=sys.argv[6], gateway=gateway,
+                                         ports=[PortMapping(80, host_ip="127.0.0.1")]))
+    print(json.dumps({"port": res.ports[0].host_port, "veth": res.extra["veth"]}), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main(*sys.argv[1:6]))
+"""
+
+
+async def test_kill_9_and_restart_keeps_ports_working(harness, tmp_path):
+    """A daemon killed with SIGKILL after publishing a port: the port keeps working, and a new
+    driver instance on the same data adopts the network and endpoint and can undo them."""
+    import ipaddress
+    import sys
+
+    from dockyard.model import IpamPool, Network
+    from dockyard.specs.network import EndpointRequest, EndpointResult
+
+    subnet = ipaddress.ip_network(harness.make_network().ipam_pools[0].subnet)
+    gateway, address = str(subnet.network_address + 1), f"{subnet.network_address + 2}/{subnet.prefixlen}"
+    netns = harness.create_netns()
+    data = harness.driver.context.data_dir
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(data), harness.owner, str(subnet), gateway, netns, address,
+        stdout=asyncio.subprocess.PIPE)
+    try:
+        line = await asyncio.wait_for(child.stdout.readline(), 20)
+    finally:
+        child.kill()
+        await child.wait()
+    got = json.loads(line)
+    network = Network(id="c" * 64, name="killed", ipam_pools=[IpamPool(subnet=str(subnet), gateway=gateway)])
+    req = EndpointRequest(network=network, container_id="d" * 64, endpoint_id="e" * 64, netns_path=netns,
+                          ipv4_address=address, gateway=gateway)
+    assert await reach_published(req, got["port"]) == b"HELLO"  # the daemon is dead, the port works
+
+    restarted = BridgeDriver(harness.driver.context)
+    await restarted.setup()
+    try:
+        assert await reach_published(req, got["port"]) == b"HELLO"
+        assert link_info(got["veth"]) is not None
+        await restarted.leave(req, EndpointResult())
+        await restarted.delete_network(network)
+        assert link_info(got["veth"]) is None
+        assert nft_rules(restarted.table) is None
+    finally:
+        await restarted.close()
