@@ -89,8 +89,13 @@ def make_request(rootfs: Path, cmd: list[str], runtime: str = "", tty: bool = Fa
 
 
 def leftovers(owner: str, run_dir: Path) -> list[str]:
-    """Cgroups named after ``owner`` and processes whose command line mentions ``run_dir``."""
+    """Cgroups named after ``owner``, processes whose command line mentions ``run_dir`` and
+    mounts whose path mentions either."""
     found = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            if owner in line or str(run_dir) in line:
+                found.append("mount " + line.split()[4])
     for root, dirs, _files in os.walk("/sys/fs/cgroup"):
         for d in dirs:
             if owner in d:
