@@ -102,6 +102,13 @@ def _hostile_cases(outside: Path) -> dict[str, list[tuple[tarfile.TarInfo, bytes
         "opaque-through-symlink": [entry("lnk", "sym", link=str(outside)),
                                    entry("lnk/.wh..wh..opq", data=b"")],
         "overlay-xattr": [entry("d", "dir", xattrs={"trusted.overlay.redirect": "/x"})],
+        "dir-replaced-by-symlink": [entry("a", "dir"), entry("a/x", data=b"x"),
+                                    entry("a", "sym", link=str(outside)), entry("a/evil", data=b"x")],
+        "dir-whited-out-then-symlink": [entry("d", "dir"), entry("d/f", data=b"f"), entry(".wh.d"),
+                                        entry("d", "sym", link=str(outside)), entry("d/evil", data=b"x")],
+        "opaque-then-symlink": [entry("o", "dir"), entry("o/s", "dir"), entry("o/s/f", data=b"f"),
+                                entry("o/.wh..wh..opq"), entry("o/s", "sym", link=str(outside)),
+                                entry("o/s/evil", data=b"x")],
     }
 
 

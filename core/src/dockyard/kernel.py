@@ -10,9 +10,10 @@ import asyncio
 import logging
 import platform
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -50,6 +51,7 @@ class Kernel:
     services: dict[str, Any] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _driver_lock: asyncio.Lock | None = None
+    _config_options: list[ConfigOption] = field(default_factory=list)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -66,6 +68,9 @@ class Kernel:
         pm = new_plugin_manager()
         kernel = cls(config=config, pm=pm, registry=registry)
         kernel.events.hook_caller = hook_caller(pm, kernel, kernel.events.failures)
+        # Historic: plugins registered later (explicit ones below, or at run time) add theirs too.
+        pm.hook.dockyard_config_options.call_historic(
+            result_callback=lambda result: kernel._config_options.extend(result or ()))
         registry.scan()
         if autoload:
             registry.load_plugins(pm)
@@ -81,10 +86,8 @@ class Kernel:
         return self.pm.hook
 
     def config_options(self) -> list[ConfigOption]:
-        out: list[ConfigOption] = []
-        for result in self.pm.hook.dockyard_config_options():
-            out.extend(result or ())
-        return out
+        """Settings declared by plugins (``dockyard_config_options``)."""
+        return list(self._config_options)
 
     def validate_config(self, reload: bool = False) -> None:
         self.config.validate(self.config_options())

@@ -13,7 +13,7 @@ import secrets
 import types
 import typing
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
@@ -23,7 +23,7 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 def now_iso() -> str:
     """The current UTC time as RFC 3339 with nanosecond-style precision."""
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def new_id() -> str:
@@ -31,7 +31,7 @@ def new_id() -> str:
     return secrets.token_hex(32)
 
 
-class ContainerStatus(str, enum.Enum):
+class ContainerStatus(enum.StrEnum):
     CREATED = "created"
     RUNNING = "running"
     PAUSED = "paused"

@@ -14,8 +14,9 @@ import importlib
 import importlib.metadata as md
 import os
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 from stevedore import DriverManager
@@ -141,7 +142,7 @@ class Registry:
             by_ident.setdefault(r.ident, []).append(r)
             if self.is_blocked(r):
                 r.status = "blocked"
-        for ident, recs in by_ident.items():
+        for recs in by_ident.values():
             if len(recs) > 1:
                 err = PluginConflictError(recs[0].kind, recs[0].name,
                                           [f"{r.distribution} {r.version}" for r in recs])

@@ -12,8 +12,9 @@ import contextlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from dockyard.errors import Conflict, NotFound
 from dockyard.model import from_dict, to_dict

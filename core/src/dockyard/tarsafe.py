@@ -163,28 +163,34 @@ def split_name(name: str, member: str | None = None) -> list[str]:
 
 
 def _check_dir_chain(root: Path, parts: list[str], member: str, create: bool,
-                     created: list[str] | None = None) -> None:
+                     created: list[str] | None = None, verified: set[str] | None = None) -> None:
     """Every component of ``parts`` under ``root`` is a real directory (never a symlink).
 
     Missing ones are created (mode 0755) when ``create``; their relative paths are appended
-    to ``created``.
+    to ``created``. ``verified`` caches relative paths already checked during this extraction
+    (the caller drops entries whenever it removes something).
     """
-    path = root
+    path = str(root)
     for i, part in enumerate(parts):
-        path = path / part
+        path = f"{path}/{part}"
+        rel = "/".join(parts[:i + 1])
+        if verified is not None and rel in verified:
+            continue
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             if not create:
-                raise UnsafeArchive(member, f"{'/'.join(parts[:i + 1])!r} does not exist") from None
+                raise UnsafeArchive(member, f"{rel!r} does not exist") from None
             os.mkdir(path, 0o755)
             if created is not None:
-                created.append("/".join(parts[:i + 1]))
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            raise UnsafeArchive(member, f"path goes through symlink {'/'.join(parts[:i + 1])!r}")
-        if not stat.S_ISDIR(st.st_mode):
-            raise UnsafeArchive(member, f"{'/'.join(parts[:i + 1])!r} is not a directory")
+                created.append(rel)
+        else:
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafeArchive(member, f"path goes through symlink {rel!r}")
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafeArchive(member, f"{rel!r} is not a directory")
+        if verified is not None:
+            verified.add(rel)
 
 
 # --------------------------------------------------------------------------- digesting reader
@@ -283,6 +289,7 @@ def extract(tar_path: str | os.PathLike[str], root: str | os.PathLike[str], *,
         raise InvalidArgument(f"extraction root {str(root)!r} is not a directory")
     unpacked: set[str] = set()
     deferred_dirs: dict[str, tarfile.TarInfo] = {}
+    verified: set[str] = set()
     written = 0
     count = 0
     with open(tar_path, "rb") as raw:
@@ -309,7 +316,7 @@ def extract(tar_path: str | os.PathLike[str], root: str | os.PathLike[str], *,
                 count += 1
                 try:
                     written += _extract_member(tf, member, root, whiteouts, allow_devices, same_owner,
-                                               unpacked, deferred_dirs, file_size)
+                                               unpacked, deferred_dirs, verified, file_size)
                 except ArchiveError:
                     raise
                 except tarfile.TarError as exc:
@@ -350,9 +357,17 @@ def _check_trailer(reader: _DigestingReader, offset: int, file_size: int) -> Non
         pos += len(chunk)
 
 
-def _forget_dirs(deferred_dirs: dict[str, tarfile.TarInfo], rel: str) -> None:
-    for key in [k for k in deferred_dirs if k == rel or k.startswith(rel + "/")]:
-        del deferred_dirs[key]
+def _forget(entries: dict[str, tarfile.TarInfo] | set[str], rel: str) -> None:
+    """Drop ``rel`` and everything below it (``rel`` empty: everything) from ``entries``."""
+    if not rel:
+        entries.clear()
+        return
+    prefix = rel + "/"
+    for key in [k for k in entries if k == rel or k.startswith(prefix)]:
+        if isinstance(entries, dict):
+            del entries[key]
+        else:
+            entries.discard(key)
 
 
 def _apply_meta(path: Path, member: tarfile.TarInfo, same_owner: bool) -> None:
@@ -369,7 +384,7 @@ def _apply_meta(path: Path, member: tarfile.TarInfo, same_owner: bool) -> None:
 def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
                     whiteouts: WhiteoutStrategy | None, allow_devices: bool, same_owner: bool,
                     unpacked: set[str], deferred_dirs: dict[str, tarfile.TarInfo],
-                    file_size: int) -> int:
+                    verified: set[str], file_size: int) -> int:
     name = member.name
     parts = split_name(name)
     if member.isreg() and not member.issparse():
@@ -385,23 +400,26 @@ def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
     if whiteouts is not None and base.startswith(WHITEOUT_PREFIX):
         parent = parts[:-1]
         if base == WHITEOUT_OPAQUE:
-            _check_dir_chain(root, parent, name, create=True)
-            whiteouts.opaque(root, "/".join(parent), unpacked)
+            _check_dir_chain(root, parent, name, create=True, verified=verified)
+            rel_dir = "/".join(parent)
+            whiteouts.opaque(root, rel_dir, unpacked)
+            for key in [k for k in verified if k.startswith(rel_dir + "/")] if rel_dir else list(verified):
+                verified.discard(key)
             return 0
         if base.startswith(WHITEOUT_META_PREFIX):
             return 0  # aufs metadata (.wh..wh.plnk...): ignored, as Docker does
         target = base[len(WHITEOUT_PREFIX):]
         if target in ("", ".", "..") or "/" in target:
             raise UnsafeArchive(name, f"whiteout names an invalid target {target!r}")
-        _check_dir_chain(root, parent, name, create=True)
+        _check_dir_chain(root, parent, name, create=True, verified=verified)
         rel = "/".join([*parent, target])
         whiteouts.whiteout(root, rel)
-        _forget_dirs(deferred_dirs, rel)
-        for key in [k for k in unpacked if k == rel or k.startswith(rel + "/")]:
-            unpacked.discard(key)
+        _forget(deferred_dirs, rel)
+        _forget(verified, rel)
+        _forget(unpacked, rel)
         return 0
     created: list[str] = []
-    _check_dir_chain(root, parts[:-1], name, create=True, created=created)
+    _check_dir_chain(root, parts[:-1], name, create=True, created=created, verified=verified)
     rel = "/".join(parts)
     path = root / rel
     try:
@@ -411,9 +429,10 @@ def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
     if existing is not None and not (stat.S_ISDIR(existing.st_mode) and member.isdir()):
         # Validate a hard link's target before destroying anything.
         if member.islnk():
-            _link_source(root, member)
+            _link_source(root, member, verified)
         _remove(path)
-        _forget_dirs(deferred_dirs, rel)
+        _forget(deferred_dirs, rel)
+        _forget(verified, rel)
     written = 0
     if member.isdir():
         if existing is None or not stat.S_ISDIR(existing.st_mode):
@@ -439,7 +458,7 @@ def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
         os.symlink(member.linkname, path)
         _apply_meta(path, member, same_owner)
     elif member.islnk():
-        source = _link_source(root, member)
+        source = _link_source(root, member, verified)
         if source == path:
             raise UnsafeArchive(name, "hard link to itself")
         os.link(source, path, follow_symlinks=False)
@@ -460,12 +479,12 @@ def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
     return written
 
 
-def _link_source(root: Path, member: tarfile.TarInfo) -> Path:
+def _link_source(root: Path, member: tarfile.TarInfo, verified: set[str]) -> Path:
     name = member.name
     target = split_name(member.linkname, member=name)
     if not target:
         raise UnsafeArchive(name, "hard link to the archive root")
-    _check_dir_chain(root, target[:-1], name, create=False)
+    _check_dir_chain(root, target[:-1], name, create=False, verified=verified)
     source = root.joinpath(*target)
     try:
         st = os.lstat(source)

@@ -11,8 +11,9 @@ entry-point group ``dockyard.drivers.arch``; the container service picks the dri
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from dockyard.specs._base import Driver, hookspec
 

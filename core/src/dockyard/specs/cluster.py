@@ -12,8 +12,9 @@ so any plugin can add one.
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from dockyard.specs._base import Driver, hookspec
 

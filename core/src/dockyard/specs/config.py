@@ -8,8 +8,9 @@ error, as with dockerd) and are told when the configuration is (re)loaded (start
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from dockyard.specs._base import hookspec
 

@@ -9,8 +9,9 @@ react to them, provenance signs them, a cluster manager watches them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from dockyard.specs._base import hookspec
 

@@ -1,0 +1,88 @@
+"""``dockyard version``, ``info`` and ``daemon``."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+import click
+
+from dockyard import __version__
+from dockyard.cli.output import FORMAT_OPTION, client_of, print_json, run_api
+
+
+@click.command()
+@FORMAT_OPTION
+@click.pass_context
+def version(ctx: click.Context, fmt: str) -> None:
+    """Show the client and daemon versions."""
+    client = {"Version": __version__, "ApiVersion": "1.41", "Python": platform.python_version(),
+              "Os": sys.platform, "Arch": platform.machine()}
+    server = run_api(lambda: client_of(ctx).get("/version"))
+    if fmt == "json":
+        print_json({"Client": client, "Server": server})
+        return
+    click.echo("Client:")
+    click.echo(f" Version:     {client['Version']}\n API version: {client['ApiVersion']}\n"
+               f" Python:      {client['Python']}\n OS/Arch:     {client['Os']}/{client['Arch']}")
+    click.echo(f"\nServer: {server.get('Platform', {}).get('Name', '')}")
+    for comp in server.get("Components") or []:
+        click.echo(f" {comp['Name']}:\n  Version:     {comp['Version']}")
+        details = comp.get("Details") or {}
+        if "ApiVersion" in details:
+            click.echo(f"  API version: {details['ApiVersion']} (minimum version {details.get('MinAPIVersion')})")
+            click.echo(f"  OS/Arch:     {details.get('Os')}/{details.get('Arch')}")
+            click.echo(f"  Kernel:      {details.get('KernelVersion')}")
+
+
+def _info_lines(info: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Containers: {info.get('Containers')}",
+        f" Running: {info.get('ContainersRunning')}",
+        f" Paused: {info.get('ContainersPaused')}",
+        f" Stopped: {info.get('ContainersStopped')}",
+        f"Images: {info.get('Images')}",
+        f"Server Version: {info.get('ServerVersion')}",
+        f"Storage Driver: {info.get('Driver')}",
+    ]
+    lines += [f" {k}: {v}" for k, v in info.get("DriverStatus") or []]
+    lines += [f"Cgroup Version: {info.get('CgroupVersion')}",
+              f"Default Runtime: {info.get('DefaultRuntime')}",
+              f"Kernel Version: {info.get('KernelVersion')}",
+              f"Operating System: {info.get('OperatingSystem')}",
+              f"Architecture: {info.get('Architecture')}",
+              f"CPUs: {info.get('NCPU')}",
+              f"Total Memory: {info.get('MemTotal', 0) / 2**30:.2f}GiB",
+              f"Name: {info.get('Name')}",
+              f"ID: {info.get('ID')}",
+              f"Root Dir: {info.get('DockerRootDir')}",
+              f"Live Restore Enabled: {str(info.get('LiveRestoreEnabled')).lower()}",
+              "Plugins:"]
+    for area, names in sorted((info.get("DockyardAreas") or {}).items()):
+        lines.append(f" {area}: {', '.join(names) or '-'}")
+    for warning in info.get("Warnings") or []:
+        lines.append(f"WARNING: {warning}")
+    return lines
+
+
+@click.command()
+@FORMAT_OPTION
+@click.pass_context
+def info(ctx: click.Context, fmt: str) -> None:
+    """Show system-wide information from the daemon."""
+    data = run_api(lambda: client_of(ctx).get("/info"))
+    if fmt == "json":
+        print_json(data)
+    else:
+        click.echo("\n".join(_info_lines(data)))
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                 "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def daemon(args: tuple[str, ...]) -> None:
+    """Run dockyardd in the foreground (takes dockyardd's flags; see `dockyard daemon --help`)."""
+    from dockyard.daemon import main as daemon_main
+
+    sys.exit(daemon_main(list(args)))

@@ -1,0 +1,198 @@
+"""``dockyardd``: the daemon process (flags, pidfile, signals) around a Kernel and the server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from dockyard import __version__
+from dockyard.config import Config
+from dockyard.errors import DockyardError, InvalidArgument, PluginConflictError
+
+log = logging.getLogger("dockyardd")
+
+DEFAULT_CONFIG_FILE = "/etc/dockyard/daemon.json"
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+          "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dockyardd", description="The dockyard daemon (dockerd's flags).")
+    p.add_argument("-H", "--host", action="append", dest="hosts", metavar="HOST",
+                   help="socket to listen on: unix:///path or tcp://host:port (repeatable)")
+    p.add_argument("--data-root", help="persistent state (default /var/lib/dockyard)")
+    p.add_argument("--exec-root", help="runtime state (default /run/dockyard)")
+    p.add_argument("-p", "--pidfile", help="PID file (default <exec-root>/dockyardd.pid)")
+    p.add_argument("--config-file", default=None, help=f"daemon.json (default {DEFAULT_CONFIG_FILE})")
+    p.add_argument("-l", "--log-level", choices=sorted(LEVELS), help="log level (default info)")
+    p.add_argument("-D", "--debug", action="store_true", default=None, help="debug logging")
+    p.add_argument("-s", "--storage-driver", help="layer driver (default overlay)")
+    p.add_argument("--storage-opt", action="append", dest="storage_opts", help="layer driver option")
+    p.add_argument("--default-runtime", help="OCI runtime for new containers (default crun)")
+    p.add_argument("--cluster-store", help="cluster node store driver")
+    p.add_argument("--label", action="append", dest="labels", help="engine label key=value")
+    p.add_argument("-v", "--version", action="version", version=f"dockyardd {__version__}")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {
+        "hosts": args.hosts, "data-root": args.data_root, "exec-root": args.exec_root,
+        "pidfile": args.pidfile, "log-level": args.log_level, "debug": args.debug,
+        "storage-driver": args.storage_driver, "storage-opts": args.storage_opts,
+        "default-runtime": args.default_runtime, "cluster-store": args.cluster_store,
+        "labels": args.labels,
+    }
+    explicit = args.config_file is not None
+    path = args.config_file if explicit else DEFAULT_CONFIG_FILE
+    if explicit and not Path(path).exists():
+        raise InvalidArgument(f"configuration file {path} does not exist")
+    return Config.load(path, overrides)
+
+
+class PidFile:
+    """dockerd's rule: refuse to start when the PID file names a live process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def acquire(self) -> None:
+        if self.path.exists():
+            try:
+                pid = int(self.path.read_text().strip() or "0")
+            except ValueError:
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise InvalidArgument(f"pid file found ({self.path}, pid {pid}): ensure dockyardd "
+                                      "is not running or delete the file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(f"{os.getpid()}\n")
+        os.replace(tmp, self.path)
+
+    def release(self) -> None:
+        try:
+            if self.path.read_text().strip() == str(os.getpid()):
+                self.path.unlink()
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    # a zombie or a reused PID of another program is not a daemon
+    try:
+        return "dockyardd" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def configure_logging(config: Config) -> None:
+    level = logging.DEBUG if config.get("debug") else LEVELS.get(str(config.get("log-level")), logging.INFO)
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+async def run(config: Config) -> int:
+    from dockyard.kernel import Kernel
+    from dockyard.server import build_app, parse_host, serve
+
+    configure_logging(config)
+    kernel = Kernel.build(config)
+    conflicts = [p for p in kernel.registry.problems if isinstance(p, PluginConflictError)]
+    if conflicts:
+        raise conflicts[0]
+    for problem in kernel.registry.problems:
+        log.warning("%s", problem)
+    kernel.validate_config()
+    listeners = [parse_host(h) for h in config.hosts]
+    pidfile = PidFile(config.pidfile)
+    pidfile.acquire()
+    runner = None
+    bound: list[str] = []
+    try:
+        config.data_root.mkdir(parents=True, exist_ok=True)
+        config.exec_root.mkdir(parents=True, exist_ok=True)
+        await kernel.start()
+        app = build_app(kernel)
+        runner, bound = await serve(app, listeners)
+        kernel.emit("daemon", "start", kernel.daemon_id, name=kernel.facts()["hostname"])
+        log.info("dockyardd %s listening on %s (data-root %s)", __version__,
+                 ", ".join(config.hosts), config.data_root)
+        await _wait_for_signals(kernel)
+        return 0
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        for path in bound:
+            Path(path).unlink(missing_ok=True)
+        await kernel.stop()
+        pidfile.release()
+        log.info("dockyardd stopped")
+
+
+async def _wait_for_signals(kernel: Any) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(kernel))
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+def _reload(kernel: Any) -> None:
+    """SIGHUP: re-read the config file; only reloadable options change (as dockerd does)."""
+    current: Config = kernel.config
+    try:
+        fresh = Config.load(current.config_file)
+        fresh.validate(kernel.config_options())
+        reloadable = {o.name for o in (*_core_options(), *kernel.config_options()) if o.reloadable}
+        changed = {k: v for k, v in fresh.values.items() if k in reloadable and current.values.get(k) != v}
+        current.values.update(changed)
+        kernel.validate_config(reload=True)
+        configure_logging(current)
+        logging.getLogger().setLevel(
+            logging.DEBUG if current.get("debug") else LEVELS.get(str(current.get("log-level")), logging.INFO))
+        kernel.emit("daemon", "reload", kernel.daemon_id, **{k: str(v) for k, v in changed.items()})
+        log.info("configuration reloaded: %s", ", ".join(sorted(changed)) or "no changes")
+    except DockyardError as exc:
+        log.error("configuration reload refused: %s", exc)
+
+
+def _core_options() -> tuple[Any, ...]:
+    from dockyard.config import CORE_OPTIONS
+    return CORE_OPTIONS
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        return asyncio.run(run(config))
+    except DockyardError as exc:
+        print(f"dockyardd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The HTTP server shell: an aiohttp application assembled from plugin-provided routes.
+
+The core knows no API dialect. It collects :class:`ApiRoute` and :class:`ApiMiddleware`
+descriptors from the ``dockyard_api_routes`` / ``dockyard_api_middlewares`` hooks, refuses two
+plugins routing the same method and path, serves versioned routes under
+``/v{api_version}/...`` too, and listens on the configured unix sockets and TCP addresses.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from aiohttp import web
+
+from dockyard.errors import InvalidArgument, PluginConflictError, Unavailable
+from dockyard.specs.api import ApiMiddleware, ApiRoute
+
+if TYPE_CHECKING:
+    from dockyard.kernel import Kernel
+
+KERNEL_KEY = web.AppKey("dockyard.kernel", object)
+VERSION_PATTERN = r"{api_version:v[0-9]+\.[0-9]+}"
+
+
+@dataclass(frozen=True)
+class Listener:
+    kind: str  # unix | tcp
+    address: str  # socket path, or host
+    port: int = 0
+
+
+def parse_host(value: str) -> Listener:
+    """Parse a ``-H`` value: ``unix:///path``, ``tcp://host:port``, ``fd://`` is refused."""
+    url = urlparse(value)
+    if url.scheme == "unix":
+        path = url.path or url.netloc
+        if not path:
+            raise InvalidArgument(f"invalid host {value!r}: unix socket needs a path")
+        return Listener("unix", path)
+    if url.scheme == "tcp":
+        if not url.hostname or not url.port:
+            raise InvalidArgument(f"invalid host {value!r}: expected tcp://HOST:PORT")
+        return Listener("tcp", url.hostname, url.port)
+    raise InvalidArgument(f"invalid host {value!r}: expected unix:///path or tcp://host:port")
+
+
+def collect_routes(kernel: Kernel) -> list[tuple[str, ApiRoute]]:
+    """``(plugin name, route)`` for every route of every plugin; clashes raise."""
+    owners: dict[tuple[str, str], str] = {}
+    out: list[tuple[str, ApiRoute]] = []
+    for impl in kernel.hook.dockyard_api_routes.get_hookimpls():
+        for route in impl.function(kernel=kernel) or ():
+            key = (route.method.upper(), route.path)
+            if key in owners:
+                raise PluginConflictError("API route", f"{key[0]} {key[1]}", [owners[key], impl.plugin_name])
+            owners[key] = impl.plugin_name
+            out.append((impl.plugin_name, route))
+    return out
+
+
+def collect_middlewares(kernel: Kernel) -> list[ApiMiddleware]:
+    mws: list[ApiMiddleware] = []
+    for result in kernel.hook.dockyard_api_middlewares(kernel=kernel):
+        mws.extend(result or ())
+    return sorted(mws, key=lambda m: (m.order, m.name))
+
+
+def build_app(kernel: Kernel) -> web.Application:
+    routes = collect_routes(kernel)
+    if not routes:
+        raise Unavailable("no API front is installed, so dockyardd would serve nothing; "
+                          "install one with: pip install dockyard-api-docker")
+    app = web.Application(middlewares=[m.middleware for m in collect_middlewares(kernel)],
+                          client_max_size=0, handler_args={"max_field_size": 65536})
+    app[KERNEL_KEY] = kernel
+    for _plugin, route in routes:
+        method = route.method.upper()
+        name = route.name or None
+        app.router.add_route(method, route.path, route.handler, name=name)
+        if route.versioned:
+            app.router.add_route(method, "/" + VERSION_PATTERN + route.path, route.handler)
+    return app
+
+
+def bind_unix(path: str) -> socket.socket:
+    """Bind a unix socket at ``path``, replacing a stale socket file (never another file)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.exists() or p.is_symlink():
+        if not stat.S_ISSOCK(p.lstat().st_mode):
+            raise InvalidArgument(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+        except OSError:
+            p.unlink()  # stale: nobody is listening
+        else:
+            raise InvalidArgument(f"another daemon is listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o660)
+    return sock
+
+
+async def serve(app: web.Application, listeners: list[Listener]) -> tuple[web.AppRunner, list[str]]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    bound: list[str] = []
+    try:
+        for lst in listeners:
+            if lst.kind == "unix":
+                site: web.BaseSite = web.SockSite(runner, bind_unix(lst.address))
+                bound.append(lst.address)
+            else:
+                site = web.TCPSite(runner, lst.address, lst.port, reuse_address=True)
+            await site.start()
+    except BaseException:
+        await runner.cleanup()
+        for path in bound:
+            Path(path).unlink(missing_ok=True)
+        raise
+    return runner, bound

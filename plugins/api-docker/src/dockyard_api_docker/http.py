@@ -1,0 +1,61 @@
+"""Request parsing and response helpers shared by every route module of the front."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from dockyard.errors import InvalidArgument
+from dockyard.kernel import Kernel
+from dockyard.server import KERNEL_KEY
+
+FALSE_WORDS = frozenset({"", "0", "false", "no", "none", "off"})
+
+
+def kernel_of(request: web.Request) -> Kernel:
+    return request.app[KERNEL_KEY]  # type: ignore[return-value]
+
+
+def qbool(request: web.Request, name: str, default: bool = False) -> bool:
+    """Docker's query booleans: clients send 1/0, True/False, true/false."""
+    if name not in request.query:
+        return default
+    return request.query[name].strip().lower() not in FALSE_WORDS
+
+
+def qint(request: web.Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid value for {name!r}: {raw!r} is not an integer") from exc
+
+
+async def read_json(request: web.Request, *, allow_empty: bool = True) -> dict[str, Any]:
+    """The JSON object body; an empty body is ``{}`` (CLI 28 sends none for some calls)."""
+    raw = await request.read()
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise InvalidArgument("request body is empty; expected a JSON object")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"invalid JSON body: {exc}") from exc
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"invalid JSON body: expected an object, got {type(body).__name__}")
+    return body
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(data, separators=(",", ":")) + "\n", status=status,
+                        content_type="application/json")
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)

@@ -1,0 +1,271 @@
+"""System routes: ``/_ping``, ``/version``, ``/info``, ``/events``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+from dockyard import __version__
+from dockyard.errors import InvalidArgument
+from dockyard.model import Container, ContainerStatus, Event, Image
+from dockyard.specs import NAMESPACES
+from dockyard.specs.api import ApiRoute
+
+from dockyard_api_docker.filters import Filters
+from dockyard_api_docker.http import json_response, kernel_of
+from dockyard_api_docker.middleware import API_VERSION, MIN_API_VERSION, docker_headers
+
+
+async def ping(request: web.Request) -> web.Response:
+    resp = web.Response(text="OK" if request.method != "HEAD" else None,
+                        content_type="text/plain", charset="utf-8")
+    resp.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
+    resp.headers["Pragma"] = "no-cache"
+    resp.headers["Builder-Version"] = "1"
+    resp.headers["Swarm"] = "inactive"
+    return resp
+
+
+def _arch_go(machine: str) -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+
+
+async def version(request: web.Request) -> web.Response:
+    kernel = kernel_of(request)
+    f = kernel.facts()
+    details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Arch": f["arch"],
+               "Os": f["os"], "KernelVersion": f["kernel"], "Experimental": "false",
+               "GitCommit": "", "GoVersion": "", "BuildTime": ""}
+    components: list[dict[str, Any]] = [{"Name": "Engine", "Version": __version__, "Details": details}]
+    for rec in kernel.registry.records:
+        if rec.status == "loaded" and rec.kind == "arch":
+            components.append({"Name": f"dockyard-arch-{rec.name}", "Version": rec.version,
+                               "Details": {"Distribution": rec.distribution}})
+    return json_response({
+        "Platform": {"Name": "Dockyard Engine"},
+        "Components": components,
+        "Version": __version__, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "", "GoVersion": "", "Os": f["os"], "Arch": f["arch"],
+        "KernelVersion": f["kernel"], "BuildTime": "", "Experimental": False,
+    })
+
+
+def _os_release() -> str:
+    try:
+        for line in open("/etc/os-release", encoding="utf-8"):
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _mem_total() -> int:
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def plugin_records(kernel: Any) -> list[dict[str, str]]:
+    return [{"Name": r.name, "Kind": r.kind, "Area": r.area, "Distribution": r.distribution,
+             "Version": r.version, "Status": r.status, "Error": r.error}
+            for r in kernel.registry.records]
+
+
+async def info(request: web.Request) -> web.Response:
+    kernel = kernel_of(request)
+    store = kernel.open_store()
+    f = kernel.facts()
+    containers = store.list(Container)
+    by_status = {s: 0 for s in ContainerStatus}
+    for c in containers:
+        by_status[c.state.status] += 1
+    storage_name = kernel.selected_driver_name("storage")
+    driver_status: list[list[str]] = []
+    drv = kernel.drivers.get(("storage", storage_name))
+    if drv is not None:
+        driver_status = [list(p) for p in drv.status()]
+    warnings = [str(p) for p in kernel.registry.problems]
+    warnings += [f"plugin {fl.plugin} failed on {fl.event}: {fl.error}" for fl in kernel.events.failures[-10:]]
+    runtimes: dict[str, Any] = {}
+    if kernel.registry.driver_names("arch"):
+        for name in ("crun", "runc"):
+            runtimes[name] = {"path": name}
+        for name, spec in (kernel.config.get("runtimes") or {}).items():
+            runtimes[name] = spec
+    return json_response({
+        "ID": kernel.daemon_id,
+        "Containers": len(containers),
+        "ContainersRunning": by_status[ContainerStatus.RUNNING] + by_status[ContainerStatus.RESTARTING],
+        "ContainersPaused": by_status[ContainerStatus.PAUSED],
+        "ContainersStopped": sum(by_status[s] for s in (ContainerStatus.CREATED, ContainerStatus.EXITED,
+                                                       ContainerStatus.DEAD, ContainerStatus.REMOVING)),
+        "Images": store.count(Image),
+        "Driver": storage_name,
+        "DriverStatus": driver_status,
+        "Plugins": {
+            "Volume": kernel.registry.driver_names("volume"),
+            "Network": kernel.registry.driver_names("network"),
+            "Authorization": None,
+            "Log": [],
+        },
+        "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
+        "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True,
+        "Debug": bool(kernel.config.get("debug")),
+        "NFd": len(os.listdir("/proc/self/fd")),
+        "NGoroutines": len(asyncio.all_tasks()),
+        "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": f["cgroup_version"],
+        "NEventsListener": len(kernel.events.subscribers),
+        "KernelVersion": f["kernel"],
+        "OperatingSystem": _os_release(),
+        "OSVersion": "",
+        "OSType": f["os"],
+        "Architecture": os.uname().machine,
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {}, "Mirrors": []},
+        "NCPU": os.cpu_count() or 1,
+        "MemTotal": _mem_total(),
+        "DockerRootDir": str(kernel.config.data_root),
+        "Name": f["hostname"],
+        "Labels": list(kernel.config.get("labels") or []),
+        "ExperimentalBuild": False,
+        "ServerVersion": __version__,
+        "Runtimes": runtimes,
+        "DefaultRuntime": kernel.config.get("default-runtime"),
+        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+                  "ControlAvailable": False, "Error": "", "RemoteManagers": None},
+        "LiveRestoreEnabled": bool(kernel.config.get("live-restore")),
+        "Isolation": "",
+        "InitBinary": "",
+        "ContainerdCommit": {"ID": "", "Expected": ""},
+        "RuncCommit": {"ID": "", "Expected": ""},
+        "InitCommit": {"ID": "", "Expected": ""},
+        "SecurityOptions": ["name=seccomp,profile=default"] if runtimes else [],
+        "Warnings": warnings or None,
+        # dockyard extension: every installed plugin and driver, with load errors.
+        "DockyardPlugins": plugin_records(kernel),
+        "DockyardAreas": {area: sorted({r.name for r in kernel.registry.records
+                                        if r.area == area and r.status in ("available", "loaded")})
+                          for area in sorted({a for a, *_ in NAMESPACES.values()})},
+    })
+
+
+# ----------------------------------------------------------------------------- events
+EVENT_FILTERS = {"container", "image", "label", "type", "event", "network", "volume", "daemon",
+                 "plugin", "scope", "node", "host"}
+
+
+def parse_timestamp(raw: str | None, name: str) -> int | None:
+    """Docker's ``since``/``until``: unix seconds, optionally ``.nanoseconds``."""
+    if raw is None or raw == "":
+        return None
+    secs, _, frac = raw.partition(".")
+    try:
+        ns = int(secs) * 1_000_000_000
+        if frac:
+            ns += int(frac.ljust(9, "0")[:9])
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid value for {name!r}: {raw!r} is not a unix timestamp") from exc
+    return ns
+
+
+def _actor_matches(wanted: list[str], ev: Event) -> bool:
+    name = ev.attributes.get("name", "")
+    return any(w in (ev.actor_id, name) or (len(w) >= 12 and ev.actor_id.startswith(w)) for w in wanted)
+
+
+def event_matches(ev: Event, flt: Filters) -> bool:
+    """dockerd's event filter semantics: keys AND-ed, values OR-ed, labels all required."""
+    if not (flt.match_any("type", ev.type) and flt.match_any("scope", ev.scope)
+            and flt.match_any("event", ev.action, ev.action.split(":", 1)[0])
+            and flt.match_labels(ev.attributes)):
+        return False
+    for key in ("container", "network", "volume", "daemon", "plugin", "node", "host"):
+        if key in flt and not (ev.type == key and _actor_matches(flt.get(key), ev)):
+            return False
+    if "image" in flt:
+        wanted = flt.get("image")
+        by_image = ev.type == "image" and _actor_matches(wanted, ev)
+        by_container = ev.type == "container" and ev.attributes.get("image", "") in wanted
+        if not (by_image or by_container):
+            return False
+    return True
+
+
+def event_json(ev: Event) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if ev.type in ("container", "image"):
+        out["status"] = ev.action
+        out["id"] = ev.actor_id
+        if ev.type == "container" and "image" in ev.attributes:
+            out["from"] = ev.attributes["image"]
+    out.update({"Type": ev.type, "Action": ev.action,
+                "Actor": {"ID": ev.actor_id, "Attributes": dict(ev.attributes)},
+                "scope": ev.scope, "time": ev.time_nano // 1_000_000_000, "timeNano": ev.time_nano})
+    return out
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    kernel = kernel_of(request)
+    flt = Filters.parse(request.query.get("filters"), EVENT_FILTERS)
+    since = parse_timestamp(request.query.get("since"), "since")
+    until = parse_timestamp(request.query.get("until"), "until")
+    if since is not None and until is not None and since > until:
+        raise InvalidArgument("`since` time is after `until` time")
+    resp = web.StreamResponse(status=200)
+    resp.content_type = "application/json"
+    docker_headers(resp)
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    # Subscribe before replaying history, so nothing emitted in between is lost.
+    live = kernel.events.subscribe()
+    last = 0
+
+    async def send(ev: Event) -> None:
+        await resp.write((json.dumps(event_json(ev), separators=(",", ":")) + "\n").encode())
+
+    try:
+        if since is not None:
+            for ev in kernel.events.past(since, until):
+                if event_matches(ev, flt):
+                    await send(ev)
+                last = max(last, ev.time_nano)
+        now = time.time_ns()
+        if until is not None and until <= now:
+            return resp
+        timeout = None if until is None else (until - now) / 1e9
+        async with asyncio.timeout(timeout):
+            async for ev in live:
+                if ev.time_nano <= last:
+                    continue
+                if until is not None and ev.time_nano > until:
+                    break
+                if event_matches(ev, flt):
+                    await send(ev)
+    except (TimeoutError, ConnectionResetError):
+        pass
+    finally:
+        await live.aclose()
+    return resp
+
+
+def routes() -> list[ApiRoute]:
+    return [
+        ApiRoute("GET", "/_ping", ping, name="ping"),
+        ApiRoute("HEAD", "/_ping", ping),
+        ApiRoute("GET", "/version", version, name="version"),
+        ApiRoute("GET", "/info", info, name="info"),
+        ApiRoute("GET", "/events", events, name="events"),
+    ]
+
