@@ -256,6 +256,42 @@ async def test_exec_variants(driver, ids, rootfs):
         await driver.exec_state(cat)
 
 
+async def test_exec_with_a_tty_and_resize(driver, ids, rootfs):
+    cid, _st, _ = await run(driver, ids, rootfs, LOOP, wait=False)
+    eid = new_id()
+    script = "until stty size 2>/dev/null | grep -q '^[1-9]'; do sleep 0.05; done; stty size; tty"
+    await driver.exec(ExecRequest(container_id=cid, exec_id=eid, cmd=["sh", "-c", script], tty=True))
+    await driver.exec_resize(eid, 40, 120)
+    assert (await asyncio.wait_for(driver.exec_wait(eid), 10)).exit_code == 0
+    out = b"".join([r.data async for r in driver.exec_log_records(eid)])
+    assert b"40 120\r\n" in out and b"/dev/pts/" in out
+
+
+async def test_logs_survive_truncation(tmp_path):
+    from dockyard_arch_linux.logs import follow_lines
+
+    path = tmp_path / "log"
+    path.write_bytes(b"a\nb\n")
+    done = False
+    got: list[bytes] = []
+
+    async def reader():
+        async for line in follow_lines(str(path), True, lambda: done, poll=0.01):
+            got.append(line)
+
+    task = asyncio.create_task(reader())
+    await until(lambda: _n(got, 2))
+    path.write_bytes(b"c\n")  # truncated and rewritten, as conmon does at --log-size-max
+    await until(lambda: _n(got, 3))
+    done = True
+    await asyncio.wait_for(task, 5)
+    assert got == [b"a\n", b"b\n", b"c\n"]
+
+
+async def _n(items, n) -> bool:
+    return len(items) >= n
+
+
 # ---------------------------------------------------------------- runtimes
 async def test_default_runtime_from_daemon_config(base_dir, owner, rootfs):
     ctx = DriverContext(data_dir=base_dir / "data", run_dir=base_dir / "run", owner=owner,

@@ -296,3 +296,22 @@ class RuntimeContract(DriverContract):
         st = await fresh.state(cid)
         assert st.status == "stopped" and st.exit_code == 7
         assert (await fresh.wait(cid)).exit_code == 7
+
+    async def test_stats_in_docker_shape(self, driver, containers, rootfs) -> None:
+        requires(driver, "stats")
+        cid = await self.run(driver, containers, rootfs, LOOP, memory=64 * 1024 * 1024)
+        await wait_for_output(driver, cid, b"ready")
+        stats = await driver.stats(cid)
+        assert stats["cpu_stats"]["cpu_usage"]["total_usage"] > 0
+        assert stats["memory_stats"]["usage"] > 0
+        assert stats["memory_stats"]["limit"] == 64 * 1024 * 1024
+        assert stats["pids_stats"]["current"] >= 1
+
+    async def test_top_lists_the_init_process(self, driver, containers, rootfs) -> None:
+        requires(driver, "top")
+        cid = await self.run(driver, containers, rootfs, LOOP)
+        assert (await driver.state(cid)).pid in await driver.top(cid)
+        await driver.kill(cid, signal.SIGKILL)
+        await asyncio.wait_for(driver.wait(cid), 15)
+        with pytest.raises(Conflict):
+            await driver.top(cid)

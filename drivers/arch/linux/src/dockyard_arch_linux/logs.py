@@ -8,6 +8,7 @@ is all ``stdout``.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -52,6 +53,9 @@ async def follow_lines(path: str, follow: bool, done: Callable[[], bool],
             continue
         if not follow:
             break
+        if _size(path) < pos:  # conmon truncated the file (--log-size-max): start over
+            pos, pending = 0, b""
+            continue
         if done():
             # one more read: output written between the last read and the exit
             chunk = await asyncio.to_thread(_read_from, path, pos)
@@ -75,3 +79,10 @@ def _read_from(path: str, pos: int) -> bytes:
             return fh.read(1 << 20)
     except FileNotFoundError:
         return b""
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
