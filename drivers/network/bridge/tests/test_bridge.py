@@ -516,3 +516,16 @@ async def test_kill_9_and_restart_keeps_ports_working(harness, tmp_path):
         assert nft_rules(restarted.table) is None
     finally:
         await restarted.close()
+
+
+async def test_a_port_range_is_a_few_rules(harness):
+    """100 published ports of one container: every one reachable, one DNAT rule (a set and a map)."""
+    network = await harness.create_network()
+    wanted = [PortMapping(container_port=9000 + i, host_ip="127.0.0.1") for i in range(100)]
+    req, res = await harness.join(network, ports=wanted)
+    assert [p.container_port for p in res.ports] == [9000 + i for i in range(100)]
+    rules = nft_rules(names.table_name(harness.owner))
+    assert len([r for r in rules if any("dnat" in e for e in r["expr"])]) == 1  # output only (127.0.0.1)
+    for i in (0, 57, 99):
+        port = res.ports[i]
+        assert await reach_published(req, port.host_port, container_port=port.container_port) == b"HELLO"

@@ -85,19 +85,32 @@ class Ruleset:
         rule("guard", _eq(_meta("iifname"), _set(bridges)),
              _eq(_payload("ip", "daddr"), _prefix("127.0.0.0", 8)), {"drop": None})
 
+        # One rule per (container, protocol, host IP) however many ports it publishes: a set of
+        # host ports and a host port -> container port map, so port ranges stay a few rules.
+        groups: dict[tuple[str, str, str], list[PortRule]] = {}
         for p in self.ports:
-            dport = _eq(_payload(p.protocol, "dport"), p.host_port)
-            dnat = {"dnat": {"addr": p.container_ip, "port": p.container_port}}
-            if p.host_ip:
-                daddr = _eq(_payload("ip", "daddr"), p.host_ip)
+            groups.setdefault((p.container_ip, p.protocol, p.host_ip), []).append(p)
+        for (cip, protocol, host_ip), group in groups.items():
+            group.sort(key=lambda p: p.host_port)
+            if len(group) == 1:
+                dport = _eq(_payload(protocol, "dport"), group[0].host_port)
+                dnat = {"dnat": {"addr": cip, "port": group[0].container_port}}
+                cports: Any = group[0].container_port
+            else:
+                dport = _eq(_payload(protocol, "dport"), {"set": [p.host_port for p in group]})
+                dnat = {"dnat": {"addr": cip, "port": {"map": {
+                    "key": _payload(protocol, "dport"),
+                    "data": {"set": [[p.host_port, p.container_port] for p in group]}}}}}
+                cports = _set(sorted({p.container_port for p in group}))
+            if host_ip:
+                daddr = _eq(_payload("ip", "daddr"), host_ip)
             else:
                 daddr = _eq({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
-            if not p.host_ip.startswith("127."):
+            if not host_ip.startswith("127."):
                 rule("prerouting", daddr, dport, dnat)
             rule("output", daddr, dport, dnat)
-            rule("postrouting", _eq(_payload("ip", "saddr"), p.container_ip),
-                 _eq(_payload("ip", "daddr"), p.container_ip),
-                 _eq(_payload(p.protocol, "dport"), p.container_port), {"masquerade": None})
+            rule("postrouting", _eq(_payload("ip", "saddr"), cip), _eq(_payload("ip", "daddr"), cip),
+                 _eq(_payload(protocol, "dport"), cports), {"masquerade": None})
         for bridge in sorted({p.bridge for p in self.ports}):
             rule("postrouting", _eq(_payload("ip", "saddr"), _prefix("127.0.0.0", 8)),
                  _eq(_meta("oifname"), bridge), {"masquerade": None})
