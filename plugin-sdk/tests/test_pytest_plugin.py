@@ -120,7 +120,51 @@ def test_no_leaks_fails_naming_a_leaked_child_and_passes_a_clean_test(tmp_path: 
     assert "3 passed, 1 error" in outcome(proc), proc.stdout + proc.stderr
     assert "the test leaked host objects" in proc.stdout
     assert "processes:" in proc.stdout and " sleep" in proc.stdout
-    assert "test_leaky" in proc.stdout and "ERROR" in proc.stdout
+    assert "ERROR at teardown of test_leaky" in proc.stdout
+
+
+def test_no_leaks_checks_after_every_fixture_whatever_their_order(tmp_path: Path) -> None:
+    proc = run_pytest(tmp_path, """
+        import subprocess
+        import pytest
+
+        @pytest.fixture
+        def child():
+            p = subprocess.Popen(["sleep", "30"])
+            yield p
+            p.kill(); p.wait()
+
+        CARELESS = []
+
+        @pytest.fixture
+        def careless():
+            CARELESS.append(subprocess.Popen(["sleep", "31"]))
+            yield CARELESS[-1]
+
+        def test_fixture_first(child, no_leaks):
+            assert child.poll() is None
+
+        def test_fixture_last(no_leaks, child):
+            assert child.poll() is None
+
+        def test_careless_fixture(careless, no_leaks):
+            pass
+
+        def test_cleanup():
+            for p in CARELESS:
+                p.kill(); p.wait()
+        """)
+    assert "4 passed, 1 error" in outcome(proc), proc.stdout + proc.stderr
+    assert "ERROR at teardown of test_careless_fixture" in proc.stdout
+    assert "sleep" in proc.stdout and "fixture_first" not in proc.stdout.split("short test summary")[-1]
+
+
+def left_behind(stdout: str) -> str:
+    """The "left behind" part of the leak-check summary."""
+    if "dockyard leak check" not in stdout:
+        return ""
+    section = stdout.split("dockyard leak check", 1)[1]
+    return section.split("present before the session started", 1)[0]
 
 
 def _can_make_netns() -> bool:
@@ -140,14 +184,13 @@ def test_session_leak_check_fails_on_a_leftover_dockyard_object(tmp_path: Path) 
         proc = run_pytest(tmp_path, source, "--dockyard-leak-check")
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "1 passed" in proc.stdout
-        assert "dockyard leak check" in proc.stdout
-        assert f"netns: {ns}" in proc.stdout
+        assert f"netns: {ns}" in left_behind(proc.stdout), proc.stdout
 
-        # the same leftover, present before the session: not counted, but reported
-        clean = run_pytest(tmp_path, "def test_nothing():\n    pass\n", "--dockyard-leak-check")
-        assert clean.returncode == 0, clean.stdout + clean.stderr
-        assert "no dockyard objects left behind" in clean.stdout
-        assert "present before the session started" in clean.stdout and ns in clean.stdout
+        # the same leftover, present before the session: not counted, but reported. (Other
+        # work on this host may create dockyard objects meanwhile, so only ours is asserted.)
+        again = run_pytest(tmp_path, "def test_nothing():\n    pass\n", "--dockyard-leak-check")
+        assert f"netns: {ns}" not in left_behind(again.stdout), again.stdout
+        assert f"netns: {ns}" in again.stdout.split("present before the session started")[1]
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
@@ -174,7 +217,6 @@ def test_session_leak_check_ignores_objects_not_named_like_dockyard(tmp_path: Pa
         proc = run_pytest(tmp_path, source, "--dockyard-leak-check")
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
-    if "mount: " in proc.stdout and "permission denied" in proc.stdout.lower():
-        pytest.skip("mount is not permitted here")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "no dockyard objects left behind" in proc.stdout
+    assert "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert "dockyard leak check" in proc.stdout
+    assert str(mnt) not in proc.stdout, "a mount not named like dockyard's was counted"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -210,18 +211,15 @@ def test_child_processes_are_seen_and_reaped_ones_are_not() -> None:
 
 def test_grandchildren_and_zombies_count() -> None:
     before = snapshot_host(nft=False)
-    child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    child = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
+    grandchild = int(child.stdout.readline())
     try:
-        for _ in range(100):
-            procs = (snapshot_host(nft=False) - before).items["processes"]
-            if any(p.endswith(" sleep") for p in procs):
-                break
-        assert any(p.endswith(" sleep") for p in procs), procs
-        assert f"{child.pid} sh" in procs
+        procs = (snapshot_host(nft=False) - before).items["processes"]
+        assert f"{child.pid} sh" in procs and f"{grandchild} sleep" in procs, procs
     finally:
-        child.kill()
+        os.kill(grandchild, signal.SIGKILL)
         child.wait()
-        subprocess.run(["pkill", "-P", str(child.pid)], check=False)
+        child.stdout.close()
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
     try:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 LEAK_OPTION = "--dockyard-leak-check"
 _BASELINE = pytest.StashKey[HostSnapshot]()
+_BEFORE = pytest.StashKey[HostSnapshot]()
 _REMAINING = pytest.StashKey[HostSnapshot]()
 
 
@@ -80,13 +81,32 @@ def hook_recorder(dockyard_kernel: Kernel) -> Iterator[HookRecorder]:
 
 # ---------------------------------------------------------------------------------- leaks
 @pytest.fixture
-def no_leaks() -> Iterator[None]:
-    """Fail the test if it leaves kernel objects or child processes behind."""
-    before = snapshot_host()
-    yield
-    leaks = wait_for_no_leaks(before)
-    if leaks:
-        pytest.fail("the test leaked host objects:\n" + leaks.describe(), pytrace=False)
+def no_leaks() -> None:
+    """Fail the test if it leaves kernel objects or child processes behind.
+
+    The host is recorded before any fixture of the test is set up and compared after every
+    one of them is torn down (hooks below), so the order in which a test lists its fixtures
+    does not matter: a fixture that cleans up in its teardown does not count as a leak.
+    """
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    if "no_leaks" in getattr(item, "fixturenames", ()):
+        item.stash[_BEFORE] = snapshot_host()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    result = yield
+    before = item.stash.get(_BEFORE, None)
+    if before is not None:
+        del item.stash[_BEFORE]
+        leaks = wait_for_no_leaks(before)
+        if leaks:
+            pytest.fail("the test leaked host objects:\n" + leaks.describe(), pytrace=False)
+    return result
 
 
 def _dockyard_objects() -> HostSnapshot:
@@ -105,7 +125,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     remaining = _dockyard_objects()
     config.stash[_REMAINING] = remaining
-    if remaining - baseline and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+    if remaining - baseline and session.exitstatus in (pytest.ExitCode.OK,
+                                                        pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
