@@ -216,10 +216,16 @@ class RuntimeContract(DriverContract):
         assert cid in await driver.list()
         st = await driver.start(cid)
         assert st.status == "running" and st.pid > 0
+        with pytest.raises(Conflict):
+            await driver.start(cid)
         await driver.kill(cid, signal.SIGKILL)
         st = await asyncio.wait_for(driver.wait(cid), 15)
         assert st.status == "stopped" and st.exit_code == 137
         assert (await driver.state(cid)).status == "stopped"
+        with pytest.raises(Conflict):
+            await driver.start(cid)
+        with pytest.raises(Conflict):
+            await driver.kill(cid, signal.SIGTERM)
 
     async def test_create_twice_conflicts(self, driver, containers, rootfs) -> None:
         req = make_request(rootfs, ["true"], runtime=self.runtime)

@@ -283,14 +283,15 @@ class LinuxRuntime(RuntimeDriver):
 
     async def start(self, container_id: str) -> RuntimeState:
         meta = self._meta(container_id)
-        st = await self.state(container_id)
-        if st.status != "created":
-            raise Conflict(f"container {container_id} is {st.status}, not created")
-        await self._run(meta, "start", container_id)
-        st = await self.state(container_id)
-        if st.status == "running" and not st.pid:
-            st.pid = int(meta.get("pid") or 0)
-        return st
+        try:
+            await self._run(meta, "start", container_id)
+        except RuntimeCommandError:
+            st = await self.state(container_id)
+            if st.status != "created":
+                raise Conflict(f"container {container_id} is {st.status}, not created") from None
+            raise
+        # the runtime execs the user process before `start` returns: it runs (or already ran)
+        return self._exit(meta) or RuntimeState(status="running", pid=int(meta.get("pid") or 0))
 
     async def kill(self, container_id: str, signal: int) -> None:
         meta = self._meta(container_id)
