@@ -106,3 +106,14 @@ def test_every_template_renders_clean_python(tmp_path: Path, kind: str) -> None:
 def test_template_dirs_match_the_kind_table() -> None:
     dirs = {p.name for p in cli.TEMPLATES.iterdir() if p.is_dir() and not p.name.startswith("_")}
     assert dirs == set(cli.KINDS), "a template directory without a KINDS row, or the reverse"
+
+
+def test_the_root_cli_reaches_the_group(tmp_path: Path) -> None:
+    """`dockyard plugin new` through the installed root command (it loads `dockyard.cli` lazily)."""
+    dockyard = Path(sys.executable).parent / "dockyard"
+    if not dockyard.exists():
+        pytest.skip("the root `dockyard` command is not installed in this environment")
+    proc = subprocess.run([str(dockyard), "plugin", "new", "cluster", "viaroot", "--dest", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "dockyard-cluster-viaroot" / "src" / "dockyard_cluster_viaroot" / "driver.py").is_file()
