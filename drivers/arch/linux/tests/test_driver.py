@@ -157,12 +157,18 @@ def test_parse_line():
 
 
 # ---------------------------------------------------------------- attach socket and pty
-async def test_attach_socket_stdin_and_output(driver, ids, rootfs):
-    cid, _st, _ = await run(driver, ids, rootfs, ["cat"], wait=False, stdin=True, stdin_once=True)
+async def test_attach_before_start_like_docker_run_i(driver, ids, rootfs):
+    # `echo hi | docker run -i`: attach, write stdin and half-close, *then* start
+    req = make_request(rootfs, ["cat"])
+    req.container.config.open_stdin = req.container.config.stdin_once = True
+    cid = req.container.id
+    ids.append(cid)
+    await driver.create(req)
     sock = driver.connect_attach(cid)
     try:
         sock.sendall(b"hello\n")
         sock.shutdown(socket.SHUT_WR)
+        await driver.start(cid)
         sock.settimeout(10)
         msg = sock.recv(8192)
     finally:
@@ -171,6 +177,24 @@ async def test_attach_socket_stdin_and_output(driver, ids, rootfs):
     st = await asyncio.wait_for(driver.wait(cid), 10)  # stdin closed: cat ends
     assert st.exit_code == 0
     assert await output(driver, cid) == b"hello\n"
+
+
+async def test_open_stdin_without_stdin_once_stays_open(driver, ids, rootfs):
+    cid, _st, _ = await run(driver, ids, rootfs, ["cat"], wait=False, stdin=True, stdin_once=False)
+    sock = driver.connect_attach(cid)
+    sock.sendall(b"one\n")
+    sock.shutdown(socket.SHUT_WR)
+    sock.close()
+    await until(lambda: _has_output(driver, cid, b"one\n"))
+    assert (await driver.state(cid)).status == "running"  # conmon kept cat's stdin open
+    sock = driver.connect_attach(cid)
+    sock.sendall(b"two\n")
+    sock.close()
+    await until(lambda: _has_output(driver, cid, b"one\ntwo\n"))
+
+
+async def _has_output(driver, cid, data) -> bool:
+    return await output(driver, cid) == data
 
 
 async def test_tty_resize(driver, ids, rootfs):
