@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -216,6 +217,20 @@ def test_not_a_tar(sandbox: dict[str, Path], content: bytes, match: str) -> None
     bad.write_bytes(content)
     with pytest.raises(ArchiveError, match=match):
         extract(bad, sandbox["root"])
+
+
+def test_sparse_members_refused(sandbox: dict[str, Path]) -> None:
+    sparse = sandbox["tmp"] / "sparse"
+    with open(sparse, "wb") as f:
+        f.truncate(1 << 30)
+        f.write(b"head")
+    tar = sandbox["tmp"] / "sparse.tar"
+    subprocess.run(["tar", "--sparse", "-C", str(sandbox["tmp"]), "-cf", str(tar), "sparse"], check=True)
+    with tarfile.open(tar) as tf:
+        assert tf.getmember("sparse").issparse()
+    with pytest.raises(ArchiveError, match="sparse"):
+        extract_atomic(tar, sandbox["tmp"] / "layer")
+    assert not (sandbox["tmp"] / "layer").exists()
 
 
 def test_tar_without_end_marker_is_accepted(sandbox: dict[str, Path]) -> None:

@@ -387,7 +387,11 @@ def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
                     verified: set[str], file_size: int) -> int:
     name = member.name
     parts = split_name(name)
-    if member.isreg() and not member.issparse():
+    if member.issparse():
+        # A sparse member's logical size is unbounded by the archive's: refuse rather than
+        # write terabytes of holes. Docker's own tars never hold sparse members.
+        raise ArchiveError(name, "sparse files are not supported in layer tars")
+    if member.isreg():
         if member.size < 0 or member.offset_data + member.size > file_size:
             raise ArchiveError(name, f"claims {member.size} bytes of data but the archive "
                                      f"holds only {max(0, file_size - member.offset_data)} more")
