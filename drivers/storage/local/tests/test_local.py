@@ -118,3 +118,11 @@ async def test_setup_reconciles_mounts(driver: LocalVolumeDriver) -> None:
     assert not (vols / ".tmp-half-created").exists()
     await driver.unmount("lost", "c2")
     assert lost.path not in _read_mount_points()
+
+
+def test_entry_point_loads_through_the_registry() -> None:
+    from dockyard.registry import Registry
+
+    registry = Registry()
+    registry.scan()
+    assert registry.load_driver("volume", "local") is LocalVolumeDriver

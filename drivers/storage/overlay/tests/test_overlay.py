@@ -157,3 +157,11 @@ def test_status(tmp_path: Path) -> None:
     drv = OverlayDriver(make_context(tmp_path))
     status = dict(drv.status())
     assert status["Backing Filesystem"] != "" and status["Layers"] == "0"
+
+
+def test_entry_point_loads_through_the_registry() -> None:
+    from dockyard.registry import Registry
+
+    registry = Registry()
+    registry.scan()
+    assert registry.load_driver("storage", "overlay") is OverlayDriver

@@ -125,3 +125,11 @@ async def test_setup_sweeps_interrupted_work(driver: VfsDriver) -> None:
 async def test_unknown_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="size"):
         await VfsDriver(make_context(tmp_path, size="1G")).setup()
+
+
+def test_entry_point_loads_through_the_registry() -> None:
+    from dockyard.registry import Registry
+
+    registry = Registry()
+    registry.scan()
+    assert registry.load_driver("storage", "vfs") is VfsDriver
