@@ -120,6 +120,22 @@ async def test_setup_reconciles_mounts(driver: LocalVolumeDriver) -> None:
     assert lost.path not in _read_mount_points()
 
 
+async def test_setup_survives_a_volume_it_cannot_remount(driver: LocalVolumeDriver, tmp_path: Path) -> None:
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    await driver.create("gone-device", {"o": "bind", "device": str(dev)})
+    m = await driver.mount("gone-device", "c1")
+    subprocess.run(["umount", m.path], check=True)
+    dev.rmdir()  # the host directory vanished while the daemon was down
+    await driver.create("fine", {})
+    fresh = LocalVolumeDriver(driver.context)
+    await fresh.setup()
+    assert await fresh.list() == ["fine", "gone-device"]
+    assert any(k == "Volume gone-device" for k, _v in fresh.status())
+    await fresh.unmount("gone-device", "c1")
+    await fresh.remove("gone-device")
+
+
 def test_entry_point_loads_through_the_registry() -> None:
     from dockyard.registry import Registry
 

@@ -281,6 +281,9 @@ class StorageContract(DriverContract):
             shutil.rmtree(root / "gonedir")
             os.chmod(root / "bin" / "tool", 0o700)
             os.symlink("etc/config", root / "cfglink")
+            # A lower directory renamed: overlayfs must copy it up (redirect_dir off), or the
+            # upper dir would not hold its contents.
+            shutil.move(str(root / "data" / "dir"), str(root / "data" / "moved"))
             view = read_tree(root)
         return view
 
@@ -291,7 +294,8 @@ class StorageContract(DriverContract):
         assert size == out.stat().st_size > 0
         names = tar_names(out)
         expected = {"etc/config", "new.txt", "newdir", "newdir/deep", "newdir/deep/f", ".wh.gone.txt",
-                    ".wh.gonedir", "bin/tool", "cfglink"}
+                    ".wh.gonedir", "bin/tool", "cfglink", "data/.wh.dir", "data/moved", "data/moved/a",
+                    "data/moved/b"}
         assert expected <= set(names), f"missing from diff: {expected - set(names)}"
         ancestors = {"/".join(n.split("/")[:i]) for n in expected for i in range(1, n.count("/") + 1)}
         # bin/alias is a hard link of bin/tool: whether the chmod reaches it depends on the
@@ -300,6 +304,8 @@ class StorageContract(DriverContract):
         assert not extra, f"unchanged entries in the diff: {sorted(extra)}"
         assert len(names) == len(set(names)), "duplicate entries in the diff"
         with tarfile.open(out) as tf:
+            moved = tf.extractfile("data/moved/a")
+            assert moved is not None and moved.read() == b"a"
             cfg = tf.extractfile("etc/config")
             assert cfg is not None and cfg.read() == b"v2 changed\n"
             assert tf.getmember("etc/config").uid == 1000

@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import errno
 import json
+import logging
 import os
 import re
 import secrets
@@ -38,6 +39,8 @@ from typing import ClassVar
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.specs import DriverContext, DriverInfo, VolumeDriver
 from dockyard.specs.storage import VolumeMount
+
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 KNOWN_OPTIONS = frozenset({"type", "device", "o"})
@@ -121,6 +124,7 @@ class LocalVolumeDriver(VolumeDriver):
         self._root = Path(context.data_dir) / "volumes"
         self._lock = asyncio.Lock()
         self._source = f"dockyard-{context.owner}"
+        self._problems: dict[str, str] = {}  # volume -> why setup() could not restore its mount
 
     # ------------------------------------------------------------------ paths and state
     def _dir(self, name: str) -> Path:
@@ -184,16 +188,23 @@ class LocalVolumeDriver(VolumeDriver):
                 continue
             data = str(self._dir(entry.name) / "_data")
             in_use = sum(self._refs(entry.name).values()) > 0
+            self._problems.pop(entry.name, None)
             if data in mounted and not in_use:
                 _umount(data, detach=True)
             elif data not in mounted and in_use:
-                self._mount_device(entry.name, opts)
+                try:
+                    self._mount_device(entry.name, opts)
+                except VolumeMountError as exc:  # one broken volume must not stop the others
+                    self._problems[entry.name] = str(exc)
+                    log.warning("volume %s: %s", entry.name, exc)
 
     def status(self) -> list[tuple[str, str]]:
         n = 0
         with contextlib.suppress(FileNotFoundError):
             n = sum(1 for e in os.scandir(self._root) if NAME_RE.fullmatch(e.name))
-        return [("Volumes", str(n))]
+        out = [("Volumes", str(n))]
+        out += [(f"Volume {name}", problem) for name, problem in sorted(self._problems.items())]
+        return out
 
     # ------------------------------------------------------------------ the API
     def _create(self, name: str, options: dict[str, str]) -> str:
