@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from dockyard.content import ContentStore, DigestMismatch, InvalidDigest, digest_bytes
 from dockyard.errors import InvalidArgument, NotFound
 

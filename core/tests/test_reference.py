@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dockyard.errors import InvalidArgument
 from dockyard.reference import InvalidReference, Reference, familiar, normalize, parse_normalized
 

@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from dockyard import tarsafe
 from dockyard.errors import Conflict, InvalidArgument
 from dockyard.tarsafe import (

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+
 from dockyard.errors import Conflict, InvalidArgument
 from dockyard_plugin_sdk.conformance._common import make_context
 from dockyard_storage_local.driver import LocalVolumeDriver, _read_mount_points

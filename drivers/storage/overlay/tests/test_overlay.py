@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+
 from dockyard.errors import Conflict, InvalidArgument
 from dockyard_plugin_sdk.conformance._common import make_context
 from dockyard_plugin_sdk.conformance.storage import layer_entry, make_layer_tar

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+
 from dockyard.errors import Conflict, InvalidArgument
 from dockyard_plugin_sdk.conformance._common import make_context
 from dockyard_plugin_sdk.conformance.storage import layer_entry, make_layer_tar
@@ -125,6 +126,49 @@ async def test_setup_sweeps_interrupted_work(driver: VfsDriver) -> None:
 async def test_unknown_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="size"):
         await VfsDriver(make_context(tmp_path, size="1G")).setup()
+
+
+class _LiteralWhiteouts(VfsDriver):
+    """A broken driver: extracts whiteout entries as plain files."""
+
+    def _create(self, key, parent, kind, tar_path):  # type: ignore[no-untyped-def]
+        from dockyard import tarsafe
+
+        real = tarsafe.extract
+
+        def literal(tar, root, **kw):  # type: ignore[no-untyped-def]
+            kw["whiteouts"] = None
+            return real(tar, root, **kw)
+
+        tarsafe.extract = literal  # type: ignore[assignment]
+        try:
+            return super()._create(key, parent, kind, tar_path)
+        finally:
+            tarsafe.extract = real  # type: ignore[assignment]
+
+
+class _NoWhiteoutsInDiff(VfsDriver):
+    """A broken driver: forgets deletions when diffing."""
+
+    def _changes(self, key):  # type: ignore[no-untyped-def]
+        adds, _whiteouts, root = super()._changes(key)
+        return adds, set(), root
+
+
+@pytest.mark.parametrize("broken,case", [
+    (_LiteralWhiteouts, "test_stacked_whiteouts_and_opaque_dirs"),
+    (_NoWhiteoutsInDiff, "test_diff_of_a_container"),
+    (_NoWhiteoutsInDiff, "test_diff_reapplies_to_the_same_view"),
+])
+async def test_the_kit_catches_broken_drivers(tmp_path: Path, broken: type[VfsDriver], case: str) -> None:
+    from dockyard_plugin_sdk.conformance.storage import StorageContract
+
+    drv = broken(make_context(tmp_path / "d"))
+    await drv.setup()
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(AssertionError):
+        await getattr(StorageContract(), case)(drv, work)
 
 
 def test_entry_point_loads_through_the_registry() -> None:

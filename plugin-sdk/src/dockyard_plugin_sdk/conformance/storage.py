@@ -39,9 +39,9 @@ from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
+
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.specs import LayerDriver
-
 from dockyard_plugin_sdk.conformance import requires
 from dockyard_plugin_sdk.conformance._common import DriverContract, make_context
 

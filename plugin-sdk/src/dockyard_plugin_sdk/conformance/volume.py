@@ -30,9 +30,9 @@ from typing import ClassVar
 
 import pytest
 import pytest_asyncio
+
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.specs import VolumeDriver
-
 from dockyard_plugin_sdk.conformance import requires
 from dockyard_plugin_sdk.conformance._common import DriverContract, make_context
 from dockyard_plugin_sdk.conformance.storage import _detach, _mounts_under
