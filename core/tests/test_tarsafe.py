@@ -406,3 +406,17 @@ def test_split_name() -> None:
         tarsafe.split_name("a/\x00")
     with pytest.raises(ArchiveError):
         tarsafe.split_name("x" * 256)
+
+
+def test_non_utf8_names_round_trip(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (Path(os.fsdecode(os.fsencode(src) + b"/caf\xe9"))).write_bytes(b"latin-1 name")
+    (src / "ünï").write_bytes(b"utf-8 name")
+    with TarWriter(tmp_path / "o.tar") as w:
+        w.add_tree(src)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    extract(tmp_path / "o.tar", dest)
+    assert sorted(os.listdir(os.fsencode(dest))) == [b"caf\xe9", "ünï".encode()]
+    assert Path(os.fsdecode(os.fsencode(dest) + b"/caf\xe9")).read_bytes() == b"latin-1 name"
