@@ -130,6 +130,29 @@ def test_hostile_archive_refused_and_nothing_escapes(sandbox: dict[str, Path], c
     assert [p.name for p in sandbox["tmp"].iterdir() if p.name.startswith(".tmp-")] == []
 
 
+@pytest.mark.parametrize("case", sorted(_hostile_cases(Path("/x"))))
+def test_hostile_archive_refused_when_replacing_inherited(sandbox: dict[str, Path], case: str) -> None:
+    outside = sandbox["outside"]
+    tar = make_tar(sandbox["tmp"] / "evil.tar", *_hostile_cases(outside)[case])
+    before = snapshot(outside)
+    with pytest.raises(UnsafeArchive):
+        extract_atomic(tar, sandbox["tmp"] / "layer", whiteouts=DeleteWhiteouts(), replace_inherited=True)
+    assert snapshot(outside) == before
+    assert not (sandbox["tmp"] / "layer").exists()
+
+
+def test_replace_inherited_symlink_and_file(sandbox: dict[str, Path]) -> None:
+    root = sandbox["root"]
+    os.symlink(sandbox["outside"], root / "lib")
+    (root / "file").write_bytes(b"was a file")
+    tar = make_tar(sandbox["tmp"] / "t.tar", entry("lib/x", data=b"x"), entry("file/y", data=b"y"),
+                   entry("lib/.wh.secret"))
+    extract(tar, root, whiteouts=DeleteWhiteouts(), replace_inherited=True)
+    assert not os.path.islink(root / "lib") and sorted(os.listdir(root / "lib")) == ["x"]
+    assert (root / "file" / "y").read_bytes() == b"y"
+    assert sorted(os.listdir(sandbox["outside"])) == ["secret"]
+
+
 def test_hostile_overlay_strategy_too(sandbox: dict[str, Path]) -> None:
     tar = make_tar(sandbox["tmp"] / "e.tar", entry("lnk", "sym", link=str(sandbox["outside"])),
                    entry("lnk/.wh.secret", data=b""))

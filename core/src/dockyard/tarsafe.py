@@ -163,12 +163,16 @@ def split_name(name: str, member: str | None = None) -> list[str]:
 
 
 def _check_dir_chain(root: Path, parts: list[str], member: str, create: bool,
-                     created: list[str] | None = None, verified: set[str] | None = None) -> None:
+                     created: list[str] | None = None, verified: set[str] | None = None,
+                     replace_unless: set[str] | None = None) -> None:
     """Every component of ``parts`` under ``root`` is a real directory (never a symlink).
 
     Missing ones are created (mode 0755) when ``create``; their relative paths are appended
     to ``created``. ``verified`` caches relative paths already checked during this extraction
-    (the caller drops entries whenever it removes something).
+    (the caller drops entries whenever it removes something). With ``replace_unless`` (the
+    paths this archive made), a symlink or file found on the way that the archive did not make
+    is replaced by a directory instead of refusing the member: what the archive says wins
+    over an inherited tree, as a directory in an overlay upper layer hides a lower symlink.
     """
     path = str(root)
     for i, part in enumerate(parts):
@@ -185,10 +189,16 @@ def _check_dir_chain(root: Path, parts: list[str], member: str, create: bool,
             if created is not None:
                 created.append(rel)
         else:
-            if stat.S_ISLNK(st.st_mode):
-                raise UnsafeArchive(member, f"path goes through symlink {rel!r}")
             if not stat.S_ISDIR(st.st_mode):
-                raise UnsafeArchive(member, f"{rel!r} is not a directory")
+                if create and replace_unless is not None and rel not in replace_unless:
+                    os.unlink(path)
+                    os.mkdir(path, 0o755)
+                    if created is not None:
+                        created.append(rel)
+                elif stat.S_ISLNK(st.st_mode):
+                    raise UnsafeArchive(member, f"path goes through symlink {rel!r}")
+                else:
+                    raise UnsafeArchive(member, f"{rel!r} is not a directory")
         if verified is not None:
             verified.add(rel)
 
@@ -273,11 +283,15 @@ def _set_xattrs(path: Path, xattrs: dict[str, bytes]) -> None:
 
 def extract(tar_path: str | os.PathLike[str], root: str | os.PathLike[str], *,
             whiteouts: WhiteoutStrategy | None = None, allow_devices: bool = False,
-            same_owner: bool | None = None) -> ExtractResult:
+            same_owner: bool | None = None, replace_inherited: bool = False) -> ExtractResult:
     """Extract the uncompressed tar ``tar_path`` into the existing directory ``root``.
 
     ``whiteouts`` translates Docker whiteout entries; ``None`` extracts them as ordinary
     files (the archive API). ``same_owner`` (default: running as root) restores uid/gid.
+    ``replace_inherited`` (drivers extracting over a copy of the parent, like vfs): a symlink
+    or file already in ``root`` that a member's path goes through is replaced by a directory,
+    giving the view an overlay stack would; otherwise such a member is refused. Symlinks the
+    archive itself made are never gone through either way.
     Not atomic by itself: use :func:`extract_atomic` or :func:`staging_dir`.
 
     Raises :class:`UnsafeArchive` / :class:`ArchiveError` naming the offending member.
@@ -316,7 +330,8 @@ def extract(tar_path: str | os.PathLike[str], root: str | os.PathLike[str], *,
                 count += 1
                 try:
                     written += _extract_member(tf, member, root, whiteouts, allow_devices, same_owner,
-                                               unpacked, deferred_dirs, verified, file_size)
+                                               unpacked, deferred_dirs, verified, file_size,
+                                               unpacked if replace_inherited else None)
                 except ArchiveError:
                     raise
                 except tarfile.TarError as exc:
@@ -384,7 +399,7 @@ def _apply_meta(path: Path, member: tarfile.TarInfo, same_owner: bool) -> None:
 def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
                     whiteouts: WhiteoutStrategy | None, allow_devices: bool, same_owner: bool,
                     unpacked: set[str], deferred_dirs: dict[str, tarfile.TarInfo],
-                    verified: set[str], file_size: int) -> int:
+                    verified: set[str], file_size: int, replace_unless: set[str] | None) -> int:
     name = member.name
     parts = split_name(name)
     if member.issparse():
@@ -404,7 +419,8 @@ def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
     if whiteouts is not None and base.startswith(WHITEOUT_PREFIX):
         parent = parts[:-1]
         if base == WHITEOUT_OPAQUE:
-            _check_dir_chain(root, parent, name, create=True, verified=verified)
+            _check_dir_chain(root, parent, name, create=True, verified=verified,
+                             replace_unless=replace_unless)
             rel_dir = "/".join(parent)
             whiteouts.opaque(root, rel_dir, unpacked)
             for key in [k for k in verified if k.startswith(rel_dir + "/")] if rel_dir else list(verified):
@@ -415,7 +431,8 @@ def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
         target = base[len(WHITEOUT_PREFIX):]
         if target in ("", ".", "..") or "/" in target:
             raise UnsafeArchive(name, f"whiteout names an invalid target {target!r}")
-        _check_dir_chain(root, parent, name, create=True, verified=verified)
+        _check_dir_chain(root, parent, name, create=True, verified=verified,
+                             replace_unless=replace_unless)
         rel = "/".join([*parent, target])
         whiteouts.whiteout(root, rel)
         _forget(deferred_dirs, rel)
@@ -423,7 +440,8 @@ def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: Path,
         _forget(unpacked, rel)
         return 0
     created: list[str] = []
-    _check_dir_chain(root, parts[:-1], name, create=True, created=created, verified=verified)
+    _check_dir_chain(root, parts[:-1], name, create=True, created=created, verified=verified,
+                     replace_unless=replace_unless)
     rel = "/".join(parts)
     path = root / rel
     try:
@@ -537,7 +555,7 @@ def staging_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
 def extract_atomic(tar_path: str | os.PathLike[str], target: str | os.PathLike[str], *,
                    prepare: Callable[[Path], None] | None = None,
                    whiteouts: WhiteoutStrategy | None = None, allow_devices: bool = False,
-                   same_owner: bool | None = None) -> ExtractResult:
+                   same_owner: bool | None = None, replace_inherited: bool = False) -> ExtractResult:
     """Extract into a new directory ``target`` all or nothing.
 
     ``prepare(tmp)`` may fill the staging directory first (vfs copies the parent tree).
@@ -546,7 +564,7 @@ def extract_atomic(tar_path: str | os.PathLike[str], target: str | os.PathLike[s
         if prepare is not None:
             prepare(tmp)
         return extract(tar_path, tmp, whiteouts=whiteouts, allow_devices=allow_devices,
-                       same_owner=same_owner)
+                       same_owner=same_owner, replace_inherited=replace_inherited)
 
 
 # --------------------------------------------------------------------------- writing

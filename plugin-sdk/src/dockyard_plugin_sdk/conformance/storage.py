@@ -268,6 +268,24 @@ class StorageContract(DriverContract):
             assert sorted(os.listdir(root / "o")) == ["new"]
             assert not (root / "a" / "x").exists()
 
+    async def test_layer_paths_win_over_inherited_symlinks_and_files(self, driver: LayerDriver,
+                                                                     work: Path) -> None:
+        """A layer adding ``lib/x`` over a parent's ``lib`` symlink (or ``f/y`` over a file
+        ``f``) gets a directory there, as an overlay upper directory hides the lower entry;
+        nothing is written through the symlink."""
+        await driver.apply("base", None, make_layer_tar(
+            work / "base.tar", layer_entry("usr", "dir"), layer_entry("usr/lib", "dir"),
+            layer_entry("usr/lib/a", data=b"a"), layer_entry("lib", "sym", link="usr/lib"),
+            layer_entry("f", data=b"file")))
+        await driver.apply("top", "base", make_layer_tar(
+            work / "top.tar", layer_entry("lib/x", data=b"x"), layer_entry("f/y", data=b"y")))
+        async with mounted(driver, "top") as root:
+            assert not (root / "lib").is_symlink() and sorted(os.listdir(root / "lib")) == ["x"]
+            assert sorted(os.listdir(root / "usr" / "lib")) == ["a"]
+            assert (root / "f" / "y").read_bytes() == b"y"
+        async with mounted(driver, "base") as root:
+            assert (root / "lib").is_symlink() and (root / "f").read_bytes() == b"file"
+
     # ------------------------------------------------------------------ diff
     async def _changed_container(self, driver: LayerDriver, work: Path) -> dict[str, tuple[Any, ...]]:
         await driver.apply("base", None, self._base_tar(work))

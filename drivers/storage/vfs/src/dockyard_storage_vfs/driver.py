@@ -189,7 +189,8 @@ class VfsDriver(LayerDriver):
             stamp.touch()
             meta.stamp_ns = os.stat(stamp).st_ctime_ns
             if tar_path is not None:
-                res = tarsafe.extract(tar_path, root, whiteouts=tarsafe.DeleteWhiteouts())
+                res = tarsafe.extract(tar_path, root, whiteouts=tarsafe.DeleteWhiteouts(),
+                                      replace_inherited=True)
                 meta.size, meta.diff_id = res.size, res.digest
             (tmp / "meta.json").write_text(json.dumps(asdict(meta)))
         return LayerInfo(key=key, parent=parent, size=meta.size, diff_id=meta.diff_id)
