@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import signal
@@ -58,43 +59,41 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 class PidFile:
-    """dockerd's rule: refuse to start when the PID file names a live process."""
+    """The daemon's PID file, exclusively locked for the daemon's lifetime.
+
+    A second daemon with the same file fails to take the lock and refuses to start, naming
+    the holder (dockerd's rule); a file left by a killed daemon holds no lock and is reused.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        if self.path.exists():
-            try:
-                pid = int(self.path.read_text().strip() or "0")
-            except ValueError:
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise InvalidArgument(f"pid file found ({self.path}, pid {pid}): ensure dockyardd "
-                                      "is not running or delete the file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(f"{os.getpid()}\n")
-        os.replace(tmp, self.path)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise InvalidArgument(f"pid file found ({self.path}, pid {holder}): ensure dockyardd is "
+                                  "not running or delete the file") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
 
     def release(self) -> None:
+        if self._fd is None:
+            return
         try:
-            if self.path.read_text().strip() == str(os.getpid()):
-                self.path.unlink()
+            self.path.unlink()
         except OSError:
             pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    # a zombie or a reused PID of another program is not a daemon
-    try:
-        return "dockyardd" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
+        os.close(self._fd)  # closing drops the lock
+        self._fd = None
 
 
 def configure_logging(config: Config) -> None:
@@ -112,6 +111,12 @@ async def run(config: Config) -> int:
     from dockyard.server import build_app, parse_host, serve
 
     configure_logging(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # Handlers first: a SIGHUP during start-up must not kill the daemon (its default action).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
     kernel = Kernel.build(config)
     conflicts = [p for p in kernel.registry.problems if isinstance(p, PluginConflictError)]
     if conflicts:
@@ -133,9 +138,12 @@ async def run(config: Config) -> int:
         kernel.emit("daemon", "start", kernel.daemon_id, name=kernel.facts()["hostname"])
         log.info("dockyardd %s listening on %s (data-root %s)", __version__,
                  ", ".join(config.hosts), config.data_root)
-        await _wait_for_signals(kernel)
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(kernel))
+        await stop.wait()
         return 0
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
         if runner is not None:
             await runner.cleanup()
         for path in bound:
@@ -143,19 +151,6 @@ async def run(config: Config) -> int:
         await kernel.stop()
         pidfile.release()
         log.info("dockyardd stopped")
-
-
-async def _wait_for_signals(kernel: Any) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(kernel))
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
 
 
 def _reload(kernel: Any) -> None:

@@ -1,0 +1,85 @@
+"""The Kernel: explicit plugins, driver selection, events and hook isolation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dockyard.config import Config
+from dockyard.errors import DriverNotInstalled, PluginError
+from dockyard.kernel import Kernel
+from dockyard.specs import ConfigOption, hookimpl
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    @hookimpl
+    def dockyard_event(self, kernel, event):
+        self.events.append(f"{event.type}.{event.action}")
+
+
+class Exploder:
+    @hookimpl
+    def dockyard_event(self, kernel, event):
+        raise RuntimeError("plugin bug")
+
+
+class Options:
+    @hookimpl
+    def dockyard_config_options(self):
+        return [ConfigOption("x-answer", int, 42)]
+
+
+def kernel(tmp_path: Path, *plugins) -> Kernel:
+    cfg = Config(values={"data-root": str(tmp_path / "data"), "exec-root": str(tmp_path / "run")})
+    return Kernel.build(cfg, plugins=plugins, autoload=False, environ={})
+
+
+def test_a_failing_event_hook_does_not_stop_the_others(tmp_path: Path):
+    rec = Recorder()
+    k = kernel(tmp_path, rec, Exploder())
+    k.emit("container", "start", "abc", name="web")
+    assert rec.events == ["container.start"]
+    assert k.events.failures and "plugin bug" in k.events.failures[0].error
+    assert k.events.past()[0].attributes == {"name": "web"}
+
+
+def test_explicit_plugins_are_validated(tmp_path: Path):
+    class Bad:
+        @hookimpl
+        def dockyard_nonsense(self):
+            pass
+
+    with pytest.raises(PluginError, match="dockyard_nonsense"):
+        kernel(tmp_path, Bad())
+
+
+def test_config_options_from_plugins_are_validated(tmp_path: Path):
+    k = kernel(tmp_path, Options())
+    k.config.values["x-answer"] = 7
+    k.validate_config()
+    k.config.values["x-question"] = 1
+    with pytest.raises(Exception, match="x-question"):
+        k.validate_config()
+
+
+def test_selected_driver_comes_from_config(tmp_path: Path):
+    k = kernel(tmp_path)
+    k.config.values["storage-driver"] = "nonexistent"
+    with pytest.raises(DriverNotInstalled, match="pip install dockyard-storage-nonexistent"):
+        k.driver("storage")
+
+
+async def test_start_and_stop_open_and_close_the_store(tmp_path: Path):
+    k = kernel(tmp_path)
+    k.config.values["storage-driver"] = "vfs"
+    await k.start()
+    assert k.store is not None and (tmp_path / "data" / "state.db").exists()
+    ident = k.daemon_id
+    assert k.daemon_id == ident  # stable
+    assert ("storage", "vfs") in k.drivers
+    await k.stop()
+    assert k.store is None

@@ -1,0 +1,131 @@
+"""dockyardd as a process: flags, pidfile, signals, side-by-side daemons, loud plugin errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon, start_daemon
+
+pytestmark = pytest.mark.integration
+
+BROKEN_PLUGIN = "raise ImportError('this plugin is broken on purpose')\n"
+
+
+def api(d: Daemon, path: str) -> dict:
+    from dockyard.client import Client
+
+    return Client(d.host).get(path)
+
+
+def test_sigterm_shuts_down_cleanly(dockyardd: Daemon):
+    assert dockyardd.pidfile.read_text().strip() == str(dockyardd.proc.pid)
+    assert dockyardd.stop(signal.SIGTERM) == 0
+    assert not dockyardd.socket.exists(), "socket left behind"
+    assert not dockyardd.pidfile.exists(), "pidfile left behind"
+
+
+def test_a_second_daemon_on_the_same_pidfile_refuses(dockyardd: Daemon, tmp_path: Path):
+    res = subprocess.run([sys.executable, "-m", "dockyard.daemon", "--data-root", str(tmp_path / "other"),
+                          "--exec-root", str(dockyardd.root / "run"),
+                          "-H", f"unix://{tmp_path / 'other.sock'}"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert "pid file found" in res.stderr and str(dockyardd.proc.pid) in res.stderr
+    assert dockyardd.proc.poll() is None  # the first one is untouched
+
+
+def test_two_daemons_side_by_side(dockyardd_factory):
+    a, b = dockyardd_factory("a"), dockyardd_factory("b", "--storage-driver", "vfs")
+    ia, ib = api(a, "/info"), api(b, "/info")
+    assert ia["ID"] != ib["ID"]
+    assert (ia["Driver"], ib["Driver"]) == ("overlay", "vfs")
+    assert ia["DockerRootDir"] == str(a.root / "data")
+
+
+def test_sighup_reloads_reloadable_options(dockyardd_factory):
+    d = dockyardd_factory("r", config={"labels": ["tier=one"]})
+    assert api(d, "/info")["Labels"] == ["tier=one"]
+    (d.root / "daemon.json").write_text(json.dumps({"labels": ["tier=two"], "debug": True}))
+    since = str(int(time.time()) - 1)
+    os.kill(d.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while api(d, "/info")["Labels"] != ["tier=two"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    info = api(d, "/info")
+    assert info["Labels"] == ["tier=two"] and info["Debug"] is True
+    assert "daemon reload" in d.past_events(since, "type=daemon")
+
+
+def test_a_reload_with_a_bad_file_changes_nothing(dockyardd_factory):
+    d = dockyardd_factory("bad", config={"labels": ["keep=1"]})
+    (d.root / "daemon.json").write_text('{"labels": ["x=1"], "no-such-option": 1}')
+    os.kill(d.proc.pid, signal.SIGHUP)
+    time.sleep(0.5)
+    assert api(d, "/info")["Labels"] == ["keep=1"]
+    assert "no-such-option" in d.log and d.proc.poll() is None
+
+
+@pytest.mark.parametrize("flags, config, message", [
+    (["--storage-driver", "zfs"], None, "pip install dockyard-storage-zfs"),
+    ([], {"storage-drvier": "vfs"}, "unknown configuration option(s): storage-drvier"),
+    (["-H", "tcp://nohost"], None, "expected tcp://HOST:PORT"),
+])
+def test_startup_errors_are_clear(tmp_path: Path, flags, config, message):
+    args = [sys.executable, "-m", "dockyard.daemon", "--data-root", str(tmp_path / "data"),
+            "--exec-root", str(tmp_path / "run"), "-H", f"unix://{tmp_path / 'd.sock'}", *flags]
+    if config is not None:
+        (tmp_path / "daemon.json").write_text(json.dumps(config))
+        args += ["--config-file", str(tmp_path / "daemon.json")]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert message in res.stderr
+    assert not (tmp_path / "d.sock").exists() and not (tmp_path / "run" / "dockyardd.pid").exists()
+
+
+def _broken_plugin_site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    info = site / "dockyard_feature_broken-0.0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dockyard-feature-broken\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[dockyard.plugins]\nbroken = dockyard_feature_broken\n")
+    (site / "dockyard_feature_broken.py").write_text(BROKEN_PLUGIN)
+    return site
+
+
+def test_a_broken_plugin_is_listed_with_its_error_and_in_info(tmp_path: Path):
+    site = _broken_plugin_site(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    cli = str(Path(sys.executable).parent / "dockyard")
+    res = subprocess.run([cli, "plugins", "list", "--format", "json"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    rec = next(r for r in json.loads(res.stdout) if r["name"] == "broken")
+    assert rec["status"] == "failed" and "broken on purpose" in rec["error"]
+    assert rec["distribution"] == "dockyard-feature-broken"
+    table = subprocess.run([cli, "plugins", "list"], capture_output=True, text=True, env=env, timeout=60).stdout
+    assert "broken on purpose" in table
+    d = start_daemon(tmp_path / "d", env={"PYTHONPATH": str(site)})
+    try:
+        warnings = api(d, "/info")["Warnings"] or []
+        assert any("dockyard-feature-broken" in w and "broken on purpose" in w for w in warnings)
+        shown = d.docker("info")
+        assert "broken on purpose" in shown.stdout + shown.stderr
+    finally:
+        assert d.stop() == 0
+
+
+def test_no_api_front_means_no_daemon(tmp_path: Path):
+    res = subprocess.run([sys.executable, "-m", "dockyard.daemon", "--data-root", str(tmp_path / "data"),
+                          "--exec-root", str(tmp_path / "run"), "-H", f"unix://{tmp_path / 'd.sock'}"],
+                         capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "DOCKYARD_DISABLE_PLUGINS": "api-docker"})
+    assert res.returncode == 1
+    assert "pip install dockyard-api-docker" in res.stderr
