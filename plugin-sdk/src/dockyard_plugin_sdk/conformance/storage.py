@@ -26,6 +26,7 @@ Capabilities (``DriverInfo.capabilities``) that enable extra cases:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import io
@@ -452,6 +453,23 @@ class StorageContract(DriverContract):
         assert _mounts_under(Path(driver.context.data_dir)) == []
         async with mounted(driver, "rw") as root:  # the write survived the unmount
             assert (root / "written").read_bytes() == b"w"
+
+    async def test_concurrent_use(self, driver: LayerDriver, work: Path) -> None:
+        tar = make_layer_tar(work / "t.tar", layer_entry("f", data=b"f" * 10_000))
+        results = await asyncio.gather(driver.apply("same", None, tar), driver.apply("same", None, tar),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1 and isinstance(errors[0], Conflict), results
+        assert await driver.list() == ["same"]
+        await asyncio.gather(*(driver.prepare(f"rw{i}", "same") for i in range(4)))
+        paths = await asyncio.gather(*(driver.mount(f"rw{i % 4}") for i in range(8)))
+        try:
+            assert len(set(paths)) == 4
+            for p in paths:
+                assert (Path(p) / "f").read_bytes() == b"f" * 10_000
+        finally:
+            await asyncio.gather(*(driver.unmount(f"rw{i % 4}") for i in range(8)))
+        assert _mounts_under(Path(driver.context.data_dir)) == []
 
     async def test_list_and_exists(self, driver: LayerDriver, work: Path) -> None:
         assert await driver.list() == []

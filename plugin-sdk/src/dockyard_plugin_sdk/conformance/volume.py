@@ -24,6 +24,7 @@ Capabilities enabling extra cases:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -138,6 +139,15 @@ class VolumeContract(DriverContract):
         await driver.unmount("busy", "c2")
         await driver.remove("busy")
         assert await driver.list() == []
+
+    async def test_concurrent_mounts_are_all_counted(self, driver: VolumeDriver) -> None:
+        await driver.create("shared", {})
+        await asyncio.gather(*(driver.mount("shared", f"c{i % 5}") for i in range(20)))
+        await asyncio.gather(*(driver.unmount("shared", f"c{i % 5}") for i in range(19)))
+        with pytest.raises(Conflict):
+            await driver.remove("shared")  # one reference left
+        await driver.unmount("shared", "c4")
+        await driver.remove("shared")
 
     async def test_references_survive_a_new_instance(self, driver: VolumeDriver) -> None:
         await driver.create("persist", {})
