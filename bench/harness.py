@@ -91,20 +91,39 @@ def check_command(argv: list[str], timeout: float = 30) -> str:
 
 
 def hyperfine(ctx: Context, commands: dict[str, list[str]], tag: str) -> dict[str, dict[str, Any]]:
-    """Run every command in one hyperfine invocation; returns hyperfine's JSON result per name."""
+    """Run every command in one hyperfine invocation; returns hyperfine's JSON result per name.
+
+    When that fails (a command exited non-zero in some run), each command is measured in a run
+    of its own so the others still get figures; a command that fails alone maps to
+    ``{"error": why}``.
+    """
     hf = shutil.which("hyperfine")
     if hf is None:
         raise RuntimeError("hyperfine is not installed (apt-get install hyperfine, or setup-peers.sh)")
-    out = ctx.work_dir / f"hyperfine-{tag}.json"
-    argv = [hf, "--style", "none", "--shell", "none", "--warmup", str(ctx.warmup), "--runs", str(ctx.runs),
-            "--export-json", str(out)]
-    for name, cmd in commands.items():
-        argv += ["--command-name", name, " ".join(cmd)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"hyperfine failed ({proc.returncode}): {proc.stderr.strip()}")
-    data = json.loads(out.read_text())
-    return {name: entry for name, entry in zip(commands, data["results"], strict=True)}
+
+    def invoke(cmds: dict[str, list[str]], out: Path) -> tuple[dict[str, dict[str, Any]], str]:
+        argv = [hf, "--style", "none", "--shell", "none", "--warmup", str(ctx.warmup), "--runs", str(ctx.runs),
+                "--export-json", str(out)]
+        for name, cmd in cmds.items():
+            argv += ["--command-name", name, " ".join(cmd)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            return {}, f"hyperfine failed ({proc.returncode}): {proc.stderr.strip()}"
+        data = json.loads(out.read_text())
+        return dict(zip(cmds, data["results"], strict=True)), ""
+
+    results, error = invoke(commands, ctx.work_dir / f"hyperfine-{tag}.json")
+    if not error:
+        return results
+    if len(commands) == 1:
+        name = next(iter(commands))
+        return {name: {"error": f"{error} ({check_command(commands[name]) or 'intermittent failure'})"}}
+    ctx.log(f"  one hyperfine run for all failed ({error}); measuring each command alone")
+    for i, (name, cmd) in enumerate(commands.items()):
+        alone, why = invoke({name: cmd}, ctx.work_dir / f"hyperfine-{tag}-{i}.json")
+        results[name] = alone[name] if not why else {
+            "error": f"{why} ({check_command(cmd) or 'intermittent failure'})"}
+    return results
 
 
 def fill(result: Result, stats: dict[str, Any]) -> Result:

@@ -33,7 +33,9 @@ def run(ctx: Context) -> list[Result]:
     if runnable:
         stats = hyperfine(ctx, runnable, NAME)
         for r in results:
-            if r.name in stats:
+            if r.name in stats and "error" in stats[r.name]:
+                r.error = stats[r.name]["error"]
+            elif r.name in stats:
                 fill(r, stats[r.name])
     add_ratios(results)
     version = next(r for r in results if r.name == "dockyard --version")

@@ -132,3 +132,11 @@ def test_check_command_says_why() -> None:
     assert "does not exist" in harness.check_command(["/nonexistent/dockyard", "--version"])
     assert "is not installed" in harness.check_command(["no-such-tool-dy", "--version"])
     assert "exits 3" in harness.check_command(["sh", "-c", "echo oops >&2; exit 3"])
+
+
+@pytest.mark.skipif(shutil.which("hyperfine") is None, reason="hyperfine is not installed")
+def test_a_failing_command_does_not_cost_the_others_their_figures(tmp_path: Path) -> None:
+    ctx = harness.Context(runs=2, warmup=0, work_dir=tmp_path, log=lambda *_: None)
+    stats = harness.hyperfine(ctx, {"true": ["true"], "false": ["false"]}, "t")
+    assert "error" in stats["false"] and "exits 1" in stats["false"]["error"]
+    assert "median" in stats["true"]
