@@ -125,6 +125,7 @@ class LocalVolumeDriver(VolumeDriver):
         self._lock = asyncio.Lock()
         self._source = f"dockyard-{context.owner}"
         self._problems: dict[str, str] = {}  # volume -> why setup() could not restore its mount
+        self._swept = False  # sweep staging leftovers at the first setup() only
 
     # ------------------------------------------------------------------ paths and state
     def _dir(self, name: str) -> Path:
@@ -173,10 +174,17 @@ class LocalVolumeDriver(VolumeDriver):
         await asyncio.to_thread(self._reconcile)
 
     def _reconcile(self) -> None:
+        try:
+            self._reconcile_mounts()
+        finally:
+            self._swept = True
+
+    def _reconcile_mounts(self) -> None:
         mounted = _read_mount_points()
         for entry in os.scandir(self._root):
             if entry.name.startswith(".tmp-"):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                if not self._swept:
+                    shutil.rmtree(entry.path, ignore_errors=True)
                 continue
             if not NAME_RE.fullmatch(entry.name):
                 continue

@@ -120,6 +120,8 @@ class OverlayDriver(LayerDriver):
         self._refs: dict[str, int] = {}
         self._mount_opts: str | None = None
         self._source = f"dockyard-{context.owner}"
+        self._swept = False  # leftovers are swept at the first setup() only: later calls may
+        # run while this instance has applies in flight (their staging dirs look like leftovers)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -167,6 +169,9 @@ class OverlayDriver(LayerDriver):
                  if mp.startswith(prefix) and fstype == "overlay" and source == self._source and mp not in mine]
         for mp in sorted(set(stale), key=len, reverse=True):
             _umount(mp, detach=True)
+        if self._swept:
+            return
+        self._swept = True
         for parent in (self._root, self._layers):
             for entry in os.scandir(parent):
                 if entry.name.startswith((".tmp-", ".trash-")):

@@ -120,6 +120,7 @@ class VfsDriver(LayerDriver):
         self._root = Path(context.data_dir)
         self._lock = asyncio.Lock()
         self._refs: dict[str, int] = {}
+        self._swept = False  # sweep leftovers at the first setup() only (see _sweep)
 
     @property
     def _layers(self) -> Path:
@@ -155,7 +156,13 @@ class VfsDriver(LayerDriver):
         await asyncio.to_thread(self._sweep)
 
     def _sweep(self) -> None:
-        """Remove staging and trash directories an interrupted run left behind."""
+        """Remove staging and trash directories an interrupted run left behind.
+
+        Only once per instance: a later ``setup()`` may run while applies are in flight.
+        """
+        if self._swept:
+            return
+        self._swept = True
         for entry in os.scandir(self._layers):
             if entry.name.startswith((".tmp-", ".trash-")):
                 shutil.rmtree(entry.path, ignore_errors=True)
