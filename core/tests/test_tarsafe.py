@@ -443,3 +443,25 @@ def test_non_utf8_names_round_trip(tmp_path: Path) -> None:
     extract(tmp_path / "o.tar", dest)
     assert sorted(os.listdir(os.fsencode(dest))) == [b"caf\xe9", "ünï".encode()]
     assert Path(os.fsdecode(os.fsencode(dest) + b"/caf\xe9")).read_bytes() == b"latin-1 name"
+
+
+def test_secure_join(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "usr" / "lib").mkdir(parents=True)
+    os.symlink("/etc", root / "abs")  # absolute: resolved inside root
+    os.symlink("../../../../..", root / "usr" / "up")  # climbs: clamped at root
+    os.symlink("usr/lib", root / "lib")
+    os.symlink("loop2", root / "loop1")
+    os.symlink("loop1", root / "loop2")
+    join = tarsafe.secure_join
+    assert join(root, "/abs/passwd") == root / "etc" / "passwd"
+    assert join(root, "usr/up/etc") == root / "etc"
+    assert join(root, "../../../etc/shadow") == root / "etc" / "shadow"
+    assert join(root, "lib/x/../y") == root / "usr" / "lib" / "y"
+    assert join(root, "/") == root and join(root, "") == root
+    assert join(root, "missing/deeper") == root / "missing" / "deeper"
+    with pytest.raises(UnsafeArchive, match="symbolic links"):
+        join(root, "loop1/x")
+    with pytest.raises(UnsafeArchive):
+        join(root, "a\x00b")

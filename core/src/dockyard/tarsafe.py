@@ -23,6 +23,9 @@ mtimes, xattrs and hard links are preserved; directory metadata is applied last.
 :func:`extract_atomic` and :func:`staging_dir` give all-or-nothing semantics: extraction goes to
 a temporary sibling that is renamed into place only on success and removed on any error.
 
+:func:`secure_join` resolves a path inside a root filesystem the way a container sees it
+(symlinks followed but clamped to the root), for the archive API's source and destination paths.
+
 :class:`TarWriter` writes diffs (files, directories, symlinks, hard links, devices, whiteouts) in
 the PAX format with xattrs, as Docker does.
 
@@ -201,6 +204,47 @@ def _check_dir_chain(root: Path, parts: list[str], member: str, create: bool,
                     raise UnsafeArchive(member, f"{rel!r} is not a directory")
         if verified is not None:
             verified.add(rel)
+
+
+def secure_join(root: str | os.PathLike[str], path: str, max_links: int = 255) -> Path:
+    """Resolve ``path`` inside ``root`` as if ``root`` were ``/`` (Docker's FollowSymlinkInScope).
+
+    Symlinks are followed, absolute ones relative to ``root``; ``..`` never climbs above
+    ``root``; missing components are kept literally. The result is always ``root`` or below
+    it. For the archive API's destination and source paths (``docker cp``), resolved in the
+    container's root filesystem. More than ``max_links`` links raise :class:`UnsafeArchive`.
+    """
+    base = os.path.abspath(os.fspath(root))
+    if "\x00" in path:
+        raise UnsafeArchive(path, "path contains a NUL byte")
+    pending = [p for p in path.split("/") if p][::-1]  # a stack: next component last
+    current: list[str] = []
+    links = 0
+    while pending:
+        part = pending.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            if current:
+                current.pop()
+            continue
+        full = os.path.join(base, *current, part)
+        try:
+            st = os.lstat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            current.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > max_links:
+                raise UnsafeArchive(path, f"more than {max_links} symbolic links")
+            target = os.readlink(full)
+            if target.startswith("/"):
+                current = []
+            pending.extend([p for p in target.split("/") if p][::-1])
+            continue
+        current.append(part)
+    return Path(base, *current)
 
 
 # --------------------------------------------------------------------------- digesting reader
