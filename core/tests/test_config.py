@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dockyard.config import Config
 from dockyard.errors import InvalidArgument
 from dockyard.specs import ConfigOption

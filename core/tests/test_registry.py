@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from dockyard.config import Config
 from dockyard.errors import DriverNotInstalled, PluginBlocked, PluginConflictError, PluginLoadError
 from dockyard.kernel import Kernel

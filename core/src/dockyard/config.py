@@ -28,6 +28,8 @@ CORE_OPTIONS: tuple[ConfigOption, ...] = (
     ConfigOption("debug", bool, False, "same as log-level debug", reloadable=True),
     ConfigOption("storage-driver", str, "overlay", "layer driver"),
     ConfigOption("storage-opts", list, [], "layer driver options key=value"),
+    *(ConfigOption(f"{kind}-opts", list, [], f"{kind} driver options key=value")
+      for kind in ("arch", "volume", "network", "ipam", "cluster", "provision")),
     ConfigOption("default-runtime", str, "crun", "OCI runtime for new containers"),
     ConfigOption("runtimes", dict, {}, "extra OCI runtimes name -> {path}"),
     ConfigOption("cluster-store", str, "", "cluster node store driver (empty: single host)"),

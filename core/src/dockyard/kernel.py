@@ -86,8 +86,16 @@ class Kernel:
         return self.pm.hook
 
     def config_options(self) -> list[ConfigOption]:
-        """Settings declared by plugins (``dockyard_config_options``)."""
-        return list(self._config_options)
+        """Settings declared by plugins (``dockyard_config_options``) and by every installed
+        driver class (``Driver.config_options``); a driver that fails to load is recorded."""
+        out = list(self._config_options)
+        for kind in NAMESPACES:
+            for name in self.registry.driver_names(kind):
+                try:
+                    out.extend(self.registry.load_driver(kind, name).config_options)
+                except PluginError:
+                    pass
+        return out
 
     def validate_config(self, reload: bool = False) -> None:
         self.config.validate(self.config_options())
@@ -114,10 +122,11 @@ class Kernel:
             cls = self.registry.load_driver(kind, name)
             data_dir = self.config.data_root / kind / name
             run_dir = self.config.exec_root / kind / name
-            opts = self.config.options_for("storage-opts") if kind == "storage" else {}
-            for extra in self.hook.dockyard_storage_options(kernel=self, driver=name) if kind == "storage" else []:
-                for k, v in (extra or {}).items():
-                    opts.setdefault(k, str(v))
+            opts = self.config.options_for(f"{kind}-opts")
+            if kind == "storage":
+                for extra in self.hook.dockyard_storage_options(kernel=self, driver=name):
+                    for k, v in (extra or {}).items():
+                        opts.setdefault(k, str(v))
             self.drivers[key] = cls(DriverContext(
                 data_dir=data_dir, run_dir=run_dir, owner=self.config.owner,
                 options=opts, daemon_config=dict(self.config.values)))

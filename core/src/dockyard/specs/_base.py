@@ -6,9 +6,12 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pluggy
+
+if TYPE_CHECKING:
+    from dockyard.specs.config import ConfigOption
 
 PROJECT = "dockyard"
 
@@ -98,7 +101,7 @@ class DriverContext:
     data_dir: Path  # <data-root>/<kind>/<name>, created by the kernel
     run_dir: Path  # <exec-root>/<kind>/<name>, created by the kernel
     owner: str
-    options: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, str] = field(default_factory=dict)  # ``<kind>-opts`` key=value settings
     daemon_config: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -111,6 +114,9 @@ class Driver(abc.ABC):
     """
 
     info: ClassVar[DriverInfo]
+    #: ``daemon.json`` keys this driver reads from ``context.daemon_config`` (dockerd's own
+    #: keys such as ``mtu`` included), so the daemon accepts and type-checks them.
+    config_options: ClassVar[tuple[ConfigOption, ...]] = ()
 
     def __init__(self, context: DriverContext) -> None:
         self.context = context

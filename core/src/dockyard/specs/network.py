@@ -29,6 +29,7 @@ class PortMapping:
     protocol: str = "tcp"
     host_ip: str = ""  # "" = all addresses
     host_port: int = 0  # 0 = choose one
+    host_port_end: int = 0  # with host_port: bind the first free port of host_port..host_port_end
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 
 from dockyard.errors import Conflict, Forbidden, InvalidArgument, NotFound
 from dockyard.model import Network
-from dockyard.specs import DriverContext, DriverInfo, NetworkDriver
+from dockyard.specs import ConfigOption, DriverContext, DriverInfo, NetworkDriver
 from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
 
 from dockyard_network_bridge import names, netlink, nft, ports
@@ -56,6 +56,11 @@ class BridgeDriver(NetworkDriver):
         name="bridge", kind="network",
         description="Linux bridge per network, veth per endpoint, nftables port publishing",
         capabilities=frozenset({"connectivity", "isolation", "port-publishing", "internal", "ipv6"}),
+    )
+    config_options = (
+        ConfigOption("mtu", int, 1500, "MTU of bridge networks without their own option"),
+        ConfigOption("ip-forward", bool, False, "enable net.ipv4.ip_forward (dockerd: on)"),
+        ConfigOption("port-range", str, "", "host ports chosen for -p CONTAINER_PORT: LOW-HIGH"),
     )
 
     def __init__(self, context: DriverContext) -> None:

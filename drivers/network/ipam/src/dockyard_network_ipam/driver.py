@@ -22,7 +22,7 @@ import ipaddress
 from typing import Any
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
-from dockyard.specs import DriverInfo, IpamDriver
+from dockyard.specs import ConfigOption, DriverInfo, IpamDriver
 from dockyard.specs.network import Pool
 
 from dockyard_network_ipam import pools as P
@@ -56,6 +56,11 @@ class DefaultIpam(IpamDriver):
         name="default", kind="ipam",
         description="Address pools and addresses persisted in the driver's data directory",
         capabilities=frozenset({"ipv6", "persistent", "host-route-check"}),
+    )
+    config_options = (
+        ConfigOption("default-address-pools", list, [], "pools for new networks: [{base, size}]"),
+        ConfigOption("default-address-pools-v6", list, [], "IPv6 pools for new networks"),
+        ConfigOption("check-host-routes", bool, True, "never allocate a subnet overlapping host routes"),
     )
 
     def __init__(self, context: Any) -> None:
