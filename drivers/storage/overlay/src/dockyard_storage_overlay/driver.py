@@ -110,7 +110,7 @@ class OverlayDriver(LayerDriver):
     info: ClassVar[DriverInfo] = DriverInfo(
         name="overlay", kind="storage",
         description="overlayfs: one directory per layer, mounted as a stack (needs overlay in the kernel)",
-        capabilities=frozenset({"xattrs", "overlay-whiteouts", "opaque-dirs", "hardlinks"}),
+        capabilities=frozenset({"xattrs", "opaque-dirs"}),
     )
 
     def __init__(self, context: DriverContext) -> None:

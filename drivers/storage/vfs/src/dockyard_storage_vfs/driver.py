@@ -112,7 +112,7 @@ class VfsDriver(LayerDriver):
     info: ClassVar[DriverInfo] = DriverInfo(
         name="vfs", kind="storage",
         description="full copies per layer: slow and large, works on any filesystem and kernel",
-        capabilities=frozenset({"xattrs", "hardlinks"}),
+        capabilities=frozenset({"xattrs"}),
     )
 
     def __init__(self, context: DriverContext) -> None:
