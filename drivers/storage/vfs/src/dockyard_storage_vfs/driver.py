@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import filecmp
 import hashlib
 import json
 import os
@@ -86,8 +85,19 @@ def _changed(cpath: str, ppath: str, cst: os.stat_result, pst: os.stat_result, s
     if _xattrs(cpath) != _xattrs(ppath):
         return True
     if stat.S_ISREG(mode) and cst.st_ctime_ns >= stamp_ns:
-        return not filecmp.cmp(cpath, ppath, shallow=False)
+        return not _same_bytes(cpath, ppath)
     return False
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    """Byte comparison (not filecmp: its module-level cache grows for the daemon's lifetime)."""
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
 
 
 def tree_size(root: Path) -> int:
