@@ -7,6 +7,8 @@ Tests build a fresh one each (``autoload=False`` plus explicit ``plugins``).
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import logging
 import platform
 import uuid
@@ -145,6 +147,18 @@ class Kernel:
                 drv._dockyard_setup_done = True  # type: ignore[attr-defined]
         return drv
 
+    # ------------------------------------------------------------------ services
+    def service(self, name: str) -> Any:
+        """The core service ``name`` (``dockyard.services.<name>.SERVICE``), built on first use."""
+        svc = self.services.get(name)
+        if svc is None:
+            module = importlib.import_module(f"dockyard.services.{name}")
+            svc = self.services[name] = module.SERVICE(self)
+        return svc
+
+    def has_service(self, name: str) -> bool:
+        return importlib.util.find_spec(f"dockyard.services.{name}") is not None
+
     # ------------------------------------------------------------------ life cycle
     def open_store(self) -> Store:
         if self.store is None:
@@ -172,6 +186,11 @@ class Kernel:
         for kind, (_area, key, _default) in NAMESPACES.items():
             if key is not None and self.selected_driver_name(kind):
                 await self.driver_ready(kind)
+        from dockyard.services import START_ORDER
+
+        for name in START_ORDER:
+            if self.has_service(name):
+                await self.service(name).start()
         services: list[BackgroundService] = []
         for result in self.hook.dockyard_background_services(kernel=self):
             services.extend(result or ())
@@ -196,6 +215,14 @@ class Kernel:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         self._tasks.clear()
+        from dockyard.services import START_ORDER
+
+        for name in reversed(START_ORDER):
+            if name in self.services:
+                try:
+                    await self.services[name].stop()
+                except Exception:  # noqa: BLE001
+                    log.exception("service %s failed to stop", name)
         self.events.close()
         for drv in list(self.drivers.values()):
             if getattr(drv, "_dockyard_setup_done", False):
