@@ -105,6 +105,14 @@ def tar_names(path: str | Path) -> list[str]:
         return [m.name for m in tf.getmembers()]
 
 
+def _all_paths(root: Path) -> set[str]:
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            out.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return out
+
+
 def _mounts_under(path: Path) -> list[str]:
     prefix = str(path).rstrip("/") + "/"
     out = []
@@ -414,10 +422,12 @@ class StorageContract(DriverContract):
             tar.write_bytes(Path(good).read_bytes()[:20_000])
         else:
             tar = Path(make_layer_tar(work / "evil.tar", *self._hostile(work, outside)[case]))
+        everything = _all_paths(work.parent)
         with pytest.raises(InvalidArgument):
             await driver.apply("evil", "base", str(tar))
         assert not await driver.exists("evil")
         assert await driver.list() == before
+        assert _all_paths(work.parent) == everything, "the failed apply left files behind"
         assert sorted(os.listdir(outside)) == ["sentinel"]
         assert (outside / "sentinel").read_bytes() == b"untouched"
         assert not (work.parent / "escaped").exists()
