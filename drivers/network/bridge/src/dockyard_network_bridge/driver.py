@@ -30,6 +30,7 @@ from dockyard.specs import ConfigOption, DriverContext, DriverInfo, NetworkDrive
 from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
 
 from dockyard_network_bridge import names, netlink, nft, ports
+from dockyard_network_bridge.dns import DnsRecords, EmbeddedDns
 from dockyard_network_bridge.options import parse_options
 from dockyard_network_bridge.state import StateFile
 
@@ -55,7 +56,8 @@ class BridgeDriver(NetworkDriver):
     info = DriverInfo(
         name="bridge", kind="network",
         description="Linux bridge per network, veth per endpoint, nftables port publishing",
-        capabilities=frozenset({"connectivity", "isolation", "port-publishing", "internal", "ipv6"}),
+        capabilities=frozenset({"connectivity", "isolation", "port-publishing", "internal", "ipv6",
+                                "embedded-dns"}),
     )
     config_options = (
         ConfigOption("mtu", int, 1500, "MTU of bridge networks without their own option"),
@@ -79,6 +81,8 @@ class BridgeDriver(NetworkDriver):
         self._doc: dict[str, Any] = {"networks": {}, "endpoints": {}}
         self._lock = asyncio.Lock()
         self._ready = False
+        self._dns_records = DnsRecords()
+        self._dns: dict[str, EmbeddedDns] = {}
 
     # ------------------------------------------------------------------ life cycle
     async def setup(self) -> None:
@@ -111,6 +115,8 @@ class BridgeDriver(NetworkDriver):
     async def close(self) -> None:
         """Remove this daemon's nft table (kept with ``live-restore``); bridges and veths stay,
         so running containers keep their interfaces and a restart re-creates the rules."""
+        for sandbox_id in list(self._dns):
+            await self.dns_detach(sandbox_id)
         async with self._lock:
             if self._ready and not self._live_restore and nft.available():
                 await nft.delete_table(self.table)
@@ -269,6 +275,34 @@ class BridgeDriver(NetworkDriver):
                 await asyncio.to_thread(self._state.save, self._doc)
                 if ep["ports"]:
                     await self._sync_rules()
+
+    # ------------------------------------------------------------------ embedded DNS
+    async def dns_set_records(self, network_id: str, records: dict[str, list[str]]) -> None:
+        """Replace the name -> addresses records of a network (empty: forget the network)."""
+        if records:
+            self._dns_records.set_network(network_id, records)
+        else:
+            self._dns_records.drop_network(network_id)
+
+    async def dns_attach(self, sandbox_id: str, netns_path: str, network_ids: list[str],
+                         upstreams: list[tuple[str, int]]) -> None:
+        """Serve ``127.0.0.11:53`` in the namespace of ``sandbox_id`` (a container), answering
+        names of ``network_ids`` only; others go to ``upstreams`` (none: NXDOMAIN). Called
+        again for the same sandbox, it updates the networks and upstreams in place."""
+        server = self._dns.get(sandbox_id)
+        if server is None:
+            server = EmbeddedDns(self._dns_records, network_ids, upstreams)
+            await server.start(netns_path)
+            self._dns[sandbox_id] = server
+        else:
+            server.networks = list(network_ids)
+            server.upstreams = list(upstreams)
+
+    async def dns_detach(self, sandbox_id: str) -> None:
+        """Stop the resolver of ``sandbox_id`` (nothing when none runs)."""
+        server = self._dns.pop(sandbox_id, None)
+        if server is not None:
+            await server.stop()
 
     # ------------------------------------------------------------------ nft
     def _ruleset(self) -> nft.Ruleset:
