@@ -24,8 +24,8 @@ host:
 venv: $(STAMP)
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt $(addprefix -e ,$(DISTS)) -e .
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q --no-build-isolation -r requirements-dev.txt $(addprefix -e ,$(DISTS)) -e .
 	@rm -f $(VENV)/.installed-*; touch $@
 
 test: install
