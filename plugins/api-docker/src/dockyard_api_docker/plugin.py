@@ -6,13 +6,13 @@ from typing import Any
 
 from dockyard.specs import ApiMiddleware, ApiRoute, hookimpl
 
-from dockyard_api_docker import containers, system
+from dockyard_api_docker import containers, networks, system
 from dockyard_api_docker.middleware import docker_errors, docker_version
 
 
 @hookimpl
 def dockyard_api_routes(kernel: Any) -> list[ApiRoute]:
-    return [*system.routes(), *containers.routes()]
+    return [*system.routes(), *containers.routes(), *networks.routes()]
 
 
 @hookimpl
