@@ -54,6 +54,12 @@ KINDS: dict[str, KindTemplate] = {
         "layer tar extracted safely by `dockyard.tarsafe`); `diff` compares the tree with the\n"
         "parent's. A working skeleton to replace with snapshots (overlayfs, btrfs) for speed.",
         " (the daemon's `storage-driver` setting)"),
+    "volume": KindTemplate(
+        "VolumeDriver", "VolumeContract", "volume",
+        "The generated driver keeps each volume as a directory, with per-container mount counts\n"
+        "in a JSON file beside it (so they survive a daemon restart): a working skeleton to\n"
+        "replace with your storage.",
+        " (per volume: `docker volume create --driver NAME`)"),
 }
 
 
