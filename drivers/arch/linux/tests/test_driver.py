@@ -25,7 +25,7 @@ from dockyard_arch_linux.driver import LinuxRuntime
 from dockyard_arch_linux.logs import parse_line
 from dockyard_plugin_sdk.conformance.arch import leftovers, make_request
 
-from .conftest import NEEDS_HOST
+from .conftest import NEEDS_HOST, zombie_children
 
 pytestmark = NEEDS_HOST
 LOOP = ["sh", "-c", "echo ready; while true; do sleep 0.1; done"]
@@ -349,7 +349,7 @@ async def test_failed_create_leaves_nothing(driver, rootfs):
         await driver.start(req.container.id)
     if (driver.context.data_dir / "containers" / req.container.id).exists():
         await driver.delete(req.container.id, force=True)
-    assert not leftovers(driver.context.owner, driver.context.run_dir)
+    assert not leftovers(driver.context.owner, driver.context.run_dir) + zombie_children()
 
 
 # ---------------------------------------------------------------- live-restore across kill -9
@@ -451,3 +451,18 @@ async def test_monitor_is_its_own_session_and_is_reaped(driver, ids, rootfs):
 
 async def _gone(pid) -> bool:
     return not os.path.exists(f"/proc/{pid}")  # exited *and* reaped (no zombie)
+
+
+async def test_orphaned_runtime_processes_are_reaped(driver, tmp_path):
+    # a process named like a runtime, orphaned by its parent, lands on us (the subreaper)
+    fake = tmp_path / "crun"
+    fake.write_bytes(Path("/bin/true").read_bytes())
+    fake.chmod(0o755)
+    subprocess.run(["sh", "-c", f"{fake} & exit 0"], check=True)
+    await until(lambda: _zombie_named(b"crun"))
+    assert monitor.reap_orphans()
+    assert not await _zombie_named(b"crun")
+
+
+async def _zombie_named(comm: bytes) -> bool:
+    return any(b"(" + comm + b")" in z.encode() for z in zombie_children())

@@ -126,6 +126,8 @@ class LinuxRuntime(RuntimeDriver):
         for cid in await self.list():
             meta = self._meta(cid)
             monitor.reap_later(int(meta.get("conmon_pid") or 0))
+            if not monitor.alive(int(meta.get("conmon_pid") or 0), cid):
+                monitor.reap_later(int(meta.get("pid") or 0))  # orphaned when its monitor died
 
     def _measure(self) -> SpecOptions:
         layout = self.layout or cgroups.detect()
@@ -265,6 +267,8 @@ class LinuxRuntime(RuntimeDriver):
                 conmon_pid, pid = await asyncio.to_thread(monitor.spawn, cmd)
             except BaseException:
                 await self._cleanup(meta)
+                await asyncio.sleep(0.05)  # a failed init may still be exiting
+                monitor.reap_orphans()
                 raise
             meta.update(conmon_pid=conmon_pid, pid=pid)
             self._save(meta)
@@ -378,6 +382,8 @@ class LinuxRuntime(RuntimeDriver):
         bundle = Path(meta["bundle"])
         for edir in sorted((bundle / "execs").glob("*")) if (bundle / "execs").exists() else []:
             await asyncio.to_thread(monitor.terminate, monitor.read_pidfile(str(edir / "conmon.pid")), cid)
+            # a monitor that had to be killed leaves its process to us (we are its subreaper)
+            monitor.reap_later(monitor.read_pidfile(str(edir / "pid")))
         try:
             await self._run(meta, "delete", "--force", cid, timeout=15)
         except RuntimeCommandError:
@@ -388,6 +394,8 @@ class LinuxRuntime(RuntimeDriver):
                 break
             await asyncio.sleep(0.02)
         await asyncio.to_thread(monitor.terminate, conmon_pid, cid)
+        monitor.reap_later(int(meta.get("pid") or 0) or monitor.read_pidfile(str(bundle / "pidfile")))
+        monitor.reap_orphans()
         if self.layout is not None and meta.get("cgroups_path"):
             await asyncio.to_thread(cgroups.Cgroup(self.layout, meta["cgroups_path"]).remove)
 
@@ -552,6 +560,7 @@ class LinuxRuntime(RuntimeDriver):
             (edir / "error").write_text(text)
             (edir / request.container_id).write_text(str(code))
             monitor.reap_later(monitor.read_pidfile(str(edir / "conmon.pid")))
+            monitor.reap_orphans()
             return RuntimeState(status="stopped", exit_code=code)
         emeta.update(conmon_pid=conmon_pid, pid=pid)
         (edir / "meta.json").write_text(json.dumps(emeta))
@@ -610,6 +619,7 @@ class LinuxRuntime(RuntimeDriver):
         edir = self._exec_dir(exec_id)
         emeta = json.loads((edir / "meta.json").read_text())
         await asyncio.to_thread(monitor.terminate, int(emeta.get("conmon_pid") or 0), emeta["container_id"])
+        monitor.reap_later(int(emeta.get("pid") or 0))
         link = self._socket_dir / emeta["cuuid"]
         if link.is_symlink():
             link.unlink()

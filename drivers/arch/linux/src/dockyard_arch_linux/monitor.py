@@ -138,6 +138,33 @@ def reap_later(pid: int) -> None:
     loop.add_reader(fd, exited)
 
 
+#: PIDs of OCI runtime commands this process runs itself (their exit status belongs to asyncio)
+in_flight: set[int] = set()
+
+RUNTIME_COMMS = (b"crun", b"runc", b"runc:[0:PARENT]", b"runc:[1:CHILD]", b"runc:[2:INIT]")
+
+
+def reap_orphans() -> list[int]:
+    """Reap exited OCI-runtime processes that were re-parented to us (we are a subreaper) when
+    their monitor died first, e.g. a container init whose ``create`` failed. Our own runtime
+    commands (:data:`in_flight`) are left to asyncio."""
+    reaped = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in in_flight:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")]
+        state, ppid = stat[stat.rindex(b")") + 2:].split()[:2]
+        if state == b"Z" and int(ppid) == me and comm in RUNTIME_COMMS and reap(int(entry)):
+            reaped.append(int(entry))
+    return reaped
+
+
 #: PID -> the loop watching its pidfd (process-wide, like the children themselves)
 _watched: dict[int, asyncio.AbstractEventLoop] = {}
 
