@@ -70,8 +70,10 @@ def provider_distribution(kind: str, name: str) -> str:
 class DriverInfo:
     """Describes a driver without instantiating it (listing, validation, /info).
 
-    ``capabilities`` are free-form strings the conformance kit uses to skip cases a driver
-    does not claim (``"overlay-whiteouts"``, ``"global-scope"``, ``"checkpoint"``...).
+    ``capabilities`` are strings the conformance kits use to skip cases a driver does not
+    claim; each area's spec module lists the names its kit knows (storage: ``xattrs``,
+    ``opaque-dirs``, ``tmpfs``, ``bind``; network: ``connectivity``, ``isolation``,
+    ``port-publishing``, ``internal``, ``ipv6``, ``global-scope``; arch: ``pause``, ``exec``).
     """
 
     name: str

@@ -1,5 +1,9 @@
 """Area ``storage``: layer drivers (image layers and container root filesystems) and volumes.
 
+Capabilities the storage kit knows: ``xattrs`` (extended attributes survive apply/diff),
+``opaque-dirs`` (opaque directory whiteouts kept through a stack), and for volume drivers
+``tmpfs`` and ``bind`` (the local driver's ``type=tmpfs`` and ``o=bind`` options).
+
 Layer drivers register under ``dockyard.drivers.storage``; exactly one is active, chosen by the
 ``storage-driver`` setting (default ``overlay``). Volume drivers register under
 ``dockyard.drivers.volume`` and are chosen per volume (default ``local``).
@@ -54,7 +58,8 @@ class LayerDriver(Driver):
 
     @abc.abstractmethod
     async def unmount(self, key: str) -> None:
-        """Drop one mount reference; unmount when it reaches zero."""
+        """Drop one mount reference; unmount when it reaches zero. Releasing a mount that is
+        not held is a no-op."""
 
     @abc.abstractmethod
     async def diff(self, key: str, out_path: str) -> int:
@@ -62,7 +67,8 @@ class LayerDriver(Driver):
 
     @abc.abstractmethod
     async def remove(self, key: str) -> None:
-        """Remove layer ``key``. Removing a layer that other layers build on is a Conflict."""
+        """Remove layer ``key``. Removing a layer that other layers build on, or one that is
+        mounted, is a Conflict."""
 
     @abc.abstractmethod
     async def exists(self, key: str) -> bool:
@@ -75,6 +81,14 @@ class LayerDriver(Driver):
     async def usage(self, key: str) -> int:
         """Bytes used by layer ``key`` alone."""
         return 0
+
+    async def layer_info(self, key: str) -> LayerInfo:
+        """Parent, size and diff ID of layer ``key`` (NotFound when absent).
+
+        Optional: drivers that keep this metadata implement it; callers fall back to their
+        own records when it raises NotImplementedError.
+        """
+        raise NotImplementedError(f"{self.info.name} keeps no layer metadata")
 
 
 @dataclass
