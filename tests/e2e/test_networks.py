@@ -204,6 +204,25 @@ def test_compose_style_create_body(netd: NetDaemon) -> None:
     assert api(d, "DELETE", "/networks/capproj_capnet")[0] == 404
 
 
+def test_dockyard_network_cli(netd: NetDaemon) -> None:
+    d = netd.d
+    subnet = sdk_net.free_test_subnet("10.213.0.0/17", avoid=(netd.pool,))
+    net_id = d.dockyard("network", "create", "--subnet", subnet, "--label", "via=dockyard", "dyn").stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", net_id)
+    rows = [r.split() for r in d.dockyard("network", "ls").stdout.splitlines()]
+    assert rows[0] == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"] and [net_id[:12], "dyn", "bridge", "local"] in rows
+    assert d.dockyard("network", "ls", "-q", "-f", "label=via=dockyard").stdout.split() == [net_id[:12]]
+    (info,) = json.loads(d.dockyard("network", "inspect", "dyn").stdout)
+    assert info["Id"] == net_id and info["IPAM"]["Config"][0]["Subnet"] == subnet
+    dup = d.dockyard("network", "create", "dyn", check=False)
+    assert dup.returncode == 1 and "network with name dyn already exists" in dup.stderr
+    missing = d.dockyard("network", "inspect", "nope", check=False)
+    assert missing.returncode == 1 and "network nope not found" in missing.stderr
+    assert d.dockyard("network", "rm", "dyn").stdout.split() == ["dyn"]
+    d.dockyard("network", "create", "dyn2")
+    assert d.dockyard("network", "prune", "-f").stdout.split() == ["Deleted", "Networks:", "dyn2"]
+
+
 # ------------------------------------------------------------------------------ docker-py
 def test_docker_py_networks(netd: NetDaemon) -> None:
     client = docker.DockerClient(base_url=netd.d.host, version="1.41")

@@ -1,0 +1,1 @@
+"""``dockyard`` CLI groups shipped with the Docker API front (thin clients of its routes)."""
