@@ -141,7 +141,9 @@ def validation_errors(exc: ValidationError, file: str) -> list[ComposeError]:
         else:
             text = msg.replace("Input should be", "expected").replace("a valid dictionary or instance of",
                                                                        "a mapping for")
-            text = re.sub(r"expected a valid (\w+)", r"expected a \1", text)
+            text = re.sub(r"expected a valid (\w+)", lambda mt: "expected an " + mt.group(1)
+                          if mt.group(1)[0] in "aeiou" else "expected a " + mt.group(1), text)
+            text = re.sub(r", unable to (parse|interpret) [^,]*", "", text)
             text += f", got {m._kind(value)}"
         out.append(ComposeError(text, file, loc))
     return out
@@ -451,6 +453,10 @@ def load(opts: LoadOptions) -> Loaded:
     label = files[0].name if len(files) == 1 else "+".join(str(f) for f in files)
     project = validate(merged, label if len(files) > 1 else str(files[0]))
 
+    if project.name is not None and not _NAME_OK.match(project.name):
+        raise ComposeError(f"invalid project name {project.name!r}: it must contain only lowercase letters, "
+                           "digits, dashes and underscores, and start with a letter or digit",
+                           str(files[0]), "name")
     name = opts.project_name or env.get("COMPOSE_PROJECT_NAME") or project.name
     if name:
         if not _NAME_OK.match(name):

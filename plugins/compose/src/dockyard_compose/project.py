@@ -236,10 +236,12 @@ _HASH_EXCLUDE = {"build", "pull_policy", "scale", "profiles", "extends", "attach
 
 def config_hash(svc: m.Service) -> str:
     """sha256 of the service's normalised config (stable across key order and short/long syntax)."""
-    data = svc.model_dump(mode="json", exclude=_HASH_EXCLUDE)
+    data = svc.model_dump(mode="json", exclude=_HASH_EXCLUDE, exclude_defaults=True)
     deploy = data.get("deploy")
     if isinstance(deploy, dict):
         deploy.pop("replicas", None)
+        if not deploy:
+            data.pop("deploy")
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
