@@ -1,0 +1,298 @@
+"""End to end: ``dockyard compose`` against a real engine's Docker API (podman's service for now).
+
+Every project is named ``dyce2e<random>``; the ``project`` fixture removes whatever carries that
+project's label afterwards, and each test also checks ``down`` itself left nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+LOOP = "trap 'exit 0' TERM; {pre}while true; do sleep 0.2; done"
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def ids(engine, name: str) -> dict[str, str]:
+    import json
+
+    flt = json.dumps({"label": [f"com.docker.compose.project={name}"]})
+    return {c["Names"][0].lstrip("/"): c["Id"] for c in engine.api("GET", "/containers/json", all=1, filters=flt)}
+
+
+def basic(port: int, role: str = "web") -> str:
+    return f"""
+services:
+  db:
+    image: busybox
+    command: ["sh", "-c", "{LOOP.format(pre='echo db-ready; ')}"]
+    environment: {{ROLE: db}}
+    volumes: ["data:/data"]
+    stop_grace_period: 2s
+  web:
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; echo web-$$ROLE; httpd -f -p 8080 -h /tmp & wait"]
+    environment: {{ROLE: {role}}}
+    ports: ["127.0.0.1:{port}:8080"]
+    depends_on: [db]
+    stop_grace_period: 2s
+volumes:
+  data:
+"""
+
+
+def http_status(port: int) -> int:
+    for _ in range(50):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            time.sleep(0.1)
+    return -1
+
+
+def test_up_ps_logs_converge_recreate_down(engine, project, compose_cli) -> None:
+    name, d = project
+    port = free_port()
+    (d / "compose.yaml").write_text(basic(port))
+    run = lambda *a: compose_cli("-p", name, *a, cwd=d)  # noqa: E731
+
+    res = run("up", "-d")
+    assert res.exit_code == 0, res.output
+    objs = engine.project_objects(name)
+    assert objs == {"containers": [f"{name}-db-1", f"{name}-web-1"], "networks": [f"{name}_default"],
+                    "volumes": [f"{name}_data"]}
+    info = engine.api("GET", f"/containers/{name}-web-1/json")
+    labels = info["Config"]["Labels"]
+    assert labels["com.docker.compose.project"] == name
+    assert labels["com.docker.compose.service"] == "web"
+    assert labels["com.docker.compose.container-number"] == "1"
+    assert labels["com.docker.compose.oneoff"] == "False"
+    assert labels["com.docker.compose.project.working_dir"] == str(d)
+    assert labels["com.docker.compose.project.config_files"] == str(d / "compose.yaml")
+    assert len(labels["com.docker.compose.config-hash"]) == 64
+
+    res = run("ps")
+    assert res.exit_code == 0
+    assert f"{name}-db-1" in res.output and f"{name}-web-1" in res.output
+    assert f"127.0.0.1:{port}->8080/tcp" in res.output
+
+    assert http_status(port) == 404  # busybox httpd answered through the published port
+    for _ in range(50):
+        res = run("logs", "--no-color")
+        if "db-1   | db-ready" in res.output and "web-1  | web-web" in res.output:
+            break
+        time.sleep(0.1)
+    assert "db-1   | db-ready" in res.output and "web-1  | web-web" in res.output, res.output
+    assert "db-ready" not in run("logs", "web").output
+
+    before = ids(engine, name)
+    res = run("up", "-d")
+    assert res.exit_code == 0, res.output
+    assert ids(engine, name) == before, "a second up with nothing changed must not recreate"
+    assert "Created" not in res.output and "Running" in res.output
+
+    (d / "compose.yaml").write_text(basic(port, role="changed"))
+    res = run("up", "-d")
+    assert res.exit_code == 0, res.output
+    after = ids(engine, name)
+    assert after[f"{name}-db-1"] == before[f"{name}-db-1"]
+    assert after[f"{name}-web-1"] != before[f"{name}-web-1"]
+    assert "Recreated" in res.output
+
+    res = run("exec", "-T", "web", "sh", "-c", "echo role=$ROLE; exit 3")
+    assert res.exit_code == 3
+    assert "role=changed" in res.output
+
+    res = run("run", "--rm", "-T", "--no-deps", "db", "sh", "-c", "echo one-off-$ROLE")
+    assert res.exit_code == 0, res.output
+    assert "one-off-db" in res.output
+    assert sorted(ids(engine, name)) == [f"{name}-db-1", f"{name}-web-1"], "run --rm left its container"
+
+    res = run("down", "-v")
+    assert res.exit_code == 0, res.output
+    assert engine.project_objects(name) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_depends_on_conditions_and_wait(engine, project, compose_cli) -> None:
+    name, d = project
+    (d / "compose.yaml").write_text(f"""
+services:
+  init:
+    image: busybox
+    command: ["sh", "-c", "echo seeded > /data/seed"]
+    volumes: ["data:/data"]
+  db:
+    image: busybox
+    command: ["sh", "-c", "{LOOP.format(pre='sleep 1; touch /tmp/ready; ')}"]
+    healthcheck: {{test: "test -f /tmp/ready", interval: 1s, retries: 30}}
+    depends_on: {{init: {{condition: service_completed_successfully}}}}
+    stop_grace_period: 1s
+  web:
+    image: busybox
+    command: ["sh", "-c", "{LOOP.format(pre='cat /data/seed; ')}"]
+    volumes: ["data:/data"]
+    depends_on: {{db: {{condition: service_healthy}}}}
+    stop_grace_period: 1s
+volumes:
+  data:
+""")
+    res = compose_cli("-p", name, "up", "-d", "--wait", cwd=d)
+    assert res.exit_code == 0, res.output
+    assert "Healthy" in res.output
+    web = engine.api("GET", f"/containers/{name}-web-1/json")
+    db = engine.api("GET", f"/containers/{name}-db-1/json")
+    init = engine.api("GET", f"/containers/{name}-init-1/json")
+    assert init["State"]["ExitCode"] == 0 and not init["State"]["Running"]
+    assert web["State"]["Running"] and db["State"]["Running"]
+    assert web["State"]["StartedAt"] > db["State"]["StartedAt"] > init["State"]["FinishedAt"][:19]
+    assert "seeded" in compose_cli("-p", name, "logs", "web", cwd=d).output
+    # Again: the completed init is not rerun, nothing is recreated.
+    before = ids(engine, name)
+    res = compose_cli("-p", name, "up", "-d", "--wait", cwd=d)
+    assert res.exit_code == 0, res.output
+    assert ids(engine, name) == before
+    assert compose_cli("-p", name, "down", "-v", cwd=d).exit_code == 0
+    assert engine.project_objects(name) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_failing_dependency_stops_up(engine, project, compose_cli) -> None:
+    name, d = project
+    (d / "compose.yaml").write_text("""
+services:
+  migrate:
+    image: busybox
+    command: ["sh", "-c", "exit 4"]
+  app:
+    image: busybox
+    command: ["true"]
+    depends_on: {migrate: {condition: service_completed_successfully}}
+""")
+    res = compose_cli("-p", name, "up", "-d", cwd=d)
+    assert res.exit_code == 1
+    assert "service app cannot start" in res.output and "exited with code 4" in res.output
+    assert f"{name}-app-1" not in ids(engine, name)
+
+
+def test_build_scale_orphans_and_rmi(engine, project, compose_cli) -> None:
+    name, d = project
+    (d / "app").mkdir()
+    (d / "app" / "Dockerfile").write_text("FROM busybox\nRUN echo built-in-image > /built\n"
+                                          "CMD [\"sh\", \"-c\", \"cat /built; trap 'exit 0' TERM; "
+                                          "while true; do sleep 0.2; done\"]\n")
+    (d / "app" / "ignored.txt").write_text("x")
+    (d / "app" / ".dockerignore").write_text("ignored.txt\n")
+    (d / "compose.yaml").write_text("""
+services:
+  app:
+    build: ./app
+    stop_grace_period: 1s
+  extra:
+    image: busybox
+    command: ["sleep", "30"]
+    stop_signal: SIGKILL
+""")
+    run = lambda *a: compose_cli("-p", name, *a, cwd=d)  # noqa: E731
+    res = run("up", "-d", "--scale", "app=2")
+    assert res.exit_code == 0, res.output
+    assert f"{name}-app" in res.output and "Built" in res.output
+    assert sorted(ids(engine, name)) == [f"{name}-app-1", f"{name}-app-2", f"{name}-extra-1"]
+    img = engine.api("GET", f"/images/{name}-app/json")
+    assert img["Config"]["Labels"]["com.docker.compose.project"] == name
+    for _ in range(50):
+        if "built-in-image" in run("logs", "app").output:
+            break
+        time.sleep(0.1)
+    assert "app-2  | built-in-image" in run("logs", "--no-color", "app").output
+
+    (d / "compose.yaml").write_text("services:\n  app:\n    build: ./app\n    stop_grace_period: 1s\n")
+    res = run("up", "-d")
+    assert res.exit_code == 0, res.output
+    assert "orphan containers" in res.output
+    assert sorted(ids(engine, name)) == [f"{name}-app-1", f"{name}-extra-1"]  # scaled back to 1
+    res = run("up", "-d", "--remove-orphans")
+    assert res.exit_code == 0, res.output
+    assert sorted(ids(engine, name)) == [f"{name}-app-1"]
+
+    res = run("down", "--rmi", "local")
+    assert res.exit_code == 0, res.output
+    with pytest.raises(Exception, match="(?i)no such image|not found|image not known"):
+        engine.api("GET", f"/images/{name}-app/json")
+    assert engine.project_objects(name)["containers"] == []
+
+
+def test_missing_external_network_creates_nothing(engine, project, compose_cli) -> None:
+    name, d = project
+    (d / "compose.yaml").write_text(f"""
+services:
+  web:
+    image: busybox
+    networks: [front, shared]
+networks:
+  front: {{}}
+  shared:
+    external: true
+    name: {name}-absent
+volumes:
+  data: {{}}
+""")
+    res = compose_cli("-p", name, "up", "-d", cwd=d)
+    assert res.exit_code == 1
+    assert f"networks.shared: external network '{name}-absent' not found" in res.output
+    assert engine.project_objects(name) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_attached_up_streams_prefixed_logs_and_ctrl_c_stops(engine, project) -> None:
+    name, d = project
+    (d / "compose.yaml").write_text(f"""
+services:
+  talker:
+    image: busybox
+    command: ["sh", "-c", "trap 'echo bye; exit 0' TERM; echo hello-attached; while true; do sleep 0.2; done"]
+""")
+    exe = str(Path(sys.executable).parent / "dockyard")
+    env = {**os.environ, "DOCKER_HOST": engine.host}
+    env.pop("DOCKYARD_HOST", None)
+    proc = subprocess.Popen([exe, "compose", "-p", name, "up"], cwd=d, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "talker-1  | hello-attached" in line:
+                break
+        assert any("talker-1  | hello-attached" in x for x in lines), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(lines) + out
+    assert "Gracefully stopping" in text
+    state = engine.api("GET", f"/containers/{name}-talker-1/json")["State"]
+    assert not state["Running"]
