@@ -351,6 +351,7 @@ async def test_prune(world: World) -> None:
     assert await svc.prune(labels=["team=a"]) == ["p1"]
     assert sorted(await svc.prune(not_labels=["keep"])) == ["p2"]
     assert sorted(n.name for n in svc.list()) == ["bridge", "host", "keep", "none", "used"]
+    assert [e.attributes for e in world.kernel.events.past() if e.action == "prune"] == [{"reclaimed": "0"}] * 3
 
 
 def test_parse_until() -> None:
@@ -359,3 +360,54 @@ def test_parse_until() -> None:
     assert parse_until("2026-01-01T00:00:00Z") == 1767225600
     with pytest.raises(InvalidArgument):
         parse_until("yesterday")
+
+
+async def test_a_failed_resolver_undoes_the_connect(world: World) -> None:
+    """Something already holds 127.0.0.11:53 in the container's namespace: connect fails and
+    leaves no endpoint, veth or address behind."""
+    await world.boot()
+    app = await world.svc.create(NetworkCreate(name="app"))
+    c, ns = world.container("squat")
+
+    def lo_up() -> None:
+        from pyroute2 import IPRoute
+
+        with IPRoute(netns=ns, flags=0) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+    await asyncio.to_thread(lo_up)
+    squatter = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    with squatter:
+        squatter.bind(("127.0.0.11", 53))
+        with pytest.raises(OSError):
+            await world.svc.connect(c, "app", ns, dns_servers=[])
+    assert world.svc.endpoints(app) == [] and not world.svc.dns_attached(c.id)
+    assert [x for x in leftovers(world.owner) if x.startswith(f"link {world.owner}v")] == []
+    ep = await world.svc.connect(c, "app", ns, dns_servers=[])  # works once the port is free
+    assert await resolve(ns, "squat") == [ep.ipv4_address]
+
+
+async def test_cni_network_through_the_service(world: World) -> None:
+    """A foreign implementation behind the same API: the CNI driver (host-local allocates the
+    addresses inside the pool the service reserved through IPAM)."""
+    pytest.importorskip("dockyard_network_cni")
+    await world.boot()
+    net = await world.svc.create(NetworkCreate(name="cninet", driver="cni"))
+    assert net.extra["bridge"].startswith(world.owner + "c")
+    subnet = ipaddress.ip_network(net.ipam_pools[0].subnet)
+    assert subnet.subnet_of(ipaddress.ip_network(world.pool))
+    a, ns_a = world.container("ca")
+    b, ns_b = world.container("cb")
+    with pytest.raises(InvalidArgument):  # the driver allocates: no fixed address
+        await world.svc.connect(a, "cninet", ns_a, ipv4=str(subnet.network_address + 9))
+    ep_a = await world.svc.connect(a, "cninet", ns_a)
+    ep_b = await world.svc.connect(b, "cninet", ns_b)
+    for ep in (ep_a, ep_b):
+        assert ipaddress.ip_address(ep.ipv4_address) in subnet and ep.gateway == net.ipam_pools[0].gateway
+    assert ep_a.ipv4_address != ep_b.ipv4_address and not world.svc.dns_attached(a.id)
+    with pytest.raises(Forbidden):
+        await world.svc.remove("cninet")
+    await world.svc.disconnect(a, "cninet")
+    await world.svc.disconnect(b, "cninet")
+    await world.svc.remove("cninet")
+    assert [x for x in leftovers(world.owner) if x.startswith(f"link {world.owner}c")] == []

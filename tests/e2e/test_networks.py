@@ -343,3 +343,32 @@ def test_connect_disconnect_running_processes(netd: NetDaemon) -> None:
         for p in procs:
             p.kill()
             p.wait()
+
+
+@pytest.mark.skipif(HAS_CONTAINER_SERVICE, reason="with a container service, connect is its business")
+def test_cni_driver_through_the_docker_cli(netd: NetDaemon) -> None:
+    """``docker network create -d cni``: the CNI adapter behind the same API."""
+    pytest.importorskip("dockyard_network_cni")
+    d = netd.d
+    net_id = d.docker("network", "create", "-d", "cni", "--label", "impl=cni", "cninet").stdout.strip()
+    (info,) = json.loads(d.docker("network", "inspect", "cninet").stdout)
+    assert info["Driver"] == "cni" and info["Labels"] == {"impl": "cni"}
+    proc = subprocess.Popen(["unshare", "-n", "sleep", "120"])
+    try:
+        time.sleep(0.2)
+        cid = _fake_running_container(d, "cnibox", proc.pid)
+        d.docker("network", "connect", "cninet", "cnibox")
+        (info,) = json.loads(d.docker("network", "inspect", "cninet").stdout)
+        import ipaddress
+
+        addr = ipaddress.ip_interface(info["Containers"][cid]["IPv4Address"])
+        assert addr.network == ipaddress.ip_network(info["IPAM"]["Config"][0]["Subnet"])
+        assert d.docker("network", "rm", "cninet", check=False).returncode == 1
+        d.docker("network", "disconnect", "cninet", "cnibox")
+    finally:
+        proc.kill()
+        proc.wait()
+    d.docker("network", "rm", "cninet")
+    assert not link_exists(f"{netd.owner}c{net_id[:6]}")
+    bad = d.docker("network", "create", "-d", "nosuchdriver", "x", check=False)
+    assert bad.returncode == 1 and "dockyard-network-nosuchdriver" in bad.stderr

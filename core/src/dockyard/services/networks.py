@@ -338,13 +338,22 @@ class NetworkService(Service):
             net.extra["state"] = REMOVING
             with self.store.transaction() as tx:
                 tx.put(net)
-            await self._finish_remove(net)
+            try:
+                drv = await self.kernel.driver_ready("network", net.driver)
+                await drv.delete_network(net)
+            except BaseException:  # the driver refused or failed: nothing was released, still usable
+                net.extra["state"] = READY
+                with self.store.transaction() as tx:
+                    tx.put(net)
+                raise
+            await self._finish_remove(net, driver_done=True)
         self.kernel.emit("network", "destroy", net.id, name=net.name, type=net.driver)
         return net
 
-    async def _finish_remove(self, net: Network) -> None:
-        drv = await self.kernel.driver_ready("network", net.driver)
-        await drv.delete_network(net)
+    async def _finish_remove(self, net: Network, driver_done: bool = False) -> None:
+        if not driver_done:
+            drv = await self.kernel.driver_ready("network", net.driver)
+            await drv.delete_network(net)
         await self._release_pools(net)
         for d in self._dns_drivers():
             await d.dns_set_records(net.id, {})
@@ -372,6 +381,7 @@ class NetworkService(Service):
             except (Forbidden, NotFound):  # gained an endpoint or vanished meanwhile
                 continue
             removed.append(net.name)
+        self.kernel.emit("network", "prune", "", reclaimed="0")  # as dockerd (networks reclaim no space)
         return removed
 
     # ------------------------------------------------------------------ endpoints
@@ -447,8 +457,14 @@ class NetworkService(Service):
             ep.result_extra = dict(result.extra)
             with self.store.transaction() as tx:
                 tx.put(ep)
-            await self._refresh_dns(net)
-            await self._attach_dns(container.id)
+            try:
+                await self._refresh_dns(net)
+                await self._attach_dns(container.id)
+            except BaseException:  # no half-made endpoint: undo the join, release the address
+                log.exception("embedded DNS for %s failed; undoing the connect", container.name)
+                await self._teardown(ep, net)
+                await self._refresh_dns(net)
+                raise
         self.kernel.emit("network", "connect", net.id, container=container.id, name=net.name, type=net.driver)
         return self.settings(ep, net)
 
