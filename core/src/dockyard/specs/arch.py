@@ -11,7 +11,7 @@ entry-point group ``dockyard.drivers.arch``; the container service picks the dri
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,9 +36,64 @@ class Platform:
         return "/".join(parts)
 
 
+#: ``spec_amender(container, spec)``: mutate an OCI spec dict in place before it is written.
+SpecAmender = Callable[["Container", dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One record of a container's (or exec session's) output, as the runtime stored it.
+
+    ``stream`` is ``stdout`` or ``stderr`` (a TTY's output is all ``stdout``); ``timestamp`` is
+    RFC 3339 UTC with nanoseconds (``2026-11-24T04:51:36.211127879Z``); ``data`` holds the
+    bytes the process wrote, newline included when the record ends a line.
+
+    .. versionadded:: 0.1
+    """
+
+    stream: str
+    timestamp: str
+    data: bytes
+
+
+class AttachStream(abc.ABC):
+    """A live connection to a container's (or exec session's) stdio.
+
+    Output read here is what the process writes *after* the stream was opened; open it
+    before ``start()`` to miss nothing (``docker run`` attaches first). Stdin written before
+    the process runs is buffered by the runtime.
+
+    .. versionadded:: 0.1
+    """
+
+    @abc.abstractmethod
+    async def read(self) -> tuple[str, bytes] | None:
+        """The next chunk of output as ``(stream, data)`` (``stream`` is ``stdout`` or
+        ``stderr``), or ``None`` once the process has exited and its output is drained."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` to the process's stdin (a no-op when stdin is not attached)."""
+
+    @abc.abstractmethod
+    async def close_stdin(self) -> None:
+        """Signal end of input (half-close): the process's stdin is closed when the container
+        was created with ``stdin_once`` (or for an exec session); output keeps flowing."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Drop the connection; the process keeps running."""
+
+
 @dataclass
 class RuntimeCreateRequest:
-    """Everything a runtime needs to create a container; paths are on the host."""
+    """Everything a runtime needs to create a container; paths are on the host.
+
+    ``spec_amender``, when set, is called as ``spec_amender(container, spec)`` after a driver
+    that produces OCI specs generated ``spec`` and before it hands it to the runtime; the
+    container service passes a callable that runs the ``dockyard_runtime_spec`` hook. It may
+    raise a :class:`dockyard.errors.DockyardError` to refuse the container (nothing is left).
+    """
 
     container: Container
     image: Image
@@ -50,17 +105,23 @@ class RuntimeCreateRequest:
     hostname_path: str = ""
     log_path: str = ""
     runtime: str = ""  # OCI runtime name within the driver (crun, runc); "" = driver default
+    spec_amender: SpecAmender | None = None
 
 
 @dataclass
 class RuntimeState:
-    """What the runtime knows about a container it created."""
+    """What the runtime knows about a container (or exec session) it created.
+
+    ``error`` is the runtime's message when the process could not be started at all (an
+    exec'd command that does not exist: ``exit_code`` is then 126, or 127 for "not found").
+    """
 
     status: str  # created | running | paused | stopped | unknown
     pid: int = 0
     exit_code: int | None = None
     oom_killed: bool = False
     finished_at: str = ""
+    error: str = ""
 
 
 @dataclass
@@ -132,12 +193,43 @@ class RuntimeDriver(Driver):
         raise NotImplementedError(f"{self.info.name} cannot list processes")
 
     async def exec(self, request: ExecRequest) -> RuntimeState:
-        """Start an extra process in a running container; returns its state (pid)."""
+        """Start an extra process in a running container; returns its state (pid). A command
+        that cannot be started is not an exception: the state is ``stopped`` with exit code
+        126 (127 when not found) and ``error`` set. The session stays until ``exec_delete``."""
         raise NotImplementedError(f"{self.info.name} cannot exec")
 
-    def logs(self, container_id: str, follow: bool = False) -> AsyncIterator[bytes]:
-        """The container's log records as the driver wrote them (driver-defined framing)."""
+    async def exec_state(self, exec_id: str) -> RuntimeState:
+        """State of an exec session (``exit_code`` and ``error`` once it ended). NotFound when
+        the session does not exist."""
+        raise NotImplementedError(f"{self.info.name} cannot exec")
+
+    async def exec_wait(self, exec_id: str) -> RuntimeState:
+        """Return when the exec'd process has exited (at once if it has)."""
+        raise NotImplementedError(f"{self.info.name} cannot exec")
+
+    async def exec_delete(self, exec_id: str) -> None:
+        """Forget an exec session, killing its process if it still runs."""
+        raise NotImplementedError(f"{self.info.name} cannot exec")
+
+    def exec_logs(self, exec_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
+        """The exec session's output records from its start; ``follow`` ends when it exits."""
+        raise NotImplementedError(f"{self.info.name} cannot exec")
+
+    def logs(self, container_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
+        """The container's stored output, oldest first, across restarts. With ``follow`` the
+        iterator waits for new records and ends once the container's process has exited and
+        everything it wrote was yielded."""
         raise NotImplementedError(f"{self.info.name} keeps no logs")
+
+    async def attach(self, container_id: str, exec_id: str | None = None) -> AttachStream:
+        """Connect to the stdio of a created or running container, or of exec session
+        ``exec_id`` (whose output is delivered from its start)."""
+        raise NotImplementedError(f"{self.info.name} cannot attach")
+
+    async def resize(self, container_id: str, height: int, width: int, exec_id: str | None = None) -> None:
+        """Resize the terminal of a TTY container (or of exec session ``exec_id``).
+        Conflict when it has no terminal."""
+        raise NotImplementedError(f"{self.info.name} cannot resize terminals")
 
 
 class ArchSpecs:

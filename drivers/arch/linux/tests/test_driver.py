@@ -33,7 +33,7 @@ DOCKER_DEFAULT_CAPEFF = "00000000a80425fb"
 
 
 async def output(driver, cid) -> bytes:
-    return b"".join([r.data async for r in driver.log_records(cid)])
+    return b"".join([r.data async for r in driver.logs(cid)])
 
 
 async def run(driver, ids, rootfs, cmd, *, wait=True, tty=False, stdin=False, stdin_once=False, user="",
@@ -134,7 +134,7 @@ async def test_mounts(driver, ids, rootfs, tmp_path):
 # ---------------------------------------------------------------- logs
 async def test_log_records_streams_and_partial_lines(driver, ids, rootfs):
     cid, st, _ = await run(driver, ids, rootfs, ["sh", "-c", "echo out; echo err >&2; printf tail"])
-    recs = [r async for r in driver.log_records(cid)]
+    recs = [r async for r in driver.logs(cid)]
     assert ("stdout", b"out\n") in [(r.stream, r.data) for r in recs]
     assert ("stderr", b"err\n") in [(r.stream, r.data) for r in recs]
     assert [r.data for r in recs if r.stream == "stdout"] == [b"out\n", b"tail"]  # P: no newline
@@ -144,7 +144,7 @@ async def test_log_records_streams_and_partial_lines(driver, ids, rootfs):
 async def test_follow_ends_at_exit(driver, ids, rootfs):
     cid, _st, _ = await run(driver, ids, rootfs, ["sh", "-c", "for i in 1 2 3; do echo t$i; sleep 0.2; done"],
                             wait=False)
-    got = [r.data async for r in driver.log_records(cid, follow=True)]
+    got = [r.data async for r in driver.logs(cid, follow=True)]
     assert got == [b"t1\n", b"t2\n", b"t3\n"]
 
 
@@ -259,7 +259,7 @@ async def test_exec_variants(driver, ids, rootfs):
     await driver.exec(ExecRequest(container_id=cid, exec_id=eid, cmd=["sh", "-c", "id -u; pwd; echo $FOO"],
                                   user="nobody", working_dir="/tmp", env=["FOO=bar"]))
     assert (await driver.exec_wait(eid)).exit_code == 0
-    assert b"".join([r.data async for r in driver.exec_log_records(eid)]) == b"65534\n/tmp\nbar\n"
+    assert b"".join([r.data async for r in driver.exec_logs(eid)]) == b"65534\n/tmp\nbar\n"
     missing = new_id()
     st = await driver.exec(ExecRequest(container_id=cid, exec_id=missing, cmd=["/no/such/binary"]))
     assert st.status == "stopped" and st.exit_code in (126, 127)
@@ -274,7 +274,7 @@ async def test_exec_variants(driver, ids, rootfs):
     sock.shutdown(socket.SHUT_WR)
     assert (await asyncio.wait_for(driver.exec_wait(cat), 10)).exit_code == 0
     sock.close()
-    assert b"".join([r.data async for r in driver.exec_log_records(cat)]) == b"via-exec\n"
+    assert b"".join([r.data async for r in driver.exec_logs(cat)]) == b"via-exec\n"
     await driver.exec_delete(cat)
     with pytest.raises(NotFound):
         await driver.exec_state(cat)
@@ -287,7 +287,7 @@ async def test_exec_with_a_tty_and_resize(driver, ids, rootfs):
     await driver.exec(ExecRequest(container_id=cid, exec_id=eid, cmd=["sh", "-c", script], tty=True))
     await driver.exec_resize(eid, 40, 120)
     assert (await asyncio.wait_for(driver.exec_wait(eid), 10)).exit_code == 0
-    out = b"".join([r.data async for r in driver.exec_log_records(eid)])
+    out = b"".join([r.data async for r in driver.exec_logs(eid)])
     assert b"40 120\r\n" in out and b"/dev/pts/" in out
 
 

@@ -17,8 +17,12 @@ busybox-static). A fresh driver instance for live-restore cases is ``type(driver
 Capabilities (``info.capabilities``) the cases look for:
 
 * ``pause`` -- ``pause()``/``resume()`` freeze and thaw the container;
-* ``exec`` -- ``exec()`` plus ``exec_wait(exec_id) -> RuntimeState`` (its exit code) and
-  ``exec_log_records(exec_id, follow)`` yielding records with ``stream`` and ``data``;
+* ``exec`` -- ``exec()``, ``exec_state``/``exec_wait`` (exit code; 126/127 and ``error`` for a
+  command that cannot start), ``exec_logs(exec_id, follow)`` yielding :class:`LogRecord` and
+  ``exec_delete``;
+* ``attach`` -- ``attach(container_id[, exec_id])`` returning an :class:`AttachStream`: output
+  of a container attached before ``start``, stdin with half-close (``stdin_once``);
+* ``tty`` -- ``resize()`` of a TTY container; a non-TTY one is a Conflict;
 * ``live-restore`` -- a new driver instance over the same directories finds running containers
   and the exit codes of those that exited while no instance existed;
 * ``stats``, ``top``, ``update`` -- the optional RuntimeDriver methods.
@@ -43,7 +47,7 @@ import pytest_asyncio
 from dockyard.errors import Conflict, NotFound
 from dockyard.model import Container, ContainerConfig, HostConfig, Image, new_id
 from dockyard.specs import DriverContext
-from dockyard.specs.arch import ExecRequest, RuntimeCreateRequest, RuntimeDriver
+from dockyard.specs.arch import ExecRequest, LogRecord, RuntimeCreateRequest, RuntimeDriver
 
 from . import requires
 from ._common import DriverContract
@@ -79,10 +83,11 @@ def make_runtime_context(base: Path, owner: str, **options: str) -> DriverContex
 
 
 def make_request(rootfs: Path, cmd: list[str], runtime: str = "", tty: bool = False,
-                 **host: Any) -> RuntimeCreateRequest:
+                 stdin: bool = False, **host: Any) -> RuntimeCreateRequest:
     cid = new_id()
     container = Container(id=cid, name=f"conf-{cid[:8]}", image_id="sha256:" + "0" * 64,
-                          config=ContainerConfig(image="busybox", cmd=list(cmd), tty=tty),
+                          config=ContainerConfig(image="busybox", cmd=list(cmd), tty=tty, open_stdin=stdin,
+                                                 stdin_once=stdin, attach_stdin=stdin),
                           host_config=HostConfig(**host))
     image = Image(id="sha256:" + "0" * 64)
     return RuntimeCreateRequest(container=container, image=image, rootfs=str(rootfs), runtime=runtime)
@@ -115,7 +120,7 @@ def leftovers(owner: str, run_dir: Path) -> list[str]:
 
 
 async def collect_output(driver: RuntimeDriver, cid: str) -> bytes:
-    return b"".join([line async for line in driver.logs(cid)])
+    return b"".join([rec.data async for rec in driver.logs(cid)])
 
 
 async def wait_for_output(driver: RuntimeDriver, cid: str, needle: bytes, timeout: float = 10.0) -> None:
@@ -162,8 +167,8 @@ class RuntimeContract(DriverContract):
         assert not left, f"left behind: {left}"
 
     async def run(self, driver: RuntimeDriver, containers: list[str], rootfs: Path, cmd: list[str],
-                  **host: Any) -> str:
-        req = make_request(rootfs, cmd, runtime=self.runtime, **host)
+                  tty: bool = False, **host: Any) -> str:
+        req = make_request(rootfs, cmd, runtime=self.runtime, tty=tty, **host)
         containers.append(req.container.id)
         st = await driver.create(req)
         assert st.status == "created"
@@ -270,8 +275,68 @@ class RuntimeContract(DriverContract):
         assert st.status in ("running", "stopped")
         done = await asyncio.wait_for(driver.exec_wait(eid), 15)  # type: ignore[attr-defined]
         assert done.exit_code == 5
-        records = [r async for r in driver.exec_log_records(eid)]  # type: ignore[attr-defined]
+        records = [r async for r in driver.exec_logs(eid)]
+        assert all(isinstance(r, LogRecord) for r in records)
         assert [(r.stream, r.data) for r in records] == [("stdout", b"out\n"), ("stderr", b"err\n")]
+        assert (await driver.exec_state(eid)).exit_code == 5
+        await driver.exec_delete(eid)
+        with pytest.raises(NotFound):
+            await driver.exec_state(eid)
+
+    async def test_exec_of_a_missing_command(self, driver, containers, rootfs) -> None:
+        requires(driver, "exec")
+        cid = await self.run(driver, containers, rootfs, LOOP)
+        eid = new_id()
+        await driver.exec(ExecRequest(container_id=cid, exec_id=eid, cmd=["/no/such/command"]))
+        st = await asyncio.wait_for(driver.exec_wait(eid), 15)
+        assert st.exit_code in (126, 127) and st.error
+
+    async def test_attach_before_start_with_stdin(self, driver, containers, rootfs) -> None:
+        requires(driver, "attach")
+        req = make_request(rootfs, ["sh", "-c", "cat; echo done >&2"], runtime=self.runtime, stdin=True)
+        cid = req.container.id
+        containers.append(cid)
+        await driver.create(req)
+        stream = await driver.attach(cid)
+        try:
+            await stream.write(b"hello\n")
+            await stream.close_stdin()
+            await driver.start(cid)
+            got: list[tuple[str, bytes]] = []
+            while (item := await asyncio.wait_for(stream.read(), 15)) is not None:
+                got.append(item)
+        finally:
+            stream.close()
+        out = b"".join(d for s, d in got if s == "stdout")
+        err = b"".join(d for s, d in got if s == "stderr")
+        assert out == b"hello\n" and err == b"done\n"
+        assert (await asyncio.wait_for(driver.wait(cid), 15)).exit_code == 0
+
+    async def test_attach_to_an_exec_session(self, driver, containers, rootfs) -> None:
+        requires(driver, "exec")
+        requires(driver, "attach")
+        cid = await self.run(driver, containers, rootfs, LOOP)
+        eid = new_id()
+        await driver.exec(ExecRequest(container_id=cid, exec_id=eid, cmd=["sh", "-c", "echo a; cat"], stdin=True))
+        stream = await driver.attach(cid, exec_id=eid)
+        try:
+            await stream.write(b"b\n")
+            await stream.close_stdin()
+            got = []
+            while (item := await asyncio.wait_for(stream.read(), 15)) is not None:
+                got.append(item)
+        finally:
+            stream.close()
+        assert b"".join(d for _s, d in got) == b"a\nb\n"
+        assert (await driver.exec_wait(eid)).exit_code == 0
+
+    async def test_resize_needs_a_terminal(self, driver, containers, rootfs) -> None:
+        requires(driver, "tty")
+        cid = await self.run(driver, containers, rootfs, LOOP)
+        with pytest.raises(Conflict):
+            await driver.resize(cid, 30, 100)
+        tty = await self.run(driver, containers, rootfs, LOOP, tty=True)
+        await driver.resize(tty, 30, 100)
 
     async def test_memory_limit_is_in_the_cgroup(self, driver, containers, rootfs) -> None:
         script = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"

@@ -33,7 +33,8 @@ from typing import Any
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.model import Container
 from dockyard.specs import DriverInfo
-from dockyard.specs.arch import ExecRequest, Platform, RuntimeCreateRequest, RuntimeDriver, RuntimeState
+from dockyard.specs.arch import (AttachStream, ExecRequest, Platform, RuntimeCreateRequest, RuntimeDriver,
+                                 RuntimeState)
 
 from dockyard_arch_linux import cgroups, monitor
 from dockyard_arch_linux.logs import LogRecord, follow_lines, parse_line
@@ -241,8 +242,9 @@ class LinuxRuntime(RuntimeDriver):
             name = request.runtime or request.container.host_config.runtime or self.default_runtime
             runtime_path = self._runtime_path(name)
             spec = await asyncio.to_thread(self.build_spec, request, name)
-            if self.spec_amender is not None:
-                self.spec_amender(request.container, spec)
+            amender = request.spec_amender or self.spec_amender
+            if amender is not None:
+                amender(request.container, spec)
             bundle, cdir = self._bundle(cid), self._cdir(cid)
             cfg = request.container.config
             meta: dict[str, Any] = {
@@ -485,18 +487,35 @@ class LinuxRuntime(RuntimeDriver):
         return await asyncio.to_thread(self._cgroup(meta, st.pid).procs)
 
     # ------------------------------------------------------------------ logs and attach
-    def logs(self, container_id: str, follow: bool = False) -> AsyncIterator[bytes]:
+    def log_lines(self, container_id: str, follow: bool = False) -> AsyncIterator[bytes]:
         """The raw ``k8s-file`` lines conmon wrote (see :func:`parse_line`)."""
         meta = self._meta(container_id)
         return follow_lines(meta["log_path"], follow, lambda: self._exit(meta) is not None
                             or not (self._cdir(container_id) / "meta.json").exists())
 
-    async def log_records(self, container_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
+    async def logs(self, container_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
         """Parsed log records ``(stream, timestamp, data)``; ``follow`` ends when the container exits."""
-        async for line in self.logs(container_id, follow):
+        async for line in self.log_lines(container_id, follow):
             rec = parse_line(line)
             if rec is not None:
                 yield rec
+
+    log_records = logs  # the name the first services used
+
+    async def attach(self, container_id: str, exec_id: str | None = None) -> AttachStream:
+        """A container's stdio through conmon's attach socket; an exec session's output from
+        its log (complete from its start) and its stdin through its attach socket."""
+        if exec_id is None:
+            sock = await asyncio.to_thread(self.connect_attach, container_id)
+            return _SocketAttach(sock)
+        path = self.exec_attach_socket_path(exec_id)
+        sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            sock = None  # the process already ended (or could not start): output only
+        return _ExecAttach(self.exec_logs(exec_id, follow=True), sock)
 
     def attach_socket_path(self, container_id: str) -> str:
         """conmon's attach socket (SOCK_SEQPACKET). Reads give ``<stream byte><data>`` with
@@ -515,8 +534,10 @@ class LinuxRuntime(RuntimeDriver):
             raise
         return sock
 
-    async def resize(self, container_id: str, height: int, width: int) -> None:
-        """Resize the container's pty (TTY containers)."""
+    async def resize(self, container_id: str, height: int, width: int, exec_id: str | None = None) -> None:
+        """Resize the container's pty (TTY containers), or an exec session's."""
+        if exec_id is not None:
+            return await self.exec_resize(exec_id, height, width)
         meta = self._meta(container_id)
         if not meta.get("tty"):
             raise Conflict(f"container {container_id} has no terminal")
@@ -561,7 +582,7 @@ class LinuxRuntime(RuntimeDriver):
             (edir / request.container_id).write_text(str(code))
             monitor.reap_later(monitor.read_pidfile(str(edir / "conmon.pid")))
             monitor.reap_orphans()
-            return RuntimeState(status="stopped", exit_code=code)
+            return RuntimeState(status="stopped", exit_code=code, error=text)
         emeta.update(conmon_pid=conmon_pid, pid=pid)
         (edir / "meta.json").write_text(json.dumps(emeta))
         return RuntimeState(status="running", pid=pid)
@@ -574,7 +595,10 @@ class LinuxRuntime(RuntimeDriver):
         code = _read_int(exit_file)
         if code is not None:
             monitor.reap_later(int(emeta.get("conmon_pid") or 0))
-            return RuntimeState(status="stopped", exit_code=code, finished_at=_iso(exit_file.stat().st_mtime_ns))
+            error_file = edir / "error"
+            error = error_file.read_text() if error_file.exists() else ""
+            return RuntimeState(status="stopped", exit_code=code, finished_at=_iso(exit_file.stat().st_mtime_ns),
+                                error=error)
         if monitor.alive(int(emeta.get("conmon_pid") or 0), emeta["container_id"]):
             return RuntimeState(status="running", pid=int(emeta.get("pid") or 0))
         code = _read_int(exit_file)  # written just before conmon exited
@@ -597,7 +621,7 @@ class LinuxRuntime(RuntimeDriver):
         path = self._exec_dir(exec_id) / "error"
         return path.read_text() if path.exists() else ""
 
-    async def exec_log_records(self, exec_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
+    async def exec_logs(self, exec_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
         """The exec session's output (k8s-file records), following until it exits."""
         edir = self._exec_dir(exec_id)
         emeta = json.loads((edir / "meta.json").read_text())
@@ -606,6 +630,8 @@ class LinuxRuntime(RuntimeDriver):
             rec = parse_line(line)
             if rec is not None:
                 yield rec
+
+    exec_log_records = exec_logs  # the name the first services used
 
     def exec_attach_socket_path(self, exec_id: str) -> str:
         emeta = json.loads((self._exec_dir(exec_id) / "meta.json").read_text())
@@ -624,6 +650,77 @@ class LinuxRuntime(RuntimeDriver):
         if link.is_symlink():
             link.unlink()
         await asyncio.to_thread(shutil.rmtree, edir, True)
+
+
+class _SocketAttach(AttachStream):
+    """conmon's SOCK_SEQPACKET attach socket: reads are ``<2|3><data>``, writes are stdin."""
+
+    STREAMS = {2: "stdout", 3: "stderr"}
+
+    def __init__(self, sock: socket.socket | None) -> None:
+        self.sock = sock
+        if sock is not None:
+            sock.setblocking(False)
+
+    async def read(self) -> tuple[str, bytes] | None:
+        loop = asyncio.get_running_loop()
+        while self.sock is not None:
+            try:
+                data = await loop.sock_recv(self.sock, 65536)
+            except OSError:
+                return None
+            if not data:
+                return None
+            stream = self.STREAMS.get(data[0])
+            if stream is not None and len(data) > 1:
+                return stream, data[1:]
+        return None
+
+    async def write(self, data: bytes) -> None:
+        if self.sock is None or not data:
+            return
+        loop = asyncio.get_running_loop()
+        for i in range(0, len(data), 8192):  # conmon reads stdin in chunks of this size
+            try:
+                await loop.sock_sendall(self.sock, data[i:i + 8192])
+            except OSError:
+                return
+
+    async def close_stdin(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class _ExecAttach(_SocketAttach):
+    """An exec session: output from its log records (nothing is missed between start and
+    connect), stdin through its attach socket."""
+
+    def __init__(self, records: AsyncIterator[LogRecord], sock: socket.socket | None) -> None:
+        super().__init__(sock)
+        self.records = records
+
+    async def read(self) -> tuple[str, bytes] | None:
+        async for rec in self.records:
+            if rec.data:
+                return rec.stream, rec.data
+        return None
+
+    def close(self) -> None:
+        super().close()
+        aclose = getattr(self.records, "aclose", None)
+        if aclose is not None:
+            try:
+                asyncio.get_running_loop().create_task(aclose())
+            except RuntimeError:
+                pass
 
 
 RESOURCE_FIELDS = ("memory", "memory_swap", "memory_reservation", "nano_cpus", "cpu_shares", "cpu_period",

@@ -10,14 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
+from dockyard.specs.arch import LogRecord
 
-@dataclass(frozen=True)
-class LogRecord:
-    stream: str  # stdout | stderr
-    timestamp: str  # RFC 3339 with nanoseconds, as conmon wrote it
-    data: bytes  # the bytes the process wrote (newline restored for full lines)
+__all__ = ["LogRecord", "follow_lines", "parse_line"]
 
 
 def parse_line(line: bytes) -> LogRecord | None:
