@@ -18,10 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pluggy
-from stevedore import DriverManager
-from stevedore.exception import MultipleMatches, NoMatches
-
 from dockyard.errors import (
     DriverNotInstalled,
     PluginBlocked,
@@ -36,6 +32,9 @@ from dockyard.specs._base import (
     entry_point_group,
     provider_distribution,
 )
+
+if TYPE_CHECKING:
+    import pluggy
 
 PLUGIN_GROUP = "dockyard.plugins"
 CLI_GROUP = "dockyard.cli"
@@ -82,15 +81,18 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-class _FreshDriverManager(DriverManager):
-    """stevedore's DriverManager reading the entry points we found, not its class cache."""
+def _fresh_driver_manager(entry_points: list[md.EntryPoint], **kwargs: Any) -> Any:
+    """stevedore's DriverManager reading the entry points we found, not its class cache.
 
-    def __init__(self, entry_points: list[md.EntryPoint], **kwargs: Any) -> None:
-        self._dockyard_eps = entry_points
-        super().__init__(**kwargs)
+    Imported here, not at module level: listing CLI commands must not pay for stevedore.
+    """
+    from stevedore import DriverManager
 
-    def list_entry_points(self) -> list[md.EntryPoint]:  # type: ignore[override]
-        return list(self._dockyard_eps)
+    class FreshDriverManager(DriverManager):
+        def list_entry_points(self) -> list[md.EntryPoint]:  # type: ignore[override]
+            return list(entry_points)
+
+    return FreshDriverManager(**kwargs)
 
 
 class Registry:
@@ -179,9 +181,11 @@ class Registry:
         if rec.status == "blocked":
             raise PluginBlocked(f"{kind} driver {name!r} ({rec.distribution}) is denied by the "
                                 f"plugin allow/deny configuration")
+        from stevedore.exception import MultipleMatches, NoMatches
+
         failures: list[tuple[md.EntryPoint, BaseException]] = []
         try:
-            mgr = _FreshDriverManager(
+            mgr = _fresh_driver_manager(
                 [r.entry_point for r in recs if r.entry_point is not None],
                 namespace=group, name=name, invoke_on_load=False,
                 on_load_failure_callback=lambda _m, ep, exc: failures.append((ep, exc)),
@@ -283,6 +287,8 @@ def register_checked(pm: pluggy.PluginManager, obj: Any, name: str) -> str:
     Refuses a wrong ``DOCKYARD_PLUGIN_API``, a signature mismatch (pluggy's
     PluginValidationError) and hook implementations that match no specification.
     """
+    import pluggy
+
     api = getattr(obj, PLUGIN_API_ATTR, 1)
     if api != DRIVER_API_VERSION:
         return f"plugin targets plugin API {api}, this dockyard-core implements {DRIVER_API_VERSION}"
