@@ -16,7 +16,7 @@ import os
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import (
     DriverNotInstalled,
