@@ -729,17 +729,34 @@ class ImageService(Service):
             self._emit("tag", inst.image, _familiar(t))
         return inst.image
 
-    async def commit(self, layer_key: str, *, base_image: str = "", config: dict[str, Any] | None = None,
-                     repo: str = "", tag: str = "", author: str = "", comment: str = "",
-                     changes: Iterable[str] = (), created_by: str = "", container_id: str = "",
-                     container_config: dict[str, Any] | None = None) -> Image:
+    async def commit(self, layer_key: str = "", *, container: Container | None = None, base_image: str = "",
+                     config: dict[str, Any] | None = None, repo: str = "", tag: str = "", author: str = "",
+                     comment: str = "", changes: Iterable[str] = (), created_by: str = "",
+                     container_id: str = "", container_config: dict[str, Any] | None = None) -> Image:
         """Turn the changes of read-write layer ``layer_key`` into a new image on ``base_image``.
 
-        ``config`` is the Docker ``config`` object of the new image (the container's config;
-        default: the base image's), ``changes`` are applied on top. The image's parent is
-        ``base_image``. Emits ``tag`` when ``repo`` is given (the container service emits the
+        ``config`` is the Docker ``config`` object of the new image (default: the base image's),
+        ``changes`` are applied on top. The image's parent is ``base_image``. With ``container``
+        (a :class:`~dockyard.model.Container` whose read-write layer key is its ID) the layer,
+        base image, config (the container's, with the non-empty keys of ``config`` over it),
+        ``created_by`` (its command) and ``container_config`` come from it, as ``docker
+        commit`` does. Emits ``tag`` when ``repo`` is given (the container service emits the
         container's ``commit`` event).
         """
+        if container is not None:
+            layer_key = layer_key or container.id
+            base_image = base_image or container.image_id
+            container_id = container_id or container.id
+            cc = container_config_object(container)
+            merged = dict(cc)
+            for k, v in (config or {}).items():
+                if v not in (None, "", [], {}):
+                    merged[k] = v
+            config = merged
+            container_config = container_config or cc
+            created_by = created_by or " ".join([*container.config.entrypoint, *container.config.cmd])
+        if not layer_key:
+            raise InvalidArgument("commit needs a layer key or a container")
         ref = self._repo_tag(repo, tag)
         base = self.get(base_image) if base_image else None
         base_doc = self.config_doc(base) if base else {}
@@ -778,6 +795,15 @@ class ImageService(Service):
         for t in inst.tagged:
             self._emit("tag", inst.image, _familiar(t))
         return inst.image
+
+    async def install(self, plans: list[Plan], source: str, progress: Progress | None = None) -> list[Installed]:
+        """Install verified ``plans`` (staged layers, config bytes, tags) all or nothing: the
+        path every arrival takes (the distribution plugin's pull uses it with ``"pull"``)."""
+        return await self._install(plans, source, progress)
+
+    def top_layer_key(self, image: Image) -> str | None:
+        """Alias of :meth:`top_layer` (the driver key a container's layer is prepared on)."""
+        return self.top_layer(image)
 
     # ------------------------------------------------------------------ container root filesystems
     async def prepare_rootfs(self, key: str, image_ref: str) -> str:
@@ -1192,6 +1218,28 @@ class ImageService(Service):
             if repositories:
                 add_bytes(tf, "repositories", json.dumps(repositories, separators=(",", ":")).encode())
         out.flush()
+
+
+def container_config_object(c: Container) -> dict[str, Any]:
+    """A container's configuration as a Docker ``config`` object (what ``commit`` records)."""
+    cc = c.config
+    out: dict[str, Any] = {
+        "Hostname": cc.hostname or c.id[:12], "Domainname": cc.domainname, "User": cc.user,
+        "AttachStdin": cc.attach_stdin, "AttachStdout": cc.attach_stdout, "AttachStderr": cc.attach_stderr,
+        "Tty": cc.tty, "OpenStdin": cc.open_stdin, "StdinOnce": cc.stdin_once,
+        "Env": list(cc.env) or None, "Cmd": list(cc.cmd) or None, "Image": cc.image,
+        "Volumes": {v: {} for v in cc.volumes} or None, "WorkingDir": cc.working_dir,
+        "Entrypoint": list(cc.entrypoint) or None, "OnBuild": None, "Labels": dict(cc.labels) or None,
+    }
+    if cc.exposed_ports:
+        out["ExposedPorts"] = {p: {} for p in cc.exposed_ports}
+    if cc.stop_signal:
+        out["StopSignal"] = cc.stop_signal
+    if cc.healthcheck is not None:
+        hc = cc.healthcheck
+        out["Healthcheck"] = {"Test": list(hc.test), "Interval": hc.interval, "Timeout": hc.timeout,
+                              "StartPeriod": hc.start_period, "Retries": hc.retries}
+    return out
 
 
 def _familiar(ref: str) -> str:

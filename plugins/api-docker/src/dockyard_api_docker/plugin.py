@@ -6,13 +6,14 @@ from typing import Any
 
 from dockyard.specs import ApiMiddleware, ApiRoute, hookimpl
 
-from dockyard_api_docker import containers, networks, system
+from dockyard_api_docker import containers, images, networks, system, system_df, volumes
 from dockyard_api_docker.middleware import docker_errors, docker_version
 
 
 @hookimpl
 def dockyard_api_routes(kernel: Any) -> list[ApiRoute]:
-    return [*system.routes(), *containers.routes(), *networks.routes()]
+    return [*system.routes(), *containers.routes(), *networks.routes(), *images.routes(), *volumes.routes(),
+            *system_df.routes()]
 
 
 @hookimpl
