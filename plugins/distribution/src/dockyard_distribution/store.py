@@ -1,0 +1,277 @@
+"""Where pulled images go and pushed images come from: the core image service.
+
+The image service keeps configs, manifests and *uncompressed* layer tars in its content store
+and layers in the storage driver keyed by chain ID. A pull hands it verified, decompressed
+layers (a ``Plan``); a push needs compressed blobs, which we make once per layer (gzip) and
+remember, with the registry repositories each compressed digest is known to live in (docker's
+"v2 metadata"), so a later push can skip, mount or reuse instead of compressing again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockyard.content import DigestMismatch
+from dockyard.errors import InvalidArgument, NotFound, Unavailable
+
+_CHUNK = 1 << 20
+
+
+@dataclass
+class LayerSource:
+    """One layer of an image to push: its diff ID and uncompressed tar."""
+
+    diff_id: str
+    path: Path
+
+
+@dataclass
+class CompressedBlob:
+    digest: str
+    size: int
+    media_type: str
+    path: Path | None  # None: not kept locally (only known to exist in ``repos``)
+
+
+class Metadata:
+    """diff ID -> compressed blobs we know of, and the repositories holding each (JSON file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            return {}
+
+    def record(self, diff_id: str, digest: str, size: int, media_type: str, repo: str = "") -> None:
+        with self._lock:
+            data = self._load()
+            entries = data.setdefault(diff_id, {})
+            e = entries.setdefault(digest, {"size": size, "mediaType": media_type, "repos": []})
+            if repo and repo not in e["repos"]:
+                e["repos"].append(repo)
+                e["repos"] = e["repos"][-16:]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.path)
+
+    def blobs(self, diff_id: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self._load().get(diff_id) or {})
+
+
+class ImageStore:
+    """The distribution plugin's view of ``kernel.service("images")``."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.root = kernel.config.data_root / "distribution"
+        self.metadata = Metadata(self.root / "v2metadata.json")
+
+    @property
+    def images(self) -> Any:
+        if not self.kernel.has_service("images"):
+            raise Unavailable("this dockyard-core has no image service (dockyard.services.images)")
+        return self.kernel.service("images")
+
+    @property
+    def staging_root(self) -> Path:
+        # Same file system as the content store, so staged layers are renamed into it.
+        return self.kernel.config.data_root / "images" / "staging"
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        root = self.staging_root
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / f"pull-{secrets.token_hex(8)}"
+        path.mkdir(mode=0o700)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    async def has_layer(self, chain_id: str) -> bool:
+        from dockyard.services.images import ImageLayer
+
+        try:
+            self.kernel.open_store().get(ImageLayer, chain_id)
+        except NotFound:
+            return False
+        drv = await self.images.driver()
+        return bool(await drv.exists(chain_id))
+
+    def find(self, name: str) -> Any | None:
+        try:
+            return self.images.resolve(name)
+        except NotFound:
+            return None
+
+    async def install(self, config_raw: bytes, layers: list[tuple[str, int, Path]], manifest_raw: bytes,
+                      tag: str | None, repo_digest: str, progress: Callable[[dict[str, Any]], None] | None
+                      ) -> tuple[Any, bool]:
+        """Install a pulled image (all or nothing); returns ``(image, changed)``.
+
+        ``layers`` are ``(diff_id, size, uncompressed path)``; a layer the driver already holds
+        may point at a missing path. ``changed`` is False when the image existed and the tag
+        already named it ("Image is up to date").
+        """
+        from dockyard.services.imagearchive import Layer
+        from dockyard.services.images import Plan
+
+        svc = self.images
+        plan = Plan(config_raw=config_raw, layers=[Layer(d, s, p) for d, s, p in layers],
+                    tags=[tag] if tag else [], manifest_raw=manifest_raw)
+        # The image service has no public "install a verified plan" yet (see README, wiring).
+        install = getattr(svc, "install", None) or svc._install
+        (inst,) = await install([plan], "pull", progress)
+        image = inst.image
+        changed = bool(inst.new or inst.tagged or inst.moved)
+        if repo_digest and repo_digest not in image.repo_digests:
+            image.repo_digests = [d for d in image.repo_digests if d.split("@")[0] != repo_digest.split("@")[0]]
+            image.repo_digests.append(repo_digest)
+            svc.store_put(image)
+            changed = changed or inst.new
+        return image, changed
+
+    def emit(self, action: str, image: Any, name: str) -> None:
+        attrs = dict(getattr(image.config, "labels", {}) or {})
+        attrs["name"] = name
+        self.kernel.emit("image", action, image.id, **attrs)
+
+    # ------------------------------------------------------------------ push side
+    def config_raw(self, image: Any) -> bytes:
+        return self.images.content.get(image.id)
+
+    def layer_path(self, diff_id: str) -> Path:
+        path = self.images.content.path(diff_id)
+        if not path.exists():
+            raise NotFound(f"layer {diff_id} is missing from the content store")
+        return path
+
+    def compressed_path(self, diff_id: str) -> Path:
+        return self.root / "compressed" / diff_id.split(":", 1)[1]
+
+    def compressed(self, diff_id: str) -> CompressedBlob | None:
+        """A gzip blob of ``diff_id`` we made before (its digest re-checked by size)."""
+        path = self.compressed_path(diff_id)
+        for digest, e in self.metadata.blobs(diff_id).items():
+            if e.get("local") and path.exists() and path.stat().st_size == e.get("size"):
+                return CompressedBlob(digest, int(e["size"]), str(e.get("mediaType")), path)
+        return None
+
+    def compress(self, diff_id: str, progress: Callable[[int], None] | None = None) -> CompressedBlob:
+        """gzip the layer (blocking; call in a thread) and remember the result."""
+        from dockyard_distribution.mediatypes import DOCKER_LAYER
+
+        hit = self.compressed(diff_id)
+        if hit is not None:
+            return hit
+        src = self.layer_path(diff_id)
+        dest = self.compressed_path(diff_id)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(f".{secrets.token_hex(4)}.partial")
+        h_out, h_in = hashlib.sha256(), hashlib.sha256()
+        size = 0
+        try:
+            with open(src, "rb") as f, open(tmp, "wb") as raw_out:
+                class _Tee:
+                    def write(self, b: bytes) -> int:
+                        nonlocal size
+                        h_out.update(b)
+                        size += len(b)
+                        return raw_out.write(b)
+
+                    def flush(self) -> None:
+                        raw_out.flush()
+
+                with gzip.GzipFile(fileobj=_Tee(), mode="wb", compresslevel=1, mtime=0) as gz:  # type: ignore[arg-type]
+                    done = 0
+                    while chunk := f.read(_CHUNK):
+                        h_in.update(chunk)
+                        gz.write(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done)
+            if "sha256:" + h_in.hexdigest() != diff_id:
+                raise DigestMismatch(diff_id, "sha256:" + h_in.hexdigest(),
+                                     f"layer {diff_id} in the content store is corrupt")
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        digest = "sha256:" + h_out.hexdigest()
+        self._record_local(diff_id, digest, size, DOCKER_LAYER)
+        return CompressedBlob(digest, size, DOCKER_LAYER, dest)
+
+    def _record_local(self, diff_id: str, digest: str, size: int, media_type: str) -> None:
+        with self.metadata._lock:
+            data = self.metadata._load()
+            for d, e in list((data.get(diff_id) or {}).items()):
+                if e.get("local") and d != digest:
+                    e["local"] = False
+            e = data.setdefault(diff_id, {}).setdefault(digest, {"size": size, "mediaType": media_type,
+                                                                  "repos": []})
+            e["local"] = True
+            self.metadata.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.metadata.path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.metadata.path)
+
+
+def decompress_layer(src: Path, dest: Path, compression: str) -> tuple[str, int]:
+    """Write the uncompressed form of ``src`` to ``dest``; returns ``(diff_id, size)`` (blocking)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(src, "rb") as f, open(dest, "xb") as out:
+        head = f.read(4)
+        f.seek(0)
+        if compression == "zstd" or head == b"\x28\xb5\x2f\xfd":
+            raise InvalidArgument("zstd-compressed layers are not supported yet")
+        if compression == "gzip" or head[:2] == b"\x1f\x8b":
+            dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while chunk := f.read(_CHUNK):
+                try:
+                    data = dec.decompress(chunk)
+                    while dec.unconsumed_tail:  # pragma: no cover - no max_length used
+                        data += dec.decompress(dec.unconsumed_tail)
+                    if dec.eof and dec.unused_data:
+                        # concatenated gzip members (pigz, some registries): keep going
+                        rest = dec.unused_data
+                        dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                        data += dec.decompress(rest)
+                except zlib.error as exc:
+                    raise InvalidArgument(f"corrupt gzip layer: {exc}") from exc
+                h.update(data)
+                out.write(data)
+                size += len(data)
+            if not dec.eof:
+                raise InvalidArgument("truncated gzip layer")
+        else:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+    return "sha256:" + h.hexdigest(), size
+
+
+async def to_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
