@@ -62,7 +62,7 @@ from dockyard.services.imagearchive import (
     add_dir,
     dumps,
 )
-from dockyard.services.imagechanges import apply_changes, config_object, history_entries, image_config
+from dockyard.services.imagechanges import apply_changes, history_entries, image_config
 from dockyard.tarsafe import sha256_file
 
 _HEX_RE = re.compile(r"^[a-f0-9]+$")
@@ -203,6 +203,8 @@ class ImageService(Service):
         """Sweep interrupted writes and arrivals; remove layers no record names."""
         await asyncio.to_thread(self.content.sweep)
         await asyncio.to_thread(shutil.rmtree, self._staging_root, True)
+        for d in (self._staging_root, self.content.path("sha256:" + "0" * 64).parent, self.content.root / "ingest"):
+            d.mkdir(parents=True, exist_ok=True)
         drv = await self.driver()
         recorded = {layer.id for layer in self.store.list(ImageLayer)}
         orphans = [k for k in await drv.list() if k.startswith("sha256:") and k not in recorded]
