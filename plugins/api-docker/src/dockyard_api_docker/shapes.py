@@ -120,3 +120,113 @@ def container_summary(c: Container, image_ref: str) -> dict[str, Any]:
         "NetworkSettings": {"Networks": {name: endpoint_json(ep) for name, ep in c.networks.items()}},
         "Mounts": mount_list(c),
     }
+
+
+def _ns_ports(c: Container, bound: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {p: None for p in c.config.exposed_ports}
+    for pm in bound:
+        key = f"{pm.container_port}/{pm.protocol}"
+        ips = [pm.host_ip] if pm.host_ip else ["0.0.0.0", "::"]
+        for ip in ips:
+            out.setdefault(key, None)
+            out[key] = (out[key] or []) + [{"HostIp": ip, "HostPort": str(pm.host_port)}]
+    return out
+
+
+def _healthcheck_json(h: Any) -> dict[str, Any] | None:
+    if h is None:
+        return None
+    out: dict[str, Any] = {"Test": list(h.test)}
+    for key, attr in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                      ("Retries", "retries")):
+        if getattr(h, attr):
+            out[key] = getattr(h, attr)
+    return out
+
+
+def host_config_json(hc: Any) -> dict[str, Any]:
+    return {
+        "Binds": list(hc.binds) or None, "ContainerIDFile": "",
+        "LogConfig": {"Type": hc.log_config.type or "json-file", "Config": dict(hc.log_config.config)},
+        "NetworkMode": hc.network_mode,
+        "PortBindings": {k: [{"HostIp": b.host_ip, "HostPort": b.host_port} for b in v]
+                         for k, v in hc.port_bindings.items()},
+        "RestartPolicy": {"Name": hc.restart_policy.name, "MaximumRetryCount": hc.restart_policy.maximum_retry_count},
+        "AutoRemove": hc.auto_remove, "VolumeDriver": "", "VolumesFrom": list(hc.volumes_from) or None,
+        "CapAdd": list(hc.cap_add) or None, "CapDrop": list(hc.cap_drop) or None, "CgroupnsMode": "private",
+        "Dns": list(hc.dns), "DnsOptions": list(hc.dns_options), "DnsSearch": list(hc.dns_search),
+        "ExtraHosts": list(hc.extra_hosts) or None, "GroupAdd": None, "IpcMode": "private", "Cgroup": "",
+        "Links": None, "OomScoreAdj": 0, "PidMode": "", "Privileged": hc.privileged,
+        "PublishAllPorts": hc.publish_all_ports, "ReadonlyRootfs": hc.read_only_rootfs,
+        "SecurityOpt": list(hc.security_opt) or None, "UTSMode": "", "UsernsMode": "",
+        "ShmSize": hc.shm_size or 67108864, "Runtime": hc.runtime or "runc", "ConsoleSize": list(hc.console_size),
+        "Isolation": "", "CpuShares": hc.cpu_shares, "Memory": hc.memory, "NanoCpus": hc.nano_cpus,
+        "CgroupParent": "", "BlkioWeight": hc.blkio_weight, "BlkioWeightDevice": [],
+        "BlkioDeviceReadBps": None, "BlkioDeviceWriteBps": None, "BlkioDeviceReadIOps": None,
+        "BlkioDeviceWriteIOps": None, "CpuPeriod": hc.cpu_period, "CpuQuota": hc.cpu_quota,
+        "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": hc.cpuset_cpus,
+        "CpusetMems": hc.cpuset_mems, "Devices": [], "DeviceCgroupRules": None, "DeviceRequests": None,
+        "KernelMemory": 0, "KernelMemoryTCP": 0, "MemoryReservation": hc.memory_reservation,
+        "MemorySwap": hc.memory_swap, "MemorySwappiness": None, "OomKillDisable": False,
+        "PidsLimit": hc.pids_limit or None,
+        "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in hc.ulimits] or None,
+        "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
+        "Mounts": [{"Type": m.type, "Source": m.source or m.name, "Target": m.destination, "ReadOnly": m.read_only}
+                   for m in hc.mounts] or None,
+        "Tmpfs": dict(hc.tmpfs) or None, "Init": hc.init or None,
+        "MaskedPaths": [], "ReadonlyPaths": [],
+    }
+
+
+def container_inspect(c: Container, bound_ports: list[Any] | None = None, image_ref: str = "") -> dict[str, Any]:
+    st = c.state
+    cfg = c.config
+    args = (cfg.entrypoint or []) + (cfg.cmd or [])
+    state: dict[str, Any] = {
+        "Status": st.status.value, "Running": st.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED),
+        "Paused": st.status is ContainerStatus.PAUSED, "Restarting": st.status is ContainerStatus.RESTARTING,
+        "OOMKilled": st.oom_killed, "Dead": st.status is ContainerStatus.DEAD, "Pid": st.pid,
+        "ExitCode": st.exit_code, "Error": st.error, "StartedAt": st.started_at, "FinishedAt": st.finished_at,
+    }
+    if st.health is not None and cfg.healthcheck is not None:
+        state["Health"] = {"Status": st.health.status, "FailingStreak": st.health.failing_streak,
+                           "Log": [{"Start": e.start, "End": e.end, "ExitCode": e.exit_code, "Output": e.output}
+                                   for e in st.health.log]}
+    cdir = str(c.log_path).rsplit("/", 1)[0] if c.log_path else ""
+    networks = {name: endpoint_json(ep) for name, ep in c.networks.items()}
+    legacy = next(iter(c.networks.values()), None) if c.host_config.network_mode in ("default", "bridge") else None
+    return {
+        "Id": c.id, "Created": c.created, "Path": args[0] if args else "", "Args": args[1:],
+        "State": state, "Image": c.image_id,
+        "ResolvConfPath": f"{cdir}/resolv.conf" if cdir else "",
+        "HostnamePath": f"{cdir}/hostname" if cdir else "", "HostsPath": f"{cdir}/hosts" if cdir else "",
+        "LogPath": c.log_path, "Name": "/" + c.name, "RestartCount": st.restart_count, "Driver": c.driver,
+        "Platform": c.platform or "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
+        "ExecIDs": list(c.exec_ids) or None, "HostConfig": host_config_json(c.host_config),
+        "GraphDriver": {"Name": c.driver, "Data": None},
+        "Mounts": mount_list(c),
+        "Config": {
+            "Hostname": cfg.hostname, "Domainname": cfg.domainname, "User": cfg.user,
+            "AttachStdin": cfg.attach_stdin, "AttachStdout": cfg.attach_stdout, "AttachStderr": cfg.attach_stderr,
+            "ExposedPorts": {p: {} for p in cfg.exposed_ports} or None, "Tty": cfg.tty,
+            "OpenStdin": cfg.open_stdin, "StdinOnce": cfg.stdin_once, "Env": list(cfg.env),
+            "Cmd": list(cfg.cmd) or None, "Healthcheck": _healthcheck_json(cfg.healthcheck),
+            "Image": cfg.image or image_ref, "Volumes": {v: {} for v in cfg.volumes} or None,
+            "WorkingDir": cfg.working_dir, "Entrypoint": list(cfg.entrypoint) or None, "OnBuild": None,
+            "Labels": dict(cfg.labels), **({"StopSignal": cfg.stop_signal} if cfg.stop_signal else {}),
+            **({"StopTimeout": cfg.stop_timeout} if cfg.stop_timeout is not None else {}),
+        },
+        "NetworkSettings": {
+            "Bridge": "", "SandboxID": c.extra.get("netns", "").rsplit("/", 1)[-1],
+            "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+            "Ports": _ns_ports(c, bound_ports or []) if st.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED)
+            else {p: None for p in cfg.exposed_ports},
+            "SandboxKey": c.extra.get("netns", ""), "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+            "EndpointID": legacy.endpoint_id if legacy else "", "Gateway": legacy.gateway if legacy else "",
+            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "IPAddress": legacy.ipv4_address.split("/")[0] if legacy else "",
+            "IPPrefixLen": legacy.ip_prefix_len if legacy else 0, "IPv6Gateway": "",
+            "MacAddress": legacy.mac_address if legacy else "",
+            "Networks": networks,
+        },
+    }
