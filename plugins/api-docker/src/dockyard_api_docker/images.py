@@ -451,8 +451,8 @@ def routes() -> list[ApiRoute]:
         ApiRoute("GET", "/images/{name:.+}/get", get_image, name="images-get"),
         ApiRoute("POST", "/images/{name:.+}/tag", tag_image, name="images-tag"),
         ApiRoute("DELETE", "/images/{name:.+}", remove_image, name="images-remove"),
-        ApiRoute("POST", "/dockyard/images/bootstrap", bootstrap, name="dockyard-images-bootstrap",
-                 versioned=False),
+        # dockyard extension, also under /vX.Y/ (the dockyard client always sends the prefix)
+        ApiRoute("POST", "/dockyard/images/bootstrap", bootstrap, name="dockyard-images-bootstrap"),
     ]
 
 
