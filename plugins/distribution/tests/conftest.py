@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
+if str(Path(__file__).parent) not in sys.path:  # --import-mode=importlib: make fakeregistry importable
+    sys.path.insert(0, str(Path(__file__).parent))
 REGISTRY_BIN = shutil.which("docker-registry")
 SKOPEO = shutil.which("skopeo")
 

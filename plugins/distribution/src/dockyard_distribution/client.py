@@ -290,7 +290,9 @@ class RegistryClient:
             async with req as resp:
                 body = await resp.read()
                 if resp.status in (401, 403):
-                    raise Unauthorized(f"{self.host}: unauthorized: incorrect username or password")
+                    why = "incorrect username or password" if self.auth and not self.auth.empty \
+                        else "authentication required"
+                    raise Unauthorized(f"{self.host}: unauthorized: {why}")
                 if resp.status >= 300:
                     raise RegistryError(f"token server {realm}: HTTP {resp.status}: {_error_text(body)[1]}",
                                         resp.status)
