@@ -197,10 +197,12 @@ services:
 def test_build_scale_orphans_and_rmi(engine, project, compose_cli) -> None:
     name, d = project
     (d / "app").mkdir()
-    (d / "app" / "Dockerfile").write_text("FROM busybox\nRUN echo built-in-image > /built\n"
+    (d / "app" / "Dockerfile").write_text("FROM busybox\nCOPY . /ctx\nRUN test ! -e /ctx/ignored.txt && "
+                                          "test -e /ctx/kept.txt && echo built-in-image > /built\n"
                                           "CMD [\"sh\", \"-c\", \"cat /built; trap 'exit 0' TERM; "
                                           "while true; do sleep 0.2; done\"]\n")
     (d / "app" / "ignored.txt").write_text("x")
+    (d / "app" / "kept.txt").write_text("x")
     (d / "app" / ".dockerignore").write_text("ignored.txt\n")
     (d / "compose.yaml").write_text("""
 services:
@@ -264,7 +266,7 @@ volumes:
 
 def test_attached_up_streams_prefixed_logs_and_ctrl_c_stops(engine, project) -> None:
     name, d = project
-    (d / "compose.yaml").write_text(f"""
+    (d / "compose.yaml").write_text("""
 services:
   talker:
     image: busybox
@@ -296,3 +298,57 @@ services:
     assert "Gracefully stopping" in text
     state = engine.api("GET", f"/containers/{name}-talker-1/json")["State"]
     assert not state["Running"]
+
+
+def test_lifecycle_commands(engine, project, compose_cli) -> None:
+    name, d = project
+    port = free_port()
+    (d / "compose.yaml").write_text(f"""
+services:
+  svc:
+    image: busybox
+    command: ["sh", "-c", "{LOOP.format(pre='echo started; ')}"]
+    ports: ["127.0.0.1:{port}:7000"]
+    stop_grace_period: 1s
+""")
+    run = lambda *a: compose_cli("-p", name, *a, cwd=d)  # noqa: E731
+    cname = f"{name}-svc-1"
+    state = lambda: engine.api("GET", f"/containers/{cname}/json")["State"]  # noqa: E731
+    assert run("up", "-d").exit_code == 0
+    res = run("port", "svc", "7000")
+    assert res.exit_code == 0 and res.output.strip() == f"127.0.0.1:{port}"
+    res = run("top", "svc")
+    assert res.exit_code == 0 and cname in res.output and "PID" in res.output and "sleep" in res.output
+    res = run("images")
+    assert res.exit_code == 0 and cname in res.output and "busybox" in res.output
+    res = run("ls")
+    assert name in res.output and "running(1)" in res.output
+    assert run("stop").exit_code == 0 and not state()["Running"]
+    assert "Exited" in run("ps", "-a").output or "exited" in run("ps", "-a").output.lower()
+    assert name not in run("ls").output and name in run("ls", "-a").output
+    assert run("start").exit_code == 0 and state()["Running"]
+    started = state()["StartedAt"]
+    assert run("restart", "-t", "1").exit_code == 0 and state()["Running"] and state()["StartedAt"] != started
+    assert run("pause").exit_code == 0 and state()["Paused"]
+    assert run("unpause").exit_code == 0 and not state()["Paused"]
+    assert run("kill").exit_code == 0 and not state()["Running"] and state()["ExitCode"] == 137
+    res = run("rm", "-f")
+    assert res.exit_code == 0, res.output
+    assert engine.project_objects(name)["containers"] == []
+    assert run("down").exit_code == 0
+    assert engine.project_objects(name) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_run_pipes_stdin_and_half_closes(engine, project) -> None:
+    name, d = project
+    (d / "compose.yaml").write_text("services:\n  cat:\n    image: busybox\n")
+    exe = str(Path(sys.executable).parent / "dockyard")
+    env = {**os.environ, "DOCKER_HOST": engine.host}
+    env.pop("DOCKYARD_HOST", None)
+    res = subprocess.run([exe, "compose", "-p", name, "run", "--rm", "-T", "cat", "sh", "-c",
+                          "tr a-z A-Z; echo err-line >&2; exit 5"], cwd=d, env=env, input=b"piped in\n",
+                         capture_output=True, timeout=60)
+    assert (res.returncode, res.stdout) == (5, b"PIPED IN\n"), res.stderr
+    assert b"err-line" in res.stderr
+    assert engine.project_objects(name)["containers"] == []
+    subprocess.run([exe, "compose", "-p", name, "down"], cwd=d, env=env, capture_output=True, timeout=60)

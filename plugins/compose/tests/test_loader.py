@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from dockyard_compose.errors import ComposeError
 from dockyard_compose.interpolate import InterpolationError, interpolate, parse_env_file
 from dockyard_compose.loader import LoadOptions, load

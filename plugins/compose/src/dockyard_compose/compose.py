@@ -180,6 +180,8 @@ class Compose:
             try:
                 self.engine.post("/networks/create", body)
             except e.DockyardError as exc:
+                if self.engine.network(name) is not None:  # created meanwhile by a concurrent run
+                    continue
                 raise ComposeRuntimeError(f"network {name}: {exc}") from exc
             self.out.event("Network", name, "Created")
 
@@ -200,6 +202,8 @@ class Compose:
             try:
                 self.engine.post("/volumes/create", body)
             except e.DockyardError as exc:
+                if self.engine.volume(name) is not None:
+                    continue
                 raise ComposeRuntimeError(f"volume {name}: {exc}") from exc
             self.out.event("Volume", name, "Created")
 
@@ -783,15 +787,14 @@ class Compose:
 
         self._check_services([service])
         svc = self.model.services[service]
+        self.check_external([service])
         if not no_deps:
             deps = [d for d in order(self.model, [service]) if d != service]
             if deps:
                 self.up(UpOptions(services=deps, detach=True))
-        else:
-            self.check_external([service])
-            self.ensure_networks([service])
-            self.ensure_volumes([service])
         self.ensure_images([service])
+        self.ensure_networks([service])
+        self.ensure_volumes([service])
         for dep, cond in svc.depends_on.items():
             if not no_deps:
                 self.wait_condition(dep, cond.condition)
