@@ -9,6 +9,7 @@ message stream (progress per layer, then the result or an ``error`` line).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import time
@@ -148,16 +149,13 @@ def _path_match(pattern: str, text: str) -> bool:
         return False
 
 
-def reference_matches(img: Image, patterns: list[str]) -> bool:
-    for tag in img.repo_tags:
-        try:
-            ref = parse_normalized(tag)
-        except DockyardError:
-            continue
-        for p in patterns:
-            if _path_match(p, ref.familiar()) or _path_match(p, ref.familiar_name):
-                return True
-    return False
+def reference_matches(tag: str, patterns: list[str]) -> bool:
+    """dockerd's ``reference.FamiliarMatch`` on the familiar string, then the familiar name."""
+    try:
+        ref = parse_normalized(tag)
+    except DockyardError:
+        return False
+    return any(_path_match(p, ref.familiar()) or _path_match(p, ref.familiar_name) for p in patterns)
 
 
 def parse_until(raw: str, now: float | None = None) -> float:
@@ -187,6 +185,7 @@ async def list_images(request: web.Request) -> web.Response:
     show_all = qbool(request, "all")
     images = svc.list()
     parents = {i.parent for i in images if i.parent}
+    patterns = flt.get("reference")
     before = [unix(_ref_time(svc, r)) for r in flt.get("before")]
     since = [unix(_ref_time(svc, r)) for r in flt.get("since")]
     until = [parse_until(r) for r in flt.get("until")]
@@ -197,8 +196,11 @@ async def list_images(request: web.Request) -> web.Response:
             continue
         if not flt.match_bool("dangling", dangling):
             continue
-        if "reference" in flt and not reference_matches(img, flt.get("reference")):
-            continue
+        if patterns:  # dockerd keeps only the matching names of an image
+            tags = [t for t in img.repo_tags if reference_matches(t, patterns)]
+            if not tags:
+                continue
+            img = dataclasses.replace(img, repo_tags=tags, repo_digests=[])
         if not flt.match_labels(img.config.labels):
             continue
         created = unix(img.created)
@@ -402,6 +404,10 @@ async def create_image(request: web.Request) -> web.StreamResponse:
     kernel = kernel_of(request)
     q = request.query
     if q.get("fromImage"):
+        puller = getattr(kernel.hook, "dockyard_image_puller", None)  # the distribution plugin's
+        for handler in (puller(kernel=kernel) if puller is not None else None) or ():
+            if handler is not None:
+                return await handler(request)
         name = q["fromImage"] + (f":{q['tag']}" if q.get("tag") else "")
         return error_response(request, 501, f"cannot pull {name}: no registry support yet (install a "
                               "distribution plugin, or use `docker load` / `dockyard image bootstrap busybox`)")
