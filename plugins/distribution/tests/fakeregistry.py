@@ -80,8 +80,11 @@ class FakeRegistry:
     token: str = ""
     user: str = ""
     password: str = ""
+    delay: float = 0.0  # seconds to wait before serving a layer
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     port: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -179,6 +182,18 @@ class FakeRegistry:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         body = data[start:]
+        if is_layer and request.method == "GET":
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.delay)
+                return await self._send(request, status, headers, body, is_layer)
+            finally:
+                self.in_flight -= 1
+        return await self._send(request, status, headers, body, is_layer)
+
+    async def _send(self, request: web.Request, status: int, headers: dict[str, str], body: bytes,
+                    is_layer: bool) -> web.StreamResponse:
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = len(body)
         await resp.prepare(request)

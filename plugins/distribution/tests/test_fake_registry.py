@@ -120,3 +120,12 @@ def test_bearer_token_auth_with_login(fake: FakeRegistry, dockyardd) -> None:
     token_calls = [p for m, p, h in fake.requests if p.startswith("/token")]
     assert token_calls and "scope=repository:private/img:pull" in token_calls[-1]
     assert any(h.get("Authorization") == "Bearer tok-123" for m, p, h in fake.requests if "/blobs/" in p)
+
+
+def test_concurrent_downloads_respect_the_limit(fake: FakeRegistry, dockyardd_factory) -> None:
+    d = dockyardd_factory("limited", config={"max-concurrent-downloads": 2})
+    fake.repos["many"] = {"1": make_image((30_000,) * 6, seed=b"many")}
+    fake.delay = 0.3
+    out = d.docker("pull", f"{fake.host}/many:1").stdout
+    assert out.count("Pull complete") == 6
+    assert fake.max_in_flight == 2
