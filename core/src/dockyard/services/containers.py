@@ -614,9 +614,6 @@ class ContainerService(Service):
         if mode == "host":
             await self._connect_all(c, "")
             return "host", ""
-        if mode == "none":
-            await self._connect_all(c, "")
-            return None, ""
         if mode.startswith("container:"):
             other = self.get(mode.split(":", 1)[1])
             if other.state.status not in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
