@@ -100,7 +100,9 @@ def show_stream(messages: Iterator[dict[str, Any]], quiet: bool = False) -> list
             if msg.get("error"):
                 raise click.ClickException(str(msg["error"]))
             detail = msg.get("progressDetail") or {}
-            if "current" in detail and msg.get("id") is not None and not quiet:
+            if "current" in detail and msg.get("id") is not None:
+                if quiet:
+                    continue
                 if progress is None:
                     from rich.progress import (
                         BarColumn,
