@@ -5,8 +5,9 @@ Layout under the driver's data dir::
     layers/<id>/meta.json   key, parent, kind (ro|rw), size, diff ID, copy stamp
     layers/<id>/root/       the complete tree of the layer
 
-``<id>`` is the sha256 of the layer key. Nothing is mounted: ``mount`` returns ``root/`` and only
-counts references. ``apply`` copies the parent (``cp -a``, keeping hard links, xattrs, devices
+``<id>`` is the sha256 of the layer key; :mod:`dockyard.layerdirs` holds what this driver shares
+with overlay. Nothing is mounted: ``mount`` returns ``root/`` and only counts references.
+``apply`` copies the parent (``cp -a``, keeping hard links, xattrs, devices
 and ownership) into a staging directory, extracts the tar there with whiteouts applied as
 deletions, and renames it into place. ``diff`` compares the tree with the parent's: type, mode,
 owner, size, mtime, xattrs, link targets and device numbers; a regular file whose inode changed
@@ -17,24 +18,20 @@ containing a change are included, as Docker does.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
-import hashlib
-import json
 import os
-import secrets
-import shutil
 import stat
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from dockyard import tarsafe
-from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
-from dockyard.specs import DriverContext, DriverInfo, LayerDriver
-from dockyard.specs.storage import LayerInfo
+from dockyard.errors import DockyardError
+from dockyard.layerdirs import DirectoryLayerDriver, LayerMeta
+from dockyard.layerdirs import layer_id as _layer_id  # noqa: F401  (the tests find layer directories with it)
+from dockyard.specs import DriverInfo
 
 
 class CopyError(DockyardError):
@@ -42,17 +39,8 @@ class CopyError(DockyardError):
 
 
 @dataclass
-class _Meta:
-    key: str
-    parent: str | None
-    kind: str  # "ro" (applied) | "rw" (prepared)
-    size: int = 0
-    diff_id: str = ""
+class _Meta(LayerMeta):
     stamp_ns: int = 0  # ctime of the copy stamp: inodes changed at/after it are content-compared
-
-
-def _layer_id(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _xattrs(path: str) -> dict[str, bytes]:
@@ -100,23 +88,7 @@ def _same_bytes(a: str, b: str) -> bool:
                 return True
 
 
-def tree_size(root: Path) -> int:
-    """Bytes of regular files under ``root`` (hard links counted once)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
-
-
-class VfsDriver(LayerDriver):
+class VfsDriver(DirectoryLayerDriver[_Meta]):
     """Layers as full directory copies (no overlayfs, no mounts)."""
 
     info: ClassVar[DriverInfo] = DriverInfo(
@@ -124,122 +96,37 @@ class VfsDriver(LayerDriver):
         description="full copies per layer: slow and large, works on any filesystem and kernel",
         capabilities=frozenset({"xattrs"}),
     )
-
-    def __init__(self, context: DriverContext) -> None:
-        super().__init__(context)
-        self._root = Path(context.data_dir)
-        self._lock = asyncio.Lock()
-        self._refs: dict[str, int] = {}
-        self._swept = False  # sweep leftovers at the first setup() only (see _sweep)
-
-    @property
-    def _layers(self) -> Path:
-        return self._root / "layers"
-
-    def _dir(self, key: str) -> Path:
-        return self._layers / _layer_id(key)
-
-    def _read_meta(self, key: str) -> _Meta:
-        try:
-            data = json.loads((self._dir(key) / "meta.json").read_text())
-        except FileNotFoundError:
-            raise NotFound(f"layer {key!r} not found") from None
-        return _Meta(**data)
-
-    def _all_meta(self) -> list[_Meta]:
-        out: list[_Meta] = []
-        if not self._layers.is_dir():
-            return out
-        for entry in os.scandir(self._layers):
-            if entry.name.startswith("."):
-                continue
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                out.append(_Meta(**json.loads(Path(entry.path, "meta.json").read_text())))
-        return out
-
-    # ------------------------------------------------------------------ life cycle
-    async def setup(self) -> None:
-        unknown = sorted(set(self.context.options))
-        if unknown:
-            raise InvalidArgument(f"vfs: unknown storage options {', '.join(unknown)}")
-        self._layers.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self._sweep)
-
-    def _sweep(self) -> None:
-        """Remove staging and trash directories an interrupted run left behind.
-
-        Only once per instance: a later ``setup()`` may run while applies are in flight.
-        """
-        if self._swept:
-            return
-        self._swept = True
-        for entry in os.scandir(self._layers):
-            if entry.name.startswith((".tmp-", ".trash-")):
-                shutil.rmtree(entry.path, ignore_errors=True)
+    meta_class = _Meta
+    whiteouts = tarsafe.DeleteWhiteouts()
+    replace_inherited = True
 
     def status(self) -> list[tuple[str, str]]:
-        layers = 0
-        with contextlib.suppress(FileNotFoundError):
-            layers = sum(1 for e in os.scandir(self._layers) if not e.name.startswith("."))
-        return [("Layers", str(layers))]
+        return [("Layers", str(self._layer_count()))]
 
-    # ------------------------------------------------------------------ creating
-    def _create(self, key: str, parent: str | None, kind: str, tar_path: str | None) -> LayerInfo:
-        target = self._dir(key)
-        if target.exists():
-            raise Conflict(f"layer {key!r} already exists")
-        if parent is not None:
-            self._read_meta(parent)
-        meta = _Meta(key=key, parent=parent, kind=kind)
-        with tarsafe.staging_dir(target) as tmp:
-            root = tmp / "root"
-            if parent is not None:
-                proc = subprocess.run(["cp", "-a", "--reflink=auto", "--", str(self._dir(parent) / "root"),
-                                       str(root)], capture_output=True, check=False)
-                if proc.returncode != 0:
-                    raise CopyError(f"copying layer {parent!r} failed: "
-                                    f"{proc.stderr.decode(errors='replace').strip()}")
-            else:
-                root.mkdir(0o755)
-                os.chmod(root, 0o755)
-            stamp = tmp / "stamp"
-            stamp.touch()
-            meta.stamp_ns = os.stat(stamp).st_ctime_ns
-            if tar_path is not None:
-                res = tarsafe.extract(tar_path, root, whiteouts=tarsafe.DeleteWhiteouts(),
-                                      replace_inherited=True)
-                meta.size, meta.diff_id = res.size, res.digest
-            (tmp / "meta.json").write_text(json.dumps(asdict(meta)))
-        return LayerInfo(key=key, parent=parent, size=meta.size, diff_id=meta.diff_id)
+    def _files(self, key: str) -> Path:
+        return self._dir(key) / "root"
 
-    async def apply(self, key: str, parent: str | None, tar_path: str) -> LayerInfo:
-        return await asyncio.to_thread(self._create, key, parent, "ro", tar_path)
-
-    async def prepare(self, key: str, parent: str | None) -> None:
-        await asyncio.to_thread(self._create, key, parent, "rw", None)
-
-    # ------------------------------------------------------------------ mounting
-    async def mount(self, key: str) -> str:
-        async with self._lock:
-            self._read_meta(key)
-            self._refs[key] = self._refs.get(key, 0) + 1
-            return str(self._dir(key) / "root")
-
-    async def unmount(self, key: str) -> None:
-        async with self._lock:
-            if not self._dir(key).is_dir():
-                raise NotFound(f"layer {key!r} not found")
-            n = self._refs.get(key, 0)
-            if n <= 1:
-                self._refs.pop(key, None)  # releasing an unmounted layer is idempotent
-            else:
-                self._refs[key] = n - 1
+    def _populate(self, tmp: Path, meta: _Meta) -> Path:
+        root = tmp / "root"
+        if meta.parent is not None:
+            proc = subprocess.run(["cp", "-a", "--reflink=auto", "--", str(self._files(meta.parent)), str(root)],
+                                  capture_output=True, check=False)
+            if proc.returncode != 0:
+                raise CopyError(f"copying layer {meta.parent!r} failed: "
+                                f"{proc.stderr.decode(errors='replace').strip()}")
+        else:
+            root.mkdir(0o755)
+            os.chmod(root, 0o755)
+        stamp = tmp / "stamp"
+        stamp.touch()
+        meta.stamp_ns = os.stat(stamp).st_ctime_ns
+        return root
 
     # ------------------------------------------------------------------ diff
     def _changes(self, key: str) -> tuple[set[str], set[str], Path]:
         meta = self._read_meta(key)
-        croot = self._dir(key) / "root"
-        proot = self._dir(meta.parent) / "root" if meta.parent is not None else None
+        croot = self._files(key)
+        proot = self._files(meta.parent) if meta.parent is not None else None
         adds: set[str] = set()
         whiteouts: set[str] = set()
 
@@ -276,7 +163,7 @@ class VfsDriver(LayerDriver):
         walk("")
         return adds, whiteouts, croot
 
-    def _write_diff(self, key: str, out_path: str) -> int:
+    def _write_diff(self, key: str, writer: tarsafe.TarWriter) -> None:
         adds, whiteouts, croot = self._changes(key)
         for rel in list(adds | whiteouts):  # the directories holding a change, as Docker does
             parts = rel.split("/")
@@ -286,51 +173,8 @@ class VfsDriver(LayerDriver):
         entries += [(rel.split("/")[:-1] + [tarsafe.WHITEOUT_PREFIX + rel.split("/")[-1]], rel, True)
                     for rel in whiteouts]
         entries.sort(key=lambda e: e[0])
-        try:
-            with tarsafe.TarWriter(out_path) as w:
-                for _parts, rel, is_whiteout in entries:
-                    if is_whiteout:
-                        w.add_whiteout(rel)
-                    else:
-                        w.add(croot, rel)
-            return os.path.getsize(out_path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(out_path)
-            raise
-
-    async def diff(self, key: str, out_path: str) -> int:
-        self._read_meta(key)
-        return await asyncio.to_thread(self._write_diff, key, out_path)
-
-    # ------------------------------------------------------------------ removing, listing
-    def _remove(self, key: str) -> None:
-        self._read_meta(key)
-        children = sorted(m.key for m in self._all_meta() if m.parent == key)
-        if children:
-            raise Conflict(f"layer {key!r} has dependent layers: {', '.join(children[:5])}")
-        target = self._dir(key)
-        trash = self._layers / f".trash-{target.name}-{secrets.token_hex(4)}"
-        os.rename(target, trash)
-        shutil.rmtree(trash)
-
-    async def remove(self, key: str) -> None:
-        async with self._lock:
-            if self._refs.get(key, 0) > 0:
-                raise Conflict(f"layer {key!r} is mounted")
-            await asyncio.to_thread(self._remove, key)
-
-    async def exists(self, key: str) -> bool:
-        return (self._dir(key) / "meta.json").is_file()
-
-    async def list(self) -> list[str]:
-        return sorted(m.key for m in await asyncio.to_thread(self._all_meta))
-
-    async def usage(self, key: str) -> int:
-        self._read_meta(key)
-        return await asyncio.to_thread(tree_size, self._dir(key) / "root")
-
-    async def layer_info(self, key: str) -> LayerInfo:
-        """The stored :class:`LayerInfo` of ``key``."""
-        meta = self._read_meta(key)
-        return LayerInfo(key=meta.key, parent=meta.parent, size=meta.size, diff_id=meta.diff_id)
+        for _parts, rel, is_whiteout in entries:
+            if is_whiteout:
+                writer.add_whiteout(rel)
+            else:
+                writer.add(croot, rel)
