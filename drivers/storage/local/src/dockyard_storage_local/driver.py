@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
-import errno
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
-import stat
-import subprocess
 from pathlib import Path
 from typing import ClassVar
 
-from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.layerdirs import remove_leftovers, tree_size
+from dockyard.mounts import MountError, mount, read_mounts, umount
 from dockyard.specs import DriverContext, DriverInfo, VolumeDriver
 from dockyard.specs.storage import VolumeMount
 
@@ -47,32 +44,10 @@ KNOWN_OPTIONS = frozenset({"type", "device", "o"})
 _TMPFS_OPT_RE = re.compile(r"^(size|mode|uid|gid|nr_inodes|nr_blocks|huge|mpol)=[A-Za-z0-9%._:-]+$"
                            r"|^(ro|rw|noexec|exec|nosuid|suid|nodev|dev|noatime|relatime|strictatime)$")
 _BIND_FLAGS = frozenset({"bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec"})
-_MOUNT_TIMEOUT = 30
-
-
-class VolumeMountError(Unavailable):
-    """Mounting or unmounting a volume's device failed."""
 
 
 def _read_mount_points() -> set[str]:
-    out = set()
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4:
-                out.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
-    return out
-
-
-def _umount(path: str, detach: bool = False) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.umount2(os.fsencode(path), 2 if detach else 0) != 0:
-        err = ctypes.get_errno()
-        if err == errno.EINVAL:
-            return
-        if err == errno.EBUSY:
-            raise Conflict(f"volume mount {path} is busy")
-        raise VolumeMountError(f"umount {path}: {os.strerror(err)}")
+    return {m.point for m in read_mounts()}
 
 
 def validate_options(options: dict[str, str]) -> dict[str, str]:
@@ -160,13 +135,9 @@ class LocalVolumeDriver(VolumeDriver):
     def _mount_device(self, name: str, opts: dict[str, str]) -> None:
         target = str(self._dir(name) / "_data")
         if opts.get("type") == "tmpfs":
-            cmd = ["mount", "-t", "tmpfs"] + (["-o", opts["o"]] if opts.get("o") else []) + \
-                  [opts.get("device") or self._source, target]
+            mount(opts.get("device") or self._source, target, fstype="tmpfs", options=opts.get("o"))
         else:
-            cmd = ["mount", "-o", opts["o"], opts["device"], target]
-        proc = subprocess.run(cmd, capture_output=True, timeout=_MOUNT_TIMEOUT, check=False)
-        if proc.returncode != 0:
-            raise VolumeMountError(f"mounting volume {name!r} failed: {proc.stderr.decode(errors='replace').strip()}")
+            mount(opts["device"], target, options=opts["o"])
 
     # ------------------------------------------------------------------ life cycle
     async def setup(self) -> None:
@@ -174,18 +145,11 @@ class LocalVolumeDriver(VolumeDriver):
         await asyncio.to_thread(self._reconcile)
 
     def _reconcile(self) -> None:
-        try:
-            self._reconcile_mounts()
-        finally:
+        if not self._swept:
             self._swept = True
-
-    def _reconcile_mounts(self) -> None:
+            remove_leftovers(self._root, (".tmp-",))
         mounted = _read_mount_points()
         for entry in os.scandir(self._root):
-            if entry.name.startswith(".tmp-"):
-                if not self._swept:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                continue
             if not NAME_RE.fullmatch(entry.name):
                 continue
             try:
@@ -198,11 +162,11 @@ class LocalVolumeDriver(VolumeDriver):
             in_use = sum(self._refs(entry.name).values()) > 0
             self._problems.pop(entry.name, None)
             if data in mounted and not in_use:
-                _umount(data, detach=True)
+                umount(data, detach=True)
             elif data not in mounted and in_use:
                 try:
                     self._mount_device(entry.name, opts)
-                except VolumeMountError as exc:  # one broken volume must not stop the others
+                except MountError as exc:  # one broken volume must not stop the others
                     self._problems[entry.name] = str(exc)
                     log.warning("volume %s: %s", entry.name, exc)
 
@@ -247,7 +211,7 @@ class LocalVolumeDriver(VolumeDriver):
             raise Conflict(f"volume {name!r} is in use by container(s) {', '.join(sorted(refs))}")
         data = str(self._dir(name) / "_data")
         if self._is_mounted(name):
-            _umount(data)
+            umount(data)
         if self._is_mounted(name):
             raise Conflict(f"volume {name!r} is still mounted at {data}")
         trash = self._root / f".tmp-rm-{name}-{secrets.token_hex(4)}"
@@ -282,7 +246,7 @@ class LocalVolumeDriver(VolumeDriver):
         if refs[container_id] <= 0:
             del refs[container_id]
         if opts and not refs and self._is_mounted(name):
-            _umount(str(self._dir(name) / "_data"))
+            umount(str(self._dir(name) / "_data"))
         self._save_refs(name, refs)
 
     async def unmount(self, name: str, container_id: str) -> None:
@@ -301,15 +265,7 @@ class LocalVolumeDriver(VolumeDriver):
         opts = self._opts(name)
         if opts and not self._is_mounted(name):
             return -1
-        total, seen = 0, set()
-        for dirpath, _dirs, files in os.walk(self._dir(name) / "_data"):
-            for f in files:
-                with contextlib.suppress(FileNotFoundError):
-                    st = os.lstat(os.path.join(dirpath, f))
-                    if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                        seen.add((st.st_dev, st.st_ino))
-                        total += st.st_size
-        return total
+        return tree_size(self._dir(name) / "_data")
 
     async def usage(self, name: str) -> int:
         return await asyncio.to_thread(self._usage, name)
