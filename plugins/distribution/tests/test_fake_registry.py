@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from fakeregistry import FakeRegistry, make_image, start
 
 pytestmark = pytest.mark.integration

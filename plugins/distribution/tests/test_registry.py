@@ -10,9 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dockyard.client import Client
-
 from conftest import Registry, busybox_to
+from dockyard.client import Client
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

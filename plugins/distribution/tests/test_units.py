@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from dockyard.errors import InvalidArgument, NotFound
-from dockyard_distribution import auth, mediatypes as mt
+from dockyard_distribution import auth
+from dockyard_distribution import mediatypes as mt
 from dockyard_distribution.client import RegistryOptions, host_name, is_insecure
 from dockyard_distribution.progress import human_size, progress_bar
 
@@ -162,3 +163,47 @@ def test_credentials_file_is_private_and_docker_shaped(tmp_path: Path, monkeypat
     assert (cfg.username, cfg.password, cfg.serveraddress) == ("alice", "s3cret", "127.0.0.1:5000")
     assert auth.credentials_for("127.0.0.1:5001") is None
     assert auth.remove_credentials("127.0.0.1:5000") and auth.credentials_for("127.0.0.1:5000") is None
+
+
+# ------------------------------------------------------------------ parallel gzip and unpacking
+@pytest.mark.parametrize("kind", ["random", "text", "mixed", "empty", "small"])
+def test_gzip_blocks_round_trip(tmp_path: Path, kind: str) -> None:
+    import gzip
+    import hashlib
+    import io
+    import os
+
+    from dockyard_distribution.store import GZIP_BLOCK, decompress_layer, gzip_blocks
+
+    data = {"random": os.urandom(3 * GZIP_BLOCK + 5), "text": b"hello layer\n" * 400_000,
+            "mixed": os.urandom(GZIP_BLOCK) + bytes(2 * GZIP_BLOCK) + b"end",
+            "empty": b"", "small": b"tiny"}[kind]
+    out = io.BytesIO()
+    seen: list[int] = []
+    d_in, d_out, size = gzip_blocks(io.BytesIO(data), out, seen.append, workers=2)
+    blob = out.getvalue()
+    assert d_in == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert d_out == "sha256:" + hashlib.sha256(blob).hexdigest() and size == len(blob)
+    assert gzip.decompress(blob) == data  # any gzip reader reads the multi-member stream
+    if kind == "text":
+        assert len(blob) < len(data) // 20
+    if kind == "random":
+        assert len(blob) < len(data) * 1.01  # stored, not inflated
+    (tmp_path / "blob").write_bytes(blob)
+    diff_id, usize = decompress_layer(tmp_path / "blob", tmp_path / "tar", "gzip")
+    assert (diff_id, usize) == (d_in, len(data))
+    assert (tmp_path / "tar").read_bytes() == data
+
+
+def test_decompress_rejects_truncated_and_corrupt_gzip(tmp_path: Path) -> None:
+    import gzip
+
+    from dockyard_distribution.store import decompress_layer
+
+    blob = gzip.compress(b"x" * 100_000)
+    (tmp_path / "trunc").write_bytes(blob[:-10])
+    with pytest.raises(InvalidArgument, match="truncated"):
+        decompress_layer(tmp_path / "trunc", tmp_path / "t1", "gzip")
+    (tmp_path / "bad").write_bytes(blob[:10] + b"\xff" * 20 + blob[30:])
+    with pytest.raises(InvalidArgument, match="corrupt"):
+        decompress_layer(tmp_path / "bad", tmp_path / "t2", "gzip")

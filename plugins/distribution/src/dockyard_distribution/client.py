@@ -226,7 +226,7 @@ class RegistryClient:
                     return ep
             except aiohttp.ClientConnectorCertificateError as exc:
                 errors.append(f"{ep.url}: x509: {exc.certificate_error}")
-            except (aiohttp.ClientError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            except (TimeoutError, aiohttp.ClientError, ssl.SSLError) as exc:
                 errors.append(f"{ep.url}: {exc or type(exc).__name__}")
         hint = "" if insecure else (
             f" (for plain HTTP list {self.host} in insecure-registries; for a private CA put it in "
@@ -483,8 +483,7 @@ class RegistryClient:
                         if size is not None and offset < size:
                             raise _Retry(f"connection closed after {offset} of {size} bytes")
                         break
-                    except (_Retry, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
-                            asyncio.TimeoutError) as exc:
+                    except (TimeoutError, _Retry, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                         failures += 1
                         if failures > self.options.retries:
                             raise TransferInterrupted(

@@ -8,9 +8,8 @@ README "Wiring").
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
+from typing import Any
 
 from dockyard.specs import ApiMiddleware, ApiRoute, ConfigOption, hookimpl
 

@@ -10,8 +10,9 @@ remember, with the registry repositories each compressed digest is known to live
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
-import gzip
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dockyard.content import DigestMismatch
 from dockyard.errors import InvalidArgument, NotFound, Unavailable
@@ -189,36 +190,15 @@ class ImageStore:
         dest = self.compressed_path(diff_id)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(f".{secrets.token_hex(4)}.partial")
-        h_out, h_in = hashlib.sha256(), hashlib.sha256()
-        size = 0
         try:
-            with open(src, "rb") as f, open(tmp, "wb") as raw_out:
-                class _Tee:
-                    def write(self, b: bytes) -> int:
-                        nonlocal size
-                        h_out.update(b)
-                        size += len(b)
-                        return raw_out.write(b)
-
-                    def flush(self) -> None:
-                        raw_out.flush()
-
-                with gzip.GzipFile(fileobj=_Tee(), mode="wb", compresslevel=1, mtime=0) as gz:  # type: ignore[arg-type]
-                    done = 0
-                    while chunk := f.read(_CHUNK):
-                        h_in.update(chunk)
-                        gz.write(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done)
-            if "sha256:" + h_in.hexdigest() != diff_id:
-                raise DigestMismatch(diff_id, "sha256:" + h_in.hexdigest(),
-                                     f"layer {diff_id} in the content store is corrupt")
+            with open(src, "rb") as f, open(tmp, "wb") as out:
+                got, digest, size = gzip_blocks(f, out, progress)
+            if got != diff_id:
+                raise DigestMismatch(diff_id, got, f"layer {diff_id} in the content store is corrupt")
             os.replace(tmp, dest)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        digest = "sha256:" + h_out.hexdigest()
         self._record_local(diff_id, digest, size, DOCKER_LAYER)
         return CompressedBlob(digest, size, DOCKER_LAYER, dest)
 
@@ -237,6 +217,54 @@ class ImageStore:
             os.replace(tmp, self.metadata.path)
 
 
+#: gzip members of this many input bytes are compressed in parallel (pigz-like, multi-member).
+GZIP_BLOCK = 1 << 20
+_SAMPLE = 32 << 10
+
+
+def _gzip_member(block: bytes) -> bytes:
+    """One gzip member for ``block``: deflate level 1, or stored when a sample shows the data
+    does not compress (already-compressed or random content costs a copy, not a slow deflate)."""
+    sample = block[:_SAMPLE]
+    level = 1
+    if len(sample) == _SAMPLE and len(zlib.compress(sample, 1)) > 0.95 * len(sample):
+        level = 0
+    c = zlib.compressobj(level, zlib.DEFLATED, 31)
+    return c.compress(block) + c.flush()
+
+
+def gzip_blocks(src: BinaryIO, out: BinaryIO, progress: Callable[[int], None] | None = None,
+                workers: int | None = None) -> tuple[str, str, int]:
+    """gzip ``src`` into ``out`` as concatenated members of :data:`GZIP_BLOCK` input bytes,
+    compressed by a thread pool (zlib releases the GIL). Every gzip reader (Go's, zlib's,
+    Python's) reads multi-member streams. Returns (input digest, output digest, output size)."""
+    h_in, h_out = hashlib.sha256(), hashlib.sha256()
+    size = done = 0
+    pending: collections.deque[tuple[int, concurrent.futures.Future[bytes]]] = collections.deque()
+    n = workers or max(1, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="gzip") as pool:
+        def drain(limit: int) -> None:
+            nonlocal size, done
+            while len(pending) > limit:
+                length, fut = pending.popleft()
+                data = fut.result()
+                h_out.update(data)
+                out.write(data)
+                size += len(data)
+                done += length
+                if progress:
+                    progress(done)
+
+        while block := src.read(GZIP_BLOCK):
+            h_in.update(block)
+            pending.append((len(block), pool.submit(_gzip_member, block)))
+            drain(2 * n)
+        if not pending and size == 0:  # an empty input is still one (empty) gzip member
+            pending.append((0, pool.submit(_gzip_member, b"")))
+        drain(0)
+    return "sha256:" + h_in.hexdigest(), "sha256:" + h_out.hexdigest(), size
+
+
 def decompress_layer(src: Path, dest: Path, compression: str) -> tuple[str, int]:
     """Write the uncompressed form of ``src`` to ``dest``; returns ``(diff_id, size)`` (blocking)."""
     h = hashlib.sha256()
@@ -248,22 +276,25 @@ def decompress_layer(src: Path, dest: Path, compression: str) -> tuple[str, int]
             raise InvalidArgument("zstd-compressed layers are not supported yet")
         if compression == "gzip" or head[:2] == b"\x1f\x8b":
             dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            in_member = False
             while chunk := f.read(_CHUNK):
-                try:
-                    data = dec.decompress(chunk)
-                    while dec.unconsumed_tail:  # pragma: no cover - no max_length used
-                        data += dec.decompress(dec.unconsumed_tail)
-                    if dec.eof and dec.unused_data:
-                        # concatenated gzip members (pigz, some registries): keep going
-                        rest = dec.unused_data
+                buf = chunk
+                while buf:  # several gzip members may start and end in one chunk
+                    try:
+                        data = dec.decompress(buf)
+                    except zlib.error as exc:
+                        raise InvalidArgument(f"corrupt gzip layer: {exc}") from exc
+                    in_member = True
+                    h.update(data)
+                    out.write(data)
+                    size += len(data)
+                    if dec.eof:
+                        buf = dec.unused_data
                         dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                        data += dec.decompress(rest)
-                except zlib.error as exc:
-                    raise InvalidArgument(f"corrupt gzip layer: {exc}") from exc
-                h.update(data)
-                out.write(data)
-                size += len(data)
-            if not dec.eof:
+                        in_member = False
+                    else:
+                        buf = b""
+            if in_member:
                 raise InvalidArgument("truncated gzip layer")
         else:
             while chunk := f.read(_CHUNK):
