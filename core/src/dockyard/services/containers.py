@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, NotModified, Unavailable
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, NotModified
 from dockyard.model import (
     ZERO_TIME,
     Container,
@@ -539,7 +539,12 @@ class ContainerService(Service):
             task = self._restarts.pop(c.id, None)
             if task is not None:
                 task.cancel()
-            await self._start_locked(c)
+            try:
+                await self._start_locked(c)
+            except DockyardError:
+                if c.host_config.auto_remove:  # dockerd removes an AutoRemove container that failed to start
+                    self._spawn(self._auto_remove(c.id), f"autoremove-{c.id[:12]}")
+                raise
         return self.store.get(Container, c.id)
 
     async def _start_locked(self, c: Container) -> None:
@@ -576,18 +581,19 @@ class ContainerService(Service):
             for fn in reversed(undo):
                 with contextlib.suppress(Exception):
                     await fn()
-            c.state.error = str(exc)
+            text = str(exc)
+            c.state.error = text
             c.state.status = ContainerStatus.CREATED if c.state.started_at == ZERO_TIME else ContainerStatus.EXITED
-            if c.state.status is ContainerStatus.EXITED:
-                c.state.exit_code = 128
+            # dockerd: a command that cannot be found is 127, one that cannot be run 126
+            c.state.exit_code = 127 if ("not found" in text or "No such file" in text) else 126
             c.extra["netns"] = ""
             self._put(c)
             for fut in self._pending_attach.pop(c.id, []):
                 if not fut.done():
                     fut.set_exception(Conflict(f"container {c.id} failed to start: {exc}"))
-            if isinstance(exc, DockyardError):
+            if isinstance(exc, (NotFound, Conflict, InvalidArgument, NotModified)):
                 raise
-            raise Unavailable(f"failed to start container {c.name}: {exc}") from exc
+            raise InvalidArgument(_start_error(c, text)) from exc
         c.extra["netns"] = netns
         c.state = ContainerState(status=ContainerStatus.RUNNING, pid=st.pid, started_at=now_iso(),
                                  finished_at=ZERO_TIME, restart_count=c.state.restart_count,
@@ -1388,6 +1394,17 @@ class ContainerService(Service):
 class PortMappingStub:
     host_ip = ""
     host_port = ""
+
+
+def _start_error(c: Container, text: str) -> str:
+    """dockerd's wording for a process that cannot start (the docker CLI maps "executable file
+    not found" / "no such file or directory" to exit 127, "permission denied" to 126)."""
+    text = text.replace("No such file or directory", "no such file or directory")
+    text = text.replace("Permission denied", "permission denied")
+    m = re.search(r"executable file `([^`]*)` not found in \$PATH", text)
+    if m:
+        text = f'exec: "{m.group(1)}": executable file not found in $PATH'
+    return f"failed to create task for container {c.id[:12]}: OCI runtime create failed: {text}: unknown"
 
 
 def _created_ts(iso: str) -> float:

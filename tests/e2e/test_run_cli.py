@@ -1,0 +1,246 @@
+"""The real docker CLI 28 against dockyardd: the ``docker run`` sequences and the container
+commands of issue 5's "Done when" list. One daemon serves the whole module; at the end it is
+stopped and nothing it made may be left (processes, mounts, cgroups, namespaces, links)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon, start_daemon
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("docker") or not shutil.which("conmon"),
+                                 reason="needs root, the docker CLI and conmon")]
+sdk_net = pytest.importorskip("dockyard_plugin_sdk.conformance.network")
+
+
+def owner_of(root: Path) -> str:
+    from dockyard.config import Config
+
+    return Config(values={"data-root": str(root / "data")}).owner
+
+
+def leftovers(root: Path, owner: str) -> list[str]:
+    """Processes, mounts, cgroups and network objects the daemon at ``root`` left behind."""
+    found = []
+    needle = str(root).encode()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(f"pid {pid}")
+            except OSError:
+                pass
+    with open("/proc/self/mountinfo") as fh:
+        found += ["mount " + line.split()[4] for line in fh if str(root) in line]
+    for dirpath, dirs, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(dirpath, d) for d in dirs if owner in d]
+        dirs[:] = [d for d in dirs if owner not in d]
+    netns = root / "run" / "netns"
+    if netns.exists():
+        found += [f"netns {p}" for p in netns.iterdir()]
+    return found + sdk_net.leftovers(owner)
+
+
+def bootstrap(d: Daemon) -> None:
+    d.dockyard("image", "bootstrap", "busybox")
+
+
+def stop_and_check(d: Daemon) -> None:
+    """Remove every container, stop the daemon, delete the built-in bridge (it outlives the
+    daemon, as docker0 does) and require that nothing else is left."""
+    ids = d.docker("ps", "-aq").stdout.split()
+    if ids:
+        d.docker("rm", "-f", "-v", *ids)
+    bridge = d.docker("network", "inspect", "bridge", "--format", "{{.Id}}", check=False).stdout.strip()
+    owner = owner_of(d.root)
+    assert d.stop() == 0, d.log[-3000:]
+    if bridge:
+        from dockyard_network_bridge.names import bridge_name
+
+        subprocess.run(["ip", "link", "del", bridge_name(owner, bridge)], capture_output=True)
+    left = leftovers(d.root, owner)
+    assert not left, f"left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
+    root = Path(f"/tmp/dye-{os.urandom(3).hex()}")
+    daemon = start_daemon(root, config={"default-address-pools": f"{pool}:24"})
+    try:
+        bootstrap(daemon)
+        yield daemon
+    finally:
+        try:
+            stop_and_check(daemon)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_until(check, what: str, tries: int = 200, delay: float = 0.05) -> None:  # noqa: ANN001
+    for _ in range(tries):
+        if check():
+            return
+        time.sleep(delay)
+    raise AssertionError(f"never happened: {what}")
+
+
+# ------------------------------------------------------------------------------ docker run
+def test_run_sequences(d: Daemon) -> None:
+    out = d.docker("run", "--rm", "busybox", "echo", "hi")
+    assert out.stdout == "hi\n"
+    assert d.docker("run", "--rm", "busybox", "sh", "-c", "exit 3", check=False).returncode == 3
+    res = d.docker("run", "--name", "x3", "busybox", "sh", "-c", "echo err >&2; exit 3", check=False)
+    assert res.returncode == 3 and res.stderr == "err\n"
+    assert d.docker("inspect", "-f", "{{.State.ExitCode}} {{.State.Status}}", "x3").stdout == "3 exited\n"
+    piped = d.docker("run", "-i", "--rm", "busybox", "cat", input=b"hi\nthere\n")
+    assert piped.stdout == "hi\nthere\n"
+    assert d.docker("ps", "-aq", "--filter", "ancestor=busybox").stdout.split() == [
+        d.docker("inspect", "-f", "{{.Id}}", "x3").stdout.strip()[:12]]  # --rm ones are gone
+    missing = d.docker("run", "--rm", "busybox", "/no/such/cmd", check=False)
+    assert missing.returncode in (126, 127)
+    events = d.past_events("1m", "container=x3")
+    assert "container die" in events and "exitCode=3" in events and "name=x3" in events
+
+
+def test_detached_logs_follow_and_tail(d: Daemon) -> None:
+    cid = d.docker("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
+                   "for i in 1 2 3 4 5; do echo tick$i; sleep 0.2; done").stdout.strip()
+    assert len(cid) == 64
+    follow = d.docker("logs", "-f", "ticker")  # ends when the container exits
+    assert follow.stdout == "".join(f"tick{i}\n" for i in range(1, 6))
+    assert d.docker("logs", "--tail", "2", "ticker").stdout == "tick4\ntick5\n"
+    stamped = d.docker("logs", "-t", "--tail", "1", "ticker").stdout
+    assert stamped.endswith("Z tick5\n") and len(stamped.split(" ")[0]) == 30
+    assert d.docker("wait", "ticker").stdout == "0\n"
+
+
+def test_exec_exit_codes(d: Daemon) -> None:
+    d.docker("run", "-d", "--name", "ex", "busybox", "sleep", "60")
+    res = d.docker("exec", "ex", "sh", "-c", "echo out; echo err >&2; exit 5", check=False)
+    assert (res.returncode, res.stdout, res.stderr) == (5, "out\n", "err\n")
+    assert d.docker("exec", "-i", "ex", "cat", input=b"via-stdin\n").stdout == "via-stdin\n"
+    assert d.docker("exec", "ex", "nosuchcommand", check=False).returncode == 126
+    d.docker("exec", "-d", "ex", "touch", "/tmp/detached")
+    wait_until(lambda: d.docker("exec", "ex", "test", "-f", "/tmp/detached", check=False).returncode == 0,
+               "detached exec ran")
+    d.docker("rm", "-f", "ex")
+
+
+def test_stop_and_kill_reach_a_trap(d: Daemon) -> None:
+    trap = "trap 'echo got-{sig}; exit 42' {sig}; echo ready; while true; do sleep 0.1; done"
+    d.docker("run", "-d", "--name", "trap-term", "busybox", "sh", "-c", trap.format(sig="TERM"))
+    d.docker("run", "-d", "--name", "trap-usr1", "busybox", "sh", "-c", trap.format(sig="USR1"))
+    wait_until(lambda: "ready" in d.docker("logs", "trap-term").stdout, "trap installed")
+    wait_until(lambda: "ready" in d.docker("logs", "trap-usr1").stdout, "trap installed")
+    assert d.docker("stop", "trap-term").stdout == "trap-term\n"
+    assert "got-TERM" in d.docker("logs", "trap-term").stdout
+    assert d.docker("inspect", "-f", "{{.State.ExitCode}}", "trap-term").stdout == "42\n"
+    d.docker("kill", "-s", "USR1", "trap-usr1")
+    assert d.docker("wait", "trap-usr1").stdout == "42\n"
+    assert "got-USR1" in d.docker("logs", "trap-usr1").stdout
+    again = d.docker("kill", "trap-usr1", check=False)
+    assert again.returncode == 1 and "is not running" in again.stderr
+    assert d.docker("stop", "trap-usr1").returncode == 0  # 304: the CLI still succeeds
+    d.docker("run", "-d", "--name", "sleeper", "busybox", "sleep", "60")
+    d.docker("kill", "sleeper")
+    assert d.docker("wait", "sleeper").stdout == "137\n"
+
+
+def test_restart_policy_counts(d: Daemon) -> None:
+    d.docker("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1")
+    wait_until(lambda: d.docker("inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "flaky").stdout
+               == "2 exited\n", "two restarts then exited")
+    assert d.docker("inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "flaky").stdout == "on-failure\n"
+    d.docker("run", "-d", "--name", "always", "--restart", "always", "busybox", "sh", "-c", "sleep 0.2; exit 0")
+    wait_until(lambda: int(d.docker("inspect", "-f", "{{.RestartCount}}", "always").stdout) >= 2, "always restarts")
+    d.docker("stop", "always")
+    count = d.docker("inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "always").stdout.split()
+    assert count[1] == "exited"
+    time.sleep(0.5)
+    assert d.docker("inspect", "-f", "{{.State.Status}}", "always").stdout == "exited\n"  # a stop is final
+
+
+def test_pause_top_stats_rename_and_conflicts(d: Daemon) -> None:
+    d.docker("run", "-d", "--name", "p1", "--label", "tier=web", "busybox", "sleep", "60")
+    d.docker("pause", "p1")
+    assert d.docker("ps", "--filter", "status=paused", "--format", "{{.Names}}").stdout == "p1\n"
+    again = d.docker("pause", "p1", check=False)
+    assert again.returncode == 1 and "already paused" in again.stderr
+    d.docker("unpause", "p1")
+    assert d.docker("unpause", "p1", check=False).returncode == 1
+    top = d.docker("top", "p1").stdout.splitlines()
+    assert top[0].split()[:3] == ["UID", "PID", "PPID"] and "sleep 60" in top[1]
+    assert "sleep" in d.docker("top", "p1", "-o", "pid,comm").stdout
+    stats = d.docker("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}", "p1").stdout
+    assert stats == "p1 1\n"
+    dup = d.docker("run", "-d", "--name", "p1", "busybox", "true", check=False)
+    assert dup.returncode == 125 and 'The container name "/p1" is already in use' in dup.stderr
+    rm = d.docker("rm", "p1", check=False)
+    assert rm.returncode == 1 and "You cannot remove a running container" in rm.stderr
+    d.docker("rename", "p1", "p2")
+    assert d.docker("ps", "--filter", "label=tier=web", "--format", "{{.Names}}").stdout == "p2\n"
+    assert d.docker("ps", "--filter", "name=p1", "-q").stdout == ""
+    d.docker("rm", "-f", "p2")
+    assert d.docker("inspect", "p2", check=False).returncode == 1
+
+
+def test_cp_both_ways_and_inspect(d: Daemon, tmp_path: Path) -> None:
+    d.docker("run", "-d", "--name", "files", "-e", "FOO=bar", "busybox", "sleep", "60")
+    src = tmp_path / "hostfile.txt"
+    src.write_text("from the host\n")
+    d.docker("cp", str(src), "files:/tmp/")
+    d.docker("cp", str(src), "files:/tmp/renamed.txt")
+    assert d.docker("exec", "files", "cat", "/tmp/hostfile.txt", "/tmp/renamed.txt").stdout == "from the host\n" * 2
+    d.docker("exec", "files", "sh", "-c", "mkdir -p /data/sub && echo inside > /data/sub/f")
+    d.docker("cp", "files:/data", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "sub" / "f").read_text() == "inside\n"
+    missing = d.docker("cp", "files:/nonexistent", str(tmp_path), check=False)
+    assert missing.returncode == 1 and "Could not find the file /nonexistent" in missing.stderr
+    (info,) = json.loads(d.docker("inspect", "files").stdout)
+    assert info["Name"] == "/files" and info["State"]["Running"] and info["State"]["Pid"] > 0
+    assert info["Config"]["Image"] == "busybox" and "FOO=bar" in info["Config"]["Env"]
+    assert info["Config"]["Cmd"] == ["sleep", "60"] and info["Config"]["Hostname"] == info["Id"][:12]
+    assert info["Image"].startswith("sha256:") and info["HostConfig"]["LogConfig"]["Type"] == "json-file"
+    assert info["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    assert "Health" not in info["State"]
+    d.docker("rm", "-f", "files")
+
+
+def test_memory_limit_in_the_cgroup(d: Daemon) -> None:
+    script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
+    assert d.docker("run", "--rm", "--memory", "64m", "busybox", "sh", "-c", script).stdout == "67108864\n"
+
+
+def test_health_transitions(d: Daemon) -> None:
+    d.docker("run", "-d", "--name", "hc", "--health-cmd", "test -f /tmp/ok", "--health-interval", "200ms",
+             "--health-retries", "1", "busybox", "sleep", "60")
+    status = lambda: d.docker("inspect", "-f", "{{.State.Health.Status}}", "hc").stdout.strip()  # noqa: E731
+    wait_until(lambda: status() == "unhealthy", "unhealthy")
+    d.docker("exec", "hc", "touch", "/tmp/ok")
+    wait_until(lambda: status() == "healthy", "healthy")
+    assert "(healthy)" in d.docker("ps", "--filter", "name=hc", "--format", "{{.Status}}").stdout
+    events = d.past_events("1m", "container=hc")
+    assert "health_status: unhealthy" in events and "health_status: healthy" in events
+    d.docker("rm", "-f", "hc")
+
+
+def test_dockyard_cli_run(d: Daemon) -> None:
+    assert d.dockyard("run", "--rm", "busybox", "true").returncode == 0
+    assert d.dockyard("run", "--rm", "busybox", "sh", "-c", "echo hi; exit 4", check=False).returncode == 4
+    res = d.dockyard("run", "--rm", "busybox", "echo", "hello")
+    assert res.stdout == "hello\n"
+    d.dockyard("run", "-d", "--name", "dy1", "busybox", "sleep", "60")
+    assert d.dockyard("exec", "dy1", "sh", "-c", "exit 6", check=False).returncode == 6
+    assert "dy1" in d.dockyard("ps").stdout
+    assert d.dockyard("inspect", "-f", "State.Status", "dy1").stdout == "running\n"
+    d.dockyard("rm", "-f", "dy1")
