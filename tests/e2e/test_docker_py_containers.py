@@ -1,0 +1,121 @@
+"""docker-py 7 against dockyardd: ``containers.run`` (with and without ``remove``), ``exec_run``
+exit codes and output, streaming logs, the attach socket; one daemon for the module."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon, start_daemon
+from tests.e2e.test_run_cli import bootstrap, stop_and_check
+
+docker = pytest.importorskip("docker")
+sdk_net = pytest.importorskip("dockyard_plugin_sdk.conformance.network")
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("conmon"),
+                                                  reason="needs root and conmon")]
+
+
+@pytest.fixture(scope="module")
+def d() -> Iterator[Daemon]:
+    pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
+    root = Path(f"/tmp/dyp-{os.urandom(3).hex()}")
+    daemon = start_daemon(root, config={"default-address-pools": f"{pool}:24"})
+    try:
+        bootstrap(daemon)
+        yield daemon
+    finally:
+        try:
+            stop_and_check(daemon)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def client(d: Daemon) -> Iterator[docker.DockerClient]:
+    c = docker.DockerClient(base_url=d.host, timeout=60)
+    yield c
+    c.close()
+
+
+def test_run_returns_output_and_raises_on_failure(client: docker.DockerClient) -> None:
+    assert client.containers.run("busybox", "echo hi", remove=True) == b"hi\n"
+    with pytest.raises(docker.errors.ContainerError) as info:
+        client.containers.run("busybox", ["sh", "-c", "echo oops >&2; exit 3"], remove=True)
+    assert info.value.exit_status == 3 and info.value.stderr == b"oops\n"
+    assert client.containers.list(all=True) == []  # remove=True removed both
+    with pytest.raises(docker.errors.ImageNotFound):  # the 404 that makes clients pull
+        client.api.create_container("nosuchimage:1", "true")
+
+
+def test_exec_run_exit_code_and_output(client: docker.DockerClient) -> None:
+    c = client.containers.run("busybox", "sleep 60", detach=True, name="py-exec")
+    try:
+        res = c.exec_run("sh -c 'echo out; echo err >&2; exit 4'")
+        assert res.exit_code == 4 and res.output == b"out\nerr\n"
+        res = c.exec_run("sh -c 'echo out; echo err >&2; exit 4'", demux=True)
+        assert res == (4, (b"out\n", b"err\n"))
+        res = c.exec_run("/no/such/binary")
+        assert res.exit_code == 126
+        chunks = list(c.exec_run("sh -c 'echo a; sleep 0.3; echo b'", stream=True).output)
+        assert b"".join(chunks) == b"a\nb\n" and len(chunks) == 2
+        assert client.api.inspect_container(c.id)["ExecIDs"]
+    finally:
+        c.remove(force=True)
+
+
+def test_logs_stream_as_they_are_written(client: docker.DockerClient) -> None:
+    c = client.containers.run("busybox", ["sh", "-c", "for i in 1 2 3; do echo l$i; sleep 0.4; done"],
+                              detach=True)
+    try:
+        arrivals = []
+        for chunk in c.logs(stream=True, follow=True):
+            arrivals.append((time.monotonic(), chunk))
+        assert [x for _t, x in arrivals] == [b"l1\n", b"l2\n", b"l3\n"]
+        assert arrivals[-1][0] - arrivals[0][0] >= 0.5  # streamed, not all at the end
+        assert c.wait() == {"Error": None, "StatusCode": 0}
+        assert c.logs(stdout=True, stderr=False) == b"l1\nl2\nl3\n"
+    finally:
+        c.remove(force=True)
+
+
+def test_attach_socket_stdin_echo(client: docker.DockerClient) -> None:
+    c = client.containers.create("busybox", "cat", stdin_open=True)
+    try:
+        sock = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+        raw = sock._sock  # noqa: SLF001 - docker-py hands the socket over
+        c.start()
+        raw.sendall(b"via-socket\n")
+        raw.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := raw.recv(4096):
+            data += chunk
+        raw.close()
+        assert data == b"\x01\x00\x00\x00\x00\x00\x00\x0bvia-socket\n"
+        assert c.wait()["StatusCode"] == 0
+    finally:
+        c.remove(force=True)
+
+
+def test_list_filters_and_lifecycle(client: docker.DockerClient) -> None:
+    a = client.containers.run("busybox", "sleep 60", detach=True, name="py-a", labels={"cap": "1"})
+    b = client.containers.create("busybox", "true", name="py-b", labels={"cap": "1"})
+    try:
+        assert [c.name for c in client.containers.list(filters={"label": "cap=1"})] == ["py-a"]
+        assert {c.name for c in client.containers.list(all=True, filters={"label": ["cap=1"]})} == {"py-a", "py-b"}
+        assert [c.name for c in client.containers.list(all=True, filters={"status": "created"})] == ["py-b"]
+        a.stop(timeout=1)
+        a.reload()
+        assert a.status == "exited" and a.attrs["State"]["ExitCode"] == 137
+        a.rename("py-a2")
+        assert client.containers.get("py-a2").id == a.id
+        with pytest.raises(docker.errors.NotFound):
+            client.containers.get("py-a")
+    finally:
+        a.remove(force=True)
+        b.remove(force=True)
