@@ -133,3 +133,15 @@ async def test_prune_and_usage(kernel: Kernel) -> None:
     assert sorted(v.name for v in svc.list()) == ["keep", "used"]
     assert os.path.isdir(keep.mountpoint) and not os.path.exists(junk.mountpoint)
     assert svc.in_use() == {"used"}
+
+
+async def test_start_adopts_and_drops(kernel: Kernel) -> None:
+    svc = kernel.service("volumes")
+    drv = await svc.driver("local")
+    await drv.create("orphan", {})  # as if the daemon died before recording it
+    await svc.create("gone")
+    await drv.remove("gone")  # its data vanished behind the daemon's back
+    await svc.start()
+    vols = {v.name: v for v in svc.list()}
+    assert set(vols) == {"orphan"} and vols["orphan"].mountpoint.endswith("/volumes/orphan/_data")
+    await svc.remove("orphan")

@@ -26,6 +26,7 @@ from dockyard.model import Container, Volume, now_iso
 from dockyard.services import Service
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_HEX64 = re.compile(r"^[a-f0-9]{64}$")
 
 
 def volume_references(c: Container) -> set[str]:
@@ -50,6 +51,31 @@ class VolumeService(Service):
 
     async def driver(self, name: str) -> Any:
         return await self.kernel.driver_ready("volume", name or "local")
+
+    async def start(self) -> None:
+        """Reconcile records with the drivers that hold volumes: a volume the driver has but no
+        record names (the daemon died between the two steps of a create) is adopted, as dockerd
+        lists what its drivers hold; a record whose volume its driver no longer has is dropped.
+        Drivers that cannot be loaded are left alone (their records stay)."""
+        records = {v.name: v for v in self.list()}
+        drivers = {v.driver for v in records.values()} | {"local"}
+        for name in sorted(drivers):
+            try:
+                drv = await self.driver(name)
+                held = set(await drv.list())
+            except DockyardError:
+                continue
+            with self.store.transaction() as tx:
+                for vol in records.values():
+                    if vol.driver == name and vol.name not in held:
+                        tx.delete(Volume, vol.id)
+                for missing in sorted(held - set(records)):
+                    mountpoint = str(drv.context.data_dir / "volumes" / missing / "_data")
+                    with contextlib.suppress(DockyardError):
+                        mountpoint = await drv.create(missing, await drv.options(missing)) \
+                            if hasattr(drv, "options") else mountpoint
+                    tx.put(Volume(name=missing, driver=name, mountpoint=mountpoint,
+                                  anonymous=_HEX64.fullmatch(missing) is not None))
 
     # ------------------------------------------------------------------ lookups
     def list(self) -> list[Volume]:
