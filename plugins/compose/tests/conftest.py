@@ -1,9 +1,10 @@
-"""Fixtures: a recording stub engine (unit tests) and podman's API service (e2e tests).
+"""Fixtures: a recording stub engine (unit tests) and real engines for the e2e tests.
 
-The e2e ``engine`` fixture is parametrised by engine kind. Only ``podman`` is listed for now:
-dockyardd does not serve containers/networks/volumes yet (its API front answers only
-``/containers/json``), so compose cannot run against it. When its container service lands,
-add ``"dockyardd"`` to ``ENGINES`` and start it with ``tests/conftest.py``'s ``start_daemon``.
+The e2e ``engine`` fixture is parametrised by engine kind: ``podman`` (its Docker-compatible API
+service, one per session on its own socket, killed by PID) and ``dockyardd`` (a fresh daemon per
+session, started with the repository's ``tests/conftest.py`` ``start_daemon`` -- the helper behind
+its ``dockyardd`` fixture -- with busybox bootstrapped through the API). One daemon per session
+rather than per test: a fresh one costs 3-5 s of start-up and bootstrap for each of the tests.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import socket
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +30,24 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-ENGINES = ["podman"]
+ENGINES = ["podman", "dockyardd"]
+
+
+def _repo_fixtures() -> Any:
+    """The repository's ``tests/conftest.py`` (real dockyardd per test), imported by path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[3] / "tests" / "conftest.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("dockyard_repo_tests_conftest", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+_REPO = _repo_fixtures()
 
 
 # --- a recording stub engine ------------------------------------------------------------------------
@@ -238,10 +257,28 @@ def podman_service() -> Iterator[Engine]:
             os.unlink(sock)
 
 
+@pytest.fixture(scope="session")
+def dockyardd_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    if _REPO is None:
+        pytest.skip("the repository's tests/conftest.py (dockyardd helpers) is not available")
+    daemon = _REPO.start_daemon(tmp_path_factory.mktemp("dockyardd"))
+    try:
+        eng = Engine("dockyardd", daemon.host, daemon.proc.pid)
+        eng.api("POST", "/dockyard/images/bootstrap", name="busybox")
+        yield eng
+    finally:
+        code = daemon.stop()
+        assert code == 0, f"dockyardd exited {code}:\n{daemon.log[-3000:]}"
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> Engine:
     if request.param == "podman":
         return request.getfixturevalue("podman_service")
+    if request.param == "dockyardd":
+        if _REPO is None:
+            pytest.skip("the repository's tests/conftest.py (dockyardd fixture) is not available")
+        return request.getfixturevalue("dockyardd_service")
     raise AssertionError(f"unknown engine {request.param}")  # pragma: no cover
 
 

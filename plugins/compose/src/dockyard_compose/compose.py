@@ -288,7 +288,16 @@ class Compose:
             self.out.event("Service", s, "Building", ref)
             headers = {"Content-Type": "application/x-tar",
                        "X-Registry-Config": base64.b64encode(b"{}").decode()}
-            resp = self.engine.client.request("POST", "/build", params, body=tar, headers=headers, timeout=None)
+            try:
+                resp = self.engine.client.request("POST", "/build", params, body=tar, headers=headers,
+                                                  timeout=None)
+            except e.NotFound as exc:
+                raise ComposeRuntimeError(
+                    f"service {s}: the engine at {self.engine.host} has no build endpoint (POST /build "
+                    f"answered 404: {exc}); build {ref} elsewhere and load it, or use an engine with a "
+                    "builder") from exc
+            except e.DockyardError as exc:
+                raise ComposeRuntimeError(f"service {s}: build {ref}: {exc}") from exc
             error = None
             image_id = None
             try:
