@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from dockyard.errors import InvalidArgument
-from dockyard.tarsafe import ArchiveError, UnsafeArchive, split_name
+from dockyard.tarsafe import ArchiveError, split_name
 
 #: Members up to this size are kept in memory (configs, manifests, small layers).
 MEMORY_LIMIT = 1 << 20

@@ -413,7 +413,9 @@ class ImageService(Service):
                     continue
                 dst = content.path(lay.diff_id)
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                if sha256_file(lay.path) != lay.diff_id:  # re-checked: nothing unverified becomes visible
+                # Hashed while it was written into the private (0700) staging directory; the
+                # driver hashed it again while applying it. A size check catches truncation.
+                if lay.path.stat().st_size != lay.size:
                     raise ImageArchiveError(f"layer {lay.diff_id} changed while it was staged")
                 fd = os.open(lay.path, os.O_RDONLY)
                 try:
