@@ -103,6 +103,20 @@ esac
 
 COMPOSE=("$DY" -H "$HOST" compose --project-directory "$APP" -f "$APP/compose.yaml")
 
+# The demo's images are built FROM busybox by the engine (POST /build). An engine without a
+# builder answers 404 there: say so before creating anything. (An empty body is not a valid
+# context, so an engine that has the endpoint answers 4xx/5xx other than 404, or 200 with an
+# error line, and builds nothing.)
+code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$SOCK" -X POST \
+  -H 'Content-Type: application/x-tar' "http://localhost/v1.41/build?t=dockyard-demo-probe:none" \
+  --data-binary @/dev/null || true)
+if [ "$code" = 404 ]; then
+  die "$ENGINE at $HOST has no image builder yet (POST /build answered 404), so the demo's
+      Dockerfiles (FROM busybox) cannot be built there. Nothing was created.
+      The same demo runs today against podman's API service:  DEMO_ENGINE=podman bash examples/demo.sh
+      $ENGINE is left running; stop it with: $STOP_ENGINE" 3
+fi
+
 say "dockyard compose up -d --wait   (a second run converges: containers stay 'Running')"
 "${COMPOSE[@]}" up -d --wait || die "compose up failed against $ENGINE ($HOST): see the error above.
       Tear down what was created with: ${COMPOSE[*]} down -v"
