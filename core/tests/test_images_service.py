@@ -149,7 +149,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     w.outside = tmp_path / "outside"
     w.outside.mkdir()
     yield w
-    await kernel.stop()
+    await w.kernel.stop()
 
 
 async def snapshot(w: Any) -> dict[str, Any]:
@@ -507,3 +507,24 @@ async def test_start_sweeps_orphan_layers(world: Any, tmp_path: Path) -> None:
     await w.svc.start()
     assert await drv.list() == ["container-layer"]
     await drv.remove("container-layer")
+
+
+async def test_concurrent_loads_and_restart(world: Any) -> None:
+    w = world
+    base = layer({"shared": b"s" * 1000})
+    a = docker_archive([base, layer({"a": b"1"})], tags=["ca:1"])
+    b = docker_archive([base, layer({"b": b"2"})], tags=["cb:1"])
+    import asyncio
+
+    results = await asyncio.gather(w.svc.load(a), w.svc.load(b), w.svc.load(a))
+    assert results == [["Loaded image: ca:1"], ["Loaded image: cb:1"], ["Loaded image: ca:1"]]
+    snap = await snapshot(w)
+    assert len(snap["images"]) == 2 and len(snap["layers"]) == 3
+    # A new kernel on the same roots sees the same store; start() changes nothing.
+    await w.kernel.stop()
+    w.kernel = Kernel.build(w.kernel.config, autoload=False)
+    w.kernel.open_store()
+    w.svc = w.kernel.service("images")
+    await w.svc.start()
+    assert await snapshot(w) == snap
+    assert w.svc.resolve("cb:1").size == 1001
