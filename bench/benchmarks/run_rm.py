@@ -1,0 +1,220 @@
+"""Container start-up: ``docker run --rm busybox true`` through the docker CLI against dockyardd,
+against podman's Docker-compatible API service, ``podman run --rm --network none busybox true``,
+``dockyard run --rm busybox true``, and ``crun run`` of a busybox bundle (the floor). All in one
+hyperfine invocation. Then memory per idle container: N ``sleep`` containers on each engine,
+the RSS of their monitors (conmon) plus the daemon's growth, against podman's conmons.
+
+Goals (issue 5): docker CLI → dockyardd ≤ 0.5× docker CLI → podman; per idle container ≤ 3 MiB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from harness import Context, Goal, Result, add_ratios, check_command, fill
+
+NAME = "run_rm"
+MAX_RATIO = 0.5
+MAX_IDLE_MIB = 3.0
+IDLE_N = int(os.environ.get("BENCH_IDLE_N", "30"))
+
+
+def _bench_module(name: str):  # noqa: ANN202 - the sibling benchmark's daemon helpers
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def conmon_pids(needle: str) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            argv0 = cmd.split(b"\0", 1)[0]
+            if argv0.endswith(b"conmon") and needle.encode() in cmd:
+                out.append(int(pid))
+    return out
+
+
+def make_bundle(work: Path) -> Path:
+    """A crun bundle: busybox-static as /bin/true, the default spec running ``true``."""
+    bundle = work / "bundle"
+    if (bundle / "config.json").exists():
+        return bundle
+    rootfs = bundle / "rootfs"
+    (rootfs / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in ("true", "sh"):
+        link = rootfs / "bin" / applet
+        if not link.exists():
+            link.symlink_to("busybox")
+    subprocess.run(["crun", "spec"], cwd=bundle, check=True, capture_output=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["args"] = ["/bin/true"]
+    spec["process"]["terminal"] = False
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+def start_podman_service(sock: Path) -> subprocess.Popen[bytes]:
+    sock.unlink(missing_ok=True)
+    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(200):
+        if sock.exists():
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("podman system service did not come up")
+
+
+def idle_memory(ctx: Context, docker: str, host: str, daemon_pid: int, root: Path) -> tuple[float, float, float]:
+    """(conmon MiB per container, daemon growth MiB per container, total MiB per container)."""
+    before = rss_kib(daemon_pid)
+    names = [f"idle{i}" for i in range(IDLE_N)]
+    for n in names:
+        subprocess.run([docker, "-H", host, "run", "-d", "--name", n, "busybox", "sleep", "3600"],
+                       check=True, capture_output=True)
+    time.sleep(1.0)
+    after = rss_kib(daemon_pid)
+    mons = conmon_pids(str(root))
+    conmon = sum(rss_kib(p) for p in mons) / 1024 / max(len(mons), 1)
+    growth = max(after - before, 0) / 1024 / IDLE_N
+    subprocess.run([docker, "-H", host, "rm", "-f", *names], capture_output=True)
+    return conmon, growth, conmon + growth
+
+
+def podman_idle_memory() -> float:
+    ids = []
+    for _ in range(IDLE_N):
+        res = subprocess.run(["podman", "run", "-d", "--network", "none", "busybox", "sleep", "3600"],
+                             capture_output=True, text=True)
+        if res.returncode == 0:
+            ids.append(res.stdout.strip())
+    time.sleep(1.0)
+    total = 0
+    for cid in ids:
+        total += sum(rss_kib(p) for p in conmon_pids(cid))
+    subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True)
+    return total / 1024 / max(len(ids), 1)
+
+
+def run(ctx: Context) -> list[Result]:
+    image_load = _bench_module("image_load")
+    work = ctx.work_dir / "dockyard-bench-run-rm"
+    work.mkdir(parents=True, exist_ok=True)
+    docker = shutil.which("docker") or "docker"
+    dockyard = str(ctx.venv_bin / "dockyard")
+    podman_sock = Path("/run/dockyard-bench-podman.sock")
+    subjects = {
+        "docker run → dockyardd": Result(benchmark=NAME, name="docker run → dockyardd", command=""),
+        "dockyard run → dockyardd": Result(benchmark=NAME, name="dockyard run → dockyardd", command=""),
+    }
+    peers = {
+        "docker run → podman API": Result(benchmark=NAME, name="docker run → podman API", role="peer",
+                                          command=f"{docker} -H unix://{podman_sock} run --rm busybox true"),
+        "podman run --network none": Result(benchmark=NAME, name="podman run --network none", role="peer",
+                                            command="podman run --rm --network none busybox true"),
+        "crun run (floor)": Result(benchmark=NAME, name="crun run (floor)", role="peer", command=""),
+    }
+    results = [*subjects.values(), *peers.values()]
+    if shutil.which("hyperfine") is None:
+        for r in results:
+            r.error = "hyperfine is not installed"
+        return results
+    for r, argv in ((peers["docker run → podman API"], ["podman", "--version"]),
+                    (peers["podman run --network none"], ["podman", "image", "exists", "busybox"]),
+                    (peers["crun run (floor)"], ["crun", "--version"]),
+                    (subjects["docker run → dockyardd"], [docker, "--version"])):
+        r.error = check_command(argv)
+    proc = podman = None
+    memory: dict[str, float] = {}
+    try:
+        try:
+            proc, host = image_load.start_daemon(ctx, work / "daemon")
+            subprocess.run([dockyard, "-H", host, "image", "bootstrap", "busybox"], check=True, capture_output=True)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            for r in subjects.values():
+                r.error = f"dockyardd: {exc}"
+        if proc is not None:
+            subjects["docker run → dockyardd"].command = f"{docker} -H {host} run --rm busybox true"
+            subjects["dockyard run → dockyardd"].command = f"{dockyard} -H {host} run --rm busybox true"
+        if not peers["docker run → podman API"].error:
+            try:
+                podman = start_podman_service(podman_sock)
+            except RuntimeError as exc:
+                peers["docker run → podman API"].error = str(exc)
+        if not peers["crun run (floor)"].error:
+            bundle = make_bundle(work)
+            peers["crun run (floor)"].command = f"crun run --bundle {bundle} dockyard-bench-floor"
+        commands = {r.name: r.command for r in results if not r.error and r.command}
+        out = work / "hyperfine.json"
+        argv = ["hyperfine", "--style", "none", "--shell", "none", "--warmup", str(ctx.warmup),
+                "--runs", str(ctx.runs), "--export-json", str(out)]
+        for name, cmd in commands.items():
+            argv += ["--command-name", name, cmd]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+        if res.returncode != 0:
+            for r in results:
+                if r.name in commands:
+                    r.error = f"hyperfine failed ({res.returncode}): {res.stderr.strip()[-300:]}"
+        else:
+            for (name, _cmd), stats in zip(commands.items(), json.loads(out.read_text())["results"], strict=True):
+                fill(next(r for r in results if r.name == name), stats)
+        if proc is not None:
+            conmon, growth, total = idle_memory(ctx, docker, host, proc.pid, work / "daemon")
+            memory.update(conmon=conmon, growth=growth, total=total)
+            ctx.log(f"  dockyard idle container: conmon {conmon:.2f} MiB + daemon growth {growth:.2f} MiB")
+        if shutil.which("podman"):
+            memory["podman"] = podman_idle_memory()
+            ctx.log(f"  podman idle container: conmon {memory['podman']:.2f} MiB")
+    finally:
+        if podman is not None:
+            os.killpg(podman.pid, signal.SIGTERM)
+            try:
+                podman.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(podman.pid, signal.SIGKILL)
+                podman.wait()
+            podman_sock.unlink(missing_ok=True)
+        if proc is not None:
+            image_load.stop_daemon(proc)
+            shutil.rmtree(work / "daemon", ignore_errors=True)
+    add_ratios(results)
+    sub = subjects["docker run → dockyardd"]
+    ratio = sub.ratios.get("docker run → podman API")
+    sub.goals.append(Goal(f"docker CLI → dockyardd ≤ {MAX_RATIO}× docker CLI → podman API",
+                          None if ratio is None else ratio <= MAX_RATIO, "" if ratio is None else f"{ratio:.2f}×"))
+    if memory.get("total") is not None:
+        detail = (f"{memory['total']:.2f} MiB = conmon {memory['conmon']:.2f} + daemon growth "
+                  f"{memory['growth']:.2f}, {IDLE_N} `sleep` containers")
+        if "podman" in memory:
+            detail += f"; podman's conmon {memory['podman']:.2f} MiB"
+        sub.goals.append(Goal(f"memory per idle container ≤ {MAX_IDLE_MIB:.0f} MiB", memory["total"] <= MAX_IDLE_MIB,
+                              detail))
+    else:
+        sub.goals.append(Goal(f"memory per idle container ≤ {MAX_IDLE_MIB:.0f} MiB", None, "not measured"))
+    return results
