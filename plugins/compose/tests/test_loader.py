@@ -339,6 +339,7 @@ def test_config_prints_the_normalized_model(tmp_path: Path, compose_cli) -> None
     assert web["volumes"][1]["source"] == str((tmp_path / "site").resolve())
     assert web["command"] == ["httpd", "-f"]
     assert web["networks"] == {"default": None}
+    assert web["depends_on"] == {"db": {"condition": "service_started", "required": True}}
     assert data["networks"] == {"default": {"name": "demo_default"}}
     assert data["volumes"] == {"data": {"name": "demo_data"}}
     res = compose_cli("config", "--services", cwd=tmp_path)
@@ -356,3 +357,16 @@ def test_every_command_answers_help(compose_cli) -> None:
         res = CliRunner().invoke(compose, [name, "--help"])
         assert res.exit_code == 0, (name, res.output)
         assert "Usage:" in res.output
+
+
+def test_paths_in_override_files_are_relative_to_the_project_directory(tmp_path: Path) -> None:
+    """The spec's merge rules: paths in every -f file are relative to the base file's directory."""
+    write(tmp_path, "app/compose.yaml", "services:\n  web:\n    image: busybox\n    volumes: ['./a:/a']\n")
+    write(tmp_path, "overrides/dev.yaml", "services:\n  web:\n    volumes: ['./b:/b']\n    build: ./ctx\n")
+    loaded = loadp(tmp_path, "app/compose.yaml", "overrides/dev.yaml")
+    web = loaded.model.services["web"]
+    assert [v.source for v in web.volumes] == [str((tmp_path / "app/a").resolve()),
+                                               str((tmp_path / "app/b").resolve())]
+    assert web.build.context == str((tmp_path / "app/ctx").resolve())
+    loaded = loadp(tmp_path, "app/compose.yaml", project_directory=str(tmp_path / "overrides"))
+    assert loaded.model.services["web"].volumes[0].source == str((tmp_path / "overrides/a").resolve())

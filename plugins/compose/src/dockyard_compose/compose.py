@@ -83,6 +83,7 @@ class Compose:
         self.out = printer or Printer()
         self._images: dict[str, str] = {}
         self._health_warned = False
+        self._verified: set[str] = set()  # containers whose condition was met during this command
 
     # -- helpers --------------------------------------------------------------------------------------
     @property
@@ -435,6 +436,9 @@ class Compose:
                 self.wait_healthy(c, timeout)
             elif condition == "service_completed_successfully":
                 self.wait_exit_zero(c, timeout)
+            else:
+                continue
+            self._verified.add(c["Id"])
 
     def wait_healthy(self, c: dict[str, Any], timeout: float, require_check: bool = True) -> None:
         cname = name_of(c)
@@ -630,6 +634,8 @@ class Compose:
     def wait_all(self, services: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for c in self.containers(services):
+            if c["Id"] in self._verified:
+                continue
             left = max(1.0, deadline - time.monotonic())
             name = label(c, E.L_SERVICE)
             completes = any(d.get(name) and d[name].condition == "service_completed_successfully"

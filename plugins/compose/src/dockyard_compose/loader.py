@@ -286,15 +286,19 @@ class _FileDoc:
 
 
 class Loader:
-    def __init__(self, env: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], environ: Mapping[str, str], base: Path | None = None) -> None:
         self.env = env
         self.environ = environ
-        self._cache: dict[Path, _FileDoc] = {}
+        self.base = base  # relative paths of top-level files resolve here (the project directory)
+        self._cache: dict[tuple[Path, Path], _FileDoc] = {}
 
-    def load_file(self, path: Path, stack: tuple[Path, ...] = ()) -> _FileDoc:
+    def load_file(self, path: Path, stack: tuple[Path, ...] = (), top: bool = False) -> _FileDoc:
+        """Load one file. Relative paths in a top-level file (``-f``) are relative to the project
+        directory, as the spec's merge rules say; in an extended file, to that file's directory."""
         path = path.resolve()
-        if path in self._cache:
-            return self._cache[path]
+        base = (self.base if top and self.base is not None else path.parent).resolve()
+        if (path, base) in self._cache:
+            return self._cache[(path, base)]
         if path in stack:
             chain = " -> ".join(str(p) for p in (*stack, path))
             raise ComposeError(f"include cycle: {chain}", str(stack[-1]), "include")
@@ -306,11 +310,11 @@ class Loader:
         raw = interpolate_tree(raw, self.env, str(path))
         includes = raw.pop("include", None)
         doc = _dump(validate(raw, str(path)))
-        _resolve_paths(doc, path.parent)
+        _resolve_paths(doc, base)
         fd = _FileDoc(path, doc, tags)
         if includes is not None:
             self._include(fd, includes, (*stack, path))
-        self._cache[path] = fd
+        self._cache[(path, base)] = fd
         for name in list(doc.get("services") or {}):
             self._extends(fd, name, ())
         return fd
@@ -340,10 +344,10 @@ class Loader:
             for ep in env_paths:
                 dotenv.update(parse_env_file(ep, {**dotenv, **self.environ}))
             env = {**dotenv, **self.environ}
-            sub = Loader(env, self.environ)
+            sub = Loader(env, self.environ, proj_dir)
             merged: dict[str, Any] = {}
             for f in files:
-                subdoc = sub.load_file(f, stack)
+                subdoc = sub.load_file(f, stack, top=True)
                 merged = merge_projects(merged, subdoc.data, subdoc.tags)
             for section in ("services", "networks", "volumes", "configs", "secrets"):
                 for name, item in (merged.get(section) or {}).items():
@@ -442,11 +446,11 @@ def load(opts: LoadOptions) -> Loaded:
         dotenv.update(parse_env_file(ep, {**dotenv, **environ}))
     env = {**dotenv, **environ}
 
-    loader = Loader(env, environ)
+    loader = Loader(env, environ, work)
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for f in files:
-        doc = loader.load_file(f)
+        doc = loader.load_file(f, top=True)
         for svc in doc.data.get("services") or {}:
             origin.setdefault(svc, str(f))
         merged = merge_projects(merged, doc.data, doc.tags)

@@ -260,6 +260,10 @@ def to_yaml_dict(project: m.Project) -> dict[str, Any]:
         if not out["environment"]:
             out.pop("environment")
         out.pop("env_file", None)
+        if svc.depends_on:
+            out["depends_on"] = {k: {"condition": v.condition, "required": v.required,
+                                     **({"restart": True} if v.restart else {})}
+                                 for k, v in svc.depends_on.items()}
     result: dict[str, Any] = {"name": project.name, "services": dict(sorted(services.items()))}
     for section in ("networks", "volumes", "configs", "secrets"):
         objs = getattr(project, section)
