@@ -209,6 +209,14 @@ def dockyardd(dockyardd_factory: Callable[..., Daemon]) -> Daemon:
     return dockyardd_factory("d", config={"storage-driver": "vfs"} if _vfs_only() else None)
 
 
+@pytest.fixture(scope="module")
+def module_dockyardd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for a whole module (its tests use distinct names and compare before/after)."""
+    d = start_daemon(tmp_path_factory.mktemp("dockyardd"), config={"storage-driver": "vfs"} if _vfs_only() else None)
+    yield d
+    d.stop()
+
+
 def _vfs_only() -> bool:
     return os.environ.get("DOCKYARD_TEST_STORAGE") == "vfs"
 

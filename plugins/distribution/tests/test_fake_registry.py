@@ -14,6 +14,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
+def dockyardd(module_dockyardd):  # noqa: ANN001, ANN201 - one daemon for the module
+    return module_dockyardd
+
+
+@pytest.fixture
 def fake() -> Iterator[FakeRegistry]:
     reg = start()
     yield reg
@@ -37,22 +42,22 @@ def images(daemon) -> list[str]:  # noqa: ANN001
 
 
 def test_a_layer_with_the_wrong_digest_is_rejected_and_the_store_is_unchanged(fake: FakeRegistry, dockyardd) -> None:
-    fake.repos["img"] = {"1": make_image((200_000, 50_000))}
+    fake.repos["img"] = {"1": make_image((200_000, 50_000), seed=b"t1")}
     fake.corrupt = True
-    before = snapshot(dockyardd)
+    before, images_before = snapshot(dockyardd), images(dockyardd)
     out = dockyardd.docker("pull", f"{fake.host}/img:1", check=False)
     assert out.returncode != 0
     assert "failed verification" in out.stderr and "expected sha256:" in out.stderr, out.stderr
     assert snapshot(dockyardd) == before
-    assert images(dockyardd) == []
+    assert images(dockyardd) == images_before
     fake.corrupt = False  # the same daemon then pulls the good image
     out = dockyardd.docker("pull", f"{fake.host}/img:1")
     assert "Status: Downloaded newer image for" in out.stdout
-    assert len(images(dockyardd)) == 1
+    assert len(images(dockyardd)) == len(images_before) + 1
 
 
 def test_a_pull_interrupted_mid_layer_resumes_with_range(fake: FakeRegistry, dockyardd) -> None:
-    img = make_image((400_000,))
+    img = make_image((400_000,), seed=b"t2")
     fake.repos["img"] = {"1": img}
     fake.drop_after, fake.drop_times = 150_000, 1
     out = dockyardd.docker("pull", f"{fake.host}/img:1")
@@ -65,7 +70,7 @@ def test_a_pull_interrupted_mid_layer_resumes_with_range(fake: FakeRegistry, doc
 
 
 def test_a_registry_without_range_support_restarts_the_layer(fake: FakeRegistry, dockyardd) -> None:
-    fake.repos["img"] = {"1": make_image((300_000,))}
+    fake.repos["img"] = {"1": make_image((300_000,), seed=b"t3")}
     fake.drop_after, fake.drop_times, fake.no_range = 100_000, 1, True
     out = dockyardd.docker("pull", f"{fake.host}/img:1")
     assert "Downloaded newer image" in out.stdout
@@ -73,19 +78,19 @@ def test_a_registry_without_range_support_restarts_the_layer(fake: FakeRegistry,
 
 
 def test_a_pull_that_keeps_failing_leaves_no_partial_blobs(fake: FakeRegistry, dockyardd) -> None:
-    fake.repos["img"] = {"1": make_image((300_000,))}
+    fake.repos["img"] = {"1": make_image((300_000,), seed=b"t4")}
     # no Range support: every attempt starts over and is cut at the same place
     fake.drop_after, fake.drop_times, fake.no_range = 100_000, 1000, True
-    before = snapshot(dockyardd)
+    before, images_before = snapshot(dockyardd), images(dockyardd)
     out = dockyardd.docker("pull", f"{fake.host}/img:1", check=False)
     assert out.returncode != 0
     assert "failed after" in out.stderr and "attempts" in out.stderr, out.stderr
     assert snapshot(dockyardd) == before
-    assert images(dockyardd) == []
+    assert images(dockyardd) == images_before
 
 
 def test_pull_by_digest_multi_layer_and_up_to_date(fake: FakeRegistry, dockyardd) -> None:
-    img = make_image((100_000, 80_000, 60_000, 40_000, 20_000))
+    img = make_image((100_000, 80_000, 60_000, 40_000, 20_000), seed=b"t5")
     fake.repos["multi"] = {"1": img}
     out = dockyardd.docker("pull", f"{fake.host}/multi@{img.digest}").stdout
     assert out.count("Pull complete") == 5
@@ -107,7 +112,7 @@ def test_missing_manifest_is_404_before_streaming(fake: FakeRegistry, dockyardd)
 
 
 def test_bearer_token_auth_with_login(fake: FakeRegistry, dockyardd) -> None:
-    fake.repos["private/img"] = {"1": make_image((50_000,))}
+    fake.repos["private/img"] = {"1": make_image((50_000,), seed=b"t6")}
     fake.token, fake.user, fake.password = "tok-123", "bob", "pw"
     out = dockyardd.docker("pull", f"{fake.host}/private/img:1", check=False)
     assert out.returncode != 0 and "unauthorized" in out.stderr.lower(), out.stderr

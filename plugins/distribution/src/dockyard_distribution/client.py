@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode, urljoin, urlparse
 
 import aiohttp
@@ -429,76 +429,109 @@ class RegistryClient:
                                  f"expected {digest}, got {actual}")
         return body
 
-    async def download_blob(self, repo: str, digest: str, size: int | None, dest: Path,
+    async def download_blob(self, repo: str, digest: str, size: int | None, dest: Path | BlobSink,
                             progress: Progress | None = None) -> None:
-        """Download blob ``digest`` into ``dest`` (created), resuming with ``Range`` after a
-        dropped connection, and verify size and digest. On failure ``dest`` is removed and the
-        error says why (DigestMismatch, NotFound, TransferInterrupted)."""
+        """Download blob ``digest`` into ``dest`` (a file created here, or a :class:`BlobSink`),
+        resuming with ``Range`` after a dropped connection, and verify size and digest.
+
+        Writes happen in a worker thread, one chunk in flight while the next is read. On
+        failure a file ``dest`` is removed (a sink is the caller's to close) and the error says
+        why (DigestMismatch, NotFound, TransferInterrupted).
+        """
         validate_digest(digest)
+        sink: BlobSink = FileSink(dest) if isinstance(dest, Path) else dest
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[None] | None = None
+        # A sink that fails (corrupt compressed data) stops receiving bytes, but the download
+        # goes on to the digest check: a wrong digest is the error to report, not its symptom.
+        sink_error: Exception | None = None
+
+        async def flush() -> None:
+            nonlocal pending, sink_error
+            if pending is not None:
+                p, pending = pending, None
+                try:
+                    await p
+                except Exception as exc:  # noqa: BLE001 - re-raised after the digest check
+                    sink_error = sink_error or exc
+
+        async def restart() -> None:
+            nonlocal offset, h, sink_error
+            await flush()
+            offset, h, sink_error = 0, hashlib.sha256(), None
+            await loop.run_in_executor(None, sink.reset)
+
         h = hashlib.sha256()
         offset = 0
         failures = 0
         try:
-            with open(dest, "wb") as out:
-                while True:
-                    headers = {"Range": f"bytes={offset}-"} if offset else {}
+            while True:
+                headers = {"Range": f"bytes={offset}-"} if offset else {}
+                try:
+                    resp = await self.request("GET", f"/v2/{repo}/blobs/{digest}", scope_for(repo, "pull"),
+                                              headers=headers)
                     try:
-                        resp = await self.request("GET", f"/v2/{repo}/blobs/{digest}", scope_for(repo, "pull"),
-                                                  headers=headers)
-                        try:
-                            if resp.status == 404:
-                                raise NotFound(f"blob {digest} not found in {self.host}/{repo}")
-                            if resp.status == 416 and size is not None and offset == size:
-                                pass
-                            elif resp.status == 206 and offset:
-                                start = _content_range_start(resp.headers.get("Content-Range", ""))
-                                if start != offset:
-                                    offset, h = 0, hashlib.sha256()
-                                    out.seek(0)
-                                    out.truncate()
-                                    raise _Retry(f"server resumed at {start}, not {offset}")
-                            elif resp.status == 200:
-                                if offset:  # no Range support: start over
-                                    offset, h = 0, hashlib.sha256()
-                                    out.seek(0)
-                                    out.truncate()
-                            else:
-                                text = _error_text(await resp.read())[1]
-                                if resp.status >= 500 or resp.status == 429:
-                                    raise _Retry(f"HTTP {resp.status}: {text}")
-                                raise RegistryError(f"blob {digest}: HTTP {resp.status}: {text}", resp.status)
-                            if resp.status != 416:
-                                async for chunk in resp.content.iter_chunked(_READ_CHUNK):
-                                    out.write(chunk)
-                                    h.update(chunk)
-                                    offset += len(chunk)
-                                    if size is not None and offset > size:
-                                        raise DigestMismatch(digest, "sha256:?", (
-                                            f"blob {digest} from {self.host}/{repo} is larger than its "
-                                            f"descriptor's {size} bytes"))
-                                    if progress:
-                                        progress(offset)
-                        finally:
-                            resp.release()
-                        if size is not None and offset < size:
-                            raise _Retry(f"connection closed after {offset} of {size} bytes")
-                        break
-                    except (TimeoutError, _Retry, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                        failures += 1
-                        if failures > self.options.retries:
-                            raise TransferInterrupted(
-                                f"download of {digest} from {self.host}/{repo} failed after "
-                                f"{failures} attempts: {exc or type(exc).__name__}") from exc
-                        log.info("blob %s: %s; resuming at byte %d", digest[:19], exc or type(exc).__name__, offset)
-                        await asyncio.sleep(self.options.retry_delay * failures)
+                        if resp.status == 404:
+                            raise NotFound(f"blob {digest} not found in {self.host}/{repo}")
+                        if resp.status == 416 and size is not None and offset == size:
+                            pass
+                        elif resp.status == 206 and offset:
+                            start = _content_range_start(resp.headers.get("Content-Range", ""))
+                            if start != offset:
+                                asked = offset
+                                await restart()
+                                raise _Retry(f"server resumed at byte {start}, not {asked}")
+                        elif resp.status == 200:
+                            if offset:  # no Range support: start over
+                                await restart()
+                        else:
+                            text = _error_text(await resp.read())[1]
+                            if resp.status >= 500 or resp.status == 429:
+                                raise _Retry(f"HTTP {resp.status}: {text}")
+                            raise RegistryError(f"blob {digest}: HTTP {resp.status}: {text}", resp.status)
+                        if resp.status != 416:
+                            async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+                                h.update(chunk)
+                                offset += len(chunk)
+                                if size is not None and offset > size:
+                                    raise DigestMismatch(digest, "sha256:?", (
+                                        f"blob {digest} from {self.host}/{repo} is larger than its "
+                                        f"descriptor's {size} bytes"))
+                                await flush()
+                                if sink_error is None:
+                                    pending = loop.run_in_executor(None, sink.write, chunk)
+                                if progress:
+                                    progress(offset)
+                    finally:
+                        resp.release()
+                    await flush()
+                    if size is not None and offset < size:
+                        raise _Retry(f"connection closed after {offset} of {size} bytes")
+                    break
+                except (TimeoutError, _Retry, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    failures += 1
+                    if failures > self.options.retries:
+                        raise TransferInterrupted(
+                            f"download of {digest} from {self.host}/{repo} failed after "
+                            f"{failures} attempts: {exc or type(exc).__name__}") from exc
+                    log.info("blob %s: %s; resuming at byte %d", digest[:19], exc or type(exc).__name__, offset)
+                    await asyncio.sleep(self.options.retry_delay * failures)
             actual = "sha256:" + h.hexdigest()
             if actual != digest:
                 raise DigestMismatch(digest, actual, f"blob from {self.host}/{repo} failed verification: "
-                                     f"expected {digest}, got {actual}")
+                                     f"expected {digest}, got {actual}") from sink_error
+            if sink_error is not None:
+                raise sink_error
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(dest)
+            if pending is not None:  # let the worker finish before the sink is closed
+                await asyncio.wait([pending])
+            if isinstance(dest, Path):
+                sink.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(dest)
             raise
+        if isinstance(dest, Path):
+            sink.close()
 
     # ------------------------------------------------------------------ blobs: upload
     async def blob_exists(self, repo: str, digest: str) -> bool:
@@ -594,6 +627,32 @@ class RegistryClient:
 
 class _Retry(Exception):
     pass
+
+
+class BlobSink(Protocol):
+    """Where downloaded bytes go (called from a worker thread, in order)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def reset(self) -> None:
+        """Forget everything written: the download starts over."""
+
+    def close(self) -> None: ...
+
+
+class FileSink:
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "wb")  # noqa: SIM115 - closed by close()
+
+    def write(self, data: bytes) -> None:
+        self._f.write(data)
+
+    def reset(self) -> None:
+        self._f.seek(0)
+        self._f.truncate()
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def _content_range_start(value: str) -> int:

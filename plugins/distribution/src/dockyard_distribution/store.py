@@ -265,43 +265,95 @@ def gzip_blocks(src: BinaryIO, out: BinaryIO, progress: Callable[[int], None] | 
     return "sha256:" + h_in.hexdigest(), "sha256:" + h_out.hexdigest(), size
 
 
-def decompress_layer(src: Path, dest: Path, compression: str) -> tuple[str, int]:
-    """Write the uncompressed form of ``src`` to ``dest``; returns ``(diff_id, size)`` (blocking)."""
-    h = hashlib.sha256()
-    size = 0
-    with open(src, "rb") as f, open(dest, "xb") as out:
-        head = f.read(4)
-        f.seek(0)
-        if compression == "zstd" or head == b"\x28\xb5\x2f\xfd":
-            raise InvalidArgument("zstd-compressed layers are not supported yet")
-        if compression == "gzip" or head[:2] == b"\x1f\x8b":
-            dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            in_member = False
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class Unpacker:
+    """A download sink writing the *uncompressed* layer tar to ``dest`` while the bytes arrive,
+    hashing it (the diff ID). Compression is sniffed from the first bytes (gzip, possibly
+    multi-member, or none), as dockerd does; zstd is refused. Blocking: runs in worker threads."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self._f: BinaryIO | None = None
+        self._open()
+
+    def _open(self) -> None:
+        self._f = open(self.dest, "wb")  # noqa: SIM115 - closed by close()/finish()
+        self._h = hashlib.sha256()
+        self.size = 0
+        self._dec: Any = None
+        self._mode = ""  # "" until the first bytes: "gzip" | "none"
+        self._head = b""
+        self._in_member = False
+
+    def write(self, chunk: bytes) -> None:
+        if not self._mode:
+            self._head += chunk
+            if len(self._head) < 4:
+                return
+            chunk, self._head = self._head, b""
+            if chunk.startswith(ZSTD_MAGIC):
+                raise InvalidArgument("zstd-compressed layers are not supported yet")
+            self._mode = "gzip" if chunk.startswith(GZIP_MAGIC) else "none"
+            self._dec = zlib.decompressobj(16 + zlib.MAX_WBITS) if self._mode == "gzip" else None
+        if self._dec is None:
+            self._out(chunk)
+            return
+        buf = chunk
+        while buf:  # several gzip members may start and end in one chunk
+            try:
+                data = self._dec.decompress(buf)
+            except zlib.error as exc:
+                raise InvalidArgument(f"corrupt gzip layer: {exc}") from exc
+            self._in_member = True
+            self._out(data)
+            if self._dec.eof:
+                buf = self._dec.unused_data
+                self._dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._in_member = False
+            else:
+                buf = b""
+
+    def _out(self, data: bytes) -> None:
+        if data:
+            self._h.update(data)
+            assert self._f is not None
+            self._f.write(data)
+            self.size += len(data)
+
+    def reset(self) -> None:
+        self.close()
+        self._open()
+
+    def finish(self) -> tuple[str, int]:
+        """``(diff_id, size)`` of the complete layer; InvalidArgument when truncated."""
+        if not self._mode and self._head:  # a layer shorter than 4 bytes: not gzip
+            head, self._head, self._mode = self._head, b"", "none"
+            self._out(head)
+        if self._in_member:
+            raise InvalidArgument("truncated gzip layer")
+        self.close()
+        return "sha256:" + self._h.hexdigest(), self.size
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def decompress_layer(src: Path, dest: Path, compression: str = "") -> tuple[str, int]:
+    """Write the uncompressed form of blob file ``src`` to ``dest``; returns ``(diff_id, size)``."""
+    del compression  # sniffed from the content
+    unpacker = Unpacker(dest)
+    try:
+        with open(src, "rb") as f:
             while chunk := f.read(_CHUNK):
-                buf = chunk
-                while buf:  # several gzip members may start and end in one chunk
-                    try:
-                        data = dec.decompress(buf)
-                    except zlib.error as exc:
-                        raise InvalidArgument(f"corrupt gzip layer: {exc}") from exc
-                    in_member = True
-                    h.update(data)
-                    out.write(data)
-                    size += len(data)
-                    if dec.eof:
-                        buf = dec.unused_data
-                        dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                        in_member = False
-                    else:
-                        buf = b""
-            if in_member:
-                raise InvalidArgument("truncated gzip layer")
-        else:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-    return "sha256:" + h.hexdigest(), size
+                unpacker.write(chunk)
+        return unpacker.finish()
+    finally:
+        unpacker.close()
 
 
 async def to_thread(fn: Callable[..., Any], *args: Any) -> Any:

@@ -32,7 +32,7 @@ from dockyard_distribution.mediatypes import (
     check_manifest_type,
     select_manifest,
 )
-from dockyard_distribution.store import ImageStore, decompress_layer
+from dockyard_distribution.store import ImageStore, Unpacker
 
 log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
@@ -163,20 +163,21 @@ async def run_pull(client: RegistryClient, plan: PullPlan, store: ImageStore, em
             fetched[digest] = fut
             try:
                 size = lay.get("size") if isinstance(lay.get("size"), int) else None
-                blob = staging / f"{i}.blob"
-                async with client.download_slots:
-                    await client.download_blob(ref.path, digest, size, blob,
-                                               _Throttle(emit, "Downloading", ids[i], size or 0))
-                emit(pm.status("Verifying Checksum", ids[i]))
-                emit(pm.status("Download complete", ids[i]))
                 tar = staging / f"{i}.tar"
-                comp = LAYER_COMPRESSION.get(lay.get("mediaType") or "", "gzip")
-                got, usize = await asyncio.to_thread(decompress_layer, blob, tar, comp)
-                blob.unlink()
+                unpacker = Unpacker(tar)  # unpacks while downloading; verified below
+                try:
+                    async with client.download_slots:
+                        await client.download_blob(ref.path, digest, size, unpacker,
+                                                   _Throttle(emit, "Downloading", ids[i], size or 0))
+                    emit(pm.status("Verifying Checksum", ids[i]))
+                    got, usize = await asyncio.to_thread(unpacker.finish)
+                finally:
+                    unpacker.close()
+                emit(pm.status("Download complete", ids[i]))
                 if got != diff_id:
                     raise DigestMismatch(diff_id, got, f"layer {digest} of {ref.familiar()} unpacks to {got}, "
                                          f"but the image config expects {diff_id}")
-                store.metadata.record(diff_id, digest, int(size or blob_size(lay)), lay.get("mediaType") or "",
+                store.metadata.record(diff_id, digest, int(size or 0), lay.get("mediaType") or "",
                                       f"{client.host}/{ref.path}")
                 results[i] = (diff_id, usize, tar)
                 fut.set_result(results[i])
