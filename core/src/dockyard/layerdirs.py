@@ -88,8 +88,9 @@ class DirectoryLayerDriver(LayerDriver, Generic[MetaT]):
 
     Subclasses set :attr:`meta_class` and :attr:`whiteouts` and implement :meth:`_populate`,
     :meth:`_files` and :meth:`_write_diff`; drivers that really mount also override
-    :meth:`_mount_point`, :meth:`_mount_layer` and :meth:`_unmount_layer`. The ``_``-methods that
-    are not ``async`` block and run in a thread.
+    :meth:`_mount_point`, :meth:`_mount_layer` and :meth:`_unmount_layer`. :meth:`_new_meta`,
+    :meth:`_populate`, :meth:`_write_diff`, :meth:`_remove_extras` and :meth:`_sweep` run in a
+    worker thread and may block.
     """
 
     #: The record type stored in ``meta.json``.
