@@ -383,3 +383,22 @@ def test_run_pipes_stdin_and_half_closes(engine, project) -> None:
     assert (res.returncode, res.stdout) == (5, b"PIPED IN\n"), res.stderr
     assert b"err-line" in res.stderr
     assert engine.project_objects(name)["containers"] == []  # --rm removed it (the network stays)
+
+
+def test_up_exit_code_from(engine, project, compose_cli) -> None:
+    name, d = project
+    (d / "compose.yaml").write_text(f"""
+services:
+  runner:
+    image: busybox
+    command: ["sh", "-c", "sleep 0.5; echo ran-to-the-end; exit 3"]
+  bg:
+    image: busybox
+    command: ["sh", "-c", "{LOOP.format(pre='')}"]
+    stop_grace_period: 1s
+""")
+    res = compose_cli("-p", name, "up", "--exit-code-from", "runner", cwd=d)
+    assert res.exit_code == 3, res.output
+    assert "runner-1  | ran-to-the-end" in res.output
+    assert "Aborting on container exit" in res.output
+    assert not engine.api("GET", f"/containers/{name}-bg-1/json")["State"]["Running"]

@@ -156,21 +156,24 @@ def _scale(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--wait-timeout", type=float, default=120.0, show_default=True)
 @click.option("-t", "--timeout", type=int, help="stop timeout in seconds")
 @click.option("--abort-on-container-exit", is_flag=True, help="stop all containers when one exits")
+@click.option("--exit-code-from", metavar="SERVICE", help="exit with this service's code (implies --abort-on-container-exit)")
 @click.pass_context
 def up(ctx: click.Context, services: tuple[str, ...], detach: bool, build: bool, no_build: bool,
        pull: str | None, force_recreate: bool, no_recreate: bool, no_deps: bool, no_start: bool,
        remove_orphans: bool, scale: tuple[str, ...], wait: bool, wait_timeout: float, timeout: int | None,
-       abort_on_container_exit: bool) -> None:
+       abort_on_container_exit: bool, exit_code_from: str | None) -> None:
     """Create and start containers (converge: recreate only what changed)."""
     from dockyard_compose.compose import UpOptions
 
+    if (wait or detach) and (abort_on_container_exit or exit_code_from):
+        raise click.UsageError("--abort-on-container-exit/--exit-code-from need attached mode (no -d/--wait)")
     if force_recreate and no_recreate:
         raise click.UsageError("--force-recreate and --no-recreate are incompatible")
     c = _run(lambda: _compose(ctx, list(services)))
     opts = UpOptions(services=list(services), detach=detach or wait, build=build, no_build=no_build, pull=pull,
                      force_recreate=force_recreate, no_recreate=no_recreate, no_deps=no_deps, no_start=no_start,
                      remove_orphans=remove_orphans, scale=_scale(scale), wait=wait, wait_timeout=wait_timeout,
-                     timeout=timeout, abort_on_exit=abort_on_container_exit)
+                     timeout=timeout, abort_on_exit=abort_on_container_exit, exit_code_from=exit_code_from)
     code = _run(lambda: c.up(opts))
     ctx.exit(code)
 

@@ -48,6 +48,7 @@ class UpOptions:
     wait_timeout: float = 120.0
     timeout: int | None = None
     abort_on_exit: bool = False
+    exit_code_from: str | None = None
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -553,8 +554,11 @@ class Compose:
             self.wait_all([s for s in names], opts.wait_timeout)
         if opts.detach or opts.no_start:
             return 0
+        if opts.exit_code_from and opts.exit_code_from not in names:
+            raise ComposeError(f"--exit-code-from: service {opts.exit_code_from!r} is not part of this up")
         return self.attach_logs([s for s in names if self.model.services[s].attach],
-                                abort_on_exit=opts.abort_on_exit, timeout=opts.timeout)
+                                abort_on_exit=opts.abort_on_exit or bool(opts.exit_code_from),
+                                timeout=opts.timeout, exit_code_from=opts.exit_code_from)
 
     def _orphans(self, remove: bool, timeout: int | None) -> None:
         orphans = [c for c in self.containers() if label(c, E.L_SERVICE) not in self.model.services
@@ -651,7 +655,8 @@ class Compose:
                     self.out.event("Container", name_of(c), "Running")
 
     # -- attached logs ------------------------------------------------------------------------------------
-    def attach_logs(self, services: list[str], abort_on_exit: bool = False, timeout: int | None = None) -> int:
+    def attach_logs(self, services: list[str], abort_on_exit: bool = False, timeout: int | None = None,
+                    exit_code_from: str | None = None) -> int:
         containers = self.containers(services)
         short_names = [self._short_name(c) for c in containers]
         printer = LogPrinter(short_names)
@@ -693,6 +698,10 @@ class Compose:
         if abort_on_exit:
             self.out.info("Aborting on container exit...")
             self._stop_all(containers, timeout)
+        if exit_code_from:
+            for c in containers:
+                if label(c, E.L_SERVICE) == exit_code_from:
+                    return int((self.engine.inspect(c["Id"]).get("State") or {}).get("ExitCode") or 0)
         return max(exits.values(), default=0) if abort_on_exit else 0
 
     def _stop_all(self, containers: list[dict[str, Any]], timeout: int | None) -> None:
