@@ -161,6 +161,10 @@ class Compose:
             have = self.engine.network(name)
             if have is not None:
                 labels = have.get("Labels") or {}
+                if net.driver and have.get("Driver") and have["Driver"] != net.driver:
+                    raise ComposeRuntimeError(
+                        f"network {name} exists with driver {have['Driver']!r} but networks.{key} declares "
+                        f"{net.driver!r}; remove it first (dockyard compose down) to recreate it")
                 if labels.get(E.L_PROJECT) not in (None, self.name) or labels.get(E.L_NETWORK) not in (None, key):
                     self.out.warn(f"network {name} exists but was not created for this project; using it")
                 continue
@@ -836,7 +840,7 @@ class Compose:
             overrides["User"] = user
         if workdir:
             overrides["WorkingDir"] = workdir
-        host: dict[str, Any] = {"AutoRemove": False}
+        host: dict[str, Any] = {"AutoRemove": bool(rm and detach)}  # attached: removed by us after wait
         if not service_ports:
             host["PortBindings"] = {}
         if publish:
