@@ -80,6 +80,27 @@ class Daemon:
             raise AssertionError(f"dockyard {' '.join(args)} exited {res.returncode}:\n{res.stderr}")
         return res
 
+    def remove_all_containers(self) -> None:
+        """Force-remove every container (a stopped daemon would leave them running)."""
+        import docker
+
+        client = docker.APIClient(base_url=self.host, timeout=60)
+        try:
+            for c in client.containers(all=True):
+                client.remove_container(c["Id"], force=True, v=True)
+        finally:
+            client.close()
+
+    def teardown(self) -> None:
+        """What a test leaves behind: no containers, no daemon, no kernel objects it owned."""
+        if self.proc.poll() is None:
+            try:
+                self.remove_all_containers()
+            except Exception:  # noqa: BLE001 - the daemon may be wedged; stopping still cleans
+                pass
+        self.stop()
+        purge_owned(owner_of(self.root))
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -90,6 +111,52 @@ class Daemon:
                 self.proc.wait()
                 raise AssertionError(f"dockyardd did not stop within {timeout}s:\n{self.log[-3000:]}") from None
         return self.proc.returncode
+
+
+def owner_of(root: Path) -> str:
+    """The owner token a daemon with data root ``root/data`` puts in its kernel objects' names."""
+    from dockyard.config import Config
+
+    return Config(values={"data-root": str(root / "data")}).owner
+
+
+def purge_owned(owner: str) -> list[str]:
+    """Remove every kernel object named with ``owner`` (links, nft tables, netns, cgroups).
+
+    A stopped daemon keeps its bridges and rules on purpose (live-restore, as dockerd keeps
+    docker0); a test must not, so teardown removes what that daemon owned and nothing else.
+    Returns what it removed.
+    """
+    from pyroute2 import IPRoute, netns
+
+    removed: list[str] = []
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            if name.startswith(owner):
+                try:
+                    ipr.link("del", index=link["index"])
+                    removed.append(f"link {name}")
+                except Exception:  # noqa: BLE001 - a veth goes away with its peer
+                    pass
+    res = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
+    for line in res.stdout.splitlines():
+        family, _, table = line.removeprefix("table ").partition(" ")
+        if owner in table:
+            subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
+            removed.append(f"nft {family} {table}")
+    for name in netns.listnetns():
+        if owner in name:
+            netns.remove(name)
+            removed.append(f"netns {name}")
+    for cg in sorted(Path("/sys/fs/cgroup").glob(f"*/*{owner}*"), key=lambda p: -len(p.parts)):
+        if cg.is_dir():
+            try:
+                cg.rmdir()
+                removed.append(f"cgroup {cg}")
+            except OSError:
+                pass
+    return removed
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:
@@ -145,7 +212,7 @@ def dockyardd_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 
     yield factory
     for d in started:
-        d.stop()
+        d.teardown()
 
 
 @pytest.fixture

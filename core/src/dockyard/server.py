@@ -71,11 +71,24 @@ def collect_middlewares(kernel: Kernel) -> list[ApiMiddleware]:
     return sorted(mws, key=lambda m: (m.order, m.name))
 
 
-def build_app(kernel: Kernel) -> web.Application:
-    routes = collect_routes(kernel)
-    if not routes:
+def check_fronts(kernel: Kernel, routes: list[tuple[str, ApiRoute]]) -> None:
+    """Every route's dialect needs an installed front; none at all means nothing to serve."""
+    served = {f.dialect for result in kernel.hook.dockyard_api_fronts(kernel=kernel) for f in result or ()}
+    if not served:
         raise Unavailable("no API front is installed, so dockyardd would serve nothing; "
                           "install one with: pip install dockyard-api-docker")
+    orphans: dict[str, set[str]] = {}
+    for plugin, route in routes:
+        if route.dialect not in served:
+            orphans.setdefault(route.dialect, set()).add(plugin)
+    for dialect, plugins in sorted(orphans.items()):
+        raise Unavailable(f"plugins {', '.join(sorted(plugins))} serve {dialect!r} API routes but no "
+                          f"front for that dialect is installed: pip install dockyard-api-{dialect}")
+
+
+def build_app(kernel: Kernel) -> web.Application:
+    routes = collect_routes(kernel)
+    check_fronts(kernel, routes)
     app = web.Application(middlewares=[m.middleware for m in collect_middlewares(kernel)],
                           client_max_size=0, handler_args={"max_field_size": 65536})
     app[KERNEL_KEY] = kernel

@@ -17,7 +17,7 @@ from dockyard.specs._base import (
     hookspec,
     provider_distribution,
 )
-from dockyard.specs.api import ApiMiddleware, ApiRoute, ApiSpecs
+from dockyard.specs.api import ApiFront, ApiMiddleware, ApiRoute, ApiSpecs
 from dockyard.specs.arch import ArchSpecs, RuntimeDriver
 from dockyard.specs.cluster import ClusterSpecs, NodeStore
 from dockyard.specs.config import ConfigOption, ConfigSpecs
@@ -43,7 +43,7 @@ DRIVER_BASES: dict[str, type[Driver]] = {
 
 __all__ = [
     "AREAS", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "SPEC_CLASSES",
-    "ApiMiddleware", "ApiRoute", "BackgroundService", "ConfigOption", "Driver",
+    "ApiFront", "ApiMiddleware", "ApiRoute", "BackgroundService", "ConfigOption", "Driver",
     "DriverContext", "DriverInfo", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore",
     "Provisioner", "RuntimeDriver", "VolumeDriver", "entry_point_group", "hookimpl",
     "hookspec", "provider_distribution",

@@ -36,6 +36,20 @@ class ApiRoute:
 
 
 @dataclass(frozen=True)
+class ApiFront:
+    """A plugin that serves an API dialect: its version negotiation, error format, shapes.
+
+    Routes of a dialect (``ApiRoute.dialect``) are only served when a front for that dialect
+    is installed; otherwise the daemon refuses to start and names the distribution
+    (``dockyard-api-<dialect>``).
+    """
+
+    name: str
+    dialect: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class ApiMiddleware:
     """An aiohttp middleware; lower ``order`` runs first (outermost)."""
 
@@ -58,6 +72,13 @@ class ApiSpecs:
                 async def ping(request):
                     return web.Response(text="OK")
                 return [ApiRoute("GET", "/_ping", ping, versioned=True)]
+
+        .. versionadded:: 0.1
+        """
+
+    @hookspec
+    def dockyard_api_fronts(self, kernel: Kernel) -> Iterable[ApiFront]:
+        """API dialects this plugin serves as a front (``docker`` for the Docker Engine API).
 
         .. versionadded:: 0.1
         """

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from dockyard.specs import ApiMiddleware, ApiRoute, hookimpl
+from dockyard.specs import ApiFront, ApiMiddleware, ApiRoute, hookimpl
 
-from dockyard_api_docker import archive, attach, containers, exec, images, networks, system, system_df, volumes
+from dockyard_api_docker import (
+    archive,
+    attach,
+    containers,
+    exec,
+    images,
+    networks,
+    system,
+    system_df,
+    volumes,
+)
 from dockyard_api_docker.middleware import docker_errors, docker_version
 
 
@@ -28,6 +38,11 @@ def _unique(route_lists: list[list[ApiRoute]]) -> list[ApiRoute]:
 def dockyard_api_routes(kernel: Any) -> list[ApiRoute]:
     return _unique([system.routes(), containers.routes(), attach.routes(), exec.routes(), networks.routes(),
                     images.routes(), volumes.routes(), system_df.routes(), archive.routes()])
+
+
+@hookimpl
+def dockyard_api_fronts(kernel: Any) -> list[ApiFront]:
+    return [ApiFront("api-docker", "docker", "Docker Engine API 1.24-1.41")]
 
 
 @hookimpl
