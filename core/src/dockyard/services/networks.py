@@ -682,7 +682,10 @@ class NetworkService(Service):
                 log.exception("could not re-attach the resolver of %s", cid[:12])
 
     async def stop(self) -> None:
-        """Stop the resolvers (their sockets belong to this process); endpoints stay."""
+        """Stop the resolvers (their sockets belong to this process) and take down the data
+        plane of every network no endpoint uses: a stopped daemon leaves on the host only what
+        running containers need (their endpoints and networks stay, for live-restore).
+        :meth:`start` brings the rest back (``driver.restore``)."""
         for cid, provider in list(self._dns_attached.items()):
             drv = self.kernel.drivers.get(("network", provider))
             if drv is not None:
@@ -691,6 +694,16 @@ class NetworkService(Service):
                 except Exception:  # noqa: BLE001
                     log.exception("could not stop the resolver of %s", cid[:12])
         self._dns_attached.clear()
+        in_use = {e.network_id for e in self.store.list(Endpoint)}
+        for net in self.list():
+            drv = self.kernel.drivers.get(("network", net.driver))
+            if (net.id in in_use or net.driver in SINGLETON_DRIVERS or drv is None
+                    or not getattr(drv, "_dockyard_setup_done", False)):
+                continue
+            try:
+                await drv.delete_network(net)
+            except Exception:  # noqa: BLE001 - the next start restores it either way
+                log.exception("could not take down network %s", net.name)
 
 
 def _is_v4(subnet: str) -> bool:

@@ -1,11 +1,10 @@
 """Network routes of the Docker API front (``shared/reference/docker-engine-api.md`` §10).
 
 The core's network service does the work; this module only translates Docker's bodies,
-filters and shapes. Connect/disconnect name a container: when the core has a container service
-it does the (dis)connect (``connect_network`` / ``disconnect_network``, which keep
-``Container.networks`` and the container's state in step); without one, a running container
-(``state.pid``) is attached through ``/proc/<pid>/ns/net`` and a stopped one only gets the
-endpoint configuration recorded for its next start.
+filters and shapes. Connect/disconnect name a container (looked up in the store): a running one
+is attached or detached at once through the network service and its ``Container.networks``
+entry updated in one store transaction; a stopped one only gets the entry recorded (or dropped)
+for its next start, which is when the container service connects it.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import re
 from typing import Any
 
 from aiohttp import web
-from dockyard.errors import InvalidArgument, NotFound
+from dockyard.errors import Forbidden, InvalidArgument, NotFound
 from dockyard.kernel import Kernel
 from dockyard.model import Container, EndpointSettings, IpamPool, Network
 from dockyard.specs.api import ApiRoute
@@ -201,7 +200,15 @@ def endpoint_config(body: dict[str, Any]) -> EndpointSettings:
                             driver_opts=_str_map(cfg.get("DriverOpts"), "EndpointConfig.DriverOpts"))
 
 
+def _shares_a_namespace(container: Container) -> bool:
+    mode = container.host_config.network_mode or "default"
+    return mode == "host" or mode.startswith("container:")
+
+
 async def connect_container(request: web.Request) -> web.Response:
+    """A running container joins at once (its namespace: the container service's
+    ``extra["netns"]``, else ``/proc/<pid>/ns/net``); a stopped one gets the endpoint
+    configuration recorded in ``Container.networks``, used at its next start."""
     kernel = kernel_of(request)
     svc = _svc(kernel)
     net = svc.get(request.match_info["id"])
@@ -210,22 +217,28 @@ async def connect_container(request: web.Request) -> web.Response:
     wanted = endpoint_config(body)
     if wanted.aliases and net.builtin:
         raise InvalidArgument("network-scoped alias is supported only for containers in user defined networks")
-    if kernel.has_service("containers"):
-        await kernel.service("containers").connect_network(container, net, wanted)
-        return web.Response(status=200)
-    if net.name in container.networks:
-        from dockyard.errors import Forbidden
-
+    if _shares_a_namespace(container):
+        raise InvalidArgument("container sharing network namespace with another container or host cannot be "
+                              "connected to any other network")
+    if net.name in container.networks or any(e.network_id == net.id for e in svc.container_endpoints(container.id)):
         raise Forbidden(f"endpoint with name {container.name} already exists in network {net.name}")
     if container.state.running and container.state.pid > 0:
-        settings = await svc.connect(container, net.id, f"/proc/{container.state.pid}/ns/net",
-                                     aliases=wanted.aliases, ipv4=wanted.ipv4_address or None,
-                                     ipv6=wanted.ipv6_address or None, mac_address=wanted.mac_address,
-                                     driver_opts=wanted.driver_opts)
+        netns = str(container.extra.get("netns") or f"/proc/{container.state.pid}/ns/net")
+        settings = await svc.connect(container, net.id, netns, aliases=wanted.aliases,
+                                     ipv4=wanted.ipv4_address or None, ipv6=wanted.ipv6_address or None,
+                                     mac_address=wanted.mac_address,
+                                     dns_servers=list(container.host_config.dns) or None,
+                                     driver_opts=wanted.driver_opts or None)
+        settings.driver_opts = dict(wanted.driver_opts)
     else:  # recorded now, attached when the container starts
         settings = wanted
-        settings.network_id = net.id
-    _save_networks(kernel, container.id, lambda nets: nets.__setitem__(net.name, settings))
+        settings.network_id = ""
+    try:
+        _save_networks(kernel, container.id, lambda nets: nets.__setitem__(net.name, settings))
+    except BaseException:
+        if container.state.running and container.state.pid > 0:
+            await svc.disconnect(container, net.id, force=True)
+        raise
     return web.Response(status=200)
 
 
@@ -236,9 +249,6 @@ async def disconnect_container(request: web.Request) -> web.Response:
     body = await read_json(request)
     container = find_container(kernel, str(body.get("Container") or ""))
     force = bool(body.get("Force"))
-    if kernel.has_service("containers"):
-        await kernel.service("containers").disconnect_network(container, net, force)
-        return web.Response(status=200)
     from dockyard.services.networks import NotConnected
 
     has_endpoint = any(e.network_id == net.id for e in svc.container_endpoints(container.id))
@@ -246,6 +256,9 @@ async def disconnect_container(request: web.Request) -> web.Response:
         if force:
             return web.Response(status=200)
         raise NotConnected(f"container {container.id} is not connected to network {net.name}")
+    if _shares_a_namespace(container) and not force:
+        raise InvalidArgument(f"container cannot be disconnected from network {net.name}: it shares a "
+                              "network namespace")
     if has_endpoint:
         await svc.disconnect(container, net.id, force=force)
     _save_networks(kernel, container.id, lambda nets: nets.pop(net.name, None))

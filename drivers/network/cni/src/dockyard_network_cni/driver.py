@@ -96,15 +96,6 @@ def _delete_link(name: str) -> None:
                 raise
 
 
-def _loopback_up(netns_path: str) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute(netns=netns_path, flags=0) as ipr:
-        idx = ipr.link_lookup(ifname="lo")
-        if idx:
-            ipr.link("set", index=idx[0], state="up")
-
-
 def _free_port(protocol: str, host_ip: str, low: int, high: int, taken: set[tuple[str, int]]) -> int:
     """A host port nobody listens on: ``low`` itself, the first free one of ``low..high``, or
     (``low == 0``) one the kernel picks."""
@@ -157,7 +148,7 @@ class CniDriver(NetworkDriver):
     async def setup(self) -> None:
         """Check the plugins are installed and speak CNI 1.0.0; delete bridges of ours that no
         conflist explains (networks removed while the daemon was down)."""
-        for plugin in ("bridge", "host-local"):
+        for plugin in ("bridge", "host-local", "loopback"):
             cni.find_plugin(plugin, self.path)
         supported = await asyncio.to_thread(cni.version, self.path, "bridge")
         if CNI_VERSION not in supported:
@@ -305,7 +296,9 @@ class CniDriver(NetworkDriver):
                                  "host_ip": p.host_ip, "host_port": p.host_port} for p in ports]}
             try:
                 await asyncio.to_thread(_atomic_write, path, record)
-                await asyncio.to_thread(_loopback_up, request.netns_path)
+                # the namespace's loopback, with CNI's own plugin (the embedded DNS needs it up)
+                await cni.invoke("ADD", {"cniVersion": CNI_VERSION, "name": "dockyard-lo", "type": "loopback"},
+                                 cni.Invocation(request.container_id, request.netns_path, "lo"), self.path)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await cni.delete(conflist, inv, self.path, result)
