@@ -271,3 +271,12 @@ def test_hostile_load_and_no_registry(dockyardd: Daemon, tmp_path: Path) -> None
     res = d.docker("pull", "alpine:3", check=False)
     assert res.returncode != 0 and ("no registry support yet" in res.stderr or "registry" in res.stderr)
     assert images(d) == before
+
+
+def test_early_refusal_still_reports_the_error(dockyardd: Daemon, tmp_path: Path) -> None:
+    d = dockyardd
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"\x01" * (20 << 20))  # refused at the first header, 20 MB still to send
+    res = d.docker("load", "-i", str(junk), check=False)
+    assert res.returncode != 0 and "invalid archive" in res.stderr
+    assert images(d) == []

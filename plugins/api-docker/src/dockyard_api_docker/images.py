@@ -376,6 +376,18 @@ async def run_streamed(stream: JsonStream, work: Callable[[Callable[[dict[str, A
     return (None, exc) if exc is not None else (task.result(), None)
 
 
+async def _drain(request: web.Request) -> None:
+    """Read and drop the rest of a refused upload, so the client gets the error line rather
+    than a broken pipe while it is still sending."""
+    try:
+        while await request.content.readany():
+            pass
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:  # noqa: BLE001 - the body is being discarded anyway
+        pass
+
+
 async def load_images(request: web.Request) -> web.StreamResponse:
     from dockyard.services.images import AsyncBodyReader
 
@@ -387,6 +399,7 @@ async def load_images(request: web.Request) -> web.StreamResponse:
     lines, exc = await run_streamed(stream, lambda progress: _svc(kernel).load(reader, progress=progress),
                                     show_progress=not quiet)
     if exc is not None:
+        await _drain(request)
         if not isinstance(exc, DockyardError):
             import logging
 
@@ -429,6 +442,7 @@ async def create_image(request: web.Request) -> web.StreamResponse:
 
     image, exc = await run_streamed(stream, work, show_progress=False)
     if exc is not None:
+        await _drain(request)
         await stream.error(exc)
     else:
         await stream.send({"status": image.id})
