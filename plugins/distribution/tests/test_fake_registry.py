@@ -132,4 +132,5 @@ def test_concurrent_downloads_respect_the_limit(fake: FakeRegistry, dockyardd_fa
     fake.delay = 0.3
     out = d.docker("pull", f"{fake.host}/many:1").stdout
     assert out.count("Pull complete") == 6
+    assert "Waiting" in out  # layers queued behind the limit say so, as with dockerd
     assert fake.max_in_flight == 2

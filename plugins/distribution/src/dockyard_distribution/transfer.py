@@ -166,6 +166,8 @@ async def run_pull(client: RegistryClient, plan: PullPlan, store: ImageStore, em
                 tar = staging / f"{i}.tar"
                 unpacker = Unpacker(tar)  # unpacks while downloading; verified below
                 try:
+                    if client.download_slots.locked():
+                        emit(pm.status("Waiting", ids[i]))
                     async with client.download_slots:
                         await client.download_blob(ref.path, digest, size, unpacker,
                                                    _Throttle(emit, "Downloading", ids[i], size or 0))
