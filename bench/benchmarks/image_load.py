@@ -19,7 +19,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -147,13 +146,13 @@ def run(ctx: Context) -> list[Result]:
             out = work / "hyperfine.json"
             argv = [hf, "--style", "none", "--shell", "none", "--warmup", str(min(ctx.warmup, 1)),
                     "--runs", str(ctx.runs), "--export-json", str(out)]
-            for r, cmd, prep in commands:
+            for _r, _cmd, prep in commands:
                 argv += ["--prepare", prep]
             for r, cmd, _prep in commands:
                 argv += ["--command-name", r.name, cmd]
             res = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
             if res.returncode != 0:
-                for r, cmd, _prep in commands:
+                for r, _cmd, _prep in commands:
                     r.error = f"hyperfine failed ({res.returncode}): {res.stderr.strip()[-300:]}"
             else:
                 data = json.loads(out.read_text())["results"]
