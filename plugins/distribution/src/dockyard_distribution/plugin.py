@@ -66,7 +66,7 @@ def dockyard_config_options() -> list[ConfigOption]:
     return [
         ConfigOption("insecure-registries", list, [],
                      "registries (host[:port] or CIDR) reachable over plain HTTP or unverified TLS; "
-                     "127.0.0.0/8 always is"),
+                     "127.0.0.0/8 always is", reloadable=True),
         ConfigOption("max-concurrent-downloads", int, 3, "layers downloaded at once per pull", reloadable=True),
         ConfigOption("max-concurrent-uploads", int, 5, "layers uploaded at once per push", reloadable=True),
     ]
