@@ -1,0 +1,154 @@
+"""``POST /build``: dockerd's classic builder endpoint (docker-engine-api.md §7).
+
+Query parameters: ``t`` (repeated), ``dockerfile``, ``buildargs`` and ``labels`` (JSON objects),
+``target``, ``nocache``, ``q``, ``rm`` (default true), ``forcerm``, ``pull``, ``platform``,
+``networkmode``. The body is the context tar (``application/x-tar`` or ``application/tar``,
+chunked or with a Content-Length, optionally gzip/bzip2/xz compressed). Errors found before the
+build starts (a Dockerfile that does not parse, a missing Dockerfile, a bad tag) are an HTTP
+400 answer, as dockerd gives; after that the answer is a 200 JSON stream and a failure is an
+in-stream ``errorDetail`` whose ``code`` is a failed RUN's exit code, which ``docker build``
+exits with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from dockyard import __version__ as core_version
+from dockyard.errors import DockyardError, InvalidArgument
+from dockyard.server import KERNEL_KEY
+from dockyard.specs import ApiRoute
+
+from dockyard_builder.builder import BuildOptions, Builder, StepFailed, parse_query_json
+from dockyard_builder.cache import BuildCache
+from dockyard_builder.context import BuildContext
+
+log = logging.getLogger(__name__)
+
+FALSE_WORDS = ("", "0", "false", "no", "off")
+TAR_TYPES = ("application/x-tar", "application/tar", "application/octet-stream", "")
+
+
+def qbool(request: web.Request, name: str, default: bool = False) -> bool:
+    if name not in request.query:
+        return default
+    return request.query[name].strip().lower() not in FALSE_WORDS
+
+
+def data_dir(kernel: Any) -> Path:
+    return Path(kernel.config.data_root) / "builder"
+
+
+def cache_of(kernel: Any) -> BuildCache:
+    return BuildCache(data_dir(kernel) / "cache.db")
+
+
+def options_from(request: web.Request) -> BuildOptions:
+    q = request.query
+    if q.get("remote"):
+        raise InvalidArgument(f"remote build contexts ({q['remote']}) are not supported: the builder works "
+                              "offline; send the context as the request body")
+    args = parse_query_json(q.get("buildargs", ""), "buildargs")
+    labels = parse_query_json(q.get("labels", ""), "labels")
+    return BuildOptions(
+        dockerfile=q.get("dockerfile") or "Dockerfile",
+        tags=[t for t in q.getall("t", []) if t],
+        build_args={str(k): (None if v is None else str(v)) for k, v in args.items()},
+        labels={str(k): str(v) for k, v in labels.items()},
+        target=q.get("target", ""),
+        no_cache=qbool(request, "nocache"),
+        quiet=qbool(request, "q"),
+        rm=qbool(request, "rm", True),
+        force_rm=qbool(request, "forcerm"),
+        pull=qbool(request, "pull"),
+        platform=q.get("platform", ""),
+        network_mode=q.get("networkmode", "") or "default",
+    )
+
+
+async def _spool(request: web.Request, path: Path) -> None:
+    with open(path, "wb") as f:
+        while True:
+            chunk = await request.content.read(1 << 20)
+            if not chunk:
+                break
+            await asyncio.to_thread(f.write, chunk)
+
+
+async def build(request: web.Request) -> web.StreamResponse:
+    kernel = request.app[KERNEL_KEY]
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype not in TAR_TYPES:
+        raise InvalidArgument(f"unsupported Content-Type {ctype!r}: send the build context as application/x-tar")
+    opts = options_from(request)
+    work = data_dir(kernel) / "tmp" / secrets.token_hex(8)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        tar = work / "context.tar"
+        await _spool(request, tar)
+        ctx = await asyncio.to_thread(BuildContext.unpack, tar, work / "context", opts.dockerfile)
+        tar.unlink(missing_ok=True)
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "application/json"
+        resp.enable_chunked_encoding()
+
+        async def emit(msg: dict[str, Any]) -> None:
+            if not resp.prepared:
+                await resp.prepare(request)
+            await resp.write((json.dumps(msg) + "\r\n").encode())
+
+        builder = Builder(kernel, ctx, opts, emit, cache_of(kernel))  # parse errors: a 400 answer
+        _headers(resp)
+        await resp.prepare(request)
+        try:
+            await builder.run()
+        except StepFailed as exc:
+            await emit({"errorDetail": {"code": exc.code, "message": str(exc)}, "error": str(exc)})
+        except DockyardError as exc:
+            await emit({"errorDetail": {"message": str(exc)}, "error": str(exc)})
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported in the stream, as dockerd does
+            log.exception("build failed")
+            msg = f"internal error: {type(exc).__name__}: {exc}"
+            await emit({"errorDetail": {"message": msg}, "error": msg})
+        await resp.write_eof()
+        return resp
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+def _headers(resp: web.StreamResponse) -> None:
+    resp.headers.setdefault("Api-Version", "1.41")
+    resp.headers.setdefault("Docker-Experimental", "false")
+    resp.headers.setdefault("Ostype", "linux")
+    resp.headers.setdefault("Server", f"Dockyard/{core_version} (linux)")
+
+
+async def prune_cache(request: web.Request) -> web.Response:
+    """``POST /build/prune``: drop cache entries whose image is gone (images are pruned by
+    ``docker image prune``; the builder keeps no other cache storage)."""
+    kernel = request.app[KERNEL_KEY]
+    images = kernel.service("images")
+
+    def exists(image_id: str) -> bool:
+        try:
+            images.get(image_id)
+            return True
+        except DockyardError:
+            return False
+
+    removed = await asyncio.to_thread(cache_of(kernel).prune, exists)
+    return web.json_response({"CachesDeleted": None, "SpaceReclaimed": 0, "EntriesDropped": removed})
+
+
+def routes() -> list[ApiRoute]:
+    return [ApiRoute("POST", "/build", build, name="build"),
+            ApiRoute("POST", "/build/prune", prune_cache, name="build-prune")]

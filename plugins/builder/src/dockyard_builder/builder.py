@@ -1,0 +1,880 @@
+"""The build engine: dispatch a parsed Dockerfile stage by stage, step by step, like dockerd's
+classic builder.
+
+Every instruction after FROM makes an image (the classic builder's intermediate images):
+
+- metadata steps (ENV, LABEL, CMD, ...) install a new config over the parent's layers through
+  :meth:`ImageService.install` (no container, no new layer; history marks ``empty_layer``);
+- RUN creates a real container through the container service (the image's filesystem only: no
+  build context is mounted), streams its output, waits, and commits the container's layer with
+  the build state's config (not the RUN command) through :meth:`ImageService.commit`;
+- COPY/ADD (and WORKDIR when it must create the directory) prepare a read-write layer on the
+  parent (:meth:`ImageService.prepare_rootfs`), write into it, and commit it.
+
+Before doing a step, its cache key (:func:`dockyard_builder.cache.step_key`) is looked up: a hit
+reuses the image (``---> Using cache``). The final image gets a build record
+(:attr:`dockyard.model.Image.build_record`) shaped like SLSA provenance's ``buildDefinition``
+and ``runDetails`` so that provenance can sign it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import posixpath
+import re
+import secrets
+import signal as _signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockyard import __version__ as core_version
+from dockyard.errors import DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard.model import ContainerConfig, HostConfig, Image, now_iso
+from dockyard.reference import InvalidReference, familiar, parse_normalized
+
+from dockyard_builder import __version__
+from dockyard_builder.cache import BuildCache, step_key
+from dockyard_builder.context import BuildContext, Source, file_digests, select_in, tree_digest
+from dockyard_builder.copier import Owner, copy_sources, lookup_user, parse_chmod, resolve_dest
+from dockyard_builder.parser import Dockerfile, DockerfileError, Instruction, Stage, parse, parse_instruction, parse_kv
+from dockyard_builder.shell import Lexer
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Build args usable without an ARG line; left out of history and cache keys (dockerd's rule).
+PROXY_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
+                        "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"})
+PLATFORM_ARGS = ("BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT",
+                 "TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT")
+BUILD_TYPE = "https://dockyard.dev/builder/classic-dockerfile@v1"
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+                "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+class StepFailed(DockyardError):
+    """A RUN step exited non-zero; ``code`` becomes the stream's ``errorDetail.code``."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class BuildOptions:
+    dockerfile: str = "Dockerfile"
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str | None] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    no_cache: bool = False
+    quiet: bool = False
+    rm: bool = True
+    force_rm: bool = False
+    pull: bool = False
+    platform: str = ""
+    network_mode: str = "default"
+
+
+@dataclass
+class StageState:
+    stage: Stage
+    image_id: str  # "" for scratch before the first step
+    config: dict[str, Any]
+    args: dict[str, str | None] = field(default_factory=dict)  # declared ARGs in scope
+    cmd_set: bool = False
+    author: str = ""
+    base_ref: str = ""
+
+
+def short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def parse_duration(text: str, what: str) -> int:
+    """A Go duration (``30s``, ``1m30s``, ``500ms``) in nanoseconds."""
+    if text in ("0", ""):
+        return 0
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_NS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or pos == 0:
+        raise InvalidArgument(f"invalid {what} {text!r}: expected a duration such as 30s or 1m30s")
+    return int(total)
+
+
+def env_map(env: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in env:
+        k, _, v = item.partition("=")
+        out[k] = v
+    return out
+
+
+def set_env(env: list[str], key: str, value: str) -> list[str]:
+    out = [e for e in env]
+    for i, item in enumerate(out):
+        if item.partition("=")[0] == key:
+            out[i] = f"{key}={value}"
+            return out
+    out.append(f"{key}={value}")
+    return out
+
+
+def host_platform(arch: str) -> dict[str, str]:
+    return {"os": "linux", "arch": arch, "platform": f"linux/{arch}"}
+
+
+def check_platform(value: str, arch: str) -> None:
+    if not value:
+        return
+    norm = value.lower().strip()
+    aliases = {arch, f"linux/{arch}"}
+    if arch == "amd64":
+        aliases |= {"x86_64", "linux/x86_64"}
+    if arch == "arm64":
+        aliases |= {"aarch64", "linux/aarch64", "linux/arm64/v8"}
+    if norm not in aliases:
+        raise InvalidArgument(f"platform {value!r} is not supported: this daemon builds for linux/{arch} only")
+
+
+class Builder:
+    def __init__(self, kernel: Any, ctx: BuildContext, opts: BuildOptions, emit: Emit,
+                 cache: BuildCache) -> None:
+        self.kernel = kernel
+        self.ctx = ctx
+        self.opts = opts
+        self._emit = emit
+        self.cache = cache
+        self.images = kernel.service("images")
+        self.arch = kernel.facts()["arch"]
+        self.dockerfile: Dockerfile = parse(ctx.dockerfile_text)
+        self.lexer = Lexer(self.dockerfile.escape)
+        self.used_args: set[str] = set()
+        self.step = 0
+        self.total = 0
+        self.stage_states: dict[int, StageState] = {}
+        self.dependencies: list[dict[str, Any]] = []
+        self.steps: list[dict[str, Any]] = []
+        self.base_ids: set[str] = set()
+        self._dep_keys: set[tuple[str, str]] = set()
+        self.started = now_iso()
+        self.global_args: dict[str, str | None] = {}
+        self._validate()
+
+    # ------------------------------------------------------------------ set-up
+    def _validate(self) -> None:
+        for t in self.opts.tags:
+            try:
+                parse_normalized(t)
+            except InvalidReference as exc:
+                raise InvalidArgument(f"invalid reference format: {t!r}: {exc}") from exc
+        check_platform(self.opts.platform, self.arch)
+        if self.opts.target:
+            idx = self.dockerfile.stage_index(self.opts.target)
+            if idx is None:
+                raise InvalidArgument(f"failed to reach build target {self.opts.target} in Dockerfile")
+            self.last_stage = idx
+        else:
+            self.last_stage = len(self.dockerfile.stages) - 1
+        stages = self.dockerfile.stages[: self.last_stage + 1]
+        self.total = sum(1 + len(s.instructions) for s in stages) + (1 if self.opts.labels else 0)
+
+    def _automatic_args(self) -> dict[str, str]:
+        p = host_platform(self.arch)
+        return {"BUILDPLATFORM": p["platform"], "BUILDOS": "linux", "BUILDARCH": self.arch, "BUILDVARIANT": "",
+                "TARGETPLATFORM": p["platform"], "TARGETOS": "linux", "TARGETARCH": self.arch,
+                "TARGETVARIANT": ""}
+
+    # ------------------------------------------------------------------ output
+    async def out(self, text: str) -> None:
+        if not self.opts.quiet:
+            await self._emit({"stream": text})
+
+    async def _step_header(self, inst: Instruction | None, text: str = "") -> None:
+        self.step += 1
+        await self.out(f"Step {self.step}/{self.total} : {text or (inst.original if inst else '')}")
+        await self.out("\n")
+
+    # ------------------------------------------------------------------ the build
+    async def run(self) -> str:
+        self._meta_args()
+        final = ""
+        for stage in self.dockerfile.stages[: self.last_stage + 1]:
+            st = await self._from(stage)
+            self.stage_states[stage.index] = st
+            for inst in stage.instructions:
+                await self._step_header(inst)
+                await self.dispatch(st, inst)
+            if stage.index == self.last_stage and self.opts.labels:
+                pairs = sorted(self.opts.labels.items())
+                text = "LABEL " + " ".join(f"{json.dumps(k)}='{v}'" for k, v in pairs)
+                await self._step_header(None, text)
+                await self._labels(st, pairs, text)
+            if not st.image_id:
+                await self._metadata_commit(st, "#(nop) ", "FROM scratch")
+            final = st.image_id
+        unused = sorted(k for k in self.opts.build_args if k not in self.used_args and k not in PROXY_ARGS)
+        if unused:
+            await self.out(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed\n")
+        await self._finish(final)
+        return final
+
+    def _meta_args(self) -> None:
+        env: dict[str, str] = {}
+        for inst in self.dockerfile.meta_args:
+            for name, value in self._arg_decls(inst, env):
+                self.global_args[name] = value
+                if value is not None:
+                    env[name] = value
+
+    def _arg_decls(self, inst: Instruction, env: dict[str, str]) -> list[tuple[str, str | None]]:
+        from dockyard_builder.parser import split_words
+
+        out = []
+        for word in split_words(inst.rest, self.dockerfile.escape):
+            name, eq, default = word.partition("=")
+            if eq:
+                default = self.lexer.process_word(default, env)
+            if name in self.opts.build_args:
+                value = self.opts.build_args[name]
+                self.used_args.add(name)
+                if value is None:
+                    value = default if eq else None
+            elif eq:
+                value = default
+            elif name in self.global_args:
+                value = self.global_args[name]
+            elif name in PLATFORM_ARGS:
+                value = self._automatic_args()[name]
+            else:
+                value = None
+            out.append((name, value))
+        return out
+
+    async def _finish(self, image_id: str) -> None:
+        await self._emit({"aux": {"ID": image_id}})
+        if self.opts.quiet:
+            await self._emit({"stream": image_id + "\n"})
+        await self.out(f"Successfully built {short(image_id)}\n")
+        for t in self.opts.tags:
+            await self.images.tag(image_id, t)
+            await self.out(f"Successfully tagged {familiar(t)}\n")
+        if image_id not in self.base_ids:
+            img = self.images.get(image_id)
+            img.build_record = self.record(image_id)
+            self.images.store_put(img)
+
+    # ------------------------------------------------------------------ FROM
+    async def _from(self, stage: Stage) -> StageState:
+        await self._step_header(stage.from_instr)
+        meta_env = {k: v for k, v in self.global_args.items() if v is not None}
+        base = self.lexer.process_word(stage.base, meta_env)
+        if stage.platform:
+            check_platform(self.lexer.process_word(stage.platform, {**self._automatic_args(), **meta_env}),
+                           self.arch)
+        if not base:
+            raise DockerfileError(stage.line, "base name (" + stage.base + ") should not be blank")
+        st = StageState(stage=stage, image_id="", config={}, base_ref=base)
+        if base.lower() == "scratch":
+            st.config = {"Env": [DEFAULT_PATH]}
+            self._dependency("scratch", "", {"role": "base", "stage": stage.name or str(stage.index)})
+            return st
+        prev = next((s.index for s in self.dockerfile.stages[: stage.index] if s.name and s.name == base.lower()),
+                    None)
+        if prev is not None:
+            src = self.stage_states[prev]
+            st.image_id, st.config = src.image_id, json.loads(json.dumps(src.config))
+            if not st.image_id:
+                await self._metadata_commit(src, "#(nop) ", "FROM scratch")
+                st.image_id = src.image_id
+        else:
+            img = await self._base_image(base)
+            st.image_id = img.id
+            st.config = dict(self.images.config_doc(img).get("config") or {})
+            self.base_ids.add(img.id)
+            self._dependency(self._uri(base), img.id, {"role": "base", "stage": stage.name or str(stage.index),
+                                                       **({"manifestDigest": img.manifest_digest}
+                                                          if img.manifest_digest else {})})
+        await self.out(f" ---> {short(st.image_id)}\n")
+        self._record_step(stage.from_instr, st, cached=True)
+        triggers = list(st.config.get("OnBuild") or [])
+        if triggers:
+            st.config["OnBuild"] = None
+            await self.out(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n")
+            for text in triggers:
+                inst = parse_instruction(text, stage.line, self.dockerfile.escape)
+                if inst.keyword in ("ONBUILD", "FROM", "MAINTAINER"):
+                    raise InvalidArgument(f"{inst.keyword} isn't allowed as an ONBUILD trigger")
+                await self.dispatch(st, inst)
+        return st
+
+    async def _base_image(self, ref: str) -> Image:
+        pull_hook = getattr(self.kernel.hook, "dockyard_image_puller", None)
+        try:
+            img = self.images.resolve(ref)
+        except NotFound:
+            img = None
+        if img is not None and not self.opts.pull:
+            return img
+        if img is not None:
+            await self.out(f"pull requested for {ref}: no registry client is wired into the builder, "
+                           "using the local image\n")
+            return img
+        where = ("the registry plugin (dockyard-distribution) is installed but the builder cannot call it yet; "
+                 f"run `docker pull {ref}` first" if pull_hook is not None else
+                 "no registry plugin is installed (pip install dockyard-distribution), and builds start from "
+                 "local images: load it with `docker load` or make busybox with `dockyard image bootstrap`")
+        raise NotFound(f"pull access denied for {ref}: the image is not present locally and {where}")
+
+    @staticmethod
+    def _uri(ref: str) -> str:
+        try:
+            return "docker-image://" + str(parse_normalized(ref))
+        except InvalidReference:
+            return "docker-image://" + ref
+
+    # ------------------------------------------------------------------ dispatch
+    def expand_env(self, st: StageState) -> dict[str, str]:
+        env = {k: v for k, v in st.args.items() if v is not None}
+        env.update(env_map(list(st.config.get("Env") or [])))
+        return env
+
+    def word(self, st: StageState, text: str) -> str:
+        return self.lexer.process_word(text, self.expand_env(st))
+
+    async def dispatch(self, st: StageState, inst: Instruction) -> None:
+        kw = inst.keyword
+        try:
+            handler = getattr(self, "_i_" + kw.lower())
+            await handler(st, inst)
+        except DockerfileError:
+            raise
+        except StepFailed:
+            raise
+        except InvalidArgument as exc:
+            if "line" in str(exc):
+                raise
+            raise InvalidArgument(f"{kw} (line {inst.line}): {exc}") from exc
+
+    # metadata instructions ------------------------------------------------
+    async def _i_env(self, st: StageState, inst: Instruction) -> None:
+        env = self.expand_env(st)
+        pairs = [(self.lexer.process_word(k, env), self.lexer.process_word(v, env))
+                 for k, v in parse_kv(inst.rest, "ENV", inst.line, self.dockerfile.escape)]
+        cfg_env = list(st.config.get("Env") or [])
+        for k, v in pairs:
+            cfg_env = set_env(cfg_env, k, v)
+        text = "ENV " + " ".join(f"{k}={v}" for k, v in pairs)
+        await self._config_step(st, inst, text, {"Env": cfg_env})
+
+    async def _i_label(self, st: StageState, inst: Instruction) -> None:
+        env = self.expand_env(st)
+        pairs = [(self.lexer.process_word(k, env), self.lexer.process_word(v, env))
+                 for k, v in parse_kv(inst.rest, "LABEL", inst.line, self.dockerfile.escape)]
+        await self._labels(st, pairs, "LABEL " + " ".join(f"{k}={v}" for k, v in pairs), inst)
+
+    async def _labels(self, st: StageState, pairs: list[tuple[str, str]], text: str,
+                      inst: Instruction | None = None) -> None:
+        labels = dict(st.config.get("Labels") or {})
+        labels.update(pairs)
+        await self._config_step(st, inst, text, {"Labels": labels})
+
+    async def _i_expose(self, st: StageState, inst: Instruction) -> None:
+        env = self.expand_env(st)
+        ports = dict(st.config.get("ExposedPorts") or {})
+        added = []
+        for raw in inst.rest.split():
+            for word in self.lexer.process_words(raw, env):
+                port, _, proto = word.partition("/")
+                proto = (proto or "tcp").lower()
+                if proto not in ("tcp", "udp", "sctp"):
+                    raise InvalidArgument(f"invalid proto: {proto}")
+                lo, _, hi = port.partition("-")
+                if not lo.isdigit() or (hi and not hi.isdigit()):
+                    raise InvalidArgument(f"invalid containerPort: {port}")
+                for p in range(int(lo), int(hi or lo) + 1):
+                    ports[f"{p}/{proto}"] = {}
+                    added.append(f"{p}/{proto}")
+        await self._config_step(st, inst, "EXPOSE " + " ".join(added), {"ExposedPorts": ports})
+
+    async def _i_volume(self, st: StageState, inst: Instruction) -> None:
+        env = self.expand_env(st)
+        items = inst.exec_form if inst.exec_form is not None else inst.rest.split()
+        vols = dict(st.config.get("Volumes") or {})
+        added = []
+        for item in items:
+            v = self.lexer.process_word(item, env).strip()
+            if not v:
+                raise InvalidArgument("VOLUME specified can not be an empty string")
+            vols[v] = {}
+            added.append(v)
+        await self._config_step(st, inst, "VOLUME " + json.dumps(added), {"Volumes": vols})
+
+    async def _i_user(self, st: StageState, inst: Instruction) -> None:
+        user = self.word(st, inst.rest)
+        await self._config_step(st, inst, f"USER {user}", {"User": user})
+
+    async def _i_stopsignal(self, st: StageState, inst: Instruction) -> None:
+        sig = self.word(st, inst.rest)
+        name = sig.upper()
+        if not (sig.isdigit() or name in _signal.Signals.__members__ or f"SIG{name}" in _signal.Signals.__members__
+                or re.fullmatch(r"SIGRTM(IN|AX)([+-]\d+)?", name)):
+            raise InvalidArgument(f"Invalid signal: {sig}")
+        await self._config_step(st, inst, f"STOPSIGNAL {sig}", {"StopSignal": sig})
+
+    def _command(self, st: StageState, inst: Instruction) -> list[str]:
+        if inst.exec_form is not None:
+            return list(inst.exec_form)
+        if not inst.rest:
+            return []
+        shell = list(st.config.get("Shell") or DEFAULT_SHELL)
+        return [*shell, inst.rest]
+
+    async def _i_cmd(self, st: StageState, inst: Instruction) -> None:
+        cmd = self._command(st, inst)
+        st.cmd_set = True
+        await self._config_step(st, inst, "CMD " + json.dumps(cmd), {"Cmd": cmd or None})
+
+    async def _i_entrypoint(self, st: StageState, inst: Instruction) -> None:
+        ep = self._command(st, inst)
+        changes: dict[str, Any] = {"Entrypoint": ep or None}
+        if not st.cmd_set:
+            changes["Cmd"] = None
+        await self._config_step(st, inst, "ENTRYPOINT " + json.dumps(ep), changes)
+
+    async def _i_shell(self, st: StageState, inst: Instruction) -> None:
+        assert inst.exec_form is not None
+        await self._config_step(st, inst, "SHELL " + json.dumps(inst.exec_form), {"Shell": list(inst.exec_form)})
+
+    async def _i_healthcheck(self, st: StageState, inst: Instruction) -> None:
+        word, _, rest = inst.rest.partition(" ")
+        if word.upper() == "NONE":
+            await self._config_step(st, inst, "HEALTHCHECK NONE", {"Healthcheck": {"Test": ["NONE"]}})
+            return
+        rest = rest.strip()
+        try:
+            value = json.loads(rest) if rest.startswith("[") else None
+        except ValueError:
+            value = None
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            test = ["CMD", *value]
+        else:
+            test = ["CMD-SHELL", rest]
+        hc: dict[str, Any] = {"Test": test}
+        for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
+                          ("start-interval", "StartInterval")):
+            if flag in inst.flags:
+                ns = parse_duration(inst.flags[flag], f"--{flag}")
+                if ns and ns < 1_000_000:
+                    raise InvalidArgument(f"--{flag} cannot be less than 1ms")
+                hc[key] = ns
+        if "retries" in inst.flags:
+            try:
+                hc["Retries"] = int(inst.flags["retries"])
+            except ValueError:
+                raise InvalidArgument(f"invalid --retries {inst.flags['retries']!r}") from None
+            if hc["Retries"] < 0:
+                raise InvalidArgument("--retries cannot be negative")
+        await self._config_step(st, inst, "HEALTHCHECK " + json.dumps(hc, sort_keys=True), {"Healthcheck": hc})
+
+    async def _i_onbuild(self, st: StageState, inst: Instruction) -> None:
+        assert inst.inner is not None
+        trigger = inst.rest.strip()
+        onbuild = list(st.config.get("OnBuild") or []) + [trigger]
+        await self._config_step(st, inst, f"ONBUILD {trigger}", {"OnBuild": onbuild})
+
+    async def _i_maintainer(self, st: StageState, inst: Instruction) -> None:
+        st.author = self.word(st, inst.rest)
+        await self._config_step(st, inst, f"MAINTAINER {st.author}", {})
+
+    async def _i_arg(self, st: StageState, inst: Instruction) -> None:
+        for name, value in self._arg_decls(inst, self.expand_env(st)):
+            st.args[name] = value
+        await self._config_step(st, inst, "ARG " + inst.rest, {})
+
+    async def _i_workdir(self, st: StageState, inst: Instruction) -> None:
+        value = self.word(st, inst.rest)
+        current = st.config.get("WorkingDir") or "/"
+        path = posixpath.normpath(posixpath.join(current, value))
+        text = f"WORKDIR {path}"
+        key = self._key(st, text)
+        created_by = " ".join([*(st.config.get("Shell") or DEFAULT_SHELL), f"#(nop) {text}"])
+        if await self._try_cache(st, inst, key):
+            return
+        config = {**st.config, "WorkingDir": path}
+
+        async def work(rootfs: Path) -> bool:
+            from dockyard.tarsafe import secure_join
+
+            host = secure_join(rootfs, path)
+            if host.is_dir():
+                return False
+            await asyncio.to_thread(_mkdir_all, rootfs, path)
+            return True
+
+        await self._layer_step(st, inst, key, created_by, config, work)
+
+    # ------------------------------------------------------------------ RUN
+    def _run_args(self, st: StageState) -> tuple[list[str], list[str]]:
+        """(env of build args for the container, the ones shown in history and cache keys)."""
+        cfg_keys = set(env_map(list(st.config.get("Env") or [])))
+        env, shown = [], []
+        for name in sorted(st.args):
+            value = st.args[name]
+            if value is None or name in cfg_keys:
+                continue
+            env.append(f"{name}={value}")
+            if name not in PROXY_ARGS:
+                shown.append(f"{name}={value}")
+        for name in sorted(PROXY_ARGS):
+            if name in self.opts.build_args and name not in st.args and self.opts.build_args[name] is not None:
+                env.append(f"{name}={self.opts.build_args[name]}")
+                self.used_args.add(name)
+        return env, shown
+
+    async def _i_run(self, st: StageState, inst: Instruction) -> None:
+        cmd = self._command(st, inst)
+        if not cmd:
+            raise InvalidArgument("RUN requires at least one argument")
+        args_env, shown = self._run_args(st)
+        created_by = " ".join(cmd)
+        if shown:
+            created_by = f"|{len(shown)} {' '.join(shown)} {created_by}"
+        key = self._key(st, "RUN " + json.dumps(cmd), *shown)
+        if await self._try_cache(st, inst, key):
+            return
+        if not st.image_id:
+            raise InvalidArgument("RUN needs a base image with a shell or command (FROM scratch has none)")
+        containers = self.kernel.service("containers")
+        from dockyard.services.containers import ContainerCreate, LogOptions
+
+        cfg = ContainerConfig(image=st.image_id, env=[*list(st.config.get("Env") or []), *args_env],
+                              working_dir=st.config.get("WorkingDir") or "", user=st.config.get("User") or "",
+                              labels={}, attach_stdout=True, attach_stderr=True)
+        req = ContainerCreate(config=cfg, host_config=HostConfig(network_mode=self.opts.network_mode or "default"),
+                              entrypoint=[], cmd=cmd)
+        c = await containers.create(req)
+        await self.out(f" ---> Running in {c.id[:12]}\n")
+        settled = False  # the container was removed, or is deliberately kept
+        try:
+            await containers.start_container(c.id)
+            async for _stream, data in containers.logs(c.id, LogOptions(follow=True)):
+                await self.out(data.decode(errors="replace"))
+            code = await containers.wait(c.id)
+            if code != 0:
+                if self.opts.force_rm:
+                    await self._remove_container(c.id)
+                settled = True  # without --force-rm dockerd leaves the failed container for inspection
+                raise StepFailed(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code)
+            image = await self.images.commit(
+                layer_key=c.id, base_image=st.image_id, config=self._clean_config(st.config),
+                created_by=created_by, container_id=c.id, author=st.author,
+                container_config={**self._clean_config(st.config), "Cmd": cmd})
+            if self.opts.rm or self.opts.force_rm:
+                await self._remove_container(c.id)
+            settled = True  # with rm=false the container stays, as with docker build --rm=false
+        except BaseException:
+            if not settled:  # cancelled (client gone) or a failure before the commit
+                with contextlib.suppress(Exception):
+                    await containers.remove(c.id, force=True)
+            raise
+        self._commit_done(st, inst, key, image.id)
+        await self.out(f" ---> {short(image.id)}\n")
+
+    async def _remove_container(self, cid: str) -> None:
+        await self.out(f"Removing intermediate container {cid[:12]}\n")
+        await self.kernel.service("containers").remove(cid, force=True)
+
+    # ------------------------------------------------------------------ COPY / ADD
+    async def _i_copy(self, st: StageState, inst: Instruction) -> None:
+        await self._copy(st, inst, add=False)
+
+    async def _i_add(self, st: StageState, inst: Instruction) -> None:
+        await self._copy(st, inst, add=True)
+
+    async def _copy(self, st: StageState, inst: Instruction, add: bool) -> None:
+        env = self.expand_env(st)
+        raw = inst.exec_form if inst.exec_form is not None else inst.rest.split()
+        words = [self.lexer.process_word(w, env) for w in raw]
+        srcs, dest = words[:-1], words[-1]
+        if "checksum" in inst.flags or "keep-git-dir" in inst.flags:
+            raise InvalidArgument("ADD --checksum and --keep-git-dir need remote sources, which this offline "
+                                  "builder does not fetch")
+        chown = self.lexer.process_word(inst.flags["chown"], env) if "chown" in inst.flags else ""
+        chmod = parse_chmod(self.lexer.process_word(inst.flags["chmod"], env)) if "chmod" in inst.flags else None
+        from_ref = self.lexer.process_word(inst.flags["from"], env) if "from" in inst.flags else ""
+        for s in srcs:
+            if s.startswith(("http://", "https://")):
+                raise InvalidArgument(f"cannot fetch {s}: ADD of remote URLs is not supported, the builder works "
+                                      "offline (download the file into the build context and COPY it)")
+        wildcard = any(any(c in s for c in "*?[") for s in srcs)
+        kw = "ADD" if add else "COPY"
+        flags = (f" --from={from_ref}" if from_ref else "") + (f" --chown={chown}" if chown else "") + \
+            (f" --chmod={chmod:o}" if chmod is not None else "")
+        text = f"{kw}{flags} {json.dumps(srcs)} {dest}"
+        dest_abs = resolve_dest(dest, st.config.get("WorkingDir") or "/")
+        inputs: list[str] = []
+        copy_deps: list[dict[str, Any]] = []
+        if from_ref:
+            src_image = await self._from_image(from_ref)
+            inputs.append(f"from={src_image.id}")
+            copy_deps.append({"uri": self._from_uri(from_ref), "digest": _digest_obj(src_image.id),
+                              "annotations": {"role": "copy-from", "step": str(self.step), "destination": dest_abs,
+                                              "sources": json.dumps(srcs)}})
+            selected: list[Source] = []
+        else:
+            src_image = None
+            selected = []
+            for s in srcs:
+                sel = await asyncio.to_thread(self.ctx.select, s)
+                selected.extend(sel)
+            memo = self.ctx.digests
+            for src in selected:
+                d = await asyncio.to_thread(tree_digest, self.ctx.root, src.rel, memo)
+                inputs.append(f"{src.rel}={d}")
+            files: dict[str, str] = {}
+            for src in selected:
+                files.update(await asyncio.to_thread(file_digests, self.ctx.root, src.rel, memo))
+            for rel, d in sorted(files.items()):
+                copy_deps.append({"uri": f"context:{rel}", "digest": _digest_obj(d),
+                                  "annotations": {"role": "context", "step": str(self.step), "destination": dest_abs}})
+        key = self._key(st, text, *inputs)
+        hit = await self._try_cache(st, inst, key)
+        for dep in copy_deps:
+            self._dependency(dep["uri"], "sha256:" + dep["digest"]["sha256"], dep["annotations"])
+        if hit:
+            return
+        summary = hashlib.sha256("\n".join(inputs).encode()).hexdigest()
+        kind = "multi" if len(selected) > 1 or len(srcs) > 1 else ("dir" if selected and selected[0].is_dir else "file")
+        created_by = f"/bin/sh -c #(nop) {kw}{flags} {kind}:{summary} in {dest} "
+
+        async def work(rootfs: Path) -> bool:
+            owner = await asyncio.to_thread(lookup_user, rootfs, chown) if chown else None
+            if src_image is not None:
+                key_tmp = "build-src-" + secrets.token_hex(8)
+                src_root = Path(await self.images.prepare_rootfs(key_tmp, src_image.id))
+                try:
+                    sel: list[Source] = []
+                    for s in srcs:
+                        sel.extend(await asyncio.to_thread(select_in, src_root, s, f"image {from_ref}"))
+                    await asyncio.to_thread(copy_sources, rootfs, sel, dest, st.config.get("WorkingDir") or "/",
+                                            owner=owner, chmod=chmod, unpack_archives=False,
+                                            wildcard=wildcard, keyword=kw)
+                finally:
+                    await self.images.remove_rootfs(key_tmp)
+            else:
+                await asyncio.to_thread(copy_sources, rootfs, selected, dest, st.config.get("WorkingDir") or "/",
+                                        owner=owner, chmod=chmod, unpack_archives=add, wildcard=wildcard,
+                                        keyword=kw)
+            return True
+
+        await self._layer_step(st, inst, key, created_by, dict(st.config), work)
+
+    async def _from_image(self, ref: str) -> Image:
+        idx = self.dockerfile.stage_index(ref)
+        if idx is not None and idx in self.stage_states:
+            st = self.stage_states[idx]
+            if not st.image_id:
+                await self._metadata_commit(st, "#(nop) ", "FROM scratch")
+            return self.images.get(st.image_id)
+        if idx is not None:
+            raise InvalidArgument(f"COPY --from={ref}: stage {ref} is not built before this one")
+        try:
+            img = self.images.resolve(ref)
+        except NotFound:
+            raise NotFound(f"COPY --from={ref}: no such stage, and the image is not present locally "
+                           "(pull it first)") from None
+        return img
+
+    def _from_uri(self, ref: str) -> str:
+        idx = self.dockerfile.stage_index(ref)
+        if idx is not None:
+            return f"stage:{self.dockerfile.stages[idx].name or idx}"
+        return self._uri(ref)
+
+    # ------------------------------------------------------------------ commits and cache
+    def _key(self, st: StageState, text: str, *inputs: str) -> str:
+        return step_key(st.image_id or "scratch", text, inputs)
+
+    def _exists(self, image_id: str) -> bool:
+        try:
+            self.images.get(image_id)
+            return True
+        except NotFound:
+            return False
+
+    async def _try_cache(self, st: StageState, inst: Instruction | None, key: str) -> bool:
+        if self.opts.no_cache:
+            return False
+        hit = await asyncio.to_thread(self.cache.get, key, self._exists)
+        if hit is None:
+            return False
+        img = self.images.get(hit)
+        st.image_id = hit
+        st.config = dict(self.images.config_doc(img).get("config") or {})
+        await self.out(" ---> Using cache\n")
+        await self.out(f" ---> {short(hit)}\n")
+        self._record_step(inst, st, cached=True)
+        return True
+
+    def _commit_done(self, st: StageState, inst: Instruction | None, key: str, image_id: str) -> None:
+        st.image_id = image_id
+        self.cache.put(key, image_id)
+        self._record_step(inst, st, cached=False)
+
+    @staticmethod
+    def _clean_config(config: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in config.items() if v not in (None, "", [], {})}
+
+    async def _config_step(self, st: StageState, inst: Instruction | None, text: str, changes: dict[str, Any]) -> None:
+        key = self._key(st, text)
+        if await self._try_cache(st, inst, key):
+            return
+        st.config = {**st.config, **changes}
+        image_id = await self._metadata_commit(st, "#(nop) ", text)
+        self._commit_done(st, inst, key, image_id)
+        await self.out(f" ---> {short(image_id)}\n")
+
+    async def _metadata_commit(self, st: StageState, prefix: str, text: str) -> str:
+        """A new image on ``st``'s image with ``st.config`` and no new layer."""
+        from dockyard.services.imagearchive import Layer, dumps
+        from dockyard.services.images import Plan
+
+        base = self.images.get(st.image_id) if st.image_id else None
+        base_doc = self.images.config_doc(base) if base else {}
+        now = now_iso()
+        shell = list(st.config.get("Shell") or DEFAULT_SHELL)
+        created_by = " ".join([*shell, prefix + " " + text]) if prefix else text
+        history = list(base_doc.get("history") or [])
+        history.append({"created": now, "created_by": created_by, "empty_layer": True})
+        config = self._clean_config(st.config)
+        doc = {
+            "architecture": base_doc.get("architecture") or self.arch, "os": base_doc.get("os") or "linux",
+            "created": now, "config": config,
+            "container_config": {**config, "Cmd": [*shell, prefix + " " + text]},
+            "docker_version": f"dockyard-builder-{__version__}",
+            "rootfs": {"type": "layers", "diff_ids": list(base.layers if base else [])},
+            "history": history,
+        }
+        if st.author or base_doc.get("author"):
+            doc["author"] = st.author or base_doc.get("author")
+        if base_doc.get("variant"):
+            doc["variant"] = base_doc["variant"]
+        layers = [Layer(diff_id=d, size=0, path=self.images.content.path(d)) for d in (base.layers if base else [])]
+        plan = Plan(config_raw=dumps(doc), layers=layers, parent=base.id if base else "")
+        (inst,) = await self.images.install([plan], "build")
+        st.image_id = inst.image.id
+        return inst.image.id
+
+    async def _layer_step(self, st: StageState, inst: Instruction | None, key: str, created_by: str,
+                          config: dict[str, Any], work: Callable[[Path], Awaitable[bool]]) -> None:
+        """Prepare a read-write layer on ``st``'s image, let ``work`` change it, commit it."""
+        layer_key = "build-" + secrets.token_hex(12)
+        if st.image_id:
+            rootfs = Path(await self.images.prepare_rootfs(layer_key, st.image_id))
+        else:
+            drv = await self.images.driver()
+            await drv.prepare(layer_key, None)
+            rootfs = Path(await drv.mount(layer_key))
+        try:
+            changed = await work(rootfs)
+            if changed:
+                image = await self.images.commit(layer_key=layer_key, base_image=st.image_id,
+                                                 config=self._clean_config(config), created_by=created_by,
+                                                 author=st.author)
+                image_id = image.id
+            else:
+                st.config = config
+                image_id = await self._metadata_commit(st, "", created_by)
+        finally:
+            await self.images.remove_rootfs(layer_key)
+        st.config = config
+        self._commit_done(st, inst, key, image_id)
+        await self.out(f" ---> {short(image_id)}\n")
+
+    # ------------------------------------------------------------------ the build record
+    def _dependency(self, uri: str, digest: str, annotations: dict[str, str]) -> None:
+        key = (uri, digest)
+        if key in self._dep_keys:
+            return
+        self._dep_keys.add(key)
+        dep: dict[str, Any] = {"uri": uri, "annotations": dict(annotations)}
+        if digest:
+            dep["digest"] = _digest_obj(digest)
+        self.dependencies.append(dep)
+
+    def _record_step(self, inst: Instruction | None, st: StageState, cached: bool) -> None:
+        self.steps.append({"step": self.step, "stage": st.stage.name or str(st.stage.index),
+                           "line": inst.line if inst else 0,
+                           "instruction": inst.original if inst else "LABEL (--label)",
+                           "imageId": st.image_id, "cached": cached})
+
+    def record(self, image_id: str) -> dict[str, Any]:
+        df_digest = "sha256:" + hashlib.sha256(self.ctx.dockerfile_text.encode()).hexdigest()
+        return {
+            "_type": "https://dockyard.dev/build-record/v1",
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {
+                    "dockerfile": {"path": self.ctx.dockerfile_name, "digest": _digest_obj(df_digest)},
+                    "buildArgs": {k: v for k, v in sorted(self.opts.build_args.items())},
+                    "labels": dict(sorted(self.opts.labels.items())),
+                    "target": self.opts.target,
+                    "tags": [str(parse_normalized(t)) for t in self.opts.tags],
+                    "platform": self.opts.platform or f"linux/{self.arch}",
+                    "noCache": self.opts.no_cache,
+                },
+                "internalParameters": {"networkMode": self.opts.network_mode or "default",
+                                       "dockerignore": bool(self.ctx.ignore)},
+                "resolvedDependencies": list(self.dependencies),
+            },
+            "runDetails": {
+                "builder": {"id": "https://dockyard.dev/builder", "version": {
+                    "dockyard-builder": __version__, "dockyard-core": core_version}},
+                "metadata": {"invocationId": secrets.token_hex(16), "startedOn": self.started,
+                             "finishedOn": now_iso()},
+                "byproducts": [{"name": "image", "digest": _digest_obj(image_id)}],
+            },
+            "steps": list(self.steps),
+        }
+
+
+def _digest_obj(digest: str) -> dict[str, str]:
+    algo, _, hexpart = digest.partition(":")
+    return {algo or "sha256": hexpart}
+
+
+def _mkdir_all(rootfs: Path, path: str) -> None:
+    from dockyard_builder.copier import _mkdirs
+
+    _mkdirs(rootfs, path, Owner(), False)
+
+
+def parse_query_json(value: str, what: str) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid {what}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"invalid {what}: expected a JSON object")
+    return data
+
+
+_ = (time, Unavailable)
