@@ -134,3 +134,22 @@ def test_concurrent_downloads_respect_the_limit(fake: FakeRegistry, dockyardd_fa
     assert out.count("Pull complete") == 6
     assert "Waiting" in out  # layers queued behind the limit say so, as with dockerd
     assert fake.max_in_flight == 2
+
+
+def test_a_layer_that_unpacks_to_another_diff_id_is_rejected(fake: FakeRegistry, dockyardd) -> None:
+    import json
+
+    from fakeregistry import DOCKER_MANIFEST, FakeImage, sha
+
+    good = make_image((60_000,), seed=b"t7")
+    config = json.loads(good.config)
+    config["rootfs"]["diff_ids"] = ["sha256:" + "ab" * 32]  # the config lies about the layer
+    raw_config = json.dumps(config).encode()
+    manifest = json.loads(good.manifest)
+    manifest["config"].update(size=len(raw_config), digest=sha(raw_config))
+    assert manifest["mediaType"] == DOCKER_MANIFEST
+    fake.repos["liar"] = {"1": FakeImage(json.dumps(manifest).encode(), raw_config, good.layers, good.diff_ids)}
+    before, images_before = snapshot(dockyardd), images(dockyardd)
+    out = dockyardd.docker("pull", f"{fake.host}/liar:1", check=False)
+    assert out.returncode != 0 and "unpacks to" in out.stderr and "expects sha256:abab" in out.stderr, out.stderr
+    assert snapshot(dockyardd) == before and images(dockyardd) == images_before
