@@ -13,6 +13,8 @@ Everything here blocks: call it from a thread.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import gzip
 import hashlib
@@ -205,16 +207,30 @@ class Ingest:
             path = self.staging / f"m{self._n}"
             done = 0
             short = _short_id(name)
-            with open(path, "xb") as out:
-                while True:
-                    chunk = f.read(_CHUNK)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    out.write(chunk)
-                    done += len(chunk)
-                    if self.progress is not None:
-                        self.progress({"status": "Loading layer", "id": short, "current": done, "total": m.size})
+            # Writing (the kernel's page cache) overlaps reading and hashing: one writer thread,
+            # a few chunks in flight, in order.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            pending: collections.deque[concurrent.futures.Future[None]] = collections.deque()
+            try:
+                with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ingest") as writer:
+                    try:
+                        while True:
+                            chunk = f.read(_CHUNK)
+                            if not chunk:
+                                break
+                            pending.append(writer.submit(_write_all, fd, chunk))
+                            h.update(chunk)
+                            done += len(chunk)
+                            while len(pending) > 8 or (pending and pending[0].done()):
+                                pending.popleft().result()
+                            if self.progress is not None:
+                                self.progress({"status": "Loading layer", "id": short, "current": done,
+                                               "total": m.size})
+                    finally:
+                        while pending:
+                            pending.popleft().result()
+            finally:
+                os.close(fd)
             if done != m.size:
                 raise ImageArchiveError(f"invalid archive: member {name!r} is truncated")
             self.members[name] = Member(name, "sha256:" + h.hexdigest(), m.size, path=path)
@@ -352,6 +368,13 @@ def _maybe_gunzip(source: Readable) -> Readable:
     if first[:4] == ZSTD_MAGIC:
         raise ImageArchiveError("invalid archive: zstd-compressed archives are not supported yet")
     return peeked
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def _type_name(m: tarfile.TarInfo) -> str:
