@@ -207,3 +207,25 @@ def test_decompress_rejects_truncated_and_corrupt_gzip(tmp_path: Path) -> None:
     (tmp_path / "bad").write_bytes(blob[:10] + b"\xff" * 20 + blob[30:])
     with pytest.raises(InvalidArgument, match="corrupt"):
         decompress_layer(tmp_path / "bad", tmp_path / "t2", "gzip")
+
+
+# ------------------------------------------------------------------ CLI progress view
+def test_progress_view_bars_and_errors() -> None:
+    import click
+    from dockyard_distribution.cli import ProgressView
+    from dockyard_distribution.progress import progress, status
+
+    view = ProgressView(tty=True)
+    with view:
+        view.progress.console.file = __import__("io").StringIO()
+        view.feed({"status": "Pulling from x", "id": "1"})
+        view.feed(status("Pulling fs layer", "aaaaaaaaaaaa"))
+        view.feed(progress("Downloading", "aaaaaaaaaaaa", 500, 1000))
+        task = view.progress.tasks[view.tasks["aaaaaaaaaaaa"]]
+        assert (task.completed, task.total, task.description) == (500, 1000, "Downloading")
+        view.feed(status("Pull complete", "aaaaaaaaaaaa"))
+        assert task.completed == 1000 and task.description == "Pull complete"
+        view.feed({"progressDetail": {}, "aux": {"Tag": "1", "Digest": "sha256:x", "Size": 1}})
+        assert view.aux == {"Tag": "1", "Digest": "sha256:x", "Size": 1}
+        with pytest.raises(click.ClickException, match="boom"):
+            view.feed({"error": "boom", "errorDetail": {"message": "boom"}})
