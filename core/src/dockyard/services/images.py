@@ -162,9 +162,21 @@ class AsyncBodyReader:
         self._loop = loop
         self._read = read
 
+    async def _fill(self, size: int) -> bytes:
+        # One trip to the loop per ``size`` bytes, however small the socket's pieces are.
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            chunk = await self._read(size - got)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
     def read(self, n: int = -1) -> bytes:
         size = n if n is not None and n > 0 else 1 << 20
-        return asyncio.run_coroutine_threadsafe(self._read(size), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(self._fill(size), self._loop).result()
 
 
 class ImageService(Service):
