@@ -63,6 +63,38 @@ def is_archive(path: Path) -> bool:
     return len(head) == 512 and head[257:262] == b"ustar"
 
 
+def complete_tail(path: Path) -> None:
+    """Add the padding and end-of-archive blocks a client left out.
+
+    The docker CLI's ``-f`` outside the context rewrites the tar and stops right after the last
+    member's data (no padding, no trailer); dockerd accepts that, and so do we, but only when
+    every member's data is complete: a stream cut inside a member stays an error.
+    """
+    size = path.stat().st_size
+    if size % 512 == 0:
+        return
+    offset = 0
+    with open(path, "rb") as f:
+        while offset + 512 <= size:
+            f.seek(offset)
+            header = f.read(512)
+            if header == b"\0" * 512:
+                return
+            field_ = header[124:136].rstrip(b"\0 ").decode("ascii", "replace") or "0"
+            try:
+                length = int(field_, 8)
+            except ValueError:
+                return  # not a tar header: let the extractor report it
+            end = offset + 512 + length
+            if end > size:
+                return  # cut inside a member: the extractor reports it
+            offset = offset + 512 + (length + 511) // 512 * 512
+    if offset - size >= 512 or offset < size:
+        return
+    with open(path, "ab") as f:
+        f.write(b"\0" * (offset - size) + b"\0" * 1024)
+
+
 @dataclass
 class Source:
     rel: str  # context-relative, "" for the root
@@ -87,6 +119,7 @@ class BuildContext:
         if decompress_to(tar_path, plain):
             tar_path = plain
         if tar_path.stat().st_size:
+            complete_tail(tar_path)
             extract(tar_path, root, same_owner=False)
         plain.unlink(missing_ok=True)
         return cls.open(root, dockerfile)

@@ -33,11 +33,13 @@ class Owner:
 
 
 def resolve_dest(dest: str, workdir: str) -> str:
-    if dest.startswith("/"):
-        return dest
-    base = workdir or "/"
-    joined = posixpath.join(base, dest)
-    return joined + ("/" if dest.endswith("/") or dest in (".", "./") else "")
+    """``dest`` made absolute (relative to WORKDIR) and clean; a trailing ``/`` (or a ``.``) is kept
+    as a trailing ``/``: it says "a directory"."""
+    as_dir = dest.endswith("/") or dest in (".", "./") or dest.endswith("/.")
+    joined = posixpath.normpath(posixpath.join(workdir or "/", dest))
+    if as_dir and joined != "/":
+        joined += "/"
+    return joined
 
 
 def _mkdirs(rootfs: Path, path: str, owner: Owner, chown_new: bool) -> Path:
