@@ -4,8 +4,9 @@ Each daemon draws automatic subnets from a random free /20 of 10.213.0.0/17 (its
 ``default-address-pools``) and runs without live-restore. At shutdown it takes down every
 network no endpoint uses (the default bridge included) and its nft table: the fixture checks
 nothing named after the daemon's owner (links, namespaces, nft tables) is left.
-No traffic leaves the host: the only packets are DNS queries to 127.0.0.11 inside namespaces
-the test made.
+No traffic leaves the host: the packets are DNS queries to 127.0.0.11 inside the test's
+namespaces and containers, one ping between two containers of one test network, and forwarded
+queries to the host's loopback (``--dns 127.0.0.1``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -364,3 +366,43 @@ def test_cni_driver_through_the_docker_cli(netd: NetDaemon) -> None:
     assert not link_exists(f"{netd.owner}c{net_id[:6]}")
     bad = d.docker("network", "create", "-d", "nosuchdriver", "x", check=False)
     assert bad.returncode == 1 and "dockyard-network-nosuchdriver" in bad.stderr
+
+
+# ------------------------------------------------------------------------------ real containers
+def test_real_containers_resolve_peers_on_their_networks_only(netd: NetDaemon) -> None:
+    """busybox containers on user networks: names and aliases resolve through 127.0.0.11 on the
+    container's own networks only; connect/disconnect at run time change that. ``--dns
+    127.0.0.1`` makes the resolver forward unknown names to the host's loopback (nothing leaves
+    the host)."""
+    if shutil.which("conmon") is None:
+        pytest.skip("needs conmon")
+    d = netd.d
+    d.dockyard("image", "bootstrap", "busybox")
+    d.docker("network", "create", "app")
+    d.docker("network", "create", "other")
+    dns = ["--dns", "127.0.0.1"]
+    try:
+        d.docker("run", "-d", "--name", "web", "--network", "app", "--network-alias", "www", *dns,
+                 "busybox", "sleep", "300")
+        web_ip = d.docker("inspect", "-f", "{{.NetworkSettings.Networks.app.IPAddress}}", "web").stdout.strip()
+        assert web_ip
+        for name in ("web", "www"):
+            out = d.docker("run", "--rm", "--network", "app", *dns, "busybox", "nslookup", name).stdout
+            assert web_ip in out, out
+        ping = d.docker("run", "--rm", "--network", "app", *dns, "busybox", "ping", "-c", "1", "-W", "3", "www")
+        assert "1 packets received" in ping.stdout
+        lone = d.docker("run", "--rm", "--network", "other", *dns, "busybox", "nslookup", "web", check=False)
+        assert lone.returncode != 0 and web_ip not in lone.stdout
+        rm = d.docker("network", "rm", "app", check=False)
+        assert rm.returncode == 1 and "has active endpoints" in rm.stderr
+        # connected at run time to "other" as well: now its peers there resolve it
+        d.docker("network", "connect", "--alias", "w2", "other", "web")
+        other_ip = d.docker("inspect", "-f", "{{.NetworkSettings.Networks.other.IPAddress}}", "web").stdout.strip()
+        out = d.docker("run", "--rm", "--network", "other", *dns, "busybox", "nslookup", "w2").stdout
+        assert other_ip and other_ip in out, out
+        d.docker("network", "disconnect", "other", "web")
+        gone = d.docker("run", "--rm", "--network", "other", *dns, "busybox", "nslookup", "w2", check=False)
+        assert gone.returncode != 0
+    finally:
+        d.docker("rm", "-f", "web", check=False)
+    d.docker("network", "rm", "app", "other")
