@@ -245,8 +245,12 @@ async def test_connect_dns_disconnect(world: World) -> None:
         await svc.connect(lone, "app", ns_lone)
     with pytest.raises(Forbidden, match="has active endpoints"):
         await svc.remove("app")
-    await svc.disconnect(lone, "app")
+    web.name = "web2"  # renamed by the container service, which tells the network service
+    await svc.container_renamed(web)
+    assert await resolve(ns_lone, "web2") == [ep_web.ipv4_address]
     assert await resolve(ns_lone, "web") is None
+    await svc.disconnect(lone, "app")
+    assert await resolve(ns_lone, "web2") is None
     await svc.disconnect(db, "app")
     assert await resolve(ns_web, "db") is None
     with pytest.raises(NotConnected):

@@ -406,3 +406,47 @@ def test_real_containers_resolve_peers_on_their_networks_only(netd: NetDaemon) -
     finally:
         d.docker("rm", "-f", "web", check=False)
     d.docker("network", "rm", "app", "other")
+
+
+def _free_local_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_status(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_kill_9_with_running_containers_keeps_dns_and_ports(netd: NetDaemon) -> None:
+    """A daemon killed with -9 while containers run: after the restart their names still
+    resolve (the resolver is re-attached in their namespaces) and the published port answers."""
+    if shutil.which("conmon") is None:
+        pytest.skip("needs conmon")
+    d = netd.d
+    d.dockyard("image", "bootstrap", "busybox")
+    d.docker("network", "create", "app")
+    port = _free_local_port()
+    dns = ["--dns", "127.0.0.1"]
+    try:
+        d.docker("run", "-d", "--name", "web", "--network", "app", "--network-alias", "www", *dns,
+                 "-p", f"127.0.0.1:{port}:80", "busybox", "httpd", "-f", "-p", "80")
+        d.docker("run", "-d", "--name", "client", "--network", "app", *dns, "busybox", "sleep", "300")
+        web_ip = d.docker("inspect", "-f", "{{.NetworkSettings.Networks.app.IPAddress}}", "web").stdout.strip()
+        assert web_ip in d.docker("exec", "client", "nslookup", "www").stdout
+        assert _http_status(port) in (200, 404)  # busybox httpd answers (no index file: 404)
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+        d = netd.start()
+        assert d.docker("inspect", "-f", "{{.State.Running}}", "web").stdout.strip() == "true"
+        out = d.docker("exec", "client", "nslookup", "www").stdout
+        assert web_ip in out, out
+        assert _http_status(port) in (200, 404)
+    finally:
+        d.docker("rm", "-f", "web", "client", check=False)
+    d.docker("network", "rm", "app")

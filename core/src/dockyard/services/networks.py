@@ -526,6 +526,22 @@ class NetworkService(Service):
             await self._attach_dns(container.id)
         self.kernel.emit("network", "disconnect", net.id, container=container.id, name=net.name, type=net.driver)
 
+    async def container_renamed(self, container: Container) -> None:
+        """The container got a new name: its endpoints and the DNS records of its networks
+        follow (the container service calls this after a rename commits)."""
+        async with self._lock:
+            nets = []
+            for ep in self.container_endpoints(container.id):
+                ep.container_name = container.name
+                with self.store.transaction() as tx:
+                    tx.put(ep)
+                try:
+                    nets.append(self.store.get(Network, ep.network_id))
+                except NotFound:
+                    continue
+            for net in nets:
+                await self._refresh_dns(net)
+
     async def disconnect_all(self, container: Container) -> None:
         """Detach the container from every network it has an endpoint on (container stop)."""
         for ep in self.container_endpoints(container.id):
