@@ -150,7 +150,7 @@ def parse_instruction(text: str, line: int, escape: str = "\\", nested: bool = F
         raise DockerfileError(line, "empty instruction")
     keyword, rest = m.group(1).upper(), m.group(2)
     if keyword not in INSTRUCTIONS:
-        raise DockerfileError(line, f"unknown instruction: {m.group(1)}")
+        raise DockerfileError(line, f"unknown instruction: {keyword}")
     flags: dict[str, str] = {}
     allowed = FLAGS.get(keyword, {})
     if allowed:
