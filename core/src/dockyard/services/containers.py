@@ -764,19 +764,13 @@ class ContainerService(Service):
                 return
             self._stop_health(cid)
             uptime = asyncio.get_running_loop().time() - self._started_mono.pop(cid, asyncio.get_running_loop().time())
-            drv = await self.storage()
-            with contextlib.suppress(Exception):
-                await drv.unmount(cid)
-            await self._unmount_volumes(c)
-            await self._teardown_network(c, c.extra.get("netns", ""))
+            netns = c.extra.get("netns", "")
             c.extra["netns"] = ""
             c.state.status = ContainerStatus.EXITED
             c.state.exit_code = code
             c.state.oom_killed = oom
             c.state.pid = 0
             c.state.finished_at = finished_at
-            if c.state.health is not None:
-                c.state.health.status = "unhealthy" if c.state.health.status == "unhealthy" else c.state.health.status
             manual = bool(c.extra.get("manual_stop"))
             if restart_at_boot is None:
                 restart = policy.should_restart(c.host_config.restart_policy, code, c.state.restart_count, manual)
@@ -786,15 +780,33 @@ class ContainerService(Service):
                 c.state.status = ContainerStatus.RESTARTING
             self._put(c)
             self._monitors.pop(cid, None)
-        if oom:
-            self._emit(c, "oom")
-        self._emit(c, "die", exitCode=code)
-        self._watch(cid).exited(code)
+            # waiters learn the exit at once; what start took is released after, still under the
+            # lock (a start or remove that follows waits for it)
+            if oom:
+                self._emit(c, "oom")
+            self._emit(c, "die", exitCode=code)
+            self._watch(cid).exited(code)
+            await self._release(c, netns)
+            self._put(c)
         if restart and not self._closing:
             delay = 0.0 if restart_at_boot else self._backoff.setdefault(cid, policy.Backoff()).next(uptime)
             self._restarts[cid] = self._spawn(self._restart_later(cid, delay), f"restart-{cid[:12]}")
         elif c.host_config.auto_remove:
             self._spawn(self._auto_remove(cid), f"autoremove-{cid[:12]}")
+
+    async def _release(self, c: Container, netns: str, remove_layer: bool = False) -> None:
+        """Give back what start took (rootfs mount, volumes, endpoints and namespace), in
+        parallel; with ``remove_layer`` the read-write layer goes too."""
+        drv = await self.storage()
+
+        async def rootfs() -> None:
+            with contextlib.suppress(Exception):
+                await drv.unmount(c.id)
+            if remove_layer:
+                with contextlib.suppress(NotFound):
+                    await drv.remove(c.id)
+
+        await asyncio.gather(rootfs(), self._unmount_volumes(c), self._teardown_network(c, netns))
 
     async def _restart_later(self, cid: str, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -862,13 +874,14 @@ class ContainerService(Service):
             c = self.store.get(Container, cid)
         except NotFound:
             return True
-        if c.state.status not in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
-            return True
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-            return True
-        except TimeoutError:
-            return False
+        if c.state.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except TimeoutError:
+                return False
+        async with self._lock(cid):  # the exit's resources are released under this lock
+            pass
+        return True
 
     async def _signal(self, c: Container, signo: int) -> bool:
         """Send a signal; False when the container was no longer running."""
@@ -966,19 +979,16 @@ class ContainerService(Service):
         if mon is not None:
             mon.cancel()
         rt = await self.runtime(c)
-        with contextlib.suppress(NotFound):
-            await rt.delete(c.id, force=True)
         for eid in list(c.exec_ids):
             self.execs.pop(eid, None)
-        await self._teardown_network(c, c.extra.get("netns", ""))
-        drv = await self.storage()
-        with contextlib.suppress(Exception):
-            await drv.unmount(c.id)
-        await self._unmount_volumes(c)
-        try:
-            await drv.remove(c.id)
-        except NotFound:
-            pass
+
+        async def runtime_record() -> None:
+            with contextlib.suppress(NotFound):
+                await rt.delete(c.id, force=True)
+
+        # the layer is unmounted and removed once the runtime let go of the process
+        await asyncio.gather(runtime_record(), self._teardown_network(c, c.extra.get("netns", "")))
+        await self._release(c, "", remove_layer=True)
         shutil.rmtree(self._cdir(c.id), ignore_errors=True)
         with self.store.transaction() as tx:
             with contextlib.suppress(NotFound):

@@ -33,8 +33,14 @@ from typing import Any
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.model import Container
 from dockyard.specs import DriverInfo
-from dockyard.specs.arch import (AttachStream, ExecRequest, Platform, RuntimeCreateRequest, RuntimeDriver,
-                                 RuntimeState)
+from dockyard.specs.arch import (
+    AttachStream,
+    ExecRequest,
+    Platform,
+    RuntimeCreateRequest,
+    RuntimeDriver,
+    RuntimeState,
+)
 
 from dockyard_arch_linux import cgroups, monitor
 from dockyard_arch_linux.logs import LogRecord, follow_lines, parse_line
@@ -348,20 +354,30 @@ class LinuxRuntime(RuntimeDriver):
     async def wait(self, container_id: str) -> RuntimeState:
         meta = self._meta(container_id)
         conmon_pid = int(meta.get("conmon_pid") or 0)
+        # conmon writes the exit file and then exits: a pidfd wakes us at once (polling stays
+        # as the fallback and for a conmon that was replaced)
+        pidfd = _pidfd(conmon_pid)
         delay = 0.01
-        while True:
-            done = self._exit(meta)
-            if done is not None:
-                monitor.reap_later(conmon_pid)
-                return done
-            if not monitor.alive(conmon_pid, container_id):
-                st = await self.state(container_id)
-                if st.status in ("stopped", "unknown"):
-                    return st
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
-            if not (self._cdir(container_id) / "meta.json").exists():
-                raise NotFound(f"container {container_id} was deleted while waiting")
+        try:
+            while True:
+                done = self._exit(meta)
+                if done is not None:
+                    monitor.reap_later(conmon_pid)
+                    return done
+                if not monitor.alive(conmon_pid, container_id):
+                    st = await self.state(container_id)
+                    if st.status in ("stopped", "unknown"):
+                        return st
+                if pidfd is not None:
+                    await _readable(pidfd, min(delay * 10, 1.0))
+                else:
+                    await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.1)
+                if not (self._cdir(container_id) / "meta.json").exists():
+                    raise NotFound(f"container {container_id} was deleted while waiting")
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
     async def delete(self, container_id: str, force: bool = False) -> None:
         async with self._lock(container_id):
@@ -650,6 +666,28 @@ class LinuxRuntime(RuntimeDriver):
         if link.is_symlink():
             link.unlink()
         await asyncio.to_thread(shutil.rmtree, edir, True)
+
+
+def _pidfd(pid: int) -> int | None:
+    if pid <= 0 or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+async def _readable(fd: int, timeout: float) -> None:
+    """Return when ``fd`` is readable (a pidfd: the process ended) or after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+    try:
+        await asyncio.wait_for(fut, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        loop.remove_reader(fd)
 
 
 class _SocketAttach(AttachStream):
