@@ -46,6 +46,17 @@ def test_skopeo_pushed_image_pulled_by_dockyard_then_pushed_back_and_pulled_by_s
     # a second push of the same image: every layer is already there
     again = dockyardd.docker("push", f"{registry.host}/dst/bb:2").stdout
     assert "Layer already exists" in again and "Pushed" not in again
+    # every tag of a repository: push --all-tags, then pull --all-tags
+    dockyardd.docker("tag", f"{registry.host}/dst/bb:2", f"{registry.host}/dst/bb:3")
+    both = dockyardd.docker("push", "--all-tags", f"{registry.host}/dst/bb").stdout
+    assert both.count("The push refers to repository") == 1
+    assert "2: digest: sha256:" in both and "3: digest: sha256:" in both
+    dockyardd.docker("rmi", f"{registry.host}/dst/bb:2", f"{registry.host}/dst/bb:3")
+    pulled = dockyardd.docker("pull", "--all-tags", f"{registry.host}/dst/bb").stdout
+    assert pulled.count("Digest: sha256:") == 2
+    assert f"Status: Downloaded newer image for {registry.host}/dst/bb" in pulled
+    tags = dockyardd.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert {f"{registry.host}/dst/bb:2", f"{registry.host}/dst/bb:3"} <= set(tags)
 
 
 def test_push_to_an_empty_registry_uploads_then_skopeo_and_podman_read_it(registry: Registry, dockyardd,

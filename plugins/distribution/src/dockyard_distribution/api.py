@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from dockyard.errors import DockyardError, InvalidArgument
+from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.reference import InvalidReference, Reference, parse_normalized
 from dockyard.server import KERNEL_KEY
 from dockyard.specs.api import ApiRoute
@@ -25,7 +25,14 @@ from dockyard_distribution.auth import AuthConfig, decode_registry_auth
 from dockyard_distribution.client import RegistryClient, RegistryOptions, Unauthorized
 from dockyard_distribution.mediatypes import INDEXES, Platform, index_platforms
 from dockyard_distribution.store import ImageStore
-from dockyard_distribution.transfer import registry_host, resolve_pull, resolve_push, run_pull, run_push
+from dockyard_distribution.transfer import (
+    final_line,
+    registry_host,
+    resolve_pull,
+    resolve_push,
+    run_pull,
+    run_push,
+)
 
 log = logging.getLogger(__name__)
 API_VERSION = "1.41"
@@ -45,13 +52,13 @@ def _client(kernel: Any, ref: Reference, auth: AuthConfig | None) -> RegistryCli
     return RegistryClient(registry_host(ref), registry_options(kernel), auth)
 
 
-def _parse(name: str, tag: str = "") -> Reference:
+def _parse(name: str, tag: str = "", default_tag: bool = True) -> Reference:
     try:
         if tag:
             if tag.startswith("sha256:"):
                 return parse_normalized(f"{name}@{tag}", default_tag=False)
             return parse_normalized(name, default_tag=False).with_tag(tag)
-        return parse_normalized(name)
+        return parse_normalized(name, default_tag=default_tag)
     except InvalidReference as exc:
         raise InvalidArgument(str(exc)) from exc
 
@@ -104,14 +111,29 @@ async def pull_image(request: web.Request) -> web.StreamResponse:
     name = request.query.get("fromImage", "")
     if not name:
         raise InvalidArgument("fromImage is required")
-    ref = _parse(name, request.query.get("tag", ""))
+    tag = request.query.get("tag", "")
+    ref = _parse(name, tag, default_tag=False)
     raw_platform = request.query.get("platform", "")
     platform = Platform.parse(raw_platform) if raw_platform else None
     store = ImageStore(kernel)
     client = _client(kernel, ref, _auth(request))
     try:
-        plan = await resolve_pull(client, ref, platform)  # typed errors: before any streaming
-        return await stream(request, lambda emit: run_pull(client, plan, store, emit))
+        if ref.tag or ref.digest:
+            plan = await resolve_pull(client, ref, platform)  # typed errors: before any streaming
+            return await stream(request, lambda emit: run_pull(client, plan, store, emit))
+        # no tag at all (``docker pull --all-tags``): every tag of the repository
+        tags = sorted(await client.list_tags(ref.path, ref.familiar()))
+        if not tags:
+            raise NotFound(f"repository {ref.familiar()} has no tags")
+        plans = [await resolve_pull(client, ref.with_tag(t), platform) for t in tags]
+
+        async def job(emit: Callable[[dict[str, Any]], None]) -> None:
+            changed = False
+            for plan in plans:
+                changed = (await run_pull(client, plan, store, emit, final_status=False))[1] or changed
+            emit(final_line(changed, ref.familiar()))
+
+        return await stream(request, job)
     finally:
         await client.close()
 
@@ -151,7 +173,7 @@ async def push_image(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     tag = request.query.get("tag", "")
     store = ImageStore(kernel)
-    ref = _parse(name, tag)
+    ref = _parse(name, tag, default_tag=False)  # no tag: every local tag of the repository
     if ref.digest:
         raise InvalidArgument("cannot push a digest reference")
     tags = [ref] if ref.tag else _all_tags(store, ref)
@@ -159,8 +181,8 @@ async def push_image(request: web.Request) -> web.StreamResponse:
     client = _client(kernel, ref, _auth(request))
 
     async def job(emit: Callable[[dict[str, Any]], None]) -> None:
-        for plan in plans:
-            await run_push(client, plan, store, emit)
+        for i, plan in enumerate(plans):
+            await run_push(client, plan, store, emit, header=i == 0)
 
     try:
         return await stream(request, job)

@@ -385,6 +385,26 @@ class RegistryClient:
                                  f"does not match Docker-Content-Digest {header_digest}")
         return Manifest(body, detect_media_type(body, content_type), actual)
 
+    async def list_tags(self, repo: str, display: str = "") -> list[str]:
+        """Every tag of ``repo`` (following ``Link`` pagination); NotFound for an unknown repository."""
+        tags: list[str] = []
+        path: str | None = f"/v2/{repo}/tags/list?n=1000"
+        while path:
+            resp = await self.request("GET", path, scope_for(repo, "pull"))
+            try:
+                body = await resp.read()
+                if resp.status == 404:
+                    raise NotFound(f"repository {display or repo} not found: {_error_text(body)[1] or 'name unknown'}")
+                if resp.status >= 300:
+                    raise RegistryError(f"tags of {display or repo}: HTTP {resp.status}: {_error_text(body)[1]}",
+                                        resp.status)
+                tags += list(json.loads(body).get("tags") or [])
+                link = resp.headers.get("Link", "")
+                path = link.split(";")[0].strip().strip("<>") if 'rel="next"' in link else None
+            finally:
+                resp.release()
+        return tags
+
     async def head_manifest(self, repo: str, reference: str) -> str | None:
         """The digest of ``repo:reference`` from a HEAD, or None when unknown/not said."""
         resp = await self.request("HEAD", f"/v2/{repo}/manifests/{reference}", scope_for(repo, "pull"),

@@ -131,8 +131,11 @@ def _host_arch() -> str:
     return host_platform().architecture
 
 
-async def run_pull(client: RegistryClient, plan: PullPlan, store: ImageStore, emit: Emit) -> Any:
-    """Download what is missing, install the image, report like dockerd. Returns the image."""
+async def run_pull(client: RegistryClient, plan: PullPlan, store: ImageStore, emit: Emit,
+                   final_status: bool = True) -> tuple[Any, bool]:
+    """Download what is missing, install the image, report like dockerd. Returns the image and
+    whether anything changed; ``final_status`` False leaves out the ``Status:`` line (all-tags
+    pulls print one for the repository)."""
     ref = plan.ref
     emit(pm.status(f"Pulling from {ref.path}", ref.digest or ref.tag or "latest", detail=False))
     chain = chain_ids(plan.diff_ids)
@@ -205,12 +208,16 @@ async def run_pull(client: RegistryClient, plan: PullPlan, store: ImageStore, em
         image, changed = await store.install(plan.config_raw, [results[i] for i in range(len(plan.layers))],
                                              plan.manifest.body, tag, repo_digest, on_install)
     emit(pm.status(f"Digest: {plan.top.digest}"))
-    if changed:
-        emit(pm.status(f"Status: Downloaded newer image for {ref.familiar()}"))
-    else:
-        emit(pm.status(f"Status: Image is up to date for {ref.familiar()}"))
+    if final_status:
+        emit(final_line(changed, ref.familiar()))
     store.emit("pull", image, ref.familiar())
-    return image
+    return image, changed
+
+
+def final_line(changed: bool, name: str) -> dict[str, Any]:
+    if changed:
+        return pm.status(f"Status: Downloaded newer image for {name}")
+    return pm.status(f"Status: Image is up to date for {name}")
 
 
 def blob_size(desc: dict[str, Any]) -> int:
@@ -233,12 +240,14 @@ def resolve_push(store: ImageStore, ref: Reference) -> PushPlan:
     return PushPlan(ref, image, store.config_raw(image), list(image.layers))
 
 
-async def run_push(client: RegistryClient, plan: PushPlan, store: ImageStore, emit: Emit) -> dict[str, Any]:
+async def run_push(client: RegistryClient, plan: PushPlan, store: ImageStore, emit: Emit,
+                   header: bool = True) -> dict[str, Any]:
     """Upload missing blobs (HEAD, mount, upload), then the manifest; returns the ``aux``."""
     ref = plan.ref
     repo = ref.path
     host = client.host
-    emit(pm.status(f"The push refers to repository [{ref.name}]"))
+    if header:
+        emit(pm.status(f"The push refers to repository [{ref.name}]"))
     unique: list[str] = []
     for d in plan.diff_ids:
         if d not in unique:
