@@ -119,3 +119,26 @@ def test_list_filters_and_lifecycle(client: docker.DockerClient) -> None:
     finally:
         a.remove(force=True)
         b.remove(force=True)
+
+
+def test_detach_keys_leave_the_container_running(client: docker.DockerClient) -> None:
+    c = client.containers.create("busybox", "cat", stdin_open=True, tty=False)
+    try:
+        c.start()
+        sock = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+        raw = sock._sock  # noqa: SLF001
+        raw.sendall(b"before\n")
+        data = b""
+        while len(data) < 15:
+            data += raw.recv(4096)
+        assert data == b"\x01\x00\x00\x00\x00\x00\x00\x07before\n"
+        raw.sendall(b"x\x10\x11")  # ctrl-p ctrl-q: the default detach sequence
+        rest = b""
+        while chunk := raw.recv(4096):  # the server closes the connection on detach
+            rest += chunk
+        raw.close()
+        assert b"\x10" not in rest  # the keys never reached the container
+        c.reload()
+        assert c.status == "running"
+    finally:
+        c.remove(force=True)

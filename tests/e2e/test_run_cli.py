@@ -244,3 +244,28 @@ def test_dockyard_cli_run(d: Daemon) -> None:
     assert "dy1" in d.dockyard("ps").stdout
     assert d.dockyard("inspect", "-f", "State.Status", "dy1").stdout == "running\n"
     d.dockyard("rm", "-f", "dy1")
+
+
+def test_tty_start_attach_export_commit(d: Daemon, tmp_path: Path) -> None:
+    tty = d.docker("run", "-t", "--rm", "busybox", "echo", "tty")
+    assert tty.stdout == "tty\r\n"  # raw pty bytes, no frames
+    d.docker("create", "--name", "later", "busybox", "sh", "-c", "echo started; exit 9")
+    res = d.docker("start", "-a", "later", check=False)
+    assert (res.returncode, res.stdout) == (9, "started\n")
+    since = time.time()
+    d.docker("start", "later")
+    assert d.docker("wait", "later").stdout == "9\n"
+    assert d.docker("logs", "later").stdout == "started\nstarted\n"
+    assert d.docker("logs", "--since", f"{since:.3f}", "later").stdout == "started\n"
+    d.docker("run", "--name", "fs", "busybox", "sh", "-c", "echo made > /made.txt")
+    d.docker("export", "-o", str(tmp_path / "fs.tar"), "fs")
+    import tarfile
+
+    with tarfile.open(tmp_path / "fs.tar") as tf:
+        names = tf.getnames()
+    assert "made.txt" in names and "bin/busybox" in names
+    image_id = d.docker("commit", "-c", "ENV CAPV=1", "fs", "committed:1").stdout.strip()
+    assert image_id.startswith("sha256:")
+    assert d.docker("run", "--rm", "committed:1", "sh", "-c", "cat /made.txt; echo $CAPV").stdout == "made\n1\n"
+    d.docker("rm", "later", "fs")
+    d.docker("rmi", "committed:1")
