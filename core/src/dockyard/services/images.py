@@ -322,6 +322,8 @@ class ImageService(Service):
             for cid in chain_ids([lay.diff_id for lay in plan.layers]):
                 pinned_layers.append(cid)
             pinned_blobs += [plan.id] + [lay.diff_id for lay in plan.layers]
+            if plan.manifest_raw is not None:
+                pinned_blobs.append("sha256:" + hashlib.sha256(plan.manifest_raw).hexdigest())
         self._pinned_layers.update(pinned_layers)
         self._pinned_blobs.update(pinned_blobs)
         try:
@@ -365,7 +367,10 @@ class ImageService(Service):
             async with self._lock:
                 result = self._record(images, plans, layer_records)
         except BaseException:
+            mine = collections.Counter(pinned_layers)
             for cid in reversed(applied):
+                if self._pinned_layers[cid] > mine[cid]:
+                    continue  # a concurrent arrival uses it too; gc() collects it if it ends unused
                 with contextlib.suppress(DockyardError, OSError):
                     await drv.remove(cid)
             for d in added_blobs:
@@ -1040,6 +1045,11 @@ class ImageService(Service):
                 reclaimed += rec.size
                 if records is not None:
                     records.append({"Deleted": rec.id})
+            # Driver layers no record names (an arrival that failed while another used them).
+            for key in sorted(await drv.list(), reverse=True):
+                if key.startswith("sha256:") and key not in layers and key not in keep_layers:
+                    with contextlib.suppress(Conflict, NotFound):
+                        await drv.remove(key)
             still = {cid: rec for cid, rec in layers.items() if cid not in removed}
             keep_blobs |= {rec.diff_id for rec in still.values()}
             for d in await asyncio.to_thread(self.content.list):
