@@ -120,6 +120,12 @@ def test_up_ps_logs_converge_recreate_down(engine, project, compose_cli) -> None
     assert after[f"{name}-web-1"] != before[f"{name}-web-1"]
     assert "Recreated" in res.output
 
+    res = run("up", "-d", "--force-recreate", "--no-deps", "web")
+    assert res.exit_code == 0, res.output
+    forced = ids(engine, name)
+    assert forced[f"{name}-db-1"] == before[f"{name}-db-1"]
+    assert forced[f"{name}-web-1"] != after[f"{name}-web-1"]
+
     res = run("exec", "-T", "web", "sh", "-c", "echo role=$ROLE; exit 3")
     assert res.exit_code == 3
     assert "role=changed" in res.output
