@@ -243,21 +243,33 @@ def select_in(root: Path, pattern: str, what: str) -> list[Source]:
     return sorted(out, key=lambda s: s.rel)
 
 
-def _entry_digest(path: Path, st: os.stat_result) -> str:
+def content_digest(path: Path, st: os.stat_result | None = None) -> str:
+    """``sha256:`` of a file's bytes (of a link's target text): what anyone can check again."""
+    st = st or os.lstat(path)
     h = hashlib.sha256()
-    mode = st.st_mode
-    if stat.S_ISREG(mode):
-        h.update(f"f {stat.S_IMODE(mode):o} {st.st_size}\0".encode())
+    if stat.S_ISLNK(st.st_mode):
+        h.update(os.readlink(path).encode())
+    elif stat.S_ISREG(st.st_mode):
         with open(path, "rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
-    elif stat.S_ISLNK(mode):
-        h.update(f"l {os.readlink(path)}\0".encode())
-    elif stat.S_ISDIR(mode):
-        h.update(f"d {stat.S_IMODE(mode):o}\0".encode())
-    else:
-        h.update(f"o {stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o}\0".encode())
     return "sha256:" + h.hexdigest()
+
+
+def _entry_digest(path: Path, st: os.stat_result, memo: dict[str, str] | None = None, rel: str = "") -> str:
+    """The cache's view of one entry: type, permission bits, size and content digest."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        content = content_digest(path, st)
+        if memo is not None:
+            memo["content:" + rel] = content
+        kind = "f" if stat.S_ISREG(mode) else "l"
+        text = f"{kind} {stat.S_IMODE(mode):o} {st.st_size} {content}"
+    elif stat.S_ISDIR(mode):
+        text = f"d {stat.S_IMODE(mode):o}"
+    else:
+        text = f"o {stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o}"
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def tree_digest(root: Path, rel: str, memo: dict[str, str] | None = None) -> str:
@@ -269,7 +281,7 @@ def tree_digest(root: Path, rel: str, memo: dict[str, str] | None = None) -> str
     path = Path(root, rel) if rel else Path(root)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
-        memo[key] = _entry_digest(path, st)
+        memo[key] = _entry_digest(path, st, memo, rel)
         return memo[key]
     h = hashlib.sha256()
     h.update(_entry_digest(path, st).encode())
@@ -281,23 +293,19 @@ def tree_digest(root: Path, rel: str, memo: dict[str, str] | None = None) -> str
 
 
 def file_digests(root: Path, rel: str, memo: dict[str, str] | None = None) -> dict[str, str]:
-    """``{context path: digest}`` of every file and link at or below ``rel`` (``memo`` as
-    :func:`tree_digest` fills it: entries that are not directories hold their own digest)."""
+    """``{context path: sha256 of the content}`` of every file and link at or below ``rel`` (the
+    build record's view; ``memo`` is :func:`tree_digest`'s, which keeps content digests)."""
     memo = {} if memo is None else memo
-    out: dict[str, str] = {}
     path = Path(root, rel) if rel else Path(root)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
-        return {rel: memo.get(rel) or _entry_digest(path, st)}
+        return {rel: memo.get("content:" + rel) or content_digest(path, st)}
+    out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames.sort()
-        for name in sorted(filenames):
+        names = sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in names:
             p = Path(dirpath, name)
             r = os.path.relpath(p, root)
-            out[r] = memo.get(r) or _entry_digest(p, os.lstat(p))
-        for name in dirnames:
-            p = Path(dirpath, name)
-            if p.is_symlink():
-                r = os.path.relpath(p, root)
-                out[r] = memo.get(r) or _entry_digest(p, os.lstat(p))
+            out[r] = memo.get("content:" + r) or content_digest(p)
     return out
