@@ -466,3 +466,28 @@ async def test_orphaned_runtime_processes_are_reaped(driver, tmp_path):
 
 async def _zombie_named(comm: bytes) -> bool:
     return any(b"(" + comm + b")" in z.encode() for z in zombie_children())
+
+
+async def test_request_spec_amender_runs_before_the_spec_is_written(driver, ids, rootfs):
+    seen = []
+
+    def amend(container, spec):
+        seen.append(container.id)
+        spec["process"]["env"].append("AMENDED=1")
+
+    req = make_request(rootfs, ["sh", "-c", "echo $AMENDED"])
+    req.spec_amender = amend
+    ids.append(req.container.id)
+    await driver.create(req)
+    await driver.start(req.container.id)
+    assert (await asyncio.wait_for(driver.wait(req.container.id), 15)).exit_code == 0
+    assert seen == [req.container.id] and await output(driver, req.container.id) == b"1\n"
+
+    def refuse(container, spec):
+        raise InvalidArgument("refused by policy")
+
+    bad = make_request(rootfs, ["true"])
+    bad.spec_amender = refuse
+    with pytest.raises(InvalidArgument, match="refused"):
+        await driver.create(bad)
+    assert bad.container.id not in await driver.list()  # nothing left of a refused container
