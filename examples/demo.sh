@@ -9,7 +9,7 @@
 #
 # Running it again converges: nothing is recreated (compose prints "Running").
 # DEMO_ENGINE=podman runs the same app against podman's Docker-compatible API service instead
-# (socket /run/dockyard-demo/podman.sock), which works today.
+# (socket /run/dockyard-demo/podman.sock).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -111,8 +111,9 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$SOCK" -X POST \
   -H 'Content-Type: application/x-tar' "http://localhost/v1.41/build?t=dockyard-demo-probe:none" \
   --data-binary @/dev/null || true)
 if [ "$code" = 404 ]; then
-  die "$ENGINE at $HOST has no image builder yet (POST /build answered 404), so the demo's
-      Dockerfiles (FROM busybox) cannot be built there. Nothing was created.
+  die "$ENGINE at $HOST has no image builder (POST /build answered 404; for dockyardd the
+      dockyard-builder plugin provides it), so the demo's Dockerfiles (FROM busybox) cannot be
+      built there. Nothing was created.
       The same demo runs today against podman's API service:  DEMO_ENGINE=podman bash examples/demo.sh
       $ENGINE is left running; stop it with: $STOP_ENGINE" 3
 fi
