@@ -27,7 +27,7 @@ import docker
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, start_daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -92,8 +92,42 @@ class NetDaemon:
         assert sdk_net.leftovers(self.owner) == []
 
 
+@pytest.fixture(scope="module")
+def shared_netd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetDaemon]:
+    """One daemon for the tests that do not restart it (each leaves only the built-ins)."""
+    root = tmp_path_factory.mktemp("netd")
+    started: list[Daemon] = []
+
+    def factory(name: str, config: dict) -> Daemon:
+        started.append(start_daemon(root / name, config=config))
+        return started[-1]
+
+    nd = NetDaemon(factory)
+    try:
+        yield nd
+        nd.finish()
+    finally:
+        for d in started:
+            d.stop()
+
+
 @pytest.fixture
-def netd(dockyardd_factory: Callable[..., Daemon]) -> Iterator[NetDaemon]:
+def netd(shared_netd: NetDaemon) -> Iterator[NetDaemon]:
+    """The shared daemon; after each test only the built-in networks (and the default bridge,
+    with the daemon's nft table) may be left."""
+    yield shared_netd
+    d = shared_netd.d
+    names = sorted(d.docker("network", "ls", "--format", "{{.Name}}").stdout.split())
+    assert names == ["bridge", "host", "none"], names
+    assert d.docker("ps", "-aq").stdout.split() == []
+    builtin = d.docker("network", "inspect", "bridge", "--format", "{{.Id}}").stdout.strip()
+    allowed = {f"link {shared_netd.bridge_of(builtin)}", f"nft table ip dockyard-{shared_netd.owner}"}
+    assert set(sdk_net.leftovers(shared_netd.owner)) <= allowed
+
+
+@pytest.fixture
+def own_netd(dockyardd_factory: Callable[..., Daemon]) -> Iterator[NetDaemon]:
+    """A daemon of the test's own (for kill -9 and restarts)."""
     nd = NetDaemon(dockyardd_factory)
     yield nd
     nd.finish()
@@ -248,7 +282,8 @@ def test_docker_py_networks(netd: NetDaemon) -> None:
 
 
 # ------------------------------------------------------------------------------ restart
-def test_kill_9_and_restart_keeps_networks_and_bridges(netd: NetDaemon) -> None:
+def test_kill_9_and_restart_keeps_networks_and_bridges(own_netd: NetDaemon) -> None:
+    netd = own_netd
     d = netd.d
     keep = d.docker("network", "create", "--label", "k=1", "keep").stdout.strip()
     lost = d.docker("network", "create", "lost").stdout.strip()
@@ -285,6 +320,20 @@ def _fake_running_container(d: Daemon, name: str, pid: int) -> str:
     return c.id
 
 
+def _forget_containers(d: Daemon, ids: list[str]) -> None:
+    """Drop the stand-in records again (the container service never ran them)."""
+    from dockyard.model import Container
+    from dockyard.store import Store
+
+    store = Store(d.root / "data" / "state.db")
+    try:
+        with store.transaction() as tx:
+            for cid in ids:
+                tx.delete(Container, cid)
+    finally:
+        store.close()
+
+
 def _dns(netns_path: str, name: str) -> list[str]:
     from dnslib import QTYPE, DNSRecord
 
@@ -301,9 +350,10 @@ def test_connect_disconnect_running_processes(netd: NetDaemon) -> None:
     namespaces of their own, recorded as running containers, stand in for real ones."""
     d = netd.d
     procs = [subprocess.Popen(["unshare", "-n", "sleep", "120"]) for _ in range(2)]
+    ids: list[str] = []
     try:
         time.sleep(0.2)
-        ids = [_fake_running_container(d, f"box{i}", p.pid) for i, p in enumerate(procs)]
+        ids += [_fake_running_container(d, f"box{i}", p.pid) for i, p in enumerate(procs)]
         net_id = d.docker("network", "create", "app").stdout.strip()
         d.docker("network", "connect", "--alias", "first", "app", "box0")
         d.docker("network", "connect", "app", ids[1][:12])
@@ -338,6 +388,7 @@ def test_connect_disconnect_running_processes(netd: NetDaemon) -> None:
         for p in procs:
             p.kill()
             p.wait()
+        _forget_containers(d, ids)
 
 
 def test_cni_driver_through_the_docker_cli(netd: NetDaemon) -> None:
@@ -348,6 +399,7 @@ def test_cni_driver_through_the_docker_cli(netd: NetDaemon) -> None:
     (info,) = json.loads(d.docker("network", "inspect", "cninet").stdout)
     assert info["Driver"] == "cni" and info["Labels"] == {"impl": "cni"}
     proc = subprocess.Popen(["unshare", "-n", "sleep", "120"])
+    cid = ""
     try:
         time.sleep(0.2)
         cid = _fake_running_container(d, "cnibox", proc.pid)
@@ -362,6 +414,8 @@ def test_cni_driver_through_the_docker_cli(netd: NetDaemon) -> None:
     finally:
         proc.kill()
         proc.wait()
+        if cid:
+            _forget_containers(d, [cid])
     d.docker("network", "rm", "cninet")
     assert not link_exists(f"{netd.owner}c{net_id[:6]}")
     bad = d.docker("network", "create", "-d", "nosuchdriver", "x", check=False)
@@ -423,11 +477,12 @@ def _http_status(port: int) -> int:
         conn.close()
 
 
-def test_kill_9_with_running_containers_keeps_dns_and_ports(netd: NetDaemon) -> None:
+def test_kill_9_with_running_containers_keeps_dns_and_ports(own_netd: NetDaemon) -> None:
     """A daemon killed with -9 while containers run: after the restart their names still
     resolve (the resolver is re-attached in their namespaces) and the published port answers."""
     if shutil.which("conmon") is None:
         pytest.skip("needs conmon")
+    netd = own_netd
     d = netd.d
     d.dockyard("image", "bootstrap", "busybox")
     d.docker("network", "create", "app")
