@@ -162,3 +162,33 @@ async def test_start_fails_cleanly_when_the_port_is_taken(harness):
             await EmbeddedDns(DnsRecords(), [network.id]).start(req.netns_path)
     finally:
         await first.stop()
+
+
+def _query(netns_path: str, name: str) -> DNSRecord:
+    sock = socket_in_netns(netns_path, socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(2)
+        sock.sendto(DNSRecord.question(name).pack(), ("127.0.0.11", 53))
+        return DNSRecord.parse(sock.recv(4096))
+
+
+async def test_driver_dns_methods(harness):
+    """The service-facing methods: records per network, one resolver per sandbox, updated in
+    place, stopped by dns_detach (and by close)."""
+    drv = harness.driver
+    net_a = await harness.create_network()
+    net_b = await harness.create_network()
+    req, _res = await harness.join(net_a)  # brings the namespace's loopback up
+    await drv.dns_set_records(net_a.id, {"web": ["10.213.200.2"]})
+    await drv.dns_set_records(net_b.id, {"cache": ["10.213.201.2"]})
+    await drv.dns_attach("sandbox1", req.netns_path, [net_a.id], [])
+    assert addresses(await asyncio.to_thread(_query, req.netns_path, "web")) == ["10.213.200.2"]
+    assert (await asyncio.to_thread(_query, req.netns_path, "cache")).header.rcode == RCODE.NXDOMAIN
+    await drv.dns_attach("sandbox1", req.netns_path, [net_a.id, net_b.id], [])  # update in place
+    assert addresses(await asyncio.to_thread(_query, req.netns_path, "cache")) == ["10.213.201.2"]
+    await drv.dns_set_records(net_b.id, {})  # network forgotten
+    assert (await asyncio.to_thread(_query, req.netns_path, "cache")).header.rcode == RCODE.NXDOMAIN
+    await drv.dns_detach("sandbox1")
+    with pytest.raises(OSError):  # nothing listens any more (refused or timed out)
+        await asyncio.to_thread(_query, req.netns_path, "web")
+    await drv.dns_detach("sandbox1")  # nothing to stop: fine
