@@ -80,6 +80,7 @@ class FakeRegistry:
     token: str = ""
     user: str = ""
     password: str = ""
+    refresh_token: str = ""
     delay: float = 0.0  # seconds to wait before serving a layer
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     port: int = 0
@@ -109,7 +110,7 @@ class FakeRegistry:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/v2/", self._ping)
-        app.router.add_get("/token", self._token)
+        app.router.add_route("*", "/token", self._token)
         app.router.add_route("*", "/v2/{name:.+}/manifests/{ref}", self._manifest)
         app.router.add_route("*", "/v2/{name:.+}/blobs/{digest}", self._blob)
         self._runner = web.AppRunner(app, access_log=None)
@@ -133,7 +134,13 @@ class FakeRegistry:
         return self._denied(request) or web.json_response({})
 
     async def _token(self, request: web.Request) -> web.Response:
-        self.requests.append(("GET", request.path_qs, dict(request.headers)))
+        self.requests.append((request.method, request.path_qs, dict(request.headers)))
+        if request.method == "POST":  # OAuth2 refresh-token grant (an identity token)
+            form = await request.post()
+            if form.get("grant_type") == "refresh_token" and form.get("refresh_token") == self.refresh_token:
+                return web.json_response({"access_token": self.token, "expires_in": 300,
+                                          "scope": form.get("scope", "")})
+            return web.json_response({"error": "invalid_grant"}, status=401)
         want = "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         if request.headers.get("Authorization") != want:
             return web.json_response({"details": "bad credentials"}, status=401)

@@ -153,3 +153,20 @@ def test_a_layer_that_unpacks_to_another_diff_id_is_rejected(fake: FakeRegistry,
     out = dockyardd.docker("pull", f"{fake.host}/liar:1", check=False)
     assert out.returncode != 0 and "unpacks to" in out.stderr and "expects sha256:abab" in out.stderr, out.stderr
     assert snapshot(dockyardd) == before and images(dockyardd) == images_before
+
+
+async def test_identity_token_uses_the_refresh_token_grant(fake: FakeRegistry) -> None:
+    from dockyard_distribution.auth import AuthConfig
+    from dockyard_distribution.client import RegistryClient, RegistryOptions, Unauthorized
+
+    img = make_image((10_000,), seed=b"t8")
+    fake.repos["idt"] = {"1": img}
+    fake.token, fake.refresh_token = "access-9", "refresh-xyz"
+    async with RegistryClient(fake.host, RegistryOptions(), AuthConfig(identitytoken="refresh-xyz")) as c:
+        got = await c.get_manifest("idt", "1")
+        assert got.digest == img.digest
+    posts = [(m, p) for m, p, h in fake.requests if p.startswith("/token")]
+    assert posts and all(m == "POST" for m, _ in posts)
+    async with RegistryClient(fake.host, RegistryOptions(), AuthConfig(identitytoken="stale")) as c:
+        with pytest.raises(Unauthorized):
+            await c.get_manifest("idt", "1")
