@@ -15,12 +15,13 @@ import secrets
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, start_daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +51,26 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     subprocess.run(["skopeo", "copy", "-q", src, f"oci-archive:{out['oci-named']}:docker.io/library/ocibox:1"],
                    check=True, capture_output=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One dockyardd for the module (start-up dominates these tests); each test resets it."""
+    d = start_daemon(tmp_path_factory.mktemp("images-e2e") / "d")
+    yield d
+    assert d.stop() == 0
+
+
+@pytest.fixture
+def dockyardd(shared_daemon: Daemon) -> Daemon:
+    """The module's daemon with no images and no volumes."""
+    d = shared_daemon
+    ids = d.docker("images", "-aq").stdout.split()
+    if ids:
+        d.docker("rmi", "-f", *sorted(set(ids)))
+    d.docker("volume", "prune", "-f")
+    assert d.docker("images", "-aq").stdout.strip() == "" and d.docker("volume", "ls", "-q").stdout.strip() == ""
+    return d
 
 
 def podman_image_id() -> str:
