@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import secrets
 import socket
 from pathlib import Path
 
@@ -414,3 +415,22 @@ async def test_cni_network_through_the_service(world: World) -> None:
     await world.svc.disconnect(b, "cninet")
     await world.svc.remove("cninet")
     assert [x for x in leftovers(world.owner) if x.startswith(f"link {world.owner}c")] == []
+
+
+async def test_ipv6_and_concurrent_connects(world: World) -> None:
+    """An explicit IPv6 subnet next to the automatic IPv4 pool; concurrent connects each get
+    their own addresses, and disconnects give every one back exactly once."""
+    await world.boot()
+    v6 = f"fd00:213:{secrets.randbelow(0xffff):x}::/64"
+    net = await world.svc.create(NetworkCreate(name="dual", enable_ipv6=True,
+                                               ipam_pools=[IpamPool(subnet=v6)]))
+    assert [ipaddress.ip_network(p.subnet).version for p in net.ipam_pools] == [4, 6]
+    boxes = [world.container(f"d{i}") for i in range(5)]
+    eps = await asyncio.gather(*(world.svc.connect(c, "dual", ns, dns_servers=[]) for c, ns in boxes))
+    assert len({e.ipv4_address for e in eps}) == 5 and len({e.ipv6_address for e in eps}) == 5
+    assert all(ipaddress.ip_address(e.ipv6_address) in ipaddress.ip_network(v6) for e in eps)
+    await asyncio.gather(*(world.svc.disconnect(c, "dual") for c, _ns in boxes))
+    ipam = await world.kernel.driver_ready("ipam", "default")
+    for pool_id, e in zip(net.extra["pool_ids"], (eps[0].ipv4_address, eps[0].ipv6_address), strict=True):
+        with pytest.raises(NotFound):  # already released by the disconnect
+            await ipam.release_address(pool_id, e)
