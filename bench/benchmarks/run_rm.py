@@ -59,6 +59,19 @@ def conmon_pids(needle: str) -> list[int]:
     return out
 
 
+def remove_host_objects(root: Path) -> None:
+    """The default bridge and nft table outlive a daemon (as docker0 does): remove this one's."""
+    from dockyard.config import Config
+
+    owner = Config(values={"data-root": str(root / "data")}).owner
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
+    for line in links:
+        name = line.split(" ", 1)[0].split("@", 1)[0]
+        if name.startswith(owner):
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "ip", f"dockyard-{owner}"], capture_output=True)
+
+
 def make_bundle(work: Path) -> Path:
     """A crun bundle: busybox-static as /bin/true, the default spec running ``true``."""
     bundle = work / "bundle"
@@ -202,6 +215,7 @@ def run(ctx: Context) -> list[Result]:
             podman_sock.unlink(missing_ok=True)
         if proc is not None:
             image_load.stop_daemon(proc)
+            remove_host_objects(work / "daemon")
             shutil.rmtree(work / "daemon", ignore_errors=True)
     add_ratios(results)
     sub = subjects["docker run → dockyardd"]
