@@ -216,9 +216,19 @@ def test_cp_both_ways_and_inspect(d: Daemon, tmp_path: Path) -> None:
     d.docker("rm", "-f", "files")
 
 
-def test_memory_limit_in_the_cgroup(d: Daemon) -> None:
+def test_memory_limit_in_the_cgroup_and_update(d: Daemon) -> None:
     script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
     assert d.docker("run", "--rm", "--memory", "64m", "busybox", "sh", "-c", script).stdout == "67108864\n"
+    d.docker("run", "-d", "--name", "upd", "--memory", "64m", "busybox", "sleep", "60")
+    d.docker("update", "--memory", "32m", "--memory-swap", "64m", "upd")
+    assert d.docker("exec", "upd", "sh", "-c", script).stdout == "33554432\n"
+    assert d.docker("inspect", "-f", "{{.HostConfig.Memory}}", "upd").stdout == "33554432\n"
+    first = d.docker("ps", "-q", "--filter", "name=upd").stdout.strip()
+    d.docker("run", "-d", "--name", "upd2", "busybox", "sleep", "60")
+    assert d.docker("ps", "-q", "--filter", "since=upd").stdout.split() == [
+        d.docker("ps", "-q", "--filter", "name=upd2").stdout.strip()]
+    assert d.docker("ps", "-q", "--filter", "before=upd2").stdout.split() == [first]
+    d.docker("rm", "-f", "upd", "upd2")
 
 
 def test_health_transitions(d: Daemon) -> None:

@@ -1183,6 +1183,7 @@ class ContainerService(Service):
         if c.state.status not in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
             raise Conflict(f"Container {c.id} is not running")
         await (await self.runtime(c)).resize(c.id, height, width)
+        self._emit(c, "resize", height=height, width=width)
 
     # ================================================================== exec
     def exec_create(self, ref: str, cmd: list[str], *, tty: bool = False, attach_stdin: bool = False,

@@ -73,8 +73,21 @@ async def list_containers(request: web.Request) -> web.Response:
     if limit > 0:
         show_all = True
     containers = sorted(kernel.open_store().list(Container), key=lambda c: c.created, reverse=True)
+    svc = kernel.service("containers")
+    before = [svc.get(ref).created for ref in flt.get("before")]
+    since = [svc.get(ref).created for ref in flt.get("since")]
     out = []
     for c in containers:
+        if any(c.created >= b for b in before) or any(c.created <= s_ for s_ in since):
+            continue
+        if "publish" in flt or "expose" in flt:
+            ports = {p.split("/")[0] for p in c.host_config.port_bindings} | {
+                b.host_port for v in c.host_config.port_bindings.values() for b in v}
+            if "publish" in flt and not any(w.split("/")[0] in ports for w in flt.get("publish")):
+                continue
+            if "expose" in flt and not any((w if "/" in w else f"{w}/tcp") in c.config.exposed_ports
+                                           for w in flt.get("expose")):
+                continue
         if not show_all and c.state.status not in (ContainerStatus.RUNNING, ContainerStatus.PAUSED,
                                                     ContainerStatus.RESTARTING):
             continue
