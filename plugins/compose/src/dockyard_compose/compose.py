@@ -542,18 +542,14 @@ class Compose:
         self.ensure_networks(names)
         self.ensure_volumes(names)
         self._orphans(opts.remove_orphans, opts.timeout)
-        for s in names:
-            svc = self.model.services[s]
-            if not opts.no_start:
-                for dep, cond in svc.depends_on.items():
-                    if dep in names or not opts.no_deps:
-                        try:
-                            self.wait_condition(dep, cond.condition)
-                        except ComposeRuntimeError as exc:
-                            if cond.required:
-                                raise ComposeRuntimeError(f"service {s} cannot start: {exc}") from exc
-                            self.out.warn(f"service {s}: optional dependency {dep}: {exc}")
-            self.converge(s, opts)
+        for level in self._start_levels(names):
+            # Services of one level depend only on earlier levels: converge them concurrently.
+            if len(level) == 1:
+                self._up_one(level[0], names, opts)
+                continue
+            with ThreadPoolExecutor(max_workers=min(4, len(level))) as pool:
+                for fut in [pool.submit(self._up_one, s, names, opts) for s in level]:
+                    fut.result()
         if opts.wait and not opts.no_start:
             self.wait_all([s for s in names], opts.wait_timeout)
         if opts.detach or opts.no_start:
@@ -563,6 +559,29 @@ class Compose:
         return self.attach_logs([s for s in names if self.model.services[s].attach],
                                 abort_on_exit=opts.abort_on_exit or bool(opts.exit_code_from),
                                 timeout=opts.timeout, exit_code_from=opts.exit_code_from)
+
+    def _start_levels(self, names: list[str]) -> list[list[str]]:
+        level: dict[str, int] = {}
+        for s in names:  # names is in dependency order
+            deps = [d for d in dependencies(self.model.services[s]) if d in level]
+            level[s] = 1 + max((level[d] for d in deps), default=-1)
+        out: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+        for s in names:
+            out[level[s]].append(s)
+        return out
+
+    def _up_one(self, s: str, names: list[str], opts: UpOptions) -> None:
+        svc = self.model.services[s]
+        if not opts.no_start:
+            for dep, cond in svc.depends_on.items():
+                if dep in names or not opts.no_deps:
+                    try:
+                        self.wait_condition(dep, cond.condition)
+                    except ComposeRuntimeError as exc:
+                        if cond.required:
+                            raise ComposeRuntimeError(f"service {s} cannot start: {exc}") from exc
+                        self.out.warn(f"service {s}: optional dependency {dep}: {exc}")
+        self.converge(s, opts)
 
     def _orphans(self, remove: bool, timeout: int | None) -> None:
         orphans = [c for c in self.containers() if label(c, E.L_SERVICE) not in self.model.services
@@ -689,10 +708,10 @@ class Compose:
 
         if not containers:
             return 0
-        self.out.info(f"Attaching to {', '.join(name_of(c) for c in containers)}")
-        for c, sname in zip(containers, short_names, strict=True):
-            threading.Thread(target=follow, args=(c, sname), daemon=True).start()
-        try:
+        try:  # Ctrl-C may come at any point from here on, even while the followers start
+            self.out.info(f"Attaching to {', '.join(name_of(c) for c in containers)}")
+            for c, sname in zip(containers, short_names, strict=True):
+                threading.Thread(target=follow, args=(c, sname), daemon=True).start()
             while not done.wait(0.5):
                 pass
         except KeyboardInterrupt:
