@@ -64,14 +64,18 @@ class Client:
         url = API_PREFIX + quote(path, safe="/:@") + (f"?{query}" if query else "")
         conn = self._conn(self.timeout if timeout == -1.0 else timeout)
         hdrs = dict(headers or {})
-        data: bytes | None = None
-        if body is not None and not isinstance(body, (bytes, bytearray)):
+        data: Any = None
+        chunked = False
+        if hasattr(body, "read"):  # a file: streamed with chunked encoding (archives are large)
+            data, chunked = _chunks(body), True
+            hdrs.setdefault("Content-Type", "application/x-tar")
+        elif isinstance(body, (bytes, bytearray)):
+            data = bytes(body)
+        elif body is not None:
             data = json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
-        elif body is not None:
-            data = bytes(body)
         try:
-            conn.request(method, url, body=data, headers=hdrs)
+            conn.request(method, url, body=data, headers=hdrs, encode_chunked=chunked)
             resp = conn.getresponse()
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ConnectionFailed(f"cannot connect to the dockyard daemon at {self.host}: {exc.strerror}. "
@@ -109,6 +113,11 @@ class Client:
                     yield json.loads(line)
         finally:
             resp.close()
+
+
+def _chunks(f: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := f.read(size):
+        yield chunk
 
 
 def _json(resp: http.client.HTTPResponse) -> Any:
