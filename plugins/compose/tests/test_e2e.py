@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -316,23 +317,26 @@ services:
     proc = subprocess.Popen([exe, "compose", "-p", name, "up"], cwd=d, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
+    seen = threading.Event()
+
+    def reader() -> None:
+        for line in proc.stdout:
             lines.append(line)
             if "talker-1  | hello-attached" in line:
-                break
-        assert any("talker-1  | hello-attached" in x for x in lines), "".join(lines)
+                seen.set()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        assert seen.wait(60), "".join(lines)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(60)
+        t.join(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    text = "".join(lines) + out
+    text = "".join(lines)
     assert "Gracefully stopping" in text
     state = engine.api("GET", f"/containers/{name}-talker-1/json")["State"]
     assert not state["Running"]
