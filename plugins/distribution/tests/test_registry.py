@@ -64,8 +64,12 @@ def test_push_to_an_empty_registry_uploads_then_skopeo_and_podman_read_it(regist
     busybox_to(registry, "bb:1")
     dockyardd.docker("pull", f"{registry.host}/bb:1")
     registry.wipe()  # forget everything: the next push must upload every blob
-    out = dockyardd.docker("push", f"{registry.host}/bb:1").stdout
+    out = dockyardd.docker("push", f"{registry.host}/bb:1").stdout  # compressed while uploading
     assert "Pushed" in out and "Layer already exists" not in out
+    first = [ln for ln in out.splitlines() if "digest: sha256:" in ln]
+    registry.wipe()  # again: now the compressed layer kept from the first push is uploaded as is
+    again = dockyardd.docker("push", f"{registry.host}/bb:1").stdout
+    assert "Pushed" in again and [ln for ln in again.splitlines() if "digest: sha256:" in ln] == first
     dest = tmp_path / "oci"
     registry.skopeo("copy", "--src-tls-verify=false", f"docker://{registry.host}/bb:1", f"oci:{dest}:bb")
     index = json.loads((dest / "index.json").read_text())

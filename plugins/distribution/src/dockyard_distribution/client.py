@@ -599,6 +599,37 @@ class RegistryClient:
             raise RegistryError(f"{self.host}: upload answer without Location header", resp.status)
         return urljoin(str(resp.url), loc)
 
+    async def upload_stream(self, repo: str, body: Any, digest_of: Callable[[], str]) -> str:
+        """Upload a blob whose digest is known only once ``body`` (an async iterator of bytes)
+        is exhausted: one streamed PATCH (chunked), then ``PUT ?digest=digest_of()``."""
+        scope = scope_for(repo, "pull,push")
+        location = await self.start_upload(repo)
+        resp = await self.request("PATCH", location, scope, headers={"Content-Type": "application/octet-stream"},
+                                  data=_Once(body))
+        try:
+            text = await resp.read()
+            if resp.status != 202:
+                raise RegistryError(f"streamed upload to {self.host}/{repo} failed: HTTP {resp.status}: "
+                                    f"{_error_text(text)[1]}", resp.status)
+            location = self._location(resp)
+        finally:
+            resp.release()
+        digest = digest_of()
+        sep = "&" if "?" in location else "?"
+        resp = await self.request("PUT", f"{location}{sep}{urlencode({'digest': digest})}", scope,
+                                  headers={"Content-Length": "0"}, data=lambda: b"")
+        try:
+            text = await resp.read()
+            if resp.status not in (201, 204):
+                code, msg = _error_text(text)
+                if code == "DIGEST_INVALID":
+                    raise DigestMismatch(digest, "?", f"registry {self.host} rejected blob {digest}: {msg}")
+                raise RegistryError(f"upload of {digest} to {self.host}/{repo} failed: HTTP {resp.status}: {msg}",
+                                    resp.status, code)
+        finally:
+            resp.release()
+        return digest
+
     async def upload_blob(self, repo: str, digest: str, size: int, path: Path,
                           progress: Progress | None = None, location: str | None = None) -> None:
         """Upload the file ``path`` as blob ``digest``: one PUT, or PATCH chunks of
@@ -643,6 +674,21 @@ class RegistryClient:
                                     resp.status, code)
         finally:
             resp.release()
+
+
+class _Once:
+    """A body factory for :meth:`RegistryClient.request` that refuses a second send (a stream
+    cannot be replayed after an auth challenge)."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+        self._sent = False
+
+    def __call__(self) -> Any:
+        if self._sent:
+            raise RegistryError("the registry asked to authenticate again in the middle of an upload")
+        self._sent = True
+        return self._body
 
 
 class _Retry(Exception):

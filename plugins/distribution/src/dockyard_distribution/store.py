@@ -202,6 +202,13 @@ class ImageStore:
         self._record_local(diff_id, digest, size, DOCKER_LAYER)
         return CompressedBlob(digest, size, DOCKER_LAYER, dest)
 
+    def gzip_stream(self, diff_id: str, progress: Callable[[int], None] | None = None) -> GzipStream:
+        """Compress the layer while it is uploaded (see :class:`GzipStream`)."""
+        return GzipStream(self, diff_id, progress)
+
+    def layer_size(self, diff_id: str) -> int:
+        return self.layer_path(diff_id).stat().st_size
+
     def _record_local(self, diff_id: str, digest: str, size: int, media_type: str) -> None:
         with self.metadata._lock:
             data = self.metadata._load()
@@ -341,6 +348,92 @@ class Unpacker:
         if self._f is not None:
             self._f.close()
             self._f = None
+
+
+class GzipStream:
+    """The gzip blob of a layer as an async iterator of gzip members, compressed by a thread
+    pool while the consumer (an upload) sends them; the blob is also kept in the compressed
+    cache. The input is checked against ``diff_id`` before the last member is handed out, so a
+    corrupt layer never completes an upload. ``result`` is set once the iteration finished."""
+
+    def __init__(self, store: ImageStore, diff_id: str, progress: Callable[[int], None] | None) -> None:
+        self.store = store
+        self.diff_id = diff_id
+        self.progress = progress
+        self.result: CompressedBlob | None = None
+        self._used = False
+
+    def __aiter__(self) -> Any:
+        if self._used:
+            raise InvalidArgument("a compressed layer stream can be sent only once")
+        self._used = True
+        return self._members()
+
+    async def _members(self) -> Any:
+        from dockyard_distribution.mediatypes import DOCKER_LAYER
+
+        loop = asyncio.get_running_loop()
+        src = self.store.layer_path(self.diff_id)
+        dest = self.store.compressed_path(self.diff_id)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(f".{secrets.token_hex(4)}.partial")
+        h_in, h_out = hashlib.sha256(), hashlib.sha256()
+        size = done = 0
+        n = max(1, os.cpu_count() or 1)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="gzip")
+        pending: collections.deque[tuple[int, asyncio.Future[bytes]]] = collections.deque()
+        f = open(src, "rb")  # noqa: SIM115 - closed below
+        cache = open(tmp, "wb")  # noqa: SIM115 - closed below
+
+        def read() -> bytes:
+            block = f.read(GZIP_BLOCK)
+            h_in.update(block)
+            return block
+
+        async def take() -> bytes:
+            nonlocal size, done
+            length, fut = pending.popleft()
+            data = await fut
+            h_out.update(data)
+            await loop.run_in_executor(pool, cache.write, data)
+            size += len(data)
+            done += length
+            if self.progress:
+                self.progress(done)
+            return data
+
+        try:
+            first = True
+            while True:
+                block = await loop.run_in_executor(pool, read)
+                if not block and not first:
+                    break
+                first = False
+                pending.append((len(block), loop.run_in_executor(pool, _gzip_member, block)))
+                if not block:
+                    break
+                while len(pending) > 2 * n:
+                    yield await take()
+            while len(pending) > 1:
+                yield await take()
+            last = await take()
+            got = "sha256:" + h_in.hexdigest()
+            if got != self.diff_id:
+                raise DigestMismatch(self.diff_id, got, f"layer {self.diff_id} in the content store is corrupt")
+            cache.close()
+            os.replace(tmp, dest)
+            digest = "sha256:" + h_out.hexdigest()
+            self.store._record_local(self.diff_id, digest, size, DOCKER_LAYER)
+            self.result = CompressedBlob(digest, size, DOCKER_LAYER, dest)
+            yield last
+        finally:
+            for _length, fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            f.close()
+            cache.close()
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def decompress_layer(src: Path, dest: Path, compression: str = "") -> tuple[str, int]:

@@ -285,15 +285,28 @@ async def run_push(client: RegistryClient, plan: PushPlan, store: ImageStore, em
                         emit(pm.status(f"Mounted from {src_repo}", short))
                         return
             # 3. our own compressed blob: HEAD, else upload it
-            blob = store.compressed(diff_id) or await asyncio.to_thread(store.compress, diff_id)
-            descriptors[diff_id] = _desc(blob.media_type, blob.digest, blob.size)
-            if await client.blob_exists(repo, blob.digest):
+            blob = store.compressed(diff_id)
+            if blob is not None and await client.blob_exists(repo, blob.digest):
                 emit(pm.status("Layer already exists", short))
-            else:
+            elif blob is not None:
                 assert blob.path is not None
                 await client.upload_blob(repo, blob.digest, blob.size, blob.path,
                                          _Throttle(emit, "Pushing", short, blob.size))
                 emit(pm.status("Pushed", short))
+            else:
+                # 4. compress while uploading (progress in uncompressed bytes, as dockerd)
+                total = await asyncio.to_thread(store.layer_size, diff_id)
+                gz = store.gzip_stream(diff_id, _Throttle(emit, "Pushing", short, total))
+
+                def digest_of() -> str:
+                    assert gz.result is not None, "the upload ended before the layer was compressed"
+                    return gz.result.digest
+
+                await client.upload_stream(repo, gz, digest_of)
+                assert gz.result is not None
+                blob = gz.result
+                emit(pm.status("Pushed", short))
+            descriptors[diff_id] = _desc(blob.media_type, blob.digest, blob.size)
             store.metadata.record(diff_id, blob.digest, blob.size, blob.media_type, f"{host}/{repo}")
 
     await gather_limited([push_layer(d) for d in unique])
