@@ -229,3 +229,41 @@ def test_progress_view_bars_and_errors() -> None:
         assert view.aux == {"Tag": "1", "Digest": "sha256:x", "Size": 1}
         with pytest.raises(click.ClickException, match="boom"):
             view.feed({"error": "boom", "errorDetail": {"message": "boom"}})
+
+
+async def test_gzip_stream_checks_the_layer_and_keeps_the_blob(tmp_path: Path) -> None:
+    import gzip
+    import hashlib
+    import os
+
+    from dockyard.content import DigestMismatch
+    from dockyard_distribution.store import GzipStream
+
+    data = os.urandom(1_500_000) + b"text " * 300_000
+    layer = tmp_path / "layer.tar"
+    layer.write_bytes(data)
+    recorded: list[tuple[str, str, int]] = []
+
+    class Store:
+        def layer_path(self, diff_id: str) -> Path:
+            return layer
+
+        def compressed_path(self, diff_id: str) -> Path:
+            return tmp_path / "cache" / diff_id[7:]
+
+        def _record_local(self, diff_id: str, digest: str, size: int, media_type: str) -> None:
+            recorded.append((diff_id, digest, size))
+
+    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    seen: list[int] = []
+    gz = GzipStream(Store(), diff_id, seen.append)  # type: ignore[arg-type]
+    blob = b"".join([m async for m in gz])
+    assert gzip.decompress(blob) == data and seen[-1] == len(data)
+    assert gz.result is not None and gz.result.digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert gz.result.path.read_bytes() == blob and recorded == [(diff_id, gz.result.digest, len(blob))]
+    with pytest.raises(InvalidArgument, match="only once"):
+        [m async for m in gz]
+    bad = GzipStream(Store(), "sha256:" + "0" * 64, None)  # type: ignore[arg-type]
+    with pytest.raises(DigestMismatch, match="corrupt"):
+        [m async for m in bad]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [diff_id[7:]]  # no partial left
