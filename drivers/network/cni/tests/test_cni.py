@@ -170,3 +170,14 @@ async def test_missing_plugins_and_bad_options(tmp_path: Path) -> None:
                                  ipam_pools=[IpamPool(subnet="10.213.99.0/24")]))
     with pytest.raises(InvalidArgument):
         drv.conflist_for(Network(id="a" * 64, name="x", driver="cni"))  # no pool
+
+
+def test_isolation_rules() -> None:
+    from dockyard_network_cni import isolation
+
+    assert [list(c)[0] for c in isolation.commands("t", ["b1"])] == ["add", "delete"]  # table removed
+    cmds = isolation.commands("t", ["b2", "b1", "b3"])
+    rules = [c["add"]["rule"]["expr"] for c in cmds if "rule" in c.get("add", {})]
+    assert rules[0][-1] == {"accept": None}  # published ports (DNAT) pass first
+    drops = {r[0]["match"]["right"]: r[1]["match"]["right"]["set"] for r in rules[1:]}
+    assert drops == {"b1": ["b2", "b3"], "b2": ["b1", "b3"], "b3": ["b1", "b2"]}

@@ -7,7 +7,7 @@ the network's IPAM pools (the service reserves the pool; host-local hands out th
 ``allocates_addresses`` is true) and, when the binary is present, ``portmap`` for published ports
 (``runtimeConfig.portMappings``). ``join`` is ADD, ``leave`` is DEL with the cached result of the
 ADD (``<data_dir>/results/<network id>/<container id>-<ifname>.json``), :meth:`CniDriver.check`
-is CHECK.
+is CHECK. An nft table (``isolation.py``) keeps this daemon's CNI networks apart.
 
 Settings (driver option, else the daemon config key): ``cni-path`` (``:``-separated plugin
 directories, default ``/usr/lib/cni:/opt/cni/bin:/usr/libexec/cni``), ``mtu`` (1500).
@@ -35,7 +35,7 @@ from dockyard.model import Network
 from dockyard.specs import ConfigOption, DriverContext, DriverInfo, NetworkDriver
 from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
 
-from dockyard_network_cni import cni
+from dockyard_network_cni import cni, isolation
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class CniDriver(NetworkDriver):
     info = DriverInfo(
         name="cni", kind="network",
         description="Runs CNI conflists (bridge + host-local + portmap) with containernetworking-plugins",
-        capabilities=frozenset({"connectivity", "internal", "port-publishing"}),
+        capabilities=frozenset({"connectivity", "isolation", "internal", "port-publishing"}),
     )
     config_options = (
         ConfigOption("cni-path", str, DEFAULT_CNI_PATH, "directories holding CNI plugin binaries"),
@@ -165,6 +165,13 @@ class CniDriver(NetworkDriver):
             if name not in known:
                 log.info("removing leftover CNI bridge %s", name)
                 await asyncio.to_thread(_delete_link, name)
+        async with self._lock:
+            await self._sync_isolation()
+
+    async def _sync_isolation(self) -> None:
+        """Regenerate the isolation table from the conflists on disk (under ``_lock``)."""
+        bridges = [bridge_name(self.owner, p.stem) for p in self.conf_dir.glob("*.conflist")]
+        await isolation.apply(isolation.table_name(self.owner), bridges)
 
     def status(self) -> list[tuple[str, str]]:
         nets = len(list(self.conf_dir.glob("*.conflist"))) if self.conf_dir.exists() else 0
@@ -221,6 +228,11 @@ class CniDriver(NetworkDriver):
             if path.exists():
                 raise Conflict(f"network {network.id[:12]} already exists in the cni driver")
             await asyncio.to_thread(_atomic_write, path, conflist)
+            try:
+                await self._sync_isolation()
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
         return {"bridge": conflist["plugins"][0]["bridge"], "cni_name": conflist["name"]}
 
     async def delete_network(self, network: Network) -> None:
@@ -236,6 +248,7 @@ class CniDriver(NetworkDriver):
             shutil.rmtree(results, ignore_errors=True)
             shutil.rmtree(self.ipam_dir / f"dockyard-{self.owner}-{network.id[:12]}", ignore_errors=True)
             await asyncio.to_thread(_delete_link, bridge_name(self.owner, network.id))
+            await self._sync_isolation()
 
     async def restore(self, network: Network) -> None:
         """Re-write a lost conflist (the bridge comes back with the next ADD)."""
@@ -243,6 +256,7 @@ class CniDriver(NetworkDriver):
             path = self._conf_path(network.id)
             if not path.exists():
                 await asyncio.to_thread(_atomic_write, path, self.conflist_for(network))
+            await self._sync_isolation()
 
     # ------------------------------------------------------------------ endpoints
     def _result_path(self, network_id: str, container_id: str, ifname: str) -> Path:
