@@ -74,7 +74,18 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         assert status == 201, body
         yield d
     finally:
-        d.stop()
+        try:
+            # Failed RUN steps leave their container, as dockerd does; remove them all so that the
+            # daemon stops with nothing of theirs (netns mounts, rootfs mounts) left on the host.
+            status, body = api(d.socket, "GET", "/containers/json?all=1")
+            if status == 200:
+                for c in json.loads(body):
+                    api(d.socket, "DELETE", f"/containers/{c['Id']}?force=1")
+        finally:
+            d.stop()
+        left = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                if str(root) in line.split()[1]]
+        assert not left, f"mounts left behind by the daemon: {left}"
 
 
 def docker(d: Any, *args: str, buildkit: str | None = "0", check: bool = True,

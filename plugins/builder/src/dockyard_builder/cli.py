@@ -69,13 +69,23 @@ def pack_context(root: Path, dockerfile: Path | None) -> tuple[bytes, str]:
 
 
 def _add(tf: tarfile.TarFile, path: str, rel: str) -> None:
-    ti = tf.gettarinfo(path, arcname=rel)
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    if ti.isreg():
+    """One entry, owned by root as the docker CLI sends them (no user-database lookups)."""
+    import stat
+
+    st = os.lstat(path)
+    ti = tarfile.TarInfo(rel)
+    ti.mode = stat.S_IMODE(st.st_mode)
+    ti.mtime = int(st.st_mtime)
+    if stat.S_ISREG(st.st_mode):
+        ti.size = st.st_size
         with open(path, "rb") as f:
             tf.addfile(ti, f)
-    elif ti.isdir() or ti.issym() or ti.islnk():
+    elif stat.S_ISDIR(st.st_mode):
+        ti.type = tarfile.DIRTYPE
+        tf.addfile(ti)
+    elif stat.S_ISLNK(st.st_mode):
+        ti.type = tarfile.SYMTYPE
+        ti.linkname = os.readlink(path)
         tf.addfile(ti)
 
 
