@@ -296,3 +296,24 @@ def _plain_tar(entries: dict[str, bytes]) -> bytes:
             ti.size = len(data)
             tf.addfile(ti, io.BytesIO(data))
     return buf.getvalue()
+
+
+def test_scratch_copy_from_image_and_index_onbuild_image_and_escape(h: Any, daemon: Any, tmp_path: Path) -> None:
+    ctx = write(tmp_path, {
+        "Dockerfile": "FROM scratch AS s\nCOPY hello.txt /\nFROM busybox\nCOPY --from=s /hello.txt /from-scratch\n"
+                      "COPY --from=busybox /bin/busybox /bb\nCOPY --from=0 /hello.txt /again\n"
+                      "RUN cmp /bb /bin/busybox && cat /from-scratch /again\n",
+        "Dockerfile.base": "FROM busybox\nONBUILD COPY trig.txt /trig.txt\nONBUILD RUN cat /trig.txt\n",
+        "Dockerfile.child": "# escape=`\nFROM obbase\nRUN echo a `\n  b\n",
+        "hello.txt": "hello\n", "trig.txt": "trigger-content\n"})
+    res = h.docker(daemon, "build", "-t", "sc:1", str(ctx))
+    assert "hello\nhello\n" in res.stdout
+    res = h.docker(daemon, "build", "--target", "s", "-t", "sc:s", str(ctx))
+    layers = json.loads(h.docker(daemon, "image", "inspect", "sc:s", "--format", "{{json .RootFS.Layers}}").stdout)
+    assert len(layers) == 1  # scratch + one COPY: one layer
+    h.docker(daemon, "build", "-f", str(ctx / "Dockerfile.base"), "-t", "obbase", str(ctx))
+    res = h.docker(daemon, "build", "-f", str(ctx / "Dockerfile.child"), "-t", "obchild", str(ctx))
+    assert "# Executing 2 build triggers" in res.stdout and "trigger-content" in res.stdout
+    assert "Step 2/2 : RUN echo a   b" in res.stdout and "\na b\n" in res.stdout
+    onbuild = h.docker(daemon, "image", "inspect", "obchild", "--format", "{{json .Config.OnBuild}}").stdout.strip()
+    assert onbuild in ("null", "[]")  # triggers do not pass on to grandchildren
