@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 MULTI_STAGE = r"""# syntax=docker/dockerfile:1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from dockyard_builder.parser import DockerfileError, parse, parse_kv, split_lines, split_words
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from dockyard_builder.shell import Lexer, SubstitutionError
 
 ENV = {"A": "alpha", "EMPTY": "", "SP": "x  y"}

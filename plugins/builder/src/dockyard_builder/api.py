@@ -26,7 +26,7 @@ from dockyard.errors import DockyardError, InvalidArgument
 from dockyard.server import KERNEL_KEY
 from dockyard.specs import ApiRoute
 
-from dockyard_builder.builder import BuildOptions, Builder, StepFailed, parse_query_json
+from dockyard_builder.builder import Builder, BuildOptions, StepFailed, parse_query_json
 from dockyard_builder.cache import BuildCache
 from dockyard_builder.context import BuildContext
 

@@ -28,14 +28,12 @@ import posixpath
 import re
 import secrets
 import signal as _signal
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockyard import __version__ as core_version
-from dockyard.errors import DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.model import ContainerConfig, HostConfig, Image, now_iso
 from dockyard.reference import InvalidReference, familiar, parse_normalized
 
@@ -43,7 +41,16 @@ from dockyard_builder import __version__
 from dockyard_builder.cache import BuildCache, step_key
 from dockyard_builder.context import BuildContext, Source, file_digests, select_in, tree_digest
 from dockyard_builder.copier import Owner, copy_sources, lookup_user, parse_chmod, resolve_dest
-from dockyard_builder.parser import Dockerfile, DockerfileError, Instruction, Stage, parse, parse_instruction, parse_kv
+from dockyard_builder.parser import (
+    Dockerfile,
+    DockerfileError,
+    Instruction,
+    Stage,
+    parse,
+    parse_instruction,
+    parse_kv,
+)
+from dockyard_builder.record import BuildRecorder, digest_obj
 from dockyard_builder.shell import Lexer
 
 log = logging.getLogger(__name__)
@@ -57,7 +64,6 @@ PROXY_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"
                         "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"})
 PLATFORM_ARGS = ("BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT",
                  "TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT")
-BUILD_TYPE = "https://dockyard.dev/builder/classic-dockerfile@v1"
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
                 "m": 60_000_000_000, "h": 3_600_000_000_000}
@@ -168,11 +174,8 @@ class Builder:
         self.step = 0
         self.total = 0
         self.stage_states: dict[int, StageState] = {}
-        self.dependencies: list[dict[str, Any]] = []
-        self.steps: list[dict[str, Any]] = []
+        self.recorder = BuildRecorder()
         self.base_ids: set[str] = set()
-        self._dep_keys: set[tuple[str, str]] = set()
-        self.started = now_iso()
         self.global_args: dict[str, str | None] = {}
         self._validate()
 
@@ -633,7 +636,7 @@ class Builder:
         if from_ref:
             src_image = await self._from_image(from_ref)
             inputs.append(f"from={src_image.id}")
-            copy_deps.append({"uri": self._from_uri(from_ref), "digest": _digest_obj(src_image.id),
+            copy_deps.append({"uri": self._from_uri(from_ref), "digest": digest_obj(src_image.id),
                               "annotations": {"role": "copy-from", "step": str(self.step), "destination": dest_abs,
                                               "sources": json.dumps(srcs)}})
             selected: list[Source] = []
@@ -651,7 +654,7 @@ class Builder:
             for src in selected:
                 files.update(await asyncio.to_thread(file_digests, self.ctx.root, src.rel, memo))
             for rel, d in sorted(files.items()):
-                copy_deps.append({"uri": f"context:{rel}", "digest": _digest_obj(d),
+                copy_deps.append({"uri": f"context:{rel}", "digest": digest_obj(d),
                                   "annotations": {"role": "context", "step": str(self.step), "destination": dest_abs}})
         key = self._key(st, text, *inputs)
         hit = await self._try_cache(st, inst, key)
@@ -809,54 +812,19 @@ class Builder:
 
     # ------------------------------------------------------------------ the build record
     def _dependency(self, uri: str, digest: str, annotations: dict[str, str]) -> None:
-        key = (uri, digest)
-        if key in self._dep_keys:
-            return
-        self._dep_keys.add(key)
-        dep: dict[str, Any] = {"uri": uri, "annotations": dict(annotations)}
-        if digest:
-            dep["digest"] = _digest_obj(digest)
-        self.dependencies.append(dep)
+        self.recorder.dependency(uri, digest, annotations)
 
     def _record_step(self, inst: Instruction | None, st: StageState, cached: bool) -> None:
-        self.steps.append({"step": self.step, "stage": st.stage.name or str(st.stage.index),
-                           "line": inst.line if inst else 0,
-                           "instruction": inst.original if inst else "LABEL (--label)",
-                           "imageId": st.image_id, "cached": cached})
+        self.recorder.step(self.step, st.stage.name or str(st.stage.index), inst.line if inst else 0,
+                           inst.original if inst else "LABEL (--label)", st.image_id, cached)
 
     def record(self, image_id: str) -> dict[str, Any]:
-        df_digest = "sha256:" + hashlib.sha256(self.ctx.dockerfile_text.encode()).hexdigest()
-        return {
-            "_type": "https://dockyard.dev/build-record/v1",
-            "buildDefinition": {
-                "buildType": BUILD_TYPE,
-                "externalParameters": {
-                    "dockerfile": {"path": self.ctx.dockerfile_name, "digest": _digest_obj(df_digest)},
-                    "buildArgs": {k: v for k, v in sorted(self.opts.build_args.items())},
-                    "labels": dict(sorted(self.opts.labels.items())),
-                    "target": self.opts.target,
-                    "tags": [str(parse_normalized(t)) for t in self.opts.tags],
-                    "platform": self.opts.platform or f"linux/{self.arch}",
-                    "noCache": self.opts.no_cache,
-                },
-                "internalParameters": {"networkMode": self.opts.network_mode or "default",
-                                       "dockerignore": bool(self.ctx.ignore)},
-                "resolvedDependencies": list(self.dependencies),
-            },
-            "runDetails": {
-                "builder": {"id": "https://dockyard.dev/builder", "version": {
-                    "dockyard-builder": __version__, "dockyard-core": core_version}},
-                "metadata": {"invocationId": secrets.token_hex(16), "startedOn": self.started,
-                             "finishedOn": now_iso()},
-                "byproducts": [{"name": "image", "digest": _digest_obj(image_id)}],
-            },
-            "steps": list(self.steps),
-        }
-
-
-def _digest_obj(digest: str) -> dict[str, str]:
-    algo, _, hexpart = digest.partition(":")
-    return {algo or "sha256": hexpart}
+        o = self.opts
+        return self.recorder.record(
+            image_id=image_id, dockerfile_name=self.ctx.dockerfile_name, dockerfile_text=self.ctx.dockerfile_text,
+            build_args=o.build_args, labels=o.labels, target=o.target, tags=o.tags,
+            platform=o.platform or f"linux/{self.arch}", no_cache=o.no_cache,
+            network_mode=o.network_mode or "default", dockerignore=self.ctx.ignore is not None)
 
 
 def _mkdir_all(rootfs: Path, path: str) -> None:
@@ -876,5 +844,3 @@ def parse_query_json(value: str, what: str) -> dict[str, Any]:
         raise InvalidArgument(f"invalid {what}: expected a JSON object")
     return data
 
-
-_ = (time, Unavailable)

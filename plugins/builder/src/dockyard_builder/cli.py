@@ -118,10 +118,9 @@ def build(ctx: click.Context, path: str, tags: tuple[str, ...], dockerfile: str 
           build_args: tuple[str, ...], labels: tuple[str, ...], target: str, no_cache: bool, quiet: bool,
           rm: bool, force_rm: bool, pull: bool, platform: str, network: str) -> None:
     """Build an image from a Dockerfile and a context directory (through dockyardd)."""
-    from rich.console import Console
-
     from dockyard.client import Client
     from dockyard.errors import DockyardError
+    from rich.console import Console
 
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
