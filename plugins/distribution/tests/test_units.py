@@ -166,47 +166,73 @@ def test_credentials_file_is_private_and_docker_shaped(tmp_path: Path, monkeypat
 
 
 # ------------------------------------------------------------------ parallel gzip and unpacking
+def unpack(blob: bytes, dest: Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    from dockyard_distribution.store import Unpacker
+
+    u = Unpacker(dest)
+    try:
+        for i in range(0, len(blob), chunk):
+            u.write(blob[i:i + chunk])
+        return u.finish()
+    finally:
+        u.close()
+
+
+class _Store:
+    """The two paths GzipStream asks an ImageStore for, and what it records."""
+
+    def __init__(self, layer: Path, cache: Path) -> None:
+        self.layer, self.cache, self.recorded = layer, cache, []
+
+    def layer_path(self, diff_id: str) -> Path:
+        return self.layer
+
+    def compressed_path(self, diff_id: str) -> Path:
+        return self.cache / diff_id[7:]
+
+    def _record_local(self, diff_id: str, digest: str, size: int, media_type: str) -> None:
+        self.recorded.append((diff_id, digest, size))
+
+
 @pytest.mark.parametrize("kind", ["random", "text", "mixed", "empty", "small"])
-def test_gzip_blocks_round_trip(tmp_path: Path, kind: str) -> None:
+async def test_gzip_stream_round_trip(tmp_path: Path, kind: str) -> None:
     import gzip
     import hashlib
-    import io
     import os
 
-    from dockyard_distribution.store import GZIP_BLOCK, decompress_layer, gzip_blocks
+    from dockyard_distribution.store import GZIP_BLOCK, GzipStream
 
     data = {"random": os.urandom(3 * GZIP_BLOCK + 5), "text": b"hello layer\n" * 400_000,
             "mixed": os.urandom(GZIP_BLOCK) + bytes(2 * GZIP_BLOCK) + b"end",
             "empty": b"", "small": b"tiny"}[kind]
-    out = io.BytesIO()
-    seen: list[int] = []
-    d_in, d_out, size = gzip_blocks(io.BytesIO(data), out, seen.append, workers=2)
-    blob = out.getvalue()
-    assert d_in == "sha256:" + hashlib.sha256(data).hexdigest()
-    assert d_out == "sha256:" + hashlib.sha256(blob).hexdigest() and size == len(blob)
+    (tmp_path / "layer").write_bytes(data)
+    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    gz = GzipStream(_Store(tmp_path / "layer", tmp_path / "cache"), diff_id, None)  # type: ignore[arg-type]
+    blob = b"".join([m async for m in gz])
+    assert gz.result is not None and gz.result.digest == "sha256:" + hashlib.sha256(blob).hexdigest()
     assert gzip.decompress(blob) == data  # any gzip reader reads the multi-member stream
     if kind == "text":
         assert len(blob) < len(data) // 20
     if kind == "random":
         assert len(blob) < len(data) * 1.01  # stored, not inflated
-    (tmp_path / "blob").write_bytes(blob)
-    diff_id, usize = decompress_layer(tmp_path / "blob", tmp_path / "tar", "gzip")
-    assert (diff_id, usize) == (d_in, len(data))
-    assert (tmp_path / "tar").read_bytes() == data
+    for chunk in (1 << 20, 4096, 7):  # members starting and ending anywhere in a chunk
+        got = unpack(blob, tmp_path / f"tar-{chunk}", chunk) if len(blob) < 200_000 or chunk != 7 else None
+        if got is not None:
+            assert got == (diff_id, len(data))
+            assert (tmp_path / f"tar-{chunk}").read_bytes() == data
 
 
-def test_decompress_rejects_truncated_and_corrupt_gzip(tmp_path: Path) -> None:
+def test_unpacker_rejects_truncated_corrupt_and_zstd(tmp_path: Path) -> None:
     import gzip
 
-    from dockyard_distribution.store import decompress_layer
-
     blob = gzip.compress(b"x" * 100_000)
-    (tmp_path / "trunc").write_bytes(blob[:-10])
     with pytest.raises(InvalidArgument, match="truncated"):
-        decompress_layer(tmp_path / "trunc", tmp_path / "t1", "gzip")
-    (tmp_path / "bad").write_bytes(blob[:10] + b"\xff" * 20 + blob[30:])
+        unpack(blob[:-10], tmp_path / "t1")
     with pytest.raises(InvalidArgument, match="corrupt"):
-        decompress_layer(tmp_path / "bad", tmp_path / "t2", "gzip")
+        unpack(blob[:10] + b"\xff" * 20 + blob[30:], tmp_path / "t2")
+    with pytest.raises(InvalidArgument, match="zstd"):
+        unpack(b"\x28\xb5\x2f\xfd" + b"0" * 100, tmp_path / "t3")
+    assert unpack(b"plain tar bytes", tmp_path / "t4")[1] == len(b"plain tar bytes")  # uncompressed
 
 
 # ------------------------------------------------------------------ CLI progress view

@@ -405,15 +405,6 @@ class RegistryClient:
                 resp.release()
         return tags
 
-    async def head_manifest(self, repo: str, reference: str) -> str | None:
-        """The digest of ``repo:reference`` from a HEAD, or None when unknown/not said."""
-        resp = await self.request("HEAD", f"/v2/{repo}/manifests/{reference}", scope_for(repo, "pull"),
-                                  headers={"Accept": ", ".join(ACCEPT)})
-        resp.release()
-        if resp.status >= 300:
-            return None
-        return resp.headers.get("Docker-Content-Digest") or None
-
     async def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
         resp = await self.request("PUT", f"/v2/{repo}/manifests/{reference}", scope_for(repo, "pull,push"),
                                   headers={"Content-Type": media_type}, data=lambda: body)

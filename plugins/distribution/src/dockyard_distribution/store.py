@@ -32,14 +32,6 @@ _CHUNK = 1 << 20
 
 
 @dataclass
-class LayerSource:
-    """One layer of an image to push: its diff ID and uncompressed tar."""
-
-    diff_id: str
-    path: Path
-
-
-@dataclass
 class CompressedBlob:
     digest: str
     size: int
@@ -179,29 +171,6 @@ class ImageStore:
                 return CompressedBlob(digest, int(e["size"]), str(e.get("mediaType")), path)
         return None
 
-    def compress(self, diff_id: str, progress: Callable[[int], None] | None = None) -> CompressedBlob:
-        """gzip the layer (blocking; call in a thread) and remember the result."""
-        from dockyard_distribution.mediatypes import DOCKER_LAYER
-
-        hit = self.compressed(diff_id)
-        if hit is not None:
-            return hit
-        src = self.layer_path(diff_id)
-        dest = self.compressed_path(diff_id)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(f".{secrets.token_hex(4)}.partial")
-        try:
-            with open(src, "rb") as f, open(tmp, "wb") as out:
-                got, digest, size = gzip_blocks(f, out, progress)
-            if got != diff_id:
-                raise DigestMismatch(diff_id, got, f"layer {diff_id} in the content store is corrupt")
-            os.replace(tmp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        self._record_local(diff_id, digest, size, DOCKER_LAYER)
-        return CompressedBlob(digest, size, DOCKER_LAYER, dest)
-
     def gzip_stream(self, diff_id: str, progress: Callable[[int], None] | None = None) -> GzipStream:
         """Compress the layer while it is uploaded (see :class:`GzipStream`)."""
         return GzipStream(self, diff_id, progress)
@@ -238,116 +207,6 @@ def _gzip_member(block: bytes) -> bytes:
         level = 0
     c = zlib.compressobj(level, zlib.DEFLATED, 31)
     return c.compress(block) + c.flush()
-
-
-def gzip_blocks(src: BinaryIO, out: BinaryIO, progress: Callable[[int], None] | None = None,
-                workers: int | None = None) -> tuple[str, str, int]:
-    """gzip ``src`` into ``out`` as concatenated members of :data:`GZIP_BLOCK` input bytes,
-    compressed by a thread pool (zlib releases the GIL). Every gzip reader (Go's, zlib's,
-    Python's) reads multi-member streams. Returns (input digest, output digest, output size)."""
-    h_in, h_out = hashlib.sha256(), hashlib.sha256()
-    size = done = 0
-    pending: collections.deque[tuple[int, concurrent.futures.Future[bytes]]] = collections.deque()
-    n = workers or max(1, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="gzip") as pool:
-        def drain(limit: int) -> None:
-            nonlocal size, done
-            while len(pending) > limit:
-                length, fut = pending.popleft()
-                data = fut.result()
-                h_out.update(data)
-                out.write(data)
-                size += len(data)
-                done += length
-                if progress:
-                    progress(done)
-
-        while block := src.read(GZIP_BLOCK):
-            h_in.update(block)
-            pending.append((len(block), pool.submit(_gzip_member, block)))
-            drain(2 * n)
-        if not pending and size == 0:  # an empty input is still one (empty) gzip member
-            pending.append((0, pool.submit(_gzip_member, b"")))
-        drain(0)
-    return "sha256:" + h_in.hexdigest(), "sha256:" + h_out.hexdigest(), size
-
-
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-class Unpacker:
-    """A download sink writing the *uncompressed* layer tar to ``dest`` while the bytes arrive,
-    hashing it (the diff ID). Compression is sniffed from the first bytes (gzip, possibly
-    multi-member, or none), as dockerd does; zstd is refused. Blocking: runs in worker threads."""
-
-    def __init__(self, dest: Path) -> None:
-        self.dest = dest
-        self._f: BinaryIO | None = None
-        self._open()
-
-    def _open(self) -> None:
-        self._f = open(self.dest, "wb")  # noqa: SIM115 - closed by close()/finish()
-        self._h = hashlib.sha256()
-        self.size = 0
-        self._dec: Any = None
-        self._mode = ""  # "" until the first bytes: "gzip" | "none"
-        self._head = b""
-        self._in_member = False
-
-    def write(self, chunk: bytes) -> None:
-        if not self._mode:
-            self._head += chunk
-            if len(self._head) < 4:
-                return
-            chunk, self._head = self._head, b""
-            if chunk.startswith(ZSTD_MAGIC):
-                raise InvalidArgument("zstd-compressed layers are not supported yet")
-            self._mode = "gzip" if chunk.startswith(GZIP_MAGIC) else "none"
-            self._dec = zlib.decompressobj(16 + zlib.MAX_WBITS) if self._mode == "gzip" else None
-        if self._dec is None:
-            self._out(chunk)
-            return
-        buf = chunk
-        while buf:  # several gzip members may start and end in one chunk
-            try:
-                data = self._dec.decompress(buf)
-            except zlib.error as exc:
-                raise InvalidArgument(f"corrupt gzip layer: {exc}") from exc
-            self._in_member = True
-            self._out(data)
-            if self._dec.eof:
-                buf = self._dec.unused_data
-                self._dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self._in_member = False
-            else:
-                buf = b""
-
-    def _out(self, data: bytes) -> None:
-        if data:
-            self._h.update(data)
-            assert self._f is not None
-            self._f.write(data)
-            self.size += len(data)
-
-    def reset(self) -> None:
-        self.close()
-        self._open()
-
-    def finish(self) -> tuple[str, int]:
-        """``(diff_id, size)`` of the complete layer; InvalidArgument when truncated."""
-        if not self._mode and self._head:  # a layer shorter than 4 bytes: not gzip
-            head, self._head, self._mode = self._head, b"", "none"
-            self._out(head)
-        if self._in_member:
-            raise InvalidArgument("truncated gzip layer")
-        self.close()
-        return "sha256:" + self._h.hexdigest(), self.size
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 class GzipStream:
@@ -436,18 +295,79 @@ class GzipStream:
                 tmp.unlink()
 
 
-def decompress_layer(src: Path, dest: Path, compression: str = "") -> tuple[str, int]:
-    """Write the uncompressed form of blob file ``src`` to ``dest``; returns ``(diff_id, size)``."""
-    del compression  # sniffed from the content
-    unpacker = Unpacker(dest)
-    try:
-        with open(src, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                unpacker.write(chunk)
-        return unpacker.finish()
-    finally:
-        unpacker.close()
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-async def to_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args)
+class Unpacker:
+    """A download sink writing the *uncompressed* layer tar to ``dest`` while the bytes arrive,
+    hashing it (the diff ID). Compression is sniffed from the first bytes (gzip, possibly
+    multi-member, or none), as dockerd does; zstd is refused. Blocking: runs in worker threads."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self._f: BinaryIO | None = None
+        self._open()
+
+    def _open(self) -> None:
+        self._f = open(self.dest, "wb")  # noqa: SIM115 - closed by close()/finish()
+        self._h = hashlib.sha256()
+        self.size = 0
+        self._dec: Any = None
+        self._mode = ""  # "" until the first bytes: "gzip" | "none"
+        self._head = b""
+        self._in_member = False
+
+    def write(self, chunk: bytes) -> None:
+        if not self._mode:
+            self._head += chunk
+            if len(self._head) < 4:
+                return
+            chunk, self._head = self._head, b""
+            if chunk.startswith(ZSTD_MAGIC):
+                raise InvalidArgument("zstd-compressed layers are not supported yet")
+            self._mode = "gzip" if chunk.startswith(GZIP_MAGIC) else "none"
+            self._dec = zlib.decompressobj(16 + zlib.MAX_WBITS) if self._mode == "gzip" else None
+        if self._dec is None:
+            self._out(chunk)
+            return
+        buf = chunk
+        while buf:  # several gzip members may start and end in one chunk
+            try:
+                data = self._dec.decompress(buf)
+            except zlib.error as exc:
+                raise InvalidArgument(f"corrupt gzip layer: {exc}") from exc
+            self._in_member = True
+            self._out(data)
+            if self._dec.eof:
+                buf = self._dec.unused_data
+                self._dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._in_member = False
+            else:
+                buf = b""
+
+    def _out(self, data: bytes) -> None:
+        if data:
+            self._h.update(data)
+            assert self._f is not None
+            self._f.write(data)
+            self.size += len(data)
+
+    def reset(self) -> None:
+        self.close()
+        self._open()
+
+    def finish(self) -> tuple[str, int]:
+        """``(diff_id, size)`` of the complete layer; InvalidArgument when truncated."""
+        if not self._mode and self._head:  # a layer shorter than 4 bytes: not gzip
+            head, self._head, self._mode = self._head, b"", "none"
+            self._out(head)
+        if self._in_member:
+            raise InvalidArgument("truncated gzip layer")
+        self.close()
+        return "sha256:" + self._h.hexdigest(), self.size
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None

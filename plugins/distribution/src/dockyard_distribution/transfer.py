@@ -220,10 +220,6 @@ def final_line(changed: bool, name: str) -> dict[str, Any]:
     return pm.status(f"Status: Image is up to date for {name}")
 
 
-def blob_size(desc: dict[str, Any]) -> int:
-    return int(desc.get("size") or 0)
-
-
 # ------------------------------------------------------------------------------------- push
 @dataclass
 class PushPlan:
