@@ -316,3 +316,33 @@ def test_scratch_copy_from_image_and_index_onbuild_image_and_escape(h: Any, daem
     assert "Step 2/2 : RUN echo a   b" in res.stdout and "\na b\n" in res.stdout
     onbuild = h.docker(daemon, "image", "inspect", "obchild", "--format", "{{json .Config.OnBuild}}").stdout.strip()
     assert onbuild in ("null", "[]")  # triggers do not pass on to grandchildren
+
+
+def test_arg_and_env_scoping(h: Any, daemon: Any, tmp_path: Path) -> None:
+    ctx = write(tmp_path, {"Dockerfile": (
+        "ARG GLOBAL=from-global\n"
+        "ARG UNDECLARED_IN_STAGE=meta\n"
+        "FROM busybox\n"
+        "ARG GLOBAL\n"
+        "ARG SHADOWED=arg\n"
+        "ENV SHADOWED=env A=one\n"
+        "ENV A=two B=$A\n"  # one ENV line expands with the values from before it
+        "VOLUME /vol\n"
+        "RUN echo \"g=$GLOBAL u=${UNDECLARED_IN_STAGE:-unset} s=$SHADOWED a=$A b=$B p=$http_proxy\" | tee /out"
+        " && echo lost > /vol/file\n"
+        "HEALTHCHECK CMD false\n"
+        "RUN test ! -e /vol/file && echo volume-discarded\n")})
+    res = h.docker(daemon, "build", "--build-arg", "http_proxy=http://proxy:3128", "--build-arg", "NOT_USED=1",
+                   "-t", "scope:1", str(ctx))
+    assert "g=from-global u=unset s=env a=two b=one p=http://proxy:3128" in res.stdout
+    assert "volume-discarded" in res.stdout
+    assert "[Warning] One or more build-args [NOT_USED] were not consumed" in res.stdout
+    history = h.docker(daemon, "history", "--no-trunc", "--format", "{{.CreatedBy}}", "scope:1").stdout
+    assert "|1 GLOBAL=from-global /bin/sh -c echo" in history  # build args a RUN saw, in its history
+    assert "proxy:3128" not in history  # predefined proxy args stay out of history (and cache keys)
+    env = json.loads(h.docker(daemon, "image", "inspect", "scope:1", "--format", "{{json .Config.Env}}").stdout)
+    assert "A=two" in env and "B=one" in env and "SHADOWED=env" in env
+    assert not any(e.startswith(("GLOBAL=", "http_proxy=")) for e in env)  # ARGs do not persist
+    vols = json.loads(h.docker(daemon, "volume", "ls", "--format", "{{json .Name}}", check=False).stdout
+                      .replace("\n", ",").strip(",").join("[]") or "[]")
+    assert vols == [], "a RUN container's anonymous volume was left behind"

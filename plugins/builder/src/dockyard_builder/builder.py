@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
-from dockyard.model import ContainerConfig, HostConfig, Image, now_iso
+from dockyard.model import ContainerConfig, Healthcheck, HostConfig, Image, now_iso
 from dockyard.reference import InvalidReference, familiar, parse_normalized
 
 from dockyard_builder import __version__
@@ -568,7 +568,8 @@ class Builder:
 
         cfg = ContainerConfig(image=st.image_id, env=[*list(st.config.get("Env") or []), *args_env],
                               working_dir=st.config.get("WorkingDir") or "", user=st.config.get("User") or "",
-                              labels={}, attach_stdout=True, attach_stderr=True)
+                              labels={}, attach_stdout=True, attach_stderr=True,
+                              healthcheck=Healthcheck(test=["NONE"]))  # no probes while a step runs
         req = ContainerCreate(config=cfg, host_config=HostConfig(network_mode=self.opts.network_mode or "default"),
                               entrypoint=[], cmd=cmd)
         c = await containers.create(req)
@@ -594,14 +595,14 @@ class Builder:
         except BaseException:
             if not settled:  # cancelled (client gone) or a failure before the commit
                 with contextlib.suppress(Exception):
-                    await containers.remove(c.id, force=True)
+                    await containers.remove(c.id, force=True, volumes=True)
             raise
         self._commit_done(st, inst, key, image.id)
         await self.out(f" ---> {short(image.id)}\n")
 
     async def _remove_container(self, cid: str) -> None:
         await self.out(f"Removing intermediate container {cid[:12]}\n")
-        await self.kernel.service("containers").remove(cid, force=True)
+        await self.kernel.service("containers").remove(cid, force=True, volumes=True)
 
     # ------------------------------------------------------------------ COPY / ADD
     async def _i_copy(self, st: StageState, inst: Instruction) -> None:
