@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 from typing import Any
@@ -311,11 +312,21 @@ async def wait_container(request: web.Request) -> web.StreamResponse:
     resp.content_type = "application/json"
     resp.enable_chunked_encoding()
     await resp.prepare(request)
+    waiter = asyncio.ensure_future(svc.wait(c.id, condition))
     try:
-        code = await svc.wait(c.id, condition)
+        # a client that hangs up (``docker run -d`` does, once started) cancels the wait
+        while not waiter.done():
+            await asyncio.wait([waiter], timeout=1.0)
+            if request.transport is None or request.transport.is_closing():
+                waiter.cancel()
+                return resp
+        code = waiter.result()
         body = {"Error": None, "StatusCode": code}
     except DockyardError as exc:
         body = {"Error": {"Message": str(exc)}, "StatusCode": -1}
+    finally:
+        if not waiter.done():
+            waiter.cancel()
     try:
         await resp.write((json.dumps(body) + "\n").encode())
         await resp.write_eof()
