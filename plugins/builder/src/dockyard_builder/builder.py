@@ -26,7 +26,6 @@ import json
 import logging
 import posixpath
 import re
-import secrets
 import signal as _signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from dockyard_builder.parser import (
 )
 from dockyard_builder.record import BuildRecorder, digest_obj
 from dockyard_builder.shell import Lexer
+from dockyard_builder.sweep import layer_key
 
 log = logging.getLogger(__name__)
 
@@ -670,7 +670,7 @@ class Builder:
         async def work(rootfs: Path) -> bool:
             owner = await asyncio.to_thread(lookup_user, rootfs, chown) if chown else None
             if src_image is not None:
-                key_tmp = "build-src-" + secrets.token_hex(8)
+                key_tmp = layer_key("src")
                 src_root = Path(await self.images.prepare_rootfs(key_tmp, src_image.id))
                 try:
                     sel: list[Source] = []
@@ -788,17 +788,17 @@ class Builder:
     async def _layer_step(self, st: StageState, inst: Instruction | None, key: str, created_by: str,
                           config: dict[str, Any], work: Callable[[Path], Awaitable[bool]]) -> None:
         """Prepare a read-write layer on ``st``'s image, let ``work`` change it, commit it."""
-        layer_key = "build-" + secrets.token_hex(12)
+        key_rw = layer_key()
         if st.image_id:
-            rootfs = Path(await self.images.prepare_rootfs(layer_key, st.image_id))
+            rootfs = Path(await self.images.prepare_rootfs(key_rw, st.image_id))
         else:
             drv = await self.images.driver()
-            await drv.prepare(layer_key, None)
-            rootfs = Path(await drv.mount(layer_key))
+            await drv.prepare(key_rw, None)
+            rootfs = Path(await drv.mount(key_rw))
         try:
             changed = await work(rootfs)
             if changed:
-                image = await self.images.commit(layer_key=layer_key, base_image=st.image_id,
+                image = await self.images.commit(layer_key=key_rw, base_image=st.image_id,
                                                  config=self._clean_config(config), created_by=created_by,
                                                  author=st.author)
                 image_id = image.id
@@ -806,7 +806,7 @@ class Builder:
                 st.config = config
                 image_id = await self._metadata_commit(st, "", created_by)
         finally:
-            await self.images.remove_rootfs(layer_key)
+            await self.images.remove_rootfs(key_rw)
         st.config = config
         self._commit_done(st, inst, key, image_id)
         await self.out(f" ---> {short(image_id)}\n")
