@@ -53,7 +53,21 @@ def test_context_applies_dockerignore_and_keeps_reading_the_dockerfile(tmp_path:
     (tmp_path / "logs" / "a.log").write_text("a")
     (tmp_path / "logs" / "keep.log").write_text("k")
     (tmp_path / "app.py").write_text("print()")
+    (tmp_path / "secret-link").symlink_to("secret")  # a link to a directory, excluded by name
+    (tmp_path / ".dockerignore").write_text("secret\nsecret-link\n**/*.log\nDockerfile\n!logs/keep.log\n")
     ctx = BuildContext.open(tmp_path)
     assert ctx.dockerfile_text == "FROM busybox\n"
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     assert left == [".dockerignore", "app.py", "logs", "logs/keep.log"]
+
+
+def test_excluded_directories_and_links_without_exceptions(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    (tmp_path / ".dockerignore").write_text("build\nlinked\n")
+    (tmp_path / "build" / "deep").mkdir(parents=True)
+    (tmp_path / "build" / "deep" / "x").write_text("x")
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "linked").symlink_to("kept")
+    BuildContext.open(tmp_path)
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert left == [".dockerignore", "Dockerfile", "kept"]

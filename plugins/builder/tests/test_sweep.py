@@ -6,7 +6,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from dockyard.errors import Conflict
-
 from dockyard_builder.sweep import PREFIX, RUN_TOKEN, layer_key, stale, sweep
 
 

@@ -155,8 +155,13 @@ class BuildContext:
             rel_dir = "" if rel_dir == "." else rel_dir
             for d in list(dirnames):
                 rel = f"{rel_dir}/{d}" if rel_dir else d
-                if self.ignore.excluded(rel) and not keep_walking:
-                    shutil.rmtree(os.path.join(dirpath, d), ignore_errors=True)
+                full = os.path.join(dirpath, d)
+                if os.path.islink(full):  # a link to a directory: an entry like a file
+                    dirnames.remove(d)
+                    if self.ignore.excluded(rel):
+                        os.unlink(full)
+                elif self.ignore.excluded(rel) and not keep_walking:
+                    shutil.rmtree(full, ignore_errors=True)
                     dirnames.remove(d)
             for fname in filenames:
                 rel = f"{rel_dir}/{fname}" if rel_dir else fname
