@@ -208,6 +208,13 @@ class Engine:
                         self.api("DELETE", f"/images/{tag}")
                     except Exception:  # noqa: BLE001
                         pass
+        # Images our builds labelled with this project (a rebuild leaves the old one untagged).
+        for img in self.api("GET", "/images/json", all=1, filters=flt) or []:
+            if (img.get("Labels") or {}).get("com.docker.compose.project") == project:
+                try:
+                    self.api("DELETE", f"/images/{img['Id']}")
+                except Exception:  # noqa: BLE001
+                    pass
 
 
 def _ping(path: str) -> bool:
