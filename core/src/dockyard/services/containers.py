@@ -1048,6 +1048,10 @@ class ContainerService(Service):
             old = c.name
             c.name = new_name
             self._put(c)
+            try:  # DNS names follow (the network service's records)
+                await self.kernel.service("networks").container_renamed(c)
+            except Exception:  # noqa: BLE001 - the rename stands; the records are refreshed at restart
+                log.exception("could not update the DNS names of %s", c.name)
         self._emit(c, "rename", oldName="/" + old)
 
     async def update(self, ref: str, resources: dict[str, Any], restart_policy: Any = None) -> list[str]:
