@@ -81,6 +81,8 @@ class FakeRegistry:
     user: str = ""
     password: str = ""
     refresh_token: str = ""
+    die_mid_layer: bool = False  # after cutting one layer, reset every later connection
+    dead: bool = False
     delay: float = 0.0  # seconds to wait before serving a layer
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     port: int = 0
@@ -164,6 +166,10 @@ class FakeRegistry:
 
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.headers)))
+        if self.dead:
+            assert request.transport is not None
+            request.transport.abort()  # as if the registry were gone
+            return web.Response()
         denied = self._denied(request)
         if denied:
             return denied
@@ -210,6 +216,7 @@ class FakeRegistry:
             await asyncio.sleep(0.05)
             assert request.transport is not None
             request.transport.abort()  # the connection drops mid-layer
+            self.dead = self.die_mid_layer
             return resp
         await resp.write(body)
         await resp.write_eof()

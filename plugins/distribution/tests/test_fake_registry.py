@@ -170,3 +170,12 @@ async def test_identity_token_uses_the_refresh_token_grant(fake: FakeRegistry) -
     async with RegistryClient(fake.host, RegistryOptions(), AuthConfig(identitytoken="stale")) as c:
         with pytest.raises(Unauthorized):
             await c.get_manifest("idt", "1")
+
+
+def test_a_registry_that_goes_away_mid_layer_fails_cleanly(fake: FakeRegistry, dockyardd) -> None:
+    fake.repos["gone"] = {"1": make_image((250_000, 250_000), seed=b"t9")}
+    fake.drop_after, fake.drop_times, fake.die_mid_layer = 120_000, 1, True
+    before, images_before = snapshot(dockyardd), images(dockyardd)
+    out = dockyardd.docker("pull", f"{fake.host}/gone:1", check=False)
+    assert out.returncode != 0 and "failed after" in out.stderr, out.stderr
+    assert snapshot(dockyardd) == before and images(dockyardd) == images_before

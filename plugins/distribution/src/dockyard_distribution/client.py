@@ -55,6 +55,10 @@ class Unauthorized(Forbidden):
     """The registry refused the credentials (or asked for some we do not have)."""
 
 
+class RegistryUnreachable(Unavailable):
+    """The connection to the registry failed (refused, reset, timed out)."""
+
+
 class TransferInterrupted(Unavailable):
     """A blob transfer failed after every retry."""
 
@@ -323,9 +327,13 @@ class RegistryClient:
                 authz = await self._authorization(scope)
             if authz:
                 hdrs["Authorization"] = authz
-            resp = await self.session.request(method, url, headers=hdrs, data=data() if data else None,
-                                              ssl=ep.ssl, allow_redirects=allow_redirects,
-                                              **({"timeout": timeout} if timeout else {}))
+            try:
+                resp = await self.session.request(method, url, headers=hdrs, data=data() if data else None,
+                                                  ssl=ep.ssl, allow_redirects=allow_redirects,
+                                                  **({"timeout": timeout} if timeout else {}))
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                raise RegistryUnreachable(f"cannot reach registry {self.host}: {method} "
+                                          f"{url.split('?')[0]}: {exc or type(exc).__name__}") from exc
             if resp.status != 401 or attempt == 1:
                 if resp.status == 401:
                     body = await resp.read()
@@ -519,7 +527,8 @@ class RegistryClient:
                     if size is not None and offset < size:
                         raise _Retry(f"connection closed after {offset} of {size} bytes")
                     break
-                except (TimeoutError, _Retry, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                except (TimeoutError, _Retry, RegistryUnreachable, aiohttp.ClientPayloadError,
+                        aiohttp.ClientConnectionError) as exc:
                     failures += 1
                     if failures > self.options.retries:
                         raise TransferInterrupted(
