@@ -47,3 +47,11 @@ def test_key_value_options():
         "size": "10G", "x": "y"}
     with pytest.raises(InvalidArgument, match="not key=value"):
         Config(values={"storage-opts": ["oops"]}).options_for("storage-opts")
+
+
+def test_effective_settings_include_defaults():
+    cfg = Config(values={"debug": True})
+    eff = cfg.effective([ConfigOption("mtu", int, 1500)])
+    assert eff["debug"] is True and eff["live-restore"] is True and eff["mtu"] == 1500
+    assert cfg.effective([ConfigOption("mtu", int, 1500)]) != Config(values={"mtu": 9000}).effective(
+        [ConfigOption("mtu", int, 1500)])

@@ -86,6 +86,12 @@ class Config:
         for key, value in self.values.items():
             self.values[key] = _coerce(options[key], value)
 
+    def effective(self, extra: Iterable[ConfigOption] = ()) -> dict[str, Any]:
+        """Every declared setting with its default, overlaid with what was set explicitly."""
+        values = {o.name: o.default for o in (*CORE_OPTIONS, *extra) if o.default is not None}
+        values.update(self.values)
+        return values
+
     def get(self, key: str, default: Any = None) -> Any:
         if key in self.values:
             return self.values[key]

@@ -131,7 +131,7 @@ class Kernel:
                         opts.setdefault(k, str(v))
             self.drivers[key] = cls(DriverContext(
                 data_dir=data_dir, run_dir=run_dir, owner=self.config.owner,
-                options=opts, daemon_config=dict(self.config.values)))
+                options=opts, daemon_config=self.config.effective(cls.config_options)))
         return self.drivers[key]
 
     async def driver_ready(self, kind: str, name: str | None = None) -> Driver:

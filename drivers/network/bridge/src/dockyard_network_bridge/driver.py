@@ -62,7 +62,7 @@ class BridgeDriver(NetworkDriver):
     config_options = (
         ConfigOption("mtu", int, 1500, "MTU of bridge networks without their own option"),
         ConfigOption("ip-forward", bool, False, "enable net.ipv4.ip_forward (dockerd: on)"),
-        ConfigOption("port-range", str, "", "host ports chosen for -p CONTAINER_PORT: LOW-HIGH"),
+        ConfigOption("port-range", str, None, "host ports chosen for -p CONTAINER_PORT: LOW-HIGH"),
     )
 
     def __init__(self, context: DriverContext) -> None:

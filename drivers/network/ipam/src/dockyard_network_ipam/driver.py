@@ -58,8 +58,8 @@ class DefaultIpam(IpamDriver):
         capabilities=frozenset({"ipv6", "persistent", "host-route-check"}),
     )
     config_options = (
-        ConfigOption("default-address-pools", list, [], "pools for new networks: [{base, size}]"),
-        ConfigOption("default-address-pools-v6", list, [], "IPv6 pools for new networks"),
+        ConfigOption("default-address-pools", list, None, "pools for new networks: [{base, size}]"),
+        ConfigOption("default-address-pools-v6", list, None, "IPv6 pools for new networks"),
         ConfigOption("check-host-routes", bool, True, "never allocate a subnet overlapping host routes"),
     )
 
