@@ -279,3 +279,24 @@ def test_tty_start_attach_export_commit(d: Daemon, tmp_path: Path) -> None:
     assert d.docker("run", "--rm", "committed:1", "sh", "-c", "cat /made.txt; echo $CAPV").stdout == "made\n1\n"
     d.docker("rm", "later", "fs")
     d.docker("rmi", "committed:1")
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+def test_interactive_tty_with_resize(d: Daemon) -> None:
+    """``docker run -it`` inside a 30x100 terminal: ConsoleSize, then a resize to the same size;
+    the process sees it, its exit code comes back through the wait body."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_CONFIG"] = str(d.root / "docker-config")
+    cmd = (f"stty rows 30 cols 100; {shutil.which('docker')} -H {d.host} run -it --rm busybox "
+           "sh -c 'stty size; exit 3'")
+    res = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, env=env,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert "30 100" in res.stdout and res.returncode == 3, (res.stdout, res.stderr)
+    d.docker("run", "-d", "-t", "--name", "tty", "busybox", "sleep", "60")
+    import docker as docker_py
+
+    client = docker_py.APIClient(base_url=d.host)
+    client.resize("tty", height=40, width=120)
+    assert d.docker("exec", "tty", "stty", "-F", "/dev/console", "size").stdout == "40 120\n"
+    assert "container resize" in d.past_events("1m", "container=tty")
+    d.docker("rm", "-f", "tty")
