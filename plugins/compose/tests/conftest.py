@@ -231,16 +231,56 @@ def _ping(path: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def podman_service() -> Iterator[Engine]:
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local plain-HTTP registry on 127.0.0.1 (Debian's docker-registry), killed by PID."""
+    exe = shutil.which("docker-registry")
+    if exe is None:
+        yield ""
+        return
+    d = tmp_path_factory.mktemp("registry")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    (d / "config.yml").write_text(f"version: 0.1\nstorage: {{filesystem: {{rootdirectory: {d / 'data'}}}, "
+                                  f"delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n"
+                                  "log: {level: error}\n")
+    proc = subprocess.Popen([exe, "serve", str(d / "config.yml")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    yield ""
+                    return
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def podman_service(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     podman = shutil.which("podman")
     if podman is None:
         pytest.skip("podman is not installed (run shared/peers/setup-peers.sh)")
     sock = f"/run/dyc-e2e-{os.getpid()}.sock"
     if os.path.exists(sock):
         os.unlink(sock)
+    env = dict(os.environ)
+    if registry:  # the service must be told the local plain-HTTP registry is insecure
+        conf = tmp_path_factory.mktemp("podman-conf") / "registries.conf"
+        conf.write_text('unqualified-search-registries = ["docker.io"]\n'
+                        f'[[registry]]\nlocation = "{registry}"\ninsecure = true\n')
+        env["CONTAINERS_REGISTRIES_CONF"] = str(conf)
     log = open(f"/tmp/dyc-e2e-{os.getpid()}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{sock}"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 20
         while not _ping(sock):

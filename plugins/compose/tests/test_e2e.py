@@ -412,3 +412,30 @@ services:
     assert "runner-1  | ran-to-the-end" in res.output
     assert "Aborting on container exit" in res.output
     assert not engine.api("GET", f"/containers/{name}-bg-1/json")["State"]["Running"]
+
+
+def test_build_push_pull_through_a_local_registry(engine, project, registry, compose_cli) -> None:
+    if not registry:
+        pytest.skip("docker-registry is not installed or did not start")
+    name, d = project
+    ref = f"{registry}/{name}/app:1"
+    (d / "app").mkdir()
+    (d / "app" / "Dockerfile").write_text(f"FROM busybox\nRUN echo pushed-{name} > /p\n")
+    (d / "compose.yaml").write_text(f"services:\n  app:\n    build: ./app\n    image: {ref}\n"
+                                    "    command: [cat, /p]\n")
+    run = lambda *a: compose_cli("-p", name, *a, cwd=d)  # noqa: E731
+    res = run("build", "-q")
+    if res.exit_code != 0 and "has no build endpoint" in res.output:
+        pytest.skip(f"{engine.kind} has no POST /build")
+    assert res.exit_code == 0, res.output
+    res = run("push")
+    assert res.exit_code == 0 and "Pushed" in res.output, res.output
+    with urllib.request.urlopen(f"http://{registry}/v2/{name}/app/tags/list", timeout=5) as r:
+        assert b'"1"' in r.read()
+    engine.api("DELETE", f"/images/{ref}")
+    res = run("pull")
+    assert res.exit_code == 0 and "Pulled" in res.output, res.output
+    res = run("run", "--rm", "-T", "app")
+    assert res.exit_code == 0, res.output
+    assert f"pushed-{name}" in res.output
+    engine.api("DELETE", f"/images/{ref}")
