@@ -565,8 +565,9 @@ class ContainerService(Service):
             files = await asyncio.to_thread(self._write_etc_files, c)
             if c.host_config.network_mode.startswith("container:"):
                 files = {k: v for k, v in files.items() if k == "hostname_path"}
+            log_path = "/dev/null" if c.host_config.log_config.type == "none" else c.log_path
             req = RuntimeCreateRequest(container=c, image=self._image_or_stub(c), rootfs=rootfs, mounts=mounts,
-                                       netns_path=netns_path, log_path=c.log_path, spec_amender=self._amend_spec,
+                                       netns_path=netns_path, log_path=log_path, spec_amender=self._amend_spec,
                                        **files)
             await rt.create(req)
             undo.append(lambda: rt.delete(c.id, force=True))
@@ -1111,9 +1112,17 @@ class ContainerService(Service):
             prev = cur
 
     # ================================================================== logs
+    @staticmethod
+    def check_logs_readable(c: Container) -> None:
+        """InvalidArgument for a log driver that keeps nothing to read (``--log-driver none``)."""
+        if c.host_config.log_config.type not in ("json-file", "local", "k8s-file", ""):
+            raise InvalidArgument(f"configured logging driver does not support reading: "
+                                  f"{c.host_config.log_config.type}")
+
     async def logs(self, ref: str, opts: LogOptions) -> AsyncIterator[tuple[str, bytes]]:
         """(stream, bytes) chunks, json-file semantics; ``timestamps`` prefixes each record."""
         c = self.get(ref)
+        self.check_logs_readable(c)
         rt = await self.runtime(c)
         follow = opts.follow and c.state.status in RUNNING_STATES
         since_ns = int(opts.since * 1e9) if opts.since else 0

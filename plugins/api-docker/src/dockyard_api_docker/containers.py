@@ -382,6 +382,7 @@ async def logs_container(request: web.Request) -> web.StreamResponse:
 
     svc = _svc(request)
     c = svc.get(request.match_info["id"])
+    svc.check_logs_readable(c)
     stdout, stderr = qbool(request, "stdout"), qbool(request, "stderr")
     if not (stdout or stderr):
         raise InvalidArgument("You must choose at least one stream")
