@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from dockyard import __version__ as core_version
-from dockyard.errors import DockyardError, InvalidArgument
+from dockyard.errors import DockyardError, InvalidArgument, NotFound, Unavailable
 from dockyard.server import KERNEL_KEY
 from dockyard.specs import ApiRoute
 
@@ -104,7 +104,8 @@ async def build(request: web.Request) -> web.StreamResponse:
                 await resp.prepare(request)
             await resp.write((json.dumps(msg) + "\r\n").encode())
 
-        builder = Builder(kernel, ctx, opts, emit, cache_of(kernel))  # parse errors: a 400 answer
+        builder = Builder(kernel, ctx, opts, emit, cache_of(kernel),  # parse errors: a 400 answer
+                          puller=loopback_puller(kernel, request.headers.get("X-Registry-Config", "")))
         _headers(resp)
         await resp.prepare(request)
         try:
@@ -123,6 +124,76 @@ async def build(request: web.Request) -> web.StreamResponse:
         return resp
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+def loopback_puller(kernel: Any, registry_config: str) -> Any:
+    """A puller for base images when a registry plugin is installed, else None.
+
+    The registry plugin serves ``POST /images/create?fromImage=`` (it implements the
+    ``dockyard_image_puller`` hook the API front looks for); the builder does not depend on it
+    but asks this daemon's own API on its first unix socket, forwarding the credentials the
+    client sent in ``X-Registry-Config`` for the image's registry, and relays the pull's progress
+    lines into the build stream. A failed pull raises :class:`dockyard.errors.NotFound` /
+    :class:`~dockyard.errors.Unavailable` with the registry plugin's message.
+    """
+    if getattr(kernel.hook, "dockyard_image_puller", None) is None or \
+            not kernel.hook.dockyard_image_puller.get_hookimpls():
+        return None
+    sock = next((h[len("unix://"):] for h in kernel.config.hosts if h.startswith("unix://")), "")
+    if not sock:
+        return None
+
+    async def pull(ref: str, emit: Any) -> None:
+        import aiohttp
+        from dockyard.reference import parse_normalized
+
+        r = parse_normalized(ref)
+        params = {"fromImage": r.familiar_name, "tag": r.digest or r.tag or "latest"}
+        headers = {}
+        auth = _auth_for(registry_config, r.domain)
+        if auth:
+            headers["X-Registry-Auth"] = auth
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sock)) as session:
+            async with session.post("http://localhost/v1.41/images/create", params=params, headers=headers,
+                                    timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                if resp.status >= 300:
+                    try:
+                        message = (await resp.json()).get("message", "")
+                    except (ValueError, aiohttp.ContentTypeError):
+                        message = await resp.text()
+                    raise (NotFound if resp.status == 404 else Unavailable)(
+                        f"pulling {ref}: {message or resp.reason}")
+                async for line in resp.content:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    msg = json.loads(line)
+                    if "error" in msg or "errorDetail" in msg:
+                        detail = msg.get("errorDetail") or {}
+                        raise Unavailable(f"pulling {ref}: {detail.get('message') or msg.get('error')}")
+                    await emit({k: v for k, v in msg.items() if k in ("status", "id", "progress",
+                                                                     "progressDetail")})
+
+    return pull
+
+
+def _auth_for(registry_config: str, domain: str) -> str:
+    """The base64 ``X-Registry-Auth`` for ``domain`` out of a build's ``X-Registry-Config``."""
+    import base64
+
+    if not registry_config:
+        return ""
+    try:
+        configs = json.loads(base64.urlsafe_b64decode(registry_config + "=" * (-len(registry_config) % 4)))
+    except ValueError:
+        return ""
+    if not isinstance(configs, dict):
+        return ""
+    keys = [domain, f"https://{domain}", "https://index.docker.io/v1/" if domain == "docker.io" else ""]
+    for key in keys:
+        if key and isinstance(configs.get(key), dict):
+            return base64.urlsafe_b64encode(json.dumps(configs[key]).encode()).decode()
+    return ""
 
 
 def _headers(resp: web.StreamResponse) -> None:

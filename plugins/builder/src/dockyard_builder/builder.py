@@ -54,6 +54,7 @@ from dockyard_builder.sweep import layer_key
 log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Puller = Callable[[str, Emit], Awaitable[None]]  # (reference, emit) -> pulled into the store
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Build args usable without an ARG line; left out of history and cache keys (dockerd's rule).
@@ -98,6 +99,10 @@ class StageState:
     base_ref: str = ""
 
 
+async def _discard(msg: dict[str, Any]) -> None:
+    return None
+
+
 def short(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
@@ -129,12 +134,13 @@ def check_platform(value: str, arch: str) -> None:
 
 class Builder(ConfigInstructions):
     def __init__(self, kernel: Any, ctx: BuildContext, opts: BuildOptions, emit: Emit,
-                 cache: BuildCache) -> None:
+                 cache: BuildCache, puller: Puller | None = None) -> None:
         self.kernel = kernel
         self.ctx = ctx
         self.opts = opts
         self._emit = emit
         self.cache = cache
+        self.puller = puller  # pulls a base image through a registry plugin (api.loopback_puller)
         self.images = kernel.service("images")
         self.arch = kernel.facts()["arch"]
         self.dockerfile: Dockerfile = parse(ctx.dockerfile_text)
@@ -296,22 +302,25 @@ class Builder(ConfigInstructions):
         return st
 
     async def _base_image(self, ref: str) -> Image:
-        pull_hook = getattr(self.kernel.hook, "dockyard_image_puller", None)
         try:
             img = self.images.resolve(ref)
         except NotFound:
             img = None
         if img is not None and not self.opts.pull:
             return img
-        if img is not None:
-            await self.out(f"pull requested for {ref}: no registry client is wired into the builder, "
-                           "using the local image\n")
-            return img
-        where = ("the registry plugin (dockyard-distribution) is installed but the builder cannot call it yet; "
-                 f"run `docker pull {ref}` first" if pull_hook is not None else
-                 "no registry plugin is installed (pip install dockyard-distribution), and builds start from "
-                 "local images: load it with `docker load` or make busybox with `dockyard image bootstrap`")
-        raise NotFound(f"pull access denied for {ref}: the image is not present locally and {where}")
+        if self.puller is None:
+            if img is not None:
+                await self.out(f"[Warning] pull requested for {ref}, but no registry plugin is installed: "
+                               "using the local image\n")
+                return img
+            raise NotFound(f"pull access denied for {ref}: the image is not present locally and no registry "
+                           "plugin is installed to pull it (pip install dockyard-distribution); load it with "
+                           "`docker load`, or make busybox with `dockyard image bootstrap busybox`")
+        await self.puller(ref, self._emit if not self.opts.quiet else _discard)
+        try:
+            return self.images.resolve(ref)
+        except NotFound:
+            raise NotFound(f"{ref}: the pull finished but the image is not in the store") from None
 
     @staticmethod
     def _uri(ref: str) -> str:
