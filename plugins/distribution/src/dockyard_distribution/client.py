@@ -271,7 +271,6 @@ class RegistryClient:
         service = ch.params.get("service", "")
         if self.auth is not None and self.auth.registrytoken:
             return self.auth.registrytoken, 60.0
-        ep = await self.endpoint()
         ssl_ = tls_context(urlparse(realm).netloc, self.options,
                            verify=not is_insecure(urlparse(realm).netloc, self.options)) \
             if realm.startswith("https:") else False
@@ -289,7 +288,6 @@ class RegistryClient:
                     f"{self.auth.username}:{self.auth.password}".encode()).decode()
             sep = "&" if "?" in realm else "?"
             req = self.session.get(realm + (sep + urlencode(query) if query else ""), headers=hdrs, ssl=ssl_)
-        del ep
         try:
             async with req as resp:
                 body = await resp.read()
