@@ -278,7 +278,7 @@ def podman_service(registry: str, tmp_path_factory: pytest.TempPathFactory) -> I
         conf.write_text('unqualified-search-registries = ["docker.io"]\n'
                         f'[[registry]]\nlocation = "{registry}"\ninsecure = true\n')
         env["CONTAINERS_REGISTRIES_CONF"] = str(conf)
-    log = open(f"/tmp/dyc-e2e-{os.getpid()}.log", "wb")  # noqa: SIM115
+    log = open(tmp_path_factory.mktemp("podman-log") / "service.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{sock}"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
