@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from dockyard_compose import engine as E
 from dockyard_compose import spec
 from dockyard_compose.context import build_context, ignored
@@ -86,6 +87,7 @@ def test_root_host_option_reaches_the_engine(tmp_path: Path, stub_engine, compos
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: busybox\n")
     from click.testing import CliRunner
+
     from dockyard.cli.root import cli
 
     res = CliRunner().invoke(cli, ["-H", stub_engine.host, "compose", "-f", str(tmp_path / "compose.yaml"),

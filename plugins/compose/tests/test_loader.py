@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from dockyard_compose.errors import ComposeError
 from dockyard_compose.interpolate import InterpolationError, interpolate, parse_env_file
 from dockyard_compose.loader import LoadOptions, load
@@ -350,6 +351,7 @@ def test_config_prints_the_normalized_model(tmp_path: Path, compose_cli) -> None
 
 def test_every_command_answers_help(compose_cli) -> None:
     from click.testing import CliRunner
+
     from dockyard_compose.cli import compose
 
     assert "Usage:" in compose_cli("--help").output  # through the root group's lazy loading

@@ -316,7 +316,6 @@ def logs(ctx: click.Context, services: tuple[str, ...], follow: bool, tail: str,
 def images(ctx: click.Context, services: tuple[str, ...], quiet: bool) -> None:
     """List images used by the project's containers."""
     from dockyard.cli.output import print_table
-
     from dockyard_compose.compose import name_of
 
     c = _run(lambda: _compose(ctx, required=False))
@@ -358,7 +357,6 @@ def port(ctx: click.Context, service: str, private_port: str, protocol: str, ind
 def top(ctx: click.Context, services: tuple[str, ...]) -> None:
     """Show the processes running in the project's containers."""
     from dockyard.cli.output import print_table
-
     from dockyard_compose.compose import name_of
 
     c = _run(lambda: _compose(ctx, required=False))
@@ -382,7 +380,6 @@ def top(ctx: click.Context, services: tuple[str, ...]) -> None:
 def ls(ctx: click.Context, all_: bool, quiet: bool, fmt: str) -> None:
     """List compose projects on the engine (from container labels)."""
     from dockyard.cli.output import print_table
-
     from dockyard_compose import engine as E
     from dockyard_compose.engine import Engine
 
@@ -426,7 +423,6 @@ def _one(c: Any, service: str, index: int) -> dict[str, Any]:
 def _lifecycle(ctx: click.Context, services: tuple[str, ...], action: str, timeout: int | None = None,
                signal: str | None = None) -> None:
     from dockyard import errors as e
-
     from dockyard_compose.compose import name_of
 
     c = _run(lambda: _compose(ctx, required=False))

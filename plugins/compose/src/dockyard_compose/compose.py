@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from dockyard import errors as e
-
 from dockyard_compose import engine as E
 from dockyard_compose import model as m
 from dockyard_compose import spec
