@@ -222,3 +222,28 @@ def test_engine_flags_are_concatenated(tmp_path: Path):
 
     flags = provisioning.engine_flags(kernel(tmp_path, A(), B()), Host(id="h", name="n1", driver="netns"))
     assert flags == ["--label", "host=n1"]
+
+
+async def test_the_first_image_puller_wins(tmp_path: Path):
+    from dockyard.specs import ImagePuller
+
+    async def pull(kernel, reference, platform="", auth=None, progress=None):
+        progress({"status": f"pulled {reference}"})
+        return reference
+
+    class Puller:
+        @hookimpl
+        def dockyard_image_puller(self, kernel):
+            return ImagePuller("test", pull=pull)
+
+    class NoOpinion:
+        @hookimpl
+        def dockyard_image_puller(self, kernel):
+            return None
+
+    assert kernel(tmp_path).hook.dockyard_image_puller(kernel=None) is None
+    k = kernel(tmp_path, Puller(), NoOpinion())
+    puller = k.hook.dockyard_image_puller(kernel=k)
+    seen: list[dict] = []
+    assert puller.name == "test" and await puller.pull(k, "busybox", progress=seen.append) == "busybox"
+    assert seen == [{"status": "pulled busybox"}]

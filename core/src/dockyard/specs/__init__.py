@@ -24,7 +24,7 @@ from dockyard.specs.config import ConfigOption, ConfigSpecs
 from dockyard.specs.events import BackgroundService, EventSpecs
 from dockyard.specs.network import IpamDriver, NetworkDriver, NetworkSpecs
 from dockyard.specs.provision import Provisioner, ProvisionSpecs
-from dockyard.specs.storage import LayerDriver, StorageSpecs, VolumeDriver
+from dockyard.specs.storage import ImagePuller, LayerDriver, StorageSpecs, VolumeDriver
 
 #: Every hookspec class, registered on each kernel's plugin manager.
 SPEC_CLASSES = (ArchSpecs, StorageSpecs, NetworkSpecs, ClusterSpecs, ProvisionSpecs,
@@ -43,7 +43,7 @@ DRIVER_BASES: dict[str, type[Driver]] = {
 
 __all__ = [
     "AREAS", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "SPEC_CLASSES",
-    "ApiFront", "ApiMiddleware", "ApiRoute", "BackgroundService", "ConfigOption", "Driver",
+    "ApiFront", "ApiMiddleware", "ApiRoute", "ImagePuller", "BackgroundService", "ConfigOption", "Driver",
     "DriverContext", "DriverInfo", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore",
     "Provisioner", "RuntimeDriver", "VolumeDriver", "entry_point_group", "hookimpl",
     "hookspec", "provider_distribution",

@@ -19,6 +19,7 @@ directions, whatever the driver stores internally.
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +125,21 @@ class VolumeDriver(Driver):
         return -1
 
 
+@dataclass(frozen=True)
+class ImagePuller:
+    """Who fetches images from registries (the distribution plugin provides one).
+
+    ``pull(kernel, reference, platform="", auth=None, progress=None) -> Image`` is the service
+    entry (the builder's ``FROM``, ``docker run``'s auto-pull); ``progress`` receives Docker
+    JSON-message dicts. ``handler`` answers ``POST /images/create?fromImage=`` for the Docker
+    dialect (a missing manifest is a 404 *before* the progress stream starts, as dockerd does).
+    """
+
+    name: str
+    pull: Callable[..., Awaitable[Image]]
+    handler: Callable[[Any], Awaitable[Any]] | None = None
+
+
 class StorageSpecs:
     """Hook specifications of the ``storage`` area."""
 
@@ -135,6 +151,19 @@ class StorageSpecs:
         ``import``, ``build`` or ``commit``), after every blob was verified against its digest
         and before the reference is written. Raise :class:`dockyard.errors.DockyardError`
         (e.g. a failed signature check) to refuse it; the store is then left unchanged.
+
+        .. versionadded:: 0.1
+        """
+
+    @hookspec(firstresult=True)
+    def dockyard_image_puller(self, kernel: Kernel) -> ImagePuller | None:
+        """Who pulls images from registries. First non-None result wins.
+
+        Example::
+
+            @hookimpl
+            def dockyard_image_puller(kernel):
+                return ImagePuller("distribution", pull=my_pull, handler=my_http_handler)
 
         .. versionadded:: 0.1
         """

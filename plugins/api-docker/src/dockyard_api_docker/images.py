@@ -417,10 +417,9 @@ async def create_image(request: web.Request) -> web.StreamResponse:
     kernel = kernel_of(request)
     q = request.query
     if q.get("fromImage"):
-        puller = getattr(kernel.hook, "dockyard_image_puller", None)  # the distribution plugin's
-        for handler in (puller(kernel=kernel) if puller is not None else None) or ():
-            if handler is not None:
-                return await handler(request)
+        puller = kernel.hook.dockyard_image_puller(kernel=kernel)
+        if puller is not None and puller.handler is not None:
+            return await puller.handler(request)
         name = q["fromImage"] + (f":{q['tag']}" if q.get("tag") else "")
         return error_response(request, 501, f"cannot pull {name}: no registry support yet (install a "
                               "distribution plugin, or use `docker load` / `dockyard image bootstrap busybox`)")

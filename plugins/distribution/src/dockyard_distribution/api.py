@@ -105,6 +105,19 @@ def _auth(request: web.Request) -> AuthConfig | None:
 
 
 # ------------------------------------------------------------------------------------- handlers
+async def pull(kernel: Any, reference: str, platform: str = "", auth: AuthConfig | None = None,
+               progress: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """Pull ``reference`` into the image store (the service entry of ``ImagePuller``)."""
+    ref = _parse(reference)
+    client = _client(kernel, ref, auth)
+    try:
+        plan = await resolve_pull(client, ref, Platform.parse(platform) if platform else None)
+        image, _changed = await run_pull(client, plan, ImageStore(kernel), progress or (lambda _m: None))
+        return image
+    finally:
+        await client.close()
+
+
 async def pull_image(request: web.Request) -> web.StreamResponse:
     """``POST /images/create?fromImage=NAME&tag=TAG[&platform=os/arch]``."""
     kernel = request.app[KERNEL_KEY]
@@ -136,35 +149,6 @@ async def pull_image(request: web.Request) -> web.StreamResponse:
         return await stream(request, job)
     finally:
         await client.close()
-
-
-async def create_image(request: web.Request) -> web.StreamResponse:
-    """``POST /images/create``: ``fromImage`` pulls; ``fromSrc`` imports through the image service."""
-    if request.query.get("fromImage"):
-        return await pull_image(request)
-    if request.query.get("fromSrc"):
-        return await import_image(request)
-    raise InvalidArgument("one of fromImage or fromSrc is required")
-
-
-async def import_image(request: web.Request) -> web.StreamResponse:
-    from dockyard.services.images import AsyncBodyReader
-
-    kernel = request.app[KERNEL_KEY]
-    src = request.query["fromSrc"]
-    if src != "-":
-        raise InvalidArgument("importing from a URL is not supported; send the archive as the body (fromSrc=-)")
-    svc = ImageStore(kernel).images
-    changes = request.query.getall("changes", [])
-    loop = asyncio.get_running_loop()
-
-    async def job(emit: Callable[[dict[str, Any]], None]) -> None:
-        image = await svc.import_image(AsyncBodyReader(loop, request.content.read), repo=request.query.get("repo", ""),
-                                       tag=request.query.get("tag", ""), changes=changes,
-                                       message=request.query.get("message", ""), src=src)
-        emit({"status": image.id})
-
-    return await stream(request, job)
 
 
 async def push_image(request: web.Request) -> web.StreamResponse:
@@ -249,12 +233,9 @@ def _json(data: Any, status: int = 200) -> web.Response:
                         body=json.dumps(data, separators=(",", ":")) + "\n")
 
 
-def routes(include_create: bool = True) -> list[ApiRoute]:
-    out = [
+def routes() -> list[ApiRoute]:
+    return [
         ApiRoute("POST", "/images/{name:.+}/push", push_image, name="distribution-push"),
         ApiRoute("GET", "/distribution/{name:.+}/json", distribution_inspect, name="distribution-inspect"),
         ApiRoute("POST", "/auth", login, name="distribution-auth"),
     ]
-    if include_create:
-        out.insert(0, ApiRoute("POST", "/images/create", create_image, name="distribution-create"))
-    return out
