@@ -182,6 +182,16 @@ class Engine:
                 if (v.get("Labels") or {}).get("com.docker.compose.project") == project]
         return {"containers": sorted(cont), "networks": sorted(nets), "volumes": sorted(vols)}
 
+    def _images(self, **params: Any) -> list[dict[str, Any]]:
+        """Image list for cleanup; the shared podman store can fail a listing while another
+        session deletes an image (``image not known``): retry, then give up quietly."""
+        for _ in range(5):
+            try:
+                return self.api("GET", "/images/json", **params) or []
+            except Exception:  # noqa: BLE001
+                time.sleep(0.2)
+        return []
+
     def purge(self, project: str) -> None:
         """Remove whatever a test left behind (only objects labelled with its project)."""
         flt = json.dumps({"label": [f"com.docker.compose.project={project}"]})
@@ -201,7 +211,7 @@ class Engine:
                 self.api("DELETE", f"/volumes/{v}", force=1)
             except Exception:  # noqa: BLE001
                 pass
-        for img in self.api("GET", "/images/json") or []:
+        for img in self._images():
             for tag in img.get("RepoTags") or []:
                 if tag.split("/")[-1].startswith(project + "-"):
                     try:
@@ -209,7 +219,7 @@ class Engine:
                     except Exception:  # noqa: BLE001
                         pass
         # Images our builds labelled with this project (a rebuild leaves the old one untagged).
-        for img in self.api("GET", "/images/json", all=1, filters=flt) or []:
+        for img in self._images(all=1, filters=flt):
             if (img.get("Labels") or {}).get("com.docker.compose.project") == project:
                 try:
                     self.api("DELETE", f"/images/{img['Id']}")
