@@ -444,7 +444,7 @@ class Builder(ConfigInstructions):
                 with contextlib.suppress(Exception):
                     await containers.remove(c.id, force=True, volumes=True)
             raise
-        self._commit_done(st, inst, key, image.id)
+        await self._commit_done(st, inst, key, image.id)
         await self.out(f" ---> {short(image.id)}\n")
 
     async def _remove_container(self, cid: str) -> None:
@@ -572,8 +572,11 @@ class Builder(ConfigInstructions):
     async def _try_cache(self, st: StageState, inst: Instruction | None, key: str) -> bool:
         if self.opts.no_cache:
             return False
-        hit = await asyncio.to_thread(self.cache.get, key, self._exists)
+        hit = await asyncio.to_thread(self.cache.lookup, key)
         if hit is None:
+            return False
+        if not self._exists(hit):  # the image was removed since: a miss
+            await asyncio.to_thread(self.cache.forget, key)
             return False
         img = self.images.get(hit)
         st.image_id = hit
@@ -583,9 +586,9 @@ class Builder(ConfigInstructions):
         self._record_step(inst, st, cached=True)
         return True
 
-    def _commit_done(self, st: StageState, inst: Instruction | None, key: str, image_id: str) -> None:
+    async def _commit_done(self, st: StageState, inst: Instruction | None, key: str, image_id: str) -> None:
         st.image_id = image_id
-        self.cache.put(key, image_id)
+        await asyncio.to_thread(self.cache.put, key, image_id)
         self._record_step(inst, st, cached=False)
 
     @staticmethod
@@ -598,7 +601,7 @@ class Builder(ConfigInstructions):
             return
         st.config = {**st.config, **changes}
         image_id = await self._metadata_commit(st, "#(nop) ", text)
-        self._commit_done(st, inst, key, image_id)
+        await self._commit_done(st, inst, key, image_id)
         await self.out(f" ---> {short(image_id)}\n")
 
     async def _metadata_commit(self, st: StageState, prefix: str, text: str) -> str:
@@ -655,7 +658,7 @@ class Builder(ConfigInstructions):
         finally:
             await self.images.remove_rootfs(key_rw)
         st.config = config
-        self._commit_done(st, inst, key, image_id)
+        await self._commit_done(st, inst, key, image_id)
         await self.out(f" ---> {short(image_id)}\n")
 
     # ------------------------------------------------------------------ the build record

@@ -49,15 +49,23 @@ class BuildCache:
         finally:
             conn.close()
 
-    def get(self, key: str, exists: Callable[[str], bool]) -> str | None:
+    def lookup(self, key: str) -> str | None:
+        """The image ID recorded for ``key`` (it may have been removed since)."""
         with self._db() as db:
             row = db.execute("SELECT image FROM steps WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                return None
-            if not exists(row[0]):
-                db.execute("DELETE FROM steps WHERE key = ?", (key,))
-                return None
-            return str(row[0])
+            return None if row is None else str(row[0])
+
+    def forget(self, key: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM steps WHERE key = ?", (key,))
+
+    def get(self, key: str, exists: Callable[[str], bool]) -> str | None:
+        """:meth:`lookup`, dropping the entry when ``exists`` says its image is gone."""
+        image_id = self.lookup(key)
+        if image_id is not None and not exists(image_id):
+            self.forget(key)
+            return None
+        return image_id
 
     def put(self, key: str, image_id: str) -> None:
         with self._db() as db:
