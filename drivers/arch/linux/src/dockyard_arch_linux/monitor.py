@@ -207,8 +207,9 @@ def spawn(cmd: ConmonCommand, timeout: float = 30.0) -> tuple[int, int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("_OCI_")}
     env.update(_OCI_SYNCPIPE=str(sync_w), _OCI_STARTPIPE=str(start_r))
     try:
+        # conmon drops files (e.g. ``oom``) in its working directory: keep them in the bundle
         proc = subprocess.Popen(cmd.argv(), env=env, pass_fds=(sync_w, start_r), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cmd.bundle)
     except OSError as exc:
         for fd in (sync_r, sync_w, start_r, start_w):
             os.close(fd)
