@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from dockyard.errors import InvalidArgument
 from dockyard_builder.context import complete_tail, is_archive, select_in
 from dockyard_builder.copier import Owner, copy_sources, lookup_user, parse_chmod, resolve_dest

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from dockyard_builder.context import BuildContext
 from dockyard_builder.dockerignore import Matcher, read_patterns
 

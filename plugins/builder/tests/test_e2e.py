@@ -394,6 +394,11 @@ def test_missing_base_is_pulled_through_the_registry_plugin(h: Any, daemon: Any,
         h.docker(daemon, "image", "inspect", ref)  # it is in the store now
         res = h.docker(daemon, "build", "--pull", "-t", "pulled:1", str(ctx))
         assert "Image is up to date" in res.stdout or "Digest: sha256:" in res.stdout, res.stdout
+        dockyard = str(Path(sys.executable).parent / "dockyard")
+        cli = subprocess.run([dockyard, "-H", daemon.host, "build", "--pull", "--no-cache", "-t", "pulled:2",
+                              str(ctx)], capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0, cli.stderr
+        assert "Digest: sha256:" in cli.stdout and "pulled-base" in cli.stdout, cli.stdout
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)

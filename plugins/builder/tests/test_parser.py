@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dockyard_builder.parser import DockerfileError, parse, parse_kv, split_lines, split_words
 
 

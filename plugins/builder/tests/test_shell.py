@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dockyard_builder.shell import Lexer, SubstitutionError
 
 ENV = {"A": "alpha", "EMPTY": "", "SP": "x  y"}

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from dockyard import __version__ as core_version
 from dockyard.errors import DockyardError, InvalidArgument, NotFound, Unavailable
 from dockyard.server import KERNEL_KEY
 from dockyard.specs import ApiRoute
-
 from dockyard_builder.builder import Builder, BuildOptions, StepFailed, parse_query_json
 from dockyard_builder.cache import BuildCache
 from dockyard_builder.context import BuildContext
@@ -145,6 +145,7 @@ def loopback_puller(kernel: Any, registry_config: str) -> Any:
 
     async def pull(ref: str, emit: Any) -> None:
         import aiohttp
+
         from dockyard.reference import parse_normalized
 
         r = parse_normalized(ref)

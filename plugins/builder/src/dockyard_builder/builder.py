@@ -33,7 +33,6 @@ from typing import Any
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.model import ContainerConfig, Healthcheck, HostConfig, Image, now_iso
 from dockyard.reference import InvalidReference, familiar, parse_normalized
-
 from dockyard_builder import __version__
 from dockyard_builder.cache import BuildCache, step_key
 from dockyard_builder.context import BuildContext, Source, file_digests, select_in, tree_digest

@@ -118,9 +118,10 @@ def build(ctx: click.Context, path: str, tags: tuple[str, ...], dockerfile: str 
           build_args: tuple[str, ...], labels: tuple[str, ...], target: str, no_cache: bool, quiet: bool,
           rm: bool, force_rm: bool, pull: bool, platform: str, network: str) -> None:
     """Build an image from a Dockerfile and a context directory (through dockyardd)."""
+    from rich.console import Console
+
     from dockyard.client import Client
     from dockyard.errors import DockyardError
-    from rich.console import Console
 
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -141,24 +142,71 @@ def build(ctx: click.Context, path: str, tags: tuple[str, ...], dockerfile: str 
         params["networkmode"] = network
     client = Client((ctx.find_root().obj or {}).get("host") if ctx.find_root().obj else None, timeout=None)
     image_id = ""
+    bars = _Bars(out) if not quiet else None
     try:
         for msg in client.stream_json("POST", "/build", params, body=body,
                                       headers={"Content-Type": "application/x-tar"}):
             if "errorDetail" in msg or "error" in msg:
+                if bars is not None:
+                    bars.stop()
                 detail = msg.get("errorDetail") or {}
                 err.print(f"[bold red]error:[/bold red] {detail.get('message') or msg.get('error')}", markup=True)
                 sys.exit(int(detail.get("code") or 1))
             if "aux" in msg:
                 image_id = (msg["aux"] or {}).get("ID", "") or image_id
                 continue
-            text = msg.get("stream")
-            if text is None or quiet:
+            if quiet:
                 continue
-            out.print(text, end="", style=_style(text), markup=False)
+            assert bars is not None
+            if "status" in msg:  # a base image being pulled: one bar per layer
+                bars.update(msg)
+                continue
+            text = msg.get("stream")
+            if text is not None:
+                bars.stop()
+                out.print(text, end="", style=_style(text), markup=False)
     except DockyardError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        if bars is not None:
+            bars.stop()
     if quiet:
         click.echo(image_id)
+
+
+class _Bars:
+    """rich progress bars for the pull lines of a build (per layer: bytes, speed)."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.progress: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def update(self, msg: dict[str, Any]) -> None:
+        layer = msg.get("id") or ""
+        detail = msg.get("progressDetail") or {}
+        if not layer:
+            self.stop()
+            self.console.print(str(msg.get("status", "")), markup=False, style="dim")
+            return
+        if self.progress is None:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                     TransferSpeedColumn(), console=self.console, transient=False)
+            self.progress.start()
+        total = detail.get("total") or None
+        desc = f"{layer[:12]} {msg.get('status', '')}"
+        if layer not in self.tasks:
+            self.tasks[layer] = self.progress.add_task(desc, total=total)
+        self.progress.update(self.tasks[layer], description=desc, total=total,
+                             completed=detail.get("current") or (total if "complete" in desc.lower() else 0))
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+            self.tasks.clear()
 
 
 def _style(text: str) -> str:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from dockyard.errors import InvalidArgument
 from dockyard.tarsafe import extract, secure_join
-
 from dockyard_builder.dockerignore import Matcher
 
 _CHUNK = 1 << 20

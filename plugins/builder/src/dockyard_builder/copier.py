@@ -22,7 +22,6 @@ from pathlib import Path
 
 from dockyard.errors import InvalidArgument
 from dockyard.tarsafe import extract, secure_join
-
 from dockyard_builder.context import Source, decompress_to, is_archive
 
 

@@ -11,7 +11,6 @@ import signal as _signal
 from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import InvalidArgument
-
 from dockyard_builder.parser import Instruction, parse_kv
 
 if TYPE_CHECKING:

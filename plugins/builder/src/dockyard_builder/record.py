@@ -24,7 +24,6 @@ from typing import Any
 from dockyard import __version__ as core_version
 from dockyard.model import now_iso
 from dockyard.reference import parse_normalized
-
 from dockyard_builder import __version__
 
 BUILD_TYPE = "https://dockyard.dev/builder/classic-dockerfile@v1"
