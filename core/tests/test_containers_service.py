@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dockyard.config import Config
 from dockyard.errors import Conflict, InvalidArgument, NotFound, NotModified
 from dockyard.kernel import Kernel

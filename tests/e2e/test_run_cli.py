@@ -300,3 +300,11 @@ def test_interactive_tty_with_resize(d: Daemon) -> None:
     assert d.docker("exec", "tty", "stty", "-F", "/dev/console", "size").stdout == "40 120\n"
     assert "container resize" in d.past_events("1m", "container=tty")
     d.docker("rm", "-f", "tty")
+
+
+def test_diff_lists_the_changes(d: Daemon) -> None:
+    d.docker("run", "--name", "df", "busybox", "sh", "-c", "echo a > /newfile; echo b >> /etc/passwd; rm /bin/true")
+    changes = d.docker("diff", "df").stdout.splitlines()
+    assert {"A /newfile", "C /etc/passwd", "D /bin/true", "C /etc"} <= set(changes), changes
+    assert not [c for c in changes if c.endswith(("/etc/hosts", "/etc/hostname", "/etc/resolv.conf"))]
+    d.docker("rm", "df")

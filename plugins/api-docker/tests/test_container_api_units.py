@@ -9,6 +9,7 @@ import struct
 
 import pytest
 from aiohttp import web
+
 from dockyard.errors import InvalidArgument
 from dockyard.model import Container, ContainerConfig, Health, Healthcheck, HostConfig
 from dockyard_api_docker.containers import create_request_from

@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 DEFAULT_STOP_TIMEOUT = 10
+#: files the runtime bind-mounts over (dockerd keeps them in a hidden init layer)
+INIT_PATHS = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/.dockerenv", "/dev", "/proc", "/sys",
+              "/dev/shm", "/dev/pts", "/dev/console")
 RUNNING_STATES = (ContainerStatus.RUNNING, ContainerStatus.PAUSED, ContainerStatus.RESTARTING)
 
 _LEFT = ("admiring", "brave", "clever", "dazzling", "eager", "focused", "gallant", "happy", "jolly",
@@ -1377,6 +1380,51 @@ class ContainerService(Service):
             if src and m.type in ("bind", "volume"):
                 out.append((m.destination, src, m.read_only))
         return sorted(out, key=lambda t: len(t[0]), reverse=True)
+
+    async def changes(self, ref: str) -> list[dict[str, Any]]:
+        """``docker diff``: paths of the read-write layer, Kind 0 modified, 1 added, 2 deleted
+        (decided against the image's layers)."""
+        import tarfile
+        import tempfile
+
+        c = self.get(ref)
+        drv = await self.storage()
+        try:
+            key = self.images.top_layer_key(self.images.get(c.image_id))
+        except NotFound:
+            key = None
+        fd, tmp = tempfile.mkstemp(prefix="dockyard-diff-")
+        os.close(fd)
+        lower = await drv.mount(key) if key else None
+        try:
+            await drv.diff(c.id, tmp)
+
+            def walk() -> list[dict[str, Any]]:
+                out: dict[str, int] = {}
+                with tarfile.open(tmp) as tf:
+                    for m in tf:
+                        name = m.name.strip("/").removeprefix("./")
+                        parent, _, base = name.rpartition("/")
+                        if base == ".wh..wh..opq":
+                            continue
+                        if base.startswith(".wh."):
+                            out["/" + (f"{parent}/" if parent else "") + base[4:]] = 2
+                            continue
+                        exists = lower is not None and os.path.lexists(os.path.join(lower, name))
+                        out["/" + name] = 0 if exists else 1
+                # mount points the runtime made for its own files are not the container's changes
+                for path in INIT_PATHS:
+                    if out.get(path) == 1:
+                        del out[path]
+                return [{"Path": p, "Kind": k} for p, k in sorted(out.items())]
+
+            return await asyncio.to_thread(walk)
+        finally:
+            if key:
+                with contextlib.suppress(Exception):
+                    await drv.unmount(key)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     async def export(self, ref: str, out_path: str) -> None:
         async with self.rootfs(ref) as (c, root):

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from dockyard.errors import NotFound
 from dockyard_arch_linux.driver import LinuxRuntime
 from dockyard_plugin_sdk.conformance.arch import busybox_rootfs, leftovers, make_runtime_context

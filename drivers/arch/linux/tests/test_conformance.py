@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from dockyard_arch_linux.driver import LinuxRuntime
 from dockyard_plugin_sdk.conformance.arch import RuntimeContract
 

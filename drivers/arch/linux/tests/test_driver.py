@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.model import new_id
 from dockyard.specs import DriverContext

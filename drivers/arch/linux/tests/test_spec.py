@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from dockyard.errors import InvalidArgument
 from dockyard.model import (
     Container,

@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
+
 from dockyard.errors import Conflict, NotFound
 from dockyard.model import Container, ContainerConfig, HostConfig, Image, new_id
 from dockyard.specs import DriverContext

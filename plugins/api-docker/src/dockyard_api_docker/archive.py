@@ -18,11 +18,11 @@ import tempfile
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import Forbidden, InvalidArgument, NotFound
 from dockyard.services import container_fs as cfs
 from dockyard.specs.api import ApiRoute
 from dockyard.tarsafe import extract
-
 from dockyard_api_docker.http import json_response, kernel_of, qbool
 
 STAT_HEADER = "X-Docker-Container-Path-Stat"
@@ -138,6 +138,11 @@ async def export_container(request: web.Request) -> web.StreamResponse:
             os.unlink(tmp)
 
 
+async def container_changes(request: web.Request) -> web.Response:
+    changes = await kernel_of(request).service("containers").changes(request.match_info["id"])
+    return json_response(changes or None)
+
+
 async def commit(request: web.Request) -> web.Response:
     from dockyard_api_docker.http import read_json
 
@@ -158,4 +163,5 @@ def routes() -> list[ApiRoute]:
             ApiRoute("GET", "/containers/{id}/archive", get_archive, name="containers-archive-get"),
             ApiRoute("PUT", "/containers/{id}/archive", put_archive, name="containers-archive-put"),
             ApiRoute("GET", "/containers/{id}/export", export_container, name="containers-export"),
+            ApiRoute("GET", "/containers/{id}/changes", container_changes, name="containers-changes"),
             ApiRoute("POST", "/commit", commit, name="commit")]

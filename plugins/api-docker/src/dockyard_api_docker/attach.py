@@ -9,10 +9,10 @@ import logging
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import DockyardError
 from dockyard.specs.api import ApiRoute
 from dockyard.specs.arch import AttachStream
-
 from dockyard_api_docker.http import kernel_of, qbool
 from dockyard_api_docker.streams import (
     RAW,

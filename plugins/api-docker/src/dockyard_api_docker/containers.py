@@ -8,6 +8,7 @@ import shlex
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.model import (
     Container,
@@ -24,7 +25,6 @@ from dockyard.model import (
 )
 from dockyard.services.containers import ContainerCreate
 from dockyard.specs.api import ApiRoute
-
 from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.http import json_response, kernel_of, no_content, qbool, qint, read_json
 from dockyard_api_docker.shapes import container_inspect, container_summary

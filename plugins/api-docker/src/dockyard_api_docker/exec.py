@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.specs.api import ApiRoute
-
 from dockyard_api_docker.attach import pump
 from dockyard_api_docker.http import json_response, kernel_of, qint, read_json
 from dockyard_api_docker.streams import RAW, frame, hijack, parse_detach_keys, wants_upgrade

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.specs import ApiFront, ApiMiddleware, ApiRoute, hookimpl
-
 from dockyard_api_docker import (
     archive,
     attach,

@@ -18,6 +18,7 @@ import struct
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import InvalidArgument
 
 STREAM_IDS = {"stdin": 0, "stdout": 1, "stderr": 2, "system": 3}

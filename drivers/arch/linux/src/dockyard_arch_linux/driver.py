@@ -41,7 +41,6 @@ from dockyard.specs.arch import (
     RuntimeDriver,
     RuntimeState,
 )
-
 from dockyard_arch_linux import cgroups, monitor
 from dockyard_arch_linux.logs import LogRecord, follow_lines, parse_line
 from dockyard_arch_linux.spec import SpecOptions, build_spec, exec_process
@@ -449,7 +448,6 @@ class LinuxRuntime(RuntimeDriver):
 
     async def update(self, container_id: str, resources: dict[str, Any]) -> None:
         from dockyard.model import HostConfig
-
         from dockyard_arch_linux.spec import resources as to_oci
 
         meta = self._meta(container_id)

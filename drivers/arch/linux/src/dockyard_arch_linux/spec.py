@@ -16,7 +16,6 @@ from typing import Any
 from dockyard.errors import InvalidArgument
 from dockyard.model import Container, HostConfig, Image, Mount
 from dockyard.specs.arch import ExecRequest, RuntimeCreateRequest
-
 from dockyard_arch_linux import seccomp
 from dockyard_arch_linux.users import ExecUser, resolve_user
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import click
+
 from dockyard.cli.output import client_of, print_json, print_table, run_api
 
 

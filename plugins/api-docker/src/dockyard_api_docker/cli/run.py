@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode, urlparse
 
 import click
+
 from dockyard.cli.output import client_of, run_api
 
 # ---------------------------------------------------------------------------- hijack client
