@@ -6,7 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from dockyard.errors import Conflict
-from dockyard_builder.sweep import PREFIX, RUN_TOKEN, layer_key, stale, sweep
+from dockyard_builder.sweep import PREFIX, RUN_TOKEN, layer_key, stale, sweep, work_dir_name
 
 
 class FakeDriver:
@@ -33,9 +33,11 @@ def test_keys_carry_this_process_token() -> None:
 
 
 async def test_sweep_removes_only_stale_build_layers_and_tmp(tmp_path: Path) -> None:
-    tmp = tmp_path / "builder" / "tmp" / "x"
+    tmp = tmp_path / "builder" / "tmp" / "deadbeef-0123"  # an earlier daemon process's build
     tmp.mkdir(parents=True)
     (tmp / "context.tar").write_bytes(b"")
+    ours = tmp_path / "builder" / "tmp" / work_dir_name()
+    ours.mkdir()
     mine = layer_key()
     drv = FakeDriver(["sha256:" + "a" * 64, "containerid", mine, "build-deadbeef-1", "build-deadbeef-busy"])
 
@@ -45,6 +47,6 @@ async def test_sweep_removes_only_stale_build_layers_and_tmp(tmp_path: Path) -> 
 
     kernel = SimpleNamespace(config=SimpleNamespace(data_root=tmp_path), driver_ready=driver_ready)
     await sweep(kernel)
-    assert not (tmp_path / "builder" / "tmp").exists()
+    assert not tmp.exists() and ours.is_dir()
     assert drv.keys == ["sha256:" + "a" * 64, "containerid", mine, "build-deadbeef-busy"]
     assert drv.unmounted == ["build-deadbeef-1", "build-deadbeef-busy"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from dockyard.specs import ApiRoute
 from dockyard_builder.builder import Builder, BuildOptions, StepFailed, parse_query_json
 from dockyard_builder.cache import BuildCache
 from dockyard_builder.context import BuildContext
+from dockyard_builder.sweep import work_dir_name
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ async def build(request: web.Request) -> web.StreamResponse:
     if ctype not in TAR_TYPES:
         raise InvalidArgument(f"unsupported Content-Type {ctype!r}: send the build context as application/x-tar")
     opts = options_from(request)
-    work = data_dir(kernel) / "tmp" / secrets.token_hex(8)
+    work = data_dir(kernel) / "tmp" / work_dir_name()
     work.mkdir(parents=True, exist_ok=True)
     try:
         tar = work / "context.tar"
