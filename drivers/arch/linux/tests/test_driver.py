@@ -492,3 +492,18 @@ async def test_request_spec_amender_runs_before_the_spec_is_written(driver, ids,
     with pytest.raises(InvalidArgument, match="refused"):
         await driver.create(bad)
     assert bad.container.id not in await driver.list()  # nothing left of a refused container
+
+
+async def test_log_max_size_keeps_the_log_small(driver, ids, rootfs):
+    from dockyard.model import LogConfig
+
+    req = make_request(rootfs, ["sh", "-c", "i=0; while [ $i -lt 400 ]; do echo line$i; i=$((i+1)); done"])
+    req.container.host_config.log_config = LogConfig(type="json-file", config={"max-size": "2k"})
+    ids.append(req.container.id)
+    await driver.create(req)
+    await driver.start(req.container.id)
+    assert (await asyncio.wait_for(driver.wait(req.container.id), 15)).exit_code == 0
+    out = await output(driver, req.container.id)
+    assert b"line399\n" in out and b"line0\n" not in out  # the oldest records were dropped
+    log = driver._meta(req.container.id)["log_path"]
+    assert os.path.getsize(log) < 4096

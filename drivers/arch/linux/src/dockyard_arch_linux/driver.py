@@ -258,6 +258,7 @@ class LinuxRuntime(RuntimeDriver):
                 "rootfs": request.rootfs, "cgroups_path": spec["linux"].get("cgroupsPath", ""),
                 "log_path": request.log_path or str(cdir / "ctr.log"), "own_log": not request.log_path,
                 "tty": bool(cfg.tty), "stdin": bool(cfg.open_stdin), "cuuid": self._cuuid(cid),
+                "log_size_max": _size_bytes(request.container.host_config.log_config.config.get("max-size", "")),
                 "conmon_pid": 0, "pid": 0,
             }
 
@@ -290,7 +291,7 @@ class LinuxRuntime(RuntimeDriver):
             conmon_pidfile=os.path.join(bundle, "conmon.pid"), log_path=meta["log_path"],
             socket_dir=str(self._socket_dir), persist_dir=str(self._cdir(meta["id"])),
             terminal=meta["tty"], stdin=meta["stdin"], leave_stdin_open=meta["stdin"] and not stdin_once,
-            log_size_max=int(self.context.options.get("log-size-max", 0) or 0))
+            log_size_max=int(meta.get("log_size_max") or self.context.options.get("log-size-max", 0) or 0))
 
     async def start(self, container_id: str) -> RuntimeState:
         meta = self._meta(container_id)
@@ -664,6 +665,18 @@ class LinuxRuntime(RuntimeDriver):
         if link.is_symlink():
             link.unlink()
         await asyncio.to_thread(shutil.rmtree, edir, True)
+
+
+def _size_bytes(text: str) -> int:
+    """``--log-opt max-size`` (``10m``, ``1g``, ``512k``, bytes) -> bytes; 0 when unset."""
+    t = str(text or "").strip().lower().removesuffix("b")
+    if not t:
+        return 0
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    try:
+        return int(float(t[:-1]) * mult[t[-1]]) if t[-1] in mult else int(t)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid max-size log option {text!r}") from exc
 
 
 def _pidfd(pid: int) -> int | None:
