@@ -623,13 +623,22 @@ class LinuxRuntime(RuntimeDriver):
         return RuntimeState(status="stopped", exit_code=UNKNOWN_EXIT)
 
     async def exec_wait(self, exec_id: str) -> RuntimeState:
+        emeta = json.loads((self._exec_dir(exec_id) / "meta.json").read_text())
+        pidfd = _pidfd(int(emeta.get("conmon_pid") or 0))  # wakes when the session's conmon exits
         delay = 0.01
-        while True:
-            st = await self.exec_state(exec_id)
-            if st.status == "stopped":
-                return st
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
+        try:
+            while True:
+                st = await self.exec_state(exec_id)
+                if st.status == "stopped":
+                    return st
+                if pidfd is not None:
+                    await _readable(pidfd, min(delay * 10, 1.0))
+                else:
+                    await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.1)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
     def exec_error(self, exec_id: str) -> str:
         """The runtime's message when the exec'd command could not be started ("" otherwise)."""
