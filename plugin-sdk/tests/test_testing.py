@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -201,6 +202,10 @@ def test_child_processes_are_seen_and_reaped_ones_are_not() -> None:
     before = snapshot_host(nft=False)
     child = subprocess.Popen(["sleep", "30"])
     try:
+        # until it has exec'd, the forked child is still named after the test's interpreter
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/comm").read_text().strip() != "sleep" and time.monotonic() < deadline:
+            time.sleep(0.01)
         leaks = snapshot_host(nft=False) - before
         assert f"{child.pid} sleep" in leaks.items["processes"]
     finally:
