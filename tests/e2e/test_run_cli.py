@@ -308,3 +308,17 @@ def test_diff_lists_the_changes(d: Daemon) -> None:
     assert {"A /newfile", "C /etc/passwd", "D /bin/true", "C /etc"} <= set(changes), changes
     assert not [c for c in changes if c.endswith(("/etc/hosts", "/etc/hostname", "/etc/resolv.conf"))]
     d.docker("rm", "df")
+
+
+def test_network_modes(d: Daemon) -> None:
+    d.docker("run", "-d", "--name", "ns-owner", "busybox", "sleep", "60")
+    ip = d.docker("inspect", "-f", "{{.NetworkSettings.Networks.bridge.IPAddress}}", "ns-owner").stdout.strip()
+    owner_host = d.docker("inspect", "-f", "{{.Config.Hostname}}", "ns-owner").stdout.strip()
+    shared = d.docker("run", "--rm", "--network", "container:ns-owner", "busybox", "sh", "-c",
+                      "ip -4 addr show eth0; hostname").stdout
+    assert ip in shared and shared.strip().endswith(owner_host)
+    alone = d.docker("run", "--rm", "--network", "none", "busybox", "ip", "-4", "addr").stdout
+    assert "127.0.0.1" in alone and "eth0" not in alone
+    host = d.docker("run", "--rm", "--network", "host", "busybox", "hostname").stdout.strip()
+    assert host == os.uname().nodename
+    d.docker("rm", "-f", "ns-owner")

@@ -565,9 +565,15 @@ class ContainerService(Service):
             undo.append(lambda: self._unmount_volumes(c))
             netns_path, netns = await self._setup_network(c)
             undo.append(lambda: self._teardown_network(c, netns))
-            files = await asyncio.to_thread(self._write_etc_files, c)
             if c.host_config.network_mode.startswith("container:"):
-                files = {k: v for k, v in files.items() if k == "hostname_path"}
+                # dockerd: the hostname, /etc/hosts and /etc/resolv.conf of the namespace's owner
+                other = self.get(c.host_config.network_mode.split(":", 1)[1])
+                c.config.hostname, c.config.domainname = other.config.hostname, other.config.domainname
+                files = await asyncio.to_thread(self._write_etc_files, c)
+                files["hosts_path"] = str(self._cdir(other.id) / "hosts")
+                files["resolv_conf_path"] = str(self._cdir(other.id) / "resolv.conf")
+            else:
+                files = await asyncio.to_thread(self._write_etc_files, c)
             log_path = "/dev/null" if c.host_config.log_config.type == "none" else c.log_path
             req = RuntimeCreateRequest(container=c, image=self._image_or_stub(c), rootfs=rootfs, mounts=mounts,
                                        netns_path=netns_path, log_path=log_path, spec_amender=self._amend_spec,
