@@ -204,6 +204,8 @@ def test_cp_both_ways_and_inspect(d: Daemon, tmp_path: Path) -> None:
     d.docker("exec", "files", "sh", "-c", "mkdir -p /data/sub && echo inside > /data/sub/f")
     d.docker("cp", "files:/data", str(tmp_path / "out"))
     assert (tmp_path / "out" / "sub" / "f").read_text() == "inside\n"
+    d.docker("cp", "files:/etc/hostname", str(tmp_path / "hn"))
+    assert (tmp_path / "hn").read_text().strip() == d.docker("exec", "files", "hostname").stdout.strip()
     missing = d.docker("cp", "files:/nonexistent", str(tmp_path), check=False)
     assert missing.returncode == 1 and "Could not find the file /nonexistent" in missing.stderr
     (info,) = json.loads(d.docker("inspect", "files").stdout)

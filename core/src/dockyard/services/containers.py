@@ -1385,6 +1385,11 @@ class ContainerService(Service):
                     src = self.volumes.get(m.name).mountpoint
             if src and m.type in ("bind", "volume"):
                 out.append((m.destination, src, m.read_only))
+        # the files the runtime binds over /etc (what the container sees there)
+        for name in ("hostname", "hosts", "resolv.conf"):
+            path = self._cdir(c.id) / name
+            if path.exists():
+                out.append((f"/etc/{name}", str(path), False))
         return sorted(out, key=lambda t: len(t[0]), reverse=True)
 
     async def changes(self, ref: str) -> list[dict[str, Any]]:
