@@ -1143,12 +1143,15 @@ class ContainerService(Service):
         def render(rec: Any, ts: str) -> tuple[str, bytes]:
             return rec.stream, (ts.encode() + b" " + rec.data) if opts.timestamps else rec.data
 
-        total = 0
+        last_ns, at_last = -1, 0  # the newest record seen, and how many share its time
         records: list[tuple[Any, str]] = []
         try:
             async for rec in rt.logs(c.id, follow=False):
-                total += 1
                 ns, ts = cfs.parse_ts(rec.timestamp)
+                if ns > last_ns:
+                    last_ns, at_last = ns, 1
+                elif ns == last_ns:
+                    at_last += 1
                 if (since_ns and ns < since_ns) or (until_ns and ns > until_ns) or not wanted(rec):
                     continue
                 records.append((rec, ts))
@@ -1160,14 +1163,17 @@ class ContainerService(Service):
             yield render(rec, ts)
         if not follow:
             return
-        # follow: skip the records already considered, then stream the new ones
+        # follow: skip what the first pass saw (by time, so a log truncated by max-size and
+        # started over is still followed), then stream the new records
         try:
-            seen = 0
+            seen_at_last = 0
             async for rec in rt.logs(c.id, follow=True):
-                seen += 1
-                if seen <= total:
-                    continue
                 ns, ts = cfs.parse_ts(rec.timestamp)
+                if ns < last_ns:
+                    continue
+                if ns == last_ns and seen_at_last < at_last:
+                    seen_at_last += 1
+                    continue
                 if until_ns and ns > until_ns:
                     return
                 if (since_ns and ns < since_ns) or not wanted(rec):
