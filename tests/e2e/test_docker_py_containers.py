@@ -142,3 +142,20 @@ def test_detach_keys_leave_the_container_running(client: docker.DockerClient) ->
         assert c.status == "running"
     finally:
         c.remove(force=True)
+
+
+def test_stats_stream_and_one_shot(client: docker.DockerClient) -> None:
+    c = client.containers.run("busybox", ["sh", "-c", "while true; do :; done"], detach=True, mem_limit="64m")
+    try:
+        one = c.stats(stream=False)
+        assert one["name"] == "/" + c.name and one["memory_stats"]["limit"] == 64 * 1024 * 1024
+        busy = one["cpu_stats"]["cpu_usage"]["total_usage"] - one["precpu_stats"]["cpu_usage"]["total_usage"]
+        assert busy > 0  # precpu filled from a first sample
+        stream = c.stats(stream=True, decode=True)
+        first, second = next(stream), next(stream)
+        assert second["cpu_stats"]["cpu_usage"]["total_usage"] > first["cpu_stats"]["cpu_usage"]["total_usage"]
+        assert second["precpu_stats"]["cpu_usage"]["total_usage"] == first["cpu_stats"]["cpu_usage"]["total_usage"]
+        stream.close()
+        assert c.top()["Processes"]
+    finally:
+        c.remove(force=True)
