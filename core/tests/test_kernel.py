@@ -82,3 +82,26 @@ async def test_start_and_stop_open_and_close_the_store(tmp_path: Path):
     assert ("storage", "vfs") in k.drivers
     await k.stop()
     assert k.store is None
+
+
+async def test_unconfigured_storage_falls_back_when_overlay_is_not_installed(tmp_path: Path):
+    k = kernel(tmp_path)
+    k.registry.deny.add("storage:overlay")  # what uninstalling overlay looks like to the registry
+    k.registry.scan()
+    await k.start()
+    try:
+        assert k.selected_driver_name("storage") == "vfs"
+    finally:
+        await k.stop()
+
+
+async def test_a_configured_driver_is_never_replaced(tmp_path: Path):
+    from dockyard.errors import PluginBlocked
+
+    k = kernel(tmp_path)
+    k.config.values["storage-driver"] = "overlay"
+    k.registry.deny.add("storage:overlay")
+    k.registry.scan()
+    with pytest.raises(PluginBlocked):
+        await k.start()
+    await k.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,3 +130,58 @@ def test_no_api_front_means_no_daemon(tmp_path: Path):
                          env={**os.environ, "DOCKYARD_DISABLE_PLUGINS": "api-docker"})
     assert res.returncode == 1
     assert "pip install dockyard-api-docker" in res.stderr
+
+
+def test_without_overlay_an_unconfigured_daemon_uses_vfs(tmp_path: Path):
+    d = start_daemon(tmp_path / "d", env={"DOCKYARD_DISABLE_PLUGINS": "storage:overlay"})
+    try:
+        assert api(d, "/info")["Driver"] == "vfs"
+        assert "Storage Driver: vfs" in d.docker("info").stdout
+    finally:
+        d.teardown()
+
+
+PROVISION_DRIVER = """
+from dockyard.specs import DriverInfo, Provisioner
+
+class Toy(Provisioner):
+    info = DriverInfo("toyhost", "provision")
+    async def create(self, request, tls): raise NotImplementedError
+    async def start(self, host): pass
+    async def stop(self, host): pass
+    async def remove(self, host): pass
+    async def state(self, host): return "none"
+    async def engine_url(self, host): return ""
+"""
+
+
+def test_uninstalling_a_driver_removes_it_from_the_list_and_from_info(tmp_path: Path):
+    site = tmp_path / "site"
+    info = site / "dockyard_provision_toyhost-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dockyard-provision-toyhost\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[dockyard.drivers.provision]\ntoyhost = dockyard_provision_toyhost:Toy\n")
+    (site / "dockyard_provision_toyhost.py").write_text(PROVISION_DRIVER)
+    env = {"PYTHONPATH": str(site)}
+    cli = str(Path(sys.executable).parent / "dockyard")
+
+    def listed() -> list[str]:
+        out = subprocess.run([cli, "plugins", "list", "--format", "json", "--area", "provision"],
+                             capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return [r["name"] for r in json.loads(out.stdout) if r["status"] == "loaded"]
+
+    d = start_daemon(tmp_path / "d", env=env)
+    try:
+        assert listed() == ["toyhost"]
+        assert api(d, "/info")["DockyardAreas"]["provision"] == ["toyhost"]
+    finally:
+        d.teardown()
+    shutil.rmtree(info)  # what `pip uninstall` removes: the distribution's metadata (and code)
+    (site / "dockyard_provision_toyhost.py").unlink()
+    d = start_daemon(tmp_path / "d2", env=env)
+    try:
+        assert listed() == []
+        assert api(d, "/info")["DockyardAreas"]["provision"] == []
+    finally:
+        d.teardown()

@@ -21,11 +21,12 @@ import pluggy
 
 from dockyard import __version__
 from dockyard.config import Config
-from dockyard.errors import InvalidArgument, PluginError
+from dockyard.errors import DriverNotInstalled, InvalidArgument, PluginError, Unavailable
 from dockyard.events import EventBus, HookFailure, hook_caller
 from dockyard.model import Event
 from dockyard.registry import Registry, register_checked
 from dockyard.specs import NAMESPACES, SPEC_CLASSES, Driver, DriverContext
+from dockyard.specs._base import AUTO_PRIORITY, provider_distribution
 from dockyard.specs._base import PROJECT
 from dockyard.specs.config import ConfigOption
 from dockyard.specs.events import BackgroundService
@@ -54,6 +55,7 @@ class Kernel:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _driver_lock: asyncio.Lock | None = None
     _config_options: list[ConfigOption] = field(default_factory=list)
+    _auto_selected: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -108,7 +110,34 @@ class Kernel:
         _area, key, default = NAMESPACES[kind]
         if key is None:
             return default
-        return str(self.config.get(key) or default)
+        return str(self.config.values.get(key) or self._auto_selected.get(kind) or default)
+
+    def configured_driver_name(self, kind: str) -> str:
+        """The driver named in the configuration ("" when the kernel may choose)."""
+        key = NAMESPACES[kind][1]
+        return str(self.config.values.get(key) or "") if key else ""
+
+    async def _select_automatically(self, kind: str) -> None:
+        """No driver configured: ready the first that works (``AUTO_PRIORITY``, then the rest)."""
+        installed = self.registry.driver_names(kind)
+        order = [n for n in AUTO_PRIORITY.get(kind, ()) if n in installed]
+        order += [n for n in installed if n not in order]
+        failures: list[str] = []
+        for name in order:
+            try:
+                await self.driver_ready(kind, name)
+            except (PluginError, Unavailable) as exc:
+                failures.append(f"{name}: {exc}")
+                self.drivers.pop((kind, name), None)
+                continue
+            self._auto_selected[kind] = name
+            if failures:
+                log.warning("%s driver %s chosen; not usable here: %s", kind, name, "; ".join(failures))
+            return
+        if failures:
+            raise Unavailable(f"no usable {kind} driver: " + "; ".join(failures))
+        default = NAMESPACES[kind][2]
+        raise DriverNotInstalled(kind, default, [], provider_distribution(kind, default))
 
     def driver(self, kind: str, name: str | None = None) -> Driver:
         """The (cached) driver instance ``name`` of ``kind``; the configured one by default.
@@ -183,9 +212,13 @@ class Kernel:
     async def start(self) -> None:
         """Open the store, ready the selected drivers, start background services."""
         self.open_store()
-        for kind, (_area, key, _default) in NAMESPACES.items():
-            if key is not None and self.selected_driver_name(kind):
+        for kind, (_area, key, default) in NAMESPACES.items():
+            if key is None:
+                continue
+            if self.configured_driver_name(kind):
                 await self.driver_ready(kind)
+            elif default:
+                await self._select_automatically(kind)
         from dockyard.services import START_ORDER
 
         for name in START_ORDER:

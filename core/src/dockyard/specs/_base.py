@@ -46,6 +46,12 @@ NAMESPACES: dict[str, tuple[str, str | None, str]] = {
     "provision": ("provision", None, "netns"),
 }
 
+#: When a single-driver kind is not configured, the first of these that is installed and
+#: sets up wins (then any other installed one, by name), as dockerd picks a graph driver: a
+#: kernel without overlayfs, or a host where overlay is uninstalled, gets vfs. A configured
+#: driver is never replaced: its failure is the daemon's failure.
+AUTO_PRIORITY: dict[str, tuple[str, ...]] = {"storage": ("overlay", "vfs")}
+
 #: Distributions whose name does not follow ``dockyard-<area>-<name>``.
 PROVIDER_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("ipam", "default"): "dockyard-network-ipam",
