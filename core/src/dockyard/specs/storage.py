@@ -130,8 +130,9 @@ class ImagePuller:
     """Who fetches images from registries (the distribution plugin provides one).
 
     ``pull(kernel, reference, platform="", auth=None, progress=None) -> Image`` is the service
-    entry (the builder's ``FROM``, ``docker run``'s auto-pull); ``progress`` receives Docker
-    JSON-message dicts. ``handler`` answers ``POST /images/create?fromImage=`` for the Docker
+    entry (the builder's ``FROM``, ``docker run``'s auto-pull); ``auth`` is Docker's AuthConfig
+    as a dict (``username``, ``password``, ``serveraddress``, ``identitytoken``) or None;
+    ``progress`` is called with Docker JSON-message dicts. ``handler`` answers ``POST /images/create?fromImage=`` for the Docker
     dialect (a missing manifest is a 404 *before* the progress stream starts, as dockerd does).
     """
 

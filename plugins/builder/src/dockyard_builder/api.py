@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard import __version__ as core_version
-from dockyard.errors import DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard.errors import DockyardError, InvalidArgument, Unavailable
 from dockyard.server import KERNEL_KEY
 from dockyard.specs import ApiRoute
 from dockyard_builder.builder import Builder, BuildOptions, StepFailed, parse_query_json
@@ -105,7 +105,7 @@ async def build(request: web.Request) -> web.StreamResponse:
             await resp.write((json.dumps(msg) + "\r\n").encode())
 
         builder = Builder(kernel, ctx, opts, emit, cache_of(kernel),  # parse errors: a 400 answer
-                          puller=loopback_puller(kernel, request.headers.get("X-Registry-Config", "")))
+                          puller=registry_puller(kernel, request.headers.get("X-Registry-Config", "")))
         _headers(resp)
         await resp.prepare(request)
         try:
@@ -126,75 +126,63 @@ async def build(request: web.Request) -> web.StreamResponse:
         await asyncio.to_thread(shutil.rmtree, work, True)
 
 
-def loopback_puller(kernel: Any, registry_config: str) -> Any:
-    """A puller for base images when a registry plugin is installed, else None.
+def registry_puller(kernel: Any, registry_config: str) -> Any:
+    """A puller for base images through the installed ``ImagePuller`` (the registry plugin's),
+    or None when no registry plugin is installed.
 
-    The registry plugin serves ``POST /images/create?fromImage=`` (it implements the
-    ``dockyard_image_puller`` hook the API front looks for); the builder does not depend on it
-    but asks this daemon's own API on its first unix socket, forwarding the credentials the
-    client sent in ``X-Registry-Config`` for the image's registry, and relays the pull's progress
-    lines into the build stream. A failed pull raises :class:`dockyard.errors.NotFound` /
-    :class:`~dockyard.errors.Unavailable` with the registry plugin's message.
+    Credentials come from the build's ``X-Registry-Config`` for the image's registry; the
+    pull's progress lines are relayed, in order, into the build stream.
     """
-    if getattr(kernel.hook, "dockyard_image_puller", None) is None or \
-            not kernel.hook.dockyard_image_puller.get_hookimpls():
-        return None
-    sock = next((h[len("unix://"):] for h in kernel.config.hosts if h.startswith("unix://")), "")
-    if not sock:
+    puller = kernel.hook.dockyard_image_puller(kernel=kernel)
+    if puller is None:
         return None
 
     async def pull(ref: str, emit: Any) -> None:
-        import aiohttp
-
         from dockyard.reference import parse_normalized
 
-        r = parse_normalized(ref)
-        params = {"fromImage": r.familiar_name, "tag": r.digest or r.tag or "latest"}
-        headers = {}
-        auth = _auth_for(registry_config, r.domain)
-        if auth:
-            headers["X-Registry-Auth"] = auth
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sock)) as session:
-            async with session.post("http://localhost/v1.41/images/create", params=params, headers=headers,
-                                    timeout=aiohttp.ClientTimeout(total=None)) as resp:
-                if resp.status >= 300:
-                    try:
-                        message = (await resp.json()).get("message", "")
-                    except (ValueError, aiohttp.ContentTypeError):
-                        message = await resp.text()
-                    raise (NotFound if resp.status == 404 else Unavailable)(
-                        f"pulling {ref}: {message or resp.reason}")
-                async for line in resp.content:
-                    line = line.strip()
-                    if not line:
-                        continue
-                    msg = json.loads(line)
-                    if "error" in msg or "errorDetail" in msg:
-                        detail = msg.get("errorDetail") or {}
-                        raise Unavailable(f"pulling {ref}: {detail.get('message') or msg.get('error')}")
-                    await emit({k: v for k, v in msg.items() if k in ("status", "id", "progress",
-                                                                     "progressDetail")})
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        async def relay() -> None:
+            while (msg := await queue.get()) is not None:
+                await emit(msg)
+
+        def progress(msg: dict[str, Any]) -> None:
+            queue.put_nowait({k: v for k, v in msg.items() if k in ("status", "id", "progress", "progressDetail")})
+
+        relaying = asyncio.create_task(relay())
+        try:
+            await puller.pull(kernel, ref, auth=_auth_for(registry_config, parse_normalized(ref).domain),
+                              progress=progress)
+        except DockyardError as exc:  # same type where it can be (404 stays 404), with the context
+            try:
+                wrapped = type(exc)(f"pulling {ref}: {exc}")
+            except TypeError:  # an error with a richer constructor (DigestMismatch...)
+                wrapped = Unavailable(f"pulling {ref}: {exc}")
+            raise wrapped from exc
+        finally:
+            queue.put_nowait(None)
+            await relaying
 
     return pull
 
 
-def _auth_for(registry_config: str, domain: str) -> str:
-    """The base64 ``X-Registry-Auth`` for ``domain`` out of a build's ``X-Registry-Config``."""
+def _auth_for(registry_config: str, domain: str) -> dict[str, Any] | None:
+    """Docker's AuthConfig for ``domain`` out of a build's ``X-Registry-Config`` (or None)."""
     import base64
 
     if not registry_config:
-        return ""
+        return None
     try:
         configs = json.loads(base64.urlsafe_b64decode(registry_config + "=" * (-len(registry_config) % 4)))
     except ValueError:
-        return ""
+        return None
     if not isinstance(configs, dict):
-        return ""
+        return None
     keys = [domain, f"https://{domain}", "https://index.docker.io/v1/" if domain == "docker.io" else ""]
     for key in keys:
         if key and isinstance(configs.get(key), dict):
-            return base64.urlsafe_b64encode(json.dumps(configs[key]).encode()).decode()
-    return ""
+            return dict(configs[key])
+    return None
 
 
 def _headers(resp: web.StreamResponse) -> None:

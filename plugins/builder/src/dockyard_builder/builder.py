@@ -139,7 +139,7 @@ class Builder(ConfigInstructions):
         self.opts = opts
         self._emit = emit
         self.cache = cache
-        self.puller = puller  # pulls a base image through a registry plugin (api.loopback_puller)
+        self.puller = puller  # pulls a base image through a registry plugin (api.registry_puller)
         self.images = kernel.service("images")
         self.arch = kernel.facts()["arch"]
         self.dockerfile: Dockerfile = parse(ctx.dockerfile_text)

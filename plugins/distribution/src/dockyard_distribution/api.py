@@ -105,9 +105,11 @@ def _auth(request: web.Request) -> AuthConfig | None:
 
 
 # ------------------------------------------------------------------------------------- handlers
-async def pull(kernel: Any, reference: str, platform: str = "", auth: AuthConfig | None = None,
+async def pull(kernel: Any, reference: str, platform: str = "", auth: dict[str, Any] | AuthConfig | None = None,
                progress: Callable[[dict[str, Any]], None] | None = None) -> Any:
     """Pull ``reference`` into the image store (the service entry of ``ImagePuller``)."""
+    if isinstance(auth, dict):
+        auth = AuthConfig.from_dict(auth)
     ref = _parse(reference)
     client = _client(kernel, ref, auth)
     try:
