@@ -812,9 +812,9 @@ class ContainerService(Service):
         async def rootfs() -> None:
             with contextlib.suppress(Exception):
                 await drv.unmount(c.id)
-            if remove_layer:
+            if remove_layer:  # the images service also collects layers nothing uses any more
                 with contextlib.suppress(NotFound):
-                    await drv.remove(c.id)
+                    await self.images.remove_rootfs(c.id)
 
         await asyncio.gather(rootfs(), self._unmount_volumes(c), self._teardown_network(c, netns))
 
