@@ -1,0 +1,308 @@
+"""Networking cost, two parts, each against its peer in the same run.
+
+**Set-up time added by networking** (``network_run``, ``network_added``): ``docker run --rm
+--network none busybox true`` and ``docker run --rm busybox true`` (the default bridge) through the
+real docker CLI against a dockyardd of our own, and ``podman run --rm --network none|bridge
+busybox true``. The four commands run interleaved, round after round (the order rotating each
+round), timed by wall clock around the process like hyperfine's ``--shell none``; interleaving keeps
+load drift on this shared machine out of the differences. ``network_added`` reports, per engine,
+the median of the per-round differences bridge − none (its mean, sd, min and max are of those
+differences too), and dockyard's ratio to podman's.
+
+**Container-to-container TCP throughput** (``network_throughput``): iperf3 (Debian's, from the
+host) between two ``busybox sleep`` containers on dockyardd's default bridge network; the iperf3
+processes run from the host inside the containers' network namespaces (``nsenter
+--net=/proc/PID/ns/net iperf3 ...``), so they cross exactly the container path — the container's
+eth0, its veth, the bridge, the other veth — but not the containers' cgroups or mount namespaces.
+The peer is the same iperf3 run between two network namespaces this benchmark creates and joins
+by a plain veth pair (TEST-NET-1 addresses, MTU 1500 like the bridge). Runs alternate between the
+two (bridge, veth, veth, bridge, ...). The table's figure is milliseconds per GiB received (lower
+is better, so ratios read like the other benchmarks'); the goal's detail gives Gbit/s.
+
+Goals (issue 6): added set-up ≤ 20 ms and ≤ 0.2× podman's added time; throughput ≥ 0.9× veth.
+Every container, namespace and veth created here is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from harness import Context, Goal, Result, add_ratios, check_command, fill
+
+RUN = "network_run"
+ADDED = "network_added"
+THROUGHPUT = "network_throughput"
+MAX_ADDED_MS = 20.0
+MAX_ADDED_RATIO = 0.2
+MIN_THROUGHPUT_RATIO = 0.9
+IPERF_SECONDS = int(os.environ.get("BENCH_IPERF_SECONDS", "5"))
+IPERF_ROUNDS = int(os.environ.get("BENCH_IPERF_ROUNDS", "3"))
+IPERF_PORT = 5201
+GIB = 1 << 30
+
+
+def _bench_module(name: str):  # noqa: ANN202 - the sibling benchmarks' daemon helpers
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _stats(seconds: list[float]) -> dict[str, object]:
+    """hyperfine-shaped figures (seconds) of a list of samples, for ``harness.fill``."""
+    return {"median": statistics.median(seconds), "mean": statistics.fmean(seconds),
+            "stddev": statistics.stdev(seconds) if len(seconds) > 1 else 0.0,
+            "min": min(seconds), "max": max(seconds), "times": seconds}
+
+
+def _why(proc: subprocess.CompletedProcess[str]) -> str:
+    return ((proc.stderr or "").strip() or (proc.stdout or "").strip() or "no output").splitlines()[-1]
+
+
+# ------------------------------------------------------------------------- set-up time
+def interleaved(ctx: Context, commands: dict[str, list[str]]) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Time every command once per round, ``ctx.runs`` rounds after ``ctx.warmup`` unrecorded ones.
+
+    Returns seconds per command (index i = round i) and the error of any command that failed
+    (it is dropped from the following rounds; its times so far are discarded).
+    """
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    errors: dict[str, str] = {}
+    names = list(commands)
+    for rnd in range(ctx.warmup + ctx.runs):
+        shift = rnd % max(len(names), 1)
+        for name in names[shift:] + names[:shift]:
+            if name in errors:
+                continue
+            t0 = time.perf_counter()
+            proc = subprocess.run(commands[name], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                  timeout=120)
+            elapsed = time.perf_counter() - t0
+            if proc.returncode != 0:
+                errors[name] = f"exits {proc.returncode}: {_why(proc)}"
+                times[name] = []
+            elif rnd >= ctx.warmup:
+                times[name].append(elapsed)
+    return times, errors
+
+
+def added_result(name: str, role: str, command: str, bridge: list[float], none: list[float]) -> Result:
+    r = Result(benchmark=ADDED, name=name, role=role, command=command)
+    if bridge and none and len(bridge) == len(none):
+        fill(r, _stats([b - n for b, n in zip(bridge, none, strict=True)]))
+    else:
+        r.error = "bridge or none run not measured (see network_run)"
+    return r
+
+
+# ------------------------------------------------------------------------- throughput
+def _ns_path(pid_or_name: int | str) -> str:
+    return f"/proc/{pid_or_name}/ns/net" if isinstance(pid_or_name, int) else f"/run/netns/{pid_or_name}"
+
+
+def iperf3_once(server_ns: str, client_ns: str, server_ip: str, seconds: int) -> float:
+    """One TCP iperf3 run from ``client_ns`` to ``server_ns``; bits per second received."""
+    server = subprocess.Popen(["nsenter", f"--net={server_ns}", "iperf3", "-s", "-1", "-B", server_ip,
+                               "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # wait until the server listens
+            ss = subprocess.run(["nsenter", f"--net={server_ns}", "ss", "-Htln", f"sport = :{IPERF_PORT}"],
+                                capture_output=True, text=True)
+            if ss.stdout.strip():
+                break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"iperf3 server did not start: {(server.stderr.read() if server.stderr else '')[-300:]}")
+            time.sleep(0.05)
+        client = subprocess.run(["nsenter", f"--net={client_ns}", "iperf3", "-c", server_ip, "-p", str(IPERF_PORT),
+                                 "-t", str(seconds), "-J"], capture_output=True, text=True, timeout=seconds + 60)
+        if client.returncode != 0:
+            raise RuntimeError(f"iperf3 client exits {client.returncode}: {client.stdout[-300:]} {client.stderr[-300:]}")
+        return float(json.loads(client.stdout)["end"]["sum_received"]["bits_per_second"])
+    finally:
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def make_veth_pair(prefix: str) -> tuple[str, str]:
+    """Two network namespaces joined by a veth pair: (server ns, client ns); server is 192.0.2.1."""
+    a, b = f"{prefix}-a", f"{prefix}-b"
+    steps = [["ip", "netns", "add", a], ["ip", "netns", "add", b],
+             ["ip", "link", "add", f"{prefix}a", "type", "veth", "peer", "name", f"{prefix}b"],
+             ["ip", "link", "set", f"{prefix}a", "netns", a], ["ip", "link", "set", f"{prefix}b", "netns", b],
+             ["ip", "-n", a, "link", "set", f"{prefix}a", "mtu", "1500"],
+             ["ip", "-n", b, "link", "set", f"{prefix}b", "mtu", "1500"],
+             ["ip", "-n", a, "addr", "add", "192.0.2.1/24", "dev", f"{prefix}a"],
+             ["ip", "-n", b, "addr", "add", "192.0.2.2/24", "dev", f"{prefix}b"],
+             ["ip", "-n", a, "link", "set", "lo", "up"], ["ip", "-n", b, "link", "set", "lo", "up"],
+             ["ip", "-n", a, "link", "set", f"{prefix}a", "up"], ["ip", "-n", b, "link", "set", f"{prefix}b", "up"]]
+    for step in steps:
+        proc = subprocess.run(step, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(step)}: {_why(proc)}")
+    return a, b
+
+
+def remove_veth_pair(prefix: str) -> None:
+    for ns in (f"{prefix}-a", f"{prefix}-b"):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", f"{prefix}a"], capture_output=True)  # if never moved
+
+
+def _inspect(docker: str, host: str, name: str) -> tuple[int, str]:
+    proc = subprocess.run([docker, "-H", host, "inspect", "-f",
+                           "{{.State.Pid}} {{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
+                          capture_output=True, text=True)
+    fields = proc.stdout.split()
+    if proc.returncode != 0 or len(fields) < 2 or not fields[0].isdigit() or fields[0] == "0":
+        raise RuntimeError(f"inspect {name}: {proc.stdout.strip()} {proc.stderr.strip()}")
+    return int(fields[0]), fields[1]
+
+
+def throughput_results(ctx: Context, docker: str, host: str | None, host_error: str) -> list[Result]:
+    subject = Result(benchmark=THROUGHPUT, name="iperf3 TCP, dockyard bridge (ms per GiB)", command="")
+    peer = Result(benchmark=THROUGHPUT, name="iperf3 TCP, plain veth pair (ms per GiB)", role="peer", command="")
+    results = [subject, peer]
+    missing = [t for t in ("iperf3", "nsenter", "ip", "ss") if shutil.which(t) is None]
+    if missing:
+        subject.error = peer.error = (f"{', '.join(missing)} not installed (iperf3: apt-get install iperf3, "
+                                      "it is in the Makefile's APT_PACKAGES)")
+        subject.goals.append(Goal(f"bridge throughput ≥ {MIN_THROUGHPUT_RATIO}× plain veth", None, "not measured"))
+        return results
+    subject.error = host_error
+    prefix = f"dkbn{os.getpid() % 100000}"
+    names = [f"dockyard-bench-iperf-srv-{os.getpid()}", f"dockyard-bench-iperf-cli-{os.getpid()}"]
+    samples: dict[str, list[float]] = {subject.name: [], peer.name: []}
+    try:
+        targets: dict[str, tuple[str, str, str]] = {}
+        if not subject.error and host is not None:
+            try:
+                for n in names:
+                    proc = subprocess.run([docker, "-H", host, "run", "-d", "--name", n, "busybox", "sleep", "3600"],
+                                          capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"docker run {n}: {_why(proc)}")
+                (spid, sip), (cpid, _cip) = (_inspect(docker, host, n) for n in names)
+                targets[subject.name] = (_ns_path(spid), _ns_path(cpid), sip)
+                cmd = "nsenter --net=/proc/{pid}/ns/net iperf3 {args}"
+                subject.command = (cmd.format(pid="SERVER", args=f"-s -1 -B {sip}") + " ; "
+                                   + cmd.format(pid="CLIENT", args=f"-c {sip} -t {IPERF_SECONDS} -J"))
+            except RuntimeError as exc:
+                subject.error = str(exc)
+        try:
+            a, b = make_veth_pair(prefix)
+            targets[peer.name] = (_ns_path(a), _ns_path(b), "192.0.2.1")
+            peer.command = (f"nsenter --net=/run/netns/{a} iperf3 -s -1 -B 192.0.2.1 ; "
+                            f"nsenter --net=/run/netns/{b} iperf3 -c 192.0.2.1 -t {IPERF_SECONDS} -J")
+        except RuntimeError as exc:
+            peer.error = f"veth pair: {exc}"
+        order = [subject.name, peer.name]
+        for rnd in range(IPERF_ROUNDS):
+            for name in order if rnd % 2 == 0 else order[::-1]:
+                if name not in targets:
+                    continue
+                try:
+                    bps = iperf3_once(*targets[name], IPERF_SECONDS)
+                except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+                    next(r for r in results if r.name == name).error = str(exc)
+                    del targets[name]
+                    continue
+                samples[name].append(GIB * 8 / bps)  # seconds per GiB
+                ctx.log(f"  {name}: {bps / 1e9:.2f} Gbit/s")
+    finally:
+        if host is not None:
+            subprocess.run([docker, "-H", host, "rm", "-f", *names], capture_output=True)
+        remove_veth_pair(prefix)
+    for r in results:
+        if not r.error and samples[r.name]:
+            fill(r, _stats(samples[r.name]))
+    add_ratios(results)
+    ratio = subject.ratios.get(peer.name)
+    if ratio is not None:
+        gbits = {r.name: GIB * 8 / (r.median_ms / 1000) / 1e9 for r in results}  # type: ignore[operator]
+        detail = (f"{1 / ratio:.2f}× ({gbits[subject.name]:.2f} vs {gbits[peer.name]:.2f} Gbit/s, medians of "
+                  f"{IPERF_ROUNDS} × {IPERF_SECONDS} s)")
+        subject.goals.append(Goal(f"bridge throughput ≥ {MIN_THROUGHPUT_RATIO}× plain veth",
+                                  1 / ratio >= MIN_THROUGHPUT_RATIO, detail))
+    else:
+        subject.goals.append(Goal(f"bridge throughput ≥ {MIN_THROUGHPUT_RATIO}× plain veth", None, "not measured"))
+    return results
+
+
+# ------------------------------------------------------------------------- run
+def run(ctx: Context) -> list[Result]:
+    image_load = _bench_module("image_load")
+    run_rm = _bench_module("run_rm")
+    work = ctx.work_dir / "dockyard-bench-network"
+    work.mkdir(parents=True, exist_ok=True)
+    docker = shutil.which("docker") or "docker"
+    dockyard = str(ctx.venv_bin / "dockyard")
+    dy_none = Result(benchmark=RUN, name="docker run --network none → dockyardd", command="")
+    dy_bridge = Result(benchmark=RUN, name="docker run (bridge) → dockyardd", command="")
+    pm_none = Result(benchmark=RUN, name="podman run --network none", role="peer",
+                     command="podman run --rm --network none busybox true")
+    pm_bridge = Result(benchmark=RUN, name="podman run --network bridge", role="peer",
+                       command="podman run --rm --network bridge busybox true")
+    run_results = [dy_none, dy_bridge, pm_none, pm_bridge]
+    dy_none.error = dy_bridge.error = check_command([docker, "--version"])
+    pm_none.error = pm_bridge.error = check_command(["podman", "image", "exists", "busybox"])
+    if pm_none.error:
+        pm_none.error = pm_bridge.error = (pm_none.error + " (podman or its busybox image is missing: "
+                                           "bash ../shared/peers/setup-peers.sh)")
+    proc = None
+    host: str | None = None
+    try:
+        if not dy_none.error:
+            try:
+                proc, host = image_load.start_daemon(ctx, work / "daemon")
+                subprocess.run([dockyard, "-H", host, "image", "bootstrap", "busybox"], check=True,
+                               capture_output=True)
+            except (RuntimeError, subprocess.CalledProcessError) as exc:
+                dy_none.error = dy_bridge.error = f"dockyardd: {exc}"
+        if host is not None and not dy_none.error:
+            dy_none.command = f"{docker} -H {host} run --rm --network none busybox true"
+            dy_bridge.command = f"{docker} -H {host} run --rm busybox true"
+        commands = {r.name: r.command.split() for r in run_results if not r.error and r.command}
+        times, errors = interleaved(ctx, commands)
+        for r in run_results:
+            if r.name in errors:
+                r.error = errors[r.name]
+            elif times.get(r.name):
+                fill(r, _stats(times[r.name]))
+        throughput = throughput_results(ctx, docker, host, dy_none.error)
+    finally:
+        if proc is not None:
+            image_load.stop_daemon(proc)
+            run_rm.remove_host_objects(work / "daemon")
+            shutil.rmtree(work / "daemon", ignore_errors=True)
+    add_ratios(run_results)
+
+    def t(r: Result) -> list[float]:
+        return times.get(r.name, []) if r.measured else []
+
+    dy_added = added_result("dockyard: bridge − none", "subject", f"({dy_bridge.command}) − ({dy_none.command})",
+                            t(dy_bridge), t(dy_none))
+    pm_added = added_result("podman: bridge − none", "peer", f"({pm_bridge.command}) − ({pm_none.command})",
+                            t(pm_bridge), t(pm_none))
+    added = [dy_added, pm_added]
+    add_ratios(added)
+    ms = dy_added.median_ms
+    dy_added.goals.append(Goal(f"added set-up ≤ {MAX_ADDED_MS:.0f} ms", None if ms is None else ms <= MAX_ADDED_MS,
+                               "" if ms is None else f"{ms:.1f} ms"))
+    ratio = dy_added.ratios.get(pm_added.name)
+    detail = "" if ratio is None else f"{ratio:.2f}× ({ms:.1f} ms vs {pm_added.median_ms:.1f} ms)"
+    dy_added.goals.append(Goal(f"added set-up ≤ {MAX_ADDED_RATIO}× podman's added time",
+                               None if ratio is None else ratio <= MAX_ADDED_RATIO, detail))
+    return [*run_results, *added, *throughput]
