@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from dockyard.config import Config
 from dockyard.errors import InvalidArgument
 from dockyard.specs import ConfigOption

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+
 from dockyard import provisioning, scheduler
 from dockyard.config import Config
 from dockyard.errors import Conflict, InvalidArgument, PluginConflictError, Unavailable

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from dockyard.config import Config
 from dockyard.errors import DriverNotInstalled, PluginError
 from dockyard.kernel import Kernel

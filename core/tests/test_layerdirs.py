@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import pytest
 import pytest_asyncio
+
 from dockyard import tarsafe
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.layerdirs import DirectoryLayerDriver, LayerMeta, layer_id, remove_leftovers, tree_size

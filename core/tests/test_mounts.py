@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from dockyard import mounts
 from dockyard.errors import Conflict
 from dockyard.mounts import Mount, MountError, mount, read_mounts, umount, unescape

@@ -24,6 +24,7 @@ if os.geteuid() != 0:
     pytest.skip("the network service tests need root", allow_module_level=True)
 
 from dnslib import QTYPE, RCODE, DNSRecord  # noqa: E402
+
 from dockyard.config import Config  # noqa: E402
 from dockyard.errors import Conflict, DockyardError, Forbidden, InvalidArgument, NotFound  # noqa: E402
 from dockyard.kernel import Kernel  # noqa: E402

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dockyard.config import Config
 from dockyard.errors import DriverNotInstalled, PluginBlocked, PluginConflictError, PluginLoadError
 from dockyard.kernel import Kernel

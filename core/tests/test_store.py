@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from dockyard.errors import Conflict, NotFound
 from dockyard.model import Container, ContainerConfig, ContainerStatus, HostConfig, Network, new_id
 from dockyard.store import Store

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from dockyard.specs import NAMESPACES
 from dockyard_plugin_sdk import cli
 from dockyard_plugin_sdk.cli import plugin_group, render, templated_kinds

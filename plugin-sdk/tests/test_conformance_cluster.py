@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from dockyard.specs import DriverInfo
 from dockyard.specs.cluster import Node, NodeStore
 from dockyard_plugin_sdk.conformance._common import make_context

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from dockyard.model import Host, HostTLS
 from dockyard.specs import DriverInfo
 from dockyard.specs.provision import HostRequest, Provisioner

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from dockyard.config import Config
 from dockyard.errors import DriverNotInstalled
 from dockyard.kernel import Kernel

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from dockyard.kernel import new_plugin_manager
 from dockyard.specs import hookimpl
 from dockyard.specs.cluster import SchedulerFilter

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+
 from dockyard.config import Config
 from dockyard.kernel import Kernel
 from dockyard.registry import CLI_GROUP, PLUGIN_GROUP, PluginRecord, Registry

@@ -8,6 +8,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+
 from dockyard.specs import DRIVER_BASES, SPEC_CLASSES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,8 +26,7 @@ from dockyard.events import EventBus, HookFailure, hook_caller
 from dockyard.model import Event
 from dockyard.registry import Registry, register_checked
 from dockyard.specs import NAMESPACES, SPEC_CLASSES, Driver, DriverContext
-from dockyard.specs._base import AUTO_PRIORITY, provider_distribution
-from dockyard.specs._base import PROJECT
+from dockyard.specs._base import AUTO_PRIORITY, PROJECT, provider_distribution
 from dockyard.specs.config import ConfigOption
 from dockyard.specs.events import BackgroundService
 from dockyard.store import Store

@@ -8,6 +8,7 @@ import time
 import click
 import pytest
 from click.testing import CliRunner
+
 from dockyard.errors import InvalidArgument
 from dockyard.model import Image, ImageConfig, Volume
 from dockyard_api_docker.cli._stream import show_stream

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from dockyard.errors import InvalidArgument
 from dockyard.model import IpamPool, Network
 from dockyard_api_docker.cli.network import _filters, group

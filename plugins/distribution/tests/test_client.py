@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from dockyard.content import DigestMismatch
 from dockyard.errors import NotFound, Unavailable
 from dockyard_distribution.auth import AuthConfig

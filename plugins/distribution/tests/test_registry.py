@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Registry, busybox_to
+
 from dockyard.client import Client
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

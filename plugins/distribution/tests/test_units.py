@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from dockyard.errors import InvalidArgument, NotFound
 from dockyard_distribution import auth
 from dockyard_distribution import mediatypes as mt
@@ -238,6 +239,7 @@ def test_unpacker_rejects_truncated_corrupt_and_zstd(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ CLI progress view
 def test_progress_view_bars_and_errors() -> None:
     import click
+
     from dockyard_distribution.cli import ProgressView
     from dockyard_distribution.progress import progress, status
 

@@ -11,6 +11,8 @@ import subprocess
 from importlib.metadata import entry_points
 
 import pytest
+from pyroute2 import IPRoute
+
 from dockyard.errors import Conflict, Forbidden, InvalidArgument
 from dockyard.model import IpamPool
 from dockyard.specs.network import PortMapping
@@ -19,7 +21,6 @@ from dockyard_network_bridge.driver import BridgeDriver
 from dockyard_network_bridge.simple import HostDriver, NullDriver
 from dockyard_plugin_sdk.conformance._common import make_context
 from dockyard_plugin_sdk.conformance.network import NetworkHarness, leftovers, random_owner, socket_in_netns
-from pyroute2 import IPRoute
 
 
 def off_loop(fn, *args):

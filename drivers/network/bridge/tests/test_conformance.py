@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_asyncio
+
 from dockyard_network_bridge.simple import HostDriver, NullDriver
 from dockyard_plugin_sdk.conformance._common import make_context
 from dockyard_plugin_sdk.conformance.network import NetworkContract, random_owner

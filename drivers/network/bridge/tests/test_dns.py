@@ -9,6 +9,7 @@ import struct
 
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+
 from dockyard_network_bridge.dns import DnsRecords, EmbeddedDns
 from dockyard_plugin_sdk.conformance.network import socket_in_netns
 

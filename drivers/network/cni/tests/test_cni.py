@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard_network_cni import cni
 from dockyard_network_cni.driver import CniDriver, bridge_name

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest_asyncio
+
 from dockyard_network_cni.driver import CniDriver
 from dockyard_plugin_sdk.conformance._common import make_context
 from dockyard_plugin_sdk.conformance.network import NetworkContract, random_owner

@@ -10,12 +10,13 @@ from importlib.metadata import entry_points
 
 import pytest
 import pytest_asyncio
+from pyroute2 import IPRoute
+
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard_network_ipam import pools as P
 from dockyard_network_ipam.driver import DefaultIpam
 from dockyard_plugin_sdk.conformance._common import make_context
 from dockyard_plugin_sdk.conformance.network import free_test_subnet, leftovers, random_owner
-from pyroute2 import IPRoute
 
 
 async def make(tmp_path, **options):

@@ -24,8 +24,8 @@ import uuid
 from typing import Any, ClassVar
 
 import pytest
-from dockyard.specs.cluster import Node, NodeStore
 
+from dockyard.specs.cluster import Node, NodeStore
 from dockyard_plugin_sdk.conformance._common import DriverContract
 
 __all__ = ["NodeStoreContract"]

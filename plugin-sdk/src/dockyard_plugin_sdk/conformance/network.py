@@ -52,11 +52,11 @@ from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
+
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.model import IpamPool, Network
 from dockyard.specs import Driver, IpamDriver, NetworkDriver
 from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
-
 from dockyard_plugin_sdk.conformance import requires
 from dockyard_plugin_sdk.conformance._common import DriverContract
 

@@ -29,9 +29,9 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
+
 from dockyard.model import Host, HostTLS
 from dockyard.specs.provision import HostRequest, Provisioner
-
 from dockyard_plugin_sdk.conformance._common import DriverContract
 
 __all__ = ["ProvisionerContract"]

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.server import KERNEL_KEY

@@ -18,12 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.kernel import Kernel
 from dockyard.model import Image
 from dockyard.reference import parse_normalized
 from dockyard.specs.api import ApiRoute
-
 from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.http import json_response, kernel_of, qbool
 from dockyard_api_docker.middleware import docker_headers, error_response

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
 from dockyard import __version__
 from dockyard import errors as e
 

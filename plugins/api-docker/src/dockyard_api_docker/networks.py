@@ -13,11 +13,11 @@ import re
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import Forbidden, InvalidArgument, NotFound
 from dockyard.kernel import Kernel
 from dockyard.model import Container, EndpointSettings, IpamPool, Network
 from dockyard.specs.api import ApiRoute
-
 from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.http import json_response, kernel_of, no_content, read_json
 

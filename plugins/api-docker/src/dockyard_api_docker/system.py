@@ -9,12 +9,12 @@ import time
 from typing import Any
 
 from aiohttp import web
+
 from dockyard import __version__
 from dockyard.errors import InvalidArgument
 from dockyard.model import Container, ContainerStatus, Event, Image
 from dockyard.specs import NAMESPACES
 from dockyard.specs.api import ApiRoute
-
 from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.http import json_response, kernel_of
 from dockyard_api_docker.middleware import API_VERSION, MIN_API_VERSION, docker_headers

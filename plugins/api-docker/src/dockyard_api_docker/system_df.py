@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import DockyardError
 from dockyard.model import Container
 from dockyard.specs.api import ApiRoute
-
 from dockyard_api_docker.http import json_response, kernel_of
 from dockyard_api_docker.images import summary
 from dockyard_api_docker.shapes import container_summary

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.model import Volume
 from dockyard.specs.api import ApiRoute
-
 from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.http import json_response, kernel_of, no_content, qbool, read_json
 

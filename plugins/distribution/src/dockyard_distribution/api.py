@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.reference import InvalidReference, Reference, parse_normalized
 from dockyard.server import KERNEL_KEY
 from dockyard.specs.api import ApiRoute
-
 from dockyard_distribution import progress as pm
 from dockyard_distribution.auth import AuthConfig, decode_registry_auth
 from dockyard_distribution.client import RegistryClient, RegistryOptions, Unauthorized

@@ -165,7 +165,6 @@ def push(ctx: click.Context, name: str, quiet: bool) -> None:
 def login(ctx: click.Context, server: str, username: str, password: str, password_stdin: bool) -> None:
     """Log in to a registry; the credentials are checked by the daemon and saved (0600)."""
     from dockyard.errors import DockyardError
-
     from dockyard_distribution.auth import save_credentials
 
     if password_stdin:

@@ -26,9 +26,9 @@ from typing import Any, Protocol
 from urllib.parse import urlencode, urljoin, urlparse
 
 import aiohttp
+
 from dockyard.content import DigestMismatch, validate_digest
 from dockyard.errors import DockyardError, Forbidden, InvalidArgument, NotFound, Unavailable
-
 from dockyard_distribution import __version__
 from dockyard_distribution.auth import AuthConfig, Challenge, parse_challenges, scope_for
 from dockyard_distribution.mediatypes import ACCEPT, detect_media_type

@@ -20,7 +20,6 @@ from typing import Any
 from dockyard.content import DigestMismatch
 from dockyard.errors import InvalidArgument, NotFound
 from dockyard.reference import Reference
-
 from dockyard_distribution import progress as pm
 from dockyard_distribution.client import Manifest, RegistryClient, gather_limited
 from dockyard_distribution.mediatypes import (

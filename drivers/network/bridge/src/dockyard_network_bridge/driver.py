@@ -28,7 +28,6 @@ from dockyard.errors import Conflict, Forbidden, InvalidArgument, NotFound
 from dockyard.model import Network
 from dockyard.specs import ConfigOption, DriverContext, DriverInfo, NetworkDriver
 from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
-
 from dockyard_network_bridge import names, netlink, nft, ports
 from dockyard_network_bridge.dns import DnsRecords, EmbeddedDns
 from dockyard_network_bridge.options import parse_options

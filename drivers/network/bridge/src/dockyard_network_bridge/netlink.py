@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dockyard.errors import Conflict, NotFound
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
+
+from dockyard.errors import Conflict, NotFound
 
 PROC_CONF4 = Path("/proc/sys/net/ipv4/conf")
 LOOPBACK_INDEX = 1  # "lo" is always the first link of a network namespace

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard.errors import InvalidArgument
-
 from dockyard_network_bridge.names import valid_ifname
 
 OPT_NAME = "com.docker.network.bridge.name"

@@ -20,7 +20,6 @@ from dockyard.errors import InvalidArgument
 from dockyard.model import Network
 from dockyard.specs import DriverInfo, NetworkDriver
 from dockyard.specs.network import EndpointRequest, EndpointResult
-
 from dockyard_network_bridge import netlink
 
 

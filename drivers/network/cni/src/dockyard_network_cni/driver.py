@@ -34,7 +34,6 @@ from dockyard.errors import Conflict, InvalidArgument
 from dockyard.model import Network
 from dockyard.specs import ConfigOption, DriverContext, DriverInfo, NetworkDriver
 from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
-
 from dockyard_network_cni import cni, isolation
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,6 @@ from typing import Any
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.specs import ConfigOption, DriverInfo, IpamDriver
 from dockyard.specs.network import Pool
-
 from dockyard_network_ipam import pools as P
 from dockyard_network_ipam.hostnets import host_networks
 from dockyard_network_ipam.store import AllocationStore

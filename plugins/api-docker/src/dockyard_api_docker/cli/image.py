@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import click
+
 from dockyard.cli.output import FORMAT_OPTION, client_of, print_json, print_table, run_api
 
 
@@ -201,7 +202,6 @@ def save(ctx: click.Context, path: str | None, names: tuple[str, ...]) -> None:
 def import_(ctx: click.Context, source: str, reference: str, changes: tuple[str, ...], message: str) -> None:
     """Import a root filesystem tar (SOURCE a file or -) as an image named REFERENCE."""
     from dockyard.reference import parse_normalized
-
     from dockyard_api_docker.cli._stream import json_lines, request, show_stream
 
     params: dict[str, Any] = {"fromSrc": "-", "changes": list(changes), "message": message or None}

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import click
+
 from dockyard.cli.output import FORMAT_OPTION, client_of, print_json, print_table, run_api
 
 

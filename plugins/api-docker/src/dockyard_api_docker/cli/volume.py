@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+
 from dockyard.cli.output import FORMAT_OPTION, client_of, print_json, print_table, run_api
 
 
