@@ -123,19 +123,21 @@ class Registry:
         seen: set[tuple[str, str, str]] = set()
         records: list[PluginRecord] = []
         for dist in md.distributions():
-            dist_name = dist.metadata["Name"] or "?"
-            for ep in dist.entry_points:
-                kind = _kind_of(ep.group)
-                if kind is None:
-                    continue
+            # entry_points.txt first: parsing METADATA (an email-format file) is the slow part,
+            # so it is read only for the few distributions that carry dockyard entry points
+            ours = [(ep, kind) for ep in dist.entry_points if (kind := _kind_of(ep.group)) is not None]
+            if not ours:
+                continue
+            meta = dist.metadata
+            dist_name, version, summary = meta["Name"] or "?", meta["Version"] or "", meta["Summary"] or ""
+            for ep, kind in ours:
                 key = (dist_name.lower(), ep.group, ep.name)
                 if key in seen:  # the same distribution found twice on sys.path
                     continue
                 seen.add(key)
                 records.append(PluginRecord(
                     name=ep.name, group=ep.group, kind=kind[0], area=kind[1], target=ep.value,
-                    distribution=dist_name, version=dist.version,
-                    description=(dist.metadata["Summary"] or ""), entry_point=ep))
+                    distribution=dist_name, version=version, description=summary, entry_point=ep))
         records.sort(key=lambda r: (r.area, r.kind, r.name, r.distribution))
         self.records = records
         self.problems = []

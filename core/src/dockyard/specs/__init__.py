@@ -3,7 +3,15 @@
 Areas (``dockyard.drivers.<kind>`` entry points, see :data:`NAMESPACES`): ``arch``,
 ``storage`` (+ ``volume``), ``network`` (+ ``ipam``), ``cluster``, ``provision``. Feature
 hooks: ``api``, ``events``, ``config``; CLI groups come from the ``dockyard.cli`` group.
+
+Names are loaded lazily (PEP 562): importing one spec module, as the registry does when the
+CLI resolves a command, does not import every area's module.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from dockyard.specs._base import (
     AREAS,
@@ -17,29 +25,52 @@ from dockyard.specs._base import (
     hookspec,
     provider_distribution,
 )
-from dockyard.specs.api import ApiFront, ApiMiddleware, ApiRoute, ApiSpecs
-from dockyard.specs.arch import ArchSpecs, RuntimeDriver
-from dockyard.specs.cluster import ClusterSpecs, NodeStore
-from dockyard.specs.config import ConfigOption, ConfigSpecs
-from dockyard.specs.events import BackgroundService, EventSpecs
-from dockyard.specs.network import IpamDriver, NetworkDriver, NetworkSpecs
-from dockyard.specs.provision import Provisioner, ProvisionSpecs
-from dockyard.specs.storage import ImagePuller, LayerDriver, StorageSpecs, VolumeDriver
 
-#: Every hookspec class, registered on each kernel's plugin manager.
-SPEC_CLASSES = (ArchSpecs, StorageSpecs, NetworkSpecs, ClusterSpecs, ProvisionSpecs,
-                ApiSpecs, EventSpecs, ConfigSpecs)
+if TYPE_CHECKING:
+    from dockyard.specs.api import ApiFront, ApiMiddleware, ApiRoute, ApiSpecs
+    from dockyard.specs.arch import ArchSpecs, RuntimeDriver
+    from dockyard.specs.cluster import ClusterSpecs, NodeStore
+    from dockyard.specs.config import ConfigOption, ConfigSpecs
+    from dockyard.specs.events import BackgroundService, EventSpecs
+    from dockyard.specs.network import IpamDriver, NetworkDriver, NetworkSpecs
+    from dockyard.specs.provision import Provisioner, ProvisionSpecs
+    from dockyard.specs.storage import ImagePuller, LayerDriver, StorageSpecs, VolumeDriver
+
+#: Public name -> the spec module that defines it.
+_LAZY: dict[str, str] = {
+    "ApiFront": "api", "ApiMiddleware": "api", "ApiRoute": "api", "ApiSpecs": "api",
+    "ArchSpecs": "arch", "RuntimeDriver": "arch",
+    "ClusterSpecs": "cluster", "NodeStore": "cluster",
+    "ConfigOption": "config", "ConfigSpecs": "config",
+    "BackgroundService": "events", "EventSpecs": "events",
+    "IpamDriver": "network", "NetworkDriver": "network", "NetworkSpecs": "network",
+    "Provisioner": "provision", "ProvisionSpecs": "provision",
+    "ImagePuller": "storage", "LayerDriver": "storage", "StorageSpecs": "storage", "VolumeDriver": "storage",
+}
+
+#: Every hookspec class (registered on each kernel's plugin manager), by defining module.
+_SPEC_CLASSES = (("arch", "ArchSpecs"), ("storage", "StorageSpecs"), ("network", "NetworkSpecs"),
+                 ("cluster", "ClusterSpecs"), ("provision", "ProvisionSpecs"), ("api", "ApiSpecs"),
+                 ("events", "EventSpecs"), ("config", "ConfigSpecs"))
 
 #: The ABC each driver kind must subclass.
-DRIVER_BASES: dict[str, type[Driver]] = {
-    "arch": RuntimeDriver,
-    "storage": LayerDriver,
-    "volume": VolumeDriver,
-    "network": NetworkDriver,
-    "ipam": IpamDriver,
-    "cluster": NodeStore,
-    "provision": Provisioner,
-}
+_DRIVER_BASES = {"arch": "RuntimeDriver", "storage": "LayerDriver", "volume": "VolumeDriver",
+                 "network": "NetworkDriver", "ipam": "IpamDriver", "cluster": "NodeStore",
+                 "provision": "Provisioner"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"dockyard.specs.{_LAZY[name]}"), name)
+    elif name == "SPEC_CLASSES":
+        value = tuple(getattr(importlib.import_module(f"dockyard.specs.{m}"), c) for m, c in _SPEC_CLASSES)
+    elif name == "DRIVER_BASES":
+        value = {kind: __getattr__(cls) for kind, cls in _DRIVER_BASES.items()}
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # computed once
+    return value
+
 
 __all__ = [
     "AREAS", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "SPEC_CLASSES",
@@ -47,4 +78,6 @@ __all__ = [
     "DriverContext", "DriverInfo", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore",
     "Provisioner", "RuntimeDriver", "VolumeDriver", "entry_point_group", "hookimpl",
     "hookspec", "provider_distribution",
+    "ApiSpecs", "ArchSpecs", "ClusterSpecs", "ConfigSpecs", "EventSpecs", "NetworkSpecs", "ProvisionSpecs",
+    "StorageSpecs",
 ]
