@@ -258,6 +258,13 @@ def test_demo_app_with_compose_v1(d: Daemon, compose_v1: ComposeV1, tmp_path: Pa
         assert "Using cache" in log and "Recreating" not in log, log
         assert project_ids() == first
 
+        # A stopped web has exited 0 (its shell traps TERM) and, as on dockerd, no ports any more.
+        compose("stop", "web")
+        ps = compose("ps").stdout
+        rows = {line.split()[0]: line for line in ps.splitlines()[2:] if line.strip()}
+        assert re.search(r"\s{2,}Exit 0\s*$", rows[names["web"]]), ps
+        assert re.search(r"\s{2,}Up \(healthy\)\s*$", rows[names["worker"]]), ps
+
         # 6. down -v: containers, both networks and the volume are gone.
         down = compose("down", "-v")
         down_done = True

@@ -112,7 +112,9 @@ def container_summary(c: Container, image_ref: str) -> dict[str, Any]:
         "ImageID": c.image_id,
         "Command": command_text(c),
         "Created": unix_seconds(c.created),
-        "Ports": port_list(c),
+        # dockerd lists the ports of a running (or paused) container only: they are released at
+        # exit (releaseNetwork sets NetworkSettings.Ports to nil) and not bound before start.
+        "Ports": port_list(c) if c.state.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED) else [],
         "Labels": dict(c.config.labels),
         "State": c.state.status.value,
         "Status": status_text(c),
@@ -220,7 +222,7 @@ def container_inspect(c: Container, bound_ports: list[Any] | None = None, image_
             "Bridge": "", "SandboxID": c.extra.get("netns", "").rsplit("/", 1)[-1],
             "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
             "Ports": _ns_ports(c, bound_ports or []) if st.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED)
-            else {p: None for p in cfg.exposed_ports},
+            else {},  # as dockerd: nothing bound before start or after exit (compose v1 `ps` shows it)
             "SandboxKey": c.extra.get("netns", ""), "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
             "EndpointID": legacy.endpoint_id if legacy else "", "Gateway": legacy.gateway if legacy else "",
             "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
