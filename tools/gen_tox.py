@@ -25,7 +25,7 @@ from distributions import distributions  # noqa: E402
 
 TEST_DEPS = ("pytest>=8,<10", "pytest-asyncio>=0.23", "pytest-timeout>=2.3")
 #: Build tools the SDK's template round-trip needs (pip install --no-build-isolation).
-SDK_EXTRA_DEPS = ("setuptools>=68", "wheel")
+SDK_EXTRA_DEPS = ("setuptools>=77", "wheel")
 LINT_DEPS = ("ruff>=0.6",)
 
 
