@@ -66,6 +66,16 @@ def _matches(c: Container, flt: Filters) -> bool:
     return True
 
 
+def bound_ports(kernel: Any, c: Container) -> list[Any]:
+    """The host ports the network drivers actually bound for a running container."""
+    if not (c.state.running and kernel.has_service("networks")):
+        return []
+    try:
+        return kernel.service("networks").ports_of(c.id)
+    except DockyardError:
+        return []
+
+
 async def list_containers(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
     flt = Filters.parse(request.query.get("filters"), LIST_FILTERS)
@@ -94,7 +104,7 @@ async def list_containers(request: web.Request) -> web.Response:
             continue
         if not _matches(c, flt):
             continue
-        out.append(container_summary(c, c.image_id))
+        out.append(container_summary(c, c.image_id, bound_ports(kernel, c)))
         if 0 < limit <= len(out):
             break
     return json_response(out)
@@ -236,13 +246,7 @@ async def create_container(request: web.Request) -> web.Response:
 async def inspect_container(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
     c = _svc(request).get(request.match_info["id"])
-    bound = []
-    if kernel.has_service("networks") and c.state.running:
-        try:
-            bound = kernel.service("networks").ports_of(c.id)
-        except DockyardError:
-            bound = []
-    data = container_inspect(c, bound)
+    data = container_inspect(c, bound_ports(kernel, c))
     if qbool(request, "size"):
         data["SizeRw"], data["SizeRootFs"] = 0, 0
     return json_response(data)

@@ -72,18 +72,17 @@ def command_text(c: Container) -> str:
     return " ".join(shlex.quote(a) if (" " in a or not a) else a for a in args)
 
 
-def port_list(c: Container) -> list[dict[str, Any]]:
+def port_list(c: Container, bound: list[Any]) -> list[dict[str, Any]]:
+    """``Ports`` of a container summary: the host ports actually bound (``docker ps`` shows
+    ``127.0.0.1:52110->80/tcp`` for ``-p 127.0.0.1::80``), then exposed-only ports. Publishing
+    on every address is reported as ``0.0.0.0`` and ``::``, as dockerd does."""
     out: list[dict[str, Any]] = []
     published = set()
-    for port_proto, bindings in sorted(c.host_config.port_bindings.items()):
-        port, _, proto = port_proto.partition("/")
-        for b in bindings:
-            if not b.host_port:
-                continue
-            ip = b.host_ip or "0.0.0.0"
-            out.append({"IP": ip, "PrivatePort": int(port), "PublicPort": int(b.host_port),
-                        "Type": proto or "tcp"})
-            published.add(port_proto)
+    for pm in bound:
+        for ip in [pm.host_ip] if pm.host_ip else ["0.0.0.0", "::"]:
+            out.append({"IP": ip, "PrivatePort": pm.container_port, "PublicPort": pm.host_port,
+                        "Type": pm.protocol})
+        published.add(f"{pm.container_port}/{pm.protocol}")
     for port_proto in sorted(set(c.config.exposed_ports) - published):
         port, _, proto = port_proto.partition("/")
         out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
@@ -104,7 +103,7 @@ def endpoint_json(ep: Any) -> dict[str, Any]:
             "MacAddress": ep.mac_address, "DriverOpts": dict(ep.driver_opts) or None}
 
 
-def container_summary(c: Container, image_ref: str) -> dict[str, Any]:
+def container_summary(c: Container, image_ref: str, bound: list[Any] | None = None) -> dict[str, Any]:
     return {
         "Id": c.id,
         "Names": ["/" + c.name],
@@ -114,7 +113,8 @@ def container_summary(c: Container, image_ref: str) -> dict[str, Any]:
         "Created": unix_seconds(c.created),
         # dockerd lists the ports of a running (or paused) container only: they are released at
         # exit (releaseNetwork sets NetworkSettings.Ports to nil) and not bound before start.
-        "Ports": port_list(c) if c.state.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED) else [],
+        "Ports": port_list(c, bound or []) if c.state.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED)
+        else [],
         "Labels": dict(c.config.labels),
         "State": c.state.status.value,
         "Status": status_text(c),
