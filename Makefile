@@ -8,7 +8,7 @@ APT_PACKAGES := crun runc conmon nftables iproute2 busybox-static containernetwo
 DISTS = $(shell python3 tools/distributions.py --relative)
 STAMP = $(VENV)/.installed-$(shell cat $(addsuffix /pyproject.toml,$(DISTS)) pyproject.toml requirements-dev.txt | sha256sum | cut -c1-16)
 
-.PHONY: install apt venv host test demo lint bench clean-venv
+.PHONY: install apt venv host test demo lint bench generate clean-venv
 install: apt host venv
 
 apt:
@@ -29,7 +29,12 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-*; touch $@
 
 test: install
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --dockyard-leak-check
+
+# Regenerate the files derived from the tree (after adding a distribution or a hook).
+generate:
+	$(PY) tools/gen_tox.py
+	$(PY) tools/gen_hook_docs.py
 
 lint: install
 	$(VENV)/bin/ruff check .
