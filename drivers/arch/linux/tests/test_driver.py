@@ -342,7 +342,7 @@ async def test_unknown_runtime_is_invalid(driver, rootfs):
     assert await driver.list() == []
 
 
-async def test_failed_create_leaves_nothing(driver, rootfs):
+async def test_failed_create_leaves_nothing(driver, rootfs, zombies_before):
     req = make_request(rootfs, ["/does/not/exist"])
     req.container.config.working_dir = "/also/missing/../x"
     with pytest.raises(DockyardError, match="exist|No such file"):
@@ -350,7 +350,7 @@ async def test_failed_create_leaves_nothing(driver, rootfs):
         await driver.start(req.container.id)
     if (driver.context.data_dir / "containers" / req.container.id).exists():
         await driver.delete(req.container.id, force=True)
-    assert not leftovers(driver.context.owner, driver.context.run_dir) + zombie_children()
+    assert not leftovers(driver.context.owner, driver.context.run_dir) + zombie_children(zombies_before)
 
 
 # ---------------------------------------------------------------- live-restore across kill -9
