@@ -34,17 +34,20 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import pytest_asyncio
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.specs import LayerDriver
 from dockyard_plugin_sdk.conformance import requires
-from dockyard_plugin_sdk.conformance._common import DriverContract, make_context
+from dockyard_plugin_sdk.conformance._common import (
+    DriverContract,
+    NoMountLeftBehind,
+    mounts_under,
+)
 
 __all__ = ["StorageContract", "layer_entry", "make_layer_tar", "read_tree"]
 
@@ -113,25 +116,6 @@ def _all_paths(root: Path) -> set[str]:
     return out
 
 
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path).rstrip("/") + "/"
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].replace("\\040", " ")
-            if mp.startswith(prefix):
-                out.append(mp)
-    return out
-
-
-def _detach(path: str) -> None:
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.umount2(os.fsencode(path), 2)  # MNT_DETACH
-
-
 @contextlib.asynccontextmanager
 async def mounted(driver: LayerDriver, key: str) -> AsyncIterator[Path]:
     """Mount ``key`` for the duration of the block."""
@@ -143,33 +127,10 @@ async def mounted(driver: LayerDriver, key: str) -> AsyncIterator[Path]:
 
 
 # --------------------------------------------------------------------------- the kit
-class StorageContract(DriverContract):
+class StorageContract(NoMountLeftBehind, DriverContract):
     """Cases every layer driver passes."""
 
     kind: ClassVar[str] = "storage"
-    #: Set to the driver class for the one-line form; otherwise override ``driver``.
-    driver_class: ClassVar[type[LayerDriver] | None] = None
-    #: Options passed in the driver's context by the one-line form.
-    driver_options: ClassVar[dict[str, str]] = {}
-
-    @pytest_asyncio.fixture
-    async def driver(self, tmp_path: Path) -> AsyncIterator[LayerDriver]:
-        if self.driver_class is None:
-            raise NotImplementedError("a conformance subclass must set `driver_class` or supply `driver`")
-        drv = self.driver_class(make_context(tmp_path / "driver", **self.driver_options))
-        await drv.setup()
-        try:
-            yield drv
-        finally:
-            await drv.close()
-
-    @pytest.fixture(autouse=True)
-    def _no_mount_left(self, driver: LayerDriver) -> Iterator[None]:
-        yield
-        left = _mounts_under(Path(driver.context.data_dir))
-        for mp in sorted(left, key=len, reverse=True):
-            _detach(mp)
-        assert not left, f"mounts left under the driver's data dir: {left}"
 
     @pytest.fixture
     def work(self, tmp_path: Path) -> Path:
@@ -460,7 +421,7 @@ class StorageContract(DriverContract):
         assert (Path(first) / "f").read_bytes() == b"f"
         assert (Path(first) / "written").read_bytes() == b"w"
         await driver.unmount("rw")
-        assert _mounts_under(Path(driver.context.data_dir)) == []
+        assert mounts_under(Path(driver.context.data_dir)) == []
         async with mounted(driver, "rw") as root:  # the write survived the unmount
             assert (root / "written").read_bytes() == b"w"
 
@@ -479,7 +440,7 @@ class StorageContract(DriverContract):
                 assert (Path(p) / "f").read_bytes() == b"f" * 10_000
         finally:
             await asyncio.gather(*(driver.unmount(f"rw{i % 4}") for i in range(8)))
-        assert _mounts_under(Path(driver.context.data_dir)) == []
+        assert mounts_under(Path(driver.context.data_dir)) == []
 
     async def test_list_and_exists(self, driver: LayerDriver, work: Path) -> None:
         assert await driver.list() == []

@@ -25,18 +25,15 @@ Capabilities enabling extra cases:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
-import pytest_asyncio
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.specs import VolumeDriver
 from dockyard_plugin_sdk.conformance import requires
-from dockyard_plugin_sdk.conformance._common import DriverContract, make_context
-from dockyard_plugin_sdk.conformance.storage import _detach, _mounts_under
+from dockyard_plugin_sdk.conformance._common import DriverContract, NoMountLeftBehind
 
 __all__ = ["VolumeContract"]
 
@@ -51,31 +48,10 @@ def _fstype(path: str) -> str | None:
     return found
 
 
-class VolumeContract(DriverContract):
+class VolumeContract(NoMountLeftBehind, DriverContract):
     """Cases every volume driver passes."""
 
     kind: ClassVar[str] = "volume"
-    driver_class: ClassVar[type[VolumeDriver] | None] = None
-    driver_options: ClassVar[dict[str, str]] = {}
-
-    @pytest_asyncio.fixture
-    async def driver(self, tmp_path: Path) -> AsyncIterator[VolumeDriver]:
-        if self.driver_class is None:
-            raise NotImplementedError("a conformance subclass must set `driver_class` or supply `driver`")
-        drv = self.driver_class(make_context(tmp_path / "driver", **self.driver_options))
-        await drv.setup()
-        try:
-            yield drv
-        finally:
-            await drv.close()
-
-    @pytest.fixture(autouse=True)
-    def _no_mount_left(self, driver: VolumeDriver) -> Iterator[None]:
-        yield
-        left = _mounts_under(Path(driver.context.data_dir))
-        for mp in sorted(left, key=len, reverse=True):
-            _detach(mp)
-        assert not left, f"mounts left under the driver's data dir: {left}"
 
     # ------------------------------------------------------------------ create, list
     async def test_create_returns_a_usable_directory(self, driver: VolumeDriver) -> None:
