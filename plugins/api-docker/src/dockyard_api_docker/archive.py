@@ -23,7 +23,7 @@ from dockyard.errors import Forbidden, InvalidArgument, NotFound
 from dockyard.services import container_fs as cfs
 from dockyard.specs.api import ApiRoute
 from dockyard.tarsafe import extract
-from dockyard_api_docker.http import json_response, kernel_of, qbool
+from dockyard_api_docker.http import json_response, kernel_of, qbool, send_tar, temp_path
 
 STAT_HEADER = "X-Docker-Container-Path-Stat"
 
@@ -69,26 +69,13 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
         arcname = os.path.basename(path.rstrip("/").removesuffix("/.")) or "."
         if path.endswith("/."):
             arcname = os.path.basename(path[:-2].rstrip("/")) or "."
-        fd, tmp = tempfile.mkstemp(prefix="dockyard-cp-")
-        os.close(fd)
-        try:
+        with temp_path("dockyard-cp-") as tmp:
             def write() -> None:
                 with open(tmp, "wb") as fh:
                     cfs.write_tar(host, arcname, fh)
 
             await asyncio.to_thread(write)
-            resp = web.StreamResponse(status=200, headers={STAT_HEADER: _stat_header(st)})
-            resp.content_type = "application/x-tar"
-            resp.content_length = os.path.getsize(tmp)
-            await resp.prepare(request)
-            with open(tmp, "rb") as fh:
-                while chunk := await asyncio.to_thread(fh.read, 1 << 16):
-                    await resp.write(chunk)
-            await resp.write_eof()
-            return resp
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            return await send_tar(request, tmp, {STAT_HEADER: _stat_header(st)})
 
 
 async def put_archive(request: web.Request) -> web.Response:
@@ -120,22 +107,9 @@ async def put_archive(request: web.Request) -> web.Response:
 
 async def export_container(request: web.Request) -> web.StreamResponse:
     svc = kernel_of(request).service("containers")
-    fd, tmp = tempfile.mkstemp(prefix="dockyard-export-")
-    os.close(fd)
-    try:
+    with temp_path("dockyard-export-") as tmp:
         await svc.export(request.match_info["id"], tmp)
-        resp = web.StreamResponse(status=200)
-        resp.content_type = "application/x-tar"
-        resp.content_length = os.path.getsize(tmp)
-        await resp.prepare(request)
-        with open(tmp, "rb") as fh:
-            while chunk := await asyncio.to_thread(fh.read, 1 << 16):
-                await resp.write(chunk)
-        await resp.write_eof()
-        return resp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        return await send_tar(request, tmp)
 
 
 async def container_changes(request: web.Request) -> web.Response:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -60,3 +65,28 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 def no_content() -> web.Response:
     return web.Response(status=204)
+
+
+@contextlib.contextmanager
+def temp_path(prefix: str) -> Iterator[str]:
+    """A temporary file's path, removed afterwards (whatever the handler did with it)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix)
+    os.close(fd)
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+async def send_tar(request: web.Request, path: str, headers: dict[str, str] | None = None) -> web.StreamResponse:
+    """Stream the tar at ``path`` as ``application/x-tar`` with its length."""
+    resp = web.StreamResponse(status=200, headers=headers)
+    resp.content_type = "application/x-tar"
+    resp.content_length = os.path.getsize(path)
+    await resp.prepare(request)
+    with open(path, "rb") as fh:
+        while chunk := await asyncio.to_thread(fh.read, 1 << 16):
+            await resp.write(chunk)
+    await resp.write_eof()
+    return resp
