@@ -8,8 +8,8 @@ APT_PACKAGES := crun runc conmon nftables iproute2 busybox-static containernetwo
 DISTS = $(shell python3 tools/distributions.py --relative)
 STAMP = $(VENV)/.installed-$(shell cat $(addsuffix /pyproject.toml,$(DISTS)) pyproject.toml requirements-dev.txt | sha256sum | cut -c1-16)
 
-.PHONY: install apt venv host test demo lint bench generate clean-venv
-install: apt host venv
+.PHONY: install apt venv host peers test demo lint bench generate clean-venv
+install: apt host peers venv
 
 apt:
 	@missing=(); for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing+=($$p); done; \
@@ -20,6 +20,10 @@ apt:
 host:
 	@if [ -d /sys/fs/cgroup/cpu ] && grep -qw hugetlb /proc/cgroups && ! mountpoint -q /sys/fs/cgroup/hugetlb; then \
 	  mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb || true; fi
+
+# podman configured for this sandbox, an offline busybox image in it, a crun bundle (idempotent)
+peers: apt host
+	@bash tools/setup-peers.sh
 
 venv: $(STAMP)
 $(STAMP):

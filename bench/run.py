@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run dockyard's benchmarks against their peers and write bench/reports/latest.{md,json}.
 
-    python bench/run.py                  # set up peers (../shared/peers/setup-peers.sh), run all
+    python bench/run.py                  # set up peers (tools/setup-peers.sh), run all
     python bench/run.py --no-setup       # peers already set up
     python bench/run.py --only cli_startup --runs 50
 
@@ -27,7 +27,7 @@ sys.path.insert(0, str(BENCH))
 from harness import Context, Result, add_ratios, host_facts, write_reports  # noqa: E402
 
 ROOT = BENCH.parent
-SETUP = ROOT.parent / "shared" / "peers" / "setup-peers.sh"
+SETUP = ROOT / "tools" / "setup-peers.sh"
 
 
 def discover(directory: Path, only: list[str] | None = None) -> dict[str, object]:
