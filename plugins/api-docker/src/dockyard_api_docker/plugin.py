@@ -18,25 +18,13 @@ from dockyard_api_docker import (
 )
 from dockyard_api_docker.middleware import docker_errors, docker_version
 
-
-def _unique(route_lists: list[list[ApiRoute]]) -> list[ApiRoute]:
-    """The first module claiming a method and path keeps it (``/commit`` may also be served by
-    an images module of this front); duplicates across plugins still conflict loudly."""
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for routes in route_lists:
-        for r in routes:
-            key = (r.method.upper(), r.path)
-            if key not in seen:
-                seen.add(key)
-                out.append(r)
-    return out
+#: The front's route modules; a method and path claimed twice fails start-up (collect_routes).
+ROUTE_MODULES = (system, containers, attach, exec, networks, images, volumes, system_df, archive)
 
 
 @hookimpl
 def dockyard_api_routes(kernel: Any) -> list[ApiRoute]:
-    return _unique([system.routes(), containers.routes(), attach.routes(), exec.routes(), networks.routes(),
-                    images.routes(), volumes.routes(), system_df.routes(), archive.routes()])
+    return [route for module in ROUTE_MODULES for route in module.routes()]
 
 
 @hookimpl
