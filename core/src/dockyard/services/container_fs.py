@@ -5,11 +5,14 @@ them in a thread."""
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import pwd
+import socket
 import stat
-import subprocess
+import struct
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -208,15 +211,43 @@ _libc = ctypes.CDLL(None, use_errno=True)
 MNT_DETACH = 2
 
 
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def _new_netns_thread(path: Path, failures: list[OSError]) -> None:
+    """In this (throwaway) thread: a new network namespace, bound at ``path``, loopback up.
+
+    A network namespace is a per-thread attribute, so nothing else in the daemon moves; the
+    bind mount keeps the namespace alive after the thread ends.
+    """
+    try:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+        src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        if _libc.mount(src, str(path).encode(), None, MS_BIND, None) != 0:
+            raise OSError(ctypes.get_errno(), f"bind mount of the namespace on {path}")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            ifreq = struct.pack("16sh22x", b"lo", 0)  # struct ifreq: name, flags, padding
+            flags = struct.unpack("16sh22x", fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq))[1]
+            fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
+    except OSError as exc:
+        failures.append(exc)
+
+
 def create_netns(path: Path) -> None:
-    """A persistent network namespace bound at ``path``, loopback up."""
+    """A persistent network namespace bound at ``path``, loopback up (no helper processes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
-    res = subprocess.run(["unshare", f"--net={path}", "ip", "link", "set", "lo", "up"],
-                         capture_output=True, text=True, timeout=30)
-    if res.returncode != 0:
+    failures: list[OSError] = []
+    worker = threading.Thread(target=_new_netns_thread, args=(path, failures), name="netns")
+    worker.start()
+    worker.join()
+    if failures:
         remove_netns(path)
-        raise InvalidArgument(f"cannot create a network namespace: {res.stderr.strip()}")
+        exc = failures[0]
+        raise InvalidArgument(f"cannot create a network namespace: {exc.strerror or exc}") from exc
 
 
 def remove_netns(path: Path) -> None:
