@@ -613,19 +613,7 @@ class RegistryClient:
         finally:
             resp.release()
         digest = digest_of()
-        sep = "&" if "?" in location else "?"
-        resp = await self.request("PUT", f"{location}{sep}{urlencode({'digest': digest})}", scope,
-                                  headers={"Content-Length": "0"}, data=lambda: b"")
-        try:
-            text = await resp.read()
-            if resp.status not in (201, 204):
-                code, msg = _error_text(text)
-                if code == "DIGEST_INVALID":
-                    raise DigestMismatch(digest, "?", f"registry {self.host} rejected blob {digest}: {msg}")
-                raise RegistryError(f"upload of {digest} to {self.host}/{repo} failed: HTTP {resp.status}: {msg}",
-                                    resp.status, code)
-        finally:
-            resp.release()
+        await self._close_upload(repo, scope, location, digest, {"Content-Length": "0"}, lambda: b"")
         return digest
 
     async def upload_blob(self, repo: str, digest: str, size: int, path: Path,
@@ -659,9 +647,15 @@ class RegistryClient:
         else:
             put_body = lambda: _file_reader(path, 0, size, progress, 0)  # noqa: E731
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        await self._close_upload(repo, scope, location, digest, headers, put_body)
+
+    async def _close_upload(self, repo: str, scope: str, location: str, digest: str,
+                            headers: dict[str, str], data: Callable[[], Any]) -> None:
+        """The closing ``PUT <location>?digest=`` of an upload; a registry's DIGEST_INVALID is a
+        DigestMismatch, any other refusal a RegistryError."""
         sep = "&" if "?" in location else "?"
         resp = await self.request("PUT", f"{location}{sep}{urlencode({'digest': digest})}", scope,
-                                  headers=headers, data=put_body)
+                                  headers=headers, data=data)
         try:
             body = await resp.read()
             if resp.status not in (201, 204):
