@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_plugin_sdk.testing import purge_owned  # noqa: F401 - re-exported for the test modules
+
 DOCKER = shutil.which("docker")
 
 
@@ -118,45 +120,6 @@ def owner_of(root: Path) -> str:
     from dockyard.config import Config
 
     return Config(values={"data-root": str(root / "data")}).owner
-
-
-def purge_owned(owner: str) -> list[str]:
-    """Remove every kernel object named with ``owner`` (links, nft tables, netns, cgroups).
-
-    A stopped daemon keeps its bridges and rules on purpose (live-restore, as dockerd keeps
-    docker0); a test must not, so teardown removes what that daemon owned and nothing else.
-    Returns what it removed.
-    """
-    from pyroute2 import IPRoute, netns
-
-    removed: list[str] = []
-    with IPRoute() as ipr:
-        for link in ipr.get_links():
-            name = link.get_attr("IFLA_IFNAME") or ""
-            if name.startswith(owner):
-                try:
-                    ipr.link("del", index=link["index"])
-                    removed.append(f"link {name}")
-                except Exception:  # noqa: BLE001 - a veth goes away with its peer
-                    pass
-    res = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
-    for line in res.stdout.splitlines():
-        family, _, table = line.removeprefix("table ").partition(" ")
-        if owner in table:
-            subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
-            removed.append(f"nft {family} {table}")
-    for name in netns.listnetns():
-        if owner in name:
-            netns.remove(name)
-            removed.append(f"netns {name}")
-    for cg in sorted(Path("/sys/fs/cgroup").glob(f"*/*{owner}*"), key=lambda p: -len(p.parts)):
-        if cg.is_dir():
-            try:
-                cg.rmdir()
-                removed.append(f"cgroup {cg}")
-            except OSError:
-                pass
-    return removed
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:

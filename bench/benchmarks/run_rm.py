@@ -60,16 +60,11 @@ def conmon_pids(needle: str) -> list[int]:
 
 
 def remove_host_objects(root: Path) -> None:
-    """The default bridge and nft table outlive a daemon (as docker0 does): remove this one's."""
+    """The default bridge and nft table may outlive a daemon (as docker0 does): remove this one's."""
     from dockyard.config import Config
+    from dockyard_plugin_sdk.testing import purge_owned
 
-    owner = Config(values={"data-root": str(root / "data")}).owner
-    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
-    for line in links:
-        name = line.split(" ", 1)[0].split("@", 1)[0]
-        if name.startswith(owner):
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
-    subprocess.run(["nft", "delete", "table", "ip", f"dockyard-{owner}"], capture_output=True)
+    purge_owned(Config(values={"data-root": str(root / "data")}).owner)
 
 
 def make_bundle(work: Path) -> Path:

@@ -291,3 +291,43 @@ def dockyard_named(category: str, item: str) -> bool:
     else:
         names = [item]
     return any("dockyard" in n.lower() or n.lower().startswith("dy") for n in names if n)
+
+
+def purge_owned(owner: str) -> list[str]:
+    """Remove every kernel object named with ``owner`` (links, nft tables, netns, cgroups).
+
+    A stopped daemon may keep its bridges and rules on purpose (live-restore, as dockerd keeps
+    docker0); a test or benchmark must not, so teardown removes what that daemon owned and
+    nothing else.
+    Returns what it removed.
+    """
+    from pyroute2 import IPRoute, netns
+
+    removed: list[str] = []
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            if name.startswith(owner):
+                try:
+                    ipr.link("del", index=link["index"])
+                    removed.append(f"link {name}")
+                except Exception:  # noqa: BLE001 - a veth goes away with its peer
+                    pass
+    res = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
+    for line in res.stdout.splitlines():
+        family, _, table = line.removeprefix("table ").partition(" ")
+        if owner in table:
+            subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
+            removed.append(f"nft {family} {table}")
+    for name in netns.listnetns():
+        if owner in name:
+            netns.remove(name)
+            removed.append(f"netns {name}")
+    for cg in sorted(Path("/sys/fs/cgroup").glob(f"*/*{owner}*"), key=lambda p: -len(p.parts)):
+        if cg.is_dir():
+            try:
+                cg.rmdir()
+                removed.append(f"cgroup {cg}")
+            except OSError:
+                pass
+    return removed
