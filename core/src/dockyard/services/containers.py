@@ -687,7 +687,9 @@ class ContainerService(Service):
     async def _teardown_network(self, c: Container, netns: str) -> None:
         if self.kernel.has_service("networks"):
             try:
-                await self.kernel.service("networks").disconnect_all(c)
+                # a namespace of our own is removed just below: drivers may leave its
+                # interfaces to the kernel (see EndpointRequest.sandbox_closing)
+                await self.kernel.service("networks").disconnect_all(c, sandbox_closing=bool(netns))
             except Exception:  # noqa: BLE001
                 log.exception("could not disconnect %s", c.name)
         for ep in c.networks.values():

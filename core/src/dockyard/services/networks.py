@@ -509,10 +509,12 @@ class NetworkService(Service):
                     raise
         ep.pool_id = ep.pool_id6 = ""
 
-    async def disconnect(self, container: Container, network: str, force: bool = False) -> None:
+    async def disconnect(self, container: Container, network: str, force: bool = False,
+                         sandbox_closing: bool = False) -> None:
         """Detach the container from a network: ``driver.leave``, address released, endpoint
         deleted, DNS refreshed, event ``disconnect``. Not connected: NotConnected (500, as
-        dockerd), unless ``force``."""
+        dockerd), unless ``force``. ``sandbox_closing``: the container's namespace is removed
+        next (see :class:`EndpointRequest`)."""
         net = self.get(network)
         async with self._lock:
             try:
@@ -521,7 +523,7 @@ class NetworkService(Service):
                 if force:
                     return
                 raise
-            await self._teardown(ep, net)
+            await self._teardown(ep, net, sandbox_closing)
             await self._refresh_dns(net)
             await self._attach_dns(container.id)
         self.kernel.emit("network", "disconnect", net.id, container=container.id, name=net.name, type=net.driver)
@@ -542,13 +544,17 @@ class NetworkService(Service):
             for net in nets:
                 await self._refresh_dns(net)
 
-    async def disconnect_all(self, container: Container) -> None:
+    async def disconnect_all(self, container: Container, sandbox_closing: bool = False) -> None:
         """Detach the container from every network it has an endpoint on (container stop)."""
         for ep in self.container_endpoints(container.id):
-            await self.disconnect(container, ep.network_id, force=True)
+            await self.disconnect(container, ep.network_id, force=True, sandbox_closing=sandbox_closing)
 
-    async def _teardown(self, ep: Endpoint, net: Network) -> None:
-        recovering = ep.state == LEAVING
+    async def _teardown(self, ep: Endpoint, net: Network, sandbox_closing: bool = False,
+                        recovering: bool = False) -> None:
+        """``driver.leave``, the addresses released, the endpoint deleted. ``recovering`` (the
+        daemon's start-up, or a leave interrupted before) tolerates addresses the IPAM driver
+        no longer lists: its state may be older than ours after a power failure."""
+        recovering = recovering or ep.state == LEAVING
         ep.state = LEAVING
         with self.store.transaction() as tx:
             tx.put(ep)
@@ -556,7 +562,9 @@ class NetworkService(Service):
         result = EndpointResult(ifname=ep.ifname, mac_address=ep.mac_address, ipv4_address=ep.ipv4_address,
                                 ipv6_address=ep.ipv6_address, gateway=ep.gateway, ports=list(ep.bound_ports),
                                 extra=dict(ep.result_extra))
-        await drv.leave(self._request(net, ep), result)
+        request = self._request(net, ep)
+        request.sandbox_closing = sandbox_closing
+        await drv.leave(request, result)
         await self._release_addresses(ep, tolerate_released=recovering)
         with self.store.transaction() as tx:
             tx.delete(Endpoint, ep.id)
@@ -679,7 +687,7 @@ class NetworkService(Service):
                 if ep.state != JOINED or gone:
                     log.info("releasing endpoint %s of network %s (%s)", ep.id[:12], net.name,
                              "namespace gone" if gone else ep.state)
-                    await self._teardown(ep, net)
+                    await self._teardown(ep, net, recovering=True)
                     self.kernel.emit("network", "disconnect", net.id, container=ep.container_id,
                                      name=net.name, type=net.driver)
                 else:

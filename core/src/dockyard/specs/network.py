@@ -48,6 +48,10 @@ class EndpointRequest:
     aliases: list[str] = field(default_factory=list)
     ports: list[PortMapping] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
+    # On leave: the sandbox (``netns_path``) is destroyed right after, as when a container
+    # stops. A driver may then leave interfaces inside it for the kernel to delete with the
+    # namespace instead of deleting each one (a veth deletion waits for an RCU grace period).
+    sandbox_closing: bool = False
 
 
 @dataclass
@@ -83,7 +87,9 @@ class NetworkDriver(Driver):
 
     @abc.abstractmethod
     async def leave(self, request: EndpointRequest, result: EndpointResult) -> None:
-        """Undo :meth:`join`. Must succeed when the namespace is already gone."""
+        """Undo :meth:`join`. Must succeed when the namespace is already gone. With
+        ``request.sandbox_closing`` the endpoint must stop carrying traffic at once, but its
+        interfaces may go with the namespace."""
 
     async def restore(self, network: Network) -> None:
         """Re-create missing kernel objects of an existing network after a daemon restart."""

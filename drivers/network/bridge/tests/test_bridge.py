@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import json
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from importlib.metadata import entry_points
 
 import pytest
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from dockyard.errors import Conflict, Forbidden, InvalidArgument
 from dockyard.model import IpamPool
@@ -35,7 +37,12 @@ def link_info(name, netns_path=None):
             idx = ipr.link_lookup(ifname=name)
             if not idx:
                 return None
-            (msg,) = ipr.link("get", index=idx[0])
+            try:
+                (msg,) = ipr.link("get", index=idx[0])
+            except NetlinkError as exc:  # deleted between the lookup and the get
+                if exc.code == errno.ENODEV:
+                    return None
+                raise
             return {"index": idx[0], "mtu": msg.get("mtu"), "master": msg.get("master"),
                     "mac": msg.get("address"), "kind": msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")}
     return off_loop(get)
@@ -530,3 +537,53 @@ async def test_a_port_range_is_a_few_rules(harness):
     for i in (0, 57, 99):
         port = res.ports[i]
         assert await reach_published(req, port.host_port, container_port=port.container_port) == b"HELLO"
+
+
+async def test_closing_leave_only_sets_the_veth_down(harness):
+    """A closing leave does not wait for the veth's deletion: it is down at once (off the
+    bridge's forwarding), and the kernel deletes it with the namespace."""
+    network = await harness.create_network()
+    req, res = await harness.join(network)
+    veth = res.extra["veth"]
+    req.sandbox_closing = True
+    await harness.leave(req, res)
+    assert link_info(veth) is not None  # still there: the namespace is alive
+    assert not off_loop(lambda: _is_up(veth))
+    assert harness.driver.status()[1] == ("Endpoints", "0")
+    harness.remove_netns(req.netns_path)
+    for _ in range(200):
+        if link_info(veth) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert link_info(veth) is None
+
+
+def _is_up(name):
+    with IPRoute() as ipr:
+        (msg,) = ipr.link("get", ifname=name)
+        return bool(msg["flags"] & 1)
+
+
+async def test_retired_veth_of_a_held_namespace_is_reaped(harness, monkeypatch):
+    """Something still holds the namespace: the reaper deletes the veth after the grace, and
+    close() deletes the ones still waiting at once."""
+    from dockyard_network_bridge import driver as driver_module
+
+    monkeypatch.setattr(driver_module, "RETIRE_GRACE", 0.2)
+    network = await harness.create_network()
+    (req1, res1), (req2, res2) = [await harness.join(network) for _ in range(2)]
+    req1.sandbox_closing = True
+    await harness.leave(req1, res1)  # its namespace stays (the harness holds it)
+    for _ in range(100):
+        if link_info(res1.extra["veth"]) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert link_info(res1.extra["veth"]) is None
+
+    monkeypatch.setattr(driver_module, "RETIRE_GRACE", 3600)
+    req2.sandbox_closing = True
+    await harness.leave(req2, res2)
+    assert link_info(res2.extra["veth"]) is not None
+    await harness.driver.close()
+    assert link_info(res2.extra["veth"]) is None
+    await harness.driver.setup()  # the fixture closes it again

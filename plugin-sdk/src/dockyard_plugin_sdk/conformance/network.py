@@ -65,7 +65,7 @@ TEST_SUBNET_BASE = "10.213.128.0/17"
 
 __all__ = [
     "IpamContract", "NetworkContract", "NetworkHarness", "free_test_subnet", "host_networks",
-    "leftovers", "random_owner", "socket_in_netns",
+    "leftovers", "random_owner", "socket_in_netns", "wait_for_leftovers",
 ]
 
 
@@ -139,6 +139,18 @@ def _leftovers(owner: str) -> list[str]:
     found += [f"netns {n}" for n in netns.listnetns() if owner in n]
     found += [f"nft table {t}" for t in _nft_tables() if owner in t]
     return found
+
+
+async def wait_for_leftovers(owner: str, allowed: set[str], timeout: float) -> list[str]:
+    """Poll :func:`leftovers` until nothing outside ``allowed`` remains or ``timeout`` passes
+    (the kernel deletes a dead namespace's interfaces asynchronously); what remains."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        extra = sorted(set(await asyncio.to_thread(leftovers, owner)) - allowed)
+        if not extra or loop.time() >= deadline:
+            return extra
+        await asyncio.sleep(0.05)
 
 
 def socket_in_netns(netns_path: str, family: int = socket.AF_INET,
@@ -308,6 +320,8 @@ class NetworkContract(DriverContract):
     test_subnet_base: ClassVar[str] = TEST_SUBNET_BASE
     #: Seconds a connection that must fail is given before it counts as blocked.
     blocked_timeout: ClassVar[float] = 1.0
+    #: Seconds the kernel is given to delete interfaces of a namespace that ended.
+    namespace_end_timeout: ClassVar[float] = 10.0
 
     @pytest_asyncio.fixture
     async def harness(self, driver: NetworkDriver) -> AsyncIterator[NetworkHarness]:
@@ -349,6 +363,28 @@ class NetworkContract(DriverContract):
         await harness.leave(req, result)
         await harness.delete_network(network)
         assert leftovers(harness.owner) == []
+
+    async def test_closing_leave_stops_traffic_and_ends_with_the_namespace(self, harness: NetworkHarness) -> None:
+        """``sandbox_closing``: the endpoint carries nothing once leave returns, and whatever
+        the driver left inside the namespace goes when the namespace does."""
+        requires(harness.driver, "connectivity")
+        network = await harness.create_network()
+        req1, _res1 = await harness.join(network)
+        before = set(leftovers(harness.owner))
+        req2, res2 = await harness.join(network)
+        req2.sandbox_closing = True
+        await harness.leave(req2, res2)
+        server = socket_in_netns(req2.netns_path)
+        client = socket_in_netns(req1.netns_path)
+        with server, client:
+            server.bind(("0.0.0.0", 7779))
+            server.listen(1)
+            with pytest.raises(OSError):
+                await asyncio.to_thread(_exchange, client, server, (harness.address_of(req2, res2), 7779),
+                                        self.blocked_timeout)
+        harness.remove_netns(req2.netns_path)
+        left = await wait_for_leftovers(harness.owner, before, self.namespace_end_timeout)
+        assert not left, f"still there after the namespace ended: {left}"
 
     # ------------------------------------------------------------------ connectivity
     async def test_join_configures_the_interface(self, harness: NetworkHarness) -> None:

@@ -35,6 +35,7 @@ from dockyard_network_bridge.state import StateFile
 
 log = logging.getLogger(__name__)
 _TRUE = {"1", "t", "true", "yes", "on"}
+RETIRE_GRACE = 10.0  # seconds a retired veth may wait for its namespace's end before it is deleted
 
 
 def _setting(context: DriverContext, key: str, default: str) -> str:
@@ -82,6 +83,7 @@ class BridgeDriver(NetworkDriver):
         self._ready = False
         self._dns_records = DnsRecords()
         self._dns: dict[str, EmbeddedDns] = {}
+        self._reapers: set[asyncio.Task[None]] = set()  # retired veths awaiting their namespace's end
 
     # ------------------------------------------------------------------ life cycle
     async def setup(self) -> None:
@@ -116,6 +118,9 @@ class BridgeDriver(NetworkDriver):
         so running containers keep their interfaces and a restart re-creates the rules."""
         for sandbox_id in list(self._dns):
             await self.dns_detach(sandbox_id)
+        for task in list(self._reapers):
+            task.cancel()  # their veths are deleted now, not after the grace
+        await asyncio.gather(*self._reapers, return_exceptions=True)
         async with self._lock:
             if self._ready and not self._live_restore and nft.available():
                 await nft.delete_table(self.table)
@@ -262,18 +267,35 @@ class BridgeDriver(NetworkDriver):
 
     async def leave(self, request: EndpointRequest, result: EndpointResult) -> None:
         """Delete the veth (its peer goes with it) and the endpoint's published ports. Succeeds
-        when the namespace, the veth or the record is already gone."""
+        when the namespace, the veth or the record is already gone.
+
+        With ``request.sandbox_closing`` the host end is only set down (the bridge stops
+        forwarding to it and forgets its MAC addresses at once); the kernel deletes the pair
+        with the namespace, off the request's path. A reaper deletes it after
+        ``RETIRE_GRACE`` seconds if something still holds the namespace."""
         async with self._lock:
             ep = self._doc["endpoints"].pop(request.endpoint_id, None)
             veth = (ep or {}).get("veth") or result.extra.get("veth") \
                 or names.veth_name(self.owner, request.endpoint_id)
             if not names.is_veth_name(self.owner, veth):
                 raise NotFound(f"{veth} is not an interface of this driver")
-            await asyncio.to_thread(netlink.delete_link, veth)
+            if request.sandbox_closing and await asyncio.to_thread(netlink.set_down, veth):
+                task = asyncio.create_task(self._reap(veth), name=f"reap-{veth}")
+                self._reapers.add(task)
+                task.add_done_callback(self._reapers.discard)
+            else:
+                await asyncio.to_thread(netlink.delete_link, veth)
             if ep is not None:
                 await asyncio.to_thread(self._state.save, self._doc)
                 if ep["ports"]:
                     await self._sync_rules()
+
+    async def _reap(self, veth: str) -> None:
+        """Delete a retired veth that outlived ``RETIRE_GRACE`` (or the driver's close)."""
+        try:
+            await asyncio.sleep(RETIRE_GRACE)
+        finally:  # cancelled by close(): delete now
+            await asyncio.to_thread(netlink.delete_link, veth)
 
     # ------------------------------------------------------------------ embedded DNS
     async def dns_set_records(self, network_id: str, records: dict[str, list[str]]) -> None:

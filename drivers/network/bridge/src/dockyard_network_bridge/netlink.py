@@ -130,6 +130,20 @@ def delete_link(name: str) -> bool:
     return True
 
 
+def set_down(name: str) -> bool:
+    """Set link ``name`` down; False when it does not exist. (A bridge port that goes down
+    stops forwarding and its learned MAC addresses are flushed, without the RCU grace period a
+    deletion waits for.)"""
+    with IPRoute() as ipr:
+        try:
+            ipr.link("set", ifname=name, state="down")
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return False
+            raise
+    return True
+
+
 def enslave(veth: str, bridge: str) -> bool:
     """Attach ``veth`` to ``bridge`` when it is not already; False when either is missing."""
     with IPRoute() as ipr:

@@ -1,13 +1,15 @@
 """The bridge driver's own record of what it made (networks, endpoints, published ports), so
 ``setup()`` can rebuild nft rules and find leaks after a restart. One JSON document, replaced
-atomically (temporary file, fsync, rename)."""
+atomically, not fsynced (:mod:`dockyard.jsonfile`): after a power failure the bridges and veths
+it describes are gone too, and ``setup()`` drops endpoints whose veth is missing."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from dockyard.jsonfile import write_json
 
 SCHEMA_VERSION = 1
 
@@ -28,10 +30,4 @@ class StateFile:
         return doc
 
     def save(self, doc: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(doc, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_json(self.path, doc)

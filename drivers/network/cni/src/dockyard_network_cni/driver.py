@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import Conflict, InvalidArgument
+from dockyard.jsonfile import write_json
 from dockyard.model import Network
 from dockyard.specs import ConfigOption, DriverContext, DriverInfo, NetworkDriver
 from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
@@ -62,16 +63,6 @@ def tag(owner: str) -> str:
 def bridge_name(owner: str, network_id: str) -> str:
     t = tag(owner)
     return f"{t}c{network_id[:15 - len(t) - 1]}"
-
-
-def _atomic_write(path: Path, doc: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _bridge_links(prefix: str) -> list[str]:
@@ -226,7 +217,7 @@ class CniDriver(NetworkDriver):
             path = self._conf_path(network.id)
             if path.exists():
                 raise Conflict(f"network {network.id[:12]} already exists in the cni driver")
-            await asyncio.to_thread(_atomic_write, path, conflist)
+            await asyncio.to_thread(write_json, path, conflist, durable=True)
             try:
                 await self._sync_isolation()
             except BaseException:
@@ -254,7 +245,7 @@ class CniDriver(NetworkDriver):
         async with self._lock:
             path = self._conf_path(network.id)
             if not path.exists():
-                await asyncio.to_thread(_atomic_write, path, self.conflist_for(network))
+                await asyncio.to_thread(write_json, path, self.conflist_for(network), durable=True)
             await self._sync_isolation()
 
     # ------------------------------------------------------------------ endpoints
@@ -264,7 +255,7 @@ class CniDriver(NetworkDriver):
     def _load_conflist(self, network: Network) -> dict[str, Any]:
         path = self._conf_path(network.id)
         if not path.exists():
-            _atomic_write(path, self.conflist_for(network))
+            write_json(path, self.conflist_for(network), durable=True)
         return json.loads(path.read_text())
 
     def _taken_ports(self) -> set[tuple[str, int]]:
@@ -308,7 +299,7 @@ class CniDriver(NetworkDriver):
                       "ports": [{"container_port": p.container_port, "protocol": p.protocol,
                                  "host_ip": p.host_ip, "host_port": p.host_port} for p in ports]}
             try:
-                await asyncio.to_thread(_atomic_write, path, record)
+                await asyncio.to_thread(write_json, path, record, durable=True)
                 # the namespace's loopback, with CNI's own plugin (the embedded DNS needs it up)
                 await cni.invoke("ADD", {"cniVersion": CNI_VERSION, "name": "dockyard-lo", "type": "loopback"},
                                  cni.Invocation(request.container_id, request.netns_path, "lo"), self.path)

@@ -1,16 +1,20 @@
 """Allocation state on disk: one JSON document, changed under an exclusive file lock and
-replaced atomically (temporary file, fsync, rename), so a crash leaves the old or the new state
-and two driver instances on one data directory never lose each other's updates."""
+replaced atomically (:mod:`dockyard.jsonfile`), so a crash leaves the old or the new state and two
+driver instances on one data directory never lose each other's updates.
+
+It is not fsynced, like the daemon's own store: a power failure may lose the latest changes,
+and the daemon's recovery tolerates releasing an address the allocator no longer lists."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from dockyard.jsonfile import write_json
 
 SCHEMA_VERSION = 1
 
@@ -30,17 +34,7 @@ class AllocationStore:
         return doc
 
     def _write(self, doc: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(doc, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        dirfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        write_json(self.path, doc)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict[str, Any]]:
