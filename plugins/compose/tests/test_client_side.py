@@ -137,17 +137,3 @@ def test_build_context_tar(tmp_path: Path) -> None:
     assert dockerfile in tarfile.open(fileobj=io.BytesIO(data)).getnames()
     with pytest.raises(ComposeError, match="Dockerfile .*nope not found"):
         build_context(tmp_path, "nope", None)
-
-
-def test_start_levels_group_independent_services(tmp_path: Path) -> None:
-    from dockyard_compose.compose import Compose
-    from dockyard_compose.project import order
-
-    (tmp_path / "compose.yaml").write_text(
-        "services:\n  db:\n    image: busybox\n  cache:\n    image: busybox\n"
-        "  api:\n    image: busybox\n    depends_on: [db, cache]\n  web:\n    image: busybox\n"
-        "    depends_on: [api]\n  worker:\n    image: busybox\n    depends_on: [db]\n")
-    loaded = load(LoadOptions(files=[str(tmp_path / "compose.yaml")], environ={}, cwd=str(tmp_path)))
-    c = Compose(E.Engine("unix:///nonexistent.sock"), loaded, loaded.name)
-    levels = c._start_levels(order(loaded.model))
-    assert [sorted(x) for x in levels] == [["cache", "db"], ["api", "worker"], ["web"]]

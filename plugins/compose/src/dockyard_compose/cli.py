@@ -433,10 +433,7 @@ def _lifecycle(ctx: click.Context, services: tuple[str, ...], action: str, timeo
         _run(lambda: c.stop_ordered(found, timeout))
         return
     if action == "start":
-        for level in reversed(c._levels(found)):
-            for x in level:
-                if x.get("State") != "running":
-                    _run(lambda x=x: c.start(x["Id"], name_of(x)))
+        _run(lambda: c.start_ordered(found))
         return
     for x in found:
         cname = name_of(x)

@@ -9,7 +9,6 @@ import secrets as pysecrets
 import tarfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import Any
 
 from dockyard import errors as e
 from dockyard_compose import engine as E
+from dockyard_compose import graph, spec
 from dockyard_compose import model as m
-from dockyard_compose import spec
 from dockyard_compose.context import build_context
 from dockyard_compose.errors import ComposeError
 from dockyard_compose.loader import Loaded
@@ -84,6 +83,7 @@ class Compose:
         self._images: dict[str, str] = {}
         self._health_warned = False
         self._verified: set[str] = set()  # containers whose condition was met during this command
+        self.parallel = graph.parallel_limit()  # concurrent service operations at most
 
     # -- helpers --------------------------------------------------------------------------------------
     @property
@@ -417,8 +417,10 @@ class Compose:
         self.out.event("Container", name_of(c), "Stopping")
         try:
             self.engine.post(f"/containers/{c['Id']}/stop", timeout=t + 30, t=t)
-        except e.NotModified:
+        except (e.NotModified, e.NotFound):
             pass
+        except e.DockyardError as exc:
+            raise ComposeRuntimeError(f"stop {name_of(c)}: {exc}") from exc
         self.out.event("Container", name_of(c), "Stopped")
 
     def remove(self, c: dict[str, Any], volumes: bool = False, force: bool = False) -> None:
@@ -426,6 +428,8 @@ class Compose:
             self.engine.delete(f"/containers/{c['Id']}", v=1 if volumes else 0, force=1 if force else 0)
         except e.NotFound:
             pass
+        except e.DockyardError as exc:
+            raise ComposeRuntimeError(f"remove {name_of(c)}: {exc}") from exc
         self.out.event("Container", name_of(c), "Removed")
 
     # -- waiting ------------------------------------------------------------------------------------------
@@ -541,14 +545,8 @@ class Compose:
         self.ensure_networks(names)
         self.ensure_volumes(names)
         self._orphans(opts.remove_orphans, opts.timeout)
-        for level in self._start_levels(names):
-            # Services of one level depend only on earlier levels: converge them concurrently.
-            if len(level) == 1:
-                self._up_one(level[0], names, opts)
-                continue
-            with ThreadPoolExecutor(max_workers=min(4, len(level))) as pool:
-                for fut in [pool.submit(self._up_one, s, names, opts) for s in level]:
-                    fut.result()
+        # each service is converged as soon as the services it depends on are (concurrently)
+        self._walk(names, self._service_deps(names), lambda s: self._up_one(s, names, opts), "started")
         if opts.wait and not opts.no_start:
             self.wait_all([s for s in names], opts.wait_timeout)
         if opts.detach or opts.no_start:
@@ -559,15 +557,33 @@ class Compose:
                                 abort_on_exit=opts.abort_on_exit or bool(opts.exit_code_from),
                                 timeout=opts.timeout, exit_code_from=opts.exit_code_from)
 
-    def _start_levels(self, names: list[str]) -> list[list[str]]:
-        level: dict[str, int] = {}
-        for s in names:  # names is in dependency order
-            deps = [d for d in dependencies(self.model.services[s]) if d in level]
-            level[s] = 1 + max((level[d] for d in deps), default=-1)
-        out: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-        for s in names:
-            out[level[s]].append(s)
+    # -- concurrency --------------------------------------------------------------------------------------
+    def _service_deps(self, services: list[str],
+                      containers: list[dict[str, Any]] | None = None) -> dict[str, set[str]]:
+        """What each service depends on: from the model, else from its containers' depends_on label."""
+        out: dict[str, set[str]] = {s: set() for s in services}
+        for s in services:
+            if self.ctx is not None and s in self.model.services:
+                out[s] = set(dependencies(self.model.services[s]))
+        for c in containers or []:
+            s = label(c, E.L_SERVICE)
+            if s in out and (self.ctx is None or s not in self.model.services):
+                out[s] |= {item.split(":")[0] for item in label(c, E.L_DEPENDS).split(",") if item}
         return out
+
+    def _walk(self, nodes: list[str], prerequisites: dict[str, set[str]], fn: Any, what: str) -> None:
+        """Run ``fn`` over ``nodes`` concurrently in dependency order (:func:`graph.walk`); on failure
+        name what was left undone and raise the error (all of them, when several failed)."""
+        res = graph.walk(nodes, prerequisites, fn, self.parallel)
+        if not res.failed:
+            return
+        if res.skipped:
+            self.out.warn(f"not {what} because of the error{'s' if len(res.failed) > 1 else ''} below: "
+                          f"{', '.join(res.skipped)}")
+        errors = list(res.failed.values())
+        if len(errors) == 1 or not all(isinstance(x, e.DockyardError) for x in errors):
+            raise errors[0]
+        raise ComposeRuntimeError("\n".join(str(x) for x in errors)) from errors[0]
 
     def _up_one(self, s: str, names: list[str], opts: UpOptions) -> None:
         svc = self.model.services[s]
@@ -743,31 +759,55 @@ class Compose:
         return name_of(c)
 
     # -- stop/down ----------------------------------------------------------------------------------------
-    def _levels(self, containers: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-        """Containers grouped so that dependents come before their dependencies (for stopping)."""
-        if self.ctx is None:
-            return [containers]
-        seq = order(self.model, [s for s in self.model.services], with_deps=False)
-        rank = {s: i for i, s in enumerate(reversed(seq))}
-        groups: dict[int, list[dict[str, Any]]] = {}
+    def _by_service(self, containers: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        groups: dict[str, list[dict[str, Any]]] = {}
         for c in containers:
-            groups.setdefault(rank.get(label(c, E.L_SERVICE), -1), []).append(c)
-        return [groups[k] for k in sorted(groups)]
+            groups.setdefault(label(c, E.L_SERVICE), []).append(c)
+        return groups
+
+    def _each(self, containers: list[dict[str, Any]], fn: Any, what: str) -> None:
+        """``fn`` over the containers of one service (its replicas), concurrently."""
+        if len(containers) == 1:
+            fn(containers[0])
+            return
+        by_id = {c["Id"]: c for c in containers}
+        self._walk(list(by_id), {}, lambda cid: fn(by_id[cid]), what)
+
+    def for_containers(self, containers: list[dict[str, Any]], fn: Any, what: str,
+                       dependents_first: bool) -> None:
+        """``fn`` over containers, concurrently, a service's containers only after those of the
+        services it depends on (``dependents_first``: before them)."""
+        groups = self._by_service(containers)
+        deps = self._service_deps(list(groups), containers)
+        self._walk(list(groups), graph.reverse(deps) if dependents_first else deps,
+                   lambda s: self._each(groups[s], fn, what), what)
 
     def stop_ordered(self, containers: list[dict[str, Any]], timeout: int | None = None) -> None:
-        for level in self._levels([c for c in containers if c.get("State") in ("running", "paused",
-                                                                                  "restarting", None)]):
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda c: self.stop(c, timeout), level))
+        """Stop what runs, dependents before their dependencies."""
+        live = [c for c in containers if c.get("State") in _LIVE]
+        self.for_containers(live, lambda c: self.stop(c, timeout), "stopped", dependents_first=True)
+
+    def start_ordered(self, containers: list[dict[str, Any]]) -> None:
+        """Start what does not run, dependencies before their dependents."""
+        def start(c: dict[str, Any]) -> None:
+            if c.get("State") != "running":
+                self.start(c["Id"], name_of(c))
+
+        self.for_containers(containers, start, "started", dependents_first=False)
 
     def down(self, volumes: bool = False, rmi: str | None = None, remove_orphans: bool = False,
              timeout: int | None = None) -> None:
         known = set(self.known_services())
         containers = [c for c in self.engine.containers(self.name, oneoff=None, all=True)
                       if remove_orphans or self.ctx is None or label(c, E.L_SERVICE) in known]
-        self.stop_ordered(containers, timeout)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda c: self.remove(c, volumes=volumes, force=True), containers))
+
+        def stop_and_remove(c: dict[str, Any]) -> None:
+            if c.get("State") in _LIVE:
+                self.stop(c, timeout)
+            self.remove(c, volumes=volumes, force=True)
+
+        # a service's containers go once every service depending on it has gone
+        self.for_containers(containers, stop_and_remove, "removed", dependents_first=True)
         leftovers = [c for c in self.engine.containers(self.name, oneoff=None, all=True)
                      if c["Id"] not in {x["Id"] for x in containers}]
         if leftovers:
@@ -890,6 +930,9 @@ class Compose:
                     self.engine.delete(f"/containers/{cid}", force=1, v=1)
                 except e.DockyardError:
                     pass
+
+
+_LIVE = ("running", "paused", "restarting", None)  # states ``stop`` acts on (None: not listed)
 
 
 def _running_for(state: dict[str, Any], fallback_start: float) -> float:
