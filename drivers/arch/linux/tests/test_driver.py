@@ -245,6 +245,25 @@ async def test_pause_uses_the_freezer(driver, ids, rootfs):
     assert (await asyncio.wait_for(driver.wait(cid), 10)).exit_code == 137
 
 
+async def test_kill_signals_the_init_directly_and_refuses_a_stopped_one(driver, ids, rootfs, monkeypatch):
+    trap = ["sh", "-c", "trap 'exit 7' TERM; echo ready; while true; do sleep 0.1; done"]
+    cid, _st, _ = await run(driver, ids, rootfs, trap, wait=False)
+    await until(lambda: _has_output(driver, cid, b"ready\n"))  # the trap is set
+    spawned: list[str] = []
+    real_run = driver._run
+
+    async def recording_run(meta, *args, **kw):
+        spawned.append(args[0])
+        return await real_run(meta, *args, **kw)
+
+    monkeypatch.setattr(driver, "_run", recording_run)
+    await driver.kill(cid, signal.SIGTERM)  # no runtime command on the way: a pidfd signal
+    assert spawned == []
+    assert (await asyncio.wait_for(driver.wait(cid), 10)).exit_code == 7
+    with pytest.raises(Conflict):  # an exited container is refused as before (through the runtime)
+        await driver.kill(cid, signal.SIGTERM)
+
+
 async def test_oom_kill_is_reported(driver, ids, rootfs):
     # a shell growing a string until the 8 MiB limit kills it
     script = "x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; while true; do x=$x$x; done"

@@ -307,6 +307,8 @@ class LinuxRuntime(RuntimeDriver):
 
     async def kill(self, container_id: str, signal: int) -> None:
         meta = self._meta(container_id)
+        if self._signal_init(meta, signal):
+            return
         st = await self.state(container_id)
         if st.status not in ("running", "paused", "created"):
             raise Conflict(f"container {container_id} is not running")
@@ -320,6 +322,32 @@ class LinuxRuntime(RuntimeDriver):
                 await self._run(meta, "resume", container_id)
             except RuntimeCommandError:
                 pass
+
+    def _signal_init(self, meta: dict[str, Any], signo: int) -> bool:
+        """Signal the container's init directly, as ``<runtime> kill`` would, without spawning two
+        runtime commands (``state``, ``kill``) on the event loop; False leaves the case to them:
+        no exit recorded yet, the process still conmon's child (checked through a pidfd, so a
+        recycled PID cannot be hit) and not frozen (a paused container's SIGKILL needs a resume)."""
+        pid, conmon_pid = int(meta.get("pid") or 0), int(meta.get("conmon_pid") or 0)
+        if pid <= 0 or conmon_pid <= 0 or not hasattr(_signal, "pidfd_send_signal"):
+            return False
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        try:
+            if monitor.parent_of(pid) != conmon_pid or self._exit(meta) is not None:
+                return False
+            if self.layout is None or not meta.get("cgroups_path"):
+                return False  # cannot tell whether it is paused
+            if cgroups.Cgroup(self.layout, meta["cgroups_path"]).frozen():
+                return False
+            _signal.pidfd_send_signal(fd, signo)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     async def state(self, container_id: str) -> RuntimeState:
         meta = self._meta(container_id)

@@ -103,6 +103,17 @@ def reap(pid: int) -> bool:
         return not alive(pid)
 
 
+def parent_of(pid: int) -> int:
+    """The parent PID of ``pid`` (0 when it is gone or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        state, ppid = stat[stat.rindex(b")") + 2:].split()[:2]
+        return 0 if state in (b"Z", b"X") else int(ppid)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def is_child(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
