@@ -10,7 +10,6 @@ import errno
 import ipaddress
 import os
 import secrets
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,13 +17,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, netns
-from pyroute2.netlink.exceptions import NetlinkError
 
 from dockyard.errors import Conflict, NotFound
+from dockyard_network_bridge.rtnl import NetlinkError, Rtnl
 
 PROC_CONF4 = Path("/proc/sys/net/ipv4/conf")
 LOOPBACK_INDEX = 1  # "lo" is always the first link of a network namespace
-IFA_F_NODAD = 0x02  # no duplicate address detection: the address is usable at once
 T = TypeVar("T")
 
 
@@ -120,9 +118,9 @@ def ensure_bridge(name: str, addresses: list[str], mtu: int) -> bool:
 
 def delete_link(name: str) -> bool:
     """Delete link ``name``; False when it did not exist."""
-    with IPRoute() as ipr:
+    with Rtnl() as rt:
         try:
-            ipr.link("del", ifname=name)
+            rt.delete(name)
         except NetlinkError as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
                 return False
@@ -134,9 +132,9 @@ def set_down(name: str) -> bool:
     """Set link ``name`` down; False when it does not exist. (A bridge port that goes down
     stops forwarding and its learned MAC addresses are flushed, without the RCU grace period a
     deletion waits for.)"""
-    with IPRoute() as ipr:
+    with Rtnl() as rt:
         try:
-            ipr.link("set", ifname=name, state="down")
+            rt.set_down_by_name(name)
         except NetlinkError as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT):
                 return False
@@ -189,62 +187,56 @@ def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
     return box["value"]
 
 
-def _index(ipr: IPRoute, name: str) -> int | None:
-    try:
-        (msg,) = ipr.link("get", ifname=name)
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return None
-        raise
-    return msg["index"]
-
-
 def create_endpoint(spec: EndpointSpec) -> None:
     """veth pair: host end on the bridge, container end created directly in the container's
     namespace as ``spec.ifname``; addresses, MTU, loopback up, default routes."""
-    if not os.path.exists(spec.netns_path):
-        raise NotFound(f"network namespace {spec.netns_path} does not exist")
-    with IPRoute() as ipr:
-        bridge = _index(ipr, spec.bridge)
-        if bridge is None:
-            raise NotFound(f"bridge {spec.bridge} does not exist")
-        try:  # one request: created on the bridge and up, the peer made inside the namespace
-            ipr.link("add", ifname=spec.veth, kind="veth", mtu=spec.mtu, master=bridge, state="up",
-                     peer={"ifname": spec.ifname, "net_ns_fd": spec.netns_path,
-                           "address": spec.mac, "mtu": spec.mtu})
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
-                raise Conflict(f"interface {spec.veth} or {spec.ifname} in the container exists") from exc
-            raise
-        try:
-            idx = _index(ipr, spec.veth)
-            # hairpin: a container reaches its own published ports; isolated: icc=false
-            ipr.brport("set", index=idx, mode=1, isolated=1 if spec.isolated else 0)
-            in_netns(spec.netns_path, lambda: _configure_container_end(spec))
-        except BaseException:
-            delete_link(spec.veth)
-            raise
+    try:
+        netns_fd = os.open(spec.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"network namespace {spec.netns_path} does not exist") from None
+    try:
+        with Rtnl() as rt:
+            bridge = rt.link_index(spec.bridge)
+            if bridge is None:
+                raise NotFound(f"bridge {spec.bridge} does not exist")
+            try:  # one request: created on the bridge and up, the peer made inside the namespace
+                rt.add_veth(spec.veth, mtu=spec.mtu, master=bridge, peer_name=spec.ifname,
+                            peer_netns_fd=netns_fd, peer_mac=spec.mac)
+            except NetlinkError as exc:
+                if exc.code == errno.EEXIST:
+                    raise Conflict(f"interface {spec.veth} or {spec.ifname} in the container exists") from exc
+                raise
+            try:
+                idx = rt.link_index(spec.veth)
+                if idx is None:
+                    raise NotFound(f"{spec.veth} vanished while it was being set up")
+                # hairpin: a container reaches its own published ports; isolated: icc=false
+                rt.set_bridge_port(idx, hairpin=True, isolated=spec.isolated)
+                in_netns(spec.netns_path, lambda: _configure_container_end(spec))
+            except BaseException:
+                delete_link(spec.veth)
+                raise
+    finally:
+        os.close(netns_fd)
 
 
 def _configure_container_end(spec: EndpointSpec) -> None:
-    with IPRoute() as ns:
-        idx = _index(ns, spec.ifname)
+    with Rtnl() as ns:
+        idx = ns.link_index(spec.ifname)
+        if idx is None:
+            raise NotFound(f"{spec.ifname} is missing in {spec.netns_path}")
         for cidr in spec.addresses:
-            iface = ipaddress.ip_interface(cidr)
-            kw = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
-            ns.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen, **kw)
-        ns.link("set", index=idx, state="up")
-        ns.link("set", index=LOOPBACK_INDEX, state="up")
-        if spec.gateway4:
-            ns.route("replace", dst="0.0.0.0/0", gateway=spec.gateway4.split("/")[0], oif=idx)
-        if spec.gateway6:
-            ns.route("replace", family=socket.AF_INET6, dst="::/0", gateway=spec.gateway6.split("/")[0],
-                     oif=idx)
+            ns.add_address(idx, cidr)
+        ns.set_up(idx)
+        ns.set_up(LOOPBACK_INDEX)
+        for gateway in (spec.gateway4, spec.gateway6):
+            if gateway:
+                ns.replace_default_route(gateway.split("/")[0], idx)
 
 
 def _loopback_up() -> None:
-    with IPRoute() as ns:
-        ns.link("set", index=LOOPBACK_INDEX, state="up")
+    with Rtnl() as ns:
+        ns.set_up(LOOPBACK_INDEX)
 
 
 def loopback_up(netns_path: str) -> None:
