@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -173,6 +174,8 @@ class NetworkService(Service):
         super().__init__(kernel)
         self._lock = asyncio.Lock()
         self._dns_attached: dict[str, str] = {}  # container id -> network driver name serving it
+        # per-container locks, dropped when no connect or disconnect of the container holds one
+        self._container_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # ------------------------------------------------------------------ lookups
     def _visible(self, net: Network) -> bool:
@@ -229,10 +232,10 @@ class NetworkService(Service):
         if net.builtin:
             return False
         try:
-            cls = self.kernel.registry.load_driver("network", net.driver)
+            drv = self.kernel.driver("network", net.driver)  # the kernel's cached instance
         except DockyardError:
             return False
-        return DNS_CAPABILITY in cls.info.capabilities
+        return DNS_CAPABILITY in drv.info.capabilities
 
     # ------------------------------------------------------------------ create
     async def create(self, req: NetworkCreate) -> Network:
@@ -401,72 +404,95 @@ class NetworkService(Service):
         if aliases and net.builtin:
             raise InvalidArgument("network-scoped alias is supported only for containers in user defined networks")
         drv = await self.kernel.driver_ready("network", net.driver)
-        async with self._lock:
-            net = self.store.get(Network, net.id)
-            mine = self.container_endpoints(container.id)
-            if any(e.network_id == net.id for e in mine):
-                raise Forbidden(f"endpoint with name {container.name} already exists in network {net.name}")
-            kinds = {self._driver_of(e.network_id) for e in mine}
-            if mine and (net.driver in SINGLETON_DRIVERS or kinds & SINGLETON_DRIVERS):
-                raise InvalidArgument(f"container {container.name} cannot be on the host or none network "
-                                      "together with other networks")
-            used = {e.ifname for e in mine}
-            ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
-            ep = Endpoint(id=new_id(), network_id=net.id, container_id=container.id,
-                          container_name=container.name, netns_path=netns_path,
-                          netns_inode=_netns_inode(netns_path) if netns_path else "", ifname=ifname,
-                          aliases=aliases, ports=list(ports or []), mac_address=mac_address,
-                          dns_upstreams=None if dns_servers is None else list(dns_servers))
-            v4_pools = [(pid, p) for pid, p in zip(net.extra.get("pool_ids", []), net.ipam_pools, strict=False)
-                        if _is_v4(p.subnet)]
-            v6_pools = [(pid, p) for pid, p in zip(net.extra.get("pool_ids", []), net.ipam_pools, strict=False)
-                        if not _is_v4(p.subnet)]
-            if not drv.allocates_addresses and net.driver not in SINGLETON_DRIVERS:
-                ipam = await self.kernel.driver_ready("ipam", net.ipam_driver)
-                if v4_pools:
-                    pool_id, pool = _pool_for(v4_pools, ipv4)
-                    ep.ipv4_address = await ipam.request_address(pool_id, (ipv4 or "").split("/")[0])
-                    ep.pool_id, ep.gateway = pool_id, pool.gateway
-                    with self.store.transaction() as tx:  # the address is recorded before anything else
-                        tx.put(ep)
-                if v6_pools and (ipv6 or net.enable_ipv6):
-                    pool_id6, _pool6 = _pool_for(v6_pools, ipv6)
-                    ep.ipv6_address = await ipam.request_address(pool_id6, (ipv6 or "").split("/")[0])
-                    ep.pool_id6 = pool_id6
-            elif ipv4 and drv.allocates_addresses:
-                raise InvalidArgument(f"the {net.driver} driver allocates addresses itself; "
-                                      "a fixed IPv4 address cannot be requested")
-            with self.store.transaction() as tx:
-                tx.put(ep)
+        async with self._container_lock(container.id):
+            async with self._lock:  # bookkeeping: the endpoint and its addresses are recorded
+                net, ep = await self._reserve_endpoint(container, net, drv, netns_path, aliases, ipv4, ipv6,
+                                                       ports, mac_address, dns_servers)
+            # The driver's part runs outside the service lock, so containers of one network
+            # join concurrently; the recorded endpoint keeps the network from being removed.
             request = self._request(net, ep, driver_opts)
             try:
                 result = await drv.join(request)
             except BaseException:
-                await self._release_addresses(ep)
+                async with self._lock:
+                    await self._release_addresses(ep)
+                    with self.store.transaction() as tx:
+                        tx.delete(Endpoint, ep.id)
+                raise
+            async with self._lock:
+                ep.state = JOINED
+                ep.mac_address = result.mac_address or ep.mac_address
+                if result.ipv4_address:
+                    ep.ipv4_address = result.ipv4_address
+                if result.ipv6_address:
+                    ep.ipv6_address = result.ipv6_address
+                ep.gateway = (result.gateway or ep.gateway).split("/")[0]
+                ep.bound_ports = list(result.ports)
+                ep.result_extra = dict(result.extra)
                 with self.store.transaction() as tx:
-                    tx.delete(Endpoint, ep.id)
-                raise
-            ep.state = JOINED
-            ep.mac_address = result.mac_address or ep.mac_address
-            if result.ipv4_address:
-                ep.ipv4_address = result.ipv4_address
-            if result.ipv6_address:
-                ep.ipv6_address = result.ipv6_address
-            ep.gateway = (result.gateway or ep.gateway).split("/")[0]
-            ep.bound_ports = list(result.ports)
-            ep.result_extra = dict(result.extra)
-            with self.store.transaction() as tx:
-                tx.put(ep)
-            try:
-                await self._refresh_dns(net)
-                await self._attach_dns(container.id)
-            except BaseException:  # no half-made endpoint: undo the join, release the address
-                log.exception("embedded DNS for %s failed; undoing the connect", container.name)
-                await self._teardown(ep, net)
-                await self._refresh_dns(net)
-                raise
+                    tx.put(ep)
+                try:
+                    await self._refresh_dns(net)
+                    await self._attach_dns(container.id)
+                except BaseException:  # no half-made endpoint: undo the join, release the address
+                    log.exception("embedded DNS for %s failed; undoing the connect", container.name)
+                    await self._teardown(ep, net)
+                    await self._refresh_dns(net)
+                    raise
         self.kernel.emit("network", "connect", net.id, container=container.id, name=net.name, type=net.driver)
         return self.settings(ep, net)
+
+    async def _reserve_endpoint(self, container: Container, net: Network, drv: Any, netns_path: str,
+                                aliases: list[str], ipv4: str | None, ipv6: str | None,
+                                ports: list[PortMapping] | None, mac_address: str,
+                                dns_servers: list[str] | None) -> tuple[Network, Endpoint]:
+        """Check the connect is allowed, pick the interface name, allocate the addresses and
+        record the endpoint (state ``joining``). Called under the service lock."""
+        net = self.store.get(Network, net.id)
+        mine = self.container_endpoints(container.id)
+        if any(e.network_id == net.id for e in mine):
+            raise Forbidden(f"endpoint with name {container.name} already exists in network {net.name}")
+        kinds = {self._driver_of(e.network_id) for e in mine}
+        if mine and (net.driver in SINGLETON_DRIVERS or kinds & SINGLETON_DRIVERS):
+            raise InvalidArgument(f"container {container.name} cannot be on the host or none network "
+                                  "together with other networks")
+        used = {e.ifname for e in mine}
+        ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
+        ep = Endpoint(id=new_id(), network_id=net.id, container_id=container.id,
+                      container_name=container.name, netns_path=netns_path,
+                      netns_inode=_netns_inode(netns_path) if netns_path else "", ifname=ifname,
+                      aliases=aliases, ports=list(ports or []), mac_address=mac_address,
+                      dns_upstreams=None if dns_servers is None else list(dns_servers))
+        v4_pools = [(pid, p) for pid, p in zip(net.extra.get("pool_ids", []), net.ipam_pools, strict=False)
+                    if _is_v4(p.subnet)]
+        v6_pools = [(pid, p) for pid, p in zip(net.extra.get("pool_ids", []), net.ipam_pools, strict=False)
+                    if not _is_v4(p.subnet)]
+        if not drv.allocates_addresses and net.driver not in SINGLETON_DRIVERS:
+            ipam = await self.kernel.driver_ready("ipam", net.ipam_driver)
+            if v4_pools:
+                pool_id, pool = _pool_for(v4_pools, ipv4)
+                ep.ipv4_address = await ipam.request_address(pool_id, (ipv4 or "").split("/")[0])
+                ep.pool_id, ep.gateway = pool_id, pool.gateway
+                with self.store.transaction() as tx:  # the address is recorded before anything else
+                    tx.put(ep)
+            if v6_pools and (ipv6 or net.enable_ipv6):
+                pool_id6, _pool6 = _pool_for(v6_pools, ipv6)
+                ep.ipv6_address = await ipam.request_address(pool_id6, (ipv6 or "").split("/")[0])
+                ep.pool_id6 = pool_id6
+        elif ipv4 and drv.allocates_addresses:
+            raise InvalidArgument(f"the {net.driver} driver allocates addresses itself; "
+                                  "a fixed IPv4 address cannot be requested")
+        with self.store.transaction() as tx:
+            tx.put(ep)
+        return net, ep
+
+    def _container_lock(self, container_id: str) -> asyncio.Lock:
+        """Serializes connects and disconnects of one container (they run partly outside the
+        service lock)."""
+        lock = self._container_locks.get(container_id)
+        if lock is None:
+            lock = self._container_locks[container_id] = asyncio.Lock()
+        return lock
 
     def settings(self, ep: Endpoint, net: Network | None = None) -> EndpointSettings:
         """The container-side view of an endpoint (``NetworkSettings.Networks.<name>``)."""
@@ -516,16 +542,20 @@ class NetworkService(Service):
         dockerd), unless ``force``. ``sandbox_closing``: the container's namespace is removed
         next (see :class:`EndpointRequest`)."""
         net = self.get(network)
-        async with self._lock:
-            try:
-                ep = self.endpoint(container.id, net)
-            except NotConnected:
-                if force:
-                    return
-                raise
-            await self._teardown(ep, net, sandbox_closing)
-            await self._refresh_dns(net)
-            await self._attach_dns(container.id)
+        async with self._container_lock(container.id):
+            async with self._lock:
+                try:
+                    ep = self.endpoint(container.id, net)
+                except NotConnected:
+                    if force:
+                        return
+                    raise
+                recovering = self._mark_leaving(ep)
+            await self._driver_leave(ep, net, sandbox_closing)  # outside the service lock, as join
+            async with self._lock:
+                await self._forget(ep, recovering)
+                await self._refresh_dns(net)
+                await self._attach_dns(container.id)
         self.kernel.emit("network", "disconnect", net.id, container=container.id, name=net.name, type=net.driver)
 
     async def container_renamed(self, container: Container) -> None:
@@ -554,10 +584,20 @@ class NetworkService(Service):
         """``driver.leave``, the addresses released, the endpoint deleted. ``recovering`` (the
         daemon's start-up, or a leave interrupted before) tolerates addresses the IPAM driver
         no longer lists: its state may be older than ours after a power failure."""
-        recovering = recovering or ep.state == LEAVING
+        recovering = self._mark_leaving(ep) or recovering
+        await self._driver_leave(ep, net, sandbox_closing)
+        await self._forget(ep, recovering)
+
+    def _mark_leaving(self, ep: Endpoint) -> bool:
+        """Record that the endpoint is being torn down; whether it already was (a leave that a
+        crash interrupted, to be finished tolerantly)."""
+        was_leaving = ep.state == LEAVING
         ep.state = LEAVING
         with self.store.transaction() as tx:
             tx.put(ep)
+        return was_leaving
+
+    async def _driver_leave(self, ep: Endpoint, net: Network, sandbox_closing: bool) -> None:
         drv = await self.kernel.driver_ready("network", net.driver)
         result = EndpointResult(ifname=ep.ifname, mac_address=ep.mac_address, ipv4_address=ep.ipv4_address,
                                 ipv6_address=ep.ipv6_address, gateway=ep.gateway, ports=list(ep.bound_ports),
@@ -565,6 +605,8 @@ class NetworkService(Service):
         request = self._request(net, ep)
         request.sandbox_closing = sandbox_closing
         await drv.leave(request, result)
+
+    async def _forget(self, ep: Endpoint, recovering: bool) -> None:
         await self._release_addresses(ep, tolerate_released=recovering)
         with self.store.transaction() as tx:
             tx.delete(Endpoint, ep.id)
