@@ -52,6 +52,14 @@ def _first_host(subnet: str) -> str:
     return str(net.network_address + 1)
 
 
+async def _all(*aws: Any) -> None:
+    """Run ``aws`` concurrently; every one finishes before the first failure is raised."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 class BridgeDriver(NetworkDriver):
     info = DriverInfo(
         name="bridge", kind="network",
@@ -164,9 +172,9 @@ class BridgeDriver(NetworkDriver):
                 entry["owned"] = await asyncio.to_thread(netlink.get_link, entry["bridge"]) is None
             self._doc["networks"][network.id] = entry
             try:
-                await self._plumb_network(network.id)
+                # the rules name the bridge, they do not need it to exist: both at once
+                await _all(self._plumb_network(network.id), self._sync_rules())
                 await asyncio.to_thread(self._state.save, self._doc)
-                await self._sync_rules()
             except BaseException:
                 del self._doc["networks"][network.id]
                 if entry["owned"]:
@@ -189,9 +197,10 @@ class BridgeDriver(NetworkDriver):
                 raise Forbidden(f"network {network.id[:12]} has active endpoints")
             del self._doc["networks"][network.id]
             await asyncio.to_thread(self._state.save, self._doc)
-            await self._sync_rules()
             if entry["owned"]:
-                await asyncio.to_thread(netlink.delete_link, entry["bridge"])
+                await _all(self._sync_rules(), asyncio.to_thread(netlink.delete_link, entry["bridge"]))
+            else:
+                await self._sync_rules()
 
     async def restore(self, network: Network) -> None:
         """Re-create the bridge (addresses, sysctls) when missing, re-attach our veths of this
@@ -245,22 +254,26 @@ class BridgeDriver(NetworkDriver):
                 mac=mac, mtu=entry["options"]["mtu"],
                 addresses=[a for a in (request.ipv4_address, request.ipv6_address) if a],
                 gateway4=gw4, gateway6=gw6, isolated=not entry["options"]["icc"])
-            await asyncio.to_thread(netlink.create_endpoint, spec)
+            # recorded before the kernel work so a concurrent join sees its ports as taken
             self._doc["endpoints"][request.endpoint_id] = {
                 "network_id": request.network.id, "veth": veth, "container_id": request.container_id,
                 "ipv4": request.ipv4_address.split("/")[0],
                 "ports": [{"container_port": p.container_port, "protocol": p.protocol,
                            "host_ip": p.host_ip, "host_port": p.host_port} for p in bound],
             }
-            try:
+        try:
+            # outside the lock: the veths of concurrent joins are made in parallel
+            await asyncio.to_thread(netlink.create_endpoint, spec)
+            async with self._lock:
                 await asyncio.to_thread(self._state.save, self._doc)
                 if bound:
                     await self._sync_rules()
-            except BaseException:
-                del self._doc["endpoints"][request.endpoint_id]
+        except BaseException:
+            async with self._lock:
+                self._doc["endpoints"].pop(request.endpoint_id, None)
                 await asyncio.to_thread(netlink.delete_link, veth)
                 await asyncio.to_thread(self._state.save, self._doc)
-                raise
+            raise
         return EndpointResult(ifname=request.ifname, mac_address=mac, ipv4_address=request.ipv4_address,
                               ipv6_address=request.ipv6_address, gateway=gw4.split("/")[0],
                               ports=bound, extra={"veth": veth, "bridge": entry["bridge"]})
