@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import secrets
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -359,8 +361,10 @@ class Event:
 
 def to_dict(obj: Any) -> Any:
     """A JSON-ready plain structure for a dataclass (recursively)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    cls = type(obj)
+    names = _field_names(cls) if hasattr(cls, "__dataclass_fields__") else None
+    if names is not None:
+        return {n: to_dict(getattr(obj, n)) for n in names}
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, dict):
@@ -370,42 +374,51 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+# The store rebuilds every model it reads, thousands per container start, so the type-hint walk
+# is done once per class and field type (memoised below), not once per value.
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = typing.get_type_hints(cls)
-        _HINTS[cls] = hints
-    return hints
+Converter = Callable[[Any], Any]
 
 
-def _convert(tp: Any, value: Any) -> Any:
-    if value is None:
-        return None
+@functools.cache
+def _plan(cls: type) -> tuple[tuple[str, Converter | None], ...]:
+    """(field name, converter or None for values kept as they are) of a dataclass."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, _converter(hints[f.name])) for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _converter(tp: Any) -> Converter | None:
+    """How to rebuild a value of type ``tp`` from JSON; None when it is used as it is."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(args[0], value) if len(args) == 1 else value
+        return _converter(args[0]) if len(args) == 1 else None
     if origin is list:
         (arg,) = typing.get_args(tp) or (Any,)
-        return [_convert(arg, v) for v in value]
+        item = _converter(arg)
+        return None if item is None else (lambda v: [None if x is None else item(x) for x in v])
     if origin is dict:
         _, varg = typing.get_args(tp) or (Any, Any)
-        return {k: _convert(varg, v) for k, v in value.items()}
+        val = _converter(varg)
+        return None if val is None else (lambda v: {k: None if x is None else val(x) for k, x in v.items()})
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return from_dict(tp, value)
+        return lambda v: from_dict(tp, v)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(value)
-    return value
+        return tp
+    return None
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Rebuild a dataclass from :func:`to_dict` output; unknown keys are ignored."""
-    hints = _hints(cls)
     kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name])
+    for name, conv in _plan(cls):
+        if name in data:
+            value = data[name]
+            kwargs[name] = value if conv is None or value is None else conv(value)
     return cls(**kwargs)
