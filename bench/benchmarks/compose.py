@@ -9,7 +9,8 @@ with each client, the order alternating; ``ctx.warmup`` rounds are not recorded 
 at most ``BENCH_COMPOSE_RUNS`` (default 10) are. Times are wall clock around the process, like
 hyperfine's ``--shell none``. Both clients run with ``PYTHONDONTWRITEBYTECODE`` removed from
 their environment: docker-compose v1's venv ships compiled bytecode, and the editable dockyard
-checkout gets it on the first (warm-up) run instead of recompiling on every run.
+checkout gets it on the first (warm-up) run instead of recompiling on every run. Both print
+their usual progress (to a pipe, as in CI logs).
 
 Goals (issue 8): ``up -d`` and ``down`` each ≤ 0.3× docker-compose v1 → podman. Every container
 and network of the benchmark's projects is removed afterwards, on both engines.
@@ -194,7 +195,7 @@ def run(ctx: Context) -> list[Result]:
                 daemon, host = image_load.start_daemon(ctx, work / "daemon")
                 subprocess.run([dockyard, "-H", host, "image", "bootstrap", "busybox"], check=True,
                                capture_output=True)
-                clients.append(Client(dy_up, dy_down, [dockyard, "compose", "--quiet-progress"], host))
+                clients.append(Client(dy_up, dy_down, [dockyard, "compose"], host))
             except (RuntimeError, subprocess.CalledProcessError) as exc:
                 dy_error = f"dockyardd: {exc}"
         if not v1_error:

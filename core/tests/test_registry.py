@@ -156,3 +156,57 @@ def test_autoload_off_registers_only_explicit_plugins(make_dist):
               {"spy_plugin4": FEATURE_PLUGIN})
     kernel = Kernel.build(Config(), autoload=False, environ={})
     assert not kernel.pm.has_plugin("spy")
+
+
+# ---------------------------------------------------------------------- the CLI's cached scan
+CLI_GROUP_SRC = """
+import click
+
+@click.command()
+def hello():
+    click.echo("hi")
+"""
+
+
+def cached(cache_dir) -> Registry:
+    reg = Registry(environ={})
+    reg.scan_cached(cache_dir)
+    return reg
+
+
+def test_cached_scan_reuses_its_file_until_a_distribution_changes(make_dist, tmp_path, monkeypatch):
+    make_dist("dockyard-cli-hello", {"dockyard.cli": {"hello": "hello_cli:hello"}}, {"hello_cli": CLI_GROUP_SRC})
+    cache = tmp_path / "cache"
+    first = cached(cache)
+    assert "hello" in first.cli_names()
+    assert (cache / "entry-points.json").is_file()
+
+    def no_scan(self):
+        raise AssertionError("scanned although nothing changed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Registry, "_read_records", no_scan)
+        again = cached(cache)
+    assert again.cli_names() == first.cli_names()
+    assert again.load_cli("hello").name == "hello"  # imported from the cached "module:attr"
+
+    # an install changes the key: the next lookup sees the new command
+    make_dist("dockyard-cli-bye", {"dockyard.cli": {"bye": "bye_cli:hello"}}, {"bye_cli": CLI_GROUP_SRC})
+    assert "bye" in cached(cache).cli_names()
+
+
+def test_cached_scan_survives_a_corrupt_file(make_dist, tmp_path):
+    make_dist("dockyard-cli-hello", {"dockyard.cli": {"hello": "hello_cli2:hello"}}, {"hello_cli2": CLI_GROUP_SRC})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "entry-points.json").write_text("{not json")
+    assert "hello" in cached(cache).cli_names()
+    assert (cache / "entry-points.json").read_text().startswith("{\"key\"")
+
+
+def test_a_driver_found_through_the_cache_still_loads_through_stevedore(make_dist, tmp_path):
+    storage_dist(make_dist, "dockyard-storage-toy", "toy_cached")
+    cache = tmp_path / "cache"
+    cached(cache)
+    reg = cached(cache)  # records without EntryPoint objects
+    assert reg.load_driver("storage", "toy").info.name == "toy"

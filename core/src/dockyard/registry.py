@@ -6,13 +6,20 @@ Three groups matter: ``dockyard.drivers.<kind>`` (stevedore loads drivers by nam
 ``importlib.metadata`` on each :meth:`Registry.scan` -- no process-wide cache -- so that an
 install or uninstall is seen by the next kernel, and every entry point is known with its
 distribution, which is what conflict and load errors must name.
+
+The one exception is the CLI's command lookup (:meth:`Registry.scan_cached`): every
+``dockyard <plugin command>`` would otherwise spend ~50 ms importing ``importlib.metadata`` and
+reading a hundred distributions. It keeps the records in a file keyed by the interpreter, the
+import path and the modification times of every ``*.dist-info``/``*.egg-info`` on it, so an
+install, upgrade or uninstall changes the key and the next command scans afresh.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.metadata as md
+import json
 import os
+import sys
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +41,9 @@ from dockyard.specs._base import (
 )
 
 if TYPE_CHECKING:
+    import importlib.metadata as md
+    from pathlib import Path
+
     import pluggy
 
 PLUGIN_GROUP = "dockyard.plugins"
@@ -61,6 +71,32 @@ class PluginRecord:
     @property
     def ident(self) -> str:
         return f"{self.group}:{self.name}"
+
+    def load(self) -> Any:
+        """Import the entry point's object (``module:attr.attr``)."""
+        if self.entry_point is not None:
+            return self.entry_point.load()
+        module, _, attrs = self.target.partition(":")
+        obj: Any = importlib.import_module(module.strip())
+        for part in attrs.strip().split(".") if attrs.strip() else ():
+            obj = getattr(obj, part)
+        return obj
+
+
+def _installation_key() -> str:
+    """What the installed distributions depend on: the interpreter, the import path, and the
+    modification time of every distribution's metadata directory on it (kept as plain text:
+    importing hashlib would cost more than comparing it)."""
+    parts = [sys.executable, sys.version]
+    for entry in sys.path:
+        parts.append(entry)
+        try:
+            with os.scandir(entry or ".") as it:
+                parts += sorted(f"{e.name}@{e.stat().st_mtime_ns}" for e in it
+                                if e.name.endswith((".dist-info", ".egg-info")))
+        except OSError:  # not a directory (a zip) or gone
+            continue
+    return "\n".join(parts)
 
 
 def _kind_of(group: str) -> tuple[str, str] | None:
@@ -119,6 +155,35 @@ class Registry:
     # ------------------------------------------------------------------ discovery
     def scan(self) -> None:
         """Read every ``dockyard.*`` entry point of every installed distribution."""
+        self._index(self._read_records())
+
+    def scan_cached(self, cache_dir: Path) -> None:
+        """:meth:`scan` through the records file in ``cache_dir`` (see the module docstring).
+        A missing, stale or unreadable file means a fresh scan, written back when possible."""
+        key = _installation_key()
+        path = cache_dir / "entry-points.json"
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("key") == key:
+                self._index([PluginRecord(**r) for r in doc["records"]])
+                return
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+        records = self._read_records()
+        self._index(records)
+        fields = ("name", "group", "kind", "area", "target", "distribution", "version", "description")
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"key": key, "records": [{f: getattr(r, f) for f in fields}
+                                                               for r in records]}))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only home: every command scans
+
+    def _read_records(self) -> list[PluginRecord]:
+        import importlib.metadata as md
+
         importlib.invalidate_caches()
         seen: set[tuple[str, str, str]] = set()
         records: list[PluginRecord] = []
@@ -139,6 +204,9 @@ class Registry:
                     name=ep.name, group=ep.group, kind=kind[0], area=kind[1], target=ep.value,
                     distribution=dist_name, version=version, description=summary, entry_point=ep))
         records.sort(key=lambda r: (r.area, r.kind, r.name, r.distribution))
+        return records
+
+    def _index(self, records: list[PluginRecord]) -> None:
         self.records = records
         self.problems = []
         by_ident: dict[str, list[PluginRecord]] = {}
@@ -175,6 +243,9 @@ class Registry:
 
         group = entry_point_group(kind)
         recs = self.find(group, name)
+        if any(r.entry_point is None for r in recs):  # records from the CLI's cache: read afresh
+            self.scan()
+            recs = self.find(group, name)
         if not recs:
             raise _not_installed(kind, name, self.driver_names(kind))
         rec = recs[0]
@@ -230,10 +301,10 @@ class Registry:
             if rec.status == "blocked":
                 pm.set_blocked(rec.name)
                 continue
-            if rec.status != "available" or rec.entry_point is None:
+            if rec.status != "available":
                 continue
             try:
-                obj = rec.entry_point.load()
+                obj = rec.load()
             except Exception as exc:  # noqa: BLE001 - any import failure is reported
                 self._fail(rec, _cause(exc))
                 continue
@@ -257,7 +328,7 @@ class Registry:
             raise PluginConflictError("cli", name, [f"{r.distribution} {r.version}" for r in recs])
         rec = recs[0]
         try:
-            return rec.entry_point.load() if rec.entry_point else None
+            return rec.load()
         except Exception as exc:  # noqa: BLE001
             raise self._fail(rec, _cause(exc)) from exc
 

@@ -7,6 +7,8 @@ entry-point metadata without importing any plugin; a group is imported only when
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -23,10 +25,11 @@ BUILTINS: dict[str, str] = {
 
 
 def _registry() -> Any:
+    """The installed commands, through the registry's cache (``$XDG_CACHE_HOME/dockyard``)."""
     from dockyard.registry import Registry
 
     reg = Registry()
-    reg.scan()
+    reg.scan_cached(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dockyard")
     return reg
 
 
