@@ -79,6 +79,26 @@ async def test_seccomp_blocks_unshare(driver, ids, rootfs):
     assert st.exit_code != 0 and b"Operation not permitted" in out
 
 
+async def test_the_compiled_seccomp_filter_is_reused(driver, ids, rootfs):
+    """The second container with the same profile gets the filter crun compiled for the first
+    (crun's ``run.oci.seccomp_bpf_data``): the same bytes, and it still blocks what it must."""
+    from dockyard_arch_linux.driver import SeccompBpfCache
+
+    (rootfs / "bin" / "unshare").symlink_to("busybox")
+    if os.path.basename(driver._runtime_path(driver.default_runtime)) != "crun":
+        pytest.skip("the annotation is crun's")
+    results = [await run(driver, ids, rootfs, ["unshare", "-m", "true"]) for _ in range(2)]
+    for _cid, st, out in results:
+        assert st.exit_code != 0 and b"Operation not permitted" in out
+    (first, _, _), (second, _, _) = results
+    annotations = [json.loads((driver._bundle(c) / "config.json").read_text()).get("annotations", {})
+                   for c in (first, second)]
+    assert SeccompBpfCache.ANNOTATION not in annotations[0]
+    assert SeccompBpfCache.ANNOTATION in annotations[1]
+    state = driver.context.run_dir / driver.default_runtime
+    assert (state / first / "seccomp.bpf").read_bytes() == (state / second / "seccomp.bpf").read_bytes()
+
+
 async def test_privileged_and_unconfined(driver, ids, rootfs):
     _cid, st, out = await run(driver, ids, rootfs, ["grep", "Seccomp:", "/proc/self/status"],
                               security_opt=["seccomp=unconfined", "no-new-privileges"])

@@ -17,7 +17,9 @@ Nothing else on the host is touched, except cgroups named ``dockyard-<owner>-<id
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -71,6 +73,46 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+class SeccompBpfCache:
+    """Compiled seccomp filters, reused through crun's ``run.oci.seccomp_bpf_data`` annotation.
+
+    crun compiles the profile with libseccomp on every ``create`` (~15-20 ms of its ~35 ms
+    here), and every container with the default profile and the same capabilities has the same
+    one. The first such container is created as usual; its ``seccomp.bpf``, which crun leaves
+    in its state directory, is read before the container starts and handed to the next ones
+    as the annotation, which crun loads instead of compiling. Keyed by the profile's JSON and
+    the runtime binary; only crun has the annotation, so other runtimes are left alone.
+    """
+
+    ANNOTATION = "run.oci.seccomp_bpf_data"
+    MAX_ENTRIES = 64
+
+    def __init__(self) -> None:
+        self._data: dict[str, str] = {}
+
+    def apply(self, spec: dict[str, Any], runtime_path: str) -> str:
+        """Add the annotation when the filter is known; the key to :meth:`learn` it when it is
+        not ("" when there is nothing to cache)."""
+        profile = spec.get("linux", {}).get("seccomp")
+        annotations = spec.setdefault("annotations", {})
+        if not profile or os.path.basename(runtime_path) != "crun" or self.ANNOTATION in annotations:
+            return ""
+        digest = hashlib.sha256(json.dumps([runtime_path, profile], sort_keys=True).encode()).hexdigest()
+        data = self._data.get(digest)
+        if data is None:
+            return digest
+        annotations[self.ANNOTATION] = data
+        return ""
+
+    def learn(self, key: str, bpf_path: Path) -> None:
+        try:
+            raw = bpf_path.read_bytes()
+        except OSError:
+            return  # a crun that keeps no copy: every create compiles
+        if raw and len(raw) % 8 == 0 and len(self._data) < self.MAX_ENTRIES:  # whole sock_filter entries
+            self._data[key] = base64.b64encode(raw).decode()
+
+
 class LinuxRuntime(RuntimeDriver):
     """OCI spec -> conmon -> crun (default) or runc, with live-restore through conmon."""
 
@@ -96,6 +138,7 @@ class LinuxRuntime(RuntimeDriver):
         self.spec_options: SpecOptions | None = None
         self.subreaper = False
         self._locks: dict[str, asyncio.Lock] = {}
+        self._bpf = SeccompBpfCache()
 
     # ------------------------------------------------------------------ paths
     @property
@@ -250,6 +293,7 @@ class LinuxRuntime(RuntimeDriver):
             amender = request.spec_amender or self.spec_amender
             if amender is not None:
                 amender(request.container, spec)
+            bpf_key = self._bpf.apply(spec, runtime_path)
             bundle, cdir = self._bundle(cid), self._cdir(cid)
             cfg = request.container.config
             meta: dict[str, Any] = {
@@ -280,6 +324,8 @@ class LinuxRuntime(RuntimeDriver):
                 raise
             meta.update(conmon_pid=conmon_pid, pid=pid)
             self._save(meta)
+            if bpf_key:  # created, not started: the filter crun compiled is its own output yet
+                await asyncio.to_thread(self._bpf.learn, bpf_key, Path(meta["runtime_root"]) / cid / "seccomp.bpf")
             return RuntimeState(status="created", pid=pid)
 
     def _conmon_command(self, meta: dict[str, Any], stdin_once: bool) -> monitor.ConmonCommand:
