@@ -277,3 +277,18 @@ def test_down_without_a_file_orders_by_the_depends_on_label(tmp_path: Path) -> N
     assert engine.store == {}
     assert down.index(("remove", "p-web-1")) < down.index(("stop", "p-api-1"))
     assert down.index(("remove", "p-api-1")) < down.index(("stop", "p-db-1"))
+
+
+def test_images_are_inspected_and_pulled_once_per_reference(tmp_path: Path) -> None:
+    """Five services on one image: one inspect for ``missing``, one pull for ``always``."""
+    engine = FakeEngine()
+    inspected: list[str] = []
+    pulled: list[str] = []
+    engine.image = lambda ref: inspected.append(ref) or {"Id": "sha256:" + "0" * 64}  # type: ignore[method-assign]
+    c = _compose(tmp_path, engine)
+    c.ensure_images(list(SERVICE_DEPS))
+    assert inspected == ["busybox"]
+    assert all(c.image_id(s) == "sha256:" + "0" * 64 for s in SERVICE_DEPS)
+    c.pull_one = lambda service, ref, ignore_failures=False: pulled.append(ref) or True  # type: ignore[method-assign]
+    c.ensure_images(list(SERVICE_DEPS), pull="always")
+    assert pulled == ["busybox"]

@@ -223,16 +223,27 @@ class Compose:
 
     def ensure_images(self, services: list[str], build: bool = False, no_build: bool = False,
                       pull: str | None = None) -> None:
+        seen: dict[str, dict[str, Any] | None] = {}  # ref -> inspect, once per ref (ten services, one image)
+        pulled: set[str] = set()
         for s in services:
             svc = self.model.services[s]
             ref = spec.image_ref(self.name, s, svc)
             policy = pull or svc.pull_policy or "missing"
             if svc.build and (build or policy == "build"):
                 self.build([s])
+                seen.pop(ref, None)
                 continue
-            present = self.engine.image(ref) is not None
+            if ref not in seen:
+                seen[ref] = self.engine.image(ref)
+            present = seen[ref] is not None
+            if present and policy != "always":
+                self._images[s] = seen[ref]["Id"]  # type: ignore[index]
+                continue
+            seen.pop(ref, None)  # pulled or built below: inspect again
             if policy == "always" and not svc.build:
-                self.pull_one(s, ref)
+                if ref not in pulled:
+                    self.pull_one(s, ref)
+                    pulled.add(ref)
             elif not present:
                 if svc.build and not no_build:
                     self.build([s])
