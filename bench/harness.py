@@ -8,13 +8,18 @@ so that ratios compare like with like on a noisy machine. A subject that cannot 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import shutil
+import signal
+import socket
+import statistics
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
@@ -72,6 +77,59 @@ class Context:
         return self.venv_bin / "python"
 
 
+def sibling(name: str) -> ModuleType:
+    """Another benchmark module (``benchmarks/<name>.py``), for its helpers (e.g. image_load's
+    ``start_daemon``); loaded by path, as run.py loads them."""
+    path = ROOT / "bench" / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def sample_stats(seconds: list[float]) -> dict[str, Any]:
+    """hyperfine-shaped figures (seconds) of samples timed by a benchmark itself, for :func:`fill`."""
+    return {"median": statistics.median(seconds), "mean": statistics.fmean(seconds),
+            "stddev": statistics.stdev(seconds) if len(seconds) > 1 else 0.0,
+            "min": min(seconds), "max": max(seconds), "times": seconds}
+
+
+def last_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """What a failed command said last (stderr, else stdout)."""
+    return ((proc.stderr or "").strip() or (proc.stdout or "").strip() or "no output").splitlines()[-1]
+
+
+def wait_for_socket(proc: subprocess.Popen[bytes], sock: Path, what: str, timeout: float = 30.0) -> None:
+    """Wait until ``proc`` accepts connections on the unix socket ``sock``; RuntimeError when it
+    exits first or does not come up in ``timeout`` seconds (it is then stopped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited {proc.returncode}")
+        if sock.exists():
+            with socket.socket(socket.AF_UNIX) as s:
+                try:
+                    s.connect(str(sock))
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.05)
+    stop_process(proc)
+    raise RuntimeError(f"{what} did not come up")
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """SIGTERM a process we started, SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def check_command(argv: list[str], timeout: float = 30) -> str:
     """Why ``argv`` cannot be benchmarked ("" when it runs and exits 0)."""
     exe = argv[0]
@@ -85,8 +143,7 @@ def check_command(argv: list[str], timeout: float = 30) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{' '.join(argv)} cannot run: {exc}"
     if proc.returncode != 0:
-        last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
-        return f"{' '.join(argv)} exits {proc.returncode}: {last}"
+        return f"{' '.join(argv)} exits {proc.returncode}: {last_line(proc)}"
     return ""
 
 

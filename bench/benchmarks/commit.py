@@ -14,31 +14,17 @@ Goal (issue 4): dockyard's commit ≤ 1.0× podman's.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
-from harness import Context, Goal, Result, add_ratios, check_command, fill
+from harness import Context, Goal, Result, add_ratios, check_command, fill, last_line, sibling
 
 NAME = "commit"
 MAX_RATIO = 1.0
 SIZE_MB = 100
 WRITE = ["dd", "if=/dev/urandom", "of=/big", "bs=1M", f"count={SIZE_MB}"]
-
-
-def _bench_module(name: str):  # noqa: ANN202 - the sibling benchmarks' daemon helpers
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _why(proc: subprocess.CompletedProcess[str]) -> str:
-    return (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
 
 
 def _image_size(argv: list[str]) -> str:
@@ -50,8 +36,8 @@ def _image_size(argv: list[str]) -> str:
 
 
 def run(ctx: Context) -> list[Result]:
-    image_load = _bench_module("image_load")
-    run_rm = _bench_module("run_rm")
+    image_load = sibling("image_load")
+    run_rm = sibling("run_rm")
     work = ctx.work_dir / "dockyard-bench-commit"
     work.mkdir(parents=True, exist_ok=True)
     docker = shutil.which("docker") or "docker"
@@ -83,7 +69,7 @@ def run(ctx: Context) -> list[Result]:
                 made = subprocess.run([docker, "-H", host, "run", "--name", container, "--network", "none",
                                        "busybox", *WRITE], capture_output=True, text=True, timeout=300)
                 if made.returncode != 0:
-                    raise RuntimeError(f"writing {SIZE_MB} MB in a container failed: {_why(made)}")
+                    raise RuntimeError(f"writing {SIZE_MB} MB in a container failed: {last_line(made)}")
             except (RuntimeError, subprocess.CalledProcessError) as exc:
                 subject.error = f"dockyardd: {exc}"
             else:
@@ -96,7 +82,7 @@ def run(ctx: Context) -> list[Result]:
                                   capture_output=True, text=True, timeout=300)
             podman_made = True
             if made.returncode != 0:
-                peer.error = f"podman: writing {SIZE_MB} MB in a container failed: {_why(made)}"
+                peer.error = f"podman: writing {SIZE_MB} MB in a container failed: {last_line(made)}"
             else:
                 commands.append((peer, peer.command,
                                  f"sh -c 'podman rmi -f {podman_tag} >/dev/null 2>&1; sync'"))

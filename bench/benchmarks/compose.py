@@ -18,18 +18,26 @@ and network of the benchmark's projects is removed afterwards, on both engines.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import time
 from pathlib import Path
 
-from harness import Context, Goal, Result, add_ratios, check_command, fill
+from harness import (
+    Context,
+    Goal,
+    Result,
+    add_ratios,
+    check_command,
+    fill,
+    last_line,
+    sample_stats,
+    sibling,
+    stop_process,
+    wait_for_socket,
+)
 
 UP = "compose_up"
 DOWN = "compose_down"
@@ -49,55 +57,17 @@ def project_file(n: int = SERVICES) -> str:
     return "services:\n" + "".join(SERVICE.format(i=i) for i in range(n))
 
 
-def _bench_module(name: str):  # noqa: ANN202 - the sibling benchmarks' daemon helpers
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _stats(seconds: list[float]) -> dict[str, object]:
-    return {"median": statistics.median(seconds), "mean": statistics.fmean(seconds),
-            "stddev": statistics.stdev(seconds) if len(seconds) > 1 else 0.0,
-            "min": min(seconds), "max": max(seconds), "times": seconds}
-
-
-def _why(proc: subprocess.CompletedProcess[str]) -> str:
-    return ((proc.stderr or "").strip() or (proc.stdout or "").strip() or "no output").splitlines()[-1]
-
-
 def start_podman_service(sock: Path) -> subprocess.Popen[bytes]:
     """``podman system service`` on ``sock`` (its own process group; stop it with stop_podman_service)."""
     sock.unlink(missing_ok=True)
     proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"podman system service exited {proc.returncode}")
-        if sock.exists():
-            s = socket.socket(socket.AF_UNIX)
-            try:
-                s.connect(str(sock))
-                return proc
-            except OSError:
-                pass
-            finally:
-                s.close()
-        time.sleep(0.05)
-    stop_podman_service(proc)
-    raise RuntimeError("podman system service did not come up")
+    wait_for_socket(proc, sock, "podman system service")
+    return proc
 
 
 def stop_podman_service(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
 
 
 def remove_podman_projects(names: list[str]) -> None:
@@ -146,7 +116,7 @@ class Client:
             shutil.rmtree(d, ignore_errors=True)
         for what, proc in (("up -d", up), ("down", down)):
             if proc.returncode != 0 and not self.error:
-                self.error = f"{what} exits {proc.returncode}: {_why(proc)}"
+                self.error = f"{what} exits {proc.returncode}: {last_line(proc)}"
         if record and not self.error:
             self.up_times.append(up_s)
             self.down_times.append(down_s)
@@ -165,12 +135,12 @@ class Client:
             if self.error:
                 r.error = self.error
             elif times:
-                fill(r, _stats(times))
+                fill(r, sample_stats(times))
 
 
 def run(ctx: Context) -> list[Result]:
-    image_load = _bench_module("image_load")
-    run_rm = _bench_module("run_rm")
+    image_load = sibling("image_load")
+    run_rm = sibling("run_rm")
     work = ctx.work_dir / "dockyard-bench-compose"
     work.mkdir(parents=True, exist_ok=True)
     dockyard = str(ctx.venv_bin / "dockyard")

@@ -16,14 +16,11 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
-from harness import Context, Goal, Result, add_ratios, check_command, fill
+from harness import Context, Goal, Result, add_ratios, check_command, fill, stop_process, wait_for_socket
 
 NAME = "image_load"
 TAG = "dockyard-bench/imgload:1"
@@ -81,32 +78,15 @@ def start_daemon(ctx: Context, root: Path) -> tuple[subprocess.Popen[bytes], str
     proc = subprocess.Popen([str(ctx.python), "-m", "dockyard.daemon", "--data-root", str(root / "data"),
                              "--exec-root", str(root / "run"), "-H", f"unix://{sock}"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dockyardd exited {proc.returncode}: {(root / 'daemon.log').read_text()[-500:]}")
-        if sock.exists():
-            s = socket.socket(socket.AF_UNIX)
-            try:
-                s.connect(str(sock))
-                return proc, f"unix://{sock}"
-            except OSError:
-                pass
-            finally:
-                s.close()
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("dockyardd did not come up")
+    try:
+        wait_for_socket(proc, sock, "dockyardd")
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}: {(root / 'daemon.log').read_text()[-500:]}") from None
+    return proc, f"unix://{sock}"
 
 
 def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
 
 
 def run(ctx: Context) -> list[Result]:

@@ -31,16 +31,14 @@ Every container, namespace and veth created here is removed afterwards.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import time
-from pathlib import Path
 
-from harness import Context, Goal, Result, add_ratios, check_command, fill
+from harness import Context, Goal, Result, add_ratios, check_command, fill, last_line, sample_stats, sibling
 
 RUN = "network_run"
 ADDED = "network_added"
@@ -52,25 +50,6 @@ IPERF_SECONDS = int(os.environ.get("BENCH_IPERF_SECONDS", "3"))
 IPERF_ROUNDS = int(os.environ.get("BENCH_IPERF_ROUNDS", "10"))
 IPERF_PORT = 5201
 GIB = 1 << 30
-
-
-def _bench_module(name: str):  # noqa: ANN202 - the sibling benchmarks' daemon helpers
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _stats(seconds: list[float]) -> dict[str, object]:
-    """hyperfine-shaped figures (seconds) of a list of samples, for ``harness.fill``."""
-    return {"median": statistics.median(seconds), "mean": statistics.fmean(seconds),
-            "stddev": statistics.stdev(seconds) if len(seconds) > 1 else 0.0,
-            "min": min(seconds), "max": max(seconds), "times": seconds}
-
-
-def _why(proc: subprocess.CompletedProcess[str]) -> str:
-    return ((proc.stderr or "").strip() or (proc.stdout or "").strip() or "no output").splitlines()[-1]
 
 
 # ------------------------------------------------------------------------- set-up time
@@ -93,7 +72,7 @@ def interleaved(ctx: Context, commands: dict[str, list[str]]) -> tuple[dict[str,
                                   timeout=120)
             elapsed = time.perf_counter() - t0
             if proc.returncode != 0:
-                errors[name] = f"exits {proc.returncode}: {_why(proc)}"
+                errors[name] = f"exits {proc.returncode}: {last_line(proc)}"
                 times[name] = []
             elif rnd >= ctx.warmup:
                 times[name].append(elapsed)
@@ -103,7 +82,7 @@ def interleaved(ctx: Context, commands: dict[str, list[str]]) -> tuple[dict[str,
 def added_result(name: str, role: str, command: str, bridge: list[float], none: list[float]) -> Result:
     r = Result(benchmark=ADDED, name=name, role=role, command=command)
     if bridge and none and len(bridge) == len(none):
-        fill(r, _stats([b - n for b, n in zip(bridge, none, strict=True)]))
+        fill(r, sample_stats([b - n for b, n in zip(bridge, none, strict=True)]))
     else:
         r.error = "bridge or none run not measured (see network_run)"
     return r
@@ -157,7 +136,7 @@ def make_veth_pair(prefix: str) -> tuple[str, str]:
     for step in steps:
         proc = subprocess.run(step, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(step)}: {_why(proc)}")
+            raise RuntimeError(f"{' '.join(step)}: {last_line(proc)}")
     return a, b
 
 
@@ -200,7 +179,7 @@ def throughput_results(ctx: Context, docker: str, host: str | None, host_error: 
                     proc = subprocess.run([docker, "-H", host, "run", "-d", "--name", n, "busybox", "sleep", "3600"],
                                           capture_output=True, text=True)
                     if proc.returncode != 0:
-                        raise RuntimeError(f"docker run {n}: {_why(proc)}")
+                        raise RuntimeError(f"docker run {n}: {last_line(proc)}")
                 (spid, sip), (cpid, _cip) = (_inspect(docker, host, n) for n in names)
                 targets[subject.name] = (_ns_path(spid), _ns_path(cpid), sip)
                 cmd = "nsenter --net=/proc/{pid}/ns/net iperf3 {args}"
@@ -239,7 +218,7 @@ def throughput_results(ctx: Context, docker: str, host: str | None, host_error: 
         remove_veth_pair(prefix)
     for r in results:
         if not r.error and samples[r.name]:
-            fill(r, _stats(samples[r.name]))
+            fill(r, sample_stats(samples[r.name]))
     add_ratios(results)
     if paired and subject.measured and peer.measured:
         gbits = {r.name: GIB * 8 / (r.median_ms / 1000) / 1e9 for r in results}  # type: ignore[operator]
@@ -256,8 +235,8 @@ def throughput_results(ctx: Context, docker: str, host: str | None, host_error: 
 
 # ------------------------------------------------------------------------- run
 def run(ctx: Context) -> list[Result]:
-    image_load = _bench_module("image_load")
-    run_rm = _bench_module("run_rm")
+    image_load = sibling("image_load")
+    run_rm = sibling("run_rm")
     work = ctx.work_dir / "dockyard-bench-network"
     work.mkdir(parents=True, exist_ok=True)
     docker = shutil.which("docker") or "docker"
@@ -293,7 +272,7 @@ def run(ctx: Context) -> list[Result]:
             if r.name in errors:
                 r.error = errors[r.name]
             elif times.get(r.name):
-                fill(r, _stats(times[r.name]))
+                fill(r, sample_stats(times[r.name]))
         throughput = throughput_results(ctx, docker, host, dy_none.error)
     finally:
         if proc is not None:

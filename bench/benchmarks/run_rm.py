@@ -17,22 +17,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import Context, Goal, Result, add_ratios, check_command, fill
+from harness import Context, Goal, Result, add_ratios, check_command, fill, sibling
 
 NAME = "run_rm"
 MAX_RATIO = 0.5
 MAX_IDLE_MIB = 3.0
 IDLE_N = int(os.environ.get("BENCH_IDLE_N", "30"))
-
-
-def _bench_module(name: str):  # noqa: ANN202 - the sibling benchmark's daemon helpers
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def rss_kib(pid: int) -> int:
@@ -131,7 +121,7 @@ def podman_idle_memory() -> float:
 
 
 def run(ctx: Context) -> list[Result]:
-    image_load = _bench_module("image_load")
+    image_load = sibling("image_load")
     work = ctx.work_dir / "dockyard-bench-run-rm"
     work.mkdir(parents=True, exist_ok=True)
     docker = shutil.which("docker") or "docker"
