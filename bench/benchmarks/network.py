@@ -31,12 +31,14 @@ Every container, namespace and veth created here is removed afterwards.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 
 from harness import Context, Goal, Result, add_ratios, check_command, fill, last_line, sample_stats, sibling
 
@@ -122,28 +124,51 @@ def iperf3_once(server_ns: str, client_ns: str, server_ip: str, seconds: int) ->
 
 
 def make_veth_pair(prefix: str) -> tuple[str, str]:
-    """Two network namespaces joined by a veth pair: (server ns, client ns); server is 192.0.2.1."""
+    """Two network namespaces joined by a veth pair: (server ns, client ns); server is 192.0.2.1.
+    Through pyroute2, in a worker thread (its synchronous API runs an event loop of its own)."""
     a, b = f"{prefix}-a", f"{prefix}-b"
-    steps = [["ip", "netns", "add", a], ["ip", "netns", "add", b],
-             ["ip", "link", "add", f"{prefix}a", "type", "veth", "peer", "name", f"{prefix}b"],
-             ["ip", "link", "set", f"{prefix}a", "netns", a], ["ip", "link", "set", f"{prefix}b", "netns", b],
-             ["ip", "-n", a, "link", "set", f"{prefix}a", "mtu", "1500"],
-             ["ip", "-n", b, "link", "set", f"{prefix}b", "mtu", "1500"],
-             ["ip", "-n", a, "addr", "add", "192.0.2.1/24", "dev", f"{prefix}a"],
-             ["ip", "-n", b, "addr", "add", "192.0.2.2/24", "dev", f"{prefix}b"],
-             ["ip", "-n", a, "link", "set", "lo", "up"], ["ip", "-n", b, "link", "set", "lo", "up"],
-             ["ip", "-n", a, "link", "set", f"{prefix}a", "up"], ["ip", "-n", b, "link", "set", f"{prefix}b", "up"]]
-    for step in steps:
-        proc = subprocess.run(step, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(step)}: {last_line(proc)}")
+
+    def make() -> None:
+        from pyroute2 import IPRoute, NetNS, netns
+
+        netns.create(a)
+        netns.create(b)
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=f"{prefix}a", kind="veth", peer=f"{prefix}b")
+            ipr.link("set", index=ipr.link_lookup(ifname=f"{prefix}a")[0], net_ns_fd=a)
+            ipr.link("set", index=ipr.link_lookup(ifname=f"{prefix}b")[0], net_ns_fd=b)
+        for ns, ifname, address in ((a, f"{prefix}a", "192.0.2.1"), (b, f"{prefix}b", "192.0.2.2")):
+            with NetNS(ns) as n:
+                idx = n.link_lookup(ifname=ifname)[0]
+                n.link("set", index=idx, mtu=1500)
+                n.addr("add", index=idx, address=address, prefixlen=24)
+                n.link("set", index=n.link_lookup(ifname="lo")[0], state="up")
+                n.link("set", index=idx, state="up")
+
+    try:
+        _off_loop(make)
+    except Exception as exc:  # noqa: BLE001 - reported as the peer's error
+        raise RuntimeError(f"veth pair {prefix}: {exc}") from exc
     return a, b
 
 
 def remove_veth_pair(prefix: str) -> None:
-    for ns in (f"{prefix}-a", f"{prefix}-b"):
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    subprocess.run(["ip", "link", "del", f"{prefix}a"], capture_output=True)  # if never moved
+    def remove() -> None:
+        from pyroute2 import IPRoute, netns
+
+        for ns in (f"{prefix}-a", f"{prefix}-b"):
+            if ns in netns.listnetns():
+                netns.remove(ns)  # the veth pair goes with its namespaces
+        with IPRoute() as ipr:
+            for idx in ipr.link_lookup(ifname=f"{prefix}a"):  # if never moved
+                ipr.link("del", index=idx)
+
+    _off_loop(remove)
+
+
+def _off_loop(fn: Callable[[], None]) -> None:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(fn).result()
 
 
 def _inspect(docker: str, host: str, name: str) -> tuple[int, str]:

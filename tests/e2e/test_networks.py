@@ -11,6 +11,7 @@ queries to the host's loopback (``--dns 127.0.0.1``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import os
@@ -66,6 +67,18 @@ def owner_of(d: Daemon) -> str:
 
 def link_exists(name: str) -> bool:
     return Path(f"/sys/class/net/{name}").exists()
+
+
+def delete_link(name: str) -> None:
+    """Delete a host link through pyroute2 (in a worker thread: its sync API runs its own loop)."""
+    def delete() -> None:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            ipr.link("del", ifname=name)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(delete).result()
 
 
 class NetDaemon:
@@ -292,7 +305,7 @@ def test_kill_9_and_restart_keeps_networks_and_bridges(own_netd: NetDaemon) -> N
     d.proc.wait(10)
     assert link_exists(netd.bridge_of(keep)) and link_exists(netd.bridge_of(lost))
     # a bridge vanishes while the daemon is down: the restart puts it back
-    subprocess.run(["ip", "link", "del", netd.bridge_of(lost)], check=True)
+    delete_link(netd.bridge_of(lost))
     d = netd.start()
     names = sorted(d.docker("network", "ls", "--format", "{{.Name}}").stdout.split())
     assert names == ["bridge", "host", "keep", "lost", "none"]
