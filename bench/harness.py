@@ -8,7 +8,6 @@ so that ratios compare like with like on a noisy machine. A subject that cannot 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import platform
 import shutil
@@ -19,7 +18,6 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
@@ -77,17 +75,6 @@ class Context:
         return self.venv_bin / "python"
 
 
-def sibling(name: str) -> ModuleType:
-    """Another benchmark module (``benchmarks/<name>.py``), for its helpers (e.g. image_load's
-    ``start_daemon``); loaded by path, as run.py loads them."""
-    path = ROOT / "bench" / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def sample_stats(seconds: list[float]) -> dict[str, Any]:
     """hyperfine-shaped figures (seconds) of samples timed by a benchmark itself, for :func:`fill`."""
     return {"median": statistics.median(seconds), "mean": statistics.fmean(seconds),
@@ -128,6 +115,62 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def start_dockyardd(ctx: Context, root: Path, busybox: bool = True) -> tuple[subprocess.Popen[bytes], str]:
+    """A dockyardd of the benchmark's own (data, exec root and socket under ``root``, which is
+    emptied first) and its host URL; with ``busybox`` the offline busybox image is bootstrapped.
+    RuntimeError when it does not come up, after :func:`stop_dockyardd` cleaned it away."""
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    sock = root / "run" / "dockyard.sock"
+    with open(root / "daemon.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([str(ctx.python), "-m", "dockyard.daemon", "--data-root", str(root / "data"),
+                                 "--exec-root", str(root / "run"), "-H", f"unix://{sock}"],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    host = f"unix://{sock}"
+    try:
+        wait_for_socket(proc, sock, "dockyardd")
+        if busybox:
+            made = subprocess.run([str(ctx.venv_bin / "dockyard"), "-H", host, "image", "bootstrap", "busybox"],
+                                  capture_output=True, text=True)
+            if made.returncode != 0:
+                raise RuntimeError(f"image bootstrap busybox: {last_line(made)}")
+    except RuntimeError as exc:
+        stop_dockyardd(proc, root)
+        log_tail = (root / "daemon.log").read_text(errors="replace")[-500:] if (root / "daemon.log").exists() else ""
+        raise RuntimeError(f"{exc}: {log_tail}" if log_tail else str(exc)) from None
+    return proc, host
+
+
+def stop_dockyardd(proc: subprocess.Popen[bytes], root: Path) -> None:
+    """Stop a daemon of :func:`start_dockyardd`, remove the kernel objects named after it (its
+    default bridge and nft table may outlive it, as docker0 does) and its directory."""
+    from dockyard.config import Config
+    from dockyard_plugin_sdk.testing import purge_owned
+
+    stop_process(proc)
+    purge_owned(Config(values={"data-root": str(root / "data")}).owner)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def hyperfine_prepared(ctx: Context, commands: list[tuple[Result, str, str]], out: Path) -> None:
+    """Time ``(result, command, prepare)`` triples in one hyperfine run, each command preceded
+    by its own ``--prepare`` step; fills the results, or sets their error when hyperfine fails."""
+    argv = [shutil.which("hyperfine") or "hyperfine", "--style", "none", "--shell", "none",
+            "--warmup", str(min(ctx.warmup, 1)), "--runs", str(ctx.runs), "--export-json", str(out)]
+    for _r, _cmd, prep in commands:
+        argv += ["--prepare", prep]
+    for r, cmd, _prep in commands:
+        argv += ["--command-name", r.name, cmd]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+    if res.returncode != 0:
+        for r, _cmd, _prep in commands:
+            r.error = f"hyperfine failed ({res.returncode}): {res.stderr.strip()[-300:]}"
+        return
+    data = json.loads(out.read_text())["results"]
+    for (r, _cmd, _prep), stats in zip(commands, data, strict=True):
+        fill(r, stats)
 
 
 def check_command(argv: list[str], timeout: float = 30) -> str:

@@ -8,14 +8,13 @@ Goal (issue 7): cached and uncached build ≤ 1.0× podman build's time.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from harness import Context, Goal, Result, add_ratios, check_command, fill
+from harness import Context, Goal, Result, add_ratios, check_command, fill, start_dockyardd, stop_dockyardd
 
 NAME_CACHED = "build_cached"
 NAME_UNCACHED = "build_uncached"
@@ -33,14 +32,6 @@ RUN echo "built $MODE" > out/info.txt
 LABEL {LABEL}
 CMD ["cat", "/app/out/info.txt"]
 """
-
-
-def _image_load():  # noqa: ANN202 - the sibling benchmark's daemon helpers
-    spec = importlib.util.spec_from_file_location("bench_image_load", Path(__file__).with_name("image_load.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def make_context(work: Path) -> Path:
@@ -65,7 +56,6 @@ def _hyperfine(ctx: Context, commands: dict[str, str], runs: int, warmup: int, o
 
 
 def run(ctx: Context) -> list[Result]:
-    image_load = _image_load()
     work = ctx.work_dir / "dockyard-bench-build"
     work.mkdir(parents=True, exist_ok=True)
     context = make_context(work)
@@ -97,9 +87,8 @@ def run(ctx: Context) -> list[Result]:
     proc = None
     try:
         try:
-            proc, host = image_load.start_daemon(ctx, work / "daemon")
-            subprocess.run([dockyard, "-H", host, "image", "bootstrap", "busybox"], check=True, capture_output=True)
-        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            proc, host = start_dockyardd(ctx, work / "daemon")
+        except RuntimeError as exc:
             for r in subjects.values():
                 r.error = f"dockyardd: {exc}"
         if proc is not None:
@@ -130,8 +119,7 @@ def run(ctx: Context) -> list[Result]:
                     fill(r, st)
     finally:
         if proc is not None:
-            image_load.stop_daemon(proc)
-            shutil.rmtree(work / "daemon", ignore_errors=True)
+            stop_dockyardd(proc, work / "daemon")
         if shutil.which("podman"):
             subprocess.run(["podman", "rmi", "-f", "dockyard-bench-build"], capture_output=True)
             subprocess.run(["podman", "image", "prune", "-f", "--filter", f"label={LABEL}"], capture_output=True)

@@ -14,12 +14,21 @@ Goal (issue 4): dockyard's commit ≤ 1.0× podman's.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 
-from harness import Context, Goal, Result, add_ratios, check_command, fill, last_line, sibling
+from harness import (
+    Context,
+    Goal,
+    Result,
+    add_ratios,
+    check_command,
+    hyperfine_prepared,
+    last_line,
+    start_dockyardd,
+    stop_dockyardd,
+)
 
 NAME = "commit"
 MAX_RATIO = 1.0
@@ -36,12 +45,9 @@ def _image_size(argv: list[str]) -> str:
 
 
 def run(ctx: Context) -> list[Result]:
-    image_load = sibling("image_load")
-    run_rm = sibling("run_rm")
     work = ctx.work_dir / "dockyard-bench-commit"
     work.mkdir(parents=True, exist_ok=True)
     docker = shutil.which("docker") or "docker"
-    dockyard = str(ctx.venv_bin / "dockyard")
     tag = f"dockyard-bench/commit:{os.getpid()}"
     container = f"dockyard-bench-commit-{os.getpid()}"
     podman_tag = f"localhost/{tag}"
@@ -53,8 +59,7 @@ def run(ctx: Context) -> list[Result]:
     peer.error = check_command(["podman", "image", "exists", "busybox"])
     if peer.error:
         peer.error += " (podman or its busybox image is missing: bash ../shared/peers/setup-peers.sh)"
-    hf = shutil.which("hyperfine")
-    if hf is None:
+    if shutil.which("hyperfine") is None:
         subject.error = peer.error = "hyperfine is not installed"
         return results
     proc = None
@@ -63,14 +68,12 @@ def run(ctx: Context) -> list[Result]:
         commands: list[tuple[Result, str, str]] = []
         if not subject.error:
             try:
-                proc, host = image_load.start_daemon(ctx, work / "daemon")
-                subprocess.run([dockyard, "-H", host, "image", "bootstrap", "busybox"], check=True,
-                               capture_output=True)
+                proc, host = start_dockyardd(ctx, work / "daemon")
                 made = subprocess.run([docker, "-H", host, "run", "--name", container, "--network", "none",
                                        "busybox", *WRITE], capture_output=True, text=True, timeout=300)
                 if made.returncode != 0:
                     raise RuntimeError(f"writing {SIZE_MB} MB in a container failed: {last_line(made)}")
-            except (RuntimeError, subprocess.CalledProcessError) as exc:
+            except RuntimeError as exc:
                 subject.error = f"dockyardd: {exc}"
             else:
                 subject.command = f"{docker} -H {host} commit {container} {tag}"
@@ -87,21 +90,7 @@ def run(ctx: Context) -> list[Result]:
                 commands.append((peer, peer.command,
                                  f"sh -c 'podman rmi -f {podman_tag} >/dev/null 2>&1; sync'"))
         if commands:
-            out = work / "hyperfine.json"
-            argv = [hf, "--style", "none", "--shell", "none", "--warmup", str(min(ctx.warmup, 1)),
-                    "--runs", str(ctx.runs), "--export-json", str(out)]
-            for _r, _cmd, prep in commands:
-                argv += ["--prepare", prep]
-            for r, cmd, _prep in commands:
-                argv += ["--command-name", r.name, cmd]
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
-            if res.returncode != 0:
-                for r, _cmd, _prep in commands:
-                    r.error = f"hyperfine failed ({res.returncode}): {res.stderr.strip()[-300:]}"
-            else:
-                data = json.loads(out.read_text())["results"]
-                for (r, _cmd, _prep), stats in zip(commands, data, strict=True):
-                    fill(r, stats)
+            hyperfine_prepared(ctx, commands, work / "hyperfine.json")
             # What the last run committed: the image should carry the whole change.
             if subject.measured:
                 size = _image_size([docker, "-H", host, "image", "inspect", "-f", "{{.Size}}", tag])
@@ -117,9 +106,7 @@ def run(ctx: Context) -> list[Result]:
             if proc.poll() is None:
                 subprocess.run([docker, "-H", host, "rm", "-f", container], capture_output=True)
                 subprocess.run([docker, "-H", host, "rmi", "-f", tag], capture_output=True)
-            image_load.stop_daemon(proc)
-            run_rm.remove_host_objects(work / "daemon")
-            shutil.rmtree(work / "daemon", ignore_errors=True)
+            stop_dockyardd(proc, work / "daemon")
     add_ratios(results)
     ratio = subject.ratios.get(peer.name)
     subject.goals = [Goal(f"commit of a {SIZE_MB} MB change ≤ {MAX_RATIO:.1f}× `podman commit`",

@@ -34,7 +34,8 @@ from harness import (
     fill,
     last_line,
     sample_stats,
-    sibling,
+    start_dockyardd,
+    stop_dockyardd,
     stop_process,
     wait_for_socket,
 )
@@ -139,8 +140,6 @@ class Client:
 
 
 def run(ctx: Context) -> list[Result]:
-    image_load = sibling("image_load")
-    run_rm = sibling("run_rm")
     work = ctx.work_dir / "dockyard-bench-compose"
     work.mkdir(parents=True, exist_ok=True)
     dockyard = str(ctx.venv_bin / "dockyard")
@@ -162,11 +161,9 @@ def run(ctx: Context) -> list[Result]:
     try:
         if not dy_error:
             try:
-                daemon, host = image_load.start_daemon(ctx, work / "daemon")
-                subprocess.run([dockyard, "-H", host, "image", "bootstrap", "busybox"], check=True,
-                               capture_output=True)
+                daemon, host = start_dockyardd(ctx, work / "daemon")
                 clients.append(Client(dy_up, dy_down, [dockyard, "compose"], host))
-            except (RuntimeError, subprocess.CalledProcessError) as exc:
+            except RuntimeError as exc:
                 dy_error = f"dockyardd: {exc}"
         if not v1_error:
             try:
@@ -194,8 +191,7 @@ def run(ctx: Context) -> list[Result]:
             stop_podman_service(podman)
             remove_podman_projects([n for c in clients if c.up is v1_up for n in c.leftovers])
         if daemon is not None:
-            image_load.stop_daemon(daemon)
-            run_rm.remove_host_objects(work / "daemon")
+            stop_dockyardd(daemon, work / "daemon")
         shutil.rmtree(work, ignore_errors=True)
     for r in (dy_up, dy_down):
         r.error = r.error or dy_error

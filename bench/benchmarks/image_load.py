@@ -20,7 +20,16 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from harness import Context, Goal, Result, add_ratios, check_command, fill, stop_process, wait_for_socket
+from harness import (
+    Context,
+    Goal,
+    Result,
+    add_ratios,
+    check_command,
+    hyperfine_prepared,
+    start_dockyardd,
+    stop_dockyardd,
+)
 
 NAME = "image_load"
 TAG = "dockyard-bench/imgload:1"
@@ -70,25 +79,6 @@ def make_archive(path: Path) -> Path:
     return path
 
 
-def start_daemon(ctx: Context, root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    sock = root / "run" / "dockyard.sock"
-    log = open(root / "daemon.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([str(ctx.python), "-m", "dockyard.daemon", "--data-root", str(root / "data"),
-                             "--exec-root", str(root / "run"), "-H", f"unix://{sock}"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_socket(proc, sock, "dockyardd")
-    except RuntimeError as exc:
-        raise RuntimeError(f"{exc}: {(root / 'daemon.log').read_text()[-500:]}") from None
-    return proc, f"unix://{sock}"
-
-
-def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
-    stop_process(proc)
-
-
 def run(ctx: Context) -> list[Result]:
     work = ctx.work_dir / "dockyard-bench-image-load"
     work.mkdir(parents=True, exist_ok=True)
@@ -104,15 +94,14 @@ def run(ctx: Context) -> list[Result]:
         why = check_command(argv)
         if why:
             r.error = why
-    hf = shutil.which("hyperfine")
-    if hf is None:
+    if shutil.which("hyperfine") is None:
         subject.error = peer.error = "hyperfine is not installed"
         return results
     proc = None
     try:
         if not subject.error:
             try:
-                proc, host = start_daemon(ctx, work / "daemon")
+                proc, host = start_dockyardd(ctx, work / "daemon", busybox=False)
             except RuntimeError as exc:
                 subject.error = str(exc)
         commands: list[tuple[Result, str, str]] = []
@@ -123,25 +112,11 @@ def run(ctx: Context) -> list[Result]:
         if not peer.error:
             commands.append((peer, peer.command, f"sh -c 'podman rmi -f {PODMAN_TAG} >/dev/null 2>&1; true'"))
         if commands:
-            out = work / "hyperfine.json"
-            argv = [hf, "--style", "none", "--shell", "none", "--warmup", str(min(ctx.warmup, 1)),
-                    "--runs", str(ctx.runs), "--export-json", str(out)]
-            for _r, _cmd, prep in commands:
-                argv += ["--prepare", prep]
-            for r, cmd, _prep in commands:
-                argv += ["--command-name", r.name, cmd]
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
-            if res.returncode != 0:
-                for r, _cmd, _prep in commands:
-                    r.error = f"hyperfine failed ({res.returncode}): {res.stderr.strip()[-300:]}"
-            else:
-                data = json.loads(out.read_text())["results"]
-                for (r, _cmd, _prep), stats in zip(commands, data, strict=True):
-                    fill(r, stats)
+            hyperfine_prepared(ctx, commands, work / "hyperfine.json")
     finally:
         subprocess.run(["podman", "rmi", "-f", PODMAN_TAG], capture_output=True)
         if proc is not None:
-            stop_daemon(proc)
+            stop_dockyardd(proc, work / "daemon")
     add_ratios(results)
     ratio = subject.ratios.get(peer.name)
     subject.goals = [Goal(f"load of a {size_mb:.0f} MB, {LAYERS}-layer archive ≤ {MAX_RATIO:.1f}× `podman load`",

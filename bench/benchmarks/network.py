@@ -40,7 +40,18 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from harness import Context, Goal, Result, add_ratios, check_command, fill, last_line, sample_stats, sibling
+from harness import (
+    Context,
+    Goal,
+    Result,
+    add_ratios,
+    check_command,
+    fill,
+    last_line,
+    sample_stats,
+    start_dockyardd,
+    stop_dockyardd,
+)
 
 RUN = "network_run"
 ADDED = "network_added"
@@ -260,12 +271,9 @@ def throughput_results(ctx: Context, docker: str, host: str | None, host_error: 
 
 # ------------------------------------------------------------------------- run
 def run(ctx: Context) -> list[Result]:
-    image_load = sibling("image_load")
-    run_rm = sibling("run_rm")
     work = ctx.work_dir / "dockyard-bench-network"
     work.mkdir(parents=True, exist_ok=True)
     docker = shutil.which("docker") or "docker"
-    dockyard = str(ctx.venv_bin / "dockyard")
     dy_none = Result(benchmark=RUN, name="docker run --network none → dockyardd", command="")
     dy_bridge = Result(benchmark=RUN, name="docker run (bridge) → dockyardd", command="")
     pm_none = Result(benchmark=RUN, name="podman run --network none", role="peer",
@@ -283,10 +291,8 @@ def run(ctx: Context) -> list[Result]:
     try:
         if not dy_none.error:
             try:
-                proc, host = image_load.start_daemon(ctx, work / "daemon")
-                subprocess.run([dockyard, "-H", host, "image", "bootstrap", "busybox"], check=True,
-                               capture_output=True)
-            except (RuntimeError, subprocess.CalledProcessError) as exc:
+                proc, host = start_dockyardd(ctx, work / "daemon")
+            except RuntimeError as exc:
                 dy_none.error = dy_bridge.error = f"dockyardd: {exc}"
         if host is not None and not dy_none.error:
             dy_none.command = f"{docker} -H {host} run --rm --network none busybox true"
@@ -301,9 +307,7 @@ def run(ctx: Context) -> list[Result]:
         throughput = throughput_results(ctx, docker, host, dy_none.error)
     finally:
         if proc is not None:
-            image_load.stop_daemon(proc)
-            run_rm.remove_host_objects(work / "daemon")
-            shutil.rmtree(work / "daemon", ignore_errors=True)
+            stop_dockyardd(proc, work / "daemon")
     add_ratios(run_results)
 
     def t(r: Result) -> list[float]:

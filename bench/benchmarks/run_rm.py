@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import Context, Goal, Result, add_ratios, check_command, fill, sibling
+from harness import Context, Goal, Result, add_ratios, check_command, fill, start_dockyardd, stop_dockyardd
 
 NAME = "run_rm"
 MAX_RATIO = 0.5
@@ -47,14 +47,6 @@ def conmon_pids(needle: str) -> list[int]:
             if argv0.endswith(b"conmon") and needle.encode() in cmd:
                 out.append(int(pid))
     return out
-
-
-def remove_host_objects(root: Path) -> None:
-    """The default bridge and nft table may outlive a daemon (as docker0 does): remove this one's."""
-    from dockyard.config import Config
-    from dockyard_plugin_sdk.testing import purge_owned
-
-    purge_owned(Config(values={"data-root": str(root / "data")}).owner)
 
 
 def make_bundle(work: Path) -> Path:
@@ -121,7 +113,6 @@ def podman_idle_memory() -> float:
 
 
 def run(ctx: Context) -> list[Result]:
-    image_load = sibling("image_load")
     work = ctx.work_dir / "dockyard-bench-run-rm"
     work.mkdir(parents=True, exist_ok=True)
     docker = shutil.which("docker") or "docker"
@@ -152,9 +143,8 @@ def run(ctx: Context) -> list[Result]:
     memory: dict[str, float] = {}
     try:
         try:
-            proc, host = image_load.start_daemon(ctx, work / "daemon")
-            subprocess.run([dockyard, "-H", host, "image", "bootstrap", "busybox"], check=True, capture_output=True)
-        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            proc, host = start_dockyardd(ctx, work / "daemon")
+        except RuntimeError as exc:
             for r in subjects.values():
                 r.error = f"dockyardd: {exc}"
         if proc is not None:
@@ -199,9 +189,7 @@ def run(ctx: Context) -> list[Result]:
                 podman.wait()
             podman_sock.unlink(missing_ok=True)
         if proc is not None:
-            image_load.stop_daemon(proc)
-            remove_host_objects(work / "daemon")
-            shutil.rmtree(work / "daemon", ignore_errors=True)
+            stop_dockyardd(proc, work / "daemon")
     add_ratios(results)
     sub = subjects["docker run → dockyardd"]
     ratio = sub.ratios.get("docker run → podman API")
