@@ -824,35 +824,25 @@ class Compose:
         if leftovers:
             self.out.warn(f"orphan containers left ({', '.join(name_of(c) for c in leftovers)}); "
                           "use --remove-orphans")
-        for net in self._project_networks():
+        self._delete_each("Network", "/networks", self._project_networks())
+        if volumes:
+            self._delete_each("Volume", "/volumes", self._project_volumes())
+        if rmi and self.ctx is not None:
+            self._delete_each("Image", "/images", [
+                spec.image_ref(self.name, s, svc) for s, svc in self.model.services.items()
+                if not (rmi == "local" and svc.image)])
+
+    def _delete_each(self, kind: str, collection: str, names: list[str]) -> None:
+        """DELETE ``collection/name`` for each name: gone already is fine, other errors are shown
+        and the rest still go."""
+        for name in names:
             try:
-                self.engine.delete(f"/networks/{net}")
-                self.out.event("Network", net, "Removed")
+                self.engine.delete(f"{collection}/{name}")
+                self.out.event(kind, name, "Removed")
             except e.NotFound:
                 pass
             except e.DockyardError as exc:
-                self.out.event("Network", net, "Error", str(exc))
-        if volumes:
-            for vol in self._project_volumes():
-                try:
-                    self.engine.delete(f"/volumes/{vol}")
-                    self.out.event("Volume", vol, "Removed")
-                except e.NotFound:
-                    pass
-                except e.DockyardError as exc:
-                    self.out.event("Volume", vol, "Error", str(exc))
-        if rmi and self.ctx is not None:
-            for s, svc in self.model.services.items():
-                if rmi == "local" and svc.image:
-                    continue
-                ref = spec.image_ref(self.name, s, svc)
-                try:
-                    self.engine.delete(f"/images/{ref}")
-                    self.out.event("Image", ref, "Removed")
-                except e.NotFound:
-                    pass
-                except e.DockyardError as exc:
-                    self.out.event("Image", ref, "Error", str(exc))
+                self.out.event(kind, name, "Error", str(exc))
 
     def _project_networks(self) -> list[str]:
         names: set[str] = set()
