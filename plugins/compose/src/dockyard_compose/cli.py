@@ -1,6 +1,6 @@
 """``dockyard compose``: the command group (entry point ``dockyard.cli``: ``compose``).
 
-Heavy imports (pydantic, yaml, rich) happen inside the command bodies.
+Heavy imports (yaml, rich) happen inside the command bodies.
 """
 
 from __future__ import annotations

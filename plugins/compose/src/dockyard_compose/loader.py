@@ -9,7 +9,6 @@ key), and the merged result is validated again and checked as a whole by :mod:`.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -18,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from dockyard_compose import model as m
+from dockyard_compose import schema
 from dockyard_compose.errors import ComposeError, ComposeValidationError, format_path
 from dockyard_compose.interpolate import interpolate_tree, parse_env_file
 
@@ -117,54 +116,25 @@ def _strip_tags(data: Any, loc: tuple[Any, ...], tags: dict[tuple[Any, ...], str
     return data
 
 
-# --- pydantic errors -> located compose errors ----------------------------------------------------
-
-_ALL_KEYS = sorted({name for cls in vars(m).values() if isinstance(cls, type) and issubclass(cls, m.Strict)
-                    for name in cls.model_fields})
-
-
-def validation_errors(exc: ValidationError, file: str) -> list[ComposeError]:
-    out: list[ComposeError] = []
-    for err in exc.errors():
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
-        kind, msg, value = err["type"], err["msg"], err.get("input")
-        if kind == "extra_forbidden":
-            key = loc.pop() if loc else "?"
-            hint = difflib.get_close_matches(str(key), _ALL_KEYS, n=1)
-            text = f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") \
-                + "; only x-* extension keys may be added"
-        elif kind == "missing":
-            key = loc.pop() if loc else "?"
-            text = f"missing required key {key!r}"
-        elif kind.startswith("value_error") or kind == "assertion_error":
-            text = msg.removeprefix("Value error, ")
-        else:
-            text = msg.replace("Input should be", "expected").replace("a valid dictionary or instance of",
-                                                                       "a mapping for")
-            text = re.sub(r"expected a valid (\w+)", lambda mt: "expected an " + mt.group(1)
-                          if mt.group(1)[0] in "aeiou" else "expected a " + mt.group(1), text)
-            text = re.sub(r", unable to (parse|interpret) [^,]*", "", text)
-            text += f", got {m._kind(value)}"
-        out.append(ComposeError(text, file, loc))
-    return out
+# --- validation ---------------------------------------------------------------------------------------
 
 
 def validate(data: Any, file: str) -> m.Project:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ComposeError(f"the top level must be a mapping, got {m._kind(data)}", file)
+        raise ComposeError(f"the top level must be a mapping, got {schema.kind(data)}", file)
     for key in data:
         if not isinstance(key, str):
-            raise ComposeError(f"keys must be strings, got {m._kind(key)}", file)
+            raise ComposeError(f"keys must be strings, got {schema.kind(key)}", file)
     try:
-        return m.Project.model_validate(data)
-    except ValidationError as exc:
-        raise ComposeValidationError(validation_errors(exc, file)) from None
+        return schema.validate(m.Project, data)
+    except schema.SchemaError as exc:
+        raise ComposeValidationError([ComposeError(msg, file, loc) for loc, msg in exc.problems]) from None
 
 
 def _dump(project: m.Project) -> dict[str, Any]:
-    return project.model_dump(mode="json", exclude_unset=True)
+    return schema.dump(project, exclude_unset=True)  # type: ignore[no-any-return]
 
 
 # --- merging ------------------------------------------------------------------------------------------
@@ -304,7 +274,7 @@ class Loader:
             raise ComposeError(f"include cycle: {chain}", str(stack[-1]), "include")
         raw = read_yaml(path)
         if raw is not None and not isinstance(raw, dict):
-            raise ComposeError(f"the top level must be a mapping, got {m._kind(raw)}", str(path))
+            raise ComposeError(f"the top level must be a mapping, got {schema.kind(raw)}", str(path))
         tags: dict[tuple[Any, ...], str] = {}
         raw = _strip_tags(raw or {}, (), tags)
         raw = interpolate_tree(raw, self.env, str(path))
@@ -321,7 +291,7 @@ class Loader:
 
     def _include(self, fd: _FileDoc, includes: Any, stack: tuple[Path, ...]) -> None:
         if not isinstance(includes, list):
-            raise ComposeError(f"expected a list of files to include, got {m._kind(includes)}", str(fd.path),
+            raise ComposeError(f"expected a list of files to include, got {schema.kind(includes)}", str(fd.path),
                                "include")
         for i, entry in enumerate(includes):
             loc = ("include", i)

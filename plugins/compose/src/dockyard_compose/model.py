@@ -1,4 +1,4 @@
-"""Typed model of the compose specification (pydantic v2).
+"""Typed model of the compose specification: dataclasses checked by :mod:`.schema`.
 
 Short syntaxes are normalised to the long ones while validating (``"127.0.0.1:8080:80"`` becomes
 a :class:`Port`, ``["A=1"]`` a mapping, ``command: "sh -c x"`` a list), so the rest of the plugin
@@ -7,18 +7,15 @@ sees one shape. Unknown keys are rejected except ``x-*`` extensions, at every le
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from dockyard_compose.schema import Before, Bounds, model
+from dockyard_compose.schema import kind as _kind
 
-# --- scalar coercions (no pydantic unions: their error locations are unreadable) -----------------
-
-
-def _kind(v: Any) -> str:
-    return {dict: "a mapping", list: "a list", bool: "a boolean", type(None): "null"}.get(
-        type(v), f"{type(v).__name__} {v!r}")
+# --- scalar coercions --------------------------------------------------------------------------------
 
 
 def _scalar_str(v: Any) -> Any:
@@ -32,7 +29,7 @@ def _scalar_str(v: Any) -> Any:
     raise ValueError(f"expected a string, number or boolean, got {_kind(v)}")
 
 
-Scalar = Annotated[str, BeforeValidator(_scalar_str)]
+Scalar = Annotated[str, Before(_scalar_str)]
 
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:h|m|s|ms|us|µs|ns))+$")
 _DUR_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
@@ -49,7 +46,7 @@ def _duration(v: Any) -> Any:
     raise ValueError(f"expected a duration like '10s' or '1m30s', got {_kind(v)}")
 
 
-Duration = Annotated[str, BeforeValidator(_duration)]
+Duration = Annotated[str, Before(_duration)]
 
 
 def duration_ns(text: str | None) -> int:
@@ -74,7 +71,7 @@ def _byte_size(v: Any) -> Any:
     raise ValueError(f"expected a byte size like '64m' or a number of bytes, got {_kind(v)}")
 
 
-ByteSize = Annotated[int, BeforeValidator(_byte_size)]
+ByteSize = Annotated[int, Before(_byte_size)]
 
 
 def _mapping(sep: str = "=", allow_null: bool = True):  # type: ignore[no-untyped-def]
@@ -106,10 +103,10 @@ def _mapping(sep: str = "=", allow_null: bool = True):  # type: ignore[no-untype
     return conv
 
 
-EnvMap = Annotated[dict[str, str | None], BeforeValidator(_mapping())]
-LabelMap = Annotated[dict[str, str], BeforeValidator(lambda v: {k: ("" if x is None else x)
+EnvMap = Annotated[dict[str, str | None], Before(_mapping())]
+LabelMap = Annotated[dict[str, str], Before(lambda v: {k: ("" if x is None else x)
                                                                  for k, x in _mapping()(v).items()})]
-HostMap = Annotated[dict[str, str | None], BeforeValidator(_mapping(":"))]
+HostMap = Annotated[dict[str, str | None], Before(_mapping(":"))]
 
 
 def _command(v: Any) -> Any:
@@ -125,7 +122,7 @@ def _command(v: Any) -> Any:
     raise ValueError(f"expected a string or a list of strings, got {_kind(v)}")
 
 
-Command = Annotated[list[str] | None, BeforeValidator(_command)]
+Command = Annotated[list[str] | None, Before(_command)]
 
 
 def _str_list(v: Any) -> Any:
@@ -138,20 +135,7 @@ def _str_list(v: Any) -> Any:
     raise ValueError(f"expected a string or a list of strings, got {_kind(v)}")
 
 
-StrList = Annotated[list[str], BeforeValidator(_str_list)]
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors; ``x-*`` extension keys are accepted and dropped."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_extensions(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
-        return data
+StrList = Annotated[list[str], Before(_str_list)]
 
 
 # --- service pieces -----------------------------------------------------------------------------------
@@ -161,8 +145,9 @@ _PORT_RE = re.compile(
     r"(?:(?P<published>\d+(?:-\d+)?)?:)?(?P<target>\d+(?:-\d+)?)(?:/(?P<proto>tcp|udp|sctp))?$")
 
 
-class Port(Strict):
-    target: int = Field(ge=1, le=65535)
+@model
+class Port:
+    target: Annotated[int, Bounds(ge=1, le=65535)]
     published: str | None = None
     host_ip: str | None = None
     protocol: Literal["tcp", "udp", "sctp"] = "tcp"
@@ -170,9 +155,8 @@ class Port(Strict):
     name: str | None = None
     app_protocol: str | None = None
 
-    @model_validator(mode="before")
     @classmethod
-    def _published_str(cls, data: Any) -> Any:
+    def _before(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("published"), int) \
                 and not isinstance(data.get("published"), bool):
             data = {**data, "published": str(data["published"])}
@@ -227,23 +211,27 @@ def _ports(v: Any) -> Any:
     return out
 
 
-class ServiceVolumeBind(Strict):
+@model
+class ServiceVolumeBind:
     propagation: str | None = None
     create_host_path: bool | None = None
     selinux: Literal["z", "Z"] | None = None
 
 
-class ServiceVolumeVolume(Strict):
+@model
+class ServiceVolumeVolume:
     nocopy: bool | None = None
     subpath: str | None = None
 
 
-class ServiceVolumeTmpfs(Strict):
+@model
+class ServiceVolumeTmpfs:
     size: ByteSize | None = None
     mode: int | None = None
 
 
-class ServiceVolume(Strict):
+@model
+class ServiceVolume:
     type: Literal["volume", "bind", "tmpfs", "npipe", "cluster"] = "volume"
     source: str | None = None
     target: str
@@ -253,13 +241,11 @@ class ServiceVolume(Strict):
     volume: ServiceVolumeVolume | None = None
     tmpfs: ServiceVolumeTmpfs | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> ServiceVolume:
+    def _after(self) -> None:
         if not self.target.startswith("/"):
             raise ValueError(f"the mount target {self.target!r} must be an absolute path")
         if self.type == "bind" and not self.source:
             raise ValueError("a bind mount needs a source")
-        return self
 
 
 def parse_volume(v: Any) -> Any:
@@ -299,30 +285,29 @@ def _volumes(v: Any) -> Any:
     return [parse_volume(x) for x in v]
 
 
-class Healthcheck(Strict):
+@model
+class Healthcheck:
     test: Command = None
     interval: Duration | None = None
     timeout: Duration | None = None
-    retries: int | None = Field(default=None, ge=0)
+    retries: Annotated[int, Bounds(ge=0)] | None = None
     start_period: Duration | None = None
     start_interval: Duration | None = None
     disable: bool = False
 
-    @model_validator(mode="before")
     @classmethod
-    def _shell_form(cls, data: Any) -> Any:
+    def _before(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("test"), str):
             data = {**data, "test": ["CMD-SHELL", data["test"]]}
         return data
 
-    @model_validator(mode="after")
-    def _check(self) -> Healthcheck:
+    def _after(self) -> None:
         if self.test and self.test[0] not in ("CMD", "CMD-SHELL", "NONE"):
             raise ValueError(f"healthcheck test must start with CMD, CMD-SHELL or NONE, got {self.test[0]!r}")
-        return self
 
 
-class DependsOn(Strict):
+@model
+class DependsOn:
     condition: Literal["service_started", "service_healthy", "service_completed_successfully"] = \
         "service_started"
     required: bool = True
@@ -342,7 +327,8 @@ def _depends_on(v: Any) -> Any:
     raise ValueError(f"expected a list of service names or a mapping, got {_kind(v)}")
 
 
-class ServiceNetwork(Strict):
+@model
+class ServiceNetwork:
     aliases: StrList = []
     ipv4_address: str | None = None
     ipv6_address: str | None = None
@@ -366,7 +352,8 @@ def _service_networks(v: Any) -> Any:
     raise ValueError(f"expected a list of network names or a mapping, got {_kind(v)}")
 
 
-class Build(Strict):
+@model
+class Build:
     context: str = "."
     dockerfile: str | None = None
     dockerfile_inline: str | None = None
@@ -388,25 +375,25 @@ class Build(Strict):
     isolation: str | None = None
     privileged: bool | None = None
 
-    @model_validator(mode="before")
     @classmethod
-    def _short(cls, data: Any) -> Any:
+    def _before(cls, data: Any) -> Any:
         if isinstance(data, str):
             return {"context": data}
         return data
 
 
-class Extends(Strict):
+@model
+class Extends:
     service: str
     file: str | None = None
 
-    @model_validator(mode="before")
     @classmethod
-    def _short(cls, data: Any) -> Any:
+    def _before(cls, data: Any) -> Any:
         return {"service": data} if isinstance(data, str) else data
 
 
-class EnvFile(Strict):
+@model
+class EnvFile:
     path: str
     required: bool = True
     format: str | None = None
@@ -427,12 +414,14 @@ def _env_files(v: Any) -> Any:
     return out
 
 
-class Logging(Strict):
+@model
+class Logging:
     driver: str | None = None
     options: dict[str, Scalar | None] = {}
 
 
-class Resources(Strict):
+@model
+class Resources:
     cpus: Scalar | None = None
     memory: ByteSize | None = None
     pids: int | None = None
@@ -440,21 +429,24 @@ class Resources(Strict):
     generic_resources: Any = None
 
 
-class ResourcesSpec(Strict):
+@model
+class ResourcesSpec:
     limits: Resources | None = None
     reservations: Resources | None = None
 
 
-class RestartPolicy(Strict):
+@model
+class RestartPolicy:
     condition: Literal["none", "on-failure", "any"] | None = None
     delay: Duration | None = None
     max_attempts: int | None = None
     window: Duration | None = None
 
 
-class Deploy(Strict):
+@model
+class Deploy:
     mode: Literal["replicated", "global", "replicated-job", "global-job"] | None = None
-    replicas: int | None = Field(default=None, ge=0)
+    replicas: Annotated[int, Bounds(ge=0)] | None = None
     labels: LabelMap = {}
     resources: ResourcesSpec | None = None
     restart_policy: RestartPolicy | None = None
@@ -464,7 +456,8 @@ class Deploy(Strict):
     rollback_config: Any = None
 
 
-class ServiceFileRef(Strict):
+@model
+class ServiceFileRef:
     """A service's ``secrets:``/``configs:`` entry."""
 
     source: str
@@ -482,7 +475,8 @@ def _file_refs(v: Any) -> Any:
     return [{"source": x} if isinstance(x, str) else x for x in v]
 
 
-class Ulimit(Strict):
+@model
+class Ulimit:
     soft: int
     hard: int
 
@@ -509,7 +503,8 @@ def _restart(v: Any) -> Any:
     raise ValueError(f"expected no, always, unless-stopped or on-failure[:N], got {_kind(v)}")
 
 
-class Service(Strict):
+@model
+class Service:
     """One service. Fields the engine cannot express yet are accepted and reported at ``up``."""
 
     image: str | None = None
@@ -517,19 +512,19 @@ class Service(Strict):
     command: Command = None
     entrypoint: Command = None
     environment: EnvMap = {}
-    env_file: Annotated[list[EnvFile], BeforeValidator(_env_files)] = []
+    env_file: Annotated[list[EnvFile], Before(_env_files)] = []
     labels: LabelMap = {}
     annotations: LabelMap = {}
-    ports: Annotated[list[Port], BeforeValidator(_ports)] = []
+    ports: Annotated[list[Port], Before(_ports)] = []
     expose: StrList = []
-    volumes: Annotated[list[ServiceVolume], BeforeValidator(_volumes)] = []
+    volumes: Annotated[list[ServiceVolume], Before(_volumes)] = []
     volumes_from: StrList = []
-    networks: Annotated[dict[str, ServiceNetwork | None], BeforeValidator(_service_networks)] = {}
+    networks: Annotated[dict[str, ServiceNetwork | None], Before(_service_networks)] = {}
     network_mode: str | None = None
-    depends_on: Annotated[dict[str, DependsOn], BeforeValidator(_depends_on)] = {}
+    depends_on: Annotated[dict[str, DependsOn], Before(_depends_on)] = {}
     healthcheck: Healthcheck | None = None
     deploy: Deploy | None = None
-    scale: int | None = Field(default=None, ge=0)
+    scale: Annotated[int, Bounds(ge=0)] | None = None
     profiles: StrList = []
     extends: Extends | None = None
     container_name: str | None = None
@@ -537,7 +532,7 @@ class Service(Strict):
     domainname: str | None = None
     working_dir: str | None = None
     user: str | None = None
-    restart: Annotated[str | None, BeforeValidator(_restart)] = None
+    restart: Annotated[str | None, Before(_restart)] = None
     stop_signal: str | None = None
     stop_grace_period: Duration | None = None
     tty: bool = False
@@ -555,7 +550,7 @@ class Service(Strict):
     tmpfs: StrList = []
     shm_size: ByteSize | None = None
     sysctls: EnvMap = {}
-    ulimits: Annotated[dict[str, Ulimit], BeforeValidator(_ulimits)] = {}
+    ulimits: Annotated[dict[str, Ulimit], Before(_ulimits)] = {}
     mem_limit: ByteSize | None = None
     mem_reservation: ByteSize | None = None
     memswap_limit: ByteSize | None = None
@@ -584,8 +579,8 @@ class Service(Strict):
     platform: str | None = None
     runtime: str | None = None
     mac_address: str | None = None
-    secrets: Annotated[list[ServiceFileRef], BeforeValidator(_file_refs)] = []
-    configs: Annotated[list[ServiceFileRef], BeforeValidator(_file_refs)] = []
+    secrets: Annotated[list[ServiceFileRef], Before(_file_refs)] = []
+    configs: Annotated[list[ServiceFileRef], Before(_file_refs)] = []
     attach: bool = True
     isolation: str | None = None
     storage_opt: dict[str, Scalar] = {}
@@ -600,28 +595,28 @@ class Service(Strict):
     post_start: Any = None
     pre_stop: Any = None
 
-    @model_validator(mode="after")
-    def _check(self) -> Service:
+    def _after(self) -> None:
         if self.container_name is not None and not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+",
                                                                 self.container_name):
             raise ValueError(f"invalid container_name {self.container_name!r}: "
                              "expected [a-zA-Z0-9][a-zA-Z0-9_.-]+")
         if self.network_mode and self.networks:
             raise ValueError("network_mode and networks cannot be combined")
-        return self
 
 
 # --- top-level resources ----------------------------------------------------------------------------
 
 
-class IpamConfig(Strict):
+@model
+class IpamConfig:
     subnet: str | None = None
     ip_range: str | None = None
     gateway: str | None = None
     aux_addresses: dict[str, str] = {}
 
 
-class Ipam(Strict):
+@model
+class Ipam:
     driver: str | None = None
     config: list[IpamConfig] = []
     options: dict[str, Scalar] = {}
@@ -633,63 +628,62 @@ def _external(v: Any) -> Any:
     return v
 
 
-class Network(Strict):
+def _legacy_external(data: Any) -> Any:
+    """``external: {name: x}`` (compose file format 2/3) -> ``external: true, name: x``."""
+    if isinstance(data, dict) and isinstance(data.get("external"), dict):
+        ext = data["external"]
+        extra = set(ext) - {"name"}
+        if extra:
+            raise ValueError(f"external: unknown key {sorted(extra)[0]!r} (only 'name' is allowed)")
+        data = {**data, "name": data.get("name") or ext.get("name")}
+    return data
+
+
+@model
+class Network:
     name: str | None = None
     driver: str | None = None
     driver_opts: dict[str, Scalar] = {}
     ipam: Ipam | None = None
-    external: Annotated[bool, BeforeValidator(_external)] = False
+    external: Annotated[bool, Before(_external)] = False
     internal: bool = False
     attachable: bool = False
     enable_ipv4: bool | None = None
     enable_ipv6: bool | None = None
     labels: LabelMap = {}
 
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_name(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("external"), dict):
-            ext = data["external"]
-            extra = set(ext) - {"name"}
-            if extra:
-                raise ValueError(f"external: unknown key {sorted(extra)[0]!r} (only 'name' is allowed)")
-            data = {**data, "name": data.get("name") or ext.get("name")}
-        return data
+    _before = staticmethod(_legacy_external)
 
 
-class Volume(Strict):
+@model
+class Volume:
     name: str | None = None
     driver: str | None = None
     driver_opts: dict[str, Scalar] = {}
-    external: Annotated[bool, BeforeValidator(_external)] = False
+    external: Annotated[bool, Before(_external)] = False
     labels: LabelMap = {}
 
-    _legacy_name = Network._legacy_name
+    _before = staticmethod(_legacy_external)
 
 
-class FileObject(Strict):
+@model
+class FileObject:
     """A top-level ``configs:`` or ``secrets:`` entry."""
 
     name: str | None = None
     file: str | None = None
     environment: str | None = None
     content: str | None = None
-    external: Annotated[bool, BeforeValidator(_external)] = False
+    external: Annotated[bool, Before(_external)] = False
     labels: LabelMap = {}
     driver: str | None = None
     driver_opts: dict[str, Scalar] = {}
     template_driver: str | None = None
 
-    @model_validator(mode="after")
-    def _one_source(self) -> FileObject:
+    def _after(self) -> None:
         sources = [s for s in ("file", "environment", "content") if getattr(self, s) is not None]
         if not self.external and len(sources) != 1:
             raise ValueError("expected exactly one of file, environment or content (or external: true)")
-        return self
-
-
-def _null_is_empty(v: Any) -> Any:
-    return {} if v is None else v
 
 
 def _entries(v: Any) -> Any:
@@ -701,18 +695,19 @@ def _entries(v: Any) -> Any:
     return v
 
 
-class Project(Strict):
+@model
+class Project:
     """The whole (merged) file."""
 
     name: str | None = None
     version: Scalar | None = None  # obsolete, accepted and ignored (compose warns too)
-    services: Annotated[dict[str, Service], BeforeValidator(_entries)] = {}
-    networks: Annotated[dict[str, Network], BeforeValidator(_entries)] = {}
-    volumes: Annotated[dict[str, Volume], BeforeValidator(_entries)] = {}
-    configs: Annotated[dict[str, FileObject], BeforeValidator(_entries)] = {}
-    secrets: Annotated[dict[str, FileObject], BeforeValidator(_entries)] = {}
+    services: Annotated[dict[str, Service], Before(_entries)] = {}
+    networks: Annotated[dict[str, Network], Before(_entries)] = {}
+    volumes: Annotated[dict[str, Volume], Before(_entries)] = {}
+    configs: Annotated[dict[str, FileObject], Before(_entries)] = {}
+    secrets: Annotated[dict[str, FileObject], Before(_entries)] = {}
     include: Any = None  # resolved by the loader before validation
 
 
 #: Keys of ``Service`` the container builder applies; the rest are reported as ignored.
-SERVICE_KEYS = frozenset(Service.model_fields)
+SERVICE_KEYS = frozenset(f.name for f in dataclasses.fields(Service))

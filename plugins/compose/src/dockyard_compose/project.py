@@ -11,6 +11,7 @@ from typing import Any
 from dockyard_compose import model as m
 from dockyard_compose.errors import ComposeError, ComposeValidationError
 from dockyard_compose.interpolate import parse_env_file
+from dockyard_compose.schema import dump
 
 
 def apply_profiles(project: m.Project, profiles: Iterable[str], targets: Iterable[str],
@@ -236,7 +237,7 @@ _HASH_EXCLUDE = {"build", "pull_policy", "scale", "profiles", "extends", "attach
 
 def config_hash(svc: m.Service) -> str:
     """sha256 of the service's normalised config (stable across key order and short/long syntax)."""
-    data = svc.model_dump(mode="json", exclude=_HASH_EXCLUDE, exclude_defaults=True)
+    data = dump(svc, exclude=_HASH_EXCLUDE, exclude_defaults=True)
     deploy = data.get("deploy")
     if isinstance(deploy, dict):
         deploy.pop("replicas", None)
@@ -248,11 +249,11 @@ def config_hash(svc: m.Service) -> str:
 
 def to_yaml_dict(project: m.Project) -> dict[str, Any]:
     """The normalised model as plain data, in the order compose prints it."""
-    data = project.model_dump(mode="json", exclude_unset=True, exclude={"include", "version"})
+    data = dump(project, exclude_unset=True, exclude={"include", "version"})
     services = data.get("services") or {}
     for name, svc in project.services.items():  # defaults added after validation are 'unset'
         out = services.setdefault(name, {})
-        out["networks"] = {k: (v.model_dump(mode="json", exclude_unset=True) if v else None)
+        out["networks"] = {k: (dump(v, exclude_unset=True) if v else None)
                            for k, v in svc.networks.items()} if svc.networks else out.get("networks")
         if out["networks"] is None:
             out.pop("networks")
@@ -268,6 +269,6 @@ def to_yaml_dict(project: m.Project) -> dict[str, Any]:
     for section in ("networks", "volumes", "configs", "secrets"):
         objs = getattr(project, section)
         if objs:
-            result[section] = {k: {**v.model_dump(mode="json", exclude_unset=True), "name": v.name}
+            result[section] = {k: {**dump(v, exclude_unset=True), "name": v.name}
                                for k, v in sorted(objs.items())}
     return result

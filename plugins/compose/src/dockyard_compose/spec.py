@@ -9,6 +9,7 @@ from dockyard_compose import __version__
 from dockyard_compose import engine as E
 from dockyard_compose import model as m
 from dockyard_compose.model import duration_ns
+from dockyard_compose.schema import fields_set
 
 #: Service keys accepted by the model that the create body cannot express (reported at ``up``).
 UNSUPPORTED = ("blkio_config", "cpu_count", "cpu_percent", "cpu_rt_runtime", "cpu_rt_period",
@@ -17,7 +18,7 @@ UNSUPPORTED = ("blkio_config", "cpu_count", "cpu_percent", "cpu_rt_runtime", "cp
 
 
 def ignored_keys(svc: m.Service) -> list[str]:
-    return [k for k in UNSUPPORTED if k in svc.model_fields_set and getattr(svc, k)]
+    return [k for k in UNSUPPORTED if k in fields_set(svc) and getattr(svc, k)]
 
 
 def image_ref(project: str, name: str, svc: m.Service) -> str:
