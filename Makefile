@@ -29,7 +29,8 @@ venv: $(STAMP)
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q --no-build-isolation -r requirements-dev.txt $(addprefix -e ,$(DISTS)) -e .
+	@# the meta-distribution has no code: installed as a wheel, it adds no editable finder (30 ms per process)
+	$(PY) -m pip install -q --no-build-isolation -r requirements-dev.txt $(addprefix -e ,$(DISTS)) .
 	@rm -f $(VENV)/.installed-*; touch $@
 
 test: install
