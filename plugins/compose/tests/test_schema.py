@@ -166,3 +166,11 @@ def test_model_import_stays_light() -> None:
 
 def test_every_service_key_is_a_field() -> None:
     assert {"image", "ports", "healthcheck", "deploy", "x-anything"} - m.SERVICE_KEYS == {"x-anything"}
+
+
+def test_models_compare_and_print_as_dataclasses() -> None:
+    a, b = Inner(port=80), Inner(port=80)
+    assert a == b and a != Inner(port=81) and a != "Inner(port=80)"
+    assert repr(a) == "Inner(port=80, proto='tcp')"
+    with pytest.raises(TypeError):
+        hash(a)

@@ -1,16 +1,15 @@
-"""Compose operations over the Engine API: converge (up), down, and the per-container commands."""
+"""Compose operations over the Engine API: converge (up), down, and the per-container commands.
+
+Modules only some commands need (tarfile, the build context, datetime...) are imported where
+they are used: every command pays for what is imported here.
+"""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import secrets as pysecrets
-import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from dockyard import errors as e
 from dockyard_compose import engine as E
 from dockyard_compose import graph, spec
 from dockyard_compose import model as m
-from dockyard_compose.context import build_context
 from dockyard_compose.errors import ComposeError
 from dockyard_compose.loader import Loaded
 from dockyard_compose.project import config_hash, dependencies, order, replicas_of
@@ -282,6 +280,8 @@ class Compose:
                 continue
             b = svc.build
             ref = spec.image_ref(self.name, s, svc)
+            from dockyard_compose.context import build_context
+
             tar, dockerfile = build_context(Path(b.context), b.dockerfile, b.dockerfile_inline)
             params: dict[str, Any] = {
                 "t": [ref, *b.tags], "dockerfile": dockerfile, "rm": 1, "forcerm": 1,
@@ -303,7 +303,7 @@ class Compose:
                 params["shmsize"] = b.shm_size
             self.out.event("Service", s, "Building", ref)
             headers = {"Content-Type": "application/x-tar",
-                       "X-Registry-Config": base64.b64encode(b"{}").decode()}
+                       "X-Registry-Config": "e30="}  # base64 of {}
             try:
                 resp = self.engine.client.request("POST", "/build", params, body=tar, headers=headers,
                                                   timeout=None)
@@ -399,6 +399,9 @@ class Compose:
                 if not target.startswith("/"):
                     target = base + target
                 parent, _, fname = target.rpartition("/")
+                import io
+                import tarfile
+
                 buf = io.BytesIO()
                 with tarfile.open(fileobj=buf, mode="w") as tf:
                     parts = [p for p in parent.split("/") if p]
@@ -887,6 +890,8 @@ class Compose:
                 self.wait_condition(dep, cond.condition)
         number = 1 + max([int(label(c, E.L_NUMBER) or 0) for c in self.containers([service], oneoff=True)],
                          default=0)
+        import secrets as pysecrets
+
         cname = name or f"{self.name}-{service}-run-{pysecrets.token_hex(6)}"
         overrides: dict[str, Any] = {"Tty": tty, "OpenStdin": interactive, "StdinOnce": interactive,
                                      "AttachStdin": interactive, "AttachStdout": not detach,
@@ -938,7 +943,7 @@ _LIVE = ("running", "paused", "restarting", None)  # states ``stop`` acts on (No
 
 def _running_for(state: dict[str, Any], fallback_start: float) -> float:
     """Seconds since the container started (engine clock), or since we began waiting."""
-    from datetime import datetime
+    from datetime import UTC, datetime
 
     text = state.get("StartedAt") or ""
     try:

@@ -68,15 +68,33 @@ def kind(v: Any) -> str:
 # --- model classes ------------------------------------------------------------------------------------
 
 
+def _repr(self: Any) -> str:
+    return f"{type(self).__name__}(" + ", ".join(
+        f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)) + ")"
+
+
+def _eq(self: Any, other: Any) -> bool:
+    if type(other) is not type(self):
+        return NotImplemented  # type: ignore[no-any-return]
+    return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self))
+
+
 def model(cls: type[T]) -> type[T]:
-    """Make ``cls`` a keyword-only dataclass; ``[]``/``{}`` class defaults become fresh copies."""
+    """Make ``cls`` a keyword-only dataclass; ``[]``/``{}`` class defaults become fresh copies.
+
+    ``__repr__`` and ``__eq__`` are shared functions rather than generated per class: generating
+    them for the model's 28 classes took 15 ms of every command's start-up.
+    """
     for name in cls.__dict__.get("__annotations__", {}):
         value = cls.__dict__.get(name)
         if isinstance(value, (list, dict)):
             if value:
                 raise TypeError(f"{cls.__name__}.{name}: only an empty list or mapping may be a default")
             setattr(cls, name, dataclasses.field(default_factory=type(value)))
-    out = dataclass(kw_only=True)(cls)
+    out = dataclass(kw_only=True, repr=False, eq=False)(cls)
+    out.__repr__ = _repr  # type: ignore[assignment]
+    out.__eq__ = _eq  # type: ignore[assignment]
+    out.__hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq=True
     out.__compose_model__ = True  # type: ignore[attr-defined]
     return out
 
