@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -546,3 +547,21 @@ async def test_log_max_size_keeps_the_log_small(driver, ids, rootfs):
     assert b"line399\n" in out and b"line0\n" not in out  # the oldest records were dropped
     log = driver._meta(req.container.id)["log_path"]
     assert os.path.getsize(log) < 4096
+
+
+def test_children_lists_zombies_of_every_thread() -> None:
+    """reap_orphans looks only at our children: an orphan may be adopted by any of our threads."""
+    box: dict[str, subprocess.Popen[bytes]] = {}
+    thread = threading.Thread(target=lambda: box.setdefault("p", subprocess.Popen(["true"])))
+    thread.start()
+    thread.join()
+    proc = box["p"]
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1] \
+                .startswith("Z"):
+            time.sleep(0.01)
+        assert str(proc.pid) in monitor._children()
+    finally:
+        proc.wait()
+    assert str(proc.pid) not in monitor._children()

@@ -155,13 +155,28 @@ in_flight: set[int] = set()
 RUNTIME_COMMS = (b"crun", b"runc", b"runc:[0:PARENT]", b"runc:[1:CHILD]", b"runc:[2:INIT]")
 
 
+def _children() -> list[str]:
+    """PIDs of this process's children, zombies included, from ``/proc/self/task/*/children``
+    (an adopted orphan may hang under any of our threads); every PID in ``/proc`` where the
+    kernel lacks CONFIG_PROC_CHILDREN. Scanning all of ``/proc`` took about 10 ms per container
+    removal on the event loop."""
+    out: list[str] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as fh:
+                out.extend(fh.read().split())
+    except FileNotFoundError:
+        return os.listdir("/proc")
+    return out
+
+
 def reap_orphans() -> list[int]:
     """Reap exited OCI-runtime processes that were re-parented to us (we are a subreaper) when
     their monitor died first, e.g. a container init whose ``create`` failed. Our own runtime
     commands (:data:`in_flight`) are left to asyncio."""
     reaped = []
     me = os.getpid()
-    for entry in os.listdir("/proc"):
+    for entry in _children():
         if not entry.isdigit() or int(entry) in in_flight:
             continue
         try:

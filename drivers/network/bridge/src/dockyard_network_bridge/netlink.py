@@ -174,7 +174,12 @@ def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
 
     def run() -> None:
         try:
-            netns.setns(netns_path, flags=0, fork=False)
+            # an open fd: given a path, pyroute2 first lists the namespace's whole directory
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                netns.setns(fd, flags=0, fork=False)
+            finally:
+                os.close(fd)
             box["value"] = fn()
         except BaseException as exc:  # handed to the caller
             box["error"] = exc
