@@ -108,10 +108,6 @@ def fields_set(obj: Any) -> frozenset[str]:
     return getattr(obj, "_fields_set", frozenset())
 
 
-def field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
 # --- compiling annotations into checks ----------------------------------------------------------------
 
 
