@@ -442,11 +442,7 @@ class LinuxRuntime(RuntimeDriver):
                     st = await self.state(container_id)
                     if st.status in ("stopped", "unknown"):
                         return st
-                if pidfd is not None:
-                    await _readable(pidfd, min(delay * 10, 1.0))
-                else:
-                    await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 0.1)
+                delay = await _pause(pidfd, delay)
                 if not (self._cdir(container_id) / "meta.json").exists():
                     raise NotFound(f"container {container_id} was deleted while waiting")
         finally:
@@ -705,11 +701,7 @@ class LinuxRuntime(RuntimeDriver):
                 st = await self.exec_state(exec_id)
                 if st.status == "stopped":
                     return st
-                if pidfd is not None:
-                    await _readable(pidfd, min(delay * 10, 1.0))
-                else:
-                    await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 0.1)
+                delay = await _pause(pidfd, delay)
         finally:
             if pidfd is not None:
                 os.close(pidfd)
@@ -769,6 +761,16 @@ def _pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except OSError:
         return None
+
+
+async def _pause(pidfd: int | None, delay: float) -> float:
+    """Wait for the monitor to exit (its pidfd turns readable) or for ``delay`` without a pidfd;
+    returns the next, longer delay (at most 0.1 s)."""
+    if pidfd is not None:
+        await _readable(pidfd, min(delay * 10, 1.0))
+    else:
+        await asyncio.sleep(delay)
+    return min(delay * 1.5, 0.1)
 
 
 async def _readable(fd: int, timeout: float) -> None:
