@@ -33,6 +33,7 @@ CORE_OPTIONS: tuple[ConfigOption, ...] = (
     ConfigOption("default-runtime", str, "crun", "OCI runtime for new containers"),
     ConfigOption("runtimes", dict, {}, "extra OCI runtimes name -> {path}"),
     ConfigOption("cluster-store", str, "", "cluster node store driver (empty: single host)"),
+    ConfigOption("role", str, "engine", "which services back the API: engine (this host's) or a cluster role"),
     ConfigOption("labels", list, [], "engine labels key=value", reloadable=True),
     ConfigOption("live-restore", bool, True, "keep containers running while the daemon is down"),
     ConfigOption("plugins", dict, {}, "{'allow': [...], 'deny': [...]}"),

@@ -75,5 +75,16 @@ class DriverNotInstalled(PluginError, Unavailable):
         )
 
 
+class ServiceNotInstalled(PluginError, Unavailable):
+    """No installed provider offers the service asked for (for this daemon's role)."""
+
+    def __init__(self, name: str, role: str, distribution: str):
+        self.name = name
+        self.role = role
+        self.distribution = distribution
+        super().__init__(f"the {name} service is not installed for the {role!r} role; "
+                         f"install it with: pip install {distribution}")
+
+
 class PluginBlocked(PluginError):
     """A plugin was asked for but is denied by configuration."""

@@ -7,29 +7,41 @@ Tests build a fresh one each (``autoload=False`` plus explicit ``plugins``).
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import logging
 import platform
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
 from dockyard import __version__
 from dockyard.config import Config
-from dockyard.errors import DriverNotInstalled, InvalidArgument, PluginError, Unavailable
+from dockyard.errors import (
+    DriverNotInstalled,
+    InvalidArgument,
+    PluginConflictError,
+    PluginError,
+    ServiceNotInstalled,
+    Unavailable,
+)
 from dockyard.events import EventBus, HookFailure, hook_caller
 from dockyard.model import Event
 from dockyard.registry import Registry, register_checked
+from dockyard.services import DEFAULT_PROVIDER, DEFAULT_ROLE, Service, ServiceInfo, start_order
 from dockyard.specs import NAMESPACES, SPEC_CLASSES, Driver, DriverContext
 from dockyard.specs._base import AUTO_PRIORITY, PROJECT, provider_distribution
 from dockyard.specs.config import ConfigOption
 from dockyard.specs.events import BackgroundService
 from dockyard.store import Store
+
+if TYPE_CHECKING:
+    from dockyard.services.containers import Containers
+    from dockyard.services.images import Images
+    from dockyard.services.networks import Networks
+    from dockyard.services.volumes import Volumes
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +62,12 @@ class Kernel:
     events: EventBus = field(default_factory=EventBus)
     store: Store | None = None
     drivers: dict[tuple[str, str], Driver] = field(default_factory=dict)
-    services: dict[str, Any] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _driver_lock: asyncio.Lock | None = None
     _config_options: list[ConfigOption] = field(default_factory=list)
     _auto_selected: dict[str, str] = field(default_factory=dict)
+    _service_infos: dict[str, ServiceInfo] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -176,16 +189,52 @@ class Kernel:
         return drv
 
     # ------------------------------------------------------------------ services
-    def service(self, name: str) -> Any:
-        """The core service ``name`` (``dockyard.services.<name>.SERVICE``), built on first use."""
+    @property
+    def role(self) -> str:
+        """The role this daemon serves (``engine``: this host); picks the service providers."""
+        return str(self.config.values.get("role") or DEFAULT_ROLE)
+
+    def service_infos(self) -> dict[str, ServiceInfo]:
+        """The services installed providers offer for this kernel's role, by name (read once)."""
+        if self._service_infos is None:
+            found = self.registry.load_services(self.role)
+            self._service_infos = {name: info for name, (info, _rec) in found.items()}
+        return self._service_infos
+
+    def service(self, name: str) -> Service:
+        """The service ``name``, built on first use by the provider that offers it.
+
+        Raises :class:`~dockyard.errors.ServiceNotInstalled` (naming the distribution to
+        install) when no installed provider offers it for this role.
+        """
         svc = self.services.get(name)
         if svc is None:
-            module = importlib.import_module(f"dockyard.services.{name}")
-            svc = self.services[name] = module.SERVICE(self)
+            info = self.service_infos().get(name)
+            if info is None:
+                raise ServiceNotInstalled(name, self.role, DEFAULT_PROVIDER)
+            svc = self.services[name] = info.factory(self)
         return svc
 
     def has_service(self, name: str) -> bool:
-        return importlib.util.find_spec(f"dockyard.services.{name}") is not None
+        return name in self.service_infos()
+
+    # Typed accessors of the well-known services: callers are typed against the interfaces in
+    # ``dockyard.services.*``, whichever provider implements them.
+    @property
+    def containers(self) -> Containers:
+        return cast("Containers", self.service("containers"))
+
+    @property
+    def images(self) -> Images:
+        return cast("Images", self.service("images"))
+
+    @property
+    def networks(self) -> Networks:
+        return cast("Networks", self.service("networks"))
+
+    @property
+    def volumes(self) -> Volumes:
+        return cast("Volumes", self.service("volumes"))
 
     # ------------------------------------------------------------------ life cycle
     def open_store(self) -> Store:
@@ -208,6 +257,10 @@ class Kernel:
         return self.events.emit(Event(type=type_, action=action, actor_id=actor_id,
                                       attributes={k: str(v) for k, v in attributes.items()}))
 
+    def start_order(self) -> list[str]:
+        """Service names in start order (from each ``ServiceInfo.after``); stop is the reverse."""
+        return start_order(self.service_infos())
+
     async def start(self) -> None:
         """Open the store, ready the selected drivers, start background services."""
         self.open_store()
@@ -218,11 +271,11 @@ class Kernel:
                 await self.driver_ready(kind)
             elif default:
                 await self._select_automatically(kind)
-        from dockyard.services import START_ORDER
-
-        for name in START_ORDER:
-            if self.has_service(name):
-                await self.service(name).start()
+        conflicts = [p for p in self.registry.problems if isinstance(p, PluginConflictError) and p.kind == "service"]
+        if conflicts:
+            raise conflicts[0]
+        for name in self.start_order():
+            await self.service(name).start()
         services: list[BackgroundService] = []
         for result in self.hook.dockyard_background_services(kernel=self):
             services.extend(result or ())
@@ -247,9 +300,7 @@ class Kernel:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         self._tasks.clear()
-        from dockyard.services import START_ORDER
-
-        for name in reversed(START_ORDER):
+        for name in reversed(self.start_order()):
             if name in self.services:
                 try:
                     await self.services[name].stop()

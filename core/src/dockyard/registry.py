@@ -46,8 +46,11 @@ if TYPE_CHECKING:
 
     import pluggy
 
+    from dockyard.services import ServiceInfo
+
 PLUGIN_GROUP = "dockyard.plugins"
 CLI_GROUP = "dockyard.cli"
+SERVICE_GROUP = "dockyard.services"
 #: Feature plugins may set this module attribute; another major is refused.
 PLUGIN_API_ATTR = "DOCKYARD_PLUGIN_API"
 
@@ -104,6 +107,8 @@ def _kind_of(group: str) -> tuple[str, str] | None:
         return "plugin", "feature"
     if group == CLI_GROUP:
         return "cli", "cli"
+    if group == SERVICE_GROUP:
+        return "service", "service"
     prefix = "dockyard.drivers."
     if group.startswith(prefix) and group[len(prefix):] in NAMESPACES:
         kind = group[len(prefix):]
@@ -315,6 +320,46 @@ class Registry:
             rec.status = "loaded"
             loaded.append(rec.name)
         return loaded
+
+    # ------------------------------------------------------------------ services
+    def load_services(self, role: str) -> dict[str, tuple[ServiceInfo, PluginRecord]]:
+        """Every service that installed providers offer for ``role``, by name.
+
+        A provider that fails to import, or yields something other than
+        :class:`~dockyard.services.ServiceInfo`, is recorded as a ``PluginLoadError`` and
+        skipped. Two providers offering one name for one role are a recorded
+        ``PluginConflictError`` and neither is used (the kernel refuses to start with it).
+        """
+        from dockyard.services import ServiceInfo
+
+        offered: dict[str, list[tuple[ServiceInfo, PluginRecord]]] = {}
+        for rec in self.find(SERVICE_GROUP):
+            if rec.status not in ("available", "loaded"):
+                continue
+            try:
+                infos = list(rec.load())
+            except Exception as exc:  # noqa: BLE001 - any import failure is reported
+                self._fail(rec, _cause(exc))
+                continue
+            bad = [i for i in infos if not isinstance(i, ServiceInfo)]
+            if bad:
+                self._fail(rec, f"{rec.target} must be an iterable of dockyard.services.ServiceInfo, "
+                                f"found {type(bad[0]).__name__}")
+                continue
+            rec.status, rec.error = "loaded", ""
+            for info in infos:
+                if role in info.roles:
+                    offered.setdefault(info.name, []).append((info, rec))
+        out: dict[str, tuple[ServiceInfo, PluginRecord]] = {}
+        for name, found in sorted(offered.items()):
+            if len(found) > 1:
+                err = PluginConflictError("service", name, [f"{r.distribution} {r.version}" for _i, r in found])
+                self.problems.append(err)
+                for _i, r in found:
+                    r.status, r.error = "conflict", str(err)
+                continue
+            out[name] = found[0]
+        return out
 
     # ------------------------------------------------------------------ CLI
     def cli_names(self) -> list[str]:

@@ -1,26 +1,49 @@
-"""Core services: they own state transitions, compose drivers, and emit events.
+"""Services: the seam between the API fronts and the mechanisms.
 
-A service is constructed by the kernel on first use (``kernel.service("networks")`` or the
-typed accessors ``kernel.networks`` ...). At daemon start the kernel starts every service in
-:data:`START_ORDER` (reconciling what happened while the daemon was down); at shutdown it
-stops them in reverse. A service never imports a driver: it asks the kernel for one by kind
-and name (``await kernel.driver_ready("network", "bridge")``).
+A service owns state transitions for one kind of object (``containers``, ``images``,
+``networks``, ``volumes``...): it checks the state machine, composes drivers, writes the store
+in one transaction and emits events. Core defines only what a service *is*:
+
+- :class:`Service`, the base (``start`` reconciles at daemon start, ``stop`` releases at
+  shutdown and never stops containers);
+- :class:`ServiceInfo`, the descriptor a provider declares for each service it offers (name,
+  factory, which services must start first, the daemon roles it serves);
+- the typed interfaces of the well-known services (``dockyard.services.containers``,
+  ``.images``, ``.networks``, ``.volumes``): :class:`typing.Protocol` classes plus the request
+  and result dataclasses that cross the seam. The API front, the CLI and the builder are typed
+  against these, never against an implementation.
+
+Implementations are distributions registered in the ``dockyard.services`` entry-point group:
+the entry point's name is the provider's name and its object an iterable of
+:class:`ServiceInfo` (``engine = "dockyard_engine.provider:SERVICES"``). The kernel picks, per
+service name, the one provider that serves the daemon's ``role`` (``engine`` by default; a
+swarm manager runs with another role and its cluster services stand in for the local ones).
+Two installed providers of one name for one role are a :class:`~dockyard.errors.PluginConflictError`.
+
+.. versionadded:: 0.2
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
+    from dockyard.store import Store
 
-#: Services started at daemon start, in this order (volumes and images before containers,
-#: networks before containers so endpoints can be restored).
-START_ORDER: tuple[str, ...] = ("volumes", "images", "networks", "containers")
+#: The entry-point group of service providers.
+SERVICE_GROUP = "dockyard.services"
+#: The role a daemon serves when none is configured.
+DEFAULT_ROLE = "engine"
+#: The distribution that provides the well-known services of the default role (named in the
+#: error a kernel without it raises).
+DEFAULT_PROVIDER = "dockyard-engine"
 
 
 class Service:
-    """Base of the core services. ``start`` reconciles, ``stop`` must leave containers running."""
+    """Base of every service. ``start`` reconciles, ``stop`` must leave containers running."""
 
     name: str = ""
 
@@ -28,7 +51,7 @@ class Service:
         self.kernel = kernel
 
     @property
-    def store(self):  # noqa: ANN201 - the kernel's Store
+    def store(self) -> Store:
         return self.kernel.open_store()
 
     async def start(self) -> None:
@@ -36,3 +59,53 @@ class Service:
 
     async def stop(self) -> None:
         """Release resources at daemon shutdown (never stop containers: live-restore)."""
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """One service a provider offers, described without building it.
+
+    ``factory`` builds the service for a kernel (import heavy modules inside it, so listing
+    providers stays cheap). ``after`` names services that must start before this one (and stop
+    after it); a name no provider offers is ignored, so a smaller installation still orders
+    what it has. ``roles`` are the daemon roles it serves.
+    """
+
+    name: str
+    factory: Callable[[Kernel], Service]
+    after: tuple[str, ...] = ()
+    roles: tuple[str, ...] = (DEFAULT_ROLE,)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").isalnum() or self.name != self.name.lower():
+            raise ValueError(f"invalid service name {self.name!r}: lower-case letters, digits and '-'")
+        if self.name in self.after:
+            raise ValueError(f"service {self.name!r} cannot start after itself")
+
+
+def start_order(infos: dict[str, ServiceInfo]) -> list[str]:
+    """Service names in an order where each comes after everything it names in ``after``
+    (ties by name, so the order is stable). A cycle is a ``ValueError`` naming it."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join((*path[path.index(name):], name))
+            raise ValueError(f"services start in a cycle: {cycle}")
+        state[name] = 1
+        for dep in sorted(infos[name].after):
+            if dep in infos:
+                visit(dep, (*path, name))
+        state[name] = 2
+        order.append(name)
+
+    for name in sorted(infos):
+        visit(name, ())
+    return order
+
+
+__all__ = ["DEFAULT_PROVIDER", "DEFAULT_ROLE", "SERVICE_GROUP", "Service", "ServiceInfo", "start_order"]

@@ -127,7 +127,7 @@ async def pump(conn: Hijacked, source: AttachStream | asyncio.Future[AttachStrea
 
 async def attach_container(request: web.Request) -> web.StreamResponse:
     kernel = kernel_of(request)
-    svc = kernel.service("containers")
+    svc = kernel.containers
     c = svc.get(request.match_info["id"])
     want_stdin = qbool(request, "stdin")
     want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")

@@ -71,7 +71,7 @@ def bound_ports(kernel: Any, c: Container) -> list[Any]:
     if not (c.state.running and kernel.has_service("networks")):
         return []
     try:
-        return kernel.service("networks").ports_of(c.id)
+        return kernel.networks.ports_of(c.id)
     except DockyardError:
         return []
 
@@ -84,7 +84,7 @@ async def list_containers(request: web.Request) -> web.Response:
     if limit > 0:
         show_all = True
     containers = sorted(kernel.open_store().list(Container), key=lambda c: c.created, reverse=True)
-    svc = kernel.service("containers")
+    svc = kernel.containers
     before = [svc.get(ref).created for ref in flt.get("before")]
     since = [svc.get(ref).created for ref in flt.get("since")]
     out = []
@@ -233,7 +233,7 @@ def create_request_from(body: dict[str, Any], name: str) -> ContainerCreate:
 
 
 def _svc(request: web.Request) -> Any:
-    return kernel_of(request).service("containers")
+    return kernel_of(request).containers
 
 
 async def create_container(request: web.Request) -> web.Response:
@@ -420,7 +420,7 @@ async def prune_containers(request: web.Request) -> web.Response:
     flt = Filters.parse(request.query.get("filters"), {"until", "label"})
     until = None
     if flt.get("until"):
-        from dockyard.services.networks import parse_until
+        from dockyard.times import parse_until
 
         until = parse_until(flt.get("until")[0])
     removed, reclaimed = await _svc(request).prune(until, flt.get("label"))

@@ -23,7 +23,7 @@ def _strlist(v: Any) -> list[str]:
 
 
 async def exec_create(request: web.Request) -> web.Response:
-    svc = kernel_of(request).service("containers")
+    svc = kernel_of(request).containers
     body = await read_json(request)
     cmd = body.get("Cmd")
     if isinstance(cmd, str):
@@ -42,7 +42,7 @@ async def exec_create(request: web.Request) -> web.Response:
 
 
 async def exec_start(request: web.Request) -> web.StreamResponse:
-    svc = kernel_of(request).service("containers")
+    svc = kernel_of(request).containers
     body = await read_json(request)
     sess = svc.exec_get(request.match_info["id"])
     detach = bool(body.get("Detach"))
@@ -94,7 +94,7 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
 
 
 async def exec_resize(request: web.Request) -> web.Response:
-    svc = kernel_of(request).service("containers")
+    svc = kernel_of(request).containers
     h, w = qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
     if h <= 0 or w <= 0:
         raise InvalidArgument("invalid resize: height and width must be positive")
@@ -103,7 +103,7 @@ async def exec_resize(request: web.Request) -> web.Response:
 
 
 async def exec_inspect(request: web.Request) -> web.Response:
-    svc = kernel_of(request).service("containers")
+    svc = kernel_of(request).containers
     s = svc.exec_get(request.match_info["id"])
     return json_response({
         "CanRemove": False, "ContainerID": s.container_id, "DetachKeys": s.detach_keys, "ExitCode": s.exit_code,

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -90,3 +90,28 @@ async def send_tar(request: web.Request, path: str, headers: dict[str, str] | No
             await resp.write(chunk)
     await resp.write_eof()
     return resp
+
+
+class AsyncBodyReader:
+    """A blocking ``read`` (for a worker thread) over an async byte source, e.g. an aiohttp
+    request body: ``AsyncBodyReader(loop, request.content.read)``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, read: Callable[[int], Any]) -> None:
+        self._loop = loop
+        self._read = read
+
+    async def _fill(self, size: int) -> bytes:
+        # One trip to the loop per ``size`` bytes, however small the socket's pieces are.
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            chunk = await self._read(size - got)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    def read(self, n: int = -1) -> bytes:
+        size = n if n is not None and n > 0 else 1 << 20
+        return asyncio.run_coroutine_threadsafe(self._fill(size), self._loop).result()

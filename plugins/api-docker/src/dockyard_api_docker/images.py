@@ -34,7 +34,7 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def _svc(kernel: Kernel) -> Any:
-    return kernel.service("images")
+    return kernel.images
 
 
 def familiar(ref: str) -> str:
@@ -45,7 +45,7 @@ def familiar(ref: str) -> str:
 
 
 def unix(text: str) -> int:
-    from dockyard.services.images import unix_time
+    from dockyard.times import unix_time
 
     return unix_time(text)
 
@@ -389,7 +389,7 @@ async def _drain(request: web.Request) -> None:
 
 
 async def load_images(request: web.Request) -> web.StreamResponse:
-    from dockyard.services.images import AsyncBodyReader
+    from dockyard_api_docker.http import AsyncBodyReader
 
     kernel = kernel_of(request)
     quiet = qbool(request, "quiet")
@@ -428,7 +428,7 @@ async def create_image(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument("either fromSrc or fromImage must be given")
     if src != "-":
         raise InvalidArgument(f"importing from {src!r} is not supported: send the archive as the body with fromSrc=-")
-    from dockyard.services.images import AsyncBodyReader
+    from dockyard_api_docker.http import AsyncBodyReader
 
     reader = AsyncBodyReader(asyncio.get_running_loop(), request.content.read)
     stream = JsonStream(request)

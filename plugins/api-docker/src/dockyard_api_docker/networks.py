@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.errors import Forbidden, InvalidArgument, NotFound
+from dockyard.errors import InvalidArgument
 from dockyard.kernel import Kernel
-from dockyard.model import Container, EndpointSettings, IpamPool, Network
+from dockyard.model import EndpointSettings, IpamPool, Network
 from dockyard.specs.api import ApiRoute
 from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.http import json_response, kernel_of, no_content, read_json
@@ -26,7 +26,7 @@ PRUNE_FILTERS = {"until", "label", "label!"}
 
 
 def _svc(kernel: Kernel) -> Any:
-    return kernel.service("networks")
+    return kernel.networks
 
 
 def _str_map(value: Any, what: str) -> dict[str, str]:
@@ -167,24 +167,6 @@ async def prune_networks(request: web.Request) -> web.Response:
     return json_response({"NetworksDeleted": removed})
 
 
-def find_container(kernel: Kernel, ref: str) -> Container:
-    """A container by full ID, name (with or without ``/``) or unique ID prefix."""
-    store = kernel.open_store()
-    ref = (ref or "").strip()
-    if ref:
-        try:
-            return store.get(Container, ref)
-        except NotFound:
-            pass
-        c = store.by_name(Container, ref.lstrip("/"))
-        if c is not None:
-            return c
-        found = store.by_prefix(Container, ref) if re.fullmatch(r"[0-9a-f]+", ref) else []
-        if len(found) == 1:
-            return found[0]
-    raise NotFound(f"No such container: {ref}")
-
-
 def endpoint_config(body: dict[str, Any]) -> EndpointSettings:
     cfg = body.get("EndpointConfig") or {}
     if not isinstance(cfg, dict):
@@ -200,78 +182,20 @@ def endpoint_config(body: dict[str, Any]) -> EndpointSettings:
                             driver_opts=_str_map(cfg.get("DriverOpts"), "EndpointConfig.DriverOpts"))
 
 
-def _shares_a_namespace(container: Container) -> bool:
-    mode = container.host_config.network_mode or "default"
-    return mode == "host" or mode.startswith("container:")
-
-
 async def connect_container(request: web.Request) -> web.Response:
-    """A running container joins at once (its namespace: the container service's
-    ``extra["netns"]``, else ``/proc/<pid>/ns/net``); a stopped one gets the endpoint
-    configuration recorded in ``Container.networks``, used at its next start."""
     kernel = kernel_of(request)
-    svc = _svc(kernel)
-    net = svc.get(request.match_info["id"])
     body = await read_json(request)
-    container = find_container(kernel, str(body.get("Container") or ""))
-    wanted = endpoint_config(body)
-    if wanted.aliases and net.builtin:
-        raise InvalidArgument("network-scoped alias is supported only for containers in user defined networks")
-    if _shares_a_namespace(container):
-        raise InvalidArgument("container sharing network namespace with another container or host cannot be "
-                              "connected to any other network")
-    if net.name in container.networks or any(e.network_id == net.id for e in svc.container_endpoints(container.id)):
-        raise Forbidden(f"endpoint with name {container.name} already exists in network {net.name}")
-    if container.state.running and container.state.pid > 0:
-        netns = str(container.extra.get("netns") or f"/proc/{container.state.pid}/ns/net")
-        settings = await svc.connect(container, net.id, netns, aliases=wanted.aliases,
-                                     ipv4=wanted.ipv4_address or None, ipv6=wanted.ipv6_address or None,
-                                     mac_address=wanted.mac_address,
-                                     dns_servers=list(container.host_config.dns) or None,
-                                     driver_opts=wanted.driver_opts or None)
-        settings.driver_opts = dict(wanted.driver_opts)
-    else:  # recorded now, attached when the container starts
-        settings = wanted
-        settings.network_id = ""
-    try:
-        _save_networks(kernel, container.id, lambda nets: nets.__setitem__(net.name, settings))
-    except BaseException:
-        if container.state.running and container.state.pid > 0:
-            await svc.disconnect(container, net.id, force=True)
-        raise
+    await kernel.networks.connect_container(str(body.get("Container") or ""), request.match_info["id"],
+                                            endpoint_config(body))
     return web.Response(status=200)
 
 
 async def disconnect_container(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
-    svc = _svc(kernel)
-    net = svc.get(request.match_info["id"])
     body = await read_json(request)
-    container = find_container(kernel, str(body.get("Container") or ""))
-    force = bool(body.get("Force"))
-    from dockyard.services.networks import NotConnected
-
-    has_endpoint = any(e.network_id == net.id for e in svc.container_endpoints(container.id))
-    if not has_endpoint and net.name not in container.networks:
-        if force:
-            return web.Response(status=200)
-        raise NotConnected(f"container {container.id} is not connected to network {net.name}")
-    if _shares_a_namespace(container) and not force:
-        raise InvalidArgument(f"container cannot be disconnected from network {net.name}: it shares a "
-                              "network namespace")
-    if has_endpoint:
-        await svc.disconnect(container, net.id, force=force)
-    _save_networks(kernel, container.id, lambda nets: nets.pop(net.name, None))
+    await kernel.networks.disconnect_container(str(body.get("Container") or ""), request.match_info["id"],
+                                               force=bool(body.get("Force")))
     return web.Response(status=200)
-
-
-def _save_networks(kernel: Kernel, container_id: str, change: Any) -> None:
-    """Apply ``change`` to the stored container's ``networks`` in one transaction."""
-    store = kernel.open_store()
-    with store.transaction() as tx:
-        fresh = store.get(Container, container_id)
-        change(fresh.networks)
-        tx.put(fresh)
 
 
 def routes() -> list[ApiRoute]:

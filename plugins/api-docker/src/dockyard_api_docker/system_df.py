@@ -17,8 +17,8 @@ from dockyard_api_docker.volumes import volume_json
 
 async def system_df(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
-    images = kernel.service("images")
-    volumes = kernel.service("volumes")
+    images = kernel.images
+    volumes = kernel.volumes
     data = images.df()
     image_rows = [summary(img, containers=n, shared=shared) for img, n, shared in data["images"]]
     containers: list[dict[str, Any]] = []

@@ -18,7 +18,7 @@ PRUNE_FILTERS = {"label", "label!", "all"}
 
 
 def _svc(kernel: Kernel) -> Any:
-    return kernel.service("volumes")
+    return kernel.volumes
 
 
 def created_at(iso: str) -> str:

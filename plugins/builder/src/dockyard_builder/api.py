@@ -196,7 +196,7 @@ async def prune_cache(request: web.Request) -> web.Response:
     """``POST /build/prune``: drop cache entries whose image is gone (images are pruned by
     ``docker image prune``; the builder keeps no other cache storage)."""
     kernel = request.app[KERNEL_KEY]
-    images = kernel.service("images")
+    images = kernel.images
 
     def exists(image_id: str) -> bool:
         try:

@@ -140,7 +140,7 @@ class Builder(ConfigInstructions):
         self._emit = emit
         self.cache = cache
         self.puller = puller  # pulls a base image through a registry plugin (api.registry_puller)
-        self.images = kernel.service("images")
+        self.images = kernel.images
         self.arch = kernel.facts()["arch"]
         self.dockerfile: Dockerfile = parse(ctx.dockerfile_text)
         self.lexer = Lexer(self.dockerfile.escape)
@@ -409,7 +409,7 @@ class Builder(ConfigInstructions):
             return
         if not st.image_id:
             raise InvalidArgument("RUN needs a base image with a shell or command (FROM scratch has none)")
-        containers = self.kernel.service("containers")
+        containers = self.kernel.containers
         from dockyard.services.containers import ContainerCreate, LogOptions
 
         cfg = ContainerConfig(image=st.image_id, env=[*list(st.config.get("Env") or []), *args_env],
@@ -448,7 +448,7 @@ class Builder(ConfigInstructions):
 
     async def _remove_container(self, cid: str) -> None:
         await self.out(f"Removing intermediate container {cid[:12]}\n")
-        await self.kernel.service("containers").remove(cid, force=True, volumes=True)
+        await self.kernel.containers.remove(cid, force=True, volumes=True)
 
     # ------------------------------------------------------------------ COPY / ADD
     async def _i_copy(self, st: StageState, inst: Instruction) -> None:
@@ -605,8 +605,7 @@ class Builder(ConfigInstructions):
 
     async def _metadata_commit(self, st: StageState, prefix: str, text: str) -> str:
         """A new image on ``st``'s image with ``st.config`` and no new layer."""
-        from dockyard.services.imagearchive import Layer, dumps
-        from dockyard.services.images import Plan
+        from dockyard.services.images import Layer, Plan, dumps
 
         base = self.images.get(st.image_id) if st.image_id else None
         base_doc = self.images.config_doc(base) if base else {}

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dockyard.content import DigestMismatch
-from dockyard.errors import InvalidArgument, NotFound, Unavailable
+from dockyard.errors import InvalidArgument, NotFound, ServiceNotInstalled
 
 _CHUNK = 1 << 20
 
@@ -73,7 +73,7 @@ class Metadata:
 
 
 class ImageStore:
-    """The distribution plugin's view of ``kernel.service("images")``."""
+    """The distribution plugin's view of ``kernel.images``."""
 
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
@@ -83,8 +83,8 @@ class ImageStore:
     @property
     def images(self) -> Any:
         if not self.kernel.has_service("images"):
-            raise Unavailable("this dockyard-core has no image service (dockyard.services.images)")
-        return self.kernel.service("images")
+            raise ServiceNotInstalled("images", self.kernel.role, "dockyard-engine")
+        return self.kernel.images
 
     @property
     def staging_root(self) -> Path:
@@ -103,14 +103,7 @@ class ImageStore:
             shutil.rmtree(path, ignore_errors=True)
 
     async def has_layer(self, chain_id: str) -> bool:
-        from dockyard.services.images import ImageLayer
-
-        try:
-            self.kernel.open_store().get(ImageLayer, chain_id)
-        except NotFound:
-            return False
-        drv = await self.images.driver()
-        return bool(await drv.exists(chain_id))
+        return await self.images.has_layer(chain_id)
 
     def find(self, name: str) -> Any | None:
         try:
@@ -127,15 +120,12 @@ class ImageStore:
         may point at a missing path. ``changed`` is False when the image existed and the tag
         already named it ("Image is up to date").
         """
-        from dockyard.services.imagearchive import Layer
-        from dockyard.services.images import Plan
+        from dockyard.services.images import Layer, Plan
 
         svc = self.images
         plan = Plan(config_raw=config_raw, layers=[Layer(d, s, p) for d, s, p in layers],
                     tags=[tag] if tag else [], manifest_raw=manifest_raw)
-        # The image service has no public "install a verified plan" yet (see README, wiring).
-        install = getattr(svc, "install", None) or svc._install
-        (inst,) = await install([plan], "pull", progress)
+        (inst,) = await svc.install([plan], "pull", progress)
         image = inst.image
         changed = bool(inst.new or inst.tagged or inst.moved)
         if repo_digest and repo_digest not in image.repo_digests:

@@ -1,0 +1,389 @@
+"""The container service: pure rules (restart policy, health, signals, merging, ps, timestamps)
+and real containers through a kernel with every core service (root, conmon and crun needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.config import Config
+from dockyard.errors import Conflict, InvalidArgument, NotFound, NotModified
+from dockyard.kernel import Kernel
+from dockyard.model import (
+    ContainerConfig,
+    ContainerStatus,
+    Health,
+    Healthcheck,
+    HealthLogEntry,
+    HostConfig,
+    RestartPolicy,
+)
+from dockyard.services.containers import ContainerCreate, LogOptions
+from dockyard.services.images import chain_ids
+from dockyard.specs import hookimpl
+from dockyard_engine import container_fs as cfs
+from dockyard_engine import health as healthmod
+from dockyard_engine import restart as policy
+from dockyard_engine.containers import merge_env, parse_signal
+
+# ============================================================================ pure rules
+
+
+def test_restart_policy_rules() -> None:
+    on_failure = RestartPolicy("on-failure", 2)
+    assert policy.should_restart(on_failure, 1, 0, False)
+    assert policy.should_restart(on_failure, 1, 1, False)
+    assert not policy.should_restart(on_failure, 1, 2, False)  # the limit
+    assert not policy.should_restart(on_failure, 0, 0, False)  # success
+    assert policy.should_restart(RestartPolicy("on-failure"), 1, 99, False)  # no limit
+    assert policy.should_restart(RestartPolicy("always"), 0, 5, False)
+    assert not policy.should_restart(RestartPolicy("always"), 0, 5, True)  # manual stop
+    assert not policy.should_restart(RestartPolicy("no"), 1, 0, False)
+    assert policy.restart_at_daemon_start(RestartPolicy("always"), True)
+    assert not policy.restart_at_daemon_start(RestartPolicy("unless-stopped"), True)
+    assert policy.restart_at_daemon_start(RestartPolicy("unless-stopped"), False)
+    assert not policy.restart_at_daemon_start(RestartPolicy("on-failure"), False)
+    with pytest.raises(InvalidArgument):
+        policy.validate(RestartPolicy("sometimes"))
+    with pytest.raises(InvalidArgument):
+        policy.validate(RestartPolicy("always", 3))
+    with pytest.raises(InvalidArgument):
+        policy.validate(RestartPolicy("always"), auto_remove=True)
+
+
+def test_backoff_doubles_from_100ms_and_resets_after_10s_up() -> None:
+    b = policy.Backoff()
+    assert [b.next(0.5) for _ in range(4)] == [0.1, 0.2, 0.4, 0.8]
+    assert b.next(10.0) == 0.1
+    for _ in range(20):
+        b.next(0.0)
+    assert b.delay == policy.BACKOFF_MAX
+
+
+def test_health_transitions() -> None:
+    h = Health()
+    e = HealthLogEntry(start="s", end="e", exit_code=1, output="no")
+    healthmod.apply_result(h, e, False, 2, in_start_period=True)
+    assert h.status == "starting" and h.failing_streak == 0  # failures in the start period do not count
+    healthmod.apply_result(h, e, False, 2, in_start_period=False)
+    assert h.status == "starting" and h.failing_streak == 1
+    healthmod.apply_result(h, e, False, 2, in_start_period=False)
+    assert h.status == "unhealthy" and h.failing_streak == 2
+    healthmod.apply_result(h, e, True, 2, in_start_period=False)
+    assert h.status == "healthy" and h.failing_streak == 0
+    for _ in range(10):
+        healthmod.apply_result(h, e, True, 2, False)
+    assert len(h.log) == healthmod.KEEP_LOG
+    assert healthmod.command_of(Healthcheck(test=["CMD-SHELL", "test -f /x"])) == ["/bin/sh", "-c", "test -f /x"]
+    assert healthmod.command_of(Healthcheck(test=["CMD", "true", "x"])) == ["true", "x"]
+    assert healthmod.command_of(Healthcheck(test=["NONE"])) is None
+
+
+def test_signals_by_name_and_number() -> None:
+    assert parse_signal("KILL") == parse_signal("SIGKILL") == parse_signal("9") == 9
+    assert parse_signal("usr1") == signal.SIGUSR1
+    assert parse_signal(None, 15) == 15
+    for bad in ("NOPE", "0", "99"):
+        with pytest.raises(InvalidArgument):
+            parse_signal(bad)
+
+
+def test_chain_ids_and_env_merge() -> None:
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    ids = chain_ids([a, b])
+    assert ids[0] == a and ids[1].startswith("sha256:") and ids[1] != b
+    assert merge_env(["PATH=/bin", "A=1"], ["A=2", "B"]) == ["PATH=/bin", "A=2", "B"]
+
+
+def test_ps_args_and_timestamps() -> None:
+    assert cfs.parse_ps_args("") is None
+    assert cfs.parse_ps_args("-ef") is None
+    assert cfs.parse_ps_args("-o pid,comm") == ["pid", "comm"]
+    with pytest.raises(InvalidArgument):
+        cfs.parse_ps_args("-o nosuchfield")
+    rows = cfs.top([os.getpid()], "-o pid,comm")
+    assert rows["Titles"] == ["PID", "COMMAND"] and rows["Processes"][0][0] == str(os.getpid())
+    ns, text = cfs.parse_ts("2026-11-24T04:51:36.211127879+00:00")
+    assert text == "2026-11-24T04:51:36.211127879Z" and ns % 1_000_000_000 == 211127879
+    assert cfs.parse_ts("2026-11-24T05:51:36.5+01:00")[1] == "2026-11-24T04:51:36.500000000Z"
+
+
+# ============================================================================ real containers
+needs_runtime = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("conmon") or not shutil.which("crun")
+                                   or not os.path.exists("/bin/busybox"), reason="needs root, conmon, crun, busybox")
+
+
+class SpecRecorder:
+    """A plugin recording ``dockyard_runtime_spec`` calls and events."""
+
+    def __init__(self) -> None:
+        self.specs: list[str] = []
+        self.events: list[Any] = []
+
+    @hookimpl
+    def dockyard_runtime_spec(self, kernel: Any, container: Any, spec: dict[str, Any]) -> None:
+        self.specs.append(container.id)
+        spec["process"]["env"].append("AMENDED=yes")
+
+    @hookimpl
+    def dockyard_event(self, kernel: Any, event: Any) -> None:
+        self.events.append(event)
+
+
+def _leftovers(root: Path, owner: str) -> list[str]:
+    found = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            if str(root) in line:
+                found.append("mount " + line.split()[4])
+    needle = str(root).encode()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(f"pid {pid}")
+            except OSError:
+                pass
+    for dirpath, dirs, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(dirpath, d) for d in dirs if owner in d]
+        dirs[:] = [d for d in dirs if owner not in d]
+    return found
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        self.root = Path(f"/tmp/dyc-{os.urandom(3).hex()}")  # short: unix socket paths
+        self.rec = SpecRecorder()
+        self.kernel: Kernel | None = None
+
+    def config(self) -> Config:
+        return Config(values={"data-root": str(self.root / "data"), "exec-root": str(self.root / "run"),
+                              "storage-driver": "vfs"})
+
+    async def boot(self) -> Kernel:
+        self.kernel = Kernel.build(self.config(), plugins=[self.rec], autoload=False)
+        await self.kernel.start()
+        return self.kernel
+
+    async def halt(self) -> None:
+        if self.kernel is not None:
+            await self.kernel.stop()
+            self.kernel = None
+
+    @property
+    def svc(self) -> Any:
+        assert self.kernel is not None
+        return self.kernel.containers
+
+    def actions(self, cid: str) -> list[str]:
+        return [e.action for e in self.rec.events if e.type == "container" and e.actor_id == cid]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> Any:
+    w = World(tmp_path)
+    k = await w.boot()
+    await k.images.bootstrap("busybox")
+    try:
+        yield w
+    finally:
+        if w.kernel is None:
+            await w.boot()
+        for c in w.svc.list():
+            try:
+                await w.svc.remove(c.id, force=True, volumes=True)
+            except NotFound:
+                pass
+        owner = w.kernel.config.owner
+        await w.halt()
+        left = _leftovers(w.root, owner)
+        shutil.rmtree(w.root, ignore_errors=True)
+        assert not left, f"left behind: {left}"
+
+
+def req(cmd: list[str] | None, name: str = "", **kw: Any) -> ContainerCreate:
+    host = kw.pop("host", None) or HostConfig(network_mode="none")
+    return ContainerCreate(config=ContainerConfig(image=kw.pop("image", "busybox"), **kw), host_config=host,
+                           name=name, cmd=cmd)
+
+
+async def run_to_exit(w: World, cmd: list[str], **kw: Any) -> Any:
+    c = await w.svc.create(req(cmd, **kw))
+    waiter = asyncio.ensure_future(w.svc.wait(c.id, "next-exit"))
+    await w.svc.start_container(c.id)
+    code = await asyncio.wait_for(waiter, 20)
+    return c, code
+
+
+async def output(w: World, cid: str, **opts: Any) -> bytes:
+    return b"".join([d async for _s, d in w.svc.logs(cid, LogOptions(**opts))])
+
+
+@needs_runtime
+async def test_create_rules(world: World) -> None:
+    svc = world.svc
+    c = await svc.create(req(None, name="web", env=["A=1"], labels={"x": "y"}))
+    assert c.config.cmd == ["sh"] and c.config.entrypoint == []  # the image's CMD
+    assert "A=1" in c.config.env and any(e.startswith("PATH=") for e in c.config.env)
+    assert c.config.hostname == c.id[:12] and c.state.status is ContainerStatus.CREATED
+    ep = await svc.create(ContainerCreate(config=ContainerConfig(image="busybox"), entrypoint=["echo"],
+                                          host_config=HostConfig(network_mode="none")))
+    assert ep.config.entrypoint == ["echo"] and ep.config.cmd == []  # entrypoint set: image CMD dropped
+    with pytest.raises(Conflict, match='The container name "/web" is already in use by container'):
+        await svc.create(req(["true"], name="/web"))
+    with pytest.raises(InvalidArgument):
+        await svc.create(req(["true"], name="-bad"))
+    with pytest.raises(NotFound, match="No such image"):
+        await svc.create(req(["true"], image="nosuchimage:1"))
+    assert svc.get("web").id == c.id == svc.get(c.id[:10]).id == svc.get("/web").id
+    named = [svc.get(x.id).name for x in (ep,)]
+    assert named[0] and "_" in named[0]  # a random name
+    assert world.actions(c.id) == ["create"]
+
+
+@needs_runtime
+async def test_run_exit_code_logs_events_and_spec_hook(world: World) -> None:
+    script = "echo out1; echo err1 >&2; echo out2; echo $AMENDED; exit 3"
+    c, code = await run_to_exit(world, ["sh", "-c", script], labels={"team": "a"})
+    assert code == 3
+    cur = world.svc.get(c.id)
+    assert cur.state.status is ContainerStatus.EXITED and cur.state.exit_code == 3
+    both = await output(world, c.id)  # two pipes: stdout/stderr order between them is not kept
+    assert sorted(both.splitlines()) == [b"err1", b"out1", b"out2", b"yes"]
+    assert await output(world, c.id, stderr=False) == b"out1\nout2\nyes\n"
+    assert await output(world, c.id, stdout=False) == b"err1\n"
+    assert await output(world, c.id, tail=1, stderr=False) == b"yes\n"
+    stamped = await output(world, c.id, tail=1, timestamps=True, stderr=False)
+    assert stamped.endswith(b"Z yes\n") and len(stamped.split(b" ")[0]) == 30  # nanoseconds
+    assert c.id in world.rec.specs  # the dockyard_runtime_spec hook ran
+    assert world.actions(c.id)[:3] == ["create", "start", "die"]
+    die = [e for e in world.rec.events if e.action == "die" and e.actor_id == c.id][0]
+    assert die.attributes["exitCode"] == "3" and die.attributes["team"] == "a"
+    assert die.attributes["image"] == "busybox" and die.attributes["name"] == cur.name
+    with pytest.raises(Conflict):
+        await world.svc.kill(c.id)
+    with pytest.raises(NotModified):
+        await world.svc.stop_container(c.id)
+    assert await world.svc.wait(c.id) == 3  # not-running: at once
+
+
+@needs_runtime
+async def test_attach_before_start_and_stdin(world: World) -> None:
+    c = await world.svc.create(req(["sh", "-c", "cat; echo done >&2"], open_stdin=True, stdin_once=True,
+                                   attach_stdin=True))
+    _c, fut = await world.svc.attach(c.id)
+    assert isinstance(fut, asyncio.Future) and not fut.done()
+    await world.svc.start_container(c.id)
+    stream = await asyncio.wait_for(fut, 10)
+    await stream.write(b"hello\n")
+    await stream.close_stdin()
+    got = []
+    while (item := await asyncio.wait_for(stream.read(), 15)) is not None:
+        got.append(item)
+    stream.close()
+    assert b"".join(d for s, d in got if s == "stdout") == b"hello\n"
+    assert b"".join(d for s, d in got if s == "stderr") == b"done\n"
+
+
+@needs_runtime
+async def test_exec_and_signals(world: World) -> None:
+    svc = world.svc
+    script = "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.1; done"
+    c = await svc.create(req(["sh", "-c", script], name="sig"))
+    await svc.start_container(c.id)
+    code, out = await svc.exec_run("sig", ["sh", "-c", "echo x; echo y >&2; exit 4"])
+    assert (code, out) == (4, "x\ny\n")
+    sess = svc.exec_create("sig", ["/no/such/binary"])
+    await svc.exec_start(sess.id)
+    assert sess.exit_code == 126 and sess.error
+    top = await svc.top("sig")
+    assert top["Titles"][1] == "PID" and any("sh -c" in row[-1] for row in top["Processes"])
+    stats = await svc.stats("sig")
+    assert stats["pids_stats"]["current"] >= 1 and stats["name"] == "/sig"
+    await svc.pause("sig")
+    with pytest.raises(Conflict, match="already paused"):
+        await svc.pause("sig")
+    with pytest.raises(Conflict):
+        svc.exec_create("sig", ["true"])
+    await svc.unpause("sig")
+    with pytest.raises(Conflict):
+        await svc.unpause("sig")
+    with pytest.raises(Conflict, match="You cannot remove a running container"):
+        await svc.remove("sig")
+    await svc.rename("sig", "sig2")
+    assert svc.get("sig2").id == c.id
+    await svc.stop_container("sig2", timeout=10)
+    cur = svc.get(c.id)
+    assert cur.state.exit_code == 42 and b"got-term" in await output(world, c.id)
+    acts = world.actions(c.id)
+    assert "exec_die" in acts and "pause" in acts and "unpause" in acts and "rename" in acts
+    assert acts[-3:] == ["kill", "die", "stop"]
+
+
+@needs_runtime
+async def test_restart_policy_and_auto_remove(world: World) -> None:
+    svc = world.svc
+    c = await svc.create(req(["sh", "-c", "exit 1"], host=HostConfig(
+        network_mode="none", restart_policy=RestartPolicy("on-failure", 2))))
+    await svc.start_container(c.id)
+    for _ in range(200):
+        cur = svc.get(c.id)
+        if cur.state.restart_count == 2 and cur.state.status is ContainerStatus.EXITED:
+            break
+        await asyncio.sleep(0.05)
+    assert cur.state.restart_count == 2 and cur.state.status is ContainerStatus.EXITED
+    assert world.actions(c.id).count("start") == 3
+    rm = await svc.create(req(["sh", "-c", "exit 5"], host=HostConfig(network_mode="none", auto_remove=True)))
+    removed = asyncio.ensure_future(svc.wait(rm.id, "removed"))
+    await svc.start_container(rm.id)
+    assert await asyncio.wait_for(removed, 20) == 5
+    with pytest.raises(NotFound):
+        svc.get(rm.id)
+
+
+@needs_runtime
+async def test_healthcheck_transitions(world: World) -> None:
+    svc = world.svc
+    check = Healthcheck(test=["CMD-SHELL", "test -f /tmp/ok"], interval=200_000_000, retries=1)
+    c = await svc.create(req(["sleep", "30"], healthcheck=check))
+    await svc.start_container(c.id)
+    for want in ("unhealthy", "healthy"):
+        if want == "healthy":
+            await svc.exec_run(c.id, ["touch", "/tmp/ok"])
+        for _ in range(100):
+            if svc.get(c.id).state.health.status == want:
+                break
+            await asyncio.sleep(0.05)
+        assert svc.get(c.id).state.health.status == want
+    assert "health_status: unhealthy" in world.actions(c.id)
+    assert world.actions(c.id)[-1] == "health_status: healthy"
+
+
+@needs_runtime
+async def test_bridge_network_and_live_restore(world: World) -> None:
+    svc = world.svc
+    c = await svc.create(req(["sh", "-c", "while true; do echo tick; sleep 0.1; done"],
+                             host=HostConfig(network_mode="bridge")))
+    await svc.start_container(c.id)
+    gone = await svc.create(req(["sh", "-c", "sleep 0.5; exit 7"]))
+    await svc.start_container(gone.id)
+    ip = svc.get(c.id).networks["bridge"].ipv4_address
+    assert ip and (world.root / "run" / "netns" / c.id).exists()
+    await world.halt()  # the daemon goes away; containers keep running
+    await asyncio.sleep(1.0)
+    await world.boot()
+    svc = world.svc
+    assert svc.get(c.id).state.status is ContainerStatus.RUNNING
+    assert svc.get(gone.id).state.exit_code == 7 and svc.get(gone.id).state.status is ContainerStatus.EXITED
+    before = (await output(world, c.id)).count(b"tick")
+    await asyncio.sleep(0.5)
+    assert (await output(world, c.id)).count(b"tick") > before
+    await svc.stop_container(c.id, timeout=1)
+    assert svc.get(c.id).state.status is ContainerStatus.EXITED
+    assert not (world.root / "run" / "netns" / c.id).exists()
