@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from dockyard.services.containers import Containers
     from dockyard.services.images import Images
     from dockyard.services.networks import Networks
+    from dockyard.services.system import System
     from dockyard.services.volumes import Volumes
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,10 @@ class Kernel:
     @property
     def volumes(self) -> Volumes:
         return cast("Volumes", self.service("volumes"))
+
+    @property
+    def system(self) -> System:
+        return cast("System", self.service("system"))
 
     # ------------------------------------------------------------------ life cycle
     def open_store(self) -> Store:

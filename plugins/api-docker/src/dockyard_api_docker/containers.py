@@ -83,8 +83,8 @@ async def list_containers(request: web.Request) -> web.Response:
     limit = qint(request, "limit", -1) or -1
     if limit > 0:
         show_all = True
-    containers = sorted(kernel.open_store().list(Container), key=lambda c: c.created, reverse=True)
     svc = kernel.containers
+    containers = sorted(svc.list(), key=lambda c: c.created, reverse=True)
     before = [svc.get(ref).created for ref in flt.get("before")]
     since = [svc.get(ref).created for ref in flt.get("since")]
     out = []

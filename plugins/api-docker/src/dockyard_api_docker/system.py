@@ -12,7 +12,7 @@ from aiohttp import web
 
 from dockyard import __version__
 from dockyard.errors import InvalidArgument
-from dockyard.model import Container, ContainerStatus, Event, Image
+from dockyard.model import Event
 from dockyard.specs import NAMESPACES
 from dockyard.specs.api import ApiRoute
 from dockyard_api_docker.filters import Filters
@@ -82,38 +82,22 @@ def plugin_records(kernel: Any) -> list[dict[str, str]]:
 
 async def info(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
-    store = kernel.open_store()
     f = kernel.facts()
-    containers = store.list(Container)
-    by_status = {s: 0 for s in ContainerStatus}
-    for c in containers:
-        by_status[c.state.status] += 1
-    storage_name = kernel.selected_driver_name("storage")
-    driver_status: list[list[str]] = []
-    drv = kernel.drivers.get(("storage", storage_name))
-    if drv is not None:
-        driver_status = [list(p) for p in drv.status()]
-    warnings = [str(p) for p in kernel.registry.problems]
+    engine = await kernel.system.info()
+    warnings = [str(p) for p in kernel.registry.problems] + engine.warnings
     warnings += [f"plugin {fl.plugin} failed on {fl.event}: {fl.error}" for fl in kernel.events.failures[-10:]]
-    runtimes: dict[str, Any] = {}
-    if kernel.registry.driver_names("arch"):
-        for name in ("crun", "runc"):
-            runtimes[name] = {"path": name}
-        for name, spec in (kernel.config.get("runtimes") or {}).items():
-            runtimes[name] = spec
     return json_response({
         "ID": kernel.daemon_id,
-        "Containers": len(containers),
-        "ContainersRunning": by_status[ContainerStatus.RUNNING] + by_status[ContainerStatus.RESTARTING],
-        "ContainersPaused": by_status[ContainerStatus.PAUSED],
-        "ContainersStopped": sum(by_status[s] for s in (ContainerStatus.CREATED, ContainerStatus.EXITED,
-                                                       ContainerStatus.DEAD, ContainerStatus.REMOVING)),
-        "Images": store.count(Image),
-        "Driver": storage_name,
-        "DriverStatus": driver_status,
+        "Containers": engine.containers,
+        "ContainersRunning": engine.containers_running,
+        "ContainersPaused": engine.containers_paused,
+        "ContainersStopped": engine.containers_stopped,
+        "Images": engine.images,
+        "Driver": engine.storage_driver,
+        "DriverStatus": [list(p) for p in engine.driver_status],
         "Plugins": {
-            "Volume": kernel.registry.driver_names("volume"),
-            "Network": kernel.registry.driver_names("network"),
+            "Volume": engine.volume_drivers,
+            "Network": engine.network_drivers,
             "Authorization": None,
             "Log": [],
         },
@@ -141,8 +125,8 @@ async def info(request: web.Request) -> web.Response:
         "Labels": list(kernel.config.get("labels") or []),
         "ExperimentalBuild": False,
         "ServerVersion": __version__,
-        "Runtimes": runtimes,
-        "DefaultRuntime": kernel.config.get("default-runtime"),
+        "Runtimes": engine.runtimes,
+        "DefaultRuntime": engine.default_runtime or kernel.config.get("default-runtime"),
         "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                   "ControlAvailable": False, "Error": "", "RemoteManagers": None},
         "LiveRestoreEnabled": bool(kernel.config.get("live-restore")),
@@ -151,7 +135,7 @@ async def info(request: web.Request) -> web.Response:
         "ContainerdCommit": {"ID": "", "Expected": ""},
         "RuncCommit": {"ID": "", "Expected": ""},
         "InitCommit": {"ID": "", "Expected": ""},
-        "SecurityOptions": ["name=seccomp,profile=default"] if runtimes else [],
+        "SecurityOptions": engine.security_options,
         "Warnings": warnings or None,
         # dockyard extension: every installed plugin and driver, with load errors.
         "DockyardPlugins": plugin_records(kernel),

@@ -41,6 +41,12 @@ def _containers(kernel: Kernel) -> Service:
     return ContainerService(kernel)
 
 
+def _system(kernel: Kernel) -> Service:
+    from dockyard_engine.system import SystemService
+
+    return SystemService(kernel)
+
+
 SERVICES: tuple[ServiceInfo, ...] = (
     ServiceInfo("volumes", _volumes, description="named and anonymous volumes over volume drivers"),
     ServiceInfo("images", _images, after=("volumes",),
@@ -49,4 +55,5 @@ SERVICES: tuple[ServiceInfo, ...] = (
                 description="networks, IPAM, endpoints, embedded DNS"),
     ServiceInfo("containers", _containers, after=("volumes", "images", "networks"),
                 description="container life cycle, exec, logs, attach, health, restart policies"),
+    ServiceInfo("system", _system, after=("containers",), description="/info counts and /system/df sizes"),
 )
