@@ -130,6 +130,10 @@ class Kernel:
         key = NAMESPACES[kind][1]
         return str(self.config.values.get(key) or "") if key else ""
 
+    def _chooses_automatically(self, kind: str) -> bool:
+        _area, key, default = NAMESPACES[kind]
+        return bool(key and default and not self.configured_driver_name(kind) and kind not in self._auto_selected)
+
     async def _select_automatically(self, kind: str) -> None:
         """No driver configured: ready the first that works (``AUTO_PRIORITY``, then the rest)."""
         installed = self.registry.driver_names(kind)
@@ -177,7 +181,13 @@ class Kernel:
         return self.drivers[key]
 
     async def driver_ready(self, kind: str, name: str | None = None) -> Driver:
-        """Like :meth:`driver`, and ``setup()`` has run (once)."""
+        """Like :meth:`driver`, and ``setup()`` has run (once).
+
+        For a kind chosen by configuration (``storage-driver``) that is not configured, the
+        first call chooses: the first installed driver that sets up (:meth:`_select_automatically`).
+        """
+        if name is None and self._chooses_automatically(kind):
+            await self._select_automatically(kind)
         if self._driver_lock is None:
             self._driver_lock = asyncio.Lock()
         async with self._driver_lock:
@@ -267,15 +277,16 @@ class Kernel:
         return start_order(self.service_infos())
 
     async def start(self) -> None:
-        """Open the store, ready the selected drivers, start background services."""
+        """Open the store, ready the configured drivers, start the services in order, then
+        the background services.
+
+        A driver named in the configuration is readied here, so a broken one stops the daemon
+        at once; an unconfigured kind is chosen when a service first asks for it (the engine's
+        image service does at its start)."""
         self.open_store()
-        for kind, (_area, key, default) in NAMESPACES.items():
-            if key is None:
-                continue
-            if self.configured_driver_name(kind):
+        for kind, (_area, key, _default) in NAMESPACES.items():
+            if key is not None and self.configured_driver_name(kind):
                 await self.driver_ready(kind)
-            elif default:
-                await self._select_automatically(kind)
         conflicts = [p for p in self.registry.problems if isinstance(p, PluginConflictError) and p.kind == "service"]
         if conflicts:
             raise conflicts[0]
