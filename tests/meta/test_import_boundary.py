@@ -89,3 +89,43 @@ def test_the_scan_catches_each_form(tmp_path: Path, monkeypatch) -> None:
                    "from dockyard.specs import hookimpl\nimport dockyard\n")
     assert [h.rsplit(": ", 1)[1] for h in foreign_imports(bad)] == [
         "dockyard_storage_vfs", "dockyard_network_bridge.driver", "dockyard_arch_linux"]
+
+
+def _own_packages(dist: Path) -> set[str]:
+    return {p.name for p in (dist / "src").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            out.add(node.args[0].value.split(".")[0])
+    return out
+
+
+def test_no_distribution_imports_a_sibling() -> None:
+    """A distribution's code depends on dockyard-core only (DESIGN: cross-area needs go
+    through core): no driver or plugin imports another driver or plugin, so each installs,
+    uninstalls and is replaced alone."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from distributions import distributions
+    finally:
+        sys.path.pop(0)
+    offenders = []
+    for dist in distributions():
+        if dist.name == "core" or not (dist / "src").is_dir():
+            continue
+        own = _own_packages(dist)
+        for path in sorted((dist / "src").rglob("*.py")):
+            if "templates" in path.parts:
+                continue
+            foreign = {m for m in _imported_modules(path) if m.startswith(FOREIGN) and m not in own}
+            if foreign:
+                offenders.append(f"{path.relative_to(ROOT)}: {', '.join(sorted(foreign))}")
+    assert not offenders, "distributions importing a sibling:\n" + "\n".join(offenders)
