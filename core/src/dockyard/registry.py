@@ -285,7 +285,9 @@ class Registry:
         return err
 
     def check_all_drivers(self) -> None:
-        """Try to load every driver (for ``plugins list``); failures are recorded, not raised."""
+        """Try to load every driver and service provider (for ``plugins list``); failures are
+        recorded, not raised."""
+        self.load_service_providers()
         for rec in self.records:
             if rec.kind in NAMESPACES and rec.status == "available":
                 try:
@@ -330,9 +332,28 @@ class Registry:
         skipped. Two providers offering one name for one role are a recorded
         ``PluginConflictError`` and neither is used (the kernel refuses to start with it).
         """
+        offered: dict[str, list[tuple[ServiceInfo, PluginRecord]]] = {}
+        for rec, infos in self.load_service_providers():
+            for info in infos:
+                if role in info.roles:
+                    offered.setdefault(info.name, []).append((info, rec))
+        out: dict[str, tuple[ServiceInfo, PluginRecord]] = {}
+        for name, found in sorted(offered.items()):
+            if len(found) > 1:
+                err = PluginConflictError("service", name, [f"{r.distribution} {r.version}" for _i, r in found])
+                self.problems.append(err)
+                for _i, r in found:
+                    r.status, r.error = "conflict", str(err)
+                continue
+            out[name] = found[0]
+        return out
+
+    def load_service_providers(self) -> list[tuple[PluginRecord, list[ServiceInfo]]]:
+        """Import every allowed ``dockyard.services`` provider and check its shape; failures
+        are recorded (``plugins list`` shows them), not raised."""
         from dockyard.services import ServiceInfo
 
-        offered: dict[str, list[tuple[ServiceInfo, PluginRecord]]] = {}
+        out = []
         for rec in self.find(SERVICE_GROUP):
             if rec.status not in ("available", "loaded"):
                 continue
@@ -347,18 +368,7 @@ class Registry:
                                 f"found {type(bad[0]).__name__}")
                 continue
             rec.status, rec.error = "loaded", ""
-            for info in infos:
-                if role in info.roles:
-                    offered.setdefault(info.name, []).append((info, rec))
-        out: dict[str, tuple[ServiceInfo, PluginRecord]] = {}
-        for name, found in sorted(offered.items()):
-            if len(found) > 1:
-                err = PluginConflictError("service", name, [f"{r.distribution} {r.version}" for _i, r in found])
-                self.problems.append(err)
-                for _i, r in found:
-                    r.status, r.error = "conflict", str(err)
-                continue
-            out[name] = found[0]
+            out.append((rec, infos))
         return out
 
     # ------------------------------------------------------------------ CLI
