@@ -27,6 +27,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (e.Forbidden, 403),
     (e.InvalidArgument, 400),
     (e.DriverNotInstalled, 501),
+    (e.ServiceNotInstalled, 501),
     (e.Unavailable, 503),
 )
 
