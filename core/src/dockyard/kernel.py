@@ -63,6 +63,9 @@ class Kernel:
     events: EventBus = field(default_factory=EventBus)
     store: Store | None = None
     drivers: dict[tuple[str, str], Driver] = field(default_factory=dict)
+    #: (kind, name) of the drivers in ``drivers`` whose ``setup()`` has run and that are not
+    #: closed: the kernel's own record, nothing is written onto a driver.
+    _ready: set[tuple[str, str]] = field(default_factory=set)
     services: dict[str, Service] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _driver_lock: asyncio.Lock | None = None
@@ -191,13 +194,24 @@ class Kernel:
         if self._driver_lock is None:
             self._driver_lock = asyncio.Lock()
         async with self._driver_lock:
+            name = name or self.selected_driver_name(kind)
             drv = self.driver(kind, name)
-            if not getattr(drv, "_dockyard_setup_done", False):
+            key = (kind, name)
+            if key not in self._ready:
                 drv.context.data_dir.mkdir(parents=True, exist_ok=True)
                 drv.context.run_dir.mkdir(parents=True, exist_ok=True)
                 await drv.setup()
-                drv._dockyard_setup_done = True  # type: ignore[attr-defined]
+                self._ready.add(key)
         return drv
+
+    def is_ready(self, kind: str, name: str) -> bool:
+        """True when driver ``name`` of ``kind`` was set up by :meth:`driver_ready` and is not
+        closed (a driver merely constructed by :meth:`driver` is not ready)."""
+        return (kind, name) in self._ready
+
+    def ready_drivers(self, kind: str) -> dict[str, Driver]:
+        """The set-up (not closed) driver instances of ``kind``, by name."""
+        return {n: d for (k, n), d in self.drivers.items() if k == kind and (k, n) in self._ready}
 
     # ------------------------------------------------------------------ services
     @property
@@ -323,8 +337,9 @@ class Kernel:
                 except Exception:  # noqa: BLE001
                     log.exception("service %s failed to stop", name)
         self.events.close()
-        for drv in list(self.drivers.values()):
-            if getattr(drv, "_dockyard_setup_done", False):
+        for key, drv in list(self.drivers.items()):
+            if key in self._ready:
+                self._ready.discard(key)
                 try:
                     await drv.close()
                 except Exception:  # noqa: BLE001

@@ -42,6 +42,7 @@ from typing import Any
 from dockyard.errors import (
     Conflict,
     DockyardError,
+    DriverNotInstalled,
     Forbidden,
     InvalidArgument,
     NotFound,
@@ -142,7 +143,16 @@ class NetworkService(Service):
                     return found[0]
                 if len(found) > 1:
                     raise InvalidArgument(f"network {ref} is ambiguous ({len(found)} matches found based on ID prefix)")
+        if ref in BUILTIN:  # missing because its driver is: say which distribution to install
+            self.kernel.driver("network", BUILTIN[ref])
         raise NotFound(f"network {ref} not found")
+
+    def none_is_bare_namespace(self) -> bool:
+        """True when there is no ``none`` network because no ``null`` driver is installed. The
+        container's own namespace (made with its loopback up) is then all ``--network none``
+        means, which is what the null driver gives, and the container has no endpoint."""
+        return (self.store.by_name(Network, "none") is None
+                and BUILTIN["none"] not in self.kernel.registry.driver_names("network"))
 
     def endpoints(self, network: Network | str) -> list[Endpoint]:
         """The endpoints (joined or in progress) of a network, oldest first."""
@@ -552,9 +562,8 @@ class NetworkService(Service):
     # ------------------------------------------------------------------ DNS
     def _dns_drivers(self) -> list[Any]:
         """Set-up network drivers that serve the embedded DNS."""
-        return [d for (kind, _n), d in self.kernel.drivers.items()
-                if kind == "network" and DNS_CAPABILITY in d.info.capabilities
-                and getattr(d, "_dockyard_setup_done", False)]
+        return [d for d in self.kernel.ready_drivers("network").values()
+                if DNS_CAPABILITY in d.info.capabilities]
 
     def dns_records(self, net: Network) -> dict[str, list[str]]:
         """name -> addresses on a user-defined network: each joined container's name, aliases
@@ -644,6 +653,8 @@ class NetworkService(Service):
                 opts = {DEFAULT_BRIDGE_OPTION: "true"} if name == "bridge" else {}
                 try:
                     await self._create(NetworkCreate(name=name, driver=driver, options=opts), builtin=True)
+                except DriverNotInstalled as exc:  # a chosen, smaller install: an error only at use
+                    log.info("no built-in %s network: %s", name, exc)
                 except DockyardError as exc:
                     log.error("could not create the built-in %s network: %s", name, exc)
         for net in self.list():
@@ -699,10 +710,10 @@ class NetworkService(Service):
                     log.exception("could not stop the resolver of %s", cid[:12])
         self._dns_attached.clear()
         in_use = {e.network_id for e in self.store.list(Endpoint)}
+        ready = self.kernel.ready_drivers("network")
         for net in self.list():
-            drv = self.kernel.drivers.get(("network", net.driver))
-            if (net.id in in_use or net.driver in SINGLETON_DRIVERS or drv is None
-                    or not getattr(drv, "_dockyard_setup_done", False)):
+            drv = ready.get(net.driver)
+            if net.id in in_use or net.driver in SINGLETON_DRIVERS or drv is None:
                 continue
             try:
                 await drv.delete_network(net)
