@@ -325,6 +325,9 @@ class ContainerService(Service):
         mode = c.host_config.network_mode or "default"
         if mode.startswith("container:"):
             return {}
+        if mode == "none" and self.kernel.has_service("networks") \
+                and self.kernel.service("networks").none_is_bare_namespace():
+            return {}  # no null driver installed: the container's own namespace is "none"
         primary = "bridge" if mode in ("default", "") else mode
         nets: dict[str, EndpointSettings] = {}
         if self.kernel.has_service("networks"):
