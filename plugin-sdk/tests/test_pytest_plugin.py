@@ -4,6 +4,7 @@ child pytest (Pytester's ``runpytest_subprocess`` style), the plugin coming in t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -174,12 +175,13 @@ def _remove_netns(name: str) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a named netns")
-def test_session_leak_check_fails_on_a_leftover_dockyard_object(tmp_path: Path) -> None:
-    ns = f"dy{uuid.uuid4().hex[:8]}"
+def test_session_leak_check_fails_on_a_leftover_of_a_recorded_owner(tmp_path: Path) -> None:
+    ns = f"dy{uuid.uuid4().hex[:6]}x"
     source = f"""
         from pyroute2 import netns
 
-        def test_makes_a_netns():
+        def test_makes_a_netns(dockyard_owners):
+            dockyard_owners.record("{ns[:8]}")
             netns.create("{ns}")
         """
     try:
@@ -188,9 +190,10 @@ def test_session_leak_check_fails_on_a_leftover_dockyard_object(tmp_path: Path) 
         assert "1 passed" in proc.stdout
         assert f"netns: {ns}" in left_behind(proc.stdout), proc.stdout
 
-        # the same leftover, present before the session: not counted, but reported. (Other
-        # work on this host may create dockyard objects meanwhile, so only ours is asserted.)
-        again = run_pytest(tmp_path, "def test_nothing():\n    pass\n", "--dockyard-leak-check")
+        # the same leftover, present before the session: not counted, but reported
+        again = run_pytest(tmp_path, source.replace(f'netns.create("{ns}")', "pass"),
+                           "--dockyard-leak-check")
+        assert again.returncode == 0, again.stdout + again.stderr
         assert f"netns: {ns}" not in left_behind(again.stdout), again.stdout
         assert f"netns: {ns}" in again.stdout.split("present before the session started")[1]
     finally:
@@ -204,21 +207,107 @@ def test_session_leak_check_fails_on_a_leftover_dockyard_object(tmp_path: Path) 
         _remove_netns(ns)
 
 
-def test_session_leak_check_ignores_objects_not_named_like_dockyard(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount")
-    mnt = tmp_path / "plainmnt"
-    mnt.mkdir()
-    source = f"""
-        import subprocess
+def _delete_links(*names: str) -> None:
+    from pyroute2 import IPRoute
 
-        def test_mounts():
-            subprocess.run(["mount", "-t", "tmpfs", "none", "{mnt}"], check=True)
+    with IPRoute() as ipr:
+        for name in names:
+            if ipr.link_lookup(ifname=name):
+                ipr.link("del", ifname=name)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create links")
+def test_leak_checks_ignore_a_foreign_owner_and_report_a_recorded_one(tmp_path: Path) -> None:
+    """A link named with the token of a root the session did not record (another daemon's)
+    is not a leak; one named with a recorded token is, for the test and for the session."""
+    from dockyard_plugin_sdk.testing import owner_of_data_root
+
+    mine = owner_of_data_root(tmp_path / "mine" / "data")
+    foreign = owner_of_data_root(tmp_path / "another-daemon" / "data")
+    assert mine != foreign
+    links = (f"{mine}-leak", f"{foreign}-leak")
+    source = f"""
+        import pytest
+        from pathlib import Path
+        from pyroute2 import IPRoute
+
+        def _add(name):
+            with IPRoute() as ipr:
+                ipr.link("add", ifname=name, kind="bridge")  # no dummy module on every kernel
+
+        def test_foreign_only(no_leaks):
+            _add("{links[1]}")
+
+        def test_recorded(no_leaks, dockyard_owners):
+            assert dockyard_owners.record_data_root(Path("{tmp_path / 'mine' / 'data'}")) == "{mine}"
+            _add("{links[0]}")
         """
     try:
         proc = run_pytest(tmp_path, source, "--dockyard-leak-check")
     finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
-    assert "1 passed" in proc.stdout, proc.stdout + proc.stderr
-    assert "dockyard leak check" in proc.stdout
-    assert str(mnt) not in proc.stdout, "a mount not named like dockyard's was counted"
+        _delete_links(*links)
+    out = proc.stdout + proc.stderr
+    assert "2 passed, 1 error" in outcome(proc), out
+    assert "ERROR at teardown of test_recorded" in out and "test_foreign_only" not in out.split("short test summary")[-1]
+    assert f"links: {links[0]}" in out and links[1] not in out
+    assert f"links: {links[0]}" in left_behind(proc.stdout) and mine in left_behind(proc.stdout)
+
+
+def test_session_leak_check_counts_mounts_under_recorded_roots_only(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount")
+    plain, rooted = tmp_path / "plainmnt", tmp_path / "daemon-root" / "data" / "mnt"
+    plain.mkdir()
+    rooted.mkdir(parents=True)
+    source = f"""
+        import subprocess
+        from pathlib import Path
+
+        def test_mounts(dockyard_owners):
+            dockyard_owners.record_data_root(Path("{rooted.parent}"), Path("{rooted.parent.parent}"))
+            for mnt in ("{plain}", "{rooted}"):
+                subprocess.run(["mount", "-t", "tmpfs", "none", mnt], check=True)
+        """
+    try:
+        proc = run_pytest(tmp_path, source, "--dockyard-leak-check")
+    finally:
+        for mnt in (plain, rooted):
+            subprocess.run(["umount", str(mnt)], capture_output=True)
+    assert "1 passed" in proc.stdout and proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"mounts: {rooted} (tmpfs none)" in left_behind(proc.stdout)
+    assert str(plain) not in proc.stdout, "a mount under no recorded root was counted"
+
+
+def test_daemon_fixtures_for_a_third_party_project(tmp_path: Path) -> None:
+    """``dockyardd`` and friends come through the entry point (no conftest), record their
+    daemon's owner for the leak checks, and skip (not fail) without what they need."""
+    source = """
+        import importlib.util
+        import pytest
+        from dockyard_plugin_sdk.testing import Daemon, owner_of
+
+        def test_daemon(dockyardd, dockyard_owners, no_leaks):
+            assert isinstance(dockyardd, Daemon)
+            assert dockyardd.client().get("/info")["DockerRootDir"] == str(dockyardd.root / "data")
+            assert owner_of(dockyardd.root) in dockyard_owners.tokens
+            assert str(dockyardd.root) in dockyard_owners.roots
+
+        def test_factory_roots_are_apart(dockyardd_factory):
+            a, b = dockyardd_factory("a"), dockyardd_factory("b")
+            assert a.socket != b.socket and a.owner != b.owner
+
+        def test_docker_py_is_optional(dockyardd_client):
+            assert dockyardd_client.ping() is True
+
+        def test_kernel_records_its_owner(dockyard_kernel, dockyard_owners):
+            assert dockyard_kernel.config.owner in dockyard_owners.tokens
+        """
+    proc = run_pytest(tmp_path, source, "-rs", "--dockyard-leak-check")
+    out = proc.stdout + proc.stderr
+    if importlib.util.find_spec("dockyard_api_docker") is None:
+        assert "1 passed, 3 skipped" in outcome(proc), out
+        assert "pip install dockyard-api-docker" in out
+        return
+    want = "4 passed" if importlib.util.find_spec("docker") else "3 passed, 1 skipped"
+    assert want in outcome(proc), out
+    assert proc.returncode == 0 and "nothing left behind (5 owner token(s)" in out, out

@@ -3,6 +3,7 @@ test_pytest_plugin.py through a throwaway pytest run)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -20,8 +21,13 @@ from dockyard.specs.cluster import SchedulerFilter
 from dockyard_plugin_sdk.testing import (
     HookRecorder,
     HostSnapshot,
+    Owners,
+    WaitTimeout,
     dockyard_named,
+    owner_of_data_root,
     snapshot_host,
+    wait_for,
+    wait_for_exit,
     wait_for_no_leaks,
 )
 
@@ -191,6 +197,37 @@ def test_dockyard_named_filter() -> None:
                            "/home/dylan-not-ours/a (tmpfs t)"}
 
 
+def test_owners_keep_only_their_tokens_roots_and_child_processes(tmp_path: Path) -> None:
+    owners = Owners()
+    token = owners.record_data_root(tmp_path / "d" / "data", tmp_path / "d")
+    assert token == owner_of_data_root(tmp_path / "d" / "data") and token.startswith("dy") and len(token) == 8
+    other = owner_of_data_root(tmp_path / "elsewhere" / "data")
+    snap = HostSnapshot(
+        mounts=frozenset({f"{tmp_path}/d/data/overlay/x/merged (overlay overlay)",
+                          f"{tmp_path}/d/run/netns/abc (nsfs nsfs)",
+                          f"/var/lib/other/merged (overlay dockyard-{token})",
+                          f"{tmp_path}/dd/data (tmpfs none)",
+                          f"/var/lib/dockyard/{other}/m (overlay dockyard-{other})"}),
+        links=frozenset({f"{token}-0123456", f"{token}v89abcd", f"{other}-0123456", "dybr0", "eth0"}),
+        netns=frozenset({f"{token}-ns1", f"{other}-ns1"}),
+        cgroups=frozenset({f"/sys/fs/cgroup/pids/dockyard-{token}-c1", f"/sys/fs/cgroup/pids/dockyard-{other}-c1"}),
+        nft_tables=frozenset({f"ip dockyard-{token}", f"ip dockyard-{other}", "inet filter"}),
+        processes=frozenset({"12 sleep"}))
+    kept = snap.filter(owners.owns)
+    assert kept.mounts == {f"{tmp_path}/d/data/overlay/x/merged (overlay overlay)",
+                           f"{tmp_path}/d/run/netns/abc (nsfs nsfs)",
+                           f"/var/lib/other/merged (overlay dockyard-{token})"}
+    assert kept.links == {f"{token}-0123456", f"{token}v89abcd"}
+    assert kept.netns == {f"{token}-ns1"}
+    assert kept.cgroups == {f"/sys/fs/cgroup/pids/dockyard-{token}-c1"}
+    assert kept.nft_tables == {f"ip dockyard-{token}"}
+    assert kept.processes == {"12 sleep"}  # children of the test process: the tests started them
+    # nothing recorded: nothing but processes is ours
+    assert Owners().owns("links", f"{token}-0123456") is False
+    with pytest.raises(ValueError):
+        Owners().record("")
+
+
 def test_unreadable_source_becomes_a_note(tmp_path: Path) -> None:
     args = fake_host(tmp_path)
     args["sys_net"] = tmp_path / "mountinfo-is-a-file"
@@ -199,14 +236,16 @@ def test_unreadable_source_becomes_a_note(tmp_path: Path) -> None:
     assert snap.links == frozenset() and any(n.startswith("links:") for n in snap.notes)
 
 
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
 def test_child_processes_are_seen_and_reaped_ones_are_not() -> None:
     before = snapshot_host(nft=False)
     child = subprocess.Popen(["sleep", "30"])
     try:
         # until it has exec'd, the forked child is still named after the test's interpreter
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{child.pid}/comm").read_text().strip() != "sleep" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: _comm(child.pid) == "sleep", 10, f"child {child.pid} to exec sleep")
         leaks = snapshot_host(nft=False) - before
         assert f"{child.pid} sleep" in leaks.items["processes"]
     finally:
@@ -220,6 +259,7 @@ def test_grandchildren_and_zombies_count() -> None:
     child = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
     grandchild = int(child.stdout.readline())
     try:
+        wait_for(lambda: _comm(grandchild) == "sleep", 10, f"grandchild {grandchild} to exec sleep")
         procs = (snapshot_host(nft=False) - before).items["processes"]
         assert f"{child.pid} sh" in procs and f"{grandchild} sleep" in procs, procs
     finally:
@@ -276,3 +316,80 @@ def test_real_kernel_objects_are_seen(tmp_path: Path) -> None:
             subprocess.run(cmd, capture_output=True)
     after = (snapshot_host() - before).items
     assert not any(tag in item for items in after.values() for item in items), after
+
+
+# ---------------------------------------------------------------------------------- waiting
+def test_wait_for_returns_the_value_once_true() -> None:
+    calls = iter([0, None, [], "ready"])
+    assert wait_for(lambda: next(calls), 5, "the fourth call") == "ready"
+
+
+def test_wait_for_names_what_it_waited_for_and_the_last_value() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(WaitTimeout, match=r"timed out after 0.2s waiting for the moon \(last: \[\]\)"):
+        wait_for(lambda: [], 0.2, "the moon")
+    assert 0.2 <= time.monotonic() - t0 < 1.5
+    with pytest.raises(AssertionError, match=r"waiting for the condition at test_testing.py:\d+"):
+        wait_for(lambda: False, 0.05)
+
+
+def test_wait_for_ignores_only_the_listed_exceptions() -> None:
+    attempts = []
+
+    def refuses_twice() -> bool:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionRefusedError("not yet")
+        return True
+
+    assert wait_for(refuses_twice, 5, "a server", ignore=(OSError,)) is True
+    with pytest.raises(ZeroDivisionError):
+        wait_for(lambda: 1 / 0, 5, "a bug", ignore=(OSError,))
+    with pytest.raises(WaitTimeout, match="not yet"):
+        wait_for(lambda: (_ for _ in ()).throw(ConnectionRefusedError("not yet")), 0.1, "x", ignore=(OSError,))
+
+
+async def test_async_wait_for_takes_plain_and_async_predicates() -> None:
+    from dockyard_plugin_sdk.testing import async_wait_for
+
+    flag = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, flag.set)
+
+    async def is_set() -> bool:
+        return flag.is_set()
+
+    assert await async_wait_for(is_set, 5, "the flag") is True
+    assert await async_wait_for(lambda: 7, 5, "seven") == 7
+    with pytest.raises(WaitTimeout, match="waiting for never"):
+        await async_wait_for(lambda: None, 0.1, "never")
+
+
+def test_stays_fails_as_soon_as_the_condition_breaks() -> None:
+    from dockyard_plugin_sdk.testing import stays
+
+    stays(lambda: True, 0.1, "true")
+    values = iter([True, True, False, True])
+    t0 = time.monotonic()
+    with pytest.raises(AssertionError, match="no longer true within 5s: the light is on"):
+        stays(lambda: next(values), 5, "the light is on", interval=0.01)
+    assert time.monotonic() - t0 < 1
+
+
+def test_wait_for_exit_of_a_process_that_is_not_our_child() -> None:
+    from dockyard_plugin_sdk.testing import async_wait_for_exit
+
+    parent = subprocess.Popen(["sh", "-c", "sleep 0.3 & echo $!; sleep 30"], stdout=subprocess.PIPE, text=True)
+    try:
+        grandchild = int(parent.stdout.readline())
+        with pytest.raises(WaitTimeout, match=f"process {grandchild} to exit"):
+            wait_for_exit(grandchild, 0.05)
+        t0 = time.monotonic()
+        wait_for_exit(grandchild, 10)  # a zombie of sh's counts: it has exited
+        assert time.monotonic() - t0 < 5
+        wait_for_exit(grandchild, 0.01)
+        asyncio.run(async_wait_for_exit(grandchild, 1))
+        asyncio.run(async_wait_for_exit(parent.pid + 10_000_000, 1))  # no such process: exited
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()

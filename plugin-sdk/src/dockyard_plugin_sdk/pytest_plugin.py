@@ -7,21 +7,40 @@ Fixtures:
     is registered), its data and exec roots in the test's ``tmp_path``; stopped at teardown.
 ``hook_recorder``
     A :class:`dockyard_plugin_sdk.testing.HookRecorder` on that kernel's plugin manager.
+``dockyardd``
+    A real dockyardd (the installed drivers and plugins) on private roots under ``tmp_path``,
+    with its own socket: a :class:`dockyard_plugin_sdk.testing.Daemon` (``.docker(...)`` runs
+    the docker CLI against it, ``.dockyard(...)`` our CLI, ``.client()`` our API client,
+    ``.docker_client()`` docker-py). At teardown its containers are removed, it must stop
+    cleanly, and what it owned on the host is purged.
+``dockyardd_factory``
+    ``factory(name="d", *flags, config=None, env=None)`` starts more daemons (``tmp_path/name``),
+    all torn down like ``dockyardd``.
+``dockyardd_client``
+    A docker-py ``DockerClient`` on ``dockyardd`` (the test skips without docker-py).
+``start_dockyardd`` (session)
+    ``start(root, *flags, config=None, env=None)``: :func:`~dockyard_plugin_sdk.testing.start_daemon`
+    recording the daemon's owner, for module- or session-scoped daemons the caller stops.
+``dockyard_owners`` (session)
+    The :class:`~dockyard_plugin_sdk.testing.Owners` of this session: every daemon and kernel
+    above records its data root's owner token here; record your own with ``.record(token)``.
 ``no_leaks``
-    Fails the test (at teardown) naming every mount, link, named netns, cgroup, nft table or
-    child process that appeared during it and is still there.
+    Fails the test (at teardown) naming every object of a recorded owner (a mount under its
+    roots; a link, named netns, cgroup or nft table carrying its token) and every child
+    process that appeared during it and is still there.
 
-Option ``--dockyard-leak-check``: at the end of the session, fail it when any object named
-like dockyard's (a name containing ``dockyard`` or starting with ``dy``: links, netns, cgroups,
-nft tables, mounts) exists that did not exist when the session started.
+Option ``--dockyard-leak-check``: at the end of the session, after every fixture is torn down,
+fail it when an object of a recorded owner, or a child process, exists that did not when the
+session started. Objects of other owners -- another dockyardd on the machine -- are ignored.
 
+Skips, never import errors, for what is optional: docker-py, the docker CLI, an API front.
 Loaded into every pytest run where the SDK is installed, so imports stay light: the kernel is
 imported only when a fixture asks for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +48,13 @@ import pytest
 import pytest_asyncio
 
 from dockyard_plugin_sdk.testing import (
+    Daemon,
     HookRecorder,
     HostSnapshot,
-    dockyard_named,
+    Leaks,
+    Owners,
     snapshot_host,
+    start_daemon,
     wait_for_no_leaks,
 )
 
@@ -40,21 +62,36 @@ if TYPE_CHECKING:
     from dockyard.kernel import Kernel
 
 LEAK_OPTION = "--dockyard-leak-check"
+_OWNERS = pytest.StashKey[Owners]()
 _BASELINE = pytest.StashKey[HostSnapshot]()
 _BEFORE = pytest.StashKey[HostSnapshot]()
-_REMAINING = pytest.StashKey[HostSnapshot]()
+_LEFT = pytest.StashKey[tuple[Leaks, Leaks]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("dockyard")
     group.addoption(LEAK_OPTION, action="store_true", default=False,
-                    help="fail the session if a dockyard-named link, netns, cgroup, nft table or "
-                         "mount created during it remains at the end")
+                    help="fail the session if an object of a daemon or kernel it created (mount, link, "
+                         "netns, cgroup, nft table) or a child process it started remains at the end")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_OWNERS] = Owners()
+
+
+def _owners(config: pytest.Config) -> Owners:
+    return config.stash.setdefault(_OWNERS, Owners())
+
+
+@pytest.fixture(scope="session")
+def dockyard_owners(pytestconfig: pytest.Config) -> Owners:
+    """The owner tokens (and roots) of the daemons and kernels this session created."""
+    return _owners(pytestconfig)
 
 
 # ---------------------------------------------------------------------------------- kernel
 @pytest_asyncio.fixture
-async def dockyard_kernel(tmp_path: Path) -> AsyncIterator[Kernel]:
+async def dockyard_kernel(tmp_path: Path, dockyard_owners: Owners) -> AsyncIterator[Kernel]:
     """A fresh kernel with no plugins loaded; data/exec roots under ``tmp_path``."""
     from dockyard.config import Config
     from dockyard.kernel import Kernel
@@ -63,6 +100,7 @@ async def dockyard_kernel(tmp_path: Path) -> AsyncIterator[Kernel]:
     root.mkdir()
     kernel = Kernel.build(Config.load(overrides={"data-root": str(root), "exec-root": str(root)}),
                           autoload=False)
+    dockyard_owners.record(kernel.config.owner, root)
     try:
         yield kernel
     finally:
@@ -79,10 +117,60 @@ def hook_recorder(dockyard_kernel: Kernel) -> Iterator[HookRecorder]:
         recorder.finish_recording()
 
 
+# ---------------------------------------------------------------------------------- daemons
+@pytest.fixture(scope="session")
+def start_dockyardd(dockyard_owners: Owners) -> Callable[..., Daemon]:
+    """``start(root, *flags, config=None, env=None)``: a daemon whose owner is recorded; the
+    caller stops it (``teardown()`` removes its containers and purges what it owned)."""
+    def start(root: Path, *extra: str, config: dict[str, Any] | None = None,
+              env: dict[str, str] | None = None) -> Daemon:
+        return start_daemon(root, *extra, config=config, env=env, owners=dockyard_owners)
+
+    return start
+
+
+@pytest.fixture
+def dockyardd_factory(tmp_path: Path, start_dockyardd: Callable[..., Daemon]) -> Iterator[Callable[..., Daemon]]:
+    """Start daemons with ``factory(name, *flags, config=..., env=...)``; all are torn down."""
+    started: list[Daemon] = []
+
+    def factory(name: str = "d", *extra: str, config: dict[str, Any] | None = None,
+                env: dict[str, str] | None = None) -> Daemon:
+        d = start_dockyardd(tmp_path / name, *extra, config=config, env=env)
+        started.append(d)
+        return d
+
+    yield factory
+    errors = []
+    for d in started:
+        try:
+            d.teardown()
+        except AssertionError as exc:  # stop the others before failing
+            errors.append(str(exc))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def dockyardd(dockyardd_factory: Callable[..., Daemon]) -> Daemon:
+    """One real daemon with the installed drivers, its own roots and socket."""
+    return dockyardd_factory("d")
+
+
+@pytest.fixture
+def dockyardd_client(dockyardd: Daemon) -> Iterator[Any]:
+    """A docker-py ``DockerClient`` on ``dockyardd`` (skips without docker-py)."""
+    client = dockyardd.docker_client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 # ---------------------------------------------------------------------------------- leaks
 @pytest.fixture
 def no_leaks() -> None:
-    """Fail the test if it leaves kernel objects or child processes behind.
+    """Fail the test if it leaves objects of a recorded owner or child processes behind.
 
     The host is recorded before any fixture of the test is set up and compared after every
     one of them is torn down (hooks below), so the order in which a test lists its fixtures
@@ -103,46 +191,50 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     before = item.stash.get(_BEFORE, None)
     if before is not None:
         del item.stash[_BEFORE]
-        leaks = wait_for_no_leaks(before)
+        leaks = wait_for_no_leaks(before, keep=_owners(item.config).owns)
         if leaks:
             pytest.fail("the test leaked host objects:\n" + leaks.describe(), pytrace=False)
     return result
 
 
-def _dockyard_objects() -> HostSnapshot:
-    return snapshot_host().filter(dockyard_named)
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     if session.config.getoption(LEAK_OPTION, default=False):
-        session.config.stash[_BASELINE] = _dockyard_objects()
+        session.config.stash[_BASELINE] = snapshot_host()
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Iterator[None]:
+    """Checked after the other implementations ran: session-scoped fixtures (a daemon for a
+    whole module or session) are torn down by then; before the terminal summary is written."""
+    result = yield
     config = session.config
     baseline = config.stash.get(_BASELINE, None)
     if baseline is None:
-        return
-    remaining = _dockyard_objects()
-    config.stash[_REMAINING] = remaining
-    if remaining - baseline and session.exitstatus in (pytest.ExitCode.OK,
-                                                        pytest.ExitCode.NO_TESTS_COLLECTED):
+        return result
+    owners = _owners(config)
+    leaks = wait_for_no_leaks(baseline, keep=owners.owns)
+    ours_before = baseline.filter(owners.owns)
+    preexisting = snapshot_host().filter(lambda c, i: owners.owns(c, i) and i in getattr(ours_before, c))
+    config.stash[_LEFT] = (leaks, preexisting - HostSnapshot())
+    if leaks and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return result
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    baseline = config.stash.get(_BASELINE, None)
-    remaining = config.stash.get(_REMAINING, None)
-    if baseline is None or remaining is None:
+    left = config.stash.get(_LEFT, None)
+    if left is None:
         return
-    leaks = remaining - baseline
+    leaks, preexisting = left
+    owners = _owners(config)
     if leaks:
         terminalreporter.section("dockyard leak check", red=True)
-        terminalreporter.line("dockyard objects left behind by this session:\n" + leaks.describe(), red=True)
+        terminalreporter.line("objects of this session's daemons and kernels left behind "
+                              f"(owners {', '.join(sorted(owners.tokens))}):\n" + leaks.describe(), red=True)
     else:
         terminalreporter.section("dockyard leak check")
-        terminalreporter.line("no dockyard objects left behind")
-    preexisting = remaining.filter(lambda c, i: i in getattr(baseline, c)) - HostSnapshot()
+        terminalreporter.line(f"nothing left behind ({len(owners.tokens)} owner token(s) recorded; "
+                              "objects of other owners are not looked at)")
     if preexisting:
         terminalreporter.line("present before the session started (not counted):\n"
                               + preexisting.describe(), yellow=True)

@@ -1,14 +1,14 @@
-"""Test helpers for plugin authors: a hook recorder and a host leak checker.
-
-Both are plain objects usable without pytest; :mod:`dockyard_plugin_sdk.pytest_plugin` wraps
-them in fixtures (``hook_recorder``, ``no_leaks``) and a session-wide ``--dockyard-leak-check``.
-
-:class:`HookRecorder` follows pytest's Pytester ``HookRecorder``: it hooks a pluggy manager
-with ``add_hookcall_monitoring`` and keeps every call with its keyword arguments and outcome.
+"""Host leak checks: what a test created on the host and did not remove.
 
 :func:`snapshot_host` records the kernel objects a container platform can leave behind:
 mounts, network links, named network namespaces, cgroup directories, nft tables and child
 processes. Two snapshots subtract into a :class:`Leaks` that names what is new.
+
+Which objects are a test's own? Dockyard names every kernel object after an *owner token*
+(``dy`` + 6 hex digits of the data-root path, ``Config.owner``). :class:`Owners` holds the tokens
+(and root directories) of the daemons and kernels a test session created; its
+:meth:`Owners.owns` keeps only their objects, so another dockyardd on the same machine -- a
+developer's own, a parallel session -- is never counted as a leak.
 """
 
 from __future__ import annotations
@@ -17,118 +17,17 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import pluggy
+from .waiting import WaitTimeout, wait_for
 
 __all__ = [
-    "HookCall", "HookRecorder", "HostSnapshot", "Leaks", "dockyard_named", "snapshot_host",
-    "wait_for_no_leaks",
+    "CATEGORIES", "HostSnapshot", "Leaks", "Owners", "dockyard_named", "owner_of_data_root",
+    "purge_owned", "snapshot_host", "wait_for_no_leaks",
 ]
 
-
-# ---------------------------------------------------------------------------------- hooks
-@dataclass
-class HookCall:
-    """One hook call as the manager saw it. ``result`` is set once the call returned."""
-
-    name: str
-    kwargs: dict[str, Any]
-    plugins: list[str]
-    result: Any = None
-    exception: BaseException | None = None
-    finished: bool = False
-
-    def __getattr__(self, key: str) -> Any:  # call.kernel, like Pytester's ParsedCall
-        try:
-            return self.__dict__["kwargs"][key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-
-class HookRecorder:
-    """Records every hook call made through ``pm``; undo with :meth:`finish_recording`."""
-
-    def __init__(self, pm: pluggy.PluginManager) -> None:
-        self._pm = pm
-        self._calls: list[HookCall] = []
-        self._open: list[HookCall] = []
-
-        def before(hook_name: str, hook_impls: list[Any], kwargs: dict[str, Any]) -> None:
-            names = [pm.get_name(impl.plugin) or repr(impl.plugin) for impl in hook_impls]
-            call = HookCall(hook_name, dict(kwargs), names)
-            self._calls.append(call)
-            self._open.append(call)
-
-        def after(outcome: Any, hook_name: str, hook_impls: list[Any], kwargs: dict[str, Any]) -> None:
-            call = self._open.pop() if self._open else HookCall(hook_name, dict(kwargs), [])
-            call.exception = outcome.exception
-            call.result = None if outcome.exception is not None else outcome.get_result()
-            call.finished = True
-
-        self._undo: Callable[[], None] | None = pm.add_hookcall_monitoring(before, after)
-
-    def finish_recording(self) -> None:
-        """Stop recording (idempotent). The calls recorded so far stay available."""
-        if self._undo is not None:
-            self._undo()
-            self._undo = None
-
-    def __enter__(self) -> HookRecorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.finish_recording()
-
-    def _check_name(self, name: str) -> None:
-        if not hasattr(self._pm.hook, name):
-            raise ValueError(f"no hook named {name!r} on this plugin manager (misspelt?)")
-
-    def calls(self, name: str | None = None) -> list[HookCall]:
-        """Recorded calls of hook ``name`` (every hook when None), oldest first."""
-        if name is None:
-            return list(self._calls)
-        self._check_name(name)
-        return [c for c in self._calls if c.name == name]
-
-    def names(self) -> list[str]:
-        """Names of the hooks called, in call order (with repeats)."""
-        return [c.name for c in self._calls]
-
-    def assert_called(self, name: str, **kwargs: Any) -> HookCall:
-        """Assert hook ``name`` was called with (at least) these keyword values; returns the
-        first matching call. The failure message lists the calls that were recorded."""
-        calls = self.calls(name)
-        for call in calls:
-            if all(k in call.kwargs and call.kwargs[k] == v for k, v in kwargs.items()):
-                return call
-        seen = "\n".join(f"  {c.name}({_short(c.kwargs)})" for c in calls) or "  (no calls)"
-        want = f"{name}({_short(kwargs)})" if kwargs else name
-        raise AssertionError(f"hook {want} was not called; calls of {name}:\n{seen}")
-
-    def assert_not_called(self, name: str) -> None:
-        calls = self.calls(name)
-        if calls:
-            raise AssertionError(f"hook {name} was called {len(calls)} time(s): "
-                                 f"{', '.join(_short(c.kwargs) for c in calls)}")
-
-    def clear(self) -> None:
-        self._calls.clear()
-
-
-def _short(kwargs: dict[str, Any]) -> str:
-    parts = []
-    for k, v in kwargs.items():
-        text = repr(v)
-        parts.append(f"{k}={text[:60] + '...' if len(text) > 60 else text}")
-    return ", ".join(parts)
-
-
-# ---------------------------------------------------------------------------------- leaks
 CATEGORIES = ("mounts", "links", "netns", "cgroups", "nft_tables", "processes")
 
 
@@ -164,6 +63,10 @@ class Leaks:
     def __bool__(self) -> bool:
         return any(self.items.values())
 
+    def filter(self, predicate: Callable[[str, str], bool]) -> Leaks:
+        """The leaks for which ``predicate(category, item)`` is true."""
+        return Leaks({c: [i for i in items if predicate(c, i)] for c, items in self.items.items()})
+
     def describe(self) -> str:
         lines = []
         for cat in CATEGORIES:
@@ -197,8 +100,12 @@ def _read_cgroups(root: Path) -> set[str]:
     return out
 
 
+def _nft_binary() -> str | None:
+    return shutil.which("nft") or ("/usr/sbin/nft" if os.path.exists("/usr/sbin/nft") else None)
+
+
 def _read_nft(notes: list[str]) -> set[str]:
-    nft = shutil.which("nft") or ("/usr/sbin/nft" if os.path.exists("/usr/sbin/nft") else None)
+    nft = _nft_binary()
     if nft is None:
         notes.append("nft tables: nft is not installed")
         return set()
@@ -266,20 +173,79 @@ def snapshot_host(*, proc: Path = Path("/proc"), sys_net: Path = Path("/sys/clas
 
 
 def wait_for_no_leaks(before: HostSnapshot, timeout: float = 2.0,
-                      snapshot: Callable[[], HostSnapshot] = snapshot_host) -> Leaks:
+                      snapshot: Callable[[], HostSnapshot] = snapshot_host,
+                      keep: Callable[[str, str], bool] | None = None) -> Leaks:
     """Compare ``snapshot()`` with ``before`` until nothing new remains or ``timeout`` passes
-    (a child that is exiting, a link being deleted). Returns what is still new."""
-    deadline = time.monotonic() + timeout
-    while True:
+    (a child that is exiting, a link being deleted). ``keep(category, item)`` limits what
+    counts (an :meth:`Owners.owns`). Returns what is still new."""
+    last = [Leaks()]
+
+    def gone() -> bool:
         leaks = snapshot() - before
-        if not leaks or time.monotonic() >= deadline:
-            return leaks
-        time.sleep(0.05)
+        last[0] = leaks.filter(keep) if keep is not None else leaks
+        return not last[0]
+
+    try:
+        wait_for(gone, timeout, "leaked host objects to go away")
+    except WaitTimeout:
+        pass
+    return last[0]
+
+
+# ---------------------------------------------------------------------------------- owners
+def owner_of_data_root(data_root: Path | str) -> str:
+    """The owner token a daemon or kernel with this data root puts in its objects' names."""
+    from dockyard.config import Config
+
+    return Config(values={"data-root": str(data_root)}).owner
+
+
+@dataclass
+class Owners:
+    """The owner tokens and root directories of what a test session created.
+
+    The SDK's daemon and kernel fixtures record each data root they create here (the pytest
+    plugin keeps one per session: the ``dockyard_owners`` fixture); a fixture of your own
+    that builds a driver context records its token with :meth:`record`. The leak checks keep
+    only what :meth:`owns` accepts.
+    """
+
+    tokens: set[str] = field(default_factory=set)
+    roots: set[str] = field(default_factory=set)
+
+    def record(self, token: str, *roots: Path | str) -> str:
+        """Record an owner token and the directories its objects may be mounted under."""
+        if not token:
+            raise ValueError("an empty owner token would match every object")
+        self.tokens.add(token)
+        for root in roots:
+            self.roots.add(str(root).rstrip("/") or "/")
+            self.roots.add(os.path.realpath(root))
+        return token
+
+    def record_data_root(self, data_root: Path | str, *roots: Path | str) -> str:
+        """Record the token derived from ``data_root`` (and it, plus ``roots``, as mount roots)."""
+        return self.record(owner_of_data_root(data_root), data_root, *roots)
+
+    def owns(self, category: str, item: str) -> bool:
+        """Whether an object of a snapshot is ours: a child process (the tests started it), a
+        mount under one of our roots or naming a token (an overlay's ``dockyard-<token>``
+        source), or a link, netns, cgroup or nft table whose name carries one of our tokens."""
+        if category == "processes":
+            return True
+        if category == "mounts":
+            point = item.split(" (", 1)[0]
+            if any(point == r or point.startswith(r + "/") for r in self.roots if r != "/"):
+                return True
+        return any(token in item for token in self.tokens)
 
 
 def dockyard_named(category: str, item: str) -> bool:
     """Whether an object looks like dockyard's: a name (or a path component, for mounts and
-    cgroups) that contains ``dockyard`` or starts with ``dy``. Processes never match."""
+    cgroups) that contains ``dockyard`` or starts with ``dy``. Processes never match.
+
+    Any daemon's objects match, not only a test's: the leak checks use :meth:`Owners.owns`.
+    """
     if category == "processes":
         return False
     if category == "mounts":
@@ -298,30 +264,36 @@ def purge_owned(owner: str) -> list[str]:
 
     A stopped daemon may keep its bridges and rules on purpose (live-restore, as dockerd keeps
     docker0); a test or benchmark must not, so teardown removes what that daemon owned and
-    nothing else.
-    Returns what it removed.
+    nothing else. Returns what it removed. Links and netns need pyroute2 (the network
+    drivers' own dependency: without it, no driver made any).
     """
-    from pyroute2 import IPRoute, netns
-
+    if not owner:
+        raise ValueError("an empty owner would purge every object")
     removed: list[str] = []
-    with IPRoute() as ipr:
-        for link in ipr.get_links():
-            name = link.get_attr("IFLA_IFNAME") or ""
-            if name.startswith(owner):
-                try:
-                    ipr.link("del", index=link["index"])
-                    removed.append(f"link {name}")
-                except Exception:  # noqa: BLE001 - a veth goes away with its peer
-                    pass
-    res = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
-    for line in res.stdout.splitlines():
+    try:
+        import pyroute2
+    except ImportError:
+        pyroute2 = None
+    if pyroute2 is not None:
+        with pyroute2.IPRoute() as ipr:
+            for link in ipr.get_links():
+                name = link.get_attr("IFLA_IFNAME") or ""
+                if name.startswith(owner):
+                    try:
+                        ipr.link("del", index=link["index"])
+                        removed.append(f"link {name}")
+                    except Exception:  # noqa: BLE001 - a veth goes away with its peer
+                        pass
+    nft = _nft_binary()
+    tables = subprocess.run([nft, "list", "tables"], capture_output=True, text=True).stdout if nft else ""
+    for line in tables.splitlines():
         family, _, table = line.removeprefix("table ").partition(" ")
         if owner in table:
-            subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
+            subprocess.run([nft, "delete", "table", family, table], capture_output=True)
             removed.append(f"nft {family} {table}")
-    for name in netns.listnetns():
+    for name in pyroute2.netns.listnetns() if pyroute2 is not None else ():
         if owner in name:
-            netns.remove(name)
+            pyroute2.netns.remove(name)
             removed.append(f"netns {name}")
     for cg in sorted(Path("/sys/fs/cgroup").glob(f"*/*{owner}*"), key=lambda p: -len(p.parts)):
         if cg.is_dir():

@@ -1,0 +1,38 @@
+"""Test helpers for plugin authors, usable with or without pytest.
+
+* :mod:`.hooks` -- :class:`HookRecorder`: every hook call on a pluggy manager;
+* :mod:`.leaks` -- :func:`snapshot_host` and :class:`Leaks` (kernel objects and child processes
+  a test left behind), :class:`Owners` (the owner tokens whose objects count),
+  :func:`purge_owned`;
+* :mod:`.daemon` -- :func:`start_daemon` and :class:`Daemon`: a real dockyardd on private roots,
+  with the docker CLI, our CLI and docker-py against it;
+* :mod:`.waiting` -- :func:`wait_for` and friends: wait on a condition, never for a fixed time.
+
+:mod:`dockyard_plugin_sdk.pytest_plugin` wraps them in fixtures (``dockyard_kernel``,
+``hook_recorder``, ``no_leaks``, ``dockyard_owners``, ``dockyardd``, ``dockyardd_factory``,
+``start_dockyardd``, ``dockyardd_client``) and the session-wide ``--dockyard-leak-check``.
+"""
+
+from __future__ import annotations
+
+from .daemon import API_FRONT, Daemon, owner_of, start_daemon, wait_for_socket
+from .hooks import HookCall, HookRecorder
+from .leaks import (
+    CATEGORIES,
+    HostSnapshot,
+    Leaks,
+    Owners,
+    dockyard_named,
+    owner_of_data_root,
+    purge_owned,
+    snapshot_host,
+    wait_for_no_leaks,
+)
+from .waiting import WaitTimeout, async_wait_for, async_wait_for_exit, stays, wait_for, wait_for_exit
+
+__all__ = [
+    "API_FRONT", "CATEGORIES", "Daemon", "HookCall", "HookRecorder", "HostSnapshot", "Leaks", "Owners",
+    "WaitTimeout", "async_wait_for", "async_wait_for_exit", "dockyard_named", "owner_of", "owner_of_data_root",
+    "purge_owned", "snapshot_host", "start_daemon", "stays", "wait_for", "wait_for_exit", "wait_for_no_leaks",
+    "wait_for_socket",
+]
