@@ -49,6 +49,7 @@ from dockyard.errors import Conflict, NotFound
 from dockyard.model import Container, ContainerConfig, HostConfig, Image, new_id
 from dockyard.specs import DriverContext
 from dockyard.specs.arch import ExecRequest, LogRecord, RuntimeCreateRequest, RuntimeDriver
+from dockyard_plugin_sdk.testing import async_wait_for, async_wait_for_exit
 
 from . import requires
 from ._common import DriverContract
@@ -125,11 +126,10 @@ async def collect_output(driver: RuntimeDriver, cid: str) -> bytes:
 
 
 async def wait_for_output(driver: RuntimeDriver, cid: str, needle: bytes, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while needle not in await collect_output(driver, cid):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{needle!r} never appeared in the logs of {cid}")
-        await asyncio.sleep(0.05)
+    async def seen() -> bool:
+        return needle in await collect_output(driver, cid)
+
+    await async_wait_for(seen, timeout, f"{needle!r} in the logs of {cid}")
 
 
 LOOP = ["sh", "-c", "echo ready; while true; do sleep 0.1; done"]
@@ -362,7 +362,10 @@ class RuntimeContract(DriverContract):
         requires(driver, "live-restore")
         cid = await self.run(driver, containers, rootfs, ["sh", "-c", "sleep 0.3; exit 7"])
         cls, context = type(driver), driver.context
-        await asyncio.sleep(1.0)  # the process exits while no instance looks
+        pid = (await driver.state(cid)).pid
+        # the process exits while no instance looks (waited on through its pid, not watched)
+        if pid > 0:
+            await async_wait_for_exit(pid, 15, f"the container's process {pid} to exit")
         fresh = cls(context)
         await fresh.setup()
         st = await fresh.state(cid)

@@ -59,6 +59,7 @@ from dockyard.specs import Driver, IpamDriver, NetworkDriver
 from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
 from dockyard_plugin_sdk.conformance import requires
 from dockyard_plugin_sdk.conformance._common import DriverContract
+from dockyard_plugin_sdk.testing import WaitTimeout, async_wait_for
 
 #: Where test subnets come from unless a kit subclass overrides ``test_subnet_base``.
 TEST_SUBNET_BASE = "10.213.128.0/17"
@@ -144,13 +145,17 @@ def _leftovers(owner: str) -> list[str]:
 async def wait_for_leftovers(owner: str, allowed: set[str], timeout: float) -> list[str]:
     """Poll :func:`leftovers` until nothing outside ``allowed`` remains or ``timeout`` passes
     (the kernel deletes a dead namespace's interfaces asynchronously); what remains."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        extra = sorted(set(await asyncio.to_thread(leftovers, owner)) - allowed)
-        if not extra or loop.time() >= deadline:
-            return extra
-        await asyncio.sleep(0.05)
+    extra: list[str] = []
+
+    async def gone() -> bool:
+        extra[:] = sorted(set(await asyncio.to_thread(leftovers, owner)) - allowed)
+        return not extra
+
+    try:
+        await async_wait_for(gone, timeout, f"the objects of owner {owner} to go")
+    except WaitTimeout:
+        pass
+    return extra
 
 
 def socket_in_netns(netns_path: str, family: int = socket.AF_INET,

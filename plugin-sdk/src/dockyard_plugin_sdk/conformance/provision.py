@@ -22,8 +22,6 @@ Every host a case creates is removed at teardown, whatever happened.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import ClassVar
@@ -33,6 +31,7 @@ import pytest
 from dockyard.model import Host, HostTLS
 from dockyard.specs.provision import HostRequest, Provisioner
 from dockyard_plugin_sdk.conformance._common import DriverContract
+from dockyard_plugin_sdk.testing import async_wait_for
 
 __all__ = ["ProvisionerContract"]
 
@@ -74,12 +73,12 @@ class ProvisionerContract(DriverContract):
                 await driver.remove(created)
 
     async def wait_state(self, driver: Provisioner, host: Host, want: str) -> None:
-        deadline = time.monotonic() + self.state_timeout
-        while (state := await driver.state(host)) != want:
+        async def reached() -> bool:
+            state = await driver.state(host)
             assert state in STATES, f"state() returned {state!r}, not one of {sorted(STATES)}"
-            assert time.monotonic() < deadline, (
-                f"host {host.name} is {state!r}, wanted {want!r} within {self.state_timeout}s")
-            await asyncio.sleep(0.1)
+            return state == want
+
+        await async_wait_for(reached, self.state_timeout, f"host {host.name} to be {want!r}")
 
     # ------------------------------------------------------------------ cases
     async def test_create_returns_the_host_it_was_asked_for(self, driver: Provisioner, host: Host,
