@@ -30,6 +30,7 @@ $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	@# the meta-distribution has no code: installed as a wheel, it adds no editable finder (30 ms per process)
+	@# its dependencies (our names, not on PyPI) resolve to the editable members on this same line
 	$(PY) -m pip install -q --no-build-isolation -r requirements-dev.txt $(addprefix -e ,$(DISTS)) .
 	@rm -f $(VENV)/.installed-*; touch $@
 
