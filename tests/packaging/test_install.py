@@ -21,8 +21,9 @@ from dockyard_plugin_sdk.testing import Daemon, Owners
 from tests.packaging.conftest import ROOT, Venv, Wheelhouse
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("conmon") or not shutil.which("crun"),
-                                 reason="needs root, conmon and crun")]
+              pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("conmon") or not shutil.which("crun")
+                                 or not os.access("/bin/busybox", os.X_OK),
+                                 reason="needs root, conmon, crun and /bin/busybox (the offline image)")]
 
 META = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 DEFAULT_SET = {canonicalize_name(Requirement(r).name) for r in META["dependencies"]}

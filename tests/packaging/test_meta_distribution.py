@@ -40,4 +40,6 @@ def test_the_rest_is_in_extras_and_all_holds_every_extra() -> None:
     others = set().union(*(v for n, v in extras.items() if n != "all"))
     assert extras["all"] == others
     assert others.isdisjoint(names(META["dependencies"]))
-    assert TREE == names(META["dependencies"]) | others, "a distribution of the tree is in no extra"
+    orphans = sorted(TREE - names(META["dependencies"]) - others)
+    assert not orphans, (f"{', '.join(orphans)}: in no extra of the root pyproject.toml; give each one "
+                         "(e.g. machine = [\"dockyard-machine>=0.1,<0.2\"]) and list it in `all`")
