@@ -88,13 +88,26 @@ def driver_methods(base: type) -> list[tuple[str, Any, str]]:
 
 
 def generate() -> str:
-    from dockyard.specs import DRIVER_BASES, NAMESPACES, SPEC_CLASSES, Driver, entry_point_group
+    from dockyard.specs import (
+        CAPABILITY_BASES,
+        DRIVER_BASES,
+        NAMESPACES,
+        SPEC_CLASSES,
+        Driver,
+        entry_point_group,
+    )
 
     modules: dict[str, dict[str, list[Any]]] = {}
+
+    def part(module: str) -> dict[str, list[Any]]:
+        return modules.setdefault(module, {"specs": [], "drivers": [], "capabilities": []})
+
     for cls in SPEC_CLASSES:
-        modules.setdefault(cls.__module__, {"specs": [], "drivers": []})["specs"].append(cls)
+        part(cls.__module__)["specs"].append(cls)
     for kind, base in DRIVER_BASES.items():
-        modules.setdefault(base.__module__, {"specs": [], "drivers": []})["drivers"].append((kind, base))
+        part(base.__module__)["drivers"].append((kind, base))
+    for (kind, capability), base in CAPABILITY_BASES.items():
+        part(base.__module__)["capabilities"].append((kind, capability, base))
 
     lines = [HEADER, "", "# Hooks and driver interfaces", "",
              "Every hook specification (pluggy, `dockyard.plugins` entry points) and every driver "
@@ -113,6 +126,17 @@ def generate() -> str:
             chosen = f"selected by the `{key}` setting" if key else "chosen per object"
             lines += [f"### Driver `{base.__qualname__}` (`{entry_point_group(kind)}`)", "",
                       f"Kind `{kind}`, area `{area}`, {chosen}; default `{default or '(none)'}`.", "",
+                      _doc(base), ""]
+            for _name, func, tag in driver_methods(base):
+                lines += [f"#### `{signature(func)}`", "", f"*{tag}*", ""]
+                doc = _doc(func)
+                if doc:
+                    lines += [doc, ""]
+        for kind, capability, base in parts["capabilities"]:
+            lines += [f"### Driver `{base.__qualname__}` (capability `{capability}` of `{kind}` drivers)", "",
+                      f"A `{kind}` driver declaring `{capability}` in `info.capabilities` subclasses "
+                      f"`{base.__qualname__}` instead of `{base.__mro__[1].__qualname__}`, and a subclass "
+                      "declares it; the registry refuses a mismatch when the driver loads.", "",
                       _doc(base), ""]
             for _name, func, tag in driver_methods(base):
                 lines += [f"#### `{signature(func)}`", "", f"*{tag}*", ""]

@@ -1,12 +1,19 @@
 """Contracts between the kernel and its drivers stay explicit: the kernel keeps its own record of
-which drivers are set up (nothing is written onto a driver)."""
+which drivers are set up (nothing is written onto a driver), and a capability with a protocol
+(``embedded-dns``) is checked against the driver's class when it loads."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
+
 from dockyard.config import Config
+from dockyard.errors import PluginLoadError
 from dockyard.kernel import Kernel
+from dockyard.registry import Registry, check_driver_class
+from dockyard.specs import EmbeddedDnsDriver
 
 COUNTING_VOLUME_DRIVER = """
 from dockyard.specs import DriverInfo, VolumeDriver
@@ -67,3 +74,57 @@ async def test_a_driver_never_set_up_is_not_closed(make_dist, tmp_path: Path) ->
     k.driver("volume", "counting")
     await k.stop()
     assert counting_vol2.CALLS == []
+
+
+# ---------------------------------------------------------------------------- embedded DNS
+NETWORK_DRIVER = """
+from dockyard.specs import DriverInfo, EmbeddedDnsDriver, NetworkDriver
+
+
+class Toy({base}):
+    info = DriverInfo("toy", "network", capabilities=frozenset({caps}))
+
+    async def create_network(self, network): return {{}}
+    async def delete_network(self, network): pass
+    async def join(self, request): raise NotImplementedError
+    async def leave(self, request, result): pass
+{dns}
+"""
+
+DNS_METHODS = """
+    async def dns_set_records(self, network_id, records): pass
+    async def dns_attach(self, sandbox_id, netns_path, network_ids, upstreams): pass
+    async def dns_detach(self, sandbox_id): pass
+"""
+
+
+@pytest.mark.parametrize("n, base, caps, dns, reason", [
+    (1, "NetworkDriver", '{"embedded-dns"}', DNS_METHODS,
+     "declares capability 'embedded-dns' but is not a subclass of dockyard.specs.network.EmbeddedDnsDriver"),
+    (2, "EmbeddedDnsDriver", "", DNS_METHODS,
+     "subclasses dockyard.specs.network.EmbeddedDnsDriver but does not declare capability 'embedded-dns'"),
+    (3, "EmbeddedDnsDriver", '{"embedded-dns"}', "", "does not implement dns_attach, dns_detach, dns_set_records"),
+])
+def test_a_capability_and_its_protocol_are_checked_at_load(make_dist, n, base, caps, dns, reason) -> None:
+    mod = f"toy_net_{n}"
+    make_dist("dockyard-network-toy", {"dockyard.drivers.network": {"toy": f"{mod}:Toy"}},
+              {mod: NETWORK_DRIVER.format(base=base, caps=caps, dns=dns)})
+    reg = Registry(environ={})
+    reg.scan()
+    with pytest.raises(PluginLoadError, match=re.escape(reason)):
+        reg.load_driver("network", "toy")
+    assert reg.find("dockyard.drivers.network", "toy")[0].status == "failed"
+
+
+def test_a_driver_with_the_capability_and_its_protocol_loads(make_dist) -> None:
+    make_dist("dockyard-network-toy", {"dockyard.drivers.network": {"toy": "toy_net_ok:Toy"}},
+              {"toy_net_ok": NETWORK_DRIVER.format(base="EmbeddedDnsDriver", caps='{"embedded-dns"}',
+                                                   dns=DNS_METHODS)})
+    reg = Registry(environ={})
+    reg.scan()
+    cls = reg.load_driver("network", "toy")
+    assert issubclass(cls, EmbeddedDnsDriver) and check_driver_class(cls, "network") == ""
+    plain = NETWORK_DRIVER.format(base="NetworkDriver", caps="", dns="")
+    namespace: dict[str, object] = {}
+    exec(compile(plain, "<plain>", "exec"), namespace)  # a driver without DNS stays as simple as before
+    assert check_driver_class(namespace["Toy"], "network") == ""

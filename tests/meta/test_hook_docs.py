@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.specs import DRIVER_BASES, SPEC_CLASSES
+from dockyard.specs import CAPABILITY_BASES, DRIVER_BASES, SPEC_CLASSES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "hooks.md"
@@ -60,6 +60,20 @@ def test_driver_abc_methods_are_documented(kind: str) -> None:
     assert f"### Driver `{base.__qualname__}` (`dockyard.drivers.{kind}`)" in text
     for _name, func, _tag in gen.driver_methods(base):
         assert f"#### `{gen.signature(func)}`" in text, f"{base.__qualname__}.{func.__name__} undocumented"
+
+
+@pytest.mark.parametrize("key", sorted(CAPABILITY_BASES), ids=lambda k: f"{k[0]}:{k[1]}")
+def test_capability_protocols_are_documented(key: tuple[str, str]) -> None:
+    text = DOCS.read_text()
+    kind, capability = key
+    base = CAPABILITY_BASES[key]
+    assert f"### Driver `{base.__qualname__}` (capability `{capability}` of `{kind}` drivers)" in text
+    assert issubclass(base, DRIVER_BASES[kind])
+    methods = gen.driver_methods(base)
+    assert methods, f"{base.__qualname__} adds no method: a capability protocol is its methods"
+    for _name, func, _tag in methods:
+        assert f"#### `{gen.signature(func)}`" in text, f"{base.__qualname__}.{func.__name__} undocumented"
+        assert _tag == "abstract", f"{base.__qualname__}.{func.__name__}: a protocol method has no default"
 
 
 def test_hooks_md_is_not_stale() -> None:

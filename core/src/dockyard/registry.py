@@ -36,6 +36,7 @@ from dockyard.specs._base import (
     DRIVER_API_VERSION,
     NAMESPACES,
     Driver,
+    DriverInfo,
     entry_point_group,
     provider_distribution,
 )
@@ -244,8 +245,6 @@ class Registry:
     # ------------------------------------------------------------------ drivers
     def load_driver(self, kind: str, name: str) -> type[Driver]:
         """Load driver class ``name`` of ``kind`` through stevedore; errors say what to do."""
-        from dockyard.specs import DRIVER_BASES
-
         group = entry_point_group(kind)
         recs = self.find(group, name)
         if any(r.entry_point is None for r in recs):  # records from the CLI's cache: read afresh
@@ -272,7 +271,7 @@ class Registry:
         except (NoMatches, MultipleMatches, RuntimeError) as exc:
             cause = _cause(failures[0][1]) if failures else str(exc)
             raise self._fail(rec, cause) from (failures[0][1] if failures else exc)
-        problem = _check_driver_class(cls, kind, DRIVER_BASES[kind])
+        problem = check_driver_class(cls, kind)
         if problem:
             raise self._fail(rec, problem)
         rec.status, rec.error = "loaded", ""
@@ -392,20 +391,36 @@ def _not_installed(kind: str, name: str, installed: list[str]) -> DriverNotInsta
     return DriverNotInstalled(kind, name, installed, provider_distribution(kind, name))
 
 
-def _check_driver_class(cls: Any, kind: str, base: type) -> str:
+def check_driver_class(cls: Any, kind: str) -> str:
+    """Why ``cls`` is not a usable driver of ``kind`` ("" when it is): it must subclass the
+    kind's ABC, carry a :class:`~dockyard.specs.DriverInfo` of that kind and of this driver API,
+    implement every abstract method, and subclass the ABC of each capability it declares that
+    has a protocol (``CAPABILITY_BASES``: ``embedded-dns`` -> ``EmbeddedDnsDriver``) and only
+    those. The registry refuses a driver that fails; the conformance kits assert it."""
+    from dockyard.specs import CAPABILITY_BASES, DRIVER_BASES
+
+    base = DRIVER_BASES[kind]
     if not (isinstance(cls, type) and issubclass(cls, base)):
         return f"{cls!r} is not a subclass of {base.__module__}.{base.__qualname__}"
-    info = getattr(cls, "info", None)
-    if info is None:
+    info = getattr(cls, "info", None)  # declared on Driver, set by each concrete class
+    if not isinstance(info, DriverInfo):
         return f"{cls.__qualname__} has no DriverInfo `info`"
     if info.kind != kind:
         return f"{cls.__qualname__}.info.kind is {info.kind!r}, registered as {kind!r}"
     if info.api_version != DRIVER_API_VERSION:
         return (f"{cls.__qualname__} targets driver API {info.api_version}, "
                 f"this dockyard-core implements {DRIVER_API_VERSION}")
-    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    missing = sorted(cls.__abstractmethods__)
     if missing:
         return f"{cls.__qualname__} does not implement {', '.join(missing)}"
+    for (cap_kind, capability), cap_base in sorted(CAPABILITY_BASES.items()):
+        if cap_kind != kind:
+            continue
+        where = f"{cap_base.__module__}.{cap_base.__qualname__}"
+        if capability in info.capabilities and not issubclass(cls, cap_base):
+            return f"{cls.__qualname__} declares capability {capability!r} but is not a subclass of {where}"
+        if issubclass(cls, cap_base) and capability not in info.capabilities:
+            return f"{cls.__qualname__} subclasses {where} but does not declare capability {capability!r}"
     return ""
 
 

@@ -12,6 +12,7 @@ from dockyard.specs import (
     Driver,
     DriverContext,
     DriverInfo,
+    EmbeddedDnsDriver,
     IpamDriver,
     LayerDriver,
     NetworkDriver,
@@ -26,6 +27,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ApiMiddleware", "ApiRoute", "BackgroundService", "ConfigOption", "Driver", "DriverContext",
-    "DriverInfo", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore", "Provisioner",
+    "DriverInfo", "EmbeddedDnsDriver", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore", "Provisioner",
     "RuntimeDriver", "VolumeDriver", "hookimpl",
 ]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from dockyard.specs.cluster import ClusterSpecs, NodeStore
     from dockyard.specs.config import ConfigOption, ConfigSpecs
     from dockyard.specs.events import BackgroundService, EventSpecs
-    from dockyard.specs.network import IpamDriver, NetworkDriver, NetworkSpecs
+    from dockyard.specs.network import EmbeddedDnsDriver, IpamDriver, NetworkDriver, NetworkSpecs
     from dockyard.specs.provision import Provisioner, ProvisionSpecs
     from dockyard.specs.storage import ImagePuller, LayerDriver, StorageSpecs, VolumeDriver
 
@@ -43,7 +43,8 @@ _LAZY: dict[str, str] = {
     "ClusterSpecs": "cluster", "NodeStore": "cluster",
     "ConfigOption": "config", "ConfigSpecs": "config",
     "BackgroundService": "events", "EventSpecs": "events",
-    "IpamDriver": "network", "NetworkDriver": "network", "NetworkSpecs": "network",
+    "EmbeddedDnsDriver": "network", "IpamDriver": "network", "NetworkDriver": "network",
+    "NetworkSpecs": "network",
     "Provisioner": "provision", "ProvisionSpecs": "provision",
     "ImagePuller": "storage", "LayerDriver": "storage", "StorageSpecs": "storage", "VolumeDriver": "storage",
 }
@@ -58,6 +59,10 @@ _DRIVER_BASES = {"arch": "RuntimeDriver", "storage": "LayerDriver", "volume": "V
                  "network": "NetworkDriver", "ipam": "IpamDriver", "cluster": "NodeStore",
                  "provision": "Provisioner"}
 
+#: (kind, capability) -> the ABC whose methods are that capability's protocol. A driver of
+#: ``kind`` declaring the capability must subclass it, and a subclass must declare it.
+_CAPABILITY_BASES = {("network", "embedded-dns"): "EmbeddedDnsDriver"}
+
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
@@ -66,6 +71,8 @@ def __getattr__(name: str) -> Any:
         value = tuple(getattr(importlib.import_module(f"dockyard.specs.{m}"), c) for m, c in _SPEC_CLASSES)
     elif name == "DRIVER_BASES":
         value = {kind: __getattr__(cls) for kind, cls in _DRIVER_BASES.items()}
+    elif name == "CAPABILITY_BASES":
+        value = {key: __getattr__(cls) for key, cls in _CAPABILITY_BASES.items()}
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value  # computed once
@@ -73,9 +80,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AREAS", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "SPEC_CLASSES",
+    "AREAS", "CAPABILITY_BASES", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "SPEC_CLASSES",
     "ApiFront", "ApiMiddleware", "ApiRoute", "ImagePuller", "BackgroundService", "ConfigOption", "Driver",
-    "DriverContext", "DriverInfo", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore",
+    "DriverContext", "DriverInfo", "EmbeddedDnsDriver", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore",
     "Provisioner", "RuntimeDriver", "VolumeDriver", "entry_point_group", "hookimpl",
     "hookspec", "provider_distribution",
     "ApiSpecs", "ArchSpecs", "ClusterSpecs", "ConfigSpecs", "EventSpecs", "NetworkSpecs", "ProvisionSpecs",

@@ -5,7 +5,8 @@ Network drivers register under ``dockyard.drivers.network`` (chosen per network 
 ``dockyard.drivers.ipam`` (per network, default ``default``). The shapes cover both Docker's
 remote driver protocol (CreateNetwork / CreateEndpoint+Join / Leave) and CNI (ADD / DEL /
 CHECK, the plugin moving the interface itself): see ``shared/reference/plugin-protocols.md``.
-A driver whose ``info.capabilities`` holds ``"global-scope"`` spans hosts (overlay).
+A driver whose ``info.capabilities`` holds ``"global-scope"`` spans hosts (overlay); one holding
+``"embedded-dns"`` serves the containers' resolver and subclasses :class:`EmbeddedDnsDriver`.
 
 .. versionadded:: 0.1
 """
@@ -98,6 +99,65 @@ class NetworkDriver(Driver):
     def allocates_addresses(self) -> bool:
         """True when the driver (like a CNI plugin) allocates addresses itself."""
         return False
+
+
+#: The capability of a network driver that serves the embedded DNS. A driver declaring it in
+#: ``info.capabilities`` subclasses :class:`EmbeddedDnsDriver`, and a subclass declares it: the
+#: registry refuses a driver class where the two disagree when it loads.
+EMBEDDED_DNS = "embedded-dns"
+
+
+class EmbeddedDnsDriver(NetworkDriver):
+    """A network driver that serves the embedded DNS (capability ``embedded-dns``).
+
+    Containers on a user-defined network of such a driver resolve each other by name at
+    ``127.0.0.11:53`` (UDP and TCP) inside their own network namespace, as with dockerd. The
+    driver runs the resolvers; the network service owns the records and drives it:
+
+    1. :meth:`dns_set_records` for every network in use whenever its names change (a container
+       joins, leaves or is renamed, the ``dockyard_dns_records`` hook), and with ``{}`` when
+       the network is removed;
+    2. :meth:`dns_attach` once a container is on a user-defined network of this driver, and
+       again whenever the set of its user-defined networks changes;
+    3. :meth:`dns_detach` when it left the last of them, when another driver's resolver takes
+       over, and at daemon shutdown.
+
+    One resolver serves one sandbox (a container's namespace) and answers the names of all the
+    networks it was attached for, whichever network each was set for. :meth:`Driver.close`
+    stops every resolver still running. A driver without the capability just subclasses
+    :class:`NetworkDriver`: its containers get no embedded DNS.
+
+    .. versionadded:: 0.1
+    """
+
+    @abc.abstractmethod
+    async def dns_set_records(self, network_id: str, records: dict[str, list[str]]) -> None:
+        """Replace the records of network ``network_id``: lower-case name -> its IPv4 and IPv6
+        addresses (plain, no prefix length). ``{}`` forgets the network.
+
+        Called for networks whose containers may not be attached yet, in any order with
+        :meth:`dns_attach`; resolvers already attached answer with the new records from their
+        next query. Names are matched without regard to case or a trailing dot.
+        """
+
+    @abc.abstractmethod
+    async def dns_attach(self, sandbox_id: str, netns_path: str, network_ids: list[str],
+                         upstreams: list[tuple[str, int]]) -> None:
+        """Serve ``127.0.0.11:53`` over UDP and TCP inside the namespace at ``netns_path`` for
+        ``sandbox_id`` (a container ID), answering the names of ``network_ids`` only.
+
+        Other names are forwarded to ``upstreams`` (``(address, port)``, tried in order, from
+        the daemon's namespace as dockerd's resolver does; an empty list answers them
+        NXDOMAIN). The namespace's loopback is up (a :meth:`join`
+        brought it up). Called again for an attached sandbox, it replaces its networks and
+        upstreams in place. Raises (an ``OSError``, or a ``DockyardError``) when the resolver
+        cannot start; nothing then runs for the sandbox.
+        """
+
+    @abc.abstractmethod
+    async def dns_detach(self, sandbox_id: str) -> None:
+        """Stop the resolver of ``sandbox_id``; nothing to do when none runs. Must succeed when
+        the namespace is already gone."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 
 from dockyard.mounts import read_mounts, umount
+from dockyard.registry import check_driver_class
 from dockyard.specs import DRIVER_API_VERSION, DRIVER_BASES, Driver, DriverContext
 
 
@@ -50,9 +51,13 @@ class DriverContract:
             await drv.close()
 
     def test_is_a_driver_of_its_kind(self, driver: Driver) -> None:
+        """What the registry checks when the driver loads: the kind's ABC, a DriverInfo of that
+        kind and driver API, no abstract method left, and the ABC of every capability with a
+        protocol it declares (``embedded-dns``), and only those."""
         assert isinstance(driver, DRIVER_BASES[self.kind])
         assert driver.info.kind == self.kind
         assert driver.info.name and driver.info.name == driver.info.name.lower()
+        assert check_driver_class(type(driver), self.kind) == ""
 
     def test_targets_this_driver_api(self, driver: Driver) -> None:
         assert driver.info.api_version == DRIVER_API_VERSION

@@ -28,6 +28,15 @@ enable the cases that need them:
     ``EndpointRequest.ports`` are published: reachable from the host at ``127.0.0.1``.
 ``internal``
     ``Network.internal`` is honoured: no default route in the container.
+``embedded-dns``
+    The driver is a :class:`~dockyard.specs.network.EmbeddedDnsDriver`: a resolver attached to a
+    container's namespace answers, at ``127.0.0.11:53`` over UDP and TCP, the names set for the
+    networks it was attached for (and only those), forwards other names to its upstreams, and
+    stops at ``dns_detach``. These cases need dnslib (the SDK's ``network`` extra).
+
+Every driver's class must agree with its declared capabilities: one declaring ``embedded-dns``
+subclasses ``EmbeddedDnsDriver`` and the other way round (``dockyard.registry.check_driver_class``,
+the check the registry makes at load).
 
 Every network case ends by checking that no link, named network namespace or nft table whose
 name contains the driver's ``context.owner`` is left behind.
@@ -56,7 +65,13 @@ import pytest_asyncio
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.model import IpamPool, Network
 from dockyard.specs import Driver, IpamDriver, NetworkDriver
-from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
+from dockyard.specs.network import (
+    EMBEDDED_DNS,
+    EmbeddedDnsDriver,
+    EndpointRequest,
+    EndpointResult,
+    PortMapping,
+)
 from dockyard_plugin_sdk.conformance import requires
 from dockyard_plugin_sdk.conformance._common import DriverContract
 from dockyard_plugin_sdk.testing import WaitTimeout, async_wait_for
@@ -65,7 +80,7 @@ from dockyard_plugin_sdk.testing import WaitTimeout, async_wait_for
 TEST_SUBNET_BASE = "10.213.128.0/17"
 
 __all__ = [
-    "IpamContract", "NetworkContract", "NetworkHarness", "free_test_subnet", "host_networks",
+    "IpamContract", "NetworkContract", "NetworkHarness", "dns_query", "free_test_subnet", "host_networks",
     "leftovers", "random_owner", "socket_in_netns", "wait_for_leftovers",
 ]
 
@@ -181,6 +196,60 @@ def socket_in_netns(netns_path: str, family: int = socket.AF_INET,
     return box["sock"]
 
 
+def dns_query(netns_path: str, name: str, qtype: str = "A", tcp: bool = False,
+              server: tuple[str, int] = ("127.0.0.11", 53), timeout: float = 2.0) -> Any:
+    """Ask ``server`` (the embedded resolver's address) for ``name`` from inside the namespace at
+    ``netns_path``, over UDP or TCP; the parsed reply (a ``dnslib.DNSRecord``). Raises
+    ``OSError`` when nothing answers (refused or timed out). Blocking: call it in a thread."""
+    from dnslib import DNSRecord
+
+    query = DNSRecord.question(name, qtype).pack()
+    sock = socket_in_netns(netns_path, kind=socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(timeout)
+        if not tcp:
+            sock.sendto(query, server)
+            return DNSRecord.parse(sock.recv(65535))
+        sock.connect(server)
+        sock.sendall(len(query).to_bytes(2, "big") + query)
+        data = b""
+        while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
+            chunk = sock.recv(65535)
+            if not chunk:
+                raise ConnectionResetError("the resolver closed the connection before answering")
+            data += chunk
+        return DNSRecord.parse(data[2:2 + int.from_bytes(data[:2], "big")])
+
+
+def _answers(reply: Any) -> list[str]:
+    return [str(rr.rdata) for rr in reply.rr]
+
+
+def _is_nxdomain(reply: Any) -> bool:
+    from dnslib import RCODE
+
+    return reply.header.rcode == RCODE.NXDOMAIN and not reply.rr
+
+
+class _FakeUpstream(asyncio.DatagramProtocol):
+    """An upstream resolver on the host's loopback answering every A query with ``address``."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        from dnslib import QTYPE, RR, A, DNSRecord
+
+        query = DNSRecord.parse(data)
+        reply = query.reply()
+        reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(self.address), ttl=5))
+        self.transport.sendto(reply.pack(), addr)
+
+
 def _routes_in(netns_path: str) -> list[dict[str, Any]]:
     from pyroute2 import IPRoute
 
@@ -224,8 +293,34 @@ class NetworkHarness:
         self.networks: list[Network] = []
         self.netns: list[str] = []
         self.endpoints: list[tuple[EndpointRequest, EndpointResult]] = []
+        self.dns_sandboxes: list[str] = []  # attached resolvers, detached at teardown
+        self.dns_networks: list[str] = []  # networks given records, forgotten at teardown
         self._next_host: dict[str, int] = {}
         self._serial = 0
+
+    @property
+    def dns_driver(self) -> EmbeddedDnsDriver:
+        """The driver as an embedded-DNS server (a case calls ``requires(driver, "embedded-dns")``
+        first; a driver declaring it that is no ``EmbeddedDnsDriver`` fails the kind check)."""
+        if not isinstance(self.driver, EmbeddedDnsDriver):
+            raise TypeError(f"{type(self.driver).__qualname__} declares {EMBEDDED_DNS!r} but is not an "
+                            "EmbeddedDnsDriver")
+        return self.driver
+
+    async def set_dns_records(self, network: Network, records: dict[str, list[str]]) -> None:
+        if network.id not in self.dns_networks:
+            self.dns_networks.append(network.id)
+        await self.dns_driver.dns_set_records(network.id, records)
+
+    async def attach_dns(self, req: EndpointRequest, networks: list[Network],
+                         upstreams: list[tuple[str, int]] | None = None) -> str:
+        """Attach a resolver to the namespace of ``req``'s stand-in container, answering the
+        names of ``networks``; the sandbox ID (the container's)."""
+        if req.container_id not in self.dns_sandboxes:
+            self.dns_sandboxes.append(req.container_id)
+        await self.dns_driver.dns_attach(req.container_id, req.netns_path, [n.id for n in networks],
+                                         list(upstreams or []))
+        return req.container_id
 
     def make_network(self, *, internal: bool = False, options: dict[str, str] | None = None,
                      subnet: str = "") -> Network:
@@ -295,6 +390,18 @@ class NetworkHarness:
 
     async def teardown(self) -> list[str]:
         errors: list[str] = []
+        for sandbox_id in reversed(self.dns_sandboxes):
+            try:
+                await self.dns_driver.dns_detach(sandbox_id)
+            except Exception as exc:  # reported, teardown goes on
+                errors.append(f"dns_detach {sandbox_id[:12]}: {exc!r}")
+        self.dns_sandboxes.clear()
+        for network_id in self.dns_networks:
+            try:
+                await self.dns_driver.dns_set_records(network_id, {})
+            except Exception as exc:
+                errors.append(f"dns_set_records {network_id[:12]} {{}}: {exc!r}")
+        self.dns_networks.clear()
         for req, result in reversed(self.endpoints):
             try:
                 await self.driver.leave(req, result)
@@ -478,6 +585,73 @@ class NetworkContract(DriverContract):
             reply = await asyncio.to_thread(_exchange, client, server, ("127.0.0.1", host_port),
                                             self.blocked_timeout)
         assert reply == b"PING"
+
+    # ------------------------------------------------------------------ embedded DNS
+    async def test_embedded_dns_resolves_a_joined_container(self, harness: NetworkHarness) -> None:
+        """A container's resolver answers a peer's name with the address it joined with, over
+        UDP and TCP, whatever the case or a trailing dot; an unknown name without upstreams is
+        NXDOMAIN."""
+        requires(harness.driver, EMBEDDED_DNS)
+        network = await harness.create_network()
+        req_web, res_web = await harness.join(network)
+        req_cli, res_cli = await harness.join(network)
+        web = harness.address_of(req_web, res_web)
+        await harness.set_dns_records(network, {"web": [web], "client": [harness.address_of(req_cli, res_cli)]})
+        await harness.attach_dns(req_cli, [network])
+        assert _answers(await asyncio.to_thread(dns_query, req_cli.netns_path, "web")) == [web]
+        assert _answers(await asyncio.to_thread(dns_query, req_cli.netns_path, "WEB.")) == [web]
+        assert _answers(await asyncio.to_thread(dns_query, req_cli.netns_path, "web", tcp=True)) == [web]
+        assert _is_nxdomain(await asyncio.to_thread(dns_query, req_cli.netns_path, "nobody-here"))
+
+    async def test_embedded_dns_answers_only_its_networks(self, harness: NetworkHarness) -> None:
+        """Names of a network the sandbox is not attached for are NXDOMAIN; attaching again
+        with both networks updates the resolver in place; ``{}`` forgets a network."""
+        requires(harness.driver, EMBEDDED_DNS)
+        net_a = await harness.create_network()
+        net_b = await harness.create_network()
+        req, _res = await harness.join(net_a)
+        await harness.set_dns_records(net_a, {"web": ["192.0.2.10"]})
+        await harness.set_dns_records(net_b, {"cache": ["192.0.2.20"]})
+        await harness.attach_dns(req, [net_a])
+        assert _is_nxdomain(await asyncio.to_thread(dns_query, req.netns_path, "cache"))
+        await harness.attach_dns(req, [net_a, net_b])
+        assert _answers(await asyncio.to_thread(dns_query, req.netns_path, "cache")) == ["192.0.2.20"]
+        await harness.set_dns_records(net_b, {"cache": ["192.0.2.21"]})  # seen at the next query
+        assert _answers(await asyncio.to_thread(dns_query, req.netns_path, "cache")) == ["192.0.2.21"]
+        await harness.set_dns_records(net_b, {})
+        assert _is_nxdomain(await asyncio.to_thread(dns_query, req.netns_path, "cache"))
+        assert _answers(await asyncio.to_thread(dns_query, req.netns_path, "web")) == ["192.0.2.10"]
+
+    async def test_embedded_dns_forwards_other_names_upstream(self, harness: NetworkHarness) -> None:
+        """A name no attached network has goes to the upstreams (here a resolver on the host's
+        loopback, reached from the daemon's namespace)."""
+        requires(harness.driver, EMBEDDED_DNS)
+        network = await harness.create_network()
+        req, _res = await harness.join(network)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _FakeUpstream("192.0.2.123"),
+                                                           local_addr=("127.0.0.1", 0))
+        try:
+            port = transport.get_extra_info("sockname")[1]
+            await harness.attach_dns(req, [network], upstreams=[("127.0.0.1", port)])
+            reply = await asyncio.to_thread(dns_query, req.netns_path, "example.test")
+            assert _answers(reply) == ["192.0.2.123"]
+        finally:
+            transport.close()
+
+    async def test_embedded_dns_detach_stops_the_resolver(self, harness: NetworkHarness) -> None:
+        requires(harness.driver, EMBEDDED_DNS)
+        network = await harness.create_network()
+        req, _res = await harness.join(network)
+        await harness.set_dns_records(network, {"web": ["192.0.2.10"]})
+        sandbox = await harness.attach_dns(req, [network])
+        assert _answers(await asyncio.to_thread(dns_query, req.netns_path, "web")) == ["192.0.2.10"]
+        await harness.dns_driver.dns_detach(sandbox)
+        with pytest.raises(OSError):  # nothing listens any more: refused or timed out
+            await asyncio.to_thread(dns_query, req.netns_path, "web", timeout=self.blocked_timeout)
+        await harness.dns_driver.dns_detach(sandbox)  # none runs: nothing to do
+        harness.remove_netns(req.netns_path)
+        await harness.dns_driver.dns_detach(sandbox)  # and the namespace is gone
 
 
 # ---------------------------------------------------------------------------------- IPAM

@@ -14,10 +14,9 @@ step at the next :meth:`NetworkService.start`:
   released. Each address is released exactly once: the IPAM driver refuses a second release
   (NotFound), which only recovery of a half-done ``leaving`` step tolerates.
 
-DNS: a network driver declaring the ``embedded-dns`` capability serves the embedded resolver
-(``127.0.0.11`` inside the container's namespace) through three methods:
-``dns_set_records(network_id, records)``, ``dns_attach(sandbox_id, netns_path, network_ids,
-upstreams)`` and ``dns_detach(sandbox_id)``. The service feeds it the names of every
+DNS: a network driver with the ``embedded-dns`` capability serves the embedded resolver
+(``127.0.0.11`` inside the container's namespace); its protocol is
+:class:`dockyard.specs.network.EmbeddedDnsDriver`. The service feeds it the names of every
 user-defined network (container name, aliases, 12-character ID, plus the
 ``dockyard_dns_records`` hook) and attaches one resolver per container that is on at least one
 user-defined network; the resolver answers only names of that container's networks.
@@ -50,7 +49,7 @@ from dockyard.errors import (
 from dockyard.model import Container, EndpointSettings, IpamPool, Network, new_id
 from dockyard.services import Service
 from dockyard.services.networks import JOINED, LEAVING, Endpoint, NetworkCreate, NotConnected
-from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
+from dockyard.specs.network import EmbeddedDnsDriver, EndpointRequest, EndpointResult, PortMapping
 from dockyard.times import parse_until
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,6 @@ PREDEFINED = frozenset({"bridge", "host", "none", "default"})
 SINGLETON_DRIVERS = frozenset({"host", "null"})
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 DEFAULT_BRIDGE_OPTION = "com.docker.network.bridge.default_bridge"
-DNS_CAPABILITY = "embedded-dns"
 DNS_PORT = 53
 
 CREATING, READY, REMOVING = "creating", "ready", "removing"
@@ -177,13 +175,19 @@ class NetworkService(Service):
         """True when containers on ``network`` get the embedded resolver (127.0.0.11): a
         user-defined network whose driver declares ``embedded-dns``."""
         net = network if isinstance(network, Network) else self.get(network)
+        return self._dns_driver_of(net) is not None
+
+    def _dns_driver_of(self, net: Network) -> EmbeddedDnsDriver | None:
+        """The driver serving the embedded DNS of ``net`` (the kernel's cached instance; the
+        registry checked at load that ``embedded-dns`` drivers implement the protocol), or None
+        for a built-in network or a driver without the capability."""
         if net.builtin:
-            return False
+            return None
         try:
-            drv = self.kernel.driver("network", net.driver)  # the kernel's cached instance
+            drv = self.kernel.driver("network", net.driver)
         except DockyardError:
-            return False
-        return DNS_CAPABILITY in drv.info.capabilities
+            return None
+        return drv if isinstance(drv, EmbeddedDnsDriver) else None
 
     # ------------------------------------------------------------------ create
     async def create(self, req: NetworkCreate) -> Network:
@@ -306,7 +310,7 @@ class NetworkService(Service):
             drv = await self.kernel.driver_ready("network", net.driver)
             await drv.delete_network(net)
         await self._release_pools(net)
-        for d in self._dns_drivers():
+        for d in self._dns_drivers().values():
             await d.dns_set_records(net.id, {})
         with self.store.transaction() as tx:
             tx.delete(Network, net.id)
@@ -560,10 +564,9 @@ class NetworkService(Service):
             tx.delete(Endpoint, ep.id)
 
     # ------------------------------------------------------------------ DNS
-    def _dns_drivers(self) -> list[Any]:
-        """Set-up network drivers that serve the embedded DNS."""
-        return [d for d in self.kernel.ready_drivers("network").values()
-                if DNS_CAPABILITY in d.info.capabilities]
+    def _dns_drivers(self) -> dict[str, EmbeddedDnsDriver]:
+        """Set-up network drivers that serve the embedded DNS, by name."""
+        return {n: d for n, d in self.kernel.ready_drivers("network").items() if isinstance(d, EmbeddedDnsDriver)}
 
     def dns_records(self, net: Network) -> dict[str, list[str]]:
         """name -> addresses on a user-defined network: each joined container's name, aliases
@@ -596,7 +599,7 @@ class NetworkService(Service):
         if net.builtin:
             return
         records = self.dns_records(net)
-        for d in self._dns_drivers():
+        for d in self._dns_drivers().values():
             await d.dns_set_records(net.id, records)
 
     async def _attach_dns(self, container_id: str) -> None:
@@ -610,16 +613,17 @@ class NetworkService(Service):
             except NotFound:
                 continue
         user = [n for n in nets if not n.builtin and n.driver not in SINGLETON_DRIVERS]
-        provider = next((n.driver for n in user if self.uses_embedded_dns(n)), None)
+        provider = next((n.driver for n in user if self._dns_driver_of(n) is not None), None)
         served_by = self._dns_attached.get(container_id)
         if served_by and served_by != provider:
-            drv = self.kernel.drivers.get(("network", served_by))
-            if drv is not None:
-                await drv.dns_detach(container_id)
+            old = self._dns_drivers().get(served_by)
+            if old is not None:
+                await old.dns_detach(container_id)
             self._dns_attached.pop(container_id, None)
         if provider is None:
             return
-        drv = await self.kernel.driver_ready("network", provider)
+        await self.kernel.driver_ready("network", provider)
+        drv = self._dns_drivers()[provider]
         for n in user:  # records of every network the container is on
             await drv.dns_set_records(n.id, self.dns_records(n))
         ep = next(e for e in eps if e.network_id in {n.id for n in user})
@@ -701,8 +705,9 @@ class NetworkService(Service):
         plane of every network no endpoint uses: a stopped daemon leaves on the host only what
         running containers need (their endpoints and networks stay, for live-restore).
         :meth:`start` brings the rest back (``driver.restore``)."""
+        dns_drivers = self._dns_drivers()
         for cid, provider in list(self._dns_attached.items()):
-            drv = self.kernel.drivers.get(("network", provider))
+            drv = dns_drivers.get(provider)
             if drv is not None:
                 try:
                     await drv.dns_detach(cid)

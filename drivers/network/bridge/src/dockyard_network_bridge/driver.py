@@ -26,8 +26,14 @@ from typing import Any
 
 from dockyard.errors import Conflict, Forbidden, InvalidArgument, NotFound
 from dockyard.model import Network
-from dockyard.specs import ConfigOption, DriverContext, DriverInfo, NetworkDriver
-from dockyard.specs.network import EndpointRequest, EndpointResult, PortMapping
+from dockyard.specs import ConfigOption, DriverContext, DriverInfo
+from dockyard.specs.network import (
+    EMBEDDED_DNS,
+    EmbeddedDnsDriver,
+    EndpointRequest,
+    EndpointResult,
+    PortMapping,
+)
 from dockyard_network_bridge import names, netlink, nft, ports
 from dockyard_network_bridge.dns import DnsRecords, EmbeddedDns
 from dockyard_network_bridge.options import parse_options
@@ -60,12 +66,12 @@ async def _all(*aws: Any) -> None:
             raise result
 
 
-class BridgeDriver(NetworkDriver):
+class BridgeDriver(EmbeddedDnsDriver):
     info = DriverInfo(
         name="bridge", kind="network",
         description="Linux bridge per network, veth per endpoint, nftables port publishing",
         capabilities=frozenset({"connectivity", "isolation", "port-publishing", "internal", "ipv6",
-                                "embedded-dns"}),
+                                EMBEDDED_DNS}),
     )
     config_options = (
         ConfigOption("mtu", int, 1500, "MTU of bridge networks without their own option"),
@@ -312,7 +318,8 @@ class BridgeDriver(NetworkDriver):
 
     # ------------------------------------------------------------------ embedded DNS
     async def dns_set_records(self, network_id: str, records: dict[str, list[str]]) -> None:
-        """Replace the name -> addresses records of a network (empty: forget the network)."""
+        """Replace the name -> addresses records of a network (empty: forget the network).
+        Shared by every resolver of this driver (:class:`DnsRecords`)."""
         if records:
             self._dns_records.set_network(network_id, records)
         else:
