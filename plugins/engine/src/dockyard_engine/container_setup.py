@@ -1,0 +1,249 @@
+"""What a container's start takes and its exit gives back, composed from the drivers.
+
+A start mounts the rootfs (``storage`` driver) and the volumes (``volumes`` service), gets a
+network namespace, connects it to each network (``networks`` service: IPAM address,
+``driver.join``, port rules, DNS records) and writes the /etc files the runtime binds
+(hostname, hosts, resolv.conf). :meth:`Setup.release` gives all of it back, in parallel,
+when the process has exited; with ``remove_layer`` the read-write layer goes too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+
+from dockyard.errors import Conflict, NotFound
+from dockyard.model import Container, Mount
+from dockyard.specs.network import PortMapping
+from dockyard_engine import container_fs as cfs
+from dockyard_engine.container_context import LIVE_STATES, ContainerContext
+
+log = logging.getLogger(__name__)
+
+HOSTS_HEADER = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", "fe00::0\tip6-localnet",
+                "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes", "ff02::2\tip6-allrouters")
+
+
+class Setup:
+    """The rootfs, volumes, network namespace, endpoints and /etc files of a container's run."""
+
+    def __init__(self, ctx: ContainerContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def _netns_dir(self) -> Path:
+        return self.ctx.kernel.config.exec_root / "netns"
+
+    # ------------------------------------------------------------------ volumes
+    async def mount_volumes(self, c: Container) -> list[Mount]:
+        """``c.mounts`` with each volume's source filled in (the volume mounted for ``c``)."""
+        resolved: list[Mount] = []
+        done: list[Mount] = []
+        try:
+            for m in c.mounts:
+                r = dataclasses.replace(m)
+                if m.type == "volume":
+                    r.source = await self.ctx.volumes.mount(m.name, c.id, destination=m.destination,
+                                                            read_only=m.read_only)
+                    m.source = r.source
+                    done.append(m)
+                resolved.append(r)
+        except BaseException:
+            await self.unmount_volumes(c, done)
+            raise
+        return resolved
+
+    async def unmount_volumes(self, c: Container, mounts: list[Mount] | None = None) -> None:
+        for m in (mounts if mounts is not None else c.mounts):
+            if m.type != "volume" or not m.name:
+                continue
+            try:
+                await self.ctx.volumes.unmount(m.name, c.id)
+            except NotFound:
+                pass
+            except Exception:  # noqa: BLE001
+                log.exception("could not release volume %s of %s", m.name, c.name)
+
+    async def remove_anonymous_volumes(self, c: Container) -> None:
+        """dockerd's ``rm -v``: the container's anonymous volumes go, named ones stay."""
+        for m in c.mounts:
+            if m.type != "volume" or not m.name:
+                continue
+            try:
+                if not self.ctx.volumes.get(m.name).anonymous:
+                    continue
+                await self.ctx.volumes.remove(m.name)
+            except (Conflict, NotFound):
+                pass
+            except Exception:  # noqa: BLE001
+                log.exception("could not remove volume %s", m.name)
+
+    async def retake(self, c: Container) -> None:
+        """Live-restore: take again the references a start took for a container that kept
+        running while the daemon was away (its rootfs and volume mounts)."""
+        await (await self.ctx.storage()).mount(c.id)
+        await self.mount_volumes(c)
+
+    # ------------------------------------------------------------------ network
+    async def setup_network(self, c: Container) -> tuple[str | None, str]:
+        """(netns path for the runtime, netns file we own or "")."""
+        mode = c.host_config.network_mode or "default"
+        if mode == "host":
+            await self._connect_all(c, "")
+            return "host", ""
+        if mode.startswith("container:"):
+            other = self.ctx.get(mode.split(":", 1)[1])
+            if other.state.status not in LIVE_STATES:
+                raise Conflict(f"cannot join network of a non running container: {other.id}")
+            path = other.extra.get("netns") or f"/proc/{other.state.pid}/ns/net"
+            if other.host_config.network_mode == "host":
+                return "host", ""
+            return path, ""
+        path = self._netns_dir / c.id
+        await asyncio.to_thread(cfs.create_netns, path)
+        try:
+            await self._connect_all(c, str(path))
+        except BaseException:
+            await asyncio.to_thread(cfs.remove_netns, path)
+            raise
+        return str(path), str(path)
+
+    async def _connect_all(self, c: Container, netns: str) -> None:
+        svc = self.ctx.networks
+        if svc is None:
+            return
+        ports = port_mappings(c)
+        connected: list[str] = []
+        try:
+            first = True
+            for name, ep in list(c.networks.items()):
+                settings = await svc.connect(c, name, netns, aliases=list(ep.aliases),
+                                             ipv4=ep.ipv4_address or None, ports=ports if first else None,
+                                             dns_servers=list(c.host_config.dns) or None,
+                                             driver_opts=dict(ep.driver_opts) or None)
+                first = False
+                connected.append(name)
+                c.networks[name] = settings
+        except BaseException:
+            for name in connected:
+                with contextlib.suppress(Exception):
+                    await svc.disconnect(c, name, force=True)
+            raise
+
+    async def teardown_network(self, c: Container, netns: str) -> None:
+        """Leave every network, then remove the namespace ``netns`` ("" = none of our own)."""
+        svc = self.ctx.networks
+        if svc is not None:
+            try:
+                # a namespace of our own is removed just below: drivers may leave its
+                # interfaces to the kernel (see EndpointRequest.sandbox_closing)
+                await svc.disconnect_all(c, sandbox_closing=bool(netns))
+            except Exception:  # noqa: BLE001
+                log.exception("could not disconnect %s", c.name)
+        for ep in c.networks.values():
+            ep.endpoint_id = ""
+            ep.ipv4_address = ""
+            ep.gateway = ""
+            ep.ip_prefix_len = 0
+            ep.mac_address = ""
+        if netns:
+            await asyncio.to_thread(cfs.remove_netns, Path(netns))
+
+    # ------------------------------------------------------------------ /etc files
+    async def etc_files(self, c: Container) -> dict[str, str]:
+        """Write hostname, hosts and resolv.conf; their paths as ``RuntimeCreateRequest``
+        fields. ``container:<id>`` mode gets the namespace owner's names and files (dockerd)."""
+        mode = c.host_config.network_mode
+        if not mode.startswith("container:"):
+            return await asyncio.to_thread(self._write_etc_files, c)
+        other = self.ctx.get(mode.split(":", 1)[1])
+        c.config.hostname, c.config.domainname = other.config.hostname, other.config.domainname
+        files = await asyncio.to_thread(self._write_etc_files, c)
+        files["hosts_path"] = str(self.ctx.cdir(other.id) / "hosts")
+        files["resolv_conf_path"] = str(self.ctx.cdir(other.id) / "resolv.conf")
+        return files
+
+    def _write_etc_files(self, c: Container) -> dict[str, str]:
+        d = self.ctx.cdir(c.id)
+        d.mkdir(parents=True, exist_ok=True)
+        hostname = c.config.hostname
+        (d / "hostname").write_text(hostname + "\n")
+        if c.host_config.network_mode == "host":
+            shutil.copyfile("/etc/hosts", d / "hosts")
+        else:
+            lines = list(HOSTS_HEADER)
+            for entry in c.host_config.extra_hosts:
+                host, _, ip = entry.partition(":")
+                lines.append(f"{ip}\t{host}")
+            for ep in c.networks.values():
+                if ep.ipv4_address:
+                    full = f"{hostname}.{c.config.domainname}" if c.config.domainname else hostname
+                    lines.append(f"{ep.ipv4_address}\t{full}" + ("" if full == hostname else f" {hostname}"))
+                    break
+            (d / "hosts").write_text("\n".join(lines) + "\n")
+        (d / "resolv.conf").write_text(self._resolv_conf(c))
+        return {"hosts_path": str(d / "hosts"), "resolv_conf_path": str(d / "resolv.conf"),
+                "hostname_path": str(d / "hostname")}
+
+    def _resolv_conf(self, c: Container) -> str:
+        embedded = False
+        svc = self.ctx.networks
+        if svc is not None and c.host_config.network_mode != "host":
+            for name in c.networks:
+                with contextlib.suppress(Exception):
+                    embedded = embedded or svc.uses_embedded_dns(name)
+        if embedded:
+            servers = ["127.0.0.11"]
+        elif c.host_config.dns:
+            servers = list(c.host_config.dns)
+        else:
+            from dockyard_engine.networks import host_nameservers
+
+            servers = [s for s in host_nameservers() if not s.startswith("127.")] or ["8.8.8.8", "8.8.4.4"]
+        lines = [f"nameserver {s}" for s in servers]
+        if c.host_config.dns_search:
+            lines.append("search " + " ".join(c.host_config.dns_search))
+        opts = list(c.host_config.dns_options) + (["ndots:0"] if embedded else [])
+        if opts:
+            lines.append("options " + " ".join(opts))
+        return "\n".join(lines) + "\n"
+
+    # ------------------------------------------------------------------ release
+    async def release(self, c: Container, netns: str, remove_layer: bool = False) -> None:
+        """Give back what start took (rootfs mount, volumes, endpoints and namespace), in
+        parallel; with ``remove_layer`` the read-write layer goes too."""
+        drv = await self.ctx.storage()
+
+        async def rootfs() -> None:
+            with contextlib.suppress(Exception):
+                await drv.unmount(c.id)
+            if remove_layer:  # the images service also collects layers nothing uses any more
+                with contextlib.suppress(NotFound):
+                    await self.ctx.images.remove_rootfs(c.id)
+
+        await asyncio.gather(rootfs(), self.unmount_volumes(c), self.teardown_network(c, netns))
+
+
+def port_mappings(c: Container) -> list[PortMapping]:
+    """The container's published ports (``-p``, and ``-P``'s exposed ports) as the network
+    service takes them."""
+    ports = []
+    for port_proto, bindings in c.host_config.port_bindings.items():
+        port, _, proto = port_proto.partition("/")
+        for b in bindings or [None]:
+            hp = str(b.host_port or "") if b is not None else ""
+            lo, _, hi = hp.partition("-")
+            ports.append(PortMapping(container_port=int(port), protocol=proto or "tcp",
+                                     host_ip=b.host_ip if b is not None else "",
+                                     host_port=int(lo or 0), host_port_end=int(hi or 0)))
+    if c.host_config.publish_all_ports:
+        bound = {(p.container_port, p.protocol) for p in ports}
+        for exposed in c.config.exposed_ports:
+            port, _, proto = exposed.partition("/")
+            if (int(port), proto or "tcp") not in bound:
+                ports.append(PortMapping(container_port=int(port), protocol=proto or "tcp"))
+    return ports
