@@ -197,7 +197,20 @@ def test_dockyard_named_filter() -> None:
                            "/home/dylan-not-ours/a (tmpfs t)"}
 
 
-def test_owners_keep_only_their_tokens_roots_and_child_processes(tmp_path: Path) -> None:
+def test_owners_keep_only_their_tokens_roots_and_processes(tmp_path: Path) -> None:
+    ours = subprocess.Popen(["sh", "-c", "sleep 30; :", f"{tmp_path}/d/run/conmon"])  # $0 names our root
+    other = subprocess.Popen(["sleep", "31"])
+    try:
+        for p in (ours, other):
+            wait_for(lambda p=p: _comm(p.pid) in ("sh", "sleep"), 10, f"{p.pid} to exec")
+        _owners_filter(tmp_path, ours.pid, other.pid)
+    finally:
+        for p in (ours, other):
+            p.kill()
+            p.wait()
+
+
+def _owners_filter(tmp_path: Path, ours: int, other_pid: int) -> None:
     owners = Owners()
     token = owners.record_data_root(tmp_path / "d" / "data", tmp_path / "d")
     assert token == owner_of_data_root(tmp_path / "d" / "data") and token.startswith("dy") and len(token) == 8
@@ -212,7 +225,7 @@ def test_owners_keep_only_their_tokens_roots_and_child_processes(tmp_path: Path)
         netns=frozenset({f"{token}-ns1", f"{other}-ns1"}),
         cgroups=frozenset({f"/sys/fs/cgroup/pids/dockyard-{token}-c1", f"/sys/fs/cgroup/pids/dockyard-{other}-c1"}),
         nft_tables=frozenset({f"ip dockyard-{token}", f"ip dockyard-{other}", "inet filter"}),
-        processes=frozenset({"12 sleep"}))
+        processes=frozenset({f"{ours} sh", f"{other_pid} sleep"}))
     kept = snap.filter(owners.owns)
     assert kept.mounts == {f"{tmp_path}/d/data/overlay/x/merged (overlay overlay)",
                            f"{tmp_path}/d/run/netns/abc (nsfs nsfs)",
@@ -221,8 +234,12 @@ def test_owners_keep_only_their_tokens_roots_and_child_processes(tmp_path: Path)
     assert kept.netns == {f"{token}-ns1"}
     assert kept.cgroups == {f"/sys/fs/cgroup/pids/dockyard-{token}-c1"}
     assert kept.nft_tables == {f"ip dockyard-{token}"}
-    assert kept.processes == {"12 sleep"}  # children of the test process: the tests started them
-    # nothing recorded: nothing but processes is ours
+    # a child process is an owner's when its command line names a root or token (a daemon, its
+    # conmons), not any child (an orphan a subreaper adopted); a single test counts every child
+    assert kept.processes == {f"{ours} sh"}
+    assert snap.filter(owners.owns_or_child).processes == snap.processes
+    assert snap.filter(owners.owns_or_child).links == kept.links
+    # nothing recorded: nothing is ours
     assert Owners().owns("links", f"{token}-0123456") is False
     with pytest.raises(ValueError):
         Owners().record("")

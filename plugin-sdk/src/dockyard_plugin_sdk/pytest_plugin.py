@@ -30,8 +30,10 @@ Fixtures:
     process that appeared during it and is still there.
 
 Option ``--dockyard-leak-check``: at the end of the session, after every fixture is torn down,
-fail it when an object of a recorded owner, or a child process, exists that did not when the
-session started. Objects of other owners -- another dockyardd on the machine -- are ignored.
+fail it when an object of a recorded owner exists that did not when the session started --
+child processes included when their command line names a recorded root or token (a daemon
+left running, its conmons). Objects of other owners -- another dockyardd on the machine -- and
+other processes (orphans adopted by a subreaper, another engine's helpers) are ignored.
 
 Skips, never import errors, for what is optional: docker-py, the docker CLI, an API front.
 Loaded into every pytest run where the SDK is installed, so imports stay light: the kernel is
@@ -191,7 +193,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     before = item.stash.get(_BEFORE, None)
     if before is not None:
         del item.stash[_BEFORE]
-        leaks = wait_for_no_leaks(before, keep=_owners(item.config).owns)
+        leaks = wait_for_no_leaks(before, keep=_owners(item.config).owns_or_child)
         if leaks:
             pytest.fail("the test leaked host objects:\n" + leaks.describe(), pytrace=False)
     return result

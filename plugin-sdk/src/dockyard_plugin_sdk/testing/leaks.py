@@ -228,16 +228,31 @@ class Owners:
         return self.record(owner_of_data_root(data_root), data_root, *roots)
 
     def owns(self, category: str, item: str) -> bool:
-        """Whether an object of a snapshot is ours: a child process (the tests started it), a
-        mount under one of our roots or naming a token (an overlay's ``dockyard-<token>``
-        source), or a link, netns, cgroup or nft table whose name carries one of our tokens."""
+        """Whether an object of a snapshot is ours: a mount under one of our roots or naming a
+        token (an overlay's ``dockyard-<token>`` source); a link, netns, cgroup or nft table
+        whose name carries a token; a child process whose command line names one of our roots
+        or tokens (a daemon, its conmons). Other child processes -- orphans a subreaper adopted,
+        another engine's helpers -- are not an owner's; :meth:`owns_or_child` counts them too."""
         if category == "processes":
-            return True
+            return self._process_is_ours(item)
         if category == "mounts":
             point = item.split(" (", 1)[0]
             if any(point == r or point.startswith(r + "/") for r in self.roots if r != "/"):
                 return True
         return any(token in item for token in self.tokens)
+
+    def owns_or_child(self, category: str, item: str) -> bool:
+        """:meth:`owns`, and every child process: what one test may leave behind (it started
+        whatever appeared below it meanwhile)."""
+        return category == "processes" or self.owns(category, item)
+
+    def _process_is_ours(self, item: str, proc: Path = Path("/proc")) -> bool:
+        try:
+            cmdline = (proc / item.split(" ", 1)[0] / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False  # gone: not left behind
+        return any(token in cmdline for token in self.tokens) or \
+            any(root in cmdline for root in self.roots if root != "/")
 
 
 def dockyard_named(category: str, item: str) -> bool:
