@@ -27,6 +27,11 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from dockyard_plugin_sdk.conformance.arch import busybox_rootfs, make_runtime_context, make_request
     from dockyard_arch_linux.driver import LinuxRuntime
+    from dockyard_plugin_sdk.testing import async_wait_for
+
+    async def two_or_more(d, cid):
+        top = await d.top(cid)
+        return top if len(top) >= 2 else None
 
     async def main(base, owner, runtime):
         subprocess.run(["mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup"], check=True)
@@ -40,11 +45,7 @@ SCRIPT = textwrap.dedent("""
         try:
             await d.create(r)
             out["pid"] = (await d.start(cid)).pid
-            for _ in range(100):
-                out["top"] = await d.top(cid)
-                if len(out["top"]) >= 2:
-                    break
-                await asyncio.sleep(0.05)
+            out["top"] = await async_wait_for(lambda: two_or_more(d, cid), 5, "two processes in top")
             cg = await d.cgroup(cid)
             out["cgdir"] = cg.dir("")
             await d.pause(cid)

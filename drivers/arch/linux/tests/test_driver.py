@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from dockyard_arch_linux import cgroups, monitor
 from dockyard_arch_linux.driver import LinuxRuntime
 from dockyard_arch_linux.logs import parse_line
 from dockyard_plugin_sdk.conformance.arch import leftovers, make_request
+from dockyard_plugin_sdk.testing import async_wait_for, async_wait_for_exit, wait_for
 
 from .conftest import NEEDS_HOST, zombie_children
 
@@ -53,11 +53,8 @@ async def run(driver, ids, rootfs, cmd, *, wait=True, tty=False, stdin=False, st
     return req.container.id, None, b""
 
 
-async def until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition never became true"
-        await asyncio.sleep(0.05)
+async def until(predicate, timeout=10.0, what=""):
+    await async_wait_for(predicate, timeout, what)
 
 
 # ---------------------------------------------------------------- the spec, seen from inside
@@ -406,14 +403,14 @@ DAEMON = textwrap.dedent("""
         ctx = DriverContext(data_dir=Path(base) / "data", run_dir=Path(base) / "run", owner=owner)
         drv = LinuxRuntime(ctx)
         await drv.setup()
-        ids = []
+        ids, pids = [], []
         for cmd in (["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick$i; sleep 0.1; done"],
                     ["sh", "-c", "sleep 0.5; exit 9"]):
             req = make_request(rootfs, cmd)
             await drv.create(req)
-            await drv.start(req.container.id)
+            pids.append((await drv.start(req.container.id)).pid)
             ids.append(req.container.id)
-        print(json.dumps(ids), flush=True)
+        print(json.dumps([ids, pids]), flush=True)
         await asyncio.sleep(3600)
 
     asyncio.run(main())
@@ -425,12 +422,13 @@ async def test_live_restore_after_kill_9(driver, ids, rootfs, base_dir, owner):
         sys.executable, "-c", DAEMON, str(base_dir), owner, str(rootfs), stdout=asyncio.subprocess.PIPE)
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        running, exiting = json.loads(line)
+        (running, exiting), (_pid, exiting_pid) = json.loads(line)
         ids.extend([running, exiting])
     finally:
         proc.kill()  # SIGKILL: the "daemon" dies without any cleanup
         await proc.wait()
-    await asyncio.sleep(0.8)  # the second container exits while no daemon runs
+    # the second container exits while no daemon runs
+    await async_wait_for_exit(exiting_pid, 15, "the exiting container's process to exit")
     fresh = LinuxRuntime(driver.context)
     await fresh.setup()
     assert sorted(await fresh.list()) == sorted([running, exiting])
@@ -557,10 +555,8 @@ def test_children_lists_zombies_of_every_thread() -> None:
     thread.join()
     proc = box["p"]
     try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1] \
-                .startswith("Z"):
-            time.sleep(0.01)
+        wait_for(lambda: Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1].startswith("Z"), 5,
+                 f"{proc.pid} to be a zombie")
         assert str(proc.pid) in monitor._children()
     finally:
         proc.wait()

@@ -23,6 +23,7 @@ from dockyard_network_bridge.driver import BridgeDriver
 from dockyard_network_bridge.simple import HostDriver, NullDriver
 from dockyard_plugin_sdk.conformance._common import make_context
 from dockyard_plugin_sdk.conformance.network import NetworkHarness, leftovers, random_owner, socket_in_netns
+from dockyard_plugin_sdk.testing import async_wait_for
 
 
 def off_loop(fn, *args):
@@ -336,10 +337,8 @@ async def test_restart_rebuilds_rules_and_forgets_dead_endpoints(harness, tmp_pa
     await driver.close()  # graceful stop: our rules go
     assert nft_rules(driver.table) is None
     harness.remove_netns(dead_req.netns_path)  # a container died while the daemon was down
-    for _ in range(100):  # the kernel destroys the namespace (and the veth pair) asynchronously
-        if link_info(dead_res.extra["veth"]) is None:
-            break
-        await asyncio.sleep(0.02)
+    # the kernel destroys the namespace (and the veth pair) asynchronously
+    await async_wait_for(lambda: link_info(dead_res.extra["veth"]) is None, 10, "the dead endpoint's veth to go")
     stray = names.veth_name(harness.owner, "f" * 64)
 
     def make_stray():
@@ -551,11 +550,7 @@ async def test_closing_leave_only_sets_the_veth_down(harness):
     assert not off_loop(lambda: _is_up(veth))
     assert harness.driver.status()[1] == ("Endpoints", "0")
     harness.remove_netns(req.netns_path)
-    for _ in range(200):
-        if link_info(veth) is None:
-            break
-        await asyncio.sleep(0.05)
-    assert link_info(veth) is None
+    await async_wait_for(lambda: link_info(veth) is None, 10, f"{veth} to go with its namespace")
 
 
 def _is_up(name):
@@ -574,11 +569,7 @@ async def test_retired_veth_of_a_held_namespace_is_reaped(harness, monkeypatch):
     (req1, res1), (req2, res2) = [await harness.join(network) for _ in range(2)]
     req1.sandbox_closing = True
     await harness.leave(req1, res1)  # its namespace stays (the harness holds it)
-    for _ in range(100):
-        if link_info(res1.extra["veth"]) is None:
-            break
-        await asyncio.sleep(0.05)
-    assert link_info(res1.extra["veth"]) is None
+    await async_wait_for(lambda: link_info(res1.extra["veth"]) is None, 5, "the reaper to delete the retired veth")
 
     monkeypatch.setattr(driver_module, "RETIRE_GRACE", 3600)
     req2.sandbox_closing = True
