@@ -144,7 +144,10 @@ async def test_background_services_run_and_failures_are_recorded(tmp_path: Path)
             cancelled.set()
             raise
 
+    failing = asyncio.Event()
+
     async def fails(kernel):
+        failing.set()  # its waiter runs after this task's step, which records the failure below
         raise RuntimeError("service bug")
 
     class Svc:
@@ -155,7 +158,7 @@ async def test_background_services_run_and_failures_are_recorded(tmp_path: Path)
     k = kernel(tmp_path, Svc(), **{"storage-driver": "vfs"})
     await k.start()
     await asyncio.wait_for(started.wait(), 5)
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(failing.wait(), 5)
     assert any(f.plugin == "fails" and "service bug" in f.error for f in k.events.failures)
     await k.stop()
     assert cancelled.is_set()
