@@ -139,9 +139,13 @@ async def test_start_adopts_and_drops(kernel: Kernel) -> None:
     svc = kernel.volumes
     drv = await svc.driver("local")
     await drv.create("orphan", {})  # as if the daemon died before recording it
+    scratch = await drv.create("scratch", {"type": "tmpfs", "o": "size=1m"})
     await svc.create("gone")
     await drv.remove("gone")  # its data vanished behind the daemon's back
     await svc.start()
     vols = {v.name: v for v in svc.list()}
-    assert set(vols) == {"orphan"} and vols["orphan"].mountpoint.endswith("/volumes/orphan/_data")
+    assert set(vols) == {"orphan", "scratch"} and vols["orphan"].mountpoint.endswith("/volumes/orphan/_data")
+    assert vols["orphan"].options == {}
+    assert (vols["scratch"].mountpoint, vols["scratch"].options) == (scratch, {"type": "tmpfs", "o": "size=1m"})
     await svc.remove("orphan")
+    await svc.remove("scratch")

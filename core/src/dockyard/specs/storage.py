@@ -124,6 +124,17 @@ class VolumeDriver(Driver):
         """Bytes used by the volume (``-1`` when unknown)."""
         return -1
 
+    async def options(self, name: str) -> dict[str, str]:
+        """The options volume ``name`` was created with, such that ``create(name, options)``
+        returns the existing volume's mountpoint.
+
+        The volume service adopts with it a volume the driver holds but the store does not (a
+        daemon killed between the driver's ``create`` and the record): it records these
+        options and the mountpoint. A driver whose volumes take options overrides it (NotFound
+        for a volume it does not hold); the default, ``{}``, suits one whose volumes take none.
+        """
+        return {}
+
 
 @dataclass(frozen=True)
 class ImagePuller:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from dockyard.specs import Driver
 
-def requires(driver: object, capability: str) -> None:
+
+def requires(driver: Driver, capability: str) -> None:
     """Skip the calling test unless ``driver.info.capabilities`` declares ``capability``."""
-    caps = getattr(getattr(driver, "info", None), "capabilities", frozenset())
-    if capability not in caps:
+    if capability not in driver.info.capabilities:
         pytest.skip(f"driver does not declare capability {capability!r}")

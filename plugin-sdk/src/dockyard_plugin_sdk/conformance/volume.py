@@ -80,6 +80,14 @@ class VolumeContract(NoMountLeftBehind, DriverContract):
             await driver.create("opt", {"no-such-option": "1"})
         assert await driver.list() == []
 
+    async def test_options_recreate_the_same_volume(self, driver: VolumeDriver) -> None:
+        """``create(name, options(name))`` is the existing volume (how the volume service
+        adopts a volume its records lost)."""
+        first = await driver.create("again", {})
+        assert await driver.options("again") == {}
+        assert await driver.create("again", await driver.options("again")) == first
+        assert await driver.list() == ["again"]
+
     async def test_list(self, driver: VolumeDriver) -> None:
         assert await driver.list() == []
         for name in ("b-vol", "a.vol", "c_vol"):
@@ -160,7 +168,10 @@ class VolumeContract(NoMountLeftBehind, DriverContract):
     # ------------------------------------------------------------------ capabilities
     async def test_tmpfs_volume(self, driver: VolumeDriver) -> None:
         requires(driver, "tmpfs")
-        await driver.create("scratch", {"type": "tmpfs", "o": "size=4m,mode=1777"})
+        options = {"type": "tmpfs", "o": "size=4m,mode=1777"}
+        path = await driver.create("scratch", options)
+        assert await driver.options("scratch") == options
+        assert await driver.create("scratch", await driver.options("scratch")) == path
         m = await driver.mount("scratch", "c1")
         try:
             assert _fstype(m.path) == "tmpfs"

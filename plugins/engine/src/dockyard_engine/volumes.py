@@ -19,12 +19,13 @@ import contextlib
 import re
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.model import Container, Volume, now_iso
 from dockyard.services import Service
 from dockyard.services.volumes import volume_references
+from dockyard.specs.storage import VolumeDriver
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
@@ -39,8 +40,9 @@ class VolumeService(Service):
         super().__init__(kernel)
         self._lock = asyncio.Lock()
 
-    async def driver(self, name: str) -> Any:
-        return await self.kernel.driver_ready("volume", name or "local")
+    async def driver(self, name: str) -> VolumeDriver:
+        # the registry checked at load that a volume driver subclasses VolumeDriver
+        return cast(VolumeDriver, await self.kernel.driver_ready("volume", name or "local"))
 
     async def start(self) -> None:
         """Reconcile records with the drivers that hold volumes: a volume the driver has but no
@@ -61,10 +63,11 @@ class VolumeService(Service):
                         tx.delete(Volume, vol.id)
                 for missing in sorted(held - set(records)):
                     mountpoint = str(drv.context.data_dir / "volumes" / missing / "_data")
+                    options: dict[str, str] = {}
                     with contextlib.suppress(DockyardError):
-                        mountpoint = await drv.create(missing, await drv.options(missing)) \
-                            if hasattr(drv, "options") else mountpoint
-                    tx.put(Volume(name=missing, driver=name, mountpoint=mountpoint,
+                        options = await drv.options(missing)
+                        mountpoint = await drv.create(missing, options)  # the existing volume's
+                    tx.put(Volume(name=missing, driver=name, mountpoint=mountpoint, options=options,
                                   anonymous=_HEX64.fullmatch(missing) is not None))
 
     # ------------------------------------------------------------------ lookups

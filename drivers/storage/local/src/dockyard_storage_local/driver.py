@@ -276,5 +276,5 @@ class LocalVolumeDriver(VolumeDriver):
         return self._refs(name)
 
     async def options(self, name: str) -> dict[str, str]:
-        """The options ``name`` was created with."""
+        """The options ``name`` was created with (``opts.json``); NotFound when absent."""
         return dict(self._opts(name))
