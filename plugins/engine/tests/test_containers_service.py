@@ -31,6 +31,7 @@ from dockyard_engine import container_fs as cfs
 from dockyard_engine import health as healthmod
 from dockyard_engine import restart as policy
 from dockyard_engine.containers import merge_env, parse_signal
+from dockyard_plugin_sdk.testing import async_wait_for, async_wait_for_exit
 
 # ============================================================================ pure rules
 
@@ -332,12 +333,8 @@ async def test_restart_policy_and_auto_remove(world: World) -> None:
     c = await svc.create(req(["sh", "-c", "exit 1"], host=HostConfig(
         network_mode="none", restart_policy=RestartPolicy("on-failure", 2))))
     await svc.start_container(c.id)
-    for _ in range(200):
-        cur = svc.get(c.id)
-        if cur.state.restart_count == 2 and cur.state.status is ContainerStatus.EXITED:
-            break
-        await asyncio.sleep(0.05)
-    assert cur.state.restart_count == 2 and cur.state.status is ContainerStatus.EXITED
+    await async_wait_for(lambda: (st := svc.get(c.id).state).restart_count == 2 and st.status is ContainerStatus.EXITED,
+                         10, "two restarts, then exited")
     assert world.actions(c.id).count("start") == 3
     rm = await svc.create(req(["sh", "-c", "exit 5"], host=HostConfig(network_mode="none", auto_remove=True)))
     removed = asyncio.ensure_future(svc.wait(rm.id, "removed"))
@@ -356,11 +353,7 @@ async def test_healthcheck_transitions(world: World) -> None:
     for want in ("unhealthy", "healthy"):
         if want == "healthy":
             await svc.exec_run(c.id, ["touch", "/tmp/ok"])
-        for _ in range(100):
-            if svc.get(c.id).state.health.status == want:
-                break
-            await asyncio.sleep(0.05)
-        assert svc.get(c.id).state.health.status == want
+        await async_wait_for(lambda want=want: svc.get(c.id).state.health.status == want, 5, f"health {want}")
     assert "health_status: unhealthy" in world.actions(c.id)
     assert world.actions(c.id)[-1] == "health_status: healthy"
 
@@ -375,15 +368,20 @@ async def test_bridge_network_and_live_restore(world: World) -> None:
     await svc.start_container(gone.id)
     ip = svc.get(c.id).networks["bridge"].ipv4_address
     assert ip and (world.root / "run" / "netns" / c.id).exists()
+    gone_pid = svc.get(gone.id).state.pid
     await world.halt()  # the daemon goes away; containers keep running
-    await asyncio.sleep(1.0)
+    if gone_pid > 0:  # the second one exits while no daemon runs
+        await async_wait_for_exit(gone_pid, 15, "the exiting container's process to exit")
     await world.boot()
     svc = world.svc
     assert svc.get(c.id).state.status is ContainerStatus.RUNNING
     assert svc.get(gone.id).state.exit_code == 7 and svc.get(gone.id).state.status is ContainerStatus.EXITED
     before = (await output(world, c.id)).count(b"tick")
-    await asyncio.sleep(0.5)
-    assert (await output(world, c.id)).count(b"tick") > before
+
+    async def ticks_grew() -> bool:
+        return (await output(world, c.id)).count(b"tick") > before
+
+    await async_wait_for(ticks_grew, 10, "the running container's logs to continue after the restart")
     await svc.stop_container(c.id, timeout=1)
     assert svc.get(c.id).state.status is ContainerStatus.EXITED
     assert not (world.root / "run" / "netns" / c.id).exists()
