@@ -12,10 +12,13 @@ FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["table", "jso
                              show_default=True, help="output format")
 
 
-def client_of(ctx: click.Context) -> Any:
+def client_of(ctx: click.Context, timeout: float | None = 60.0) -> Any:
+    """The client of the daemon the root ``-H`` names, else the one the environment names
+    (``dockyard.client.resolve_address``); a malformed address is a clean usage error."""
     from dockyard.client import Client
 
-    return Client((ctx.find_root().obj or {}).get("host"))
+    obj = ctx.find_root().obj
+    return run_api(lambda: Client(obj.get("host") if isinstance(obj, dict) else None, timeout=timeout))
 
 
 def print_json(data: Any) -> None:

@@ -37,6 +37,8 @@ def version(ctx: click.Context, fmt: str) -> None:
 
 
 def _info_lines(info: dict[str, Any]) -> list[str]:
+    from dockyard.client import bytes_size
+
     lines = [
         f"Containers: {info.get('Containers')}",
         f" Running: {info.get('ContainersRunning')}",
@@ -53,7 +55,7 @@ def _info_lines(info: dict[str, Any]) -> list[str]:
               f"Operating System: {info.get('OperatingSystem')}",
               f"Architecture: {info.get('Architecture')}",
               f"CPUs: {info.get('NCPU')}",
-              f"Total Memory: {info.get('MemTotal', 0) / 2**30:.2f}GiB",
+              f"Total Memory: {bytes_size(info.get('MemTotal') or 0)}",
               f"Name: {info.get('Name')}",
               f"ID: {info.get('ID')}",
               f"Root Dir: {info.get('DockerRootDir')}",

@@ -6,48 +6,27 @@ encoding (an image archive can be hundreds of MB). Progress bars use rich, impor
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-API_PREFIX = "/v1.41"
-_CHUNK = 1 << 20
-
-
-def host_of(ctx: click.Context) -> str:
-    from dockyard.client import DEFAULT_HOST
-
-    obj = ctx.find_root().obj or {}
-    return obj.get("host") or os.environ.get("DOCKYARD_HOST") or DEFAULT_HOST
+if TYPE_CHECKING:
+    import http.client
 
 
 def request(ctx: click.Context, method: str, path: str, params: dict[str, Any] | None = None,
             body: IO[bytes] | None = None, content_type: str = "application/x-tar") -> http.client.HTTPResponse:
     """One raw request through the core client (a body file is streamed); errors become
     ClickException."""
-    from dockyard.client import Client
+    from dockyard.cli.output import client_of
     from dockyard.errors import DockyardError
 
     headers = {"Content-Type": content_type} if body is not None else None
     try:
-        return Client(host_of(ctx), timeout=None).request(method, path, params, body=body, headers=headers,
-                                                         timeout=None)
+        return client_of(ctx, timeout=None).request(method, path, params, body=body, headers=headers)
     except DockyardError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-def json_lines(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
-    try:
-        for line in resp:
-            line = line.strip()
-            if line:
-                yield json.loads(line)
-    finally:
-        resp.close()
 
 
 def show_stream(messages: Iterator[dict[str, Any]], quiet: bool = False) -> list[str]:

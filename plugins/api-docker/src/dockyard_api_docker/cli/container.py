@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import sys
 import threading
 import time
@@ -37,11 +36,12 @@ def start(ctx: click.Context, containers: tuple[str, ...], attach: bool) -> None
     """Start one or more containers."""
     client = client_of(ctx)
     if attach:
-        from dockyard_api_docker.cli.run import hijack, stream_session
+        from dockyard.client import attach_session
 
         info = run_api(lambda: client.get(f"/containers/{containers[0]}/json"))
         cid = info["Id"]
-        sock = hijack(client.host, f"/containers/{cid}/attach", {"stream": 1, "stdout": 1, "stderr": 1})
+        conn = run_api(lambda: client.hijack(f"/containers/{cid}/attach",
+                                             {"stream": 1, "stdout": 1, "stderr": 1}))
         result: dict[str, Any] = {}
 
         def waiter() -> None:
@@ -51,7 +51,7 @@ def start(ctx: click.Context, containers: tuple[str, ...], attach: bool) -> None
         t = threading.Thread(target=waiter, daemon=True)
         t.start()
         run_api(lambda: client.post(f"/containers/{cid}/start"))
-        stream_session(sock, info["Config"]["Tty"], False)
+        attach_session(conn, info["Config"]["Tty"], False)
         t.join()
         ctx.exit(int(result.get("StatusCode", 0)))
     _each(ctx, containers, lambda n: client.post(f"/containers/{n}/start"))
@@ -125,24 +125,6 @@ def ps(ctx: click.Context, show_all: bool, quiet: bool, filters: tuple[str, ...]
                   ",".join(n.lstrip("/") for n in r["Names"])] for r in rows])
 
 
-def _demux(resp: Any, tty: bool) -> None:
-    out, err = sys.stdout.buffer, sys.stderr.buffer
-    if tty:
-        while chunk := resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536):
-            out.write(chunk)
-            out.flush()
-        return
-    while True:
-        header = resp.read(8)
-        if len(header) < 8:
-            return
-        length = struct.unpack(">L", header[4:])[0]
-        payload = resp.read(length)
-        target = err if header[0] == 2 else out
-        target.write(payload)
-        target.flush()
-
-
 @click.command()
 @click.option("-f", "--follow", is_flag=True)
 @click.option("-n", "--tail", default="all")
@@ -154,15 +136,19 @@ def _demux(resp: Any, tty: bool) -> None:
 def logs(ctx: click.Context, container: str, follow: bool, tail: str, timestamps: bool, since: str | None,
          until: str | None) -> None:
     """Show a container's output."""
+    from dockyard.client import copy_output
+
     client = client_of(ctx)
     info = run_api(lambda: client.get(f"/containers/{container}/json"))
     resp = run_api(lambda: client.request("GET", f"/containers/{info['Id']}/logs", {
         "stdout": 1, "stderr": 1, "follow": int(follow), "tail": tail, "timestamps": int(timestamps),
         "since": since, "until": until}, timeout=None))
     try:
-        _demux(resp, info["Config"]["Tty"])
+        run_api(lambda: copy_output(resp.read1, info["Config"]["Tty"]))
     except KeyboardInterrupt:
         pass
+    finally:
+        resp.close()
 
 
 @click.command(name="exec", context_settings={"allow_interspersed_args": False})
@@ -178,7 +164,7 @@ def logs(ctx: click.Context, container: str, follow: bool, tail: str, timestamps
 def exec_(ctx: click.Context, container: str, command: tuple[str, ...], interactive: bool, tty: bool,
           detach: bool, env: tuple[str, ...], user: str, workdir: str) -> None:
     """Run a command in a running container; exits with its code."""
-    from dockyard_api_docker.cli.run import hijack, stream_session
+    from dockyard.client import attach_session
 
     client = client_of(ctx)
     body = {"User": user, "Privileged": False, "Tty": tty, "AttachStdin": interactive and not detach,
@@ -188,8 +174,8 @@ def exec_(ctx: click.Context, container: str, command: tuple[str, ...], interact
     if detach:
         run_api(lambda: client.post(f"/exec/{eid}/start", {"Detach": True, "Tty": tty}))
         return
-    sock = hijack(client.host, f"/exec/{eid}/start", {}, {"Detach": False, "Tty": tty})
-    stream_session(sock, tty, interactive)
+    conn = run_api(lambda: client.hijack(f"/exec/{eid}/start", body={"Detach": False, "Tty": tty}))
+    attach_session(conn, tty, interactive)
     ctx.exit(int(run_api(lambda: client.get(f"/exec/{eid}/json")).get("ExitCode") or 0))
 
 
@@ -278,6 +264,8 @@ def _cpu_percent(s: dict[str, Any]) -> float:
 @click.pass_context
 def stats(ctx: click.Context, containers: tuple[str, ...], no_stream: bool) -> None:
     """Resource usage of containers."""
+    from dockyard.client import bytes_size
+
     client = client_of(ctx)
     while True:
         rows = []
@@ -285,7 +273,7 @@ def stats(ctx: click.Context, containers: tuple[str, ...], no_stream: bool) -> N
             s = run_api(lambda n=n: client.get(f"/containers/{n}/stats", stream=0))
             mem = s.get("memory_stats") or {}
             rows.append([s.get("id", "")[:12], s.get("name", "/")[1:], f"{_cpu_percent(s):.2f}%",
-                         f"{mem.get('usage', 0) / 1048576:.1f}MiB / {mem.get('limit', 0) / 1048576:.1f}MiB",
+                         f"{bytes_size(mem.get('usage', 0))} / {bytes_size(mem.get('limit', 0))}",
                          (s.get("pids_stats") or {}).get("current", 0)])
         print_table(["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS"], rows)
         if no_stream:

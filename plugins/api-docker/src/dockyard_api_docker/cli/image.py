@@ -19,14 +19,6 @@ def _short(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000:
-            return f"{n:.3g}{unit}"
-        n /= 1000.0
-    return f"{n:.3g}PB"
-
-
 def _ago(ts: int) -> str:
     d = max(0, time.time() - ts)
     for secs, unit in ((86400 * 365, "year"), (86400 * 30, "month"), (86400 * 7, "week"), (86400, "day"),
@@ -73,6 +65,8 @@ def bootstrap(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def ls(ctx: click.Context, show_all: bool, filters: tuple[str, ...], quiet: bool, fmt: str) -> None:
     """List images."""
+    from dockyard.client import human_size
+
     rows = run_api(lambda: client_of(ctx).get("/images/json", all="1" if show_all else None,
                                                filters=_filters(filters)))
     if fmt == "json":
@@ -86,7 +80,7 @@ def ls(ctx: click.Context, show_all: bool, filters: tuple[str, ...], quiet: bool
     for r in rows:
         for tag in r.get("RepoTags") or ["<none>:<none>"]:
             repo, _, t = tag.rpartition(":")
-            table.append([repo, t, _short(r["Id"]), _ago(r["Created"]), _human(r["Size"])])
+            table.append([repo, t, _short(r["Id"]), _ago(r["Created"]), human_size(r["Size"], 3)])
     print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], table)
 
 
@@ -104,6 +98,8 @@ def inspect(ctx: click.Context, names: tuple[str, ...]) -> None:
 @click.pass_context
 def history(ctx: click.Context, name: str, fmt: str) -> None:
     """Show the layers and history of an image."""
+    from dockyard.client import human_size
+
     rows = run_api(lambda: client_of(ctx).get(f"/images/{name}/history"))
     if fmt == "json":
         print_json(rows)
@@ -111,7 +107,7 @@ def history(ctx: click.Context, name: str, fmt: str) -> None:
     print_table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
                 [[_short(r["Id"]) if r["Id"] != "<missing>" else "<missing>", _ago(r["Created"]),
                   (r["CreatedBy"][:45] + "…") if len(r["CreatedBy"]) > 46 else r["CreatedBy"],
-                  _human(r["Size"]), r["Comment"]] for r in rows])
+                  human_size(r["Size"], 3), r["Comment"]] for r in rows])
 
 
 @image.command()
@@ -161,7 +157,8 @@ def rm(ctx: click.Context, force: bool, no_prune: bool, names: tuple[str, ...]) 
 @click.pass_context
 def load(ctx: click.Context, path: str | None, quiet: bool) -> None:
     """Load images from a docker-archive or OCI layout tar (docker/podman save, skopeo)."""
-    from dockyard_api_docker.cli._stream import json_lines, request, show_stream
+    from dockyard.client import json_lines
+    from dockyard_api_docker.cli._stream import request, show_stream
 
     f = open(path, "rb") if path else sys.stdin.buffer  # noqa: SIM115
     try:
@@ -201,8 +198,9 @@ def save(ctx: click.Context, path: str | None, names: tuple[str, ...]) -> None:
 @click.pass_context
 def import_(ctx: click.Context, source: str, reference: str, changes: tuple[str, ...], message: str) -> None:
     """Import a root filesystem tar (SOURCE a file or -) as an image named REFERENCE."""
+    from dockyard.client import json_lines
     from dockyard.reference import parse_normalized
-    from dockyard_api_docker.cli._stream import json_lines, request, show_stream
+    from dockyard_api_docker.cli._stream import request, show_stream
 
     params: dict[str, Any] = {"fromSrc": "-", "changes": list(changes), "message": message or None}
     if reference:
@@ -226,6 +224,8 @@ def prune(ctx: click.Context, all_: bool, force: bool, filters: tuple[str, ...])
     """Remove unused images."""
     import json
 
+    from dockyard.client import human_size
+
     if not force:
         click.confirm("Remove all dangling images?" if not all_ else "Remove all images without containers?",
                       abort=True)
@@ -236,4 +236,4 @@ def prune(ctx: click.Context, all_: bool, force: bool, filters: tuple[str, ...])
     for rec in res.get("ImagesDeleted") or []:
         for k, v in rec.items():
             click.echo(f"{k}: {v}")
-    click.echo(f"Total reclaimed space: {_human(res.get('SpaceReclaimed') or 0)}")
+    click.echo(f"Total reclaimed space: {human_size(res.get('SpaceReclaimed') or 0)}")

@@ -1,160 +1,16 @@
-"""``dockyard run`` and ``dockyard create``, plus the hijacked-stream client they and
-``dockyard exec``/``start -a`` use (the same request sequence as the docker CLI: create → attach →
-wait → start, see ``attach-and-streams.md`` §4)."""
+"""``dockyard run`` and ``dockyard create`` (the same request sequence as the docker CLI: create →
+attach → wait → start, see ``attach-and-streams.md`` §4). The hijacked stream and the session
+on it are ``dockyard.client``'s, shared with ``exec``, ``start -a`` and compose."""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import struct
-import sys
 import threading
 from typing import Any
-from urllib.parse import urlencode, urlparse
 
 import click
 
 from dockyard.cli.output import client_of, run_api
-
-# ---------------------------------------------------------------------------- hijack client
-
-
-class HijackError(click.ClickException):
-    pass
-
-
-def _connect(host: str) -> socket.socket:
-    url = urlparse(host)
-    if url.scheme == "unix":
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(url.path or url.netloc)
-    else:
-        s = socket.create_connection((url.hostname or "localhost", url.port or 2375))
-    return s
-
-
-def hijack(host: str, path: str, params: dict[str, Any], body: Any = None) -> socket.socket:
-    """POST ``path`` with upgrade headers; returns the raw socket after the ``101``."""
-    from dockyard.client import API_PREFIX
-
-    sock = _connect(host)
-    data = json.dumps(body).encode() if body is not None else b""
-    query = urlencode({k: v for k, v in params.items() if v is not None})
-    head = (f"POST {API_PREFIX}{path}{'?' + query if query else ''} HTTP/1.1\r\nHost: localhost\r\n"
-            f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n").encode()
-    sock.sendall(head + data)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise HijackError("the daemon closed the connection during the upgrade")
-        buf += chunk
-    header, _, rest = buf.partition(b"\r\n\r\n")
-    status = int(header.split(b" ", 2)[1])
-    if status != 101:
-        text = rest.decode(errors="replace")
-        try:
-            text = json.loads(text.strip().splitlines()[-1]).get("message", text)
-        except (ValueError, IndexError, AttributeError):
-            pass
-        sock.close()
-        raise HijackError(text or f"HTTP {status}")
-    if rest:
-        sock = _Prefixed(sock, rest)  # type: ignore[assignment]
-    return sock
-
-
-class _Prefixed:
-    """A socket whose first reads return bytes that arrived with the 101."""
-
-    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
-        self._sock, self._prefix = sock, prefix
-
-    def recv(self, n: int) -> bytes:
-        if self._prefix:
-            out, self._prefix = self._prefix[:n], self._prefix[n:]
-            return out
-        return self._sock.recv(n)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-def _read_exact(sock: Any, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            return out
-        out += chunk
-    return out
-
-
-def copy_output(sock: Any, tty: bool) -> None:
-    """Write the stream to stdout/stderr until the daemon closes it."""
-    out, err = sys.stdout.buffer, sys.stderr.buffer
-    while True:
-        if tty:
-            data = sock.recv(65536)
-            if not data:
-                return
-            out.write(data)
-            out.flush()
-            continue
-        header = _read_exact(sock, 8)
-        if len(header) < 8:
-            return
-        stream, length = header[0], struct.unpack(">L", header[4:])[0]
-        payload = _read_exact(sock, length)
-        target = err if stream == 2 else out
-        target.write(payload)
-        target.flush()
-
-
-def copy_input(sock: Any) -> None:
-    """stdin to the socket, then half-close."""
-    try:
-        fd = sys.stdin.fileno()
-        while True:
-            data = os.read(fd, 65536)
-            if not data:
-                break
-            sock.sendall(data)
-    except OSError:
-        pass
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-
-
-def stream_session(sock: Any, tty: bool, stdin: bool) -> None:
-    if stdin:
-        threading.Thread(target=copy_input, args=(sock,), daemon=True).start()
-    else:
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-    restore = None
-    if tty and stdin and sys.stdin.isatty():
-        import termios
-        import tty as ttymod
-
-        fd = sys.stdin.fileno()
-        saved = termios.tcgetattr(fd)
-        ttymod.setraw(fd)
-        restore = (fd, saved)
-    try:
-        copy_output(sock, tty)
-    finally:
-        if restore is not None:
-            import termios
-
-            termios.tcsetattr(restore[0], termios.TCSADRAIN, restore[1])
-        sock.close()
 
 
 # ---------------------------------------------------------------------------- create body
@@ -317,8 +173,10 @@ def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: Any) -> N
         run_api(lambda: client.post(f"/containers/{cid}/start"))
         click.echo(cid)
         return
-    sock = hijack(client.host, f"/containers/{cid}/attach",
-                  {"stream": 1, "stdout": 1, "stderr": 1, "stdin": 1 if o["interactive"] else None})
+    from dockyard.client import attach_session
+
+    conn = run_api(lambda: client.hijack(f"/containers/{cid}/attach", {
+        "stream": 1, "stdout": 1, "stderr": 1, "stdin": 1 if o["interactive"] else None}))
     result: dict[str, Any] = {}
 
     def waiter() -> None:
@@ -334,7 +192,7 @@ def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: Any) -> N
     try:
         client.post(f"/containers/{cid}/start")
     except Exception as exc:  # noqa: BLE001
-        sock.close()
+        conn.close()
         click.echo(f"Error: {exc}", err=True)
         if o["rm"]:
             try:
@@ -342,7 +200,7 @@ def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: Any) -> N
             except Exception:  # noqa: BLE001
                 pass
         ctx.exit(125)
-    stream_session(sock, o["tty"], o["interactive"])
+    attach_session(conn, o["tty"], o["interactive"])
     t.join()
     if result.get("Error"):
         click.echo(f"Error: {result['Error'].get('Message')}", err=True)

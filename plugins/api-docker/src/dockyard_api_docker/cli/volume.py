@@ -96,6 +96,8 @@ def prune(ctx: click.Context, force: bool, filters: tuple[str, ...]) -> None:
     """Remove every volume no container uses."""
     import json
 
+    from dockyard.client import human_size
+
     if not force:
         click.confirm("Remove all volumes not used by at least one container?", abort=True)
     flt: dict[str, dict[str, bool]] = {}
@@ -105,4 +107,4 @@ def prune(ctx: click.Context, force: bool, filters: tuple[str, ...]) -> None:
     res = run_api(lambda: client_of(ctx).post("/volumes/prune", filters=json.dumps(flt) if flt else None))
     for name in res.get("VolumesDeleted") or []:
         click.echo(name)
-    click.echo(f"Total reclaimed space: {res.get('SpaceReclaimed') or 0}B")
+    click.echo(f"Total reclaimed space: {human_size(res.get('SpaceReclaimed') or 0)}")
