@@ -148,6 +148,3 @@ def json_lines(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
     finally:
         resp.close()
-
-
-_json = read_json  # the old private name compose's engine imported; gone once it uses read_json

@@ -69,7 +69,7 @@ def _run(call: Callable[[], Any]) -> Any:
 def compose(ctx: click.Context, files: tuple[str, ...], project_name: str | None, project_directory: str | None,
             env_files: tuple[str, ...], profiles: tuple[str, ...], quiet: bool) -> None:
     """Define and run multi-container applications from compose files (through the Engine API;
-    host from -H / DOCKYARD_HOST, else DOCKER_HOST)."""
+    host from -H, else DOCKYARD_HOST, else DOCKER_HOST with docker's TLS variables)."""
     ctx.obj = _Opts(files=files, project_name=project_name, project_directory=project_directory,
                     env_files=env_files, profiles=profiles, quiet=quiet)
 
@@ -316,6 +316,7 @@ def logs(ctx: click.Context, services: tuple[str, ...], follow: bool, tail: str,
 def images(ctx: click.Context, services: tuple[str, ...], quiet: bool) -> None:
     """List images used by the project's containers."""
     from dockyard.cli.output import print_table
+    from dockyard.client import human_size
     from dockyard_compose.compose import name_of
 
     c = _run(lambda: _compose(ctx, required=False))
@@ -325,7 +326,7 @@ def images(ctx: click.Context, services: tuple[str, ...], quiet: bool) -> None:
         tags = img.get("RepoTags") or [x.get("Image", "")]
         repo, _, tag = tags[0].rpartition(":") if ":" in tags[0].split("/")[-1] else (tags[0], "", "")
         iid = (img.get("Id") or "").removeprefix("sha256:")[:12]
-        rows.append([name_of(x), repo, tag, iid, f"{(img.get('Size') or 0) / 1e6:.3g}MB"])
+        rows.append([name_of(x), repo, tag, iid, human_size(img.get('Size') or 0, 3)])
     if quiet:
         for r in dict.fromkeys(r[3] for r in rows):
             click.echo(r)
@@ -383,7 +384,7 @@ def ls(ctx: click.Context, all_: bool, quiet: bool, fmt: str) -> None:
     from dockyard_compose import engine as E
     from dockyard_compose.engine import Engine
 
-    engine = Engine(_root_host(ctx))
+    engine = _run(lambda: Engine(_root_host(ctx)))
     found = _run(lambda: engine.containers(None, oneoff=None, all=True))
     projects: dict[str, dict[str, Any]] = {}
     for x in found:

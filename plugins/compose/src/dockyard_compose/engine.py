@@ -1,22 +1,20 @@
 """The engine, seen only through the Docker Engine API.
 
-Plain calls go through dockyard-core's stdlib :class:`dockyard.client.Client`; this module adds
-what compose needs beyond it: ``DOCKER_HOST``, streamed logs with the 8-byte multiplexing
-headers decoded, and hijacked (``101 UPGRADED``) connections for attach and exec.
+Everything on the wire is dockyard-core's client (:mod:`dockyard.client`): the address
+(``-H``, ``DOCKYARD_HOST``, ``DOCKER_HOST`` with docker's TLS variables), plain calls, the
+8-byte stream demultiplexer and the hijacked (``101 UPGRADED``) connections of attach and exec.
+This module adds what only compose needs: its labels, label-checked container listings, and
+logs as ``(stream, bytes)`` pairs for its log printer.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import struct
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlencode, urlparse
 
 from dockyard import errors as e
-from dockyard.client import API_PREFIX, DEFAULT_HOST, Client
+from dockyard.client import Client, Hijacked, demux, read_json, resolve_address
 
 LABEL = "com.docker.compose"
 L_PROJECT = f"{LABEL}.project"
@@ -35,70 +33,15 @@ L_DEPENDS = f"{LABEL}.depends_on"
 
 
 def resolve_host(explicit: str | None) -> str:
-    """``-H``/``DOCKYARD_HOST`` first, then ``DOCKER_HOST``, then dockyardd's default socket."""
-    return explicit or os.environ.get("DOCKYARD_HOST") or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
-
-
-def demux(read: Any) -> Iterator[tuple[int, bytes]]:
-    """Split a non-TTY stream into ``(stream, payload)`` frames; ``read(n)`` returns b'' at EOF."""
-    while True:
-        header = _read_exact(read, 8)
-        if len(header) < 8:
-            return
-        stream, length = header[0], struct.unpack(">I", header[4:8])[0]
-        payload = _read_exact(read, length)
-        if payload:
-            yield stream, payload
-        if len(payload) < length:
-            return
-
-
-def _read_exact(read: Any, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = read(n - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
-class Hijacked:
-    """A raw two-way connection after ``101 UPGRADED``."""
-
-    def __init__(self, sock: socket.socket, leftover: bytes) -> None:
-        self.sock = sock
-        self._buf = leftover
-
-    def read(self, n: int = 65536) -> bytes:
-        if self._buf:
-            out, self._buf = self._buf[:n], self._buf[n:]
-            return out
-        try:
-            return self.sock.recv(n)
-        except OSError:
-            return b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def close_write(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+    """The engine's address as written: ``-H``, else ``DOCKYARD_HOST``, else ``DOCKER_HOST``, else
+    dockyardd's default socket (``dockyard.client.resolve_address``, shared with every client)."""
+    return str(resolve_address(explicit))
 
 
 class Engine:
     def __init__(self, host: str | None = None) -> None:
-        self.host = resolve_host(host)
-        self.client = Client(self.host)
+        self.client = Client(resolve_address(host))
+        self.host = self.client.host
         self._version: dict[str, Any] | None = None
 
     # -- plain calls --------------------------------------------------------------------------------------
@@ -106,9 +49,7 @@ class Engine:
         return self.client.get(path, **params)
 
     def post(self, path: str, body: Any = None, timeout: float | None = -1.0, **params: Any) -> Any:
-        from dockyard.client import _json
-
-        return _json(self.client.request("POST", path, params, body=body, timeout=timeout))
+        return read_json(self.client.request("POST", path, params, body=body, timeout=timeout))
 
     def delete(self, path: str, **params: Any) -> Any:
         return self.client.delete(path, **params)
@@ -178,10 +119,7 @@ class Engine:
         resp = self.client.request("GET", f"/containers/{cid}/logs", params, timeout=None)
         try:
             if tty:
-                while True:
-                    chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
-                    if not chunk:
-                        return
+                while chunk := resp.read1(65536):
                     yield 1, chunk
             else:
                 yield from demux(resp.read)
@@ -189,62 +127,8 @@ class Engine:
             resp.close()
 
     def hijack(self, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Hijacked:
-        """POST with ``Connection: Upgrade`` and return the raw connection after the 101."""
-        url = urlparse(self.host)
-        if url.scheme == "unix":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            target: Any = url.path or url.netloc
-        else:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            target = (url.hostname or "localhost", url.port or 2375)
-        try:
-            sock.connect(target)
-        except OSError as exc:
-            sock.close()
-            raise e.Unavailable(f"cannot connect to the engine at {self.host}: {exc}") from exc
-        query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
-        data = json.dumps(body).encode() if body is not None else b""
-        head = (f"POST {API_PREFIX}{quote(path, safe='/:@')}{'?' + query if query else ''} HTTP/1.1\r\n"
-                f"Host: localhost\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
-        sock.sendall(head + data)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = sock.recv(65536)
-            if not chunk:
-                sock.close()
-                raise e.Unavailable(f"the engine closed the connection during {path}")
-            buf += chunk
-        header, _, rest = buf.partition(b"\r\n\r\n")
-        status_line = header.split(b"\r\n", 1)[0].decode(errors="replace")
-        parts = status_line.split(" ", 2)
-        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        if status not in (101, 200):
-            body_text = rest
-            sock.settimeout(2)
-            try:
-                while True:
-                    more = sock.recv(65536)
-                    if not more:
-                        break
-                    body_text += more
-                    if len(body_text) > 65536:
-                        break
-            except OSError:
-                pass
-            sock.close()
-            try:
-                msg = json.loads(body_text.split(b"\r\n")[-1] or body_text).get("message", "")
-            except (ValueError, AttributeError):
-                msg = body_text.decode(errors="replace")
-            if not msg:
-                try:
-                    msg = json.loads(body_text[body_text.find(b"{"):body_text.rfind(b"}") + 1]).get("message", "")
-                except ValueError:
-                    msg = status_line
-            exc_type = {404: e.NotFound, 409: e.Conflict, 400: e.InvalidArgument}.get(status, e.DockyardError)
-            raise exc_type(msg or status_line)
-        return Hijacked(sock, rest)
+        """POST with ``Connection: Upgrade``; the raw connection after the 101."""
+        return self.client.hijack(path, params, body)
 
 
 def all_ok(have: dict[str, str], want: dict[str, str | None]) -> bool:

@@ -1,72 +1,17 @@
-"""Interactive streams: attach for ``run``, hijacked exec for ``exec`` (stdin pumped, half-close)."""
+"""Interactive streams: attach for ``run``, hijacked exec for ``exec``. The session itself (stdin
+pumped then half-closed, output demultiplexed, raw terminal for ``-it``) is dockyard-core's
+:func:`dockyard.client.attach_session`, the same as ``dockyard run``/``exec``; what is compose's
+is the order of calls around it."""
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
+from dockyard.client import attach_session
 from dockyard_compose import engine as E
-
-
-@contextmanager
-def raw_terminal(enabled: bool) -> Any:
-    if not enabled or not sys.stdin.isatty():
-        yield
-        return
-    import termios
-    import tty
-
-    fd = sys.stdin.fileno()
-    old = termios.tcgetattr(fd)
-    try:
-        tty.setraw(fd)
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, old)
-
-
-def _pump_stdin(conn: E.Hijacked) -> None:
-    try:
-        fd = sys.stdin.fileno()
-        while True:
-            data = os.read(fd, 4096)
-            if not data:
-                break
-            conn.send(data)
-    except (OSError, ValueError):
-        pass
-    finally:
-        conn.close_write()
-
-
-def copy_output(conn: E.Hijacked, tty: bool) -> None:
-    out = sys.stdout.buffer
-    err = sys.stderr.buffer
-    if tty:
-        while True:
-            data = conn.read()
-            if not data:
-                return
-            out.write(data)
-            out.flush()
-    for stream, data in E.demux(conn.read):
-        target = err if stream == 2 else out
-        target.write(data)
-        target.flush()
-
-
-def _session(conn: E.Hijacked, tty: bool, interactive: bool) -> None:
-    if interactive:
-        threading.Thread(target=_pump_stdin, args=(conn,), daemon=True).start()
-    else:
-        conn.close_write()
-    with raw_terminal(tty and interactive):
-        copy_output(conn, tty)
-    conn.close()
 
 
 def run_attached(engine: E.Engine, cid: str, tty: bool, interactive: bool, start: Callable[[], Any]) -> int:
@@ -74,7 +19,7 @@ def run_attached(engine: E.Engine, cid: str, tty: bool, interactive: bool, start
     conn = engine.hijack(f"/containers/{cid}/attach",
                          {"stream": 1, "stdout": 1, "stderr": 1, "stdin": 1 if interactive else 0, "logs": 0})
     start()
-    _session(conn, tty, interactive)
+    attach_session(conn, tty, interactive)
     res = engine.post(f"/containers/{cid}/wait", timeout=None)
     return int((res or {}).get("StatusCode", 0))
 
@@ -102,7 +47,7 @@ def exec_in(engine: E.Engine, cid: str, cmd: list[str], *, tty: bool, interactiv
             engine.post(f"/exec/{ex['Id']}/resize", h=size.lines, w=size.columns)
         except Exception:  # noqa: BLE001 - a resize failure must not break the session
             pass
-    _session(conn, tty, interactive)
+    attach_session(conn, tty, interactive)
     for _ in range(100):
         info = engine.get(f"/exec/{ex['Id']}/json")
         if not info.get("Running"):
