@@ -119,13 +119,14 @@ def build(ctx: click.Context, path: str, tags: tuple[str, ...], dockerfile: str 
           build_args: tuple[str, ...], labels: tuple[str, ...], target: str, no_cache: bool, quiet: bool,
           rm: bool, force_rm: bool, pull: bool, platform: str, network: str) -> None:
     """Build an image from a Dockerfile and a context directory (through dockyardd)."""
-    from dockyard.client import Client
+    from dockyard.cli.output import client_of
+    from dockyard.client import human_size
     from dockyard.errors import DockyardError
 
     out, err = _console(sys.stdout), _console(sys.stderr)
     body, df_name = pack_context(Path(path), Path(dockerfile) if dockerfile else None)
     if not quiet:
-        err.print(f"Sending build context to dockyardd  {_human(len(body))}", style="dim")
+        err.print(f"Sending build context to dockyardd  {human_size(len(body))}", style="dim")
     params: dict[str, Any] = {"t": list(tags), "dockerfile": df_name, "q": int(quiet), "nocache": int(no_cache),
                               "rm": int(rm), "forcerm": int(force_rm), "pull": int(pull)}
     if build_args:
@@ -138,7 +139,7 @@ def build(ctx: click.Context, path: str, tags: tuple[str, ...], dockerfile: str 
         params["platform"] = platform
     if network:
         params["networkmode"] = network
-    client = Client((ctx.find_root().obj or {}).get("host") if ctx.find_root().obj else None, timeout=None)
+    client = client_of(ctx, timeout=None)
     image_id = ""
     bars = _Bars(out) if not quiet else None
     try:
@@ -247,11 +248,3 @@ def _style(text: str) -> str:
     if text.startswith(("Removing intermediate", "[Warning]")):
         return "yellow" if text.startswith("[Warning]") else "dim"
     return ""
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.4g}{unit}"
-        n /= 1000.0
-    return f"{n}B"

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-
-
-def human_size(size: float) -> str:
-    """go-units ``HumanSize``: decimal units, 4 significant digits (``19.97kB``, ``1.984MB``)."""
-    i = 0
-    while size >= 1000 and i < len(_UNITS) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.4g}{_UNITS[i]}"
+from dockyard.client.units import human_size  # go-units HumanSize: 19.97kB, 1.984MB
 
 
 def progress_bar(current: int, total: int) -> str:
