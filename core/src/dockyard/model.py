@@ -69,6 +69,17 @@ class ContainerState:
     finished_at: str = ZERO_TIME
     restart_count: int = 0
     health: Health | None = None
+    # The engine's bookkeeping, kept across daemon restarts (not in Docker's ``State``):
+    #: starts so far; each start is one run, and an exit is recorded only for the run its
+    #: monitor watched (a late monitor of an earlier run changes nothing)
+    start_count: int = 0
+    #: stopped by a user (``stop``, ``rm -f``): no restart policy applies (dockerd's
+    #: ``HasBeenManuallyStopped``); a start clears it
+    manually_stopped: bool = False
+    #: the network sandbox the runtime driver made for this run (``create_sandbox``'s key: a
+    #: network namespace path on Linux), Docker's ``NetworkSettings.SandboxKey``; "" when the
+    #: container has none of its own (not running, ``host`` or ``container:<id>`` mode)
+    sandbox_key: str = ""
 
     @property
     def running(self) -> bool:
@@ -204,6 +215,15 @@ class EndpointSettings:
 
 @dataclass
 class Container:
+    """A container: what was asked for (``config``, ``host_config``), what it was given
+    (``networks``, ``mounts``, ``log_path``) and its state machine (``state``), all typed.
+
+    Drivers keep their own records of a container (the runtime driver its bundle and monitor,
+    the storage driver its layer) under their own directories, keyed by ``id``; nothing of
+    theirs is stored here. Documents written before 0.2 kept part of the state machine in an
+    ``extra`` dict; :func:`from_dict` moves it into ``state`` (see :func:`_container_before_0_2`).
+    """
+
     KIND: ClassVar[str] = "container"
     id: str
     name: str  # without the leading "/"
@@ -220,7 +240,6 @@ class Container:
     log_path: str = ""
     exec_ids: list[str] = field(default_factory=list)
     host: str = ""  # node name when placed by a cluster manager; "" = this host
-    extra: dict[str, Any] = field(default_factory=dict)  # driver-private state (rootfs, bundle...)
 
 
 @dataclass
@@ -414,8 +433,39 @@ def _converter(tp: Any) -> Converter | None:
     return None
 
 
+#: per class, a function turning a document written by an older version into the current shape
+#: (run by :func:`from_dict` before it reads the fields; the next write stores the new shape)
+_UPGRADES: dict[type, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _container_before_0_2(data: dict[str, Any]) -> dict[str, Any]:
+    """dockyard 0.1 kept the engine's state machine in ``Container.extra``: ``run``,
+    ``manual_stop`` and ``netns`` become ``state.start_count``, ``state.manually_stopped`` and
+    ``state.sandbox_key`` (so live-restore finds containers an older daemon started)."""
+    extra = data.get("extra")
+    if not isinstance(extra, dict):
+        return data
+    data = {k: v for k, v in data.items() if k != "extra"}
+    state = dict(data.get("state") or {})
+    if "run" in extra:
+        state.setdefault("start_count", int(extra["run"] or 0))
+    if "manual_stop" in extra:
+        state.setdefault("manually_stopped", bool(extra["manual_stop"]))
+    if "netns" in extra:
+        state.setdefault("sandbox_key", str(extra["netns"] or ""))
+    data["state"] = state
+    return data
+
+
+_UPGRADES[Container] = _container_before_0_2
+
+
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild a dataclass from :func:`to_dict` output; unknown keys are ignored."""
+    """Rebuild a dataclass from :func:`to_dict` output; unknown keys are ignored, and a
+    document of an older shape is upgraded first (``_UPGRADES``)."""
+    upgrade = _UPGRADES.get(cls)
+    if upgrade is not None:
+        data = upgrade(data)
     kwargs = {}
     for name, conv in _plan(cls):
         if name in data:

@@ -385,3 +385,59 @@ async def test_bridge_network_and_live_restore(world: World) -> None:
     await svc.stop_container(c.id, timeout=1)
     assert svc.get(c.id).state.status is ContainerStatus.EXITED
     assert not (world.root / "run" / "netns" / c.id).exists()
+
+
+def _as_written_by_0_1(db: Path, cid: str) -> None:
+    """Rewrite a stored container in dockyard 0.1's shape: the engine's bookkeeping in ``extra``."""
+    import json
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        (raw,) = conn.execute("SELECT data FROM objects WHERE kind='container' AND id=?", (cid,)).fetchone()
+        data = json.loads(raw)
+        state = data["state"]
+        data["extra"] = {"run": state.pop("start_count"), "manual_stop": state.pop("manually_stopped"),
+                         "netns": state.pop("sandbox_key")}
+        conn.execute("UPDATE objects SET data=? WHERE kind='container' AND id=?", (json.dumps(data), cid))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+@needs_runtime
+async def test_live_restore_of_containers_an_older_version_started(world: World) -> None:
+    """After an upgrade from 0.1, whose records kept the state machine in ``extra``: a running
+    container is found running and stops cleanly (its namespace removed), one that exited
+    meanwhile gets its exit code and its restart policy."""
+    svc = world.svc
+    c = await svc.create(req(["sh", "-c", "while true; do echo tick; sleep 0.1; done"],
+                             host=HostConfig(network_mode="bridge")))
+    await svc.start_container(c.id)
+    quits = await svc.create(req(["sh", "-c", "sleep 0.5; exit 7"], host=HostConfig(
+        network_mode="bridge", restart_policy=RestartPolicy("unless-stopped"))))
+    await svc.start_container(quits.id)
+    sandbox = svc.get(c.id).state.sandbox_key
+    assert sandbox and Path(sandbox).exists()
+    await world.halt()
+    for cid in (c.id, quits.id):
+        _as_written_by_0_1(world.root / "data" / "state.db", cid)
+    await asyncio.sleep(1.0)  # "quits" exits while no daemon runs
+    await world.boot()
+    svc = world.svc
+    cur = svc.get(c.id)
+    assert cur.state.status is ContainerStatus.RUNNING and cur.state.sandbox_key == sandbox
+    assert cur.state.start_count == 1 and not cur.state.manually_stopped
+    for _ in range(100):  # unless-stopped, not stopped by hand: restarted at daemon start
+        if svc.get(quits.id).state.restart_count == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert svc.get(quits.id).state.restart_count == 1 and svc.get(quits.id).state.start_count == 2
+    assert "die" in world.actions(quits.id) and world.actions(quits.id).count("start") == 2
+    before = (await output(world, c.id)).count(b"tick")
+    await asyncio.sleep(0.3)
+    assert (await output(world, c.id)).count(b"tick") > before
+    await svc.stop_container(c.id, timeout=1)
+    cur = svc.get(c.id)
+    assert cur.state.status is ContainerStatus.EXITED and cur.state.manually_stopped
+    assert not cur.state.sandbox_key and not Path(sandbox).exists()

@@ -219,11 +219,11 @@ def container_inspect(c: Container, bound_ports: list[Any] | None = None, image_
             **({"StopTimeout": cfg.stop_timeout} if cfg.stop_timeout is not None else {}),
         },
         "NetworkSettings": {
-            "Bridge": "", "SandboxID": c.extra.get("netns", "").rsplit("/", 1)[-1],
+            "Bridge": "", "SandboxID": st.sandbox_key.rsplit("/", 1)[-1],
             "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
             "Ports": _ns_ports(c, bound_ports or []) if st.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED)
             else {},  # as dockerd: nothing bound before start or after exit (compose v1 `ps` shows it)
-            "SandboxKey": c.extra.get("netns", ""), "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+            "SandboxKey": st.sandbox_key, "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
             "EndpointID": legacy.endpoint_id if legacy else "", "Gateway": legacy.gateway if legacy else "",
             "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
             "IPAddress": legacy.ipv4_address.split("/")[0] if legacy else "",

@@ -48,7 +48,7 @@ class Exits:
     # ------------------------------------------------------------------ tasks
     def monitor(self, c: Container) -> None:
         """Watch the current run of ``c`` until its process exits."""
-        self._monitors[c.id] = self.ctx.spawn(self._monitor(c.id, int(c.extra.get("run", 0))),
+        self._monitors[c.id] = self.ctx.spawn(self._monitor(c.id, c.state.start_count),
                                               f"monitor-{c.id[:12]}")
 
     def forget(self, cid: str) -> None:
@@ -93,20 +93,19 @@ class Exits:
                 c = ctx.load(cid)
             except NotFound:
                 return
-            if int(c.extra.get("run", 0)) != run or c.state.status not in RUNNING_STATES:
+            if c.state.start_count != run or c.state.status not in RUNNING_STATES:
                 return
             self.health.stop(cid)
             uptime = ctx.uptime(cid)
-            netns = c.extra.get("netns", "")
-            c.extra["netns"] = ""
+            sandbox, c.state.sandbox_key = c.state.sandbox_key, ""
             c.state.status = ContainerStatus.EXITED
             c.state.exit_code = code
             c.state.oom_killed = oom
             c.state.pid = 0
             c.state.finished_at = finished_at
-            manual = bool(c.extra.get("manual_stop"))
             if restart_at_boot is None:
-                restart = policy.should_restart(c.host_config.restart_policy, code, c.state.restart_count, manual)
+                restart = policy.should_restart(c.host_config.restart_policy, code, c.state.restart_count,
+                                                c.state.manually_stopped)
             else:
                 restart = restart_at_boot and not c.host_config.auto_remove
             if restart:
@@ -119,7 +118,7 @@ class Exits:
                 ctx.emit(c, "oom")
             ctx.emit(c, "die", exitCode=code)
             ctx.watch(cid).exited(code)
-            await self.setup.release(c, netns)
+            await self.setup.release(c, sandbox)
             ctx.put(c)
         if restart and not ctx.closing:
             delay = 0.0 if restart_at_boot else self._backoff.setdefault(cid, policy.Backoff()).next(uptime)
@@ -134,7 +133,7 @@ class Exits:
                 c = self.ctx.load(cid)
             except NotFound:
                 return
-            if c.state.status is not ContainerStatus.RESTARTING or c.extra.get("manual_stop"):
+            if c.state.status is not ContainerStatus.RESTARTING or c.state.manually_stopped:
                 return
             self._restarts.pop(cid, None)
             c.state.restart_count += 1

@@ -109,9 +109,8 @@ class Lifecycle:
         code = st.exit_code if st is not None and st.exit_code is not None else UNKNOWN_EXIT
         oom = bool(st.oom_killed) if st is not None else False
         finished = (st.finished_at if st is not None and st.finished_at else now_iso())
-        manual = bool(c.extra.get("manual_stop"))
-        await self.exits.record(c.id, int(c.extra.get("run", 0)), code, oom, finished,
-                                restart_at_boot=policy.restart_at_daemon_start(c.host_config.restart_policy, manual))
+        at_boot = policy.restart_at_daemon_start(c.host_config.restart_policy, c.state.manually_stopped)
+        await self.exits.record(c.id, c.state.start_count, code, oom, finished, restart_at_boot=at_boot)
 
     # ------------------------------------------------------------------ start
     async def start_container(self, ref: str) -> Container:
@@ -123,7 +122,7 @@ class Lifecycle:
                 raise NotModified(f"container {c.id} is already started")
             if c.state.status is ContainerStatus.REMOVING:
                 raise Conflict(f"container {c.id} is marked for removal and cannot be started")
-            c.extra["manual_stop"] = False
+            c.state.manually_stopped = False
             self.exits.cancel_restart(c.id)
             try:
                 await self._start_locked(c)
@@ -137,18 +136,17 @@ class Lifecycle:
         ctx, setup = self.ctx, self.setup
         rt = await ctx.runtime(c)
         drv = await ctx.storage()
-        run = int(c.extra.get("run", 0)) + 1
-        c.extra["run"] = run
+        c.state.start_count += 1
         if c.id in await rt.list():
             await rt.delete(c.id, force=True)  # the previous run's record (kept for its logs)
         rootfs = await drv.mount(c.id)
-        netns = ""
+        sandbox = ""
         undo: list[Callable[[], Awaitable[Any]]] = [lambda: drv.unmount(c.id)]
         try:
             mounts = await setup.mount_volumes(c)
             undo.append(lambda: setup.unmount_volumes(c))
-            netns_path, netns = await setup.setup_network(c)
-            undo.append(lambda: setup.teardown_network(c, netns))
+            netns_path, sandbox = await setup.setup_network(c)
+            undo.append(lambda: setup.teardown_network(c, sandbox))
             files = await setup.etc_files(c)
             log_path = "/dev/null" if c.host_config.log_config.type == "none" else c.log_path
             req = RuntimeCreateRequest(container=c, image=self._image_or_stub(c), rootfs=rootfs, mounts=mounts,
@@ -167,16 +165,16 @@ class Lifecycle:
             c.state.status = ContainerStatus.CREATED if c.state.started_at == ZERO_TIME else ContainerStatus.EXITED
             # dockerd: a command that cannot be found is 127, one that cannot be run 126
             c.state.exit_code = 127 if ("not found" in text or "No such file" in text) else 126
-            c.extra["netns"] = ""
+            c.state.sandbox_key = ""
             ctx.put(c)
             self.io.fail_pending(c.id, exc)
             if isinstance(exc, (NotFound, Conflict, InvalidArgument, NotModified)):
                 raise
             raise InvalidArgument(_start_error(c, text)) from exc
-        c.extra["netns"] = netns
+        # a new run: Docker's State starts over; restart_count and the bookkeeping carry on
         c.state = ContainerState(status=ContainerStatus.RUNNING, pid=st.pid, started_at=now_iso(),
-                                 finished_at=ZERO_TIME, restart_count=c.state.restart_count,
-                                 health=self.health.initial(c))
+                                 restart_count=c.state.restart_count, health=self.health.initial(c),
+                                 start_count=c.state.start_count, sandbox_key=sandbox)
         ctx.put(c)
         ctx.mark_started(c.id)
         ctx.emit(c, "start")
@@ -197,7 +195,7 @@ class Lifecycle:
         """Record that a user stopped the container (no restart policy applies)."""
         async with self.ctx.lock(cid):
             c = self.ctx.load(cid)
-            c.extra["manual_stop"] = True
+            c.state.manually_stopped = True
             if restarting_exits and c.state.status is ContainerStatus.RESTARTING:
                 c.state.status = ContainerStatus.EXITED
             self.ctx.put(c)
@@ -335,7 +333,7 @@ class Lifecycle:
                 await rt.delete(c.id, force=True)
 
         # the layer is unmounted and removed once the runtime let go of the process
-        await asyncio.gather(runtime_record(), self.setup.teardown_network(c, c.extra.get("netns", "")))
+        await asyncio.gather(runtime_record(), self.setup.teardown_network(c, c.state.sandbox_key))
         await self.setup.release(c, "", remove_layer=True)
         shutil.rmtree(ctx.cdir(c.id), ignore_errors=True)
         with ctx.store.transaction() as tx:

@@ -99,7 +99,7 @@ class Setup:
             other = self.ctx.get(mode.split(":", 1)[1])
             if other.state.status not in LIVE_STATES:
                 raise Conflict(f"cannot join network of a non running container: {other.id}")
-            path = other.extra.get("netns") or f"/proc/{other.state.pid}/ns/net"
+            path = other.state.sandbox_key or f"/proc/{other.state.pid}/ns/net"
             if other.host_config.network_mode == "host":
                 return "host", ""
             return path, ""

@@ -728,7 +728,7 @@ class NetworkService(Service):
 
     # ------------------------------------------------------------------ docker network connect
     async def connect_container(self, container_ref: str, network: str, settings: EndpointSettings) -> None:
-        """A running container joins at once (in its namespace: ``Container.extra["netns"]``,
+        """A running container joins at once (in its namespace: ``ContainerState.sandbox_key``,
         else ``/proc/<pid>/ns/net``); a created or stopped one gets the endpoint configuration
         recorded in ``Container.networks``, used at its next start."""
         net = self.get(network)
@@ -744,7 +744,7 @@ class NetworkService(Service):
             raise Forbidden(f"endpoint with name {container.name} already exists in network {net.name}")
         running = container.state.running and container.state.pid > 0
         if running:
-            netns = str(container.extra.get("netns") or f"/proc/{container.state.pid}/ns/net")
+            netns = container.state.sandbox_key or f"/proc/{container.state.pid}/ns/net"
             joined = await self.connect(container, net.id, netns, aliases=wanted.aliases,
                                         ipv4=wanted.ipv4_address or None, ipv6=wanted.ipv6_address or None,
                                         mac_address=wanted.mac_address,
