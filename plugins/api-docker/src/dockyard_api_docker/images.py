@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dockyard.client.units import human_size  # go-units HumanSize: 2.164MB, 32.77kB
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.kernel import Kernel
 from dockyard.model import Image
@@ -295,16 +296,6 @@ async def get_images(request: web.Request) -> web.StreamResponse:
 
 
 # ----------------------------------------------------------------------------- JSON streams
-def human_size(n: float) -> str:
-    """Go's ``units.HumanSize`` (decimal, 4 significant digits): ``2.13MB``, ``32.77kB``."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    return f"{n:.4g}{units[i]}"
-
-
 def progress_bar(current: int, total: int) -> str:
     if total <= 0:
         return human_size(current)
