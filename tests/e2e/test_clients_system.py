@@ -10,10 +10,9 @@ import socket
 import threading
 import time
 
-import docker
 import pytest
 
-from tests.conftest import Daemon
+from dockyard_plugin_sdk.testing import Daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +65,7 @@ def test_docker_ps_is_an_empty_table(dockyardd: Daemon):
 
 
 def test_docker_py(dockyardd: Daemon):
+    docker = pytest.importorskip("docker", reason="docker-py is not installed")
     client = docker.DockerClient(base_url=dockyardd.host)
     try:
         assert client.ping() is True
@@ -94,26 +94,34 @@ def test_ping_headers_and_head_without_body(dockyardd: Daemon):
 
 
 def test_events_stream_filters_and_replay(dockyardd: Daemon):
+    docker = pytest.importorskip("docker", reason="docker-py is not installed")
     since = str(int(time.time()) - 5)
     # replay: the daemon's own start event is in history
     assert " daemon start " in dockyardd.past_events(since)
     assert dockyardd.past_events(since, "type=container") == ""
-    # live: a streaming subscriber sees a reload event as it happens
+    # live: a streaming subscriber sees a reload event as it happens. The request returns once
+    # the daemon sent the answer's headers, and it subscribes in the same step (no await that
+    # yields in between), before the SIGHUP handler can run: the signal comes after.
     client = docker.APIClient(base_url=dockyardd.host)
+    stream = client.events(decode=True, filters={"type": "daemon", "event": "reload"})
     got: list[dict] = []
+    arrived = threading.Event()
 
     def listen() -> None:
-        for ev in client.events(decode=True, filters={"type": "daemon", "event": "reload"}):
+        for ev in stream:
             got.append(ev)
+            arrived.set()
             return
 
     t = threading.Thread(target=listen, daemon=True)
     t.start()
-    time.sleep(0.5)
-    os.kill(dockyardd.proc.pid, signal.SIGHUP)
-    t.join(10)
-    client.close()
-    assert got and got[0]["Action"] == "reload" and got[0]["Type"] == "daemon"
+    try:
+        os.kill(dockyardd.proc.pid, signal.SIGHUP)
+        assert arrived.wait(10), f"no reload event on the live stream within 10 s:\n{dockyardd.log[-2000:]}"
+    finally:
+        stream.close()
+        client.close()
+    assert got[0]["Action"] == "reload" and got[0]["Type"] == "daemon"
     assert isinstance(got[0]["timeNano"], int)
 
 

@@ -30,13 +30,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon, start_daemon
+from dockyard_plugin_sdk.testing import Daemon, wait_for
 from tests.e2e.test_run_cli import bootstrap, stop_and_check
 
 pytestmark = [pytest.mark.e2e,
@@ -112,10 +112,10 @@ def compose_v1() -> ComposeV1:
 
 # ------------------------------------------------------------------------------- the daemon
 @pytest.fixture(scope="module")
-def d() -> Iterator[Daemon]:
+def d(start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
     pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
     root = Path(f"/tmp/dyv1-{os.urandom(3).hex()}")  # short: the socket path must fit sun_path
-    daemon = start_daemon(root, config={"default-address-pools": f"{pool}:24"})
+    daemon = start_dockyardd(root, config={"default-address-pools": f"{pool}:24"})
     try:
         bootstrap(daemon)  # dockyard image bootstrap busybox
         yield daemon
@@ -151,21 +151,6 @@ def get(port: int, path: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
-
-
-def wait_for(check, what: str, timeout: float) -> object:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:  # connection refused/reset while the server comes up
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"never happened within {timeout}s: {what} (last: {last!r})")
 
 
 # ------------------------------------------------------------------------------------- test
@@ -222,8 +207,9 @@ def test_demo_app_with_compose_v1(d: Daemon, compose_v1: ComposeV1, tmp_path: Pa
         assert vlabels["com.docker.compose.volume"] == "visits", vlabels
 
         # 2. web answers on its published 127.0.0.1 port; the counter on the shared volume advances.
-        status, body = wait_for(lambda: (r := get(port, "/cgi-bin/visits"))[0] == 200 and r,
-                                f"web answering on 127.0.0.1:{port}", 60)
+        # a connection refused or reset while the server comes up is "not yet"
+        status, body = wait_for(lambda: (r := get(port, "/cgi-bin/visits"))[0] == 200 and r, 60,
+                                f"web answering on 127.0.0.1:{port}", ignore=(OSError,))
         assert "Hello from dockyard compose" in body, body
         n1 = int(re.search(r"^visits: (\d+)$", body, re.M).group(1))
         _, body2 = get(port, "/cgi-bin/visits")
@@ -232,7 +218,7 @@ def test_demo_app_with_compose_v1(d: Daemon, compose_v1: ComposeV1, tmp_path: Pa
 
         # 3. ps once web's own healthcheck passed: seed exited 0, worker and web Up (healthy).
         wait_for(lambda: d.docker("inspect", "--format", "{{.State.Health.Status}}",
-                                  names["web"]).stdout.strip() == "healthy", "web healthy", 60)
+                                  names["web"]).stdout.strip() == "healthy", 60, "web healthy")
         ps = compose("ps").stdout
         rows = {line.split()[0]: line for line in ps.splitlines()[2:] if line.strip()}
         assert set(rows) == set(names.values()), ps

@@ -7,12 +7,12 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon, start_daemon
+from dockyard_plugin_sdk.testing import Daemon
 from tests.e2e.test_run_cli import bootstrap, stop_and_check
 
 docker = pytest.importorskip("docker")
@@ -22,10 +22,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0 or not shuti
 
 
 @pytest.fixture(scope="module")
-def d() -> Iterator[Daemon]:
+def d(start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
     pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
     root = Path(f"/tmp/dyp-{os.urandom(3).hex()}")
-    daemon = start_daemon(root, config={"default-address-pools": f"{pool}:24"})
+    daemon = start_dockyardd(root, config={"default-address-pools": f"{pool}:24"})
     try:
         bootstrap(daemon)
         yield daemon

@@ -15,13 +15,12 @@ import secrets
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
-from tests.conftest import Daemon, start_daemon
+from dockyard_plugin_sdk.testing import Daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -54,9 +53,10 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory,
+                  start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
     """One dockyardd for the module (start-up dominates these tests); each test resets it."""
-    d = start_daemon(tmp_path_factory.mktemp("images-e2e") / "d")
+    d = start_dockyardd(tmp_path_factory.mktemp("images-e2e") / "d")
     yield d
     assert d.stop() == 0
 
@@ -205,6 +205,7 @@ def test_volumes_cli_and_system_df(dockyardd: Daemon) -> None:
 
 
 def test_docker_py_images_api(dockyardd: Daemon, tmp_path: Path) -> None:
+    docker = pytest.importorskip("docker", reason="docker-py is not installed")
     d = dockyardd
     d.dockyard("image", "bootstrap")
     client = docker.DockerClient(base_url=d.host, version="1.41")

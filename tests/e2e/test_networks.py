@@ -24,11 +24,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import docker
 import pytest
-from docker.types import IPAMConfig, IPAMPool
 
-from tests.conftest import Daemon, start_daemon
+from dockyard_plugin_sdk.testing import Daemon, owner_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -59,10 +57,23 @@ def api(d: Daemon, method: str, path: str, body: object = None) -> tuple[int, ob
     return resp.status, (json.loads(raw) if raw.strip() else None)
 
 
-def owner_of(d: Daemon) -> str:
-    from dockyard.config import Config
+def in_own_netns(pid: int) -> bool:
+    """Whether ``pid`` (an ``unshare -n``) has left our network namespace."""
+    return os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
 
-    return Config(values={"data-root": str(d.root / "data")}).owner
+
+def unshared(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` processes, each in a network namespace of its own once this returns."""
+    procs = [subprocess.Popen(["unshare", "-n", "sleep", "120"]) for _ in range(count)]
+    try:
+        for p in procs:
+            wait_for(lambda p=p: in_own_netns(p.pid), 10, f"unshare -n (pid {p.pid}) in a namespace of its own")
+    except BaseException:
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise
+    return procs
 
 
 def link_exists(name: str) -> bool:
@@ -88,7 +99,7 @@ class NetDaemon:
         self.factory = factory
         self.pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
         self.d = self.start()
-        self.owner = owner_of(self.d)
+        self.owner = owner_of(self.d.root)
 
     def start(self) -> Daemon:
         self.d = self.factory("net", config={"default-address-pools": f"{self.pool}:24", "live-restore": False})
@@ -106,13 +117,14 @@ class NetDaemon:
 
 
 @pytest.fixture(scope="module")
-def shared_netd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetDaemon]:
+def shared_netd(tmp_path_factory: pytest.TempPathFactory,
+                start_dockyardd: Callable[..., Daemon]) -> Iterator[NetDaemon]:
     """One daemon for the tests that do not restart it (each leaves only the built-ins)."""
     root = tmp_path_factory.mktemp("netd")
     started: list[Daemon] = []
 
     def factory(name: str, config: dict) -> Daemon:
-        started.append(start_daemon(root / name, config=config))
+        started.append(start_dockyardd(root / name, config=config))
         return started[-1]
 
     nd = NetDaemon(factory)
@@ -271,6 +283,8 @@ def test_dockyard_network_cli(netd: NetDaemon) -> None:
 
 # ------------------------------------------------------------------------------ docker-py
 def test_docker_py_networks(netd: NetDaemon) -> None:
+    docker = pytest.importorskip("docker", reason="docker-py is not installed")
+    from docker.types import IPAMConfig, IPAMPool
     client = docker.DockerClient(base_url=netd.d.host, version="1.41")
     try:
         subnet = sdk_net.free_test_subnet("10.213.0.0/17", avoid=(netd.pool,))
@@ -362,10 +376,9 @@ def test_connect_disconnect_running_processes(netd: NetDaemon) -> None:
     """Connect attaches a running container through /proc/<pid>/ns/net: two processes in
     namespaces of their own, recorded as running containers, stand in for real ones."""
     d = netd.d
-    procs = [subprocess.Popen(["unshare", "-n", "sleep", "120"]) for _ in range(2)]
+    procs = unshared(2)
     ids: list[str] = []
     try:
-        time.sleep(0.2)
         ids += [_fake_running_container(d, f"box{i}", p.pid) for i, p in enumerate(procs)]
         net_id = d.docker("network", "create", "app").stdout.strip()
         d.docker("network", "connect", "--alias", "first", "app", "box0")
@@ -411,10 +424,9 @@ def test_cni_driver_through_the_docker_cli(netd: NetDaemon) -> None:
     net_id = d.docker("network", "create", "-d", "cni", "--label", "impl=cni", "cninet").stdout.strip()
     (info,) = json.loads(d.docker("network", "inspect", "cninet").stdout)
     assert info["Driver"] == "cni" and info["Labels"] == {"impl": "cni"}
-    proc = subprocess.Popen(["unshare", "-n", "sleep", "120"])
+    (proc,) = unshared(1)
     cid = ""
     try:
-        time.sleep(0.2)
         cid = _fake_running_container(d, "cnibox", proc.pid)
         d.docker("network", "connect", "cninet", "cnibox")
         (info,) = json.loads(d.docker("network", "inspect", "cninet").stdout)

@@ -9,23 +9,17 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon, purge_owned, start_daemon
+from dockyard_plugin_sdk.testing import Daemon, owner_of, purge_owned, stays, wait_for
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("docker") or not shutil.which("conmon"),
                                  reason="needs root, the docker CLI and conmon")]
 sdk_net = pytest.importorskip("dockyard_plugin_sdk.conformance.network")
-
-
-def owner_of(root: Path) -> str:
-    from dockyard.config import Config
-
-    return Config(values={"data-root": str(root / "data")}).owner
 
 
 def leftovers(root: Path, owner: str) -> list[str]:
@@ -73,10 +67,10 @@ def stop_and_check(d: Daemon) -> None:
 
 
 @pytest.fixture(scope="module")
-def d(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def d(start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
     pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
     root = Path(f"/tmp/dye-{os.urandom(3).hex()}")
-    daemon = start_daemon(root, config={"default-address-pools": f"{pool}:24"})
+    daemon = start_dockyardd(root, config={"default-address-pools": f"{pool}:24"})
     try:
         bootstrap(daemon)
         yield daemon
@@ -87,12 +81,8 @@ def d(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def wait_until(check, what: str, tries: int = 200, delay: float = 0.05) -> None:  # noqa: ANN001
-    for _ in range(tries):
-        if check():
-            return
-        time.sleep(delay)
-    raise AssertionError(f"never happened: {what}")
+def wait_until(check, what: str, timeout: float = 30.0) -> None:  # noqa: ANN001
+    wait_for(check, timeout, what)
 
 
 # ------------------------------------------------------------------------------ docker run
@@ -167,8 +157,9 @@ def test_restart_policy_counts(d: Daemon) -> None:
     d.docker("stop", "always")
     count = d.docker("inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "always").stdout.split()
     assert count[1] == "exited"
-    time.sleep(0.5)
-    assert d.docker("inspect", "-f", "{{.State.Status}}", "always").stdout == "exited\n"  # a stop is final
+    # a stop is final: no restart comes (no event marks "never", so the window is explicit)
+    stays(lambda: d.docker("inspect", "-f", "{{.State.Status}}", "always").stdout == "exited\n", 0.5,
+          "the stopped 'always' container stays exited")
 
 
 def test_pause_top_stats_rename_and_conflicts(d: Daemon) -> None:

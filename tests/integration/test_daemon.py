@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon, start_daemon
+from dockyard_plugin_sdk.testing import Daemon, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -57,21 +57,23 @@ def test_sighup_reloads_reloadable_options(dockyardd_factory):
     (d.root / "daemon.json").write_text(json.dumps({"labels": ["tier=two"], "debug": True}))
     since = str(int(time.time()) - 1)
     os.kill(d.proc.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while api(d, "/info")["Labels"] != ["tier=two"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    info = api(d, "/info")
-    assert info["Labels"] == ["tier=two"] and info["Debug"] is True
+    info = wait_for(lambda: (i := api(d, "/info"))["Labels"] == ["tier=two"] and i, 10,
+                    "/info to show the reloaded labels")
+    assert info["Debug"] is True
     assert "daemon reload" in d.past_events(since, "type=daemon")
 
 
 def test_a_reload_with_a_bad_file_changes_nothing(dockyardd_factory):
     d = dockyardd_factory("bad", config={"labels": ["keep=1"]})
     (d.root / "daemon.json").write_text('{"labels": ["x=1"], "no-such-option": 1}')
+    logged = len(d.log)
     os.kill(d.proc.pid, signal.SIGHUP)
-    time.sleep(0.5)
+    # the daemon has handled the SIGHUP once it logged the refusal; only then is "nothing
+    # changed" worth asserting (before, it holds whether or not a reload happened)
+    log = d.wait_for_log("configuration reload refused", after=logged)
+    assert "no-such-option" in log[logged:] and d.proc.poll() is None
     assert api(d, "/info")["Labels"] == ["keep=1"]
-    assert "no-such-option" in d.log and d.proc.poll() is None
+    assert "daemon reload" not in d.past_events("1m", "type=daemon")
 
 
 @pytest.mark.parametrize("flags, config, message", [
@@ -101,7 +103,7 @@ def _broken_plugin_site(tmp_path: Path) -> Path:
     return site
 
 
-def test_a_broken_plugin_is_listed_with_its_error_and_in_info(tmp_path: Path):
+def test_a_broken_plugin_is_listed_with_its_error_and_in_info(tmp_path: Path, dockyardd_factory):
     site = _broken_plugin_site(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(site)}
     cli = str(Path(sys.executable).parent / "dockyard")
@@ -113,14 +115,12 @@ def test_a_broken_plugin_is_listed_with_its_error_and_in_info(tmp_path: Path):
     assert rec["distribution"] == "dockyard-feature-broken"
     table = subprocess.run([cli, "plugins", "list"], capture_output=True, text=True, env=env, timeout=60).stdout
     assert "broken on purpose" in table
-    d = start_daemon(tmp_path / "d", env={"PYTHONPATH": str(site)})
-    try:
-        warnings = api(d, "/info")["Warnings"] or []
-        assert any("dockyard-feature-broken" in w and "broken on purpose" in w for w in warnings)
-        shown = d.docker("info")
-        assert "broken on purpose" in shown.stdout + shown.stderr
-    finally:
-        assert d.stop() == 0
+    d = dockyardd_factory("d", env={"PYTHONPATH": str(site)})
+    warnings = api(d, "/info")["Warnings"] or []
+    assert any("dockyard-feature-broken" in w and "broken on purpose" in w for w in warnings)
+    shown = d.docker("info")
+    assert "broken on purpose" in shown.stdout + shown.stderr
+    assert d.stop() == 0
 
 
 def test_no_api_front_means_no_daemon(tmp_path: Path):
@@ -132,13 +132,10 @@ def test_no_api_front_means_no_daemon(tmp_path: Path):
     assert "pip install dockyard-api-docker" in res.stderr
 
 
-def test_without_overlay_an_unconfigured_daemon_uses_vfs(tmp_path: Path):
-    d = start_daemon(tmp_path / "d", env={"DOCKYARD_DISABLE_PLUGINS": "storage:overlay"})
-    try:
-        assert api(d, "/info")["Driver"] == "vfs"
-        assert "Storage Driver: vfs" in d.docker("info").stdout
-    finally:
-        d.teardown()
+def test_without_overlay_an_unconfigured_daemon_uses_vfs(dockyardd_factory):
+    d = dockyardd_factory("d", env={"DOCKYARD_DISABLE_PLUGINS": "storage:overlay"})
+    assert api(d, "/info")["Driver"] == "vfs"
+    assert "Storage Driver: vfs" in d.docker("info").stdout
 
 
 PROVISION_DRIVER = """
@@ -155,7 +152,7 @@ class Toy(Provisioner):
 """
 
 
-def test_uninstalling_a_driver_removes_it_from_the_list_and_from_info(tmp_path: Path):
+def test_uninstalling_a_driver_removes_it_from_the_list_and_from_info(tmp_path: Path, dockyardd_factory):
     site = tmp_path / "site"
     info = site / "dockyard_provision_toyhost-0.1.0.dist-info"
     info.mkdir(parents=True)
@@ -171,17 +168,12 @@ def test_uninstalling_a_driver_removes_it_from_the_list_and_from_info(tmp_path: 
         assert out.returncode == 0, out.stderr
         return [r["name"] for r in json.loads(out.stdout) if r["status"] == "loaded"]
 
-    d = start_daemon(tmp_path / "d", env=env)
-    try:
-        assert listed() == ["toyhost"]
-        assert api(d, "/info")["DockyardAreas"]["provision"] == ["toyhost"]
-    finally:
-        d.teardown()
+    d = dockyardd_factory("d", env=env)
+    assert listed() == ["toyhost"]
+    assert api(d, "/info")["DockyardAreas"]["provision"] == ["toyhost"]
+    d.teardown()
     shutil.rmtree(info)  # what `pip uninstall` removes: the distribution's metadata (and code)
     (site / "dockyard_provision_toyhost.py").unlink()
-    d = start_daemon(tmp_path / "d2", env=env)
-    try:
-        assert listed() == []
-        assert api(d, "/info")["DockyardAreas"]["provision"] == []
-    finally:
-        d.teardown()
+    d = dockyardd_factory("d2", env=env)
+    assert listed() == []
+    assert api(d, "/info")["DockyardAreas"]["provision"] == []

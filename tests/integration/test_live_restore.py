@@ -10,12 +10,12 @@ import json
 import os
 import shutil
 import signal
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_daemon
+from dockyard_plugin_sdk.testing import Daemon, wait_for
 from tests.e2e.test_run_cli import bootstrap, stop_and_check, wait_until
 
 sdk_net = pytest.importorskip("dockyard_plugin_sdk.conformance.network")
@@ -40,11 +40,11 @@ def conmons(root: Path) -> list[int]:
     return out
 
 
-def test_kill_9_and_restart() -> None:
+def test_kill_9_and_restart(start_dockyardd: Callable[..., Daemon]) -> None:
     pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
     root = Path(f"/tmp/dyl-{os.urandom(3).hex()}")
     config = {"default-address-pools": f"{pool}:24"}
-    d = start_daemon(root, config=config)
+    d = start_dockyardd(root, config=config)
     try:
         bootstrap(d)
         for i in range(N):
@@ -57,9 +57,10 @@ def test_kill_9_and_restart() -> None:
         assert monitors == N + 2
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait()
-        time.sleep(2.5)  # "quits" and "always" exit while nobody watches
-        assert len(conmons(root)) == N  # the monitors of the running ones outlived the daemon
-        d = start_daemon(root, config=config)
+        # "quits" and "always" exit while nobody watches: their monitors end once they have
+        # recorded the exit; the monitors of the running ones outlive the daemon
+        wait_for(lambda: len(conmons(root)) == N, 15, f"the monitors of 'quits' and 'always' to exit ({N} left)")
+        d = start_dockyardd(root, config=config)
 
         rows = json.loads("[" + ",".join(d.docker("ps", "-a", "--format", "{{json .}}").stdout.split("\n")[:-1])
                           + "]")
