@@ -1,36 +1,22 @@
-"""Fixtures: one real dockyardd per e2e module (the repository's ``tests/conftest.py`` helpers,
-imported by path), with busybox bootstrapped through the API; and build-context helpers."""
+"""Fixtures: one real dockyardd per e2e module (the plugin SDK's ``start_dockyardd``), with
+busybox bootstrapped through the API; and build-context helpers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dockyard_plugin_sdk.testing import Daemon
+
 DOCKER = shutil.which("docker")
-
-
-def _repo_fixtures() -> Any:
-    path = Path(__file__).resolve().parents[3] / "tests" / "conftest.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("dockyard_repo_tests_conftest", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-REPO = _repo_fixtures()
 
 
 def api(sock: Path, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
@@ -62,13 +48,11 @@ def api(sock: Path, method: str, path: str, body: bytes = b"", headers: dict[str
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if REPO is None:
-        pytest.skip("the repository's tests/conftest.py is not available")
+def daemon(tmp_path_factory: pytest.TempPathFactory, start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
     if os.geteuid() != 0:
         pytest.skip("dockyardd needs root")
     root = tmp_path_factory.mktemp("builder-daemon")
-    d = REPO.start_daemon(root)
+    d = start_dockyardd(root)
     try:
         status, body = api(d.socket, "POST", "/dockyard/images/bootstrap")
         assert status == 201, body

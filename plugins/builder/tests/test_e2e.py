@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from dockyard_plugin_sdk.testing import WaitTimeout, wait_for
+
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 MULTI_STAGE = r"""# syntax=docker/dockerfile:1
@@ -359,7 +361,6 @@ def test_missing_base_is_pulled_through_the_registry_plugin(h: Any, daemon: Any,
     import shutil
     import signal
     import socket
-    import time
 
     registry = shutil.which("docker-registry")
     if registry is None or importlib.util.find_spec("dockyard_distribution") is None:
@@ -375,14 +376,11 @@ def test_missing_base_is_pulled_through_the_registry_plugin(h: Any, daemon: Any,
                             start_new_session=True)
     log.close()
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "registry.log").read_text()
-                time.sleep(0.05)
+        try:
+            wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() or True, 15,
+                     f"docker-registry on 127.0.0.1:{port}", ignore=(OSError,))
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}\n{(tmp_path / 'registry.log').read_text()}") from None
         ref = f"127.0.0.1:{port}/builder/base:1"
         h.docker(daemon, "tag", "busybox", ref)
         h.docker(daemon, "push", ref)

@@ -2,8 +2,8 @@
 
 The e2e ``engine`` fixture is parametrised by engine kind: ``podman`` (its Docker-compatible API
 service, one per session on its own socket, killed by PID) and ``dockyardd`` (a fresh daemon per
-session, started with the repository's ``tests/conftest.py`` ``start_daemon`` -- the helper behind
-its ``dockyardd`` fixture -- with busybox bootstrapped through the API). One daemon per session
+session, started with the plugin SDK's ``start_dockyardd`` fixture -- the helper behind its
+``dockyardd`` fixture -- with busybox bootstrapped through the API). One daemon per session
 rather than per test: a fresh one costs 3-5 s of start-up and bootstrap for each of the tests.
 """
 
@@ -18,10 +18,8 @@ import signal
 import socket
 import socketserver
 import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -30,24 +28,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from dockyard_plugin_sdk.testing import Daemon, WaitTimeout, wait_for
+
 ENGINES = ["podman", "dockyardd"]
-
-
-def _repo_fixtures() -> Any:
-    """The repository's ``tests/conftest.py`` (real dockyardd per test), imported by path."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[3] / "tests" / "conftest.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("dockyard_repo_tests_conftest", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-_REPO = _repo_fixtures()
 
 
 # --- a recording stub engine ------------------------------------------------------------------------
@@ -185,12 +168,14 @@ class Engine:
     def _images(self, **params: Any) -> list[dict[str, Any]]:
         """Image list for cleanup; the shared podman store can fail a listing while another
         session deletes an image (``image not known``): retry, then give up quietly."""
-        for _ in range(5):
-            try:
-                return self.api("GET", "/images/json", **params) or []
-            except Exception:  # noqa: BLE001
-                time.sleep(0.2)
-        return []
+        from dockyard.errors import DockyardError
+
+        try:
+            (listed,) = wait_for(lambda: (self.api("GET", "/images/json", **params) or [],), 1.5,
+                                 "an image listing", ignore=(DockyardError, OSError))
+        except WaitTimeout:
+            return []
+        return listed
 
     def purge(self, project: str) -> None:
         """Remove whatever a test left behind (only objects labelled with its project)."""
@@ -257,17 +242,18 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                   "log: {level: error}\n")
     proc = subprocess.Popen([exe, "serve", str(d / "config.yml")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise WaitTimeout(f"docker-registry on 127.0.0.1:{port} (it exited {proc.returncode})", 0)
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    yield ""
-                    return
-                time.sleep(0.05)
+        try:
+            wait_for(listening, 10, f"docker-registry on 127.0.0.1:{port}", ignore=(OSError,))
+        except WaitTimeout:
+            yield ""
+            return
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -292,11 +278,12 @@ def podman_service(registry: str, tmp_path_factory: pytest.TempPathFactory) -> I
     proc = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{sock}"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
-        deadline = time.monotonic() + 20
-        while not _ping(sock):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"podman system service did not come up (exit {proc.poll()})")
-            time.sleep(0.1)
+        def up() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"podman system service exited {proc.returncode}")
+            return _ping(sock)
+
+        wait_for(up, 20, f"podman system service on {sock}")
         eng = Engine("podman", f"unix://{sock}", proc.pid)
         images = {t for i in eng.api("GET", "/images/json") or [] for t in i.get("RepoTags") or []}
         if "docker.io/library/busybox:latest" not in images:
@@ -315,10 +302,9 @@ def podman_service(registry: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="session")
-def dockyardd_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    if _REPO is None:
-        pytest.skip("the repository's tests/conftest.py (dockyardd helpers) is not available")
-    daemon = _REPO.start_daemon(tmp_path_factory.mktemp("dockyardd"))
+def dockyardd_service(tmp_path_factory: pytest.TempPathFactory,
+                      start_dockyardd: Callable[..., Daemon]) -> Iterator[Engine]:
+    daemon = start_dockyardd(tmp_path_factory.mktemp("dockyardd"))
     try:
         eng = Engine("dockyardd", daemon.host, daemon.proc.pid)
         eng.api("POST", "/dockyard/images/bootstrap", name="busybox")
@@ -333,8 +319,6 @@ def engine(request: pytest.FixtureRequest) -> Engine:
     if request.param == "podman":
         return request.getfixturevalue("podman_service")
     if request.param == "dockyardd":
-        if _REPO is None:
-            pytest.skip("the repository's tests/conftest.py (dockyardd fixture) is not available")
         return request.getfixturevalue("dockyardd_service")
     raise AssertionError(f"unknown engine {request.param}")  # pragma: no cover
 

@@ -12,12 +12,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from dockyard_plugin_sdk.testing import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -61,15 +62,15 @@ volumes:
 
 
 def http_status(port: int) -> int:
-    for _ in range(50):
+    """The HTTP status on 127.0.0.1:``port`` once something answers (refused: not yet)."""
+    def status() -> int:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
                 return r.status
         except urllib.error.HTTPError as exc:
             return exc.code
-        except OSError:
-            time.sleep(0.1)
-    return -1
+
+    return wait_for(status, 10, f"an HTTP answer on 127.0.0.1:{port}", ignore=(OSError,))
 
 
 def test_up_ps_logs_converge_recreate_down(engine, project, compose_cli) -> None:
@@ -99,12 +100,8 @@ def test_up_ps_logs_converge_recreate_down(engine, project, compose_cli) -> None
     assert f"127.0.0.1:{port}->8080/tcp" in res.output
 
     assert http_status(port) == 404  # busybox httpd answered through the published port
-    for _ in range(50):
-        res = run("logs", "--no-color")
-        if "db-1   | db-ready" in res.output and "web-1  | web-web" in res.output:
-            break
-        time.sleep(0.1)
-    assert "db-1   | db-ready" in res.output and "web-1  | web-web" in res.output, res.output
+    wait_for(lambda: "db-1   | db-ready" in (out := run("logs", "--no-color").output) and "web-1  | web-web" in out,
+             10, "db-ready and web-web in the project's logs")
     assert "db-ready" not in run("logs", "web").output
 
     before = ids(engine, name)
@@ -221,10 +218,7 @@ def test_build_and_rmi(engine, project, compose_cli) -> None:
     assert "Built" in res.output
     img = engine.api("GET", f"/images/{name}-app/json")
     assert img["Config"]["Labels"]["com.docker.compose.project"] == name
-    for _ in range(50):
-        if "built-in-image" in run("logs", "app").output:
-            break
-        time.sleep(0.1)
+    wait_for(lambda: "built-in-image" in run("logs", "app").output, 10, "built-in-image in app's logs")
     assert "app-1  | built-in-image" in run("logs", "--no-color", "app").output
     before = ids(engine, name)
     assert run("up", "-d").exit_code == 0 and ids(engine, name) == before  # image present: no rebuild
@@ -254,11 +248,8 @@ services:
     res = run("up", "-d", "--scale", "app=2")
     assert res.exit_code == 0, res.output
     assert sorted(ids(engine, name)) == [f"{name}-app-1", f"{name}-app-2", f"{name}-extra-1"]
-    for _ in range(50):
-        if "app-2  | replica-up" in run("logs", "--no-color", "app").output:
-            break
-        time.sleep(0.1)
-    assert "app-2  | replica-up" in run("logs", "--no-color", "app").output
+    wait_for(lambda: "app-2  | replica-up" in run("logs", "--no-color", "app").output, 10,
+             "replica-up in app-2's logs")
     assert "app-1  | replica-up" not in run("logs", "--no-color", "--index", "2", "app").output
 
     (d / "compose.yaml").write_text(f"""

@@ -1,10 +1,9 @@
 """Fixtures: Debian's ``docker-registry`` on 127.0.0.1 (optionally htpasswd + TLS), certificates,
-and a real ``dockyardd`` (the repository's tests/conftest.py, loaded by path)."""
+and a real ``dockyardd`` (the plugin SDK's fixtures; vfs storage with DOCKYARD_TEST_STORAGE=vfs)."""
 
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import ipaddress
 import json
 import os
@@ -13,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,24 +19,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from dockyard_plugin_sdk.testing import Daemon, WaitTimeout, wait_for
+
 if str(Path(__file__).parent) not in sys.path:  # --import-mode=importlib: make fakeregistry importable
     sys.path.insert(0, str(Path(__file__).parent))
 REGISTRY_BIN = shutil.which("docker-registry")
 SKOPEO = shutil.which("skopeo")
-
-_spec = importlib.util.spec_from_file_location("_dockyard_root_conftest", ROOT / "tests" / "conftest.py")
-root_conftest = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = root_conftest
-_spec.loader.exec_module(root_conftest)
-Daemon = root_conftest.Daemon
-
-
-def start_daemon(root: Path, *extra: str, **kw: object) -> Daemon:
-    # dockyardd serves nothing without an API front; this distribution's own tox env lacks one.
-    if importlib.util.find_spec("dockyard_api_docker") is None:
-        pytest.skip("needs the Docker API front: pip install dockyard-api-docker")
-    return root_conftest.start_daemon(root, *extra, **kw)
 
 
 def free_port() -> int:
@@ -136,18 +122,21 @@ def _spawn(root: Path, port: int, tls: bool) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([REGISTRY_BIN, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     log.close()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"docker-registry exited {proc.returncode}:\n"
                                  f"{(root / 'registry.log').read_text(errors='replace')}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("docker-registry did not listen in time")
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+
+    try:
+        wait_for(listening, 15, f"docker-registry to listen on 127.0.0.1:{port}", ignore=(OSError,))
+    except WaitTimeout:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
 
 
 def start_registry(root: Path, *, tls: bool = False, user: str = "", password: str = "") -> Registry:
@@ -197,30 +186,19 @@ def registry(registry_factory: Callable[..., Registry]) -> Registry:
 
 
 @pytest.fixture
-def dockyardd_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    started: list[Daemon] = []
-
-    def factory(name: str = "d", *extra: str, config: dict | None = None, env: dict[str, str] | None = None) -> Daemon:
-        d = start_daemon(tmp_path / name, *extra, config=config, env=env)
-        started.append(d)
-        return d
-
-    yield factory
-    for d in started:
-        d.stop()
-
-
-@pytest.fixture
 def dockyardd(dockyardd_factory: Callable[..., Daemon]) -> Daemon:
+    """The SDK's ``dockyardd``, on vfs when DOCKYARD_TEST_STORAGE=vfs."""
     return dockyardd_factory("d", config={"storage-driver": "vfs"} if _vfs_only() else None)
 
 
 @pytest.fixture(scope="module")
-def module_dockyardd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def module_dockyardd(tmp_path_factory: pytest.TempPathFactory,
+                     start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
     """One daemon for a whole module (its tests use distinct names and compare before/after)."""
-    d = start_daemon(tmp_path_factory.mktemp("dockyardd"), config={"storage-driver": "vfs"} if _vfs_only() else None)
+    d = start_dockyardd(tmp_path_factory.mktemp("dockyardd"),
+                        config={"storage-driver": "vfs"} if _vfs_only() else None)
     yield d
-    d.stop()
+    d.teardown()
 
 
 def _vfs_only() -> bool:
