@@ -100,6 +100,8 @@ class NodeStoreContract(DriverContract):
         ttl = 2
         started = time.monotonic()
         await driver.register(_node("dy-kept"), ttl=ttl)
+        # time passing is this case's workload (no event marks "the first ttl is over"): the
+        # refresh comes after 60% of the ttl, the check after the first ttl has run out
         await asyncio.sleep(ttl * 0.6)
         await driver.register(_node("dy-kept"), ttl=ttl)
         await asyncio.sleep(max(0.0, ttl + 0.3 - (time.monotonic() - started)))
