@@ -14,13 +14,12 @@ import io
 import json
 import socket
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from dockyard import errors as e
+from dockyard.client import request_target
 from dockyard.client.address import DaemonAddress
 from dockyard.client.errors import ConnectionFailed, api_error
 
-API_PREFIX = "/v1.41"
 _MAX_HEAD = 64 * 1024
 
 
@@ -76,12 +75,6 @@ class Hijacked:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def request_target(path: str, params: dict[str, Any] | None) -> str:
-    """``/v1.41/<path>?<query>``; None values are left out, lists repeated (``names=a&names=b``)."""
-    query = urlencode({k: v for k, v in (params or {}).items() if v is not None}, doseq=True)
-    return API_PREFIX + quote(path, safe="/:@") + (f"?{query}" if query else "")
 
 
 def hijack(address: DaemonAddress, path: str, params: dict[str, Any] | None = None, body: Any = None,
