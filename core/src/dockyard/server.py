@@ -8,9 +8,11 @@ plugins routing the same method and path, serves versioned routes under
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import stat
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +25,8 @@ from dockyard.specs.api import ApiMiddleware, ApiRoute
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
+
+log = logging.getLogger("dockyard.api")
 
 KERNEL_KEY = web.AppKey("dockyard.kernel", object)
 VERSION_PATTERN = r"{api_version:v[0-9]+\.[0-9]+}"
@@ -86,10 +90,19 @@ def check_fronts(kernel: Kernel, routes: list[tuple[str, ApiRoute]]) -> None:
                           f"front for that dialect is installed: pip install dockyard-api-{dialect}")
 
 
+@web.middleware
+async def log_requests(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+    """dockerd's debug line for every request it handles: ``Calling GET /v1.41/info``."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("Calling %s %s", request.method, request.path)
+    return await handler(request)
+
+
 def build_app(kernel: Kernel) -> web.Application:
     routes = collect_routes(kernel)
     check_fronts(kernel, routes)
-    app = web.Application(middlewares=[m.middleware for m in collect_middlewares(kernel)],
+    app = web.Application(middlewares=[log_requests, *(m.middleware for m in collect_middlewares(kernel))],
                           client_max_size=0, handler_args={"max_field_size": 65536})
     app[KERNEL_KEY] = kernel
     for _plugin, route in routes:
