@@ -21,6 +21,13 @@ DEFAULT_SOCKET = "unix:///run/dockyard/dockyard.sock"
 
 CORE_OPTIONS: tuple[ConfigOption, ...] = (
     ConfigOption("hosts", list, [DEFAULT_SOCKET], "API sockets to listen on"),
+    # TLS of the tcp:// listeners, dockerd's keys (see dockyard.tlsconfig and docs/tls.md). No
+    # defaults: whether tls/tlsverify were given at all is what decides.
+    ConfigOption("tls", bool, None, "use TLS on tcp:// listeners; implied by tlsverify"),
+    ConfigOption("tlsverify", bool, None, "use TLS and require client certificates signed by tlscacert"),
+    ConfigOption("tlscacert", str, None, "trust client certificates signed only by this CA (~/.docker/ca.pem)"),
+    ConfigOption("tlscert", str, None, "the server's TLS certificate (~/.docker/cert.pem)"),
+    ConfigOption("tlskey", str, None, "the server's TLS key (~/.docker/key.pem)"),
     ConfigOption("data-root", str, "/var/lib/dockyard", "persistent state"),
     ConfigOption("exec-root", str, "/run/dockyard", "runtime state (sockets, pids)"),
     ConfigOption("pidfile", str, "", "daemon PID file (default <exec-root>/dockyardd.pid)"),

@@ -39,8 +39,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--default-runtime", help="OCI runtime for new containers (default crun)")
     p.add_argument("--cluster-store", help="cluster node store driver")
     p.add_argument("--label", action="append", dest="labels", help="engine label key=value")
+    p.add_argument("--tls", nargs="?", const=True, type=_flag_bool, metavar="BOOL",
+                   help="use TLS on tcp:// listeners; implied by --tlsverify")
+    p.add_argument("--tlsverify", nargs="?", const=True, type=_flag_bool, metavar="BOOL",
+                   help="use TLS and verify the remote (clients need a certificate signed by --tlscacert)")
+    p.add_argument("--tlscacert", help="trust certs signed only by this CA (default ~/.docker/ca.pem)")
+    p.add_argument("--tlscert", help="path to TLS certificate file (default ~/.docker/cert.pem)")
+    p.add_argument("--tlskey", help="path to TLS key file (default ~/.docker/key.pem)")
     p.add_argument("-v", "--version", action="version", version=f"dockyardd {__version__}")
     return p
+
+
+def _flag_bool(text: str) -> bool:
+    """``--tls=false``, ``--tlsverify=1``: Go's boolean flag values, as dockerd takes them."""
+    from dockyard.tlsconfig import parse_bool
+
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -49,7 +66,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "pidfile": args.pidfile, "log-level": args.log_level, "debug": args.debug,
         "storage-driver": args.storage_driver, "storage-opts": args.storage_opts,
         "default-runtime": args.default_runtime, "cluster-store": args.cluster_store,
-        "labels": args.labels,
+        "labels": args.labels, "tls": args.tls, "tlsverify": args.tlsverify,
+        "tlscacert": args.tlscacert, "tlscert": args.tlscert, "tlskey": args.tlskey,
     }
     explicit = args.config_file is not None
     path = args.config_file if explicit else DEFAULT_CONFIG_FILE
@@ -109,6 +127,7 @@ def configure_logging(config: Config) -> None:
 async def run(config: Config) -> int:
     from dockyard.kernel import Kernel
     from dockyard.server import build_app, parse_host, serve
+    from dockyard.tlsconfig import ServerTLS, check_listeners
 
     configure_logging(config)
     loop = asyncio.get_running_loop()
@@ -125,6 +144,10 @@ async def run(config: Config) -> int:
         log.warning("%s", problem)
     kernel.validate_config()
     listeners = [parse_host(h) for h in config.hosts]
+    tls = ServerTLS.from_config(config)
+    ssl_context = tls.context() if tls.enabled else None  # dockerd loads the files even for unix only
+    for warning in check_listeners(listeners, tls):
+        log.warning("%s", warning)
     pidfile = PidFile(config.pidfile)
     pidfile.acquire()
     runner = None
@@ -134,10 +157,12 @@ async def run(config: Config) -> int:
         config.exec_root.mkdir(parents=True, exist_ok=True)
         await kernel.start()
         app = build_app(kernel)
-        runner, bound = await serve(app, listeners)
+        runner, bound = await serve(app, listeners, ssl_context)
         kernel.emit("daemon", "start", kernel.daemon_id, name=kernel.facts()["hostname"])
         log.info("dockyardd %s listening on %s (data-root %s)", __version__,
                  ", ".join(config.hosts), config.data_root)
+        if any(lst.kind == "tcp" for lst in listeners):
+            log.info("tcp:// listeners: %s", tls.describe())
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload(kernel))
         await stop.wait()
         return 0

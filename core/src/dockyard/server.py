@@ -24,6 +24,8 @@ from dockyard.errors import InvalidArgument, PluginConflictError, Unavailable
 from dockyard.specs.api import ApiMiddleware, ApiRoute
 
 if TYPE_CHECKING:
+    import ssl
+
     from dockyard.kernel import Kernel
 
 log = logging.getLogger("dockyard.api")
@@ -136,7 +138,10 @@ def bind_unix(path: str) -> socket.socket:
     return sock
 
 
-async def serve(app: web.Application, listeners: list[Listener]) -> tuple[web.AppRunner, list[str]]:
+async def serve(app: web.Application, listeners: list[Listener],
+                ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, list[str]]:
+    """Listen on every listener; ``ssl_context`` (dockyard.tlsconfig) applies to the TCP ones
+    only, as in dockerd: a unix socket is guarded by its file mode."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     bound: list[str] = []
@@ -146,7 +151,8 @@ async def serve(app: web.Application, listeners: list[Listener]) -> tuple[web.Ap
                 site: web.BaseSite = web.SockSite(runner, bind_unix(lst.address))
                 bound.append(lst.address)
             else:
-                site = web.TCPSite(runner, lst.address, lst.port, reuse_address=True)
+                site = web.TCPSite(runner, lst.address, lst.port, reuse_address=True,
+                                   ssl_context=ssl_context)
             await site.start()
     except BaseException:
         await runner.cleanup()
