@@ -339,7 +339,13 @@ class Volume:
 
 @dataclass
 class HostTLS:
-    """TLS material to talk to a provisioned host's engine (PEM text)."""
+    """Client TLS material to reach a host's engine (PEM text): the CA the engine's server
+    certificate is checked against, and the client certificate and key the engine accepts.
+
+    The caller that provisions a host keeps it (the machine store, ``docker-machine env``'s
+    ``DOCKER_CERT_PATH``); a provision driver never sees it. What the engine itself serves with
+    is :class:`dockyard.specs.provision.EngineTLS`.
+    """
 
     ca_cert: str = ""
     client_cert: str = ""
@@ -348,7 +354,13 @@ class HostTLS:
 
 @dataclass
 class Host:
-    """A machine that runs (or will run) a dockyard engine: provisioned or joined to a cluster."""
+    """A machine that runs (or will run) a dockyard engine: provisioned or joined to a cluster.
+
+    ``addresses`` are the IP addresses (and DNS names) the engine is reached by, known once a
+    provision driver has prepared the host; they are the server certificate's subject
+    alternative names. ``extra`` is the driver's record of what it made (process ids, link
+    names, paths): enough to remove the host even when it is broken or half-created.
+    """
 
     KIND: ClassVar[str] = "host"
     id: str
@@ -356,6 +368,7 @@ class Host:
     driver: str  # provision driver name (netns, ssh, ...)
     state: str = "none"  # none | starting | running | stopping | stopped | error
     engine_url: str = ""  # unix:///... or tcp://ip:port
+    addresses: list[str] = field(default_factory=list)
     tls: HostTLS | None = None
     labels: dict[str, str] = field(default_factory=dict)
     created: str = field(default_factory=now_iso)

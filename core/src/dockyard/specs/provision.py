@@ -5,56 +5,181 @@ Provision drivers register under ``dockyard.drivers.provision`` and are chosen p
 generic host reached over SSH). The host service stores :class:`dockyard.model.Host` objects;
 drivers only act and report.
 
+Creating a host takes two calls, because the engine's server certificate names the addresses
+the host is reached by, and only the driver knows them::
+
+    host = await driver.prepare(request)            # name and addresses reserved, nothing runs
+    flags = [*request.engine_options, *provisioning.engine_flags(kernel, host)]
+    tls = EngineTLS(ca, cert_for(host.addresses), key)   # the caller's certificate library
+    host = await driver.create(host, tls, flags)     # the engine listens with mutual TLS
+
+:func:`dockyard.provisioning.provision` runs exactly that, and removes the prepared host when a
+later step fails. Every engine a driver starts off loopback serves mutual TLS
+(``--tlsverify``): plain TCP is only for 127.0.0.1.
+
+Capability: ``engine`` -- the driver's hosts run a real engine this machine reaches at
+``engine_url`` (the conformance kit then checks it over mutual TLS); a test double without one
+does not declare it.
+
 .. versionadded:: 0.1
 """
 
 from __future__ import annotations
 
 import abc
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockyard.specs._base import Driver, hookspec
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
-    from dockyard.model import Host, HostTLS
+    from dockyard.model import Host
+
+#: The states :meth:`Provisioner.state` reports (Docker Machine's, minus the transient ones).
+HOST_STATES = ("running", "stopped", "error", "none")
+
+#: A PEM part of :class:`EngineTLS`: the PEM bytes themselves, or the path of a PEM file.
+PemSource = bytes | str | os.PathLike[str]
 
 
 @dataclass
 class HostRequest:
+    """What the caller asks :meth:`Provisioner.prepare` for.
+
+    ``options`` are the driver's own flags (an address, an SSH user...); ``engine_options``
+    extra ``dockyardd`` flags, which the caller passes on to :meth:`Provisioner.create`.
+    """
+
     name: str
-    options: dict[str, str] = field(default_factory=dict)  # driver flags (address, ssh user...)
-    engine_options: list[str] = field(default_factory=list)  # extra dockyardd flags
+    options: dict[str, str] = field(default_factory=dict)
+    engine_options: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EngineTLS:
+    """The TLS material a host's engine serves with (Docker Machine's ``ca.pem``,
+    ``server.pem``, ``server-key.pem``): the CA its clients' certificates must be signed by, and
+    its own certificate (whose subject alternative names are the host's ``addresses``) and key.
+
+    Each part is PEM bytes, or the path (``str`` or path-like) of a PEM file. The caller makes
+    them with its certificate library; a driver copies them onto the host and never makes or
+    checks certificates itself.
+    """
+
+    ca_cert: PemSource
+    cert: PemSource
+    key: PemSource
+
+    def pem(self, part: str) -> bytes:
+        """The PEM bytes of ``part`` (``ca_cert``, ``cert`` or ``key``), read from its file if
+        it was given as a path."""
+        if part not in ("ca_cert", "cert", "key"):
+            raise ValueError(f"no TLS part {part!r}: one of ca_cert, cert, key")
+        value = getattr(self, part)
+        return value if isinstance(value, bytes) else Path(value).read_bytes()
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What :meth:`Provisioner.state` reports: one of :data:`HOST_STATES`, and for ``error``
+    (and a ``stopped`` the driver did not ask for) why, e.g. the engine's exit status and the
+    tail of its log."""
+
+    state: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.state not in HOST_STATES:
+            raise ValueError(f"host state {self.state!r} is not one of {', '.join(HOST_STATES)}")
+
+
 class Provisioner(Driver):
-    """The ABC of a provision driver (mirrors Docker Machine's driver interface)."""
+    """The ABC of a provision driver (Docker Machine's driver interface, split where a TLS
+    engine needs it: :meth:`prepare` reports the addresses before :meth:`create` gets the server
+    certificate made for them).
+
+    Every method is safe to call concurrently for different hosts (a test creates five hosts
+    at once). A host is identified by the :class:`~dockyard.model.Host` that :meth:`prepare`
+    returned (its ``id``); its ``extra`` holds the driver's record of what it made.
+
+    .. versionadded:: 0.1
+    """
 
     @abc.abstractmethod
-    async def create(self, request: HostRequest, tls: HostTLS) -> Host:
-        """Create the host, install and start its engine with ``tls`` server material."""
+    async def prepare(self, request: HostRequest) -> Host:
+        """Reserve a host: check the request, reserve its name and addresses, start nothing.
+
+        Called first, before the caller makes the server certificate. Result: a
+        :class:`~dockyard.model.Host` with a fresh ``id``, ``name`` and ``labels`` as asked,
+        ``driver`` set to this driver's name, ``addresses`` (what the engine will be reached
+        by: the certificate's subject alternative names), ``engine_url`` (e.g.
+        ``tcp://ADDR:2376``) and state ``none``. A name already in use is a
+        :class:`~dockyard.errors.Conflict`, bad options an
+        :class:`~dockyard.errors.InvalidArgument`. :meth:`remove` releases a prepared host.
+
+        .. versionadded:: 0.1
+        """
+
+    @abc.abstractmethod
+    async def create(self, host: Host, tls: EngineTLS, engine_flags: Sequence[str]) -> Host:
+        """Make the prepared ``host``, install and start its engine, and wait until it answers.
+
+        ``tls`` is the engine's server material: it listens on ``host.engine_url`` with
+        mutual TLS (``--tlsverify``: only clients with a certificate signed by ``tls.ca_cert``).
+        ``engine_flags`` are extra ``dockyardd`` flags: the request's ``engine_options`` followed
+        by the ``dockyard_engine_flags`` hook's results, put together by the caller. Returns
+        the host in state ``running``, its ``extra`` recording what was made. On failure the
+        exception says why (the engine's log tail if it did not come up) and whatever was made
+        stays for :meth:`remove` to clean.
+
+        .. versionadded:: 0.1
+        """
 
     @abc.abstractmethod
     async def start(self, host: Host) -> None:
-        """Start a stopped host and its engine."""
+        """Start a stopped (or failed) host's engine and wait until it answers. A running host
+        is left as it is.
+
+        .. versionadded:: 0.1
+        """
 
     @abc.abstractmethod
     async def stop(self, host: Host) -> None:
-        """Stop the host's engine (and the host, where that means something)."""
+        """Stop the host's engine (and the host, where that means something) and wait until it
+        has stopped. A stopped host is left as it is; its data stays for :meth:`start`.
+
+        .. versionadded:: 0.1
+        """
 
     @abc.abstractmethod
     async def remove(self, host: Host) -> None:
-        """Destroy the host and everything created for it."""
+        """Destroy the host and everything made for it, whatever state it is in: prepared,
+        half-created, running, stopped or broken. Removing a host that no longer exists does
+        nothing. Afterwards :meth:`state` is ``none``.
+
+        .. versionadded:: 0.1
+        """
 
     @abc.abstractmethod
-    async def state(self, host: Host) -> str:
-        """``running``, ``stopped``, ``error`` or ``none``."""
+    async def state(self, host: Host) -> HostState:
+        """The host's state as it is now (checked, not remembered): ``running`` (the engine
+        answers), ``stopped``, ``error`` (with the reason: e.g. the engine died, with its exit
+        status and log tail) or ``none`` (never created, only prepared, or removed).
+
+        .. versionadded:: 0.1
+        """
 
     @abc.abstractmethod
     async def engine_url(self, host: Host) -> str:
-        """The engine's API address (``tcp://ip:2376``)."""
+        """The engine's API address (``tcp://ip:2376``).
+
+        .. versionadded:: 0.1
+        """
 
 
 class ProvisionSpecs:
@@ -62,9 +187,12 @@ class ProvisionSpecs:
 
     @hookspec
     def dockyard_engine_flags(self, kernel: Kernel, host: Host) -> list[str] | None:
-        """Extra ``dockyardd`` flags for an engine being provisioned on ``host``.
+        """Extra ``dockyardd`` flags for the engine of a host being provisioned.
 
-        All results are concatenated in call order. Return ``None`` for none.
+        Called between :meth:`Provisioner.prepare` and :meth:`Provisioner.create`: ``host`` is
+        the prepared host (name, labels, ``addresses``, ``engine_url`` known; nothing runs yet),
+        so a plugin can, e.g., label the engine with the host's name or point it at a cluster
+        store. All results are concatenated in call order. Return ``None`` for none.
 
         .. versionadded:: 0.1
         """

@@ -15,27 +15,40 @@ Usage, in the driver's own tests::
             return HostRequest(name=host_name, options={"address": "192.0.2.5"})
 
 The cases follow :class:`dockyard.specs.provision.Provisioner` (Docker Machine's driver life
-cycle): ``create`` leaves the host running, ``stop``/``start`` move it between ``stopped`` and
-``running``, ``remove`` leaves ``none``, and ``engine_url`` is an address with a scheme.
+cycle, in the spec's order): ``prepare`` reserves the host and reports its addresses, a
+:class:`~dockyard_plugin_sdk.testing.TestCA` makes the engine's server certificate for them,
+``create`` leaves the host running, ``stop``/``start`` move it between ``stopped`` and
+``running``, ``remove`` leaves ``none`` (also for a host only prepared, and twice), and
+``engine_url`` is an address with a scheme.
+
+A driver declaring the capability ``engine`` (:data:`ENGINE`: its hosts run a real engine this
+machine reaches at ``engine_url``) is also checked over the wire: the engine answers ``/_ping``
+and ``/info`` over mutual TLS with a client certificate of the test CA, its ``/info`` names the
+host (Docker Machine sets the hostname), and it refuses a client without a certificate.
 Every host a case creates is removed at teardown, whatever happened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from dockyard.model import Host, HostTLS
-from dockyard.specs.provision import HostRequest, Provisioner
+from dockyard.model import Host
+from dockyard.specs.provision import HOST_STATES, HostRequest, HostState, Provisioner
+from dockyard_plugin_sdk.conformance import requires
 from dockyard_plugin_sdk.conformance._common import DriverContract
-from dockyard_plugin_sdk.testing import async_wait_for
+from dockyard_plugin_sdk.testing import TestCA, async_wait_for
 
-__all__ = ["ProvisionerContract"]
+__all__ = ["ENGINE", "ProvisionerContract"]
 
-STATES = {"running", "stopped", "error", "none"}
+#: The capability of a provision driver whose hosts run a real engine reachable at
+#: ``engine_url`` with mutual TLS (a test double without one does not declare it).
+ENGINE = "engine"
 URL_SCHEMES = ("tcp://", "unix://", "ssh://", "http://", "https://")
 
 
@@ -53,34 +66,64 @@ class ProvisionerContract(DriverContract):
 
     @pytest.fixture
     def host_request(self, host_name: str) -> HostRequest:
-        """What the cases ask ``create`` for; override to pass driver options."""
+        """What the cases ask ``prepare`` for; override to pass driver options."""
         return HostRequest(name=host_name, labels={"conformance": "yes"})
 
     @pytest.fixture
-    def host_tls(self) -> HostTLS:
-        """TLS server material handed to ``create``; override when the driver checks it."""
-        return HostTLS()
+    def test_ca(self) -> TestCA:
+        """The CA of the engines' server certificates and of the cases' client certificate."""
+        return TestCA()
 
     @pytest.fixture
-    async def host(self, driver: Provisioner, host_request: HostRequest,
-                   host_tls: HostTLS) -> AsyncIterator[Host]:
-        """A created host, removed at teardown even when the case already removed it."""
-        created = await driver.create(host_request, host_tls)
+    def client_certs(self, test_ca: TestCA, tmp_path: Path) -> Path:
+        """``ca.pem``, ``cert.pem``, ``key.pem``: a client the engines must accept."""
+        return test_ca.write_client(tmp_path / "client-certs")
+
+    async def provision(self, driver: Provisioner, request: HostRequest, ca: TestCA) -> Host:
+        """The spec's order: prepare, a server certificate for the host's addresses, create.
+        (What :func:`dockyard.provisioning.provision` does, minus the kernel's hook.)"""
+        host = await driver.prepare(request)
+        try:
+            assert host.addresses, "prepare() must report the addresses the engine is reached by"
+            return await driver.create(host, ca.engine_tls(host.addresses), list(request.engine_options))
+        except BaseException:
+            await driver.remove(host)
+            raise
+
+    @pytest.fixture
+    async def host(self, driver: Provisioner, host_request: HostRequest, test_ca: TestCA) -> AsyncIterator[Host]:
+        """A created host, removed at teardown (remove of a removed host does nothing)."""
+        created = await self.provision(driver, host_request, test_ca)
         try:
             yield created
         finally:
-            if await driver.state(created) != "none":
-                await driver.remove(created)
+            await driver.remove(created)
+
+    async def state_of(self, driver: Provisioner, host: Host) -> str:
+        st = await driver.state(host)
+        assert isinstance(st, HostState), f"state() returned {st!r}, not a HostState"
+        assert st.state in HOST_STATES, f"state() returned {st.state!r}, not one of {HOST_STATES}"
+        return st.state
 
     async def wait_state(self, driver: Provisioner, host: Host, want: str) -> None:
         async def reached() -> bool:
-            state = await driver.state(host)
-            assert state in STATES, f"state() returned {state!r}, not one of {sorted(STATES)}"
-            return state == want
+            return await self.state_of(driver, host) == want
 
         await async_wait_for(reached, self.state_timeout, f"host {host.name} to be {want!r}")
 
     # ------------------------------------------------------------------ cases
+    async def test_prepare_reserves_a_host_that_is_not_yet_there(self, driver: Provisioner,
+                                                                 host_request: HostRequest) -> None:
+        host = await driver.prepare(host_request)
+        try:
+            assert host.name == host_request.name and host.id
+            assert host.addresses and all(isinstance(a, str) and a for a in host.addresses)
+            assert host.engine_url.startswith(URL_SCHEMES), host.engine_url
+            assert await self.state_of(driver, host) == "none"
+        finally:
+            await driver.remove(host)
+        assert await self.state_of(driver, host) == "none"
+
     async def test_create_returns_the_host_it_was_asked_for(self, driver: Provisioner, host: Host,
                                                             host_request: HostRequest) -> None:
         assert isinstance(host, Host)
@@ -88,6 +131,7 @@ class ProvisionerContract(DriverContract):
         assert host.driver == driver.info.name
         assert host.id, "a created host needs an id"
         assert host.labels.get("conformance") == "yes"
+        assert host.addresses, "a created host reports its addresses"
 
     async def test_created_host_is_running(self, driver: Provisioner, host: Host) -> None:
         await self.wait_state(driver, host, "running")
@@ -97,7 +141,7 @@ class ProvisionerContract(DriverContract):
         assert isinstance(url, str) and url.startswith(URL_SCHEMES), url
 
     async def test_state_is_one_of_the_documented_values(self, driver: Provisioner, host: Host) -> None:
-        assert await driver.state(host) in STATES
+        assert await self.state_of(driver, host) in HOST_STATES
 
     async def test_stop_then_start(self, driver: Provisioner, host: Host) -> None:
         await self.wait_state(driver, host, "running")
@@ -108,31 +152,80 @@ class ProvisionerContract(DriverContract):
 
     async def test_remove_leaves_no_host(self, driver: Provisioner, host: Host) -> None:
         await driver.remove(host)
-        assert await driver.state(host) == "none"
+        assert await self.state_of(driver, host) == "none"
+        await driver.remove(host)  # a second remove does nothing
+        assert await self.state_of(driver, host) == "none"
 
     async def test_remove_a_stopped_host(self, driver: Provisioner, host: Host) -> None:
         await driver.stop(host)
         await self.wait_state(driver, host, "stopped")
         await driver.remove(host)
-        assert await driver.state(host) == "none"
+        assert await self.state_of(driver, host) == "none"
 
     async def test_hosts_are_independent(self, driver: Provisioner, host: Host,
-                                         host_request: HostRequest, host_tls: HostTLS) -> None:
+                                         host_request: HostRequest, test_ca: TestCA) -> None:
         other_req = HostRequest(name=host_request.name[:-1] + ("x" if host_request.name[-1] != "x" else "y"),
                                 options=dict(host_request.options), labels={"conformance": "yes"})
-        other = await driver.create(other_req, host_tls)
+        other = await self.provision(driver, other_req, test_ca)
         try:
             assert other.id != host.id
             await driver.stop(other)
             await self.wait_state(driver, other, "stopped")
-            assert await driver.state(host) == "running", "stopping one host changed another"
+            assert await self.state_of(driver, host) == "running", "stopping one host changed another"
             await driver.remove(other)
-            assert await driver.state(other) == "none"
-            assert await driver.state(host) == "running", "removing one host changed another"
+            assert await self.state_of(driver, other) == "none"
+            assert await self.state_of(driver, host) == "running", "removing one host changed another"
         finally:
-            if await driver.state(other) != "none":
-                await driver.remove(other)
+            await driver.remove(other)
 
     async def test_a_host_never_created_is_none(self, driver: Provisioner, host: Host) -> None:
         ghost = Host(id=uuid.uuid4().hex, name="dyghost" + uuid.uuid4().hex[:6], driver=driver.info.name)
-        assert await driver.state(ghost) == "none"
+        assert await self.state_of(driver, ghost) == "none"
+        await driver.remove(ghost)  # nothing to remove: nothing happens
+
+    # ------------------------------------------------------------------ the engine, over the wire
+    async def test_engine_answers_ping_over_mutual_tls(self, driver: Provisioner, host: Host,
+                                                       client_certs: Path) -> None:
+        requires(driver, ENGINE)
+        status, body = await asyncio.to_thread(_get, await driver.engine_url(host), "/_ping", client_certs)
+        assert (status, body) == (200, b"OK"), (status, body)
+
+    async def test_engine_info_over_mutual_tls_names_the_host(self, driver: Provisioner, host: Host,
+                                                              client_certs: Path) -> None:
+        import json
+
+        requires(driver, ENGINE)
+        status, body = await asyncio.to_thread(_get, await driver.engine_url(host), "/info", client_certs)
+        assert status == 200, (status, body[:500])
+        assert json.loads(body)["Name"] == host.name, "the engine's host name is the host's name"
+
+    async def test_engine_refuses_a_client_without_a_certificate(self, driver: Provisioner, host: Host,
+                                                                 client_certs: Path) -> None:
+        requires(driver, ENGINE)
+        try:
+            status, _body = await asyncio.to_thread(_get, await driver.engine_url(host), "/info", client_certs,
+                                                    present_certificate=False)
+        except OSError:  # the handshake (TLS 1.2) or the first read (TLS 1.3) fails: refused
+            return
+        pytest.fail(f"the engine answered {status} to a client without a certificate")
+
+
+def _get(url: str, path: str, certs: Path, present_certificate: bool = True) -> tuple[int, bytes]:
+    """GET ``path`` from the engine at ``tcp://ADDR:PORT`` over TLS, checking its certificate
+    against ``certs/ca.pem`` and the address; with the client certificate of ``certs`` or none."""
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.replace("tcp://", "https://", 1))
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    if present_certificate:
+        ctx.load_cert_chain(certs / "cert.pem", certs / "key.pem")
+    conn = http.client.HTTPSConnection(parts.hostname, parts.port or 2376, context=ctx, timeout=30)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+

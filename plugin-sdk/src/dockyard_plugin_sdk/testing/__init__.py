@@ -6,7 +6,8 @@
   :func:`purge_owned`;
 * :mod:`.daemon` -- :func:`start_daemon` and :class:`Daemon`: a real dockyardd on private roots,
   with the docker CLI, our CLI and docker-py against it;
-* :mod:`.waiting` -- :func:`wait_for` and friends: wait on a condition, never for a fixed time.
+* :mod:`.waiting` -- :func:`wait_for` and friends: wait on a condition, never for a fixed time;
+* :mod:`.tls` -- :class:`TestCA`: a throwaway CA, engine and client certificates.
 
 :mod:`dockyard_plugin_sdk.pytest_plugin` wraps them in fixtures (``dockyard_kernel``,
 ``hook_recorder``, ``no_leaks``, ``dockyard_owners``, ``dockyardd``, ``dockyardd_factory``,
@@ -28,10 +29,11 @@ from .leaks import (
     snapshot_host,
     wait_for_no_leaks,
 )
+from .tls import TestCA
 from .waiting import WaitTimeout, async_wait_for, async_wait_for_exit, stays, wait_for, wait_for_exit
 
 __all__ = [
-    "API_FRONT", "CATEGORIES", "Daemon", "HookCall", "HookRecorder", "HostSnapshot", "Leaks", "Owners",
+    "API_FRONT", "CATEGORIES", "Daemon", "HookCall", "HookRecorder", "HostSnapshot", "Leaks", "Owners", "TestCA",
     "WaitTimeout", "async_wait_for", "async_wait_for_exit", "dockyard_named", "owner_of", "owner_of_data_root",
     "purge_owned", "snapshot_host", "start_daemon", "stays", "wait_for", "wait_for_exit", "wait_for_no_leaks",
     "wait_for_socket",
