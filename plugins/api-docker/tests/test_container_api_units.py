@@ -122,3 +122,121 @@ async def test_hijack_keeps_writing_after_the_client_half_closes(tmp_path) -> No
         assert await asyncio.to_thread(client) == b"after-eof:stdin-bytes"
     finally:
         await runner.cleanup()
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:  # noqa: ANN001
+    """A throwaway certificate for 127.0.0.1 from the openssl CLI (the test skips without it)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl CLI")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", "/O=test", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("half_close", ["close_notify", "tcp"])
+async def test_hijack_over_tls_keeps_writing_after_the_client_half_closes(tmp_path, half_close: str) -> None:  # noqa: ANN001
+    """asyncio's TLS transport would end the connection when the client half-closes: with a
+    ``close_notify`` (the docker CLI's CloseWrite) or a TCP shutdown (our CLI). The hijack keeps
+    it open for the output, as dockerd does, and still closes it cleanly afterwards."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    got: list[bytes] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp, conn = await hijack(request)
+        while (data := await conn.read()) is not None:
+            got.append(data)
+        await asyncio.sleep(0.05)  # output that comes a little later still arrives
+        await conn.write(b"after-eof:" + b"".join(got))
+        conn.close()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/attach", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        def client() -> tuple[bytes, bool]:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations(cert)
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+
+            def flush() -> None:
+                if pending := outgoing.read():
+                    raw.sendall(pending)
+
+            def receive() -> bool:
+                data = raw.recv(65536)
+                if data:
+                    incoming.write(data)
+                else:
+                    incoming.write_eof()
+                return bool(data)
+
+            def read_some() -> bytes:
+                while True:
+                    try:
+                        return tls.read(65536)
+                    except ssl.SSLWantReadError:
+                        flush()
+                        if not receive():
+                            return b""
+
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    flush()
+                    receive()
+            tls.write(b"POST /attach HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                      b"Content-Length: 0\r\n\r\n")
+            flush()
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += read_some()
+            head, _, out = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 UPGRADED")
+            tls.write(b"stdin-bytes")
+            flush()
+            if half_close == "close_notify":
+                try:
+                    tls.unwrap()  # sends close_notify; the answer to it comes after the output
+                except ssl.SSLWantReadError:
+                    pass
+                flush()
+            else:
+                raw.shutdown(socket.SHUT_WR)
+            clean = False
+            while True:
+                try:
+                    chunk = read_some()
+                except ssl.SSLZeroReturnError:  # the daemon's close_notify: a clean end
+                    clean = True
+                    break
+                except ssl.SSLError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            raw.close()
+            return out, clean
+
+        out, clean = await asyncio.wait_for(asyncio.to_thread(client), 20)
+        assert out == b"after-eof:stdin-bytes"
+        assert clean or half_close == "tcp"  # after a TCP half-close no close_notify is owed
+    finally:
+        await runner.cleanup()

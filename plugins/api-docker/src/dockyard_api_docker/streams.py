@@ -7,6 +7,12 @@ close the socket — keeps the write side open after the client's half-close, so
 flowing (``attach-and-streams.md`` §3). Connection loss is still forwarded to aiohttp's
 protocol, which keeps its bookkeeping of open connections right.
 
+Over TLS (``dockyardd --tlsverify``) the client half-closes too: the docker CLI's ``CloseWrite``
+sends a ``close_notify`` as soon as it has no more stdin (at once for ``docker run`` without
+``-i``), our CLI shuts the TCP write side. asyncio's TLS transport ends the whole connection on
+either (it cannot half-close), so the container's output would be lost; dockerd (Go) keeps
+writing. :func:`_tls_half_close` makes a hijacked TLS connection do the same.
+
 Frames (non-TTY): ``[stream, 0, 0, 0, len:u32be] + payload``; stdin is never framed.
 """
 
@@ -66,6 +72,7 @@ class _HijackProtocol(asyncio.Protocol):
         self.closed = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self.keep_open_on_eof = True  # False over TLS, where _tls_half_close keeps it open
 
     def data_received(self, data: bytes) -> None:
         if data:
@@ -73,7 +80,7 @@ class _HijackProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.incoming.put_nowait(None)
-        return True  # half-close: keep our write side open
+        return self.keep_open_on_eof  # half-close: keep our write side open
 
     def pause_writing(self) -> None:
         self._can_write.clear()
@@ -124,6 +131,38 @@ class Hijacked:
             self._proto.transport.close()
 
 
+def _tls_half_close(transport: asyncio.BaseTransport) -> bool:
+    """Keep a hijacked TLS connection open for writing after the client stops sending.
+
+    asyncio's TLS transport (``asyncio.sslproto``) shuts the connection down when the client
+    sends ``close_notify`` (``_start_shutdown`` after ``eof_received``) or when its TCP side
+    closes (``SSLProtocol.eof_received``). On this one connection both now only end the input;
+    our own ``close()`` still shuts down for real (and, after a TCP half-close, without waiting
+    for a ``close_notify`` that cannot come). These are private names of asyncio; another
+    transport (uvloop, a future rewrite) is left as it is and this returns False.
+    """
+    ssl_proto = getattr(transport, "_ssl_protocol", None)
+    if ssl_proto is None or not hasattr(transport, "_closed") or not all(
+            hasattr(ssl_proto, name) for name in ("_start_shutdown", "_call_eof_received", "_eof_received")):
+        return False
+    start_shutdown, eof_received = ssl_proto._start_shutdown, ssl_proto.eof_received
+
+    def start_shutdown_unless_the_client_asked() -> None:
+        if transport._closed:  # type: ignore[attr-defined]  # our close() or abort()
+            start_shutdown()
+
+    def eof_keeps_writing() -> bool | None:
+        if transport._closed:  # type: ignore[attr-defined]
+            return eof_received()
+        ssl_proto._eof_received = True  # no close_notify can follow: do not wait for one at close
+        ssl_proto._call_eof_received()
+        return True  # keep our half of the TCP connection for the output
+
+    ssl_proto._start_shutdown = start_shutdown_unless_the_client_asked
+    ssl_proto.eof_received = eof_keeps_writing
+    return True
+
+
 async def hijack(request: web.Request, content_type: str = RAW) -> tuple[web.StreamResponse, Hijacked]:
     """Answer 101 and take the connection over."""
     resp = web.StreamResponse(status=101, reason="UPGRADED")
@@ -142,6 +181,8 @@ async def hijack(request: web.Request, content_type: str = RAW) -> tuple[web.Str
         with contextlib.suppress(AttributeError):
             protocol._message_tail = b""  # type: ignore[attr-defined]
     transport.set_protocol(proto)
+    if _tls_half_close(transport):
+        proto.keep_open_on_eof = False  # asyncio would only warn that True means nothing over TLS
     if getattr(protocol, "_buffer_paused", False) or not transport.is_reading():
         with contextlib.suppress(Exception):
             transport.resume_reading()
