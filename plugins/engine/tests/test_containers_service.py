@@ -367,7 +367,8 @@ async def test_bridge_network_and_live_restore(world: World) -> None:
     gone = await svc.create(req(["sh", "-c", "sleep 0.5; exit 7"]))
     await svc.start_container(gone.id)
     ip = svc.get(c.id).networks["bridge"].ipv4_address
-    assert ip and (world.root / "run" / "netns" / c.id).exists()
+    sandbox = svc.get(c.id).state.sandbox_key  # made by the runtime driver, named with the owner
+    assert ip and Path(sandbox).exists() and world.kernel.config.owner in Path(sandbox).name
     gone_pid = svc.get(gone.id).state.pid
     await world.halt()  # the daemon goes away; containers keep running
     if gone_pid > 0:  # the second one exits while no daemon runs
@@ -382,27 +383,42 @@ async def test_bridge_network_and_live_restore(world: World) -> None:
         return (await output(world, c.id)).count(b"tick") > before
 
     await async_wait_for(ticks_grew, 10, "the running container's logs to continue after the restart")
+    assert svc.get(c.id).state.sandbox_key == sandbox
     await svc.stop_container(c.id, timeout=1)
     assert svc.get(c.id).state.status is ContainerStatus.EXITED
-    assert not (world.root / "run" / "netns" / c.id).exists()
+    assert not svc.get(c.id).state.sandbox_key and not Path(sandbox).exists()
 
 
-def _as_written_by_0_1(db: Path, cid: str) -> None:
-    """Rewrite a stored container in dockyard 0.1's shape: the engine's bookkeeping in ``extra``."""
+def _as_written_by_0_1(root: Path, cid: str) -> str:
+    """Rewrite a stored container as dockyard 0.1 left it: the engine's bookkeeping in
+    ``extra``, and its network namespace (if any) bound where 0.1's engine bound it,
+    ``<exec-root>/netns/<id>``. Returns that namespace's path."""
     import json
     import sqlite3
+    import subprocess
 
+    db = root / "data" / "state.db"
     conn = sqlite3.connect(db)
     try:
         (raw,) = conn.execute("SELECT data FROM objects WHERE kind='container' AND id=?", (cid,)).fetchone()
         data = json.loads(raw)
         state = data["state"]
+        netns = state.pop("sandbox_key")
+        if netns:
+            old = root / "run" / "netns" / cid
+            old.parent.mkdir(parents=True, exist_ok=True)
+            old.touch()
+            subprocess.run(["mount", "--bind", netns, str(old)], check=True)
+            subprocess.run(["umount", "-l", netns], check=True)
+            os.unlink(netns)
+            netns = str(old)
         data["extra"] = {"run": state.pop("start_count"), "manual_stop": state.pop("manually_stopped"),
-                         "netns": state.pop("sandbox_key")}
+                         "netns": netns}
         conn.execute("UPDATE objects SET data=? WHERE kind='container' AND id=?", (json.dumps(data), cid))
         conn.commit()
     finally:
         conn.close()
+    return netns
 
 
 @needs_runtime
@@ -417,11 +433,10 @@ async def test_live_restore_of_containers_an_older_version_started(world: World)
     quits = await svc.create(req(["sh", "-c", "sleep 0.5; exit 7"], host=HostConfig(
         network_mode="bridge", restart_policy=RestartPolicy("unless-stopped"))))
     await svc.start_container(quits.id)
-    sandbox = svc.get(c.id).state.sandbox_key
-    assert sandbox and Path(sandbox).exists()
     await world.halt()
-    for cid in (c.id, quits.id):
-        _as_written_by_0_1(world.root / "data" / "state.db", cid)
+    sandbox = _as_written_by_0_1(world.root, c.id)
+    assert sandbox == str(world.root / "run" / "netns" / c.id)
+    quits_sandbox = _as_written_by_0_1(world.root, quits.id)
     await asyncio.sleep(1.0)  # "quits" exits while no daemon runs
     await world.boot()
     svc = world.svc
@@ -434,6 +449,7 @@ async def test_live_restore_of_containers_an_older_version_started(world: World)
         await asyncio.sleep(0.05)
     assert svc.get(quits.id).state.restart_count == 1 and svc.get(quits.id).state.start_count == 2
     assert "die" in world.actions(quits.id) and world.actions(quits.id).count("start") == 2
+    assert not Path(quits_sandbox).exists()  # 0.1's namespace of the exited run is gone
     before = (await output(world, c.id)).count(b"tick")
     await asyncio.sleep(0.3)
     assert (await output(world, c.id)).count(b"tick") > before

@@ -99,7 +99,9 @@ class RuntimeCreateRequest:
     image: Image
     rootfs: str  # mounted root filesystem
     mounts: list[Mount] = field(default_factory=list)  # resolved sources
-    netns_path: str | None = None  # None = a fresh private namespace; "host" = host's
+    #: None = a fresh private namespace; "host" = the host's; else a namespace path to join
+    #: (:meth:`RuntimeDriver.create_sandbox`'s key, or the namespace of another container)
+    netns_path: str | None = None
     hosts_path: str = ""
     resolv_conf_path: str = ""
     hostname_path: str = ""
@@ -171,6 +173,40 @@ class RuntimeDriver(Driver):
     @abc.abstractmethod
     async def list(self) -> list[str]:
         """IDs of the containers this driver holds on this host (for reconciliation)."""
+
+    async def create_sandbox(self, container_id: str) -> str:
+        """Create the network sandbox a container's next run will live in.
+
+        Called by the container service at each start of a container that gets a network
+        namespace of its own (every network mode but ``host`` and ``container:<id>``), before
+        the network service connects it to its networks and before :meth:`create`, which gets
+        the result as ``RuntimeCreateRequest.netns_path``. On Linux: a persistent network
+        namespace with loopback up, bound at a path named with the owner token; a leftover of
+        an earlier run of the same container is replaced.
+
+        :param container_id: the container the sandbox is for.
+        :returns: the sandbox key, stored as ``ContainerState.sandbox_key``: a path network
+            drivers can enter (``setns``) and the runtime can join.
+        :raises DockyardError: when it cannot be made (nothing is left behind).
+
+        Drivers that declare the ``sandbox`` capability implement it.
+
+        .. versionadded:: 0.2
+        """
+        raise NotImplementedError(f"{self.info.name} cannot create network sandboxes")
+
+    async def remove_sandbox(self, container_id: str, sandbox_key: str) -> None:
+        """Remove a sandbox :meth:`create_sandbox` made, and what is still inside it.
+
+        Called by the container service once the container's process has exited and its
+        endpoints were disconnected, or when a start fails after the sandbox was made.
+        ``sandbox_key`` is the key :meth:`create_sandbox` returned, read back from the store
+        (possibly written by an earlier daemon). A sandbox that is already gone is not an
+        error. Returns nothing.
+
+        .. versionadded:: 0.2
+        """
+        raise NotImplementedError(f"{self.info.name} cannot remove network sandboxes")
 
     async def pause(self, container_id: str) -> None:
         """Freeze every process of the container (cgroup freezer)."""

@@ -25,7 +25,10 @@ Capabilities (``info.capabilities``) the cases look for:
 * ``tty`` -- ``resize()`` of a TTY container; a non-TTY one is a Conflict;
 * ``live-restore`` -- a new driver instance over the same directories finds running containers
   and the exit codes of those that exited while no instance existed;
-* ``stats``, ``top``, ``update`` -- the optional RuntimeDriver methods.
+* ``stats``, ``top``, ``update`` -- the optional RuntimeDriver methods;
+* ``sandbox`` -- ``create_sandbox``/``remove_sandbox``: a network namespace of its own (named
+  with the owner token, loopback up) that a container created with it as ``netns_path`` runs
+  in, gone without a trace once removed (removing it again is no error).
 
 Every case removes what it created and then checks that no cgroup named after the owner token
 and no process mentioning the driver's run directory is left.
@@ -390,3 +393,29 @@ class RuntimeContract(DriverContract):
         await asyncio.wait_for(driver.wait(cid), 15)
         with pytest.raises(Conflict):
             await driver.top(cid)
+
+    async def test_a_sandbox_is_a_namespace_and_leaves_nothing(self, driver, containers, rootfs) -> None:
+        requires(driver, "sandbox")
+        sid = new_id()
+        key = await driver.create_sandbox(sid)
+        try:
+            assert driver.context.owner in key  # kernel objects are named and owned
+            ns, own = os.stat(key), os.stat("/proc/self/ns/net")
+            assert (ns.st_dev, ns.st_ino) != (own.st_dev, own.st_ino)
+            script = "cat /sys/class/net/lo/flags; echo $(ls /sys/class/net); ls -l /proc/self/ns/net"
+            req = make_request(rootfs, ["sh", "-c", script], runtime=self.runtime)
+            req.netns_path = key
+            containers.append(req.container.id)
+            await driver.create(req)
+            await driver.start(req.container.id)
+            assert (await asyncio.wait_for(driver.wait(req.container.id), 15)).exit_code == 0
+            flags, links, link = (await collect_output(driver, req.container.id)).decode().splitlines()
+            assert int(flags, 16) & 1 and links == "lo"  # only loopback, and it is up
+            assert link.endswith(f"net:[{ns.st_ino}]")  # the container ran in the sandbox
+            await driver.delete(req.container.id, force=True)
+        finally:
+            await driver.remove_sandbox(sid, key)
+        assert not os.path.exists(key)
+        with open("/proc/self/mountinfo") as fh:
+            assert not [line for line in fh if key in line]
+        await driver.remove_sandbox(sid, key)  # already gone: not an error

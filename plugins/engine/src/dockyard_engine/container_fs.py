@@ -1,18 +1,12 @@
 """Helpers of the container service that read the host: ``top`` rows from /proc, archive
-stats and tars (``docker cp``), network namespace files, log timestamps. Blocking; callers run
-them in a thread."""
+stats and tars (``docker cp``), log timestamps. Blocking; callers run them in a thread."""
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import os
 import pwd
-import socket
 import stat
-import struct
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -204,61 +198,6 @@ def iter_file(path: str, chunk: int = 1 << 16) -> Iterator[bytes]:
             if not data:
                 return
             yield data
-
-
-# ---------------------------------------------------------------------------- netns
-_libc = ctypes.CDLL(None, use_errno=True)
-MNT_DETACH = 2
-
-
-CLONE_NEWNET = 0x40000000
-MS_BIND = 4096
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-
-
-def _new_netns_thread(path: Path, failures: list[OSError]) -> None:
-    """In this (throwaway) thread: a new network namespace, bound at ``path``, loopback up.
-
-    A network namespace is a per-thread attribute, so nothing else in the daemon moves; the
-    bind mount keeps the namespace alive after the thread ends.
-    """
-    try:
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
-        src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
-        if _libc.mount(src, str(path).encode(), None, MS_BIND, None) != 0:
-            raise OSError(ctypes.get_errno(), f"bind mount of the namespace on {path}")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            ifreq = struct.pack("16sh22x", b"lo", 0)  # struct ifreq: name, flags, padding
-            flags = struct.unpack("16sh22x", fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq))[1]
-            fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
-    except OSError as exc:
-        failures.append(exc)
-
-
-def create_netns(path: Path) -> None:
-    """A persistent network namespace bound at ``path``, loopback up (no helper processes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
-    failures: list[OSError] = []
-    worker = threading.Thread(target=_new_netns_thread, args=(path, failures), name="netns")
-    worker.start()
-    worker.join()
-    if failures:
-        remove_netns(path)
-        exc = failures[0]
-        raise InvalidArgument(f"cannot create a network namespace: {exc.strerror or exc}") from exc
-
-
-def remove_netns(path: Path) -> None:
-    if _libc.umount2(str(path).encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (22, 2):  # EINVAL (not a mount point), ENOENT
-            raise OSError(err, os.strerror(err), str(path))
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 # ---------------------------------------------------------------------------- timestamps

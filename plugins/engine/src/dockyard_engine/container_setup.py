@@ -1,9 +1,9 @@
 """What a container's start takes and its exit gives back, composed from the drivers.
 
-A start mounts the rootfs (``storage`` driver) and the volumes (``volumes`` service), gets a
-network namespace, connects it to each network (``networks`` service: IPAM address,
-``driver.join``, port rules, DNS records) and writes the /etc files the runtime binds
-(hostname, hosts, resolv.conf). :meth:`Setup.release` gives all of it back, in parallel,
+A start mounts the rootfs (``storage`` driver) and the volumes (``volumes`` service), has the
+runtime driver make a network sandbox (``create_sandbox``: a network namespace), connects it
+to each network (``networks`` service: IPAM address, ``driver.join``, port rules, DNS
+records) and writes the /etc files the runtime binds (hostname, hosts, resolv.conf). :meth:`Setup.release` gives all of it back, in parallel,
 when the process has exited; with ``remove_layer`` the read-write layer goes too.
 """
 
@@ -14,12 +14,10 @@ import contextlib
 import dataclasses
 import logging
 import shutil
-from pathlib import Path
 
 from dockyard.errors import Conflict, NotFound
 from dockyard.model import Container, Mount
 from dockyard.specs.network import PortMapping
-from dockyard_engine import container_fs as cfs
 from dockyard_engine.container_context import LIVE_STATES, ContainerContext
 
 log = logging.getLogger(__name__)
@@ -29,14 +27,10 @@ HOSTS_HEADER = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopba
 
 
 class Setup:
-    """The rootfs, volumes, network namespace, endpoints and /etc files of a container's run."""
+    """The rootfs, volumes, network sandbox, endpoints and /etc files of a container's run."""
 
     def __init__(self, ctx: ContainerContext) -> None:
         self.ctx = ctx
-
-    @property
-    def _netns_dir(self) -> Path:
-        return self.ctx.kernel.config.exec_root / "netns"
 
     # ------------------------------------------------------------------ volumes
     async def mount_volumes(self, c: Container) -> list[Mount]:
@@ -90,7 +84,8 @@ class Setup:
 
     # ------------------------------------------------------------------ network
     async def setup_network(self, c: Container) -> tuple[str | None, str]:
-        """(netns path for the runtime, netns file we own or "")."""
+        """(namespace for ``RuntimeCreateRequest.netns_path``, the sandbox key of the container's
+        own sandbox or "" when it has none)."""
         mode = c.host_config.network_mode or "default"
         if mode == "host":
             await self._connect_all(c, "")
@@ -103,14 +98,14 @@ class Setup:
             if other.host_config.network_mode == "host":
                 return "host", ""
             return path, ""
-        path = self._netns_dir / c.id
-        await asyncio.to_thread(cfs.create_netns, path)
+        rt = await self.ctx.runtime(c)
+        key = await rt.create_sandbox(c.id)
         try:
-            await self._connect_all(c, str(path))
+            await self._connect_all(c, key)
         except BaseException:
-            await asyncio.to_thread(cfs.remove_netns, path)
+            await rt.remove_sandbox(c.id, key)
             raise
-        return str(path), str(path)
+        return key, key
 
     async def _connect_all(self, c: Container, netns: str) -> None:
         svc = self.ctx.networks
@@ -134,14 +129,15 @@ class Setup:
                     await svc.disconnect(c, name, force=True)
             raise
 
-    async def teardown_network(self, c: Container, netns: str) -> None:
-        """Leave every network, then remove the namespace ``netns`` ("" = none of our own)."""
+    async def teardown_network(self, c: Container, sandbox: str) -> None:
+        """Leave every network, then have the runtime driver remove ``sandbox`` (the key of the
+        container's own sandbox; "" = none)."""
         svc = self.ctx.networks
         if svc is not None:
             try:
-                # a namespace of our own is removed just below: drivers may leave its
+                # a sandbox of our own is removed just below: drivers may leave its
                 # interfaces to the kernel (see EndpointRequest.sandbox_closing)
-                await svc.disconnect_all(c, sandbox_closing=bool(netns))
+                await svc.disconnect_all(c, sandbox_closing=bool(sandbox))
             except Exception:  # noqa: BLE001
                 log.exception("could not disconnect %s", c.name)
         for ep in c.networks.values():
@@ -150,8 +146,8 @@ class Setup:
             ep.gateway = ""
             ep.ip_prefix_len = 0
             ep.mac_address = ""
-        if netns:
-            await asyncio.to_thread(cfs.remove_netns, Path(netns))
+        if sandbox:
+            await (await self.ctx.runtime(c)).remove_sandbox(c.id, sandbox)
 
     # ------------------------------------------------------------------ /etc files
     async def etc_files(self, c: Container) -> dict[str, str]:
@@ -213,8 +209,8 @@ class Setup:
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------ release
-    async def release(self, c: Container, netns: str, remove_layer: bool = False) -> None:
-        """Give back what start took (rootfs mount, volumes, endpoints and namespace), in
+    async def release(self, c: Container, sandbox: str, remove_layer: bool = False) -> None:
+        """Give back what start took (rootfs mount, volumes, endpoints and the sandbox), in
         parallel; with ``remove_layer`` the read-write layer goes too."""
         drv = await self.ctx.storage()
 
@@ -225,7 +221,7 @@ class Setup:
                 with contextlib.suppress(NotFound):
                     await self.ctx.images.remove_rootfs(c.id)
 
-        await asyncio.gather(rootfs(), self.unmount_volumes(c), self.teardown_network(c, netns))
+        await asyncio.gather(rootfs(), self.unmount_volumes(c), self.teardown_network(c, sandbox))
 
 
 def port_mappings(c: Container) -> list[PortMapping]:

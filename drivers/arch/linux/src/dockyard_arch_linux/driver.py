@@ -10,8 +10,10 @@ Layout (``<data>`` = ``context.data_dir``, ``<run>`` = ``context.run_dir``)::
     <run>/bundles/<id>/execs/<exec-id>/  one exec session: process.json, log, exit file, fifos
     <run>/a/<cuuid> -> bundle            conmon's attach-socket symlinks (short socket paths)
     <run>/<runtime>/                     the OCI runtime's --root (crun, runc, ...)
+    <run>/netns/<owner>-<id>             the container's network sandbox (a bound netns)
 
-Nothing else on the host is touched, except cgroups named ``dockyard-<owner>-<id>``.
+Nothing else on the host is touched, except cgroups named ``dockyard-<owner>-<id>`` and the
+network namespaces bound in ``<run>/netns``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from dockyard.specs.arch import (
     RuntimeDriver,
     RuntimeState,
 )
-from dockyard_arch_linux import cgroups, monitor
+from dockyard_arch_linux import cgroups, monitor, sandbox
 from dockyard_arch_linux.logs import LogRecord, follow_lines, parse_line
 from dockyard_arch_linux.spec import SpecOptions, build_spec, exec_process
 
@@ -120,7 +122,7 @@ class LinuxRuntime(RuntimeDriver):
         name="linux", kind="arch",
         description="Linux containers: OCI spec, conmon monitor, crun or runc",
         capabilities=frozenset({"pause", "exec", "update", "stats", "top", "logs", "tty", "attach",
-                                "live-restore", "init", "seccomp"}),
+                                "live-restore", "init", "seccomp", "sandbox"}),
     )
 
     def __init__(self, context: Any) -> None:
@@ -502,6 +504,20 @@ class LinuxRuntime(RuntimeDriver):
         if not self._containers.exists():
             return []
         return sorted(p.parent.name for p in self._containers.glob("*/meta.json"))
+
+    # ------------------------------------------------------------------ network sandboxes
+    async def create_sandbox(self, container_id: str) -> str:
+        """A network namespace bound at ``<run>/netns/<owner>-<id>``, loopback up."""
+        path = sandbox.sandbox_path(self.context.run_dir, self.context.owner, container_id)
+        await asyncio.to_thread(sandbox.create, path)
+        return str(path)
+
+    async def remove_sandbox(self, container_id: str, sandbox_key: str) -> None:
+        """Detach the namespace at ``sandbox_key`` (this driver's path, or where dockyard 0.1's
+        engine bound one) and delete its file."""
+        path = Path(sandbox_key) if sandbox_key else sandbox.sandbox_path(
+            self.context.run_dir, self.context.owner, container_id)
+        await asyncio.to_thread(sandbox.remove, path)
 
     async def pause(self, container_id: str) -> None:
         meta = self._meta(container_id)
