@@ -115,6 +115,26 @@ def test_ps_args_and_timestamps() -> None:
     assert cfs.parse_ts("2026-11-24T05:51:36.5+01:00")[1] == "2026-11-24T04:51:36.500000000Z"
 
 
+def test_the_service_implements_the_containers_interface_as_declared() -> None:
+    """The facade offers every method of ``dockyard.services.containers.Containers`` with the
+    interface's signature (the fronts, the builder and compose are typed against it)."""
+    import inspect
+
+    from dockyard.services.containers import Containers
+    from dockyard_engine.containers import ContainerService
+
+    declared = {n for n, v in vars(Containers).items() if callable(v) and not n.startswith("_")}
+    assert declared >= {"create", "start_container", "logs", "exec_start", "archive_put", "commit"}
+    for name in sorted(declared):
+        want = inspect.signature(getattr(Containers, name))
+        have = inspect.signature(getattr(ContainerService, name))
+        assert inspect.iscoroutinefunction(getattr(ContainerService, name)) == \
+            inspect.iscoroutinefunction(getattr(Containers, name)), name
+        assert list(have.parameters) == list(want.parameters), name
+        for p_have, p_want in zip(have.parameters.values(), want.parameters.values(), strict=True):
+            assert (p_have.kind, p_have.default) == (p_want.kind, p_want.default), (name, p_have.name)
+
+
 # ============================================================================ real containers
 needs_runtime = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("conmon") or not shutil.which("crun")
                                    or not os.path.exists("/bin/busybox"), reason="needs root, conmon, crun, busybox")
