@@ -26,7 +26,7 @@ def tls_of(**values: object) -> ServerTLS:
     ({}, False, False, False),
     ({"tls": False}, False, False, True),                  # the explicit opt-in to plain TCP
     ({"tlsverify": True}, True, True, False),
-    ({"tls": True}, True, True, False),                    # --tls alone verifies, as dockerd 23+
+    ({"tls": True}, True, True, False),                    # --tls alone verifies, as dockerd does
     ({"tlsverify": False}, True, False, False),            # given at all, tlsverify turns TLS on
     ({"tls": True, "tlsverify": False}, True, False, False),
     ({"tls": False, "tlsverify": True}, True, True, False),
