@@ -24,6 +24,13 @@ Fixtures:
 ``dockyard_owners`` (session)
     The :class:`~dockyard_plugin_sdk.testing.Owners` of this session: every daemon and kernel
     above records its data root's owner token here; record your own with ``.record(token)``.
+``netns_hosts``
+    A :class:`dockyard_plugin_sdk.testing.NetnsHosts`: ``await netns_hosts.create(n)`` makes
+    ``n`` test hosts in parallel through the ``netns`` provision driver (loaded by a kernel from
+    the registry), each a network namespace running its own engine with mutual TLS on a shared
+    private bridge (:class:`~dockyard_plugin_sdk.testing.NetnsHost`: ``.docker(...)``,
+    ``.client()``, ``.bootstrap()``, ``.address``). All are removed at teardown. Skips with the
+    reason without root, ``dockyard-provision-netns`` or an engine to run.
 ``no_leaks``
     Fails the test (at teardown) naming every object of a recorded owner (a mount under its
     roots; a link, named netns, cgroup or nft table carrying its token) and every child
@@ -62,6 +69,7 @@ from dockyard_plugin_sdk.testing import (
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
+    from dockyard_plugin_sdk.testing.hosts import NetnsHosts
 
 LEAK_OPTION = "--dockyard-leak-check"
 _OWNERS = pytest.StashKey[Owners]()
@@ -167,6 +175,32 @@ def dockyardd_client(dockyardd: Daemon) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+# ---------------------------------------------------------------------------------- hosts
+@pytest_asyncio.fixture
+async def netns_hosts(dockyard_owners: Owners) -> AsyncIterator[NetnsHosts]:
+    """Test hosts for multi-host tests (``await netns_hosts.create(n)``); removed at teardown."""
+    import shutil
+    import tempfile
+
+    from dockyard_plugin_sdk.testing.hosts import NetnsHosts, netns_hosts_unavailable
+
+    reason = netns_hosts_unavailable()
+    if reason:
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="dyh-", dir="/tmp"))  # short: the hosts' unix sockets are below
+    try:
+        hosts = await NetnsHosts.open(root, owners=dockyard_owners)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    try:
+        yield hosts
+    finally:
+        errors = await hosts.close()
+        if errors:
+            pytest.fail("\n".join(errors), pytrace=False)
 
 
 # ---------------------------------------------------------------------------------- leaks

@@ -7,17 +7,21 @@
 * :mod:`.daemon` -- :func:`start_daemon` and :class:`Daemon`: a real dockyardd on private roots,
   with the docker CLI, our CLI and docker-py against it;
 * :mod:`.waiting` -- :func:`wait_for` and friends: wait on a condition, never for a fixed time;
+* :mod:`.hosts` -- :class:`NetnsHosts` and :class:`NetnsHost`: test hosts (network namespaces
+  each running an engine with mutual TLS) made through the ``netns`` provision driver;
 * :mod:`.tls` -- :class:`TestCA`: a throwaway CA, engine and client certificates.
 
 :mod:`dockyard_plugin_sdk.pytest_plugin` wraps them in fixtures (``dockyard_kernel``,
 ``hook_recorder``, ``no_leaks``, ``dockyard_owners``, ``dockyardd``, ``dockyardd_factory``,
-``start_dockyardd``, ``dockyardd_client``) and the session-wide ``--dockyard-leak-check``.
+``start_dockyardd``, ``dockyardd_client``, ``netns_hosts``) and the session-wide
+``--dockyard-leak-check``.
 """
 
 from __future__ import annotations
 
 from .daemon import API_FRONT, Daemon, owner_of, start_daemon, wait_for_socket
 from .hooks import HookCall, HookRecorder
+from .hosts import NetnsHost, NetnsHosts, netns_hosts_unavailable
 from .leaks import (
     CATEGORIES,
     HostSnapshot,
@@ -33,8 +37,8 @@ from .tls import TestCA
 from .waiting import WaitTimeout, async_wait_for, async_wait_for_exit, stays, wait_for, wait_for_exit
 
 __all__ = [
-    "API_FRONT", "CATEGORIES", "Daemon", "HookCall", "HookRecorder", "HostSnapshot", "Leaks", "Owners", "TestCA",
-    "WaitTimeout", "async_wait_for", "async_wait_for_exit", "dockyard_named", "owner_of", "owner_of_data_root",
-    "purge_owned", "snapshot_host", "start_daemon", "stays", "wait_for", "wait_for_exit", "wait_for_no_leaks",
-    "wait_for_socket",
+    "API_FRONT", "CATEGORIES", "Daemon", "HookCall", "HookRecorder", "HostSnapshot", "Leaks", "NetnsHost",
+    "NetnsHosts", "Owners", "TestCA", "WaitTimeout", "async_wait_for", "async_wait_for_exit", "dockyard_named",
+    "netns_hosts_unavailable", "owner_of", "owner_of_data_root", "purge_owned", "snapshot_host", "start_daemon",
+    "stays", "wait_for", "wait_for_exit", "wait_for_no_leaks", "wait_for_socket",
 ]
