@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from dockyard.errors import InvalidArgument
 from dockyard.specs._base import DriverContext
 from dockyard_plugin_sdk.conformance.network import free_test_subnet, random_owner
 from dockyard_plugin_sdk.testing import Owners, snapshot_host, wait_for_no_leaks
@@ -66,16 +67,25 @@ def make_driver(roots: Callable[[], Path]) -> Callable[..., NetnsProvisioner]:
 
 
 @pytest_asyncio.fixture
-async def netns_driver(make_driver: Callable[..., NetnsProvisioner]) -> AsyncIterator[NetnsProvisioner]:
-    """A set-up driver on a random free /24 of 10.247.0.0/16. At teardown every host it still
-    has is removed, it is closed, and nothing of its owner may be left: no netns, link, cgroup,
-    mount under its directories or process."""
+async def netns_driver(make_driver: Callable[..., NetnsProvisioner],
+                       dockyard_owners: Owners) -> AsyncIterator[NetnsProvisioner]:
+    """A set-up driver on a random free /24 of 10.247.0.0/16 (another one if a parallel session
+    claims it first). At teardown every host it still has is removed, it is closed, and nothing
+    of its owner may be left: no netns, link, cgroup, mount under its directories or process.
+    Its owner is recorded for the session's leak check too."""
     before = await asyncio.to_thread(snapshot_host)
-    subnet = await asyncio.to_thread(free_test_subnet, SUBNET_BASE, 24)
-    drv = make_driver(subnet=subnet)
     owners = Owners()
-    owners.record(drv.context.owner, drv.context.data_dir.parent)
-    await drv.setup()
+    for attempt in range(5):
+        subnet = await asyncio.to_thread(free_test_subnet, SUBNET_BASE, 24)
+        drv = make_driver(subnet=subnet)
+        for o in (owners, dockyard_owners):
+            o.record(drv.context.owner, drv.context.data_dir.parent)
+        try:
+            await drv.setup()
+            break
+        except InvalidArgument:
+            if attempt == 4:
+                raise
     try:
         yield drv
     finally:
