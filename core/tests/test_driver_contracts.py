@@ -1,19 +1,30 @@
 """Contracts between the kernel and its drivers stay explicit: the kernel keeps its own record of
-which drivers are set up (nothing is written onto a driver), and a capability with a protocol
-(``embedded-dns``) is checked against the driver's class when it loads."""
+which drivers are set up (nothing is written onto a driver); a capability with a protocol
+(``embedded-dns``) is checked against the driver's class when it loads; a kind's area is the
+spec module of its ABC, and the distribution a missing driver comes from is declared by
+installed distributions (``dockyard.providers``), not by a table in core."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from dockyard.config import Config
-from dockyard.errors import PluginLoadError
+from dockyard.errors import DriverNotInstalled, PluginConflictError, PluginLoadError
 from dockyard.kernel import Kernel
 from dockyard.registry import Registry, check_driver_class
-from dockyard.specs import EmbeddedDnsDriver
+from dockyard.specs import (
+    AREAS,
+    DRIVER_BASES,
+    NAMESPACES,
+    PROVIDER_GROUP,
+    DriverProvider,
+    EmbeddedDnsDriver,
+    conventional_distribution,
+)
 
 COUNTING_VOLUME_DRIVER = """
 from dockyard.specs import DriverInfo, VolumeDriver
@@ -128,3 +139,94 @@ def test_a_driver_with_the_capability_and_its_protocol_loads(make_dist) -> None:
     namespace: dict[str, object] = {}
     exec(compile(plain, "<plain>", "exec"), namespace)  # a driver without DNS stays as simple as before
     assert check_driver_class(namespace["Toy"], "network") == ""
+
+
+# ---------------------------------------------------------------------------- areas and providers
+def test_each_kind_belongs_to_the_area_whose_spec_module_defines_its_abc() -> None:
+    for kind, (area, _key, _default) in NAMESPACES.items():
+        assert DRIVER_BASES[kind].__module__ == f"dockyard.specs.{area}", kind
+        assert kind in AREAS[area]
+    assert sorted(k for kinds in AREAS.values() for k in kinds) == sorted(NAMESPACES)
+
+
+def providers_dist(make_dist, dist: str, mod: str, body: str):
+    return make_dist(dist, {"dockyard.providers": {dist: f"{mod}:PROVIDERS"}},
+                     {mod: "from dockyard.specs import DriverProvider\n" + body})
+
+
+def scanned(**environ: str) -> Registry:
+    reg = Registry(environ=dict(environ))
+    reg.scan()
+    return reg
+
+
+def test_a_missing_driver_names_the_distribution_an_installed_one_declares(make_dist) -> None:
+    providers_dist(make_dist, "acme-engine", "acme_providers",
+                   'PROVIDERS = (DriverProvider("network", "fancy", "acme-networking"),\n'
+                   '             DriverProvider("volume", "nfs", "acme-storage-pack"))\n')
+    reg = scanned()
+    with pytest.raises(DriverNotInstalled, match="pip install acme-networking") as exc:
+        reg.load_driver("network", "fancy")
+    assert exc.value.distribution == "acme-networking" and "bridge" in exc.value.installed
+    assert reg.provider_of("volume", "nfs") == "acme-storage-pack"
+    assert reg.provider_of("volume", "other") == "dockyard-storage-other"  # the convention
+    assert conventional_distribution("ipam", "default") == "dockyard-network-default"  # hence declarations
+    rec = reg.find(PROVIDER_GROUP, "acme-engine")[0]
+    assert (rec.kind, rec.area, rec.status) == ("provider", "provider", "loaded")
+
+
+def test_an_installed_driver_is_named_by_its_own_distribution(make_dist) -> None:
+    make_dist("acme-storage-pack", {"dockyard.drivers.volume": {"counting": "counting_vol3:Counting"}},
+              {"counting_vol3": COUNTING_VOLUME_DRIVER})
+    providers_dist(make_dist, "acme-engine", "acme_providers2",
+                   'PROVIDERS = (DriverProvider("volume", "counting", "someone-else"),)\n')
+    assert scanned().provider_of("volume", "counting") == "acme-storage-pack"
+
+
+def test_disagreeing_declarations_are_a_recorded_conflict(make_dist) -> None:
+    providers_dist(make_dist, "acme-engine", "acme_providers3",
+                   'PROVIDERS = (DriverProvider("network", "fancy", "acme-networking"),)\n')
+    providers_dist(make_dist, "other-engine", "other_providers3",
+                   'PROVIDERS = (DriverProvider("network", "fancy", "other-networking"),)\n')
+    reg = scanned()
+    with pytest.raises(DriverNotInstalled, match="pip install dockyard-network-fancy"):
+        reg.load_driver("network", "fancy")
+    conflict = next(p for p in reg.problems if isinstance(p, PluginConflictError))
+    assert "acme-networking (declared by acme-engine)" in str(conflict)
+    assert "other-networking (declared by other-engine)" in str(conflict)
+
+
+@pytest.mark.parametrize("n, body, cause", [
+    (1, "raise RuntimeError('no providers today')\n", "no providers today"),
+    (2, "PROVIDERS = [('network', 'fancy', 'acme-networking')]\n", "must be an iterable of dockyard.specs.DriverProvider"),
+])
+def test_a_broken_declaration_is_recorded_and_the_convention_used(make_dist, n, body, cause) -> None:
+    providers_dist(make_dist, "acme-engine", f"bad_providers{n}", body)
+    reg = scanned()
+    assert reg.provider_of("network", "fancy") == "dockyard-network-fancy"
+    rec = reg.find(PROVIDER_GROUP, "acme-engine")[0]
+    assert rec.status == "failed" and cause in rec.error
+    assert any(isinstance(p, PluginLoadError) and cause in str(p) for p in reg.problems)
+
+
+def test_provider_hints_obey_deny_but_not_allow(make_dist) -> None:
+    providers_dist(make_dist, "acme-engine", "acme_providers4",
+                   'PROVIDERS = (DriverProvider("network", "fancy", "acme-networking"),)\n')
+    denied = scanned(DOCKYARD_DISABLE_PLUGINS="acme-engine")
+    assert denied.provider_of("network", "fancy") == "dockyard-network-fancy"
+    assert "acme_providers4" not in sys.modules  # a denied distribution's code is not imported
+    assert scanned(DOCKYARD_LOAD_PLUGINS="bridge").provider_of("network", "fancy") == "acme-networking"
+
+
+def test_driver_provider_is_validated() -> None:
+    with pytest.raises(ValueError, match="unknown driver kind"):
+        DriverProvider("networks", "x", "d")
+    with pytest.raises(ValueError, match="needs a driver name and a distribution"):
+        DriverProvider("network", "x", "")
+
+
+async def test_no_installed_layer_driver_names_the_default_distribution(tmp_path: Path) -> None:
+    cfg = Config(values={"data-root": str(tmp_path / "data"), "exec-root": str(tmp_path / "run")})
+    k = Kernel.build(cfg, autoload=False, environ={"DOCKYARD_DISABLE_PLUGINS": "overlay,vfs"})
+    with pytest.raises(DriverNotInstalled, match="pip install dockyard-storage-overlay"):
+        await k.driver_ready("storage")

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from dockyard.config import Config
 from dockyard.kernel import Kernel
 from dockyard.registry import CLI_GROUP, PLUGIN_GROUP, PluginRecord, Registry
-from dockyard.specs import NAMESPACES
+from dockyard.specs import NAMESPACES, PROVIDER_GROUP, DriverProvider, conventional_distribution
 
 
 def scanned() -> Registry:
@@ -32,6 +32,7 @@ def ids(records: list[PluginRecord]) -> list[str]:
 DRIVERS = [r for r in RECORDS if r.kind in NAMESPACES]
 PLUGINS = [r for r in RECORDS if r.group == PLUGIN_GROUP]
 CLIS = [r for r in RECORDS if r.group == CLI_GROUP]
+PROVIDERS = [r for r in RECORDS if r.group == PROVIDER_GROUP]
 
 
 def test_no_name_is_claimed_twice() -> None:
@@ -58,6 +59,26 @@ async def test_plugin_registers_on_a_fresh_kernel(tmp_path: Path, record: Plugin
         kernel.pm.check_pending()
     finally:
         await kernel.stop()
+
+
+@pytest.mark.parametrize("record", PROVIDERS, ids=ids(PROVIDERS))
+def test_provider_declaration_loads_and_agrees_with_the_installed_drivers(record: PluginRecord) -> None:
+    assert record.entry_point is not None
+    declared = list(record.entry_point.load())
+    assert declared and all(isinstance(d, DriverProvider) for d in declared)
+    for d in declared:
+        installed = {r.distribution for r in DRIVERS if (r.kind, r.name) == (d.kind, d.name)}
+        assert installed <= {d.distribution}, \
+            f"{record.distribution} declares {d.kind}:{d.name} in {d.distribution}, installed from {installed}"
+
+
+@pytest.mark.parametrize("record", DRIVERS, ids=ids(DRIVERS))
+def test_an_uninstalled_driver_would_be_named_by_its_distribution(record: PluginRecord) -> None:
+    """What DriverNotInstalled would say were this driver's distribution uninstalled: the
+    declared provider, else ``dockyard-<area>-<name>``."""
+    hint = scanned().declared_provider(record.kind, record.name) or conventional_distribution(record.kind, record.name)
+    assert hint == record.distribution, \
+        f"{record.kind}:{record.name} comes from {record.distribution}: declare it (dockyard.providers)"
 
 
 @pytest.mark.parametrize("record", CLIS, ids=ids(CLIS))

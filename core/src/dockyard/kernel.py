@@ -20,7 +20,6 @@ import pluggy
 from dockyard import __version__
 from dockyard.config import Config
 from dockyard.errors import (
-    DriverNotInstalled,
     InvalidArgument,
     PluginConflictError,
     PluginError,
@@ -32,7 +31,7 @@ from dockyard.model import Event
 from dockyard.registry import Registry, register_checked
 from dockyard.services import DEFAULT_PROVIDER, DEFAULT_ROLE, Service, ServiceInfo, start_order
 from dockyard.specs import NAMESPACES, SPEC_CLASSES, Driver, DriverContext
-from dockyard.specs._base import AUTO_PRIORITY, PROJECT, provider_distribution
+from dockyard.specs._base import AUTO_PRIORITY, PROJECT
 from dockyard.specs.config import ConfigOption
 from dockyard.specs.events import BackgroundService
 from dockyard.store import Store
@@ -157,7 +156,7 @@ class Kernel:
         if failures:
             raise Unavailable(f"no usable {kind} driver: " + "; ".join(failures))
         default = NAMESPACES[kind][2]
-        raise DriverNotInstalled(kind, default, [], provider_distribution(kind, default))
+        raise self.registry.not_installed(kind, default)
 
     def driver(self, kind: str, name: str | None = None) -> Driver:
         """The (cached) driver instance ``name`` of ``kind``; the configured one by default.

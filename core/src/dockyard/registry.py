@@ -2,7 +2,9 @@
 
 Three groups matter: ``dockyard.drivers.<kind>`` (stevedore loads drivers by name),
 ``dockyard.plugins`` (feature plugins registered on the kernel's pluggy manager) and
-``dockyard.cli`` (click groups, resolved lazily by the CLI). Everything is read fresh from
+``dockyard.cli`` (click groups, resolved lazily by the CLI); besides, ``dockyard.services``
+(service providers) and ``dockyard.providers`` (which distribution provides a driver that is not
+installed, read only to say so). Everything is read fresh from
 ``importlib.metadata`` on each :meth:`Registry.scan` -- no process-wide cache -- so that an
 install or uninstall is seen by the next kernel, and every entry point is known with its
 distribution, which is what conflict and load errors must name.
@@ -35,10 +37,12 @@ from dockyard.errors import (
 from dockyard.specs._base import (
     DRIVER_API_VERSION,
     NAMESPACES,
+    PROVIDER_GROUP,
     Driver,
     DriverInfo,
+    DriverProvider,
+    conventional_distribution,
     entry_point_group,
-    provider_distribution,
 )
 
 if TYPE_CHECKING:
@@ -110,6 +114,8 @@ def _kind_of(group: str) -> tuple[str, str] | None:
         return "cli", "cli"
     if group == SERVICE_GROUP:
         return "service", "service"
+    if group == PROVIDER_GROUP:
+        return "provider", "provider"
     prefix = "dockyard.drivers."
     if group.startswith(prefix) and group[len(prefix):] in NAMESPACES:
         kind = group[len(prefix):]
@@ -232,7 +238,8 @@ class Registry:
         names = {record.name, f"{record.kind}:{record.name}", record.distribution}
         if names & self.deny:
             return True
-        return self.allow is not None and record.kind != "cli" and not (names & self.allow)
+        # command names and provider hints are metadata: an allow list does not hide them
+        return self.allow is not None and record.kind not in ("cli", "provider") and not (names & self.allow)
 
     def find(self, group: str, name: str | None = None) -> list[PluginRecord]:
         return [r for r in self.records if r.group == group and (name is None or r.name == name)]
@@ -251,7 +258,7 @@ class Registry:
             self.scan()
             recs = self.find(group, name)
         if not recs:
-            raise _not_installed(kind, name, self.driver_names(kind))
+            raise self.not_installed(kind, name)
         rec = recs[0]
         if rec.status == "conflict":
             raise PluginConflictError(kind, name, [f"{r.distribution} {r.version}" for r in recs])
@@ -287,6 +294,7 @@ class Registry:
         """Try to load every driver and service provider (for ``plugins list``); failures are
         recorded, not raised."""
         self.load_service_providers()
+        self.load_driver_providers()
         for rec in self.records:
             if rec.kind in NAMESPACES and rec.status == "available":
                 try:
@@ -370,6 +378,59 @@ class Registry:
             out.append((rec, infos))
         return out
 
+    # ------------------------------------------------------------------ which distribution
+    def load_driver_providers(self) -> dict[tuple[str, str], dict[str, list[str]]]:
+        """(kind, name) -> {distribution: the installed distributions declaring it} from every
+        ``dockyard.providers`` entry point (:class:`~dockyard.specs.DriverProvider`). Imported
+        only to name a missing driver's distribution, and by ``plugins list``; failures are
+        recorded, not raised."""
+        out: dict[tuple[str, str], dict[str, list[str]]] = {}
+        for rec in self.find(PROVIDER_GROUP):
+            if rec.status not in ("available", "loaded"):
+                continue
+            try:
+                declared = list(rec.load())
+            except Exception as exc:  # noqa: BLE001 - any import failure is reported
+                self._fail(rec, _cause(exc))
+                continue
+            bad = [d for d in declared if not isinstance(d, DriverProvider)]
+            if bad:
+                self._fail(rec, f"{rec.target} must be an iterable of dockyard.specs.DriverProvider, "
+                                f"found {type(bad[0]).__name__}")
+                continue
+            rec.status, rec.error = "loaded", ""
+            for d in declared:
+                out.setdefault((d.kind, d.name), {}).setdefault(d.distribution, []).append(rec.distribution)
+        return out
+
+    def provider_of(self, kind: str, name: str) -> str:
+        """The distribution to install for driver ``name`` of ``kind``: the one whose entry
+        point provides it when installed; else the one installed distributions declare
+        (``dockyard.providers``); else ``dockyard-<area>-<name>``. Declarations that disagree
+        are a recorded ``PluginConflictError`` and the convention is used."""
+        installed = sorted({r.distribution for r in self.find(entry_point_group(kind), name)})
+        if len(installed) == 1:
+            return installed[0]
+        return self.declared_provider(kind, name) or conventional_distribution(kind, name)
+
+    def declared_provider(self, kind: str, name: str) -> str | None:
+        """The distribution installed ``dockyard.providers`` declarations name for driver
+        ``name`` of ``kind``; None when none does, or when they disagree (then a recorded
+        ``PluginConflictError`` naming each declaration)."""
+        declared = self.load_driver_providers().get((kind, name), {})
+        if len(declared) == 1:
+            return next(iter(declared))
+        if declared:
+            self.problems.append(PluginConflictError(
+                f"{kind} driver provider", name,
+                [f"{dist} (declared by {', '.join(sorted(by))})" for dist, by in declared.items()]))
+        return None
+
+    def not_installed(self, kind: str, name: str) -> DriverNotInstalled:
+        """The error for driver ``name`` of ``kind`` not being installed, naming the
+        distribution to install (:meth:`provider_of`) and the installed drivers of the kind."""
+        return DriverNotInstalled(kind, name, self.driver_names(kind), self.provider_of(kind, name))
+
     # ------------------------------------------------------------------ CLI
     def cli_names(self) -> list[str]:
         return sorted({r.name for r in self.find(CLI_GROUP) if r.status != "blocked"})
@@ -385,10 +446,6 @@ class Registry:
             return rec.load()
         except Exception as exc:  # noqa: BLE001
             raise self._fail(rec, _cause(exc)) from exc
-
-
-def _not_installed(kind: str, name: str, installed: list[str]) -> DriverNotInstalled:
-    return DriverNotInstalled(kind, name, installed, provider_distribution(kind, name))
 
 
 def check_driver_class(cls: Any, kind: str) -> str:

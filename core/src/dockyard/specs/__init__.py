@@ -17,13 +17,15 @@ from dockyard.specs._base import (
     AREAS,
     DRIVER_API_VERSION,
     NAMESPACES,
+    PROVIDER_GROUP,
     Driver,
     DriverContext,
     DriverInfo,
+    DriverProvider,
+    conventional_distribution,
     entry_point_group,
     hookimpl,
     hookspec,
-    provider_distribution,
 )
 
 if TYPE_CHECKING:
@@ -80,11 +82,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AREAS", "CAPABILITY_BASES", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "SPEC_CLASSES",
+    "AREAS", "CAPABILITY_BASES", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "PROVIDER_GROUP",
+    "SPEC_CLASSES",
     "ApiFront", "ApiMiddleware", "ApiRoute", "ImagePuller", "BackgroundService", "ConfigOption", "Driver",
-    "DriverContext", "DriverInfo", "EmbeddedDnsDriver", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore",
+    "DriverContext", "DriverInfo", "DriverProvider", "EmbeddedDnsDriver", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore",
     "Provisioner", "RuntimeDriver", "VolumeDriver", "entry_point_group", "hookimpl",
-    "hookspec", "provider_distribution",
+    "hookspec", "conventional_distribution",
     "ApiSpecs", "ArchSpecs", "ClusterSpecs", "ConfigSpecs", "EventSpecs", "NetworkSpecs", "ProvisionSpecs",
     "StorageSpecs",
 ]

@@ -23,19 +23,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 #: The driver ABI version this core implements. A driver declaring another major is refused.
 DRIVER_API_VERSION = 1
 
-#: The five areas of the design card, and the entry-point namespaces that belong to each.
-#: ``single`` namespaces select exactly one driver from config; the others hold many drivers
-#: chosen per object (per network, per volume, per platform, per host).
-AREAS: dict[str, tuple[str, ...]] = {
-    "arch": ("arch",),
-    "storage": ("storage", "volume"),
-    "network": ("network", "ipam"),
-    "cluster": ("cluster",),
-    "provision": ("provision",),
-}
-
-#: namespace kind -> (area, config key selecting the driver, or None when chosen per object,
-#: the default driver name)
+#: driver kind -> (area, config key selecting the driver, or None when chosen per object,
+#: the default driver name). Each kind has one entry-point group, ``dockyard.drivers.<kind>``.
+#: Its area is the spec module that defines its ABC (``dockyard.specs.<area>``): a kind
+#: belongs to exactly one area, and an area holds one kind or more (``storage``: layer and
+#: volume drivers; ``network``: network and IPAM drivers). Keyed drivers are chosen from
+#: config (exactly one); the others per object (per network, per volume, per platform, per host).
 NAMESPACES: dict[str, tuple[str, str | None, str]] = {
     "arch": ("arch", None, "linux"),
     "storage": ("storage", "storage-driver", "overlay"),
@@ -46,19 +39,21 @@ NAMESPACES: dict[str, tuple[str, str | None, str]] = {
     "provision": ("provision", None, "netns"),
 }
 
+#: area -> its driver kinds, derived from :data:`NAMESPACES` (the five areas of the design card).
+AREAS: dict[str, tuple[str, ...]] = {
+    area: tuple(kind for kind, (of, _key, _default) in NAMESPACES.items() if of == area)
+    for area, _key, _default in NAMESPACES.values()
+}
+
 #: When a single-driver kind is not configured, the first of these that is installed and
 #: sets up wins (then any other installed one, by name), as dockerd picks a graph driver: a
 #: kernel without overlayfs, or a host where overlay is uninstalled, gets vfs. A configured
 #: driver is never replaced: its failure is the daemon's failure.
 AUTO_PRIORITY: dict[str, tuple[str, ...]] = {"storage": ("overlay", "vfs")}
 
-#: Distributions whose name does not follow ``dockyard-<area>-<name>``.
-PROVIDER_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("ipam", "default"): "dockyard-network-ipam",
-    ("network", "host"): "dockyard-network-bridge",
-    ("network", "null"): "dockyard-network-bridge",
-    ("volume", "local"): "dockyard-storage-local",
-}
+#: The entry-point group where installed distributions declare which distribution provides a
+#: driver that may not be installed (each entry point: an iterable of :class:`DriverProvider`).
+PROVIDER_GROUP = "dockyard.providers"
 
 
 def entry_point_group(kind: str) -> str:
@@ -66,10 +61,39 @@ def entry_point_group(kind: str) -> str:
     return f"dockyard.drivers.{kind}"
 
 
-def provider_distribution(kind: str, name: str) -> str:
-    """The distribution that conventionally provides driver ``name`` of ``kind``."""
+def conventional_distribution(kind: str, name: str) -> str:
+    """The distribution that provides driver ``name`` of ``kind`` by the naming convention,
+    ``dockyard-<area>-<name>``: what ``dockyard plugin new`` generates. A driver that is not
+    installed and whose distribution is named otherwise is found through :data:`PROVIDER_GROUP`
+    (:meth:`dockyard.registry.Registry.provider_of`)."""
     area = NAMESPACES[kind][0]
-    return PROVIDER_EXCEPTIONS.get((kind, name), f"dockyard-{area}-{name}")
+    return f"dockyard-{area}-{name}"
+
+
+@dataclass(frozen=True)
+class DriverProvider:
+    """Declares that ``distribution`` provides driver ``name`` of ``kind``: the hint a
+    :class:`~dockyard.errors.DriverNotInstalled` gives when that driver is not installed.
+
+    An installed distribution lists these under :data:`PROVIDER_GROUP` for drivers it uses
+    but does not ship, whose distribution is not named ``dockyard-<area>-<name>`` (the engine:
+    its built-in ``host`` and ``none`` networks come from ``dockyard-network-bridge``)::
+
+        [project.entry-points."dockyard.providers"]
+        engine = "dockyard_engine.default_drivers:PROVIDERS"
+
+    An installed driver needs none: its own entry point names its distribution.
+    """
+
+    kind: str
+    name: str
+    distribution: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in NAMESPACES:
+            raise ValueError(f"unknown driver kind {self.kind!r}; one of {sorted(NAMESPACES)}")
+        if not self.name or not self.distribution:
+            raise ValueError("a DriverProvider needs a driver name and a distribution")
 
 
 @dataclass(frozen=True)
