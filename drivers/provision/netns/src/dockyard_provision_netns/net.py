@@ -265,6 +265,12 @@ def connect_host(netns: str, veth: str, bridge: str, address: ipaddress.IPv4Inte
 
 
 def _configure_inside(address: ipaddress.IPv4Interface) -> None:
+    # The host's own IPv4 forwarding (this thread is inside it: /proc/sys/net is the thread's
+    # namespace), as dockerd sets it on its machine: replies to the engine's containers arrive
+    # on eth0 and are forwarded to its bridge. A new namespace copies the machine's setting or
+    # the kernel default (0), so it is set, not inherited. The machine's bridge still routes
+    # nothing: hosts have only their range to talk to.
+    write_sysctl(PROC_SYS / "ipv4" / "ip_forward", "1")
     with IPRoute() as ipr:
         (lo,) = ipr.link_lookup(ifname=LOOPBACK)
         ipr.link("set", index=lo, state="up")
