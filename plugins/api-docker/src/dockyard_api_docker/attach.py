@@ -157,7 +157,7 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
     if isinstance(source, asyncio.Future) and outcome != "exited":
         svc.cancel_attach(c.id, source)
     if outcome == "detached":
-        svc._emit(c, "detach")  # noqa: SLF001 - same event helper
+        svc.detached(c.id)
     return resp
 
 

@@ -94,8 +94,10 @@ class ContainerService(Service):
         return out
 
     def _emit(self, c: Container, action: str, **attrs: Any) -> None:
-        """A ``container`` event (the API front emits ``detach`` through it)."""
         self.ctx.emit(c, action, **attrs)
+
+    def detached(self, ref: str) -> None:
+        self.ctx.emit(self.get(ref), "detach")
 
     # ------------------------------------------------------------------ life cycle
     async def create(self, req: ContainerCreate) -> Container:
