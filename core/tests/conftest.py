@@ -1,4 +1,5 @@
-"""Fixtures for the core's tests: throwaway installed distributions on sys.path."""
+"""Fixtures for the core's tests: throwaway installed distributions on sys.path, and fake drivers
+installed that way (the core's tests never need a real driver: each is its own distribution)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,40 @@ def make_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
     yield make
     for mod in created:
         sys.modules.pop(mod, None)
+
+
+FAKE_LAYER_DRIVERS = """
+from dockyard.specs import DriverInfo, LayerDriver
+
+
+class Fake(LayerDriver):  # stores nothing: enough for the kernel to select, set up and close
+    async def setup(self):
+        self.context.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def apply(self, key, parent, tar_path): raise NotImplementedError
+    async def prepare(self, key, parent): raise NotImplementedError
+    async def mount(self, key): raise NotImplementedError
+    async def unmount(self, key): pass
+    async def diff(self, key, out_path): raise NotImplementedError
+    async def remove(self, key): pass
+    async def exists(self, key): return False
+    async def list(self): return []
+
+
+class Fast(Fake):
+    info = DriverInfo("fake-fast", "storage")
+
+
+class Slow(Fake):
+    info = DriverInfo("fake-slow", "storage")
+"""
+
+
+@pytest.fixture
+def fake_layer_drivers(make_dist: Callable[..., FakeDist]) -> tuple[str, str]:
+    """Two layer drivers, ``fake-fast`` and ``fake-slow``, installed by one throwaway
+    distribution (``acme-fake-layers``); returns their names."""
+    make_dist("acme-fake-layers", {"dockyard.drivers.storage": {"fake-fast": "acme_fake_layers:Fast",
+                                                                "fake-slow": "acme_fake_layers:Slow"}},
+              {"acme_fake_layers": FAKE_LAYER_DRIVERS})
+    return "fake-fast", "fake-slow"

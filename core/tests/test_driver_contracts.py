@@ -164,10 +164,12 @@ def test_a_missing_driver_names_the_distribution_an_installed_one_declares(make_
     providers_dist(make_dist, "acme-engine", "acme_providers",
                    'PROVIDERS = (DriverProvider("network", "fancy", "acme-networking"),\n'
                    '             DriverProvider("volume", "nfs", "acme-storage-pack"))\n')
+    make_dist("dockyard-network-toy", {"dockyard.drivers.network": {"toy": "toy_net_listed:Toy"}},
+              {"toy_net_listed": NETWORK_DRIVER.format(base="NetworkDriver", caps="", dns="")})
     reg = scanned()
     with pytest.raises(DriverNotInstalled, match="pip install acme-networking") as exc:
         reg.load_driver("network", "fancy")
-    assert exc.value.distribution == "acme-networking" and "bridge" in exc.value.installed
+    assert exc.value.distribution == "acme-networking" and "toy" in exc.value.installed
     assert reg.provider_of("volume", "nfs") == "acme-storage-pack"
     assert reg.provider_of("volume", "other") == "dockyard-storage-other"  # the convention
     assert conventional_distribution("ipam", "default") == "dockyard-network-default"  # hence declarations

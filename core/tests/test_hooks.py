@@ -121,18 +121,18 @@ def test_config_options_are_historic(tmp_path: Path):
     assert "x-late" in {o.name for o in k.config_options()}
 
 
-def test_storage_options_merge_under_config(tmp_path: Path):
+def test_storage_options_merge_under_config(tmp_path: Path, fake_layer_drivers):
     class Opts:
         @hookimpl
         def dockyard_storage_options(self, kernel, driver):
-            return {"size": "1G", "extra": "yes"} if driver == "vfs" else None
+            return {"size": "1G", "extra": "yes"} if driver == "fake-fast" else None
 
-    k = kernel(tmp_path, Opts(), **{"storage-driver": "vfs", "storage-opts": ["size=5G"]})
+    k = kernel(tmp_path, Opts(), **{"storage-driver": "fake-fast", "storage-opts": ["size=5G"]})
     drv = k.driver("storage")
     assert dict(drv.context.options) == {"size": "5G", "extra": "yes"}
 
 
-async def test_background_services_run_and_failures_are_recorded(tmp_path: Path):
+async def test_background_services_run_and_failures_are_recorded(tmp_path: Path, fake_layer_drivers):
     started = asyncio.Event()
     cancelled = asyncio.Event()
 
@@ -155,7 +155,7 @@ async def test_background_services_run_and_failures_are_recorded(tmp_path: Path)
         def dockyard_background_services(self, kernel):
             return [BackgroundService("runs", runs), BackgroundService("fails", fails)]
 
-    k = kernel(tmp_path, Svc(), **{"storage-driver": "vfs"})
+    k = kernel(tmp_path, Svc(), **{"storage-driver": "fake-fast"})
     await k.start()
     await asyncio.wait_for(started.wait(), 5)
     await asyncio.wait_for(failing.wait(), 5)

@@ -10,6 +10,7 @@ from dockyard.config import Config
 from dockyard.errors import DriverNotInstalled, PluginError
 from dockyard.kernel import Kernel
 from dockyard.specs import ConfigOption, hookimpl
+from dockyard.specs._base import AUTO_PRIORITY
 
 
 class Recorder:
@@ -73,35 +74,43 @@ def test_selected_driver_comes_from_config(tmp_path: Path):
         k.driver("storage")
 
 
-async def test_start_and_stop_open_and_close_the_store(tmp_path: Path):
+async def test_start_and_stop_open_and_close_the_store(tmp_path: Path, fake_layer_drivers):
     k = kernel(tmp_path)
-    k.config.values["storage-driver"] = "vfs"
+    k.config.values["storage-driver"] = "fake-fast"
     await k.start()
     assert k.store is not None and (tmp_path / "data" / "state.db").exists()
     ident = k.daemon_id
     assert k.daemon_id == ident  # stable
-    assert ("storage", "vfs") in k.drivers
+    assert ("storage", "fake-fast") in k.drivers
     await k.stop()
     assert k.store is None
 
 
-async def test_unconfigured_storage_falls_back_when_overlay_is_not_installed(tmp_path: Path):
+def test_unconfigured_storage_prefers_overlay_then_vfs():
+    assert AUTO_PRIORITY["storage"] == ("overlay", "vfs")
+
+
+async def test_unconfigured_storage_falls_back_when_the_first_choice_is_not_installed(
+        tmp_path: Path, fake_layer_drivers, monkeypatch: pytest.MonkeyPatch):
+    # the fakes stand for overlay and vfs (the real ones are distributions of their own)
+    monkeypatch.setitem(AUTO_PRIORITY, "storage", fake_layer_drivers)
     k = kernel(tmp_path)
-    k.registry.deny.add("storage:overlay")  # what uninstalling overlay looks like to the registry
+    k.registry.deny.add("storage:fake-fast")  # what uninstalling it looks like to the registry
     k.registry.scan()
     await k.start()
     try:
-        assert k.selected_driver_name("storage") == "vfs"
+        drv = await k.driver_ready("storage")  # what a service asking for the layer driver does
+        assert k.selected_driver_name("storage") == drv.info.name == "fake-slow"
     finally:
         await k.stop()
 
 
-async def test_a_configured_driver_is_never_replaced(tmp_path: Path):
+async def test_a_configured_driver_is_never_replaced(tmp_path: Path, fake_layer_drivers):
     from dockyard.errors import PluginBlocked
 
     k = kernel(tmp_path)
-    k.config.values["storage-driver"] = "overlay"
-    k.registry.deny.add("storage:overlay")
+    k.config.values["storage-driver"] = "fake-fast"
+    k.registry.deny.add("storage:fake-fast")
     k.registry.scan()
     with pytest.raises(PluginBlocked):
         await k.start()
