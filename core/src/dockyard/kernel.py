@@ -29,7 +29,7 @@ from dockyard.errors import (
 from dockyard.events import EventBus, HookFailure, hook_caller
 from dockyard.model import Event
 from dockyard.registry import Registry, register_checked
-from dockyard.services import DEFAULT_PROVIDER, DEFAULT_ROLE, Service, ServiceInfo, start_order
+from dockyard.services import DEFAULT_ROLE, Service, ServiceInfo, role_distribution, start_order
 from dockyard.specs import NAMESPACES, SPEC_CLASSES, Driver, DriverContext
 from dockyard.specs._base import AUTO_PRIORITY, PROJECT
 from dockyard.specs.config import ConfigOption
@@ -235,7 +235,7 @@ class Kernel:
         if svc is None:
             info = self.service_infos().get(name)
             if info is None:
-                raise ServiceNotInstalled(name, self.role, DEFAULT_PROVIDER)
+                raise ServiceNotInstalled(name, self.role, role_distribution(self.role))
             svc = self.services[name] = info.factory(self)
         return svc
 

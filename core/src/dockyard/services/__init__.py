@@ -37,9 +37,13 @@ if TYPE_CHECKING:
 SERVICE_GROUP = "dockyard.services"
 #: The role a daemon serves when none is configured.
 DEFAULT_ROLE = "engine"
-#: The distribution that provides the well-known services of the default role (named in the
-#: error a kernel without it raises).
-DEFAULT_PROVIDER = "dockyard-engine"
+
+
+def role_distribution(role: str) -> str:
+    """The distribution that conventionally provides a role's services, named in the error a
+    kernel without them raises: ``dockyard-<role>`` (``dockyard-engine`` for this host's). Core
+    keeps no table of its plugins' names; the convention is the contract."""
+    return f"dockyard-{role}"
 
 
 class Service:
@@ -108,4 +112,4 @@ def start_order(infos: dict[str, ServiceInfo]) -> list[str]:
     return order
 
 
-__all__ = ["DEFAULT_PROVIDER", "DEFAULT_ROLE", "SERVICE_GROUP", "Service", "ServiceInfo", "start_order"]
+__all__ = ["DEFAULT_ROLE", "SERVICE_GROUP", "Service", "ServiceInfo", "role_distribution", "start_order"]
