@@ -22,7 +22,7 @@ class SystemService(Service):
         by_status: collections.Counter[ContainerStatus] = collections.Counter(
             c.state.status for c in self.store.list(Container))
         storage = kernel.selected_driver_name("storage")
-        drv = kernel.drivers.get(("storage", storage))
+        drv = kernel.ready_drivers("storage").get(storage)
         runtimes: dict[str, dict[str, str]] = {}
         if kernel.registry.driver_names("arch"):
             runtimes = {name: {"path": name} for name in ("crun", "runc")}
