@@ -34,6 +34,7 @@ from dockyard.specs import NAMESPACES, SPEC_CLASSES, Driver, DriverContext
 from dockyard.specs._base import AUTO_PRIORITY, PROJECT
 from dockyard.specs.config import ConfigOption
 from dockyard.specs.events import BackgroundService
+from dockyard.specs.provides import Provided
 from dockyard.store import Store
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class Kernel:
     _config_options: list[ConfigOption] = field(default_factory=list)
     _auto_selected: dict[str, str] = field(default_factory=dict)
     _service_infos: dict[str, ServiceInfo] | None = None
+    _provided: dict[type, Any] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -179,8 +181,29 @@ class Kernel:
                         opts.setdefault(k, str(v))
             self.drivers[key] = cls(DriverContext(
                 data_dir=data_dir, run_dir=run_dir, owner=self.config.owner,
-                options=opts, daemon_config=self.config.effective(cls.config_options)))
+                options=opts, daemon_config=self.config.effective(cls.config_options),
+                provided=self.provided()))
         return self.drivers[key]
+
+    def provided(self) -> dict[type, Any]:
+        """Cross-area implementations plugins offer (``dockyard_provides``), by interface;
+        collected once. Two for one interface are a recorded ``PluginConflictError`` and
+        neither is handed out."""
+        if self._provided is None:
+            found: dict[type, list[Provided]] = {}
+            for result in self.hook.dockyard_provides(kernel=self):
+                for p in result or ():
+                    if not isinstance(p, Provided):
+                        raise PluginError(f"dockyard_provides returned {p!r}, not a dockyard.specs.Provided")
+                    found.setdefault(p.interface, []).append(p)
+            self._provided = {}
+            for interface, offers in found.items():
+                if len(offers) > 1:
+                    self.registry.problems.append(PluginConflictError(
+                        f"provider of {interface.__qualname__}", interface.__qualname__, [p.name for p in offers]))
+                    continue
+                self._provided[interface] = offers[0].implementation
+        return self._provided
 
     async def driver_ready(self, kind: str, name: str | None = None) -> Driver:
         """Like :meth:`driver`, and ``setup()`` has run (once).

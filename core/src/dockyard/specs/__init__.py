@@ -48,13 +48,14 @@ _LAZY: dict[str, str] = {
     "EmbeddedDnsDriver": "network", "IpamDriver": "network", "NetworkDriver": "network",
     "NetworkSpecs": "network",
     "Provisioner": "provision", "ProvisionSpecs": "provision",
+    "Provided": "provides", "ProvidesSpecs": "provides",
     "ImagePuller": "storage", "LayerDriver": "storage", "StorageSpecs": "storage", "VolumeDriver": "storage",
 }
 
 #: Every hookspec class (registered on each kernel's plugin manager), by defining module.
 _SPEC_CLASSES = (("arch", "ArchSpecs"), ("storage", "StorageSpecs"), ("network", "NetworkSpecs"),
                  ("cluster", "ClusterSpecs"), ("provision", "ProvisionSpecs"), ("api", "ApiSpecs"),
-                 ("events", "EventSpecs"), ("config", "ConfigSpecs"))
+                 ("events", "EventSpecs"), ("config", "ConfigSpecs"), ("provides", "ProvidesSpecs"))
 
 #: The ABC each driver kind must subclass.
 _DRIVER_BASES = {"arch": "RuntimeDriver", "storage": "LayerDriver", "volume": "VolumeDriver",

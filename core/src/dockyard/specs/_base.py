@@ -6,7 +6,7 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pluggy
 
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from dockyard.specs.config import ConfigOption
 
 PROJECT = "dockyard"
+
+T = TypeVar("T")
 
 #: Marks a hook specification (used only by ``dockyard.specs.*``).
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -135,6 +137,23 @@ class DriverContext:
     owner: str
     options: Mapping[str, str] = field(default_factory=dict)  # ``<kind>-opts`` key=value settings
     daemon_config: Mapping[str, Any] = field(default_factory=dict)
+    #: Implementations of cross-area interfaces other plugins provide (``dockyard_provides``),
+    #: by interface: see :mod:`dockyard.specs.provides`.
+    provided: Mapping[type, Any] = field(default_factory=dict)
+
+    def need(self, interface: type[T], why: str = "") -> T:
+        """The implementation of ``interface`` an installed plugin provides.
+
+        Raises :class:`~dockyard.errors.Unavailable` naming the interface (and ``why`` the
+        driver needs it, e.g. which distribution to install) when none does.
+        """
+        impl = self.provided.get(interface)
+        if impl is None:
+            from dockyard.errors import Unavailable
+
+            raise Unavailable(f"no installed plugin provides {interface.__module__}.{interface.__qualname__}"
+                              + (f": {why}" if why else ""))
+        return impl
 
 
 class Driver(abc.ABC):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,6 +180,78 @@ class Provisioner(Driver):
 
         .. versionadded:: 0.1
         """
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """A machine reached over SSH, where an engine is installed.
+
+    ``known_hosts`` pins the machine's host key (a file in OpenSSH's format); an installer
+    never accepts an unknown key silently. ``key_path`` is the private key to log in with.
+    """
+
+    address: str
+    port: int = 22
+    user: str = "root"
+    key_path: str = ""
+    known_hosts: str = ""
+
+
+@dataclass(frozen=True)
+class EngineInstall:
+    """What an installer is asked to set up on a target.
+
+    ``listen`` are the engine's ``-H`` addresses on the target (``tcp://0.0.0.0:2376``...);
+    ``engine_url`` is where *this* machine reaches that engine (through a port forward it may
+    differ), checked with ``/_ping`` over mutual TLS before :meth:`EngineInstaller.install`
+    returns.
+    """
+
+    name: str
+    listen: tuple[str, ...]
+    engine_url: str
+    tls: EngineTLS
+    engine_flags: tuple[str, ...] = ()
+    engine_env: tuple[tuple[str, str], ...] = ()
+
+
+class EngineInstaller(abc.ABC):
+    """Installs and runs ``dockyardd`` on a machine reached over SSH (Docker Machine's
+    provisioning step): the code (without network access on the target), the Debian packages
+    the engine needs, a supervisor unit, the TLS material, then a verified start.
+
+    A cross-area need (:mod:`dockyard.specs.provides`): the ``ssh`` provision driver's
+    distribution implements it and provides it with ``dockyard_provides``; a driver that
+    boots a machine and then reaches it over SSH (``qemu``) uses the same one through
+    ``self.context.need(EngineInstaller)``: one install path, not a copy.
+
+    .. versionadded:: 0.2
+    """
+
+    @abc.abstractmethod
+    async def install(self, target: SshTarget, spec: EngineInstall,
+                      progress: Callable[[str], None] | None = None) -> None:
+        """Install the engine on ``target`` and start it; return once ``spec.engine_url``
+        answers ``/_ping`` over mutual TLS. Idempotent: a second call brings the installation
+        to ``spec`` (new flags, new certificates). ``progress`` receives one line per step.
+        Raises :class:`~dockyard.errors.Unavailable` naming what is missing on the target
+        (e.g. Debian packages it cannot install without a mirror)."""
+
+    @abc.abstractmethod
+    async def start_engine(self, target: SshTarget, name: str) -> None:
+        """Start the installed engine ``name`` (its supervisor unit)."""
+
+    @abc.abstractmethod
+    async def stop_engine(self, target: SshTarget, name: str) -> None:
+        """Stop the engine ``name``; its containers keep running (live-restore)."""
+
+    @abc.abstractmethod
+    async def engine_state(self, target: SshTarget, name: str) -> HostState:
+        """``running``, ``stopped`` or ``error`` (with the reason) of the engine ``name``."""
+
+    @abc.abstractmethod
+    async def uninstall(self, target: SshTarget, name: str) -> None:
+        """Stop the engine ``name`` and remove what :meth:`install` put on the target."""
 
 
 class ProvisionSpecs:
