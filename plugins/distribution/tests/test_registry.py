@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -76,6 +77,8 @@ def test_push_to_an_empty_registry_uploads_then_skopeo_and_podman_read_it(regist
     index = json.loads((dest / "index.json").read_text())
     assert index["manifests"]
     # podman pulls and runs what dockyard uploaded (its own name, removed afterwards)
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (what dockyard pushed was read by skopeo only)")
     name = f"{registry.host}/bb:1"
     try:
         proc = subprocess.run(["podman", "run", "--rm", "--tls-verify=false", name, "echo", "podman-ran-it"],
