@@ -1,6 +1,9 @@
 """Each distribution of the tree (``tools/distributions.py``) stands alone: a version, README.md,
 ``src/``, ``tests/``; depends on ``dockyard-core`` with a range and on third-party libraries,
-never on a sibling; and builds a wheel by itself from a copy of its own directory."""
+never on a sibling; declares what its tests need in a ``test`` extra (siblings allowed there
+only: a test about composition may need the engine); builds a wheel by itself from a copy of its
+own directory; and ``tools/test_alone.py`` (which runs its tests alone, in CI) has an env for it
+holding exactly what it declares."""
 
 from __future__ import annotations
 
@@ -24,14 +27,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def load_tool(name: str):
     spec = importlib.util.spec_from_file_location(f"_tools_{name}", ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
 
 DISTS: list[Path] = load_tool("distributions").distributions()
+TEST_EXTRA = "test"
 IDS = [d.relative_to(ROOT).as_posix() for d in DISTS]
-#: Test-only extras may name the SDK (it carries the conformance kits); nothing else of ours.
-TEST_EXTRA_ALLOWED = {"dockyard-plugin-sdk"}
+#: Other extras may name the SDK (it carries the conformance kits); nothing else of ours. The
+#: ``test`` extra may name any sibling: installing it is for running the tests, not for users.
+EXTRA_ALLOWED = {"dockyard-plugin-sdk"}
+#: What every ``test`` extra names: the runner, and the SDK's pytest plugin for the leak check
+#: (``--dockyard-leak-check``) and the fixtures; ``timeout`` in the configuration is pytest-timeout's.
+TEST_NEEDS = {"pytest", "pytest-asyncio", "pytest-timeout", "dockyard-plugin-sdk"}
 
 
 def project(d: Path) -> dict:
@@ -76,9 +85,50 @@ def test_depends_on_core_with_a_range_and_never_on_a_sibling(d: Path) -> None:
         assert ops & {">=", "~=", "=="} and (ops & {"<", "~=", "=="}), \
             f"{name}: dockyard-core needs a bounded range, got {ours[0]}"
     for extra, items in proj.get("optional-dependencies", {}).items():
+        if extra == "test":
+            continue
         bad = [r for r in map(Requirement, items)
-               if norm(r.name) in SIBLINGS and norm(r.name) not in TEST_EXTRA_ALLOWED | {"dockyard-core"}]
+               if norm(r.name) in SIBLINGS and norm(r.name) not in EXTRA_ALLOWED | {"dockyard-core"}]
         assert not bad, f"{name}[{extra}] names sibling distributions: {[str(r) for r in bad]}"
+
+
+@pytest.mark.parametrize("d", DISTS, ids=IDS)
+def test_declares_its_test_dependencies(d: Path) -> None:
+    proj = project(d)
+    test = [Requirement(r) for r in proj.get("optional-dependencies", {}).get("test", [])]
+    assert test, (f"{d.relative_to(ROOT)} has no `test` extra: list what its tests need under "
+                  "[project.optional-dependencies] test = [...] (tools/test_alone.py installs it)")
+    named = {norm(r.name) for r in test} | {norm(r.name) for r in map(Requirement, proj.get("dependencies", []))}
+    missing = TEST_NEEDS - named - {norm(proj["name"])}
+    assert not missing, f"{proj['name']}[test] lacks {', '.join(sorted(missing))}"
+    for r in test:
+        if norm(r.name) in SIBLINGS - {norm(proj["name"])}:
+            ops = {s.operator for s in r.specifier}
+            assert ">=" in ops and "<" in ops, f"{proj['name']}[test]: {r} needs a range like >=0.1,<0.2"
+
+
+def test_the_runner_has_one_env_per_distribution_holding_what_it_declares() -> None:
+    """The runner's env list (generated from tools/distributions.py) is current: an env per
+    distribution, in order, holding the distribution and exactly the siblings its requirements
+    (with its test extra, and theirs, transitively) name; ``--list`` prints it."""
+    alone = load_tool("test_alone")
+    envs = alone.envs()
+    assert [ROOT / e.directory for e in envs] == DISTS
+    assert len({e.name for e in envs}) == len(envs)
+    by_name = {norm(project(d)["name"]): d.relative_to(ROOT) for d in DISTS}
+    for e in envs:
+        extras = dict(e.extras)
+        assert e.members[0] == e.directory and TEST_EXTRA in extras[e.project]
+        named = set()
+        for m in e.members:
+            proj = project(ROOT / m)
+            reqs = proj.get("dependencies", []) + [r for x in extras.get(norm(proj["name"]), ())
+                                                   for r in proj.get("optional-dependencies", {}).get(x, [])]
+            named |= {by_name[norm(r.name)] for r in map(Requirement, reqs) if norm(r.name) in by_name}
+        assert set(e.members) == named | {e.directory}, f"{e.name} installs {e.members}, its requirements name {named}"
+    listed = subprocess.run([sys.executable, str(ROOT / "tools" / "test_alone.py"), "--list"], capture_output=True,
+                            text=True, timeout=60, check=True).stdout.split("\n")
+    assert [line.split()[0] for line in listed if line] == [e.name for e in envs]
 
 
 def _copy(d: Path, tmp: Path) -> Path:
