@@ -31,11 +31,16 @@ $(STAMP):
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	@# the meta-distribution has no code: installed as a wheel, it adds no editable finder (30 ms per process)
 	@# its dependencies (our names, not on PyPI) resolve to the editable members on this same line
-	$(PY) -m pip install -q --no-build-isolation -r requirements-dev.txt $(addprefix -e ,$(DISTS)) .
+	@# each member with its `test` extra: tools/test_alone.py repacks test dependencies from this venv
+	$(PY) -m pip install -q --no-build-isolation -r requirements-dev.txt $(foreach d,$(DISTS),-e '$(d)[test]') .
 	@rm -f $(VENV)/.installed-*; touch $@
 
+# Each distribution's own tests alone, in a venv holding only it and what it declares
+# (tools/test_alone.py: two at a time, venvs cached in .venv/test-alone), then the repository-level
+# tests/ in the full venv: every test runs once. The last line is "N passed, N failed" over both
+# (pytest's "no tests", exit 5, is no failure). A plain `pytest` still runs everything in one venv.
 test: install
-	$(VENV)/bin/pytest -q -p no:cacheprovider --dockyard-leak-check
+	$(PY) tools/test_alone.py --then tests
 
 # Regenerate the files derived from the tree (after adding a distribution or a hook).
 generate:
