@@ -360,13 +360,17 @@ class Host:
     provision driver has prepared the host; they are the server certificate's subject
     alternative names. ``extra`` is the driver's record of what it made (process ids, link
     names, paths): enough to remove the host even when it is broken or half-created.
+    ``state`` is the service's record (``creating`` until the engine first answers,
+    ``removing`` while it is taken apart); ``reason`` says why a host is in ``error`` (or
+    ``stopped`` without being asked to).
     """
 
     KIND: ClassVar[str] = "host"
     id: str
     name: str
     driver: str  # provision driver name (netns, ssh, ...)
-    state: str = "none"  # none | starting | running | stopping | stopped | error
+    state: str = "none"  # none | creating | running | stopped | error | removing
+    reason: str = ""
     engine_url: str = ""  # unix:///... or tcp://ip:port
     addresses: list[str] = field(default_factory=list)
     tls: HostTLS | None = None

@@ -17,9 +17,10 @@ the host is reached by, and only the driver knows them::
 later step fails. Every engine a driver starts off loopback serves mutual TLS
 (``--tlsverify``): plain TCP is only for 127.0.0.1.
 
-Capability: ``engine`` -- the driver's hosts run a real engine this machine reaches at
+Capabilities: ``engine`` -- the driver's hosts run a real engine this machine reaches at
 ``engine_url`` (the conformance kit then checks it over mutual TLS); a test double without one
-does not declare it.
+does not declare it. ``tls-rotation`` -- :meth:`Provisioner.update_tls` replaces a created
+host's server certificate (``dockyard machine regenerate-certs``).
 
 .. versionadded:: 0.1
 """
@@ -51,13 +52,17 @@ class HostRequest:
     """What the caller asks :meth:`Provisioner.prepare` for.
 
     ``options`` are the driver's own flags (an address, an SSH user...); ``engine_options``
-    extra ``dockyardd`` flags, which the caller passes on to :meth:`Provisioner.create`.
+    extra ``dockyardd`` flags, which the caller passes on to :meth:`Provisioner.create`;
+    ``engine_env`` variables added to the engine's environment (Docker Machine's
+    ``--engine-env``): the driver records them at :meth:`Provisioner.prepare` and sets them
+    at every start of the engine.
     """
 
     name: str
     options: dict[str, str] = field(default_factory=dict)
     engine_options: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    engine_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,22 @@ class Provisioner(Driver):
         .. versionadded:: 0.1
         """
 
+    async def update_tls(self, host: Host, tls: EngineTLS) -> None:
+        """Replace the server TLS material of a created ``host``'s engine (a rotated
+        certificate: ``dockyard machine regenerate-certs``). The engine presents it from its
+        next start; the caller restarts it (:meth:`stop`, then :meth:`start`) when it runs.
+
+        Drivers declaring the capability ``tls-rotation`` implement it; this default raises
+        :class:`~dockyard.errors.Unavailable`. A host that was never created is a
+        :class:`~dockyard.errors.NotFound`.
+
+        .. versionadded:: 0.2
+        """
+        from dockyard.errors import Unavailable
+
+        raise Unavailable(f"the {self.info.name} provision driver cannot replace the certificate of a "
+                          f"host's engine (it does not declare the capability 'tls-rotation')")
+
 
 @dataclass(frozen=True)
 class SshTarget:
@@ -188,6 +209,8 @@ class SshTarget:
 
     ``known_hosts`` pins the machine's host key (a file in OpenSSH's format); an installer
     never accepts an unknown key silently. ``key_path`` is the private key to log in with.
+    ``install_root`` is the directory on the machine an installer puts each engine under
+    (``<install_root>/<name>``: code, configuration, data).
     """
 
     address: str
@@ -195,6 +218,7 @@ class SshTarget:
     user: str = "root"
     key_path: str = ""
     known_hosts: str = ""
+    install_root: str = "/opt/dockyard"
 
 
 @dataclass(frozen=True)
