@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--default-runtime", help="OCI runtime for new containers (default crun)")
     p.add_argument("--cluster-store", help="cluster node store driver")
     p.add_argument("--label", action="append", dest="labels", help="engine label key=value")
+    p.add_argument("--insecure-registry", action="append", dest="insecure_registries", metavar="REGISTRY",
+                   help="registry reached over plain HTTP or with an unverified certificate (repeatable; "
+                        "the insecure-registries key of dockyard-distribution)")
     p.add_argument("--tls", nargs="?", const=True, type=_flag_bool, metavar="BOOL",
                    help="use TLS on tcp:// listeners; implied by --tlsverify")
     p.add_argument("--tlsverify", nargs="?", const=True, type=_flag_bool, metavar="BOOL",
@@ -66,7 +69,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "pidfile": args.pidfile, "log-level": args.log_level, "debug": args.debug,
         "storage-driver": args.storage_driver, "storage-opts": args.storage_opts,
         "default-runtime": args.default_runtime, "cluster-store": args.cluster_store,
-        "labels": args.labels, "tls": args.tls, "tlsverify": args.tlsverify,
+        "labels": args.labels, "insecure-registries": args.insecure_registries,
+        "tls": args.tls, "tlsverify": args.tlsverify,
         "tlscacert": args.tlscacert, "tlscert": args.tlscert, "tlskey": args.tlskey,
     }
     explicit = args.config_file is not None
