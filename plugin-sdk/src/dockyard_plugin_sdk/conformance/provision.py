@@ -24,7 +24,9 @@ cycle, in the spec's order): ``prepare`` reserves the host and reports its addre
 A driver declaring the capability ``engine`` (:data:`ENGINE`: its hosts run a real engine this
 machine reaches at ``engine_url``) is also checked over the wire: the engine answers ``/_ping``
 and ``/info`` over mutual TLS with a client certificate of the test CA, its ``/info`` names the
-host (Docker Machine sets the hostname), and it refuses a client without a certificate.
+host (Docker Machine sets the hostname), and it refuses a client without a certificate. A
+driver declaring ``tls-rotation`` too (:data:`TLS_ROTATION`) replaces a created host's server
+certificate with ``update_tls``: after a restart the engine presents the new one.
 Every host a case creates is removed at teardown, whatever happened.
 """
 
@@ -44,11 +46,14 @@ from dockyard_plugin_sdk.conformance import requires
 from dockyard_plugin_sdk.conformance._common import DriverContract
 from dockyard_plugin_sdk.testing import TestCA, async_wait_for
 
-__all__ = ["ENGINE", "ProvisionerContract"]
+__all__ = ["ENGINE", "TLS_ROTATION", "ProvisionerContract"]
 
 #: The capability of a provision driver whose hosts run a real engine reachable at
 #: ``engine_url`` with mutual TLS (a test double without one does not declare it).
 ENGINE = "engine"
+#: The capability of a provision driver that replaces a created host's engine certificate
+#: (``Provisioner.update_tls``).
+TLS_ROTATION = "tls-rotation"
 URL_SCHEMES = ("tcp://", "unix://", "ssh://", "http://", "https://")
 
 
@@ -208,6 +213,50 @@ class ProvisionerContract(DriverContract):
         except OSError:  # the handshake (TLS 1.2) or the first read (TLS 1.3) fails: refused
             return
         pytest.fail(f"the engine answered {status} to a client without a certificate")
+
+    async def test_update_tls_rotates_the_engine_certificate(self, driver: Provisioner, host: Host,
+                                                             test_ca: TestCA, client_certs: Path) -> None:
+        requires(driver, ENGINE)
+        requires(driver, TLS_ROTATION)
+        url = await driver.engine_url(host)
+        before = await asyncio.to_thread(_served_certificate, url, client_certs)
+        await driver.update_tls(host, test_ca.engine_tls(host.addresses))
+        assert await asyncio.to_thread(_served_certificate, url, client_certs) == before, \
+            "update_tls() must not change what a running engine presents before it restarts"
+        await driver.stop(host)
+        await self.wait_state(driver, host, "stopped")
+        await driver.start(host)
+        await self.wait_state(driver, host, "running")
+        after = await asyncio.to_thread(_served_certificate, url, client_certs)
+        assert after != before, "after a restart the engine still presents the old certificate"
+        status, body = await asyncio.to_thread(_get, url, "/_ping", client_certs)
+        assert (status, body) == (200, b"OK"), "the rotated engine refuses the same client"
+
+    async def test_update_tls_of_a_host_never_created_is_not_found(self, driver: Provisioner,
+                                                                   test_ca: TestCA) -> None:
+        from dockyard.errors import NotFound
+
+        requires(driver, TLS_ROTATION)
+        ghost = Host(id=uuid.uuid4().hex, name="dyghost" + uuid.uuid4().hex[:6], driver=driver.info.name)
+        with pytest.raises(NotFound):
+            await driver.update_tls(ghost, test_ca.engine_tls(["192.0.2.1"]))
+
+
+def _served_certificate(url: str, certs: Path) -> bytes:
+    """The DER certificate the engine at ``tcp://ADDR:PORT`` presents (checked against
+    ``certs/ca.pem``), with the client certificate of ``certs``."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.replace("tcp://", "https://", 1))
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    ctx.load_cert_chain(certs / "cert.pem", certs / "key.pem")
+    with socket.create_connection((parts.hostname, parts.port or 2376), timeout=30) as raw, \
+            ctx.wrap_socket(raw, server_hostname=parts.hostname) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der, "the engine presented no certificate"
+    return der
 
 
 def _get(url: str, path: str, certs: Path, present_certificate: bool = True) -> tuple[int, bytes]:
