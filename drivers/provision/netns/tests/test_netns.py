@@ -286,3 +286,37 @@ async def test_status_names_the_range_and_the_bridge(netns_driver, ca) -> None:
     await make_host(netns_driver, ca, "st")
     status = dict(netns_driver.status())
     assert status == {"Subnet": str(netns_driver.subnet), "Bridge": netns_driver.bridge, "Hosts": "1"}
+
+
+async def test_engine_env_reaches_the_engine_at_every_start(netns_driver, ca) -> None:
+    host = await netns_driver.prepare(HostRequest(name="envy", engine_env={"DOCKYARD_TEST_ENV": "yes"}))
+    host = await netns_driver.create(host, ca.engine_tls(host.addresses), [])
+
+    def environ() -> list[bytes]:
+        pid = int((Path(host.extra["run"]) / "dockyardd.pid").read_text().split()[0])
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+    assert b"DOCKYARD_TEST_ENV=yes" in environ()
+    await netns_driver.stop(host)
+    await netns_driver.start(host)
+    assert b"DOCKYARD_TEST_ENV=yes" in environ()
+
+
+async def test_a_host_made_again_on_a_freed_address_answers_at_once(netns_driver, ca, tmp_path) -> None:
+    """The machine's neighbour entry for a removed host's address names that host's eth0; a new
+    host on the address would be unreachable for seconds (until the entry is probed again)
+    were the entry kept. (It is flushed anyway when the bridge loses its last port: another
+    host keeps it up here.)"""
+    import socket
+
+    await make_host(netns_driver, ca, "reuse0")
+    first = await make_host(netns_driver, ca, "reuse1")
+    certs = ca.write_client(tmp_path / "certs")
+    assert (await asyncio.to_thread(mtls_get, first.engine_url, "/_ping", certs))[0] == 200
+    await netns_driver.remove(first)
+    second = await make_host(netns_driver, ca, "reuse2")
+    assert second.addresses == first.addresses
+    t0 = time.monotonic()
+    await asyncio.to_thread(lambda: socket.create_connection((second.addresses[0], 2376), timeout=3).close())
+    assert time.monotonic() - t0 < 1.5
+    assert (await asyncio.to_thread(mtls_get, second.engine_url, "/_ping", certs))[0] == 200

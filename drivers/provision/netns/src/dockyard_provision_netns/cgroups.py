@@ -108,6 +108,28 @@ def kill_all(h: Hierarchies, name: str, timeout: float = 10.0) -> list[int]:
     return found
 
 
+def reap_adopted(pids: list[int]) -> list[int]:
+    """Reap those of ``pids`` (a host's processes, killed) that exited as children of this
+    process. A driver running inside a dockyardd that is a child subreaper (its runtime driver
+    makes it one) adopts a host's conmons and containers when the host's engine dies before
+    them, and nothing else would ever reap them. Returns the pids reaped."""
+    me, reaped = os.getpid(), []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        if state != "Z" or int(ppid) != me:
+            continue
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                reaped.append(pid)
+        except ChildProcessError:
+            continue
+    return reaped
+
+
 def remove(h: Hierarchies, name: str) -> list[str]:
     """Remove the host's cgroup directories in every hierarchy, deepest first (they must be
     empty of processes). Returns what could not be removed, with the reason."""

@@ -66,6 +66,7 @@ class Record:
     pid_start: int = 0
     exit_status: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # added to the engine's environment
 
     @property
     def ip(self) -> str:
@@ -94,7 +95,7 @@ class NetnsProvisioner(Provisioner):
     info = DriverInfo(
         name="netns", kind="provision",
         description="local test hosts: a network namespace running its own dockyardd, on a private bridge",
-        capabilities=frozenset({"engine"}),
+        capabilities=frozenset({"engine", "tls-rotation"}),
     )
 
     def __init__(self, context: Any) -> None:
@@ -256,7 +257,7 @@ class NetnsProvisioner(Provisioner):
                          netns=names.netns(owner, request.name), veth=names.veth(owner, key),
                          cgroup=names.cgroup(owner, request.name),
                          root=str(self.context.data_dir / key), run=str(self.context.run_dir / key),
-                         labels=dict(request.labels))
+                         labels=dict(request.labels), env={str(k): str(v) for k, v in request.engine_env.items()})
             await asyncio.to_thread(self._save, rec)
         return self._host(rec)
 
@@ -299,7 +300,7 @@ class NetnsProvisioner(Provisioner):
             data_root=root / "data", exec_root=Path(rec.run), socket=rec.socket,
             config_file=root / "daemon.json", log=rec.log, address=rec.ip,
             ca=rec.tls_dir / "ca.pem", cert=rec.tls_dir / "server-cert.pem", key=rec.tls_dir / "server-key.pem",
-            flags=tuple(flags))
+            flags=tuple(flags), env=tuple(sorted(rec.env.items())))
 
     async def _start_engine(self, rec: Record) -> None:
         assert self._cg is not None
@@ -391,8 +392,9 @@ class NetnsProvisioner(Provisioner):
     async def _kill_engine(self, rec: Record) -> None:
         """SIGKILL the engine and everything in the host's cgroup; reap our child."""
         engine.signal_process(rec.pid, rec.pid_start, signal.SIGKILL)
+        killed: list[int] = []
         if self._cg is not None and rec.cgroup:
-            await asyncio.to_thread(cgroups.kill_all, self._cg, rec.cgroup)
+            killed = await asyncio.to_thread(cgroups.kill_all, self._cg, rec.cgroup)
         proc = self._procs.pop(rec.id, None)
         if proc is not None:
             status = await asyncio.to_thread(proc.wait)
@@ -400,6 +402,7 @@ class NetnsProvisioner(Provisioner):
                 rec.exit_status = status
         else:
             await engine.wait_exit(rec.pid, rec.pid_start, STOP_TIMEOUT)
+        await asyncio.to_thread(cgroups.reap_adopted, killed)
         await asyncio.to_thread(self._save_if_exists, rec)
 
     def _save_if_exists(self, rec: Record) -> None:
@@ -448,6 +451,19 @@ class NetnsProvisioner(Provisioner):
             if os.path.exists(d):
                 problems.append(f"directory {d} could not be removed")
         return problems
+
+    async def update_tls(self, host: Host, tls: EngineTLS) -> None:
+        """Replace the engine's TLS files in the host's directory; the engine reads them at its
+        next start."""
+        rec = await asyncio.to_thread(self._load, host)
+        if rec is None or rec.state == "prepared":
+            raise NotFound(f"netns host {host.name} ({host.id}) does not exist")
+        try:
+            material = [("ca.pem", tls.pem("ca_cert"), 0o644), ("server-cert.pem", tls.pem("cert"), 0o644),
+                        ("server-key.pem", tls.pem("key"), 0o600)]
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read the engine's TLS material: {exc}") from exc
+        await asyncio.to_thread(engine.write_files, rec.tls_dir, material)
 
     async def engine_url(self, host: Host) -> str:
         rec = await asyncio.to_thread(self._load, host)

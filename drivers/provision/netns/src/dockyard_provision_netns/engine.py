@@ -51,6 +51,7 @@ class Launch:
     cert: Path
     key: Path
     flags: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # added to the engine's environment (--engine-env)
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "dockyard.daemon",
@@ -92,6 +93,7 @@ def _enter(netns_fd: int, procs_fd: int, hostname: bytes) -> Callable[[], None]:
 def spawn(launch: Launch) -> subprocess.Popen[bytes]:
     """Start the engine inside the host; blocking (fork and exec), run it in a thread."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "DOCKYARD_HOST"))}
+    env.update(launch.env)
     netns_fd = os.open(launch.netns_path, os.O_RDONLY | os.O_CLOEXEC)
     procs_fd = -1
     try:

@@ -259,6 +259,14 @@ def connect_host(netns: str, veth: str, bridge: str, address: ipaddress.IPv4Inte
             (idx,) = ipr.link_lookup(ifname=veth)
             write_sysctl(PROC_SYS / "ipv6" / "conf" / veth / "disable_ipv6", "1")
             ipr.link("set", index=idx, master=br, state="up")
+            # A host removed earlier may have had this address: the machine's neighbour entry
+            # would still name its eth0's MAC, and the new host stays unreachable until the
+            # entry times out (seconds). Forget it; the next packet asks again.
+            try:
+                ipr.neigh("del", dst=str(address.ip), ifindex=br)
+            except NetlinkError as exc:
+                if exc.code != errno.ENOENT:
+                    raise
     finally:
         os.close(fd)
     in_netns(netns, lambda: _configure_inside(address))
