@@ -1,0 +1,176 @@
+"""What ``dockyard machine create`` asks for: the name, the provision driver and its options,
+and the engine's options (Docker Machine's ``--engine-*`` flags), checked and turned into the
+``dockyardd`` flags and environment the provision driver starts the engine with.
+
+Docker Machine wrote its engine options into the remote dockerd's configuration; here they
+become ``dockyardd`` flags (``HostRequest.engine_options``) and environment
+(``HostRequest.engine_env``):
+
+========================================  ===================================================
+``--engine-label k=v``                    ``--label k=v`` (and the machine's labels: ``ls --filter label=k=v``)
+``--engine-storage-driver NAME``          ``--storage-driver NAME``
+``--engine-insecure-registry HOST``       ``--insecure-registry HOST`` (dockyard-distribution)
+``--engine-opt flag=value``, ``flag``     ``--flag=value``, ``--flag``: any other dockyardd flag
+``--engine-env K=V``                      ``K=V`` in the engine's environment
+``--engine-registry-mirror URL``          refused: dockyardd has no registry mirrors
+========================================  ===================================================
+
+Flags the provision driver sets itself (where the engine listens, its roots, its TLS files)
+are refused in ``--engine-opt``: a host built with them would not be reachable.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.errors import InvalidArgument
+
+#: Docker Machine's rule for machine names (``host.ValidateHostName``).
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]*$")
+NAME_ERROR = "Invalid hostname specified. Allowed hostname chars are: 0-9a-zA-Z . -"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: dockyardd flags a provision driver sets for every host (``--engine-opt`` may not).
+DRIVER_FLAGS = frozenset({"host", "H", "data-root", "exec-root", "pidfile", "p", "config-file", "tls",
+                          "tlsverify", "tlscacert", "tlscert", "tlskey", "version", "v", "help", "h"})
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise InvalidArgument(NAME_ERROR)
+    return name
+
+
+def _pairs(values: list[str], what: str, key: re.Pattern[str] | None = None) -> list[tuple[str, str]]:
+    out = []
+    for raw in values:
+        k, sep, v = str(raw).partition("=")
+        if not sep or not k or (key is not None and not key.match(k)):
+            raise InvalidArgument(f"{what} {raw!r}: expected KEY=VALUE")
+        out.append((k, v))
+    return out
+
+
+def _known_flags() -> dict[str, Any]:
+    """dockyardd's flags by name (without dashes) -> argparse action, from its own parser."""
+    from dockyard.daemon import parser
+
+    out: dict[str, Any] = {}
+    for action in parser()._actions:  # noqa: SLF001 - argparse has no public listing of its actions
+        for opt in action.option_strings:
+            out[opt.lstrip("-")] = action
+    return out
+
+
+@dataclass
+class EngineOptions:
+    """Docker Machine's ``EngineOptions``, as far as dockyardd has them."""
+
+    labels: list[str] = field(default_factory=list)
+    storage_driver: str = ""
+    insecure_registry: list[str] = field(default_factory=list)
+    registry_mirror: list[str] = field(default_factory=list)
+    opts: list[str] = field(default_factory=list)  # Docker Machine's ArbitraryFlags
+    env: list[str] = field(default_factory=list)
+
+    def check(self) -> EngineOptions:
+        """Raise :class:`InvalidArgument` naming the first option dockyardd cannot honour."""
+        _pairs(self.labels, "--engine-label")
+        _pairs(self.env, "--engine-env", _ENV_NAME)
+        if self.registry_mirror:
+            raise InvalidArgument(
+                f"--engine-registry-mirror {self.registry_mirror[0]}: dockyardd has no registry mirrors "
+                "(dockyard-distribution pulls from the registry an image reference names); leave it out")
+        if self.storage_driver and not re.match(r"^[a-z0-9][a-z0-9._-]*$", self.storage_driver):
+            raise InvalidArgument(f"--engine-storage-driver {self.storage_driver!r} is not a driver name")
+        known = _known_flags()
+        for opt in self.opts:
+            name = str(opt).partition("=")[0].lstrip("-")
+            if name in DRIVER_FLAGS:
+                raise InvalidArgument(f"--engine-opt {opt}: the provision driver sets --{name} itself")
+            if name not in known:
+                raise InvalidArgument(f"--engine-opt {opt}: dockyardd has no flag --{name} "
+                                      "(see: python -m dockyard.daemon --help)")
+            if "=" not in str(opt) and known[name].nargs not in (0, "?"):
+                raise InvalidArgument(f"--engine-opt {opt}: --{name} takes a value (--engine-opt {name}=VALUE)")
+        return self
+
+    def flags(self) -> list[str]:
+        """The ``dockyardd`` flags, in Docker Machine's order: labels, storage driver, insecure
+        registries, then the arbitrary flags."""
+        out: list[str] = []
+        for label in self.labels:
+            out += ["--label", label]
+        if self.storage_driver:
+            out += ["--storage-driver", self.storage_driver]
+        for registry in self.insecure_registry:
+            out += ["--insecure-registry", registry]
+        out += [f"--{str(opt).lstrip('-')}" for opt in self.opts]
+        return out
+
+    def environment(self) -> dict[str, str]:
+        return dict(_pairs(self.env, "--engine-env", _ENV_NAME))
+
+    def label_map(self) -> dict[str, str]:
+        return dict(_pairs(self.labels, "--engine-label"))
+
+    def to_json(self) -> dict[str, Any]:
+        """Docker Machine's ``HostOptions.EngineOptions`` shape (what ``inspect`` shows)."""
+        return {"ArbitraryFlags": list(self.opts), "Env": list(self.env), "InsecureRegistry": list(self.insecure_registry),
+                "Labels": list(self.labels), "RegistryMirror": list(self.registry_mirror),
+                "StorageDriver": self.storage_driver, "TlsVerify": True, "InstallURL": ""}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any] | None) -> EngineOptions:
+        """From the API's (and ``to_json``'s) shape; a missing key is empty. Raises
+        :class:`InvalidArgument` for values of the wrong type."""
+        doc = doc or {}
+        if not isinstance(doc, dict):
+            raise InvalidArgument("EngineOptions must be a JSON object")
+
+        def strings(key: str) -> list[str]:
+            value = doc.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InvalidArgument(f"EngineOptions.{key} must be a list of strings")
+            return list(value)
+
+        storage = doc.get("StorageDriver") or ""
+        if not isinstance(storage, str):
+            raise InvalidArgument("EngineOptions.StorageDriver must be a string")
+        return cls(labels=strings("Labels"), storage_driver=storage, insecure_registry=strings("InsecureRegistry"),
+                   registry_mirror=strings("RegistryMirror"), opts=strings("ArbitraryFlags"), env=strings("Env"))
+
+
+@dataclass
+class MachineCreate:
+    """A ``create`` request (the API's body, see docs/api-extensions.md)."""
+
+    name: str
+    driver: str = "netns"
+    driver_options: dict[str, str] = field(default_factory=dict)
+    engine: EngineOptions = field(default_factory=EngineOptions)
+
+    @classmethod
+    def from_json(cls, doc: Any) -> MachineCreate:
+        if not isinstance(doc, dict):
+            raise InvalidArgument("the request body must be a JSON object")
+        name = doc.get("Name")
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("Name is required")
+        driver = doc.get("DriverName") or "netns"
+        if not isinstance(driver, str):
+            raise InvalidArgument("DriverName must be a string")
+        opts = doc.get("DriverOptions") or {}
+        if not isinstance(opts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in opts.items()):
+            raise InvalidArgument("DriverOptions must be an object of strings")
+        return cls(name=name, driver=driver, driver_options=dict(opts),
+                   engine=EngineOptions.from_json(doc.get("EngineOptions")))
+
+    def check(self) -> MachineCreate:
+        check_name(self.name)
+        self.engine.check()
+        return self
+
+
+__all__ = ["DRIVER_FLAGS", "NAME", "NAME_ERROR", "EngineOptions", "MachineCreate", "check_name"]
