@@ -95,7 +95,8 @@ def generate() -> str:
         here = f"{{toxinidir}}/{e.directory.as_posix()}"
         extras = dict(e.extras)
         others = [test_alone.project_name(ROOT / m) for m in e.members[1:]]
-        deps = [f"-e {{toxinidir}}/{m.as_posix()}" + (f"[{','.join(extras[p])}]" if extras.get(p) else "")
+        deps = [("{toxinidir}" if m == test_alone.META else f"-e {{toxinidir}}/{m.as_posix()}")
+                + (f"[{','.join(extras[p])}]" if extras.get(p) else "")
                 for m in (*e.members[1:], e.members[0]) for p in [test_alone.project_name(ROOT / m)]]
         lines += [
             "",

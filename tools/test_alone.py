@@ -111,13 +111,26 @@ def declared(directory: Path, extras: frozenset[str]) -> list[Requirement]:
     return [r for r in reqs if wh.applies(r, extras)]
 
 
+#: The ``dockyard`` meta-distribution (the root ``pyproject.toml``, the default set): a test
+#: extra may name it; installed as a wheel of its own (it has no code, hence no editable form).
+META = Path(".")
+
+
+def tree_members() -> dict[str, Path]:
+    """What an env may install from the tree: every distribution, then the meta-distribution
+    ({canonical name: directory relative to the root})."""
+    return {**{project_name(d): d.relative_to(ROOT) for d in wh.distributions()}, project_name(ROOT): META}
+
+
 def envs() -> list[Env]:
     """One env per distribution, in ``tools/distributions.py``'s order. An env installs the
     distribution with its ``test`` extra and, from the tree, what its requirements name,
     transitively (with the extras they ask for): nothing else of ours."""
-    dirs = {project_name(d): d.relative_to(ROOT) for d in wh.distributions()}
+    dirs = tree_members()
     out = []
     for project, directory in dirs.items():
+        if directory == META:
+            continue
         wanted: dict[str, set[str]] = {project: {TEST_EXTRA}}
         todo = [project]
         while todo:
@@ -195,15 +208,32 @@ def editable_key(directory: Path) -> str:
 
 
 def editable_wheel(cache: Path, directory: Path) -> Path:
-    final = cache / "editable" / f"{directory.relative_to(ROOT).as_posix().replace('/', '__')}-{editable_key(directory)}"
-    publish(lambda tmp: wh.build_editable(directory, tmp), final)
+    """The editable wheel of a distribution of the tree; of the meta-distribution, a plain wheel
+    built from a copy of its pyproject.toml and README.md (what ``make install`` does)."""
+    if directory == ROOT:
+        files = {name: (ROOT / name).read_text() for name in ("pyproject.toml", "README.md")}
+        key = digest([files, md.version("setuptools"), sys.version])
+
+        def build(tmp: Path) -> None:
+            src = Path(tempfile.mkdtemp(prefix="dockyard-meta-"))
+            try:
+                for name, text in files.items():
+                    (src / name).write_text(text)
+                wh.pip_wheel([src], tmp)
+            finally:
+                shutil.rmtree(src, ignore_errors=True)
+
+        final = publish(build, cache / "editable" / f"meta-{key}")
+    else:
+        final = cache / "editable" / f"{directory.relative_to(ROOT).as_posix().replace('/', '__')}-{editable_key(directory)}"
+        publish(lambda tmp: wh.build_editable(directory, tmp), final)
     return next(final.glob("*.whl"))
 
 
 def third_party_wheels(cache: Path) -> Path:
     """The third-party wheels every env may need (all extras of all our projects), repacked
     from this venv into a directory keyed by what is repacked."""
-    dirs = wh.distributions()
+    dirs = [ROOT / m for m in tree_members().values()]
     ours = {project_name(d) for d in dirs}
     extras = {e for d in dirs for e in wh.pyproject(d)["project"].get("optional-dependencies", {})}
     roots = [r for d in dirs for r in declared(d, frozenset(extras))]
@@ -423,7 +453,7 @@ def main(argv: list[str]) -> int:
     for d in [third_party, *(w.parent for w in wheels.values())]:
         os.utime(d)  # in use: kept by prune_wheels for another hour
     prune_wheels(cache, {third_party, *(w.parent for w in wheels.values())})
-    ours = frozenset(project_name(d) for d in wh.distributions())
+    ours = frozenset(tree_members())
     logs = Path(tempfile.mkdtemp(prefix="test-alone-"))
     durations_file = cache / "durations.json"
     durations = json.loads(durations_file.read_text()) if durations_file.exists() else {}
