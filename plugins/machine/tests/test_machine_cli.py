@@ -386,7 +386,7 @@ def test_rm_leaves_nothing_behind(machined: Machines, made, dockyard_owners) -> 
     assert "Successfully" not in cancelled.stdout
 
 
-def test_a_create_interrupted_by_kill_9_of_the_daemon_is_cleaned_at_restart(
+def test_a_create_interrupted_by_kill_9_of_the_daemon_is_cleaned_at_restart_and_machines_outlive_a_stop(
         start_dockyardd: Callable[..., Daemon], short_roots: Callable[[], Path], dockyard_owners) -> None:
     root = short_roots()
     m = start_machined(start_dockyardd, root)
@@ -409,6 +409,10 @@ def test_a_create_interrupted_by_kill_9_of_the_daemon_is_cleaned_at_restart(
         assert not [n for n in os.listdir("/run/netns") if n.startswith(tag) and n.endswith("-k1")]
         wait_for(lambda: not _processes_naming(str(root / "run" / "provision")), 10, "k1's engine to be gone")
         m.cli("create", "k1")  # the name is free again
+        # a machine outlives a clean stop of the daemon, as containers do, and is found again
+        assert m.daemon.stop() == 0
+        m = start_machined(start_dockyardd, root, subnet)
+        assert m.cli("ls", "--format", "{{.Name}} {{.State}} {{.DockerVersion}}").stdout == "k1 Running v0.1.0\n"
         m.cli("rm", "-f", "k1")
     finally:
         try:
