@@ -201,6 +201,13 @@ def test_create_errors(machined: Machines, made) -> None:
     mirror = machined.cli("create", "--engine-registry-mirror", "https://m.example", "x1", check=False)
     assert "dockyardd has no registry mirrors" in mirror.stderr
     assert "x1" not in machined.cli("ls", "-q").stdout.split()
+    # a failure after the stream started: the engine exits at once; nothing is left of it
+    failed = machined.cli("create", "--engine-opt", "storage-driver=no-such-driver", "x2", check=False)
+    assert failed.returncode == 1 and "Waiting for machine to be running" in failed.stdout
+    assert "Error: Error creating machine: the engine of host x2 exited with status" in failed.stderr
+    assert "no-such-driver" in failed.stderr  # the engine's log tail says why
+    assert "x2" not in machined.cli("ls", "-q").stdout.split()
+    assert not (machined.daemon.data_root / "machines" / "machines" / "x2").exists()
 
 
 # ---------------------------------------------------------------------------------- ls

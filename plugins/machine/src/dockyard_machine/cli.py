@@ -120,13 +120,16 @@ def machine(ctx: click.Context, storage_path: str) -> None:
 
 # ---------------------------------------------------------------------------------- create
 class _Progress:
-    """Create's progress lines: plain lines off a terminal (Docker Machine's output), a rich
-    spinner on one. rich is imported only for a terminal."""
+    """Create's progress lines: plain lines off a terminal (Docker Machine's output); on one, a
+    rich spinner on the step under way and a tick for each step done (a cross for the one that
+    failed). rich is imported only for a terminal."""
 
     def __init__(self) -> None:
         self.rich = sys.stdout.isatty()
+        self.ok = False
         self._status: Any = None
         self._console: Any = None
+        self._current: str | None = None
 
     def __enter__(self) -> _Progress:
         if self.rich:
@@ -138,17 +141,25 @@ class _Progress:
         return self
 
     def line(self, text: str) -> None:
-        if self._console is not None:
-            from rich.markup import escape
-
-            self._console.print(f"[green]✔[/] {escape(text)}")
-            self._status.update(escape(text))
-        else:
+        if self._console is None:
             click.echo(text)
+            return
+        from rich.markup import escape
+
+        if self._current is not None:
+            self._console.print(f"[green]✔[/] {escape(self._current)}")
+        self._current = text
+        self._status.update(escape(text))
 
     def __exit__(self, *exc: Any) -> None:
-        if self._status is not None:
-            self._status.stop()
+        if self._status is None:
+            return
+        from rich.markup import escape
+
+        self._status.stop()
+        if self._current is not None:
+            mark = "[green]✔[/]" if self.ok and exc[0] is None else "[red]✘[/]"
+            self._console.print(f"{mark} {escape(self._current)}")
 
 
 @machine.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -190,7 +201,7 @@ def create(ctx: click.Context, driver: str, driver_opts: tuple[str, ...], labels
                 if "error" in msg or "errorDetail" in msg:
                     error = (msg.get("errorDetail") or {}).get("message") or msg.get("error")
                 elif "aux" in msg:
-                    done = True
+                    done = progress.ok = True
                 elif "status" in msg:
                     progress.line(str(msg["status"]))
     except DockyardError as exc:
