@@ -335,8 +335,8 @@ class MachineService(Service):
             st = await asyncio.wait_for(driver.state(host), timeout)
         except TimeoutError:
             return Observed(host, "Timeout", response_time=timeout)
-        except DockyardError as exc:
-            return Observed(host, "Error", str(exc), response_time=time.monotonic() - began)
+        except Exception as exc:  # noqa: BLE001 - one broken host is its own error, not the listing's
+            return Observed(host, "Error", str(exc) or type(exc).__name__, response_time=time.monotonic() - began)
         state, reason = st.state, st.reason
         if state == "none":
             state, reason = "error", (f"the {host.driver} provision driver has no such host (removed outside "
