@@ -263,6 +263,18 @@ async def test_pause_uses_the_freezer(driver, ids, rootfs):
     assert (await asyncio.wait_for(driver.wait(cid), 10)).exit_code == 137
 
 
+def test_a_freezer_left_freezing_is_written_again_until_it_reads_frozen(tmp_path: Path) -> None:
+    # crun writes FROZEN once; a task forking meanwhile can leave a v1 freezer FREEZING
+    (tmp_path / "c").mkdir()
+    state = tmp_path / "c" / "freezer.state"
+    state.write_text("FREEZING\n")
+    cg = cgroups.Cgroup(cgroups.Layout(1, controllers={"freezer": str(tmp_path)}), "/c")
+    assert not cg.frozen()
+    assert cg.settle_freeze() and cg.frozen() and state.read_text() == "FROZEN"
+    state.unlink()
+    assert not cg.settle_freeze()  # the cgroup went away: it never settles
+
+
 async def test_kill_signals_the_init_directly_and_refuses_a_stopped_one(driver, ids, rootfs, monkeypatch):
     trap = ["sh", "-c", "trap 'exit 7' TERM; echo ready; while true; do sleep 0.1; done"]
     cid, _st, _ = await run(driver, ids, rootfs, trap, wait=False)

@@ -196,6 +196,28 @@ class Cgroup:
         except OSError:
             return False
 
+    def settle_freeze(self, tries: int = 1000) -> bool:
+        """After a freeze was asked for: True once the v1 freezer reads FROZEN (v2: at once).
+
+        crun 1.8 writes FROZEN once and returns; a v1 freezer can stay FREEZING when a task forks
+        meanwhile (a shell looping over ``sleep``), and only another write moves it on, while
+        crun's ``state`` says paused only when it reads FROZEN (seen as ``resume`` refused with
+        "running, not paused" under load). So we write again until it reads FROZEN, as runc
+        does (up to 1000 writes; runc found that sleeping between them does not help). False
+        when it never settles."""
+        if self.layout.version == 2:
+            return True
+        state = os.path.join(self.dir("freezer"), "freezer.state")
+        for _ in range(tries):
+            try:
+                if _read(state).strip() == "FROZEN":
+                    return True
+                with open(state, "w") as fh:
+                    fh.write("FROZEN")
+            except OSError:
+                return False
+        return False
+
     def stats(self) -> dict[str, Any]:
         """cpu_stats, memory_stats, pids_stats and blkio_stats in the Docker stats shape."""
         return self._stats_v2() if self.layout.version == 2 else self._stats_v1()

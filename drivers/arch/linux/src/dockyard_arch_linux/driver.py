@@ -525,6 +525,9 @@ class LinuxRuntime(RuntimeDriver):
         if st.status != "running":
             raise Conflict(f"container {container_id} is {st.status}, not running")
         await self._run(meta, "pause", container_id)
+        if not await asyncio.to_thread(self._cgroup(meta, st.pid).settle_freeze):
+            await self._run(meta, "resume", container_id)  # never leave it half frozen (runc's way)
+            raise RuntimeCommandError(f"{meta['runtime']} pause: the freezer of {container_id} stayed FREEZING")
 
     async def resume(self, container_id: str) -> None:
         meta = self._meta(container_id)
