@@ -98,7 +98,7 @@ async def test_provision_through_a_kernel_then_docker_run_over_tls(target, tmp_p
         assert (home / "tls" / "server-key.pem").stat().st_mode & 0o777 == 0o600
         assert (home / "tls").stat().st_mode & 0o777 == 0o700
         daemon = json.loads((home / "daemon.json").read_text())
-        assert daemon["tlsverify"] is True and f"tcp://0.0.0.0:2376" in daemon["hosts"]
+        assert daemon["tlsverify"] is True and "tcp://0.0.0.0:2376" in daemon["hosts"]
 
         await driver.remove(host)
         assert (await driver.state(host)).state == "none"

@@ -47,7 +47,14 @@ from typing import Any
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.model import Host
 from dockyard.specs import DriverInfo, Provisioner
-from dockyard.specs.provision import EngineInstall, EngineInstaller, EngineTLS, HostRequest, HostState, SshTarget
+from dockyard.specs.provision import (
+    EngineInstall,
+    EngineInstaller,
+    EngineTLS,
+    HostRequest,
+    HostState,
+    SshTarget,
+)
 from dockyard_provision_ssh.installer import DEFAULT_ROOT, SshEngineInstaller, SshError, _asyncssh
 
 log = logging.getLogger("dockyard.provision.ssh")

@@ -29,7 +29,6 @@ import json
 import logging
 import shlex
 import ssl
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence

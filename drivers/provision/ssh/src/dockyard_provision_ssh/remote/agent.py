@@ -188,7 +188,7 @@ def installed(package: str) -> bool:
 
 
 def cmd_check(args: dict) -> dict:
-    out = {"python": "%d.%d" % sys.version_info[:2], "machine": os.uname().machine,
+    out = {"python": "{}.{}".format(*sys.version_info[:2]), "machine": os.uname().machine,
            "supervisor": "systemd" if systemd_booted() else "background", "apt": "", "missing": []}
     if run(["dpkg", "--version"], timeout=30).returncode == 127:
         raise Failure("the target has no dpkg: only Debian and its derivatives are supported")
