@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,9 +45,11 @@ class Bench:
     async def open(self) -> None:
         from dockyard.config import Config
         from dockyard.kernel import Kernel
-        from dockyard_provision_ssh.testing import make_target
+        from dockyard_plugin_sdk.conformance.network import free_test_subnet
+        from dockyard_provision_ssh.testing import SUBNET_BASE, make_target
 
-        self.target = await asyncio.to_thread(make_target, "dyb" + os.urandom(3).hex()[:5], 0)
+        subnet = await asyncio.to_thread(free_test_subnet, SUBNET_BASE, 24)
+        self.target = await asyncio.to_thread(make_target, "dyb" + os.urandom(3).hex()[:5], 0, subnet)
         config = Config(values={"data-root": str(self.work / "k" / "d"), "exec-root": str(self.work / "k" / "r"),
                                 "plugins": {"allow": ["ssh"]}})
         self.kernel = Kernel.build(config, environ={})

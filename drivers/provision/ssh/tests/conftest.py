@@ -19,10 +19,10 @@ import pytest
 import pytest_asyncio
 
 from dockyard.specs._base import DriverContext
-from dockyard_plugin_sdk.conformance.network import random_owner
+from dockyard_plugin_sdk.conformance.network import free_test_subnet, random_owner
 from dockyard_plugin_sdk.testing import Owners, snapshot_host, wait_for_no_leaks
 from dockyard_provision_ssh.driver import SshProvisioner
-from dockyard_provision_ssh.testing import Target, make_target, remove_target, unavailable
+from dockyard_provision_ssh.testing import SUBNET_BASE, Target, make_target, remove_target, unavailable
 
 
 class Targets:
@@ -37,7 +37,8 @@ class Targets:
         it is that directory alone."""
         # pyroute2's synchronous API runs an event loop of its own: never on a running one's thread
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            t = pool.submit(make_target, self.owner, len(self.made), shims, path).result()
+            subnet = free_test_subnet(SUBNET_BASE, 24)
+            t = pool.submit(make_target, self.owner, len(self.made), subnet, shims, path).result()
         self.made.append(t)
         return t
 

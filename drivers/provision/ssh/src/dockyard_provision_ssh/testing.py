@@ -1,8 +1,7 @@
 """SSH targets for tests and benchmarks: Debian's real ``sshd`` in a network namespace.
 
 A target is what a freshly booted Debian machine looks like to the ssh driver, made on this
-machine (root, ``openssh-server``, pyroute2 and the plugin SDK needed; imported when a target is
-made): a named network namespace ``<owner>-t<n>`` joined to this machine by a veth pair
+machine (root, ``openssh-server`` and pyroute2 needed; imported when a target is made): a named network namespace ``<owner>-t<n>`` joined to this machine by a veth pair
 (``<owner>t<n>`` with ``.1`` here, ``eth0`` with ``.2`` inside, a random free /24 of
 10.246.0.0/16, no default route), its own ``sshd`` (started inside it, stopped by its PID) with
 its own ``sshd_config``, ed25519 host key and ``authorized_keys``, and its own host name,
@@ -208,14 +207,12 @@ LogLevel VERBOSE
 """
 
 
-def make_target(owner: str, index: int, shims: bool = False, path: str | None = None) -> Target:
-    """Blocking: a target (namespace, link, files, sshd) answering on port 22."""
+def make_target(owner: str, index: int, subnet: str, shims: bool = False, path: str | None = None) -> Target:
+    """Blocking: a target (namespace, link, files, sshd) answering on port 22, on ``subnet`` (a
+    free /24: the SDK's ``free_test_subnet(SUBNET_BASE, 24)``)."""
     from pyroute2 import IPRoute, NetNS, netns
 
-    from dockyard_plugin_sdk.conformance.network import free_test_subnet
-
     directory = Path(tempfile.mkdtemp(prefix="dys-", dir="/tmp"))
-    subnet = free_test_subnet(SUBNET_BASE, 24)
     base = subnet.rsplit(".", 1)[0]
     t = Target(owner=owner, index=index, dir=directory, subnet=subnet, address=f"{base}.2", gateway=f"{base}.1",
                netns=f"{owner}-t{index}", veth=f"{owner}t{index}", install_root=str(directory / "r"))
