@@ -162,7 +162,32 @@ class _Progress:
             self._console.print(f"{mark} {escape(self._current)}")
 
 
-@machine.command(context_settings={"help_option_names": ["-h", "--help"]})
+def driver_flags(driver: str, args: list[str]) -> dict[str, str]:
+    """Docker Machine's driver flags among ``create``'s extra arguments: ``--DRIVER-KEY VALUE``
+    or ``--DRIVER-KEY=VALUE`` is the driver option ``DRIVER-KEY`` (``--ssh-address``,
+    ``--qemu-memory``). Anything else is a usage error naming it."""
+    prefix = f"--{driver}-"
+    options: dict[str, str] = {}
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if not arg.startswith(prefix) or len(arg) == len(prefix):
+            raise click.UsageError(f"unknown flag {arg!r} (driver flags of -d {driver} start with {prefix})")
+        key, sep, value = arg[2:].partition("=")
+        if not sep:
+            if not rest or rest[0].startswith("--"):
+                raise click.UsageError(f"flag {arg!r} needs a value")
+            value = rest.pop(0)
+        options[key] = value
+    return options
+
+
+@machine.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True,
+                                   "allow_extra_args": True},
+                 epilog="Driver flags: --DRIVER-KEY VALUE (or --DRIVER-KEY=VALUE) is the driver option "
+                        "DRIVER-KEY, as Docker Machine's driver flags: -d ssh --ssh-address 10.0.0.5 "
+                        "--ssh-user root --ssh-key ~/.ssh/id_ed25519 --ssh-port 22; -d qemu --qemu-memory 2048 "
+                        "--qemu-cpus 2 --qemu-disk-size 20G. The daemon checks them against the driver.")
 @click.option("-d", "--driver", default="netns", show_default=True,
               help="provision driver to create the machine with (netns: a local test host)")
 @click.option("--driver-opt", "driver_opts", multiple=True, metavar="KEY=VALUE", help="an option of the driver")
@@ -183,7 +208,7 @@ def create(ctx: click.Context, driver: str, driver_opts: tuple[str, ...], labels
     """Create a machine."""
     from dockyard.errors import DockyardError
 
-    options = {}
+    options = driver_flags(driver, ctx.args)
     for item in driver_opts:
         key, sep, value = item.partition("=")
         if not sep:
