@@ -162,15 +162,20 @@ class _Progress:
             self._console.print(f"{mark} {escape(self._current)}")
 
 
-def driver_flags(driver: str, args: list[str]) -> dict[str, str]:
-    """Docker Machine's driver flags among ``create``'s extra arguments: ``--DRIVER-KEY VALUE``
+def driver_flags(driver: str, args: list[str] | tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """Docker Machine's driver flags among ``create``'s other arguments: ``--DRIVER-KEY VALUE``
     or ``--DRIVER-KEY=VALUE`` is the driver option ``DRIVER-KEY`` (``--ssh-address``,
-    ``--qemu-memory``). Anything else is a usage error naming it."""
+    ``--qemu-memory``). Returns them and the positional arguments; another flag is a usage
+    error naming it."""
     prefix = f"--{driver}-"
     options: dict[str, str] = {}
+    positional: list[str] = []
     rest = list(args)
     while rest:
         arg = rest.pop(0)
+        if not arg.startswith("-"):
+            positional.append(arg)
+            continue
         if not arg.startswith(prefix) or len(arg) == len(prefix):
             raise click.UsageError(f"unknown flag {arg!r} (driver flags of -d {driver} start with {prefix})")
         key, sep, value = arg[2:].partition("=")
@@ -179,7 +184,7 @@ def driver_flags(driver: str, args: list[str]) -> dict[str, str]:
                 raise click.UsageError(f"flag {arg!r} needs a value")
             value = rest.pop(0)
         options[key] = value
-    return options
+    return options, positional
 
 
 @machine.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True,
@@ -200,15 +205,18 @@ def driver_flags(driver: str, args: list[str]) -> dict[str, str]:
               help="a registry the engine may reach without TLS verification")
 @click.option("--engine-registry-mirror", "mirrors", multiple=True, metavar="URL",
               help="refused: dockyardd has no registry mirrors")
-@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="NAME")
 @click.pass_context
 def create(ctx: click.Context, driver: str, driver_opts: tuple[str, ...], labels: tuple[str, ...],
            opts: tuple[str, ...], env: tuple[str, ...], storage_driver: str, insecure: tuple[str, ...],
-           mirrors: tuple[str, ...], name: str) -> None:
+           mirrors: tuple[str, ...], args: tuple[str, ...]) -> None:
     """Create a machine."""
     from dockyard.errors import DockyardError
 
-    options = driver_flags(driver, ctx.args)
+    options, names = driver_flags(driver, [*args, *ctx.args])
+    if len(names) != 1:
+        raise click.UsageError("create takes exactly one machine NAME" + (f" (got {' '.join(names)})" if names else ""))
+    name = names[0]
     for item in driver_opts:
         key, sep, value = item.partition("=")
         if not sep:
