@@ -78,13 +78,17 @@ class Wheelhouse:
 
 
 def _editable(dist: md.Distribution) -> bool:
+    """Installed in editable mode: ``pip install -e`` says so in ``direct_url.json``; a PEP 660
+    editable wheel installed as a file (tools/wheelhouse.py's test venvs) shows only by its
+    ``__editable__`` path file or finder in RECORD, with no package files beside it."""
     text = dist.read_text("direct_url.json")
-    if not text:
-        return False
-    try:
-        return bool(json.loads(text).get("dir_info", {}).get("editable"))
-    except ValueError:
-        return False
+    if text:
+        try:
+            if json.loads(text).get("dir_info", {}).get("editable"):
+                return True
+        except ValueError:
+            pass
+    return any(f.name.startswith("__editable__") for f in dist.files or ())
 
 
 def _installed(name: str) -> md.Distribution | None:
