@@ -254,7 +254,9 @@ class RuntimeDriver(Driver):
     def logs(self, container_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
         """The container's stored output, oldest first, across restarts. With ``follow`` the
         iterator waits for new records and ends once the container's process has exited and
-        everything it wrote was yielded."""
+        everything it wrote was yielded. The log is opened by this call (NotFound for an
+        unknown container), not at the first iteration: a container deleted before its records
+        are read still yields them all."""
         raise NotImplementedError(f"{self.info.name} keeps no logs")
 
     async def attach(self, container_id: str, exec_id: str | None = None) -> AttachStream:

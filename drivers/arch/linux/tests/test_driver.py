@@ -366,6 +366,68 @@ async def _n(items, n) -> bool:
     return len(items) >= n
 
 
+async def test_a_log_removed_after_the_reader_was_made_is_still_read(tmp_path):
+    """The reader holds the file from its making: docker-py's run(remove=True) has the container
+    removed (its log with it) before it reads the stream it asked for."""
+    from dockyard_arch_linux.logs import follow_lines
+
+    path = tmp_path / "log"
+    path.write_bytes(b"a\n")
+    once = follow_lines(str(path), False, lambda: True)
+    followed = follow_lines(str(path), True, lambda: not path.exists(), poll=0.01)
+    with path.open("ab") as fh:
+        fh.write(b"b\n")
+    path.unlink()
+    assert [x async for x in once] == [b"a\n", b"b\n"]
+    assert [x async for x in followed] == [b"a\n", b"b\n"]
+    assert once._fd is None and followed._fd is None  # closed at the end
+
+
+async def test_logs_follow_a_file_renamed_over_the_old_one(tmp_path):
+    """conmon's --log-size-max closes the log, opens LOG.tmp and renames it over LOG: what was
+    written to the old file after the reader last read it still comes, then the new file."""
+    from dockyard_arch_linux.logs import follow_lines
+
+    path = tmp_path / "log"
+    path.write_bytes(b"a\n")
+    done = False
+    got: list[bytes] = []
+
+    async def reader():
+        async for line in follow_lines(str(path), True, lambda: done, poll=0.01):
+            got.append(line)
+
+    task = asyncio.create_task(reader())
+    await until(lambda: _n(got, 1))
+    with path.open("ab") as fh:  # after the reader's last read of the old file
+        fh.write(b"b\n")
+    (tmp_path / "log.tmp").write_bytes(b"c\n")
+    os.rename(tmp_path / "log.tmp", path)
+    await until(lambda: _n(got, 3))
+    with path.open("ab") as fh:
+        fh.write(b"d\n")
+    await until(lambda: _n(got, 4))
+    done = True
+    await asyncio.wait_for(task, 5)
+    assert got == [b"a\n", b"b\n", b"c\n", b"d\n"]
+
+
+async def test_logs_asked_for_before_delete_are_read_after_it(driver, ids, rootfs):
+    """docker-py's containers.run(remove=True): logs (follow) asked for while the container runs,
+    wait, delete, and only then the records read."""
+    cid, _st, _ = await run(driver, ids, rootfs, ["sh", "-c", "sleep 0.2; echo late; yes l | head -n 30000"],
+                            wait=False)
+    followed = driver.logs(cid, follow=True)
+    await asyncio.wait_for(driver.wait(cid), 15)
+    once = driver.logs(cid)
+    await driver.delete(cid)
+    with pytest.raises(NotFound):
+        driver.logs(cid)
+    expected = b"late\n" + b"l\n" * 30000  # in records cut where conmon's reads of the pipe were
+    assert b"".join([r.data async for r in followed]) == expected
+    assert b"".join([r.data async for r in once]) == expected
+
+
 # ---------------------------------------------------------------- runtimes
 async def test_default_runtime_from_daemon_config(base_dir, owner, rootfs):
     ctx = DriverContext(data_dir=base_dir / "data", run_dir=base_dir / "run", owner=owner,

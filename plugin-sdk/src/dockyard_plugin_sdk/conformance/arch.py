@@ -191,6 +191,17 @@ class RuntimeContract(DriverContract):
         assert st.status == "stopped" and st.exit_code == 0
         assert b"hi" in await collect_output(driver, cid)
 
+    async def test_logs_asked_for_before_delete_are_read_after_it(self, driver, containers, rootfs) -> None:
+        """``logs()`` opens the log when called: docker-py's ``containers.run(remove=True)`` has
+        the container removed before it reads the log stream it asked for."""
+        cid = await self.run(driver, containers, rootfs, ["sh", "-c", "sleep 0.2; echo late"])
+        followed = driver.logs(cid, follow=True)
+        await asyncio.wait_for(driver.wait(cid), 15)
+        once = driver.logs(cid)
+        await driver.delete(cid)
+        assert b"".join([rec.data async for rec in once]) == b"late\n"
+        assert b"".join([rec.data async for rec in followed]) == b"late\n"
+
     async def test_exit_code_propagates(self, driver, containers, rootfs) -> None:
         cid = await self.run(driver, containers, rootfs, ["sh", "-c", "exit 3"])
         st = await asyncio.wait_for(driver.wait(cid), 15)

@@ -46,7 +46,7 @@ from dockyard.specs.arch import (
     RuntimeState,
 )
 from dockyard_arch_linux import cgroups, monitor, sandbox
-from dockyard_arch_linux.logs import LogRecord, follow_lines, parse_line
+from dockyard_arch_linux.logs import LogLines, LogRecord, LogRecords, follow_lines, parse_line
 from dockyard_arch_linux.spec import SpecOptions, build_spec, exec_process
 
 KNOWN_RUNTIMES = ("crun", "runc")
@@ -591,18 +591,18 @@ class LinuxRuntime(RuntimeDriver):
         return await asyncio.to_thread(self._cgroup(meta, st.pid).procs)
 
     # ------------------------------------------------------------------ logs and attach
-    def log_lines(self, container_id: str, follow: bool = False) -> AsyncIterator[bytes]:
-        """The raw ``k8s-file`` lines conmon wrote (see :func:`parse_line`)."""
+    def log_lines(self, container_id: str, follow: bool = False) -> LogLines:
+        """The raw ``k8s-file`` lines conmon wrote (see :func:`parse_line`). The log is opened
+        by this call (NotFound for an unknown container): removing the container afterwards
+        takes nothing from the reader."""
         meta = self._meta(container_id)
         return follow_lines(meta["log_path"], follow, lambda: self._exit(meta) is not None
                             or not (self._cdir(container_id) / "meta.json").exists())
 
-    async def logs(self, container_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
-        """Parsed log records ``(stream, timestamp, data)``; ``follow`` ends when the container exits."""
-        async for line in self.log_lines(container_id, follow):
-            rec = parse_line(line)
-            if rec is not None:
-                yield rec
+    def logs(self, container_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
+        """Parsed log records ``(stream, timestamp, data)``; ``follow`` ends when the container
+        exits. The log is opened by this call, as :meth:`log_lines` says."""
+        return LogRecords(self.log_lines(container_id, follow))
 
     log_records = logs  # the name the first services used
 
