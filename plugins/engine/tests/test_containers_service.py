@@ -295,6 +295,26 @@ async def test_run_exit_code_logs_events_and_spec_hook(world: World) -> None:
 
 
 @needs_runtime
+async def test_logs_opened_then_the_container_removed(world: World) -> None:
+    """docker-py's containers.run(remove=True): the follow stream is answered while the container
+    runs; the client waits, removes the container, and only then reads the stream."""
+    svc = world.svc
+    lines = 30000  # more than one read of the log
+    c = await svc.create(req(["sh", "-c", f"sleep 0.2; echo late; yes l | head -n {lines}"]))
+    waiter = asyncio.ensure_future(svc.wait(c.id, "next-exit"))
+    await svc.start_container(c.id)
+    followed = await svc.open_logs(c.id, LogOptions(follow=True))
+    assert await asyncio.wait_for(waiter, 20) == 0
+    once = await svc.open_logs(c.id, LogOptions(follow=True))  # exited: no follow
+    await svc.remove(c.id)
+    with pytest.raises(NotFound):
+        await svc.open_logs(c.id, LogOptions())
+    expected = b"late\n" + b"l\n" * lines
+    assert b"".join([d async for _s, d in followed]) == expected
+    assert b"".join([d async for _s, d in once]) == expected
+
+
+@needs_runtime
 async def test_attach_before_start_and_stdin(world: World) -> None:
     c = await world.svc.create(req(["sh", "-c", "cat; echo done >&2"], open_stdin=True, stdin_once=True,
                                    attach_stdin=True))

@@ -9,7 +9,7 @@ The API front builds a :class:`ContainerCreate` from Docker's JSON and calls
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
@@ -122,6 +122,12 @@ class Containers(Protocol):
     # -- stdio
     def check_logs_readable(self, c: Container) -> None: ...
     def logs(self, ref: str, opts: LogOptions) -> AsyncIterator[tuple[str, bytes]]: ...
+    async def open_logs(self, ref: str, opts: LogOptions) -> AsyncGenerator[tuple[str, bytes], None]:
+        """:meth:`logs` with the request checked and the log opened before it returns: an API
+        front answers (sends its headers) only then, so a client that removes the container
+        before it reads the stream (docker-py's ``containers.run(remove=True)``) still gets
+        everything the container wrote."""
+        ...
     async def attach(self, ref: str) -> tuple[Container, AttachStream | asyncio.Future[AttachStream]]: ...
     def cancel_attach(self, cid: str, fut: asyncio.Future[AttachStream]) -> None: ...
     def detached(self, ref: str) -> None:

@@ -395,16 +395,21 @@ async def logs_container(request: web.Request) -> web.StreamResponse:
     opts = LogOptions(stdout=stdout, stderr=stderr, follow=qbool(request, "follow"), tail=tail,
                       since=_since(request.query.get("since")), until=_since(request.query.get("until")),
                       timestamps=qbool(request, "timestamps"))
+    # the log is opened before the headers go: docker-py's run(remove=True) removes the
+    # container as soon as it has them, and reads the stream only then
+    records = await svc.open_logs(c.id, opts)
     resp = web.StreamResponse(status=200)
     resp.enable_chunked_encoding()
-    await resp.prepare(request)
     tty = c.config.tty
     try:
-        async for name, data in svc.logs(c.id, opts):
+        await resp.prepare(request)
+        async for name, data in records:
             await resp.write(data if tty else frame(name, data))
         await resp.write_eof()
     except (ConnectionResetError, ConnectionError):
         pass
+    finally:
+        await records.aclose()
     return resp
 
 

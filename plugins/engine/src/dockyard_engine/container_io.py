@@ -10,7 +10,7 @@ created (or restarting) container is a future, handed the stream by the next sta
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,35 @@ class ContainerIO:
             raise InvalidArgument(f"configured logging driver does not support reading: "
                                   f"{c.host_config.log_config.type}")
 
-    async def logs(self, ref: str, opts: LogOptions) -> AsyncIterator[tuple[str, bytes]]:
-        """(stream, bytes) chunks, json-file semantics; ``timestamps`` prefixes each record."""
+    async def open_logs(self, ref: str, opts: LogOptions) -> AsyncGenerator[tuple[str, bytes], None]:
+        """Check a logs request and open the container's log; the records come from the returned
+        iterator. A caller that answers before it reads (the HTTP headers of a log stream) may
+        see the container removed meanwhile (docker-py's ``run(remove=True)`` removes it before
+        it reads the stream): what the container wrote is still read to the end."""
         c = self.ctx.get(ref)
         self.check_logs_readable(c)
         rt = await self.ctx.runtime(c)
         follow = opts.follow and c.state.status in RUNNING_STATES
+        # both readers open the log now; the follow one re-reads it after the first pass
+        readers: list[AsyncIterator[Any]] = []
+        try:
+            readers.append(rt.logs(c.id, follow=False))
+            if follow:
+                readers.append(rt.logs(c.id, follow=True))
+        except NotFound:
+            pass
+        return self._log_records(opts, *readers)
+
+    async def logs(self, ref: str, opts: LogOptions) -> AsyncIterator[tuple[str, bytes]]:
+        """(stream, bytes) chunks, json-file semantics; ``timestamps`` prefixes each record."""
+        async for item in await self.open_logs(ref, opts):
+            yield item
+
+    @staticmethod
+    async def _log_records(opts: LogOptions, first: AsyncIterator[Any] | None = None,
+                           later: AsyncIterator[Any] | None = None) -> AsyncGenerator[tuple[str, bytes], None]:
+        """The records of ``first`` (the log as it is), then, following, the newer ones of
+        ``later`` (the whole log again, followed)."""
         since_ns = int(opts.since * 1e9) if opts.since else 0
         until_ns = int(opts.until * 1e9) if opts.until else 0
 
@@ -57,42 +80,49 @@ class ContainerIO:
 
         last_ns, at_last = -1, 0  # the newest record seen, and how many share its time
         records: list[tuple[Any, str]] = []
+        opened = (first, later)
         try:
-            async for rec in rt.logs(c.id, follow=False):
-                ns, ts = cfs.parse_ts(rec.timestamp)
-                if ns > last_ns:
-                    last_ns, at_last = ns, 1
-                elif ns == last_ns:
-                    at_last += 1
-                if (since_ns and ns < since_ns) or (until_ns and ns > until_ns) or not wanted(rec):
-                    continue
-                records.append((rec, ts))
-        except NotFound:
-            follow = False
-        if opts.tail is not None and opts.tail >= 0:
-            records = records[-opts.tail:] if opts.tail else []
-        for rec, ts in records:
-            yield render(rec, ts)
-        if not follow:
-            return
-        # follow: skip what the first pass saw (by time, so a log truncated by max-size and
-        # started over is still followed), then stream the new records
-        try:
-            seen_at_last = 0
-            async for rec in rt.logs(c.id, follow=True):
-                ns, ts = cfs.parse_ts(rec.timestamp)
-                if ns < last_ns:
-                    continue
-                if ns == last_ns and seen_at_last < at_last:
-                    seen_at_last += 1
-                    continue
-                if until_ns and ns > until_ns:
-                    return
-                if (since_ns and ns < since_ns) or not wanted(rec):
-                    continue
+            try:
+                async for rec in first if first is not None else _no_records():
+                    ns, ts = cfs.parse_ts(rec.timestamp)
+                    if ns > last_ns:
+                        last_ns, at_last = ns, 1
+                    elif ns == last_ns:
+                        at_last += 1
+                    if (since_ns and ns < since_ns) or (until_ns and ns > until_ns) or not wanted(rec):
+                        continue
+                    records.append((rec, ts))
+            except NotFound:
+                later = None
+            if opts.tail is not None and opts.tail >= 0:
+                records = records[-opts.tail:] if opts.tail else []
+            for rec, ts in records:
                 yield render(rec, ts)
-        except NotFound:
-            return
+            if later is None:
+                return
+            # follow: skip what the first pass saw (by time, so a log truncated by max-size and
+            # started over is still followed), then stream the new records
+            try:
+                seen_at_last = 0
+                async for rec in later:
+                    ns, ts = cfs.parse_ts(rec.timestamp)
+                    if ns < last_ns:
+                        continue
+                    if ns == last_ns and seen_at_last < at_last:
+                        seen_at_last += 1
+                        continue
+                    if until_ns and ns > until_ns:
+                        return
+                    if (since_ns and ns < since_ns) or not wanted(rec):
+                        continue
+                    yield render(rec, ts)
+            except NotFound:
+                return
+        finally:
+            for reader in opened:
+                aclose = getattr(reader, "aclose", None)
+                if aclose is not None:
+                    await aclose()
 
     # ------------------------------------------------------------------ attach
     async def attach(self, ref: str) -> tuple[Container, AttachStream | asyncio.Future[AttachStream]]:
@@ -204,3 +234,8 @@ def _net_stats(pid: int) -> dict[str, Any]:
         out[name] = {"rx_bytes": v[0], "rx_packets": v[1], "rx_errors": v[2], "rx_dropped": v[3],
                      "tx_bytes": v[8], "tx_packets": v[9], "tx_errors": v[10], "tx_dropped": v[11]}
     return out
+
+
+async def _no_records() -> AsyncIterator[Any]:
+    return
+    yield  # an async generator that yields nothing

@@ -26,7 +26,7 @@ driver (rootfs layers keyed by container ID on the image's top layer) and the ``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -152,6 +152,9 @@ class ContainerService(Service):
 
     def logs(self, ref: str, opts: LogOptions) -> AsyncIterator[tuple[str, bytes]]:
         return self.io.logs(ref, opts)
+
+    async def open_logs(self, ref: str, opts: LogOptions) -> AsyncGenerator[tuple[str, bytes], None]:
+        return await self.io.open_logs(ref, opts)
 
     async def attach(self, ref: str) -> tuple[Container, AttachStream | asyncio.Future[AttachStream]]:
         return await self.io.attach(ref)
