@@ -25,7 +25,7 @@ import sys
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dockyard.errors import (
     DriverNotInstalled,
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 PLUGIN_GROUP = "dockyard.plugins"
 CLI_GROUP = "dockyard.cli"
 SERVICE_GROUP = "dockyard.services"
+D = TypeVar("D")  # a descriptor class loaded from an entry-point group
 #: Feature plugins may set this module attribute; another major is refused.
 PLUGIN_API_ATTR = "DOCKYARD_PLUGIN_API"
 
@@ -360,22 +361,27 @@ class Registry:
         are recorded (``plugins list`` shows them), not raised."""
         from dockyard.services import ServiceInfo
 
-        out = []
-        for rec in self.find(SERVICE_GROUP):
+        return self._load_descriptors(SERVICE_GROUP, ServiceInfo, "dockyard.services.ServiceInfo")
+
+    def _load_descriptors(self, group: str, cls: type[D], what: str) -> list[tuple[PluginRecord, list[D]]]:
+        """Each allowed entry point of ``group`` whose object is an iterable of ``cls``
+        descriptors, with them; one that fails to import or holds anything else is recorded as
+        a ``PluginLoadError`` and left out."""
+        out: list[tuple[PluginRecord, list[D]]] = []
+        for rec in self.find(group):
             if rec.status not in ("available", "loaded"):
                 continue
             try:
-                infos = list(rec.load())
+                items = list(rec.load())
             except Exception as exc:  # noqa: BLE001 - any import failure is reported
                 self._fail(rec, _cause(exc))
                 continue
-            bad = [i for i in infos if not isinstance(i, ServiceInfo)]
+            bad = [i for i in items if not isinstance(i, cls)]
             if bad:
-                self._fail(rec, f"{rec.target} must be an iterable of dockyard.services.ServiceInfo, "
-                                f"found {type(bad[0]).__name__}")
+                self._fail(rec, f"{rec.target} must be an iterable of {what}, found {type(bad[0]).__name__}")
                 continue
             rec.status, rec.error = "loaded", ""
-            out.append((rec, infos))
+            out.append((rec, items))
         return out
 
     # ------------------------------------------------------------------ which distribution
@@ -385,20 +391,7 @@ class Registry:
         only to name a missing driver's distribution, and by ``plugins list``; failures are
         recorded, not raised."""
         out: dict[tuple[str, str], dict[str, list[str]]] = {}
-        for rec in self.find(PROVIDER_GROUP):
-            if rec.status not in ("available", "loaded"):
-                continue
-            try:
-                declared = list(rec.load())
-            except Exception as exc:  # noqa: BLE001 - any import failure is reported
-                self._fail(rec, _cause(exc))
-                continue
-            bad = [d for d in declared if not isinstance(d, DriverProvider)]
-            if bad:
-                self._fail(rec, f"{rec.target} must be an iterable of dockyard.specs.DriverProvider, "
-                                f"found {type(bad[0]).__name__}")
-                continue
-            rec.status, rec.error = "loaded", ""
+        for rec, declared in self._load_descriptors(PROVIDER_GROUP, DriverProvider, "dockyard.specs.DriverProvider"):
             for d in declared:
                 out.setdefault((d.kind, d.name), {}).setdefault(d.distribution, []).append(rec.distribution)
         return out
