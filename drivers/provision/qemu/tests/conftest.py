@@ -16,6 +16,7 @@ The engine is installed by the real ``EngineInstaller`` when an installed plugin
 over SSH with the host's key and pinned host key, as the real one must, and runs a tiny mutual
 TLS server in the guest answering ``/_ping`` and ``/info`` (python3 is in the image); the tests
 that need a real engine (``docker info``, ``docker run``) skip without the real one.
+``DOCKYARD_QEMU_TEST_INSTALLER=stand-in`` uses the double even where the real one is installed.
 """
 
 from __future__ import annotations
@@ -138,11 +139,11 @@ class FakeInstaller(EngineInstaller):
     """A stand-in for dockyard-provision-ssh's installer (see the module doc). ``calls`` records
     ``(method, target, name)``; ``seen`` what the first login found in the guest."""
 
-    def __init__(self, ca: TestCA) -> None:
+    def __init__(self, ca: TestCA, workdir: Path) -> None:
         self.ca = ca
         self.calls: list[tuple[str, SshTarget, str]] = []
         self.seen: dict[str, str] = {}
-        self.client = Path(tempfile.mkdtemp(prefix="dyq-client-"))
+        self.client = Path(tempfile.mkdtemp(prefix="client-", dir=workdir))
         ca.write_client(self.client)
 
     async def install(self, target, spec: EngineInstall, progress=None) -> None:
@@ -242,12 +243,13 @@ class QemuSession:
     """One driver (and its CA, its installer) for the session's VM tests, and the running host
     they share."""
 
-    def __init__(self, driver: QemuProvisioner, ca: TestCA, installer: EngineInstaller, real: bool) -> None:
+    def __init__(self, driver: QemuProvisioner, ca: TestCA, installer: EngineInstaller, real: bool,
+                 workdir: Path) -> None:
         self.driver, self.ca, self.installer, self.real = driver, ca, installer, real
         self._host: Host | None = None
         self.creates: list[float] = []  # seconds each create of a shared host took
         self.warnings: list[str] = []  # what the driver logged at WARNING and above
-        self.client = Path(tempfile.mkdtemp(prefix="dyq-c-"))
+        self.client = workdir / "client"  # ca.pem, cert.pem, key.pem of a client the engines accept
         ca.write_client(self.client)
 
     async def provision(self, name: str, **options: str) -> Host:
@@ -289,16 +291,18 @@ async def qemu_session(vm_reason, dockyard_owners: Owners) -> AsyncIterator[Qemu
     if vm_reason:
         pytest.skip(vm_reason)
     ca = TestCA()
-    real = await asyncio.to_thread(real_installer)
-    installer = real or FakeInstaller(ca)
+    # DOCKYARD_QEMU_TEST_INSTALLER=stand-in: the double even where dockyard-provision-ssh is installed
+    real = None if os.environ.get("DOCKYARD_QEMU_TEST_INSTALLER") == "stand-in" else \
+        await asyncio.to_thread(real_installer)
     root = Path(tempfile.mkdtemp(prefix="dyq-", dir="/tmp"))
+    installer = real or FakeInstaller(ca, root)
     owner = random_owner("dyq")
     dockyard_owners.record(owner, root)
     drv = QemuProvisioner(make_context(root, owner, installer))
     await drv.setup()
     # build (or find) the image before any test's clock starts
     await image.ensure(CACHE, drv.recipe)
-    session = QemuSession(drv, ca, installer, real is not None)
+    session = QemuSession(drv, ca, installer, real is not None, root)
     handler = _Warnings()
     handler.messages = session.warnings
     logging.getLogger("dockyard.provision.qemu").addHandler(handler)
@@ -369,9 +373,9 @@ def guest() -> Callable[[Host, str], str]:
 
 
 @pytest.fixture
-def fake_installer() -> type[FakeInstaller]:
-    """The installer double's class: ``fake_installer(ca)``."""
-    return FakeInstaller
+def fake_installer(tmp_path: Path) -> Callable[[TestCA], FakeInstaller]:
+    """``make(ca)``: an installer double (its client certificate under ``tmp_path``)."""
+    return lambda ca: FakeInstaller(ca, tmp_path)
 
 
 @pytest.fixture(name="qemu_processes")
