@@ -212,19 +212,14 @@ def https_get(url: str, path: str, certs: Path, timeout: float = 30) -> tuple[in
 
 
 # ---------------------------------------------------------------------------------- drivers
-def real_installer() -> EngineInstaller | None:
-    """The installer an installed plugin provides (dockyard-provision-ssh), as a kernel hands
-    it to drivers; None when none does."""
+def real_installer(root: Path) -> EngineInstaller | None:
+    """The installer an installed plugin provides (dockyard-provision-ssh), as a kernel on
+    ``root`` hands it to drivers (it keeps its wheelhouse below ``root``); None when none does."""
     from dockyard.config import Config
     from dockyard.kernel import Kernel
 
-    root = Path(tempfile.mkdtemp(prefix="dyq-k-"))
-    try:
-        kernel = Kernel.build(Config(values={"data-root": str(root / "d"), "exec-root": str(root / "r")}),
-                              environ={})
-        return kernel.provided().get(EngineInstaller)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    kernel = Kernel.build(Config(values={"data-root": str(root / "d"), "exec-root": str(root / "r")}), environ={})
+    return kernel.provided().get(EngineInstaller)
 
 
 def make_context(root: Path, owner: str, installer: EngineInstaller | None, **options: str) -> DriverContext:
@@ -292,9 +287,9 @@ async def qemu_session(vm_reason, dockyard_owners: Owners) -> AsyncIterator[Qemu
         pytest.skip(vm_reason)
     ca = TestCA()
     # DOCKYARD_QEMU_TEST_INSTALLER=stand-in: the double even where dockyard-provision-ssh is installed
-    real = None if os.environ.get("DOCKYARD_QEMU_TEST_INSTALLER") == "stand-in" else \
-        await asyncio.to_thread(real_installer)
     root = Path(tempfile.mkdtemp(prefix="dyq-", dir="/tmp"))
+    real = None if os.environ.get("DOCKYARD_QEMU_TEST_INSTALLER") == "stand-in" else \
+        await asyncio.to_thread(real_installer, root / "kernel")
     installer = real or FakeInstaller(ca, root)
     owner = random_owner("dyq")
     dockyard_owners.record(owner, root)
