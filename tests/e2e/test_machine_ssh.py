@@ -51,6 +51,15 @@ def test_machine_create_ssh_env_docker_run_rm(dockyardd_factory: Callable[..., A
                              capture_output=True, text=True, env=env, timeout=120)
         assert run.returncode == 0, run.stderr
         assert run.stdout.splitlines() == ["hi", "s1"]
+        # machine ssh / scp: OpenSSH with the machine's key and pinned host key
+        out = subprocess.run(["bash", "-c", "$M ssh s1 cat /etc/hostname"], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert (out.returncode, out.stdout.strip()) == (0, "s1"), out.stderr
+        (tmp_path / "sent").write_text("over scp\n")
+        out = subprocess.run(["bash", "-c", f"$M scp {tmp_path / 'sent'} s1:{tmp_path / 'arrived'}"],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert (tmp_path / "arrived").read_text() == "over scp\n"
         ls = subprocess.run(["bash", "-c", "$M ls --format '{{.Name}} {{.DriverName}} {{.State}}'"],
                             capture_output=True, text=True, env=env, timeout=60)
         assert ls.stdout.split("\n")[0] == "s1 ssh Running", ls.stdout + ls.stderr

@@ -186,6 +186,15 @@ class Provisioner(Driver):
         .. versionadded:: 0.1
         """
 
+    async def ssh_target(self, host: Host) -> SshTarget | None:
+        """How a user logs into ``host`` over SSH (``dockyard machine ssh``/``scp``), or ``None``
+        for a driver whose hosts have no SSH (a netns host is entered with ``nsenter``). The
+        key and known_hosts paths are on the machine that runs the driver.
+
+        .. versionadded:: 0.2
+        """
+        return None
+
     async def update_tls(self, host: Host, tls: EngineTLS) -> None:
         """Replace the server TLS material of a created ``host``'s engine (a rotated
         certificate: ``dockyard machine regenerate-certs``). The engine presents it from its

@@ -628,7 +628,9 @@ def _engine_pid(doc: dict[str, Any]) -> int:
 def ssh(ctx: click.Context, name: str, command: tuple[str, ...]) -> None:
     """Log into or run a command on a machine.
 
-    For a netns machine there is no SSH: the command runs in the host's network and UTS
+    A machine with SSH (ssh, qemu) is logged into with OpenSSH, its key and its pinned host
+    key, from the machine that runs the daemon. For a netns machine there is no SSH: the
+    command runs in the host's network and UTS
     namespaces (`nsenter --target ENGINE_PID --net --uts`, as root, on the daemon's machine),
     so it sees the host's eth0 and address and its hostname; the filesystem is this machine's.
     Without COMMAND, $SHELL (or /bin/sh) runs there.
@@ -636,6 +638,12 @@ def ssh(ctx: click.Context, name: str, command: tuple[str, ...]) -> None:
     import shutil
     import subprocess
 
+    doc = _inspect(ctx, name)
+    if doc["Driver"].get("SSHHostname"):
+        if doc["State"] != "Running":
+            _fail(f'Error: Cannot run SSH command: Host "{name}" is not running')
+        ctx.exit(subprocess.call([*_ssh_argv(doc, "ssh"), *( ["-t"] if not command else [] ),
+                                  f"{doc['Driver']['SSHUser']}@{doc['Driver']['SSHHostname']}", *command]))
     doc = _netns_target(ctx, name, "Error: Cannot run SSH command")
     if doc["State"] != "Running":
         _fail(f'Error: Cannot run SSH command: Host "{name}" is not running')
@@ -645,6 +653,25 @@ def ssh(ctx: click.Context, name: str, command: tuple[str, ...]) -> None:
     pid = _engine_pid(doc)
     argv = list(command) or [os.environ.get("SHELL") or "/bin/sh"]
     ctx.exit(subprocess.call([nsenter, "--target", str(pid), "--net", "--uts", "--", *argv]))
+
+
+def _ssh_argv(doc: dict[str, Any], program: str) -> list[str]:
+    """OpenSSH's ``ssh``/``scp`` with the machine's key, port and pinned host key (the files
+    live on the machine that runs the daemon: run this there)."""
+    import shutil
+
+    exe = shutil.which(program)
+    if exe is None:
+        _fail(f"Error: {program} (openssh-client) is not installed")
+    d = doc["Driver"]
+    port_flag = "-P" if program == "scp" else "-p"
+    argv = [str(exe), port_flag, str(d.get("SSHPort") or 22), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", "LogLevel=ERROR"]
+    if d.get("SSHKnownHosts"):
+        argv += ["-o", f"UserKnownHostsFile={d['SSHKnownHosts']}"]
+    if d.get("SSHKeyPath"):
+        argv += ["-o", "IdentitiesOnly=yes", "-i", str(d["SSHKeyPath"])]
+    return argv
 
 
 def _split_remote(arg: str) -> tuple[str | None, str]:
@@ -670,16 +697,30 @@ def scp(ctx: click.Context, recursive: bool, delta: bool, quiet: bool, source: s
 
     SOURCE and DESTINATION are [machine:]path.
 
-    A netns machine shares this machine's filesystem (only its network is its own), so a copy
-    to or from it is a local copy, made on the machine that runs its daemon.
+    A machine with SSH (ssh, qemu) is copied to and from with OpenSSH's scp, its key and its
+    pinned host key. A netns machine shares this machine's filesystem (only its network is its
+    own), so a copy to or from it is a local copy, made on the machine that runs its daemon.
     """
     import shutil
+    import subprocess
 
+    ends = [_split_remote(arg) for arg in (source, destination)]
+    docs = {name: _inspect(ctx, name) for name, _path in ends if name is not None}
+    over_ssh = [n for n, d in docs.items() if d["Driver"].get("SSHHostname")]
+    if over_ssh:  # scp with the machines' keys and pinned host keys
+        if len(docs) > 1:
+            _fail("Error copying: copy between two machines through this machine, one end at a time")
+        doc = docs[over_ssh[0]]
+        if delta:
+            _fail("--delta (rsync) is not supported; copy without it")
+        argv = _ssh_argv(doc, "scp") + (["-r"] if recursive else []) + (["-q"] if quiet else [])
+        remote = f"{doc['Driver']['SSHUser']}@{doc['Driver']['SSHHostname']}:"
+        argv += [remote + path if name else path for name, path in ends]
+        ctx.exit(subprocess.call(argv))
     if delta:
         _fail("--delta (rsync) is not supported: a netns machine's files are this machine's; copy without it")
     paths = []
-    for arg in (source, destination):
-        name, path = _split_remote(arg)
+    for name, path in ends:
         if name is not None:
             _netns_target(ctx, name, "Error copying")
         paths.append(Path(path or "."))

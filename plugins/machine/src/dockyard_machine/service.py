@@ -401,6 +401,7 @@ class MachineService(Service):
         driver_doc: dict[str, Any] = {"IPAddress": host.addresses[0] if host.addresses else "",
                                       "MachineName": host.name, "StorePath": str(self.root)}
         driver_doc.update({_pascal(k): v for k, v in (host.extra or {}).items()})
+        driver_doc.update(await self._ssh_fields(host))
         host_options = config.get("HostOptions") or {
             "EngineOptions": EngineOptions().to_json(),
             "SwarmOptions": {"IsSwarm": False, "Master": False, "Discovery": "", "Host": "", "Address": ""},
@@ -414,6 +415,19 @@ class MachineService(Service):
             "URL": observed.url, "Addresses": list(host.addresses), "DockerVersion": observed.docker_version,
             "Labels": dict(host.labels),
         }
+
+    async def _ssh_fields(self, host: Host) -> dict[str, Any]:
+        """Docker Machine's ``Driver.SSH*`` fields from the driver's :meth:`ssh_target` (none
+        for a driver without SSH, or a host it no longer knows)."""
+        try:
+            drv = await self.kernel.driver_ready("provision", host.driver)
+            target = await drv.ssh_target(host)  # type: ignore[attr-defined]
+        except DockyardError:
+            return {}
+        if target is None:
+            return {}
+        return {"SSHHostname": target.address, "SSHPort": target.port, "SSHUser": target.user,
+                "SSHKeyPath": target.key_path, "SSHKnownHosts": target.known_hosts}
 
     # ------------------------------------------------------------------ transitions
     async def _transition(self, name: str, busy: str, action: Callable[[Host, Provisioner], Any]) -> Host:

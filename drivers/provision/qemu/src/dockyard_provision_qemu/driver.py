@@ -582,6 +582,12 @@ class QemuProvisioner(Provisioner):
             raise NotFound(f"qemu host {host.name} ({host.id}) does not exist")
         return rec.engine_url
 
+    async def ssh_target(self, host: Host) -> SshTarget | None:
+        rec = await asyncio.to_thread(self._load, host)
+        if rec is None:
+            raise NotFound(f"qemu host {host.name} ({host.id}) does not exist")
+        return rec.target
+
 
 def _write_files(directory: Path, material: list[tuple[str, bytes, int]]) -> None:
     directory.mkdir(parents=True, exist_ok=True)

@@ -344,6 +344,12 @@ class SshProvisioner(Provisioner):
                               "installed engine's certificate")
         await installer.update_tls(rec.target, rec.name, tls)
 
+    async def ssh_target(self, host: Host) -> SshTarget | None:
+        rec = await asyncio.to_thread(self._load, host)
+        if rec is None:
+            raise NotFound(f"ssh host {host.name} ({host.id}) does not exist")
+        return rec.target
+
     async def engine_url(self, host: Host) -> str:
         rec = await asyncio.to_thread(self._load, host)
         if rec is None:
