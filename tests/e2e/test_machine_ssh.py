@@ -60,6 +60,13 @@ def test_machine_create_ssh_env_docker_run_rm(dockyardd_factory: Callable[..., A
                              capture_output=True, text=True, env=env, timeout=60)
         assert out.returncode == 0, out.stderr
         assert (tmp_path / "arrived").read_text() == "over scp\n"
+        # machine upgrade installs this machine's dockyard again; the running container stays
+        out = subprocess.run(["bash", "-c", "eval $($M env s1) && docker run -d --name keep busybox sleep 300 "
+                                            ">/dev/null && $M upgrade s1 && docker ps --format '{{.Names}} {{.State}}'"
+                                            " && docker rm -f keep >/dev/null"],
+                             capture_output=True, text=True, env=env, timeout=180)
+        assert out.returncode == 0, out.stderr
+        assert "keep running" in out.stdout.splitlines(), out.stdout
         ls = subprocess.run(["bash", "-c", "$M ls --format '{{.Name}} {{.DriverName}} {{.State}}'"],
                             capture_output=True, text=True, env=env, timeout=60)
         assert ls.stdout.split("\n")[0] == "s1 ssh Running", ls.stdout + ls.stderr

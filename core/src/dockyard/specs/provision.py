@@ -186,6 +186,20 @@ class Provisioner(Driver):
         .. versionadded:: 0.1
         """
 
+    async def upgrade(self, host: Host, tls: EngineTLS, engine_flags: Sequence[str]) -> None:
+        """Bring ``host``'s engine to the dockyard installed on this machine and leave it
+        running (``dockyard machine upgrade``); its containers keep running (live-restore).
+        ``tls`` and ``engine_flags`` are the host's current ones, as at :meth:`create`.
+
+        The default stops and starts the host: right for a driver whose engine runs this
+        machine's installed code (netns). A driver that installs the engine elsewhere (ssh,
+        qemu) installs it again.
+
+        .. versionadded:: 0.2
+        """
+        await self.stop(host)
+        await self.start(host)
+
     async def ssh_target(self, host: Host) -> SshTarget | None:
         """How a user logs into ``host`` over SSH (``dockyard machine ssh``/``scp``), or ``None``
         for a driver whose hosts have no SSH (a netns host is entered with ``nsenter``). The

@@ -538,10 +538,10 @@ class MachineService(Service):
         return await self._transition(name, "Restarting", act)
 
     async def upgrade_machine(self, name: str) -> dict[str, str]:
-        """Restart the host's engine on the code installed for it. For a driver whose engine
-        runs this machine's installed dockyard (netns) that is the upgrade: there is nothing to
-        download; the spec has no install step for drivers that would need one. A stopped host
-        is started. Returns the engine's version before and after."""
+        """Bring the host's engine to the dockyard installed on this machine
+        (:meth:`Provisioner.upgrade`: netns restarts it on this machine's code; ssh and qemu
+        install it again). A stopped host is started; containers keep running. Returns the
+        engine's version before and after."""
         async def act(host: Host, driver: Provisioner) -> dict[str, str]:
             before = after = ""
             running = await self._live(host, driver) == "running"
@@ -550,9 +550,11 @@ class MachineService(Service):
                 with contextlib.suppress(DockyardError, OSError):
                     before = await asyncio.to_thread(self._engine_version, host, VERSION_TIMEOUT)
             try:
-                if running or await self._live(host, driver) == "error":
+                if not running and await self._live(host, driver) == "error":
                     await driver.stop(host)
-                await driver.start(host)
+                files = self.certs.host(name)
+                flags = [*self.engine_options(name).flags(), *provisioning.engine_flags(self.kernel, host)]
+                await driver.upgrade(host, EngineTLS(files.ca, files.server_cert, files.server_key), flags)
                 if engine:
                     after = await asyncio.to_thread(self._engine_version, host, VERSION_TIMEOUT)
             except BaseException as exc:

@@ -582,6 +582,21 @@ class QemuProvisioner(Provisioner):
             raise NotFound(f"qemu host {host.name} ({host.id}) does not exist")
         return rec.engine_url
 
+    async def upgrade(self, host: Host, tls: EngineTLS, engine_flags: Sequence[str]) -> None:
+        """Boot the VM if it is off, then install this machine's dockyard in it again and
+        restart the engine (containers keep running)."""
+        rec = await asyncio.to_thread(self._load, host)
+        if rec is None or rec.state == "prepared":
+            raise NotFound(f"qemu host {host.name} ({host.id}) does not exist")
+        if not self._running(rec):
+            await self.start(host)
+            rec = await asyncio.to_thread(self._load, host) or rec
+        rec.flags = list(engine_flags)
+        await asyncio.to_thread(self._save, rec)
+        await self._installer().install(rec.target(), self._spec(rec, tls),
+                                        progress=lambda line: log.info("qemu host %s: %s", rec.name, line))
+        await self._wait_engine(rec, time.monotonic() + ENGINE_TIMEOUT)
+
     async def ssh_target(self, host: Host) -> SshTarget | None:
         rec = await asyncio.to_thread(self._load, host)
         if rec is None:

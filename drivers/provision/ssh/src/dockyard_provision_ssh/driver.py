@@ -344,6 +344,14 @@ class SshProvisioner(Provisioner):
                               "installed engine's certificate")
         await installer.update_tls(rec.target, rec.name, tls)
 
+    async def upgrade(self, host: Host, tls: EngineTLS, engine_flags: Sequence[str]) -> None:
+        """Install this machine's dockyard again (the wheelhouse is made afresh when what is
+        installed here changed) and restart the engine; containers keep running."""
+        rec = await self._created(host)
+        spec = EngineInstall(name=rec.name, listen=(f"tcp://0.0.0.0:{rec.engine_port}",), engine_url=rec.engine_url,
+                             tls=tls, engine_flags=tuple(engine_flags), engine_env=tuple(sorted(rec.env.items())))
+        await self.installer.install(rec.target, spec, lambda line: log.info("ssh host %s: %s", rec.name, line))
+
     async def ssh_target(self, host: Host) -> SshTarget | None:
         rec = await asyncio.to_thread(self._load, host)
         if rec is None:
