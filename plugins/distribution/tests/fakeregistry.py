@@ -1,5 +1,6 @@
 """A tiny registry (aiohttp, own thread and loop, 127.0.0.1) that can misbehave on purpose:
-serve a corrupt layer, drop the connection mid-layer, ignore Range, require a bearer token."""
+serve a corrupt layer, drop the connection mid-layer, ignore Range, require a bearer token,
+answer manifests with an error status; optionally below a path prefix (a mirror's)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ class FakeRegistry:
     die_mid_layer: bool = False  # after cutting one layer, reset every later connection
     dead: bool = False
     delay: float = 0.0  # seconds to wait before serving a layer
+    prefix: str = ""  # serve the API below this path ("/hub": /hub/v2/...), as a mirror may
+    manifest_status: int = 0  # answer every manifest request with this HTTP status (e.g. 503)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     port: int = 0
     in_flight: int = 0
@@ -111,10 +114,11 @@ class FakeRegistry:
 
     async def _start(self) -> None:
         app = web.Application()
-        app.router.add_get("/v2/", self._ping)
+        p = self.prefix.rstrip("/")
+        app.router.add_get(f"{p}/v2/", self._ping)
         app.router.add_route("*", "/token", self._token)
-        app.router.add_route("*", "/v2/{name:.+}/manifests/{ref}", self._manifest)
-        app.router.add_route("*", "/v2/{name:.+}/blobs/{digest}", self._blob)
+        app.router.add_route("*", p + "/v2/{name:.+}/manifests/{ref}", self._manifest)
+        app.router.add_route("*", p + "/v2/{name:.+}/blobs/{digest}", self._blob)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -156,6 +160,9 @@ class FakeRegistry:
         denied = self._denied(request)
         if denied:
             return denied
+        if self.manifest_status:
+            return web.json_response({"errors": [{"code": "UNAVAILABLE", "message": "try later"}]},
+                                     status=self.manifest_status)
         ref = request.match_info["ref"]
         for tag, img in self._find(request.match_info["name"]).items():
             if ref in (tag, img.digest):

@@ -117,7 +117,9 @@ async def info(request: web.Request) -> web.Response:
         "OSType": f["os"],
         "Architecture": os.uname().machine,
         "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {}, "Mirrors": []},
+        "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {},
+                           # the registry-mirrors setting (validated at load), shown as dockerd: "URL/"
+                           "Mirrors": [str(m).rstrip("/") + "/" for m in kernel.config.get("registry-mirrors") or []]},
         "NCPU": os.cpu_count() or 1,
         "MemTotal": _mem_total(),
         "DockerRootDir": str(kernel.config.data_root),

@@ -24,6 +24,7 @@ from dockyard_distribution import progress as pm
 from dockyard_distribution.auth import AuthConfig, decode_registry_auth
 from dockyard_distribution.client import RegistryClient, RegistryOptions, Unauthorized
 from dockyard_distribution.mediatypes import INDEXES, Platform, index_platforms
+from dockyard_distribution.mirrors import first_answer, pull_clients, validate_mirrors
 from dockyard_distribution.store import ImageStore
 from dockyard_distribution.transfer import (
     final_line,
@@ -45,11 +46,18 @@ def registry_options(kernel: Any) -> RegistryOptions:
         certs_dir=Path(cfg.data_root) / "certs.d",
         max_concurrent_downloads=int(cfg.get("max-concurrent-downloads") or 3),
         max_concurrent_uploads=int(cfg.get("max-concurrent-uploads") or 5),
+        mirrors=validate_mirrors(cfg.get("registry-mirrors") or []),
     )
 
 
 def _client(kernel: Any, ref: Reference, auth: AuthConfig | None) -> RegistryClient:
+    """The registry itself (pushes, distribution inspect): never a mirror."""
     return RegistryClient(registry_host(ref), registry_options(kernel), auth)
+
+
+async def _close(clients: list[RegistryClient]) -> None:
+    for c in clients:
+        await c.close()
 
 
 def _parse(name: str, tag: str = "", default_tag: bool = True) -> Reference:
@@ -111,13 +119,14 @@ async def pull(kernel: Any, reference: str, platform: str = "", auth: dict[str, 
     if isinstance(auth, dict):
         auth = AuthConfig.from_dict(auth)
     ref = _parse(reference)
-    client = _client(kernel, ref, auth)
+    want = Platform.parse(platform) if platform else None
+    clients = pull_clients(ref, registry_options(kernel), auth)
     try:
-        plan = await resolve_pull(client, ref, Platform.parse(platform) if platform else None)
+        client, plan = await first_answer(clients, lambda c: resolve_pull(c, ref, want), ref.familiar())
         image, _changed = await run_pull(client, plan, ImageStore(kernel), progress or (lambda _m: None))
         return image
     finally:
-        await client.close()
+        await _close(clients)
 
 
 async def pull_image(request: web.Request) -> web.StreamResponse:
@@ -131,13 +140,15 @@ async def pull_image(request: web.Request) -> web.StreamResponse:
     raw_platform = request.query.get("platform", "")
     platform = Platform.parse(raw_platform) if raw_platform else None
     store = ImageStore(kernel)
-    client = _client(kernel, ref, _auth(request))
+    clients = pull_clients(ref, registry_options(kernel), _auth(request))  # mirrors first (docker.io)
     try:
         if ref.tag or ref.digest:
-            plan = await resolve_pull(client, ref, platform)  # typed errors: before any streaming
+            # typed errors: before any streaming
+            client, plan = await first_answer(clients, lambda c: resolve_pull(c, ref, platform), ref.familiar())
             return await stream(request, lambda emit: run_pull(client, plan, store, emit))
         # no tag at all (``docker pull --all-tags``): every tag of the repository
-        tags = sorted(await client.list_tags(ref.path, ref.familiar()))
+        client, listed = await first_answer(clients, lambda c: c.list_tags(ref.path, ref.familiar()), ref.familiar())
+        tags = sorted(listed)
         if not tags:
             raise NotFound(f"repository {ref.familiar()} has no tags")
         plans = [await resolve_pull(client, ref.with_tag(t), platform) for t in tags]
@@ -150,7 +161,7 @@ async def pull_image(request: web.Request) -> web.StreamResponse:
 
         return await stream(request, job)
     finally:
-        await client.close()
+        await _close(clients)
 
 
 async def push_image(request: web.Request) -> web.StreamResponse:

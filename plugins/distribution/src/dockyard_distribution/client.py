@@ -76,6 +76,8 @@ class RegistryOptions:
     retry_delay: float = 0.2
     chunk_size: int = 0  # push: 0 = monolithic PUT; else PATCH chunks of this size
     timeout: float = 300.0  # seconds without progress before a request is given up
+    mirrors: list[str] = field(default_factory=list)  # registry-mirrors: docker.io pulls try these first
+    hub_host: str = "registry-1.docker.io"  # where docker.io's API lives (tests point it at a fake)
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,9 @@ class RegistryClient:
     manager, or pass a shared ``session``."""
 
     def __init__(self, host: str, options: RegistryOptions | None = None, auth: AuthConfig | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, base_url: str = "") -> None:
         self.host = host
+        self.base_url = base_url.rstrip("/")  # a mirror: this scheme://host/prefix, no probing
         self.options = options or RegistryOptions()
         self.auth = auth
         self._session = session
@@ -214,8 +217,16 @@ class RegistryClient:
 
     async def _probe(self) -> Endpoint:
         insecure = is_insecure(self.host, self.options)
-        candidates = [Endpoint(f"https://{self.host}", tls_context(self.host, self.options, verify=not insecure))]
-        if insecure:
+        if self.base_url.startswith("http://"):
+            if not insecure:
+                raise Unavailable(f"mirror {self.base_url}: plain HTTP is used only for loopback or a registry "
+                                  f"listed in insecure-registries (list {self.host} there, or use https)")
+            candidates = [Endpoint(self.base_url, False)]
+        elif self.base_url:
+            candidates = [Endpoint(self.base_url, tls_context(self.host, self.options, verify=not insecure))]
+        else:
+            candidates = [Endpoint(f"https://{self.host}", tls_context(self.host, self.options, verify=not insecure))]
+        if insecure and not self.base_url:
             candidates.append(Endpoint(f"http://{self.host}", False))
         errors = []
         for ep in candidates:

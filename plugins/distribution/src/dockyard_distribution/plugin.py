@@ -7,6 +7,7 @@ descriptor's ``pull``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from dockyard.specs import ApiRoute, ConfigOption, hookimpl
@@ -26,9 +27,21 @@ def dockyard_config_options() -> list[ConfigOption]:
         ConfigOption("insecure-registries", list, [],
                      "registries (host[:port] or CIDR) reachable over plain HTTP or unverified TLS; "
                      "127.0.0.0/8 always is", reloadable=True),
+        ConfigOption("registry-mirrors", list, [],
+                     "Docker Hub mirrors (http(s) URLs, a path kept as prefix) tried in order before "
+                     "registry-1.docker.io for docker.io pulls; plain http only on loopback or for "
+                     "insecure-registries", reloadable=True),
         ConfigOption("max-concurrent-downloads", int, 3, "layers downloaded at once per pull", reloadable=True),
         ConfigOption("max-concurrent-uploads", int, 5, "layers uploaded at once per push", reloadable=True),
     ]
+
+
+@hookimpl
+def dockyard_configure(kernel: Any, config: Mapping[str, Any], reload: bool) -> None:
+    """Reject an invalid mirror at load (dockerd's ``invalid mirror: ...``)."""
+    from dockyard_distribution.mirrors import validate_mirrors
+
+    validate_mirrors(config.get("registry-mirrors"))
 
 
 @hookimpl
