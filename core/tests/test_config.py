@@ -56,3 +56,17 @@ def test_effective_settings_include_defaults():
     assert eff["debug"] is True and eff["live-restore"] is True and eff["mtu"] == 1500
     assert cfg.effective([ConfigOption("mtu", int, 1500)]) != Config(values={"mtu": 9000}).effective(
         [ConfigOption("mtu", int, 1500)])
+
+
+def test_registry_flags_are_dockerds_and_repeatable(tmp_path: Path):
+    from dockyard.daemon import config_from_args, parser
+
+    f = tmp_path / "daemon.json"
+    f.write_text('{"registry-mirrors": ["https://file.example"]}')
+    args = parser().parse_args(["--config-file", str(f)])
+    assert config_from_args(args).get("registry-mirrors") == ["https://file.example"]
+    args = parser().parse_args(["--config-file", str(f), "--registry-mirror", "http://127.0.0.1:5000",
+                                "--registry-mirror", "https://m.example/hub", "--insecure-registry", "10.0.0.0/8"])
+    cfg = config_from_args(args)
+    assert cfg.get("registry-mirrors") == ["http://127.0.0.1:5000", "https://m.example/hub"]  # flags win
+    assert cfg.get("insecure-registries") == ["10.0.0.0/8"]

@@ -42,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-registry", action="append", dest="insecure_registries", metavar="REGISTRY",
                    help="registry reached over plain HTTP or with an unverified certificate (repeatable; "
                         "the insecure-registries key of dockyard-distribution)")
+    p.add_argument("--registry-mirror", action="append", dest="registry_mirrors", metavar="URL",
+                   help="preferred Docker Hub mirror, tried before Docker Hub for docker.io pulls "
+                        "(repeatable; the registry-mirrors key of dockyard-distribution)")
     p.add_argument("--tls", nargs="?", const=True, type=_flag_bool, metavar="BOOL",
                    help="use TLS on tcp:// listeners; implied by --tlsverify")
     p.add_argument("--tlsverify", nargs="?", const=True, type=_flag_bool, metavar="BOOL",
@@ -70,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "storage-driver": args.storage_driver, "storage-opts": args.storage_opts,
         "default-runtime": args.default_runtime, "cluster-store": args.cluster_store,
         "labels": args.labels, "insecure-registries": args.insecure_registries,
+        "registry-mirrors": args.registry_mirrors,
         "tls": args.tls, "tlsverify": args.tlsverify,
         "tlscacert": args.tlscacert, "tlscert": args.tlscert, "tlskey": args.tlskey,
     }
