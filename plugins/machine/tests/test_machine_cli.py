@@ -114,7 +114,8 @@ def made(machined: Machines) -> dict[str, subprocess.CompletedProcess[str]]:
     with ThreadPoolExecutor(2) as pool:
         h1 = pool.submit(machined.cli, "create", "-d", "netns", "h1")
         h2 = pool.submit(machined.cli, "create", "--engine-label", "env=test", "--engine-env", "FOO=bar",
-                         "--engine-opt", "log-level=debug", "h2")
+                         "--engine-opt", "log-level=debug", "--engine-registry-mirror", "https://mirror.example/hub",
+                         "h2")
         return {"h1": h1.result(), "h2": h2.result()}
 
 
@@ -179,16 +180,21 @@ def test_engine_options_reach_the_engine(machined: Machines, made) -> None:
     assert b"FOO=bar" in environ
     flags = Path(f"/proc/{machined.engine_pid('h2')}/cmdline").read_bytes().split(b"\0")
     assert b"--label" in flags and b"env=test" in flags and b"--log-level=debug" in flags
+    assert flags[flags.index(b"--registry-mirror") + 1] == b"https://mirror.example/hub"
+    assert doc["HostOptions"]["EngineOptions"]["RegistryMirror"] == ["https://mirror.example/hub"]
     config = machined.cli("config", "h2").stdout
     bundle = machined.storage / "machines" / "h2"
     assert config == (f'--tlsverify\n--tlscacert="{bundle}/ca.pem"\n--tlscert="{bundle}/cert.pem"\n'
                       f'--tlskey="{bundle}/key.pem"\n-H={doc["URL"]}\n')
     if shutil.which("docker"):
         info_args = [a.replace('"', "") for a in config.split()]
-        info = subprocess.run(["docker", *info_args, "info", "--format", "{{json .Labels}}"],
+        info = subprocess.run(["docker", *info_args, "info", "--format",
+                               "{{json .Labels}} {{json .RegistryConfig.Mirrors}}"],
                               capture_output=True, text=True, env=machined.env(), timeout=60)
         assert info.returncode == 0, info.stderr
-        assert "env=test" in json.loads(info.stdout)
+        labels, mirrors = info.stdout.split(" ", 1)
+        assert "env=test" in json.loads(labels)
+        assert json.loads(mirrors) == ["https://mirror.example/hub/"]
 
 
 def test_create_errors(machined: Machines, made) -> None:
@@ -198,8 +204,8 @@ def test_create_errors(machined: Machines, made) -> None:
     assert "Invalid hostname specified. Allowed hostname chars are: 0-9a-zA-Z . -" in bad.stderr
     nodrv = machined.cli("create", "-d", "nope", "x1", check=False)
     assert nodrv.returncode == 1 and "pip install dockyard-provision-nope" in nodrv.stderr
-    mirror = machined.cli("create", "--engine-registry-mirror", "https://m.example", "x1", check=False)
-    assert "dockyardd has no registry mirrors" in mirror.stderr
+    mirror = machined.cli("create", "--engine-registry-mirror", "ftp://m.example", "x1", check=False)
+    assert "invalid mirror: unsupported scheme 'ftp'" in mirror.stderr
     assert "x1" not in machined.cli("ls", "-q").stdout.split()
     # a failure after the stream started: the engine exits at once; nothing is left of it
     failed = machined.cli("create", "--engine-opt", "storage-driver=no-such-driver", "x2", check=False)

@@ -172,16 +172,20 @@ def test_states_order_durations_and_reasons() -> None:
 # ---------------------------------------------------------------------------------- create options
 def test_engine_options_become_dockyardd_flags_and_environment() -> None:
     opts = EngineOptions(labels=["env=test", "zone=a"], storage_driver="vfs", insecure_registry=["reg:5000"],
+                         registry_mirror=["https://m.example/hub", "http://127.0.0.1:5001"],
                          opts=["log-level=debug", "debug"], env=["FOO=bar", "EMPTY="]).check()
     assert opts.flags() == ["--label", "env=test", "--label", "zone=a", "--storage-driver", "vfs",
-                            "--insecure-registry", "reg:5000", "--log-level=debug", "--debug"]
+                            "--insecure-registry", "reg:5000", "--registry-mirror", "https://m.example/hub",
+                            "--registry-mirror", "http://127.0.0.1:5001", "--log-level=debug", "--debug"]
     assert opts.environment() == {"FOO": "bar", "EMPTY": ""}
     assert opts.label_map() == {"env": "test", "zone": "a"}
     assert EngineOptions.from_json(opts.to_json()) == opts
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    (EngineOptions(registry_mirror=["https://mirror.example"]), "no registry mirrors"),
+    (EngineOptions(registry_mirror=["ftp://mirror.example"]), "invalid mirror: unsupported scheme 'ftp'"),
+    (EngineOptions(registry_mirror=["https://m.example/?a=b"]), "invalid mirror: query or fragment"),
+    (EngineOptions(registry_mirror=["https://u:pw@m.example"]), "invalid mirror: username/password"),
     (EngineOptions(opts=["data-root=/elsewhere"]), "sets --data-root itself"),
     (EngineOptions(opts=["H=tcp://0.0.0.0:2375"]), "sets --H itself"),
     (EngineOptions(opts=["no-such-flag=1"]), "no flag --no-such-flag"),

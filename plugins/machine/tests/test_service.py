@@ -94,8 +94,8 @@ async def test_bad_requests_are_refused_before_anything_is_recorded(make_kernel)
     kernel, svc = await service(make_kernel)
     with pytest.raises(InvalidArgument, match="Invalid hostname"):
         await create(svc, "bad_name")
-    with pytest.raises(InvalidArgument, match="registry mirrors"):
-        await create(svc, "h1", registry_mirror=["https://m.example"])
+    with pytest.raises(InvalidArgument, match="invalid mirror: unsupported scheme"):
+        await create(svc, "h1", registry_mirror=["ftp://m.example"])
     with pytest.raises(DriverNotInstalled, match="pip install dockyard-provision-nope"):
         await create(svc, "h1", driver="nope")
     assert hosts(kernel) == [] and not svc.certs.host("h1").dir.exists()

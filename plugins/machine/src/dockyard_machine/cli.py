@@ -204,7 +204,7 @@ def driver_flags(driver: str, args: list[str] | tuple[str, ...]) -> tuple[dict[s
 @click.option("--engine-insecure-registry", "insecure", multiple=True, metavar="HOST",
               help="a registry the engine may reach without TLS verification")
 @click.option("--engine-registry-mirror", "mirrors", multiple=True, metavar="URL",
-              help="refused: dockyardd has no registry mirrors")
+              help="a Docker Hub mirror for the created engine (its --registry-mirror; repeatable)")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="NAME")
 @click.pass_context
 def create(ctx: click.Context, driver: str, driver_opts: tuple[str, ...], labels: tuple[str, ...],

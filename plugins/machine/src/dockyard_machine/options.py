@@ -12,7 +12,7 @@ become ``dockyardd`` flags (``HostRequest.engine_options``) and environment
 ``--engine-insecure-registry HOST``       ``--insecure-registry HOST`` (dockyard-distribution)
 ``--engine-opt flag=value``, ``flag``     ``--flag=value``, ``--flag``: any other dockyardd flag
 ``--engine-env K=V``                      ``K=V`` in the engine's environment
-``--engine-registry-mirror URL``          refused: dockyardd has no registry mirrors
+``--engine-registry-mirror URL``          ``--registry-mirror URL`` (dockyard-distribution: docker.io pulls)
 ========================================  ===================================================
 
 Flags the provision driver sets itself (where the engine listens, its roots, its TLS files)
@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from dockyard.errors import InvalidArgument
 
@@ -63,6 +64,25 @@ def _known_flags() -> dict[str, Any]:
     return out
 
 
+def _check_mirror(url: str) -> None:
+    """dockerd's rule for a mirror (dockyardd checks it again at start): an http(s) URL with a
+    host and no query, fragment or user info; refused here so no host is made for nothing."""
+    prefix = f"--engine-registry-mirror {url}: invalid mirror"
+    try:
+        uri = urlsplit(str(url))
+        _ = uri.port
+    except ValueError:
+        raise InvalidArgument(f"{prefix}: not a valid URI") from None
+    if uri.scheme not in ("http", "https"):
+        raise InvalidArgument(f"{prefix}: unsupported scheme {uri.scheme!r}")
+    if uri.query or uri.fragment or "?" in url or "#" in url:
+        raise InvalidArgument(f"{prefix}: query or fragment at end of the URI")
+    if uri.username is not None or uri.password is not None:
+        raise InvalidArgument("--engine-registry-mirror: invalid mirror: username/password not allowed in URI")
+    if not uri.hostname:
+        raise InvalidArgument(f"{prefix}: no host")
+
+
 @dataclass
 class EngineOptions:
     """Docker Machine's ``EngineOptions``, as far as dockyardd has them."""
@@ -78,10 +98,8 @@ class EngineOptions:
         """Raise :class:`InvalidArgument` naming the first option dockyardd cannot honour."""
         _pairs(self.labels, "--engine-label")
         _pairs(self.env, "--engine-env", _ENV_NAME)
-        if self.registry_mirror:
-            raise InvalidArgument(
-                f"--engine-registry-mirror {self.registry_mirror[0]}: dockyardd has no registry mirrors "
-                "(dockyard-distribution pulls from the registry an image reference names); leave it out")
+        for mirror in self.registry_mirror:
+            _check_mirror(mirror)
         if self.storage_driver and not re.match(r"^[a-z0-9][a-z0-9._-]*$", self.storage_driver):
             raise InvalidArgument(f"--engine-storage-driver {self.storage_driver!r} is not a driver name")
         known = _known_flags()
@@ -98,7 +116,7 @@ class EngineOptions:
 
     def flags(self) -> list[str]:
         """The ``dockyardd`` flags, in Docker Machine's order: labels, storage driver, insecure
-        registries, then the arbitrary flags."""
+        registries, registry mirrors, then the arbitrary flags."""
         out: list[str] = []
         for label in self.labels:
             out += ["--label", label]
@@ -106,6 +124,8 @@ class EngineOptions:
             out += ["--storage-driver", self.storage_driver]
         for registry in self.insecure_registry:
             out += ["--insecure-registry", registry]
+        for mirror in self.registry_mirror:
+            out += ["--registry-mirror", mirror]
         out += [f"--{str(opt).lstrip('-')}" for opt in self.opts]
         return out
 
