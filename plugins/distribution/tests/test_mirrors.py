@@ -18,10 +18,10 @@ from fakeregistry import FakeImage, FakeRegistry, make_image, start
 
 from dockyard.config import Config
 from dockyard.errors import InvalidArgument, NotFound, Unavailable
-from dockyard.reference import parse_normalized
+from dockyard.reference import parse_normalized, validate_mirror
 from dockyard_distribution import plugin
 from dockyard_distribution.client import FileSink, RegistryOptions
-from dockyard_distribution.mirrors import first_answer, mirror_client, pull_clients, validate_mirror
+from dockyard_distribution.mirrors import first_answer, mirror_client, pull_clients
 from dockyard_distribution.transfer import resolve_pull
 
 

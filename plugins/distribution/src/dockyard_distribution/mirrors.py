@@ -16,35 +16,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from dockyard.errors import Forbidden, InvalidArgument, NotFound, Unavailable
-from dockyard.reference import Reference
+from dockyard.reference import Reference, validate_mirror
 from dockyard_distribution.auth import AuthConfig
 from dockyard_distribution.client import RegistryClient, RegistryError, RegistryOptions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def validate_mirror(value: Any) -> str:
-    """dockerd's ``ValidateMirror``: an http(s) URL without query, fragment or user info;
-    returned with one trailing ``/`` (how ``docker info`` shows it)."""
-    text = str(value) if isinstance(value, str) else ""
-    if not isinstance(value, str) or not text:
-        raise InvalidArgument(f"invalid mirror: {value!r} is not a valid URI")
-    try:
-        uri = urlsplit(text)
-        _ = uri.port
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid mirror: {text!r} is not a valid URI") from exc
-    if uri.scheme not in ("http", "https"):
-        raise InvalidArgument(f"invalid mirror: unsupported scheme {uri.scheme!r} in {text!r}")
-    if uri.query or uri.fragment or "?" in text or "#" in text:
-        raise InvalidArgument(f"invalid mirror: query or fragment at end of the URI {text!r}")
-    if uri.username is not None or uri.password is not None:
-        raise InvalidArgument("invalid mirror: username/password not allowed in URI "
-                              f"{uri.scheme}://{uri.username}:xxxxx@{uri.hostname}")
-    if not uri.hostname:
-        raise InvalidArgument(f"invalid mirror: {text!r} has no host")
-    return text.rstrip("/") + "/"
 
 
 def validate_mirrors(values: Any) -> list[str]:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from dockyard.errors import InvalidArgument
+from dockyard.reference import validate_mirror
 
 #: Docker Machine's rule for machine names (``host.ValidateHostName``).
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]*$")
@@ -65,22 +65,12 @@ def _known_flags() -> dict[str, Any]:
 
 
 def _check_mirror(url: str) -> None:
-    """dockerd's rule for a mirror (dockyardd checks it again at start): an http(s) URL with a
-    host and no query, fragment or user info; refused here so no host is made for nothing."""
-    prefix = f"--engine-registry-mirror {url}: invalid mirror"
+    """dockerd's rule for a mirror (:func:`dockyard.reference.validate_mirror`; dockyardd checks
+    it again at start), refused here so no host is made for nothing."""
     try:
-        uri = urlsplit(str(url))
-        _ = uri.port
-    except ValueError:
-        raise InvalidArgument(f"{prefix}: not a valid URI") from None
-    if uri.scheme not in ("http", "https"):
-        raise InvalidArgument(f"{prefix}: unsupported scheme {uri.scheme!r}")
-    if uri.query or uri.fragment or "?" in url or "#" in url:
-        raise InvalidArgument(f"{prefix}: query or fragment at end of the URI")
-    if uri.username is not None or uri.password is not None:
-        raise InvalidArgument("--engine-registry-mirror: invalid mirror: username/password not allowed in URI")
-    if not uri.hostname:
-        raise InvalidArgument(f"{prefix}: no host")
+        validate_mirror(url)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"--engine-registry-mirror {url}: {exc}") from None
 
 
 @dataclass
