@@ -139,7 +139,10 @@ class Target:
                 continue
             if stat[stat.rindex(")") + 2] in "ZX":  # dead, waiting to be reaped by its parent
                 continue
-            if sessions or not cmd.startswith("sshd:"):
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            # sshd's per-connection processes: "sshd: ..." once named, or still nameless ("sshd",
+            # no command line yet) when a connection closes under load
+            if sessions or not (cmd.startswith("sshd:") or (comm == "sshd" and not cmd)):
                 close = stat.rindex(")")
                 what = cmd[:200] or f"[{stat[stat.index('(') + 1:close]}, state {stat[close + 2]}]"
                 out.append(f"{entry.name} {what}")
