@@ -279,33 +279,39 @@ def make_target(owner: str, index: int, subnet: str, shims: bool = False, path: 
 
 def remove_target(t: Target) -> list[str]:
     """Blocking: stop sshd by PID, then what is left in the namespace (reported), the link, the
-    namespace and the files. Returns what had to be killed."""
+    namespace and the files. Returns what had to be killed. The link, the namespace and the
+    files go even when an earlier step fails (a half-made target included)."""
     from pyroute2 import IPRoute, netns
 
-    # sshd's per-connection processes end a moment after their client disconnected
-    deadline = time.monotonic() + 5
-    while True:
-        left = t.processes(sessions=True)
-        if not any(p.split(" ", 1)[1].startswith("sshd:") for p in left) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    if t.sshd is not None and t.sshd.poll() is None:
-        t.sshd.send_signal(signal.SIGTERM)
+    left: list[str] = []
+    try:
+        # sshd's per-connection processes end a moment after their client disconnected
+        deadline = time.monotonic() + 5
+        while True:
+            left = t.processes(sessions=True)
+            if not any(p.split(" ", 1)[1].startswith("sshd:") for p in left) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if t.sshd is not None and t.sshd.poll() is None:
+            t.sshd.send_signal(signal.SIGTERM)
+            try:
+                t.sshd.wait(10)
+            except subprocess.TimeoutExpired:
+                t.sshd.kill()
+                t.sshd.wait()
+        for line in t.processes(sessions=True):
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    finally:
         try:
-            t.sshd.wait(10)
-        except subprocess.TimeoutExpired:
-            t.sshd.kill()
-            t.sshd.wait()
-    for line in t.processes(sessions=True):
-        try:
-            os.kill(int(line.split()[0]), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=t.veth)
-        if idx:
-            ipr.link("del", index=idx[0])
-    if t.netns and os.path.exists(f"/run/netns/{t.netns}"):
-        netns.remove(t.netns)
-    shutil.rmtree(t.dir, ignore_errors=True)
+            with IPRoute() as ipr:
+                idx = ipr.link_lookup(ifname=t.veth)
+                if idx:
+                    ipr.link("del", index=idx[0])
+        finally:
+            if t.netns and os.path.exists(f"/run/netns/{t.netns}"):
+                netns.remove(t.netns)
+            shutil.rmtree(t.dir, ignore_errors=True)
     return left
