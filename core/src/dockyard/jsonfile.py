@@ -13,10 +13,13 @@ the fsyncs, which cost a millisecond or more each on the path of every container
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+R = TypeVar("R")
 
 
 def write_json(path: Path, doc: Any, *, durable: bool = False) -> None:
@@ -36,3 +39,58 @@ def write_json(path: Path, doc: Any, *, durable: bool = False) -> None:
         finally:
             os.close(dirfd)
 
+
+
+class RecordDir(Generic[R]):
+    """A driver's records, one JSON document per ID in ``directory`` (``<id>.json``), each a
+    dataclass ``cls`` written with :func:`write_json`: what the provision drivers keep per host.
+
+    ``load`` returns None for a missing record (and, with ``lenient``, for one that does not
+    read back as ``cls``); ``all`` skips records that vanish or do not read back.
+    """
+
+    def __init__(self, directory: Path, cls: type[R], *, lenient: bool = False) -> None:
+        self.directory = directory
+        self.cls = cls
+        self.lenient = lenient
+
+    def path(self, record_id: str) -> Path:
+        return self.directory / f"{record_id}.json"
+
+    def _read(self, path: Path) -> R:
+        return self.cls(**json.loads(path.read_text()))
+
+    def load(self, record_id: str) -> R | None:
+        try:
+            return self._read(self.path(record_id))
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, TypeError):
+            if self.lenient:
+                return None
+            raise
+
+    def save(self, record: R) -> None:
+        write_json(self.path(record.id), dataclasses.asdict(record))  # type: ignore[attr-defined, call-overload]
+
+    def remove(self, record_id: str) -> None:
+        self.path(record_id).unlink(missing_ok=True)
+
+    def all(self) -> list[R]:
+        try:
+            paths = sorted(p for p in self.directory.iterdir() if p.suffix == ".json")
+        except FileNotFoundError:
+            return []
+        out = []
+        for p in paths:
+            try:
+                out.append(self._read(p))
+            except (FileNotFoundError, json.JSONDecodeError, TypeError):
+                continue
+        return out
+
+    def count(self) -> int:
+        try:
+            return sum(1 for p in self.directory.iterdir() if p.suffix == ".json")
+        except FileNotFoundError:
+            return 0

@@ -20,7 +20,6 @@ made and lists every name and path, so ``remove`` cleans a half-created or broke
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import json
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard.jsonfile import RecordDir
 from dockyard.model import Host
 from dockyard.mounts import read_mounts, umount
 from dockyard.specs import DriverInfo, Provisioner
@@ -178,41 +178,21 @@ class NetnsProvisioner(Provisioner):
                 await asyncio.to_thread(cgroups.remove, self._cg, cg)
 
     def status(self) -> list[tuple[str, str]]:
-        try:
-            count = sum(1 for p in self._hosts_dir.iterdir() if p.suffix == ".json")
-        except FileNotFoundError:
-            count = 0
+        count = self._hosts().count()
         return [("Subnet", str(self.subnet)), ("Bridge", self.bridge), ("Hosts", str(count))]
 
     # ------------------------------------------------------------------ records
-    def _record_path(self, host_id: str) -> Path:
-        return self._hosts_dir / f"{host_id}.json"
+    def _hosts(self) -> RecordDir[Record]:
+        return RecordDir(self._hosts_dir, Record)
 
     def _records(self) -> list[Record]:
-        out = []
-        try:
-            entries = list(self._hosts_dir.iterdir())
-        except FileNotFoundError:
-            return []
-        for p in entries:
-            if p.suffix == ".json":
-                try:
-                    out.append(Record(**json.loads(p.read_text())))
-                except (FileNotFoundError, json.JSONDecodeError, TypeError):
-                    continue
-        return out
+        return self._hosts().all()
 
     def _load(self, host: Host) -> Record | None:
-        try:
-            return Record(**json.loads(self._record_path(host.id).read_text()))
-        except FileNotFoundError:
-            return None
+        return self._hosts().load(host.id)
 
     def _save(self, rec: Record) -> None:
-        path = self._record_path(rec.id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(rec)))
-        os.replace(tmp, path)
+        self._hosts().save(rec)
 
     def _record_from_host(self, host: Host) -> Record | None:
         """A host whose record is gone but whose ``extra`` names what was made (remove only)."""
@@ -406,7 +386,7 @@ class NetnsProvisioner(Provisioner):
         await asyncio.to_thread(self._save_if_exists, rec)
 
     def _save_if_exists(self, rec: Record) -> None:
-        if self._record_path(rec.id).exists():
+        if self._hosts().path(rec.id).exists():
             self._save(rec)
 
     async def remove(self, host: Host) -> None:
@@ -419,7 +399,7 @@ class NetnsProvisioner(Provisioner):
         except TimeoutError as exc:  # reported; the rest is still taken apart
             problems.append(str(exc))
         problems += await asyncio.to_thread(self._dismantle, rec)
-        await asyncio.to_thread(self._record_path(rec.id).unlink, True)
+        await asyncio.to_thread(self._hosts().remove, rec.id)
         if problems:
             raise Unavailable(f"netns host {rec.name} removed, but some of it is left: {'; '.join(problems)}")
 

@@ -23,8 +23,6 @@ half-created or broken host; ``Host.extra`` carries the same for a caller that o
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import os
 import re
@@ -39,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard.jsonfile import RecordDir
 from dockyard.model import Host
 from dockyard.specs import DriverInfo, Provisioner
 from dockyard.specs.provision import (
@@ -225,42 +224,22 @@ class QemuProvisioner(Provisioner):
 
     def status(self) -> list[tuple[str, str]]:
         accel = vm.choose_accel(self.defaults["accel"]) if self.defaults["accel"] != "kvm" else vm.Accel("kvm")
-        try:
-            count = sum(1 for p in self._hosts_dir.iterdir() if p.suffix == ".json")
-        except FileNotFoundError:
-            count = 0
+        count = self._hosts().count()
         return [("Accelerator", accel.name + (" (software emulation)" if accel.name == "tcg" else "")),
                 ("Image cache", str(self.cache)), ("Hosts", str(count))]
 
     # ------------------------------------------------------------------ records
-    def _record_path(self, host_id: str) -> Path:
-        return self._hosts_dir / f"{host_id}.json"
+    def _hosts(self) -> RecordDir[Record]:
+        return RecordDir(self._hosts_dir, Record, lenient=True)
 
     def _records(self) -> list[Record]:
-        out = []
-        try:
-            entries = list(self._hosts_dir.iterdir())
-        except FileNotFoundError:
-            return []
-        for p in entries:
-            if p.suffix == ".json":
-                try:
-                    out.append(Record(**json.loads(p.read_text())))
-                except (FileNotFoundError, json.JSONDecodeError, TypeError):
-                    continue
-        return out
+        return self._hosts().all()
 
     def _load(self, host: Host) -> Record | None:
-        try:
-            return Record(**json.loads(self._record_path(host.id).read_text()))
-        except (FileNotFoundError, json.JSONDecodeError, TypeError):
-            return None
+        return self._hosts().load(host.id)
 
     def _save(self, rec: Record) -> None:
-        path = self._record_path(rec.id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(rec)))
-        os.replace(tmp, path)
+        self._hosts().save(rec)
 
     def _record_from_host(self, host: Host) -> Record | None:
         """A host whose record is gone but whose ``extra`` names what was made (remove only)."""
@@ -557,7 +536,7 @@ class QemuProvisioner(Provisioner):
                 await asyncio.to_thread(shutil.rmtree, d, True)
                 if os.path.exists(d):
                     problems.append(f"directory {d} could not be removed")
-        await asyncio.to_thread(self._record_path(rec.id).unlink, True)
+        await asyncio.to_thread(self._hosts().remove, rec.id)
         if problems:
             raise Unavailable(f"qemu host {rec.name} removed, but some of it is left: {'; '.join(problems)}")
 

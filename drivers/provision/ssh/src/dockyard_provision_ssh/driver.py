@@ -34,17 +34,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import os
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from dockyard.jsonfile import RecordDir
 from dockyard.model import Host
 from dockyard.specs import DriverInfo, Provisioner
 from dockyard.specs.provision import (
@@ -158,24 +158,17 @@ class SshProvisioner(Provisioner):
         return [("Hosts", str(len(self._records())))]
 
     # ------------------------------------------------------------------ records
-    def _path(self, host_id: str) -> Path:
-        return self._hosts_dir / f"{host_id}.json"
+    def _hosts(self) -> RecordDir[Record]:
+        return RecordDir(self._hosts_dir, Record)
 
     def _save(self, rec: Record) -> None:
-        tmp = self._path(rec.id).with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(rec)))
-        os.replace(tmp, self._path(rec.id))
+        self._hosts().save(rec)
 
     def _load(self, host: Host) -> Record | None:
-        try:
-            return Record(**json.loads(self._path(host.id).read_text()))
-        except FileNotFoundError:
-            return None
+        return self._hosts().load(host.id)
 
     def _records(self) -> list[Record]:
-        if not self._hosts_dir.exists():
-            return []
-        return [Record(**json.loads(p.read_text())) for p in sorted(self._hosts_dir.glob("*.json"))]
+        return self._hosts().all()
 
     def _host(self, rec: Record, state: str = "none") -> Host:
         return Host(id=rec.id, name=rec.name, driver=self.info.name, state=state, engine_url=rec.engine_url,
@@ -321,7 +314,7 @@ class SshProvisioner(Provisioner):
         await asyncio.to_thread(self._forget, rec)
 
     def _forget(self, rec: Record) -> None:
-        self._path(rec.id).unlink(missing_ok=True)
+        self._hosts().remove(rec.id)
         own_known = self._hosts_dir / f"{rec.id}.known_hosts"
         own_known.unlink(missing_ok=True)
 
