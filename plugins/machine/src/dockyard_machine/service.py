@@ -43,7 +43,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -454,6 +454,16 @@ class MachineService(Service):
         self._put(host)
         return host
 
+    @contextlib.asynccontextmanager
+    async def _recorded_failure(self, host: Host) -> AsyncIterator[None]:
+        """Driver work on ``host``: when it fails, the host's state is recorded as the driver
+        then sees it (:meth:`_failed`) and the error goes on."""
+        try:
+            yield
+        except BaseException as exc:
+            await self._failed(host, exc)
+            raise
+
     async def _failed(self, host: Host, exc: BaseException) -> None:
         """An operation failed: record the host's state as the driver now sees it."""
         try:
@@ -470,11 +480,8 @@ class MachineService(Service):
         async def act(host: Host, driver: Provisioner) -> Host:
             if await self._live(host, driver) == "running":
                 raise NotModified(f'Machine "{name}" is already running.')
-            try:
+            async with self._recorded_failure(host):
                 await driver.start(host)
-            except BaseException as exc:
-                await self._failed(host, exc)
-                raise
             host = self._settle(host, "running")
             self._emit("start", host)
             return host
@@ -487,11 +494,8 @@ class MachineService(Service):
         async def act(host: Host, driver: Provisioner) -> Host:
             if await self._live(host, driver) == "stopped":
                 raise NotModified(f'Machine "{name}" is already stopped.')
-            try:
+            async with self._recorded_failure(host):
                 await driver.stop(host)
-            except BaseException as exc:
-                await self._failed(host, exc)
-                raise
             host = self._settle(host, "stopped")
             self._emit(action, host)
             return host
@@ -501,13 +505,10 @@ class MachineService(Service):
     async def restart_machine(self, name: str) -> Host:
         """Stop the host if it runs (or failed), then start it."""
         async def act(host: Host, driver: Provisioner) -> Host:
-            try:
+            async with self._recorded_failure(host):
                 if await self._live(host, driver) != "stopped":
                     await driver.stop(host)
                 await driver.start(host)
-            except BaseException as exc:
-                await self._failed(host, exc)
-                raise
             host = self._settle(host, "running")
             self._emit("restart", host)
             return host
@@ -525,12 +526,9 @@ class MachineService(Service):
             files = await asyncio.to_thread(self.certs.regenerate, name, host.addresses or None)
             await driver.update_tls(host, EngineTLS(files.ca, files.server_cert, files.server_key))
             if await self._live(host, driver) == "running":
-                try:
+                async with self._recorded_failure(host):
                     await driver.stop(host)
                     await driver.start(host)
-                except BaseException as exc:
-                    await self._failed(host, exc)
-                    raise
                 host = self._settle(host, "running")
             self._emit("regenerate-certs", host)
             return host
@@ -549,7 +547,7 @@ class MachineService(Service):
             if running and engine:
                 with contextlib.suppress(DockyardError, OSError):
                     before = await asyncio.to_thread(self._engine_version, host, VERSION_TIMEOUT)
-            try:
+            async with self._recorded_failure(host):
                 if not running and await self._live(host, driver) == "error":
                     await driver.stop(host)
                 files = self.certs.host(name)
@@ -557,9 +555,6 @@ class MachineService(Service):
                 await driver.upgrade(host, EngineTLS(files.ca, files.server_cert, files.server_key), flags)
                 if engine:
                     after = await asyncio.to_thread(self._engine_version, host, VERSION_TIMEOUT)
-            except BaseException as exc:
-                await self._failed(host, exc)
-                raise
             host = self._settle(host, "running")
             self._emit("upgrade", host, version=after)
             return {"PreviousVersion": before, "Version": after}
