@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.errors import Unavailable
+from dockyard.procs import alive, start_time, wait_exit  # noqa: F401 - this module's names too
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
@@ -110,22 +111,6 @@ def spawn(launch: Launch) -> subprocess.Popen[bytes]:
 
 
 # ---------------------------------------------------------------------------------- processes
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot); None when there is no such process
-    or it is a zombie (it has exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int, started: int) -> bool:
-    return pid > 0 and start_time(pid) == started
 
 
 def log_tail(log: Path, size: int = LOG_TAIL) -> str:
@@ -185,36 +170,6 @@ async def wait_ready(launch: Launch, exited: Callable[[], int | None | bool], ti
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.05)
 
-
-async def wait_exit(pid: int, started: int, timeout: float) -> bool:
-    """Wait until process ``pid`` (started at ``started``) has exited; False at the timeout. A
-    pidfd wakes at once; /proc is polled where there is none."""
-    if not alive(pid, started):
-        return True
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    except (OSError, AttributeError):
-        fd = -1
-    loop = asyncio.get_running_loop()
-    if fd >= 0:
-        done = loop.create_future()
-        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
-        try:
-            await asyncio.wait_for(done, timeout)
-            return True
-        except TimeoutError:
-            return not alive(pid, started)
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
-    deadline = loop.time() + timeout
-    while alive(pid, started):
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def signal_process(pid: int, started: int, sig: int) -> bool:

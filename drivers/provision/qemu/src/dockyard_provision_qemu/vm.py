@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.errors import Unavailable
+from dockyard.procs import alive, start_time, wait_exit  # noqa: F401 - this module's names too
 
 GUEST_SSH_PORT = 22
 GUEST_ENGINE_PORT = 2376
@@ -230,20 +231,6 @@ def console_tail(console: Path, size: int = LOG_TAIL) -> str:
 
 
 # ---------------------------------------------------------------------------------- the process
-def start_time(pid: int) -> int | None:
-    """The process's start time (``/proc/PID/stat`` field 22), None when it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int, start: int) -> bool:
-    return bool(pid) and start_time(pid) == start
 
 
 def cmdline(pid: int) -> list[str]:
@@ -267,31 +254,6 @@ def find_processes(name_prefix: str) -> list[tuple[int, str]]:
                 found.append((int(entry.name), argv[i + 1].split(",", 1)[0]))
     return found
 
-
-async def wait_exit(pid: int, start: int, timeout: float) -> bool:
-    """Wait until the process ``pid`` (started at ``start``) has exited; False on timeout.
-    Not our child: waited for through a pidfd becoming readable."""
-    if not alive(pid, start):
-        return True
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        if not alive(pid, start):  # recycled between the check and the open
-            return True
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
-        try:
-            await asyncio.wait_for(done, timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            loop.remove_reader(fd)
-    finally:
-        os.close(fd)
 
 
 async def kill(pid: int, start: int, grace: float = 5.0) -> None:
