@@ -420,8 +420,7 @@ class MachineService(Service):
         """Docker Machine's ``Driver.SSH*`` fields from the driver's :meth:`ssh_target` (none
         for a driver without SSH, or a host it no longer knows)."""
         try:
-            drv = await self.kernel.driver_ready("provision", host.driver)
-            target = await drv.ssh_target(host)  # type: ignore[attr-defined]
+            target = await (await self._driver(host.driver)).ssh_target(host)
         except DockyardError:
             return {}
         if target is None:
