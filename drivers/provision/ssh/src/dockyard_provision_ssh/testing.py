@@ -279,8 +279,9 @@ def make_target(owner: str, index: int, subnet: str, shims: bool = False, path: 
 
 def remove_target(t: Target) -> list[str]:
     """Blocking: stop sshd by PID, then what is left in the namespace (reported), the link, the
-    namespace and the files. Returns what had to be killed. The link, the namespace and the
-    files go even when an earlier step fails (a half-made target included)."""
+    namespace and the files. Returns what had to be killed besides sshd's own processes. The
+    link, the namespace and the files go even when an earlier step fails (a half-made target
+    included)."""
     from pyroute2 import IPRoute, netns
 
     left: list[str] = []
@@ -288,8 +289,8 @@ def remove_target(t: Target) -> list[str]:
         # sshd's per-connection processes end a moment after their client disconnected
         deadline = time.monotonic() + 5
         while True:
-            left = t.processes(sessions=True)
-            if not any(p.split(" ", 1)[1].startswith("sshd:") for p in left) or time.monotonic() > deadline:
+            now = t.processes(sessions=True)
+            if not any(p.split(" ", 1)[1].startswith("sshd:") for p in now) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         if t.sshd is not None and t.sshd.poll() is None:
@@ -299,6 +300,7 @@ def remove_target(t: Target) -> list[str]:
             except subprocess.TimeoutExpired:
                 t.sshd.kill()
                 t.sshd.wait()
+        left = t.processes()  # what is left besides sshd's own (exiting) processes
         for line in t.processes(sessions=True):
             try:
                 os.kill(int(line.split()[0]), signal.SIGKILL)
