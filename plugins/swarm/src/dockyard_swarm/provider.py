@@ -1,0 +1,30 @@
+"""The swarm manager's services, as the kernel finds them (entry point ``dockyard.services:
+swarm``), all for the daemon role ``manager``: the cluster's implementations of core's service
+Protocols stand in for the local engine's behind the same API front. Each factory imports its
+module only when the kernel builds the service (``dockyard plugins list`` stays cheap).
+
+Others add their service's entry here with a small edit (one factory, one ``ServiceInfo``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dockyard.services import Service, ServiceInfo
+
+if TYPE_CHECKING:
+    from dockyard.kernel import Kernel
+
+ROLES = ("manager",)
+
+
+def _containers(kernel: Kernel) -> Service:
+    from dockyard_swarm.containers import ClusterContainers
+
+    return ClusterContainers(kernel)
+
+
+SERVICES: tuple[ServiceInfo, ...] = (
+    ServiceInfo("containers", _containers, after=("images", "networks", "volumes"), roles=ROLES,
+                description="containers placed over the cluster's nodes, every call routed to the node"),
+)
