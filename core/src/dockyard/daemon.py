@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--storage-driver", help="layer driver (default overlay)")
     p.add_argument("--storage-opt", action="append", dest="storage_opts", help="layer driver option")
     p.add_argument("--default-runtime", help="OCI runtime for new containers (default crun)")
-    p.add_argument("--cluster-store", help="cluster node store driver")
+    p.add_argument("--cluster-store", help="cluster store URL: etcd://HOST:PORT[,HOST:PORT...]/PREFIX")
     p.add_argument("--label", action="append", dest="labels", help="engine label key=value")
     p.add_argument("--insecure-registry", action="append", dest="insecure_registries", metavar="REGISTRY",
                    help="registry reached over plain HTTP or with an unverified certificate (repeatable; "

@@ -31,6 +31,27 @@ class Unavailable(DockyardError):
     """A needed driver or facility is not available on this host."""
 
 
+# The cluster store's errors (``dockyard.specs.cluster.ClusterStore``).
+class StoreUnavailable(Unavailable):
+    """No endpoint of the cluster store answered (down, unreachable, no quorum)."""
+
+
+class TxnFailed(Conflict):
+    """A cluster-store transaction's compare failed: another writer changed a key first."""
+
+
+class LeaseNotFound(NotFound):
+    """A cluster-store lease expired or was revoked (its keys are gone)."""
+
+
+class StoreCompacted(DockyardError):
+    """A watch asked for revisions the store has compacted away: list again, then watch."""
+
+    def __init__(self, message: str, compact_revision: int = 0):
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
 class PluginError(DockyardError):
     """Base of plugin loading and selection errors."""
 

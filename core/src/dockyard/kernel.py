@@ -32,6 +32,7 @@ from dockyard.registry import Registry, register_checked
 from dockyard.services import DEFAULT_ROLE, Service, ServiceInfo, role_distribution, start_order
 from dockyard.specs import NAMESPACES, SPEC_CLASSES, Driver, DriverContext
 from dockyard.specs._base import AUTO_PRIORITY, PROJECT
+from dockyard.specs.cluster import ClusterStore, StoreURL
 from dockyard.specs.config import ConfigOption
 from dockyard.specs.events import BackgroundService
 from dockyard.specs.provides import Provided
@@ -127,12 +128,16 @@ class Kernel:
         _area, key, default = NAMESPACES[kind]
         if key is None:
             return default
-        return str(self.config.values.get(key) or self._auto_selected.get(kind) or default)
+        return self.configured_driver_name(kind) or self._auto_selected.get(kind) or default
 
     def configured_driver_name(self, kind: str) -> str:
-        """The driver named in the configuration ("" when the kernel may choose)."""
+        """The driver named in the configuration ("" when the kernel may choose). The cluster
+        store is configured by URL: its scheme names the driver (``etcd://...`` -> ``etcd``)."""
         key = NAMESPACES[kind][1]
-        return str(self.config.values.get(key) or "") if key else ""
+        value = str(self.config.values.get(key) or "") if key else ""
+        if kind == "cluster" and value:
+            return StoreURL.parse(value).scheme
+        return value
 
     def _chooses_automatically(self, kind: str) -> bool:
         _area, key, default = NAMESPACES[kind]
@@ -203,6 +208,13 @@ class Kernel:
                         f"provider of {interface.__qualname__}", interface.__qualname__, [p.name for p in offers]))
                     continue
                 self._provided[interface] = offers[0].implementation
+            if self.configured_driver_name("cluster"):
+                # The configured cluster store is provided too (the overlay network needs it),
+                # set up by start() before any service; it wins over a plugin's offer.
+                try:
+                    self._provided[ClusterStore] = self.driver("cluster")
+                except PluginError as exc:
+                    self.registry.problems.append(exc)  # start() raises it
         return self._provided
 
     async def driver_ready(self, kind: str, name: str | None = None) -> Driver:
@@ -234,6 +246,20 @@ class Kernel:
     def ready_drivers(self, kind: str) -> dict[str, Driver]:
         """The set-up (not closed) driver instances of ``kind``, by name."""
         return {n: d for (k, n), d in self.drivers.items() if k == kind and (k, n) in self._ready}
+
+    async def cluster_store(self) -> ClusterStore:
+        """The cluster store the ``cluster-store`` URL selects, connected (:meth:`start`
+        readies it; a CLI's kernel connects on the first call). Drivers get the same instance
+        as ``context.need(ClusterStore)``.
+
+        Raises :class:`~dockyard.errors.InvalidArgument` when none is configured or the URL is
+        malformed, :class:`~dockyard.errors.DriverNotInstalled` for a scheme no installed
+        driver serves (naming ``dockyard-cluster-<scheme>``), and
+        :class:`~dockyard.errors.StoreUnavailable` when it cannot be reached.
+        """
+        if not self.configured_driver_name("cluster"):
+            raise InvalidArgument("no cluster store is configured (--cluster-store etcd://HOST:PORT/PREFIX)")
+        return cast(ClusterStore, await self.driver_ready("cluster"))
 
     # ------------------------------------------------------------------ services
     @property

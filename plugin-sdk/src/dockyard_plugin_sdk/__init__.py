@@ -8,6 +8,7 @@ from dockyard.specs import (
     ApiMiddleware,
     ApiRoute,
     BackgroundService,
+    ClusterStore,
     ConfigOption,
     Driver,
     DriverContext,
@@ -16,7 +17,6 @@ from dockyard.specs import (
     IpamDriver,
     LayerDriver,
     NetworkDriver,
-    NodeStore,
     Provisioner,
     RuntimeDriver,
     VolumeDriver,
@@ -26,7 +26,7 @@ from dockyard.specs import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ApiMiddleware", "ApiRoute", "BackgroundService", "ConfigOption", "Driver", "DriverContext",
-    "DriverInfo", "EmbeddedDnsDriver", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore", "Provisioner",
+    "ApiMiddleware", "ApiRoute", "BackgroundService", "ClusterStore", "ConfigOption", "Driver", "DriverContext",
+    "DriverInfo", "EmbeddedDnsDriver", "IpamDriver", "LayerDriver", "NetworkDriver", "Provisioner",
     "RuntimeDriver", "VolumeDriver", "hookimpl",
 ]

@@ -31,7 +31,7 @@ from dockyard.specs._base import (
 if TYPE_CHECKING:
     from dockyard.specs.api import ApiFront, ApiMiddleware, ApiRoute, ApiSpecs
     from dockyard.specs.arch import ArchSpecs, RuntimeDriver
-    from dockyard.specs.cluster import ClusterSpecs, NodeStore
+    from dockyard.specs.cluster import ClusterSpecs, ClusterStore
     from dockyard.specs.config import ConfigOption, ConfigSpecs
     from dockyard.specs.events import BackgroundService, EventSpecs
     from dockyard.specs.network import EmbeddedDnsDriver, IpamDriver, NetworkDriver, NetworkSpecs
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "ApiFront": "api", "ApiMiddleware": "api", "ApiRoute": "api", "ApiSpecs": "api",
     "ArchSpecs": "arch", "RuntimeDriver": "arch",
-    "ClusterSpecs": "cluster", "NodeStore": "cluster",
+    "ClusterSpecs": "cluster", "ClusterStore": "cluster",
     "ConfigOption": "config", "ConfigSpecs": "config",
     "BackgroundService": "events", "EventSpecs": "events",
     "EmbeddedDnsDriver": "network", "IpamDriver": "network", "NetworkDriver": "network",
@@ -59,7 +59,7 @@ _SPEC_CLASSES = (("arch", "ArchSpecs"), ("storage", "StorageSpecs"), ("network",
 
 #: The ABC each driver kind must subclass.
 _DRIVER_BASES = {"arch": "RuntimeDriver", "storage": "LayerDriver", "volume": "VolumeDriver",
-                 "network": "NetworkDriver", "ipam": "IpamDriver", "cluster": "NodeStore",
+                 "network": "NetworkDriver", "ipam": "IpamDriver", "cluster": "ClusterStore",
                  "provision": "Provisioner"}
 
 #: (kind, capability) -> the ABC whose methods are that capability's protocol. A driver of
@@ -86,7 +86,7 @@ __all__ = [
     "AREAS", "CAPABILITY_BASES", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "PROVIDER_GROUP",
     "SPEC_CLASSES",
     "ApiFront", "ApiMiddleware", "ApiRoute", "ImagePuller", "BackgroundService", "ConfigOption", "Driver",
-    "DriverContext", "DriverInfo", "DriverProvider", "EmbeddedDnsDriver", "IpamDriver", "LayerDriver", "NetworkDriver", "NodeStore",
+    "DriverContext", "DriverInfo", "DriverProvider", "EmbeddedDnsDriver", "IpamDriver", "LayerDriver", "NetworkDriver", "ClusterStore",
     "Provisioner", "RuntimeDriver", "VolumeDriver", "entry_point_group", "hookimpl",
     "hookspec", "conventional_distribution",
     "ApiSpecs", "ArchSpecs", "ClusterSpecs", "ConfigSpecs", "EventSpecs", "NetworkSpecs", "ProvisionSpecs",

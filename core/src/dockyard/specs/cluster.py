@@ -1,7 +1,9 @@
-"""Area ``cluster``: a pool of engines behind one API. Node stores and the scheduler.
+"""Area ``cluster``: a pool of engines behind one API. The cluster store and the scheduler.
 
-The node store (``dockyard.drivers.cluster``, one selected by ``cluster-store``, e.g. ``etcd``)
-keeps node membership and placements. The scheduler is Swarm classic's shape: every enabled
+The cluster store (``dockyard.drivers.cluster``, one selected by the scheme of the
+``cluster-store`` URL, e.g. ``etcd://H:P/PREFIX``) is etcd-shaped: get/put/delete, list by
+prefix, compare-and-swap transactions, leases and watches from a revision
+(:class:`ClusterStore`). It holds membership, placements and anything else cluster-wide. The scheduler is Swarm classic's shape: every enabled
 filter removes nodes, then one strategy ranks the survivors (see
 ``shared/reference/orchestration.md``). Filters and strategies are hook-provided descriptors,
 so any plugin can add one.
@@ -12,9 +14,9 @@ so any plugin can add one.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dockyard.specs._base import Driver, hookspec
 
@@ -70,32 +72,248 @@ class SchedulerStrategy:
     description: str = ""
 
 
-class NodeStore(Driver):
-    """The ABC of a cluster node store."""
+# ---------------------------------------------------------------------------- the store
+# etcd's shape (DESIGN, "Many hosts: the seams"): keys under the URL's prefix, each with the
+# revision of its last change; transactions comparing revisions; leases; watches from a
+# revision. Keys are relative to the store's prefix ("nodes/n1" is "PREFIX/nodes/n1" in etcd);
+# values are bytes (the swarm writes JSON: ``KeyValue.json()``).
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """``--cluster-store``: ``SCHEME://HOST:PORT[,HOST:PORT...]/PREFIX`` (dockerd's form).
+
+    The scheme picks the driver (``etcd`` -> ``dockyard-cluster-etcd``); ``prefix`` has no
+    leading or trailing ``/`` (``""``: the root).
+    """
+
+    scheme: str
+    endpoints: tuple[tuple[str, int], ...]
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, url: str, default_port: int = 2379) -> StoreURL:
+        """Raise :class:`~dockyard.errors.InvalidArgument` naming what is wrong with ``url``."""
+        from dockyard.errors import InvalidArgument
+
+        scheme, sep, rest = url.strip().partition("://")
+        if not sep or not scheme or not scheme.replace("-", "").isalnum():
+            raise InvalidArgument(f"cluster store {url!r}: expected SCHEME://HOST:PORT[,HOST:PORT...]/PREFIX")
+        hosts, _, prefix = rest.partition("/")
+        endpoints: list[tuple[str, int]] = []
+        for item in hosts.split(","):
+            host, port = item.strip(), str(default_port)
+            if host.startswith("["):  # [v6]:port
+                host, _, tail = host[1:].partition("]")
+                if tail.startswith(":"):
+                    port = tail[1:]
+            elif host.count(":") == 1:
+                host, port = host.split(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise InvalidArgument(f"cluster store {url!r}: bad endpoint {item!r} (HOST:PORT)")
+            endpoints.append((host, int(port)))
+        return cls(scheme.lower(), tuple(endpoints), prefix.strip("/"))
+
+    def __str__(self) -> str:
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.endpoints)
+        return f"{self.scheme}://{hosts}/{self.prefix}"
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """A key as read: its value and etcd's revisions (``mod_revision`` is what a
+    compare-and-swap compares; ``create_revision`` 0 never occurs for a present key)."""
+
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int = 0
+    version: int = 0  # number of puts since creation
+    lease: int = 0  # lease id, 0 = none
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.value)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Keys under a prefix (sorted by key) and the store revision they were read at: watch
+    from ``revision + 1`` to see every change after the listing."""
+
+    items: list[KeyValue]
+    revision: int
+
+    def __iter__(self) -> Iterator[KeyValue]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class Compare:
+    """One condition of a transaction on ``key``: ``target op value``, etcd's Compare.
+
+    ``target``: ``mod`` (mod revision), ``create`` (create revision), ``version`` or ``value``.
+    An absent key has revisions and version 0. Use the constructors.
+    """
+
+    key: str
+    target: Literal["mod", "create", "version", "value"]
+    op: Literal["==", "!=", "<", ">"]
+    value: int | bytes
+
+    @classmethod
+    def absent(cls, key: str) -> Compare:
+        """Create-if-absent: the key does not exist."""
+        return cls(key, "create", "==", 0)
+
+    @classmethod
+    def unchanged(cls, key: str, mod_revision: int) -> Compare:
+        """Compare-and-swap: ``key`` was last changed at ``mod_revision`` (0: is absent)."""
+        return cls(key, "mod", "==", mod_revision)
+
+    @classmethod
+    def value_is(cls, key: str, value: bytes) -> Compare:
+        return cls(key, "value", "==", value)
+
+
+@dataclass(frozen=True)
+class Put:
+    """Set ``key`` (on ``lease`` when non-zero: deleted when the lease expires)."""
+
+    key: str
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete ``key``, or every key starting with it when ``prefix``."""
+
+    key: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class Get:
+    """Read ``key`` (or every key under it when ``prefix``) inside the transaction."""
+
+    key: str
+    prefix: bool = False
+
+
+Op = Put | Delete | Get
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    """``succeeded``: every compare held and the ``success`` ops ran (else ``failure``'s).
+    ``results``: one list per op that ran, in order: the keys a ``Get`` read, ``[]`` for the
+    others. ``revision``: the store's revision after the transaction."""
+
+    succeeded: bool
+    revision: int
+    results: list[list[KeyValue]] = field(default_factory=list)
+
+    def check(self, what: str = "transaction") -> TxnResult:
+        """Raise :class:`~dockyard.errors.TxnFailed` when a compare failed; else self."""
+        if not self.succeeded:
+            from dockyard.errors import TxnFailed
+
+            raise TxnFailed(f"{what}: a compared key changed (lost a race)")
+        return self
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease: keys put on it are deleted when it expires or is revoked."""
+
+    id: int
+    ttl: int  # seconds granted (a store may round it up to its minimum)
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change under a watched prefix. For ``delete``, ``kv.value`` is ``b""`` and
+    ``kv.mod_revision`` is the revision of the deletion."""
+
+    type: Literal["put", "delete"]
+    kv: KeyValue
+
+    @property
+    def key(self) -> str:
+        return self.kv.key
+
+    @property
+    def revision(self) -> int:
+        return self.kv.mod_revision
+
+
+class ClusterStore(Driver):
+    """The ABC of a cluster store (``dockyard.drivers.cluster``), selected by the scheme of
+    the ``cluster-store`` URL (:class:`StoreURL`).
+
+    The kernel readies the configured store at start (``setup()`` connects; an unreachable
+    store raises :class:`~dockyard.errors.StoreUnavailable` and the daemon refuses to start)
+    and hands it out: ``await kernel.cluster_store()``, and to drivers of other areas as
+    ``context.need(ClusterStore)``. Every method may raise ``StoreUnavailable`` when no
+    endpoint answers within the store's timeout; a store reconnects by itself (another
+    endpoint, or the same one after a restart), so a later call can succeed.
+
+    .. versionadded:: 0.2
+    """
+
+    @property
+    def url(self) -> StoreURL:
+        """The ``cluster-store`` URL this store serves (from ``context.daemon_config``)."""
+        return StoreURL.parse(str(self.context.daemon_config.get("cluster-store") or ""))
 
     @abc.abstractmethod
-    async def register(self, node: Node, ttl: int) -> None:
-        """Register or refresh ``node``; it expires unless refreshed within ``ttl`` seconds."""
+    async def get(self, key: str) -> KeyValue | None:
+        """``key`` with its revisions; ``None`` when absent."""
 
     @abc.abstractmethod
-    async def deregister(self, name: str) -> None:
-        """Remove a node."""
+    async def put(self, key: str, value: bytes, lease: Lease | int = 0) -> int:
+        """Set ``key`` (on ``lease``: deleted when it ends); the revision of the change.
+        A lease that has expired raises :class:`~dockyard.errors.LeaseNotFound`."""
 
     @abc.abstractmethod
-    async def nodes(self) -> list[Node]:
-        """Live nodes."""
+    async def delete(self, key: str, prefix: bool = False) -> int:
+        """Delete ``key`` (every key under it when ``prefix``); how many keys were deleted."""
 
     @abc.abstractmethod
-    async def put(self, key: str, value: bytes) -> None:
-        """Store cluster state (placements, global networks) under ``key``."""
+    async def list(self, prefix: str) -> Listing:
+        """Every key starting with ``prefix`` (``""``: all), sorted, and the read's revision."""
 
     @abc.abstractmethod
-    async def get(self, key: str) -> bytes | None:
-        """Read a key; ``None`` when absent."""
+    async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
+                  failure: Sequence[Op] = ()) -> TxnResult:
+        """Atomically: if every compare holds, run ``success``, else ``failure``. Two racing
+        transactions comparing the same key never both succeed."""
 
     @abc.abstractmethod
-    def watch(self, prefix: str) -> AsyncIterator[tuple[str, bytes | None]]:
-        """Changes under ``prefix`` as ``(key, value or None when deleted)``."""
+    async def grant(self, ttl: int) -> Lease:
+        """A new lease of ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    async def keepalive(self, lease: Lease | int) -> int:
+        """Refresh ``lease``; its remaining TTL. An expired or revoked lease raises
+        :class:`~dockyard.errors.LeaseNotFound` (its keys are gone: grant anew, put again)."""
+
+    @abc.abstractmethod
+    async def revoke(self, lease: Lease | int) -> None:
+        """End ``lease`` now, deleting its keys. An unknown lease is not an error."""
+
+    @abc.abstractmethod
+    def watch(self, prefix: str, start_revision: int = 0) -> AsyncIterator[WatchEvent]:
+        """Changes to keys under ``prefix``, in revision order, from ``start_revision``
+        (0: from now on). Across a reconnect the watch resumes after the last revision it
+        delivered, so nothing is missed nor repeated. When history from that revision has been
+        compacted away it raises :class:`~dockyard.errors.StoreCompacted`: list again and
+        watch from the listing's revision + 1. Close it with ``aclose()`` (or break out)."""
 
 
 class ClusterSpecs:
