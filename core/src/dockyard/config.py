@@ -40,6 +40,7 @@ CORE_OPTIONS: tuple[ConfigOption, ...] = (
     ConfigOption("default-runtime", str, "crun", "OCI runtime for new containers"),
     ConfigOption("runtimes", dict, {}, "extra OCI runtimes name -> {path}"),
     ConfigOption("cluster-store", str, "", "cluster store URL, etcd://HOST:PORT[,HOST:PORT...]/PREFIX (empty: single host)"),
+    ConfigOption("cluster-advertise", str, "", "ADDR:PORT (or IFACE:PORT) a cluster reaches this daemon at"),
     ConfigOption("role", str, "engine", "which services back the API: engine (this host's) or a cluster role"),
     ConfigOption("labels", list, [], "engine labels key=value", reloadable=True),
     ConfigOption("live-restore", bool, True, "keep containers running while the daemon is down"),

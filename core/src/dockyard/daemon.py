@@ -38,6 +38,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-opt", action="append", dest="storage_opts", help="layer driver option")
     p.add_argument("--default-runtime", help="OCI runtime for new containers (default crun)")
     p.add_argument("--cluster-store", help="cluster store URL: etcd://HOST:PORT[,HOST:PORT...]/PREFIX")
+    p.add_argument("--cluster-advertise", metavar="ADDR:PORT",
+                   help="address (or IFACE:PORT) at which a cluster reaches this daemon: an engine's "
+                        "node record (its heartbeat), a manager's address among replicas")
+    p.add_argument("--cluster-store-opt", action="append", dest="cluster_store_opts", metavar="KEY=VALUE",
+                   help="cluster option, as dockerd's (discovery.heartbeat=SECONDS, discovery.ttl=SECONDS, "
+                        "the store driver's own keys): the cluster-opts key")
+    p.add_argument("--role", help="which services back the API: engine (default) or manager")
     p.add_argument("--label", action="append", dest="labels", help="engine label key=value")
     p.add_argument("--insecure-registry", action="append", dest="insecure_registries", metavar="REGISTRY",
                    help="registry reached over plain HTTP or with an unverified certificate (repeatable; "
@@ -72,6 +79,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "pidfile": args.pidfile, "log-level": args.log_level, "debug": args.debug,
         "storage-driver": args.storage_driver, "storage-opts": args.storage_opts,
         "default-runtime": args.default_runtime, "cluster-store": args.cluster_store,
+        "cluster-advertise": args.cluster_advertise, "cluster-opts": args.cluster_store_opts,
+        "role": args.role,
         "labels": args.labels, "insecure-registries": args.insecure_registries,
         "registry-mirrors": args.registry_mirrors,
         "tls": args.tls, "tlsverify": args.tlsverify,
