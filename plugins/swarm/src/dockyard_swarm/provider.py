@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 ROLES = ("manager",)
 
 
+def _engines(kernel: Kernel) -> Service:
+    from dockyard_swarm.engines import EnginesService
+
+    return EnginesService(kernel)
+
+
 def _containers(kernel: Kernel) -> Service:
     from dockyard_swarm.containers import ClusterContainers
 
@@ -25,6 +31,8 @@ def _containers(kernel: Kernel) -> Service:
 
 
 SERVICES: tuple[ServiceInfo, ...] = (
-    ServiceInfo("containers", _containers, after=("images", "networks", "volumes"), roles=ROLES,
+    ServiceInfo("engines", _engines, roles=ROLES,
+                description="the manager's client of the nodes' engines (one session, mutual TLS)"),
+    ServiceInfo("containers", _containers, after=("engines", "nodes", "images", "networks", "volumes"), roles=ROLES,
                 description="containers placed over the cluster's nodes, every call routed to the node"),
 )
