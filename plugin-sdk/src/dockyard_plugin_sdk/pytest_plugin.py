@@ -31,6 +31,12 @@ Fixtures:
     private bridge (:class:`~dockyard_plugin_sdk.testing.NetnsHost`: ``.docker(...)``,
     ``.client()``, ``.bootstrap()``, ``.address``). All are removed at teardown. Skips with the
     reason without root, ``dockyard-provision-netns`` or an engine to run.
+``etcd``, ``etcd_cluster``, ``etcd_factory``
+    A real etcd (Debian's etcd-server) on loopback ports under ``tmp_path``: one member, three,
+    or ``factory(members=1, host="127.0.0.1")``; an
+    :class:`~dockyard_plugin_sdk.testing.etcd.EtcdCluster` (``.url(prefix)`` is a
+    ``cluster-store`` URL naming every member; ``.kill(m)``, ``.start(m)``, ``.restart(m)``).
+    Killed by PID and removed at teardown; skips when etcd is not installed.
 ``no_leaks``
     Fails the test (at teardown) naming every object of a recorded owner (a mount under its
     roots; a link, named netns, cgroup or nft table carrying its token) and every child
@@ -69,6 +75,7 @@ from dockyard_plugin_sdk.testing import (
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
+    from dockyard_plugin_sdk.testing.etcd import EtcdCluster
     from dockyard_plugin_sdk.testing.hosts import NetnsHosts
 
 LEAK_OPTION = "--dockyard-leak-check"
@@ -201,6 +208,44 @@ async def netns_hosts(dockyard_owners: Owners) -> AsyncIterator[NetnsHosts]:
         errors = await hosts.close()
         if errors:
             pytest.fail("\n".join(errors), pytrace=False)
+
+
+# ---------------------------------------------------------------------------------- etcd
+@pytest.fixture
+def etcd_factory(tmp_path: Path, dockyard_owners: Owners) -> Iterator[Callable[..., EtcdCluster]]:
+    """``factory(members=1, host="127.0.0.1")``: a real etcd cluster under ``tmp_path`` (see
+    :func:`~dockyard_plugin_sdk.testing.etcd.start_etcd`); every one is killed by PID and its
+    directory removed at teardown. Skips when etcd is not installed."""
+    from dockyard_plugin_sdk.testing.etcd import etcd_unavailable, start_etcd
+
+    reason = etcd_unavailable()
+    if reason:
+        pytest.skip(reason)
+    started: list[EtcdCluster] = []
+
+    def factory(members: int = 1, host: str = "127.0.0.1") -> EtcdCluster:
+        cluster = start_etcd(tmp_path / "etcd", members=members, host=host)
+        dockyard_owners.record(cluster.token)
+        started.append(cluster)
+        return cluster
+
+    try:
+        yield factory
+    finally:
+        for cluster in started:
+            cluster.close()
+
+
+@pytest.fixture
+def etcd(etcd_factory: Callable[..., EtcdCluster]) -> EtcdCluster:
+    """One etcd member on a loopback port (``etcd.url(prefix)`` for ``cluster-store``)."""
+    return etcd_factory()
+
+
+@pytest.fixture
+def etcd_cluster(etcd_factory: Callable[..., EtcdCluster]) -> EtcdCluster:
+    """A three-member etcd cluster on loopback ports (``.members``, ``.kill(m)``, ``.start(m)``)."""
+    return etcd_factory(members=3)
 
 
 # ---------------------------------------------------------------------------------- leaks
