@@ -23,6 +23,7 @@ class ContainerCreate:
     """A create request in the core's terms (the API front builds it from the JSON body).
 
     ``entrypoint``/``cmd`` are None when the request did not set them (the image's apply).
+    ``body`` is the API's own request (``versionadded`` 0.2: the swarm manager's passthrough).
     """
 
     config: ContainerConfig
@@ -31,6 +32,9 @@ class ContainerCreate:
     entrypoint: list[str] | None = None
     cmd: list[str] | None = None
     networks: dict[str, EndpointSettings] = field(default_factory=dict)  # EndpointsConfig
+    #: the request as the front received it (the Docker JSON body), or None: a swarm manager
+    #: forwards it to the node it placed the container on, so a node gets what the client sent
+    body: dict[str, Any] | None = None
 
 
 @dataclass
