@@ -15,7 +15,14 @@ from dockyard.kernel import Kernel
 from dockyard.model import Host
 from dockyard.server import build_app
 from dockyard.specs import ApiFront, ApiMiddleware, ApiRoute, BackgroundService, hookimpl
-from dockyard.specs.cluster import Node, PlacementRequest, SchedulerFilter, SchedulerStrategy
+from dockyard.specs.cluster import (
+    FilterCheck,
+    Node,
+    NodeContainer,
+    PlacementRequest,
+    SchedulerFilter,
+    SchedulerStrategy,
+)
 
 
 def kernel(tmp_path: Path, *plugins: object, **values: object) -> Kernel:
@@ -165,29 +172,29 @@ async def test_background_services_run_and_failures_are_recorded(tmp_path: Path,
 
 
 def _nodes() -> list[Node]:
-    return [Node("n1", "tcp://n1:2376", labels={"disk": "hdd"}, containers=3),
-            Node("n2", "tcp://n2:2376", labels={"disk": "ssd"}, containers=1),
-            Node("n3", "tcp://n3:2376", labels={"disk": "ssd"}, containers=5, healthy=False)]
+    return [Node("n1", "tcp://n1:2376", labels={"disk": "hdd"}, containers=[NodeContainer(f"a{i}") for i in range(3)]),
+            Node("n2", "tcp://n2:2376", labels={"disk": "ssd"}, containers=[NodeContainer("b0")]),
+            Node("n3", "tcp://n3:2376", labels={"disk": "ssd"}, containers=[NodeContainer(f"c{i}") for i in range(5)],
+                 healthy=False)]
 
 
 class Sched:
     @staticmethod
-    def constraint(req, nodes):
-        out = nodes
-        for c in req.constraints:
-            key, _, value = c.replace("~", "").partition("==")
-            out = [n for n in out if n.labels.get(key) == value]
-        return out
+    def constraint(req):
+        if not req.constraints:
+            return None
+        pairs = [c.replace("~", "").split("==") for c in req.constraints]
+        return FilterCheck(lambda n: None if all(n.labels.get(k) == v for k, v in pairs) else "no match")
 
     @hookimpl
     def dockyard_scheduler_filters(self, kernel):
-        return [SchedulerFilter("health", lambda req, nodes: [n for n in nodes if n.healthy]),
+        return [SchedulerFilter("health", lambda req: FilterCheck(lambda n: None if n.healthy else "unhealthy")),
                 SchedulerFilter("constraint", self.constraint)]
 
     @hookimpl
     def dockyard_scheduler_strategies(self, kernel):
-        return [SchedulerStrategy("spread", lambda req, nodes: sorted(nodes, key=lambda n: n.containers)),
-                SchedulerStrategy("binpack", lambda req, nodes: sorted(nodes, key=lambda n: -n.containers))]
+        return [SchedulerStrategy("spread", lambda req, oc: lambda n: len(n.containers)),
+                SchedulerStrategy("binpack", lambda req, oc: lambda n: -len(n.containers))]
 
 
 def test_placement_filters_then_ranks(tmp_path: Path):
@@ -202,10 +209,13 @@ def test_soft_constraints_fall_back_and_hard_ones_fail(tmp_path: Path):
     k = kernel(tmp_path, Sched())
     soft = PlacementRequest("x", "busybox", constraints=["disk==~nvme"])
     assert {n.name for n in scheduler.place(k, soft, _nodes(), "spread")} == {"n1", "n2"}
-    with pytest.raises(Conflict, match="no node can take 'x'"):
+    with pytest.raises(Conflict, match="no node can take container 'x': n1: constraint: no match; "
+                                       "n2: constraint: no match; n3: constraint: no match, health: unhealthy"):
         scheduler.place(k, PlacementRequest("x", "busybox", constraints=["disk==nvme"]), _nodes(), "spread")
     with pytest.raises(InvalidArgument, match="unknown scheduling strategy 'random'"):
         scheduler.place(k, soft, _nodes(), "random")
+    with pytest.raises(InvalidArgument, match="unknown scheduler filter.*'port'"):
+        scheduler.place(k, soft, _nodes(), "spread", enabled=["health", "port"])
 
 
 def test_duplicate_filter_names_conflict(tmp_path: Path):

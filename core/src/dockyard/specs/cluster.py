@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from dockyard.specs._base import Driver, hookspec
@@ -24,51 +24,208 @@ if TYPE_CHECKING:
     from dockyard.kernel import Kernel
 
 
+# ---------------------------------------------------------------------------- the scheduler
+# What filters and strategies see. ``dockyard.scheduler`` keeps these up to date between
+# placements (indexes, orderings); the filters and strategies themselves are plugins.
+
+#: A host port a container binds: ``(host address, port, protocol)``; the address ``""``
+#: (or ``0.0.0.0`` / ``::``) is every address of the node, the protocol ``tcp``/``udp``/``sctp``.
+PortBinding = tuple[str, int, str]
+
+#: Node fields the constraint filter matches besides the engine labels (Swarm classic's keys).
+ENGINE_FIELDS = ("storagedriver", "kernelversion", "operatingsystem", "ostype", "architecture")
+
+
 @dataclass
+class NodeContainer:
+    """A container on a node, as filters see it. Stopped containers count too (as in Swarm)."""
+
+    id: str
+    name: str = ""  # without a leading "/"
+    image: str = ""  # as created ("redis:7", "sha256:...")
+    image_id: str = ""
+    ports: tuple[PortBinding, ...] = ()  # host ports it binds (published, or exposed under host networking)
+    labels: dict[str, str] = field(default_factory=dict)
+    cpus: float = 0.0  # what it reserved
+    memory: int = 0
+
+
+@dataclass(eq=False)
 class Node:
-    """One engine in the pool, as the scheduler sees it."""
+    """One engine in the pool, as the scheduler sees it.
+
+    ``cpus``/``memory`` are the engine's totals (``NCPU``, ``MemTotal``); ``reserved_*`` what
+    its containers reserved. Change ``containers`` through :meth:`add` / :meth:`remove` (they
+    keep the reservations, the images and the lookups by name, ID and host port in step);
+    :class:`dockyard.scheduler.Scheduler` does so for you after each placement.
+    """
 
     name: str
-    engine_url: str
-    labels: dict[str, str] = field(default_factory=dict)
-    cpus: int = 0
+    engine_url: str = ""
+    id: str = ""  # the engine's ID (``docker info``), matched by ``constraint:node==``
+    labels: dict[str, str] = field(default_factory=dict)  # the engine's --label k=v
+    cpus: float = 0
     memory: int = 0
     reserved_cpus: float = 0.0
     reserved_memory: int = 0
-    containers: int = 0
+    containers: list[NodeContainer] = field(default_factory=list)
+    images: set[str] = field(default_factory=set)  # image IDs, repo:tag and repo names present
     healthy: bool = True
-    info: dict[str, Any] = field(default_factory=dict)  # the node's /info
+    storage_driver: str = ""
+    kernel_version: str = ""
+    operating_system: str = ""
+    os_type: str = "linux"
+    architecture: str = ""  # Docker's spelling (x86_64, aarch64)
+    server_version: str = ""
+    info: dict[str, Any] = field(default_factory=dict)  # the node's raw /info, if kept
+
+    def __post_init__(self) -> None:
+        self._by_ref: dict[str, NodeContainer] = {}
+        self._ports: dict[tuple[int, str], list[str]] = {}  # (port, proto) -> addresses bound
+        for c in self.containers:
+            self._index(c)
+
+    def _index(self, c: NodeContainer) -> None:
+        self._by_ref[c.id] = c
+        if c.name:
+            self._by_ref[c.name.lstrip("/")] = c
+        for addr, port, proto in c.ports:
+            self._ports.setdefault((port, proto), []).append(addr)
+        for ref in (c.image, c.image_id):
+            if ref:
+                self.images.add(ref)
+
+    def add(self, c: NodeContainer) -> None:
+        """Record ``c`` as placed here: its reservation, name, image and host ports."""
+        self.containers.append(c)
+        self.reserved_cpus += c.cpus
+        self.reserved_memory += c.memory
+        self._index(c)
+
+    def remove(self, ref: str) -> NodeContainer | None:
+        """Forget a container (by ID or name) and release what it reserved; None when absent."""
+        c = self.container(ref)
+        if c is None:
+            return None
+        self.containers = [x for x in self.containers if x is not c]
+        self.reserved_cpus = max(0.0, self.reserved_cpus - c.cpus)
+        self.reserved_memory = max(0, self.reserved_memory - c.memory)
+        self.__post_init__()
+        return c
+
+    def container(self, ref: str) -> NodeContainer | None:
+        """A container here by ID, name (``/name`` too) or unique ID prefix."""
+        ref = ref.lstrip("/")
+        hit = self._by_ref.get(ref)
+        if hit is not None or len(ref) < 3:
+            return hit
+        found = [c for c in self.containers if c.id.startswith(ref)]
+        return found[0] if len(found) == 1 else None
+
+    def port_in_use(self, binding: PortBinding) -> str | None:
+        """The address that already binds ``binding``'s port and protocol here (clashing with
+        its address: equal, or either is every address), else None."""
+        addr, port, proto = binding
+        for other in self._ports.get((port, proto), ()):
+            if other == addr or other in _ANY_ADDR or addr in _ANY_ADDR:
+                return other or "0.0.0.0"
+        return None
+
+    def attributes(self) -> dict[str, str]:
+        """What ``constraint:KEY==VALUE`` matches besides ``node``: the engine labels (keys in
+        lower case, as Swarm's expressions) and :data:`ENGINE_FIELDS`."""
+        out = {k.lower(): v for k, v in self.labels.items()}
+        out.update(storagedriver=self.storage_driver, kernelversion=self.kernel_version,
+                   operatingsystem=self.operating_system, ostype=self.os_type,
+                   architecture=self.architecture)
+        return out
+
+
+_ANY_ADDR = frozenset({"", "0.0.0.0", "::"})
 
 
 @dataclass
 class PlacementRequest:
-    """A container to place: its config as the API received it, and what it asks for."""
+    """A container to place and what it asks of a node.
 
-    name: str
-    image: str
+    ``constraints``/``affinities`` are Swarm classic expressions without their prefix
+    (``"storage==ssd"``, ``"node!=n1"``, ``"container==~web*"``: ``~`` after the operator is
+    soft). ``dependencies``: containers that must be on the same node (``--volumes-from``,
+    ``--link``, ``--net container:``). Build one from a Docker create body with
+    :func:`dockyard.scheduler.request_from_create`.
+    """
+
+    name: str = ""
+    image: str = ""
     cpus: float = 0.0
     memory: int = 0
-    constraints: list[str] = field(default_factory=list)  # "storage==ssd", "node!=n1", "~" soft
+    constraints: list[str] = field(default_factory=list)
     affinities: list[str] = field(default_factory=list)
-    ports: list[str] = field(default_factory=list)  # host ports wanted: "8080/tcp"
+    ports: list[PortBinding] = field(default_factory=list)  # host ports wanted
+    dependencies: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    reschedule: list[str] = field(default_factory=list)  # ["on-node-failure"]
+
+    def has_soft(self) -> bool:
+        return any(_is_soft(e) for e in (*self.constraints, *self.affinities))
+
+    def hard(self) -> PlacementRequest:
+        """This request without its soft expressions (Swarm's second try)."""
+        return replace(self, constraints=[c for c in self.constraints if not _is_soft(c)],
+                       affinities=[a for a in self.affinities if not _is_soft(a)])
+
+
+def _is_soft(expr: str) -> bool:
+    for op in ("==", "!="):
+        head, sep, value = expr.partition(op)
+        if sep:
+            return value.startswith("~")
+    return False
+
+
+@dataclass(frozen=True)
+class FilterCheck:
+    """What a filter prepared for one request.
+
+    ``check(node)`` returns None when the node passes, else why not, briefly
+    (``"node==h2 does not match"``); the scheduler prefixes the filter's name. ``index``:
+    ``(key, value)`` pairs every passing node has, which the scheduler may answer from its
+    indexes instead of checking every node: ``("node", name or ID)``, ``("container", name
+    or ID)``, ``("image", reference)``, or a :meth:`Node.attributes` key (always the hint's
+    literal value). It is a hint: ``check`` still decides.
+    """
+
+    check: Callable[[Node], str | None]
+    index: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class SchedulerFilter:
-    """Removes nodes that cannot take ``request``. ``func(request, nodes) -> nodes``."""
+    """Removes nodes that cannot take a request (Swarm classic's filters).
+
+    ``prepare(request)`` parses what the request asks once (raising
+    :class:`~dockyard.errors.InvalidArgument` when it is malformed) and returns the per-node
+    :class:`FilterCheck`, or None when this filter has nothing to check for the request.
+    """
 
     name: str
-    func: Callable[[PlacementRequest, list[Node]], list[Node]]
+    prepare: Callable[[PlacementRequest], FilterCheck | None]
     description: str = ""
 
 
 @dataclass(frozen=True)
 class SchedulerStrategy:
-    """Orders candidate nodes, best first. ``func(request, nodes) -> nodes``."""
+    """Ranks the nodes that passed the filters (Swarm classic's strategies).
+
+    ``rank(request, overcommit)`` returns a key function over nodes, smaller first, or None
+    for no ranking (a random pick among the survivors). The key may depend only on the node
+    and the request's ``cpus`` and ``memory``, so the scheduler can keep nodes ordered
+    between placements; ``overcommit`` is the fraction of CPUs and memory a node may be
+    promised beyond its totals (0.05: 5 %).
+    """
 
     name: str
-    func: Callable[[PlacementRequest, list[Node]], list[Node]]
+    rank: Callable[[PlacementRequest, float], Callable[[Node], Any] | None]
     description: str = ""
 
 
