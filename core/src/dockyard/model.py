@@ -240,6 +240,8 @@ class Container:
     log_path: str = ""
     exec_ids: list[str] = field(default_factory=list)
     host: str = ""  # node name when placed by a cluster manager; "" = this host
+    #: Swarm classic's inspect ``Node`` (``ID``, ``IP``, ``Addr``, ``Name``) when a manager placed it
+    node: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -390,6 +392,9 @@ class Event:
     attributes: dict[str, str] = field(default_factory=dict)
     scope: str = "local"
     time_nano: int = 0
+    #: the engine it happened on, when a daemon relays several engines' events (a swarm
+    #: manager): Swarm classic's ``node`` (``Name``, ``Id``, ``Addr``, ``Ip``); empty when local
+    node: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------

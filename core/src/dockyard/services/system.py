@@ -29,6 +29,15 @@ class EngineInfo:
     default_runtime: str = ""
     security_options: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: what a service adds to ``/info`` beyond the counts (a cluster manager's facts): Docker's
+    #: ``SystemStatus`` pairs (Swarm classic's Role, Strategy, Filters, Nodes and one block per
+    #: node, printed by ``docker info`` as they come), and totals standing in for this host's
+    #: (0 or "": the front reports this host's CPUs, memory, version and OS)
+    system_status: list[tuple[str, str]] = field(default_factory=list)
+    ncpu: int = 0
+    mem_total: int = 0
+    server_version: str = ""
+    operating_system: str = ""
 
     @property
     def containers(self) -> int:

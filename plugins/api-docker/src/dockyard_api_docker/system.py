@@ -86,6 +86,8 @@ async def info(request: web.Request) -> web.Response:
     engine = await kernel.system.info()
     warnings = [str(p) for p in kernel.registry.problems] + engine.warnings
     warnings += [f"plugin {fl.plugin} failed on {fl.event}: {fl.error}" for fl in kernel.events.failures[-10:]]
+    # dockerd omits an empty SystemStatus; a cluster manager's system service fills it
+    system_status = {"SystemStatus": [list(p) for p in engine.system_status]} if engine.system_status else {}
     return json_response({
         "ID": kernel.daemon_id,
         "Containers": engine.containers,
@@ -95,6 +97,7 @@ async def info(request: web.Request) -> web.Response:
         "Images": engine.images,
         "Driver": engine.storage_driver,
         "DriverStatus": [list(p) for p in engine.driver_status],
+        **system_status,
         "Plugins": {
             "Volume": engine.volume_drivers,
             "Network": engine.network_drivers,
@@ -112,7 +115,7 @@ async def info(request: web.Request) -> web.Response:
         "CgroupVersion": f["cgroup_version"],
         "NEventsListener": len(kernel.events.subscribers),
         "KernelVersion": f["kernel"],
-        "OperatingSystem": _os_release(),
+        "OperatingSystem": engine.operating_system or _os_release(),
         "OSVersion": "",
         "OSType": f["os"],
         "Architecture": os.uname().machine,
@@ -120,13 +123,13 @@ async def info(request: web.Request) -> web.Response:
         "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {},
                            # the registry-mirrors setting (validated at load), shown as dockerd: "URL/"
                            "Mirrors": [str(m).rstrip("/") + "/" for m in kernel.config.get("registry-mirrors") or []]},
-        "NCPU": os.cpu_count() or 1,
-        "MemTotal": _mem_total(),
+        "NCPU": engine.ncpu or os.cpu_count() or 1,
+        "MemTotal": engine.mem_total or _mem_total(),
         "DockerRootDir": str(kernel.config.data_root),
         "Name": f["hostname"],
         "Labels": list(kernel.config.get("labels") or []),
         "ExperimentalBuild": False,
-        "ServerVersion": __version__,
+        "ServerVersion": engine.server_version or __version__,
         "Runtimes": engine.runtimes,
         "DefaultRuntime": engine.default_runtime or kernel.config.get("default-runtime"),
         "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
@@ -199,6 +202,8 @@ def event_json(ev: Event) -> dict[str, Any]:
     out.update({"Type": ev.type, "Action": ev.action,
                 "Actor": {"ID": ev.actor_id, "Attributes": dict(ev.attributes)},
                 "scope": ev.scope, "time": ev.time_nano // 1_000_000_000, "timeNano": ev.time_nano})
+    if ev.node:  # relayed from another engine (a manager's merged stream)
+        out["node"] = dict(ev.node)
     return out
 
 
