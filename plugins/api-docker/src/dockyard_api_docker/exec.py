@@ -46,8 +46,9 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     sess = svc.exec_get(request.match_info["id"])
     detach = bool(body.get("Detach"))
-    if "Tty" in body and body["Tty"] is not None:
-        sess.tty = bool(body["Tty"]) or sess.tty
+    # dockerd frames the output by the start request's Tty (docker-py sets it there), whatever
+    # the exec was created with; the create's Tty only decides whether the process gets a pty.
+    raw = bool(body.get("Tty"))
     if detach or not wants_upgrade(request):
         if detach:
             await svc.exec_start(sess.id, attach=False)
@@ -59,10 +60,10 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
         resp.content_type = RAW
         await resp.prepare(request)
         if sess.error:
-            await resp.write(frame("stdout", (sess.error + "\n").encode()) if not sess.tty else sess.error.encode())
+            await resp.write(frame("stdout", (sess.error + "\n").encode()) if not raw else sess.error.encode())
         if stream is not None:
             while (item := await stream.read()) is not None:
-                await resp.write(item[1] if sess.tty else frame(*item))
+                await resp.write(item[1] if raw else frame(*item))
             stream.close()
             await sess.done.wait()
         await resp.write_eof()
@@ -77,17 +78,17 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     try:
         sess, stream = await svc.exec_start(sess.id, attach=True)
     except DockyardError as exc:
-        await conn.write(frame("stderr", f"{exc}\n".encode()) if not sess.tty else str(exc).encode())
+        await conn.write(frame("stderr", f"{exc}\n".encode()) if not raw else str(exc).encode())
         conn.close()
         return resp
     if stream is None:
         if sess.error:
             text = sess.error.rstrip("\n") + "\n"
-            await conn.write(text.encode() if sess.tty else frame("stdout", text.encode()))
+            await conn.write(text.encode() if raw else frame("stdout", text.encode()))
         await sess.done.wait()
         conn.close()
         return resp
-    await pump(conn, stream, tty=sess.tty, stdin=sess.attach_stdin, stdout=sess.attach_stdout,
+    await pump(conn, stream, tty=raw, stdin=sess.attach_stdin, stdout=sess.attach_stdout,
                stderr=sess.attach_stderr, detach_keys=parse_detach_keys(sess.detach_keys),
                before_close=sess.done.wait)
     return resp

@@ -45,6 +45,19 @@ def familiar(ref: str) -> str:
         return ref
 
 
+def _full(ref: str) -> str:
+    try:
+        return str(parse_normalized(ref, default_tag=False))
+    except DockyardError:
+        return ref
+
+
+def ordered(refs: list[str]) -> list[str]:
+    """Tags or digests in familiar form, in dockerd's order: lexical by the full normalized
+    reference (its reference store sorts by ``String()``); clients take the first tag."""
+    return [familiar(r) for r in sorted(refs, key=_full)]
+
+
 def unix(text: str) -> int:
     from dockyard.times import unix_time
 
@@ -58,8 +71,8 @@ def rfc3339_nano(text: str) -> str:
 
 # ----------------------------------------------------------------------------- shapes
 def summary(img: Image, containers: int = -1, shared: int = -1) -> dict[str, Any]:
-    tags = [familiar(t) for t in img.repo_tags]
-    digests = [familiar(d) for d in img.repo_digests]
+    tags = ordered(img.repo_tags)
+    digests = ordered(img.repo_digests)
     dangling = not tags and not digests
     return {
         "Containers": containers,
@@ -94,8 +107,8 @@ def inspect(kernel: Kernel, img: Image) -> dict[str, Any]:
     drv = kernel.selected_driver_name("storage")
     out = {
         "Id": img.id,
-        "RepoTags": [familiar(t) for t in img.repo_tags],
-        "RepoDigests": [familiar(d) for d in img.repo_digests],
+        "RepoTags": ordered(img.repo_tags),
+        "RepoDigests": ordered(img.repo_digests),
         "Parent": img.parent,
         "Comment": img.comment,
         "Created": rfc3339_nano(img.created),
@@ -445,7 +458,7 @@ async def bootstrap(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
     name = request.query.get("name", "busybox") or "busybox"
     img = await _svc(kernel).bootstrap(name)
-    return json_response({"Id": img.id, "RepoTags": [familiar(t) for t in img.repo_tags], "Size": img.size},
+    return json_response({"Id": img.id, "RepoTags": ordered(img.repo_tags), "Size": img.size},
                          status=201)
 
 

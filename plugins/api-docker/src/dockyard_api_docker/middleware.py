@@ -55,11 +55,32 @@ def docker_headers(resp: web.StreamResponse) -> None:
     resp.headers.setdefault("Server", f"Dockyard/{__version__} (linux)")
 
 
+class ClientGone(web.StreamResponse):
+    """What a handler answers when its client hung up mid-stream (``docker logs -f`` killed, a
+    ``docker cp`` reader gone, a build's output abandoned): a normal end, as for dockerd. Its
+    ``prepare`` raises ``ConnectionResetError``, which aiohttp treats as a premature client
+    disconnection (logged at debug), so no traceback reaches the log."""
+
+    async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
+        raise ConnectionResetError("the client hung up")
+
+
+def client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def docker_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Typed errors become ``{"message": ...}`` with the status Docker clients branch on."""
     try:
         resp = await handler(request)
+    except ConnectionError as exc:
+        if not client_gone(request):
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(request, 500, f"internal error: {type(exc).__name__}: {exc}")
+        log.debug("%s %s: the client hung up (%s)", request.method, request.path, exc)
+        return ClientGone()
     except e.DockyardError as exc:
         resp = error_response(request, status_of(exc), str(exc))
     except web.HTTPException as exc:

@@ -13,13 +13,14 @@ from dockyard_api_docker import (
     images,
     networks,
     system,
+    swarmmode,
     system_df,
     volumes,
 )
 from dockyard_api_docker.middleware import docker_errors, docker_version
 
 #: The front's route modules; a method and path claimed twice fails start-up (collect_routes).
-ROUTE_MODULES = (system, containers, attach, exec, networks, images, volumes, system_df, archive)
+ROUTE_MODULES = (system, containers, attach, exec, networks, images, volumes, system_df, archive, swarmmode)
 
 
 @hookimpl

@@ -70,7 +70,38 @@ def options_from(request: web.Request) -> BuildOptions:
         pull=qbool(request, "pull"),
         platform=q.get("platform", ""),
         network_mode=q.get("networkmode", "") or "default",
+        extra_hosts=extra_hosts(q.getall("extrahosts", [])),
+        cache_from=cache_from(q.get("cachefrom", "")),
     )
+
+
+def extra_hosts(values: list[str]) -> list[str]:
+    """``extrahosts``: repeated (docker-py) or comma-joined (the docker CLI), ``host:ip`` or
+    ``host=ip``, as ``HostConfig.ExtraHosts`` takes them."""
+    out = []
+    for value in values:
+        for entry in value.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            host, sep, ip = entry.partition("=") if "=" in entry else entry.partition(":")
+            if not sep or not host or not ip:
+                raise InvalidArgument(f"invalid IP address in add-host: {entry!r}")
+            out.append(f"{host}:{ip}")
+    return out
+
+
+def cache_from(value: str) -> list[str]:
+    """``cachefrom``: a JSON array of image references (the CLI's and docker-py's form)."""
+    if not value:
+        return []
+    try:
+        refs = json.loads(value)
+    except ValueError as exc:
+        raise InvalidArgument(f"cachefrom: not a JSON array: {exc}") from None
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise InvalidArgument("cachefrom: expected a JSON array of image references")
+    return [r for r in refs if r]
 
 
 async def _spool(request: web.Request, path: Path) -> None:

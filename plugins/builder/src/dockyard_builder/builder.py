@@ -85,6 +85,8 @@ class BuildOptions:
     pull: bool = False
     platform: str = ""
     network_mode: str = "default"
+    extra_hosts: list[str] = field(default_factory=list)  # host:ip, for RUN steps' /etc/hosts
+    cache_from: list[str] = field(default_factory=list)  # images whose history may serve as cache
 
 
 @dataclass
@@ -363,9 +365,9 @@ class Builder(ConfigInstructions):
         text = f"WORKDIR {path}"
         key = self._key(st, text)
         created_by = " ".join([*(st.config.get("Shell") or DEFAULT_SHELL), f"#(nop) {text}"])
-        if await self._try_cache(st, inst, key):
-            return
         config = {**st.config, "WorkingDir": path}
+        if await self._try_cache(st, inst, key, created_by, config):
+            return
 
         async def work(rootfs: Path) -> bool:
             from dockyard.tarsafe import secure_join
@@ -405,7 +407,7 @@ class Builder(ConfigInstructions):
         if shown:
             created_by = f"|{len(shown)} {' '.join(shown)} {created_by}"
         key = self._key(st, "RUN " + json.dumps(cmd), *shown)
-        if await self._try_cache(st, inst, key):
+        if await self._try_cache(st, inst, key, created_by, st.config):
             return
         if not st.image_id:
             raise InvalidArgument("RUN needs a base image with a shell or command (FROM scratch has none)")
@@ -416,7 +418,8 @@ class Builder(ConfigInstructions):
                               working_dir=st.config.get("WorkingDir") or "", user=st.config.get("User") or "",
                               labels={}, attach_stdout=True, attach_stderr=True,
                               healthcheck=Healthcheck(test=["NONE"]))  # no probes while a step runs
-        req = ContainerCreate(config=cfg, host_config=HostConfig(network_mode=self.opts.network_mode or "default"),
+        req = ContainerCreate(config=cfg, host_config=HostConfig(network_mode=self.opts.network_mode or "default",
+                                                                extra_hosts=list(self.opts.extra_hosts)),
                               entrypoint=[], cmd=cmd)
         c = await containers.create(req)
         await self.out(f" ---> Running in {c.id[:12]}\n")
@@ -504,14 +507,14 @@ class Builder(ConfigInstructions):
                 copy_deps.append({"uri": f"context:{rel}", "digest": digest_obj(d),
                                   "annotations": {"role": "context", "step": str(self.step), "destination": dest_abs}})
         key = self._key(st, text, *inputs)
-        hit = await self._try_cache(st, inst, key)
+        summary = hashlib.sha256("\n".join(inputs).encode()).hexdigest()
+        kind = "multi" if len(selected) > 1 or len(srcs) > 1 else ("dir" if selected and selected[0].is_dir else "file")
+        created_by = f"/bin/sh -c #(nop) {kw}{flags} {kind}:{summary} in {dest} "
+        hit = await self._try_cache(st, inst, key, created_by, st.config)
         for dep in copy_deps:
             self._dependency(dep["uri"], "sha256:" + dep["digest"]["sha256"], dep["annotations"])
         if hit:
             return
-        summary = hashlib.sha256("\n".join(inputs).encode()).hexdigest()
-        kind = "multi" if len(selected) > 1 or len(srcs) > 1 else ("dir" if selected and selected[0].is_dir else "file")
-        created_by = f"/bin/sh -c #(nop) {kw}{flags} {kind}:{summary} in {dest} "
 
         async def work(rootfs: Path) -> bool:
             owner = await asyncio.to_thread(lookup_user, rootfs, chown) if chown else None
@@ -568,14 +571,21 @@ class Builder(ConfigInstructions):
         except NotFound:
             return False
 
-    async def _try_cache(self, st: StageState, inst: Instruction | None, key: str) -> bool:
+    async def _try_cache(self, st: StageState, inst: Instruction | None, key: str, created_by: str = "",
+                         config: dict[str, Any] | None = None) -> bool:
+        """A step served from the build cache, else from the history of a ``cache_from`` image
+        (given the step's ``created_by`` and the config it leaves)."""
         if self.opts.no_cache:
             return False
         hit = await asyncio.to_thread(self.cache.lookup, key)
-        if hit is None:
-            return False
-        if not self._exists(hit):  # the image was removed since: a miss
+        if hit is not None and not self._exists(hit):  # the image was removed since: a miss
             await asyncio.to_thread(self.cache.forget, key)
+            hit = None
+        if hit is None and self.opts.cache_from and created_by and config is not None:
+            hit = await self._from_cache_sources(st, created_by, config)
+            if hit is not None:
+                await asyncio.to_thread(self.cache.put, key, hit)
+        if hit is None:
             return False
         img = self.images.get(hit)
         st.image_id = hit
@@ -584,6 +594,45 @@ class Builder(ConfigInstructions):
         await self.out(f" ---> {short(hit)}\n")
         self._record_step(inst, st, cached=True)
         return True
+
+    async def _from_cache_sources(self, st: StageState, created_by: str, config: dict[str, Any]) -> str | None:
+        """dockerd's ``--cache-from`` (``image/cache``): an image given whose history starts with
+        the current image's and continues with this step (same ``created_by``, layers in
+        order) serves it. The step's image is the source itself when the step is its last,
+        else one made from its first layers and history with the step's config, as dockerd's
+        ``restoreCachedImage`` does, so the next step can match too."""
+        from dockyard.services.images import Layer, Plan, dumps
+
+        parent = self.images.get(st.image_id) if st.image_id else None
+        pdoc = self.images.config_doc(parent) if parent else {}
+        phist, players = list(pdoc.get("history") or []), list(parent.layers if parent else [])
+        for ref in self.opts.cache_from:
+            try:
+                target = self.images.resolve(ref)
+            except NotFound:
+                continue  # dockerd only warns about a cache source it cannot find
+            tdoc = self.images.config_doc(target)
+            thist, tlayers = list(tdoc.get("history") or []), list(target.layers)
+            n = len(phist)
+            if len(thist) <= n or thist[:n] != phist or tlayers[:len(players)] != players:
+                continue
+            step = thist[n]
+            if step.get("created_by") != created_by:
+                continue
+            count = len(players) + (0 if step.get("empty_layer") else 1)
+            if count > len(tlayers):
+                continue
+            if n == len(thist) - 1 and count == len(tlayers):
+                return target.id
+            doc = {**{k: v for k, v in tdoc.items() if k in ("architecture", "os", "variant", "author")},
+                   "created": step.get("created") or tdoc.get("created"), "config": self._clean_config(config),
+                   "docker_version": f"dockyard-builder-{__version__}",
+                   "rootfs": {"type": "layers", "diff_ids": tlayers[:count]}, "history": thist[:n + 1]}
+            layers = [Layer(diff_id=d, size=0, path=self.images.content.path(d)) for d in tlayers[:count]]
+            (made,) = await self.images.install([Plan(config_raw=dumps(doc), layers=layers,
+                                                      parent=parent.id if parent else "")], "build")
+            return made.image.id
+        return None
 
     async def _commit_done(self, st: StageState, inst: Instruction | None, key: str, image_id: str) -> None:
         st.image_id = image_id
@@ -596,7 +645,8 @@ class Builder(ConfigInstructions):
 
     async def _config_step(self, st: StageState, inst: Instruction | None, text: str, changes: dict[str, Any]) -> None:
         key = self._key(st, text)
-        if await self._try_cache(st, inst, key):
+        created_by = " ".join([*(st.config.get("Shell") or DEFAULT_SHELL), "#(nop)  " + text])
+        if await self._try_cache(st, inst, key, created_by, {**st.config, **changes}):
             return
         st.config = {**st.config, **changes}
         image_id = await self._metadata_commit(st, "#(nop) ", text)

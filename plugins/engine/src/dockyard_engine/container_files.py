@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import posixpath
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 
@@ -189,9 +190,13 @@ def _diff_kinds(diff_tar: str, lower: str | None) -> list[dict[str, Any]]:
             exists = lower is not None and os.path.lexists(os.path.join(lower, name))
             out["/" + name] = 0 if exists else 1
     # mount points the runtime made for its own files are not the container's changes
+    # (and so is the directory they changed: /etc, when nothing else in it changed)
     for path in INIT_PATHS:
         if out.get(path) == 1:
             del out[path]
+            parent = posixpath.dirname(path)
+            if parent != "/" and out.get(parent) == 0 and not any(p.startswith(parent + "/") for p in out):
+                del out[parent]
     return [{"Path": p, "Kind": k} for p, k in sorted(out.items())]
 
 
