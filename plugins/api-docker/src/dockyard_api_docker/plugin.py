@@ -12,8 +12,8 @@ from dockyard_api_docker import (
     exec,
     images,
     networks,
-    system,
     swarmmode,
+    system,
     system_df,
     volumes,
 )
