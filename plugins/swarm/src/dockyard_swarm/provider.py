@@ -30,7 +30,23 @@ def _containers(kernel: Kernel) -> Service:
     return ClusterContainers(kernel)
 
 
+def _nodes(kernel: Kernel) -> Service:
+    from dockyard_swarm.membership import NodeDirectory
+
+    return NodeDirectory(kernel)
+
+
+def _leadership(kernel: Kernel) -> Service:
+    from dockyard_swarm.leader import Leadership
+
+    return Leadership(kernel)
+
+
 SERVICES: tuple[ServiceInfo, ...] = (
+    ServiceInfo("nodes", _nodes, roles=ROLES,
+                description="the pool's engines from their heartbeat records (healthy or not), and their changes"),
+    ServiceInfo("leadership", _leadership, roles=ROLES,
+                description="which replicated manager leads (elected through the cluster store)"),
     ServiceInfo("engines", _engines, roles=ROLES,
                 description="the manager's client of the nodes' engines (one session, mutual TLS)"),
     ServiceInfo("containers", _containers, after=("engines", "nodes", "images", "networks", "volumes"), roles=ROLES,
