@@ -142,6 +142,7 @@ def configure_logging(config: Config) -> None:
 
 
 async def run(config: Config) -> int:
+    from dockyard import sdnotify
     from dockyard.kernel import Kernel
     from dockyard.server import build_app, parse_host, serve
     from dockyard.tlsconfig import ServerTLS, check_listeners
@@ -161,6 +162,10 @@ async def run(config: Config) -> int:
         log.warning("%s", problem)
     kernel.validate_config()
     listeners = [parse_host(h) for h in config.hosts]
+    # socket activation: taken (and the variables cleared) before anything forks
+    passed = sdnotify.listen_fds() if any(lst.kind == "fd" for lst in listeners) else []
+    # kept from the children (conmon, containers): only dockyardd talks to its supervisor
+    notify_to = {"NOTIFY_SOCKET": os.environ.pop("NOTIFY_SOCKET", "")}
     tls = ServerTLS.from_config(config)
     ssl_context = tls.context() if tls.enabled else None  # dockerd loads the files even for unix only
     for warning in check_listeners(listeners, tls):
@@ -174,14 +179,17 @@ async def run(config: Config) -> int:
         config.exec_root.mkdir(parents=True, exist_ok=True)
         await kernel.start()
         app = build_app(kernel)
-        runner, bound = await serve(app, listeners, ssl_context)
+        runner, bound = await serve(app, listeners, ssl_context, passed)
         kernel.emit("daemon", "start", kernel.daemon_id, name=kernel.facts()["hostname"])
         log.info("dockyardd %s listening on %s (data-root %s)", __version__,
                  ", ".join(config.hosts), config.data_root)
         if any(lst.kind == "tcp" for lst in listeners):
             log.info("tcp:// listeners: %s", tls.describe())
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload(kernel))
+        # Type=notify: ready once the services run and every socket serves
+        _notify(sdnotify, notify_to, f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving on {', '.join(config.hosts)}")
         await stop.wait()
+        _notify(sdnotify, notify_to, "STOPPING=1\nSTATUS=stopping (containers keep running)")
         return 0
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -193,6 +201,13 @@ async def run(config: Config) -> int:
         await kernel.stop()
         pidfile.release()
         log.info("dockyardd stopped")
+
+
+def _notify(sdnotify: Any, environ: dict[str, str], state: str) -> None:
+    try:
+        sdnotify.notify(state, environ)
+    except OSError as exc:  # the supervisor went away: nothing to tell
+        log.warning("sd_notify failed: %s", exc)
 
 
 def _reload(kernel: Any) -> None:

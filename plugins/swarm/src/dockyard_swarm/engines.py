@@ -181,7 +181,7 @@ class EngineClient:
         try:
             return await self.pool.session.request(method, self.base + path, ssl=self.pool._ssl or False,
                                                    **kwargs)
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, ssl.SSLError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError, ssl.SSLError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
     async def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
@@ -192,7 +192,7 @@ class EngineClient:
         resp = await self._send(method, path, params, body, data, headers, timeout)
         try:
             raw = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._unreachable(exc) from exc
         finally:
             resp.release()
@@ -247,7 +247,7 @@ class EngineClient:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, ssl=ctx, server_hostname=self.host if ctx else None,
                                         limit=1 << 20), CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             raise self._unreachable(exc) from exc
         payload = json.dumps(body).encode() if body is not None else b""
         target = path + (("?" + urlencode(_params(params))) if params else "")
@@ -258,7 +258,7 @@ class EngineClient:
             writer.write(head + payload)
             await writer.drain()
             answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CALL_TIMEOUT)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             writer.close()
             raise self._unreachable(exc) from exc
         status, headers = _parse_head(answer)
@@ -307,7 +307,7 @@ async def _error_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> 
                 out += await reader.readexactly(size + 2)
                 out = out[:-2]
         return await asyncio.wait_for(reader.read(1 << 16), 10)
-    except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, OSError):
+    except (TimeoutError, asyncio.IncompleteReadError, ValueError, OSError):
         return b""
 
 

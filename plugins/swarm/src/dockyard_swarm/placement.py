@@ -1,0 +1,195 @@
+"""Placement on the manager: what a create asks of a node, the nodes as the scheduler sees them,
+and the etcd transaction that reserves a node (Swarm classic's "pending" container).
+
+The transaction (:meth:`Reservations.reserve`) is what makes racing managers safe: it creates
+``names/<name>`` only if absent (no name placed twice), compares ``reservations/<node>``'s
+revision with the one the placement was computed from and writes the new totals (a node is
+never promised beyond what the placement checked, whichever manager wrote last), and records
+the pending container under ``containers/<pending id>``. A lost race on the reservation places
+again with fresh totals; a taken name is a 409 as dockerd's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard import errors as e
+from dockyard.specs.cluster import ClusterStore, Compare, Delete, Put
+
+log = logging.getLogger(__name__)
+
+NAMES, CONTAINERS, RESERVATIONS = "names/", "containers/", "reservations/"
+
+
+@dataclass
+class Reservation:
+    """``reservations/<node>`` as last read: totals promised and the key's revision."""
+
+    cpus: float = 0.0
+    memory: int = 0
+    containers: int = 0
+    mod_revision: int = 0
+
+    def encode(self) -> bytes:
+        return json.dumps({"cpus": round(self.cpus, 6), "memory": self.memory,
+                           "containers": self.containers}).encode()
+
+
+@dataclass
+class Pending:
+    """A reservation the transaction made, until the node answers."""
+
+    node: str
+    name: str
+    pending_id: str
+    cpus: float
+    memory: int
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class Reservations:
+    """The ``reservations/`` view, kept by one watch, and the placement transactions."""
+
+    def __init__(self, store: ClusterStore) -> None:
+        self.store = store
+        self.by_node: dict[str, Reservation] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        listing = await self.store.list(RESERVATIONS)
+        for kv in listing:
+            self._apply(kv.key[len(RESERVATIONS):], kv.value, kv.mod_revision)
+        self._task = asyncio.create_task(self._follow(listing.revision), name="swarm-reservations-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    def _apply(self, node: str, value: bytes, rev: int) -> None:
+        cur = self.by_node.get(node)
+        if cur is not None and cur.mod_revision >= rev:
+            return
+        if not value:
+            self.by_node.pop(node, None)
+            return
+        try:
+            doc = json.loads(value)
+        except ValueError:
+            return
+        self.by_node[node] = Reservation(float(doc.get("cpus") or 0), int(doc.get("memory") or 0),
+                                         int(doc.get("containers") or 0), rev)
+
+    async def _follow(self, revision: int) -> None:
+        while True:
+            try:
+                async for ev in self.store.watch(RESERVATIONS, revision + 1):
+                    revision = ev.revision
+                    node = ev.key[len(RESERVATIONS):]
+                    if ev.type == "delete":
+                        self.by_node.pop(node, None)
+                    else:
+                        self._apply(node, ev.kv.value, ev.kv.mod_revision)
+            except asyncio.CancelledError:
+                raise
+            except e.StoreCompacted:
+                listing = await self.store.list(RESERVATIONS)
+                self.by_node.clear()
+                for kv in listing:
+                    self._apply(kv.key[len(RESERVATIONS):], kv.value, kv.mod_revision)
+                revision = listing.revision
+            except Exception as exc:  # the store reconnects; watch again after a pause
+                log.warning("watching reservations: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def reread(self, node: str) -> Reservation:
+        kv = await self.store.get(RESERVATIONS + node)
+        if kv is None:
+            self.by_node.pop(node, None)
+            return Reservation()
+        self._apply(node, kv.value, kv.mod_revision)
+        return self.by_node.get(node, Reservation())
+
+    async def reserve(self, node: str, name: str, cpus: float, memory: int,
+                      record: dict[str, Any]) -> Pending:
+        """One transaction: ``names/<name>`` if absent, ``reservations/<node>`` if unchanged
+        since read, the pending record. Raises :class:`~dockyard.errors.Conflict` for a taken
+        name and :class:`~dockyard.errors.TxnFailed` when the node's reservation moved."""
+        cur = self.by_node.get(node, Reservation())
+        new = Reservation(cur.cpus + cpus, cur.memory + memory, cur.containers + 1)
+        pending_id = "pending-" + secrets.token_hex(8)
+        rec = dict(record, id=pending_id, node=node, name=name, pending=True)
+        res = await self.store.txn(
+            [Compare.absent(NAMES + name), Compare.unchanged(RESERVATIONS + node, cur.mod_revision)],
+            [Put(NAMES + name, pending_id.encode()), Put(RESERVATIONS + node, new.encode()),
+             Put(CONTAINERS + pending_id, json.dumps(rec).encode())])
+        if not res.succeeded:
+            owner = await self.store.get(NAMES + name)
+            if owner is not None:
+                raise e.Conflict(f'Conflict. The container name "/{name}" is already in use by container '
+                                 f'"{owner.value.decode()}". You have to remove (or rename) that container '
+                                 "to be able to reuse that name.")
+            await self.reread(node)
+            raise e.TxnFailed(f"reservation of node {node} changed")
+        new.mod_revision = res.revision
+        self._apply(node, new.encode(), res.revision)
+        return Pending(node, name, pending_id, cpus, memory, rec)
+
+    async def confirm(self, pending: Pending, cid: str) -> dict[str, Any]:
+        """The node created it: ``containers/<id>``, ``names/<name>`` -> id, pending gone."""
+        rec = dict(pending.record, id=cid)
+        rec.pop("pending", None)
+        await self.store.txn([], [Put(CONTAINERS + cid, json.dumps(rec).encode()),
+                                  Put(NAMES + pending.name, cid.encode()),
+                                  Delete(CONTAINERS + pending.pending_id)])
+        return rec
+
+    async def release(self, node: str, name: str, owner: str, cpus: float, memory: int,
+                      record_id: str = "") -> None:
+        """Undo a reservation (a failed create, a removed container): the name if ``owner``
+        still holds it, the record, and the node's totals by compare-and-swap."""
+        ops = [Delete(CONTAINERS + (record_id or owner))]
+        await self.store.txn([Compare.value_is(NAMES + name, owner.encode())], [Delete(NAMES + name), *ops], ops)
+        for _ in range(20):
+            cur = await self.reread(node)
+            new = Reservation(max(0.0, cur.cpus - cpus), max(0, cur.memory - memory), max(0, cur.containers - 1))
+            res = await self.store.txn([Compare.unchanged(RESERVATIONS + node, cur.mod_revision)],
+                                       [Put(RESERVATIONS + node, new.encode())])
+            if res.succeeded:
+                self._apply(node, new.encode(), res.revision)
+                return
+            await asyncio.sleep(random.uniform(0, 0.01))
+        log.warning("could not release the reservation of %s on node %s (kept racing)", name, node)
+
+
+# dockerd's names are adjective_scientist; ours are drawn from shorter lists (the manager names
+# a container before any node sees it, so the name is reserved in the same transaction)
+_LEFT = ("admiring", "brave", "calm", "clever", "eager", "elegant", "focused", "gallant", "happy", "jolly",
+         "keen", "lucid", "modest", "nifty", "quirky", "serene", "sharp", "stoic", "tender", "vibrant",
+         "wizardly", "zealous", "bold", "cool", "dreamy", "fervent", "gifted", "hungry", "kind", "loving")
+_RIGHT = ("albattani", "babbage", "curie", "darwin", "euclid", "fermi", "galileo", "hopper", "hypatia",
+          "johnson", "kepler", "lovelace", "meitner", "newton", "noether", "pascal", "ritchie", "shannon",
+          "tesla", "turing", "wozniak", "yonath", "archimedes", "bohr", "dijkstra", "einstein", "feynman",
+          "goodall", "hawking", "lamport")
+
+
+def random_name(attempt: int = 0) -> str:
+    name = f"{random.choice(_LEFT)}_{random.choice(_RIGHT)}"
+    return f"{name}{random.randint(0, 9999)}" if attempt else name
+
+
+def now() -> float:
+    return time.time()
+
+
+__all__ = ["CONTAINERS", "NAMES", "Pending", "RESERVATIONS", "Reservation", "Reservations", "random_name"]

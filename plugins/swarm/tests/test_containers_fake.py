@@ -1,0 +1,239 @@
+"""The manager's containers service over FAKE engines (``dockyard_swarm.engines_fake``: they
+answer the Docker API and run nothing) and a real etcd: placement, the etcd records, routing to
+the node, ``node/name`` listing, refusals naming the filters, racing managers, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from dockyard import errors as e
+from dockyard.config import Config
+from dockyard.kernel import Kernel
+from dockyard.model import ContainerConfig, HostConfig, PortBinding
+from dockyard.services.containers import ContainerCreate, LogOptions
+from dockyard_swarm.engines_fake import FakeEngines, serve_fake_engines
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory, dockyard_owners: Any) -> Any:
+    from dockyard_plugin_sdk.testing import start_etcd
+    from dockyard_plugin_sdk.testing.etcd import etcd_unavailable
+
+    reason = etcd_unavailable()
+    if reason:
+        pytest.skip(reason)
+    cluster = start_etcd(tmp_path_factory.mktemp("etcd"), members=1)
+    dockyard_owners.record(cluster.token)
+    yield cluster
+    cluster.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engines() -> Any:
+    fakes = await serve_fake_engines(3, "n", labels={"n2": {"storage": "ssd"}}, ncpu=2, memory=2 << 30)
+    yield fakes
+    await fakes.close()
+
+
+async def register(store: Any, fakes: FakeEngines) -> None:
+    for eng, addr in zip(fakes.engines, fakes.addrs, strict=True):
+        record = {"name": eng.name, "addr": addr, "labels": eng.labels, "heartbeat": time.time(),
+                  "interval": 3600, "ttl": 7200,
+                  "engine": {"ID": eng.id, "Cpus": eng.ncpu, "Memory": eng.memory, "ServerVersion": "fake",
+                             "KernelVersion": "6.1", "OperatingSystem": "Fake OS", "Driver": "fake",
+                             "Architecture": "x86_64"}}
+        await store.put(f"nodes/{eng.name}", json.dumps(record).encode())
+
+
+class Manager:
+    """A manager's kernel (role manager) without an API server: its services, called directly."""
+
+    def __init__(self, root: Path, url: str, **values: Any) -> None:
+        config = Config(values={"role": "manager", "cluster-store": url, "data-root": str(root / "d"),
+                                "exec-root": str(root / "r"), **values})
+        self.kernel = Kernel.build(config, environ={})
+        self.started: list[Any] = []
+
+    async def start(self) -> Any:
+        for name in ("engines", "nodes", "containers"):
+            svc = self.kernel.service(name)
+            await svc.start()
+            self.started.append(svc)
+        return self.kernel.service("containers")
+
+    async def close(self) -> None:
+        for svc in reversed(self.started):
+            await svc.stop()
+        await self.kernel.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def cluster(tmp_path: Path, etcd: Any, engines: FakeEngines) -> Any:
+    prefix = f"t{time.monotonic_ns()}"
+    url = etcd.url(prefix)
+    managers: list[Manager] = []
+
+    async def manager(**values: Any) -> Any:
+        m = Manager(tmp_path / f"m{len(managers)}", url, **values)
+        managers.append(m)
+        return await m.start()
+
+    first = Manager(tmp_path / "seed", url)
+    store = await first.kernel.cluster_store()
+    await register(store, engines)
+    await first.kernel.stop()
+    for eng in engines.engines:
+        eng.containers.clear()
+    yield manager
+    for m in managers:
+        await m.close()
+
+
+def req(name: str = "", image: str = "busybox", env: list[str] | None = None, **hc: Any) -> ContainerCreate:
+    body: dict[str, Any] = {"Image": image, "Env": env or [], "HostConfig": {}}
+    host = HostConfig()
+    if "port" in hc:
+        host.port_bindings = {"80/tcp": [PortBinding(host_port=str(hc["port"]))]}
+        body["HostConfig"]["PortBindings"] = {"80/tcp": [{"HostPort": str(hc["port"])}]}
+    if "memory" in hc:
+        host.memory = body["HostConfig"]["Memory"] = hc["memory"]
+    return ContainerCreate(config=ContainerConfig(image=image, env=env or []), host_config=host, name=name,
+                           body=body)
+
+
+def spread_of(engines: FakeEngines) -> list[int]:
+    return [len(eng.containers) for eng in engines.engines]
+
+
+async def test_spread_places_evenly_and_records_in_etcd(cluster: Any, engines: FakeEngines) -> None:
+    svc = await cluster()
+    ids = [(await svc.create(req(f"web{i}"))).id for i in range(6)]
+    assert spread_of(engines) == [2, 2, 2]
+    store = (await svc._store_view()).store
+    rec = (await store.get(f"containers/{ids[0]}")).json()
+    assert rec["name"] == "web0" and rec["node"] in {"n1", "n2", "n3"} and rec["config"]["Image"] == "busybox"
+    assert (await store.get("names/web0")).value.decode() == ids[0]
+    assert [kv.key for kv in (await store.list("containers/"))] == sorted(f"containers/{i}" for i in ids)
+    # ps: every node's containers, named node/name
+    await svc.refresh_all()
+    names = sorted(c.name for c in svc.list())
+    assert len(names) == 6 and all(n.split("/")[0] in {"n1", "n2", "n3"} for n in names)
+    c = svc.get("web3")
+    assert c.name.endswith("/web3") and c.host == c.name.split("/")[0]
+    assert svc.get(c.name).id == c.id and svc.get(c.id[:12]).id == c.id
+
+
+async def test_calls_reach_the_node_that_holds_the_container(cluster: Any, engines: FakeEngines) -> None:
+    svc = await cluster()
+    c = await svc.create(req("db"))
+    node = next(eng for eng in engines.engines if c.id in eng.containers)
+    await svc.start_container("db")
+    assert node.containers[c.id]["State"]["Running"]
+    assert (await svc.refresh("db")).container.state.running
+    assert (await svc.top("db"))["Processes"] == [["4242", "sh"]]
+    out = [chunk async for chunk in svc.logs("db", LogOptions())]
+    assert out == [("stdout", b"hello from a fake engine\n")]
+    sess = svc.exec_create("db", ["true"])
+    await svc.exec_start(sess.id, attach=False)
+    assert (await svc.refresh_exec(sess.id)).exit_code == 0
+    await svc.stop_container("db")
+    assert not node.containers[c.id]["State"]["Running"]
+    await svc.rename("db", "db2")
+    store = (await svc._store_view()).store
+    assert await store.get("names/db") is None and (await store.get("names/db2")).value.decode() == c.id
+    assert svc.get("db2").id == c.id
+    await svc.remove("db2")
+    assert c.id not in node.containers
+    assert await store.get(f"containers/{c.id}") is None and await store.get("names/db2") is None
+    with pytest.raises(e.NotFound):
+        await svc.refresh("db2")
+
+
+async def test_constraints_and_affinity(cluster: Any, engines: FakeEngines) -> None:
+    svc = await cluster()
+    on2 = await svc.create(req("c1", env=["constraint:node==n2"]))
+    assert on2.id in engines.engines[1].containers
+    ssd = await svc.create(req("c2", env=["constraint:storage==ssd"]))
+    assert ssd.id in engines.engines[1].containers
+    # the pseudo-variables leave the environment for Swarm's labels
+    body = engines.engines[1].containers[ssd.id]["Config"]
+    assert body["Env"] == [] and json.loads(body["Labels"]["com.docker.swarm.constraints"]) == ["storage==ssd"]
+    beside = await svc.create(req("c3", env=["affinity:container==c1"]))
+    assert beside.id in engines.engines[1].containers
+
+
+async def test_ports_and_a_refusal_naming_the_filters(cluster: Any, engines: FakeEngines) -> None:
+    svc = await cluster()
+    for i in range(3):
+        await svc.create(req(f"p{i}", port=8080))
+    assert spread_of(engines) == [1, 1, 1]
+    with pytest.raises(e.Conflict) as err:
+        await svc.create(req("p3", port=8080))
+    text = str(err.value)
+    assert "n1" in text and "n2" in text and "n3" in text and "port" in text
+    assert spread_of(engines) == [1, 1, 1]  # nothing created
+    store = (await svc._store_view()).store
+    assert await store.get("names/p3") is None
+
+
+async def test_binpack_fills_one_node_first(cluster: Any, engines: FakeEngines) -> None:
+    svc = await cluster(strategy="binpack")
+    for i in range(4):
+        await svc.create(req(f"b{i}", memory=512 << 20))
+    assert sorted(spread_of(engines)) == [0, 0, 4]
+    # the fifth no longer fits there (2 GiB, 5 % overcommit): the next node
+    await svc.create(req("b4", memory=512 << 20))
+    assert sorted(spread_of(engines)) == [0, 1, 4]
+
+
+async def test_a_taken_name_is_a_conflict(cluster: Any, engines: FakeEngines) -> None:
+    svc = await cluster()
+    await svc.create(req("same"))
+    with pytest.raises(e.Conflict, match="already in use"):
+        await svc.create(req("same"))
+    assert sum(spread_of(engines)) == 1
+
+
+async def test_a_failed_create_on_the_node_releases_everything(cluster: Any, engines: FakeEngines) -> None:
+    svc = await cluster()
+    with pytest.raises(e.NotFound, match="No such image"):
+        await svc.create(req("ghost", image="nosuchimage", memory=1 << 20))
+    store = (await svc._store_view()).store
+    assert await store.get("names/ghost") is None
+    assert [kv.key for kv in await store.list("containers/")] == []
+    for kv in await store.list("reservations/"):
+        assert kv.json()["memory"] == 0 and kv.json()["containers"] == 0
+
+
+async def test_racing_managers_never_exceed_a_node(cluster: Any, engines: FakeEngines) -> None:
+    """Two managers placing at once onto nodes of 2 GiB: each node gets at most what fits."""
+    a, b = await cluster(strategy="binpack"), await cluster(strategy="binpack")
+    results = await asyncio.gather(*(m.create(req(f"r{i}", memory=800 << 20))
+                                     for i, m in enumerate([a, b] * 6)), return_exceptions=True)
+    placed = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, e.Conflict) for r in refused), refused
+    # 2 GiB * 1.05 holds two of 800 MiB per node: six in all, whoever placed them
+    assert len(placed) == 6 and spread_of(engines) == [2, 2, 2]
+    store = (await a._store_view()).store
+    for kv in await store.list("reservations/"):
+        assert kv.json()["memory"] == 2 * (800 << 20)
+
+
+async def test_unknown_strategy_or_filter_refused_at_start(tmp_path: Path, etcd: Any) -> None:
+    for values, what in (({"strategy": "nope"}, "nope"), ({"filters": ["constraint", "bogus"]}, "bogus")):
+        m = Manager(tmp_path / what, etcd.url("bad"), **values)
+        try:
+            with pytest.raises(e.InvalidArgument, match=what):
+                await m.start()
+        finally:
+            await m.close()
