@@ -24,6 +24,36 @@ def _engines(kernel: Kernel) -> Service:
     return EnginesService(kernel)
 
 
+def _node_events(kernel: Kernel) -> Service:
+    from dockyard_swarm.events import NodeEvents
+
+    return NodeEvents(kernel)
+
+
+def _images(kernel: Kernel) -> Service:
+    from dockyard_swarm.images import ClusterImages
+
+    return ClusterImages(kernel)
+
+
+def _networks(kernel: Kernel) -> Service:
+    from dockyard_swarm.networks import ClusterNetworks
+
+    return ClusterNetworks(kernel)
+
+
+def _volumes(kernel: Kernel) -> Service:
+    from dockyard_swarm.volumes import ClusterVolumes
+
+    return ClusterVolumes(kernel)
+
+
+def _system(kernel: Kernel) -> Service:
+    from dockyard_swarm.system import ClusterSystem
+
+    return ClusterSystem(kernel)
+
+
 def _containers(kernel: Kernel) -> Service:
     from dockyard_swarm.containers import ClusterContainers
 
@@ -49,6 +79,16 @@ SERVICES: tuple[ServiceInfo, ...] = (
                 description="which replicated manager leads (elected through the cluster store)"),
     ServiceInfo("engines", _engines, roles=ROLES,
                 description="the manager's client of the nodes' engines (one session, mutual TLS)"),
+    ServiceInfo("node-events", _node_events, after=("engines", "nodes"), roles=ROLES,
+                description="every node's events relayed with the node's fields, node connects and disconnects"),
+    ServiceInfo("images", _images, after=("node-events",), roles=ROLES,
+                description="every node's images (grouped by ID); pull, load, tag and rm fan out to the nodes"),
+    ServiceInfo("networks", _networks, after=("node-events",), roles=ROLES,
+                description="every node's networks (local ones named NODE/NAME); changes routed to the nodes"),
+    ServiceInfo("volumes", _volumes, after=("node-events",), roles=ROLES,
+                description="every node's volumes (local ones named NODE/NAME); changes routed to the nodes"),
+    ServiceInfo("system", _system, after=("node-events", "containers"), roles=ROLES,
+                description="Swarm classic's /info (nodes, status, reservations) and /system/df over the nodes"),
     ServiceInfo("containers", _containers, after=("engines", "nodes", "images", "networks", "volumes"), roles=ROLES,
                 description="containers placed over the cluster's nodes, every call routed to the node"),
 )
