@@ -36,6 +36,7 @@ from dockyard.specs.cluster import ClusterStore, StoreURL
 from dockyard.specs.config import ConfigOption
 from dockyard.specs.events import BackgroundService
 from dockyard.specs.provides import Provided
+from dockyard.specs.supervisor import SupervisorBackend, Supervisors
 from dockyard.store import Store
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class Kernel:
     _auto_selected: dict[str, str] = field(default_factory=dict)
     _service_infos: dict[str, ServiceInfo] | None = None
     _provided: dict[type, Any] | None = None
+    _supervisors: Supervisors | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -215,7 +217,30 @@ class Kernel:
                     self._provided[ClusterStore] = self.driver("cluster")
                 except PluginError as exc:
                     self.registry.problems.append(exc)  # start() raises it
+            # the kernel's own: the supervisor backends (a provisioner's unit for its target)
+            self._provided.setdefault(Supervisors, self.supervisors())
         return self._provided
+
+    def supervisors(self) -> Supervisors:
+        """The supervisor backends plugins offer (``dockyard_supervisors``), by name; collected
+        once. A name two plugins give is a recorded ``PluginConflictError`` and usable by neither."""
+        if self._supervisors is None:
+            found: dict[str, list[tuple[str, SupervisorBackend]]] = {}
+            for impl in self.pm.hook.dockyard_supervisors.get_hookimpls():
+                for b in impl.function(kernel=self) or ():
+                    if not isinstance(b, SupervisorBackend):
+                        raise PluginError(f"{impl.plugin_name}: dockyard_supervisors returned {b!r}, "
+                                          "not a dockyard.specs.SupervisorBackend")
+                    found.setdefault(b.name, []).append((impl.plugin_name, b))
+            backends, conflicts = {}, {}
+            for name, offers in sorted(found.items()):
+                if len(offers) > 1:
+                    conflicts[name] = tuple(plugin for plugin, _b in offers)
+                    self.registry.problems.append(PluginConflictError("supervisor", name, list(conflicts[name])))
+                    continue
+                backends[name] = offers[0][1]
+            self._supervisors = Supervisors(backends, conflicts)
+        return self._supervisors
 
     async def driver_ready(self, kind: str, name: str | None = None) -> Driver:
         """Like :meth:`driver`, and ``setup()`` has run (once).

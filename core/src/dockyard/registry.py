@@ -111,7 +111,7 @@ def _installation_key() -> str:
 def _kind_of(group: str) -> tuple[str, str] | None:
     if group == PLUGIN_GROUP:
         return "plugin", "feature"
-    if group == CLI_GROUP:
+    if group == CLI_GROUP or group.startswith(CLI_GROUP + "."):  # dockyard.cli.daemon: `daemon` subcommands
         return "cli", "cli"
     if group == SERVICE_GROUP:
         return "service", "service"
@@ -425,11 +425,13 @@ class Registry:
         return DriverNotInstalled(kind, name, self.driver_names(kind), self.provider_of(kind, name))
 
     # ------------------------------------------------------------------ CLI
-    def cli_names(self) -> list[str]:
-        return sorted({r.name for r in self.find(CLI_GROUP) if r.status != "blocked"})
+    def cli_names(self, group: str = CLI_GROUP) -> list[str]:
+        """Command names of ``group``: the root's, or a built-in's subcommands
+        (``dockyard.cli.daemon``)."""
+        return sorted({r.name for r in self.find(group) if r.status != "blocked"})
 
-    def load_cli(self, name: str) -> Any:
-        recs = [r for r in self.find(CLI_GROUP, name) if r.status != "blocked"]
+    def load_cli(self, name: str, group: str = CLI_GROUP) -> Any:
+        recs = [r for r in self.find(group, name) if r.status != "blocked"]
         if not recs:
             return None
         if len(recs) > 1:

@@ -36,14 +36,17 @@ VERSION_PATTERN = r"{api_version:v[0-9]+\.[0-9]+}"
 
 @dataclass(frozen=True)
 class Listener:
-    kind: str  # unix | tcp
+    kind: str  # unix | tcp | fd (sockets passed by the supervisor)
     address: str  # socket path, or host
     port: int = 0
 
 
 def parse_host(value: str) -> Listener:
-    """Parse a ``-H`` value: ``unix:///path``, ``tcp://host:port``, ``fd://`` is refused."""
+    """Parse a ``-H`` value: ``unix:///path``, ``tcp://host:port``, or ``fd://`` (every socket
+    the supervisor passed: socket activation) and ``fd://NAME`` (those named NAME)."""
     url = urlparse(value)
+    if url.scheme == "fd":
+        return Listener("fd", url.netloc or url.path.lstrip("/"))
     if url.scheme == "unix":
         path = url.path or url.netloc
         if not path:
@@ -53,7 +56,7 @@ def parse_host(value: str) -> Listener:
         if not url.hostname or not url.port:
             raise InvalidArgument(f"invalid host {value!r}: expected tcp://HOST:PORT")
         return Listener("tcp", url.hostname, url.port)
-    raise InvalidArgument(f"invalid host {value!r}: expected unix:///path or tcp://host:port")
+    raise InvalidArgument(f"invalid host {value!r}: expected unix:///path, tcp://host:port or fd://")
 
 
 def collect_routes(kernel: Kernel) -> list[tuple[str, ApiRoute]]:
@@ -138,15 +141,36 @@ def bind_unix(path: str) -> socket.socket:
     return sock
 
 
+def activated_sockets(lst: Listener, passed: list[tuple[str, socket.socket]]) -> list[socket.socket]:
+    """The passed sockets an ``fd://`` listener serves (all, or those named ``lst.address``)."""
+    if not passed:
+        raise InvalidArgument("-H fd:// needs sockets passed by the supervisor (socket activation: "
+                              "LISTEN_FDS), and none were")
+    socks = [s for name, s in passed if not lst.address or name == lst.address]
+    if not socks:
+        raise InvalidArgument(f"no passed socket is named {lst.address!r} (names: "
+                              f"{', '.join(sorted({n for n, _s in passed}))})")
+    return socks
+
+
 async def serve(app: web.Application, listeners: list[Listener],
-                ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, list[str]]:
+                ssl_context: ssl.SSLContext | None = None,
+                passed: list[tuple[str, socket.socket]] | None = None) -> tuple[web.AppRunner, list[str]]:
     """Listen on every listener; ``ssl_context`` (dockyard.tlsconfig) applies to the TCP ones
-    only, as in dockerd: a unix socket is guarded by its file mode."""
+    only, as in dockerd: a unix socket is guarded by its file mode. ``passed`` are the sockets
+    of socket activation (:func:`dockyard.sdnotify.listen_fds`), served by ``fd://`` listeners;
+    their files belong to the supervisor and are never removed."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     bound: list[str] = []
     try:
         for lst in listeners:
+            if lst.kind == "fd":
+                for sock in activated_sockets(lst, passed or []):
+                    sock.setblocking(False)
+                    tls = ssl_context if sock.family in (socket.AF_INET, socket.AF_INET6) else None
+                    await web.SockSite(runner, sock, ssl_context=tls).start()
+                continue
             if lst.kind == "unix":
                 site: web.BaseSite = web.SockSite(runner, bind_unix(lst.address))
                 bound.append(lst.address)

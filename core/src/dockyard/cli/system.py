@@ -80,11 +80,34 @@ def info(ctx: click.Context, fmt: str) -> None:
         click.echo("\n".join(_info_lines(data)))
 
 
+#: Entry-point group of ``dockyard daemon``'s subcommands (``install``: dockyard-generate).
+DAEMON_SUBCOMMANDS = "dockyard.cli.daemon"
+
+
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                  "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def daemon(args: tuple[str, ...]) -> None:
-    """Run dockyardd in the foreground (takes dockyardd's flags; see `dockyard daemon --help`)."""
+@click.pass_context
+def daemon(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Run dockyardd in the foreground (takes dockyardd's flags; see `dockyard daemon --help`).
+
+    A first word naming a plugin's subcommand (entry-point group ``dockyard.cli.daemon``, e.g.
+    ``install`` from dockyard-generate) runs it instead; dockyardd takes no positional argument.
+    """
+    if args and not args[0].startswith("-"):
+        from dockyard.cli.root import _registry
+        from dockyard.errors import PluginError
+
+        try:
+            cmd = _registry().load_cli(args[0], DAEMON_SUBCOMMANDS)
+        except PluginError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if cmd is None:
+            names = _registry().cli_names(DAEMON_SUBCOMMANDS)
+            raise click.UsageError(f"no daemon subcommand {args[0]!r} (installed: {', '.join(names) or 'none'}; "
+                                   "`install` comes with dockyard-generate)")
+        sys.exit(cmd.main(list(args[1:]), prog_name=f"{ctx.command_path} {args[0]}", obj=ctx.obj,
+                          standalone_mode=True))
     from dockyard.daemon import main as daemon_main
 
     sys.exit(daemon_main(list(args)))

@@ -2,7 +2,7 @@
 
 Areas (``dockyard.drivers.<kind>`` entry points, see :data:`NAMESPACES`): ``arch``,
 ``storage`` (+ ``volume``), ``network`` (+ ``ipam``), ``cluster``, ``provision``. Feature
-hooks: ``api``, ``events``, ``config``; CLI groups come from the ``dockyard.cli`` group.
+hooks: ``api``, ``events``, ``config``, ``provides``, ``supervisor``; CLI groups come from the ``dockyard.cli`` group.
 
 Names are loaded lazily (PEP 562): importing one spec module, as the registry does when the
 CLI resolves a command, does not import every area's module.
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from dockyard.specs.network import EmbeddedDnsDriver, IpamDriver, NetworkDriver, NetworkSpecs
     from dockyard.specs.provision import Provisioner, ProvisionSpecs
     from dockyard.specs.storage import ImagePuller, LayerDriver, StorageSpecs, VolumeDriver
+    from dockyard.specs.supervisor import Supervisor, SupervisorBackend, Supervisors, SupervisorSpecs
 
 #: Public name -> the spec module that defines it.
 _LAZY: dict[str, str] = {
@@ -50,12 +51,15 @@ _LAZY: dict[str, str] = {
     "Provisioner": "provision", "ProvisionSpecs": "provision",
     "Provided": "provides", "ProvidesSpecs": "provides",
     "ImagePuller": "storage", "LayerDriver": "storage", "StorageSpecs": "storage", "VolumeDriver": "storage",
+    "Supervisor": "supervisor", "SupervisorBackend": "supervisor", "Supervisors": "supervisor",
+    "SupervisorSpecs": "supervisor",
 }
 
 #: Every hookspec class (registered on each kernel's plugin manager), by defining module.
 _SPEC_CLASSES = (("arch", "ArchSpecs"), ("storage", "StorageSpecs"), ("network", "NetworkSpecs"),
                  ("cluster", "ClusterSpecs"), ("provision", "ProvisionSpecs"), ("api", "ApiSpecs"),
-                 ("events", "EventSpecs"), ("config", "ConfigSpecs"), ("provides", "ProvidesSpecs"))
+                 ("events", "EventSpecs"), ("config", "ConfigSpecs"), ("provides", "ProvidesSpecs"),
+                 ("supervisor", "SupervisorSpecs"))
 
 #: The ABC each driver kind must subclass.
 _DRIVER_BASES = {"arch": "RuntimeDriver", "storage": "LayerDriver", "volume": "VolumeDriver",
@@ -90,5 +94,5 @@ __all__ = [
     "Provisioner", "RuntimeDriver", "VolumeDriver", "entry_point_group", "hookimpl",
     "hookspec", "conventional_distribution",
     "ApiSpecs", "ArchSpecs", "ClusterSpecs", "ConfigSpecs", "EventSpecs", "NetworkSpecs", "ProvisionSpecs",
-    "StorageSpecs",
+    "StorageSpecs", "Supervisor", "SupervisorBackend", "SupervisorSpecs", "Supervisors",
 ]
