@@ -180,6 +180,7 @@ async def run(config: Config) -> int:
         await kernel.start()
         app = build_app(kernel)
         runner, bound = await serve(app, listeners, ssl_context, passed)
+        secure_roots(config, bound)
         kernel.emit("daemon", "start", kernel.daemon_id, name=kernel.facts()["hostname"])
         log.info("dockyardd %s listening on %s (data-root %s)", __version__,
                  ", ".join(config.hosts), config.data_root)
@@ -208,6 +209,23 @@ def _notify(sdnotify: Any, environ: dict[str, str], state: str) -> None:
         sdnotify.notify(state, environ)
     except OSError as exc:  # the supervisor went away: nothing to tell
         log.warning("sd_notify failed: %s", exc)
+
+
+def secure_roots(config: Config, sockets: list[str]) -> None:
+    """No other user reads or traverses the data root or the exec root (state database,
+    bundles with their environment, volumes with what containers put there, setuid files
+    included: the CVE-2021-41091 class). The data root is 0710 as dockerd keeps it, the exec
+    root 0700 as containerd's, or 0710 with the group of an API socket inside it so that group
+    reaches the socket. Roots left open by an earlier version are tightened at every start."""
+    os.chmod(config.data_root, 0o710)
+    exec_root = config.exec_root.resolve()
+    groups = {os.stat(p).st_gid for p in sockets
+              if os.path.exists(p) and Path(p).resolve().is_relative_to(exec_root)} - {0}
+    if groups:
+        os.chown(exec_root, -1, min(groups))
+        os.chmod(exec_root, 0o710)
+    else:
+        os.chmod(exec_root, 0o700)
 
 
 def _reload(kernel: Any) -> None:

@@ -94,6 +94,7 @@ class Lifecycle:
             await self._finish_remove(c, volumes=False)
             return
         if c.state.status not in RUNNING_STATES:
+            await self._release_unrecorded_start(c, rt, rt_ids)
             return
         st = await rt.state(c.id) if c.id in rt_ids else None
         if st is not None and st.status in ("running", "paused"):
@@ -111,6 +112,17 @@ class Lifecycle:
         finished = (st.finished_at if st is not None and st.finished_at else now_iso())
         at_boot = policy.restart_at_daemon_start(c.host_config.restart_policy, c.state.manually_stopped)
         await self.exits.record(c.id, c.state.start_count, code, oom, finished, restart_at_boot=at_boot)
+
+    async def _release_unrecorded_start(self, c: Container, rt: RuntimeDriver, rt_ids: set[str]) -> None:
+        """A start the daemon died in (``kill -9`` during a burst of ``docker run -d``): the
+        store never recorded it, so nothing else gives back its network sandbox (a bound
+        namespace) or a process the runtime already runs. The container stays as recorded."""
+        if c.id in rt_ids:
+            st = await rt.state(c.id)
+            if st.status in ("created", "running", "paused"):
+                log.info("container %s: removing the run a killed daemon did not record", c.name)
+                await rt.delete(c.id, force=True)
+        await rt.remove_sandbox(c.id, "")
 
     # ------------------------------------------------------------------ start
     async def start_container(self, ref: str) -> Container:
