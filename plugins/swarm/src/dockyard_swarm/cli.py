@@ -167,9 +167,9 @@ def manage(hosts: tuple[str, ...], tlsverify: bool, tls: bool, tlscacert: str | 
     if replication_ttl is not None:
         settings["replication-ttl"] = replication_ttl
     if strategy:
-        settings["cluster-strategy"] = strategy
+        settings["strategy"] = strategy
     if filters:
-        settings["cluster-filters"] = list(filters)
+        settings["filters"] = list(filters)
     if cluster_opts:
         settings["cluster-opts"] = list(cluster_opts)
     config_file = Path(exec_root) / "swarm-manage.json"
