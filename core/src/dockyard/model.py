@@ -159,6 +159,16 @@ class ContainerConfig:
     stop_signal: str = ""
     stop_timeout: int | None = None  # seconds
     platform: str = ""  # os/arch[/variant]; empty = host platform
+    mac_address: str = ""  # the legacy Config.MacAddress (API < 1.44): the first endpoint's
+
+
+@dataclass
+class DeviceMapping:
+    """A host device made available in a container (``--device``)."""
+
+    path_on_host: str
+    path_in_container: str = ""
+    cgroup_permissions: str = "rwm"
 
 
 @dataclass
@@ -198,6 +208,21 @@ class HostConfig:
     shm_size: int = 0
     volumes_from: list[str] = field(default_factory=list)
     console_size: list[int] = field(default_factory=lambda: [0, 0])
+    #: namespaces: "" (private), "host", "container:<id>" (pid, ipc), "shareable"/"none" (ipc)
+    pid_mode: str = ""
+    uts_mode: str = ""
+    ipc_mode: str = ""
+    group_add: list[str] = field(default_factory=list)
+    devices: list[DeviceMapping] = field(default_factory=list)
+    device_cgroup_rules: list[str] = field(default_factory=list)  # "c 1:3 rwm"
+    sysctls: dict[str, str] = field(default_factory=dict)
+    oom_score_adj: int = 0
+    #: legacy links, Docker's HostConfig.Links form: "/<target name>:/<this name>/<alias>"
+    links: list[str] = field(default_factory=list)
+    isolation: str = ""  # "" or "default" on Linux
+    volume_driver: str = ""  # the driver of -v volumes that name none
+    cpu_realtime_period: int = 0
+    cpu_realtime_runtime: int = 0
 
 
 @dataclass
@@ -211,6 +236,12 @@ class EndpointSettings:
     ipv6_address: str = ""
     mac_address: str = ""
     driver_opts: dict[str, str] = field(default_factory=dict)
+    #: what was asked for (Docker's endpoint ``IPAMConfig``); kept across runs
+    ipam_ipv4: str = ""
+    ipam_ipv6: str = ""
+    link_local_ips: list[str] = field(default_factory=list)
+    ipv6_gateway: str = ""
+    ipv6_prefix_len: int = 0
 
 
 @dataclass

@@ -61,7 +61,7 @@ def test_network_json_shape() -> None:
     net = Network(id="f" * 64, name="cap-net", labels={"cap": "1"},
                   ipam_pools=[IpamPool(subnet="10.213.5.0/24", gateway="10.213.5.1")])
     out = network_json(None, net, containers=False)  # type: ignore[arg-type]
-    assert out["IPAM"] == {"Driver": "default", "Options": {}, "Config": [{"Subnet": "10.213.5.0/24",
+    assert out["IPAM"] == {"Driver": "default", "Options": None, "Config": [{"Subnet": "10.213.5.0/24",
                                                                            "Gateway": "10.213.5.1"}]}
     assert set(out) == {"Name", "Id", "Created", "Scope", "Driver", "EnableIPv6", "IPAM", "Internal",
                         "Attachable", "Ingress", "ConfigFrom", "ConfigOnly", "Containers", "Options", "Labels"}

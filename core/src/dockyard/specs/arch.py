@@ -108,6 +108,13 @@ class RuntimeCreateRequest:
     log_path: str = ""
     runtime: str = ""  # OCI runtime name within the driver (crun, runc); "" = driver default
     spec_amender: SpecAmender | None = None
+    #: namespaces to join instead of making new ones, by kind (``pid``, ``ipc``): the path of
+    #: another container's (``--pid container:<id>``); ``host`` modes are read from the
+    #: container's ``HostConfig``. (versionadded 0.3)
+    namespaces: dict[str, str] = field(default_factory=dict)
+    #: environment the engine adds for this run only, before the container's own (legacy
+    #: links' variables); not part of ``Config.Env``. (versionadded 0.3)
+    extra_env: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -251,12 +258,14 @@ class RuntimeDriver(Driver):
         """The exec session's output records from its start; ``follow`` ends when it exits."""
         raise NotImplementedError(f"{self.info.name} cannot exec")
 
-    def logs(self, container_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
+    def logs(self, container_id: str, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogRecord]:
         """The container's stored output, oldest first, across restarts. With ``follow`` the
         iterator waits for new records and ends once the container's process has exited and
         everything it wrote was yielded. The log is opened by this call (NotFound for an
         unknown container), not at the first iteration: a container deleted before its records
-        are read still yields them all."""
+        are read still yields them all. ``tail`` (``docker logs --tail``): only the last that
+        many records, which a driver should find from the end of the log, not by reading it
+        all (the caller keeps the last ones of what comes)."""
         raise NotImplementedError(f"{self.info.name} keeps no logs")
 
     async def attach(self, container_id: str, exec_id: str | None = None) -> AttachStream:

@@ -14,6 +14,7 @@ from dockyard.model import (
     Container,
     ContainerConfig,
     ContainerStatus,
+    DeviceMapping,
     EndpointSettings,
     Healthcheck,
     HostConfig,
@@ -25,6 +26,7 @@ from dockyard.model import (
 )
 from dockyard.services.containers import ContainerCreate
 from dockyard.specs.api import ApiRoute
+from dockyard_api_docker import bodies
 from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.http import json_response, kernel_of, no_content, qbool, qint, read_json
 from dockyard_api_docker.shapes import container_inspect, container_summary
@@ -148,8 +150,37 @@ RESOURCE_KEYS = {"Memory": "memory", "MemorySwap": "memory_swap", "MemoryReserva
                  "CpusetMems": "cpuset_mems", "PidsLimit": "pids_limit", "BlkioWeight": "blkio_weight"}
 
 
+#: HostConfig fields dockyard does not apply: a value other than the zero one (or the CLI's
+#: default, second) is refused, never dropped ("accepted means applied", issue 21 item 5)
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "CgroupParent": ("",), "Cgroup": ("",), "UsernsMode": ("",), "CgroupnsMode": ("", "private"),
+    "BlkioWeightDevice": ([],), "BlkioDeviceReadBps": ([],), "BlkioDeviceWriteBps": ([],),
+    "BlkioDeviceReadIOps": ([],), "BlkioDeviceWriteIOps": ([],), "DeviceRequests": ([],),
+    "KernelMemory": (0,), "KernelMemoryTCP": (0,), "MemorySwappiness": (-1,), "OomKillDisable": (False,),
+    "StorageOpt": ({},), "CpuCount": (0,), "CpuPercent": (0,), "IOMaximumIOps": (0,),
+    "IOMaximumBandwidth": (0,), "MaskedPaths": ([],), "ReadonlyPaths": ([],),
+}
+
+
+def refuse_unsupported(d: dict[str, Any]) -> None:
+    for key, zero in UNSUPPORTED.items():
+        value = d.get(key)
+        if value is not None and value not in zero:
+            raise InvalidArgument(f"HostConfig.{key} is not supported by dockyard (got {json.dumps(value)}); "
+                                  "leave it unset")
+
+
+def device_from(d: dict[str, Any]) -> DeviceMapping:
+    host = d.get("PathOnHost") or ""
+    if not host:
+        raise InvalidArgument("invalid device mapping: no PathOnHost")
+    return DeviceMapping(path_on_host=host, path_in_container=d.get("PathInContainer") or host,
+                         cgroup_permissions=d.get("CgroupPermissions") or "rwm")
+
+
 def host_config_from(d: dict[str, Any] | None) -> HostConfig:
     d = d or {}
+    refuse_unsupported(d)
     hc = HostConfig()
     hc.binds = _strlist(d.get("Binds"))
     for m in d.get("Mounts") or []:
@@ -202,7 +233,30 @@ def host_config_from(d: dict[str, Any] | None) -> HostConfig:
     hc.shm_size = _int(d.get("ShmSize"))
     hc.volumes_from = _strlist(d.get("VolumesFrom"))
     hc.console_size = [_int(x) for x in (d.get("ConsoleSize") or [0, 0])][:2]
+    hc.pid_mode = d.get("PidMode") or ""
+    hc.uts_mode = d.get("UTSMode") or ""
+    hc.ipc_mode = d.get("IpcMode") or ""
+    hc.group_add = _strlist(d.get("GroupAdd"))
+    hc.devices = [device_from(x or {}) for x in d.get("Devices") or []]
+    hc.device_cgroup_rules = _strlist(d.get("DeviceCgroupRules"))
+    hc.sysctls = dict(d.get("Sysctls") or {})
+    hc.oom_score_adj = _int(d.get("OomScoreAdj"))
+    hc.links = _strlist(d.get("Links"))
+    hc.isolation = d.get("Isolation") or ""
+    hc.volume_driver = d.get("VolumeDriver") or ""
+    hc.cpu_realtime_period = _int(d.get("CpuRealtimePeriod"))
+    hc.cpu_realtime_runtime = _int(d.get("CpuRealtimeRuntime"))
     return hc
+
+
+def endpoint_settings_from(ep: dict[str, Any]) -> EndpointSettings:
+    """An ``EndpointSettings`` body (create's ``EndpointsConfig`` values, connect's
+    ``EndpointConfig``): what was asked for, kept as Docker's endpoint ``IPAMConfig``."""
+    ipam = ep.get("IPAMConfig") or {}
+    v4, v6 = ipam.get("IPv4Address") or "", ipam.get("IPv6Address") or ""
+    return EndpointSettings(aliases=_strlist(ep.get("Aliases")), ipv4_address=v4, ipv6_address=v6,
+                            ipam_ipv4=v4, ipam_ipv6=v6, link_local_ips=_strlist(ipam.get("LinkLocalIPs")),
+                            mac_address=ep.get("MacAddress") or "", driver_opts=dict(ep.get("DriverOpts") or {}))
 
 
 def create_request_from(body: dict[str, Any], name: str) -> ContainerCreate:
@@ -216,7 +270,8 @@ def create_request_from(body: dict[str, Any], name: str) -> ContainerCreate:
         exposed_ports=sorted(p if "/" in p else f"{p}/tcp" for p in (body.get("ExposedPorts") or {})),
         volumes=sorted(body.get("Volumes") or {}), healthcheck=healthcheck_from(body.get("Healthcheck")),
         stop_signal=body.get("StopSignal") or "",
-        stop_timeout=body.get("StopTimeout") if body.get("StopTimeout") is not None else None)
+        stop_timeout=body.get("StopTimeout") if body.get("StopTimeout") is not None else None,
+        mac_address=body.get("MacAddress") or "")
     hc = host_config_from(body.get("HostConfig"))
     if body.get("NetworkDisabled"):
         hc.network_mode = "none"
@@ -224,10 +279,7 @@ def create_request_from(body: dict[str, Any], name: str) -> ContainerCreate:
     for net, ep in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
         ep = ep or {}
         ipam = ep.get("IPAMConfig") or {}
-        networks[net] = EndpointSettings(aliases=_strlist(ep.get("Aliases")),
-                                         ipv4_address=ipam.get("IPv4Address") or "",
-                                         mac_address=ep.get("MacAddress") or "",
-                                         driver_opts=dict(ep.get("DriverOpts") or {}))
+        networks[net] = endpoint_settings_from(ep)
     return ContainerCreate(config=cfg, host_config=hc, name=name, entrypoint=_cmdlist(body.get("Entrypoint")),
                            cmd=_cmdlist(body.get("Cmd")), networks=networks)
 
@@ -237,7 +289,7 @@ def _svc(request: web.Request) -> Any:
 
 
 async def create_container(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_json(request, schema=bodies.CONTAINER_CREATE, struct="ContainerConfigWrapper")
     req = create_request_from(body, request.query.get("name", ""))
     c = await _svc(request).create(req)
     return json_response({"Id": c.id, "Warnings": []}, status=201)
@@ -283,7 +335,17 @@ async def unpause_container(request: web.Request) -> web.Response:
 
 
 async def remove_container(request: web.Request) -> web.Response:
+    if qbool(request, "link"):  # docker rm --link /parent/alias
+        await _svc(request).remove_link(request.match_info["id"])
+        return no_content()
     await _svc(request).remove(request.match_info["id"], force=qbool(request, "force"), volumes=qbool(request, "v"))
+    return no_content()
+
+
+async def remove_link(request: web.Request) -> web.Response:
+    if not qbool(request, "link"):
+        raise NotFound("page not found")
+    await _svc(request).remove_link(f"/{request.match_info['parent']}/{request.match_info['alias']}")
     return no_content()
 
 
@@ -293,7 +355,7 @@ async def rename_container(request: web.Request) -> web.Response:
 
 
 async def update_container(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_json(request, schema=bodies.CONTAINER_UPDATE, struct="UpdateConfig")
     resources = {attr: (body[k] if attr.startswith("cpuset") else _int(body[k]))
                  for k, attr in RESOURCE_KEYS.items() if k in body and body[k] not in (None, "")}
     resources = {k: v for k, v in resources.items() if v or k in ("memory", "memory_swap")}
@@ -444,6 +506,8 @@ def routes() -> list[ApiRoute]:
             ApiRoute("POST", "/containers/{id}/pause", pause_container, name="containers-pause"),
             ApiRoute("POST", "/containers/{id}/unpause", unpause_container, name="containers-unpause"),
             ApiRoute("DELETE", "/containers/{id}", remove_container, name="containers-remove"),
+            # a link's name is /<parent>/<alias>: ``docker rm --link`` sends it as the path
+            ApiRoute("DELETE", "/containers/{parent}/{alias}", remove_link, name="containers-remove-link"),
             ApiRoute("POST", "/containers/{id}/rename", rename_container, name="containers-rename"),
             ApiRoute("POST", "/containers/{id}/update", update_container, name="containers-update"),
             ApiRoute("POST", "/containers/{id}/wait", wait_container, name="containers-wait"),

@@ -40,8 +40,12 @@ def qint(request: web.Request, name: str, default: int | None = None) -> int | N
         raise InvalidArgument(f"invalid value for {name!r}: {raw!r} is not an integer") from exc
 
 
-async def read_json(request: web.Request, *, allow_empty: bool = True) -> dict[str, Any]:
-    """The JSON object body; an empty body is ``{}`` (CLI 28 sends none for some calls)."""
+async def read_json(request: web.Request, *, allow_empty: bool = True, schema: dict[str, Any] | None = None,
+                    struct: str = "") -> dict[str, Any]:
+    """The JSON object body; an empty body is ``{}`` (CLI 28 sends none for some calls). With
+    ``schema`` (see :mod:`dockyard_api_docker.bodies`) a value of the wrong type is a 400 worded
+    as dockerd's decoder; JSON nested too deeply to decode is a 400 too (Go's decoder stops at
+    10,000 levels, Python's parser at its recursion limit)."""
     raw = await request.read()
     if not raw.strip():
         if allow_empty:
@@ -51,16 +55,70 @@ async def read_json(request: web.Request, *, allow_empty: bool = True) -> dict[s
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"invalid JSON body: {exc}") from exc
+    except RecursionError:
+        raise InvalidArgument("invalid JSON body: exceeded max depth") from None
     if body is None:
         return {}
     if not isinstance(body, dict):
         raise InvalidArgument(f"invalid JSON body: expected an object, got {type(body).__name__}")
+    if schema is not None:
+        from dockyard_api_docker.bodies import check
+
+        check(body, schema, struct)
     return body
 
 
+#: Above this many bytes (estimated), a JSON answer is encoded in a worker thread: a container
+#: with a label of megabytes must not stall every other client while ``docker ps`` is encoded.
+LARGE_JSON = 1 << 20
+
+
+def _encode(data: Any) -> bytes:
+    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+
+
+def _larger_than(data: Any, limit: int) -> bool:
+    """Whether ``data`` encodes to more than about ``limit`` bytes: a walk that counts string
+    lengths (O(1) each) and stops as soon as it knows."""
+    total, stack = 0, [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, dict):
+            total += 2 * len(item) + 2
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            total += len(item) + 2
+            stack.extend(item)
+        else:
+            total += 8
+        if total > limit:
+            return True
+    return False
+
+
+class JsonResponse(web.Response):
+    """A JSON answer encoded when it is sent: at once when small, in a worker thread when
+    large (the event loop keeps serving everyone else)."""
+
+    def __init__(self, data: Any, status: int = 200) -> None:
+        super().__init__(status=status, content_type="application/json")
+        self.data = data
+        if not _larger_than(data, LARGE_JSON):
+            self.body = _encode(data)
+            self.data = None
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.data is not None:
+            self.body = await asyncio.to_thread(_encode, self.data)
+            self.data = None
+        return await super().prepare(request)
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(data, separators=(",", ":")) + "\n", status=status,
-                        content_type="application/json")
+    return JsonResponse(data, status)
 
 
 def no_content() -> web.Response:

@@ -18,6 +18,7 @@ from dockyard.errors import InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.model import EndpointSettings, IpamPool, Network
 from dockyard.specs.api import ApiRoute
+from dockyard_api_docker import bodies
 from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.http import json_response, kernel_of, no_content, read_json
 
@@ -59,7 +60,8 @@ def network_json(kernel: Kernel, net: Network, containers: bool = True) -> dict[
     return {
         "Name": net.name, "Id": net.id, "Created": net.created, "Scope": net.scope, "Driver": net.driver,
         "EnableIPv6": net.enable_ipv6,
-        "IPAM": {"Driver": net.ipam_driver, "Options": dict(net.ipam_options), "Config": config},
+        # null when none were given, as dockerd shows its bridge and docker-py's networks
+        "IPAM": {"Driver": net.ipam_driver, "Options": dict(net.ipam_options) or None, "Config": config},
         "Internal": net.internal, "Attachable": net.attachable, "Ingress": net.ingress,
         "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": eps,
         "Options": dict(net.options), "Labels": dict(net.labels),
@@ -145,7 +147,7 @@ def create_request(body: dict[str, Any]) -> Any:
 
 async def create_network(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
-    body = await read_json(request, allow_empty=False)
+    body = await read_json(request, allow_empty=False, schema=bodies.NETWORK_CREATE, struct="NetworkCreateRequest")
     net = await _svc(kernel).create(create_request(body))
     return json_response({"Id": net.id, "Warning": ""}, status=201)
 
@@ -168,18 +170,11 @@ async def prune_networks(request: web.Request) -> web.Response:
 
 
 def endpoint_config(body: dict[str, Any]) -> EndpointSettings:
-    cfg = body.get("EndpointConfig") or {}
-    if not isinstance(cfg, dict):
-        raise InvalidArgument("EndpointConfig: expected an object")
-    ipam = cfg.get("IPAMConfig") or {}
-    aliases = cfg.get("Aliases") or []
-    if not isinstance(aliases, list):
-        raise InvalidArgument("EndpointConfig.Aliases: expected a list")
-    return EndpointSettings(aliases=[str(a) for a in aliases],
-                            ipv4_address=str(ipam.get("IPv4Address") or ""),
-                            ipv6_address=str(ipam.get("IPv6Address") or ""),
-                            mac_address=str(cfg.get("MacAddress") or ""),
-                            driver_opts=_str_map(cfg.get("DriverOpts"), "EndpointConfig.DriverOpts"))
+    from dockyard_api_docker.bodies import NETWORK_CONNECT, check
+    from dockyard_api_docker.containers import endpoint_settings_from
+
+    check(body, NETWORK_CONNECT, "NetworkConnect")
+    return endpoint_settings_from(body.get("EndpointConfig") or {})
 
 
 async def connect_container(request: web.Request) -> web.Response:
@@ -192,7 +187,7 @@ async def connect_container(request: web.Request) -> web.Response:
 
 async def disconnect_container(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
-    body = await read_json(request)
+    body = await read_json(request, schema=bodies.NETWORK_DISCONNECT, struct="NetworkDisconnect")
     await kernel.networks.disconnect_container(str(body.get("Container") or ""), request.match_info["id"],
                                                force=bool(body.get("Force")))
     return web.Response(status=200)

@@ -95,11 +95,24 @@ def mount_list(c: Container) -> list[dict[str, Any]]:
             for m in c.mounts]
 
 
+def ipam_config_json(ep: Any) -> dict[str, Any] | None:
+    """The endpoint's ``IPAMConfig``: what was asked for (null when nothing was)."""
+    out: dict[str, Any] = {}
+    if ep.ipam_ipv4:
+        out["IPv4Address"] = ep.ipam_ipv4
+    if ep.ipam_ipv6:
+        out["IPv6Address"] = ep.ipam_ipv6
+    if ep.link_local_ips:
+        out["LinkLocalIPs"] = list(ep.link_local_ips)
+    return out or None
+
+
 def endpoint_json(ep: Any) -> dict[str, Any]:
-    return {"IPAMConfig": None, "Links": None, "Aliases": list(ep.aliases) or None,
+    return {"IPAMConfig": ipam_config_json(ep), "Links": None, "Aliases": list(ep.aliases) or None,
             "NetworkID": ep.network_id, "EndpointID": ep.endpoint_id, "Gateway": ep.gateway,
             "IPAddress": ep.ipv4_address.split("/")[0], "IPPrefixLen": ep.ip_prefix_len,
-            "IPv6Gateway": "", "GlobalIPv6Address": ep.ipv6_address, "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": ep.ipv6_gateway, "GlobalIPv6Address": ep.ipv6_address.split("/")[0],
+            "GlobalIPv6PrefixLen": ep.ipv6_prefix_len,
             "MacAddress": ep.mac_address, "DriverOpts": dict(ep.driver_opts) or None}
 
 
@@ -154,20 +167,25 @@ def host_config_json(hc: Any) -> dict[str, Any]:
         "PortBindings": {k: [{"HostIp": b.host_ip, "HostPort": b.host_port} for b in v]
                          for k, v in hc.port_bindings.items()},
         "RestartPolicy": {"Name": hc.restart_policy.name, "MaximumRetryCount": hc.restart_policy.maximum_retry_count},
-        "AutoRemove": hc.auto_remove, "VolumeDriver": "", "VolumesFrom": list(hc.volumes_from) or None,
+        "AutoRemove": hc.auto_remove, "VolumeDriver": hc.volume_driver, "VolumesFrom": list(hc.volumes_from) or None,
         "CapAdd": list(hc.cap_add) or None, "CapDrop": list(hc.cap_drop) or None, "CgroupnsMode": "private",
         "Dns": list(hc.dns), "DnsOptions": list(hc.dns_options), "DnsSearch": list(hc.dns_search),
-        "ExtraHosts": list(hc.extra_hosts) or None, "GroupAdd": None, "IpcMode": "private", "Cgroup": "",
-        "Links": None, "OomScoreAdj": 0, "PidMode": "", "Privileged": hc.privileged,
+        "ExtraHosts": list(hc.extra_hosts) or None, "GroupAdd": list(hc.group_add) or None,
+        "IpcMode": hc.ipc_mode or "private", "Cgroup": "",
+        "Links": list(hc.links) or None, "OomScoreAdj": hc.oom_score_adj, "PidMode": hc.pid_mode,
+        "Privileged": hc.privileged,
         "PublishAllPorts": hc.publish_all_ports, "ReadonlyRootfs": hc.read_only_rootfs,
-        "SecurityOpt": list(hc.security_opt) or None, "UTSMode": "", "UsernsMode": "",
+        "SecurityOpt": list(hc.security_opt) or None, "UTSMode": hc.uts_mode, "UsernsMode": "",
         "ShmSize": hc.shm_size or 67108864, "Runtime": hc.runtime or "runc", "ConsoleSize": list(hc.console_size),
-        "Isolation": "", "CpuShares": hc.cpu_shares, "Memory": hc.memory, "NanoCpus": hc.nano_cpus,
+        "Isolation": hc.isolation, "CpuShares": hc.cpu_shares, "Memory": hc.memory, "NanoCpus": hc.nano_cpus,
         "CgroupParent": "", "BlkioWeight": hc.blkio_weight, "BlkioWeightDevice": [],
         "BlkioDeviceReadBps": None, "BlkioDeviceWriteBps": None, "BlkioDeviceReadIOps": None,
         "BlkioDeviceWriteIOps": None, "CpuPeriod": hc.cpu_period, "CpuQuota": hc.cpu_quota,
-        "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": hc.cpuset_cpus,
-        "CpusetMems": hc.cpuset_mems, "Devices": [], "DeviceCgroupRules": None, "DeviceRequests": None,
+        "CpuRealtimePeriod": hc.cpu_realtime_period, "CpuRealtimeRuntime": hc.cpu_realtime_runtime,
+        "CpusetCpus": hc.cpuset_cpus, "CpusetMems": hc.cpuset_mems,
+        "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container,
+                     "CgroupPermissions": d.cgroup_permissions} for d in hc.devices],
+        "DeviceCgroupRules": list(hc.device_cgroup_rules) or None, "DeviceRequests": None,
         "KernelMemory": 0, "KernelMemoryTCP": 0, "MemoryReservation": hc.memory_reservation,
         "MemorySwap": hc.memory_swap, "MemorySwappiness": None, "OomKillDisable": False,
         "PidsLimit": hc.pids_limit or None,
@@ -175,7 +193,7 @@ def host_config_json(hc: Any) -> dict[str, Any]:
         "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
         "Mounts": [{"Type": m.type, "Source": m.source or m.name, "Target": m.destination, "ReadOnly": m.read_only}
                    for m in hc.mounts] or None,
-        "Tmpfs": dict(hc.tmpfs) or None, "Init": hc.init or None,
+        "Tmpfs": dict(hc.tmpfs) or None, "Init": hc.init or None, "Sysctls": dict(hc.sysctls) or None,
         "MaskedPaths": [], "ReadonlyPaths": [],
     }
 
@@ -216,6 +234,7 @@ def container_inspect(c: Container, bound_ports: list[Any] | None = None, image_
             "Image": cfg.image or image_ref, "Volumes": {v: {} for v in cfg.volumes} or None,
             "WorkingDir": cfg.working_dir, "Entrypoint": list(cfg.entrypoint) or None, "OnBuild": None,
             "Labels": dict(cfg.labels), **({"StopSignal": cfg.stop_signal} if cfg.stop_signal else {}),
+            **({"MacAddress": cfg.mac_address} if cfg.mac_address else {}),
             **({"StopTimeout": cfg.stop_timeout} if cfg.stop_timeout is not None else {}),
         },
         "NetworkSettings": {
@@ -225,10 +244,13 @@ def container_inspect(c: Container, bound_ports: list[Any] | None = None, image_
             else {},  # as dockerd: nothing bound before start or after exit (compose v1 `ps` shows it)
             "SandboxKey": st.sandbox_key, "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
             "EndpointID": legacy.endpoint_id if legacy else "", "Gateway": legacy.gateway if legacy else "",
-            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "GlobalIPv6Address": legacy.ipv6_address.split("/")[0] if legacy else "",
+            "GlobalIPv6PrefixLen": legacy.ipv6_prefix_len if legacy else 0,
             "IPAddress": legacy.ipv4_address.split("/")[0] if legacy else "",
-            "IPPrefixLen": legacy.ip_prefix_len if legacy else 0, "IPv6Gateway": "",
+            "IPPrefixLen": legacy.ip_prefix_len if legacy else 0, "IPv6Gateway": legacy.ipv6_gateway if legacy else "",
             "MacAddress": legacy.mac_address if legacy else "",
             "Networks": networks,
         },
+        # Swarm classic's node of a container a manager placed ({ID, IP, Addr, Name})
+        **({"Node": dict(c.node)} if c.node else {}),
     }

@@ -11,6 +11,7 @@ from dockyard.kernel import Kernel
 from dockyard.model import Volume
 from dockyard.specs.api import ApiRoute
 from dockyard_api_docker.filters import Filters
+from dockyard_api_docker.bodies import VOLUME_CREATE
 from dockyard_api_docker.http import json_response, kernel_of, no_content, qbool, read_json
 
 LIST_FILTERS = {"dangling", "driver", "label", "name"}
@@ -63,7 +64,7 @@ async def list_volumes(request: web.Request) -> web.Response:
 
 async def create_volume(request: web.Request) -> web.Response:
     svc = _svc(kernel_of(request))
-    body = await read_json(request)
+    body = await read_json(request, schema=VOLUME_CREATE, struct="CreateOptions")
     vol = await svc.create(str(body.get("Name") or ""), str(body.get("Driver") or "local"),
                            _str_map(body.get("DriverOpts"), "DriverOpts"), _str_map(body.get("Labels"), "Labels"))
     return json_response(volume_json(vol), status=201)

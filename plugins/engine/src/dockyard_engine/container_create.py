@@ -16,7 +16,7 @@ import re
 import shutil
 from collections.abc import Callable
 
-from dockyard.errors import Conflict, InvalidArgument
+from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.model import (
     Container,
     ContainerConfig,
@@ -28,10 +28,13 @@ from dockyard.model import (
 )
 from dockyard.services.containers import ContainerCreate
 from dockyard_engine import health as healthmod
+from dockyard_engine import links as linkmod
 from dockyard_engine import restart as policy
+from dockyard_engine.container_checks import check_create
 from dockyard_engine.container_context import ContainerContext
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _LEFT = ("admiring", "brave", "clever", "dazzling", "eager", "focused", "gallant", "happy", "jolly",
@@ -86,15 +89,20 @@ class Creation:
             name = random_name(lambda n: ctx.store.by_name(Container, n) is not None)
         hc = req.host_config
         policy.validate(hc.restart_policy, hc.auto_remove)
+        check_create(req)
         if not req.config.image:
             raise InvalidArgument("No image was specified")
-        img = ctx.image(req.config.image)
+        img = self._image(req.config.image)
         cfg = merge_config(req, img)
         cid = new_id()
         if not cfg.hostname:
-            cfg.hostname = os.uname().nodename if hc.network_mode == "host" else cid[:12]
-        if hc.network_mode.startswith("container:"):
-            ctx.get(hc.network_mode.split(":", 1)[1])
+            shared = hc.network_mode == "host" or hc.uts_mode == "host"
+            cfg.hostname = os.uname().nodename if shared else cid[:12]
+        for mode in (hc.network_mode, hc.pid_mode, hc.ipc_mode):
+            if mode.startswith("container:"):
+                ctx.get(mode.split(":", 1)[1])
+        if hc.links:
+            hc.links = linkmod.resolve(hc.links, name, ctx.get)
         rt = await ctx.runtime()
         c = Container(id=cid, name=name, image_id=img.id, config=cfg, host_config=hc,
                       runtime=rt.info.name, platform=img.os or "linux")
@@ -115,6 +123,17 @@ class Creation:
             raise
         ctx.emit(c, "create")
         return c
+
+    def _image(self, ref: str) -> Image:
+        """The image of ``ref``; a reference that cannot name one is a 400 ("invalid reference
+        format"), as dockerd answers, rather than the 404 that makes a client pull."""
+        try:
+            return self.ctx.image(ref)
+        except NotFound:
+            from dockyard.reference import parse_normalized
+
+            parse_normalized(ref)
+            raise
 
     def check_name_free(self, name: str) -> None:
         other = self.ctx.store.by_name(Container, name)
@@ -137,6 +156,10 @@ class Creation:
             primary = svc.get(primary).name
         nets: dict[str, EndpointSettings] = {}
         nets[primary] = requested.get(primary) or requested.get(mode) or requested.get("default") or EndpointSettings()
+        if c.config.mac_address and not nets[primary].mac_address:
+            nets[primary].mac_address = c.config.mac_address  # the legacy Config.MacAddress
+        elif nets[primary].mac_address and not c.config.mac_address:
+            c.config.mac_address = nets[primary].mac_address
         for name, ep in requested.items():
             if name in (mode, "default", primary):
                 continue
@@ -211,17 +234,22 @@ def plan_mounts(c: Container) -> list[Mount]:
             raise InvalidArgument(f"invalid mount config: destination {dst!r} is not absolute")
         if src.startswith("/"):
             mounts.append(Mount(type="bind", source=src, destination=dst, read_only=ro,
-                                options=[o for o in opts if o not in ("ro", "rw")]))
+                                options=[o for o in opts if o not in ("ro", "rw") and o not in PROPAGATIONS],
+                                propagation=next((o for o in opts if o in PROPAGATIONS), "rprivate")))
         else:
-            mounts.append(Mount(type="volume", name=src, destination=dst, read_only=ro, driver="local"))
+            mounts.append(Mount(type="volume", name=src, destination=dst, read_only=ro,
+                                driver=c.host_config.volume_driver or "local"))
     for m in c.host_config.mounts:
-        mounts.append(dataclasses.replace(m))
+        m = dataclasses.replace(m)
+        if m.type == "bind" and not m.propagation:
+            m.propagation = next((o for o in m.options if o in PROPAGATIONS), "rprivate")
+        mounts.append(m)
     for dst, opts in c.host_config.tmpfs.items():
         mounts.append(Mount(type="tmpfs", destination=dst, options=[o for o in opts.split(",") if o]))
     covered = {m.destination.rstrip("/") for m in mounts}
     for dst in c.config.volumes:
         if dst.rstrip("/") not in covered:
-            mounts.append(Mount(type="volume", destination=dst, name="", driver="local"))
+            mounts.append(Mount(type="volume", destination=dst, name="", driver=c.host_config.volume_driver or "local"))
     for m in mounts:
         if m.type == "bind" and m.source and not os.path.exists(m.source):
             os.makedirs(m.source, exist_ok=True)  # dockerd creates a missing bind source

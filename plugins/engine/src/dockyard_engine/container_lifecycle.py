@@ -155,6 +155,8 @@ class Lifecycle:
         sandbox = ""
         undo: list[Callable[[], Awaitable[Any]]] = [lambda: drv.unmount(c.id)]
         try:
+            extra_env = setup.link_env(c)
+            namespaces = setup.shared_namespaces(c)
             mounts = await setup.mount_volumes(c)
             undo.append(lambda: setup.unmount_volumes(c))
             netns_path, sandbox = await setup.setup_network(c)
@@ -163,7 +165,7 @@ class Lifecycle:
             log_path = "/dev/null" if c.host_config.log_config.type == "none" else c.log_path
             req = RuntimeCreateRequest(container=c, image=self._image_or_stub(c), rootfs=rootfs, mounts=mounts,
                                        netns_path=netns_path, log_path=log_path, spec_amender=self._amend_spec,
-                                       **files)
+                                       namespaces=namespaces, extra_env=extra_env, **files)
             await rt.create(req)
             undo.append(lambda: rt.delete(c.id, force=True))
             await self.io.hand_over(c.id, rt)

@@ -14,10 +14,13 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+from pathlib import Path
+from typing import Any
 
 from dockyard.errors import Conflict, NotFound
 from dockyard.model import Container, Mount
 from dockyard.specs.network import PortMapping
+from dockyard_engine import links as linkmod
 from dockyard_engine.container_context import LIVE_STATES, ContainerContext
 
 log = logging.getLogger(__name__)
@@ -116,10 +119,15 @@ class Setup:
         try:
             first = True
             for name, ep in list(c.networks.items()):
+                mac = ep.mac_address or (c.config.mac_address if first else "")
                 settings = await svc.connect(c, name, netns, aliases=list(ep.aliases),
-                                             ipv4=ep.ipv4_address or None, ports=ports if first else None,
-                                             dns_servers=list(c.host_config.dns) or None,
+                                             ipv4=ep.ipam_ipv4 or ep.ipv4_address or None,
+                                             ipv6=ep.ipam_ipv6 or None, ports=ports if first else None,
+                                             mac_address=mac, dns_servers=list(c.host_config.dns) or None,
                                              driver_opts=dict(ep.driver_opts) or None)
+                settings.driver_opts = dict(ep.driver_opts)
+                settings.ipam_ipv4, settings.ipam_ipv6 = ep.ipam_ipv4, ep.ipam_ipv6
+                settings.link_local_ips = list(ep.link_local_ips)
                 first = False
                 connected.append(name)
                 c.networks[name] = settings
@@ -149,6 +157,26 @@ class Setup:
         if sandbox:
             await (await self.ctx.runtime(c)).remove_sandbox(c.id, sandbox)
 
+    # ------------------------------------------------------------------ links and namespaces
+    def link_env(self, c: Container) -> list[str]:
+        """The legacy links' variables (each target must be running, as dockerd requires)."""
+        env: list[str] = []
+        for alias, target in linkmod.running_targets(c, self.ctx.get):
+            env += linkmod.environment(c, alias, target)
+        return env
+
+    def shared_namespaces(self, c: Container) -> dict[str, str]:
+        """``--pid``/``--ipc container:<id>``: the other container's namespace paths."""
+        out = {}
+        for kind, mode in (("pid", c.host_config.pid_mode), ("ipc", c.host_config.ipc_mode)):
+            if not mode.startswith("container:"):
+                continue
+            other = self.ctx.get(mode.split(":", 1)[1])
+            if other.state.status not in LIVE_STATES or not other.state.pid:
+                raise Conflict(f"cannot join {kind.upper()} of a non running container: {other.id}")
+            out[kind] = f"/proc/{other.state.pid}/ns/{kind}"
+        return out
+
     # ------------------------------------------------------------------ /etc files
     async def etc_files(self, c: Container) -> dict[str, str]:
         """Write hostname, hosts and resolv.conf; their paths as ``RuntimeCreateRequest``
@@ -175,6 +203,8 @@ class Setup:
             for entry in c.host_config.extra_hosts:
                 host, _, ip = entry.partition(":")
                 lines.append(f"{ip}\t{host}")
+            for alias, target in linkmod.targets(c, self.ctx.get):
+                lines.append(linkmod.hosts_line(alias, target))
             for ep in c.networks.values():
                 if ep.ipv4_address:
                     full = f"{hostname}.{c.config.domainname}" if c.config.domainname else hostname
@@ -186,27 +216,7 @@ class Setup:
                 "hostname_path": str(d / "hostname")}
 
     def _resolv_conf(self, c: Container) -> str:
-        embedded = False
-        svc = self.ctx.networks
-        if svc is not None and c.host_config.network_mode != "host":
-            for name in c.networks:
-                with contextlib.suppress(Exception):
-                    embedded = embedded or svc.uses_embedded_dns(name)
-        if embedded:
-            servers = ["127.0.0.11"]
-        elif c.host_config.dns:
-            servers = list(c.host_config.dns)
-        else:
-            from dockyard_engine.networks import host_nameservers
-
-            servers = [s for s in host_nameservers() if not s.startswith("127.")] or ["8.8.8.8", "8.8.4.4"]
-        lines = [f"nameserver {s}" for s in servers]
-        if c.host_config.dns_search:
-            lines.append("search " + " ".join(c.host_config.dns_search))
-        opts = list(c.host_config.dns_options) + (["ndots:0"] if embedded else [])
-        if opts:
-            lines.append("options " + " ".join(opts))
-        return "\n".join(lines) + "\n"
+        return resolv_conf(c, self.ctx.networks)
 
     # ------------------------------------------------------------------ release
     async def release(self, c: Container, sandbox: str, remove_layer: bool = False) -> None:
@@ -222,6 +232,43 @@ class Setup:
                     await self.ctx.images.remove_rootfs(c.id)
 
         await asyncio.gather(rootfs(), self.unmount_volumes(c), self.teardown_network(c, sandbox))
+
+
+def resolv_conf(c: Container, svc: Any) -> str:
+    """The container's resolv.conf: the embedded resolver (127.0.0.11) when one of its networks
+    has one, else ``--dns`` or the host's non-loopback servers."""
+    embedded = False
+    if svc is not None and c.host_config.network_mode != "host":
+        for name in c.networks:
+            with contextlib.suppress(Exception):
+                embedded = embedded or svc.uses_embedded_dns(name)
+    if embedded:
+        servers = ["127.0.0.11"]
+    elif c.host_config.dns:
+        servers = list(c.host_config.dns)
+    else:
+        from dockyard_engine.networks import host_nameservers
+
+        servers = [s for s in host_nameservers() if not s.startswith("127.")] or ["8.8.8.8", "8.8.4.4"]
+    lines = [f"nameserver {s}" for s in servers]
+    if c.host_config.dns_search:
+        lines.append("search " + " ".join(c.host_config.dns_search))
+    opts = list(c.host_config.dns_options) + (["ndots:0"] if embedded else [])
+    if opts:
+        lines.append("options " + " ".join(opts))
+    return "\n".join(lines) + "\n"
+
+
+def rewrite_resolv_conf(path: Path, c: Container, svc: Any) -> None:
+    """A running container's resolv.conf after ``docker network connect``: dockerd switches a
+    container that joins a user-defined network to the embedded resolver. Written in place
+    (the runtime bound this inode into the container)."""
+    text = resolv_conf(c, svc)
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text() != text:
+            with open(path, "r+") as fh:
+                fh.write(text)
+                fh.truncate()
 
 
 def port_mappings(c: Container) -> list[PortMapping]:

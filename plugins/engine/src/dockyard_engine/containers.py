@@ -136,6 +136,24 @@ class ContainerService(Service):
     async def update(self, ref: str, resources: dict[str, Any], restart_policy: Any = None) -> list[str]:
         return await self.lifecycle.update(ref, resources, restart_policy)
 
+    async def remove_link(self, link_name: str) -> None:
+        """``docker rm --link /<parent>/<alias>``: the parent forgets the link (dockerd's
+        ``rmLink``; a running parent keeps the variables and hosts line it started with)."""
+        from dockyard.errors import Conflict, NotFound
+        from dockyard_engine import links
+
+        parent, _, alias = link_name.strip("/").rpartition("/")
+        if not parent or not alias:
+            raise Conflict("Conflict, cannot remove the default link name of the container")
+        try:
+            c = self.ctx.get(parent)
+        except NotFound:
+            raise NotFound(f"Cannot get parent /{parent} for link name /{parent}/{alias}") from None
+        async with self.ctx.lock(c.id):
+            c = self.ctx.load(c.id)
+            c.host_config.links = links.without(c, f"/{parent}/{alias}")
+            self.ctx.put(c)
+
     # ------------------------------------------------------------------ processes and resources
     async def top(self, ref: str, ps_args: str = "") -> dict[str, Any]:
         return await self.io.top(ref, ps_args)

@@ -60,7 +60,6 @@ BUILTIN: dict[str, str] = {"bridge": "bridge", "host": "host", "none": "null"}
 PREDEFINED = frozenset({"bridge", "host", "none", "default"})
 #: Drivers whose networks have no addresses (no IPAM pool) and of which only one may exist.
 SINGLETON_DRIVERS = frozenset({"host", "null"})
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 DEFAULT_BRIDGE_OPTION = "com.docker.network.bridge.default_bridge"
 DNS_PORT = 53
 
@@ -198,8 +197,9 @@ class NetworkService(Service):
             raise InvalidArgument("network name is required")
         if name in PREDEFINED:
             raise Forbidden(f"operation is not permitted on predefined {name} network ")
-        if not NAME_RE.match(name):
-            raise InvalidArgument(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if not name.strip() or "\x00" in name:
+            # dockerd (libnetwork's IsValidName) accepts any name that is not blank
+            raise InvalidArgument(f"invalid name {name!r} for network")
         return await self._create(req, builtin=False)
 
     async def _create(self, req: NetworkCreate, builtin: bool) -> Network:
@@ -453,9 +453,17 @@ class NetworkService(Service):
         aliases = list(ep.aliases)
         if net is not None and not net.builtin and ep.container_id[:12] not in aliases:
             aliases.append(ep.container_id[:12])
+        v6 = ep.ipv6_address
+        gw6 = ""
+        if v6 and net is not None and ep.pool_id6 in net.extra.get("pool_ids", []):
+            pools = net.ipam_pools
+            index = net.extra["pool_ids"].index(ep.pool_id6)
+            gw6 = pools[index].gateway if index < len(pools) else ""
         return EndpointSettings(network_id=ep.network_id, endpoint_id=ep.id, aliases=aliases,
                                 ipv4_address=v4.split("/")[0], ip_prefix_len=prefix, gateway=ep.gateway,
-                                ipv6_address=ep.ipv6_address.split("/")[0], mac_address=ep.mac_address)
+                                ipv6_address=v6.split("/")[0], mac_address=ep.mac_address,
+                                ipv6_prefix_len=int(v6.split("/")[1]) if "/" in v6 else 0,
+                                ipv6_gateway=gw6.split("/")[0])
 
     def _driver_of(self, network_id: str) -> str:
         try:
@@ -753,20 +761,30 @@ class NetworkService(Service):
             joined.driver_opts = dict(wanted.driver_opts)
         else:  # recorded now, attached when the container starts
             joined = dataclasses.replace(wanted, network_id="")
+        joined.ipam_ipv4, joined.ipam_ipv6 = wanted.ipam_ipv4, wanted.ipam_ipv6
+        joined.link_local_ips = list(wanted.link_local_ips)
         try:
             self._save_container_networks(container.id, lambda nets: nets.__setitem__(net.name, joined))
         except BaseException:
             if running:
                 await self.disconnect(container, net.id, force=True)
             raise
+        if running and self.uses_embedded_dns(net):
+            # dockerd switches a container that joins a user-defined network to the embedded
+            # resolver (its resolv.conf becomes 127.0.0.11's)
+            from dockyard_engine.container_setup import rewrite_resolv_conf
+
+            fresh = self.store.get(Container, container.id)
+            path = self.kernel.config.data_root / "containers" / container.id / "resolv.conf"
+            await asyncio.to_thread(rewrite_resolv_conf, path, fresh, self)
 
     async def disconnect_container(self, container_ref: str, network: str, force: bool = False) -> None:
         net = self.get(network)
         container = self.kernel.containers.get(container_ref)
         has_endpoint = any(e.network_id == net.id for e in self.container_endpoints(container.id))
         if not has_endpoint and net.name not in container.networks:
-            if force:
-                return
+            # with or without --force, as dockerd (force only helps an endpoint whose
+            # container is gone)
             raise NotConnected(f"container {container.id} is not connected to network {net.name}")
         if _shares_a_namespace(container) and not force:
             raise InvalidArgument(f"container cannot be disconnected from network {net.name}: it shares a "

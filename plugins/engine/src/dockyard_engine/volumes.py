@@ -27,6 +27,7 @@ from dockyard.services import Service
 from dockyard.services.volumes import volume_references
 from dockyard.specs.storage import VolumeDriver
 
+MAX_NAME = 255
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
 
@@ -103,6 +104,9 @@ class VolumeService(Service):
         returned as is, as dockerd does; with another driver it is a Conflict."""
         driver = driver or "local"
         name = name or secrets.token_hex(32)
+        if len(name.encode()) > MAX_NAME:  # a directory of that name cannot exist (NAME_MAX)
+            raise InvalidArgument(f"create {name[:40]}...: volume name is too long ({len(name.encode())} bytes, "
+                                  f"at most {MAX_NAME})")
         if not NAME_RE.fullmatch(name):
             raise InvalidArgument(f'create {name}: "{name}" includes invalid characters for a local volume name, '
                                   'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '

@@ -2,14 +2,17 @@
 
 A pure function of the request and :class:`SpecOptions` (facts about the host that the driver
 measures once): no subprocess, no cgroup access. It only reads the rootfs's /etc/passwd and
-/etc/group to resolve the user. Docker's defaults are reproduced where Docker has them
+/etc/group to resolve the user, and stats the device nodes it passes (``--device``, the host's
+/dev for ``--privileged``). Docker's defaults are reproduced where Docker has them
 (capabilities, masked and read-only paths, mounts, devices, seccomp shape).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +52,15 @@ MASKED_PATHS: tuple[str, ...] = (
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
     "/sys/devices/virtual/powercap",
 )
-#: Docker's read-only paths.
+#: Docker's read-only paths. runc keeps /proc's nosuid, nodev and noexec on them; crun 1.8
+#: remounts them with ``ro`` alone, so for crun ``/proc/{bus,fs,irq,sys}`` are bind mounts
+#: instead (:func:`proc_readonly_mounts`; runc refuses mounts inside /proc).
 READONLY_PATHS: tuple[str, ...] = (
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 )
+PROC_READONLY_DIRS: tuple[str, ...] = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys")
+#: /dev entries a privileged container does not get from the host (moby's ``HostDevices``)
+HOST_DEVICE_SKIP = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev", "console"})
 
 #: Device cgroup rules Docker allows by default after denying everything.
 DEFAULT_DEVICE_RULES: tuple[tuple[str, int | None, int | None, str], ...] = (
@@ -92,6 +100,9 @@ class SpecOptions:
     #: then carries no device rules and, to compensate, drops CAP_MKNOD unless it was added.
     device_cgroup: bool = True
     cgroup_parent: str = ""  # "" = /dockyard-<owner>-<id> at the root of each hierarchy
+    #: True when the runtime's ``readonlyPaths`` drops nosuid/nodev/noexec (crun 1.8): the
+    #: /proc trees are then read-only bind mounts with those flags (:func:`proc_readonly_mounts`)
+    proc_readonly_binds: bool = False
     annotations: dict[str, str] = field(default_factory=dict)
 
 
@@ -203,15 +214,38 @@ def _mount(destination: str, type_: str, source: str, options: list[str]) -> dic
     return {"destination": destination, "type": type_, "source": source, "options": options}
 
 
-def default_mounts(host: HostConfig, host_network: bool) -> list[dict[str, Any]]:
+def proc_readonly_mounts() -> list[dict[str, Any]]:
+    """``/proc/{bus,fs,irq,sys}`` bound read-only over the container's /proc with nosuid,
+    nodev and noexec (dockerd's flags). The source is the runtime's own /proc: these trees
+    answer by the reading process's namespaces (``/proc/sys/net`` is the container's network
+    namespace, ``kernel.hostname`` its UTS namespace), not by the proc instance."""
+    return [_mount(d, "bind", d, ["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"])
+            for d in PROC_READONLY_DIRS]
+
+
+def shm_mount(host: HostConfig, shared_ipc: str = "") -> list[dict[str, Any]]:
+    """/dev/shm by IPC mode: private tmpfs, the host's (``host``), another container's
+    (``container:``: ``shared_ipc`` is its IPC namespace path), none (``none``)."""
+    mode = host.ipc_mode
+    if mode == "none":
+        return []
+    if mode == "host":
+        return [_mount("/dev/shm", "bind", "/dev/shm", ["rbind", "nosuid", "noexec", "nodev", "rprivate"])]
+    if mode.startswith("container:") and shared_ipc.startswith("/proc/"):
+        root = shared_ipc.rsplit("/ns/", 1)[0] + "/root/dev/shm"
+        return [_mount("/dev/shm", "bind", root, ["rbind", "nosuid", "noexec", "nodev", "rprivate"])]
     shm = host.shm_size or DEFAULT_SHM_SIZE
+    return [_mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm}"])]
+
+
+def default_mounts(host: HostConfig, host_network: bool, shared_ipc: str = "") -> list[dict[str, Any]]:
     mounts = [
         _mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
         _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
         _mount("/dev/pts", "devpts", "devpts",
                ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
         _mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
-        _mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm}"]),
+        *shm_mount(host, shared_ipc),
     ]
     ro = [] if host.privileged else ["ro"]
     if host_network:
@@ -230,9 +264,11 @@ def user_mounts(request: RuntimeCreateRequest) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     entries: list[Mount] = list(request.mounts)
-    for dest, opts in host.tmpfs.items():
-        entries.append(Mount(type="tmpfs", destination=dest,
-                             options=[o for o in opts.split(",") if o]))
+    planned = {posixpath.normpath(m.destination) for m in entries}
+    for dest, opts in host.tmpfs.items():  # the engine plans them into request.mounts already
+        if posixpath.normpath(dest) not in planned:
+            entries.append(Mount(type="tmpfs", destination=dest,
+                                 options=[o for o in opts.split(",") if o]))
     for m in entries:
         dest = posixpath.normpath(m.destination)
         if not dest.startswith("/"):
@@ -271,8 +307,20 @@ def etc_mounts(request: RuntimeCreateRequest, taken: set[str]) -> list[dict[str,
     return out
 
 
-def namespaces(netns_path: str | None) -> list[dict[str, str]]:
-    ns = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}]
+def namespaces(netns_path: str | None, host: HostConfig | None = None,
+               join: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """The namespaces of the container: new ones, except the host's for ``--pid/--uts/--ipc
+    host`` (none listed) and another container's for ``container:<id>`` (``join``'s paths)."""
+    join = join or {}
+    shared_with_host = set()
+    if host is not None:
+        shared_with_host = {kind for kind, mode in (("pid", host.pid_mode), ("uts", host.uts_mode),
+                                                    ("ipc", host.ipc_mode)) if mode == "host"}
+    ns: list[dict[str, str]] = []
+    for kind in ("pid", "ipc", "uts", "mount", "cgroup"):
+        if kind in shared_with_host:
+            continue
+        ns.append({"type": kind, "path": join[kind]} if join.get(kind) else {"type": kind})
     if netns_path is None:
         ns.append({"type": "network"})
     elif netns_path != "host":
@@ -299,6 +347,9 @@ def resources(host: HostConfig, swap_supported: bool = True) -> dict[str, Any]:
     """``linux.resources`` from the HostConfig resource fields (Docker's conversions)."""
     res: dict[str, Any] = {}
     memory: dict[str, Any] = {}
+    if host.cpu_realtime_period or host.cpu_realtime_runtime:
+        rt = {"realtimePeriod": host.cpu_realtime_period, "realtimeRuntime": host.cpu_realtime_runtime}
+        res["cpu"] = {k: v for k, v in rt.items() if v}
     if host.memory:
         if host.memory < 6 * 1024 * 1024:
             raise InvalidArgument("Minimum memory limit allowed is 6MB")
@@ -318,7 +369,7 @@ def resources(host: HostConfig, swap_supported: bool = True) -> dict[str, Any]:
         memory["reservation"] = host.memory_reservation
     if memory:
         res["memory"] = memory
-    cpu: dict[str, Any] = {}
+    cpu: dict[str, Any] = dict(res.pop("cpu", {}))
     if host.nano_cpus and (host.cpu_quota or host.cpu_period):
         raise InvalidArgument("NanoCPUs and CPUPeriod/CPUQuota cannot both be set")
     if host.cpu_shares:
@@ -345,18 +396,87 @@ def resources(host: HostConfig, swap_supported: bool = True) -> dict[str, Any]:
     return res
 
 
-def device_rules(privileged: bool) -> list[dict[str, Any]]:
+def _rule(type_: str, major: int | None, minor: int | None, access: str) -> dict[str, Any]:
+    rule: dict[str, Any] = {"allow": True, "type": type_, "access": access}
+    if major is not None:
+        rule["major"] = major
+    if minor is not None:
+        rule["minor"] = minor
+    return rule
+
+
+def device_rules(privileged: bool, devices: list[dict[str, Any]] | None = None,
+                 extra: list[str] | None = None) -> list[dict[str, Any]]:
+    """The device cgroup: Docker's defaults, each ``--device``'s and ``--device-cgroup-rule``
+    (``c 1:3 rwm``, ``a *:* m``)."""
     if privileged:
         return [{"allow": True, "access": "rwm"}]
     rules: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
     for type_, major, minor, access in DEFAULT_DEVICE_RULES:
-        rule: dict[str, Any] = {"allow": True, "type": type_, "access": access}
-        if major is not None:
-            rule["major"] = major
-        if minor is not None:
-            rule["minor"] = minor
-        rules.append(rule)
+        rules.append(_rule(type_, major, minor, access))
+    for dev in devices or []:
+        rules.append(_rule(dev["type"], dev["major"], dev["minor"], dev.get("access", "rwm")))
+    for text in extra or []:
+        parts = text.split()
+        if len(parts) != 3 or ":" not in parts[1]:
+            raise InvalidArgument(f"invalid device cgroup rule format: '{text}'")
+        major, _, minor = parts[1].partition(":")
+        rules.append(_rule(parts[0], None if major == "*" else int(major), None if minor == "*" else int(minor),
+                           parts[2]))
     return rules
+
+
+def _device(host_path: str, container_path: str, access: str = "rwm") -> dict[str, Any] | None:
+    try:
+        st = os.stat(host_path)
+    except OSError:
+        return None
+    if stat.S_ISCHR(st.st_mode):
+        type_ = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        type_ = "b"
+    else:
+        return None
+    return {"path": container_path, "type": type_, "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+            "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid, "access": access}
+
+
+def user_devices(host: HostConfig) -> list[dict[str, Any]]:
+    """``--device HOST[:CONTAINER[:PERMS]]``: a node, or every node under a directory."""
+    out = []
+    for d in host.devices:
+        if os.path.isdir(d.path_on_host):
+            for dirpath, _dirs, files in os.walk(d.path_on_host):
+                for f in sorted(files):
+                    src = os.path.join(dirpath, f)
+                    dst = posixpath.join(d.path_in_container, os.path.relpath(src, d.path_on_host))
+                    dev = _device(src, dst, d.cgroup_permissions)
+                    if dev is not None:
+                        out.append(dev)
+            continue
+        dev = _device(d.path_on_host, d.path_in_container or d.path_on_host, d.cgroup_permissions)
+        if dev is None:
+            raise InvalidArgument(f"error gathering device information while adding custom device "
+                                  f"\"{d.path_on_host}\": not a device node")
+        out.append(dev)
+    return out
+
+
+def host_devices(root: str = "/dev") -> list[dict[str, Any]]:
+    """Every device node of the host's /dev, for ``--privileged`` (moby ``HostDevices``)."""
+    out = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in HOST_DEVICE_SKIP]
+        for f in sorted(files):
+            if f in HOST_DEVICE_SKIP:
+                continue
+            path = os.path.join(dirpath, f)
+            if os.path.islink(path):
+                continue
+            dev = _device(path, path)
+            if dev is not None:
+                out.append(dev)
+    return out
 
 
 def exec_user(user: str, rootfs: str) -> ExecUser:
@@ -395,7 +515,7 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
     if not options.device_cgroup and not host.privileged:
         if "CAP_MKNOD" not in {normalize_capability(c) for c in host.cap_add}:
             caps = [c for c in caps if c != "CAP_MKNOD"]
-    user = resolve_user(cfg.user or image.config.user, request.rootfs)
+    user = resolve_user(cfg.user or image.config.user, request.rootfs, list(host.group_add))
     hostname = cfg.hostname or container.id[:12]
     cwd = cfg.working_dir or image.config.working_dir or "/"
     if not cwd.startswith("/"):
@@ -403,7 +523,7 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
     args = process_args(container, image)
     host_network = request.netns_path == "host"
 
-    mounts = default_mounts(host, host_network)
+    mounts = default_mounts(host, host_network, request.namespaces.get("ipc", ""))
     taken_mounts = user_mounts(request)
     taken = {m["destination"] for m in taken_mounts}
     mounts = [m for m in mounts if m["destination"] not in taken]
@@ -419,25 +539,37 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
         "terminal": bool(cfg.tty),
         "user": _process_user(user),
         "args": args,
-        "env": _with_defaults(merge_env(image.config.env, cfg.env), user.home, hostname, cfg.tty),
+        "env": _with_defaults(merge_env(image.config.env, [*request.extra_env, *cfg.env]), user.home,
+                              hostname, cfg.tty),
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "rlimits": rlimits(host, options.host_nofile_hard),
         "noNewPrivileges": security.no_new_privileges,
     }
+    if host.oom_score_adj:
+        process["oomScoreAdj"] = host.oom_score_adj
     if cfg.tty and len(host.console_size) == 2 and all(host.console_size):
         process["consoleSize"] = {"height": host.console_size[0], "width": host.console_size[1]}
 
     linux: dict[str, Any] = {
-        "namespaces": namespaces(request.netns_path),
+        "namespaces": namespaces(request.netns_path, host, request.namespaces),
         "resources": resources(host, options.swap_supported),
         "cgroupsPath": cgroups_path(options.owner, container.id, options.cgroup_parent),
     }
+    devices = host_devices() if host.privileged else user_devices(host)
+    if devices:
+        linux["devices"] = [{k: v for k, v in d.items() if k != "access"} for d in devices]
     if options.device_cgroup:
-        linux["resources"]["devices"] = device_rules(host.privileged)
+        linux["resources"]["devices"] = device_rules(host.privileged, devices, list(host.device_cgroup_rules))
+    if host.sysctls:
+        linux["sysctl"] = dict(host.sysctls)
     if not host.privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
-        linux["readonlyPaths"] = list(READONLY_PATHS)
+        if options.proc_readonly_binds:
+            linux["readonlyPaths"] = [p for p in READONLY_PATHS if p not in PROC_READONLY_DIRS]
+            mounts[1:1] = [m for m in proc_readonly_mounts() if m["destination"] not in taken]
+        else:
+            linux["readonlyPaths"] = list(READONLY_PATHS)
         if security.seccomp == "default":
             linux["seccomp"] = seccomp.default_profile(caps, options.machine)
         elif security.seccomp != "unconfined":
@@ -447,7 +579,6 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
         "ociVersion": OCI_VERSION,
         "process": process,
         "root": {"path": request.rootfs, "readonly": bool(host.read_only_rootfs)},
-        "hostname": hostname,
         "mounts": mounts,
         "linux": linux,
         "annotations": {
@@ -457,8 +588,10 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
             **options.annotations,
         },
     }
-    if cfg.domainname:
-        spec["domainname"] = cfg.domainname
+    if host.uts_mode != "host":  # the host's UTS namespace keeps the host's names
+        spec["hostname"] = hostname
+        if cfg.domainname:
+            spec["domainname"] = cfg.domainname
     if cfg.stop_signal:
         spec["annotations"]["org.opencontainers.image.stopSignal"] = cfg.stop_signal
     return spec
