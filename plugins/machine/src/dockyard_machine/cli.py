@@ -205,11 +205,15 @@ def driver_flags(driver: str, args: list[str] | tuple[str, ...]) -> tuple[dict[s
               help="a registry the engine may reach without TLS verification")
 @click.option("--engine-registry-mirror", "mirrors", multiple=True, metavar="URL",
               help="a Docker Hub mirror for the created engine (its --registry-mirror; repeatable)")
+@click.option("--swarm", "is_swarm", is_flag=True, help="make the engine a node of the swarm of --swarm-discovery")
+@click.option("--swarm-master", is_flag=True, help="the machine is the swarm's master (env --swarm: tcp://ADDR:3376)")
+@click.option("--swarm-discovery", default="", metavar="URL", help="the swarm's cluster store: etcd://HOST:PORT/PREFIX")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="NAME")
 @click.pass_context
 def create(ctx: click.Context, driver: str, driver_opts: tuple[str, ...], labels: tuple[str, ...],
            opts: tuple[str, ...], env: tuple[str, ...], storage_driver: str, insecure: tuple[str, ...],
-           mirrors: tuple[str, ...], args: tuple[str, ...]) -> None:
+           mirrors: tuple[str, ...], is_swarm: bool, swarm_master: bool, swarm_discovery: str,
+           args: tuple[str, ...]) -> None:
     """Create a machine."""
     from dockyard.errors import DockyardError
 
@@ -225,7 +229,8 @@ def create(ctx: click.Context, driver: str, driver_opts: tuple[str, ...], labels
     body = {"Name": name, "DriverName": driver, "DriverOptions": options,
             "EngineOptions": {"Labels": list(labels), "ArbitraryFlags": list(opts), "Env": list(env),
                               "StorageDriver": storage_driver, "InsecureRegistry": list(insecure),
-                              "RegistryMirror": list(mirrors)}}
+                              "RegistryMirror": list(mirrors)},
+            "SwarmOptions": {"IsSwarm": is_swarm, "Master": swarm_master, "Discovery": swarm_discovery}}
     client = _client(ctx, timeout=None)
     error, done = None, False
     try:
@@ -413,12 +418,13 @@ def env(ctx: click.Context, shell: str, unset: bool, swarm: bool, no_proxy: bool
         return
     if not name:
         _fail("Error: No machine name specified.")
-    if swarm:
+    doc, directory = _fetch_bundle(ctx, name, "Error checking TLS connection")
+    if swarm and not doc.get("SwarmHost"):
         _fail(f'Error checking TLS connection: Error: {name} is not a swarm master.  The --swarm flag is intended '
               "for use with swarm masters")
-    doc, directory = _fetch_bundle(ctx, name, "Error checking TLS connection")
     proxy = sh.no_proxy((doc.get("Addresses") or [""])[0]) if no_proxy else None
-    values = sh.EnvValues(host=doc["URL"], cert_path=str(directory), machine=name, no_proxy=proxy)
+    values = sh.EnvValues(host=doc["SwarmHost"] if swarm else doc["URL"], cert_path=str(directory), machine=name,
+                          no_proxy=proxy)
     click.echo(sh.render(chosen, values, argv), nl=False)
 
 
@@ -431,12 +437,12 @@ def config(ctx: click.Context, swarm: bool, name: str) -> None:
 
     The docker CLI's TLS flags, with the client certificates fetched from the daemon.
     """
-    if swarm:
+    doc, directory = _fetch_bundle(ctx, name, "Error running connection boilerplate")
+    if swarm and not doc.get("SwarmHost"):
         _fail(f"Error running connection boilerplate: Error: {name} is not a swarm master.  The --swarm flag is "
               "intended for use with swarm masters")
-    doc, directory = _fetch_bundle(ctx, name, "Error running connection boilerplate")
     click.echo(f'--tlsverify\n--tlscacert="{directory / "ca.pem"}"\n--tlscert="{directory / "cert.pem"}"\n'
-               f'--tlskey="{directory / "key.pem"}"\n-H={doc["URL"]}')
+               f'--tlskey="{directory / "key.pem"}"\n-H={doc["SwarmHost"] if swarm else doc["URL"]}')
 
 
 # ---------------------------------------------------------------------------------- transitions

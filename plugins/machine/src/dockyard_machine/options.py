@@ -153,6 +153,56 @@ class EngineOptions:
 
 
 @dataclass
+class SwarmOptions:
+    """Docker Machine's ``SwarmOptions``: ``--swarm`` makes the machine's engine a node of the
+    cluster whose store is ``--swarm-discovery`` (``etcd://HOST:PORT/PREFIX``): it starts with
+    ``--cluster-store URL --cluster-advertise ADDR:PORT`` (its own address, known once the driver
+    prepared the host; dockyard-swarm's heartbeat does the rest). ``--swarm-master`` records the
+    machine as the one whose manager ``env --swarm`` points at (``Host``: ``tcp://ADDR:3376``);
+    run the manager there with ``dockyard swarm manage``."""
+
+    is_swarm: bool = False
+    master: bool = False
+    discovery: str = ""
+    host: str = ""  # the manager's URL (masters)
+
+    def check(self) -> SwarmOptions:
+        if (self.master or self.discovery) and not self.is_swarm:
+            raise InvalidArgument("--swarm-master and --swarm-discovery need --swarm")
+        if self.is_swarm:
+            if not self.discovery:
+                raise InvalidArgument("--swarm needs --swarm-discovery etcd://HOST:PORT/PREFIX (the cluster store)")
+            from dockyard.specs.cluster import StoreURL
+
+            try:
+                StoreURL.parse(self.discovery)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"--swarm-discovery: {exc}") from None
+        return self
+
+    def engine_flags(self, address: str, port: int) -> list[str]:
+        """The engine's flags once its address is known (the ``dockyard_engine_flags`` hook)."""
+        if not self.is_swarm or not address:
+            return []
+        return ["--cluster-store", self.discovery, "--cluster-advertise", f"{address}:{port}"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"IsSwarm": self.is_swarm, "Master": self.master, "Discovery": self.discovery,
+                "Host": self.host, "Address": ""}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any] | None) -> SwarmOptions:
+        doc = doc or {}
+        if not isinstance(doc, dict):
+            raise InvalidArgument("SwarmOptions must be a JSON object")
+        discovery = doc.get("Discovery") or ""
+        if not isinstance(discovery, str):
+            raise InvalidArgument("SwarmOptions.Discovery must be a string")
+        return cls(is_swarm=bool(doc.get("IsSwarm")), master=bool(doc.get("Master")), discovery=discovery,
+                   host=str(doc.get("Host") or ""))
+
+
+@dataclass
 class MachineCreate:
     """A ``create`` request (the API's body, see docs/api-extensions.md)."""
 
@@ -160,6 +210,7 @@ class MachineCreate:
     driver: str = "netns"
     driver_options: dict[str, str] = field(default_factory=dict)
     engine: EngineOptions = field(default_factory=EngineOptions)
+    swarm: SwarmOptions = field(default_factory=SwarmOptions)
 
     @classmethod
     def from_json(cls, doc: Any) -> MachineCreate:
@@ -175,12 +226,14 @@ class MachineCreate:
         if not isinstance(opts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in opts.items()):
             raise InvalidArgument("DriverOptions must be an object of strings")
         return cls(name=name, driver=driver, driver_options=dict(opts),
-                   engine=EngineOptions.from_json(doc.get("EngineOptions")))
+                   engine=EngineOptions.from_json(doc.get("EngineOptions")),
+                   swarm=SwarmOptions.from_json(doc.get("SwarmOptions")))
 
     def check(self) -> MachineCreate:
         check_name(self.name)
         self.engine.check()
+        self.swarm.check()
         return self
 
 
-__all__ = ["DRIVER_FLAGS", "NAME", "NAME_ERROR", "EngineOptions", "MachineCreate", "check_name"]
+__all__ = ["DRIVER_FLAGS", "NAME", "NAME_ERROR", "EngineOptions", "MachineCreate", "SwarmOptions", "check_name"]

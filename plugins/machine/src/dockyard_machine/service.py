@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -61,7 +62,7 @@ from dockyard.services import Service
 from dockyard.specs.provision import EngineTLS, HostRequest, Provisioner
 from dockyard_machine.certs import HostCerts, MachineStore
 from dockyard_machine.listing import Filters, display_state, first_line, natural_key
-from dockyard_machine.options import EngineOptions, MachineCreate
+from dockyard_machine.options import EngineOptions, MachineCreate, SwarmOptions
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
@@ -73,6 +74,8 @@ EVENT_TYPE = "machine"
 STATE_TIMEOUT = 10.0
 #: Seconds the engine's ``/version`` may take over TLS before it counts as unknown.
 VERSION_TIMEOUT = 5.0
+#: Where Docker Machine's swarm master listened (``env --swarm``).
+SWARM_MASTER_PORT = 3376
 CONFIG_VERSION = 3  # Docker Machine's config.json ConfigVersion
 #: What a lost create says (the daemon died or stopped while it ran).
 INTERRUPTED = "the daemon stopped while the machine was being created"
@@ -117,6 +120,7 @@ class MachineService(Service):
         self._locks: dict[str, asyncio.Lock] = {}
         self._busy: dict[str, str] = {}  # host name -> a transition in progress (display form)
         self._creating: dict[str, asyncio.Task[Host]] = {}
+        self._swarm: dict[str, SwarmOptions] = {}  # machines being created -> their swarm options
 
     # ------------------------------------------------------------------ paths
     @property
@@ -196,10 +200,13 @@ class MachineService(Service):
         except Conflict:
             raise Conflict(f'Docker machine "{name}" already exists') from None
         messages: asyncio.Queue[str | None] = asyncio.Queue()
+        if request.swarm.is_swarm:
+            self._swarm[name] = request.swarm
         task = asyncio.create_task(self._create(placeholder, request, driver, messages.put_nowait),
                                    name=f"machine-create-{name}")
         self._creating[name] = task
-        task.add_done_callback(lambda _t: (self._creating.pop(name, None), messages.put_nowait(None)))
+        task.add_done_callback(lambda _t: (self._creating.pop(name, None), self._swarm.pop(name, None),
+                                           messages.put_nowait(None)))
         return Creation(name, task, messages)
 
     async def _create(self, placeholder: Host, request: MachineCreate, driver: Provisioner,
@@ -232,8 +239,10 @@ class MachineService(Service):
                     current = recorded
                     say(f"({name}) {', '.join(prepared.addresses)}: engine at {prepared.engine_url}")
                     say("Copying certs to the local machine directory...")
-                    files = await asyncio.to_thread(self.certs.issue_host, name, prepared.addresses)
-                    await asyncio.to_thread(self._write_config, name, request, files)
+                    # a swarm master's certificate also dials engines (clientAuth), as Docker Machine's
+                    files = await asyncio.to_thread(functools.partial(
+                        self.certs.issue_host, name, prepared.addresses, client_auth=request.swarm.master))
+                    await asyncio.to_thread(self._write_config, name, request, files, list(prepared.addresses))
                     say("Copying certs to the remote machine...")
                     say("Waiting for machine to be running, this may take a few minutes...")
                     return EngineTLS(files.ca, files.server_cert, files.server_key)
@@ -265,7 +274,7 @@ class MachineService(Service):
         say("Docker is up and running!")
         return current
 
-    def _write_config(self, name: str, request: MachineCreate, files: HostCerts) -> None:
+    def _write_config(self, name: str, request: MachineCreate, files: HostCerts, addresses: list[str]) -> None:
         """Docker Machine's ``machines/<name>/config.json`` (what the machine was made with)."""
         store = self.certs
         doc = {
@@ -273,7 +282,7 @@ class MachineService(Service):
             "DriverOptions": dict(request.driver_options),
             "HostOptions": {
                 "EngineOptions": request.engine.to_json(),
-                "SwarmOptions": {"IsSwarm": False, "Master": False, "Discovery": "", "Host": "", "Address": ""},
+                "SwarmOptions": self._swarm_options(request.swarm, list(addresses)).to_json(),
                 "AuthOptions": {
                     "CertDir": str(store.certs_dir), "CaCertPath": str(store.certs_dir / "ca.pem"),
                     "CaPrivateKeyPath": str(store.certs_dir / "ca-key.pem"),
@@ -288,6 +297,29 @@ class MachineService(Service):
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=4))
         os.replace(tmp, path)
+
+    @staticmethod
+    def _swarm_options(swarm: SwarmOptions, addresses: list[str]) -> SwarmOptions:
+        """A master's manager URL is Docker Machine's: ``tcp://ADDR:3376``."""
+        if not swarm.master or swarm.host or not addresses:
+            return swarm
+        return dataclasses.replace(swarm, host=f"tcp://{addresses[0]}:{SWARM_MASTER_PORT}")
+
+    def swarm_options(self, name: str) -> SwarmOptions:
+        """The machine's ``SwarmOptions`` (from its create request while it is being made)."""
+        pending = self._swarm.get(name)
+        if pending is not None:
+            return pending
+        return SwarmOptions.from_json(self._config(name).get("HostOptions", {}).get("SwarmOptions"))
+
+    def swarm_flags(self, host: Host) -> list[str]:
+        """The engine flags that make the machine a swarm node (``--swarm``), for the prepared
+        ``host``: the cluster store and its own address (``dockyard_engine_flags``)."""
+        swarm = self.swarm_options(host.name)
+        if not swarm.is_swarm or not host.addresses:
+            return []
+        port = int(host.engine_url.rpartition(":")[2] or 2376) if host.engine_url else 2376
+        return swarm.engine_flags(host.addresses[0], port)
 
     def _config(self, name: str) -> dict[str, Any]:
         try:
@@ -609,8 +641,9 @@ class MachineService(Service):
         except FileNotFoundError as exc:
             raise Unavailable(f"machine {name}'s certificates are missing ({exc.filename}); "
                               f"regenerate them: dockyard machine regenerate-certs {name}") from exc
+        swarm = self.swarm_options(name)
         return {"Name": name, "URL": host.engine_url, "Addresses": list(host.addresses),
-                "CA": ca, "Cert": cert, "Key": key}
+                "CA": ca, "Cert": cert, "Key": key, "SwarmHost": swarm.host if swarm.master else ""}
 
 
 def _pascal(key: str) -> str:
