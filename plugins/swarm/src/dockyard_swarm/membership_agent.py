@@ -158,7 +158,13 @@ async def run_in_engine(kernel: Kernel) -> None:
     """The ``swarm-heartbeat`` background service of an engine with ``cluster-advertise``."""
     advertise = resolve_advertise(str(kernel.config.get("cluster-advertise")))
     interval, ttl = discovery_settings(kernel.config)
-    store = await kernel.cluster_store()
+    while True:  # an engine may start before its cluster store is reachable: join once it is
+        try:
+            store = await kernel.cluster_store()
+            break
+        except StoreUnavailable as exc:
+            log.warning("cluster store unavailable, joining when it answers: %s", exc)
+            await asyncio.sleep(interval)
     name, _ = await engine_facts(kernel)
 
     async def describe() -> tuple[dict[str, str], dict[str, Any]]:
