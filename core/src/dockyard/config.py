@@ -21,6 +21,8 @@ DEFAULT_SOCKET = "unix:///run/dockyard/dockyard.sock"
 
 CORE_OPTIONS: tuple[ConfigOption, ...] = (
     ConfigOption("hosts", list, [DEFAULT_SOCKET], "API sockets to listen on"),
+    # None: "docker" when that group exists (dockerd's -G default), else the daemon's own group
+    ConfigOption("group", str, None, "group of the unix sockets (default docker, when that group exists)"),
     # TLS of the tcp:// listeners, dockerd's keys (see dockyard.tlsconfig and docs/tls.md). No
     # defaults: whether tls/tlsverify were given at all is what decides.
     ConfigOption("tls", bool, None, "use TLS on tcp:// listeners; implied by tlsverify"),

@@ -28,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dockyardd", description="The dockyard daemon (dockerd's flags).")
     p.add_argument("-H", "--host", action="append", dest="hosts", metavar="HOST",
                    help="socket to listen on: unix:///path or tcp://host:port (repeatable)")
+    p.add_argument("-G", "--group", help="group of the unix sockets (default docker, when that group exists)")
     p.add_argument("--data-root", help="persistent state (default /var/lib/dockyard)")
     p.add_argument("--exec-root", help="runtime state (default /run/dockyard)")
     p.add_argument("-p", "--pidfile", help="PID file (default <exec-root>/dockyardd.pid)")
@@ -75,7 +76,7 @@ def _flag_bool(text: str) -> bool:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {
-        "hosts": args.hosts, "data-root": args.data_root, "exec-root": args.exec_root,
+        "hosts": args.hosts, "group": args.group, "data-root": args.data_root, "exec-root": args.exec_root,
         "pidfile": args.pidfile, "log-level": args.log_level, "debug": args.debug,
         "storage-driver": args.storage_driver, "storage-opts": args.storage_opts,
         "default-runtime": args.default_runtime, "cluster-store": args.cluster_store,
@@ -144,7 +145,7 @@ def configure_logging(config: Config) -> None:
 async def run(config: Config) -> int:
     from dockyard import sdnotify
     from dockyard.kernel import Kernel
-    from dockyard.server import build_app, parse_host, serve
+    from dockyard.server import build_app, parse_host, serve, socket_gid
     from dockyard.tlsconfig import ServerTLS, check_listeners
 
     configure_logging(config)
@@ -170,6 +171,7 @@ async def run(config: Config) -> int:
     ssl_context = tls.context() if tls.enabled else None  # dockerd loads the files even for unix only
     for warning in check_listeners(listeners, tls):
         log.warning("%s", warning)
+    gid = socket_gid(config.get("group"))
     pidfile = PidFile(config.pidfile)
     pidfile.acquire()
     runner = None
@@ -179,7 +181,7 @@ async def run(config: Config) -> int:
         config.exec_root.mkdir(parents=True, exist_ok=True)
         await kernel.start()
         app = build_app(kernel)
-        runner, bound = await serve(app, listeners, ssl_context, passed)
+        runner, bound = await serve(app, listeners, ssl_context, passed, socket_group=gid)
         secure_roots(config, bound)
         kernel.emit("daemon", "start", kernel.daemon_id, name=kernel.facts()["hostname"])
         log.info("dockyardd %s listening on %s (data-root %s)", __version__,

@@ -119,8 +119,31 @@ def build_app(kernel: Kernel) -> web.Application:
     return app
 
 
-def bind_unix(path: str) -> socket.socket:
-    """Bind a unix socket at ``path``, replacing a stale socket file (never another file)."""
+DEFAULT_SOCKET_GROUP = "docker"
+
+
+def socket_gid(group: str | None) -> int | None:
+    """The group of the unix sockets, as dockerd's ``-G``: a name or number; None (not
+    configured) means ``docker`` when that group exists, else the daemon's own group. A
+    configured group that does not exist refuses the start."""
+    import grp
+
+    name = DEFAULT_SOCKET_GROUP if group is None else group
+    if not name:
+        return None
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if group is None:
+            return None
+        raise InvalidArgument(f"group {name} not found: the unix socket's group (-G/--group) must exist") from None
+
+
+def bind_unix(path: str, gid: int | None = None) -> socket.socket:
+    """Bind a unix socket at ``path``, replacing a stale socket file (never another file);
+    mode 0660, owned by group ``gid`` when given (dockerd's ``-G``)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.exists() or p.is_symlink():
@@ -137,6 +160,8 @@ def bind_unix(path: str) -> socket.socket:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
+    if gid is not None:
+        os.chown(path, -1, gid)
     os.chmod(path, 0o660)
     return sock
 
@@ -155,7 +180,8 @@ def activated_sockets(lst: Listener, passed: list[tuple[str, socket.socket]]) ->
 
 async def serve(app: web.Application, listeners: list[Listener],
                 ssl_context: ssl.SSLContext | None = None,
-                passed: list[tuple[str, socket.socket]] | None = None) -> tuple[web.AppRunner, list[str]]:
+                passed: list[tuple[str, socket.socket]] | None = None,
+                socket_group: int | None = None) -> tuple[web.AppRunner, list[str]]:
     """Listen on every listener; ``ssl_context`` (dockyard.tlsconfig) applies to the TCP ones
     only, as in dockerd: a unix socket is guarded by its file mode. ``passed`` are the sockets
     of socket activation (:func:`dockyard.sdnotify.listen_fds`), served by ``fd://`` listeners;
@@ -172,7 +198,7 @@ async def serve(app: web.Application, listeners: list[Listener],
                     await web.SockSite(runner, sock, ssl_context=tls).start()
                 continue
             if lst.kind == "unix":
-                site: web.BaseSite = web.SockSite(runner, bind_unix(lst.address))
+                site: web.BaseSite = web.SockSite(runner, bind_unix(lst.address, socket_group))
                 bound.append(lst.address)
             else:
                 site = web.TCPSite(runner, lst.address, lst.port, reuse_address=True,

@@ -20,6 +20,31 @@ from dockyard_api_docker.http import json_response, kernel_of
 from dockyard_api_docker.middleware import API_VERSION, MIN_API_VERSION, docker_headers
 
 
+ATTACK_SURFACE = ("\n            Access to the remote API is equivalent to root access on the host. Refer\n"
+                  "            to the 'Docker daemon attack surface' section in the documentation for\n"
+                  "            more information: https://docs.docker.com/go/attack-surface/")
+
+
+def api_warnings(kernel: Any) -> list[str]:
+    """dockerd's ``docker info`` warnings for a TCP API without TLS or without client
+    verification (dockyardd also logs them at start; off loopback plain TCP refuses to start
+    unless ``--tls=false`` is explicit)."""
+    from dockyard.tlsconfig import ServerTLS
+
+    tls = ServerTLS.from_config(kernel.config)
+    out = []
+    for host in kernel.config.get("hosts") or []:
+        proto, _, addr = str(host).partition("://")
+        if proto != "tcp":
+            continue
+        if not tls.enabled:
+            out.append(f"WARNING: API is accessible on http://{addr} without encryption.{ATTACK_SURFACE}")
+        elif not tls.verify:
+            out.append(f"WARNING: API is accessible on https://{addr} without TLS client verification."
+                       f"{ATTACK_SURFACE}")
+    return out
+
+
 async def ping(request: web.Request) -> web.Response:
     resp = web.Response(text="OK" if request.method != "HEAD" else None,
                         content_type="text/plain", charset="utf-8")
@@ -86,6 +111,7 @@ async def info(request: web.Request) -> web.Response:
     engine = await kernel.system.info()
     warnings = [str(p) for p in kernel.registry.problems] + engine.warnings
     warnings += [f"plugin {fl.plugin} failed on {fl.event}: {fl.error}" for fl in kernel.events.failures[-10:]]
+    warnings += api_warnings(kernel)
     # dockerd omits an empty SystemStatus; a cluster manager's system service fills it
     system_status = {"SystemStatus": [list(p) for p in engine.system_status]} if engine.system_status else {}
     return json_response({
