@@ -278,9 +278,11 @@ class LinuxRuntime(RuntimeDriver):
         """The OCI spec this driver would hand to ``runtime`` (before ``spec_amender``)."""
         opts = self.spec_options or self._measure()
         runtime = runtime or request.runtime or request.container.host_config.runtime or self.default_runtime
-        if (opts.cgroup_v2 and os.path.basename(self._runtime_path(runtime)) == "crun"
-                and "CAP_SYS_RESOURCE" not in opts.host_capabilities):
+        crun = os.path.basename(self._runtime_path(runtime)) == "crun"
+        if opts.cgroup_v2 and crun and "CAP_SYS_RESOURCE" not in opts.host_capabilities:
             opts = dataclasses.replace(opts, device_cgroup=False)
+        if crun:
+            opts = dataclasses.replace(opts, proc_readonly_binds=True)
         return build_spec(request, opts)
 
     # ------------------------------------------------------------------ RuntimeDriver
