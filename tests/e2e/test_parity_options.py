@@ -209,7 +209,7 @@ def test_legacy_links(d: Daemon) -> None:
         ip = d.docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", "p1-db").stdout.strip()
         out = d.docker("run", "--name", "p1-web", "--link", "p1-db:dbal", "busybox",
                        "sh", "-c", "env | grep ^DBAL_ | sort; grep dbal /etc/hosts").stdout.splitlines()
-        assert out[:-1] == [f"DBAL_ENV_SECRET=s3", "DBAL_NAME=/p1-web/dbal", f"DBAL_PORT=tcp://{ip}:5432",
+        assert out[:-1] == ["DBAL_ENV_SECRET=s3", "DBAL_NAME=/p1-web/dbal", f"DBAL_PORT=tcp://{ip}:5432",
                             f"DBAL_PORT_5432_TCP=tcp://{ip}:5432", f"DBAL_PORT_5432_TCP_ADDR={ip}",
                             "DBAL_PORT_5432_TCP_PORT=5432", "DBAL_PORT_5432_TCP_PROTO=tcp"]
         assert out[-1].split()[0] == ip and out[-1].split()[1] == "dbal" and "p1-db" in out[-1]

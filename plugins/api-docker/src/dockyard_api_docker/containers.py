@@ -277,9 +277,7 @@ def create_request_from(body: dict[str, Any], name: str) -> ContainerCreate:
         hc.network_mode = "none"
     networks: dict[str, EndpointSettings] = {}
     for net, ep in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
-        ep = ep or {}
-        ipam = ep.get("IPAMConfig") or {}
-        networks[net] = endpoint_settings_from(ep)
+        networks[net] = endpoint_settings_from(ep or {})
     return ContainerCreate(config=cfg, host_config=hc, name=name, entrypoint=_cmdlist(body.get("Entrypoint")),
                            cmd=_cmdlist(body.get("Cmd")), networks=networks)
 

@@ -19,7 +19,6 @@ from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.http import json_response, kernel_of
 from dockyard_api_docker.middleware import API_VERSION, MIN_API_VERSION, docker_headers
 
-
 ATTACK_SURFACE = ("\n            Access to the remote API is equivalent to root access on the host. Refer\n"
                   "            to the 'Docker daemon attack surface' section in the documentation for\n"
                   "            more information: https://docs.docker.com/go/attack-surface/")

@@ -10,8 +10,8 @@ from dockyard.errors import InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.model import Volume
 from dockyard.specs.api import ApiRoute
-from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.bodies import VOLUME_CREATE
+from dockyard_api_docker.filters import Filters
 from dockyard_api_docker.http import json_response, kernel_of, no_content, qbool, read_json
 
 LIST_FILTERS = {"dangling", "driver", "label", "name"}

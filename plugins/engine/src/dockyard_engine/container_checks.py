@@ -160,7 +160,7 @@ def check_mounts(hc: HostConfig) -> None:
             raise InvalidArgument("invalid mount config: Target must not be empty")
         if m.type == "bind":
             if not m.source:
-                raise InvalidArgument(f"invalid mount config for type \"bind\": field Source must not be empty")
+                raise InvalidArgument("invalid mount config for type \"bind\": field Source must not be empty")
             if not os.path.isabs(m.source):
                 raise InvalidArgument(f"invalid mount config for type \"bind\": invalid mount path: "
                                       f"'{m.source}' mount path must be absolute")
