@@ -195,11 +195,12 @@ async def disconnect_container(request: web.Request) -> web.Response:
 
 def routes() -> list[ApiRoute]:
     return [
+        # a name may hold a "/": a swarm manager's NODE/NAME (Swarm classic's network names)
         ApiRoute("GET", "/networks", list_networks, name="networks-list"),
         ApiRoute("POST", "/networks/create", create_network, name="networks-create"),
         ApiRoute("POST", "/networks/prune", prune_networks, name="networks-prune"),
-        ApiRoute("GET", "/networks/{id}", inspect_network, name="networks-inspect"),
-        ApiRoute("DELETE", "/networks/{id}", remove_network, name="networks-remove"),
-        ApiRoute("POST", "/networks/{id}/connect", connect_container, name="networks-connect"),
-        ApiRoute("POST", "/networks/{id}/disconnect", disconnect_container, name="networks-disconnect"),
+        ApiRoute("GET", "/networks/{id:.+}", inspect_network, name="networks-inspect"),
+        ApiRoute("DELETE", "/networks/{id:.+}", remove_network, name="networks-remove"),
+        ApiRoute("POST", "/networks/{id:.+}/connect", connect_container, name="networks-connect"),
+        ApiRoute("POST", "/networks/{id:.+}/disconnect", disconnect_container, name="networks-disconnect"),
     ]

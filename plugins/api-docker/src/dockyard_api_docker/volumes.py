@@ -99,9 +99,10 @@ async def prune_volumes(request: web.Request) -> web.Response:
 
 def routes() -> list[ApiRoute]:
     return [
+        # a name may hold a "/": a swarm manager's NODE/NAME (Swarm classic's volume names)
         ApiRoute("GET", "/volumes", list_volumes, name="volumes-list"),
         ApiRoute("POST", "/volumes/create", create_volume, name="volumes-create"),
         ApiRoute("POST", "/volumes/prune", prune_volumes, name="volumes-prune"),
-        ApiRoute("GET", "/volumes/{name}", inspect_volume, name="volumes-inspect"),
-        ApiRoute("DELETE", "/volumes/{name}", remove_volume, name="volumes-remove"),
+        ApiRoute("GET", "/volumes/{name:.+}", inspect_volume, name="volumes-inspect"),
+        ApiRoute("DELETE", "/volumes/{name:.+}", remove_volume, name="volumes-remove"),
     ]

@@ -119,6 +119,16 @@ def image_model(img: NodeImage, tags: list[str] | None = None, digests: list[str
     )
 
 
+async def _chunks(path: str, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """A file's bytes, read in a worker thread a MiB at a time (a body sent to a node)."""
+    f = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(f.read, size):
+            yield chunk
+    finally:
+        f.close()
+
+
 def _familiar(name: str) -> str:
     from dockyard.reference import parse_normalized
 
@@ -332,21 +342,21 @@ class ClusterImages(Service):
         async def one(node: Any) -> None:
             if progress is not None:
                 progress({"status": f"Loading on {node.name}...", "id": node.name})
-            with open(path, "rb") as f:
-                async with engine(self.kernel, node).stream("POST", target, params, data=f,
-                                                            headers={"Content-Type": "application/x-tar"}) as resp:
-                    async for raw in resp.content:
-                        if not raw.strip():
-                            continue
-                        try:
-                            msg = json.loads(raw)
-                        except ValueError:
-                            continue
-                        if msg.get("error"):
-                            raise DockyardError(f"node {node.name}: {msg['error']}")
-                        text = str(msg.get("stream") or msg.get("status") or "").strip()
-                        if text and not msg.get("progressDetail"):
-                            lines.append(f"{node.name}: {text}")
+            # an async body (a file object as aiohttp's payload stalled against a node's engine)
+            async with engine(self.kernel, node).stream("POST", target, params, data=_chunks(path),
+                                                        headers={"Content-Type": "application/x-tar"}) as resp:
+                async for raw in resp.content:
+                    if not raw.strip():
+                        continue
+                    try:
+                        msg = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if msg.get("error"):
+                        raise DockyardError(f"node {node.name}: {msg['error']}")
+                    text = str(msg.get("stream") or msg.get("status") or "").strip()
+                    if text and not msg.get("progressDetail"):
+                        lines.append(f"{node.name}: {text}")
             if progress is not None:
                 progress({"status": f"Loaded on {node.name}", "id": node.name, "done": True})
             await self.view.refresh(node.name)

@@ -139,11 +139,11 @@ class ClusterSystem(Service):
             if healthy:
                 running, paused, stopped = running + r, paused + p, stopped + s
                 images += int(info.get("Images") or 0)
-                ncpu += node.cpus or int(info.get("NCPU") or 0)
-                mem += node.memory or int(info.get("MemTotal") or 0)
+                ncpu += int(node.cpus or info.get("NCPU") or 0)
+                mem += int(node.memory or info.get("MemTotal") or 0)
             res = reservations.get(node.name, {})
-            cpus = node.cpus or int(info.get("NCPU") or 0)
-            memory = node.memory or int(info.get("MemTotal") or 0)
+            cpus = int(node.cpus or info.get("NCPU") or 0)
+            memory = int(node.memory or info.get("MemTotal") or 0)
             updated = self.view.updated.get(node.name)
             error = self.view.errors.get(node.name) or ("" if node.healthy else "heartbeats missed")
             status += [

@@ -1,0 +1,177 @@
+"""The manager's images, networks, volumes, /info and /events through the real docker CLI and
+docker-py, against the shared ``swarm_cluster`` (three netns hosts, a real etcd, a manager)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
+
+
+def info_nodes(out: str) -> dict[str, dict[str, str]]:
+    """``docker info``'s per-node blocks (`` h1: ADDR`` then ``  └ Key: value``)."""
+    nodes: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in out.splitlines():
+        if line.startswith("  h") and ": " in line and "└" not in line:
+            name, _, addr = line.strip().partition(": ")
+            current = nodes[name] = {"addr": addr}
+        elif "└" in line and current is not None:
+            key, _, value = line.split("└", 1)[1].strip().partition(": ")
+            current[key] = value
+    return nodes
+
+
+def manager_docker(c: Any, *args: str, input: bytes) -> str:
+    """The docker CLI against the manager with ``input`` on stdin (``docker load``)."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_CONFIG"] = str(c.root / "docker-config")
+    try:
+        res = subprocess.run(["docker", "-H", f"unix://{c.manager.socket}", *args], input=input,
+                             capture_output=True, env=env, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"docker {' '.join(args)} timed out; manager log:\n{c.manager.log()[-3000:]}") from exc
+    assert res.returncode == 0, res.stderr.decode(errors="replace") + c.manager.log()[-3000:]
+    return res.stdout.decode(errors="replace")
+
+
+async def wait_for(what: str, check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await asyncio.to_thread(check)
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+
+
+async def test_docker_info_lists_the_nodes_with_swarm_classics_fields(swarm_cluster: Any) -> None:
+    c = swarm_cluster
+
+    def healthy() -> dict[str, dict[str, str]] | None:
+        nodes = info_nodes(c.docker("info").stdout)
+        return nodes if len(nodes) == 3 and all(n.get("Status") == "Healthy" for n in nodes.values()) else None
+
+    nodes = await wait_for("three healthy nodes in docker info", healthy)
+    out = c.docker("info").stdout
+    for key in ("Role: primary", "Strategy: spread", "Filters: ", "Nodes: 3", "Server Version: swarm/"):
+        assert key in out, out
+    for h in c.hosts:
+        node = nodes[h.name]
+        assert node["addr"] == f"{h.address}:2376"
+        assert node["ID"] and node["ServerVersion"] and node["Error"] == "(none)"
+        assert node["Reserved CPUs"].startswith("0 / ") and " / " in node["Reserved Memory"]
+        assert "storagedriver=" in node["Labels"] and "kernelversion=" in node["Labels"]
+        assert node["Containers"].endswith("Stopped)")
+    doc = json.loads(c.docker("info", "--format", "{{json .}}").stdout)
+    assert doc["Images"] >= 3 and doc["NCPU"] >= 3  # busybox on each node; the nodes' CPUs added up
+
+
+async def test_docker_py_info(swarm_cluster: Any) -> None:
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=f"unix://{swarm_cluster.manager.socket}", version="1.41")
+    try:
+        info = await asyncio.to_thread(client.info)
+    finally:
+        client.close()
+    status = dict(map(tuple, info["SystemStatus"]))
+    assert status["Nodes"] == "3" and status["Role"] == "primary"
+    assert sum(1 for k, v in info["SystemStatus"] if k == "  └ Status" and v == "Healthy") == 3
+
+
+async def test_images_across_nodes_and_load_everywhere(swarm_cluster: Any) -> None:
+    c = swarm_cluster
+    listed = c.docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout.split("\n")
+    assert any(line.startswith("busybox:latest ") for line in listed), listed
+    # an image only h1 has, saved there and loaded through the manager: every node gets it
+    h1 = c.host("h1")
+    h1.docker("tag", "busybox", "onlyh1:v1")
+    await wait_for("h1's new tag seen by the manager",
+                   lambda: "onlyh1:v1" in c.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout)
+    resp = h1.client().request("GET", "/images/get", {"names": "onlyh1:v1"})
+    archive = resp.read()
+    resp.close()
+    c.docker("rmi", "onlyh1:v1")
+    for h in c.hosts:
+        assert "onlyh1" not in h.docker("images").stdout
+    text = manager_docker(c, "load", input=archive)
+    for h in c.hosts:
+        assert f"{h.name}: Loaded image: onlyh1:v1" in text, text
+        assert "onlyh1" in h.docker("images").stdout
+    c.docker("rmi", "onlyh1:v1")
+    assert all("onlyh1" not in h.docker("images").stdout for h in c.hosts)
+
+
+async def test_pull_goes_to_every_node_and_reports_each(swarm_cluster: Any) -> None:
+    c = swarm_cluster
+    # the hosts reach no registry: each node's failure is reported under its name, and the
+    # pull fails as a whole because no node could pull it
+    res = c.docker("pull", "127.0.0.1:9/nothing:1", check=False)
+    assert res.returncode != 0
+    for h in c.hosts:
+        assert f"{h.name}: Pulling 127.0.0.1:9/nothing:1..." in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+async def test_networks_and_volumes_per_node(swarm_cluster: Any) -> None:
+    c = swarm_cluster
+    nets = c.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+    for h in c.hosts:
+        assert {f"{h.name}/bridge", f"{h.name}/host", f"{h.name}/none"} <= set(nets), nets
+    c.docker("network", "create", "appnet")
+    nets = c.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+    assert {f"{h.name}/appnet" for h in c.hosts} <= set(nets), nets
+    assert all("appnet" in h.docker("network", "ls").stdout for h in c.hosts)
+    c.docker("network", "create", "h2/only2")
+    assert "only2" in c.host("h2").docker("network", "ls").stdout
+    assert "only2" not in c.host("h1").docker("network", "ls").stdout
+    assert json.loads(c.docker("network", "inspect", "h2/only2").stdout)[0]["Name"] == "only2"
+    c.docker("network", "rm", "appnet", "h2/only2")
+    assert not any("appnet" in h.docker("network", "ls").stdout for h in c.hosts)
+
+    c.docker("volume", "create", "data")
+    c.docker("volume", "create", "h3/logs")
+    vols = c.docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    assert {"h1/data", "h2/data", "h3/data", "h3/logs"} <= set(vols), vols
+    assert "h1/logs" not in vols
+    c.docker("volume", "rm", "data", "h3/logs")
+    assert not any(v.endswith(("/data", "/logs")) for v in c.docker("volume", "ls", "--format", "{{.Name}}").stdout.split())
+
+
+async def test_events_merge_every_node_with_its_fields(swarm_cluster: Any) -> None:
+    c = swarm_cluster
+    since = time.time()
+    c.docker("volume", "create", "evvol")
+    c.docker("volume", "rm", "evvol")
+
+    def seen() -> list[dict[str, Any]] | None:
+        out = c.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+                       "--filter", "type=volume", "--format", "{{json .}}").stdout
+        docs = [json.loads(line) for line in out.splitlines() if line.strip()]
+        nodes = {d["Actor"]["Attributes"].get("node.name") for d in docs if d["Action"] == "create"}
+        return docs if nodes >= {h.name for h in c.hosts} else None
+
+    docs = await wait_for("a volume create event from every node", seen)
+    by_node = {d["Actor"]["Attributes"]["node.name"]: d for d in docs if d["Action"] == "create"}
+    for h in c.hosts:
+        attrs = by_node[h.name]["Actor"]["Attributes"]
+        assert attrs["node.addr"] == f"{h.address}:2376" and attrs["node.ip"] == h.address and attrs["node.id"]
+    # the raw stream carries Swarm classic's top-level node object too
+    from dockyard.client import Client, DaemonAddress
+
+    client = Client(DaemonAddress.parse(f"unix://{c.manager.socket}"), timeout=30)
+    resp = await asyncio.to_thread(client.request, "GET", "/events",
+                                   {"since": f"{since:.3f}", "until": f"{time.time():.3f}",
+                                    "filters": json.dumps({"type": ["volume"]})})
+    raw = [json.loads(line) for line in (await asyncio.to_thread(resp.read)).splitlines() if line.strip()]
+    resp.close()
+    assert {d["node"]["Name"] for d in raw} >= {h.name for h in c.hosts}
+    assert all(d["node"]["Addr"] == d["Actor"]["Attributes"]["node.addr"] for d in raw)
