@@ -209,8 +209,8 @@ def test_soft_constraints_fall_back_and_hard_ones_fail(tmp_path: Path):
     k = kernel(tmp_path, Sched())
     soft = PlacementRequest("x", "busybox", constraints=["disk==~nvme"])
     assert {n.name for n in scheduler.place(k, soft, _nodes(), "spread")} == {"n1", "n2"}
-    with pytest.raises(Conflict, match="no node can take container 'x': n1: constraint: no match; "
-                                       "n2: constraint: no match; n3: constraint: no match, health: unhealthy"):
+    with pytest.raises(Conflict, match="no node can take container 'x': n3: constraint: no match, health: "
+                                       "unhealthy; n1, n2: constraint: no match"):
         scheduler.place(k, PlacementRequest("x", "busybox", constraints=["disk==nvme"]), _nodes(), "spread")
     with pytest.raises(InvalidArgument, match="unknown scheduling strategy 'random'"):
         scheduler.place(k, soft, _nodes(), "random")

@@ -45,8 +45,10 @@ DEFAULT_STRATEGY = "spread"
 DEFAULT_OVERCOMMIT = 0.05
 #: Look at a narrowed domain node by node (no heap) when it has at most this many nodes.
 DIRECT_LIMIT = 64
-#: Ordered heaps kept (one per domain and request size); the least recently used goes first.
-MAX_HEAPS = 256
+#: Orders kept: domains (each hint's nodes), and request sizes per domain; the least recently
+#: used goes first.
+MAX_DOMAINS = 64
+MAX_SIZES = 32
 
 CONSTRAINTS_LABEL = "com.docker.swarm.constraints"
 AFFINITIES_LABEL = "com.docker.swarm.affinities"
@@ -104,16 +106,22 @@ def select(kernel: Kernel, strategy: str = DEFAULT_STRATEGY,
 # ---------------------------------------------------------------------------- the scheduler
 class _Ordered:
     """One strategy order over a domain of nodes for one request size: a heap of
-    ``[key, name, version]``, stale entries skipped when popped (a node's change pushes a
-    fresh entry)."""
+    ``(key, name, version)``; a node's change pushes a fresh entry, and entries of an older
+    version are dropped when they surface."""
 
-    __slots__ = ("heap", "keyfn", "size")
+    __slots__ = ("heap", "keyfn", "live")
 
     def __init__(self, keyfn: Any, nodes: Iterable[Node], versions: dict[str, int]):
         self.keyfn = keyfn
         self.heap = [(keyfn(n), n.name, versions[n.name]) for n in nodes]
         heapq.heapify(self.heap)
-        self.size = len(self.heap)
+        self.live = len(self.heap)
+
+
+#: A domain: the nodes an index hint names. ``(key, value)``: nodes with exactly that value;
+#: ``(key, name, predicate)``: nodes with a value the predicate accepts (``name`` tells
+#: patterns apart). ``None``: every node.
+Domain = tuple | None
 
 
 class Scheduler:
@@ -133,8 +141,12 @@ class Scheduler:
         self._rng = rng or random.Random()
         self.nodes: dict[str, Node] = {}
         self._version: dict[str, int] = {}
-        self._index: dict[tuple[str, str], set[str]] = {}
-        self._heaps: dict[tuple, _Ordered] = {}
+        self._clock = 0  # versions come from it: a node that leaves and returns revives no old entry
+        self._index: dict[tuple[str, str], set[str]] = {}  # (key, value) -> node names
+        self._values: dict[str, set[str]] = {}  # key -> its indexed values
+        self._generation: dict[str, int] = {}  # key -> bumped when its values come or go
+        self._matched: dict[tuple, tuple[int, set[str]]] = {}  # predicate domain -> (generation, names)
+        self._heaps: dict[Domain, dict[tuple, _Ordered]] = {}  # domain -> request size -> order
         self._order: list[str] = []  # node names, for random picks
         self.set_nodes(nodes)
 
@@ -153,7 +165,7 @@ class Scheduler:
         self._version = dict.fromkeys(self.nodes, 0)
         self._order = list(self.nodes)
         self._heaps.clear()
-        self._index = {}
+        self._index, self._values, self._matched = {}, {}, {}
         for node in self.nodes.values():
             self._index_node(node, add=True)
 
@@ -162,14 +174,9 @@ class Scheduler:
         old = self.nodes.get(node.name)
         if old is not None:
             self._index_node(old, add=False)
-            if old.attributes() != node.attributes() or old.id != node.id:
-                self._drop_domain_heaps()
         else:
             self._order.append(node.name)
-            self._drop_domain_heaps()
-            self._version[node.name] = 0
-            for ordered in self._heaps.values():  # global orders: the new node joins them
-                ordered.size += 1
+            self._version[node.name] = 0  # _changed gives it a fresh version
         self.nodes[node.name] = node
         self._index_node(node, add=True)
         self._changed(node)
@@ -179,9 +186,8 @@ class Scheduler:
         node = self.nodes.pop(name, None)
         if node is not None:
             self._index_node(node, add=False)
-            self._version.pop(name, None)
+            self._version.pop(name, None)  # its heap entries are stale from now on
             self._order.remove(name)
-            self._heaps.clear()
         return node
 
     def reserve(self, node: str | Node, container: NodeContainer) -> Node:
@@ -228,28 +234,60 @@ class Scheduler:
                     self._index_put(("image", ref), node.name, True)
 
     def _index_put(self, key: tuple[str, str], name: str, add: bool) -> None:
+        names = self._index.get(key)
         if add:
-            self._index.setdefault(key, set()).add(name)
-        else:
-            names = self._index.get(key)
-            if names is not None:
-                names.discard(name)
-                if not names:
-                    del self._index[key]
+            if names is None:
+                names = self._index[key] = set()
+            if name not in names:
+                names.add(name)
+                self._values.setdefault(key[0], set()).add(key[1])
+                self._generation[key[0]] = self._generation.get(key[0], 0) + 1
+        elif names is not None and name in names:
+            names.discard(name)
+            if not names:
+                del self._index[key]
+                self._values[key[0]].discard(key[1])
+            self._generation[key[0]] = self._generation.get(key[0], 0) + 1
 
-    def _drop_domain_heaps(self) -> None:
-        for k in [k for k in self._heaps if k[0] is not None]:
-            del self._heaps[k]
+    def _domain_names(self, domain: Domain) -> Any:
+        """The names of the nodes in ``domain`` (a set; every name for None)."""
+        if domain is None:
+            return self._order
+        if len(domain) == 2:
+            return self._index.get(domain, ())
+        key, _name, predicate = domain
+        gen = self._generation.get(key, 0)
+        cached = self._matched.get(domain)
+        if cached is not None and cached[0] == gen:
+            return cached[1]
+        names: set[str] = set()
+        for value in self._values.get(key, ()):
+            if predicate(value):
+                names |= self._index[(key, value)]
+        if cached is not None:  # members may have come since its orders were made
+            self._heaps.pop(domain, None)
+        elif len(self._matched) >= MAX_DOMAINS:
+            self._matched.pop(next(iter(self._matched)))
+        self._matched[domain] = (gen, names)
+        return names
 
     def _changed(self, node: Node) -> None:
-        v = self._version[node.name] = self._version[node.name] + 1
-        for (domain, _shape), ordered in self._heaps.items():
-            if domain is not None and node.name not in self._index.get(domain, ()):
-                continue
-            heapq.heappush(ordered.heap, (ordered.keyfn(node), node.name, v))
-            if len(ordered.heap) > 2 * ordered.size + 64:  # compact: keep live entries only
-                ordered.heap = [e for e in ordered.heap if self._version.get(e[1]) == e[2]]
-                heapq.heapify(ordered.heap)
+        name = node.name
+        self._clock += 1
+        v = self._version[name] = self._clock
+        for domain, shapes in self._heaps.items():
+            if domain is not None:
+                members = self._index.get(domain, ()) if len(domain) == 2 else self._matched.get(domain, (0, ()))[1]
+                if name not in members:
+                    continue
+            for ordered in shapes.values():
+                heap = ordered.heap
+                heapq.heappush(heap, (ordered.keyfn(node), name, v))
+                if len(heap) > 2 * ordered.live + 64:  # compact: keep the live entries only
+                    version = self._version
+                    heap[:] = [e for e in heap if version.get(e[1]) == e[2]]
+                    heapq.heapify(heap)
+                    ordered.live = len(heap)
 
     # -------------------------------------------------------------- placing
     def fits(self, node: Node, request: PlacementRequest) -> str | None:
@@ -268,12 +306,15 @@ class Scheduler:
         that can take it, ranked). Nothing changes until :meth:`reserve`. Raises
         InvalidArgument for a malformed request, :class:`NoNodeAvailable` when no node can
         take it."""
-        try:
-            return self._place(request, limit)
-        except NoNodeAvailable:
-            if not request.has_soft():
-                raise
-        return self._place(request.hard(), limit)
+        found = self._place(request, limit)
+        if found:
+            return found
+        if request.has_soft():  # Swarm's second try: without the soft expressions
+            request = request.hard()
+            found = self._place(request, limit)
+            if found:
+                return found
+        raise self._refusal(request, self._prepare(request))
 
     def _prepare(self, request: PlacementRequest) -> list[tuple[str, FilterCheck]]:
         out = []
@@ -288,22 +329,18 @@ class Scheduler:
         keyfn = self.strategy.rank(request, self.overcommit)
         domain, names = self._domain(checks)
         if limit is None or keyfn is None or len(names) <= DIRECT_LIMIT:
-            found = self._scan(request, checks, keyfn, names, limit)
-        else:
-            found = self._walk(request, checks, keyfn, domain, limit)
-        if not found:
-            raise self._refusal(request, checks)
-        return found
+            return self._scan(request, checks, keyfn, names, limit)
+        return self._walk(request, checks, keyfn, domain, names, limit)
 
-    def _domain(self, checks: list[tuple[str, FilterCheck]]) -> tuple[tuple[str, str] | None, Iterable[str]]:
-        """The smallest indexed set the filters' hints allow (all nodes when no hint)."""
-        best: tuple[str, str] | None = None
+    def _domain(self, checks: list[tuple[str, FilterCheck]]) -> tuple[Domain, Any]:
+        """The smallest domain the filters' hints allow (every node when no hint)."""
+        best: Domain = None
         names: Any = self._order
         for _name, fc in checks:
-            for key in fc.index:
-                hit = self._index.get(key, ())
+            for hint in fc.index:
+                hit = self._domain_names(hint)
                 if len(hit) < len(names):
-                    best, names = key, hit
+                    best, names = hint, hit
         return best, names
 
     def _passes(self, node: Node, request: PlacementRequest, checks: list[tuple[str, FilterCheck]]) -> bool:
@@ -326,29 +363,36 @@ class Scheduler:
             return heapq.nsmallest(limit, ok, key=lambda n: (keyfn(n), n.name))
         return sorted(ok, key=lambda n: (keyfn(n), n.name))
 
-    def _walk(self, request: PlacementRequest, checks: list[tuple[str, FilterCheck]], keyfn: Any,
-              domain: tuple[str, str] | None, limit: int) -> list[Node]:
-        shape = (request.cpus, request.memory)
-        hkey = (domain, shape)
-        ordered = self._heaps.pop(hkey, None)  # re-inserted last: least recently used first out
-        if ordered is None:
-            names = self._order if domain is None else self._index.get(domain, ())
-            ordered = _Ordered(keyfn, map(self.nodes.__getitem__, names), self._version)
-            while len(self._heaps) >= MAX_HEAPS:
+    def _ordered(self, domain: Domain, names: Any, keyfn: Any, shape: tuple) -> _Ordered:
+        shapes = self._heaps.pop(domain, None)  # re-inserted last: the least recently used goes first
+        if shapes is None:
+            shapes = {}
+            while len(self._heaps) >= MAX_DOMAINS:
                 del self._heaps[next(iter(self._heaps))]
-        self._heaps[hkey] = ordered
+        self._heaps[domain] = shapes
+        ordered = shapes.pop(shape, None)
+        if ordered is None:
+            ordered = _Ordered(keyfn, map(self.nodes.__getitem__, names), self._version)
+            while len(shapes) >= MAX_SIZES:
+                del shapes[next(iter(shapes))]
+        shapes[shape] = ordered
+        return ordered
+
+    def _walk(self, request: PlacementRequest, checks: list[tuple[str, FilterCheck]], keyfn: Any,
+              domain: Domain, names: Any, limit: int) -> list[Node]:
+        """Nodes of ``domain`` in the strategy's order (kept between placements) until
+        ``limit`` pass every check."""
+        ordered = self._ordered(domain, names, keyfn, (request.cpus, request.memory))
         heap, versions, nodes = ordered.heap, self._version, self.nodes
         popped: list[tuple] = []
         found: list[Node] = []
-        pop, seen = heapq.heappop, set()
+        pop = heapq.heappop
         while heap and len(found) < limit:
             entry = pop(heap)
-            name = entry[1]
-            if versions.get(name) != entry[2] or name in seen:
-                continue  # stale: the node changed (its fresh entry is in the heap) or left
-            seen.add(name)
+            if versions.get(entry[1]) != entry[2]:
+                continue  # stale: the node changed since (its fresh entry is in the heap) or left
             popped.append(entry)
-            node = nodes[name]
+            node = nodes[entry[1]]
             if self._passes(node, request, checks):
                 found.append(node)
         for entry in popped:
@@ -356,9 +400,17 @@ class Scheduler:
         return found
 
     def _refusal(self, request: PlacementRequest, checks: list[tuple[str, FilterCheck]]) -> NoNodeAvailable:
-        """Why each node was removed: every filter (and the reservations) refusing it."""
+        """Why each node was removed: every filter (and the reservations) refusing it. Nodes
+        outside the domain a filter's hint names are refused by that filter (``"constraint:
+        node is not n1"``) without running the checks on them."""
+        domain, names = self._domain(checks)
         reasons: dict[str, str] = {}
-        for node in self.nodes.values():
+        if domain is not None:
+            flt = next(name for name, fc in checks if domain in fc.index)
+            outside = (f"{flt}: {domain[0]} is not {domain[1]}" if len(domain) == 2
+                       else f"{flt}: {domain[0]} does not match {domain[1]}")
+            reasons = dict.fromkeys(self.nodes.keys() - set(names), outside)
+        for node in map(self.nodes.__getitem__, names):
             whys = [f"{name}: {why}" for name, fc in checks if (why := fc.check(node)) is not None]
             if (why := self.fits(node, request)) is not None:
                 whys.append(f"resources: {why}")
@@ -369,18 +421,25 @@ class Scheduler:
         return NoNodeAvailable(f"no node can take {what}: {summarize(reasons)}", reasons)
 
 
-def summarize(reasons: dict[str, str], show: int = 8) -> str:
-    """``"n1: constraint: node==h2 does not match; n2: port: ..."``, the first ``show`` nodes
-    then a count per filter for the rest."""
-    items = sorted(reasons.items())
-    text = "; ".join(f"{node}: {why}" for node, why in items[:show])
-    if len(items) > show:
-        counts: dict[str, int] = {}
-        for _node, why in items[show:]:
-            flt = why.split(":", 1)[0]
-            counts[flt] = counts.get(flt, 0) + 1
-        text += f"; and {len(items) - show} more (" + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ")"
-    return text
+def summarize(reasons: dict[str, str], groups: int = 6) -> str:
+    """Nodes grouped by why they were refused, the rarest reasons first (the node a request
+    pinned, rather than the 9,999 others): ``"n3: health: node is unhealthy; 2 nodes (n1,
+    n2): constraint: storage==ssd not met"``."""
+    by_why: dict[str, list[str]] = {}
+    for node, why in reasons.items():
+        by_why.setdefault(why, []).append(node)
+    ordered = sorted(by_why.items(), key=lambda item: (len(item[1]), min(item[1])))
+    parts = []
+    for why, nodes in ordered[:groups]:
+        nodes.sort()
+        if len(nodes) <= 3:
+            parts.append(f"{', '.join(nodes)}: {why}")
+        else:
+            parts.append(f"{len(nodes)} nodes ({', '.join(nodes[:2])}, ...): {why}")
+    rest = sum(len(nodes) for _why, nodes in ordered[groups:])
+    if rest:
+        parts.append(f"and {rest} more node(s) for {len(ordered) - groups} other reason(s)")
+    return "; ".join(parts)
 
 
 def place(kernel: Kernel, request: PlacementRequest, nodes: Iterable[Node], strategy: str = DEFAULT_STRATEGY,
