@@ -177,6 +177,7 @@ class Kernel:
         if not name:
             raise InvalidArgument(f"no {kind} driver is configured")
         key = (kind, name)
+        provided = self.provided() if key not in self.drivers else {}  # may build the cluster store
         if key not in self.drivers:
             cls = self.registry.load_driver(kind, name)
             data_dir = self.config.data_root / kind / name
@@ -189,7 +190,7 @@ class Kernel:
             self.drivers[key] = cls(DriverContext(
                 data_dir=data_dir, run_dir=run_dir, owner=self.config.owner,
                 options=opts, daemon_config=self.config.effective(cls.config_options),
-                provided=self.provided()))
+                provided=provided))
         return self.drivers[key]
 
     def provided(self) -> dict[type, Any]:

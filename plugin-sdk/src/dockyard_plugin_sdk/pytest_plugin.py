@@ -31,9 +31,9 @@ Fixtures:
     private bridge (:class:`~dockyard_plugin_sdk.testing.NetnsHost`: ``.docker(...)``,
     ``.client()``, ``.bootstrap()``, ``.address``). All are removed at teardown. Skips with the
     reason without root, ``dockyard-provision-netns`` or an engine to run.
-``etcd``, ``etcd_cluster``, ``etcd_factory``
+``etcd``, ``etcd_cluster``, ``etcd_factory``, ``module_etcd`` (module)
     A real etcd (Debian's etcd-server) on loopback ports under ``tmp_path``: one member, three,
-    or ``factory(members=1, host="127.0.0.1")``; an
+    ``factory(members=1, host="127.0.0.1")``, or one member shared by a module; an
     :class:`~dockyard_plugin_sdk.testing.etcd.EtcdCluster` (``.url(prefix)`` is a
     ``cluster-store`` URL naming every member; ``.kill(m)``, ``.start(m)``, ``.restart(m)``).
     Killed by PID and removed at teardown; skips when etcd is not installed.
@@ -240,6 +240,23 @@ def etcd_factory(tmp_path: Path, dockyard_owners: Owners) -> Iterator[Callable[.
 def etcd(etcd_factory: Callable[..., EtcdCluster]) -> EtcdCluster:
     """One etcd member on a loopback port (``etcd.url(prefix)`` for ``cluster-store``)."""
     return etcd_factory()
+
+
+@pytest.fixture(scope="module")
+def module_etcd(tmp_path_factory: pytest.TempPathFactory, dockyard_owners: Owners) -> Iterator[EtcdCluster]:
+    """One etcd member shared by a test module (give each test its own URL prefix:
+    ``module_etcd.url()`` makes a fresh one). Killed by PID and removed after the module."""
+    from dockyard_plugin_sdk.testing.etcd import etcd_unavailable, start_etcd
+
+    reason = etcd_unavailable()
+    if reason:
+        pytest.skip(reason)
+    cluster = start_etcd(tmp_path_factory.mktemp("etcd"))
+    dockyard_owners.record(cluster.token)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture

@@ -1,193 +1,361 @@
-"""Conformance kit for cluster node stores (``dockyard.drivers.cluster``).
+"""Conformance kit for cluster stores (``dockyard.drivers.cluster``).
 
-Usage, in the driver's own tests::
+Usage, in the driver's own tests (the store gets its URL from the ``store_url`` fixture)::
 
-    class TestMyStore(NodeStoreContract):
+    class TestMyStore(ClusterStoreContract):
+        driver_class = MyStore
+
         @pytest.fixture
-        async def driver(self, tmp_path):
-            drv = MyStore(make_context(tmp_path))
-            await drv.setup()
-            yield drv
-            await drv.close()
+        def store_url(self, etcd):  # the SDK's real etcd fixture, for an etcd-speaking store
+            return etcd.url()
 
-The cases follow :class:`dockyard.specs.cluster.NodeStore`: nodes register with a TTL and
-expire unless refreshed, ``deregister`` removes one, ``put``/``get`` hold opaque bytes, and
-``watch(prefix)`` yields ``(key, value)`` for every change under the prefix made after the
-watch is established, in order.
+The cases follow :class:`dockyard.specs.cluster.ClusterStore`, etcd's shape: keys hold opaque
+bytes with revisions (``mod_revision`` moves on every change, ``create_revision`` and
+``version`` as etcd keeps them); ``list`` reads a prefix at a revision; a transaction runs its
+success or failure ops atomically, and racing transactions comparing one key never both win
+(create-if-absent and compare-and-swap on the mod revision); keys on a lease go when it
+expires or is revoked, ``keepalive`` extends it; ``watch`` yields every change under a prefix
+in revision order, from now or from an earlier revision. Every case works under a fresh
+``prefix`` fixture, so cases never see each other's keys.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import pytest_asyncio
 
-from dockyard.specs.cluster import Node, NodeStore
+from dockyard.errors import LeaseNotFound, TxnFailed
+from dockyard.specs import DriverContext
+from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Put, WatchEvent
 from dockyard_plugin_sdk.conformance._common import DriverContract
 from dockyard_plugin_sdk.testing import async_wait_for
 
-__all__ = ["NodeStoreContract"]
+__all__ = ["ClusterStoreContract"]
 
 
-def _node(name: str, **kw: Any) -> Node:
-    return Node(name=name, engine_url=kw.pop("engine_url", f"tcp://192.0.2.10:{2376}"), **kw)
-
-
-async def _names(driver: NodeStore) -> set[str]:
-    return {n.name for n in await driver.nodes()}
-
-
-class NodeStoreContract(DriverContract):
-    """Cases every node store passes."""
+class ClusterStoreContract(DriverContract):
+    """Cases every cluster store passes."""
 
     kind: ClassVar[str] = "cluster"
-    #: Seconds past a node's TTL within which it must have disappeared (etcd rounds leases up
-    #: to its minimum TTL, about 2 s with default timings).
-    expiry_slack: ClassVar[float] = 5.0
+    #: Seconds past a lease's TTL within which its keys must be gone (etcd rounds a TTL up to
+    #: its minimum, about 2 s with the test timings, and checks expiry every 500 ms).
+    expiry_slack: ClassVar[float] = 4.0
     #: Seconds a watch may take to deliver one change.
     watch_timeout: ClassVar[float] = 5.0
+    #: Concurrent transactions in the race cases.
+    racers: ClassVar[int] = 8
+
+    @pytest.fixture
+    def store_url(self) -> str:
+        """The ``cluster-store`` URL the store under test is opened on."""
+        raise NotImplementedError("a cluster-store conformance subclass supplies `store_url` "
+                                  "(or its own `driver` fixture)")
+
+    @pytest_asyncio.fixture
+    async def driver(self, tmp_path: Path, store_url: str) -> AsyncIterator[ClusterStore]:
+        if self.driver_class is None:
+            raise NotImplementedError("a conformance subclass must set `driver_class` or supply `driver`")
+        drv = await self._open(tmp_path / "driver", store_url)
+        try:
+            yield drv
+        finally:
+            await drv.close()
+
+    async def _open(self, root: Path, url: str) -> ClusterStore:
+        assert self.driver_class is not None
+        root.mkdir(parents=True, exist_ok=True)
+        drv = self.driver_class(DriverContext(data_dir=root, run_dir=root, owner="dytest0",
+                                              options=dict(self.driver_options),
+                                              daemon_config={"cluster-store": url}))
+        await drv.setup()
+        assert isinstance(drv, ClusterStore)
+        return drv
 
     @pytest.fixture
     def prefix(self) -> str:
-        """A key prefix private to the test, so cases never see each other's keys."""
+        """A key prefix private to the case."""
         return f"conformance/{uuid.uuid4().hex[:8]}/"
 
-    # ------------------------------------------------------------------ nodes
-    async def test_registered_node_is_listed_with_its_fields(self, driver: NodeStore) -> None:
-        node = _node("dy-n1", labels={"storage": "ssd", "zone": "a"}, cpus=4, memory=8 << 30)
-        await driver.register(node, ttl=30)
-        listed = {n.name: n for n in await driver.nodes()}
-        assert "dy-n1" in listed
-        got = listed["dy-n1"]
-        assert got.engine_url == node.engine_url
-        assert got.labels == {"storage": "ssd", "zone": "a"}
-        assert (got.cpus, got.memory) == (4, 8 << 30)
-
-    async def test_several_nodes_are_listed(self, driver: NodeStore) -> None:
-        for i in range(3):
-            await driver.register(_node(f"dy-m{i}", engine_url=f"tcp://192.0.2.{20 + i}:2376"), ttl=30)
-        assert {"dy-m0", "dy-m1", "dy-m2"} <= await _names(driver)
-
-    async def test_register_again_updates_without_duplicating(self, driver: NodeStore) -> None:
-        await driver.register(_node("dy-n2", labels={"v": "1"}), ttl=30)
-        await driver.register(_node("dy-n2", labels={"v": "2"}, containers=3), ttl=30)
-        same = [n for n in await driver.nodes() if n.name == "dy-n2"]
-        assert len(same) == 1
-        assert same[0].labels == {"v": "2"} and same[0].containers == 3
-
-    async def test_deregister_removes_only_that_node(self, driver: NodeStore) -> None:
-        await driver.register(_node("dy-a"), ttl=30)
-        await driver.register(_node("dy-b"), ttl=30)
-        await driver.deregister("dy-a")
-        names = await _names(driver)
-        assert "dy-a" not in names and "dy-b" in names
-
-    async def test_node_expires_after_its_ttl(self, driver: NodeStore) -> None:
-        ttl = 1
-        await driver.register(_node("dy-short"), ttl=ttl)
-        await driver.register(_node("dy-long"), ttl=120)
-        assert "dy-short" in await _names(driver)
-        async def expired() -> bool:
-            return "dy-short" not in await _names(driver)
-
-        await async_wait_for(expired, ttl + self.expiry_slack, f"the node with ttl={ttl}s to expire")
-        assert "dy-long" in await _names(driver), "expiry removed a node whose ttl had not passed"
-
-    async def test_refresh_extends_the_ttl(self, driver: NodeStore) -> None:
-        ttl = 2
-        started = time.monotonic()
-        await driver.register(_node("dy-kept"), ttl=ttl)
-        # time passing is this case's workload (no event marks "the first ttl is over"): the
-        # refresh comes after 60% of the ttl, the check after the first ttl has run out
-        await asyncio.sleep(ttl * 0.6)
-        await driver.register(_node("dy-kept"), ttl=ttl)
-        await asyncio.sleep(max(0.0, ttl + 0.3 - (time.monotonic() - started)))
-        assert "dy-kept" in await _names(driver), "a node refreshed within its ttl expired"
-
     # ------------------------------------------------------------------ keys
-    async def test_get_of_a_missing_key_is_none(self, driver: NodeStore, prefix: str) -> None:
+    async def test_get_of_a_missing_key_is_none(self, driver: ClusterStore, prefix: str) -> None:
         assert await driver.get(prefix + "absent") is None
 
-    async def test_put_then_get_round_trips_bytes(self, driver: NodeStore, prefix: str) -> None:
+    async def test_put_then_get_round_trips_bytes(self, driver: ClusterStore, prefix: str) -> None:
         blob = bytes(range(256)) + b"\x00tail"
         await driver.put(prefix + "blob", blob)
         got = await driver.get(prefix + "blob")
-        assert isinstance(got, bytes) and got == blob
+        assert got is not None and isinstance(got.value, bytes) and got.value == blob
+        assert got.key == prefix + "blob"
 
-    async def test_empty_value_is_not_absent(self, driver: NodeStore, prefix: str) -> None:
+    async def test_empty_value_is_not_absent(self, driver: ClusterStore, prefix: str) -> None:
         await driver.put(prefix + "empty", b"")
-        assert await driver.get(prefix + "empty") == b""
+        got = await driver.get(prefix + "empty")
+        assert got is not None and got.value == b""
 
-    async def test_put_overwrites(self, driver: NodeStore, prefix: str) -> None:
-        await driver.put(prefix + "k", b"one")
-        await driver.put(prefix + "k", b"two")
-        assert await driver.get(prefix + "k") == b"two"
+    async def test_revisions_move_as_etcds_do(self, driver: ClusterStore, prefix: str) -> None:
+        r1 = await driver.put(prefix + "k", b"one")
+        first = await driver.get(prefix + "k")
+        assert first is not None and first.mod_revision == r1 == first.create_revision and first.version == 1
+        r2 = await driver.put(prefix + "k", b"two")
+        second = await driver.get(prefix + "k")
+        assert r2 > r1
+        assert second is not None and second.value == b"two"
+        assert (second.mod_revision, second.create_revision, second.version) == (r2, r1, 2)
 
-    async def test_keys_are_independent(self, driver: NodeStore, prefix: str) -> None:
-        await driver.put(prefix + "x", b"1")
-        await driver.put(prefix + "x/y", b"2")
-        await driver.put(prefix + "xy", b"3")
-        assert [await driver.get(prefix + k) for k in ("x", "x/y", "xy")] == [b"1", b"2", b"3"]
+    async def test_keys_are_independent(self, driver: ClusterStore, prefix: str) -> None:
+        for k, v in (("x", b"1"), ("x/y", b"2"), ("xy", b"3")):
+            await driver.put(prefix + k, v)
+        got = [await driver.get(prefix + k) for k in ("x", "x/y", "xy")]
+        assert [kv.value if kv else None for kv in got] == [b"1", b"2", b"3"]
+
+    async def test_delete_one_key_or_a_prefix(self, driver: ClusterStore, prefix: str) -> None:
+        for k in ("a", "d/1", "d/2", "dz"):
+            await driver.put(prefix + k, b"v")
+        assert await driver.delete(prefix + "a") == 1
+        assert await driver.delete(prefix + "a") == 0
+        assert await driver.get(prefix + "a") is None
+        assert await driver.delete(prefix + "d/", prefix=True) == 2
+        assert [kv.key for kv in (await driver.list(prefix)).items] == [prefix + "dz"]
+
+    async def test_list_is_sorted_holds_only_the_prefix_and_its_revision(self, driver: ClusterStore,
+                                                                          prefix: str) -> None:
+        last = 0
+        for k in ("n/b", "n/a", "n/c", "nx", "m"):
+            last = await driver.put(prefix + k, k.encode())
+        listing = await driver.list(prefix + "n/")
+        assert [kv.key for kv in listing] == [prefix + "n/a", prefix + "n/b", prefix + "n/c"]
+        assert [kv.value for kv in listing] == [b"n/a", b"n/b", b"n/c"]
+        assert listing.revision >= last
+        assert len(await driver.list(prefix + "none/")) == 0
+
+    # ------------------------------------------------------------------ transactions
+    async def test_create_if_absent_wins_once(self, driver: ClusterStore, prefix: str) -> None:
+        key = prefix + "names/web"
+        first = await driver.txn([Compare.absent(key)], [Put(key, b"c1")], [Get(key)])
+        second = await driver.txn([Compare.absent(key)], [Put(key, b"c2")], [Get(key)])
+        assert first.succeeded and not second.succeeded
+        assert [kv.value for kv in second.results[0]] == [b"c1"], "the failure branch reads the winner"
+        got = await driver.get(key)
+        assert got is not None and got.value == b"c1"
+        with pytest.raises(TxnFailed):
+            second.check("name web")
+        assert first.check() is first
+
+    async def test_compare_and_swap_on_the_mod_revision(self, driver: ClusterStore, prefix: str) -> None:
+        key = prefix + "reservations/n1"
+        await driver.put(key, b'{"cpus": 0}')
+        seen = await driver.get(key)
+        assert seen is not None
+        won = await driver.txn([Compare.unchanged(key, seen.mod_revision)], [Put(key, b'{"cpus": 1}')])
+        assert won.succeeded and won.revision > seen.mod_revision
+        stale = await driver.txn([Compare.unchanged(key, seen.mod_revision)], [Put(key, b'{"cpus": 9}')])
+        assert not stale.succeeded
+        got = await driver.get(key)
+        assert got is not None and got.value == b'{"cpus": 1}' and got.mod_revision == won.revision
+        # mod revision 0 compares "absent"
+        assert (await driver.txn([Compare.unchanged(prefix + "new", 0)], [Put(prefix + "new", b"x")])).succeeded
+
+    async def test_value_and_version_compares(self, driver: ClusterStore, prefix: str) -> None:
+        key = prefix + "leader"
+        await driver.put(key, b"m1")
+        assert (await driver.txn([Compare.value_is(key, b"m1")], [Delete(key)])).succeeded
+        await driver.put(key, b"m2")
+        assert not (await driver.txn([Compare.value_is(key, b"m1")], [Delete(key)])).succeeded
+        assert (await driver.txn([Compare(key, "version", ">", 0)], [])).succeeded
+        assert not (await driver.txn([Compare(prefix + "nope", "version", ">", 0)], [])).succeeded
+
+    async def test_a_transaction_is_all_or_nothing(self, driver: ClusterStore, prefix: str) -> None:
+        a, b, c = prefix + "a", prefix + "b", prefix + "c"
+        await driver.put(c, b"old")
+        res = await driver.txn([Compare.absent(a), Compare.absent(b)],
+                               [Put(a, b"1"), Put(b, b"2"), Delete(c), Get(prefix, prefix=True)])
+        assert res.succeeded and len(res.results) == 4
+        assert [kv.key for kv in res.results[3]] == [a, b], "a Get sees the transaction's own writes"
+        assert {kv.mod_revision for kv in res.results[3]} == {res.revision}, "one revision for all"
+        assert await driver.get(c) is None
+        res = await driver.txn([Compare.absent(prefix + "z"), Compare.absent(a)],
+                               [Put(prefix + "z", b"never")])
+        assert not res.succeeded and await driver.get(prefix + "z") is None
+
+    async def test_racing_creates_never_both_win(self, driver: ClusterStore, store_url: str,
+                                                 tmp_path: Path, prefix: str) -> None:
+        """Several stores (managers) race to create one name: exactly one wins."""
+        others = [await self._open(tmp_path / f"racer{i}", store_url) for i in range(2)]
+        try:
+            stores = [driver, *others]
+            key = prefix + "names/db"
+            results = await asyncio.gather(*(
+                stores[i % len(stores)].txn([Compare.absent(key)], [Put(key, b"%d" % i)])
+                for i in range(self.racers)))
+            winners = [i for i, r in enumerate(results) if r.succeeded]
+            assert len(winners) == 1, f"{len(winners)} creates of one key won"
+            got = await driver.get(key)
+            assert got is not None and got.value == b"%d" % winners[0]
+        finally:
+            for o in others:
+                await o.close()
+
+    async def test_racing_compare_and_swaps_never_both_win(self, driver: ClusterStore, store_url: str,
+                                                           tmp_path: Path, prefix: str) -> None:
+        """Racers that read one reservation each try to add to it: one wins per round, and no
+        increment is lost when the losers read again and retry."""
+        others = [await self._open(tmp_path / f"racer{i}", store_url) for i in range(2)]
+        try:
+            stores = [driver, *others]
+            key = prefix + "reservations/n1"
+            await driver.put(key, b"0")
+            seen = await driver.get(key)
+            assert seen is not None
+            results = await asyncio.gather(*(
+                stores[i % len(stores)].txn([Compare.unchanged(key, seen.mod_revision)], [Put(key, b"%d" % (i + 1))])
+                for i in range(self.racers)))
+            assert sum(r.succeeded for r in results) == 1
+
+            async def add_one(store: ClusterStore) -> int:
+                tries = 0
+                while True:
+                    tries += 1
+                    cur = await store.get(key)
+                    assert cur is not None
+                    res = await store.txn([Compare.unchanged(key, cur.mod_revision)],
+                                          [Put(key, b"%d" % (int(cur.value) + 1))])
+                    if res.succeeded:
+                        return tries
+
+            start = int((await driver.get(key)).value)  # type: ignore[union-attr]
+            await asyncio.gather(*(add_one(stores[i % len(stores)]) for i in range(self.racers)))
+            final = await driver.get(key)
+            assert final is not None and int(final.value) == start + self.racers, "an increment was lost"
+        finally:
+            for o in others:
+                await o.close()
+
+    # ------------------------------------------------------------------ leases
+    async def test_keys_on_a_revoked_lease_are_gone(self, driver: ClusterStore, prefix: str) -> None:
+        lease = await driver.grant(30)
+        assert lease.id and lease.ttl >= 30
+        await driver.put(prefix + "nodes/n1", b"{}", lease)
+        await driver.put(prefix + "other", b"stays")
+        got = await driver.get(prefix + "nodes/n1")
+        assert got is not None and got.lease == lease.id
+        assert await driver.keepalive(lease) > 0
+        await driver.revoke(lease)
+        assert await driver.get(prefix + "nodes/n1") is None
+        assert await driver.get(prefix + "other") is not None
+        with pytest.raises(LeaseNotFound):
+            await driver.keepalive(lease)
+        with pytest.raises(LeaseNotFound):
+            await driver.put(prefix + "late", b"x", lease)
+        await driver.revoke(lease)  # twice: no error
+
+    async def test_a_lease_not_kept_alive_expires_with_its_keys(self, driver: ClusterStore, prefix: str) -> None:
+        short = await driver.grant(1)
+        kept = await driver.grant(1)
+        await driver.put(prefix + "short", b"x", short)
+        await driver.put(prefix + "kept", b"y", kept)
+
+        async def gone() -> bool:
+            await driver.keepalive(kept)
+            return await driver.get(prefix + "short") is None
+
+        await async_wait_for(gone, short.ttl + self.expiry_slack, "the key on an expired lease to go")
+        assert await driver.get(prefix + "kept") is not None, "a lease kept alive expired"
+        with pytest.raises(LeaseNotFound):
+            await driver.keepalive(short)
+        await driver.revoke(kept)
 
     # ------------------------------------------------------------------ watch
-    async def _first_change(self, it: Any, key: str, driver: NodeStore) -> tuple[str, bytes | None]:
-        """Wait for the watch to deliver one change, writing ``key`` until it does (the watch
-        may be established lazily, on the first ``__anext__``)."""
-        task = asyncio.ensure_future(it.__anext__())
-        deadline = time.monotonic() + self.watch_timeout
-        n = 0
-        while not task.done():
-            if time.monotonic() > deadline:
-                task.cancel()
-                pytest.fail(f"watch delivered nothing within {self.watch_timeout}s of puts to {key}")
-            await driver.put(key, b"ready-%d" % n)
-            n += 1
-            await asyncio.wait({task}, timeout=0.1)
-        return task.result()
-
-    async def _next(self, it: Any) -> tuple[str, bytes | None]:
+    async def _next(self, it: Any) -> WatchEvent:
         try:
-            return await asyncio.wait_for(it.__anext__(), self.watch_timeout)
+            ev = await asyncio.wait_for(it.__anext__(), self.watch_timeout)
         except TimeoutError:
             pytest.fail(f"watch delivered no change within {self.watch_timeout}s")
+        assert isinstance(ev, WatchEvent)
+        return ev
 
-    async def test_watch_yields_changes_under_the_prefix_in_order(self, driver: NodeStore,
-                                                                   prefix: str) -> None:
-        it = driver.watch(prefix)
+    async def _started(self, driver: ClusterStore, prefix: str) -> tuple[Any, int]:
+        """A watch of ``prefix`` from the next revision (established before anything is put)."""
+        rev = (await driver.list(prefix)).revision
+        return driver.watch(prefix, rev + 1), rev
+
+    async def test_watch_yields_puts_and_deletes_in_order(self, driver: ClusterStore, prefix: str) -> None:
+        it, _ = await self._started(driver, prefix)
         try:
-            key, value = await self._first_change(it, prefix + "ready", driver)
-            assert key == prefix + "ready" and value is not None and value.startswith(b"ready-")
-            # drain the extra "ready" puts that raced the watch's start
-            await driver.put(prefix + "marker", b"m")
-            while (await self._next(it))[0] != prefix + "marker":
-                pass
-            await driver.put(prefix + "a", b"1")
+            ra = await driver.put(prefix + "a", b"1")
             await driver.put(prefix + "b", b"2")
             await driver.put(prefix + "a", b"3")
-            assert [await self._next(it) for _ in range(3)] == [
-                (prefix + "a", b"1"), (prefix + "b", b"2"), (prefix + "a", b"3")]
+            await driver.delete(prefix + "b")
+            got = [await self._next(it) for _ in range(4)]
+            assert [(e.type, e.key, e.kv.value) for e in got] == [
+                ("put", prefix + "a", b"1"), ("put", prefix + "b", b"2"),
+                ("put", prefix + "a", b"3"), ("delete", prefix + "b", b"")]
+            assert got[0].revision == ra
+            assert [e.revision for e in got] == sorted(e.revision for e in got)
         finally:
-            await _close(it)
+            await it.aclose()
 
-    async def test_watch_ignores_keys_outside_the_prefix(self, driver: NodeStore, prefix: str) -> None:
-        other = prefix.rstrip("/") + "-other/"
+    async def test_watch_from_now_sees_later_changes(self, driver: ClusterStore, prefix: str) -> None:
+        await driver.put(prefix + "before", b"old")
         it = driver.watch(prefix)
         try:
-            await self._first_change(it, prefix + "ready", driver)
-            await driver.put(prefix + "marker", b"m")
-            while (await self._next(it))[0] != prefix + "marker":
-                pass
-            await driver.put(other + "x", b"no")
-            await driver.put(prefix + "inside", b"yes")
-            assert await self._next(it) == (prefix + "inside", b"yes")
+            first = asyncio.ensure_future(it.__anext__())
+            await asyncio.sleep(0)  # let the watch start; it may also start lazily
+            n = 0
+            while not first.done():  # keep writing until the watch is established
+                await driver.put(prefix + "after", b"%d" % n)
+                n += 1
+                await asyncio.wait({first}, timeout=0.1)
+                assert n < self.watch_timeout * 10, "watch from now delivered nothing"
+            assert first.result().key == prefix + "after", "a watch from now replayed an older change"
         finally:
-            await _close(it)
+            await it.aclose()
 
+    async def test_watch_ignores_keys_outside_the_prefix(self, driver: ClusterStore, prefix: str) -> None:
+        other = prefix.rstrip("/") + "-other/"
+        it, _ = await self._started(driver, prefix)
+        try:
+            await driver.put(other + "x", b"no")
+            await driver.put(prefix.rstrip("/"), b"no")
+            await driver.put(prefix + "inside", b"yes")
+            ev = await self._next(it)
+            assert (ev.key, ev.kv.value) == (prefix + "inside", b"yes")
+        finally:
+            await it.aclose()
 
-async def _close(it: Any) -> None:
-    aclose = getattr(it, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    async def test_watch_from_a_past_revision_replays_history(self, driver: ClusterStore, prefix: str) -> None:
+        await driver.put(prefix + "a", b"1")
+        rb = await driver.put(prefix + "b", b"2")
+        await driver.put(prefix + "c", b"3")
+        it = driver.watch(prefix, rb)
+        try:
+            got = [await self._next(it) for _ in range(2)]
+            assert [(e.key, e.kv.value) for e in got] == [(prefix + "b", b"2"), (prefix + "c", b"3")]
+        finally:
+            await it.aclose()
+
+    async def test_watch_sees_a_lease_revocation_as_deletes(self, driver: ClusterStore, prefix: str) -> None:
+        lease = await driver.grant(30)
+        await driver.put(prefix + "n1", b"x", lease)
+        it, _ = await self._started(driver, prefix)
+        try:
+            await driver.revoke(lease)
+            ev = await self._next(it)
+            assert (ev.type, ev.key) == ("delete", prefix + "n1")
+        finally:
+            await it.aclose()
+
+    async def test_a_transaction_is_seen_whole_by_a_watch(self, driver: ClusterStore, prefix: str) -> None:
+        it, _ = await self._started(driver, prefix)
+        try:
+            res = await driver.txn([], [Put(prefix + "x", b"1"), Put(prefix + "y", b"2")])
+            got = [await self._next(it) for _ in range(2)]
+            assert {e.key for e in got} == {prefix + "x", prefix + "y"}
+            assert {e.revision for e in got} == {res.revision}
+        finally:
+            await it.aclose()

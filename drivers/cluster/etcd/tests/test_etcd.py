@@ -1,0 +1,173 @@
+"""What only the etcd store does: several members, etcd restarts, the URL's prefix, compaction,
+and the kernel handing it out."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import aetcd
+import pytest
+
+from dockyard.config import Config
+from dockyard.errors import InvalidArgument, StoreCompacted, StoreUnavailable
+from dockyard.kernel import Kernel
+from dockyard.specs import DriverContext
+from dockyard.specs.cluster import ClusterStore, Compare, Put
+from dockyard_cluster_etcd.driver import EtcdStore
+
+
+async def open_store(tmp_path: Path, url: str, **options: str) -> EtcdStore:
+    store = EtcdStore(DriverContext(data_dir=tmp_path, run_dir=tmp_path, owner="dytest0",
+                                    options=options, daemon_config={"cluster-store": url}))
+    await store.setup()
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_three_members_lose_one_and_nothing_is_lost(etcd_cluster, tmp_path: Path) -> None:
+    url = etcd_cluster.url("swarm")
+    store = await open_store(tmp_path, url)
+    # two managers, each first talking to a different member, racing for names
+    rival = await open_store(tmp_path, etcd_cluster.url("swarm", etcd_cluster.members[1:] + etcd_cluster.members[:1]))
+    try:
+        for i in range(20):
+            await store.put(f"containers/c{i}", b"%d" % i)
+        etcd_cluster.kill(etcd_cluster.members[0])  # the member `store` talks to
+        for i in range(20, 40):  # writes go on through the other two
+            await store.put(f"containers/c{i}", b"%d" % i)
+        results = await asyncio.gather(*(s.txn([Compare.absent("names/web")], [Put("names/web", b"%d" % i)])
+                                         for i, s in enumerate([store, rival] * 3)))
+        assert sum(r.succeeded for r in results) == 1, "two managers both created one name"
+        for s in (store, rival):
+            listing = await s.list("containers/")
+            assert sorted(int(kv.value) for kv in listing) == list(range(40)), "a write was lost"
+        # the lost member comes back and catches up: read from it alone
+        etcd_cluster.start(etcd_cluster.members[0])
+        etcd_cluster.wait_healthy([etcd_cluster.members[0]])
+        alone = await open_store(tmp_path, etcd_cluster.url("swarm", etcd_cluster.members[:1]))
+        try:
+            assert len(await alone.list("containers/")) == 40
+        finally:
+            await alone.close()
+    finally:
+        await store.close()
+        await rival.close()
+
+
+async def test_etcd_restarted_under_a_client_reconnects_with_state_intact(etcd, tmp_path: Path) -> None:
+    store = await open_store(tmp_path, etcd.url("p"))
+    try:
+        lease = await store.grant(60)
+        await store.put("nodes/n1", b"up", lease)
+        rev = await store.put("containers/a", b"1")
+        watch = store.watch("containers/", rev + 1)
+        await store.put("containers/b", b"2")
+        assert (await asyncio.wait_for(watch.__anext__(), 5)).key == "containers/b"
+        etcd.restart(etcd.members[0])
+        started = time.monotonic()
+        await store.put("containers/c", b"3")  # waits for the member to answer again
+        reconnect = time.monotonic() - started
+        assert reconnect < 5, f"reconnect took {reconnect:.1f}s"
+        ev = await asyncio.wait_for(watch.__anext__(), 5)
+        assert (ev.key, ev.kv.value) == ("containers/c", b"3"), "the watch lost or repeated a change"
+        await watch.aclose()
+        assert [kv.key for kv in await store.list("containers/")] == ["containers/a", "containers/b", "containers/c"]
+        assert await store.keepalive(lease) > 0, "the lease did not survive the restart"
+        assert (await store.get("nodes/n1")).value == b"up"  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_a_watch_waits_out_a_short_outage(etcd, tmp_path: Path) -> None:
+    store = await open_store(tmp_path, etcd.url("p"))
+    writer = await open_store(tmp_path, etcd.url("p"))
+    try:
+        rev = await store.put("k/0", b"0")
+        watch = store.watch("k/", rev + 1)
+        first = asyncio.ensure_future(watch.__anext__())
+        etcd.kill(etcd.members[0])
+        await asyncio.sleep(0.3)  # the outage itself is what is tested
+        etcd.start(etcd.members[0])
+        await writer.put("k/1", b"1")
+        ev = await asyncio.wait_for(first, 5)
+        assert ev.key == "k/1"
+        await watch.aclose()
+    finally:
+        await store.close()
+        await writer.close()
+
+
+async def test_unreachable_store_is_a_clear_error_at_setup(tmp_path: Path) -> None:
+    port = free_port()
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
+        await open_store(tmp_path, f"etcd://127.0.0.1:{port}/p", timeout="1", **{"connect-timeout": "0.3"})
+    assert time.monotonic() - started < 3
+
+
+async def test_an_etcd_url_is_required(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument):
+        await open_store(tmp_path, "consul://127.0.0.1:8500/p")
+
+
+async def test_the_prefix_keeps_clusters_apart(module_etcd, tmp_path: Path) -> None:
+    a = await open_store(tmp_path, module_etcd.url("one/swarm"))
+    b = await open_store(tmp_path, module_etcd.url("one/swarm2"))
+    try:
+        await a.put("nodes/n1", b"a")
+        await b.put("nodes/n1", b"b")
+        assert [(kv.key, kv.value) for kv in await a.list("")] == [("nodes/n1", b"a")]
+        assert (await b.get("nodes/n1")).value == b"b"  # type: ignore[union-attr]
+        assert await a.delete("", prefix=True) == 1
+        assert await b.get("nodes/n1") is not None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_watch_from_compacted_history_says_so(module_etcd, tmp_path: Path) -> None:
+    store = await open_store(tmp_path, module_etcd.url())
+    try:
+        old = await store.put("k", b"1")
+        now = await store.put("k", b"2")
+        host, port = module_etcd.members[0].endpoint.rsplit(":", 1)
+        async with aetcd.Client(host, int(port)) as raw:
+            await raw.compact(now)
+        with pytest.raises(StoreCompacted):
+            await asyncio.wait_for(store.watch("", old).__anext__(), 5)
+    finally:
+        await store.close()
+
+
+async def test_the_kernel_selects_connects_and_provides_it(module_etcd, tmp_path: Path) -> None:
+    config = Config(values={"data-root": str(tmp_path / "data"), "exec-root": str(tmp_path / "run"),
+                            "cluster-store": module_etcd.url("k")})
+    kernel = Kernel.build(config, autoload=False)
+    try:
+        store = await kernel.cluster_store()
+        assert isinstance(store, EtcdStore) and store is await kernel.cluster_store()
+        await store.put("x", b"1")
+        # what a driver of another area gets: the same connected store
+        assert kernel.provided()[ClusterStore] is store
+    finally:
+        await kernel.stop()
+
+
+async def test_a_kernel_with_an_unreachable_store_does_not_start(tmp_path: Path) -> None:
+    config = Config(values={"data-root": str(tmp_path / "data"), "exec-root": str(tmp_path / "run"),
+                            "cluster-store": f"etcd://127.0.0.1:{free_port()}/p",
+                            "cluster-opts": ["timeout=1", "connect-timeout=0.3"]})
+    kernel = Kernel.build(config, autoload=False)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await kernel.start()
+    finally:
+        await kernel.stop()
