@@ -468,6 +468,16 @@ class ClusterContainers(Service, ContainerIO):
         p.stale = True
         return list((out or {}).get("Warnings") or [])
 
+    async def remove_link(self, link_name: str) -> None:
+        """``docker rm --link /<parent>/<alias>`` on the parent's node (links never cross nodes:
+        the dependency filter keeps a linked container beside its target)."""
+        parent, _, alias = link_name.strip("/").rpartition("/")
+        if not parent or not alias:
+            raise e.InvalidArgument(f"invalid link name {link_name!r}: expected /<parent>/<alias>")
+        p = await self._locate(parent)
+        await self._client(p).request("DELETE", f"/containers/{p.bare_name}/{alias}", {"link": True})
+        p.stale = True
+
     def rootfs(self, ref: str) -> AbstractAsyncContextManager[tuple[Container, str]]:
         raise e.Unavailable("a swarm manager holds no container file systems: the node of "
                             f"{ref!r} does; use the archive endpoints (docker cp)")
