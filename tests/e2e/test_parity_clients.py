@@ -198,3 +198,51 @@ def test_build_cache_from_an_image_without_local_cache(d: Daemon, client: docker
     _ids, logs = client.images.build(path=str(ctx), cache_from=["cachesrc:1"], tag="cached-py")
     assert sum("Using cache" in (x.get("stream") or "") for x in logs) == 5
     d.docker("rmi", "cached", "cached-py", "cachesrc:1")
+
+
+# ----------------------------------------------------------------------------- 13. bounded memory, logs
+def test_logs_tail_reads_from_the_end(d: Daemon) -> None:
+    """``--tail 2`` of a 200,000-line log reads its end, not all of it (dockerd: 0.02 s)."""
+    d.docker("run", "--name", "long", "busybox", "sh", "-c", f"yes {'y' * 99} | head -n 200000; echo last")
+    try:
+        started = time.monotonic()
+        assert d.docker("logs", "--tail", "2", "long").stdout == "y" * 99 + "\nlast\n"
+        assert time.monotonic() - started < 1.0
+        assert d.docker("logs", "--tail", "0", "long").stdout == ""
+    finally:
+        d.docker("rm", "long")
+
+
+def test_logs_rotate_with_max_file(d: Daemon) -> None:
+    """``--log-opt max-size=10k --log-opt max-file=3``: the log rolls over into three files,
+    the oldest dropped, as json-file does; a follower sees every line in order."""
+    script = ("for i in $(seq 2000); do echo line $i 01234567890123456789012345678901234567890123456789; "
+              "[ $((i % 50)) = 0 ] && sleep 0.02; done; true")
+    cid = d.docker("run", "-d", "--log-opt", "max-size=10k", "--log-opt", "max-file=3", "busybox", "sh", "-c",
+                   script).stdout.strip()
+    try:
+        followed = d.docker("logs", "-f", cid).stdout.splitlines()
+        assert [int(line.split()[1]) for line in followed] == list(range(1, 2001))
+        kept = d.docker("logs", cid).stdout.splitlines()
+        numbers = [int(line.split()[1]) for line in kept]
+        assert numbers == list(range(numbers[0], 2001)) and 1 < numbers[0] < 2000 - 100
+        assert len(kept) * 62 < 3 * 10240 * 2  # three files of about max-size, not one file of everything
+        assert d.docker("logs", "--tail", "300", cid).stdout.splitlines() == kept[-300:]  # across files
+    finally:
+        d.docker("rm", "-f", cid)
+
+
+def test_event_history_keeps_no_huge_values(d: Daemon, client: docker.DockerClient) -> None:
+    """A label of megabytes reaches the live event stream whole but is kept shortened for
+    replays (the history is bounded in bytes, not only in count)."""
+    since = time.time()
+    c = client.containers.create("busybox", "true", labels={"huge": "h" * (2 << 20)}, name="huge-label")
+    try:
+        events = list(client.events(since=since, until=time.time() + 1, decode=True,
+                                    filters={"container": "huge-label", "event": "create"}))
+        assert len(events) == 1
+        kept = events[0]["Actor"]["Attributes"]["huge"]
+        assert kept.startswith("hhhh") and len(kept) <= 4096 + 3
+        assert len(client.containers.list(all=True, filters={"name": "huge-label"})[0].labels["huge"]) == 2 << 20
+    finally:
+        c.remove()

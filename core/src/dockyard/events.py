@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,11 @@ log = logging.getLogger(__name__)
 
 #: How many past events ``/events?since=`` can replay (dockerd keeps 256).
 HISTORY = 1024
+#: ... and how many bytes of IDs, attribute keys and values they may hold together
+HISTORY_BYTES = 4 << 20
+#: An attribute value longer than this is kept shortened in the history (a label of megabytes
+#: would otherwise stay in memory for good); subscribers get the event whole.
+KEPT_VALUE = 4096
 
 
 @dataclass
@@ -36,7 +42,8 @@ class EventBus:
     ends) rather than slowing the daemon.
     """
 
-    history: collections.deque[Event] = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
+    history: collections.deque[Event] = field(default_factory=collections.deque)
+    history_bytes: int = 0
     subscribers: set[asyncio.Queue[Event | None]] = field(default_factory=set)
     failures: list[HookFailure] = field(default_factory=list)
     hook_caller: Callable[[Event], None] | None = None
@@ -44,7 +51,7 @@ class EventBus:
     def emit(self, event: Event) -> Event:
         if not event.time_nano:
             event.time_nano = time.time_ns()
-        self.history.append(event)
+        self._remember(event)
         if self.hook_caller is not None:
             self.hook_caller(event)
         for q in list(self.subscribers):
@@ -53,6 +60,17 @@ class EventBus:
             except asyncio.QueueFull:
                 self.subscribers.discard(q)  # too slow: its stream ends after draining
         return event
+
+    def _remember(self, event: Event) -> None:
+        """Keep ``event`` for replays, its long attribute values shortened, within the
+        history's count and bytes (the oldest go first)."""
+        if any(len(v) > KEPT_VALUE for v in event.attributes.values()):
+            event = dataclasses.replace(event, attributes={
+                k: (v if len(v) <= KEPT_VALUE else v[:KEPT_VALUE] + "...") for k, v in event.attributes.items()})
+        self.history.append(event)
+        self.history_bytes += _size(event)
+        while self.history and (len(self.history) > HISTORY or self.history_bytes > HISTORY_BYTES):
+            self.history_bytes -= _size(self.history.popleft())
 
     def past(self, since_ns: int = 0, until_ns: int | None = None) -> list[Event]:
         return [e for e in self.history
@@ -79,6 +97,11 @@ class EventBus:
                 q.put_nowait(None)
             except asyncio.QueueFull:
                 pass
+
+
+def _size(event: Event) -> int:
+    return (64 + len(event.type) + len(event.action) + len(event.actor_id)
+            + sum(len(k) + len(v) for k, v in event.attributes.items()))
 
 
 def hook_caller(pm: pluggy.PluginManager, kernel: object, failures: list[HookFailure]) -> Callable[[Event], None]:

@@ -33,7 +33,7 @@ def test_summary_shapes() -> None:
                 config=ImageConfig(labels={"a": "b"}))
     s = summary(img)
     assert s == {"Containers": -1, "Created": 1795495955, "Id": ID, "Labels": {"a": "b"}, "ParentId": "",
-                 "RepoDigests": None, "RepoTags": ["busybox:latest", "127.0.0.1:5000/x/y:1"],
+                 "RepoDigests": None, "RepoTags": ["127.0.0.1:5000/x/y:1", "busybox:latest"],  # dockerd's order
                  "SharedSize": -1, "Size": 1984188, "VirtualSize": 1984188}
     dangling = summary(Image(id=ID, created="2026-11-24T04:52:35Z"))
     assert dangling["RepoTags"] == ["<none>:<none>"] and dangling["RepoDigests"] == ["<none>@<none>"]

@@ -10,6 +10,7 @@ created (or restarting) container is a future, handed the stream by the next sta
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,10 @@ class ContainerIO:
         # both readers open the log now; the follow one re-reads it after the first pass
         readers: list[AsyncIterator[Any]] = []
         try:
-            readers.append(rt.logs(c.id, follow=False))
+            # the driver reads only the end of the log for a tail of both streams (what the
+            # docker CLI asks); of one stream, the last records of it are kept as they come
+            tail = opts.tail if opts.tail is not None and opts.tail >= 0 and opts.stdout and opts.stderr else None
+            readers.append(rt.logs(c.id, follow=False, tail=tail))
             if follow:
                 readers.append(rt.logs(c.id, follow=True))
         except NotFound:
@@ -79,7 +83,10 @@ class ContainerIO:
             return rec.stream, (ts.encode() + b" " + rec.data) if opts.timestamps else rec.data
 
         last_ns, at_last = -1, 0  # the newest record seen, and how many share its time
-        records: list[tuple[Any, str]] = []
+        tail = opts.tail if opts.tail is not None and opts.tail >= 0 else None
+        # with a tail, the last records wait for the end of the log (the driver reads only
+        # the end of it); without, each record goes out as it is read
+        records: collections.deque[tuple[Any, str]] = collections.deque(maxlen=tail)
         opened = (first, later)
         try:
             try:
@@ -91,11 +98,12 @@ class ContainerIO:
                         at_last += 1
                     if (since_ns and ns < since_ns) or (until_ns and ns > until_ns) or not wanted(rec):
                         continue
-                    records.append((rec, ts))
+                    if tail is None:
+                        yield render(rec, ts)
+                    elif tail:
+                        records.append((rec, ts))
             except NotFound:
                 later = None
-            if opts.tail is not None and opts.tail >= 0:
-                records = records[-opts.tail:] if opts.tail else []
             for rec, ts in records:
                 yield render(rec, ts)
             if later is None:

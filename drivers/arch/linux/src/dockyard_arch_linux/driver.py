@@ -45,7 +45,7 @@ from dockyard.specs.arch import (
     RuntimeDriver,
     RuntimeState,
 )
-from dockyard_arch_linux import cgroups, monitor, sandbox
+from dockyard_arch_linux import cgroups, logs, monitor, sandbox
 from dockyard_arch_linux.logs import LogLines, LogRecord, LogRecords, follow_lines, parse_line
 from dockyard_arch_linux.spec import SpecOptions, build_spec, exec_process
 
@@ -307,6 +307,7 @@ class LinuxRuntime(RuntimeDriver):
                 "log_path": request.log_path or str(cdir / "ctr.log"), "own_log": not request.log_path,
                 "tty": bool(cfg.tty), "stdin": bool(cfg.open_stdin), "cuuid": self._cuuid(cid),
                 "log_size_max": _size_bytes(request.container.host_config.log_config.config.get("max-size", "")),
+                "log_max_files": _max_files(request.container.host_config.log_config.config.get("max-file", "")),
                 "conmon_pid": 0, "pid": 0,
             }
 
@@ -341,7 +342,15 @@ class LinuxRuntime(RuntimeDriver):
             conmon_pidfile=os.path.join(bundle, "conmon.pid"), log_path=meta["log_path"],
             socket_dir=str(self._socket_dir), persist_dir=str(self._cdir(meta["id"])),
             terminal=meta["tty"], stdin=meta["stdin"], leave_stdin_open=meta["stdin"] and not stdin_once,
-            log_size_max=int(meta.get("log_size_max") or self.context.options.get("log-size-max", 0) or 0))
+            # with max-file, wait() rotates the log; conmon's own limit would only truncate it
+            log_size_max=0 if self._rotation(meta) else
+            int(meta.get("log_size_max") or self.context.options.get("log-size-max", 0) or 0))
+
+    @staticmethod
+    def _rotation(meta: dict[str, Any]) -> tuple[int, int] | None:
+        """(max-size, max-file) when the log is rotated into several files, else None."""
+        size, files = int(meta.get("log_size_max") or 0), int(meta.get("log_max_files") or 1)
+        return (size, files) if size > 0 and files > 1 else None
 
     async def start(self, container_id: str) -> RuntimeState:
         meta = self._meta(container_id)
@@ -436,8 +445,11 @@ class LinuxRuntime(RuntimeDriver):
         # as the fallback and for a conmon that was replaced)
         pidfd = _pidfd(conmon_pid)
         delay = 0.01
+        rotation = self._rotation(meta)
         try:
             while True:
+                if rotation is not None and await asyncio.to_thread(logs.rotate, meta["log_path"], *rotation):
+                    monitor.reopen_log(meta["bundle"])
                 done = self._exit(meta)
                 if done is not None:
                     monitor.reap_later(conmon_pid)
@@ -446,7 +458,8 @@ class LinuxRuntime(RuntimeDriver):
                     st = await self.state(container_id)
                     if st.status in ("stopped", "unknown"):
                         return st
-                delay = await _pause(pidfd, delay)
+                # a rotated log is looked at every 0.1 s: it outgrows max-size by that much at most
+                delay = await _pause(pidfd, delay, 1.0 if rotation is None else 0.1)
                 if not (self._cdir(container_id) / "meta.json").exists():
                     raise NotFound(f"container {container_id} was deleted while waiting")
         finally:
@@ -593,18 +606,19 @@ class LinuxRuntime(RuntimeDriver):
         return await asyncio.to_thread(self._cgroup(meta, st.pid).procs)
 
     # ------------------------------------------------------------------ logs and attach
-    def log_lines(self, container_id: str, follow: bool = False) -> LogLines:
+    def log_lines(self, container_id: str, follow: bool = False, tail: int | None = None) -> LogLines:
         """The raw ``k8s-file`` lines conmon wrote (see :func:`parse_line`). The log is opened
         by this call (NotFound for an unknown container): removing the container afterwards
-        takes nothing from the reader."""
+        takes nothing from the reader. ``tail``: the last lines only, read from the end."""
         meta = self._meta(container_id)
+        older = logs.rotated(meta["log_path"], int(meta.get("log_max_files") or 1)) if self._rotation(meta) else ()
         return follow_lines(meta["log_path"], follow, lambda: self._exit(meta) is not None
-                            or not (self._cdir(container_id) / "meta.json").exists())
+                            or not (self._cdir(container_id) / "meta.json").exists(), tail=tail, older=older)
 
-    def logs(self, container_id: str, follow: bool = False) -> AsyncIterator[LogRecord]:
+    def logs(self, container_id: str, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogRecord]:
         """Parsed log records ``(stream, timestamp, data)``; ``follow`` ends when the container
         exits. The log is opened by this call, as :meth:`log_lines` says."""
-        return LogRecords(self.log_lines(container_id, follow))
+        return LogRecords(self.log_lines(container_id, follow, tail))
 
     log_records = logs  # the name the first services used
 
@@ -775,6 +789,18 @@ def _size_bytes(text: str) -> int:
         raise InvalidArgument(f"invalid max-size log option {text!r}") from exc
 
 
+def _max_files(text: str) -> int:
+    """``--log-opt max-file`` -> how many files the log keeps (1 when unset)."""
+    t = str(text or "").strip()
+    try:
+        n = int(t) if t else 1
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid value for max-file: {text!r}") from exc
+    if n < 1:
+        raise InvalidArgument(f"max-file cannot be less than 1: {text!r}")
+    return n
+
+
 def _pidfd(pid: int) -> int | None:
     if pid <= 0 or not hasattr(os, "pidfd_open"):
         return None
@@ -784,11 +810,11 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-async def _pause(pidfd: int | None, delay: float) -> float:
-    """Wait for the monitor to exit (its pidfd turns readable) or for ``delay`` without a pidfd;
-    returns the next, longer delay (at most 0.1 s)."""
+async def _pause(pidfd: int | None, delay: float, longest: float = 1.0) -> float:
+    """Wait for the monitor to exit (its pidfd turns readable, or at most ``longest``) or for
+    ``delay`` without a pidfd; returns the next, longer delay (at most 0.1 s)."""
     if pidfd is not None:
-        await _readable(pidfd, min(delay * 10, 1.0))
+        await _readable(pidfd, min(delay * 10, longest))
     else:
         await asyncio.sleep(delay)
     return min(delay * 1.5, 0.1)

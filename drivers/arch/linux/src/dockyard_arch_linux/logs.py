@@ -53,8 +53,12 @@ class LogLines:
     collected.
     """
 
-    def __init__(self, path: str, follow: bool, done: Callable[[], bool], poll: float = 0.05) -> None:
+    def __init__(self, path: str, follow: bool, done: Callable[[], bool], poll: float = 0.05,
+                 tail: int | None = None, older: tuple[str, ...] = ()) -> None:
         self.path = path
+        self.tail = tail  # only the last lines: found by reading back from the end
+        # rotated files (``--log-opt max-file``), oldest first, read before the current one
+        self._older = [fd for fd in (_open(p) for p in older) if fd is not None]
         self._fd = _open(path)
         self._fresh: int | None = None  # a file renamed over ours, read once ours is drained
         self._lines = self._read(follow, done, poll)
@@ -76,10 +80,11 @@ class LogLines:
             self.close()
 
     def close(self) -> None:
-        for fd in (self._fd, self._fresh):
+        for fd in (self._fd, self._fresh, *self._older):
             if fd is not None:
                 os.close(fd)
         self._fd = self._fresh = None
+        self._older = []
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -87,6 +92,18 @@ class LogLines:
 
     async def _read(self, follow: bool, done: Callable[[], bool], poll: float) -> AsyncIterator[bytes]:
         pos, pending = 0, b""
+        starts = [0] * len(self._older)
+        if self.tail is not None and self.tail >= 0:
+            pos, starts = await asyncio.to_thread(self._tail_starts, self.tail)
+        for fd, start in zip(self._older, starts, strict=True):
+            at, rest = start, b""
+            while chunk := await asyncio.to_thread(os.pread, fd, READ_SIZE, at):
+                at += len(chunk)
+                *lines, rest = (rest + chunk).split(b"\n")
+                for line in lines:
+                    yield line + b"\n"
+            if rest:
+                yield rest + b"\n"
         while True:
             chunk = await self._chunk(pos)
             if chunk:
@@ -124,6 +141,18 @@ class LogLines:
             await asyncio.sleep(poll)
         if pending:
             yield pending
+
+    def _tail_starts(self, lines: int) -> tuple[int, list[int]]:
+        """Where the last ``lines`` lines start: in the current file, then, for what it lacks,
+        in the rotated ones (newest first); a file that gives none is skipped whole."""
+        starts = [os.fstat(fd).st_size for fd in self._older]
+        pos, found = tail_offset(self._fd, lines) if self._fd is not None else (0, 0)
+        for i in range(len(self._older) - 1, -1, -1):
+            if found >= lines:
+                break
+            starts[i], more = tail_offset(self._older[i], lines - found)
+            found += more
+        return pos, starts
 
     async def _chunk(self, pos: int) -> bytes:
         if self._fd is None:
@@ -165,9 +194,59 @@ class LogRecords:
         await self.lines.aclose()
 
 
-def follow_lines(path: str, follow: bool, done: Callable[[], bool], poll: float = 0.05) -> LogLines:
-    """A :class:`LogLines` reader of ``path``, opened now."""
-    return LogLines(path, follow, done, poll)
+def follow_lines(path: str, follow: bool, done: Callable[[], bool], poll: float = 0.05,
+                 tail: int | None = None, older: tuple[str, ...] = ()) -> LogLines:
+    """A :class:`LogLines` reader of ``path`` (after the rotated files ``older``, oldest
+    first), opened now (``tail``: the last lines only)."""
+    return LogLines(path, follow, done, poll, tail, older)
+
+
+def rotated(path: str, max_files: int) -> tuple[str, ...]:
+    """The rotated files of the log at ``path`` that exist, oldest first (``path.N``...``path.1``)."""
+    return tuple(p for p in (f"{path}.{i}" for i in range(max_files - 1, 0, -1)) if os.path.exists(p))
+
+
+def rotate(path: str, max_size: int, max_files: int) -> bool:
+    """``--log-opt max-file``, as Docker's json-file: once the log at ``path`` reached
+    ``max_size``, ``path.N-2`` becomes ``path.N-1``... and ``path`` becomes ``path.1`` (the
+    oldest is dropped); True when it did, and the writer must reopen ``path``."""
+    try:
+        if os.stat(path).st_size < max_size:
+            return False
+    except FileNotFoundError:
+        return False
+    for i in range(max_files - 1, 1, -1):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}.{i - 1}", f"{path}.{i}")
+    os.replace(path, f"{path}.1")
+    return True
+
+
+def tail_offset(fd: int, lines: int, block: int = 1 << 16) -> tuple[int, int]:
+    """Where the last ``lines`` lines of the file at ``fd`` start, and how many lines that is
+    (fewer when the file has fewer), found by reading blocks back from its end (a 200 MB
+    log's last two lines cost one read, not 200 MB and a list of records). A last line
+    without its newline counts as a line."""
+    size = os.fstat(fd).st_size
+    if lines <= 0:
+        return size, 0
+    end = size
+    if end and os.pread(fd, 1, end - 1) == b"\n":
+        end -= 1  # the newline of the last line ends it; it starts none
+    seen = 0
+    while end > 0:
+        start = max(0, end - block)
+        data = os.pread(fd, end - start, start)
+        idx = len(data)
+        while True:
+            idx = data.rfind(b"\n", 0, idx)
+            if idx < 0:
+                break
+            seen += 1
+            if seen == lines:
+                return start + idx + 1, seen
+        end = start
+    return 0, seen + (1 if size else 0)
 
 
 def _open(path: str) -> int | None:

@@ -300,6 +300,21 @@ def resize(bundle: str, height: int, width: int) -> None:
         os.close(fd)
 
 
+def reopen_log(bundle: str) -> None:
+    """Ask conmon to start the log afresh at its path (``"2"`` on ``<bundle>/ctl``), after
+    the file there was rotated away; a conmon already gone has nothing to write."""
+    try:
+        fd = os.open(os.path.join(bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"2 0 0\n")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def terminate(pid: int, needle: str, timeout: float = 5.0) -> None:
     """SIGTERM then SIGKILL a conmon we started (identified by ``needle`` in its cmdline)."""
     if not alive(pid, needle):
