@@ -510,3 +510,10 @@ async def test_events_are_relayed_with_the_node_and_resumed_after_a_reconnect(cl
     assert sum(1 for e in got if e.action == "start") == 1  # the replay did not repeat the start
     await stream.aclose()
     assert CONNECT == "engine_connect"
+
+
+def test_build_placement_rides_on_build_args():
+    from dockyard_swarm.images_build import placement_args
+
+    assert placement_args({"constraint:node": "=h2", "affinity:image!": "~busybox", "HTTP_PROXY": "x"}) == (
+        ["constraint:node==h2", "affinity:image!=~busybox"], {"HTTP_PROXY": "x"})

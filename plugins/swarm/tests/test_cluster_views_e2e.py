@@ -27,13 +27,14 @@ def info_nodes(out: str) -> dict[str, dict[str, str]]:
     return nodes
 
 
-def manager_docker(c: Any, *args: str, input: bytes) -> str:
+def manager_docker(c: Any, *args: str, input: bytes = b"", **env_extra: str) -> str:
     """The docker CLI against the manager with ``input`` on stdin (``docker load``)."""
     import os
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     env["DOCKER_CONFIG"] = str(c.root / "docker-config")
+    env.update(env_extra)
     try:
         res = subprocess.run(["docker", "-H", f"unix://{c.manager.socket}", *args], input=input,
                              capture_output=True, env=env, timeout=30)
@@ -109,6 +110,19 @@ async def test_images_across_nodes_and_load_everywhere(swarm_cluster: Any) -> No
         assert "onlyh1" in h.docker("images").stdout
     c.docker("rmi", "onlyh1:v1")
     assert all("onlyh1" not in h.docker("images").stdout for h in c.hosts)
+
+
+async def test_build_runs_on_the_node_its_constraint_names(swarm_cluster: Any, tmp_path: Any) -> None:
+    c = swarm_cluster
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nLABEL built.by=swarm\n")
+    out = manager_docker(c, "build", "-t", "built:h2", "--build-arg", "constraint:node==h2", str(tmp_path),
+                         DOCKER_BUILDKIT="0")
+    assert "Successfully tagged built:h2" in out, out
+    assert "built" in c.host("h2").docker("images").stdout
+    assert not any("built" in c.host(n).docker("images").stdout for n in ("h1", "h3"))
+    await wait_for("the manager sees the built image",
+                   lambda: "built:h2" in c.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout)
+    c.docker("rmi", "built:h2")
 
 
 async def test_pull_goes_to_every_node_and_reports_each(swarm_cluster: Any) -> None:
