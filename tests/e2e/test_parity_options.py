@@ -94,6 +94,9 @@ def test_create_validation_answers_400_and_creates_nothing(d: Daemon, client: do
     assert (f"Range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
             in refused(d, "create", "--cpus", str(cpus + 1), "busybox"))
     assert "logger: no log driver named 'nope' is registered" in refused(d, "create", "--log-driver", "nope", "busybox")
+    cid = d.docker("create", "busybox", "true").stdout.strip()  # docker update: the same checks
+    assert "Range of CPUs is from 0.01" in refused(d, "update", "--cpus", str(cpus + 1), cid)
+    d.docker("rm", cid)
     with pytest.raises(docker.errors.APIError) as info:  # the CLI checks references itself; docker-py does not
         client.api.create_container("Busy:box", "true")
     assert info.value.status_code == 400 and "invalid reference format" in str(info.value)

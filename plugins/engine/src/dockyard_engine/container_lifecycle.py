@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import shutil
@@ -417,6 +418,9 @@ class Lifecycle:
                 for k in resources:
                     if not hasattr(c.host_config, k):
                         raise InvalidArgument(f"cannot update {k}")
+                from dockyard_engine.container_checks import check_resources
+
+                check_resources(dataclasses.replace(c.host_config, **resources))  # dockerd's create checks
                 if c.state.status in LIVE_STATES:
                     await (await self.ctx.runtime(c)).update(c.id, resources)
                 for k, v in resources.items():
