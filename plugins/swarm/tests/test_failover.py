@@ -100,6 +100,8 @@ async def test_leader_killed_a_replica_leads_and_the_cli_keeps_working(swarm_clu
     c.docker("run", "-d", "--name", "ha1", "busybox", "sleep", "3600", manager=r2)
     assert "ha1" in names(c, r2) and "ha1" in names(c, r1)
     assert c.docker("version", "--format", "{{.Server.Version}}", manager=r2).stdout.strip()
+    # attach (served by the replica itself) with create/start/wait through the leader
+    assert c.docker("run", "--rm", "busybox", "echo", "through a replica", manager=r2).stdout == "through a replica\n"
     c.stop_manager(r1, 9)  # SIGKILL: its lease runs out
     killed = time.monotonic()
 

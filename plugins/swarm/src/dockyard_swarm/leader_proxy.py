@@ -6,9 +6,10 @@ client material (as the engines are reached), and the answer streamed back as it
 ``-f``, ``/events``, pulls). While no leader is known (an election in progress) the request
 waits up to two leader TTLs for one, then answers 503 naming the wait.
 
-Not forwarded (yet): ``Upgrade: tcp`` requests (attach, exec start): a replica answers them with
-a 503 naming the leader's address, so ``docker run -d``, ``ps``, ``logs``, ``exec`` creation and
-the rest work through any replica, and interactive attach goes to the leader directly.
+Served by the replica itself: ``Upgrade: tcp`` requests (attach, exec start). They change no
+cluster state, only carry a container's stdio, and the replica's own containers service reaches
+the node that holds the container (every manager reads the same store), so ``docker run`` (create
+and start through the leader, attach here) and ``docker exec -it`` work through any replica.
 """
 
 from __future__ import annotations
@@ -78,10 +79,6 @@ class LeaderProxy:
             await asyncio.sleep(0.1)
 
     async def forward(self, request: web.Request, leader: str) -> web.StreamResponse:
-        if "upgrade" in request.headers.get("Connection", "").lower():
-            raise web.HTTPServiceUnavailable(
-                text=f'{{"message":"this manager is a replica: attach and exec streams go to the leader at {leader}"}}',
-                content_type="application/json")
         url = self.base(leader) + request.rel_url.path_qs
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["X-Forwarded-By"] = self.leadership.advertise
@@ -110,6 +107,10 @@ class LeaderProxy:
             upstream.release()
 
 
+def is_upgrade(request: web.Request) -> bool:
+    return "upgrade" in request.headers.get("Connection", "").lower() and bool(request.headers.get("Upgrade"))
+
+
 def middleware(kernel: Kernel) -> Any:
     """The ``swarm-leader`` middleware of a replicated manager (outermost: the leader answers
     versions and errors in its own words)."""
@@ -117,6 +118,8 @@ def middleware(kernel: Kernel) -> Any:
     @web.middleware
     async def swarm_leader(request: web.Request, handler: Any) -> web.StreamResponse:
         proxy = cast("Leadership", kernel.service("leadership")).proxy
+        if is_upgrade(request):
+            return await handler(request)  # stdio streams: served here (see the module doc)
         leader = await proxy.leader_or_wait()
         if leader is None:
             return await handler(request)
