@@ -73,6 +73,9 @@ async def test_docker_info_lists_the_nodes_with_swarm_classics_fields(swarm_clus
         assert node["Reserved CPUs"].startswith("0 / ") and " / " in node["Reserved Memory"]
         assert "storagedriver=" in node["Labels"] and "kernelversion=" in node["Labels"]
         assert node["Containers"].endswith("Stopped)")
+    assert c.docker("version", "--format", "{{.Server.Version}}").stdout.strip().startswith("swarm/")
+    df = c.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}}").stdout
+    assert int(df.split("Images ")[1].split()[0]) >= 3, df  # every node's busybox
     doc = json.loads(c.docker("info", "--format", "{{json .}}").stdout)
     assert doc["Images"] >= 3 and doc["NCPU"] >= 3  # busybox on each node; the nodes' CPUs added up
 

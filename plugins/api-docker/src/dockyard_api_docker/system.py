@@ -13,6 +13,7 @@ from aiohttp import web
 from dockyard import __version__
 from dockyard.errors import InvalidArgument
 from dockyard.model import Event
+from dockyard.services import DEFAULT_ROLE
 from dockyard.specs import NAMESPACES
 from dockyard.specs.api import ApiRoute
 from dockyard_api_docker.filters import Filters
@@ -61,10 +62,14 @@ def _arch_go(machine: str) -> str:
 async def version(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
     f = kernel.facts()
+    server_version = __version__
+    if kernel.role != DEFAULT_ROLE and kernel.has_service("system"):
+        # a daemon in another role (a swarm manager) reports its services' version (swarm/VERSION)
+        server_version = (await kernel.system.info()).server_version or __version__
     details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Arch": f["arch"],
                "Os": f["os"], "KernelVersion": f["kernel"], "Experimental": "false",
                "GitCommit": "", "GoVersion": "", "BuildTime": ""}
-    components: list[dict[str, Any]] = [{"Name": "Engine", "Version": __version__, "Details": details}]
+    components: list[dict[str, Any]] = [{"Name": "Engine", "Version": server_version, "Details": details}]
     for rec in kernel.registry.records:
         if rec.status == "loaded" and rec.kind == "arch":
             components.append({"Name": f"dockyard-arch-{rec.name}", "Version": rec.version,
@@ -72,7 +77,7 @@ async def version(request: web.Request) -> web.Response:
     return json_response({
         "Platform": {"Name": "Dockyard Engine"},
         "Components": components,
-        "Version": __version__, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+        "Version": server_version, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
         "GitCommit": "", "GoVersion": "", "Os": f["os"], "Arch": f["arch"],
         "KernelVersion": f["kernel"], "BuildTime": "", "Experimental": False,
     })
