@@ -60,7 +60,7 @@ def test_exact_path_option(tmp_path: Path) -> None:
     result = invoke("new", "cluster", "file_store", "--path", str(tmp_path / "drivers/cluster/file_store"))
     assert result.exit_code == 0, result.output
     driver = tmp_path / "drivers/cluster/file_store/src/dockyard_cluster_file_store/driver.py"
-    assert "class FileStoreNodeStore(NodeStore)" in driver.read_text()
+    assert "class FileStoreClusterStore(ClusterStore)" in driver.read_text()
 
 
 def test_refuses_to_overwrite(tmp_path: Path) -> None:

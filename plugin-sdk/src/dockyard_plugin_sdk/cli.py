@@ -43,10 +43,10 @@ KINDS: dict[str, KindTemplate] = {
         "machines (a VM, a network namespace, an SSH host).",
         " (per host: the host's `driver` field)"),
     "cluster": KindTemplate(
-        "NodeStore", "NodeStoreContract", "cluster",
-        "The generated driver keeps nodes, keys and a change log in one JSON file (atomic\n"
-        "writes under a lock; `watch` polls the log): a working skeleton to replace with a\n"
-        "consensus store such as etcd.",
+        "ClusterStore", "ClusterStoreContract", "cluster",
+        "The generated driver keeps keys (with etcd's revisions), leases and a change log in one\n"
+        "JSON file (atomic writes under a lock; `watch` polls the log): a working skeleton to\n"
+        "replace with a consensus store.",
         " (the daemon's `cluster-store` setting)"),
     "storage": KindTemplate(
         "LayerDriver", "StorageContract", "storage",
