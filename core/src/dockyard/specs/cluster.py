@@ -189,14 +189,18 @@ class FilterCheck:
 
     ``check(node)`` returns None when the node passes, else why not, briefly
     (``"node==h2 does not match"``); the scheduler prefixes the filter's name. ``index``:
-    ``(key, value)`` pairs every passing node has, which the scheduler may answer from its
-    indexes instead of checking every node: ``("node", name or ID)``, ``("container", name
-    or ID)``, ``("image", reference)``, or a :meth:`Node.attributes` key (always the hint's
-    literal value). It is a hint: ``check`` still decides.
+    what every passing node has, which the scheduler answers from its indexes instead of
+    checking every node: ``(key, value)``, the node has exactly that value for ``key``, or
+    ``(key, name, predicate)``, a value ``predicate(value)`` accepts (``name`` identifies the
+    pattern, e.g. ``"/r1[0-9]/"``; the scheduler unions the nodes of every indexed value it
+    accepts). Keys: ``"node"`` (name or ID), ``"container"`` (name or ID of a container on
+    it), ``"image"`` (a reference present), or a :meth:`Node.attributes` key. A node without
+    the key is in no domain, so never hint a pattern that accepts ``""``. It is a hint:
+    ``check`` still decides.
     """
 
     check: Callable[[Node], str | None]
-    index: tuple[tuple[str, str], ...] = ()
+    index: tuple[tuple[str, str] | tuple[str, str, Callable[[str], bool]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,67 @@
+"""Swarm classic's strategies (``docker/swarm`` ``scheduler/strategy/``), as core's
+:class:`~dockyard.specs.cluster.SchedulerStrategy` descriptors.
+
+``weighted_node.go``: per node ``cpu = (reserved + requested) * 100 // total`` (100 when the
+request asks for no CPUs), the same for memory, ``weight = cpu + memory + factor * health``
+(health 100 for a healthy node, else 0). Totals include the overcommit (core refuses nodes
+the request does not fit, before any strategy ranks them).
+
+- ``spread`` (the default): lowest weight first (factor -10), ties to fewer containers.
+- ``binpack``: highest weight first (factor +10), ties to more containers.
+- ``random``: no ranking, a random node among those that passed (for debugging, as Swarm's).
+
+Ties left after that go by node name, so a placement is reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dockyard.specs.cluster import Node, PlacementRequest, SchedulerStrategy
+
+_FULL = 1 << 30  # the score of a node with no total of what is asked (it never fits)
+
+
+def _key(request: PlacementRequest, overcommit: float, factor: int, sign: int) -> Callable[[Node], Any]:
+    """``(sign * weight, sign * containers)``: one closure, as it runs for every node whose
+    state changes (the scheduler keeps its orders up to date)."""
+    room = 1.0 + overcommit
+    cpus, memory = request.cpus, request.memory
+    healthy_bonus = factor * 100
+
+    def key(node: Node) -> tuple[int, int]:
+        if cpus > 0:
+            total = node.cpus * room
+            w = int((node.reserved_cpus + cpus) * 100 // total) if total > 0 else _FULL
+        else:
+            w = 100
+        if memory > 0:
+            total = node.memory * room
+            w += int((node.reserved_memory + memory) * 100 // total) if total > 0 else _FULL
+        else:
+            w += 100
+        if node.healthy:
+            w += healthy_bonus
+        return (sign * w, sign * len(node.containers))
+
+    return key
+
+
+def spread(request: PlacementRequest, overcommit: float) -> Callable[[Node], Any]:
+    return _key(request, overcommit, -10, 1)
+
+
+def binpack(request: PlacementRequest, overcommit: float) -> Callable[[Node], Any]:
+    return _key(request, overcommit, 10, -1)
+
+
+def random(request: PlacementRequest, overcommit: float) -> None:
+    return None
+
+
+STRATEGIES = (
+    SchedulerStrategy("spread", spread, "fewest reserved resources and containers first (the default)"),
+    SchedulerStrategy("binpack", binpack, "fill the most used node that still fits first"),
+    SchedulerStrategy("random", random, "a random node among those that pass the filters"),
+)
