@@ -9,7 +9,7 @@ APT_PACKAGES := crun runc conmon nftables iproute2 busybox-static containernetwo
 DISTS = $(shell python3 tools/distributions.py --relative)
 STAMP = $(VENV)/.installed-$(shell cat $(addsuffix /pyproject.toml,$(DISTS)) pyproject.toml requirements-dev.txt | sha256sum | cut -c1-16)
 
-.PHONY: install apt venv host peers test demo lint bench generate clean-venv
+.PHONY: install apt venv host peers test demo demo-cluster lint bench generate clean-venv
 install: apt host peers venv
 
 apt:
@@ -53,6 +53,10 @@ lint: install
 
 demo: install
 	bash examples/demo.sh
+
+# Swarm classic on three netns hosts (etcd, a manager, the app spread, a node killed), torn down after.
+demo-cluster: install
+	bash examples/cluster-demo/demo.sh
 
 bench: install
 	$(PY) bench/run.py
