@@ -269,6 +269,18 @@ def test_devices_sysctls_ipc_and_oom_score(d: Daemon, client: docker.DockerClien
     assert "not allowed in host network namespace" in refused(d, "create", "--network", "host", "--sysctl",
                                                               "net.ipv4.ip_forward=1", "busybox")
     assert "error gathering device information" in refused(d, "create", "--device", "/dev/p1-none", "busybox")
+    # --ipc/--pid container:<donor>: its namespaces and its /dev/shm (a shareable donor's, as dockerd)
+    d.docker("run", "-d", "--name", "p1-donor", "--ipc", "shareable", "busybox", "sh", "-c",
+             "echo shared > /dev/shm/f; exec sleep 60")
+    try:
+        out = d.docker("run", "--rm", "--ipc", "container:p1-donor", "--pid", "container:p1-donor", "busybox",
+                       "sh", "-c", "cat /dev/shm/f; ps -o comm | grep -c sleep; readlink /proc/self/ns/ipc").stdout
+        donor_ns = d.docker("exec", "p1-donor", "readlink", "/proc/self/ns/ipc").stdout
+        assert out.split() == ["shared", "1", donor_ns.strip()]
+        d.docker("run", "-d", "--name", "p1-private", "busybox", "sleep", "60")
+        assert "non-shareable IPC" in refused(d, "run", "--rm", "--ipc", "container:p1-private", "busybox", "true")
+    finally:
+        d.docker("rm", "-f", "p1-donor", "p1-private", check=False)
     # --privileged gets the host's devices (the defaults are a dozen nodes)
     host = sorted(p for p in ("/dev/fuse", "/dev/loop-control", "/dev/kmsg", "/dev/mem", "/dev/net/tun")
                   if os.path.exists(p) and stat.S_ISCHR(os.stat(p).st_mode))

@@ -160,6 +160,8 @@ class Lifecycle:
             namespaces = setup.shared_namespaces(c)
             mounts = await setup.mount_volumes(c)
             undo.append(lambda: setup.unmount_volumes(c))
+            mounts += await setup.shm_mounts(c)
+            undo.append(lambda: setup.release_shm(c))
             netns_path, sandbox = await setup.setup_network(c)
             undo.append(lambda: setup.teardown_network(c, sandbox))
             files = await setup.etc_files(c)

@@ -177,6 +177,46 @@ class Setup:
             out[kind] = f"/proc/{other.state.pid}/ns/{kind}"
         return out
 
+    # ------------------------------------------------------------------ IPC
+    def shm_dir(self, c: Container) -> Path:
+        return self.ctx.cdir(c.id) / "shm"
+
+    async def shm_mounts(self, c: Container) -> list[Mount]:
+        """/dev/shm shared as dockerd shares it: a ``shareable`` container's is a tmpfs on the
+        host (``<container dir>/shm``), bound into it and into every ``--ipc container:<it>``;
+        joining a container whose IPC is ``host`` binds the host's /dev/shm."""
+        mode = c.host_config.ipc_mode
+        if mode == "shareable":
+            path = self.shm_dir(c)
+            await asyncio.to_thread(self._mount_shm, path, c.host_config.shm_size or 64 * 1024 * 1024)
+            return [Mount(type="bind", destination="/dev/shm", source=str(path), propagation="rprivate")]
+        if mode.startswith("container:"):
+            donor = self.ctx.get(mode.split(":", 1)[1])
+            if donor.host_config.ipc_mode == "host":
+                return [Mount(type="bind", destination="/dev/shm", source="/dev/shm", propagation="rprivate")]
+            if donor.host_config.ipc_mode != "shareable":
+                raise Conflict("non-shareable IPC (hint: use IpcMode:shareable for the donor container)")
+            return [Mount(type="bind", destination="/dev/shm", source=str(self.shm_dir(donor)),
+                          propagation="rprivate")]
+        return []
+
+    @staticmethod
+    def _mount_shm(path: Path, size: int) -> None:
+        from dockyard import mounts
+
+        path.mkdir(parents=True, exist_ok=True)
+        if any(m.point == str(path) for m in mounts.read_mounts()):
+            return  # still mounted (the daemon restarted while the container ran)
+        mounts.mount("shm", str(path), fstype="tmpfs",
+                     options=f"nosuid,nodev,noexec,mode=1777,size={size}")
+
+    async def release_shm(self, c: Container) -> None:
+        if c.host_config.ipc_mode == "shareable":
+            from dockyard import mounts
+
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(mounts.umount, str(self.shm_dir(c)), True)
+
     # ------------------------------------------------------------------ /etc files
     async def etc_files(self, c: Container) -> dict[str, str]:
         """Write hostname, hosts and resolv.conf; their paths as ``RuntimeCreateRequest``
@@ -231,7 +271,8 @@ class Setup:
                 with contextlib.suppress(NotFound):
                     await self.ctx.images.remove_rootfs(c.id)
 
-        await asyncio.gather(rootfs(), self.unmount_volumes(c), self.teardown_network(c, sandbox))
+        await asyncio.gather(rootfs(), self.unmount_volumes(c), self.teardown_network(c, sandbox),
+                             self.release_shm(c))
 
 
 def resolv_conf(c: Container, svc: Any) -> str:

@@ -223,29 +223,27 @@ def proc_readonly_mounts() -> list[dict[str, Any]]:
             for d in PROC_READONLY_DIRS]
 
 
-def shm_mount(host: HostConfig, shared_ipc: str = "") -> list[dict[str, Any]]:
-    """/dev/shm by IPC mode: private tmpfs, the host's (``host``), another container's
-    (``container:``: ``shared_ipc`` is its IPC namespace path), none (``none``)."""
+def shm_mount(host: HostConfig) -> list[dict[str, Any]]:
+    """/dev/shm by IPC mode: a private tmpfs, the host's (``host``), none (``none``). A
+    shareable container's and its joiners' come as a bind in the request's mounts (the engine
+    keeps that tmpfs on the host), which replaces this one."""
     mode = host.ipc_mode
     if mode == "none":
         return []
     if mode == "host":
         return [_mount("/dev/shm", "bind", "/dev/shm", ["rbind", "nosuid", "noexec", "nodev", "rprivate"])]
-    if mode.startswith("container:") and shared_ipc.startswith("/proc/"):
-        root = shared_ipc.rsplit("/ns/", 1)[0] + "/root/dev/shm"
-        return [_mount("/dev/shm", "bind", root, ["rbind", "nosuid", "noexec", "nodev", "rprivate"])]
     shm = host.shm_size or DEFAULT_SHM_SIZE
     return [_mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm}"])]
 
 
-def default_mounts(host: HostConfig, host_network: bool, shared_ipc: str = "") -> list[dict[str, Any]]:
+def default_mounts(host: HostConfig, host_network: bool) -> list[dict[str, Any]]:
     mounts = [
         _mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
         _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
         _mount("/dev/pts", "devpts", "devpts",
                ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
         _mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
-        *shm_mount(host, shared_ipc),
+        *shm_mount(host),
     ]
     ro = [] if host.privileged else ["ro"]
     if host_network:
@@ -523,7 +521,7 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
     args = process_args(container, image)
     host_network = request.netns_path == "host"
 
-    mounts = default_mounts(host, host_network, request.namespaces.get("ipc", ""))
+    mounts = default_mounts(host, host_network)
     taken_mounts = user_mounts(request)
     taken = {m["destination"] for m in taken_mounts}
     mounts = [m for m in mounts if m["destination"] not in taken]
