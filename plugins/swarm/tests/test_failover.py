@@ -52,6 +52,29 @@ async def test_three_nodes_joined(swarm_cluster: Any) -> None:
     assert {r[1] for r in rows} == {f"{h.address}:2376" for h in swarm_cluster.hosts}
 
 
+async def test_etcd_restarted_under_the_manager(swarm_cluster: Any) -> None:
+    """The store goes away for a moment: the manager reconnects with its state intact, the
+    nodes' leases survive (etcd renews them on restart), nothing is rescheduled."""
+    c = swarm_cluster
+    c.docker("run", "-d", "--name", "keep", "-e", "reschedule:on-node-failure", "busybox", "sleep", "3600")
+    before = names(c)["keep"]
+    member = c.etcd.members[0]
+    await asyncio.to_thread(c.etcd.kill, member)
+    await asyncio.sleep(1)
+    await asyncio.to_thread(c.etcd.start, member)
+    await asyncio.to_thread(c.etcd.wait_healthy)
+
+    def creates() -> bool:
+        return c.docker("run", "-d", "--name", "after", "busybox", "sleep", "3600", check=False).returncode == 0
+
+    took = await wait_until("a create through the manager after etcd's restart", creates, 15)
+    print(f"manager placing again {took:.1f} s after etcd answered")
+    now = names(c)
+    assert now["keep"].split("\t")[0] == before.split("\t")[0], (before, now)  # not rescheduled
+    assert "after" in now
+    c.docker("rm", "-f", "keep", "after")
+
+
 async def test_node_killed_its_rescheduling_containers_run_elsewhere(swarm_cluster: Any) -> None:
     c = swarm_cluster
     c.docker("run", "-d", "--name", "web", "-e", "reschedule:on-node-failure", "busybox", "sleep", "3600")
