@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from dockyard.errors import InvalidArgument
 from dockyard.model import (
     Container,
     ContainerConfig,
+    DeviceMapping,
     HostConfig,
     Image,
     ImageConfig,
@@ -444,3 +446,56 @@ def test_without_device_cgroup(rootfs):
     assert "devices" not in spec["linux"]["resources"]
     assert "CAP_MKNOD" not in spec["process"]["capabilities"]["bounding"]
     assert "CAP_MKNOD" in build_spec(req(rootfs, cap_add=["MKNOD"]), opts)["process"]["capabilities"]["bounding"]
+
+
+# ---------------------------------------------------------------- issue 21: options applied
+def test_host_namespaces_and_names(rootfs):
+    spec = build_spec(req(rootfs, pid_mode="host", uts_mode="host", ipc_mode="host"), OPTS)
+    kinds = [n["type"] for n in spec["linux"]["namespaces"]]
+    assert "pid" not in kinds and "uts" not in kinds and "ipc" not in kinds and "mount" in kinds
+    assert "hostname" not in spec  # the host's UTS namespace keeps the host's name
+    assert mount_of(spec, "/dev/shm")["source"] == "/dev/shm"
+    joined = req(rootfs, pid_mode="container:x")
+    joined.namespaces = {"pid": "/proc/42/ns/pid"}
+    assert {"type": "pid", "path": "/proc/42/ns/pid"} in build_spec(joined, OPTS)["linux"]["namespaces"]
+    assert not [m for m in build_spec(req(rootfs, ipc_mode="none"), OPTS)["mounts"] if m["destination"] == "/dev/shm"]
+
+
+def test_devices_sysctls_oom_score_and_groups(rootfs):
+    spec = build_spec(req(rootfs, devices=[DeviceMapping("/dev/null", "/dev/n2", "rw")],
+                          device_cgroup_rules=["c 42:* rmw"], sysctls={"net.ipv4.ip_forward": "1"},
+                          oom_score_adj=300, group_add=["audio", "4242"]), OPTS)
+    assert spec["linux"]["devices"] == [{"path": "/dev/n2", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666,
+                                         "uid": 0, "gid": 0}]
+    rules = spec["linux"]["resources"]["devices"]
+    assert {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"} in rules
+    assert {"allow": True, "type": "c", "major": 42, "access": "rmw"} in rules
+    assert spec["linux"]["sysctl"] == {"net.ipv4.ip_forward": "1"}
+    assert spec["process"]["oomScoreAdj"] == 300
+    assert spec["process"]["user"]["additionalGids"] == [29, 4242]
+    with pytest.raises(InvalidArgument, match="not a device node"):
+        build_spec(req(rootfs, devices=[DeviceMapping(str(rootfs / "etc" / "passwd"))]), OPTS)
+    privileged = build_spec(req(rootfs, privileged=True), OPTS)
+    assert {d["path"] for d in privileged["linux"]["devices"]} >= {"/dev/null", "/dev/zero"}
+
+
+def test_proc_read_only_trees_keep_nosuid_nodev_noexec(rootfs):
+    spec = build_spec(req(rootfs), OPTS)  # runc: its readonlyPaths keep /proc's flags
+    assert "/proc/sys" in spec["linux"]["readonlyPaths"]
+    spec = build_spec(req(rootfs), dataclasses.replace(OPTS, proc_readonly_binds=True))  # crun 1.8
+    assert spec["linux"]["readonlyPaths"] == ["/proc/sysrq-trigger"]
+    assert mount_of(spec, "/proc/sys")["options"] == ["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"]
+    assert [m["destination"] for m in spec["mounts"][:2]] == ["/proc", "/proc/bus"]  # over the new /proc
+
+
+def test_tmpfs_planned_by_the_engine_is_not_a_duplicate(rootfs):
+    spec = build_spec(req(rootfs, tmpfs={"/x": "size=1m"}, read_only_rootfs=True,
+                          mounts=[Mount(type="tmpfs", destination="/x", options=["size=1m"])]), OPTS)
+    assert mount_of(spec, "/x")["type"] == "tmpfs" and spec["root"]["readonly"] is True
+
+
+def test_extra_env_comes_before_the_containers_own(rootfs):
+    r = req(rootfs, env=["A_NAME=mine"])
+    r.extra_env = ["A_NAME=/web/a", "A_PORT=tcp://10.0.0.2:80"]
+    env = build_spec(r, OPTS)["process"]["env"]
+    assert "A_NAME=mine" in env and "A_PORT=tcp://10.0.0.2:80" in env and "A_NAME=/web/a" not in env

@@ -119,7 +119,7 @@ def check_devices(hc: HostConfig) -> None:
         if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISDIR(st.st_mode)):
             raise InvalidArgument(f"error gathering device information while adding custom device "
                                   f"\"{dev.path_on_host}\": not a device node")
-        if not dev.path_in_container.startswith("/"):
+        if dev.path_in_container and not dev.path_in_container.startswith("/"):
             raise InvalidArgument(f"{dev.path_in_container} is not an absolute path")
         if not dev.cgroup_permissions or set(dev.cgroup_permissions) - set("rwm"):
             raise InvalidArgument(f"invalid device mode: {dev.cgroup_permissions}")
