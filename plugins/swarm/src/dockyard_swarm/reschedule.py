@@ -74,6 +74,9 @@ class Rescheduler:
         self.kernel = kernel
         self.store: ClusterStore | None = None
         self._lock = asyncio.Lock()
+        # containers no node could take, with the nodes there were then: tried again (and
+        # logged again) only when the pool changes
+        self._failed: dict[str, frozenset[str]] = {}
 
     @property
     def nodes(self) -> NodeDirectory:
@@ -139,6 +142,7 @@ class Rescheduler:
         assert self.store is not None
         async with self._lock:
             live = {n.name: n for n in await self.nodes.nodes()}
+            pool = frozenset(n for n, node in live.items() if node.healthy)
             moved = []
             for kv in await self.store.list(CONTAINERS):
                 try:
@@ -147,7 +151,9 @@ class Rescheduler:
                     continue
                 node = str(record.get("node") or "")
                 if node and node not in live and wants_reschedule(record):
-                    new = await self._reschedule(record)
+                    if self._failed.get(str(record.get("id"))) == pool:
+                        continue
+                    new = await self._reschedule(record, pool)
                     if new:
                         moved.append(new)
             for node in live.values():
@@ -159,7 +165,7 @@ class Rescheduler:
         async with self._lock:
             await self._remove_stale(node)
 
-    async def _reschedule(self, record: dict[str, Any]) -> str | None:
+    async def _reschedule(self, record: dict[str, Any], pool: frozenset[str] = frozenset()) -> str | None:
         assert self.store is not None
         old_id, old_node = str(record["id"]), str(record["node"])
         name = str(record.get("name") or "").lstrip("/")
@@ -170,7 +176,10 @@ class Rescheduler:
             new_id = await containers.recreate(record, {old_node})
         except DockyardError as exc:
             log.warning("cannot reschedule container %s (%s) from node %s: %s", name, old_id[:12], old_node, exc)
+            await self.store.delete(f"{RESCHEDULED}{old_id}")  # it stays recorded on its node
+            self._failed[old_id] = pool
             return None
+        self._failed.pop(old_id, None)
         kv = await self.store.get(f"{CONTAINERS}{new_id}")
         to = str(kv.json().get("node", "")) if kv is not None else ""
         marker.update(new=new_id, to=to)
