@@ -189,8 +189,8 @@ class EtcdStore(ClusterStore):
             for i, client in zip(order, clients, strict=True):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise StoreUnavailable(f"etcd at {', '.join(m.name for m in self._members)} "
-                                           f"did not answer within {self._timeout:g}s")
+                    raise StoreUnavailable(f"cluster store {self.url}: no etcd member answered within "
+                                           f"{self._timeout:g}s")
                 try:
                     await asyncio.wait_for(client.channel.channel_ready(), min(remaining, self._connect_timeout))
                 except TimeoutError:
