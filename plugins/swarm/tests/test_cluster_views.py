@@ -517,3 +517,23 @@ def test_build_placement_rides_on_build_args():
 
     assert placement_args({"constraint:node": "=h2", "affinity:image!": "~busybox", "HTTP_PROXY": "x"}) == (
         ["constraint:node==h2", "affinity:image!=~busybox"], {"HTTP_PROXY": "x"})
+
+
+async def test_a_node_that_leaves_is_dropped_and_one_that_joins_is_followed(cluster):
+    from dockyard_swarm.membership import NodeChange
+
+    kernel, engines = cluster
+    directory, images, relay = kernel.services["nodes"], kernel.services["images"], kernel.services["node-events"]
+    n3 = engines[2]
+    directory.engines = engines[:2]
+    for q in directory.queues:
+        q.put_nowait(NodeChange("leave", n3.node))
+    await until(lambda: "n3" not in images.view.data)
+    assert "sha256:" + "22" * 32 not in {i.id for i in images.list()}
+    assert [(e.type, e.action) for e in kernel.events.history if e.actor_id == "n3"][-1:] == [("node", DISCONNECT)]
+    directory.engines = engines
+    for q in directory.queues:
+        q.put_nowait(NodeChange("join", n3.node))
+    await until(lambda: "n3" in images.view.data and relay.connected.get("n3"))
+    assert "sha256:" + "22" * 32 in {i.id for i in images.list()}
+    assert [(e.type, e.action) for e in kernel.events.history if e.actor_id == "n3"][-1:] == [("node", CONNECT)]

@@ -141,9 +141,11 @@ class NodeEvents(Service):
     async def _follow(self, directory: Any) -> None:
         async for change in directory.changes():
             if change.action == "leave":
+                was_connected = self.connected.get(change.node.name)
                 self._unwatch(change.node.name)
-                self.kernel.emit("node", DISCONNECT, change.node.name, name=change.node.name,
-                                 addr=node_addr(change.node), reason="left the cluster")
+                if was_connected:  # a broken stream said so already
+                    self.kernel.emit("node", DISCONNECT, change.node.name, name=change.node.name,
+                                     addr=node_addr(change.node), reason="left the cluster")
                 self._tell(change.node.name, "leave")
             elif change.action in ("join", "update", "healthy"):
                 self._watch(change.node)
