@@ -127,6 +127,10 @@ echo "eval \$(dockyard machine env --swarm h1): DOCKER_HOST=$DOCKER_HOST"
 for _ in $(seq 100); do docker version >/dev/null 2>&1 && break; sleep 0.1; done
 docker version --format 'docker CLI {{.Client.Version}} -> {{.Server.Version}} at '"$DOCKER_HOST"
 proof "the real docker CLI talks to the manager over mutual TLS with the machine's certificates"
+nodes_info() { docker info --format '{{range .SystemStatus}}{{index . 0}}: {{index . 1}}{{"\n"}}{{end}}' 2>&1 \
+  | grep -E '^(Role|Strategy|Nodes| ?h[0-9]|  └ Status)' || true; }
+echo "docker info (Swarm classic's SystemStatus):"
+nodes_info
 
 # ------------------------------------------------------------------ 3. the app, spread
 say "dockyard compose up -d   (examples/cluster-demo/compose.yaml, through the manager)"
@@ -161,6 +165,7 @@ proof "rescheduled: $VICTIM's web and worker run on the other nodes, $moved s af
 docker events --since "$(printf '%.0f' "$KILLED")" --until "$(date +%s)" --filter event=reschedule \
   --format '{{.Action}} {{.Actor.Attributes.name}}: {{.Actor.Attributes.from}} -> {{.Actor.Attributes.to}}' 2>&1 || true
 proof "a reschedule event per moved container"
+nodes_info
 "$DY" swarm list -v "$ETCD_URL"
 
 # ------------------------------------------------------------------ 5. the node returns
