@@ -45,6 +45,8 @@ DEFAULT_STRATEGY = "spread"
 DEFAULT_OVERCOMMIT = 0.05
 #: Look at a narrowed domain node by node (no heap) when it has at most this many nodes.
 DIRECT_LIMIT = 64
+#: A refusal runs the refusing filter's check on at most this many nodes outside its hint.
+REFUSAL_CHECKS = 1000
 #: Orders kept: domains (each hint's nodes), and request sizes per domain; the least recently
 #: used goes first.
 MAX_DOMAINS = 64
@@ -106,14 +108,17 @@ def select(kernel: Kernel, strategy: str = DEFAULT_STRATEGY,
 # ---------------------------------------------------------------------------- the scheduler
 class _Ordered:
     """One strategy order over a domain of nodes for one request size: a heap of
-    ``(key, name, version)``; a node's change pushes a fresh entry, and entries of an older
-    version are dropped when they surface."""
+    ``(*key, name, version)`` (flat: tuples compare faster unnested); a node's change pushes a
+    fresh entry, and entries of an older version are dropped when they surface."""
 
     __slots__ = ("heap", "keyfn", "live")
 
-    def __init__(self, keyfn: Any, nodes: Iterable[Node], versions: dict[str, int]):
+    def __init__(self, keyfn: Any, nodes: Sequence[Node], versions: dict[str, int]):
+        if nodes and not isinstance(keyfn(nodes[0]), tuple):  # a strategy's plain key: make it a tuple
+            plain = keyfn
+            keyfn = lambda node: (plain(node),)  # noqa: E731
         self.keyfn = keyfn
-        self.heap = [(keyfn(n), n.name, versions[n.name]) for n in nodes]
+        self.heap = [keyfn(n) + (n.name, versions[n.name]) for n in nodes]
         heapq.heapify(self.heap)
         self.live = len(self.heap)
 
@@ -272,9 +277,13 @@ class Scheduler:
         return names
 
     def _changed(self, node: Node) -> None:
+        """Push ``node``'s fresh entry into every order of a domain it is in (its older
+        entries turn stale). The placement's hot path: a few pushes per order kept."""
         name = node.name
         self._clock += 1
         v = self._version[name] = self._clock
+        tail = (name, v)
+        push = heapq.heappush
         for domain, shapes in self._heaps.items():
             if domain is not None:
                 members = self._index.get(domain, ()) if len(domain) == 2 else self._matched.get(domain, (0, ()))[1]
@@ -282,10 +291,10 @@ class Scheduler:
                     continue
             for ordered in shapes.values():
                 heap = ordered.heap
-                heapq.heappush(heap, (ordered.keyfn(node), name, v))
+                push(heap, ordered.keyfn(node) + tail)
                 if len(heap) > 2 * ordered.live + 64:  # compact: keep the live entries only
                     version = self._version
-                    heap[:] = [e for e in heap if version.get(e[1]) == e[2]]
+                    heap[:] = [e for e in heap if version.get(e[-2]) == e[-1]]
                     heapq.heapify(heap)
                     ordered.live = len(heap)
 
@@ -372,7 +381,7 @@ class Scheduler:
         self._heaps[domain] = shapes
         ordered = shapes.pop(shape, None)
         if ordered is None:
-            ordered = _Ordered(keyfn, map(self.nodes.__getitem__, names), self._version)
+            ordered = _Ordered(keyfn, [self.nodes[n] for n in names], self._version)
             while len(shapes) >= MAX_SIZES:
                 del shapes[next(iter(shapes))]
         shapes[shape] = ordered
@@ -389,10 +398,10 @@ class Scheduler:
         pop = heapq.heappop
         while heap and len(found) < limit:
             entry = pop(heap)
-            if versions.get(entry[1]) != entry[2]:
+            if versions.get(entry[-2]) != entry[-1]:
                 continue  # stale: the node changed since (its fresh entry is in the heap) or left
             popped.append(entry)
-            node = nodes[entry[1]]
+            node = nodes[entry[-2]]
             if self._passes(node, request, checks):
                 found.append(node)
         for entry in popped:
@@ -402,13 +411,20 @@ class Scheduler:
     def _refusal(self, request: PlacementRequest, checks: list[tuple[str, FilterCheck]]) -> NoNodeAvailable:
         """Why each node was removed: every filter (and the reservations) refusing it; for the
         nodes outside the domain a filter's hint names, that filter alone (the others' checks
-        would cost 10,000 nodes x filters for a summarised message)."""
+        would cost 10,000 nodes x filters for a summarised message), and beyond
+        :data:`REFUSAL_CHECKS` of them the hint itself (``"constraint: node is not n1"``)."""
         domain, names = self._domain(checks)
         reasons: dict[str, str] = {}
         if domain is not None:
             flt, fc = next((name, fc) for name, fc in checks if domain in fc.index)
-            for node in map(self.nodes.__getitem__, self.nodes.keys() - set(names)):
-                reasons[node.name] = f"{flt}: {fc.check(node) or 'outside its hint (a filter bug)'}"
+            outside = self.nodes.keys() - set(names)
+            if len(outside) > REFUSAL_CHECKS:  # one line for them all: the message groups them anyway
+                why = (f"{flt}: {domain[0]} is not {domain[1]}" if len(domain) == 2
+                       else f"{flt}: {domain[0]} does not match {domain[1]}")
+                reasons = dict.fromkeys(sorted(outside), why)
+            else:
+                for node in map(self.nodes.__getitem__, sorted(outside)):
+                    reasons[node.name] = f"{flt}: {fc.check(node) or 'outside its hint (a filter bug)'}"
         for node in map(self.nodes.__getitem__, names):
             whys = [f"{name}: {why}" for name, fc in checks if (why := fc.check(node)) is not None]
             if (why := self.fits(node, request)) is not None:
@@ -427,7 +443,7 @@ def summarize(reasons: dict[str, str], groups: int = 6) -> str:
     by_why: dict[str, list[str]] = {}
     for node, why in reasons.items():
         by_why.setdefault(why, []).append(node)
-    ordered = sorted(by_why.items(), key=lambda item: (len(item[1]), min(item[1])))
+    ordered = sorted(by_why.items(), key=lambda item: (len(item[1]), item[1][0]))
     parts = []
     for why, nodes in ordered[:groups]:
         nodes.sort()

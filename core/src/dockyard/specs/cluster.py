@@ -221,7 +221,8 @@ class SchedulerFilter:
 class SchedulerStrategy:
     """Ranks the nodes that passed the filters (Swarm classic's strategies).
 
-    ``rank(request, overcommit)`` returns a key function over nodes, smaller first, or None
+    ``rank(request, overcommit)`` returns a key function over nodes (a tuple is fastest),
+    smaller first, or None
     for no ranking (a random pick among the survivors). The key may depend only on the node
     and the request's ``cpus`` and ``memory``, so the scheduler can keep nodes ordered
     between placements; ``overcommit`` is the fraction of CPUs and memory a node may be

@@ -35,7 +35,7 @@ class Expr:
     value: str
     soft: bool
     text: str
-    pattern: re.Pattern[str]
+    pattern: re.Pattern[str] | None  # None for a literal
     literal: bool  # the value is matched exactly (neither a glob nor a regexp)
 
     def match(self, *whats: str) -> bool:
@@ -43,7 +43,7 @@ class Expr:
         if self.literal:
             hit = self.value in whats
         else:
-            search = self.pattern.search
+            search = self.pattern.search  # type: ignore[union-attr]
             hit = any(search(w) is not None for w in whats)
         return hit if self.op == "==" else not hit
 
@@ -74,14 +74,15 @@ def _parse(text: str, kind: str) -> Expr:
         value = value[1:]
     if not value or not _VALUE.fullmatch(value):
         raise InvalidArgument(f"{kind} {text!r}: invalid value {value!r}")
+    pattern = None
     if _is_regexp(value):
         try:
             pattern = re.compile(value[1:-1])
         except re.error as e:
             raise InvalidArgument(f"{kind} {text!r}: invalid regular expression {value}: {e}") from e
-    else:
+    elif "*" in value:
         pattern = re.compile(r"\A" + ".*".join(re.escape(part) for part in value.split("*")) + r"\Z", re.DOTALL)
-    return Expr(key.lower(), op, value, soft, text, pattern, "*" not in value and not _is_regexp(value))
+    return Expr(key.lower(), op, value, soft, text, pattern, pattern is None)
 
 
 def parse_all(texts: list[str], kind: str) -> list[Expr]:

@@ -63,7 +63,7 @@ def _constraint_check(e: Expr) -> Callable[[Node], str | None]:
     if e.key == "node":
         def check(node: Node) -> str | None:
             hit = e.match(node.name, node.id) if node.id else e.match(node.name)
-            return None if hit else f"{e.text} not met (node {node.name})"
+            return None if hit else f"{e.text} not met"
         return check
 
     def check_attr(node: Node) -> str | None:
