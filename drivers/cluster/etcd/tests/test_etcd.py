@@ -39,10 +39,15 @@ async def test_three_members_lose_one_and_nothing_is_lost(etcd_cluster, tmp_path
     rival = await open_store(tmp_path, etcd_cluster.url("swarm", etcd_cluster.members[1:] + etcd_cluster.members[:1]))
     try:
         for i in range(20):
-            await store.put(f"containers/c{i}", b"%d" % i)
+            rev = await store.put(f"containers/c{i}", b"%d" % i)
+        watch = store.watch("containers/", rev + 1)
         etcd_cluster.kill(etcd_cluster.members[0])  # the member `store` talks to
         for i in range(20, 40):  # writes go on through the other two
             await store.put(f"containers/c{i}", b"%d" % i)
+        # the watch moves to another member and misses nothing
+        seen = [(await asyncio.wait_for(watch.__anext__(), 10)).key for _ in range(20)]
+        assert seen == [f"containers/c{i}" for i in range(20, 40)]
+        await watch.aclose()
         results = await asyncio.gather(*(s.txn([Compare.absent("names/web")], [Put("names/web", b"%d" % i)])
                                          for i, s in enumerate([store, rival] * 3)))
         assert sum(r.succeeded for r in results) == 1, "two managers both created one name"
