@@ -4,7 +4,7 @@
 #   1. a private dockyardd that makes machines (data root /var/lib/dockyard-cluster-demo);
 #   2. a netns host `store` running etcd (Debian's etcd-server, `dockyard swarm etcd start`),
 #      three netns hosts made with `dockyard machine create --swarm --swarm-discovery etcd://...`
-#      (h1 also --swarm-master), the manager (`dockyard swarm manage`) inside h1 on tcp://H1:3376;
+#      (h1 also --swarm-master: its engine runs the manager on tcp://H1:3376, as docker-machine's);
 #   3. the compose app of examples/cluster-demo spread over the nodes, through the manager;
 #   4. one node's dockyardd killed (SIGKILL): its rescheduling containers run elsewhere, timed;
 #   5. the node back: it rejoins, the stale copies are removed from it;
@@ -35,17 +35,15 @@ command -v docker >/dev/null || die "the docker CLI is not installed"
 command -v etcd >/dev/null || die "etcd is not installed (apt-get install etcd-server)"
 [ -e "$SOCK" ] && die "$SOCK exists: is another cluster demo running? (stop it, or remove $EXEC and $DATA)"
 
-MANAGER_PID=""
+MANAGER_UP=""
 DAEMON_PID=""
 NAMESPACES=""
 cleanup() {
   status=$?
   trap - EXIT INT TERM
   say "tearing everything down"
-  if [ -n "$MANAGER_PID" ] && kill -0 "$MANAGER_PID" 2>/dev/null; then
+  if [ -n "$MANAGER_UP" ]; then
     (swarm_env; "$DY" compose -p cluster-demo -f "$APP/compose.yaml" down -t 0 >/dev/null 2>&1) || true
-    kill "$MANAGER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$MANAGER_PID" 2>/dev/null || break; sleep 0.1; done
   fi
   "$DY" swarm etcd stop --data-dir "$DATA/etcd" >/dev/null 2>&1 || true
   if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
@@ -114,17 +112,11 @@ for _ in $(seq 50); do [ "$("$DY" swarm list "$ETCD_URL" | wc -l)" = 3 ] && brea
 "$DY" swarm list -v "$ETCD_URL"
 proof "three engines joined by heartbeat (nodes/<name> on a lease)"
 
-H1=$(machine_field h1 IPAddress)
-NETNS=$(machine_field h1 Netns)
-MD=$DATA/root/machines/machines/h1
-say "dockyard swarm manage -H tcp://$H1:3376 --tlsverify ... $ETCD_URL   (inside h1, as docker-machine's swarm master)"
-setsid ip netns exec "$NETNS" "$DY" swarm manage -H "tcp://$H1:3376" --tlsverify --tlscacert "$MD/ca.pem" \
-  --tlscert "$MD/server.pem" --tlskey "$MD/server-key.pem" --data-root "$DATA/manager" \
-  --exec-root "$EXEC/manager" "$ETCD_URL" >>"$DATA/manager.log" 2>&1 </dev/null &
-MANAGER_PID=$!
+say "eval \$(dockyard machine env --swarm h1)   (h1's engine runs the manager: docker-machine's swarm master)"
 swarm_env
-echo "eval \$(dockyard machine env --swarm h1): DOCKER_HOST=$DOCKER_HOST"
-for _ in $(seq 100); do docker version >/dev/null 2>&1 && break; sleep 0.1; done
+MANAGER_UP=1
+echo "DOCKER_HOST=$DOCKER_HOST"
+for _ in $(seq 150); do docker version >/dev/null 2>&1 && break; sleep 0.1; done
 docker version --format 'docker CLI {{.Client.Version}} -> {{.Server.Version}} at '"$DOCKER_HOST"
 proof "the real docker CLI talks to the manager over mutual TLS with the machine's certificates"
 nodes_info() { docker info --format '{{range .SystemStatus}}{{index . 0}}: {{index . 1}}{{"\n"}}{{end}}' 2>&1 \
@@ -162,7 +154,7 @@ done
 placement
 echo "web on: $(nodes_of web)  worker on: $(nodes_of worker)  db on: $(nodes_of db)"
 proof "rescheduled: $VICTIM's web and worker run on the other nodes, $moved s after its engine was killed"
-docker events --since "$(printf '%.0f' "$KILLED")" --until "$(date +%s)" --filter event=reschedule \
+docker events --since "${KILLED%.*}" --until "$(( $(date +%s) + 1 ))" --filter event=reschedule \
   --format '{{.Action}} {{.Actor.Attributes.name}}: {{.Actor.Attributes.from}} -> {{.Actor.Attributes.to}}' 2>&1 || true
 proof "a reschedule event per moved container"
 nodes_info

@@ -32,6 +32,8 @@ def test_swarm_engine_flags_name_the_store_and_the_hosts_address() -> None:
     assert SwarmOptions().engine_flags("10.0.0.7", 2376) == []
     master = MachineService._swarm_options(dataclass_replace(swarm, master=True), ["10.0.0.7"])
     assert master.host == "tcp://10.0.0.7:3376"
+    # the master's engine also runs the manager there (dockyard-swarm's swarm.master option)
+    assert master.engine_flags("10.0.0.7", 2376)[-2:] == ["--cluster-store-opt", "swarm.master=tcp://10.0.0.7:3376"]
 
 
 def dataclass_replace(obj: SwarmOptions, **kw: object) -> SwarmOptions:

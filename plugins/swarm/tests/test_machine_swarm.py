@@ -72,6 +72,22 @@ def test_machine_create_swarm_joins_and_env_swarm_names_the_master(tmp_path_fact
         shown = dy("machine", "env", "--shell", "bash", "--swarm", "m1").stdout
         assert f'export DOCKER_HOST="tcp://{m1["IPAddress"]}:3376"' in shown, shown
         assert f'export DOCKER_HOST="tcp://{m1["IPAddress"]}:2376"' in dy("machine", "env", "--shell", "bash", "m1").stdout
+        # the master's engine runs the manager: the real docker CLI through `machine env --swarm`
+        docker = shutil.which("docker")
+        if docker is not None:
+            swarm_env = dict(env)
+            for line in shown.splitlines():
+                if line.startswith("export "):
+                    key, _, value = line[len("export "):].partition("=")
+                    swarm_env[key] = value.strip('"')
+            swarm_env["DOCKER_CONFIG"] = str(root / "docker-config")
+
+            def answers() -> str:
+                res = subprocess.run([docker, "version", "--format", "{{.Server.Version}}"], capture_output=True,
+                                     text=True, env=swarm_env, timeout=30)
+                return res.stdout.strip() if res.returncode == 0 else ""
+
+            assert wait_for(answers, 15, "the swarm master's manager on :3376").startswith("swarm/")
         plain = dy("machine", "env", "--swarm", "store", check=False)
         assert plain.returncode == 1 and "not a swarm master" in plain.stderr
     finally:

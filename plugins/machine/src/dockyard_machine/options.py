@@ -152,14 +152,18 @@ class EngineOptions:
                    registry_mirror=strings("RegistryMirror"), opts=strings("ArbitraryFlags"), env=strings("Env"))
 
 
+#: Where Docker Machine's swarm master listened (``env --swarm``).
+SWARM_MASTER_PORT = 3376
+
+
 @dataclass
 class SwarmOptions:
     """Docker Machine's ``SwarmOptions``: ``--swarm`` makes the machine's engine a node of the
     cluster whose store is ``--swarm-discovery`` (``etcd://HOST:PORT/PREFIX``): it starts with
     ``--cluster-store URL --cluster-advertise ADDR:PORT`` (its own address, known once the driver
-    prepared the host; dockyard-swarm's heartbeat does the rest). ``--swarm-master`` records the
-    machine as the one whose manager ``env --swarm`` points at (``Host``: ``tcp://ADDR:3376``);
-    run the manager there with ``dockyard swarm manage``."""
+    prepared the host; dockyard-swarm's heartbeat does the rest). ``--swarm-master``: the engine
+    also runs the swarm's manager on ``tcp://ADDR:3376`` (``--cluster-store-opt swarm.master=...``,
+    dockyard-swarm's), which ``env --swarm`` points at; its certificate carries clientAuth too."""
 
     is_swarm: bool = False
     master: bool = False
@@ -181,10 +185,14 @@ class SwarmOptions:
         return self
 
     def engine_flags(self, address: str, port: int) -> list[str]:
-        """The engine's flags once its address is known (the ``dockyard_engine_flags`` hook)."""
+        """The engine's flags once its address is known (the ``dockyard_engine_flags`` hook). A
+        master's engine also runs the manager (dockyard-swarm's ``swarm.master`` cluster option)."""
         if not self.is_swarm or not address:
             return []
-        return ["--cluster-store", self.discovery, "--cluster-advertise", f"{address}:{port}"]
+        flags = ["--cluster-store", self.discovery, "--cluster-advertise", f"{address}:{port}"]
+        if self.master:
+            flags += ["--cluster-store-opt", f"swarm.master=tcp://{address}:{SWARM_MASTER_PORT}"]
+        return flags
 
     def to_json(self) -> dict[str, Any]:
         return {"IsSwarm": self.is_swarm, "Master": self.master, "Discovery": self.discovery,

@@ -62,7 +62,7 @@ from dockyard.services import Service
 from dockyard.specs.provision import EngineTLS, HostRequest, Provisioner
 from dockyard_machine.certs import HostCerts, MachineStore
 from dockyard_machine.listing import Filters, display_state, first_line, natural_key
-from dockyard_machine.options import EngineOptions, MachineCreate, SwarmOptions
+from dockyard_machine.options import SWARM_MASTER_PORT, EngineOptions, MachineCreate, SwarmOptions
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
@@ -74,8 +74,6 @@ EVENT_TYPE = "machine"
 STATE_TIMEOUT = 10.0
 #: Seconds the engine's ``/version`` may take over TLS before it counts as unknown.
 VERSION_TIMEOUT = 5.0
-#: Where Docker Machine's swarm master listened (``env --swarm``).
-SWARM_MASTER_PORT = 3376
 CONFIG_VERSION = 3  # Docker Machine's config.json ConfigVersion
 #: What a lost create says (the daemon died or stopped while it ran).
 INTERRUPTED = "the daemon stopped while the machine was being created"

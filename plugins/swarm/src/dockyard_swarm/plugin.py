@@ -1,7 +1,9 @@
 """Feature hooks of dockyard-swarm (entry point ``dockyard.plugins: swarm``).
 
 - an engine with ``cluster-store`` and ``cluster-advertise`` runs the ``swarm-heartbeat``
-  background service (its node record: :mod:`dockyard_swarm.membership_agent`);
+  background service (its node record: :mod:`dockyard_swarm.membership_agent`); one with the
+  cluster option ``swarm.master=tcp://ADDR:PORT`` also runs the ``swarm-master`` service (a
+  manager beside it: :mod:`dockyard_swarm.master`, Docker Machine's swarm master);
 - a manager runs the ``swarm-reschedule`` background service (leader only:
   :mod:`dockyard_swarm.reschedule`) and, when replicated, the ``swarm-leader`` middleware that
   forwards a replica's requests to the leader (:mod:`dockyard_swarm.leader_proxy`);
@@ -36,11 +38,16 @@ def dockyard_background_services(kernel: Any) -> list[BackgroundService]:
         from dockyard_swarm import reschedule
 
         return [BackgroundService("swarm-reschedule", reschedule.run)]
+    services: list[BackgroundService] = []
     if config.get("cluster-store") and config.get("cluster-advertise"):
         from dockyard_swarm import membership_agent
 
-        return [BackgroundService("swarm-heartbeat", membership_agent.run_in_engine)]
-    return []
+        services.append(BackgroundService("swarm-heartbeat", membership_agent.run_in_engine))
+    if config.get("cluster-store") and "swarm.master" in config.options_for("cluster-opts"):
+        from dockyard_swarm import master
+
+        services.append(BackgroundService("swarm-master", master.run))
+    return services
 
 
 @hookimpl
