@@ -151,6 +151,16 @@ async def test_networks_and_volumes_per_node(swarm_cluster: Any) -> None:
     assert "only2" in c.host("h2").docker("network", "ls").stdout
     assert "only2" not in c.host("h1").docker("network", "ls").stdout
     assert json.loads(c.docker("network", "inspect", "h2/only2").stdout)[0]["Name"] == "only2"
+    # connect goes to the container's node, where a network of that name exists
+    c.docker("run", "-d", "--name", "netc", "-e", "constraint:node==h3", "busybox", "sleep", "300")
+    c.docker("network", "connect", "appnet", "netc")
+    nets_of = json.loads(c.host("h3").docker("inspect", "netc").stdout)[0]["NetworkSettings"]["Networks"]
+    assert "appnet" in nets_of, nets_of
+    members = json.loads(c.docker("network", "inspect", "h3/appnet").stdout)[0]["Containers"]
+    assert [v["Name"] for v in members.values()] == ["netc"], members
+    c.docker("network", "disconnect", "appnet", "netc")
+    assert "appnet" not in json.loads(c.host("h3").docker("inspect", "netc").stdout)[0]["NetworkSettings"]["Networks"]
+    c.docker("rm", "-f", "netc")
     c.docker("network", "rm", "appnet", "h2/only2")
     assert not any("appnet" in h.docker("network", "ls").stdout for h in c.hosts)
 
