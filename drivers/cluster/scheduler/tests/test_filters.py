@@ -52,6 +52,8 @@ def pool() -> list[Node]:
     (["operatingsystem==/Ubuntu/"], {"node-2"}),
     (["ostype==linux"], ALL),
     (["architecture==aarch64"], {"node-2"}),
+    (["architecture==arm64"], {"node-2"}),  # the OCI spelling too
+    (["architecture!=amd64"], {"node-2"}),
     (["storage==~ssd"], {"node-1", "node-3"}),  # soft, satisfiable: honoured
     (["storage==~nvme"], ALL),  # soft, unsatisfiable: dropped
     (["storage==~nvme", "region==eu*"], {"node-3"}),

@@ -6,7 +6,7 @@ Each ``prepare(request)`` parses what the request asks once and returns the per-
 scheduler then looks at those nodes only.
 
 - ``constraint``: ``node`` (name or ID), the engine's labels and fields (``storagedriver``,
-  ``kernelversion``, ``operatingsystem``, ``ostype``, ``architecture``). A node without the
+  ``kernelversion``, ``operatingsystem``, ``ostype``, ``architecture``: ``x86_64`` or ``amd64``). A node without the
   label matches ``!=`` and not ``==`` (its value is ``""``).
 - ``affinity``: ``container`` (ID or name of a container on the node), ``image`` (ID,
   ``repo:tag`` or repo of an image on the node), any other key: a label of a container there.
@@ -59,7 +59,14 @@ def _all(checks: list[Callable[[Node], str | None]]) -> Callable[[Node], str | N
 
 
 # ---------------------------------------------------------------------------- constraint
+#: ``architecture`` matches Docker's spelling (``docker info``) and the OCI/Go one, as swarm
+#: mode's platform filter (x86_64 = amd64, aarch64 = arm64).
+ARCH_ALIASES = {"x86_64": "amd64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "aarch64",
+                "armv7l": "arm", "i686": "386", "i386": "386", "s390x": "s390x", "ppc64le": "ppc64le"}
+
+
 def _constraint_check(e: Expr) -> Callable[[Node], str | None]:
+    alias = ARCH_ALIASES if e.key == "architecture" else None
     if e.key == "node":
         def check(node: Node) -> str | None:
             hit = e.match(node.name, node.id) if node.id else e.match(node.name)
@@ -68,7 +75,7 @@ def _constraint_check(e: Expr) -> Callable[[Node], str | None]:
 
     def check_attr(node: Node) -> str | None:
         value = _attribute(node, e.key)
-        if e.match(value):
+        if e.match(value) if alias is None else e.match(value, alias.get(value, value)):
             return None
         return f"{e.text} not met ({e.key}={value!r})" if value else f"{e.text} not met (no {e.key})"
     return check_attr
@@ -82,8 +89,9 @@ def prepare_constraint(request: PlacementRequest) -> FilterCheck | None:
 
 
 def _hintable(e: Expr) -> bool:
-    # "==" only; a pattern that matches "" would also take nodes without the key (unindexed)
-    return e.op == "==" and (e.literal or not e.match(""))
+    # "==" only; a pattern that matches "" would also take nodes without the key (unindexed);
+    # an architecture may be indexed under its other spelling
+    return e.op == "==" and (e.literal or not e.match("")) and e.key != "architecture"
 
 
 def _hint(e: Expr) -> tuple:
