@@ -203,3 +203,32 @@ def test_etcd_helper(tmp_path: Path, dockyard_owners: Any) -> None:
         out = runner.invoke(swarm, ["etcd", "stop", "--data-dir", str(data)])
     assert out.exit_code == 0, out.output
     assert not data.exists()
+
+
+def test_swarm_join_keeps_an_engines_record(module_etcd: Any, dockyardd: Any) -> None:
+    """``dockyard swarm join`` beside an engine started without --cluster-advertise: its record
+    (name, labels and fields from the engine's /info) while it runs; dropped at the TTL after."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from dockyard_plugin_sdk.testing import wait_for
+
+    url = module_etcd.url()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "DOCKYARD_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "swarm", "join", "--advertise",
+                             "127.0.0.1:23750", "-H", f"unix://{dockyardd.socket}", "--heartbeat", "0.5",
+                             "--ttl", "2", "--name", "side", url], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        def listed() -> list[str]:
+            out = CliRunner().invoke(swarm, ["list", "-v", url]).output.split()
+            return out if out == ["side", "127.0.0.1:23750", "Healthy"] else []
+
+        wait_for(listed, 15, "the joined engine in swarm list")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "joined" in err
+    wait_for(lambda: CliRunner().invoke(swarm, ["list", url]).output.strip() == "", 6, "the record dropped at its TTL")

@@ -151,6 +151,9 @@ class Heartbeat:
                 await self.beat()
             except StoreUnavailable as exc:
                 log.warning("node %s: heartbeat missed, the cluster store is unavailable: %s", self.name, exc)
+            except Exception as exc:  # noqa: BLE001 - the engine did not answer (swarm join): no beat, so
+                # the lease runs out and the node is dropped, as Swarm classic's agent did
+                log.warning("node %s: heartbeat missed, the engine did not answer: %s", self.name, exc)
             await asyncio.sleep(self.interval)
 
 
