@@ -76,3 +76,14 @@ def test_resources_and_overcommit():
         Scheduler(FEWEST, [], [], overcommit=-1)
     with pytest.raises(InvalidArgument, match="no node named 'zz'"):
         s.reserve("zz", NodeContainer("x"))
+
+
+def test_orders_beyond_the_memory_cap_are_dropped_and_remade(monkeypatch):
+    monkeypatch.setattr(sched_mod, "MAX_ENTRIES", 250)  # room for one order of 200 nodes
+    s = Scheduler(FEWEST, [ZONE], pool())
+    shapes = [PlacementRequest(f"c{i}", cpus=i % 3) for i in range(30)]
+    for i, req in enumerate(shapes):
+        node = s.place(req)[0]
+        assert node.name == f"n{i:03d}"  # fewest containers first, by name
+        s.reserve(node, NodeContainer(req.name))
+        assert sum(len(o.heap) for shapes in s._heaps.values() for o in shapes.values()) <= 250 + 64

@@ -51,6 +51,8 @@ REFUSAL_CHECKS = 1000
 #: used goes first.
 MAX_DOMAINS = 64
 MAX_SIZES = 32
+#: ... and at most this many heap entries in all of them (about 300 MB).
+MAX_ENTRIES = 2_000_000
 
 CONSTRAINTS_LABEL = "com.docker.swarm.constraints"
 AFFINITIES_LABEL = "com.docker.swarm.affinities"
@@ -373,6 +375,7 @@ class Scheduler:
         return sorted(ok, key=lambda n: (keyfn(n), n.name))
 
     def _ordered(self, domain: Domain, names: Any, keyfn: Any, shape: tuple) -> _Ordered:
+        """The kept order of ``domain`` for requests of ``shape`` (made on first use)."""
         shapes = self._heaps.pop(domain, None)  # re-inserted last: the least recently used goes first
         if shapes is None:
             shapes = {}
@@ -381,11 +384,25 @@ class Scheduler:
         self._heaps[domain] = shapes
         ordered = shapes.pop(shape, None)
         if ordered is None:
-            ordered = _Ordered(keyfn, [self.nodes[n] for n in names], self._version)
             while len(shapes) >= MAX_SIZES:
                 del shapes[next(iter(shapes))]
+            self._evict(len(names), keep=domain)
+            ordered = _Ordered(keyfn, [self.nodes[n] for n in names], self._version)
         shapes[shape] = ordered
         return ordered
+
+    def _evict(self, room: int, keep: Domain) -> None:
+        """Drop the least recently used orders until ``room`` more entries fit in
+        :data:`MAX_ENTRIES` (memory: an entry is ~150 bytes, an order up to twice its nodes)."""
+        total = sum(len(o.heap) for shapes in self._heaps.values() for o in shapes.values())
+        for domain in list(self._heaps):
+            shapes = self._heaps[domain]
+            while shapes and total + room > MAX_ENTRIES:
+                total -= len(shapes.pop(next(iter(shapes))).heap)
+            if not shapes and domain != keep:
+                del self._heaps[domain]
+            if total + room <= MAX_ENTRIES:
+                return
 
     def _walk(self, request: PlacementRequest, checks: list[tuple[str, FilterCheck]], keyfn: Any,
               domain: Domain, names: Any, limit: int) -> list[Node]:
