@@ -213,7 +213,7 @@ async def netns_hosts(dockyard_owners: Owners) -> AsyncIterator[NetnsHosts]:
 # ---------------------------------------------------------------------------------- etcd
 @pytest.fixture
 def etcd_factory(tmp_path: Path, dockyard_owners: Owners) -> Iterator[Callable[..., EtcdCluster]]:
-    """``factory(members=1, host="127.0.0.1")``: a real etcd cluster under ``tmp_path`` (see
+    """``factory(members=1, host="127.0.0.1", tls=False)``: a real etcd cluster under ``tmp_path`` (see
     :func:`~dockyard_plugin_sdk.testing.etcd.start_etcd`); every one is killed by PID and its
     directory removed at teardown. Skips when etcd is not installed."""
     from dockyard_plugin_sdk.testing.etcd import etcd_unavailable, start_etcd
@@ -223,8 +223,8 @@ def etcd_factory(tmp_path: Path, dockyard_owners: Owners) -> Iterator[Callable[.
         pytest.skip(reason)
     started: list[EtcdCluster] = []
 
-    def factory(members: int = 1, host: str = "127.0.0.1") -> EtcdCluster:
-        cluster = start_etcd(tmp_path / "etcd", members=members, host=host)
+    def factory(members: int = 1, host: str = "127.0.0.1", tls: bool = False) -> EtcdCluster:
+        cluster = start_etcd(tmp_path / "etcd", members=members, host=host, tls=tls)
         dockyard_owners.record(cluster.token)
         started.append(cluster)
         return cluster

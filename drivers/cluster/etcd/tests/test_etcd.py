@@ -118,6 +118,33 @@ async def test_unreachable_store_is_a_clear_error_at_setup(tmp_path: Path) -> No
     assert time.monotonic() - started < 3
 
 
+async def test_tls_with_a_client_certificate(etcd_factory, tmp_path: Path) -> None:
+    cluster = etcd_factory(tls=True)
+    assert cluster.members[0].client_url.startswith("https://")
+    store = await open_store(tmp_path, cluster.url("p"), **cluster.store_options)
+    try:
+        rev = await store.put("k", b"v")
+        watch = store.watch("", rev)
+        assert (await asyncio.wait_for(watch.__anext__(), 5)).kv.value == b"v"
+        await watch.aclose()
+    finally:
+        await store.close()
+    quick = {"timeout": "1", "connect-timeout": "0.3"}
+    # no client certificate, or no TLS at all: refused, a clear error at setup
+    with pytest.raises(StoreUnavailable):
+        await open_store(tmp_path, cluster.url("p"), **quick, **{"kv.cacertfile": cluster.store_options["kv.cacertfile"]})
+    with pytest.raises(StoreUnavailable):
+        await open_store(tmp_path, cluster.url("p"), **quick)
+
+
+@pytest.mark.parametrize("options", [{"kv.certfile": "c.pem", "kv.keyfile": "k.pem"},
+                                     {"kv.cacertfile": "/nonexistent/ca.pem"},
+                                     {"kv.cacertfile": __file__, "kv.certfile": __file__}])
+async def test_incomplete_tls_options_are_refused(tmp_path: Path, options: dict[str, str]) -> None:
+    with pytest.raises(InvalidArgument, match="cluster-opts"):
+        await open_store(tmp_path, "etcd://127.0.0.1:2379/p", **options)
+
+
 async def test_an_etcd_url_is_required(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument):
         await open_store(tmp_path, "consul://127.0.0.1:8500/p")

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -64,10 +65,12 @@ class EtcdMember:
     data_dir: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    tls_dir: Path | None = None  # ca.pem, cert.pem, key.pem of a client, when clients need TLS
 
     @property
     def client_url(self) -> str:
-        return f"http://{_hostport(self.host, self.client_port)}"
+        scheme = "https" if self.tls_dir else "http"
+        return f"{scheme}://{_hostport(self.host, self.client_port)}"
 
     @property
     def peer_url(self) -> str:
@@ -83,8 +86,12 @@ class EtcdMember:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def healthy(self) -> bool:
+        context = None
+        if self.tls_dir is not None:
+            context = ssl.create_default_context(cafile=str(self.tls_dir / "ca.pem"))
+            context.load_cert_chain(self.tls_dir / "cert.pem", self.tls_dir / "key.pem")
         try:
-            with urllib.request.urlopen(self.client_url + "/health", timeout=1) as resp:
+            with urllib.request.urlopen(self.client_url + "/health", timeout=1, context=context) as resp:
                 return bool(json.loads(resp.read()).get("health") == "true")
         except (OSError, ValueError):
             return False
@@ -103,6 +110,20 @@ class EtcdCluster:
 
     # ------------------------------------------------------------------ addressing
     @property
+    def tls_dir(self) -> Path | None:
+        """The client's ``ca.pem``, ``cert.pem``, ``key.pem`` when started with ``tls=True``."""
+        return self.members[0].tls_dir if self.members else None
+
+    @property
+    def store_options(self) -> dict[str, str]:
+        """The ``cluster-opts`` a store needs to reach this cluster (TLS files; else none)."""
+        d = self.tls_dir
+        if d is None:
+            return {}
+        return {"kv.cacertfile": str(d / "ca.pem"), "kv.certfile": str(d / "cert.pem"),
+                "kv.keyfile": str(d / "key.pem")}
+
+    @property
     def endpoints(self) -> list[str]:
         """``HOST:PORT`` of every member's client listener."""
         return [m.endpoint for m in self.members]
@@ -114,7 +135,10 @@ class EtcdCluster:
 
     # ------------------------------------------------------------------ processes
     def _command(self, m: EtcdMember, state: str) -> list[str]:
-        return [ETCD, "--name", m.name, "--data-dir", str(m.data_dir),
+        tls = [] if m.tls_dir is None else [
+            "--cert-file", str(m.tls_dir / "server.pem"), "--key-file", str(m.tls_dir / "server-key.pem"),
+            "--trusted-ca-file", str(m.tls_dir / "ca.pem"), "--client-cert-auth"]
+        return [ETCD, "--name", m.name, "--data-dir", str(m.data_dir), *tls,
                 "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
                 "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
                 "--initial-cluster", self._initial, "--initial-cluster-state", state,
@@ -186,6 +210,20 @@ class EtcdCluster:
         self.close()
 
 
+def _make_tls(directory: Path, host: str) -> Path:
+    """A CA, etcd's server certificate for ``host`` and a client certificate, in ``directory``."""
+    from .tls import TestCA
+
+    ca = TestCA("dockyard test etcd CA")
+    ca.write_client(directory, "etcd-client")
+    cert, key = ca.issue("etcd", server=True, addresses=[host])
+    (directory / "server.pem").write_bytes(cert)
+    fd = os.open(directory / "server-key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return directory
+
+
 def _tail(path: Path, lines: int = 5) -> str:
     try:
         return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -193,20 +231,27 @@ def _tail(path: Path, lines: int = 5) -> str:
         return "(no log)"
 
 
-def start_etcd(root: Path, members: int = 1, host: str = "127.0.0.1", timeout: float = 20.0) -> EtcdCluster:
+def start_etcd(root: Path, members: int = 1, host: str = "127.0.0.1", timeout: float = 20.0,
+               tls: bool = False) -> EtcdCluster:
     """Start an etcd cluster of ``members`` under ``root`` (a fresh directory is made inside it)
     on free ports of ``host`` and wait until every member is healthy. Close it when done
-    (``with start_etcd(...) as cluster:`` or ``cluster.close()``)."""
+    (``with start_etcd(...) as cluster:`` or ``cluster.close()``).
+
+    ``tls``: clients must speak TLS with a certificate of a throwaway CA
+    (:class:`~dockyard_plugin_sdk.testing.TestCA`); ``cluster.store_options`` are the
+    ``cluster-opts`` naming the client's files (``kv.cacertfile``, ``kv.certfile``,
+    ``kv.keyfile``). Members talk to each other in plain HTTP on ``host``."""
     reason = etcd_unavailable()
     if reason:
         raise RuntimeError(reason)
     token = f"dyetcd{uuid.uuid4().hex[:6]}"
     base = Path(root) / token
     base.mkdir(parents=True)
+    tls_dir = _make_tls(base / "tls", host) if tls else None
     last: Exception | None = None
     for _attempt in range(3):  # a free port may be taken between the probe and etcd's bind
         ms = [EtcdMember(f"{token}-{i}", host, _free_port(host), _free_port(host),
-                         base / f"m{i}", base / f"m{i}.log") for i in range(members)]
+                         base / f"m{i}", base / f"m{i}.log", tls_dir=tls_dir) for i in range(members)]
         cluster = EtcdCluster(base, token, ms, host, timeout)
         cluster._initial = ",".join(f"{m.name}={m.peer_url}" for m in ms)
         try:

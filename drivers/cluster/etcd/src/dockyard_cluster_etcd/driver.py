@@ -20,11 +20,14 @@ Keys are relative to the URL's prefix: ``nodes/n1`` is ``PREFIX/nodes/n1`` in et
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aetcd
+import aetcd.watcher
 import grpc
 from aetcd import exceptions as aexc
 from aetcd import rpc
@@ -78,6 +81,13 @@ def _details(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _range_end(prefix: bytes) -> bytes:
     """etcd's range end for "every key starting with ``prefix``" (``\\0``: every key)."""
     end = bytearray(prefix)
@@ -88,11 +98,35 @@ def _range_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+class _Client(aetcd.Client):
+    """aetcd's client on our channel: TLS when credentials are given (aetcd 1.0 opens plain
+    channels only) and an IPv6 literal bracketed in the target. The rest is aetcd's ``connect``:
+    its stubs and its watch multiplexer on that channel."""
+
+    def __init__(self, target: str, credentials: grpc.ChannelCredentials | None, timeout: float) -> None:
+        super().__init__(timeout=timeout, options=dict(CHANNEL_OPTIONS))
+        self._target, self._credentials = target, credentials
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        options = list(self._options.items())
+        self.channel = (rpc.secure_channel(self._target, self._credentials, options=options)
+                        if self._credentials is not None else rpc.insecure_channel(self._target, options=options))
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        self._watcher = aetcd.watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout,
+                                              metadata=self.metadata)
+        self._connected.set()
+
+
 class _Member:
     """One endpoint and its client (a gRPC channel, opened on first use)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.host, self.port, self.credentials = host, port, credentials
         self.client: aetcd.Client | None = None
 
     @property
@@ -101,7 +135,7 @@ class _Member:
 
     async def open(self, timeout: float) -> aetcd.Client:
         if self.client is None:
-            self.client = aetcd.Client(self.host, self.port, timeout=timeout, options=dict(CHANNEL_OPTIONS))
+            self.client = _Client(self.name, self.credentials, timeout)
             await self.client.connect()
         return self.client
 
@@ -117,8 +151,9 @@ class EtcdStore(ClusterStore):
     Options (``cluster-opts``, ``--cluster-store-opt``): ``timeout`` (seconds a request may
     take, reconnects included; 5), ``connect-timeout`` (seconds one member's channel may take
     to get ready before the next member is tried; 1), ``attempt-timeout`` (seconds one try of
-    a request that is harmless to repeat may take before it is repeated; 2). Other keys are
-    other plugins'.
+    a request that is harmless to repeat may take before it is repeated; 2); ``kv.cacertfile``,
+    ``kv.certfile``, ``kv.keyfile`` (TLS to etcd, Swarm classic's names). Other keys are other
+    plugins'.
     """
 
     info = DriverInfo(
@@ -150,9 +185,32 @@ class EtcdStore(ClusterStore):
         except ValueError as exc:
             raise InvalidArgument(f"cluster-opts: timeout and connect-timeout are seconds: {exc}") from exc
         self._root = (url.prefix + "/").encode() if url.prefix else b""
-        self._members = [_Member(h, p) for h, p in url.endpoints]
+        credentials = self._credentials(opts)
+        if credentials is None and any(not _loopback(h) for h, _p in url.endpoints):
+            log.warning("cluster store %s: plain gRPC off loopback; give kv.cacertfile, kv.certfile and "
+                        "kv.keyfile (--cluster-store-opt) to reach etcd over TLS", url)
+        self._members = [_Member(h, p, credentials) for h, p in url.endpoints]
         await self._call("connect", lambda c, t: c.kvstub.Range(
             rpc.RangeRequest(key=self._root or b"\0", count_only=True), timeout=t))
+
+    @staticmethod
+    def _credentials(opts: Mapping[str, str]) -> grpc.ChannelCredentials | None:
+        """TLS to etcd from Swarm classic's options: ``kv.cacertfile`` (the CA that signed
+        etcd's certificate: TLS on), with ``kv.certfile`` and ``kv.keyfile`` (this client's
+        certificate, for etcd's ``--client-cert-auth``)."""
+        ca, cert, key = (opts.get(k, "") for k in ("kv.cacertfile", "kv.certfile", "kv.keyfile"))
+        if not ca:
+            if cert or key:
+                raise InvalidArgument("cluster-opts: kv.certfile and kv.keyfile need kv.cacertfile")
+            return None
+        if bool(cert) != bool(key):
+            raise InvalidArgument("cluster-opts: kv.certfile and kv.keyfile go together")
+        try:
+            files = [Path(f).read_bytes() if f else None for f in (ca, key, cert)]
+        except OSError as exc:
+            raise InvalidArgument(f"cluster-opts: {exc}") from exc
+        return grpc.ssl_channel_credentials(root_certificates=files[0], private_key=files[1],
+                                            certificate_chain=files[2])
 
     async def close(self) -> None:
         self._closed = True
