@@ -128,6 +128,102 @@ async def test_build_runs_on_the_node_its_constraint_names(swarm_cluster: Any, t
     c.docker("rmi", "built:h2")
 
 
+def tiny_registry_app() -> tuple[Any, str]:
+    """A read-only registry (OCI manifest, one gzip layer holding /hello) and the image's ID."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    from aiohttp import web
+
+    def sha(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("hello")
+        info.size, info.mode = 3, 0o644
+        tf.addfile(info, io.BytesIO(b"hi\n"))
+    layer = buf.getvalue()
+    gz = gzip.compress(layer, mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello"]},
+                         "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": sha(config), "size": len(config)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                       "digest": sha(gz), "size": len(gz)}]}).encode()
+    blobs = {sha(config): config, sha(gz): gz}
+
+    async def base(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def manifests(request: web.Request) -> web.Response:
+        return web.Response(body=manifest, headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                                                    "Docker-Content-Digest": sha(manifest)})
+
+    async def blob(request: web.Request) -> web.Response:
+        data = blobs.get(request.match_info["digest"])
+        if data is None:
+            return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
+        return web.Response(body=data, headers={"Content-Type": "application/octet-stream",
+                                                "Docker-Content-Digest": request.match_info["digest"]})
+
+    app = web.Application()
+    app.router.add_get("/v2/", base)
+    app.router.add_route("*", "/v2/{name:.+}/manifests/{ref}", manifests)
+    app.router.add_route("*", "/v2/{name:.+}/blobs/{digest}", blob)
+    return app, sha(config)
+
+
+async def test_pull_lands_on_every_node_and_is_listed_once(swarm_cluster: Any) -> None:
+    import os
+    import signal
+
+    from aiohttp import web
+
+    c = swarm_cluster
+    gateway = str(c.netns.driver.gateway.ip)
+    app, image_id = tiny_registry_app()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, gateway, 0)  # on the hosts' bridge: they reach it, nothing else does
+    await site.start()
+    registry = f"{gateway}:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        for h in c.hosts:  # plain http to it: the engines' insecure-registries, reloaded (SIGHUP)
+            path = os.path.join(h.host.extra["root"], "daemon.json")
+            with open(path) as f:
+                config = json.load(f)
+            config["insecure-registries"] = [registry]
+            with open(path, "w") as f:
+                json.dump(config, f)
+            os.kill(int(h.host.extra["pid"]), signal.SIGHUP)
+        ref = f"{registry}/tiny:1"
+
+        attempts: list[str] = []
+
+        def pulled() -> str | None:
+            res = c.docker("pull", ref, check=False)
+            attempts.append(res.stdout + res.stderr)
+            return res.stdout if res.returncode == 0 else None
+
+        out = await wait_for("a pull through the manager", pulled, 10)
+        for h in c.hosts:
+            assert f"{h.name}: Pulling {ref}... : downloaded" in out, out
+            assert image_id.removeprefix("sha256:")[:12] in h.docker("images", "-q").stdout
+        listed = [line for line in c.docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout.splitlines()
+                  if line.startswith(f"{registry}/tiny:1 ")]
+        assert len(listed) == 1, listed  # one image on three nodes: shown once
+        c.docker("rmi", "-f", image_id.removeprefix("sha256:")[:12])  # by ID: gone from every node
+        left = {h.name: h.docker("images").stdout for h in c.hosts
+                if image_id.removeprefix("sha256:")[:12] in h.docker("images", "-q").stdout}
+        assert not left, (left, attempts)
+    finally:
+        await runner.cleanup()
+
+
 async def test_pull_goes_to_every_node_and_reports_each(swarm_cluster: Any) -> None:
     c = swarm_cluster
     # the hosts reach no registry: each node's failure is reported under its name, and the
