@@ -29,15 +29,31 @@ def test_the_agent_derives_the_engine_owner_token_as_the_engine_does(tmp_path) -
     assert agent().owner_token(str(data)) == Config(values={"data-root": str(data)}).owner
 
 
-def test_the_systemd_unit_never_kills_containers_and_restarts_on_failure() -> None:
-    text = agent().unit_text("/opt/dockyard/web", "web", ["/opt/dockyard/.venvs/k/bin/dockyardd", "--label", "a b"],
-                             {"HTTP_PROXY": "http://p:3128"})
-    lines = text.splitlines()
-    for line in ("Type=simple", "KillMode=process", "Restart=on-failure",
-                 'ExecStart=/opt/dockyard/.venvs/k/bin/dockyardd --label "a b"',
+def test_the_systemd_unit_comes_from_the_kernel_s_supervisor_backend(tmp_path) -> None:
+    """The engine's unit on a systemd target is the systemd backend's daemon unit, reached
+    through the kernel (the installer the kernel provides holds its supervisors), never a copy:
+    Type=notify, KillMode=process, the engine's log file."""
+    from dockyard.specs.provision import EngineInstall, EngineTLS
+
+    kernel = Kernel.build(Config(values={"data-root": str(tmp_path / "d"), "exec-root": str(tmp_path / "r")}),
+                          environ={})
+    installer = kernel.provided()[EngineInstaller]
+    spec = EngineInstall(name="web", listen=("tcp://0.0.0.0:2376",), engine_url="tcp://10.0.0.2:2376",
+                         tls=EngineTLS(b"", b"", b""), engine_flags=("--label", "a b"),
+                         engine_env=(("HTTP_PROXY", "http://p:3128"),))
+    (unit,) = installer.unit_files("/opt/dockyard/web", spec, "k")
+    assert unit["path"] == "dockyard-web.service" == agent().unit_name("web")
+    lines = unit["text"].splitlines()
+    for line in ("Type=notify", "KillMode=process", "Restart=always",
+                 'ExecStart=/opt/dockyard/.venvs/k/bin/dockyardd --config-file /opt/dockyard/web/daemon.json --label '
+                 '"a b" -H tcp://0.0.0.0:2376 -H unix:///opt/dockyard/web/run/dockyard.sock --pidfile '
+                 '/opt/dockyard/web/run/dockyardd.pid',
                  'Environment=HTTP_PROXY=http://p:3128', "WantedBy=multi-user.target",
                  "StandardOutput=append:/opt/dockyard/web/log/dockyardd.log"):
         assert line in lines, line
+    bare = SshEngineInstaller(tmp_path / "w")
+    with pytest.raises(Exception, match="no supervisor backends"):
+        bare.unit_files("/opt/dockyard/web", spec, "k")
 
 
 def test_the_wheelhouse_is_cached_by_content_and_installable(tmp_path) -> None:

@@ -6,6 +6,8 @@ provision driver installs with it, and so does any driver that boots a machine a
 it over SSH (``qemu``: ``self.context.need(EngineInstaller)``). Its wheelhouse cache is the
 ``ssh`` driver's data directory (``<data-root>/provision/ssh/wheelhouse``), shared by all of
 them. Constructing it does no I/O and imports no SSH library (asyncssh loads on first use).
+It gets the kernel's supervisor backends: a systemd target's engine unit is the ``systemd``
+backend's (dockyard-supervisor-systemd), never a copy of the ssh driver's own.
 """
 
 from __future__ import annotations
@@ -25,4 +27,4 @@ def dockyard_provides(kernel: Kernel) -> list[Provided]:
     from dockyard_provision_ssh.installer import SshEngineInstaller
 
     cache = kernel.config.data_root / "provision" / "ssh" / "wheelhouse"
-    return [Provided(EngineInstaller, SshEngineInstaller(cache), "ssh")]
+    return [Provided(EngineInstaller, SshEngineInstaller(cache, supervisors=kernel.supervisors()), "ssh")]

@@ -13,7 +13,9 @@ as a progress line:
    from it offline (``python3 -m venv --without-pip``; pip run from its own wheel with
    ``--no-index --find-links``) unless it was made from that key already;
 4. the TLS material (key 0600), ``daemon.json``, the engine's command line, the host name and
-   the supervisor unit are written (systemd where it is PID 1, else the background supervisor);
+   the supervisor unit are written: where systemd is PID 1, the ``systemd`` supervisor backend's
+   daemon unit, rendered here through the kernel (:meth:`SshEngineInstaller.unit_files`);
+   elsewhere the agent's background supervisor;
 5. the engine is (re)started and waited for on its unix socket; then this machine checks the
    TCP listener at ``engine_url`` (:func:`verify_engine`).
 
@@ -36,8 +38,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from dockyard.errors import InvalidArgument, Unavailable
+from dockyard.errors import DockyardError, InvalidArgument, Unavailable
 from dockyard.specs.provision import EngineInstall, EngineInstaller, EngineTLS, HostState, SshTarget
+from dockyard.specs.supervisor import DaemonUnit, Supervisors
 from dockyard_provision_ssh import wheelhouse
 
 if TYPE_CHECKING:
@@ -236,10 +239,14 @@ class SshEngineInstaller(EngineInstaller):
 
     ``cache_dir`` holds the wheelhouses (by content key); ``roots`` are the distributions the
     target's venv gets (default: ``dockyard``, the default set, when installed here).
+    ``supervisors`` are the kernel's supervisor backends (:meth:`dockyard.kernel.Kernel.supervisors`):
+    on a target whose PID 1 is systemd the engine's unit is the ``systemd`` backend's daemon
+    unit, rendered here and written by the agent (the agent has no unit of its own).
     """
 
     def __init__(self, cache_dir: Path, roots: Sequence[str] | None = None,
-                 packages: Sequence[Sequence[str]] = PACKAGES) -> None:
+                 packages: Sequence[Sequence[str]] = PACKAGES, supervisors: Supervisors | None = None) -> None:
+        self.supervisors = supervisors
         self.cache_dir = Path(cache_dir)
         self.roots = tuple(roots) if roots else None
         self.packages = [list(p) for p in packages]
@@ -314,13 +321,36 @@ class SshEngineInstaller(EngineInstaller):
                                                "roots": list(house.roots)})
             say(f"venv {venv['venv']}: installed offline in {venv['seconds']}s" if venv["installed"]
                 else f"venv {venv['venv']} is there already")
+            units = self.unit_files(home, spec, house.key) if checked["supervisor"] == "systemd" else []
             configured = await session.call("configure", {
                 "home": home, "name": spec.name, "key": house.key, "hostname": spec.name, "tls": tls, "listen": list(spec.listen),
-                "flags": list(spec.engine_flags), "env": dict(spec.engine_env)})
+                "flags": list(spec.engine_flags), "env": dict(spec.engine_env), "unit_files": units})
             say(f"wrote the TLS material, daemon.json and the host name; engine under {configured['supervisor']}")
             await session.call("restart", {"home": home, "name": spec.name, "timeout": START_TIMEOUT},
                                timeout=START_TIMEOUT + 60)
             say("the engine answers on its socket")
+
+    def unit_files(self, home: str, spec: EngineInstall, key: str) -> list[dict[str, str]]:
+        """The engine's systemd unit (``dockyard-<name>.service``), from the kernel's ``systemd``
+        supervisor backend: ``Type=notify``, ``KillMode=process`` (stopping the engine never
+        kills its containers), restarted when it dies, its output appended to ``log/dockyardd.log``
+        (what :meth:`engine_state` shows). Its command line is the one the agent records in
+        ``engine.json``, with the listeners and PID file of ``daemon.json`` as flags."""
+        if self.supervisors is None:
+            raise Unavailable(f"{spec.name}: the target runs systemd, but this installer was given no supervisor "
+                              "backends (dockyard.kernel.Kernel.supervisors)")
+        try:
+            systemd = self.supervisors.get("systemd")
+        except DockyardError as exc:
+            raise Unavailable(f"{spec.name}: the target runs systemd and its unit comes from a supervisor backend: "
+                              f"{exc}") from exc
+        venv = f"{PurePosixPath(home).parent}/.venvs/{key}"
+        unit = DaemonUnit(
+            name=f"dockyard-{spec.name}", description=f"dockyard engine {spec.name} (installed by dockyard-provision-ssh)",
+            dockyardd=(f"{venv}/bin/dockyardd", "--config-file", f"{home}/daemon.json", *spec.engine_flags),
+            hosts=(*spec.listen, f"unix://{home}/run/dockyard.sock"), pidfile=f"{home}/run/dockyardd.pid",
+            environment=tuple(spec.engine_env), socket_activation=False, log_file=f"{home}/log/dockyardd.log")
+        return [{"path": f.path, "text": f.text} for f in systemd.daemon_files(unit)]
 
     async def _call(self, target: SshTarget, name: str, command: str, limit: float = 120,
                     **args: Any) -> dict[str, Any]:

@@ -121,9 +121,16 @@ def closure(roots: Iterable[str]) -> dict[str, md.Distribution]:
     return found
 
 
+#: Added to the roots when installed here: the target's container units (``dockyard generate``)
+#: run ``dockyard supervise``, and ``dockyard daemon install`` works there too.
+SUPERVISOR_ROOTS = ("dockyard-generate", "dockyard-supervisor-systemd")
+
+
 def default_roots() -> tuple[str, ...]:
-    """``dockyard`` (the default set) when installed, else the engine's own distributions."""
-    return DEFAULT_ROOTS if _installed("dockyard") is not None else ENGINE_ROOTS
+    """``dockyard`` (the default set) when installed, else the engine's own distributions; and
+    :data:`SUPERVISOR_ROOTS` that are installed."""
+    base = DEFAULT_ROOTS if _installed("dockyard") is not None else ENGINE_ROOTS
+    return base + tuple(r for r in SUPERVISOR_ROOTS if _installed(r) is not None)
 
 
 # ---------------------------------------------------------------------------------- file lists

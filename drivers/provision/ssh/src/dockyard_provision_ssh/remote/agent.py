@@ -21,9 +21,10 @@ and beside the engines, ``<root>/.wheels/<key>/*.whl`` (the uploaded wheelhouse,
 and ``<root>/.venvs/<key>`` (``python3 -m venv --without-pip``, pip run from its own wheel),
 removed with the last engine or when no engine uses them any more.
 
-Where systemd is PID 1 the engine is the unit ``dockyard-<name>.service`` (``Type=simple``:
-dockyardd does not speak sd_notify; ``KillMode=process``; ``Restart=on-failure``); elsewhere it
-runs under ``lib/supervise.py``, started detached with a locked pidfile.
+Where systemd is PID 1 the engine is the unit ``dockyard-<name>.service`` that the installer
+sends with ``configure`` (rendered on its machine by the ``systemd`` supervisor backend:
+``Type=notify``, ``KillMode=process``, restarted when it dies); elsewhere it runs under
+``lib/supervise.py``, started detached with a locked pidfile.
 """
 
 from __future__ import annotations
@@ -328,25 +329,6 @@ def restore_hostname(home: str, name: str) -> None:
             fh.write(state["etc_hostname"])
 
 
-def unit_text(home: str, name: str, argv: list[str], env: dict) -> str:
-    def quote(arg: str) -> str:
-        return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"' \
-            if any(c in arg for c in ' "\\%;$') else arg
-
-    lines = ["[Unit]", f"Description=dockyard engine {name} (installed by dockyard-provision-ssh)",
-             "After=network-online.target nftables.service", "Wants=network-online.target", "",
-             "[Service]", "Type=simple",
-             # dockyardd does not call sd_notify; ready is when its socket answers (checked by the installer)
-             f"ExecStart={' '.join(quote(a) for a in argv)}"]
-    lines += [f"Environment={quote(f'{k}={v}')}" for k, v in sorted(env.items())]
-    lines += ["KillMode=process",  # stopping the engine never kills its containers (live-restore)
-              "Restart=on-failure", "RestartSec=1", "StartLimitBurst=5", "StartLimitIntervalSec=60",
-              "TimeoutStopSec=20", "LimitNOFILE=1048576",
-              f"StandardOutput=append:{os.path.join(home, 'log', 'dockyardd.log')}", "StandardError=inherit",
-              "", "[Install]", "WantedBy=multi-user.target", ""]
-    return "\n".join(lines)
-
-
 def write_tls(home: str, material: dict) -> str:
     tls = os.path.join(home, "tls")
     os.makedirs(tls, mode=0o700, exist_ok=True)
@@ -390,8 +372,12 @@ def cmd_configure(args: dict) -> dict:
     if args.get("hostname"):
         set_hostname(home, args["hostname"])
     if systemd_booted():
-        text = unit_text(home, name, argv, env)
+        files = args.get("unit_files") or []
+        if [f["path"] for f in files] != [unit_name(name)]:
+            raise Failure(f"the installer sent no unit {unit_name(name)} for this systemd target "
+                          f"(got {[f['path'] for f in files]}): it renders the unit, the agent has none")
         path = unit_path(name)
+        text = files[0]["text"]
         try:
             with open(path) as fh:
                 same = fh.read() == text
