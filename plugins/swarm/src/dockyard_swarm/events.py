@@ -39,9 +39,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dockyard.swarm.events")
 
-#: Seconds between full refreshes of a view (Swarm classic: --engine-refresh-min-interval 30 s).
-REFRESH = 30.0
+#: Seconds between two periodic fetches of one node's view (Swarm classic refreshed every 30 to
+#: 60 s, --engine-refresh-min/max-interval); events and changes made through the manager refresh
+#: a node at once in between.
+REFRESH = 60.0
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0
+#: Fetches of one view in flight at once (a manager of a thousand nodes starts without a burst).
+FETCHES = 32
 #: Manager events about nodes (Swarm classic's names), type ``node``.
 CONNECT, DISCONNECT, RECONNECT = "engine_connect", "engine_disconnect", "engine_reconnect"
 
@@ -236,6 +240,7 @@ class NodeView(Generic[T]):
         self._running: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(FETCHES)
 
     async def start(self) -> None:
         nodes_events(self.kernel).listen(self._heard)
@@ -283,7 +288,8 @@ class NodeView(Generic[T]):
             self.data.pop(name, None)
             return
         try:
-            self.data[name] = await self.fetch(engine(self.kernel, node), self.data.get(name))
+            async with self._slots:
+                self.data[name] = await self.fetch(engine(self.kernel, node), self.data.get(name))
             self.errors.pop(name, None)
             self.updated[name] = time.time()
         except (TimeoutError, DockyardError, OSError, ValueError) as exc:
@@ -307,10 +313,23 @@ class NodeView(Generic[T]):
             self.data.pop(gone, None)
 
     async def _periodic(self) -> None:
+        """Every node again each :data:`REFRESH` seconds, spread over the interval (a thousand
+        nodes are a steady trickle of fetches, not a burst every interval)."""
         while True:
-            await asyncio.sleep(REFRESH)
-            with contextlib.suppress(Exception):
-                await self.refresh_all()
+            try:
+                every = await nodes_service(self.kernel).nodes()
+            except Exception:  # noqa: BLE001 - the directory is back on the next round
+                every = []
+            nodes = [n.name for n in every if n.healthy]
+            for gone in set(self.data) - {n.name for n in every}:  # dropped from the cluster
+                if gone not in self._running:
+                    self.data.pop(gone, None)
+            step = REFRESH / max(1, len(nodes))
+            if not nodes:
+                await asyncio.sleep(REFRESH)
+            for name in nodes:
+                await asyncio.sleep(step)
+                self.schedule(name)
 
     def items(self) -> list[tuple[str, T]]:
         """``(node, value)`` sorted by node name."""
