@@ -85,15 +85,23 @@ say "dockyard machine create store   (a host for the cluster store)"
 "$DY" "${LOCAL[@]}" machine create -d netns store | tail -n 1
 STORE=$(machine_field store IPAddress)
 ETCD_URL="etcd://$STORE:2379/cluster-demo"
-say "dockyard swarm etcd start --listen $STORE:2379   (Debian's etcd, inside the store host)"
-ip netns exec "$(machine_field store Netns)" "$DY" swarm etcd start --data-dir "$DATA/etcd" --listen "$STORE:2379"
-proof "the cluster's state lives in etcd, reached by every host over the hosts' bridge"
+MACHINES=$DATA/root/machines/machines
+SM=$MACHINES/store
+say "dockyard swarm etcd start --listen $STORE:2379 --tlscacert ... (Debian's etcd inside the store host, mutual TLS)"
+ip netns exec "$(machine_field store Netns)" "$DY" swarm etcd start --data-dir "$DATA/etcd" --listen "$STORE:2379" \
+  --tlscacert "$SM/ca.pem" --tlscert "$SM/server.pem" --tlskey "$SM/server-key.pem"
+# every client of etcd presents the machines' client certificate (as the docker CLI does to the engines)
+KV=(--cluster-store-opt "kv.cacertfile=$SM/ca.pem" --cluster-store-opt "kv.certfile=$SM/cert.pem"
+    --cluster-store-opt "kv.keyfile=$SM/key.pem")
+ENGINE_KV=(--engine-opt "cluster-store-opt=kv.cacertfile=$SM/ca.pem" --engine-opt "cluster-store-opt=kv.certfile=$SM/cert.pem"
+           --engine-opt "cluster-store-opt=kv.keyfile=$SM/key.pem")
+proof "the cluster's state lives in etcd, reached by every host over the hosts' bridge with mutual TLS (the machines' CA)"
 
 say "dockyard machine create --swarm [--swarm-master] --swarm-discovery $ETCD_URL h1 h2 h3   (in parallel)"
 for h in h1 h2 h3; do
   master=(); [ "$h" = h1 ] && master=(--swarm-master)
   "$DY" "${LOCAL[@]}" machine create -d netns --swarm "${master[@]}" --swarm-discovery "$ETCD_URL" \
-    --engine-label "zone=$h" "$h" > "$DATA/$h.create" 2>&1 &
+    "${ENGINE_KV[@]}" --engine-label "zone=$h" "$h" > "$DATA/$h.create" 2>&1 &
   eval "P_$h=$!"
 done
 for h in h1 h2 h3; do
@@ -108,8 +116,8 @@ for h in h1 h2 h3; do (node_env "$h"; "$DY" image bootstrap busybox >/dev/null);
 proof "each engine has the offline busybox image (the hosts reach no registry)"
 
 say "the nodes in etcd: dockyard swarm list -v $ETCD_URL"
-for _ in $(seq 50); do [ "$("$DY" swarm list "$ETCD_URL" | wc -l)" = 3 ] && break; sleep 0.2; done
-"$DY" swarm list -v "$ETCD_URL"
+for _ in $(seq 50); do [ "$("$DY" swarm list "${KV[@]}" "$ETCD_URL" | wc -l)" = 3 ] && break; sleep 0.2; done
+"$DY" swarm list -v "${KV[@]}" "$ETCD_URL"
 proof "three engines joined by heartbeat (nodes/<name> on a lease)"
 
 say "eval \$(dockyard machine env --swarm h1)   (h1's engine runs the manager: docker-machine's swarm master)"
@@ -158,7 +166,7 @@ docker events --since "${KILLED%.*}" --until "$(( $(date +%s) + 1 ))" --filter e
   --format '{{.Action}} {{.Actor.Attributes.name}}: {{.Actor.Attributes.from}} -> {{.Actor.Attributes.to}}' 2>&1 || true
 proof "a reschedule event per moved container"
 nodes_info
-"$DY" swarm list -v "$ETCD_URL"
+"$DY" swarm list -v "${KV[@]}" "$ETCD_URL"
 
 # ------------------------------------------------------------------ 5. the node returns
 say "dockyard machine start $VICTIM   (its engine again: it rejoins, the stale copies go)"

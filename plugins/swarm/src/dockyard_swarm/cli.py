@@ -60,10 +60,15 @@ def swarm() -> None:
     pass
 
 
+STORE_OPT = click.option("--cluster-store-opt", "store_opts", multiple=True, metavar="KEY=VALUE",
+                         help="cluster store option (kv.cacertfile, kv.certfile, kv.keyfile: TLS to etcd)")
+
+
 @swarm.command(name="list", help="List the nodes of a cluster (ADDR:PORT, one per line).")
 @click.option("--verbose", "-v", is_flag=True, help="Also each node's name and health.")
+@STORE_OPT
 @click.argument("discovery")
-def list_nodes(verbose: bool, discovery: str) -> None:
+def list_nodes(verbose: bool, store_opts: tuple[str, ...], discovery: str) -> None:
     from dockyard_swarm.membership import NODES
 
     async def work(store: Any) -> list[dict[str, Any]]:
@@ -71,7 +76,7 @@ def list_nodes(verbose: bool, discovery: str) -> None:
 
     import time
 
-    for record in _with_store(discovery, work):
+    for record in _with_store(discovery, work, store_opts):
         if not verbose:
             click.echo(record.get("addr", ""))
             continue
@@ -87,9 +92,10 @@ def list_nodes(verbose: bool, discovery: str) -> None:
 @click.option("--heartbeat", default=None, help="seconds between heartbeats (default 2)")
 @click.option("--ttl", default=None, help="seconds after which a silent node is dropped (default 6)")
 @click.option("--name", default=None, help="node name (default: the engine's Name)")
+@STORE_OPT
 @click.argument("discovery")
 def join(advertise: str, engine: str | None, heartbeat: str | None, ttl: str | None, name: str | None,
-         discovery: str) -> None:
+         store_opts: tuple[str, ...], discovery: str) -> None:
     import asyncio
     import signal
 
@@ -132,7 +138,7 @@ def join(advertise: str, engine: str | None, heartbeat: str | None, ttl: str | N
         except asyncio.CancelledError:
             pass
 
-    _with_store(discovery, work)
+    _with_store(discovery, work, store_opts)
 
 
 @swarm.command(help="Run a swarm manager: dockyardd in the role manager, serving the Docker API.")
@@ -214,11 +220,19 @@ def etcd() -> None:
 @click.option("--listen", default="127.0.0.1:2379", show_default=True, help="client ADDR:PORT")
 @click.option("--peer-port", type=int, default=None, help="peer port (default: client port + 1)")
 @click.option("--prefix", default="swarm", show_default=True, help="key prefix of the printed URL")
-def etcd_start(data_dir: str, listen: str, peer_port: int | None, prefix: str) -> None:
+@click.option("--tlscacert", default=None, help="TLS: clients need a certificate this CA signed")
+@click.option("--tlscert", default=None, help="TLS: etcd's certificate (naming the --listen address)")
+@click.option("--tlskey", default=None, help="TLS: etcd's key")
+def etcd_start(data_dir: str, listen: str, peer_port: int | None, prefix: str, tlscacert: str | None,
+               tlscert: str | None, tlskey: str | None) -> None:
     from dockyard_swarm import etcd_local
 
+    given = [v for v in (tlscacert, tlscert, tlskey) if v]
+    if given and len(given) != 3:
+        _fail("Error: --tlscacert, --tlscert and --tlskey go together")
     try:
-        url = etcd_local.start(Path(data_dir), listen, peer_port)
+        url = etcd_local.start(Path(data_dir), listen, peer_port,
+                               (tlscacert, tlscert, tlskey) if given else None)  # type: ignore[arg-type]
     except (OSError, RuntimeError) as exc:
         _fail(f"Error: {exc}")
     click.echo(f"{url}/{prefix}")

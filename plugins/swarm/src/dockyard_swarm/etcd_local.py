@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -26,8 +27,13 @@ def _split(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def start(data_dir: Path, listen: str = "127.0.0.1:2379", peer_port: int | None = None) -> str:
-    """Start etcd on ``listen`` and wait until it answers; returns ``etcd://ADDR:PORT``."""
+def start(data_dir: Path, listen: str = "127.0.0.1:2379", peer_port: int | None = None,
+          tls: tuple[str, str, str] | None = None) -> str:
+    """Start etcd on ``listen`` and wait until it answers; returns ``etcd://ADDR:PORT``.
+
+    ``tls`` = ``(ca, cert, key)``: clients over TLS, each with a certificate ``ca`` signed
+    (etcd's ``--client-cert-auth``; the stores reach it with ``--cluster-store-opt
+    kv.cacertfile=... kv.certfile=... kv.keyfile=...``). Its readiness is then a TCP connect."""
     binary = shutil.which("etcd")
     if binary is None:
         raise RuntimeError("etcd is not installed (apt-get install etcd-server)")
@@ -36,12 +42,15 @@ def start(data_dir: Path, listen: str = "127.0.0.1:2379", peer_port: int | None 
     data_dir.mkdir(parents=True, exist_ok=True)
     if _running(data_dir):
         raise RuntimeError(f"an etcd already runs with {data_dir}")
-    client, peer_url = f"http://{host}:{port}", f"http://{host}:{peer}"
+    client, peer_url = f"{'https' if tls else 'http'}://{host}:{port}", f"http://{host}:{peer}"
     argv = [binary, "--name", "dockyard", "--data-dir", str(data_dir / "data"),
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
             "--initial-cluster", f"dockyard={peer_url}", "--initial-cluster-state", "new",
             "--log-level", "warn"]
+    if tls:
+        ca, cert, key = tls
+        argv += ["--trusted-ca-file", ca, "--cert-file", cert, "--key-file", key, "--client-cert-auth"]
     with open(data_dir / "etcd.log", "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     (data_dir / "etcd.pid").write_text(f"{proc.pid}\n")
@@ -51,6 +60,9 @@ def start(data_dir: Path, listen: str = "127.0.0.1:2379", peer_port: int | None 
             tail = (data_dir / "etcd.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"etcd exited with {proc.returncode}:\n{tail}")
         try:
+            if tls:
+                with socket.create_connection((host, port), timeout=1):
+                    return f"etcd://{host}:{port}"
             with urllib.request.urlopen(f"{client}/health", timeout=1) as resp:
                 if b'"true"' in resp.read():
                     return f"etcd://{host}:{port}"

@@ -54,7 +54,11 @@ def manager_argv(kernel: Kernel) -> tuple[list[str], Path]:
     root = Path(str(config.get("data-root"))) / "swarm-master"
     run = Path(str(config.get("exec-root"))) / "swarm-master"
     root.mkdir(parents=True, exist_ok=True)
-    (root / "daemon.json").write_text(json.dumps({"role": "manager", "cluster-store": config.get("cluster-store")}))
+    # the store's own options (kv.* TLS to etcd) go along; the engine's heartbeat and master keys do not
+    opts = [f"{k}={v}" for k, v in config.options_for("cluster-opts").items()
+            if k != OPTION and not k.startswith("discovery.")]
+    (root / "daemon.json").write_text(json.dumps({"role": "manager", "cluster-store": config.get("cluster-store"),
+                                                  "cluster-opts": opts}))
     argv = [sys.executable, "-m", "dockyard.daemon", "--config-file", str(root / "daemon.json"),
             "--data-root", str(root / "data"), "--exec-root", str(run), "-H", listen,
             "--tlsverify", "--tlscacert", tls.ca, "--tlscert", tls.cert, "--tlskey", tls.key]
