@@ -470,6 +470,14 @@ async def test_info_has_swarm_classics_fields(cluster):
     assert block["  └ ServerVersion"] == "0.1.0" and block["  └ Error"] == "(none)"
     at3 = pairs.index((" n3", f"127.0.0.1:{engines[2].port}"))
     assert dict(pairs[at3 + 1:at3 + 11])["  └ Status"] == "Unhealthy"
+    # a container event makes n1's counts stale; /info fetches them again, not the event
+    system = kernel.services["system"]
+    before = system.view.updated["n1"]
+    engines[0].emit("container", "start", "c" * 64)
+    await until(lambda: "n1" in system.view.stale)
+    assert system.view.updated["n1"] == before
+    await system.info()
+    assert system.view.updated["n1"] > before and not system.view.stale
 
 
 def test_bytes_size_as_swarm_classic_printed_it():

@@ -229,8 +229,12 @@ class NodeView(Generic[T]):
     fresh from the relay; ``kinds`` are the event types that make a node's value stale."""
 
     def __init__(self, kernel: Kernel, what: str, kinds: set[str],
-                 fetch: Callable[[EngineClient, T | None], Awaitable[T]]) -> None:
+                 fetch: Callable[[EngineClient, T | None], Awaitable[T]], *, lazy: bool = False) -> None:
         self.kernel = kernel
+        #: lazy: an event only marks the node stale; :meth:`fresh` fetches the stale ones when
+        #: asked (for a view read by an async call, so a busy node is not fetched per event)
+        self.lazy = lazy
+        self.stale: set[str] = set()
         self.what = what
         self.kinds = kinds
         self.fetch = fetch
@@ -261,6 +265,8 @@ class NodeView(Generic[T]):
         if what == "leave":
             self.data.pop(node, None)
             self.errors.pop(node, None)
+        elif what in self.kinds and self.lazy:
+            self.stale.add(node)
         elif what == "connect" or what in self.kinds:
             self.schedule(node)
 
@@ -304,6 +310,11 @@ class NodeView(Generic[T]):
             with contextlib.suppress(Exception):
                 await asyncio.shield(running)
         await self._fetch(name)
+
+    async def fresh(self) -> None:
+        """Fetch the nodes an event made stale since (a lazy view's read)."""
+        stale, self.stale = self.stale, set()
+        await asyncio.gather(*(self._fetch(n) for n in sorted(stale)))
 
     async def refresh_all(self) -> None:
         nodes = await nodes_service(self.kernel).nodes()

@@ -19,7 +19,8 @@ up, CPUs and memory of the healthy nodes added up, ``ServerVersion`` ``swarm/VER
       └ ServerVersion: 0.1.0
       └ Error: (none)
 
-Each node's ``/info`` is kept in a per-node view refreshed by its container and image events;
+Each node's ``/info`` is kept in a per-node view, fetched again at ``/info`` time for the nodes
+whose container or image events made it stale;
 reservations are read from the cluster store (``reservations/<node>``, the placement's).
 ``df`` adds the nodes' ``/system/df`` up, naming local volumes ``NODE/NAME``.
 """
@@ -79,7 +80,9 @@ class ClusterSystem(Service):
 
     def __init__(self, kernel: Kernel) -> None:
         super().__init__(kernel)
-        self.view: NodeView[dict[str, Any]] = NodeView(kernel, "info", {"container", "image"}, fetch_info)
+        # lazy: a container event only marks its node stale; /info fetches the stale ones
+        self.view: NodeView[dict[str, Any]] = NodeView(kernel, "info", {"container", "image"}, fetch_info,
+                                                       lazy=True)
 
     async def start(self) -> None:
         await self.view.start()
@@ -125,6 +128,7 @@ class ClusterSystem(Service):
 
     async def info(self) -> EngineInfo:
         nodes = await nodes_service(self.kernel).nodes()
+        await self.view.fresh()
         reservations = await self._reservations()
         relay: Any = self.kernel.service("node-events") if self.kernel.has_service("node-events") else None
         strategy, filters = self._scheduling()
