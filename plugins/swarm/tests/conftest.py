@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import ipaddress
 import os
 import shutil
@@ -103,6 +104,7 @@ class SwarmCluster:
     hosts: list[Any]
     certs: Path  # the manager's certificate directory (also a DOCKER_CERT_PATH for the docker CLI)
     owners: Any
+    store_options: list[str] = field(default_factory=list)  # kv.* KEY=VALUE: TLS to etcd
     managers: list[Manager] = field(default_factory=list)
 
     @property
@@ -118,7 +120,7 @@ class SwarmCluster:
         port = _free_port()
         settings = {"role": "manager", "cluster-store": self.url, "tlsverify": True,
                     "tlscacert": str(self.certs / "ca.pem"), "tlscert": str(self.certs / "cert.pem"),
-                    "tlskey": str(self.certs / "key.pem"), **(config or {})}
+                    "tlskey": str(self.certs / "key.pem"), "cluster-opts": list(self.store_options), **(config or {})}
         if settings.get("replication"):
             settings["cluster-advertise"] = f"127.0.0.1:{port}"
         root = self.root / f"m{len(self.managers) + 1}"
@@ -178,16 +180,20 @@ async def swarm_cluster(tmp_path_factory: pytest.TempPathFactory, dockyard_owner
     cluster: SwarmCluster | None = None
     try:
         gateway = str(netns.driver.gateway.ip)
-        etcd = await asyncio.to_thread(start_etcd, base / "etcd", 1, gateway)
+        # off loopback, always TLS: etcd takes clients with a certificate of its throwaway CA
+        etcd = await asyncio.to_thread(functools.partial(start_etcd, base / "etcd", 1, gateway, tls=True))
         dockyard_owners.record(etcd.token, etcd.root)
         url = etcd.url(f"swarm{uuid.uuid4().hex[:6]}")
+        kv = [f"{k}={v}" for k, v in etcd.store_options.items()]
         options = ["--cluster-store", url, "--cluster-advertise", "eth0:2376",
                    "--cluster-store-opt", f"discovery.heartbeat={HEARTBEAT}", "--cluster-store-opt", f"discovery.ttl={TTL}"]
+        for item in kv:
+            options += ["--cluster-store-opt", item]
         hosts = await netns.create(3, engine_options=options)
         await asyncio.gather(*(asyncio.to_thread(h.bootstrap, "busybox") for h in hosts))
         certs = write_manager_certs(netns.ca, base / "manager-certs", ["127.0.0.1", gateway])
         cluster = SwarmCluster(root=base, etcd=etcd, url=url, netns=netns, hosts=hosts, certs=certs,
-                               owners=dockyard_owners)
+                               owners=dockyard_owners, store_options=kv)
         await asyncio.to_thread(cluster.start_manager)
         yield cluster
     finally:

@@ -45,7 +45,8 @@ async def test_three_nodes_joined(swarm_cluster: Any) -> None:
 
     from dockyard_swarm.cli import swarm
 
-    out = await asyncio.to_thread(CliRunner().invoke, swarm, ["list", "-v", swarm_cluster.url])
+    kv = [a for item in swarm_cluster.store_options for a in ("--cluster-store-opt", item)]
+    out = await asyncio.to_thread(CliRunner().invoke, swarm, ["list", "-v", *kv, swarm_cluster.url])
     assert out.exit_code == 0, out.output
     rows = sorted(line.split("\t") for line in out.output.splitlines())
     assert [(r[0], r[2]) for r in rows] == [("h1", "Healthy"), ("h2", "Healthy"), ("h3", "Healthy")]
