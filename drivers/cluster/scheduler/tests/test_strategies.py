@@ -98,3 +98,12 @@ def test_reservations_fill_and_release_frees():
         sched.place(PlacementRequest(cpus=1))
     sched.release("n", "c0")
     assert sched.place(PlacementRequest(cpus=1))[0].name == "n"
+
+
+def test_random_on_a_large_pool_draws_only_survivors():
+    nodes = [Node(f"n{i:03d}", labels={"ok": "yes" if i % 3 == 0 else "no"}) for i in range(300)]
+    sched = make(nodes, "random", seed=3)
+    req = PlacementRequest(constraints=["ok!=no"])  # no index hint: drawn from all 300
+    picked = collections.Counter(sched.place(req)[0].name for _ in range(200))
+    assert all(int(name[1:]) % 3 == 0 for name in picked) and len(picked) > 50
+    assert len({n.name for n in sched.place(req, limit=5)}) == 5

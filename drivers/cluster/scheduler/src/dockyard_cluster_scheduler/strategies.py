@@ -10,7 +10,8 @@ the request does not fit, before any strategy ranks them).
 - ``binpack``: highest weight first (factor +10), ties to more containers.
 - ``random``: no ranking, a random node among those that passed (for debugging, as Swarm's).
 
-Ties left after that go by node name, so a placement is reproducible.
+Ties left after that go by node name, so a placement is reproducible. Nodes whose score would
+exceed 100 (Swarm drops them) come last.
 """
 
 from __future__ import annotations
@@ -24,26 +25,27 @@ _FULL = 1 << 30  # the score of a node with no total of what is asked (it never 
 
 
 def _key(request: PlacementRequest, overcommit: float, factor: int, sign: int) -> Callable[[Node], Any]:
-    """``(sign * weight, sign * containers)``: one closure, as it runs for every node whose
-    state changes (the scheduler keeps its orders up to date)."""
+    """``(full, sign * weight, sign * containers)``: one closure, as it runs for every node
+    whose state changes (the scheduler keeps its orders up to date). ``full`` is 1 for a node
+    with a score over 100 (Swarm drops those; core refuses them too): last in either order, so
+    binpack does not walk past every full node."""
     room = 1.0 + overcommit
     cpus, memory = request.cpus, request.memory
     healthy_bonus = factor * 100
 
-    def key(node: Node) -> tuple[int, int]:
+    def key(node: Node) -> tuple[int, int, int]:
         if cpus > 0:
             total = node.cpus * room
-            w = int((node.reserved_cpus + cpus) * 100 // total) if total > 0 else _FULL
+            cpu = int((node.reserved_cpus + cpus) * 100 // total) if total > 0 else _FULL
         else:
-            w = 100
+            cpu = 100
         if memory > 0:
             total = node.memory * room
-            w += int((node.reserved_memory + memory) * 100 // total) if total > 0 else _FULL
+            mem = int((node.reserved_memory + memory) * 100 // total) if total > 0 else _FULL
         else:
-            w += 100
-        if node.healthy:
-            w += healthy_bonus
-        return (sign * w, sign * len(node.containers))
+            mem = 100
+        w = cpu + mem + healthy_bonus if node.healthy else cpu + mem
+        return (cpu > 100 or mem > 100, sign * w, sign * len(node.containers))
 
     return key
 
