@@ -144,3 +144,21 @@ def test_filters_compose():
         "node-2": "constraint: storage==ssd not met (storage='disk')",
         "node-3": "port: host port 8080/udp already bound on 0.0.0.0",
     }
+
+
+@pytest.mark.parametrize(("labels", "containers", "takes"), [
+    ({"containerslots": "2"}, 1, True),
+    ({"containerslots": "2"}, 2, False),
+    ({"containerslots": "0"}, 0, False),
+    ({"containerslots": "many"}, 9, True),  # not a number: no limit
+    ({}, 9, True),
+])
+def test_containerslots(labels, containers, takes):
+    node = Node("n", labels=labels, containers=[NodeContainer(f"c{i}") for i in range(containers)])
+    sched = make([node], filters=["containerslots"])
+    if takes:
+        assert sched.place(PlacementRequest())[0] is node
+    else:
+        with pytest.raises(NoNodeAvailable, match=f"n: containerslots: all {labels['containerslots']} container "
+                                                  "slots taken"):
+            sched.place(PlacementRequest())

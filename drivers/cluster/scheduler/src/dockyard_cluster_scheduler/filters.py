@@ -15,6 +15,8 @@ scheduler then looks at those nodes only.
 - ``dependency``: every container named by ``--volumes-from``, ``--link`` and ``--net
   container:`` is on the node.
 - ``health``: the node is healthy.
+- ``containerslots``: a node labelled ``containerslots=N`` holds fewer than N containers
+  (stopped ones count; a label that is not a number sets no limit).
 """
 
 from __future__ import annotations
@@ -174,6 +176,25 @@ def prepare_dependency(request: PlacementRequest) -> FilterCheck | None:
     return FilterCheck(check, hints)
 
 
+# ---------------------------------------------------------------------------- containerslots
+def _slots(node: Node) -> str | None:
+    raw = node.labels.get("containerslots")
+    if raw is None:
+        return None
+    try:
+        slots = int(raw)
+    except ValueError:
+        return None  # not a number: no limit, as Swarm
+    return None if len(node.containers) < slots else f"all {slots} container slots taken"
+
+
+_SLOTS = FilterCheck(_slots)
+
+
+def prepare_containerslots(request: PlacementRequest) -> FilterCheck | None:
+    return _SLOTS
+
+
 # ---------------------------------------------------------------------------- health
 def _healthy(node: Node) -> str | None:
     return None if node.healthy else "node is unhealthy"
@@ -189,6 +210,8 @@ def prepare_health(request: PlacementRequest) -> FilterCheck | None:
 FILTERS = (
     SchedulerFilter("health", prepare_health, "skip nodes that are unhealthy (missed heartbeats)"),
     SchedulerFilter("port", prepare_port, "no clash of host ports per address and protocol"),
+    SchedulerFilter("containerslots", prepare_containerslots,
+                    "node label containerslots=N: at most N containers (stopped ones count)"),
     SchedulerFilter("dependency", prepare_dependency, "--volumes-from, --link, --net container: on the same node"),
     SchedulerFilter("affinity", prepare_affinity, "affinity:container==, image==, container labels (~ soft)"),
     SchedulerFilter("constraint", prepare_constraint,
