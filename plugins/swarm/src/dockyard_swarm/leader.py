@@ -137,10 +137,9 @@ class Leadership(Service):
             self._set(True, self.advertise)
             await self._hold()
             return
+        # another replica leads (or our own key from before a restart on this address, whose
+        # lease ends within the TTL): follow it, and wait for the key to go
         current = res.results[0][0] if res.results and res.results[0] else None
-        if current is not None and current.value == value:
-            # our own key from before a restart on the same address: wait for its lease to end
-            pass
         self._set(False, current.value.decode() if current is not None else "")
         # keep our lease alive while we wait, so winning needs no grant
         await self._await_vacancy(res.revision)
