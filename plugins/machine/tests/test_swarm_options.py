@@ -7,7 +7,6 @@ import pytest
 
 from dockyard.errors import InvalidArgument
 from dockyard.model import Host
-
 from dockyard_machine.options import MachineCreate, SwarmOptions
 from dockyard_machine.service import MachineService
 

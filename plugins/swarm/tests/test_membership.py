@@ -18,7 +18,6 @@ from click.testing import CliRunner
 from dockyard.config import Config
 from dockyard.errors import InvalidArgument, NotFound
 from dockyard.kernel import Kernel
-
 from dockyard_swarm.cli import swarm
 from dockyard_swarm.leader import Leadership
 from dockyard_swarm.membership import NodeChange, NodeDirectory, discovery_settings, node_from_record

@@ -80,7 +80,7 @@ async def run(kernel: Kernel) -> None:
                 proc.send_signal(signal.SIGTERM)
                 try:
                     await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     await proc.wait()
