@@ -44,6 +44,8 @@ log = logging.getLogger("dockyard.swarm.events")
 #: a node at once in between.
 REFRESH = 60.0
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0
+#: Seconds a daemon's start waits for a view's first fetch of every node.
+START_WAIT = 2.0
 #: Fetches of one view in flight at once (a manager of a thousand nodes starts without a burst).
 FETCHES = 32
 #: Manager events about nodes (Swarm classic's names), type ``node``.
@@ -247,9 +249,19 @@ class NodeView(Generic[T]):
         self._slots = asyncio.Semaphore(FETCHES)
 
     async def start(self) -> None:
+        """Listen, then fetch every node: the daemon's start waits for that at most
+        :data:`START_WAIT` seconds (a few nodes are seen before it answers; a thousand are
+        fetched in the background, as Swarm classic's engines connected)."""
         nodes_events(self.kernel).listen(self._heard)
-        await self.refresh_all()
+        first = asyncio.create_task(self._first(), name=f"swarm-view-{self.what}-first")
+        self._tasks.append(first)
+        await asyncio.wait({first}, timeout=START_WAIT)
         self._tasks.append(asyncio.create_task(self._periodic(), name=f"swarm-view-{self.what}"))
+
+    async def _first(self) -> None:
+        started = time.monotonic()
+        await self.refresh_all()
+        log.info("%s of %d nodes fetched in %.2f s", self.what, len(self.data), time.monotonic() - started)
 
     async def stop(self) -> None:
         tasks = self._tasks + list(self._running.values())
