@@ -44,6 +44,19 @@ def manager_docker(c: Any, *args: str, input: bytes = b"", **env_extra: str) -> 
     return res.stdout.decode(errors="replace")
 
 
+def subprocess_run_manager(c: Any, *args: str) -> bytes:
+    """The docker CLI against the manager; its stdout as bytes (``docker save``)."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_CONFIG"] = str(c.root / "docker-config")
+    res = subprocess.run(["docker", "-H", f"unix://{c.manager.socket}", *args], capture_output=True, env=env,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    return res.stdout
+
+
 async def wait_for(what: str, check: Any, timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -111,6 +124,14 @@ async def test_images_across_nodes_and_load_everywhere(swarm_cluster: Any) -> No
     for h in c.hosts:
         assert f"{h.name}: Loaded image: onlyh1:v1" in text, text
         assert "onlyh1" in h.docker("images").stdout
+    # save comes from a node holding it: the archive names the image
+    import io
+    import tarfile
+
+    res = subprocess_run_manager(c, "save", "onlyh1:v1")
+    with tarfile.open(fileobj=io.BytesIO(res)) as tf:
+        manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert manifest[0]["RepoTags"] == ["onlyh1:v1"], manifest
     c.docker("rmi", "onlyh1:v1")
     assert all("onlyh1" not in h.docker("images").stdout for h in c.hosts)
 
@@ -298,3 +319,31 @@ async def test_events_merge_every_node_with_its_fields(swarm_cluster: Any) -> No
     resp.close()
     assert {d["node"]["Name"] for d in raw} >= {h.name for h in c.hosts}
     assert all(d["node"]["Addr"] == d["Actor"]["Attributes"]["node.addr"] for d in raw)
+
+
+async def test_a_node_down_and_back_in_info_and_events(swarm_cluster: Any) -> None:
+    """Last in the module: h3's engine is killed and started again."""
+    c = swarm_cluster
+    h3 = c.host("h3")
+    since = time.time()
+    c.kill_engine(h3)
+    await wait_for("h3 unhealthy in docker info",
+                   lambda: info_nodes(c.docker("info").stdout).get("h3", {}).get("Status") == "Unhealthy")
+    assert info_nodes(c.docker("info").stdout)["h1"]["Status"] == "Healthy"
+    await c.restart_engine(h3)
+    await wait_for("h3 healthy again",
+                   lambda: info_nodes(c.docker("info").stdout).get("h3", {}).get("Status") == "Healthy", 15)
+    # the relay is back: an event on h3 reaches the manager's stream with h3's fields
+    h3.docker("volume", "create", "afterback")
+
+    def node_events() -> list[tuple[str, str]] | None:
+        out = c.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+                       "--format", "{{.Type}} {{.Action}} {{.Actor.ID}} {{index .Actor.Attributes \"node.name\"}}").stdout
+        rows = [tuple(line.split()) for line in out.splitlines()]
+        back = any(r[:2] == ("volume", "create") and r[2] == "afterback" and r[-1] == "h3" for r in rows)
+        return rows if back else None
+
+    rows = await wait_for("h3's event relayed after it came back", node_events, 15)
+    actions = [r[1] for r in rows if r[0] == "node" and r[2] == "h3"]
+    assert "engine_disconnect" in actions and "engine_reconnect" in actions, rows
+    h3.docker("volume", "rm", "afterback")
