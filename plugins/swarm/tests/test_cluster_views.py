@@ -545,3 +545,16 @@ async def test_a_node_that_leaves_is_dropped_and_one_that_joins_is_followed(clus
     await until(lambda: "n3" in images.view.data and relay.connected.get("n3"))
     assert "sha256:" + "22" * 32 in {i.id for i in images.list()}
     assert [(e.type, e.action) for e in kernel.events.history if e.actor_id == "n3"][-1:] == [("node", CONNECT)]
+
+
+async def test_a_global_network_lists_the_endpoints_of_every_node(cluster):
+    kernel, engines = cluster
+    nets = kernel.services["networks"]
+    nid = "ov" * 32
+    for i, e in enumerate(engines[:2]):  # one overlay network, one ID, seen by two engines
+        e.networks[nid] = {"Name": "ov", "Driver": "overlay", "Scope": "global",
+                           "Containers": {f"c{i}" * 32: {"Name": f"web{i}", "EndpointID": f"e{i}"}}}
+        e.emit("network", "create", nid)
+    await until(lambda: len(nets._find(nid)) == 2)
+    assert [n.name for n in nets.list()].count("ov") == 1
+    assert sorted(ep.container_name for ep in nets.endpoints("ov")) == ["web0", "web1"]

@@ -156,13 +156,18 @@ class ClusterNetworks(Service):
         return self._one(ref).network
 
     def endpoints(self, network: Network | str) -> list[Endpoint]:
+        """The network's endpoints; a network wider than one node (one ID on several nodes, an
+        overlay) gathers every node's, as each engine lists only its own."""
         found = self._one(network if isinstance(network, str) else network.id)
+        docs = [found] if found.local else [n for n in self._all() if n.network.id == found.network.id]
         out = []
-        for cid, ep in (found.doc.get("Containers") or {}).items():
-            out.append(Endpoint(id=str(ep.get("EndpointID") or ""), network_id=found.network.id, container_id=cid,
-                                container_name=str(ep.get("Name") or ""), mac_address=str(ep.get("MacAddress") or ""),
-                                ipv4_address=str(ep.get("IPv4Address") or ""),
-                                ipv6_address=str(ep.get("IPv6Address") or ""), state=JOINED))
+        for nn in docs:
+            for cid, ep in (nn.doc.get("Containers") or {}).items():
+                out.append(Endpoint(id=str(ep.get("EndpointID") or ""), network_id=nn.network.id, container_id=cid,
+                                    container_name=str(ep.get("Name") or ""),
+                                    mac_address=str(ep.get("MacAddress") or ""),
+                                    ipv4_address=str(ep.get("IPv4Address") or ""),
+                                    ipv6_address=str(ep.get("IPv6Address") or ""), state=JOINED))
         return out
 
     def container_endpoints(self, container_id: str) -> list[Endpoint]:
