@@ -65,6 +65,12 @@ def test_a_relayed_event_carries_its_node() -> None:
                node={"Name": "h1", "Id": "X", "Addr": "10.0.0.2:2376", "Ip": "10.0.0.2"})
     assert system.event_json(ev)["node"] == {"Name": "h1", "Id": "X", "Addr": "10.0.0.2:2376", "Ip": "10.0.0.2"}
     assert "node" not in system.event_json(Event(type="container", action="start", actor_id="c1"))
+    from dockyard_api_docker.filters import Filters
+
+    by_node = Filters.parse('{"node": ["h1"]}', system.EVENT_FILTERS)
+    assert system.event_matches(ev, by_node)  # relayed from h1
+    assert not system.event_matches(Event(type="container", action="start", actor_id="c1"), by_node)
+    assert system.event_matches(Event(type="node", action="engine_connect", actor_id="h1"), by_node)
 
 
 async def test_network_and_volume_paths_take_a_node_slash_name() -> None:

@@ -308,6 +308,9 @@ async def test_events_merge_every_node_with_its_fields(swarm_cluster: Any) -> No
     for h in c.hosts:
         attrs = by_node[h.name]["Actor"]["Attributes"]
         assert attrs["node.addr"] == f"{h.address}:2376" and attrs["node.ip"] == h.address and attrs["node.id"]
+    only_h2 = c.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--filter", "node=h2",
+                       "--filter", "type=volume", "--format", "{{index .Actor.Attributes \"node.name\"}}").stdout.split()
+    assert only_h2 and set(only_h2) == {"h2"}, only_h2
     # the raw stream carries Swarm classic's top-level node object too
     from dockyard.client import Client, DaemonAddress
 

@@ -212,7 +212,9 @@ def event_matches(ev: Event, flt: Filters) -> bool:
         return False
     for key in ("container", "network", "volume", "daemon", "plugin", "node", "host"):
         if key in flt and not (ev.type == key and _actor_matches(flt.get(key), ev)):
-            return False
+            # node=: also an event relayed from that engine (a manager's merged stream)
+            if not (key == "node" and ev.node and {ev.node.get("Name"), ev.node.get("Id")} & set(flt.get(key))):
+                return False
     if "image" in flt:
         wanted = flt.get("image")
         by_image = ev.type == "image" and _actor_matches(wanted, ev)
