@@ -34,7 +34,13 @@ if TYPE_CHECKING:
     from dockyard.specs.cluster import ClusterSpecs, ClusterStore
     from dockyard.specs.config import ConfigOption, ConfigSpecs
     from dockyard.specs.events import BackgroundService, EventSpecs
-    from dockyard.specs.network import EmbeddedDnsDriver, IpamDriver, NetworkDriver, NetworkSpecs
+    from dockyard.specs.network import (
+        EmbeddedDnsDriver,
+        GlobalScopeDriver,
+        IpamDriver,
+        NetworkDriver,
+        NetworkSpecs,
+    )
     from dockyard.specs.provision import Provisioner, ProvisionSpecs
     from dockyard.specs.storage import ImagePuller, LayerDriver, StorageSpecs, VolumeDriver
     from dockyard.specs.supervisor import Supervisor, SupervisorBackend, Supervisors, SupervisorSpecs
@@ -46,7 +52,8 @@ _LAZY: dict[str, str] = {
     "ClusterSpecs": "cluster", "ClusterStore": "cluster",
     "ConfigOption": "config", "ConfigSpecs": "config",
     "BackgroundService": "events", "EventSpecs": "events",
-    "EmbeddedDnsDriver": "network", "IpamDriver": "network", "NetworkDriver": "network",
+    "EmbeddedDnsDriver": "network", "GlobalScopeDriver": "network", "IpamDriver": "network",
+    "NetworkDriver": "network",
     "NetworkSpecs": "network",
     "Provisioner": "provision", "ProvisionSpecs": "provision",
     "Provided": "provides", "ProvidesSpecs": "provides",
@@ -68,7 +75,8 @@ _DRIVER_BASES = {"arch": "RuntimeDriver", "storage": "LayerDriver", "volume": "V
 
 #: (kind, capability) -> the ABC whose methods are that capability's protocol. A driver of
 #: ``kind`` declaring the capability must subclass it, and a subclass must declare it.
-_CAPABILITY_BASES = {("network", "embedded-dns"): "EmbeddedDnsDriver"}
+_CAPABILITY_BASES = {("network", "embedded-dns"): "EmbeddedDnsDriver",
+                     ("network", "global-scope"): "GlobalScopeDriver"}
 
 
 def __getattr__(name: str) -> Any:
@@ -90,7 +98,8 @@ __all__ = [
     "AREAS", "CAPABILITY_BASES", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "PROVIDER_GROUP",
     "SPEC_CLASSES",
     "ApiFront", "ApiMiddleware", "ApiRoute", "ImagePuller", "BackgroundService", "ConfigOption", "Driver",
-    "DriverContext", "DriverInfo", "DriverProvider", "EmbeddedDnsDriver", "IpamDriver", "LayerDriver", "NetworkDriver", "ClusterStore",
+    "DriverContext", "DriverInfo", "DriverProvider", "EmbeddedDnsDriver", "GlobalScopeDriver", "IpamDriver",
+    "LayerDriver", "NetworkDriver", "ClusterStore",
     "Provisioner", "RuntimeDriver", "VolumeDriver", "entry_point_group", "hookimpl",
     "hookspec", "conventional_distribution",
     "ApiSpecs", "ArchSpecs", "ClusterSpecs", "ConfigSpecs", "EventSpecs", "NetworkSpecs", "ProvisionSpecs",

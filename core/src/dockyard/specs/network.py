@@ -14,8 +14,9 @@ A driver whose ``info.capabilities`` holds ``"global-scope"`` spans hosts (overl
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dockyard.specs._base import Driver, hookspec
 
@@ -49,6 +50,7 @@ class EndpointRequest:
     aliases: list[str] = field(default_factory=list)
     ports: list[PortMapping] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
+    container_name: str = ""  # what other hosts resolve it by on a global-scope network
     # On leave: the sandbox (``netns_path``) is destroyed right after, as when a container
     # stops. A driver may then leave interfaces inside it for the kernel to delete with the
     # namespace instead of deleting each one (a veth deletion waits for an RCU grace period).
@@ -160,6 +162,75 @@ class EmbeddedDnsDriver(NetworkDriver):
         the namespace is already gone."""
 
 
+#: The capability of a network driver whose networks span the hosts sharing a cluster store
+#: (overlay). A driver declaring it subclasses :class:`GlobalScopeDriver`, and a subclass
+#: declares it (checked by the registry at load, as ``embedded-dns``).
+GLOBAL_SCOPE = "global-scope"
+
+
+@dataclass(frozen=True)
+class PeerEndpoint:
+    """An endpoint of a global-scope network on another host, as the cluster store holds it:
+    what the embedded DNS answers for it (name, aliases) and what the data plane needs."""
+
+    endpoint_id: str
+    container_id: str
+    container_name: str = ""
+    host: str = ""  # the engine (its owner token or advertise address) the endpoint lives on
+    ipv4_address: str = ""  # CIDR
+    ipv6_address: str = ""
+    mac_address: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterNetworkChange:
+    """One change a global-scope driver saw in the cluster store.
+
+    ``kind="network"``: network ``network_id`` was defined (``network`` holds the definition
+    every engine mirrors, same ID) or removed (``network`` is None). ``kind="peers"``: the set
+    of its endpoints on other hosts changed (:meth:`GlobalScopeDriver.peers`)."""
+
+    kind: Literal["network", "peers"]
+    network_id: str
+    network: Network | None = None
+
+
+class GlobalScopeDriver(NetworkDriver):
+    """A network driver whose networks are cluster-wide (capability ``global-scope``).
+
+    The definition of a network is in the cluster store (``create_network`` puts it there,
+    ``delete_network`` removes it, refusing while another host has endpoints on it); every
+    engine sharing the store lists the network with the same ID and scope ``global``. The
+    network service mirrors the definitions (:meth:`cluster_networks` at start, then
+    :meth:`cluster_changes`) into its own store without calling ``create_network`` again, and
+    merges :meth:`peers` into the network's embedded DNS records whenever they change, so a
+    container resolves the names of containers on other hosts.
+
+    .. versionadded:: 0.2
+    """
+
+    @abc.abstractmethod
+    async def cluster_networks(self) -> list[Network]:
+        """Every network of this driver defined in the cluster store (empty without a store)."""
+
+    @abc.abstractmethod
+    def peers(self, network_id: str) -> list[PeerEndpoint]:
+        """Endpoints of ``network_id`` on other hosts, as last seen (a cache the driver keeps
+        current from the store's watch; cheap, no I/O)."""
+
+    @abc.abstractmethod
+    def cluster_changes(self) -> AsyncIterator[ClusterNetworkChange]:
+        """Changes of this driver's networks and peers, from now on, until the driver closes.
+        Every caller gets every change (one iterator per caller)."""
+
+
+#: Docker's IPAM address spaces: a local space's pools and addresses are this host's, a
+#: global space's are the cluster's (every engine sharing a cluster store sees them).
+LOCAL_ADDRESS_SPACE = "LocalDefault"
+GLOBAL_ADDRESS_SPACE = "GlobalDefault"
+
+
 @dataclass(frozen=True)
 class Pool:
     pool_id: str
@@ -170,10 +241,22 @@ class Pool:
 class IpamDriver(Driver):
     """The ABC of an IPAM driver. Allocations persist in the driver's ``data_dir``."""
 
+    def default_address_spaces(self) -> tuple[str, str]:
+        """Docker's ``GetDefaultAddressSpaces``: the (local, global) address space names.
+        A network of a ``global-scope`` driver asks for its pools in the global one.
+
+        .. versionadded:: 0.2
+        """
+        return LOCAL_ADDRESS_SPACE, GLOBAL_ADDRESS_SPACE
+
     @abc.abstractmethod
     async def request_pool(self, subnet: str = "", ip_range: str = "", gateway: str = "",
-                           v6: bool = False, options: dict[str, str] | None = None) -> Pool:
-        """Reserve a pool; ``subnet=""`` picks a free one from the default pools."""
+                           v6: bool = False, options: dict[str, str] | None = None,
+                           address_space: str = "") -> Pool:
+        """Reserve a pool; ``subnet=""`` picks a free one from the default pools.
+        ``address_space`` (``""``: the local one) is one of :meth:`default_address_spaces`; a
+        driver that has no global space raises ``InvalidArgument`` for it. The pool ID names
+        its space, so the other calls need none."""
 
     @abc.abstractmethod
     async def release_pool(self, pool_id: str) -> None:

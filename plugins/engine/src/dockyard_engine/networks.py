@@ -23,6 +23,15 @@ user-defined network; the resolver answers only names of that container's networ
 
 Events (after the commit): network ``create``, ``destroy``, ``connect``, ``disconnect`` with
 attributes ``name`` and ``type`` (driver), plus ``container`` for (dis)connect — as dockerd.
+
+Global scope: on an engine with a cluster store, the networks of a ``global-scope`` driver
+(:class:`dockyard.specs.network.GlobalScopeDriver`, the overlay) are cluster-wide. Their pools
+come from the IPAM driver's global address space; the driver publishes the definition, and
+every engine mirrors the definitions it reports (same ID, scope ``global``) into its own store
+without building anything until a container joins. Their embedded DNS records add the
+driver's peers (endpoints on other hosts) and are refreshed whenever the driver reports a
+change. A container only on such networks gets the resolver of any driver serving the
+embedded DNS (the bridge driver's), as dockerd's resolver is the daemon's, not a driver's.
 """
 
 from __future__ import annotations
@@ -49,7 +58,14 @@ from dockyard.errors import (
 from dockyard.model import Container, EndpointSettings, IpamPool, Network, new_id
 from dockyard.services import Service
 from dockyard.services.networks import JOINED, LEAVING, Endpoint, NetworkCreate, NotConnected
-from dockyard.specs.network import EmbeddedDnsDriver, EndpointRequest, EndpointResult, PortMapping
+from dockyard.specs.network import (
+    GLOBAL_SCOPE,
+    EmbeddedDnsDriver,
+    EndpointRequest,
+    EndpointResult,
+    GlobalScopeDriver,
+    PortMapping,
+)
 from dockyard.times import parse_until
 
 log = logging.getLogger(__name__)
@@ -112,6 +128,7 @@ class NetworkService(Service):
         self._dns_attached: dict[str, str] = {}  # container id -> network driver name serving it
         # per-container locks, dropped when no connect or disconnect of the container holds one
         self._container_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._followers: list[asyncio.Task[None]] = []  # one per global-scope driver
 
     # ------------------------------------------------------------------ lookups
     def _visible(self, net: Network) -> bool:
@@ -186,6 +203,8 @@ class NetworkService(Service):
             drv = self.kernel.driver("network", net.driver)
         except DockyardError:
             return None
+        if isinstance(drv, GlobalScopeDriver) and not isinstance(drv, EmbeddedDnsDriver):
+            return next(iter(self._dns_drivers().values()), None)  # the daemon's resolver
         return drv if isinstance(drv, EmbeddedDnsDriver) else None
 
     # ------------------------------------------------------------------ create
@@ -216,13 +235,15 @@ class NetworkService(Service):
                           attachable=req.attachable, ingress=req.ingress, enable_ipv6=req.enable_ipv6,
                           ipam_driver=req.ipam_driver or "default", ipam_options=dict(req.ipam_options),
                           options=dict(req.options), labels=dict(req.labels), builtin=builtin,
-                          scope=req.scope or "local")
+                          scope=req.scope or ("global" if isinstance(network_driver, GlobalScopeDriver)
+                                              else "local"))
             net.extra = {"state": CREATING, "pool_ids": []}
             with self.store.transaction() as tx:
                 tx.put(net)  # reserves the name; unique per kind
             try:
                 if driver_name not in SINGLETON_DRIVERS:
-                    await self._request_pools(net, req.ipam_pools)
+                    await self._request_pools(net, req.ipam_pools,
+                                              global_space=isinstance(network_driver, GlobalScopeDriver))
                 private = await network_driver.create_network(net)
             except BaseException:
                 await self._rollback_create(net)
@@ -234,8 +255,9 @@ class NetworkService(Service):
         self.kernel.emit("network", "create", net.id, name=net.name, type=net.driver)
         return net
 
-    async def _request_pools(self, net: Network, wanted: list[IpamPool]) -> None:
+    async def _request_pools(self, net: Network, wanted: list[IpamPool], global_space: bool = False) -> None:
         ipam = await self.kernel.driver_ready("ipam", net.ipam_driver)
+        space = ipam.default_address_spaces()[1] if global_space else ""
         # (pool asked for, v6): one automatic IPv4 pool unless one is given, and with
         # EnableIPv6 an automatic IPv6 pool unless one is given
         requests = [(p, not _is_v4(p.subnet)) for p in wanted]
@@ -245,7 +267,7 @@ class NetworkService(Service):
             requests.append((IpamPool(subnet=""), True))
         for want, v6 in requests:
             pool = await ipam.request_pool(subnet=want.subnet, ip_range=want.ip_range, gateway=want.gateway,
-                                           v6=v6, options=dict(net.ipam_options))
+                                           v6=v6, options=dict(net.ipam_options), address_space=space)
             net.extra["pool_ids"].append(pool.pool_id)
             net.ipam_pools.append(IpamPool(subnet=pool.subnet, gateway=pool.gateway.split("/")[0],
                                            ip_range=want.ip_range, aux_addresses=dict(want.aux_addresses)))
@@ -475,7 +497,8 @@ class NetworkService(Service):
         return EndpointRequest(network=net, container_id=ep.container_id, endpoint_id=ep.id,
                                netns_path=ep.netns_path, ifname=ep.ifname, ipv4_address=ep.ipv4_address,
                                ipv6_address=ep.ipv6_address, gateway=ep.gateway, mac_address=ep.mac_address,
-                               aliases=list(ep.aliases), ports=list(ep.ports), options=dict(driver_opts or {}))
+                               aliases=list(ep.aliases), ports=list(ep.ports), options=dict(driver_opts or {}),
+                               container_name=ep.container_name)
 
     async def _release_addresses(self, ep: Endpoint, tolerate_released: bool = False) -> None:
         if not (ep.pool_id or ep.pool_id6):
@@ -596,6 +619,13 @@ class NetworkService(Service):
             for name in (ep.container_name, *ep.aliases, ep.container_id[:12]):
                 if name:
                     add(name, addrs)
+        drv = self.kernel.ready_drivers("network").get(net.driver)
+        if isinstance(drv, GlobalScopeDriver):  # endpoints on other hosts
+            for peer in drv.peers(net.id):
+                addrs = [a.split("/")[0] for a in (peer.ipv4_address, peer.ipv6_address) if a]
+                for name in (peer.container_name, *peer.aliases, peer.container_id[:12]):
+                    if name and addrs:
+                        add(name, addrs)
         for extra in self.kernel.hook.dockyard_dns_records(kernel=self.kernel, network=net):
             for name, addrs in (extra or {}).items():
                 add(name, list(addrs))
@@ -621,7 +651,8 @@ class NetworkService(Service):
             except NotFound:
                 continue
         user = [n for n in nets if not n.builtin and n.driver not in SINGLETON_DRIVERS]
-        provider = next((n.driver for n in user if self._dns_driver_of(n) is not None), None)
+        serving = (self._dns_driver_of(n) for n in user)
+        provider = next((d.info.name for d in serving if d is not None), None)
         served_by = self._dns_attached.get(container_id)
         if served_by and served_by != provider:
             old = self._dns_drivers().get(served_by)
@@ -669,6 +700,7 @@ class NetworkService(Service):
                     log.info("no built-in %s network: %s", name, exc)
                 except DockyardError as exc:
                     log.error("could not create the built-in %s network: %s", name, exc)
+        await self._follow_global_networks()
         for net in self.list():
             try:
                 drv = await self.kernel.driver_ready("network", net.driver)
@@ -713,6 +745,10 @@ class NetworkService(Service):
         plane of every network no endpoint uses: a stopped daemon leaves on the host only what
         running containers need (their endpoints and networks stay, for live-restore).
         :meth:`start` brings the rest back (``driver.restore``)."""
+        for task in self._followers:
+            task.cancel()
+        await asyncio.gather(*self._followers, return_exceptions=True)
+        self._followers.clear()
         dns_drivers = self._dns_drivers()
         for cid, provider in list(self._dns_attached.items()):
             drv = dns_drivers.get(provider)
@@ -728,11 +764,87 @@ class NetworkService(Service):
             drv = ready.get(net.driver)
             if net.id in in_use or net.driver in SINGLETON_DRIVERS or drv is None:
                 continue
+            if isinstance(drv, GlobalScopeDriver):  # cluster-wide: its removal is not a shutdown's
+                continue
             try:
                 await drv.delete_network(net)
             except Exception:  # noqa: BLE001 - the next start restores it either way
                 log.exception("could not take down network %s", net.name)
 
+
+    # ------------------------------------------------------------------ global scope
+    async def _follow_global_networks(self) -> None:
+        """With a cluster store: ready every installed global-scope driver, mirror the networks
+        it reports, and follow its changes in the background."""
+        if not self.kernel.configured_driver_name("cluster"):
+            return
+        for name in self.kernel.registry.driver_names("network"):
+            try:
+                cls = self.kernel.registry.load_driver("network", name)
+                if GLOBAL_SCOPE not in cls.info.capabilities:
+                    continue
+                drv = await self.kernel.driver_ready("network", name)
+                assert isinstance(drv, GlobalScopeDriver)
+                changes = drv.cluster_changes()  # subscribed before the listing: nothing missed
+                for net in await drv.cluster_networks():
+                    await self._mirror(net)
+                known = {n.id for n in await drv.cluster_networks()}
+                for net in self.store.list(Network):
+                    if net.driver == name and net.id not in known:
+                        await self._unmirror(net.id)
+            except Exception:  # noqa: BLE001 - the local networks still work
+                log.exception("could not follow the cluster's %s networks", name)
+                continue
+            self._followers.append(asyncio.create_task(self._follow(drv, changes), name=f"follow-{name}"))
+
+    async def _follow(self, drv: GlobalScopeDriver, changes: Any) -> None:
+        async for change in changes:
+            try:
+                if change.kind == "network" and change.network is not None:
+                    await self._mirror(change.network)
+                elif change.kind == "network":
+                    await self._unmirror(change.network_id)
+                else:
+                    net = self.store.get(Network, change.network_id)
+                    async with self._lock:
+                        await self._refresh_dns(net)
+            except NotFound:
+                continue
+            except Exception:  # noqa: BLE001
+                log.exception("could not apply a cluster change of network %s", change.network_id[:12])
+
+    async def _mirror(self, definition: Network) -> None:
+        """Record a network another engine created (same ID), unless it is known here."""
+        async with self._lock:
+            try:
+                self.store.get(Network, definition.id)
+                return
+            except NotFound:
+                pass
+            if self.store.by_name(Network, definition.name) is not None:
+                log.warning("cluster network %s clashes with a local network's name; not listed here",
+                            definition.name)
+                return
+            net = dataclasses.replace(definition, builtin=False, scope=definition.scope or "global")
+            net.extra = {**definition.extra, "state": READY, "mirrored": True}
+            with self.store.transaction() as tx:
+                tx.put(net)
+        self.kernel.emit("network", "create", net.id, name=net.name, type=net.driver)
+
+    async def _unmirror(self, network_id: str) -> None:
+        """Forget a network the cluster no longer defines (removed by another engine)."""
+        async with self._lock:
+            try:
+                net = self.store.get(Network, network_id)
+            except NotFound:
+                return
+            if net.extra.get("state", READY) != READY or self.endpoints(net):
+                return
+            for d in self._dns_drivers().values():
+                await d.dns_set_records(net.id, {})
+            with self.store.transaction() as tx:
+                tx.delete(Network, net.id)
+        self.kernel.emit("network", "destroy", net.id, name=net.name, type=net.driver)
 
     # ------------------------------------------------------------------ docker network connect
     async def connect_container(self, container_ref: str, network: str, settings: EndpointSettings) -> None:

@@ -10,6 +10,16 @@ name, so docker's ``daemon.json`` ``default-address-pools`` list works as is):
     The same for IPv6 (default: none, so an IPv6 network needs an explicit subnet).
 ``check-host-routes``
     ``true`` (default): an automatic subnet overlaps no route or interface address of the host.
+``default-global-address-pools``
+    The pools automatic subnets of the global address space (``GlobalDefault``, the overlay's)
+    are cut from (default ``10.0.0.0/8:24``, Docker's).
+``global-address-ttl``
+    Seconds an engine's global addresses outlive it when it is lost (its cluster-store lease;
+    default 10).
+
+The global address space lives in the cluster store (``context.need(ClusterStore)``; see
+:mod:`dockyard_network_ipam.cluster`): available only on an engine started with
+``--cluster-store``.
 
 Every pool and address lives in ``<data_dir>/ipam.json``, changed under a file lock and replaced
 atomically, so a second instance (a restarted daemon) sees every allocation.
@@ -23,12 +33,14 @@ from typing import Any
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.specs import ConfigOption, DriverInfo, IpamDriver
-from dockyard.specs.network import Pool
+from dockyard.specs.cluster import ClusterStore
+from dockyard.specs.network import GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE, Pool
 from dockyard_network_ipam import pools as P
+from dockyard_network_ipam.cluster import DEFAULT_GLOBAL_POOLS, GlobalSpace, is_global
 from dockyard_network_ipam.hostnets import host_networks
 from dockyard_network_ipam.store import AllocationStore
 
-ADDRESS_SPACE = "LocalDefault"
+ADDRESS_SPACE = LOCAL_ADDRESS_SPACE
 _TRUE = {"1", "t", "true", "yes", "on"}
 
 
@@ -54,12 +66,14 @@ class DefaultIpam(IpamDriver):
     info = DriverInfo(
         name="default", kind="ipam",
         description="Address pools and addresses persisted in the driver's data directory",
-        capabilities=frozenset({"ipv6", "persistent", "host-route-check"}),
+        capabilities=frozenset({"ipv6", "persistent", "host-route-check", "global-address-space"}),
     )
     config_options = (
         ConfigOption("default-address-pools", list, None, "pools for new networks: [{base, size}]"),
         ConfigOption("default-address-pools-v6", list, None, "IPv6 pools for new networks"),
         ConfigOption("check-host-routes", bool, True, "never allocate a subnet overlapping host routes"),
+        ConfigOption("default-global-address-pools", list, None, "pools of cluster-wide networks: [{base, size}]"),
+        ConfigOption("global-address-ttl", int, 10, "seconds a lost engine's cluster-wide addresses are kept"),
     )
 
     def __init__(self, context: Any) -> None:
@@ -70,10 +84,29 @@ class DefaultIpam(IpamDriver):
         self._store = AllocationStore(context.data_dir)
         self._lock = asyncio.Lock()
         self._pool_count = 0
+        self._global_pools = P.parse_pools(_setting(context, "default-global-address-pools", DEFAULT_GLOBAL_POOLS),
+                                           v6=False)
+        self._global_ttl = int(_setting(context, "global-address-ttl", "10"))
+        self._global: GlobalSpace | None = None
 
     async def setup(self) -> None:
         doc = await asyncio.to_thread(self._store.snapshot)
         self._pool_count = len(doc["pools"])
+        if self.context.provided.get(ClusterStore) is not None:
+            await self._global_space().start()
+
+    async def close(self) -> None:
+        if self._global is not None:
+            await self._global.close()
+
+    def _global_space(self) -> GlobalSpace:
+        """The cluster-wide space (Unavailable without a cluster store)."""
+        if self._global is None:
+            store = self.context.need(ClusterStore, "the global address space (overlay networks) lives in the "
+                                                    "cluster store: start the engine with --cluster-store")
+            self._global = GlobalSpace(store, self.context.data_dir, self.context.owner, self._global_pools,
+                                       self._global_ttl)
+        return self._global
 
     def status(self) -> list[tuple[str, str]]:
         return [("Pools", str(self._pool_count)),
@@ -81,12 +114,17 @@ class DefaultIpam(IpamDriver):
 
     # ---------------------------------------------------------------------------- pools
     async def request_pool(self, subnet: str = "", ip_range: str = "", gateway: str = "",
-                           v6: bool = False, options: dict[str, str] | None = None) -> Pool:
+                           v6: bool = False, options: dict[str, str] | None = None,
+                           address_space: str = "") -> Pool:
         if not subnet and (ip_range or gateway):
             raise InvalidArgument("an ip-range or gateway needs an explicit subnet")
+        if address_space not in ("", LOCAL_ADDRESS_SPACE, GLOBAL_ADDRESS_SPACE):
+            raise InvalidArgument(f"unknown address space {address_space!r}")
         taken_host: list[P.IPNetwork] = []
         if not subnet and self._check_routes:
             taken_host = await asyncio.to_thread(host_networks, v6)
+        if address_space == GLOBAL_ADDRESS_SPACE:
+            return await self._global_space().request_pool(subnet, ip_range, gateway, v6, taken_host)
         async with self._lock:
             return await asyncio.to_thread(self._request_pool, subnet, ip_range, gateway, v6, taken_host)
 
@@ -127,6 +165,8 @@ class DefaultIpam(IpamDriver):
             return Pool(pool_id=pool_id, subnet=str(net), gateway=str(gw))
 
     async def release_pool(self, pool_id: str) -> None:
+        if is_global(pool_id):
+            return await self._global_space().release_pool(pool_id)
         async with self._lock:
             await asyncio.to_thread(self._release_pool, pool_id)
 
@@ -138,6 +178,8 @@ class DefaultIpam(IpamDriver):
 
     # ---------------------------------------------------------------------------- addresses
     async def request_address(self, pool_id: str, address: str = "") -> str:
+        if is_global(pool_id):
+            return await self._global_space().request_address(pool_id, address)
         async with self._lock:
             return await asyncio.to_thread(self._request_address, pool_id, address)
 
@@ -163,6 +205,8 @@ class DefaultIpam(IpamDriver):
             return f"{addr}/{net.prefixlen}"
 
     async def release_address(self, pool_id: str, address: str) -> None:
+        if is_global(pool_id):
+            return await self._global_space().release_address(pool_id, address)
         async with self._lock:
             await asyncio.to_thread(self._release_address, pool_id, address)
 

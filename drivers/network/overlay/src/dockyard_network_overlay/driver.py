@@ -1,0 +1,525 @@
+"""``OverlayDriver``: VXLAN networks spanning every engine that shares a cluster store
+(entry point ``dockyard.drivers.network:overlay``), Docker 1.9's ``--cluster-store`` overlay.
+
+Cluster state (keys relative to the store's prefix, JSON values):
+
+``overlay/networks/<network id>``
+    ``{"vni", "network": <the Network, as every engine lists it>}``: the definition the engines
+    mirror (same ID, scope ``global``). Written once by the engine that creates the network.
+``overlay/vni/<VNI>``
+    The network ID: VNIs (4096 and up, as Docker) are taken create-if-absent, in the same
+    transaction as the definition.
+``overlay/endpoints/<network id>/<endpoint id>``
+    ``{"container_id", "name", "aliases", "ipv4", "mac", "vtep"}`` on the engine's lease
+    (``endpoint-ttl`` seconds, kept alive while it runs): a lost node's endpoints go with it.
+
+Each engine watches ``overlay/`` from the revision it listed. For a network with a local
+endpoint it builds the data plane (:mod:`dockyard_network_overlay.plane`) and programs a
+neighbour and an FDB entry per remote endpoint as they come and go; the network service hears
+of every change (:meth:`cluster_changes`) and refreshes the embedded DNS with :meth:`peers`.
+
+Settings (``network-opts`` driver option, else the daemon config key):
+
+``vtep``
+    The underlay address (or interface) VXLAN packets leave from; default: the address of
+    ``--cluster-advertise`` (``ADDR:PORT`` or ``IFACE:PORT``).
+``endpoint-ttl``
+    Seconds a lost engine's endpoints stay published (its lease; default 10).
+
+Network options: ``com.docker.network.driver.mtu`` (default: the underlay's MTU minus 50),
+``com.docker.network.driver.overlay.vxlanid_list`` (a given VNI). ``encrypted`` is refused:
+IPsec between hosts is not built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import (
+    Conflict,
+    Forbidden,
+    InvalidArgument,
+    LeaseNotFound,
+    NotFound,
+    StoreCompacted,
+    Unavailable,
+)
+from dockyard.jsonfile import write_json
+from dockyard.model import Network, from_dict, to_dict
+from dockyard.specs import ConfigOption, DriverContext, DriverInfo
+from dockyard.specs.cluster import ClusterStore, Compare, Delete, Put, WatchEvent
+from dockyard.specs.network import (
+    GLOBAL_SCOPE,
+    ClusterNetworkChange,
+    EndpointRequest,
+    EndpointResult,
+    GlobalScopeDriver,
+    PeerEndpoint,
+)
+from dockyard_network_overlay import plane as P
+
+log = logging.getLogger(__name__)
+
+ROOT = "overlay/"
+NETWORKS = ROOT + "networks/"
+VNIS = ROOT + "vni/"
+ENDPOINTS = ROOT + "endpoints/"
+FIRST_VNI = 4096
+MAX_VNI = (1 << 24) - 1
+MTU_OPTION = "com.docker.network.driver.mtu"
+VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+KNOWN_OPTIONS = frozenset({MTU_OPTION, VNI_OPTION, "encrypted"})
+RACE_RETRIES = 20
+NEED_STORE = ("overlay networks live in the cluster store: start the engine with "
+              "--cluster-store etcd://HOST:PORT/PREFIX --cluster-advertise ADDR:PORT")
+
+
+def _setting(context: DriverContext, key: str, default: str) -> str:
+    value = context.options.get(key)
+    if value is None:
+        value = context.daemon_config.get(key)
+    return default if value is None or value == "" else str(value)
+
+
+class _Changes:
+    """One subscriber's queue of :class:`ClusterNetworkChange` (registered when made)."""
+
+    def __init__(self, subscribers: set[asyncio.Queue[ClusterNetworkChange | None]]) -> None:
+        self._subscribers = subscribers
+        self._queue: asyncio.Queue[ClusterNetworkChange | None] = asyncio.Queue()
+        subscribers.add(self._queue)
+
+    def __aiter__(self) -> _Changes:
+        return self
+
+    async def __anext__(self) -> ClusterNetworkChange:
+        item = await self._queue.get()
+        if item is None:
+            self._subscribers.discard(self._queue)
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        self._subscribers.discard(self._queue)
+
+
+class OverlayDriver(GlobalScopeDriver):
+    info = DriverInfo(
+        name="overlay", kind="network",
+        description="VXLAN networks across the engines of a cluster store (etcd): VNI per network, "
+                    "static FDB and ARP entries from the store, cluster-wide addresses",
+        capabilities=frozenset({"connectivity", "internal", GLOBAL_SCOPE}),
+    )
+    config_options = (
+        ConfigOption("vtep", str, None, "underlay address or interface of the VXLAN tunnel endpoint"),
+        ConfigOption("endpoint-ttl", int, None, "seconds a lost engine's overlay endpoints stay published"),
+    )
+
+    def __init__(self, context: DriverContext) -> None:
+        super().__init__(context)
+        self.owner = context.owner
+        self._store: ClusterStore | None = context.provided.get(ClusterStore)
+        self._ttl = max(2, int(_setting(context, "endpoint-ttl", "10")))
+        advertise = str(context.daemon_config.get("cluster-advertise") or "")
+        self._vtep_spec = _setting(context, "vtep", advertise.rsplit(":", 1)[0] if ":" in advertise else advertise)
+        self._vtep = ""
+        self._underlay_mtu = 1500
+        self._state_path = Path(context.data_dir) / "overlay.json"
+        self._doc: dict[str, Any] = {"networks": {}, "endpoints": {}}
+        self._defs: dict[str, dict[str, Any]] = {}  # network id -> definition document
+        self._peers: dict[str, dict[str, dict[str, Any]]] = {}  # network id -> endpoint id -> doc
+        self._subscribers: set[asyncio.Queue[ClusterNetworkChange | None]] = set()
+        self._lock = asyncio.Lock()
+        self._lease = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ life cycle
+    async def setup(self) -> None:
+        """Load the state; remove what a killed daemon left (links of ours no live endpoint
+        explains, endpoints whose namespace died, networks left without endpoints); with a
+        store, take a lease, list and watch ``overlay/``, rebuild the networks still in use
+        with fresh FDB and neighbour entries and publish their endpoints again."""
+        try:
+            self._doc = json.loads(self._state_path.read_text())
+        except (FileNotFoundError, ValueError):
+            self._doc = {"networks": {}, "endpoints": {}}
+        links = set(await asyncio.to_thread(P.list_links))
+        eps = self._doc["endpoints"]
+        dropped = [e for e, ep in eps.items() if ep["veth"] not in links]
+        for eid in dropped:
+            del eps[eid]
+        used = {ep["network_id"] for ep in eps.values()}
+        for net_id in [n for n in self._doc["networks"] if n not in used]:
+            del self._doc["networks"][net_id]
+        keep = {ep["veth"] for ep in eps.values()}
+        for entry in self._doc["networks"].values():
+            keep |= {entry["bridge"], entry["vxlan"]}
+        for name in links:
+            if P.is_ours(self.owner, name) and name not in keep:
+                log.info("removing leftover overlay link %s", name)
+                await asyncio.to_thread(P.delete_link, name)
+        await asyncio.to_thread(self._save)
+        if self._store is None:
+            return
+        if self._vtep_spec:
+            self._vtep = await asyncio.to_thread(P.address_of, self._vtep_spec)
+            self._underlay_mtu = await asyncio.to_thread(P.mtu_towards, self._vtep)
+        self._lease = (await self._store.grant(self._ttl)).id
+        listing = await self._store.list(ROOT)
+        for kv in listing:
+            self._load(WatchEvent("put", kv))
+        for eid in dropped:  # their keys may still be on the previous run's lease
+            for net_id in self._defs:
+                await self._store.delete(f"{ENDPOINTS}{net_id}/{eid}")
+        for net_id, entry in self._doc["networks"].items():
+            await asyncio.to_thread(P.ensure_network, self._plane(entry), True)
+            for peer in self._peers.get(net_id, {}).values():
+                await asyncio.to_thread(P.program_peer, entry["vxlan"], peer["ipv4"], peer["mac"], peer["vtep"])
+        await self._publish_all()
+        self._tasks = [asyncio.create_task(self._watch(listing.revision + 1), name="overlay-watch"),
+                       asyncio.create_task(self._keepalive(), name="overlay-lease")]
+
+    async def close(self) -> None:
+        """Stop watching and refreshing the lease. Endpoints stay published until it expires
+        (running containers keep their interfaces; the next start publishes them again)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        for q in list(self._subscribers):
+            q.put_nowait(None)
+
+    def status(self) -> list[tuple[str, str]]:
+        return [("VTEP", self._vtep or "(none: no cluster store)"),
+                ("Networks built here", str(len(self._doc["networks"]))),
+                ("Local endpoints", str(len(self._doc["endpoints"])))]
+
+    def _save(self) -> None:
+        write_json(self._state_path, self._doc)
+
+    def _need_store(self) -> ClusterStore:
+        if self._store is None:
+            self._store = self.context.need(ClusterStore, NEED_STORE)
+        if not self._vtep:
+            raise Unavailable("the overlay driver has no tunnel endpoint address: start the engine with "
+                              "--cluster-advertise ADDR:PORT (or set the overlay driver option vtep)")
+        return self._store
+
+    # ------------------------------------------------------------------ the store's view
+    def _load(self, ev: WatchEvent) -> ClusterNetworkChange | None:
+        """Apply one key change to the caches; the change to announce, if any."""
+        key = ev.key
+        if key.startswith(NETWORKS):
+            net_id = key[len(NETWORKS):]
+            if ev.type == "put":
+                self._defs[net_id] = ev.kv.json()
+                return ClusterNetworkChange("network", net_id, self._definition(net_id))
+            self._defs.pop(net_id, None)
+            self._peers.pop(net_id, None)
+            return ClusterNetworkChange("network", net_id, None)
+        if key.startswith(ENDPOINTS):
+            net_id, _, ep_id = key[len(ENDPOINTS):].partition("/")
+            if ev.type == "put":
+                doc = ev.kv.json()
+                if doc.get("vtep") == self._vtep:
+                    return None  # ours
+                self._peers.setdefault(net_id, {})[ep_id] = doc
+            elif self._peers.get(net_id, {}).pop(ep_id, None) is None:
+                return None
+            return ClusterNetworkChange("peers", net_id)
+        return None
+
+    def _definition(self, net_id: str) -> Network | None:
+        doc = self._defs.get(net_id)
+        if doc is None:
+            return None
+        net = from_dict(Network, doc["network"])
+        net.scope = net.scope if net.scope not in ("", "local") else "global"
+        return net
+
+    async def _watch(self, revision: int) -> None:
+        while True:
+            try:
+                async for ev in self._store.watch(ROOT, revision):  # type: ignore[union-attr]
+                    revision = ev.revision + 1
+                    await self._apply(ev)
+            except asyncio.CancelledError:
+                raise
+            except StoreCompacted:
+                listing = await self._store.list(ROOT)  # type: ignore[union-attr]
+                await self._resync(listing)
+                revision = listing.revision + 1
+            except Exception:  # noqa: BLE001 - the store reconnects by itself
+                log.warning("overlay watch failed; watching again", exc_info=True)
+                await asyncio.sleep(0.5)
+
+    async def _resync(self, listing: Any) -> None:
+        old_defs, old_peers = dict(self._defs), {k: dict(v) for k, v in self._peers.items()}
+        self._defs, self._peers = {}, {}
+        for kv in listing:
+            self._load(WatchEvent("put", kv))
+        for net_id in set(old_defs) | set(self._defs):
+            if old_defs.get(net_id) != self._defs.get(net_id):
+                self._announce(ClusterNetworkChange("network", net_id, self._definition(net_id)))
+        for net_id in set(old_peers) | set(self._peers):
+            before, after = old_peers.get(net_id, {}), self._peers.get(net_id, {})
+            entry = self._doc["networks"].get(net_id)
+            if entry is not None:
+                for eid, doc in before.items():
+                    if eid not in after:
+                        await asyncio.to_thread(P.program_peer, entry["vxlan"], doc["ipv4"], doc["mac"],
+                                                doc["vtep"], False)
+                for doc in after.values():
+                    await asyncio.to_thread(P.program_peer, entry["vxlan"], doc["ipv4"], doc["mac"], doc["vtep"])
+            if before != after:
+                self._announce(ClusterNetworkChange("peers", net_id))
+
+    async def _apply(self, ev: WatchEvent) -> None:
+        before = None
+        if ev.key.startswith(ENDPOINTS) and ev.type == "delete":
+            net_id, _, ep_id = ev.key[len(ENDPOINTS):].partition("/")
+            before = self._peers.get(net_id, {}).get(ep_id)
+        change = self._load(ev)
+        if change is None:
+            return
+        if change.kind == "peers":
+            async with self._lock:
+                entry = self._doc["networks"].get(change.network_id)
+                if entry is not None:
+                    doc = before if ev.type == "delete" else self._peers[change.network_id][ev.key.rsplit("/", 1)[1]]
+                    if doc is not None:
+                        await asyncio.to_thread(P.program_peer, entry["vxlan"], doc["ipv4"], doc["mac"], doc["vtep"],
+                                                ev.type == "put")
+        self._announce(change)
+
+    def _announce(self, change: ClusterNetworkChange) -> None:
+        for q in list(self._subscribers):
+            q.put_nowait(change)
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                await self._store.keepalive(self._lease)  # type: ignore[union-attr]
+            except LeaseNotFound:
+                log.warning("the overlay lease expired; publishing this engine's endpoints again")
+                self._lease = (await self._store.grant(self._ttl)).id  # type: ignore[union-attr]
+                await self._publish_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.warning("could not refresh the overlay lease", exc_info=True)
+
+    async def _publish(self, ep_id: str, ep: dict[str, Any]) -> None:
+        doc = {"container_id": ep["container_id"], "name": ep.get("name", ""), "aliases": ep.get("aliases", []),
+               "ipv4": ep["ipv4"], "mac": ep["mac"], "vtep": self._vtep}
+        await self._store.put(f"{ENDPOINTS}{ep['network_id']}/{ep_id}", json.dumps(doc).encode(),  # type: ignore[union-attr]
+                              self._lease)
+
+    async def _publish_all(self) -> None:
+        for ep_id, ep in self._doc["endpoints"].items():
+            await self._publish(ep_id, ep)
+
+    # ------------------------------------------------------------------ GlobalScopeDriver
+    async def cluster_networks(self) -> list[Network]:
+        return [n for n in (self._definition(i) for i in list(self._defs)) if n is not None]
+
+    def peers(self, network_id: str) -> list[PeerEndpoint]:
+        return [PeerEndpoint(endpoint_id=eid, container_id=d.get("container_id", ""),
+                             container_name=d.get("name", ""), host=d.get("vtep", ""),
+                             ipv4_address=d.get("ipv4", ""), mac_address=d.get("mac", ""),
+                             aliases=tuple(d.get("aliases") or ()))
+                for eid, d in sorted(self._peers.get(network_id, {}).items())]
+
+    def cluster_changes(self) -> AsyncIterator[ClusterNetworkChange]:
+        return _Changes(self._subscribers)
+
+    # ------------------------------------------------------------------ networks
+    def _check_options(self, network: Network) -> int:
+        unknown = sorted(set(network.options) - KNOWN_OPTIONS)
+        if unknown:
+            raise InvalidArgument(f"overlay: unknown network option(s) {', '.join(unknown)}")
+        if "encrypted" in network.options:
+            raise InvalidArgument("overlay: --opt encrypted is refused: IPsec between hosts is not implemented "
+                                  "in dockyard-network-overlay (traffic would go unencrypted)")
+        if network.enable_ipv6 or any(":" in p.subnet for p in network.ipam_pools):
+            raise InvalidArgument("overlay: IPv6 is not supported on overlay networks yet")
+        if not network.ipam_pools:
+            raise InvalidArgument("an overlay network needs an IPv4 pool (subnet)")
+        if len(network.ipam_pools) > 1:
+            raise InvalidArgument("an overlay network takes one subnet")
+        if MTU_OPTION in network.options:
+            try:
+                mtu = int(network.options[MTU_OPTION])
+            except ValueError as exc:
+                raise InvalidArgument(f"overlay: bad {MTU_OPTION} {network.options[MTU_OPTION]!r}") from exc
+            if not 576 <= mtu <= 65535:
+                raise InvalidArgument(f"overlay: {MTU_OPTION} must be 576..65535")
+        vni = 0
+        if network.options.get(VNI_OPTION):
+            try:
+                vni = int(network.options[VNI_OPTION].split(",")[0])
+            except ValueError as exc:
+                raise InvalidArgument(f"overlay: bad {VNI_OPTION} {network.options[VNI_OPTION]!r}") from exc
+            if not 1 <= vni <= MAX_VNI:
+                raise InvalidArgument(f"overlay: VNI {vni} is out of range 1..{MAX_VNI}")
+        return vni
+
+    async def create_network(self, network: Network) -> dict[str, Any]:
+        """Take a VNI and publish the definition, in one transaction. Nothing is built on
+        this host until a container joins."""
+        wanted = self._check_options(network)
+        store = self._need_store()
+        key = NETWORKS + network.id
+        for _ in range(RACE_RETRIES):
+            if wanted:
+                vni = wanted
+            else:
+                used = {int(kv.key[len(VNIS):]) for kv in await store.list(VNIS)}
+                vni = next(v for v in range(FIRST_VNI, MAX_VNI + 1) if v not in used)
+            definition = to_dict(network)
+            definition["scope"] = network.scope if network.scope not in ("", "local") else "global"
+            definition["extra"] = {"pool_ids": list(network.extra.get("pool_ids", [])), "vni": vni}
+            doc = {"vni": vni, "network": definition}
+            result = await store.txn([Compare.absent(VNIS + str(vni)), Compare.absent(key)],
+                                     [Put(VNIS + str(vni), network.id.encode()), Put(key, json.dumps(doc).encode())])
+            if result.succeeded:
+                self._defs[network.id] = doc
+                return {"vni": vni}
+            if wanted:
+                raise Conflict(f"overlay: VNI {vni} is already used by another network")
+        raise Unavailable("overlay: could not take a VNI: too many concurrent network creations")
+
+    async def delete_network(self, network: Network) -> None:
+        """Remove the definition (and its VNI) from the cluster; refused while any host has an
+        endpoint on it."""
+        async with self._lock:
+            if any(ep["network_id"] == network.id for ep in self._doc["endpoints"].values()):
+                raise Forbidden(f"network {network.name} has active endpoints")
+        store = self._store or self.context.need(ClusterStore, NEED_STORE)
+        remote = await store.list(f"{ENDPOINTS}{network.id}/")
+        if len(remote):
+            hosts = sorted({kv.json().get("vtep", "?") for kv in remote})
+            raise Forbidden(f"network {network.name} has active endpoints on other hosts ({', '.join(hosts)})")
+        kv = await store.get(NETWORKS + network.id)
+        vni = kv.json()["vni"] if kv is not None else network.extra.get("vni")
+        ops: list[Any] = [Delete(NETWORKS + network.id), Delete(f"{ENDPOINTS}{network.id}/", prefix=True)]
+        if vni:
+            owner = await store.get(VNIS + str(vni))
+            if owner is not None and owner.value.decode() == network.id:
+                ops.append(Delete(VNIS + str(vni)))
+        await store.txn([], ops)
+        self._defs.pop(network.id, None)
+        await self._teardown_if_unused(network.id)
+
+    async def restore(self, network: Network) -> None:
+        """Nothing: networks in use were rebuilt at :meth:`setup`; others are built at a join."""
+
+    def _plane(self, entry: dict[str, Any]) -> P.NetworkPlane:
+        return P.NetworkPlane(bridge=entry["bridge"], vxlan=entry["vxlan"], vni=entry["vni"], vtep=self._vtep,
+                              mtu=entry["mtu"], gateways=list(entry["gateways"]))
+
+    async def _build(self, network: Network) -> dict[str, Any]:
+        """The network's bridge and VXLAN device on this host, with every known peer (under
+        ``_lock``)."""
+        entry = self._doc["networks"].get(network.id)
+        if entry is not None:
+            return entry
+        doc = self._defs.get(network.id)
+        if doc is None and self._store is not None:
+            kv = await self._store.get(NETWORKS + network.id)
+            doc = kv.json() if kv is not None else None
+        if doc is None:
+            raise NotFound(f"overlay network {network.name} is not defined in the cluster store")
+        vni = int(doc["vni"])
+        pool = network.ipam_pools[0]
+        subnet = ipaddress.ip_network(pool.subnet, strict=False)
+        gateways = [] if network.internal or not pool.gateway else [f"{pool.gateway}/{subnet.prefixlen}"]
+        mtu = int(network.options.get(MTU_OPTION) or self._underlay_mtu - P.VXLAN_OVERHEAD)
+        entry = {"vni": vni, "bridge": P.bridge_name(self.owner, vni), "vxlan": P.vxlan_name(self.owner, vni),
+                 "mtu": mtu, "gateways": gateways, "gateway": "" if network.internal else pool.gateway}
+        self._doc["networks"][network.id] = entry
+        self._save()
+        try:
+            await asyncio.to_thread(P.ensure_network, self._plane(entry), True)
+            for peer in self._peers.get(network.id, {}).values():
+                await asyncio.to_thread(P.program_peer, entry["vxlan"], peer["ipv4"], peer["mac"], peer["vtep"])
+        except BaseException:
+            del self._doc["networks"][network.id]
+            self._save()
+            await asyncio.to_thread(P.delete_network, self._plane(entry))
+            raise
+        return entry
+
+    async def _teardown_if_unused(self, net_id: str) -> None:
+        async with self._lock:
+            if any(ep["network_id"] == net_id for ep in self._doc["endpoints"].values()):
+                return
+            entry = self._doc["networks"].pop(net_id, None)
+            if entry is None:
+                return
+            self._save()
+            await asyncio.to_thread(P.delete_network, self._plane(entry))
+
+    # ------------------------------------------------------------------ endpoints
+    async def join(self, request: EndpointRequest) -> EndpointResult:
+        if not request.ipv4_address:
+            raise InvalidArgument("the overlay driver needs an IPv4 address (from IPAM) to join")
+        if request.ports:
+            raise InvalidArgument("publishing ports on an overlay network is not supported yet: connect the "
+                                  "container to a bridge network for its published ports")
+        self._need_store()
+        net = request.network
+        veth = P.veth_name(self.owner, request.endpoint_id)
+        mac = request.mac_address or P.mac_for(request.ipv4_address)
+        async with self._lock:
+            if request.endpoint_id in self._doc["endpoints"]:
+                raise Conflict(f"endpoint {request.endpoint_id[:12]} already joined")
+            entry = await self._build(net)
+            ep = {"network_id": net.id, "veth": veth, "container_id": request.container_id,
+                  "name": request.container_name, "aliases": list(request.aliases),
+                  "ipv4": request.ipv4_address, "mac": mac}
+            self._doc["endpoints"][request.endpoint_id] = ep
+            self._save()
+        gateway = entry["gateway"]
+        try:
+            await asyncio.to_thread(P.add_endpoint, P.EndpointPlane(
+                bridge=entry["bridge"], veth=veth, netns_path=request.netns_path, ifname=request.ifname,
+                mac=mac, mtu=entry["mtu"], address=request.ipv4_address, gateway=gateway))
+            await self._publish(request.endpoint_id, ep)
+        except BaseException:
+            async with self._lock:
+                self._doc["endpoints"].pop(request.endpoint_id, None)
+                self._save()
+            await asyncio.to_thread(P.delete_link, veth)
+            with contextlib.suppress(Exception):
+                await self._store.delete(f"{ENDPOINTS}{net.id}/{request.endpoint_id}")  # type: ignore[union-attr]
+            await self._teardown_if_unused(net.id)
+            raise
+        return EndpointResult(ifname=request.ifname, mac_address=mac, ipv4_address=request.ipv4_address,
+                              gateway=gateway, extra={"veth": veth, "vni": str(entry["vni"])})
+
+    async def leave(self, request: EndpointRequest, result: EndpointResult) -> None:
+        """Unpublish the endpoint, delete its veth, and take the network's bridge and VXLAN
+        device down with its last local endpoint. Succeeds when anything is already gone."""
+        net_id = request.network.id
+        async with self._lock:
+            ep = self._doc["endpoints"].pop(request.endpoint_id, None)
+            self._save()
+        veth = (ep or {}).get("veth") or result.extra.get("veth") or P.veth_name(self.owner, request.endpoint_id)
+        if self._store is not None:
+            try:
+                await self._store.delete(f"{ENDPOINTS}{net_id}/{request.endpoint_id}")
+            except Exception:  # noqa: BLE001 - on the lease: gone with it at the latest
+                log.warning("could not unpublish overlay endpoint %s", request.endpoint_id[:12], exc_info=True)
+        await asyncio.to_thread(P.delete_link, veth)
+        await self._teardown_if_unused(net_id)
