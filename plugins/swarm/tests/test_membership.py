@@ -231,3 +231,40 @@ def test_swarm_join_keeps_an_engines_record(module_etcd: Any, dockyardd: Any) ->
     assert proc.returncode == 0, err
     assert "joined" in err
     wait_for(lambda: CliRunner().invoke(swarm, ["list", url]).output.strip() == "", 6, "the record dropped at its TTL")
+
+
+def test_swarm_manage_runs_dockyardd_as_a_manager(module_etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``dockyard swarm manage`` execs dockyardd in the role manager: the API answers as Swarm's."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    from dockyard_plugin_sdk.testing import wait_for
+
+    base = Path(f"/tmp/dysm{uuid.uuid4().hex[:6]}")
+    sock = base / "r" / "m.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "DOCKYARD_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "swarm", "manage", "-H", f"unix://{sock}",
+                             "--strategy", "binpack", "--data-root", str(base / "d"), "--exec-root", str(base / "r"),
+                             module_etcd.url()], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        from dockyard.client import Client, DaemonAddress
+
+        def version() -> str:
+            if proc.poll() is not None:
+                raise AssertionError(f"swarm manage exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            try:
+                return str(Client(DaemonAddress.parse(f"unix://{sock}"), timeout=5).get("/version")["Version"])
+            except Exception:  # noqa: BLE001 - not up yet
+                return ""
+
+        assert wait_for(version, 20, "the manager's /version").startswith("swarm/")
+        info = Client(DaemonAddress.parse(f"unix://{sock}"), timeout=5).get("/info")
+        assert ["Strategy", "binpack"] in info.get("SystemStatus", []), info.get("SystemStatus")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        shutil.rmtree(base, ignore_errors=True)
