@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard import __version__
-from dockyard.errors import InvalidArgument
+from dockyard.errors import InvalidArgument, ServiceNotInstalled
 from dockyard.model import Event
 from dockyard.services import DEFAULT_ROLE
 from dockyard.specs import NAMESPACES
@@ -63,9 +63,12 @@ async def version(request: web.Request) -> web.Response:
     kernel = kernel_of(request)
     f = kernel.facts()
     server_version = __version__
-    if kernel.role != DEFAULT_ROLE and kernel.has_service("system"):
+    if kernel.role != DEFAULT_ROLE:
         # a daemon in another role (a swarm manager) reports its services' version (swarm/VERSION)
-        server_version = (await kernel.system.info()).server_version or __version__
+        try:
+            server_version = (await kernel.system.info()).server_version or __version__
+        except ServiceNotInstalled:
+            pass
     details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Arch": f["arch"],
                "Os": f["os"], "KernelVersion": f["kernel"], "Experimental": "false",
                "GitCommit": "", "GoVersion": "", "BuildTime": ""}
