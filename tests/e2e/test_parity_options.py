@@ -8,6 +8,7 @@ Where dockerd's behaviour is ambiguous or has changed, the test says which one i
 from __future__ import annotations
 
 import grp
+import ipaddress
 import json
 import os
 import re
@@ -136,6 +137,26 @@ def test_create_validation_answers_400_and_creates_nothing(d: Daemon, client: do
             if status == 201:
                 client.api.remove_container(answer["Id"], force=True)
     assert statuses <= {201, 400, 404}, statuses
+    # the other bodies a client sends (exec, commit, networks, volumes, update) and a NUL in a path
+    cid = d.docker("run", "-d", "busybox", "sleep", "60").stdout.strip()
+    try:
+        for path, body in ((f"/containers/{cid}/exec", {"Cmd": ["true"], "Env": ["A=1"], "DetachKeys": "ctrl-p"}),
+                           (f"/commit?container={cid}&repo=p1commit", {"Cmd": ["true"], "Labels": {"a": "b"}}),
+                           (f"/containers/{cid}/update", {"Memory": 0, "RestartPolicy": {"Name": "no"}}),
+                           ("/networks/create", {"Name": "p1fuzz", "IPAM": {"Config": [{"Subnet": ""}]}}),
+                           ("/volumes/create", {"Name": "p1fuzz", "Labels": {}})):
+            for key in body:
+                for wrong in (1.5, ["x"], {"x": 1}, True):
+                    status, answer = post(d, path, json.dumps({**body, key: wrong}).encode())
+                    assert status in (200, 201, 400, 404, 409), (path, key, wrong, status, answer)
+        with pytest.raises(docker.errors.APIError) as info:
+            client.api.get_archive(cid, "/etc/\x00x")
+        assert info.value.status_code == 400
+    finally:
+        d.docker("rm", "-f", cid)
+        d.docker("volume", "rm", "-f", "p1fuzz", check=False)
+        d.docker("network", "rm", "p1fuzz", check=False)
+        d.docker("rmi", "p1commit", check=False)
     status, answer = post(d, "/containers/create", b'{"Image":["busybox"]}')
     assert (status, answer["message"]) == (400, "json: cannot unmarshal array into Go struct field "
                                                 "ContainerConfigWrapper.Image of type string")
@@ -183,7 +204,8 @@ def test_networking(d: Daemon, client: docker.DockerClient) -> None:
         d.docker("rm", "-f", "p1-peer", "p1-late", check=False)
         d.docker("network", "rm", net, check=False)
     # only an IPv6 pool given (dockerd < 28 adds an automatic IPv4 pool, as here) and a static IPv6
-    v6 = f"fd{os.urandom(1).hex()}:{os.urandom(2).hex()}:{os.urandom(2).hex()}::"
+    v6 = str(ipaddress.IPv6Network(f"fd{os.urandom(1).hex()}:{os.urandom(2).hex()}:{os.urandom(2).hex()}::/64")
+             .network_address)  # "fdxx:yyyy:zzzz::", compressed as every tool prints it
     d.docker("network", "create", "--ipv6", "--subnet", f"{v6}/64", "p1v6")
     try:
         d.docker("run", "-d", "--name", "p1-v6", "--network", "p1v6", "--ip6", f"{v6}99",

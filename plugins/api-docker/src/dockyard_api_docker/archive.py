@@ -71,10 +71,11 @@ async def container_changes(request: web.Request) -> web.Response:
 
 
 async def commit(request: web.Request) -> web.Response:
+    from dockyard_api_docker.bodies import CONTAINER_CONFIG
     from dockyard_api_docker.http import read_json
 
     svc = kernel_of(request).containers
-    body = await read_json(request)
+    body = await read_json(request, schema=CONTAINER_CONFIG, struct="Config")
     q = request.query
     repo, tag = q.get("repo", ""), q.get("tag", "")
     changes = q.getall("changes", [])

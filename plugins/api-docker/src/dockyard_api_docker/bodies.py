@@ -91,6 +91,8 @@ EXEC_CREATE: dict[str, Any] = {"User": str, "Privileged": bool, "Tty": bool, "Co
                                "AttachStdin": bool, "AttachStderr": bool, "AttachStdout": bool,
                                "Detach": bool, "DetachKeys": str, "Env": [str], "WorkingDir": str,
                                "Cmd": STRSLICE}
+#: ``POST /exec/{id}/start``: ``types.ExecStartCheck``
+EXEC_START: dict[str, Any] = {"Detach": bool, "Tty": bool, "ConsoleSize": [int]}
 #: ``POST /networks/create``: ``types.NetworkCreateRequest``
 NETWORK_CREATE: dict[str, Any] = {
     "Name": str, "CheckDuplicate": bool, "Driver": str, "Scope": str, "EnableIPv6": bool,

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.specs.api import ApiRoute
+from dockyard_api_docker import bodies
 from dockyard_api_docker.attach import pump
 from dockyard_api_docker.http import json_response, kernel_of, qint, read_json
 from dockyard_api_docker.streams import RAW, frame, hijack, parse_detach_keys, wants_upgrade
@@ -24,7 +25,7 @@ def _strlist(v: Any) -> list[str]:
 
 async def exec_create(request: web.Request) -> web.Response:
     svc = kernel_of(request).containers
-    body = await read_json(request)
+    body = await read_json(request, schema=bodies.EXEC_CREATE, struct="ExecConfig")
     cmd = body.get("Cmd")
     if isinstance(cmd, str):
         import shlex
@@ -43,7 +44,7 @@ async def exec_create(request: web.Request) -> web.Response:
 
 async def exec_start(request: web.Request) -> web.StreamResponse:
     svc = kernel_of(request).containers
-    body = await read_json(request)
+    body = await read_json(request, schema=bodies.EXEC_START, struct="ExecStartCheck")
     sess = svc.exec_get(request.match_info["id"])
     detach = bool(body.get("Detach"))
     # dockerd frames the output by the start request's Tty (docker-py sets it there), whatever

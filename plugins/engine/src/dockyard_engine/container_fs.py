@@ -157,6 +157,8 @@ def go_mode(st: os.stat_result) -> int:
 
 def resolve_in(rootfs: str, path: str, follow_last: bool = True) -> Path:
     """``path`` inside ``rootfs``; the last component's symlink is followed only if asked."""
+    if "\x00" in path:  # no file has one (Go's os.Lstat answers "invalid argument")
+        raise InvalidArgument(f"invalid path {path.split(chr(0))[0]!r}...: it contains a NUL byte")
     if not path.startswith("/"):
         path = "/" + path
     if follow_last:
