@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from dockyard.errors import DockyardError, NotFound, StoreUnavailable
-from dockyard_swarm.membership import NodeChange
+from dockyard_swarm.membership import DEFAULT_TTL, NodeChange
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
@@ -43,6 +43,10 @@ ON_NODE_FAILURE = "on-node-failure"
 #: How often the leader sweeps besides reacting to node changes (a change it missed while the
 #: store was away, a record written by a manager that died mid-create).
 SWEEP_EVERY = 5.0
+#: After it starts leading, a manager waits this long before moving containers of nodes it has
+#: no record of: engines restarting with it (a cluster coming back up) rejoin within their TTL,
+#: and their containers stay where they are.
+START_GRACE = DEFAULT_TTL
 
 
 def policies(config: dict[str, Any]) -> list[str]:
@@ -77,6 +81,7 @@ class Rescheduler:
         # containers no node could take, with the nodes there were then: tried again (and
         # logged again) only when the pool changes
         self._failed: dict[str, frozenset[str]] = {}
+        self._leading_since = 0.0
 
     @property
     def nodes(self) -> NodeDirectory:
@@ -107,11 +112,13 @@ class Rescheduler:
     async def _lead(self) -> None:
         changes = self.nodes.changes()
         pending: asyncio.Task[NodeChange] | None = None
+        self._leading_since = time.monotonic()
         try:
             await self._sweep_safely()
             while True:
                 pending = pending or asyncio.ensure_future(anext(changes))
-                done, _ = await asyncio.wait({pending}, timeout=SWEEP_EVERY)
+                grace = self._leading_since + START_GRACE - time.monotonic()
+                done, _ = await asyncio.wait({pending}, timeout=grace + 0.1 if grace > 0 else SWEEP_EVERY)
                 if not done:
                     await self._sweep_safely()
                     continue
@@ -150,7 +157,7 @@ class Rescheduler:
                 except ValueError:
                     continue
                 node = str(record.get("node") or "")
-                if node and node not in live and wants_reschedule(record):
+                if node and node not in live and wants_reschedule(record) and self.settled():
                     if self._failed.get(str(record.get("id"))) == pool:
                         continue
                     new = await self._reschedule(record, pool)
@@ -160,6 +167,10 @@ class Rescheduler:
                 if node.healthy:
                     await self._remove_stale(node)
             return moved
+
+    def settled(self) -> bool:
+        """Whether the start grace is over (see :data:`START_GRACE`)."""
+        return time.monotonic() - self._leading_since >= START_GRACE
 
     async def remove_stale(self, node: Node) -> None:
         async with self._lock:
