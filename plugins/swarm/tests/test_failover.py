@@ -124,6 +124,8 @@ async def test_leader_killed_a_replica_leads_and_the_cli_keeps_working(swarm_clu
     c.docker("run", "-d", "--name", "ha1", "busybox", "sleep", "3600", manager=r2)
     assert "ha1" in names(c, r2) and "ha1" in names(c, r1)
     assert c.docker("version", "--format", "{{.Server.Version}}", manager=r2).stdout.strip()
+    status = c.docker("info", "--format", "{{json .SystemStatus}}", manager=r2).stdout
+    assert ["Role", "replica"] in json.loads(status) and ["Primary", r1.advertise] in json.loads(status), status
     # attach (served by the replica itself) with create/start/wait through the leader
     assert c.docker("run", "--rm", "busybox", "echo", "through a replica", manager=r2).stdout == "through a replica\n"
     c.stop_manager(r1, 9)  # SIGKILL: its lease runs out
@@ -134,6 +136,7 @@ async def test_leader_killed_a_replica_leads_and_the_cli_keeps_working(swarm_clu
         return res.returncode == 0 and any(n.endswith("/ha1") for n in res.stdout.split())
 
     took = await wait_until("the replica leads and answers", r2_answers, 10)
+    assert ["Role", "primary"] in json.loads(c.docker("info", "--format", "{{json .SystemStatus}}", manager=r2).stdout)
     print(f"replica answering as leader {took:.1f} s after the leader was killed")
     assert time.monotonic() - killed < 10
     c.docker("run", "-d", "--name", "ha2", "busybox", "sleep", "3600", manager=r2)

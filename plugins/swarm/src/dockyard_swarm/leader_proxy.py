@@ -6,7 +6,8 @@ client material (as the engines are reached), and the answer streamed back as it
 ``-f``, ``/events``, pulls). While no leader is known (an election in progress) the request
 waits up to two leader TTLs for one, then answers 503 naming the wait.
 
-Served by the replica itself: ``Upgrade: tcp`` requests (attach, exec start). They change no
+Served by the replica itself: ``GET /info`` (``Role: replica``, ``Primary: ADDR``) and
+``Upgrade: tcp`` requests (attach, exec start). They change no
 cluster state, only carry a container's stdio, and the replica's own containers service reaches
 the node that holds the container (every manager reads the same store), so ``docker run`` (create
 and start through the leader, attach here) and ``docker exec -it`` work through any replica.
@@ -107,6 +108,16 @@ class LeaderProxy:
             upstream.release()
 
 
+def is_local(request: web.Request) -> bool:
+    """``GET /info`` (any version): a replica answers it itself, as Swarm classic's did, so
+    ``docker info`` says ``Role: replica`` and names the primary; the rest of its content comes
+    from the store every manager reads."""
+    path = request.path
+    if path.startswith("/v") and "/" in path[1:]:
+        path = "/" + path[1:].split("/", 1)[1]
+    return request.method in ("GET", "HEAD") and path == "/info"
+
+
 def is_upgrade(request: web.Request) -> bool:
     return "upgrade" in request.headers.get("Connection", "").lower() and bool(request.headers.get("Upgrade"))
 
@@ -118,8 +129,8 @@ def middleware(kernel: Kernel) -> Any:
     @web.middleware
     async def swarm_leader(request: web.Request, handler: Any) -> web.StreamResponse:
         proxy = cast("Leadership", kernel.service("leadership")).proxy
-        if is_upgrade(request):
-            return await handler(request)  # stdio streams: served here (see the module doc)
+        if is_upgrade(request) or is_local(request):
+            return await handler(request)  # stdio streams and /info: served here (see the module doc)
         leader = await proxy.leader_or_wait()
         if leader is None:
             return await handler(request)
