@@ -46,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
                    help="cluster option, as dockerd's (discovery.heartbeat=SECONDS, discovery.ttl=SECONDS, "
                         "the store driver's own keys): the cluster-opts key")
     p.add_argument("--role", help="which services back the API: engine (default) or manager")
+    p.add_argument("--authorization-plugin", action="append", dest="authorization_plugins", metavar="NAME",
+                   help="authorization plugin every API request passes through (repeatable; "
+                        "needs dockyard-docker-plugins)")
     p.add_argument("--label", action="append", dest="labels", help="engine label key=value")
     p.add_argument("--insecure-registry", action="append", dest="insecure_registries", metavar="REGISTRY",
                    help="registry reached over plain HTTP or with an unverified certificate (repeatable; "
@@ -81,7 +84,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "storage-driver": args.storage_driver, "storage-opts": args.storage_opts,
         "default-runtime": args.default_runtime, "cluster-store": args.cluster_store,
         "cluster-advertise": args.cluster_advertise, "cluster-opts": args.cluster_store_opts,
-        "role": args.role,
+        "role": args.role, "authorization-plugins": args.authorization_plugins,
         "labels": args.labels, "insecure-registries": args.insecure_registries,
         "registry-mirrors": args.registry_mirrors,
         "tls": args.tls, "tlsverify": args.tlsverify,

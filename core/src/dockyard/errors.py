@@ -84,7 +84,7 @@ class PluginConflictError(PluginError):
 class DriverNotInstalled(PluginError, Unavailable):
     """The driver asked for is not installed; says which distribution provides it."""
 
-    def __init__(self, kind: str, name: str, installed: list[str], distribution: str):
+    def __init__(self, kind: str, name: str, installed: list[str], distribution: str, hint: str = ""):
         self.kind = kind
         self.name = name
         self.installed = sorted(installed)
@@ -92,7 +92,7 @@ class DriverNotInstalled(PluginError, Unavailable):
         have = ", ".join(self.installed) or "none"
         super().__init__(
             f"{kind} driver {name!r} is not installed (installed: {have}); "
-            f"install it with: pip install {distribution}"
+            f"install it with: pip install {distribution}" + (f"; {hint}" if hint else "")
         )
 
 

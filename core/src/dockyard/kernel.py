@@ -20,6 +20,7 @@ import pluggy
 from dockyard import __version__
 from dockyard.config import Config
 from dockyard.errors import (
+    DriverNotInstalled,
     InvalidArgument,
     PluginConflictError,
     PluginError,
@@ -28,14 +29,14 @@ from dockyard.errors import (
 )
 from dockyard.events import EventBus, HookFailure, hook_caller
 from dockyard.model import Event
-from dockyard.registry import Registry, register_checked
+from dockyard.registry import Registry, check_driver_class, register_checked
 from dockyard.services import DEFAULT_ROLE, Service, ServiceInfo, role_distribution, start_order
 from dockyard.specs import NAMESPACES, SPEC_CLASSES, Driver, DriverContext
 from dockyard.specs._base import AUTO_PRIORITY, PROJECT
 from dockyard.specs.cluster import ClusterStore, StoreURL
 from dockyard.specs.config import ConfigOption
 from dockyard.specs.events import BackgroundService
-from dockyard.specs.provides import Provided
+from dockyard.specs.provides import DriverSource, ExternalPlugin, Provided
 from dockyard.specs.supervisor import SupervisorBackend, Supervisors
 from dockyard.store import Store
 
@@ -76,6 +77,9 @@ class Kernel:
     _service_infos: dict[str, ServiceInfo] | None = None
     _provided: dict[type, Any] | None = None
     _supervisors: Supervisors | None = None
+    _driver_sources: list[DriverSource] | None = None
+    #: (kind, name) -> the DriverSource that served a driver found at run time
+    _discovered: dict[tuple[str, str], str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -179,7 +183,7 @@ class Kernel:
         key = (kind, name)
         provided = self.provided() if key not in self.drivers else {}  # may build the cluster store
         if key not in self.drivers:
-            cls = self.registry.load_driver(kind, name)
+            cls = self._driver_class(kind, name)
             data_dir = self.config.data_root / kind / name
             run_dir = self.config.exec_root / kind / name
             opts = self.config.options_for(f"{kind}-opts")
@@ -192,6 +196,67 @@ class Kernel:
                 options=opts, daemon_config=self.config.effective(cls.config_options),
                 provided=provided))
         return self.drivers[key]
+
+    def _driver_class(self, kind: str, name: str) -> type[Driver]:
+        """The installed driver class; else one a :class:`DriverSource` finds at run time
+        (checked like an installed one); else the not-installed error, with where the sources
+        looked."""
+        try:
+            return self.registry.load_driver(kind, name)
+        except DriverNotInstalled as exc:
+            hints = []
+            for source in self.driver_sources():
+                if kind not in source.kinds:
+                    continue
+                cls = source.driver_class(kind, name)
+                if cls is None:
+                    hints.append(source.missing(kind, name))
+                    continue
+                problem = check_driver_class(cls, kind)
+                if problem:
+                    raise PluginError(f"{kind} driver {name!r} of {source.name}: {problem}") from exc
+                self._discovered[(kind, name)] = source.name
+                return cls
+            if any(hints):
+                raise DriverNotInstalled(kind, name, self.driver_names(kind), exc.distribution,
+                                         "; ".join(h for h in hints if h)) from None
+            raise
+
+    def driver_sources(self) -> list[DriverSource]:
+        """Sources of drivers found at run time (``dockyard_driver_sources``), collected once.
+        Two with one name are a recorded ``PluginConflictError`` and neither is used."""
+        if self._driver_sources is None:
+            found: dict[str, list[tuple[str, DriverSource]]] = {}
+            for impl in self.pm.hook.dockyard_driver_sources.get_hookimpls():  # first registered first
+                for source in impl.function(kernel=self) or ():
+                    if not isinstance(source, DriverSource):
+                        raise PluginError(f"{impl.plugin_name}: dockyard_driver_sources returned {source!r}, "
+                                          "not a dockyard.specs.provides.DriverSource")
+                    found.setdefault(source.name, []).append((impl.plugin_name, source))
+            self._driver_sources = []
+            for name, offers in found.items():
+                if len(offers) > 1:
+                    self.registry.problems.append(PluginConflictError(
+                        "driver source", name, [plugin for plugin, _s in offers]))
+                    continue
+                self._driver_sources.append(offers[0][1])
+        return self._driver_sources
+
+    def driver_names(self, kind: str) -> list[str]:
+        """Driver names of ``kind``: the installed ones and those sources found at run time
+        serve now (``/info`` lists both, as dockerd lists its plugins beside built-ins)."""
+        names = set(self.registry.driver_names(kind))
+        for source in self.driver_sources():
+            if kind in source.kinds:
+                names.update(source.names(kind))
+        return sorted(names)
+
+    def external_plugins(self) -> list[ExternalPlugin]:
+        """The plugin processes every driver source found (Docker's legacy plugins), by name."""
+        out: list[ExternalPlugin] = []
+        for source in self.driver_sources():
+            out.extend(source.plugins())
+        return sorted(out, key=lambda p: (p.name, p.source))
 
     def provided(self) -> dict[type, Any]:
         """Cross-area implementations plugins offer (``dockyard_provides``), by interface;
