@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -59,3 +60,97 @@ async def test_containers_on_two_hosts_talk_by_name_and_alias(overlay_cluster):
     assert not _overlay_links(overlay_cluster, h2)
     h2.docker("network", "rm", "ov1")
     wait_for(lambda: h1.docker("network", "inspect", "ov1", check=False).returncode != 0, 5, "ov1 gone from h1")
+
+
+def _reaches(host, net: str, address: str, port: int = 2376) -> bool:
+    script = f"nc -w 2 {address} {port} </dev/null"
+    return host.docker("run", "--rm", "--network", net, "busybox", "sh", "-c", script, check=False).returncode == 0
+
+
+async def test_internal_overlay_has_no_egress_and_options_are_kept(overlay_cluster):
+    h1, h2 = overlay_cluster.hosts
+    h1.docker("network", "create", "-d", "overlay", "--internal", "--attachable", "--subnet", "10.34.0.0/24", "ovi")
+    h1.docker("network", "create", "-d", "overlay", "--subnet", "10.35.0.0/24", "--ip-range", "10.35.0.128/25",
+              "--gateway", "10.35.0.254", "--aux-address", "router=10.35.0.128", "ove")
+    try:
+        # egress: through the gateway to the host's own address (its engine's TLS port); the
+        # internal network has no route out, and nothing is routed beyond the host
+        assert _reaches(h1, "ove", h1.address)
+        assert not _reaches(h1, "ovi", h1.address)
+        assert not _reaches(h1, "ove", h2.address)
+        # an internal overlay still spans the hosts
+        h2.docker("run", "-d", "--name", "isrv", "--network", "ovi", "busybox", "sh", "-c", HTTPD)
+        assert h1.docker("run", "--rm", "--network", "ovi", "busybox", "wget", "-qO-",
+                         "http://isrv/").stdout.startswith("hello-from-")
+        # --ip-range, --gateway and --aux-address hold on every host
+        fmt = "{{range .IPAM.Config}}{{.Subnet}} {{.IPRange}} {{.Gateway}} {{.AuxiliaryAddresses}}{{end}} {{.Internal}}"
+        for h in (h1, h2):
+            wait_for(lambda h=h: h.docker("network", "inspect", "-f", fmt, "ove", check=False).returncode == 0, 5,
+                     "ove mirrored")
+            assert h.docker("network", "inspect", "-f", fmt, "ove").stdout.strip() == \
+                "10.35.0.0/24 10.35.0.128/25 10.35.0.254 map[router:10.35.0.128] false"
+        out = h2.docker("run", "--rm", "--network", "ove", "busybox", "sh", "-c",
+                        "ip -4 -o addr show eth0; ip route").stdout
+        assert "inet 10.35.0.129/24" in out and "default via 10.35.0.254" in out, out
+        assert h1.docker("network", "inspect", "-f", "{{.Attachable}} {{.Internal}}", "ovi").stdout.strip() == "true true"
+    finally:
+        h2.docker("rm", "-f", "isrv", check=False)
+        h1.docker("network", "rm", "ovi", "ove", check=False)
+
+
+async def test_encrypted_is_refused_and_removal_waits_for_every_host(overlay_cluster):
+    h1, h2 = overlay_cluster.hosts
+    out = h1.docker("network", "create", "-d", "overlay", "--opt", "encrypted", "ovx", check=False)
+    assert out.returncode != 0 and "IPsec" in out.stderr, out.stderr
+    assert h1.docker("network", "inspect", "ovx", check=False).returncode != 0
+    h1.docker("network", "create", "-d", "overlay", "--subnet", "10.37.0.0/24", "ovr")
+    wait_for(lambda: h2.docker("network", "inspect", "ovr", check=False).returncode == 0, 5, "ovr on h2")
+    h2.docker("run", "-d", "--name", "holder", "--network", "ovr", "busybox", "sleep", "600")
+    refused = h1.docker("network", "rm", "ovr", check=False)
+    assert refused.returncode != 0 and "active endpoints on other hosts" in refused.stderr, refused.stderr
+    h2.docker("rm", "-f", "holder")
+    h1.docker("network", "rm", "ovr")
+    wait_for(lambda: h2.docker("network", "inspect", "ovr", check=False).returncode != 0, 5, "ovr gone from h2")
+
+
+async def test_leftovers_after_kill9_are_reconciled_at_restart(overlay_cluster):
+    import os
+    import signal
+
+    h1, h2 = overlay_cluster.hosts
+    h1.docker("network", "create", "-d", "overlay", "--subnet", "10.38.0.0/24", "ovk")
+    h1.docker("run", "-d", "--name", "k1", "--network", "ovk", "busybox", "sleep", "600")
+    h2.docker("run", "-d", "--name", "k2", "--network", "ovk", "busybox", "sleep", "600")
+    h1.docker("exec", "k1", "ping", "-c", "1", "-W", "3", "k2")
+    links = _overlay_links(overlay_cluster, h1)
+    vxlan = next(n for n in links if n[8] == "x")
+    tag = vxlan[:8]
+    netns = str(h1.host.extra["netns"])
+    os.kill(int(h1.host.extra["pid"]), signal.SIGKILL)
+    # what a crash can leave: a network's devices no endpoint uses, a stale FDB/neighbour entry
+    overlay_cluster.ip(h1, "link", "add", f"{tag}offfff0", "type", "bridge")
+    overlay_cluster.ip(h1, "link", "add", f"{tag}xfffff0", "type", "vxlan", "id", "1048560", "dstport", "4789",
+                       "local", h1.address, "nolearning")
+    overlay_cluster.ip(h1, "neigh", "add", "10.38.0.99", "lladdr", "02:42:0a:26:00:63", "dev", vxlan, "nud", "permanent")
+    subprocess_run = __import__("subprocess").run
+    subprocess_run(["ip", "netns", "exec", netns, "bridge", "fdb", "add", "02:42:0a:26:00:63", "dev", vxlan,
+                    "dst", "10.247.0.250", "self", "permanent"], check=True)
+    for _ in range(100):  # the driver has seen the engine die (else start() kills the host's cgroup)
+        if (await overlay_cluster.netns.driver.state(h1.host)).state != "running":
+            break
+        await asyncio.sleep(0.05)
+    await overlay_cluster.netns.driver.start(h1.host)
+    wait_for(lambda: h1.docker("version", check=False).returncode == 0, 15, "h1's engine back")
+    links = _overlay_links(overlay_cluster, h1)
+    assert f"{tag}offfff0" not in links and f"{tag}xfffff0" not in links, links
+    assert vxlan in links, h1.docker("ps", "-a").stdout
+    fdb = subprocess_run(["ip", "netns", "exec", netns, "bridge", "fdb", "show", "dev", vxlan],
+                         capture_output=True, text=True, check=True).stdout
+    assert "10.247.0.250" not in fdb and h2.address in fdb, fdb
+    assert "10.38.0.99" not in overlay_cluster.ip(h1, "neigh", "show", "dev", vxlan)
+    h1.docker("exec", "k1", "ping", "-c", "1", "-W", "3", "k2")  # still connected after the restart
+    h2.docker("exec", "k2", "ping", "-c", "1", "-W", "3", "k1")
+    h1.docker("rm", "-f", "k1")
+    h2.docker("rm", "-f", "k2")
+    assert not _overlay_links(overlay_cluster, h1)
+    h1.docker("network", "rm", "ovk")

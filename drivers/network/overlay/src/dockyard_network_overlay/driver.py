@@ -115,7 +115,7 @@ class OverlayDriver(GlobalScopeDriver):
         name="overlay", kind="network",
         description="VXLAN networks across the engines of a cluster store (etcd): VNI per network, "
                     "static FDB and ARP entries from the store, cluster-wide addresses",
-        capabilities=frozenset({"connectivity", "internal", GLOBAL_SCOPE}),
+        capabilities=frozenset({"connectivity", "isolation", "internal", GLOBAL_SCOPE}),
     )
     config_options = (
         ConfigOption("vtep", str, None, "underlay address or interface of the VXLAN tunnel endpoint"),

@@ -160,8 +160,9 @@ def ensure_network(plane: NetworkPlane, fresh_vxlan: bool = False) -> None:
                 raise
         vx = ipr.link_lookup(ifname=plane.vxlan)[0]
         ipr.link("set", index=vx, master=br, state="up")
-    if plane.gateways:  # the host routes the containers' egress (its own addresses: no NAT)
-        _write(f"/proc/sys/net/ipv4/conf/{plane.bridge}/forwarding", "1")
+    # Egress reaches this host's own addresses through the gateway; nothing is routed on (to
+    # the underlay, or to another network's bridge: the overlays stay isolated, and no NAT).
+    _write(f"/proc/sys/net/ipv4/conf/{plane.bridge}/forwarding", "0")
 
 
 def _write(path: str, value: str) -> None:
