@@ -212,11 +212,13 @@ async def test_pull_lands_on_every_node_and_is_listed_once(swarm_cluster: Any) -
     site = web.TCPSite(runner, gateway, 0)  # on the hosts' bridge: they reach it, nothing else does
     await site.start()
     registry = f"{gateway}:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    saved: dict[str, str] = {}
     try:
         for h in c.hosts:  # plain http to it: the engines' insecure-registries, reloaded (SIGHUP)
             path = os.path.join(h.host.extra["root"], "daemon.json")
             with open(path) as f:
-                config = json.load(f)
+                saved[path] = f.read()
+            config = json.loads(saved[path])
             config["insecure-registries"] = [registry]
             with open(path, "w") as f:
                 json.dump(config, f)
@@ -242,6 +244,9 @@ async def test_pull_lands_on_every_node_and_is_listed_once(swarm_cluster: Any) -
                 if image_id.removeprefix("sha256:")[:12] in h.docker("images", "-q").stdout}
         assert not left, (left, attempts)
     finally:
+        for path, text in saved.items():  # an engine started again reads its file as it was
+            with open(path, "w") as f:
+                f.write(text)
         await runner.cleanup()
 
 
@@ -348,5 +353,6 @@ async def test_a_node_down_and_back_in_info_and_events(swarm_cluster: Any) -> No
 
     rows = await wait_for("h3's event relayed after it came back", node_events, 15)
     actions = [r[1] for r in rows if r[0] == "node" and r[2] == "h3"]
-    assert "engine_disconnect" in actions and "engine_reconnect" in actions, rows
+    # back within the TTL it reconnects; dropped first (lease expired), it joins as new
+    assert "engine_disconnect" in actions and {"engine_reconnect", "engine_connect"} & set(actions), rows
     h3.docker("volume", "rm", "afterback")
