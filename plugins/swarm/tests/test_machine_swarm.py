@@ -88,6 +88,10 @@ def test_machine_create_swarm_joins_and_env_swarm_names_the_master(tmp_path_fact
                 return res.stdout.strip() if res.returncode == 0 else ""
 
             assert wait_for(answers, 15, "the swarm master's manager on :3376").startswith("swarm/")
+        # Docker Machine's ls: the SWARM column, --filter swarm=MASTER
+        ls = dy("machine", "ls", "--format", "{{.Name}} {{.Swarm}}").stdout.splitlines()
+        assert sorted(ls) == ["m1 m1 (master)", "store "], ls
+        assert dy("machine", "ls", "-q", "--filter", "swarm=m1").stdout.split() == ["m1"]
         plain = dy("machine", "env", "--swarm", "store", check=False)
         assert plain.returncode == 1 and "not a swarm master" in plain.stderr
     finally:

@@ -45,7 +45,8 @@ def summary(svc: MachineService, o: Observed) -> dict[str, Any]:
             "URL": o.url, "Error": o.error, "DockerVersion": o.docker_version,
             "ResponseTime": go_duration(round(o.response_time, 3)), "Addresses": list(o.host.addresses),
             "Labels": dict(o.host.labels), "Created": o.host.created,
-            "EngineOptions": svc.engine_options(o.host.name).to_json()}
+            "EngineOptions": svc.engine_options(o.host.name).to_json(),
+            "SwarmOptions": svc.swarm_options(o.host.name).to_json(), "SwarmMaster": svc.swarm_of(o.host.name)}
 
 
 async def list_machines(request: web.Request) -> web.Response:

@@ -275,7 +275,13 @@ def _list(ctx: click.Context, filters: dict[str, list[str]] | None = None, timeo
     for item in items:
         item["Error"] = first_line(item.get("Error") or "")
         active = item["State"] == "Running" and bool(item["URL"]) and item["URL"] == docker_host
-        item.update(Active="*" if active else "-", ActiveHost=active, ActiveSwarm=False, Swarm="", SwarmOptions=None)
+        swarm = item.get("SwarmOptions") or {}
+        master = item.get("SwarmMaster") or ""
+        # Docker Machine's SWARM column: "NAME (master)" for a master, its master's name for a node
+        column = f"{master} (master)" if swarm.get("Master") and master == item["Name"] else master
+        active_swarm = bool(swarm.get("Master") and swarm.get("Host") and swarm.get("Host") == docker_host)
+        item.update(Active="* (swarm)" if active_swarm else "*" if active else "-", ActiveHost=active,
+                    ActiveSwarm=active_swarm, Swarm=column, SwarmOptions=swarm or None)
     return items
 
 

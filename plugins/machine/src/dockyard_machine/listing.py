@@ -5,7 +5,7 @@ States are shown as Docker Machine names them (``state.State.String()``): ``Runn
 ``Removing`` for the service's own transitions (Docker Machine had no record of a host while it
 was being made). Filters are Docker Machine's (``commands/ls.go``): ``driver``, ``state`` and
 ``label`` compare without case, ``name`` is a regular expression searched in the name, ``swarm``
-names a classic-swarm master (no dockyard machine is in one, so it matches nothing); values of
+names a classic-swarm master (the machines of its swarm match, itself included); values of
 one key are OR-ed, keys AND-ed.
 """
 
@@ -78,10 +78,11 @@ class Filters:
     def __bool__(self) -> bool:
         return any(self.values.values())
 
-    def matches(self, name: str, driver: str, state: str, labels: Mapping[str, str]) -> bool:
-        """``state`` as displayed (``Running``); ``labels`` the engine labels."""
+    def matches(self, name: str, driver: str, state: str, labels: Mapping[str, str], swarm: str = "") -> bool:
+        """``state`` as displayed (``Running``); ``labels`` the engine labels; ``swarm`` the
+        master of the swarm the machine is in ("" for none)."""
         v = self.values
-        if v.get("swarm"):
+        if v.get("swarm") and swarm not in v["swarm"]:
             return False
         if v.get("driver") and not any(d.lower() == driver.lower() for d in v["driver"]):
             return False

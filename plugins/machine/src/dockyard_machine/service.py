@@ -310,6 +310,23 @@ class MachineService(Service):
             return pending
         return SwarmOptions.from_json(self._config(name).get("HostOptions", {}).get("SwarmOptions"))
 
+    def swarm_masters(self) -> dict[str, str]:
+        """``discovery URL -> master machine name`` of the swarm masters this daemon made."""
+        out = {}
+        for host in self.store.list(Host):
+            swarm = self.swarm_options(host.name)
+            if swarm.is_swarm and swarm.master:
+                out.setdefault(swarm.discovery, host.name)
+        return out
+
+    def swarm_of(self, name: str, masters: dict[str, str] | None = None) -> str:
+        """The master of the swarm machine ``name`` is in (Docker Machine's ``ls`` SWARM column
+        and ``--filter swarm=MASTER``), or "" when it is in none this daemon knows."""
+        swarm = self.swarm_options(name)
+        if not swarm.is_swarm:
+            return ""
+        return (self.swarm_masters() if masters is None else masters).get(swarm.discovery, "")
+
     def swarm_flags(self, host: Host) -> list[str]:
         """The engine flags that make the machine a swarm node (``--swarm``), for the prepared
         ``host``: the cluster store and its own address (``dockyard_engine_flags``)."""
@@ -416,8 +433,10 @@ class MachineService(Service):
         hosts = self.store.list(Host)
         observed = await asyncio.gather(*(self.observe(h, timeout) for h in hosts))
         if filters:
+            masters = self.swarm_masters()
             observed = [o for o in observed
-                        if filters.matches(o.host.name, o.host.driver, o.state, o.host.labels)]
+                        if filters.matches(o.host.name, o.host.driver, o.state, o.host.labels,
+                                           swarm=self.swarm_of(o.host.name, masters))]
         return sorted(observed, key=lambda o: natural_key(o.host.name))
 
     async def inspect(self, name: str) -> dict[str, Any]:
