@@ -11,7 +11,6 @@ import pytest
 
 from dockyard.errors import Conflict, NotFound
 from dockyard.specs.cluster import Node
-
 from dockyard_swarm.reschedule import CONTAINERS, RESCHEDULED, Rescheduler
 
 
