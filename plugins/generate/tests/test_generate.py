@@ -65,11 +65,17 @@ def test_row_a_new_unit_owns_the_container_which_gets_no_restart_policy() -> Non
 
 
 # ------------------------------------------------------------------------------ bad input
-@pytest.fixture
-def daemon(dockyardd):
-    dockyardd.client().post("/dockyard/images/bootstrap", name="busybox")
-    dockyardd.client().post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "1000"]}, name="web")
-    return dockyardd
+@pytest.fixture(scope="module")
+def daemon(start_dockyardd, tmp_path_factory):
+    """One dockyardd for this module's tests (each start costs about a second), with busybox and
+    a container ``web`` (the matrix test, last, replaces it through a --new unit)."""
+    d = start_dockyardd(tmp_path_factory.mktemp("gen") / "d")
+    try:
+        d.client().post("/dockyard/images/bootstrap", name="busybox")
+        d.client().post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "1000"]}, name="web")
+        yield d
+    finally:
+        d.teardown()
 
 
 def test_bad_input_writes_nothing(daemon, tmp_path: Path) -> None:

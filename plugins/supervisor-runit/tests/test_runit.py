@@ -39,6 +39,7 @@ class Runsvdir:
         self.d, self.sv, self.service = d, d / "sv", d / "service"
         self.root = d / "dy"
         self.sock = self.root / "run" / "dockyard.sock"
+        self.runsvdir = 0
 
     def install(self, files) -> None:
         for f in files:
@@ -89,6 +90,7 @@ def runsvdir(tmp_path: Path, dockyard_owners) -> Iterator[Runsvdir]:
     r.install(Runit().daemon_files(unit))
     proc = subprocess.Popen(["runsvdir", "-P", str(r.service)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+    r.runsvdir = proc.pid
     try:
         wait_for(r.answers, 60, "dockyardd under runsv")
         yield r
@@ -100,8 +102,11 @@ def runsvdir(tmp_path: Path, dockyard_owners) -> Iterator[Runsvdir]:
             pass
         for link in r.service.iterdir():
             r.sv_cmd("-w", "30", "force-stop", str(link))
+        runsvs = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                 text=True).stdout.split()]
         proc.send_signal(signal.SIGHUP)  # runsvdir: TERM to each runsv (their services are down), then exit
         proc.wait(60)
+        wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in runsvs), 30, "the runsv processes to exit")
         from dockyard_plugin_sdk.testing.leaks import purge_owned
 
         purge_owned(owner)
@@ -119,7 +124,8 @@ def test_runsvdir_runs_dockyardd_and_a_container_service(runsvdir: Runsvdir) -> 
                           "--files", "web"], cwd=r.sv, capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert sorted(out.stdout.split()) == [str(r.sv / "container-web/finish"), str(r.sv / "container-web/run")]
-    (r.service / "container-web").symlink_to(r.sv / "container-web")  # runsvdir picks it up within 5 s
+    (r.service / "container-web").symlink_to(r.sv / "container-web")
+    os.kill(r.runsvdir, signal.SIGALRM)  # rescan now (it would within 5 s)
 
     def running() -> int:
         st = client.get("/containers/web/json")["State"]
