@@ -26,11 +26,11 @@ from dockyard_plugin_sdk.testing import wait_for
 BIN = Path(sys.executable).parent
 
 
-def invoke(*args: str, cwd: Path) -> tuple[int, str]:
+def invoke(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
     old = os.getcwd()
     os.chdir(cwd)
     try:
-        res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        res = CliRunner().invoke(cli, list(args), catch_exceptions=False, env=env)
     finally:
         os.chdir(old)
     return res.exit_code, res.output
@@ -111,6 +111,9 @@ def test_generate_prints_or_writes(daemon, tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
     code, text = invoke("-H", daemon.host, "generate", "systemd", "--new", "--files", "web", cwd=tmp_path)
     assert code == 0 and text.split() == [str(tmp_path / "container-web.service")]
+    # an address from the environment is written into the unit, which will not see that environment
+    code, text = invoke("generate", "runit", "--name", "web", cwd=tmp_path, env={"DOCKYARD_HOST": daemon.host})
+    assert code == 0 and f"dockyard -H {daemon.host} supervise" in text, text
 
 
 def test_daemon_install_below_a_root(tmp_path: Path) -> None:

@@ -128,7 +128,10 @@ def _container_files(ctx: click.Context, sup: Supervisor, target: str, use_name:
         inspect = client.get(f"/containers/{target}/json")
     except DockyardError as exc:
         raise click.ClickException(f"{exc}; nothing written") from exc
-    host = (ctx.find_root().obj or {}).get("host") or ""
+    # the unit talks to the daemon this command talked to: -H, or DOCKYARD_HOST/DOCKER_HOST as
+    # resolved now (a unit does not see this shell's environment); TLS files are not carried over
+    addr = client.address
+    host = "" if addr.source == "default" else (addr.given or str(addr))
     req = ContainerRequest(new=new, use_name=use_name, restart=restart, stop_timeout=stop_timeout, prefix=prefix,
                            separator=separator, daemon=daemon, host=host)
     try:
