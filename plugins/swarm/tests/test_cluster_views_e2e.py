@@ -227,12 +227,13 @@ async def test_pull_lands_on_every_node_and_is_listed_once(swarm_cluster: Any) -
 
         attempts: list[str] = []
 
-        def pulled() -> str | None:
+        def pulled() -> str | None:  # until every engine has read its new configuration
             res = c.docker("pull", ref, check=False)
             attempts.append(res.stdout + res.stderr)
-            return res.stdout if res.returncode == 0 else None
+            done = all(f"{h.name}: Pulling {ref}... : downloaded" in res.stdout for h in c.hosts)
+            return res.stdout if res.returncode == 0 and done else None
 
-        out = await wait_for("a pull through the manager", pulled, 10)
+        out = await wait_for("a pull through the manager", pulled, 20)
         for h in c.hosts:
             assert f"{h.name}: Pulling {ref}... : downloaded" in out, out
             assert image_id.removeprefix("sha256:")[:12] in h.docker("images", "-q").stdout
