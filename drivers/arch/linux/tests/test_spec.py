@@ -499,3 +499,11 @@ def test_extra_env_comes_before_the_containers_own(rootfs):
     r.extra_env = ["A_NAME=/web/a", "A_PORT=tcp://10.0.0.2:80"]
     env = build_spec(r, OPTS)["process"]["env"]
     assert "A_NAME=mine" in env and "A_PORT=tcp://10.0.0.2:80" in env and "A_NAME=/web/a" not in env
+
+
+def test_systempaths_unconfined_unmasks_proc(rootfs):
+    spec = build_spec(req(rootfs, security_opt=["systempaths=unconfined"]), OPTS)
+    assert "maskedPaths" not in spec["linux"] and "readonlyPaths" not in spec["linux"]
+    assert "seccomp" in spec["linux"]  # only the paths: seccomp stays
+    with pytest.raises(InvalidArgument, match="systempaths takes only 'unconfined'"):
+        build_spec(req(rootfs, security_opt=["systempaths=x"]), OPTS)

@@ -111,6 +111,7 @@ class SecurityOptions:
     no_new_privileges: bool = False
     seccomp: str = "default"  # default | unconfined | a JSON profile
     ignored: tuple[str, ...] = ()
+    unmask_system_paths: bool = False  # systempaths=unconfined: no masked or read-only /proc paths
 
 
 def cgroups_path(owner: str, container_id: str, parent: str = "") -> str:
@@ -123,7 +124,7 @@ def parse_security_opt(opts: list[str]) -> SecurityOptions:
     """Docker's ``--security-opt`` values: ``no-new-privileges[:true|false]``,
     ``seccomp=unconfined|<json>``, ``apparmor=...`` and ``label=...`` (accepted, not enforced:
     the host has no LSM policy for them)."""
-    nnp, profile, ignored = False, "default", []
+    nnp, profile, ignored, unmask = False, "default", [], False
     for opt in opts:
         if opt in ("no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"):
             nnp = True
@@ -147,11 +148,16 @@ def parse_security_opt(opts: list[str]) -> SecurityOptions:
                 profile = value
             else:
                 raise InvalidArgument("seccomp=<file> must be sent as the profile's JSON text")
-        elif key in ("apparmor", "label", "systempaths"):
+        elif key == "systempaths":
+            if value != "unconfined":
+                raise InvalidArgument(f"invalid --security-opt: {opt!r}: systempaths takes only 'unconfined'")
+            unmask = True
+        elif key in ("apparmor", "label"):  # as dockerd on a host without AppArmor or SELinux
             ignored.append(opt)
         else:
             raise InvalidArgument(f"invalid --security-opt: {opt!r}")
-    return SecurityOptions(no_new_privileges=nnp, seccomp=profile, ignored=tuple(ignored))
+    return SecurityOptions(no_new_privileges=nnp, seccomp=profile, ignored=tuple(ignored),
+                           unmask_system_paths=unmask)
 
 
 def normalize_capability(name: str) -> str:
@@ -561,13 +567,14 @@ def build_spec(request: RuntimeCreateRequest, options: SpecOptions) -> dict[str,
         linux["resources"]["devices"] = device_rules(host.privileged, devices, list(host.device_cgroup_rules))
     if host.sysctls:
         linux["sysctl"] = dict(host.sysctls)
-    if not host.privileged:
+    if not host.privileged and not security.unmask_system_paths:
         linux["maskedPaths"] = list(MASKED_PATHS)
         if options.proc_readonly_binds:
             linux["readonlyPaths"] = [p for p in READONLY_PATHS if p not in PROC_READONLY_DIRS]
             mounts[1:1] = [m for m in proc_readonly_mounts() if m["destination"] not in taken]
         else:
             linux["readonlyPaths"] = list(READONLY_PATHS)
+    if not host.privileged:
         if security.seccomp == "default":
             linux["seccomp"] = seccomp.default_profile(caps, options.machine)
         elif security.seccomp != "unconfined":
