@@ -278,6 +278,8 @@ def create_request_from(body: dict[str, Any], name: str) -> ContainerCreate:
     networks: dict[str, EndpointSettings] = {}
     for net, ep in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
         networks[net] = endpoint_settings_from(ep or {})
+        # the CLI sends --link on a user-defined network as the endpoint's Links
+        hc.links += [link for link in _strlist((ep or {}).get("Links")) if link not in hc.links]
     return ContainerCreate(config=cfg, host_config=hc, name=name, entrypoint=_cmdlist(body.get("Entrypoint")),
                            cmd=_cmdlist(body.get("Cmd")), networks=networks)
 

@@ -159,10 +159,13 @@ class Setup:
 
     # ------------------------------------------------------------------ links and namespaces
     def link_env(self, c: Container) -> list[str]:
-        """The legacy links' variables (each target must be running, as dockerd requires)."""
+        """The legacy links' variables (each target must be running, as dockerd requires). On
+        a user-defined network dockerd sets none: a link is only a name there (our hosts line)."""
         env: list[str] = []
+        legacy = c.host_config.network_mode in ("default", "bridge", "")
         for alias, target in linkmod.running_targets(c, self.ctx.get):
-            env += linkmod.environment(c, alias, target)
+            if legacy:
+                env += linkmod.environment(c, alias, target)
         return env
 
     def shared_namespaces(self, c: Container) -> dict[str, str]:
