@@ -558,3 +558,20 @@ async def test_a_global_network_lists_the_endpoints_of_every_node(cluster):
     await until(lambda: len(nets._find(nid)) == 2)
     assert [n.name for n in nets.list()].count("ov") == 1
     assert sorted(ep.container_name for ep in nets.endpoints("ov")) == ["web0", "web1"]
+
+
+async def test_resolve_by_id_prefix_and_an_ambiguous_one(cluster):
+    from dockyard.errors import Conflict
+
+    kernel, engines = cluster
+    images = kernel.services["images"]
+    engines[2].add_image("sha256:1111" + "0" * 60, "other:1")
+    engines[2].emit("image", "tag", "sha256:1111" + "0" * 60)
+    await until(lambda: len(images.list()) == 3)
+    assert images.resolve("111111").id == "sha256:" + "11" * 32
+    assert images.resolve("sha256:2222").id == "sha256:" + "22" * 32
+    with pytest.raises(Conflict):
+        images.resolve("1111")  # two IDs start with it
+    with pytest.raises(NotFound):
+        images.resolve("111")  # shorter than a prefix may be
+    assert images.resolve("busybox").id in {"sha256:" + "11" * 32, "sha256:" + "22" * 32}

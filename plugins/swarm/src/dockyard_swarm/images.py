@@ -129,6 +129,10 @@ async def _chunks(path: str, size: int = 1 << 20) -> AsyncIterator[bytes]:
         f.close()
 
 
+def _is_hex(text: str) -> bool:
+    return bool(text) and all(c in "0123456789abcdef" for c in text)
+
+
 def _familiar(name: str) -> str:
     from dockyard.reference import parse_normalized
 
@@ -163,16 +167,19 @@ class ClusterImages(Service):
         return [n for n, imgs in self.view.items() if image_id in imgs]
 
     def _matches(self, ref: str) -> list[tuple[str, NodeImage]]:
-        """``(node, image)`` for ``ref``: a full or short ID (``sha256:`` optional), or a name."""
-        ref_id = ref if ref.startswith("sha256:") else f"sha256:{ref}"
-        by_id = [(n, img) for n, imgs in self.view.items() for iid, img in imgs.items()
-                 if iid == ref_id or (len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref.removeprefix("sha256:"))
-                                      and iid.startswith(ref_id))]
-        if by_id:
-            return by_id
-        wanted = _familiar(ref if ":" in ref.rsplit("/", 1)[-1] or "@" in ref else f"{ref}:latest")
+        """``(node, image)`` for ``ref``: a full ID, an ID prefix of 4 hex digits or more
+        (``sha256:`` optional), else a name (``:latest`` implied) or a digest reference."""
+        digits = ref.removeprefix("sha256:")
+        if _is_hex(digits):
+            prefix = f"sha256:{digits}"
+            by_id = [(n, img) for n, imgs in self.view.items() for iid, img in imgs.items()
+                     if iid == prefix or (len(digits) >= 4 and iid.startswith(prefix))]
+            if by_id:
+                return by_id
+        last = ref.rsplit("/", 1)[-1]
+        wanted = _familiar(ref if ":" in last or "@" in ref else f"{ref}:latest")
         return [(n, img) for n, imgs in self.view.items() for img in imgs.values()
-                if wanted in {_familiar(t) for t in img.tags} or wanted in {_familiar(d) for d in img.digests}]
+                if wanted in {_familiar(t) for t in img.tags} | {_familiar(d) for d in img.digests}]
 
     def _grouped(self, found: list[tuple[str, NodeImage]]) -> Image:
         first = found[0][1]
@@ -192,12 +199,15 @@ class ClusterImages(Service):
         return self.resolve(image_id)
 
     def resolve(self, ref: str) -> Image:
+        """The image ``ref`` names; a name several nodes hold with different IDs is the first
+        node's (each node resolves its own when asked by name); an ambiguous ID prefix is a
+        :class:`~dockyard.errors.Conflict`."""
         found = self._matches(ref)
         if not found:
             raise NotFound(f"No such image: {ref}")
         ids = {img.id for _n, img in found}
-        if len(ids) > 1 and not any(ref.removeprefix("sha256:") in (i, i.removeprefix("sha256:")) for i in ids) \
-                and all(c in "0123456789abcdef" for c in ref.removeprefix("sha256:")):
+        digits = ref.removeprefix("sha256:")
+        if len(ids) > 1 and _is_hex(digits) and f"sha256:{digits}" not in ids:
             raise Conflict(f"conflict: unable to resolve image {ref!r}: the prefix matches several images")
         return self._grouped(found)
 
