@@ -293,6 +293,13 @@ async def test_networks_and_volumes_per_node(swarm_cluster: Any) -> None:
     assert {"h1/data", "h2/data", "h3/data", "h3/logs"} <= set(vols), vols
     assert "h1/logs" not in vols
     c.docker("volume", "rm", "data", "h3/logs")
+    # prune on every node: unused volumes and networks go, named NODE/NAME in the answer
+    c.docker("volume", "create", "h1/spare")
+    c.docker("network", "create", "h2/sparenet")
+    assert "h1/spare" in c.docker("volume", "prune", "-f").stdout
+    assert "h2/sparenet" in c.docker("network", "prune", "-f").stdout
+    assert "spare" not in c.host("h1").docker("volume", "ls").stdout
+    assert "sparenet" not in c.host("h2").docker("network", "ls").stdout
     assert not any(v.endswith(("/data", "/logs")) for v in c.docker("volume", "ls", "--format", "{{.Name}}").stdout.split())
 
 
