@@ -6,17 +6,21 @@ answers as dockerd does on a node that is not in a swarm: 503 "This node is not 
 manager..." (docker-py's and compose's clean-ups branch on that status; a 404 reads as a
 missing API). Swarm classic did not serve these endpoints either; dockyard's Swarm-classic
 manager is a role of its own (``dockyard-swarm``). ``swarm init`` and ``join`` are refused
-with the same status, naming why. ``GET /plugins`` lists the installed Docker managed plugins:
-none until the plugin API is served.
+with the same status, naming why. ``GET /plugins`` lists the Docker plugins the kernel's driver sources found
+(``Kernel.external_plugins``: legacy plugins by socket or spec file, with
+``dockyard-docker-plugins``) in the shape of dockerd's managed plugins, enabled.
 """
 
 from __future__ import annotations
+
+import hashlib
+from typing import Any
 
 from aiohttp import web
 
 from dockyard.errors import NotFound, Unavailable
 from dockyard.specs.api import ApiRoute
-from dockyard_api_docker.http import json_response
+from dockyard_api_docker.http import json_response, kernel_of
 
 #: dockerd's ``errNoManager`` for a node outside any swarm (daemon/cluster/helpers.go)
 NOT_A_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
@@ -39,12 +43,36 @@ async def no_swarm_mode(request: web.Request) -> web.Response:
     raise Unavailable(NO_SWARM_MODE)
 
 
+#: a legacy plugin's ``Implements`` entry -> the managed plugins' interface type
+_TYPES = {"NetworkDriver": "docker.networkdriver/1.0", "IpamDriver": "docker.ipamdriver/1.0",
+          "VolumeDriver": "docker.volumedriver/1.0", "authz": "docker.authz/1.0",
+          "LogDriver": "docker.logdriver/1.0", "MetricsCollector": "docker.metricscollector/1.0"}
+
+
+def plugin_shape(p: Any) -> dict[str, Any]:
+    """dockerd's ``types.Plugin`` for a plugin found at run time (``ExternalPlugin``)."""
+    types = [t for t in (_TYPES.get(i, "") for i in p.implements) if t]  # Go reads each as a string
+    return {"Id": hashlib.sha256(f"{p.source}/{p.name}".encode()).hexdigest(), "Name": p.name,
+            "Enabled": True, "PluginReference": "",
+            "Settings": {"Mounts": [], "Env": [], "Args": [], "Devices": []},
+            "Config": {"Description": f"{', '.join(p.implements) or 'not activated yet'} at {p.address}",
+                       "Documentation": "", "Interface": {"Types": types, "Socket": p.address},
+                       "Entrypoint": None, "WorkDir": "", "Network": {"Type": ""}, "Linux": {"Capabilities": None,
+                       "AllowAllDevices": False, "Devices": None}, "PropagatedMount": "", "IpcHost": False,
+                       "PidHost": False, "Mounts": None, "Env": None, "Args": {"Name": "", "Settable": None,
+                       "Value": None, "Description": ""}}}
+
+
 async def plugins_list(request: web.Request) -> web.Response:
-    return json_response([])
+    return json_response([plugin_shape(p) for p in kernel_of(request).external_plugins()])
 
 
 async def plugin_inspect(request: web.Request) -> web.Response:
-    raise NotFound(f'plugin "{request.match_info["name"]}" not found')
+    name = request.match_info["name"]
+    for p in kernel_of(request).external_plugins():
+        if name in (p.name, f"{p.name}:latest"):
+            return json_response(plugin_shape(p))
+    raise NotFound(f'plugin "{name}" not found')
 
 
 def _objects(kind: str, create: bool = True, update: bool = True, logs: bool = False) -> list[ApiRoute]:

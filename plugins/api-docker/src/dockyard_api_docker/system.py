@@ -134,7 +134,8 @@ async def info(request: web.Request) -> web.Response:
         "Plugins": {
             "Volume": engine.volume_drivers,
             "Network": engine.network_drivers,
-            "Authorization": None,
+            # dockerd lists its configured --authorization-plugin names (dockyard-docker-plugins)
+            "Authorization": list(kernel.config.get("authorization-plugins") or []) or None,
             "Log": [],
         },
         "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,

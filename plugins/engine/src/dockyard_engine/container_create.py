@@ -175,7 +175,13 @@ class Creation:
         for m in c.mounts:
             if m.type != "volume":
                 continue
-            vol = await self.ctx.volumes.create(m.name, m.driver or "local", anonymous=not m.name)
+            driver = m.driver or c.host_config.volume_driver or "local"
+            if m.name and driver == "local" and not c.host_config.volume_driver:
+                # no driver asked for: an existing volume of any driver is used, as dockerd
+                # does (``docker volume create -d PLUGIN v`` then ``docker run -v v:/data``)
+                existing = next((v for v in self.ctx.volumes.list() if v.name == m.name), None)
+                driver = existing.driver if existing is not None else driver
+            vol = await self.ctx.volumes.create(m.name, driver, anonymous=not m.name)
             m.name, m.driver = vol.name, vol.driver
 
 

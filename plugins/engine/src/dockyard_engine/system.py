@@ -35,8 +35,8 @@ class SystemService(Service):
             images=self.store.count(Image),
             storage_driver=storage,
             driver_status=list(drv.status()) if drv is not None else [],
-            volume_drivers=kernel.registry.driver_names("volume"),
-            network_drivers=kernel.registry.driver_names("network"),
+            volume_drivers=kernel.driver_names("volume"),  # installed, and Docker plugins in use
+            network_drivers=kernel.driver_names("network"),
             runtimes=runtimes,
             default_runtime=str(kernel.config.get("default-runtime") or ""),
             security_options=["name=seccomp,profile=default"] if runtimes else [],

@@ -1,0 +1,100 @@
+"""A Docker network plugin (stdlib and iproute2 only): a Linux bridge per network holding the
+gateway address, a veth pair per endpoint made at Join (the host end on the bridge, the other
+handed to the daemon as SrcName). Interfaces are named PREFIX... so leak checks find them.
+
+usage: netplugin.py SOCKET PREFIX"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+
+from _serve import serve
+
+SOCKET, PREFIX = sys.argv[1], sys.argv[2]
+GENERIC = "com.docker.network.generic"
+ALLOWED = {"mtu"}
+networks: dict[str, dict] = {}
+endpoints: dict[str, dict] = {}
+serial = itertools.count(1)
+
+
+def ip(*args: str, check: bool = True) -> None:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and proc.returncode:
+        raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+
+
+def create_network(b: dict) -> dict:
+    opts = (b.get("Options") or {}).get(GENERIC) or {}
+    bad = sorted(set(opts) - ALLOWED)
+    if bad:
+        return {"Err": f"invalid option {bad[0]}"}
+    bridge = f"{PREFIX}b{next(serial)}"
+    ip("link", "add", bridge, "type", "bridge")
+    data = (b.get("IPv4Data") or [{}])[0]
+    gateway = data.get("Gateway") or ""
+    if gateway:
+        ip("addr", "add", gateway, "dev", bridge)
+    ip("link", "set", bridge, "up")
+    internal = bool((b.get("Options") or {}).get("com.docker.network.internal"))
+    networks[b["NetworkID"]] = {"bridge": bridge, "gateway": gateway.split("/")[0], "internal": internal}
+    return {}
+
+
+def delete_network(b: dict) -> dict:
+    net = networks.pop(b["NetworkID"], None)
+    if net is None:
+        return {"Err": f"no such network {b['NetworkID'][:12]}"}
+    ip("link", "del", net["bridge"], check=False)
+    return {}
+
+
+def create_endpoint(b: dict) -> dict:
+    if b["NetworkID"] not in networks:
+        return {"Err": f"no such network {b['NetworkID'][:12]}"}
+    endpoints[b["EndpointID"]] = {"network": b["NetworkID"], "veth": ""}
+    return {}  # the daemon sent the address: the Interface is not echoed
+
+
+def join(b: dict) -> dict:
+    if os.environ.get("FAIL_JOIN"):
+        return {"Err": "join refused by the test"}
+    ep = endpoints.get(b["EndpointID"])
+    if ep is None:
+        return {"Err": f"no such endpoint {b['EndpointID'][:12]}"}
+    net = networks[ep["network"]]
+    n = next(serial)
+    host, peer = f"{PREFIX}h{n}", f"{PREFIX}c{n}"
+    ip("link", "add", host, "type", "veth", "peer", "name", peer)
+    ip("link", "set", host, "master", net["bridge"], "up")
+    ep["veth"] = host
+    reply = {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"}}
+    if not net["internal"] and net["gateway"]:
+        reply["Gateway"] = net["gateway"]
+    return reply
+
+
+def leave(b: dict) -> dict:
+    ep = endpoints.get(b["EndpointID"])
+    if ep and ep["veth"]:
+        ip("link", "del", ep["veth"], check=False)
+        ep["veth"] = ""
+    return {}
+
+
+def delete_endpoint(b: dict) -> dict:
+    leave(b)
+    endpoints.pop(b["EndpointID"], None)
+    return {}
+
+
+serve(SOCKET, ["NetworkDriver"], {
+    "NetworkDriver.GetCapabilities": lambda _b: {"Scope": "local", "ConnectivityScope": "local"},
+    "NetworkDriver.CreateNetwork": create_network, "NetworkDriver.DeleteNetwork": delete_network,
+    "NetworkDriver.CreateEndpoint": create_endpoint, "NetworkDriver.DeleteEndpoint": delete_endpoint,
+    "NetworkDriver.Join": join, "NetworkDriver.Leave": leave,
+    "NetworkDriver.EndpointOperInfo": lambda _b: {"Value": {}},
+}, log=open(os.environ["PLUGIN_LOG"], "a") if os.environ.get("PLUGIN_LOG") else None)
