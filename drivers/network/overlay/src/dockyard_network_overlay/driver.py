@@ -77,6 +77,7 @@ MTU_OPTION = "com.docker.network.driver.mtu"
 VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 KNOWN_OPTIONS = frozenset({MTU_OPTION, VNI_OPTION, "encrypted"})
 RACE_RETRIES = 20
+RETIRE_GRACE = 10.0  # seconds a retired veth may wait for its namespace's end before it is deleted
 NEED_STORE = ("overlay networks live in the cluster store: start the engine with "
               "--cluster-store etcd://HOST:PORT/PREFIX --cluster-advertise ADDR:PORT")
 
@@ -139,6 +140,7 @@ class OverlayDriver(GlobalScopeDriver):
         self._lock = asyncio.Lock()
         self._lease = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._reapers: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ life cycle
     async def setup(self) -> None:
@@ -189,6 +191,9 @@ class OverlayDriver(GlobalScopeDriver):
     async def close(self) -> None:
         """Stop watching and refreshing the lease. Endpoints stay published until it expires
         (running containers keep their interfaces; the next start publishes them again)."""
+        for task in list(self._reapers):
+            task.cancel()  # their veths are deleted now
+        await asyncio.gather(*self._reapers, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -521,5 +526,18 @@ class OverlayDriver(GlobalScopeDriver):
                 await self._store.delete(f"{ENDPOINTS}{net_id}/{request.endpoint_id}")
             except Exception:  # noqa: BLE001 - on the lease: gone with it at the latest
                 log.warning("could not unpublish overlay endpoint %s", request.endpoint_id[:12], exc_info=True)
-        await asyncio.to_thread(P.delete_link, veth)
+        if request.sandbox_closing and await asyncio.to_thread(P.set_down, veth):
+            # the kernel deletes the pair with the namespace, without the RCU grace period an
+            # explicit deletion waits for (~25 ms); a reaper deletes it if something keeps it
+            task = asyncio.create_task(self._reap(veth), name=f"reap-{veth}")
+            self._reapers.add(task)
+            task.add_done_callback(self._reapers.discard)
+        else:
+            await asyncio.to_thread(P.delete_link, veth)
         await self._teardown_if_unused(net_id)
+
+    async def _reap(self, veth: str) -> None:
+        try:
+            await asyncio.sleep(RETIRE_GRACE)
+        finally:  # cancelled by close(): delete now
+            await asyncio.to_thread(P.delete_link, veth)

@@ -116,6 +116,21 @@ def delete_link(name: str) -> bool:
     return True
 
 
+def set_down(name: str) -> bool:
+    """Set link ``name`` down (a bridge port stops forwarding at once); False when absent."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return False
+        try:
+            ipr.link("set", index=idx[0], state="down")
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return False
+            raise
+    return True
+
+
 # ---------------------------------------------------------------------------- networks
 @dataclass
 class NetworkPlane:
