@@ -124,6 +124,9 @@ async def test_images_across_nodes_and_load_everywhere(swarm_cluster: Any) -> No
     for h in c.hosts:
         assert f"{h.name}: Loaded image: onlyh1:v1" in text, text
         assert "onlyh1" in h.docker("images").stdout
+    inspected = json.loads(c.docker("image", "inspect", "onlyh1:v1").stdout)[0]
+    assert "onlyh1:v1" in inspected["RepoTags"] and inspected["Config"]["Cmd"], inspected
+    assert "CREATED BY" in c.docker("history", "onlyh1:v1").stdout
     # save comes from a node holding it: the archive names the image
     import io
     import tarfile
