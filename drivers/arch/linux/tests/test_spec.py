@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -465,8 +466,9 @@ def test_devices_sysctls_oom_score_and_groups(rootfs):
     spec = build_spec(req(rootfs, devices=[DeviceMapping("/dev/null", "/dev/n2", "rw")],
                           device_cgroup_rules=["c 42:* rmw"], sysctls={"net.ipv4.ip_forward": "1"},
                           oom_score_adj=300, group_add=["audio", "4242"]), OPTS)
+    st = os.stat("/dev/null")  # owned by nobody inside a user namespace
     assert spec["linux"]["devices"] == [{"path": "/dev/n2", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666,
-                                         "uid": 0, "gid": 0}]
+                                         "uid": st.st_uid, "gid": st.st_gid}]
     rules = spec["linux"]["resources"]["devices"]
     assert {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"} in rules
     assert {"allow": True, "type": "c", "major": 42, "access": "rmw"} in rules
