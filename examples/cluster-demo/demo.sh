@@ -144,6 +144,17 @@ proof "spread: the three web and worker replicas landed one per node; db honours
 docker exec cluster-demo-web-1 wget -qO- http://127.0.0.1:8080/cgi-bin/hello
 proof "docker exec through the manager reaches the node that holds the container"
 
+say "docker network inspect cluster-demo_default   (one overlay network spanning the hosts)"
+docker network inspect -f '{{.Name}}: driver {{.Driver}}, scope {{.Scope}}, subnet {{range .IPAM.Config}}{{.Subnet}}{{end}}' \
+  cluster-demo_default
+docker network inspect -f '{{range .Containers}}  {{.Name}} {{.IPv4Address}}{{"\n"}}{{end}}' cluster-demo_default | sort
+[ "$(docker network inspect -f '{{len .Containers}}' cluster-demo_default)" = 7 ] \
+  || die "the overlay network does not list the 7 containers of the three hosts"
+WNODE=$(placement | awk '$1 ~ "/cluster-demo-worker-1$" {split($1, a, "/"); print a[1]}')
+WEB_OTHER=$(placement | awk -v n="$WNODE" '$1 ~ "/cluster-demo-web-" {split($1, a, "/"); if (a[1] != n) {print a[2]; exit}}')
+docker exec cluster-demo-worker-1 wget -qO- "http://$WEB_OTHER:8080/cgi-bin/hello"
+proof "the overlay lists the containers of every host; worker-1 on $WNODE fetched from $WEB_OTHER on another host by name"
+
 # ------------------------------------------------------------------ 4. a node dies
 VICTIM=h3
 PID=$(machine_field "$VICTIM" Pid)
