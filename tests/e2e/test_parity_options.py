@@ -214,9 +214,14 @@ def test_networking(d: Daemon, client: docker.DockerClient) -> None:
         ep = json.loads(d.docker("inspect", "--format", "{{json .NetworkSettings.Networks}}", "p1-v6").stdout)["p1v6"]
         assert ep["IPAMConfig"] == {"IPv6Address": f"{v6}99", "LinkLocalIPs": ["169.254.7.7"]}
         assert (ep["GlobalIPv6Address"], ep["GlobalIPv6PrefixLen"], ep["IPv6Gateway"]) == (f"{v6}99", 64, f"{v6}1")
+        # a static IPv6 on a network without IPv6 would never reach the interface: refused
+        other = ipaddress.IPv6Address(v6) + (1 << 64)  # the next /64
+        d.docker("network", "create", "--subnet", f"{other}/64", "p1v6off")
+        assert "does not have IPv6 enabled" in refused(d, "create", "--network", "p1v6off", "--ip6", f"{other + 5}",
+                                                       "busybox")
     finally:
         d.docker("rm", "-f", "p1-v6", check=False)
-        d.docker("network", "rm", "p1v6", check=False)
+        d.docker("network", "rm", "p1v6", "p1v6off", check=False)
     # IPAM.Options null when none were given (docker-py sends none); names dockerd accepts
     for name in ("p1 with space", "_p1", "p1:colon", "P1-ünï"):
         n = client.networks.create(name)

@@ -166,9 +166,12 @@ class Creation:
             if svc is not None:
                 name = svc.get(name).name
             nets[name] = ep
-        for ep in nets.values():
+        for name, ep in nets.items():
             ep.network_id = ""
             ep.endpoint_id = ""
+            if ep.ipam_ipv6 and svc is not None and not svc.get(name).enable_ipv6:
+                raise InvalidArgument(f"invalid endpoint settings: {ep.ipam_ipv6}: network {name} does not have "
+                                      "IPv6 enabled (docker network create --ipv6)")
         return nets
 
     async def _create_volumes(self, c: Container) -> None:

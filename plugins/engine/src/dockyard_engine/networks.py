@@ -423,6 +423,9 @@ class NetworkService(Service):
         """Check the connect is allowed, pick the interface name, allocate the addresses and
         record the endpoint (state ``joining``). Called under the service lock."""
         net = self.store.get(Network, net.id)
+        if ipv6 and not net.enable_ipv6:  # it would never reach the interface
+            raise InvalidArgument(f"invalid endpoint settings: {ipv6}: network {net.name} does not have IPv6 "
+                                  "enabled (docker network create --ipv6)")
         mine = self.container_endpoints(container.id)
         if any(e.network_id == net.id for e in mine):
             raise Forbidden(f"endpoint with name {container.name} already exists in network {net.name}")
