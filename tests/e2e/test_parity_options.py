@@ -210,7 +210,8 @@ def test_networking(d: Daemon, client: docker.DockerClient) -> None:
     try:
         d.docker("run", "-d", "--name", "p1-v6", "--network", "p1v6", "--ip6", f"{v6}99",
                  "--link-local-ip", "169.254.7.7", "busybox", "sleep", "60")
-        assert f"{v6}99/64" in d.docker("exec", "p1-v6", "ip", "-6", "addr", "show", "eth0").stdout
+        addrs = d.docker("exec", "p1-v6", "ip", "addr", "show", "eth0").stdout
+        assert f"{v6}99/64" in addrs and "169.254.7.7/16" in addrs
         ep = json.loads(d.docker("inspect", "--format", "{{json .NetworkSettings.Networks}}", "p1-v6").stdout)["p1v6"]
         assert ep["IPAMConfig"] == {"IPv6Address": f"{v6}99", "LinkLocalIPs": ["169.254.7.7"]}
         assert (ep["GlobalIPv6Address"], ep["GlobalIPv6PrefixLen"], ep["IPv6Gateway"]) == (f"{v6}99", 64, f"{v6}1")

@@ -37,6 +37,7 @@ class Endpoint:
     ipv6_address: str = ""  # CIDR
     gateway: str = ""
     mac_address: str = ""
+    link_local_ips: list[str] = field(default_factory=list)  # --link-local-ip (versionadded 0.3)
     pool_id: str = ""  # the IPAM pool ipv4_address came from ("" when the driver allocated it)
     pool_id6: str = ""
     ports: list[PortMapping] = field(default_factory=list)  # requested

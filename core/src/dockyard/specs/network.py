@@ -51,6 +51,8 @@ class EndpointRequest:
     ports: list[PortMapping] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
     container_name: str = ""  # what other hosts resolve it by on a global-scope network
+    #: extra link-local addresses of the interface (Docker's ``--link-local-ip``; versionadded 0.3)
+    link_local_ips: list[str] = field(default_factory=list)
     # On leave: the sandbox (``netns_path``) is destroyed right after, as when a container
     # stops. A driver may then leave interfaces inside it for the kernel to delete with the
     # namespace instead of deleting each one (a veth deletion waits for an RCU grace period).

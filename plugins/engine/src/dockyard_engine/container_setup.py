@@ -124,7 +124,8 @@ class Setup:
                                              ipv4=ep.ipam_ipv4 or ep.ipv4_address or None,
                                              ipv6=ep.ipam_ipv6 or None, ports=ports if first else None,
                                              mac_address=mac, dns_servers=list(c.host_config.dns) or None,
-                                             driver_opts=dict(ep.driver_opts) or None)
+                                             driver_opts=dict(ep.driver_opts) or None,
+                                             link_local_ips=list(ep.link_local_ips) or None)
                 settings.driver_opts = dict(ep.driver_opts)
                 settings.ipam_ipv4, settings.ipam_ipv6 = ep.ipam_ipv4, ep.ipam_ipv6
                 settings.link_local_ips = list(ep.link_local_ips)

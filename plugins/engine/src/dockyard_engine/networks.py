@@ -366,7 +366,8 @@ class NetworkService(Service):
                       aliases: list[str] | None = None, ipv4: str | None = None,
                       ports: list[PortMapping] | None = None, ipv6: str | None = None,
                       mac_address: str = "", dns_servers: list[str] | None = None,
-                      driver_opts: dict[str, str] | None = None) -> EndpointSettings:
+                      driver_opts: dict[str, str] | None = None,
+                      link_local_ips: list[str] | None = None) -> EndpointSettings:
         """Attach ``container`` (its namespace at ``netns_path``) to a network: an address from
         the network's IPAM pool (``ipv4`` asks for a given one), ``driver.join``, the endpoint
         persisted, DNS records refreshed, the embedded resolver attached (user-defined
@@ -381,7 +382,7 @@ class NetworkService(Service):
         async with self._container_lock(container.id):
             async with self._lock:  # bookkeeping: the endpoint and its addresses are recorded
                 net, ep = await self._reserve_endpoint(container, net, drv, netns_path, aliases, ipv4, ipv6,
-                                                       ports, mac_address, dns_servers)
+                                                       ports, mac_address, dns_servers, link_local_ips)
             # The driver's part runs outside the service lock, so containers of one network
             # join concurrently; the recorded endpoint keeps the network from being removed.
             request = self._request(net, ep, driver_opts)
@@ -419,7 +420,8 @@ class NetworkService(Service):
     async def _reserve_endpoint(self, container: Container, net: Network, drv: Any, netns_path: str,
                                 aliases: list[str], ipv4: str | None, ipv6: str | None,
                                 ports: list[PortMapping] | None, mac_address: str,
-                                dns_servers: list[str] | None) -> tuple[Network, Endpoint]:
+                                dns_servers: list[str] | None,
+                                link_local_ips: list[str] | None = None) -> tuple[Network, Endpoint]:
         """Check the connect is allowed, pick the interface name, allocate the addresses and
         record the endpoint (state ``joining``). Called under the service lock."""
         net = self.store.get(Network, net.id)
@@ -439,7 +441,8 @@ class NetworkService(Service):
                       container_name=container.name, netns_path=netns_path,
                       netns_inode=_netns_inode(netns_path) if netns_path else "", ifname=ifname,
                       aliases=aliases, ports=list(ports or []), mac_address=mac_address,
-                      dns_upstreams=None if dns_servers is None else list(dns_servers))
+                      dns_upstreams=None if dns_servers is None else list(dns_servers),
+                      link_local_ips=_link_local(link_local_ips or []))
         v4_pools = [(pid, p) for pid, p in zip(net.extra.get("pool_ids", []), net.ipam_pools, strict=False)
                     if _is_v4(p.subnet)]
         v6_pools = [(pid, p) for pid, p in zip(net.extra.get("pool_ids", []), net.ipam_pools, strict=False)
@@ -501,7 +504,7 @@ class NetworkService(Service):
                                netns_path=ep.netns_path, ifname=ep.ifname, ipv4_address=ep.ipv4_address,
                                ipv6_address=ep.ipv6_address, gateway=ep.gateway, mac_address=ep.mac_address,
                                aliases=list(ep.aliases), ports=list(ep.ports), options=dict(driver_opts or {}),
-                               container_name=ep.container_name)
+                               container_name=ep.container_name, link_local_ips=list(ep.link_local_ips))
 
     async def _release_addresses(self, ep: Endpoint, tolerate_released: bool = False) -> None:
         if not (ep.pool_id or ep.pool_id6):
@@ -872,7 +875,8 @@ class NetworkService(Service):
                                         ipv4=wanted.ipv4_address or None, ipv6=wanted.ipv6_address or None,
                                         mac_address=wanted.mac_address,
                                         dns_servers=list(container.host_config.dns) or None,
-                                        driver_opts=wanted.driver_opts or None)
+                                        driver_opts=wanted.driver_opts or None,
+                                        link_local_ips=list(wanted.link_local_ips))
             joined.driver_opts = dict(wanted.driver_opts)
         else:  # recorded now, attached when the container starts
             joined = dataclasses.replace(wanted, network_id="")
@@ -920,6 +924,18 @@ class NetworkService(Service):
 def _shares_a_namespace(container: Container) -> bool:
     mode = container.host_config.network_mode or "default"
     return mode == "host" or mode.startswith("container:")
+
+
+def _link_local(addresses: list[str]) -> list[str]:
+    """``--link-local-ip`` values as interface addresses (169.254.0.0/16, fe80::/64)."""
+    out = []
+    for text in addresses:
+        try:
+            addr = ipaddress.ip_address(text.split("/")[0])
+        except ValueError:
+            raise InvalidArgument(f"invalid link-local IP address: {text}") from None
+        out.append(text if "/" in text else f"{addr}/{16 if addr.version == 4 else 64}")
+    return out
 
 
 def _is_v4(subnet: str) -> bool:

@@ -258,7 +258,7 @@ class BridgeDriver(EmbeddedDnsDriver):
             spec = netlink.EndpointSpec(
                 bridge=entry["bridge"], veth=veth, netns_path=request.netns_path, ifname=request.ifname,
                 mac=mac, mtu=entry["options"]["mtu"],
-                addresses=[a for a in (request.ipv4_address, request.ipv6_address) if a],
+                addresses=[a for a in (request.ipv4_address, request.ipv6_address, *request.link_local_ips) if a],
                 gateway4=gw4, gateway6=gw6, isolated=not entry["options"]["icc"])
             # recorded before the kernel work so a concurrent join sees its ports as taken
             self._doc["endpoints"][request.endpoint_id] = {
