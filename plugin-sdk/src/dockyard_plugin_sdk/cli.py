@@ -54,6 +54,12 @@ KINDS: dict[str, KindTemplate] = {
         "layer tar extracted safely by `dockyard.tarsafe`); `diff` compares the tree with the\n"
         "parent's. A working skeleton to replace with snapshots (overlayfs, btrfs) for speed.",
         " (the daemon's `storage-driver` setting)"),
+    "network": KindTemplate(
+        "NetworkDriver", "NetworkContract", "network",
+        "The generated driver makes a Linux bridge per network (holding the gateway address) and a\n"
+        "veth pair per endpoint, through iproute2, every interface named with the daemon's owner\n"
+        "token: a working skeleton to extend with forwarding, NAT and published ports.",
+        " (per network: `docker network create --driver NAME`)"),
     "volume": KindTemplate(
         "VolumeDriver", "VolumeContract", "volume",
         "The generated driver keeps each volume as a directory, with per-container mount counts\n"

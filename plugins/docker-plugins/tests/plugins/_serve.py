@@ -21,6 +21,7 @@ Handler = Callable[[dict[str, Any]], Any]
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 128  # the daemon may call many times at once (concurrent mounts)
 
 
 def serve(path: str, implements: list[str], handlers: dict[str, Handler], log: Any = None) -> None:
@@ -73,7 +74,7 @@ def serve(path: str, implements: list[str], handlers: dict[str, Handler], log: A
     signal.signal(signal.SIGINT, stop)
     print("ready", flush=True)
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.05)
     finally:
         server.server_close()
         if os.path.exists(path):
