@@ -154,3 +154,32 @@ async def test_leftovers_after_kill9_are_reconciled_at_restart(overlay_cluster):
     h2.docker("rm", "-f", "k2")
     assert not _overlay_links(overlay_cluster, h1)
     h1.docker("network", "rm", "ovk")
+
+
+async def test_a_lost_node_takes_its_names_and_addresses_with_it(overlay_cluster, tmp_path):
+    import json
+
+    h1 = overlay_cluster.hosts[0]
+    config = tmp_path / "daemon.json"  # short leases: a lost node's endpoints and addresses go in ~2 s
+    config.write_text(json.dumps({"network-opts": ["endpoint-ttl=2"], "ipam-opts": ["global-address-ttl=2"]}))
+    (h3,) = await overlay_cluster.netns.create(1, prefix="lost", engine_options=[*overlay_cluster.options,
+                                                                                    "--config-file", str(config)])
+    try:
+        h3.bootstrap("busybox")
+        h1.docker("network", "create", "-d", "overlay", "--subnet", "10.36.0.0/24", "ovl")
+        wait_for(lambda: h3.docker("network", "inspect", "ovl", check=False).returncode == 0, 5, "ovl on h3")
+        h3.docker("run", "-d", "--name", "doomed", "--network", "ovl", "--ip", "10.36.0.50", "busybox", "sleep", "600")
+        h1.docker("run", "-d", "--name", "survivor", "--network", "ovl", "busybox", "sleep", "600")
+        h1.docker("exec", "survivor", "ping", "-c", "1", "-W", "3", "doomed")
+    finally:
+        await overlay_cluster.netns.remove(h3)  # the node is lost: engine and containers killed
+    try:
+        wait_for(lambda: h1.docker("exec", "survivor", "nslookup", "doomed", check=False).returncode != 0, 10,
+                 "the lost node's name to stop resolving")
+        h1.docker("run", "--rm", "--network", "ovl", "--ip", "10.36.0.50", "busybox", "true")  # its address is free
+        # and the network can go: no endpoint of the lost node holds it
+        h1.docker("rm", "-f", "survivor")
+        h1.docker("network", "rm", "ovl")
+    finally:
+        h1.docker("rm", "-f", "survivor", check=False)
+        h1.docker("network", "rm", "ovl", check=False)
