@@ -54,17 +54,18 @@ class PluginFactory:
         return self.root / "specs"
 
     def start(self, script: str, name: str, *args: str, env: dict[str, str] | None = None,
-              socket: Path | None = None) -> PluginProcess:
+              socket: Path | str | None = None, ready: Path | None = None) -> PluginProcess:
         """Run ``tests/plugins/SCRIPT.py SOCKET ARGS...``; ``SOCKET`` defaults to
-        ``sockets/NAME.sock``. Returns once the socket exists."""
-        sock = socket or self.sockets / f"{name}.sock"
+        ``sockets/NAME.sock``. Returns once the socket (or the ``ready`` file) exists."""
+        sock = socket or self.sockets / f"{name}.sock"  # or "tcp://HOST:PORT" (then pass ready)
         log = self.root / f"{name}.out"
         with open(log, "ab") as out:
             proc = subprocess.Popen([sys.executable, str(PLUGINS / f"{script}.py"), str(sock), *args],
                                     stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        p = PluginProcess(name, sock, proc, log)
+        p = PluginProcess(name, Path(sock), proc, log)
         self.started.append(p)
-        wait_for(lambda: sock.exists() or proc.poll() is not None, timeout=10, what=f"plugin {name}")
+        marker = ready or Path(sock)
+        wait_for(lambda: marker.exists() or proc.poll() is not None, timeout=10, what=f"plugin {name}")
         assert proc.poll() is None, p.output()
         return p
 

@@ -168,7 +168,7 @@ class Discovery:
         if parts.scheme not in ("unix", "tcp", "http", "https") or not (parts.netloc or parts.path):
             raise Unavailable(f"plugin {name}: {path}: unsupported address {addr!r} "
                               "(unix:///path, tcp://HOST:PORT or https://HOST:PORT)")
-        if parts.scheme == "unix" and not parts.path.startswith("/"):
+        if parts.scheme == "unix" and (parts.netloc or not parts.path.startswith("/")):
             raise Unavailable(f"plugin {name}: {path}: a unix socket address must be absolute: {addr!r}")
         return Found(name, addr, str(path), tls)
 

@@ -24,6 +24,24 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     request_queue_size = 128  # the daemon may call many times at once (concurrent mounts)
 
 
+class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def _tls_wrap(server: socketserver.TCPServer) -> None:
+    """With PLUGIN_TLS_CERT/KEY (and PLUGIN_TLS_CA: client certificates required), serve TLS."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.environ["PLUGIN_TLS_CERT"], os.environ["PLUGIN_TLS_KEY"])
+    if os.environ.get("PLUGIN_TLS_CA"):
+        ctx.load_verify_locations(os.environ["PLUGIN_TLS_CA"])
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+
+
 def serve(path: str, implements: list[str], handlers: dict[str, Handler], log: Any = None) -> None:
     routes = {"Plugin.Activate": lambda _body: {"Implements": implements}, **handlers}
     lock = threading.Lock()  # one call at a time: the plugins keep plain dicts
@@ -62,10 +80,19 @@ def serve(path: str, implements: list[str], handlers: dict[str, Handler], log: A
         def log_message(self, *args: Any) -> None:
             pass
 
-    if os.path.exists(path):
-        os.unlink(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    server = _Server(path, Req)
+    if path.startswith("tcp://"):  # tcp://127.0.0.1:PORT, TLS when PLUGIN_TLS_CERT is set
+        host, _, port = path[len("tcp://"):].rpartition(":")
+        server: socketserver.BaseServer = _TcpServer((host, int(port)), Req)
+        if os.environ.get("PLUGIN_TLS_CERT"):
+            _tls_wrap(server)
+        path = os.environ.get("PLUGIN_READY_FILE", "")
+        if path:
+            open(path, "w").close()
+    else:
+        if os.path.exists(path):
+            os.unlink(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        server = _Server(path, Req)
 
     def stop(*_: Any) -> None:
         threading.Thread(target=server.shutdown).start()
@@ -77,6 +104,6 @@ def serve(path: str, implements: list[str], handlers: dict[str, Handler], log: A
         server.serve_forever(poll_interval=0.05)
     finally:
         server.server_close()
-        if os.path.exists(path):
+        if path and os.path.exists(path):
             os.unlink(path)
     sys.exit(0)
