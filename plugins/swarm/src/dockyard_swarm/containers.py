@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from dockyard import errors as e
 from dockyard.model import Container, ContainerStatus, new_id
-from dockyard.scheduler import DEFAULT_STRATEGY, NoNodeAvailable, Scheduler, request_from_create, select
+from dockyard.scheduler import DEFAULT_STRATEGY, request_from_create, select
 from dockyard.services import Service
 from dockyard.services.containers import ContainerCreate
-from dockyard.specs.cluster import Node, NodeContainer, PlacementRequest
+from dockyard.specs.cluster import Node, NodeContainer
 from dockyard.specs.network import PortMapping
 from dockyard_swarm.containers_io import ContainerIO
 from dockyard_swarm.containers_shape import bound_ports, container_from, create_body
 from dockyard_swarm.engines import EngineClient, EngineUnreachable
-from dockyard_swarm.placement import CONTAINERS, NAMES, Pending, Reservations, random_name
+from dockyard_swarm.placement import CONTAINERS, NAMES, Pending, PlacementView, Reservations, random_name
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
@@ -84,8 +84,10 @@ class ClusterContainers(Service, ContainerIO):
     def __init__(self, kernel: Kernel) -> None:
         super().__init__(kernel)
         self._by_id: dict[str, Placed] = {}
+        self._on_node: dict[str, dict[str, Placed]] = {}
         self._execs: dict[str, Any] = {}
         self._reservations: Reservations | None = None
+        self._view: PlacementView | None = None
         values = kernel.config.values
         self.strategy = str(values.get("strategy") or DEFAULT_STRATEGY)
         flt = values.get("filters")
@@ -111,12 +113,22 @@ class ClusterContainers(Service, ContainerIO):
     def _client(self, p: Placed) -> EngineClient:
         return self.engines.client(p.node, p.addr)
 
+    async def _placement(self) -> PlacementView:
+        if self._view is None:
+            view = PlacementView(self.kernel, self.strategy, self.filters, self.overcommit, self.directory,
+                                 await self._store_view(), self._fits_on)
+            await view.start()
+            self._view = view
+        return self._view
+
     async def start(self) -> None:
         # an unknown strategy or filter stops the manager at start, naming what is installed
         select(self.kernel, self.strategy, self.filters)
-        await self._store_view()
+        await self._placement()
 
     async def stop(self) -> None:
+        if self._view is not None:
+            await self._view.stop()
         if self._reservations is not None:
             await self._reservations.stop()
         await ContainerIO.stop_io(self)
@@ -152,8 +164,27 @@ class ClusterContainers(Service, ContainerIO):
         if old is not None and not (cpus or memory):
             cpus, memory = old.fit.cpus, old.fit.memory
         ip = c.node["IP"]
-        p = self._by_id[c.id] = Placed(node, addr, c, node_container(c, cpus, memory), bound_ports(doc, ip))
+        p = Placed(node, addr, c, node_container(c, cpus, memory), bound_ports(doc, ip))
+        self._put(p)
         return p
+
+    def _put(self, p: Placed) -> None:
+        old = self._by_id.get(p.id)
+        if old is not None and old.node != p.node:
+            self._drop(old)
+        self._by_id[p.id] = p
+        self._on_node.setdefault(p.node, {})[p.id] = p
+        if self._view is not None:
+            self._view.mark(p.node)
+
+    def _drop(self, p: Placed) -> None:
+        self._by_id.pop(p.id, None)
+        self._on_node.get(p.node, {}).pop(p.id, None)
+        if self._view is not None:
+            self._view.mark(p.node)
+
+    def _fits_on(self, node: str) -> list[NodeContainer]:
+        return [p.fit for p in self._on_node.get(node, {}).values()]
 
     async def _inspect(self, p: Placed) -> Placed | None:
         """The node's current answer for ``p`` (None when the node no longer has it: the
@@ -211,8 +242,8 @@ class ClusterContainers(Service, ContainerIO):
         nodes = await self.directory.nodes()
         await asyncio.gather(*(self._refresh_node(n) for n in nodes))
         known = {n.name for n in nodes}
-        for cid in [cid for cid, p in self._by_id.items() if p.node not in known]:
-            del self._by_id[cid]  # the node left the cluster
+        for p in [p for p in self._by_id.values() if p.node not in known]:
+            self._drop(p)  # the node left the cluster
 
     async def _refresh_node(self, node: Node) -> None:
         try:
@@ -229,8 +260,8 @@ class ClusterContainers(Service, ContainerIO):
             p = self._by_id.get(cid)
             if p is None or p.stale or p.container.state.status.value != s.get("State"):
                 todo.append(cid)
-        for cid in [cid for cid, p in self._by_id.items() if p.node == node.name and cid not in seen]:
-            del self._by_id[cid]
+        for p in [p for cid, p in self._on_node.get(node.name, {}).items() if cid not in seen]:
+            self._drop(p)
 
         async def one(cid: str) -> None:
             try:
@@ -247,7 +278,7 @@ class ClusterContainers(Service, ContainerIO):
         return p if p is not None else await self.refresh(ref)
 
     async def _forget(self, p: Placed) -> None:
-        self._by_id.pop(p.id, None)
+        self._drop(p)
         view = await self._store_view()
         await view.release(p.node, p.bare_name, p.id, p.fit.cpus, p.fit.memory)
 
@@ -281,23 +312,6 @@ class ClusterContainers(Service, ContainerIO):
         return out
 
     # ------------------------------------------------------------------ placement
-    async def _candidates(self, request: PlacementRequest, exclude: set[str]) -> list[Node]:
-        view = await self._store_view()
-        per_node = self.placed()
-        nodes = []
-        for n in await self.directory.nodes():
-            if n.name in exclude:
-                continue
-            r = view.by_node.get(n.name)
-            nodes.append(Node(name=n.name, engine_url=n.engine_url, id=n.id, labels=n.labels, cpus=n.cpus,
-                              memory=n.memory, reserved_cpus=r.cpus if r else 0.0,
-                              reserved_memory=r.memory if r else 0, containers=list(per_node.get(n.name, ())),
-                              images=set(n.images), healthy=n.healthy, storage_driver=n.storage_driver,
-                              kernel_version=n.kernel_version, operating_system=n.operating_system,
-                              os_type=n.os_type, architecture=n.architecture, server_version=n.server_version))
-        sched = Scheduler.from_kernel(self.kernel, self.strategy, self.filters, nodes, self.overcommit)
-        return sched.place(request, limit=1)
-
     async def create(self, req: ContainerCreate) -> Container:
         return await self._create(create_body(req), req.name)
 
@@ -309,14 +323,15 @@ class ClusterContainers(Service, ContainerIO):
             if not name:
                 chosen = random_name(attempt)
                 request.name = chosen
-            try:
-                node = (await self._candidates(request, set(exclude)))[0]
-            except NoNodeAvailable:
-                raise
+            placement = await self._placement()
+            node = await placement.place(request, set(exclude))
             record = {"config": to_send, "reschedule": "on-node-failure" in request.reschedule,
                       "cpus": request.cpus, "memory": request.memory, "created": _now()}
             try:
                 pending = await view.reserve(node.name, chosen, request.cpus, request.memory, record)
+                placement.reserve(node.name, NodeContainer(id=pending.pending_id, name=chosen, image=request.image,
+                                                           ports=tuple(request.ports), labels=dict(request.labels),
+                                                           cpus=request.cpus, memory=request.memory))
             except e.TxnFailed:
                 continue  # another manager changed the node's reservation: place again
             except e.Conflict:
@@ -354,7 +369,9 @@ class ClusterContainers(Service, ContainerIO):
         old = str(record.get("id") or "")
         await view.release(str(record.get("node") or ""), name, old, float(record.get("cpus") or 0),
                            int(record.get("memory") or 0))
-        self._by_id.pop(old, None)
+        gone = self._by_id.get(old)
+        if gone is not None:
+            self._drop(gone)
         c = await self._create(dict(record.get("config") or {}), name, exclude)
         return c.id
 

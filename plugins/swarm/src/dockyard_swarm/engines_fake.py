@@ -15,6 +15,7 @@ manager's client sends them so).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import struct
@@ -66,6 +67,9 @@ class FakeEngine:
         r.add_get("/version", self.version)
         r.add_get("/info", self.info)
         r.add_get("/images/json", self.image_list)
+        r.add_get("/events", self.events)
+        r.add_get("/networks", self.empty_list)
+        r.add_get("/volumes", self.volumes)
         r.add_post("/containers/create", self.create)
         r.add_get("/containers/json", self.ps)
         r.add_get("/containers/{id}/json", self.inspect)
@@ -107,6 +111,20 @@ class FakeEngine:
     async def image_list(self, _r: web.Request) -> web.Response:
         return web.json_response([{"Id": f"sha256:{i:064x}", "RepoTags": [t], "Size": 0, "Created": 0}
                                   for i, t in enumerate(sorted(t for t in self.images if ":" in t))])
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """An event stream that stays open and reports nothing (a relay may follow it)."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await asyncio.Event().wait()
+        return resp
+
+    async def empty_list(self, _r: web.Request) -> web.Response:
+        return web.json_response([])
+
+    async def volumes(self, _r: web.Request) -> web.Response:
+        return web.json_response({"Volumes": [], "Warnings": None})
 
     # ------------------------------------------------------------------ containers
     async def create(self, request: web.Request) -> web.Response:
@@ -263,7 +281,7 @@ async def serve_fake_engines(n: int, prefix: str = "n", *, labels: dict[str, dic
         for i in range(1, n + 1):
             name = f"{prefix}{i}"
             eng = FakeEngine(name, labels=dict((labels or {}).get(name, {})), ncpu=ncpu, memory=memory)
-            runner = web.AppRunner(eng.app(), access_log=None, handle_signals=False)
+            runner = web.AppRunner(eng.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0, backlog=512)
             await site.start()
@@ -278,4 +296,36 @@ async def serve_fake_engines(n: int, prefix: str = "n", *, labels: dict[str, dic
     return FakeEngines(engines, addrs, runners)
 
 
-__all__ = ["FakeEngine", "FakeEngines", "serve_fake_engines"]
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dockyard_swarm.engines_fake N ADDRS.json [PREFIX]``: serve ``N`` fake engines
+    from this process (a benchmark's simulated nodes), write their names and addresses to
+    ``ADDRS.json`` once all listen, serve until SIGTERM."""
+    import signal
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    count, out, prefix = int(args[0]), args[1], (args[2] if len(args) > 2 else "n")
+
+    async def serve() -> None:
+        fakes = await serve_fake_engines(count, prefix)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        with open(out + ".tmp", "w") as fh:
+            json.dump([{"name": e.name, "addr": a, "id": e.id, "ncpu": e.ncpu, "memory": e.memory}
+                       for e, a in zip(fakes.engines, fakes.addrs, strict=True)], fh)
+        import os
+
+        os.replace(out + ".tmp", out)
+        await stop.wait()
+        await fakes.close()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["FakeEngine", "FakeEngines", "main", "serve_fake_engines"]
