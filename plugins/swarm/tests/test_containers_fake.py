@@ -237,3 +237,21 @@ async def test_unknown_strategy_or_filter_refused_at_start(tmp_path: Path, etcd:
                 await m.start()
         finally:
             await m.close()
+
+
+async def test_recreate_moves_a_record_away_from_a_node(cluster: Any, engines: FakeEngines) -> None:
+    svc = await cluster()
+    c = await svc.create(req("mover", env=["constraint:node==~n1", "reschedule:on-node-failure"]))
+    store = (await svc._store_view()).store
+    rec = (await store.get(f"containers/{c.id}")).json()
+    assert rec["node"] == "n1" and rec["reschedule"] is True
+    new_id = await svc.recreate(rec, {"n1"})  # the soft constraint gives way
+    moved = (await store.get(f"containers/{new_id}")).json()
+    assert moved["node"] != "n1" and moved["name"] == "mover"
+    assert (await store.get("names/mover")).value.decode() == new_id
+    assert await store.get(f"containers/{c.id}") is None
+    # no node takes it: the old record and name are put back
+    with pytest.raises(e.Conflict):
+        await svc.recreate(moved, {"n1", "n2", "n3"})
+    assert (await store.get("names/mover")).value.decode() == new_id
+    assert (await store.get(f"containers/{new_id}")).json()["node"] == moved["node"]

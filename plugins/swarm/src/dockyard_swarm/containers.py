@@ -125,6 +125,14 @@ class ClusterContainers(Service, ContainerIO):
         # an unknown strategy or filter stops the manager at start, naming what is installed
         select(self.kernel, self.strategy, self.filters)
         await self._placement()
+        # what the nodes already run (ports, names, images the filters check), in the background
+        self._spawn(self._initial_refresh())
+
+    async def _initial_refresh(self) -> None:
+        try:
+            await self.refresh_all()
+        except e.DockyardError as exc:
+            log.warning("listing the nodes' containers at start: %s", exc)
 
     async def stop(self) -> None:
         if self._view is not None:
@@ -362,8 +370,11 @@ class ClusterContainers(Service, ContainerIO):
 
     async def recreate(self, record: dict[str, Any], exclude: set[str]) -> str:
         """Place a stored ``containers/<id>`` record again, away from ``exclude`` (rescheduling:
-        the same name and config). The old record and name are released first; returns the new
-        ID (not started)."""
+        the same name and config). The old record and name are released first and put back
+        when no node takes it (the container stays recorded on its node); returns the new ID
+        (not started)."""
+        from dockyard.specs.cluster import Compare, Put
+
         view = await self._store_view()
         name = str(record.get("name") or "")
         old = str(record.get("id") or "")
@@ -372,7 +383,12 @@ class ClusterContainers(Service, ContainerIO):
         gone = self._by_id.get(old)
         if gone is not None:
             self._drop(gone)
-        c = await self._create(dict(record.get("config") or {}), name, exclude)
+        try:
+            c = await self._create(dict(record.get("config") or {}), name, exclude)
+        except BaseException:
+            await asyncio.shield(view.store.txn([Compare.absent(NAMES + name)], [
+                Put(NAMES + name, old.encode()), Put(CONTAINERS + old, json.dumps(record).encode())]))
+            raise
         return c.id
 
     # ------------------------------------------------------------------ life cycle

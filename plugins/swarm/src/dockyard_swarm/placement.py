@@ -274,16 +274,16 @@ class PlacementView:
     async def place(self, request: Any, exclude: set[str] = frozenset()) -> Any:  # type: ignore[assignment]
         """The best node for ``request`` (not one of ``exclude``); NoNodeAvailable naming why
         each node was refused."""
-        from dockyard.scheduler import NoNodeAvailable
+        from dockyard.scheduler import Scheduler
 
         await self.sync()
         if not exclude:
             return self.scheduler.place(request, limit=1)[0]
-        for node in self.scheduler.place(request, limit=None):
-            if node.name not in exclude:
-                return node
-        raise NoNodeAvailable(f"no node can take {request.name or request.image!r} outside "
-                              f"{', '.join(sorted(exclude))}", {n: "excluded" for n in exclude})
+        # rescheduling (rare): a scheduler over the other nodes, so soft expressions and the
+        # refusal's reasons are judged among them
+        others = [n for n in self.scheduler.nodes.values() if n.name not in exclude]
+        return Scheduler.from_kernel(self.kernel, self.strategy, self.filters, others,
+                                     self.overcommit).place(request, limit=1)[0]
 
     def reserve(self, node: str, container: Any) -> None:
         """What this manager just placed, before the store's answer (the node is rebuilt from
