@@ -63,6 +63,9 @@ def test_a_failed_join_leaves_no_endpoint(plugins: Any, dockyardd_factory) -> No
     net_log = plugins.root / "net.log"
     plugins.start("netplugin", "badjoin", d.owner, env={"PLUGIN_LOG": str(net_log), "FAIL_JOIN": "1"})
     _bootstrap(d)
+    res = d.docker("network", "create", "-d", "badjoin", "-o", "bogus=1", "refused", check=False)
+    assert res.returncode != 0 and "plugin badjoin: NetworkDriver.CreateNetwork: invalid option bogus" in res.stderr
+    assert "refused" not in d.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
     d.docker("network", "create", "-d", "badjoin", "jnet")
     try:
         res = d.docker("run", "--rm", "--network", "jnet", "busybox", "true", check=False)
