@@ -100,6 +100,8 @@ def test_authz_plugin_sees_every_request_and_denies_with_403(plugins: Any, docky
     plugins.start("authzplugin", "testauthz", str(log), "/volumes/create", "/networks")
     d = dockyardd_factory("d", "--authorization-plugin", "testauthz", config=plugins.config())
     d.docker("ps")
+    _bootstrap(d)  # hijacked (attach) and streamed answers pass, checked at the request only
+    assert d.docker("run", "--rm", "busybox", "echo", "through-authz").stdout == "through-authz\n"
     res = d.docker("volume", "create", "nope", check=False)
     assert res.returncode != 0
     assert "authorization denied by plugin testauthz: no /volumes/create for you" in res.stderr

@@ -55,7 +55,7 @@ class RemoteNetworkDriver(RemotePlugin, NetworkDriver):
                                                               "self": True}}, optional=True)
 
     def status(self) -> list[tuple[str, str]]:
-        return [("Plugin", self.client.found.address), ("Scope", self.scope)]
+        return [("Plugin", self.address()), ("Scope", self.scope)]
 
     # ------------------------------------------------------------------ networks
     async def create_network(self, network: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dockyard.errors import InvalidArgument
+from dockyard.errors import DockyardError, InvalidArgument
 from dockyard_docker_plugins.client import PluginClient
 
 if TYPE_CHECKING:
@@ -22,6 +22,13 @@ class RemotePlugin:
     @property
     def client(self) -> PluginClient:
         return self.plugins.client(self.plugin_name)
+
+    def address(self) -> str:
+        """Where the plugin is (for ``status``), or why it cannot be found now."""
+        try:
+            return self.client.found.address
+        except DockyardError as exc:
+            return str(exc)
 
     async def activate(self) -> None:
         """``/Plugin.Activate`` (retried while the plugin is not reachable); the plugin must

@@ -33,7 +33,7 @@ class RemoteVolumeDriver(RemotePlugin, VolumeDriver):
         self.scope = str(inner.get("Scope") or "local")
 
     def status(self) -> list[tuple[str, str]]:
-        return [("Plugin", self.client.found.address), ("Scope", self.scope)]
+        return [("Plugin", self.address()), ("Scope", self.scope)]
 
     async def create(self, name: str, options: dict[str, str]) -> str:
         await self.call("Create", {"Name": name, "Opts": dict(options)}, long=True)
