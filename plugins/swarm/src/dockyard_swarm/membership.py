@@ -107,6 +107,7 @@ class _Entry:
     record: dict[str, Any]
     seen: float  # time.monotonic() of the last write we saw
     healthy: bool = True
+    _node: Node | None = None  # built once per record and health (10 us each: 10 ms per 1,000)
 
     def interval(self) -> float:
         try:
@@ -114,8 +115,17 @@ class _Entry:
         except (TypeError, ValueError):
             return DEFAULT_HEARTBEAT
 
+    def set(self, record: dict[str, Any] | None = None, healthy: bool | None = None) -> None:
+        if record is not None:
+            self.record = record
+        if healthy is not None:
+            self.healthy = healthy
+        self._node = None
+
     def node(self) -> Node:
-        return node_from_record(self.record, self.healthy)
+        if self._node is None:
+            self._node = node_from_record(self.record, self.healthy)
+        return self._node
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -139,6 +149,7 @@ class NodeDirectory(Service):
         self._subscribers: list[asyncio.Queue[NodeChange]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._loaded = asyncio.Event()
+        self._sorted: list[Node] | None = None  # nodes(), until something changes
         self._store: ClusterStore | None = None
 
     async def start(self) -> None:
@@ -157,14 +168,16 @@ class NodeDirectory(Service):
 
     # ------------------------------------------------------------------ queries
     async def nodes(self) -> list[Node]:
-        """Every node with a record, sorted by name; ``healthy`` False when heartbeats are late."""
-        self._check_health()
-        return [self._entries[n].node() for n in sorted(self._entries)]
+        """Every node with a record, sorted by name; ``healthy`` False when heartbeats are late
+        (judged every half interval). The Node objects are shared and rebuilt only when a
+        record or a health changes: read them, copy before changing one."""
+        if self._sorted is None:
+            self._sorted = [self._entries[n].node() for n in sorted(self._entries)]
+        return list(self._sorted)
 
     async def node(self, name: str) -> Node:
         """The node ``name``; :class:`~dockyard.errors.NotFound` when it has no record (never
         joined, or dropped)."""
-        self._check_health()
         entry = self._entries.get(name)
         if entry is None:
             raise NotFound(f"node {name} not found in the cluster")
@@ -182,6 +195,7 @@ class NodeDirectory(Service):
 
     # ------------------------------------------------------------------ the view
     def _publish(self, action: Literal["join", "update", "unhealthy", "healthy", "leave"], node: Node) -> None:
+        self._sorted = None
         log.info("node %s: %s", node.name, action)
         for queue in self._subscribers:
             queue.put_nowait(NodeChange(action, node))
@@ -194,9 +208,13 @@ class NodeDirectory(Service):
             self._publish("join", entry.node())
             return
         changed = not _same(entry.record, record)
-        entry.record, entry.seen = record, now
+        entry.seen = now
+        if changed:
+            entry.set(record=record)
+        else:
+            entry.record = record  # the heartbeat's time only: the Node is the same
         if not entry.healthy:
-            entry.healthy = True
+            entry.set(healthy=True)
             self._publish("healthy", entry.node())
         elif changed:
             self._publish("update", entry.node())
@@ -204,7 +222,7 @@ class NodeDirectory(Service):
     def _apply_delete(self, name: str) -> None:
         entry = self._entries.pop(name, None)
         if entry is not None:
-            entry.healthy = False
+            entry.set(healthy=False)
             self._publish("leave", entry.node())
 
     async def _relist(self) -> int:
@@ -259,7 +277,7 @@ class NodeDirectory(Service):
         for entry in self._entries.values():
             late = now - entry.seen > UNHEALTHY_AFTER * entry.interval()
             if late and entry.healthy:
-                entry.healthy = False
+                entry.set(healthy=False)
                 self._publish("unhealthy", entry.node())
 
     async def _judge(self) -> None:
