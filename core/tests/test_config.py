@@ -70,3 +70,12 @@ def test_registry_flags_are_dockerds_and_repeatable(tmp_path: Path):
     cfg = config_from_args(args)
     assert cfg.get("registry-mirrors") == ["http://127.0.0.1:5000", "https://m.example/hub"]  # flags win
     assert cfg.get("insecure-registries") == ["10.0.0.0/8"]
+
+
+def test_a_whole_number_is_a_float_setting() -> None:
+    cfg = Config(values={"timeout": 30})
+    cfg.validate([ConfigOption("timeout", float, 1.5)])
+    assert cfg.values["timeout"] == 30.0 and isinstance(cfg.values["timeout"], float)
+    bad = Config(values={"timeout": True})
+    with pytest.raises(InvalidArgument, match="expected float"):
+        bad.validate([ConfigOption("timeout", float, 1.5)])

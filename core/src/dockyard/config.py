@@ -51,6 +51,8 @@ CORE_OPTIONS: tuple[ConfigOption, ...] = (
 
 
 def _coerce(opt: ConfigOption, value: Any) -> Any:
+    if opt.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # JSON's 30 for a number of seconds
     if opt.type is bool and isinstance(value, str):
         return value.strip().lower() not in ("", "0", "false", "no", "off")
     if opt.type is list and isinstance(value, str):
