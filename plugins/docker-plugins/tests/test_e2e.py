@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dockyard.client import Client, DaemonAddress, TlsFiles
 from dockyard.errors import Forbidden
 from dockyard_plugin_sdk.conformance.network import free_test_subnet
+from dockyard_plugin_sdk.testing import TestCA
 
 
 def _bootstrap(d) -> None:  # noqa: ANN001
     d.client().post("/dockyard/images/bootstrap", name="busybox")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _calls(log: Path) -> list[str]:
@@ -95,10 +104,22 @@ def test_volume_plugin_holds_the_data(plugins: Any, dockyardd_factory, tmp_path:
     assert not (root / "volumes" / "pv1").exists()
 
 
-def test_authz_plugin_sees_every_request_and_denies_with_403(plugins: Any, dockyardd_factory) -> None:  # noqa: ANN001
+def test_authz_plugin_sees_every_request_and_denies_with_403(plugins: Any, dockyardd_factory,  # noqa: ANN001
+                                                             tmp_path: Path) -> None:
     log = plugins.root / "authz.log"
     plugins.start("authzplugin", "testauthz", str(log), "/volumes/create", "/networks")
-    d = dockyardd_factory("d", "--authorization-plugin", "testauthz", config=plugins.config())
+    ca, certs = TestCA(), tmp_path / "certs"
+    certs.mkdir()
+    cert, key = ca.issue("engine", server=True, addresses=["127.0.0.1"])
+    for name, data in (("ca.pem", ca.ca_pem), ("server.pem", cert), ("server-key.pem", key)):
+        (certs / name).write_bytes(data)
+    client_dir = ca.write_client(tmp_path / "client", name="alice")
+    port = _free_port()
+    d = dockyardd_factory("d", "--authorization-plugin", "testauthz", "-H", f"tcp://127.0.0.1:{port}",
+                          "--tlsverify", "--tlscacert", str(certs / "ca.pem"), "--tlscert", str(certs / "server.pem"),
+                          "--tlskey", str(certs / "server-key.pem"), config=plugins.config())
+    tls = TlsFiles(ca=str(client_dir / "ca.pem"), cert=str(client_dir / "cert.pem"), key=str(client_dir / "key.pem"))
+    Client(DaemonAddress.parse(f"tcp://127.0.0.1:{port}", tls=tls, verify=True)).get("/version")
     d.docker("ps")
     _bootstrap(d)  # hijacked (attach) and streamed answers pass, checked at the request only
     assert d.docker("run", "--rm", "busybox", "echo", "through-authz").stdout == "through-authz\n"
@@ -115,6 +136,8 @@ def test_authz_plugin_sees_every_request_and_denies_with_403(plugins: Any, docky
     assert any(s["phase"] == "res" and "/containers/json" in s["uri"] and s["status"] == 200 for s in seen)
     assert any(s["phase"] == "req" and '"Name": "nope"' in s["body"].replace('":"', '": "') for s in seen)
     assert json.loads(d.docker("info", "--format", "{{json .Plugins.Authorization}}").stdout) == ["testauthz"]
+    users = {(s["user"], s["authn"]) for s in seen if s["phase"] == "req"}
+    assert ("alice", "TLS") in users and ("", "") in users  # the certificate's CN over TLS; none on unix
     assert not any(v["Name"] == "nope" for v in json.loads(d.docker("system", "df", "-v", "--format", "json",
                                                                     check=False).stdout or "{}").get("Volumes") or [])
 

@@ -19,7 +19,7 @@ log = open(LOG, "a")
 def req(b: dict) -> dict:
     body = base64.b64decode(b["RequestBody"]).decode() if b.get("RequestBody") else ""
     log.write(json.dumps({"phase": "req", "method": b["RequestMethod"], "uri": b["RequestUri"],
-                          "body": body}) + "\n")
+                          "body": body, "user": b.get("User"), "authn": b.get("UserAuthNMethod")}) + "\n")
     log.flush()
     if DENY in b["RequestUri"]:
         return {"Allow": False, "Msg": f"no {DENY} for you"}
