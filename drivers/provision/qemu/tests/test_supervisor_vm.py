@@ -33,7 +33,12 @@ from dockyard.errors import NotFound
 name, home = sys.argv[1], sys.argv[2]
 unit, sock = f"dockyard-{name}.service", f"unix://{home}/run/dockyard.sock"
 cli = f"{home}/venv/bin/dockyard -H {sock}"
-out = {}
+out = {"t": {}}
+T0 = time.monotonic()
+
+
+def mark(step):
+    out["t"][step] = round(time.monotonic() - T0, 1)
 
 
 def sh(cmd, check=True):
@@ -85,7 +90,9 @@ try:
     sh(f"systemd-analyze verify /etc/systemd/system/{unit}")
     out["show"] = dict(l.split("=", 1) for l in sh(f"systemctl show {unit} -p Type -p KillMode -p ActiveState "
                                                   "-p Restart").split())
+    mark("unit checked")
     client().post("/dockyard/images/bootstrap", name="busybox")
+    mark("busybox")
     # systemctl stop leaves the containers running; a start re-attaches them
     client().post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "1000"]}, name="keep")
     client().post("/containers/keep/start")
@@ -95,10 +102,12 @@ try:
                       os.path.exists(f"/proc/{kept}")}
     sh(f"systemctl start {unit}")  # Type=notify: returns once dockyardd serves
     out["restarted_same_container"] = pid("keep") == kept
+    mark("engine stopped and started")
     # a container unit, generated here, restarts its container after kill -9
     client().post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "1000"]}, name="svc")
     sh(f"cd /etc/systemd/system && {cli} generate systemd --name --time 1 --files svc && "
        "systemd-analyze verify container-svc.service && systemctl daemon-reload && systemctl start container-svc")
+    mark("container unit generated and started")
     first = pid("svc")
     out["unit_started_container"] = bool(first)
     os.kill(first, 9)
@@ -106,10 +115,12 @@ try:
     out["nrestarts"] = int(sh("systemctl show -p NRestarts --value container-svc"))
     sh("systemctl stop container-svc")
     out["stopped_container"] = pid("svc") == 0 and sh("systemctl is-active container-svc", check=False)
+    mark("container unit restarted and stopped")
     # socket activation: only the socket is up; the first call starts dockyardd and is answered
     sh(f"cd /etc/systemd/system && {cli} generate systemd --daemon-unit dyact --data-root /var/lib/dyact "
        "--exec-root /run/dyact --files daemon && systemd-analyze verify dyact.service dyact.socket && "
        "systemctl daemon-reload")
+    mark("dyact generated")
     t0 = time.monotonic()
     sh("systemctl start dyact.socket")
     out["dyact_before"] = sh("systemctl is-active dyact.service", check=False)
@@ -117,15 +128,17 @@ try:
     out["activated_s"] = round(time.monotonic() - t0, 2)
     out["dyact_after"] = sh("systemctl is-active dyact.service", check=False)
     sh("systemctl stop dyact.service dyact.socket")
-    # the same dockyardd started directly, polled until /version answers
+    mark("socket activation")
+    # the same dockyardd started directly on a fresh data root too, polled until /version answers
     t0 = time.monotonic()
-    direct = subprocess.Popen([f"{home}/venv/bin/dockyardd", "--data-root", "/var/lib/dyact", "--exec-root",
+    direct = subprocess.Popen([f"{home}/venv/bin/dockyardd", "--data-root", "/var/lib/dyact-direct", "--exec-root",
                                "/run/dyact", "-H", "unix:///run/dyact/direct.sock"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     wait(lambda: answers("/run/dyact/direct.sock"), 120, "dockyardd started directly")
     out["direct_s"] = round(time.monotonic() - t0, 2)
     direct.terminate()
     direct.wait(60)
+    mark("direct start")
 except Exception as exc:
     out["error"] = f"{type(exc).__name__}: {exc}"
 finally:
@@ -137,7 +150,7 @@ finally:
             client().delete(f"/containers/{n}", force=1)
         except Exception:
             pass
-    sh("rm -rf /var/lib/dyact /run/dyact", check=False)
+    sh("rm -rf /var/lib/dyact /var/lib/dyact-direct /run/dyact", check=False)
 print(json.dumps(out))
 '''
 
@@ -171,4 +184,4 @@ async def test_systemd_in_the_vm(qemu_session) -> None:
     assert seen["first_call"][0].split(" ")[1] == "200" and seen["first_call"][1], seen
     print(f"\nVM (TCG): socket activation -> first /version {seen['activated_s']} s; "
           f"dockyardd started directly -> first /version {seen['direct_s']} s; the checks took "
-          f"{time.monotonic() - t0:.1f} s")
+          f"{time.monotonic() - t0:.1f} s; steps (s since start): {seen['t']}")
