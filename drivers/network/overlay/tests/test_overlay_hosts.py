@@ -186,3 +186,18 @@ async def test_a_lost_node_takes_its_names_and_addresses_with_it(overlay_cluster
     finally:
         h1.docker("rm", "-f", "survivor", check=False)
         h1.docker("network", "rm", "ovl", check=False)
+
+
+async def test_a_container_on_a_bridge_network_too_keeps_the_bridge_default_route(overlay_cluster):
+    h1, _h2 = overlay_cluster.hosts
+    h1.docker("network", "create", "-d", "overlay", "--subnet", "10.31.0.0/24", "ovb")
+    h1.docker("network", "create", "--subnet", "10.32.0.0/24", "brb")
+    try:
+        h1.docker("create", "--name", "both", "--network", "brb", "busybox", "sleep", "600")
+        h1.docker("network", "connect", "ovb", "both")
+        h1.docker("start", "both")
+        routes = h1.docker("exec", "both", "ip", "route").stdout
+        assert "default via 10.32.0.1" in routes and "10.31.0.0/24" in routes, routes
+    finally:
+        h1.docker("rm", "-f", "both", check=False)
+        h1.docker("network", "rm", "ovb", "brb", check=False)

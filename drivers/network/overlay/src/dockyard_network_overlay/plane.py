@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -302,5 +303,7 @@ def _configure_container_end(ep: EndpointPlane) -> None:
                  broadcast=str(iface.network.broadcast_address))
         ipr.link("set", index=idx[0], state="up")
         ipr.link("set", index=LOOPBACK_INDEX, state="up")
-        if ep.gateway:
-            ipr.route("replace", dst="0.0.0.0/0", gateway=ep.gateway.split("/")[0], oif=idx[0])
+        # a default route another network gave (a bridge network's, with NAT) is kept: the
+        # overlay's reaches only this host's own addresses
+        if ep.gateway and not [r for r in ipr.route("dump", family=socket.AF_INET, table=254) if r["dst_len"] == 0]:
+            ipr.route("add", dst="0.0.0.0/0", gateway=ep.gateway.split("/")[0], oif=idx[0])
