@@ -46,6 +46,7 @@ CORE_OPTIONS: tuple[ConfigOption, ...] = (
     ConfigOption("role", str, "engine", "which services back the API: engine (this host's) or a cluster role"),
     ConfigOption("labels", list, [], "engine labels key=value", reloadable=True),
     ConfigOption("live-restore", bool, True, "keep containers running while the daemon is down"),
+    ConfigOption("experimental", bool, False, "dockerd's experimental features (the checkpoint API)"),
     ConfigOption("plugins", dict, {}, "{'allow': [...], 'deny': [...]}"),
 )
 

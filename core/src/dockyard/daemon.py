@@ -49,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--authorization-plugin", action="append", dest="authorization_plugins", metavar="NAME",
                    help="authorization plugin every API request passes through (repeatable; "
                         "needs dockyard-docker-plugins)")
+    p.add_argument("--experimental", action="store_true", default=None,
+                   help="enable dockerd's experimental features (checkpoint and restore)")
     p.add_argument("--label", action="append", dest="labels", help="engine label key=value")
     p.add_argument("--insecure-registry", action="append", dest="insecure_registries", metavar="REGISTRY",
                    help="registry reached over plain HTTP or with an unverified certificate (repeatable; "
@@ -85,7 +87,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "default-runtime": args.default_runtime, "cluster-store": args.cluster_store,
         "cluster-advertise": args.cluster_advertise, "cluster-opts": args.cluster_store_opts,
         "role": args.role, "authorization-plugins": args.authorization_plugins,
-        "labels": args.labels, "insecure-registries": args.insecure_registries,
+        "labels": args.labels, "insecure-registries": args.insecure_registries, "experimental": args.experimental,
         "registry-mirrors": args.registry_mirrors,
         "tls": args.tls, "tlsverify": args.tlsverify,
         "tlscacert": args.tlscacert, "tlscert": args.tlscert, "tlskey": args.tlskey,

@@ -80,6 +80,11 @@ class ContainerState:
     #: network namespace path on Linux), Docker's ``NetworkSettings.SandboxKey``; "" when the
     #: container has none of its own (not running, ``host`` or ``container:<id>`` mode)
     sandbox_key: str = ""
+    #: the checkpoint that ends this run (versionadded 0.3): set before a checkpoint that
+    #: stops the container dumps it, so the exit it causes is no crash: no ``die``, no restart
+    #: policy, no auto-remove, and the network sandbox and endpoints stay for the restore
+    #: (``sandbox_key`` stays set while the container is exited); the next start clears it
+    checkpoint: str = ""
 
     @property
     def running(self) -> bool:

@@ -60,6 +60,8 @@ def _info_lines(info: dict[str, Any]) -> list[str]:
               f"ID: {info.get('ID')}",
               f"Root Dir: {info.get('DockerRootDir')}",
               f"Live Restore Enabled: {str(info.get('LiveRestoreEnabled')).lower()}",
+              f"Experimental: {str(bool(info.get('ExperimentalBuild'))).lower()}",
+              f"Checkpoint: {info.get('DockyardCheckpoint') or '-'}",
               "Plugins:"]
     for area, names in sorted((info.get("DockyardAreas") or {}).items()):
         lines.append(f" {area}: {', '.join(names) or '-'}")

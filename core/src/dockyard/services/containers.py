@@ -89,6 +89,62 @@ class PathStat:
                 "linkTarget": self.link_target}
 
 
+@dataclass
+class CheckpointCreate:
+    """A checkpoint request: Docker's ``CheckpointCreateOptions`` (``CheckpointID``,
+    ``CheckpointDir``, ``Exit`` = not ``leave_running``) and CRIU's resource options.
+
+    ``directory`` "" keeps the checkpoint with the container (``<data-root>/containers/<id>/
+    checkpoints/<name>``); otherwise it is ``<directory>/<name>``, as dockerd's
+    ``--checkpoint-dir``. ``page_server``/``lazy_pages`` are for migration (see
+    :class:`dockyard.specs.arch.CheckpointRequest`).
+
+    .. versionadded:: 0.3
+    """
+
+    name: str
+    directory: str = ""
+    leave_running: bool = False
+    tcp_established: bool = True
+    ext_unix_sockets: bool = True
+    file_locks: bool = True
+    page_server: str = ""
+    lazy_pages: bool = False
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint on disk: its ``name``, the image directory ``path``, and for one just
+    written its size in bytes and how long the container was frozen.
+
+    .. versionadded:: 0.3
+    """
+
+    name: str
+    path: str
+    size: int = 0
+    frozen_ms: float = 0.0
+    criu_version: str = ""
+
+
+@dataclass
+class CheckpointImport:
+    """``dockyard container restore --import``: a portable archive (podman's and the
+    kubelet's layout, see :mod:`dockyard.checkpoints`) restored as a new container.
+
+    ``name`` "" keeps the archive's name; ``ignore_static_ip`` gives the container fresh
+    addresses instead of the archive's (podman's flag of the same name).
+
+    .. versionadded:: 0.3
+    """
+
+    archive_path: str
+    name: str = ""
+    ignore_static_ip: bool = False
+    ignore_static_mac: bool = False
+    ignore_volumes: bool = False
+
+
 class Containers(Protocol):
     """What the fronts, the CLI and the builder may ask of the ``containers`` service.
 
@@ -115,6 +171,27 @@ class Containers(Protocol):
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None: ...
     async def prune(self, until: float | None = None, labels: list[str] | None = None) -> tuple[list[str], int]: ...
     async def wait(self, ref: str, condition: str = "not-running") -> int: ...
+    # -- checkpoint and restore (versionadded 0.3; an engine whose runtime cannot checkpoint
+    #    raises InvalidArgument naming the fix)
+    async def checkpoint(self, ref: str, req: CheckpointCreate) -> Checkpoint:
+        """Checkpoint a running container; without ``leave_running`` it stops (exited, its
+        network kept for the restore: no ``die``, restart policy or auto-remove)."""
+        ...
+
+    def checkpoints(self, ref: str, directory: str = "") -> list[Checkpoint]: ...
+    async def checkpoint_remove(self, ref: str, name: str, directory: str = "") -> None: ...
+    async def restore(self, ref: str, name: str, directory: str = "") -> Container:
+        """``docker start --checkpoint NAME``: start the container from its checkpoint."""
+        ...
+
+    async def checkpoint_export(self, ref: str, out_path: str, req: CheckpointCreate) -> Checkpoint:
+        """Checkpoint into a portable archive at ``out_path`` (``req.name`` names the dump)."""
+        ...
+
+    async def checkpoint_import(self, req: CheckpointImport) -> Container:
+        """Create a container from a portable archive and restore it (running on return)."""
+        ...
+
     async def rename(self, ref: str, new_name: str) -> None: ...
     async def update(self, ref: str, resources: dict[str, Any], restart_policy: Any = None) -> list[str]: ...
     async def remove_link(self, link_name: str) -> None:

@@ -38,6 +38,9 @@ class EngineInfo:
     mem_total: int = 0
     server_version: str = ""
     operating_system: str = ""
+    #: whether containers can be checkpointed here, and for which OCI runtimes, or why not
+    #: (the runtime driver's ``checkpoint_support``; versionadded 0.3); "" = not asked
+    checkpoint: str = ""
 
     @property
     def containers(self) -> int:

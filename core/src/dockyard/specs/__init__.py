@@ -30,7 +30,7 @@ from dockyard.specs._base import (
 
 if TYPE_CHECKING:
     from dockyard.specs.api import ApiFront, ApiMiddleware, ApiRoute, ApiSpecs
-    from dockyard.specs.arch import ArchSpecs, RuntimeDriver
+    from dockyard.specs.arch import ArchSpecs, CheckpointDriver, RuntimeDriver
     from dockyard.specs.cluster import ClusterSpecs, ClusterStore
     from dockyard.specs.config import ConfigOption, ConfigSpecs
     from dockyard.specs.events import BackgroundService, EventSpecs
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 #: Public name -> the spec module that defines it.
 _LAZY: dict[str, str] = {
     "ApiFront": "api", "ApiMiddleware": "api", "ApiRoute": "api", "ApiSpecs": "api",
-    "ArchSpecs": "arch", "RuntimeDriver": "arch",
+    "ArchSpecs": "arch", "CheckpointDriver": "arch", "RuntimeDriver": "arch",
     "ClusterSpecs": "cluster", "ClusterStore": "cluster",
     "ConfigOption": "config", "ConfigSpecs": "config",
     "BackgroundService": "events", "EventSpecs": "events",
@@ -75,7 +75,8 @@ _DRIVER_BASES = {"arch": "RuntimeDriver", "storage": "LayerDriver", "volume": "V
 
 #: (kind, capability) -> the ABC whose methods are that capability's protocol. A driver of
 #: ``kind`` declaring the capability must subclass it, and a subclass must declare it.
-_CAPABILITY_BASES = {("network", "embedded-dns"): "EmbeddedDnsDriver",
+_CAPABILITY_BASES = {("arch", "checkpoint"): "CheckpointDriver",
+                     ("network", "embedded-dns"): "EmbeddedDnsDriver",
                      ("network", "global-scope"): "GlobalScopeDriver"}
 
 
@@ -97,7 +98,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AREAS", "CAPABILITY_BASES", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "PROVIDER_GROUP",
     "SPEC_CLASSES",
-    "ApiFront", "ApiMiddleware", "ApiRoute", "ImagePuller", "BackgroundService", "ConfigOption", "Driver",
+    "ApiFront", "ApiMiddleware", "ApiRoute", "ImagePuller", "BackgroundService", "CheckpointDriver", "ConfigOption", "Driver",
     "DriverContext", "DriverInfo", "DriverProvider", "EmbeddedDnsDriver", "GlobalScopeDriver", "IpamDriver",
     "LayerDriver", "NetworkDriver", "ClusterStore",
     "Provisioner", "RuntimeDriver", "VolumeDriver", "entry_point_group", "hookimpl",

@@ -181,6 +181,15 @@ class RuntimeDriver(Driver):
     async def list(self) -> list[str]:
         """IDs of the containers this driver holds on this host (for reconciliation)."""
 
+    def resolve_runtime(self, name: str = "") -> str:
+        """The OCI runtime a container asking for ``name`` ("" = none) will run under, as
+        stored in its ``HostConfig.Runtime`` at create (so inspect tells the truth); raise
+        InvalidArgument for an unknown name. Drivers with one runtime return ``name``.
+
+        .. versionadded:: 0.3
+        """
+        return name
+
     async def create_sandbox(self, container_id: str) -> str:
         """Create the network sandbox a container's next run will live in.
 
@@ -277,6 +286,105 @@ class RuntimeDriver(Driver):
         """Resize the terminal of a TTY container (or of exec session ``exec_id``).
         Conflict when it has no terminal."""
         raise NotImplementedError(f"{self.info.name} cannot resize terminals")
+
+
+@dataclass
+class CheckpointRequest:
+    """How to checkpoint a container, or restore one from its checkpoint (CRIU's options, as
+    runc names them). Paths are on the host.
+
+    ``image_dir`` holds CRIU's images: written by :meth:`CheckpointDriver.checkpoint` (the
+    directory is made; it must not hold an earlier dump), read by
+    :meth:`CheckpointDriver.restore`. ``work_dir`` takes CRIU's logs (``dump.log``,
+    ``restore.log``) and work files; "" puts them in ``image_dir``. The resource flags let CRIU
+    save and restore what it otherwise refuses: established TCP connections (the restored
+    network namespace must own the same addresses), sockets whose peer is outside the
+    container, file locks, and a controlling terminal (a TTY container needs ``shell_job``;
+    drivers set it for one). ``page_server`` (``ADDR:PORT``) sends the memory pages to a CRIU
+    page server instead of ``image_dir``; with ``lazy_pages`` the dump serves them from here
+    on demand (post-copy), and the restore pulls them through ``criu lazy-pages``.
+    ``manage_cgroups_mode`` is CRIU's (``soft``, ``full``, ``strict``, ``ignore``; "" = the
+    runtime's default).
+
+    .. versionadded:: 0.3
+    """
+
+    image_dir: str
+    work_dir: str = ""
+    leave_running: bool = False
+    tcp_established: bool = True
+    ext_unix_sockets: bool = True
+    file_locks: bool = True
+    shell_job: bool = False
+    page_server: str = ""
+    lazy_pages: bool = False
+    manage_cgroups_mode: str = ""
+    #: restore only: the network namespace to restore into, when it is not the one recorded in
+    #: the checkpoint (a migration target's or an imported archive's new sandbox)
+    netns_path: str = ""
+    #: restore only: the runtime spec the checkpoint was taken with, when it was taken
+    #: elsewhere (an archive's ``spec.dump``); CRIU restores the dumped mount tree, so a driver
+    #: that writes runtime specs mirrors its mount points (stand-ins where it has no source)
+    checkpointed_spec: dict[str, Any] | None = None
+
+
+@dataclass
+class CheckpointResult:
+    """What a checkpoint wrote: where, how many bytes of images, how long the container was
+    frozen (the dump's wall time; with ``leave_running`` it runs again after it), and the
+    CRIU version that wrote them.
+
+    .. versionadded:: 0.3
+    """
+
+    image_dir: str
+    size: int = 0
+    frozen_ms: float = 0.0
+    criu_version: str = ""
+
+
+class CheckpointDriver(RuntimeDriver):
+    """Capability ``checkpoint`` of an ``arch`` driver: checkpoint a running container to
+    images and restore a container from them (CRIU through the OCI runtime on Linux).
+
+    The container service uses it for Docker's checkpoint API (``docker checkpoint create``,
+    ``docker start --checkpoint``), for portable archives (``dockyard container checkpoint
+    --export``) and for migration. Whether a given container can be checkpointed depends on
+    the OCI runtime it runs under, so :meth:`checkpoint_support` answers per runtime.
+
+    A checkpoint that does not leave the container running ends its process: the driver's
+    :meth:`wait` returns as for any exit, and the caller (which knows it asked for it) must not
+    treat that exit as a crash. The network namespace the container ran in is not touched:
+    the caller keeps it for the restore (same addresses, so established connections resume).
+
+    .. versionadded:: 0.3
+    """
+
+    @abc.abstractmethod
+    def checkpoint_support(self, runtime: str = "") -> str:
+        """Why containers of OCI runtime ``runtime`` ("" = the driver's default) cannot be
+        checkpointed on this host, naming the fix; "" when they can. Cheap (the driver probes
+        CRIU once, at setup)."""
+
+    @abc.abstractmethod
+    async def checkpoint(self, container_id: str, request: CheckpointRequest) -> CheckpointResult:
+        """Dump the running container's process tree into ``request.image_dir``. Without
+        ``leave_running`` its process ends once the dump succeeded. A failed dump leaves it
+        running and raises (:class:`dockyard.errors.Unavailable` with CRIU's reason, the log's
+        path in the message); Conflict when it is not running; InvalidArgument when its runtime
+        cannot checkpoint."""
+
+    @abc.abstractmethod
+    async def restore(self, create: RuntimeCreateRequest, request: CheckpointRequest) -> RuntimeState:
+        """Create the container as :meth:`create` would (``create`` says everything but the
+        process) and restore its process tree from ``request.image_dir`` instead of starting
+        it: returns the running state, as :meth:`start` does. The rootfs and mounts must be
+        those of the checkpoint (same paths of open files). On failure nothing is left."""
+
+    def checkpoint_spec(self, container_id: str) -> dict[str, Any]:
+        """The runtime's own description of the container as it last ran (on Linux the OCI
+        ``config.json``: a portable archive's ``spec.dump``); {} when it keeps none."""
+        return {}
 
 
 class ArchSpecs:

@@ -306,6 +306,11 @@ async def inspect_container(request: web.Request) -> web.Response:
 
 
 async def start_container(request: web.Request) -> web.Response:
+    if request.query.get("checkpoint"):  # docker start --checkpoint NAME (experimental)
+        from dockyard_api_docker.checkpoints import start_from_checkpoint
+
+        await start_from_checkpoint(request, request.match_info["id"], request.query["checkpoint"])
+        return no_content()
     await _svc(request).start_container(request.match_info["id"])
     return no_content()
 

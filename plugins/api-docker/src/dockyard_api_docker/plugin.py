@@ -8,6 +8,7 @@ from dockyard.specs import ApiFront, ApiMiddleware, ApiRoute, hookimpl
 from dockyard_api_docker import (
     archive,
     attach,
+    checkpoints,
     containers,
     exec,
     images,
@@ -20,7 +21,8 @@ from dockyard_api_docker import (
 from dockyard_api_docker.middleware import docker_errors, docker_version
 
 #: The front's route modules; a method and path claimed twice fails start-up (collect_routes).
-ROUTE_MODULES = (system, containers, attach, exec, networks, images, volumes, system_df, archive, swarmmode)
+ROUTE_MODULES = (system, containers, attach, exec, networks, images, volumes, system_df, archive, swarmmode,
+                 checkpoints)
 
 
 @hookimpl

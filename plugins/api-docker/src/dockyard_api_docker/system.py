@@ -52,6 +52,8 @@ async def ping(request: web.Request) -> web.Response:
     resp.headers["Pragma"] = "no-cache"
     resp.headers["Builder-Version"] = "1"
     resp.headers["Swarm"] = "inactive"
+    # the docker CLI shows experimental commands (checkpoint) only to a daemon saying this
+    resp.headers["Docker-Experimental"] = "true" if kernel_of(request).config.get("experimental") else "false"
     return resp
 
 
@@ -70,7 +72,8 @@ async def version(request: web.Request) -> web.Response:
         except ServiceNotInstalled:
             pass
     details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Arch": f["arch"],
-               "Os": f["os"], "KernelVersion": f["kernel"], "Experimental": "false",
+               "Os": f["os"], "KernelVersion": f["kernel"],
+               "Experimental": "true" if kernel.config.get("experimental") else "false",
                "GitCommit": "", "GoVersion": "", "BuildTime": ""}
     components: list[dict[str, Any]] = [{"Name": "Engine", "Version": server_version, "Details": details}]
     for rec in kernel.registry.records:
@@ -82,7 +85,7 @@ async def version(request: web.Request) -> web.Response:
         "Components": components,
         "Version": server_version, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
         "GitCommit": "", "GoVersion": "", "Os": f["os"], "Arch": f["arch"],
-        "KernelVersion": f["kernel"], "BuildTime": "", "Experimental": False,
+        "KernelVersion": f["kernel"], "BuildTime": "", "Experimental": bool(kernel.config.get("experimental")),
     })
 
 
@@ -162,7 +165,7 @@ async def info(request: web.Request) -> web.Response:
         "DockerRootDir": str(kernel.config.data_root),
         "Name": f["hostname"],
         "Labels": list(kernel.config.get("labels") or []),
-        "ExperimentalBuild": False,
+        "ExperimentalBuild": bool(kernel.config.get("experimental")),
         "ServerVersion": engine.server_version or __version__,
         "Runtimes": engine.runtimes,
         "DefaultRuntime": engine.default_runtime or kernel.config.get("default-runtime"),
@@ -178,6 +181,7 @@ async def info(request: web.Request) -> web.Response:
         "Warnings": warnings or None,
         # dockyard extension: every installed plugin and driver, with load errors.
         "DockyardPlugins": plugin_records(kernel),
+        "DockyardCheckpoint": engine.checkpoint,  # CRIU checkpoint/restore: for which runtimes, or why not
         "DockyardAreas": {area: sorted({r.name for r in kernel.registry.records
                                         if r.area == area and r.status in ("available", "loaded")})
                           for area in sorted({a for a, *_ in NAMESPACES.values()})},

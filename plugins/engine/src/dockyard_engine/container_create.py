@@ -104,6 +104,7 @@ class Creation:
         if hc.links:
             hc.links = linkmod.resolve(hc.links, name, ctx.get)
         rt = await ctx.runtime()
+        hc.runtime = rt.resolve_runtime(hc.runtime)  # the one that will run it, for inspect's Runtime
         c = Container(id=cid, name=name, image_id=img.id, config=cfg, host_config=hc,
                       runtime=rt.info.name, platform=img.os or "linux")
         c.networks = self._initial_networks(c, req.networks)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dockyard.errors import NotFound
 from dockyard.model import Container, ContainerStatus, now_iso
 from dockyard_engine import restart as policy
+from dockyard_engine.container_checkpoint import complete, record_checkpointed
 from dockyard_engine.container_context import RUNNING_STATES, ContainerContext
 from dockyard_engine.container_setup import Setup
 from dockyard_engine.health import HealthChecks
@@ -94,6 +95,10 @@ class Exits:
             except NotFound:
                 return
             if c.state.start_count != run or c.state.status not in RUNNING_STATES:
+                return
+            if complete(c.state.checkpoint):  # the exit a checkpoint caused (a daemon killed after its dump)
+                self._monitors.pop(cid, None)
+                await record_checkpointed(ctx, self.setup, self.health, c, finished_at)
                 return
             self.health.stop(cid)
             uptime = ctx.uptime(cid)

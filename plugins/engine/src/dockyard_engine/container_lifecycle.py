@@ -27,7 +27,7 @@ from typing import Any
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, NotModified
 from dockyard.model import ZERO_TIME, Container, ContainerState, ContainerStatus, Image, now_iso
-from dockyard.specs.arch import RuntimeCreateRequest, RuntimeDriver
+from dockyard.specs.arch import CheckpointDriver, CheckpointRequest, RuntimeCreateRequest, RuntimeDriver
 from dockyard_engine import restart as policy
 from dockyard_engine.container_context import LIVE_STATES, RUNNING_STATES, ContainerContext
 from dockyard_engine.container_create import Creation, check_name_syntax
@@ -118,6 +118,8 @@ class Lifecycle:
         """A start the daemon died in (``kill -9`` during a burst of ``docker run -d``): the
         store never recorded it, so nothing else gives back its network sandbox (a bound
         namespace) or a process the runtime already runs. The container stays as recorded."""
+        if c.state.checkpoint and c.state.sandbox_key:
+            return  # a checkpointed run: its network sandbox waits for the restore
         if c.id in rt_ids:
             st = await rt.state(c.id)
             if st.status in ("created", "running", "paused"):
@@ -126,7 +128,9 @@ class Lifecycle:
         await rt.remove_sandbox(c.id, "")
 
     # ------------------------------------------------------------------ start
-    async def start_container(self, ref: str) -> Container:
+    async def start_container(self, ref: str, restore: CheckpointRequest | None = None) -> Container:
+        """Start ``ref``; with ``restore``, from that checkpoint (the runtime driver restores
+        its process tree instead of starting the command)."""
         ctx = self.ctx
         c = ctx.get(ref)
         async with ctx.lock(c.id):
@@ -138,14 +142,14 @@ class Lifecycle:
             c.state.manually_stopped = False
             self.exits.cancel_restart(c.id)
             try:
-                await self._start_locked(c)
+                await self._start_locked(c, restore)
             except DockyardError:
                 if c.host_config.auto_remove:  # dockerd removes an AutoRemove container that failed to start
                     self.exits.auto_remove_later(c.id)
                 raise
         return ctx.load(c.id)
 
-    async def _start_locked(self, c: Container) -> None:
+    async def _start_locked(self, c: Container, restore: CheckpointRequest | None = None) -> None:
         ctx, setup = self.ctx, self.setup
         rt = await ctx.runtime(c)
         drv = await ctx.storage()
@@ -162,17 +166,29 @@ class Lifecycle:
             undo.append(lambda: setup.unmount_volumes(c))
             mounts += await setup.shm_mounts(c)
             undo.append(lambda: setup.release_shm(c))
-            netns_path, sandbox = await setup.setup_network(c)
+            kept = c.state.sandbox_key if c.state.checkpoint else ""
+            if kept and restore is not None and not restore.netns_path:
+                netns_path = sandbox = kept  # the checkpointed run's sandbox: same addresses
+            else:
+                if kept:  # started afresh: the checkpointed run's network goes
+                    await setup.teardown_network(c, kept)
+                    c.state.sandbox_key = ""
+                netns_path, sandbox = await setup.setup_network(c)
             undo.append(lambda: setup.teardown_network(c, sandbox))
             files = await setup.etc_files(c)
             log_path = "/dev/null" if c.host_config.log_config.type == "none" else c.log_path
             req = RuntimeCreateRequest(container=c, image=self._image_or_stub(c), rootfs=rootfs, mounts=mounts,
                                        netns_path=netns_path, log_path=log_path, spec_amender=self._amend_spec,
                                        namespaces=namespaces, extra_env=extra_env, **files)
-            await rt.create(req)
-            undo.append(lambda: rt.delete(c.id, force=True))
-            await self.io.hand_over(c.id, rt)
-            st = await rt.start(c.id)
+            if restore is not None and isinstance(rt, CheckpointDriver):
+                undo.append(lambda: rt.delete(c.id, force=True))
+                st = await rt.restore(req, restore)
+                await self.io.hand_over(c.id, rt)
+            else:
+                await rt.create(req)
+                undo.append(lambda: rt.delete(c.id, force=True))
+                await self.io.hand_over(c.id, rt)
+                st = await rt.start(c.id)
         except BaseException as exc:
             for fn in reversed(undo):
                 with contextlib.suppress(Exception):

@@ -32,8 +32,18 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dockyard.model import Container, ContainerStatus
 from dockyard.services import Service
-from dockyard.services.containers import ContainerCreate, ExecSession, LogOptions, PathStat
+from dockyard.services.containers import (
+    Checkpoint,
+    CheckpointCreate,
+    CheckpointImport,
+    ContainerCreate,
+    ExecSession,
+    LogOptions,
+    PathStat,
+)
 from dockyard.specs.arch import AttachStream
+from dockyard_engine.container_archive import CheckpointArchives
+from dockyard_engine.container_checkpoint import Checkpoints
 from dockyard_engine.container_context import ContainerContext
 from dockyard_engine.container_create import Creation, merge_env
 from dockyard_engine.container_exec import Execs
@@ -64,6 +74,8 @@ class ContainerService(Service):
         self.creation = Creation(ctx)
         self.setup = Setup(ctx)
         self.lifecycle = Lifecycle(ctx, self.creation, self.setup, self.health, self.io, self.execs)
+        self.checkpoints_ = Checkpoints(ctx, self.setup, self.health, self.lifecycle)
+        self.archives = CheckpointArchives(ctx, self.creation, self.checkpoints_)
 
     # ------------------------------------------------------------------ Service
     async def start(self) -> None:
@@ -108,6 +120,25 @@ class ContainerService(Service):
 
     async def stop_container(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         await self.lifecycle.stop_container(ref, timeout, sig)
+
+    # ------------------------------------------------------------------ checkpoint and restore
+    async def checkpoint(self, ref: str, req: CheckpointCreate) -> Checkpoint:
+        return await self.checkpoints_.create(ref, req)
+
+    def checkpoints(self, ref: str, directory: str = "") -> list[Checkpoint]:
+        return self.checkpoints_.list(ref, directory)
+
+    async def checkpoint_remove(self, ref: str, name: str, directory: str = "") -> None:
+        await self.checkpoints_.remove(ref, name, directory)
+
+    async def restore(self, ref: str, name: str, directory: str = "") -> Container:
+        return await self.checkpoints_.restore(ref, name, directory)
+
+    async def checkpoint_export(self, ref: str, out_path: str, req: CheckpointCreate) -> Checkpoint:
+        return await self.archives.export(ref, out_path, req)
+
+    async def checkpoint_import(self, req: CheckpointImport) -> Container:
+        return await self.archives.import_(req)
 
     async def kill(self, ref: str, sig: str | None = None) -> None:
         await self.lifecycle.kill(ref, sig)

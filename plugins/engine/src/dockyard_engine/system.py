@@ -27,6 +27,7 @@ class SystemService(Service):
         if kernel.registry.driver_names("arch"):
             runtimes = {name: {"path": name} for name in ("crun", "runc")}
             runtimes.update(kernel.config.get("runtimes") or {})
+        checkpoint = await self._checkpoint_status(runtimes) if runtimes else ""
         running = sum(by_status[s] for s in _RUNNING)
         paused = by_status[ContainerStatus.PAUSED]
         return EngineInfo(
@@ -40,7 +41,30 @@ class SystemService(Service):
             runtimes=runtimes,
             default_runtime=str(kernel.config.get("default-runtime") or ""),
             security_options=["name=seccomp,profile=default"] if runtimes else [],
+            checkpoint=checkpoint,
         )
+
+    async def _checkpoint_status(self, runtimes: dict[str, dict[str, str]]) -> str:
+        """"available for runc" / "not available: <why, naming the fix>"."""
+        from dockyard.specs.arch import CheckpointDriver
+
+        try:
+            rt = await self.kernel.driver_ready("arch")
+        except DockyardError as exc:
+            return f"not available: {exc}"
+        if not isinstance(rt, CheckpointDriver):
+            return f"not available: the {rt.info.name} runtime driver cannot checkpoint"
+        why = {name: rt.checkpoint_support(name) for name in sorted(runtimes)}
+        able = [name for name, problem in why.items() if not problem]
+        if not able:
+            return "not available: " + "; ".join(sorted(set(why.values())))
+        default = rt.resolve_runtime("")
+        text = f"available for {', '.join(able)}"
+        if why.get(default):
+            text += f" (not for the default runtime {default}: --runtime runc or --default-runtime runc)"
+        if not self.kernel.config.get("experimental"):
+            text += "; the Docker checkpoint API needs --experimental"
+        return text
 
     async def df(self) -> DiskUsage:
         kernel = self.kernel

@@ -42,10 +42,10 @@ from dockyard.specs.arch import (
     ExecRequest,
     Platform,
     RuntimeCreateRequest,
-    RuntimeDriver,
     RuntimeState,
 )
 from dockyard_arch_linux import cgroups, logs, monitor, sandbox
+from dockyard_arch_linux.checkpoint import Checkpointing
 from dockyard_arch_linux.logs import LogLines, LogRecord, LogRecords, follow_lines, parse_line
 from dockyard_arch_linux.spec import SpecOptions, build_spec, exec_process
 
@@ -115,14 +115,14 @@ class SeccompBpfCache:
             self._data[key] = base64.b64encode(raw).decode()
 
 
-class LinuxRuntime(RuntimeDriver):
+class LinuxRuntime(Checkpointing):
     """OCI spec -> conmon -> crun (default) or runc, with live-restore through conmon."""
 
     info = DriverInfo(
         name="linux", kind="arch",
         description="Linux containers: OCI spec, conmon monitor, crun or runc",
         capabilities=frozenset({"pause", "exec", "update", "stats", "top", "logs", "tty", "attach",
-                                "live-restore", "init", "seccomp", "sandbox"}),
+                                "live-restore", "init", "seccomp", "sandbox", "checkpoint"}),
     )
 
     def __init__(self, context: Any) -> None:
@@ -214,6 +214,12 @@ class LinuxRuntime(RuntimeDriver):
         names = set(self.runtimes) | {n for n in KNOWN_RUNTIMES if shutil.which(n)}
         return sorted(names)
 
+    def resolve_runtime(self, name: str = "") -> str:
+        """``name``, or the default runtime when "" (what inspect's ``Runtime`` shows)."""
+        name = name or self.default_runtime
+        self._runtime_path(name)
+        return name
+
     def _runtime_path(self, name: str) -> str:
         entry = self.runtimes.get(name)
         if isinstance(entry, dict):
@@ -287,6 +293,11 @@ class LinuxRuntime(RuntimeDriver):
 
     # ------------------------------------------------------------------ RuntimeDriver
     async def create(self, request: RuntimeCreateRequest) -> RuntimeState:
+        return await self._create_with(request, [])
+
+    async def _create_with(self, request: RuntimeCreateRequest, conmon_extra: list[str]) -> RuntimeState:
+        """create(), or with conmon's ``--restore`` in ``conmon_extra`` a restore (the
+        process then runs when this returns)."""
         cid = request.container.id
         async with self._lock(cid):
             if (self._cdir(cid) / "meta.json").exists():
@@ -313,7 +324,7 @@ class LinuxRuntime(RuntimeDriver):
 
             def prepare() -> None:
                 bundle.mkdir(parents=True)
-                cdir.mkdir(parents=True)
+                cdir.mkdir(parents=True, exist_ok=True)  # a restore's mount stand-ins may be there
                 Path(meta["runtime_root"]).mkdir(parents=True, exist_ok=True)
                 (bundle / "config.json").write_text(json.dumps(spec, indent=1))
                 self._save(meta)
@@ -321,6 +332,7 @@ class LinuxRuntime(RuntimeDriver):
             try:
                 await asyncio.to_thread(prepare)
                 cmd = self._conmon_command(meta, cfg.stdin_once)
+                cmd.extra = list(conmon_extra)
                 conmon_pid, pid = await asyncio.to_thread(monitor.spawn, cmd)
             except BaseException:
                 await self._cleanup(meta)
@@ -329,7 +341,7 @@ class LinuxRuntime(RuntimeDriver):
                 raise
             meta.update(conmon_pid=conmon_pid, pid=pid)
             self._save(meta)
-            if bpf_key:  # created, not started: the filter crun compiled is its own output yet
+            if bpf_key and not conmon_extra:  # created, not started: the filter crun compiled is its own output yet
                 await asyncio.to_thread(self._bpf.learn, bpf_key, Path(meta["runtime_root"]) / cid / "seccomp.bpf")
             return RuntimeState(status="created", pid=pid)
 

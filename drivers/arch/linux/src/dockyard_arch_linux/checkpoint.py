@@ -1,0 +1,318 @@
+"""Checkpoint and restore through the OCI runtime and CRIU (capability ``checkpoint``).
+
+``runc checkpoint`` dumps the container's tree with CRIU into an image directory; a restore
+is conmon started with ``--restore IMAGES``, which runs ``runc restore --detach`` in place of
+``runc create`` and then monitors the restored process as it monitors a created one (its
+stdio, log, attach socket and exit file), so nothing else in the driver changes.
+
+CRIU must be 4.x: bookworm's 3.17 fails on recent kernels (``vdso: Failed to fill self vdso
+symtable``) and runc would pick it from ``PATH``, so every runc call here names the CRIU found
+by :func:`find_criu` with ``--criu``. crun checkpoints only when built with CRIU (``+CRIU`` in
+``crun --version``; bookworm's 1.8 is not). Measured here (CRIU 4.2.1, runc 1.1.5, busybox):
+checkpoint 90-210 ms, restore 120-240 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, Unavailable
+from dockyard.specs.arch import (
+    CheckpointDriver,
+    CheckpointRequest,
+    CheckpointResult,
+    RuntimeCreateRequest,
+    RuntimeState,
+)
+
+#: where ``make install`` (tools/build-criu.sh) puts CRIU; looked at before ``PATH``
+DEFAULT_CRIU = "/opt/criu/sbin/criu"
+MIN_CRIU = (4, 0)
+FIX = "run `make install` (or tools/build-criu.sh) to build CRIU 4.x under /opt/criu"
+
+
+@dataclass(frozen=True)
+class Criu:
+    """The CRIU binary checkpoints use: ``path`` and ``version``, or ``problem`` (why there is
+    none that works, naming the fix)."""
+
+    path: str = ""
+    version: str = ""
+    problem: str = ""
+
+
+def _version(path: str) -> str:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    for line in out.splitlines():
+        if line.startswith("Version:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _tuple(version: str) -> tuple[int, ...]:
+    out = []
+    for part in version.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+def find_criu(configured: str = "") -> Criu:
+    """The CRIU to use: ``configured`` (the driver option ``criu``), else /opt/criu's, else the
+    first on ``PATH``; refused when it does not run or is older than 4.0. Blocking (~3 ms)."""
+    candidates = [configured] if configured else [DEFAULT_CRIU, shutil.which("criu") or ""]
+    seen = []
+    for path in candidates:
+        if not path or not os.path.exists(path):
+            continue
+        version = _version(path)
+        if version and _tuple(version) >= MIN_CRIU:
+            return Criu(path=path, version=version)
+        seen.append(f"{path} ({'CRIU ' + version if version else 'does not run'})")
+    if seen:
+        return Criu(problem=f"no CRIU 4.x found: {', '.join(seen)} cannot checkpoint on this kernel; {FIX}")
+    return Criu(problem=f"CRIU is not installed; {FIX}")
+
+
+def runtime_problem(runtime: str, runtime_path: str) -> str:
+    """Why OCI runtime ``runtime`` cannot checkpoint ("" when it can). Blocking (~2 ms)."""
+    base = os.path.basename(runtime_path)
+    if base == "runc":
+        return ""
+    if base == "crun":
+        try:
+            out = subprocess.run([runtime_path, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if "+CRIU" in out:
+            return ""
+        version = out.split("\n", 1)[0].strip() or "crun"
+        return (f"the container's OCI runtime {runtime!r} ({version}) was built without CRIU and cannot "
+                "checkpoint: create the container with `--runtime runc` (or start the daemon with "
+                "`--default-runtime runc`)")
+    return (f"OCI runtime {runtime!r} is not known to checkpoint: create the container with "
+            "`--runtime runc`")
+
+
+def image_size(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def last_error(log: Path, lines: int = 6) -> str:
+    """The last error lines of a CRIU log (what runc's message leaves out)."""
+    try:
+        text = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [ln.strip() for ln in text if "Error" in ln or "error" in ln]
+    return "; ".join(errors[-lines:])
+
+
+class Checkpointing(CheckpointDriver):
+    """The ``checkpoint`` capability of :class:`~dockyard_arch_linux.driver.LinuxRuntime`
+    (a base of it: it uses the driver's records, runtime paths and monitor)."""
+
+    _criu: Criu | None = None
+    _runtime_problems: dict[str, str]
+
+    def criu(self) -> Criu:
+        """The CRIU this driver uses (probed once)."""
+        if self._criu is None:
+            self._criu = find_criu(str(self.context.options.get("criu") or ""))
+        return self._criu
+
+    def checkpoint_support(self, runtime: str = "") -> str:
+        criu = self.criu()
+        if criu.problem:
+            return criu.problem
+        name = runtime or self.default_runtime  # type: ignore[attr-defined]
+        problems = self.__dict__.setdefault("_runtime_problems", {})
+        if name not in problems:
+            try:
+                path = self._runtime_path(name)  # type: ignore[attr-defined]
+            except InvalidArgument as exc:
+                problems[name] = str(exc)
+            else:
+                problems[name] = runtime_problem(name, path)
+        return problems[name]
+
+    def _criu_args(self) -> list[str]:
+        criu = self.criu()
+        if criu.problem:
+            raise InvalidArgument(f"cannot checkpoint: {criu.problem}")
+        return ["--criu", criu.path]
+
+    @staticmethod
+    def _flags(req: CheckpointRequest, tty: bool) -> list[str]:
+        flags = []
+        if req.tcp_established:
+            flags.append("--tcp-established")
+        if req.ext_unix_sockets:
+            flags.append("--ext-unix-sk")
+        if req.file_locks:
+            flags.append("--file-locks")
+        if req.shell_job or tty:
+            flags.append("--shell-job")
+        if req.manage_cgroups_mode:
+            flags.append(f"--manage-cgroups-mode={req.manage_cgroups_mode}")
+        if req.lazy_pages:
+            flags.append("--lazy-pages")
+        return flags
+
+    async def checkpoint(self, container_id: str, request: CheckpointRequest) -> CheckpointResult:
+        meta: dict[str, Any] = self._meta(container_id)  # type: ignore[attr-defined]
+        problem = self.checkpoint_support(meta["runtime"])
+        if problem:
+            raise InvalidArgument(f"cannot checkpoint container {container_id[:12]}: {problem}")
+        st = await self.state(container_id)
+        if st.status != "running":
+            raise Conflict(f"container {container_id} is {st.status}, not running: only a running "
+                           "container can be checkpointed")
+        images = Path(request.image_dir)
+        if images.exists() and any(images.iterdir()):
+            raise Conflict(f"checkpoint directory {images} already holds a checkpoint")
+        work = Path(request.work_dir or request.image_dir)
+        await asyncio.to_thread(images.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
+        argv = [meta["runtime_path"], "--root", meta["runtime_root"], *self._criu_args(), "checkpoint",
+                "--image-path", str(images), "--work-path", str(work), *self._flags(request, bool(meta.get("tty")))]
+        if request.leave_running:
+            argv.append("--leave-running")
+        if request.page_server:
+            argv += ["--page-server", request.page_server]
+        argv.append(container_id)
+        t0 = time.monotonic()
+        code, text = await _run(argv, timeout=120)
+        frozen = (time.monotonic() - t0) * 1000
+        if code != 0:
+            detail = last_error(work / "dump.log")
+            raise Unavailable(f"checkpoint of {container_id[:12]} failed: {text}"
+                              + (f" (CRIU: {detail}; log {work / 'dump.log'})" if detail else ""))
+        size = await asyncio.to_thread(image_size, str(images))
+        return CheckpointResult(image_dir=str(images), size=size, frozen_ms=round(frozen, 1),
+                                criu_version=self.criu().version)
+
+    async def restore(self, create: RuntimeCreateRequest, request: CheckpointRequest) -> RuntimeState:
+        name = create.runtime or create.container.host_config.runtime or self.default_runtime  # type: ignore[attr-defined]
+        problem = self.checkpoint_support(name)
+        if problem:
+            raise InvalidArgument(f"cannot restore container {create.container.id[:12]}: {problem}")
+        if not (Path(request.image_dir) / "inventory.img").exists():
+            raise InvalidArgument(f"{request.image_dir} holds no CRIU checkpoint (no inventory.img)")
+        if request.netns_path:
+            create.netns_path = request.netns_path
+        if request.checkpointed_spec:
+            create = _mirroring(create, request.checkpointed_spec,
+                                self._cdir(create.container.id) / "stand-ins")  # type: ignore[attr-defined]
+        # CRIU's restore.log where a failure leaves it (the bundle goes with a failed create)
+        own_work = not request.work_dir
+        work = Path(request.work_dir) if request.work_dir else \
+            self.context.run_dir / "restore-logs" / create.container.id
+        await asyncio.to_thread(shutil.rmtree, work, True)
+        await asyncio.to_thread(work.mkdir, parents=True)
+        flags = [*self._flags(request, bool(create.container.config.tty)), f"--work-path={work}"]
+        opts = [opt for flag in flags for opt in ("--runtime-opt", flag)]
+        extra = ["--runtime-arg", "--criu", "--runtime-arg", self.criu().path, "--restore", request.image_dir, *opts]
+        try:
+            state = await self._create_with(create, extra)  # type: ignore[attr-defined]
+        except DockyardError as exc:
+            detail = last_error(work / "restore.log")
+            if detail:
+                raise Unavailable(f"restore of {create.container.id[:12]} failed: {exc} (CRIU: {detail}; "
+                                  f"log {work / 'restore.log'})") from exc
+            raise
+        if own_work:  # kept only when it failed (the next restore of the container replaces it)
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        return RuntimeState(status="running", pid=state.pid)
+
+    def checkpoint_spec(self, container_id: str) -> dict[str, Any]:
+        """The OCI spec the container last ran with (``spec.dump`` of a portable archive)."""
+        meta = self._meta(container_id)  # type: ignore[attr-defined]
+        return json.loads((Path(meta["bundle"]) / "config.json").read_text())
+
+
+#: destinations that are files in every engine's containers (the others are made directories)
+FILE_MOUNTS = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run/.containerenv", "/.dockerenv")
+
+
+def _is_bind(m: dict[str, Any]) -> bool:
+    return m.get("type") == "bind" or any(o in ("bind", "rbind") for o in m.get("options") or [])
+
+
+def mirror_mounts(spec: dict[str, Any], dumped: dict[str, Any], stand_ins: Path) -> None:
+    """Give ``spec`` the mount points of ``dumped`` (the spec a checkpoint was taken with):
+    CRIU restores the dumped mount tree, and runc maps each bind mount of the new spec onto it
+    by destination. A bind mount we have no source for gets an empty stand-in (file or
+    directory as the destination suggests); other kinds are copied; ours that the dump lacked
+    are dropped."""
+    mine = {m.get("destination"): m for m in spec.get("mounts") or []}
+    out = []
+    for m in dumped.get("mounts") or []:
+        dest = m.get("destination")
+        if not dest:
+            continue
+        have = mine.get(dest)
+        if _is_bind(m):
+            if have is not None and _is_bind(have):
+                out.append(have)
+                continue
+            src = stand_ins / dest.strip("/").replace("/", "_")
+            if not src.exists():
+                src.parent.mkdir(parents=True, exist_ok=True)
+                if dest in FILE_MOUNTS or (os.path.isfile(str(m.get("source") or "")) and dest != "/dev/shm"):
+                    src.touch()
+                else:
+                    src.mkdir()
+            out.append({**m, "source": str(src)})
+        else:
+            out.append(have if have is not None and have.get("type") == m.get("type") else m)
+    spec["mounts"] = out
+    # masked paths are bind mounts of /dev/null (or read-only tmpfs) runc maps by path too
+    linux, was = spec.setdefault("linux", {}), dumped.get("linux") or {}
+    for key in ("maskedPaths", "readonlyPaths"):
+        if key in was:
+            linux[key] = list(was[key] or [])
+
+
+def _mirroring(create: RuntimeCreateRequest, dumped: dict[str, Any], stand_ins: Path) -> RuntimeCreateRequest:
+    import dataclasses
+
+    inner = create.spec_amender
+
+    def amend(container: Any, spec: dict[str, Any]) -> None:
+        if inner is not None:
+            inner(container, spec)
+        mirror_mounts(spec, dumped, stand_ins)
+
+    return dataclasses.replace(create, spec_amender=amend)
+
+
+async def _run(argv: list[str], timeout: float) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 1, f"timed out after {timeout:.0f}s"
+    text = (err or out).decode(errors="replace").strip()
+    return proc.returncode or 0, text

@@ -1,0 +1,200 @@
+"""Portable checkpoint archives: ``dockyard container checkpoint --export`` and ``restore
+--import``, in the layout podman and the kubelet use (:mod:`dockyard.checkpoints`).
+
+Export checkpoints the container into a staging directory under the container's own
+directory (as :class:`~dockyard_engine.container_checkpoint.Checkpoints` does, so a container
+that is not left running is recorded as checkpointed, its network kept), then adds what the
+target needs besides CRIU's images: the container (our document and podman's fields in
+``config.dump``), the OCI spec, its addresses, the writable layer's changes (the storage
+driver's diff, whiteouts turned into ``deleted.files``) and its named volumes.
+
+Import creates a container from the archive (ours: the same configuration; podman's: the
+command, environment, working directory, TTY and runtime of its spec, on the default network),
+asks for the archive's addresses on networks of the same name unless told not to, applies the
+layer's changes and volumes, and starts it from the images. The image must exist here (only the
+writable layer travels, as with podman). A failed import removes the container it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from dockyard import checkpoints as layout
+from dockyard.errors import DockyardError, InvalidArgument, NotFound
+from dockyard.model import (
+    Container,
+    ContainerConfig,
+    EndpointSettings,
+    HostConfig,
+    from_dict,
+    new_id,
+    to_dict,
+)
+from dockyard.services.containers import Checkpoint, CheckpointCreate, CheckpointImport, ContainerCreate
+from dockyard.specs.arch import CheckpointDriver, CheckpointRequest
+from dockyard_engine.container_checkpoint import Checkpoints
+from dockyard_engine.container_context import ContainerContext
+from dockyard_engine.container_create import Creation
+
+
+class CheckpointArchives:
+    """Export and import of portable checkpoint archives."""
+
+    def __init__(self, ctx: ContainerContext, creation: Creation, checkpoints: Checkpoints) -> None:
+        self.ctx = ctx
+        self.creation = creation
+        self.checkpoints = checkpoints
+
+    def _staging(self, prefix: str) -> Path:
+        path = self.ctx.kernel.config.data_root / "tmp" / f"{prefix}-{new_id()[:16]}"
+        path.mkdir(parents=True)
+        return path
+
+    # ------------------------------------------------------------------ export
+    async def export(self, ref: str, out_path: str, req: CheckpointCreate) -> Checkpoint:
+        ctx = self.ctx
+        c = ctx.get(ref)
+        staging = self._staging("export")
+        try:
+            async with ctx.lock(c.id):
+                c = ctx.load(c.id)
+                done = await self.checkpoints.dump_locked(c, staging / layout.CHECKPOINT_DIR, req)
+                c = ctx.load(c.id)
+                rt = await ctx.runtime(c)
+                spec = rt.checkpoint_spec(c.id) if isinstance(rt, CheckpointDriver) else {}
+                drv = await ctx.storage()
+                layer = staging / "layer.tar"
+                await drv.diff(c.id, str(layer))
+                rootfs = await drv.mount(c.id)
+                try:
+                    root_mode = (await asyncio.to_thread(os.stat, rootfs)).st_mode
+                finally:
+                    with contextlib.suppress(Exception):
+                        await drv.unmount(c.id)
+                volumes = {m.name: ctx.volumes.get(m.name) for m in c.mounts
+                           if m.type == "volume" and m.name and not ctx.volumes.get(m.name).anonymous}
+            await asyncio.to_thread(self._write, c, spec, staging, layer, volumes, out_path, root_mode)
+            return done
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+
+    def _write(self, c: Container, spec: dict[str, Any], staging: Path, layer: Path, volumes: dict[str, Any],
+               out_path: str, root_mode: int) -> None:
+        deleted = layout.layer_to_rootfs_diff(layer, staging / layout.ROOTFS_DIFF, root_mode)
+        layer.unlink()
+        (staging / layout.DELETED_FILES).write_text(json.dumps(deleted))
+        addresses = {name: layout.Address(ipnet=f"{ep.ipv4_address}/{ep.ip_prefix_len}", gateway=ep.gateway,
+                                          mac=ep.mac_address)
+                     for name, ep in c.networks.items() if ep.ipv4_address}
+        (staging / layout.NETWORK_STATUS).write_text(json.dumps(layout.network_status(addresses)))
+        (staging / layout.SPEC_DUMP).write_text(json.dumps(spec))
+        ours = to_dict(c)
+        image_name = c.config.image
+        dump = layout.config_dump(container_id=c.id, name=c.name, image_id=c.image_id, image_name=image_name,
+                                  runtime=c.host_config.runtime, created=c.created,
+                                  command=list(c.config.entrypoint) + list(c.config.cmd),
+                                  networks=list(c.networks), spec=spec, ours=ours)
+        (staging / layout.CONFIG_DUMP).write_text(json.dumps(dump))
+        if volumes:
+            vdir = staging / layout.VOLUMES_DIR
+            vdir.mkdir()
+            for name, vol in volumes.items():
+                with tarfile.open(vdir / f"{name}.tar", "w", format=tarfile.PAX_FORMAT) as tf:
+                    if vol.mountpoint and os.path.isdir(vol.mountpoint):
+                        for entry in sorted(os.listdir(vol.mountpoint)):
+                            tf.add(os.path.join(vol.mountpoint, entry), arcname=entry)
+        layout.write_archive(staging, out_path)
+
+    # ------------------------------------------------------------------ import
+    async def import_(self, req: CheckpointImport) -> Container:
+        ctx = self.ctx
+        staging = self._staging("import")
+        created: Container | None = None
+        try:
+            arc = await asyncio.to_thread(layout.read_archive, req.archive_path, staging / "archive")
+            create = self._create_request(arc, req)
+            created = await self.creation.create(create)
+            drv = await ctx.storage()
+            rootfs = await drv.mount(created.id)
+            try:
+                await asyncio.to_thread(layout.apply_rootfs_diff, arc, rootfs)
+            finally:
+                with contextlib.suppress(Exception):
+                    await drv.unmount(created.id)
+            if not req.ignore_volumes:
+                await self._volumes(arc, created)
+            restore = CheckpointRequest(image_dir=str(arc.images), checkpointed_spec=arc.spec or None)
+            c = await self.checkpoints.lifecycle.start_container(created.id, restore=restore)
+            created = None
+            return c
+        finally:
+            if created is not None:
+                with contextlib.suppress(DockyardError):
+                    await self.checkpoints.lifecycle.remove(created.id, force=True, volumes=True)
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+
+    def _create_request(self, arc: layout.Archive, req: CheckpointImport) -> ContainerCreate:
+        ours = arc.ours
+        if ours is not None:
+            old = from_dict(Container, ours)
+            cfg, hc = old.config, old.host_config
+            cfg.image = self._image_ref(cfg.image, old.image_id)
+            networks = {name: EndpointSettings(aliases=list(ep.aliases), driver_opts=dict(ep.driver_opts),
+                                               mac_address="" if req.ignore_static_mac else ep.mac_address)
+                        for name, ep in old.networks.items()}
+            name = req.name or old.name
+        else:  # podman's (or the kubelet's): what its spec says about the process
+            proc = arc.spec.get("process") or {}
+            image = self._image_ref(str(arc.config.get("rootfsImageName") or arc.config.get("RawImageName") or ""),
+                                    str(arc.config.get("rootfsImageID") or ""))
+            cfg = ContainerConfig(image=image, env=list(proc.get("env") or []), working_dir=str(proc.get("cwd") or ""),
+                                  tty=bool(proc.get("terminal")), hostname=str(arc.spec.get("hostname") or ""),
+                                  cmd=list(proc.get("args") or []))
+            user = proc.get("user") or {}
+            if user.get("uid") or user.get("gid"):
+                cfg.user = f"{user.get('uid', 0)}:{user.get('gid', 0)}"
+            hc = HostConfig(runtime=str(arc.config.get("runtime") or arc.config.get("ociRuntime") or "runc"))
+            networks = {}
+            name = req.name or str(arc.config.get("name") or "")
+        if not req.ignore_static_ip:
+            svc = self.ctx.networks
+            for net, addr in arc.networks.items():
+                if svc is None:
+                    break
+                with contextlib.suppress(NotFound):
+                    svc.get(net)
+                    networks.setdefault(net, EndpointSettings()).ipam_ipv4 = addr.ip
+        cfg.mac_address = ""
+        return ContainerCreate(config=cfg, host_config=hc, name=name, entrypoint=list(cfg.entrypoint),
+                               cmd=list(cfg.cmd), networks=networks)
+
+    def _image_ref(self, name: str, image_id: str) -> str:
+        """The archive's image by name when it resolves here to the same ID, else by ID."""
+        want = image_id if not image_id or image_id.startswith("sha256:") else "sha256:" + image_id
+        for ref in (name, want):
+            if not ref:
+                continue
+            with contextlib.suppress(NotFound, InvalidArgument):
+                img = self.ctx.image(ref)
+                if not want or img.id == want:
+                    return ref
+        raise NotFound(f"the checkpoint's image {name or want} ({want or 'no ID'}) is not here: only the writable "
+                       "layer travels in a checkpoint archive; pull or load the same image first")
+
+    async def _volumes(self, arc: layout.Archive, c: Container) -> None:
+        from dockyard import tarsafe
+
+        for name, tar in arc.volumes().items():
+            try:
+                vol = self.ctx.volumes.get(name)
+            except NotFound:
+                continue  # not one this container uses
+            if vol.mountpoint:
+                await asyncio.to_thread(tarsafe.extract, tar, vol.mountpoint)
