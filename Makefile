@@ -5,12 +5,12 @@ PY    := $(VENV)/bin/python
 # Debian packages the project needs on the host (runtimes, network, peers for benchmarks).
 APT_PACKAGES := crun runc conmon nftables iproute2 busybox-static containernetworking-plugins \
                 uidmap podman skopeo docker-registry etcd-server openssh-server openssh-client hyperfine socat iperf3 \
-                qemu-system-x86 qemu-utils mmdebstrap e2fsprogs supervisor runit
+                qemu-system-x86 qemu-utils mmdebstrap e2fsprogs supervisor runit zstd
 DISTS = $(shell python3 tools/distributions.py --relative)
 STAMP = $(VENV)/.installed-$(shell cat $(addsuffix /pyproject.toml,$(DISTS)) pyproject.toml requirements-dev.txt | sha256sum | cut -c1-16)
 
-.PHONY: install apt venv host peers test demo demo-cluster lint bench generate clean-venv
-install: apt host peers venv
+.PHONY: install apt venv host peers criu test demo demo-cluster lint bench generate clean-venv
+install: apt host peers criu venv
 
 apt:
 	@missing=(); for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing+=($$p); done; \
@@ -21,6 +21,11 @@ apt:
 host:
 	@if [ -d /sys/fs/cgroup/cpu ] && grep -qw hugetlb /proc/cgroups && ! mountpoint -q /sys/fs/cgroup/hugetlb; then \
 	  mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb || true; fi
+
+# CRIU 4.x under /opt/criu for checkpoint/restore (bookworm's /usr/sbin/criu 3.17 fails on this kernel and
+# is never used): compiled from the upstream tarball sid carries, once (a second run takes 0.01 s)
+criu: apt
+	@bash tools/build-criu.sh >/dev/null
 
 # podman configured for this sandbox, an offline busybox image in it, a crun bundle (idempotent)
 peers: apt host
