@@ -121,8 +121,15 @@ async def test_leader_killed_a_replica_leads_and_the_cli_keeps_working(swarm_clu
     r1 = await asyncio.to_thread(c.start_manager, config={"replication": True, "replication-ttl": 3})
     r2 = await asyncio.to_thread(c.start_manager, config={"replication": True, "replication-ttl": 3})
     # r2 is a replica: the real docker CLI through it reaches the leader
-    c.docker("run", "-d", "--name", "ha1", "busybox", "sleep", "3600", manager=r2)
+    since = int(time.time())
+    c.docker("run", "-d", "--name", "ha1", "busybox", "sh", "-c", "echo hello from ha1; exec sleep 3600", manager=r2)
     assert "ha1" in names(c, r2) and "ha1" in names(c, r1)
+    # streamed answers come through the replica as they are: logs, and a bounded events stream
+    assert await wait_until("ha1's log through the replica", lambda: "hello from ha1" in c.docker(
+        "logs", "ha1", manager=r2).stdout, 5) >= 0
+    events = c.docker("events", "--since", str(since), "--until", str(int(time.time()) + 1), "--filter",
+                      "container=ha1", "--format", "{{.Action}}", manager=r2).stdout.split()
+    assert "start" in events, events
     assert c.docker("version", "--format", "{{.Server.Version}}", manager=r2).stdout.strip()
     status = c.docker("info", "--format", "{{json .SystemStatus}}", manager=r2).stdout
     assert ["Role", "replica"] in json.loads(status) and ["Primary", r1.advertise] in json.loads(status), status
