@@ -83,10 +83,13 @@ class LeaderProxy:
         url = self.base(leader) + request.rel_url.path_qs
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["X-Forwarded-By"] = self.leadership.advertise
-        body = await request.read()
+        async def body() -> Any:  # streamed on: a build context or an image load is not held here
+            async for chunk in request.content.iter_chunked(1 << 16):
+                yield chunk
+
         try:
-            upstream = await self.session().request(request.method, url, data=body or None, headers=headers,
-                                                     ssl=self._ssl or False)
+            upstream = await self.session().request(request.method, url, headers=headers, ssl=self._ssl or False,
+                                                     data=body() if request.body_exists else None)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise web.HTTPBadGateway(text=f'{{"message":"the leading manager at {leader} is unreachable: {exc}"}}',
                                      content_type="application/json") from exc
