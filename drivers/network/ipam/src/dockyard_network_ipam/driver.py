@@ -15,7 +15,7 @@ name, so docker's ``daemon.json`` ``default-address-pools`` list works as is):
     are cut from (default ``10.0.0.0/8:24``, Docker's).
 ``global-address-ttl``
     Seconds an engine's global addresses outlive it when it is lost (its cluster-store lease;
-    default 10).
+    default: ``discovery.ttl`` of ``--cluster-store-opt``, else 10).
 
 The global address space lives in the cluster store (``context.need(ClusterStore)``; see
 :mod:`dockyard_network_ipam.cluster`): available only on an engine started with
@@ -58,6 +58,18 @@ def _setting(context: Any, key: str, default: str) -> str:
     return str(value)
 
 
+def _discovery_ttl(context: Any, default: str) -> str:
+    """``discovery.ttl`` of ``--cluster-store-opt`` (when a node counts as lost), else ``default``."""
+    for item in context.daemon_config.get("cluster-opts") or ():
+        key, _, value = str(item).partition("=")
+        if key.strip() == "discovery.ttl":
+            try:
+                return str(max(1, -int(-float(value) // 1)))
+            except ValueError:
+                return default
+    return default
+
+
 def _pool_id(subnet: P.IPNetwork, ip_range: P.IPNetwork | None) -> str:
     return f"{ADDRESS_SPACE}/{subnet}" + (f"/{ip_range}" if ip_range else "")
 
@@ -73,7 +85,7 @@ class DefaultIpam(IpamDriver):
         ConfigOption("default-address-pools-v6", list, None, "IPv6 pools for new networks"),
         ConfigOption("check-host-routes", bool, True, "never allocate a subnet overlapping host routes"),
         ConfigOption("default-global-address-pools", list, None, "pools of cluster-wide networks: [{base, size}]"),
-        ConfigOption("global-address-ttl", int, 10, "seconds a lost engine's cluster-wide addresses are kept"),
+        ConfigOption("global-address-ttl", int, None, "seconds a lost engine's cluster-wide addresses are kept"),
     )
 
     def __init__(self, context: Any) -> None:
@@ -86,7 +98,7 @@ class DefaultIpam(IpamDriver):
         self._pool_count = 0
         self._global_pools = P.parse_pools(_setting(context, "default-global-address-pools", DEFAULT_GLOBAL_POOLS),
                                            v6=False)
-        self._global_ttl = int(_setting(context, "global-address-ttl", "10"))
+        self._global_ttl = int(_setting(context, "global-address-ttl", _discovery_ttl(context, "10")))
         self._global: GlobalSpace | None = None
 
     async def setup(self) -> None:

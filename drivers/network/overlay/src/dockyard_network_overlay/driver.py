@@ -24,7 +24,8 @@ Settings (``network-opts`` driver option, else the daemon config key):
     The underlay address (or interface) VXLAN packets leave from; default: the address of
     ``--cluster-advertise`` (``ADDR:PORT`` or ``IFACE:PORT``).
 ``endpoint-ttl``
-    Seconds a lost engine's endpoints stay published (its lease; default 10).
+    Seconds a lost engine's endpoints stay published (its lease; default: ``discovery.ttl`` of
+    ``--cluster-store-opt``, when a node counts as lost, else 10; at least 2).
 
 Network options: ``com.docker.network.driver.mtu`` (default: the underlay's MTU minus 50),
 ``com.docker.network.driver.overlay.vxlanid_list`` (a given VNI). ``encrypted`` is refused:
@@ -89,6 +90,19 @@ def _setting(context: DriverContext, key: str, default: str) -> str:
     return default if value is None or value == "" else str(value)
 
 
+def _discovery_ttl(context: DriverContext, default: str) -> str:
+    """``discovery.ttl`` of ``--cluster-store-opt`` (when a node counts as lost, dockerd's flag),
+    rounded up to whole seconds, else ``default``."""
+    for item in context.daemon_config.get("cluster-opts") or ():
+        key, _, value = str(item).partition("=")
+        if key.strip() == "discovery.ttl":
+            try:
+                return str(max(1, -int(-float(value) // 1)))
+            except ValueError:
+                return default
+    return default
+
+
 class _Changes:
     """One subscriber's queue of :class:`ClusterNetworkChange` (registered when made)."""
 
@@ -127,7 +141,7 @@ class OverlayDriver(GlobalScopeDriver):
         super().__init__(context)
         self.owner = context.owner
         self._store: ClusterStore | None = context.provided.get(ClusterStore)
-        self._ttl = max(2, int(_setting(context, "endpoint-ttl", "10")))
+        self._ttl = max(2, int(_setting(context, "endpoint-ttl", _discovery_ttl(context, "10"))))
         advertise = str(context.daemon_config.get("cluster-advertise") or "")
         self._vtep_spec = _setting(context, "vtep", advertise.rsplit(":", 1)[0] if ":" in advertise else advertise)
         self._vtep = ""
