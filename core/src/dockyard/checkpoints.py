@@ -262,9 +262,10 @@ def apply_rootfs_diff(arc: Archive, rootfs: str | os.PathLike[str]) -> None:
     if arc.rootfs_diff is not None:
         tarsafe.extract(arc.rootfs_diff, rootfs)
     for rel in arc.deleted:
-        target = tarsafe.secure_join(rootfs, rel)
-        if target == Path(rootfs):
+        head, _, name = rel.rstrip("/").rpartition("/")
+        if not name or name in (".", ".."):
             continue
+        target = tarsafe.secure_join(rootfs, head or "/") / name  # the link itself, never its target
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target, ignore_errors=True)
         else:

@@ -31,6 +31,7 @@ from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.model import (
     Container,
     ContainerConfig,
+    ContainerStatus,
     EndpointSettings,
     HostConfig,
     from_dict,
@@ -42,6 +43,9 @@ from dockyard.specs.arch import CheckpointDriver, CheckpointRequest
 from dockyard_engine.container_checkpoint import Checkpoints
 from dockyard_engine.container_context import ContainerContext
 from dockyard_engine.container_create import Creation
+
+#: the mode podman gives a container's root directory
+PODMAN_ROOT_MODE = 0o555
 
 
 class CheckpointArchives:
@@ -65,19 +69,24 @@ class CheckpointArchives:
         try:
             async with ctx.lock(c.id):
                 c = ctx.load(c.id)
+                drv = await ctx.storage()
+                if c.state.status is ContainerStatus.RUNNING:
+                    # CRIU checks the mode of the root it restores into, and podman makes a
+                    # container's root 0555 (Docker 0755): dump with podman's, so the archive
+                    # restores there too (our import takes whatever mode the dump has)
+                    rootfs = await drv.mount(c.id)
+                    try:
+                        await asyncio.to_thread(os.chmod, rootfs, PODMAN_ROOT_MODE)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await drv.unmount(c.id)
                 done = await self.checkpoints.dump_locked(c, staging / layout.CHECKPOINT_DIR, req)
                 c = ctx.load(c.id)
                 rt = await ctx.runtime(c)
                 spec = rt.checkpoint_spec(c.id) if isinstance(rt, CheckpointDriver) else {}
-                drv = await ctx.storage()
                 layer = staging / "layer.tar"
                 await drv.diff(c.id, str(layer))
-                rootfs = await drv.mount(c.id)
-                try:
-                    root_mode = (await asyncio.to_thread(os.stat, rootfs)).st_mode
-                finally:
-                    with contextlib.suppress(Exception):
-                        await drv.unmount(c.id)
+                root_mode = PODMAN_ROOT_MODE
                 volumes = {m.name: ctx.volumes.get(m.name) for m in c.mounts
                            if m.type == "volume" and m.name and not ctx.volumes.get(m.name).anonymous}
             await asyncio.to_thread(self._write, c, spec, staging, layer, volumes, out_path, root_mode)

@@ -126,6 +126,19 @@ def last_error(log: Path, lines: int = 6) -> str:
     return "; ".join(errors[-lines:])
 
 
+def root_mode_wanted(log: Path) -> int | None:
+    """The root directory mode a failed restore expected (CRIU: ``File . has bad mode 040755
+    (expect 040555)``), or None when it failed for another reason."""
+    import re
+
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    m = re.search(r"File \. has bad mode 0?(\d+) \(expect 0?(\d+)\)", text)
+    return int(m.group(2), 8) & 0o7777 if m else None
+
+
 class Checkpointing(CheckpointDriver):
     """The ``checkpoint`` capability of :class:`~dockyard_arch_linux.driver.LinuxRuntime`
     (a base of it: it uses the driver's records, runtime paths and monitor)."""
@@ -232,7 +245,16 @@ class Checkpointing(CheckpointDriver):
         opts = [opt for flag in flags for opt in ("--runtime-opt", flag)]
         extra = ["--runtime-arg", "--criu", "--runtime-arg", self.criu().path, "--restore", request.image_dir, *opts]
         try:
-            state = await self._create_with(create, extra)  # type: ignore[attr-defined]
+            try:
+                state = await self._create_with(create, extra)  # type: ignore[attr-defined]
+            except DockyardError:
+                # engines give a container's root different modes (podman 0555, Docker 0755) and
+                # CRIU insists on the dumped one: take it, once
+                mode = root_mode_wanted(work / "restore.log")
+                if mode is None or not create.rootfs:
+                    raise
+                await asyncio.to_thread(os.chmod, create.rootfs, mode)
+                state = await self._create_with(create, extra)  # type: ignore[attr-defined]
         except DockyardError as exc:
             detail = last_error(work / "restore.log")
             if detail:
@@ -290,6 +312,13 @@ def mirror_mounts(spec: dict[str, Any], dumped: dict[str, Any], stand_ins: Path)
     for key in ("maskedPaths", "readonlyPaths"):
         if key in was:
             linux[key] = list(was[key] or [])
+    # with a cgroup namespace runc restores /sys/fs/cgroup as a real mount, without one as
+    # external binds per controller: follow the dump (podman on cgroup v1 has none)
+    dumped_cgroupns = any(ns.get("type") == "cgroup" for ns in was.get("namespaces") or [])
+    namespaces = [ns for ns in linux.get("namespaces") or [] if ns.get("type") != "cgroup"]
+    if dumped_cgroupns:
+        namespaces.append({"type": "cgroup"})
+    linux["namespaces"] = namespaces
 
 
 def _mirroring(create: RuntimeCreateRequest, dumped: dict[str, Any], stand_ins: Path) -> RuntimeCreateRequest:
