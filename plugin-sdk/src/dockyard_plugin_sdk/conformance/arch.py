@@ -28,7 +28,12 @@ Capabilities (``info.capabilities``) the cases look for:
 * ``stats``, ``top``, ``update`` -- the optional RuntimeDriver methods;
 * ``sandbox`` -- ``create_sandbox``/``remove_sandbox``: a network namespace of its own (named
   with the owner token, loopback up) that a container created with it as ``netns_path`` runs
-  in, gone without a trace once removed (removing it again is no error).
+  in, gone without a trace once removed (removing it again is no error);
+* ``checkpoint`` -- the driver subclasses :class:`~dockyard.specs.arch.CheckpointDriver`:
+  for a runtime ``checkpoint_support`` accepts, a counting container is checkpointed (its
+  process ends, ``wait`` returns) and restored from the images under the same ID, and counts
+  on from where it stopped; ``leave_running`` keeps it running. For a runtime it refuses (the
+  reason names the fix), ``checkpoint`` raises InvalidArgument and the container runs on.
 
 Every case removes what it created and then checks that no cgroup named after the owner token
 and no process mentioning the driver's run directory is left.
@@ -48,10 +53,17 @@ from typing import Any, ClassVar
 import pytest
 import pytest_asyncio
 
-from dockyard.errors import Conflict, NotFound
+from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.model import Container, ContainerConfig, HostConfig, Image, new_id
 from dockyard.specs import DriverContext
-from dockyard.specs.arch import ExecRequest, LogRecord, RuntimeCreateRequest, RuntimeDriver
+from dockyard.specs.arch import (
+    CheckpointDriver,
+    CheckpointRequest,
+    ExecRequest,
+    LogRecord,
+    RuntimeCreateRequest,
+    RuntimeDriver,
+)
 from dockyard_plugin_sdk.testing import async_wait_for, async_wait_for_exit
 
 from . import requires
@@ -430,3 +442,65 @@ class RuntimeContract(DriverContract):
         with open("/proc/self/mountinfo") as fh:
             assert not [line for line in fh if key in line]
         await driver.remove_sandbox(sid, key)  # already gone: not an error
+
+    # ------------------------------------------------------------------ checkpoint
+    COUNTER: ClassVar[list[str]] = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo n$i; sleep 0.1; done"]
+
+    @staticmethod
+    async def _counts(driver: RuntimeDriver, cid: str) -> list[int]:
+        out = (await collect_output(driver, cid)).decode()
+        return [int(w[1:]) for w in out.split() if w.startswith("n") and w[1:].isdigit()]
+
+    async def test_checkpoint_and_restore_continue_the_process(self, driver, containers, rootfs, tmp_path) -> None:
+        requires(driver, "checkpoint")
+        assert isinstance(driver, CheckpointDriver)
+        why = driver.checkpoint_support(self.runtime)
+        if why:
+            pytest.skip(f"runtime {self.runtime or 'default'} cannot checkpoint here: {why}")
+        req = make_request(rootfs, self.COUNTER, runtime=self.runtime)
+        containers.append(req.container.id)
+        cid = req.container.id
+        await driver.create(req)
+        await driver.start(cid)
+        await wait_for_output(driver, cid, b"n3")
+        images = tmp_path / "images"
+        result = await driver.checkpoint(cid, CheckpointRequest(image_dir=str(images)))
+        assert result.image_dir == str(images) and result.size > 0 and (images / "inventory.img").exists()
+        await asyncio.wait_for(driver.wait(cid), 15)  # the dump ended the process
+        last = max(await self._counts(driver, cid))
+        await driver.delete(cid)
+        st = await driver.restore(req, CheckpointRequest(image_dir=str(images)))
+        assert st.status == "running" and st.pid > 0
+        assert (await driver.state(cid)).status == "running"
+
+        async def counted_on() -> bool:
+            return len(await self._counts(driver, cid)) >= 2
+
+        await async_wait_for(counted_on, 10, "the restored process counting")
+        after = await self._counts(driver, cid)
+        assert after[0] == last + 1, (last, after)  # memory came back: the count goes on
+
+    async def test_checkpoint_leaving_it_running(self, driver, containers, rootfs, tmp_path) -> None:
+        requires(driver, "checkpoint")
+        if driver.checkpoint_support(self.runtime):
+            pytest.skip(f"runtime {self.runtime or 'default'} cannot checkpoint here")
+        cid = await self.run(driver, containers, rootfs, self.COUNTER)
+        await wait_for_output(driver, cid, b"n2")
+        await driver.checkpoint(cid, CheckpointRequest(image_dir=str(tmp_path / "i"), leave_running=True))
+        assert (await driver.state(cid)).status == "running"
+        n = len(await self._counts(driver, cid))
+
+        async def more() -> bool:
+            return len(await self._counts(driver, cid)) > n + 1
+
+        await async_wait_for(more, 10, "the container counting on")
+
+    async def test_a_runtime_that_cannot_checkpoint_says_why(self, driver, containers, rootfs, tmp_path) -> None:
+        requires(driver, "checkpoint")
+        why = driver.checkpoint_support(self.runtime)
+        if not why:
+            pytest.skip(f"runtime {self.runtime or 'default'} can checkpoint here")
+        cid = await self.run(driver, containers, rootfs, LOOP)
+        with pytest.raises(InvalidArgument, match="runc|CRIU|criu"):
+            await driver.checkpoint(cid, CheckpointRequest(image_dir=str(tmp_path / "i")))
+        assert (await driver.state(cid)).status == "running"
