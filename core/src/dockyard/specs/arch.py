@@ -381,10 +381,10 @@ class CheckpointDriver(RuntimeDriver):
         it: returns the running state, as :meth:`start` does. The rootfs and mounts must be
         those of the checkpoint (same paths of open files). On failure nothing is left."""
 
+    @abc.abstractmethod
     def checkpoint_spec(self, container_id: str) -> dict[str, Any]:
         """The runtime's own description of the container as it last ran (on Linux the OCI
         ``config.json``: a portable archive's ``spec.dump``); {} when it keeps none."""
-        return {}
 
 
 class ArchSpecs:
