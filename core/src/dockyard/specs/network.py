@@ -173,7 +173,10 @@ GLOBAL_SCOPE = "global-scope"
 @dataclass(frozen=True)
 class PeerEndpoint:
     """An endpoint of a global-scope network on another host, as the cluster store holds it:
-    what the embedded DNS answers for it (name, aliases) and what the data plane needs."""
+    what the embedded DNS answers for it (name, aliases) and what the data plane needs.
+    ``container_name`` is empty when a newer endpoint holds the name (a container rescheduled
+    while its lost node's endpoint has not expired yet): a name answers with its newest place,
+    and a local container of that name wins over every peer."""
 
     endpoint_id: str
     container_id: str

@@ -201,3 +201,28 @@ async def test_a_container_on_a_bridge_network_too_keeps_the_bridge_default_rout
     finally:
         h1.docker("rm", "-f", "both", check=False)
         h1.docker("network", "rm", "ovb", "brb", check=False)
+
+
+async def test_a_name_answers_with_its_newest_place(overlay_cluster):
+    """A container moved (rescheduled) to this host answers here at once, though its old
+    endpoint lasts until its lost node's lease expires: a local container holds its name (and
+    among other hosts' endpoints the newest does: test_overlay_unit)."""
+    h1, h2 = overlay_cluster.hosts
+    h1.docker("network", "create", "-d", "overlay", "--subnet", "10.30.0.0/24", "ovm")
+    try:
+        h2.docker("run", "-d", "--name", "mover", "--network", "ovm", "--ip", "10.30.0.20", "busybox", "sleep", "600")
+        h1.docker("run", "-d", "--name", "asker", "--network", "ovm", "busybox", "sleep", "600")
+
+        def answer() -> str:
+            out = h1.docker("exec", "asker", "nslookup", "mover", check=False).stdout
+            return " ".join(sorted(re.findall(r"Address: (10\.30\.0\.\d+)", out)))
+
+        assert answer() == "10.30.0.20"
+        h1.docker("run", "-d", "--name", "mover", "--network", "ovm", "--ip", "10.30.0.10", "busybox", "sleep", "600")
+        wait_for(lambda: answer() == "10.30.0.10", 1, "the local mover to answer on h1")  # within a second
+        h1.docker("rm", "-f", "mover")
+        wait_for(lambda: answer() == "10.30.0.20", 2, "the remaining mover to answer again")
+    finally:
+        for h in (h1, h2):
+            h.docker("rm", "-f", "mover", "asker", check=False)
+        h1.docker("network", "rm", "ovm", check=False)

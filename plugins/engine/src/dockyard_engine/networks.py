@@ -616,12 +616,14 @@ class NetworkService(Service):
             have = records.setdefault(name.lower(), [])
             have.extend(a for a in addresses if a not in have)
 
+        local_names = set()
         for ep in self.endpoints(net):
             if ep.state != JOINED:
                 continue
             addrs = [a.split("/")[0] for a in (ep.ipv4_address, ep.ipv6_address) if a]
             if not addrs:
                 continue
+            local_names.add(ep.container_name.lower())
             for name in (ep.container_name, *ep.aliases, ep.container_id[:12]):
                 if name:
                     add(name, addrs)
@@ -629,7 +631,9 @@ class NetworkService(Service):
         if isinstance(drv, GlobalScopeDriver):  # endpoints on other hosts
             for peer in drv.peers(net.id):
                 addrs = [a.split("/")[0] for a in (peer.ipv4_address, peer.ipv6_address) if a]
-                for name in (peer.container_name, *peer.aliases, peer.container_id[:12]):
+                # a local container of the same name wins (moved here; the old place expires)
+                own = "" if peer.container_name.lower() in local_names else peer.container_name
+                for name in (own, *peer.aliases, peer.container_id[:12]):
                     if name and addrs:
                         add(name, addrs)
         for extra in self.kernel.hook.dockyard_dns_records(kernel=self.kernel, network=net):

@@ -251,6 +251,7 @@ class OverlayDriver(GlobalScopeDriver):
                 doc = ev.kv.json()
                 if doc.get("vtep") == self._vtep:
                     return None  # ours
+                doc["rev"] = ev.kv.create_revision or ev.kv.mod_revision  # when it was first published
                 self._peers.setdefault(net_id, {})[ep_id] = doc
             elif self._peers.get(net_id, {}).pop(ep_id, None) is None:
                 return None
@@ -353,11 +354,19 @@ class OverlayDriver(GlobalScopeDriver):
         return [n for n in (self._definition(i) for i in list(self._defs)) if n is not None]
 
     def peers(self, network_id: str) -> list[PeerEndpoint]:
+        """Endpoints on other hosts. A container name two of them hold (a container rescheduled
+        while its lost node's endpoint has not expired yet) is given to the newest only."""
+        items = sorted(self._peers.get(network_id, {}).items())
+        newest: dict[str, int] = {}
+        for _eid, d in items:
+            if d.get("name"):
+                newest[d["name"]] = max(newest.get(d["name"], 0), int(d.get("rev", 0)))
         return [PeerEndpoint(endpoint_id=eid, container_id=d.get("container_id", ""),
-                             container_name=d.get("name", ""), host=d.get("vtep", ""),
-                             ipv4_address=d.get("ipv4", ""), mac_address=d.get("mac", ""),
+                             container_name=d.get("name", "") if int(d.get("rev", 0)) == newest.get(d.get("name"))
+                             else "",
+                             host=d.get("vtep", ""), ipv4_address=d.get("ipv4", ""), mac_address=d.get("mac", ""),
                              aliases=tuple(d.get("aliases") or ()))
-                for eid, d in sorted(self._peers.get(network_id, {}).items())]
+                for eid, d in items]
 
     def cluster_changes(self) -> AsyncIterator[ClusterNetworkChange]:
         return _Changes(self._subscribers)
