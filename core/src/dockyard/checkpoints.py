@@ -150,7 +150,7 @@ def write_archive(staging: str | os.PathLike[str], out: str | os.PathLike[str] |
     raw: BinaryIO = open(out, "wb") if isinstance(out, (str, os.PathLike)) else out  # noqa: SIM115
     try:
         stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if compression == "gzip" else raw  # type: ignore[assignment]
-        with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # a FIFO too
             root = Path(staging)
             for entry in sorted(root.iterdir()):
                 tf.add(str(entry), arcname=entry.name, recursive=True)
@@ -214,6 +214,8 @@ def read_archive(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> 
     ``config.dump``."""
     from dockyard import tarsafe
 
+    if os.path.isdir(path):  # already extracted (a migration unpacks its stream): read in place
+        return _documents(Path(path))
     root = Path(dest)
     root.mkdir(parents=True, exist_ok=True)
     with _decompressed(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
@@ -234,6 +236,10 @@ def read_archive(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> 
                 if src is not None:
                     shutil.copyfileobj(src, out, 1 << 20)
             os.chmod(target, m.mode & 0o777)
+    return _documents(root)
+
+
+def _documents(root: Path) -> Archive:
     if not (root / CHECKPOINT_DIR / "inventory.img").is_file():
         raise InvalidArgument("not a checkpoint archive: no checkpoint/inventory.img")
     if not (root / CONFIG_DUMP).is_file():

@@ -110,6 +110,12 @@ class CheckpointCreate:
     file_locks: bool = True
     page_server: str = ""
     lazy_pages: bool = False
+    #: export only: leave the named volumes out (podman's ``--ignore-volumes``; a migration
+    #: streams them itself), the archive's compression (``gzip`` or ``none``), and keep the dump
+    #: as the container's checkpoint ``name`` (hard links), so ``restore(ref, name)`` resumes it
+    ignore_volumes: bool = False
+    compression: str = "gzip"
+    keep: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,9 @@ class CheckpointImport:
     ignore_static_ip: bool = False
     ignore_static_mac: bool = False
     ignore_volumes: bool = False
+    #: restore the memory lazily from this CRIU page server (``ADDR:PORT``; a migration's
+    #: source), post-copy; "" = every page is in the archive
+    page_server: str = ""
 
 
 class Containers(Protocol):

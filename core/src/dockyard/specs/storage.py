@@ -19,15 +19,15 @@ directions, whatever the driver stores internally.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dockyard.specs._base import Driver, hookspec
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
-    from dockyard.model import Image
+    from dockyard.model import Image, Volume
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,136 @@ class ImagePuller:
     handler: Callable[[Any], Awaitable[Any]] | None = None
 
 
+# -- migration: moving a running container to another engine (versionadded 0.3) ------------
+
+#: how memory travels: ``stop-copy`` (every page in the dump), ``lazy`` (post-copy: pages
+#: served on demand from a page server on the source), ``auto`` (lazy above a memory size)
+MIGRATION_MODES = ("auto", "stop-copy", "lazy")
+#: the phases a migration reports and a failure is judged by
+MIGRATION_PHASES = ("prepare", "dump", "transfer", "restore", "cleanup", "done")
+
+
+@dataclass(frozen=True)
+class MigrationTicket:
+    """What a target engine hands out for one incoming migration (``offer``): the address a
+    source reaches it at (``HOST:PORT``; an empty host means "the address the client reached
+    the target by"), a one-time ``token`` the source presents, the ``migrator`` that will
+    receive, whether the connection is TLS (the target's own server certificate), and when the
+    offer lapses (epoch seconds). It travels from target to source only through the client,
+    over the engines' own mutual-TLS APIs.
+
+    .. versionadded:: 0.3
+    """
+
+    address: str
+    token: str
+    migrator: str
+    tls: bool = False
+    expires: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Address": self.address, "Token": self.token, "Migrator": self.migrator, "Tls": self.tls,
+                "Expires": self.expires}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> MigrationTicket:
+        return cls(address=str(doc.get("Address") or ""), token=str(doc.get("Token") or ""),
+                   migrator=str(doc.get("Migrator") or ""), tls=bool(doc.get("Tls")),
+                   expires=float(doc.get("Expires") or 0))
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    """How to migrate: ``mode`` (:data:`MIGRATION_MODES`) and the memory size from which
+    ``auto`` picks ``lazy``; for :meth:`Migrator.offer`, the address the target's receiver
+    listens on ("" = loopback; the API uses the address the client reached the target by).
+
+    .. versionadded:: 0.3
+    """
+
+    mode: str = "auto"
+    lazy_threshold: int = 128 << 20
+    listen: str = ""
+
+
+@dataclass(frozen=True)
+class MigrationProgress:
+    """One report of a running migration: its ``phase`` (:data:`MIGRATION_PHASES`, or
+    ``rollback``), bytes sent so far, how long the container has been frozen (ms; final once
+    the target runs) and a human line.
+
+    .. versionadded:: 0.3
+    """
+
+    phase: str
+    bytes: int = 0
+    frozen_ms: float = 0.0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """A finished migration: the container's ID on the target, the memory ``mode`` used, bytes
+    moved, frozen and total time (ms) and each phase's duration.
+
+    .. versionadded:: 0.3
+    """
+
+    container_id: str
+    mode: str
+    bytes: int
+    frozen_ms: float
+    total_ms: float
+    phases: dict[str, float]
+
+
+class Migrator(abc.ABC):
+    """A way to move a running container between engines (a transport and its strategy).
+
+    Both ends run the same migrator: the target's :meth:`offer` opens a one-time receiver and
+    returns its ticket; the source's :meth:`send` moves the container there and reports
+    progress. The contract a migrator keeps: afterwards the container runs on exactly one of
+    the two engines with its data intact; a failure while it is frozen resumes it on the
+    source; the source's copy is removed only once the target's runs. :meth:`recover` runs at
+    every daemon start and finishes or undoes what a killed daemon left half done.
+
+    .. versionadded:: 0.3
+    """
+
+    name: str = ""
+
+    @abc.abstractmethod
+    async def offer(self, kernel: Kernel, options: MigrationOptions) -> MigrationTicket:
+        """Target side: get ready to receive one container (any checks that need no container
+        first, e.g. that this engine can restore checkpoints)."""
+
+    @abc.abstractmethod
+    async def send(self, kernel: Kernel, ref: str, ticket: MigrationTicket, options: MigrationOptions,
+                   report: Callable[[MigrationProgress], None]) -> MigrationResult:
+        """Source side: move container ``ref`` to the target that gave ``ticket``."""
+
+    async def recover(self, kernel: Kernel) -> None:
+        """At daemon start: settle migrations a killed daemon (either side) left behind."""
+        return None
+
+
+@dataclass(frozen=True)
+class VolumeCarrier:
+    """How the named volumes of some volume ``drivers`` travel in a migration. ``send(volume,
+    out)`` writes the volume's content to the binary stream ``out``; ``receive(volume, src)``
+    fills the target's volume of the same name from it. Both block (they run in a thread).
+    ``send`` None means nothing moves: the storage is shared, and the target's driver finds the
+    same data by name (a volume driver of networked storage plugs in here).
+
+    .. versionadded:: 0.3
+    """
+
+    name: str
+    drivers: tuple[str, ...]
+    send: Callable[[Volume, BinaryIO], None] | None = None
+    receive: Callable[[Volume, BinaryIO], None] | None = None
+
+
 class StorageSpecs:
     """Hook specifications of the ``storage`` area."""
 
@@ -187,4 +317,29 @@ class StorageSpecs:
         Results are merged in call order, config wins. Return ``None`` for no opinion.
 
         .. versionadded:: 0.1
+        """
+
+    @hookspec
+    def dockyard_migrators(self, kernel: Kernel) -> Iterable[Migrator] | None:
+        """Offer ways to migrate containers between engines (:class:`Migrator`). Collected from
+        every plugin; one is used per migration, by name (the request's ``migrator``, else the
+        daemon setting ``migrator``); two with one name are a conflict.
+
+        .. versionadded:: 0.3
+        """
+
+    @hookspec
+    def dockyard_volume_carriers(self, kernel: Kernel) -> Iterable[VolumeCarrier] | None:
+        """Say how the volumes of some volume drivers travel in a migration
+        (:class:`VolumeCarrier`; ``send=None`` for shared storage that moves nothing). Collected
+        from every plugin; a volume whose driver no carrier names stops the migration before
+        the container is frozen.
+
+        Example::
+
+            @hookimpl
+            def dockyard_volume_carriers(kernel):
+                return [VolumeCarrier("nfs", drivers=("nfs",))]  # the target mounts the same export
+
+        .. versionadded:: 0.3
         """

@@ -81,21 +81,27 @@ class CheckpointArchives:
                         with contextlib.suppress(Exception):
                             await drv.unmount(c.id)
                 done = await self.checkpoints.dump_locked(c, staging / layout.CHECKPOINT_DIR, req)
+                if req.keep:  # the dump stays the container's checkpoint req.name (hard links, no copy)
+                    kept = self.checkpoints.path(c, req.name, req.directory)
+                    await asyncio.to_thread(shutil.copytree, staging / layout.CHECKPOINT_DIR, kept,
+                                            copy_function=os.link)
                 c = ctx.load(c.id)
                 rt = await ctx.runtime(c)
                 spec = rt.checkpoint_spec(c.id) if isinstance(rt, CheckpointDriver) else {}
                 layer = staging / "layer.tar"
                 await drv.diff(c.id, str(layer))
                 root_mode = PODMAN_ROOT_MODE
-                volumes = {m.name: ctx.volumes.get(m.name) for m in c.mounts
-                           if m.type == "volume" and m.name and not ctx.volumes.get(m.name).anonymous}
-            await asyncio.to_thread(self._write, c, spec, staging, layer, volumes, out_path, root_mode)
+                volumes = {} if req.ignore_volumes else {
+                    m.name: ctx.volumes.get(m.name) for m in c.mounts
+                    if m.type == "volume" and m.name and not ctx.volumes.get(m.name).anonymous}
+            await asyncio.to_thread(self._write, c, spec, staging, layer, volumes, out_path, root_mode,
+                                    req.compression)
             return done
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
 
     def _write(self, c: Container, spec: dict[str, Any], staging: Path, layer: Path, volumes: dict[str, Any],
-               out_path: str, root_mode: int) -> None:
+               out_path: str, root_mode: int, compression: str = "gzip") -> None:
         deleted = layout.layer_to_rootfs_diff(layer, staging / layout.ROOTFS_DIFF, root_mode)
         layer.unlink()
         (staging / layout.DELETED_FILES).write_text(json.dumps(deleted))
@@ -119,7 +125,7 @@ class CheckpointArchives:
                     if vol.mountpoint and os.path.isdir(vol.mountpoint):
                         for entry in sorted(os.listdir(vol.mountpoint)):
                             tf.add(os.path.join(vol.mountpoint, entry), arcname=entry)
-        layout.write_archive(staging, out_path)
+        layout.write_archive(staging, out_path, compression)
 
     # ------------------------------------------------------------------ import
     async def import_(self, req: CheckpointImport) -> Container:
@@ -139,7 +145,8 @@ class CheckpointArchives:
                     await drv.unmount(created.id)
             if not req.ignore_volumes:
                 await self._volumes(arc, created)
-            restore = CheckpointRequest(image_dir=str(arc.images), checkpointed_spec=arc.spec or None)
+            restore = CheckpointRequest(image_dir=str(arc.images), checkpointed_spec=arc.spec or None,
+                                        page_server=req.page_server, lazy_pages=bool(req.page_server))
             c = await self.checkpoints.lifecycle.start_container(created.id, restore=restore)
             created = None
             return c

@@ -1,0 +1,203 @@
+"""What both ends share: the journal of migrations in flight, fault injection for the crash
+tests, the lazy-pages sysctl, the default volume carrier and pipes between threads and the
+event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tarfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from dockyard.errors import InvalidArgument
+from dockyard.jsonfile import RecordDir, write_json
+from dockyard.model import Volume
+from dockyard.specs.storage import VolumeCarrier
+
+#: fs.pipe-max-size CRIU's lazy pages need on a host whose root lacks CAP_SYS_RESOURCE
+LAZY_PIPE_MAX = 4194304
+PIPE_MAX = Path("/proc/sys/fs/pipe-max-size")
+
+
+@dataclass
+class Record:
+    """One migration in flight, as the side that keeps it last wrote it (durably)."""
+
+    id: str
+    side: str  # source | target
+    phase: str  # source: prepare dump transfer commit cleanup; target: receive restore restored
+    container: str = ""  # source: the container's ID; target: its name
+    checkpoint: str = ""  # source: the checkpoint kept for resuming
+    target_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Journal(RecordDir[Record]):
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, Record, lenient=True)
+
+    def save(self, record: Record) -> None:  # durable: a crash right after must find it
+        import dataclasses
+
+        write_json(self.path(record.id), dataclasses.asdict(record), durable=True)
+
+
+def data_dir(kernel: Any) -> Path:
+    return Path(kernel.config.data_root) / "migrate"
+
+
+# ------------------------------------------------------------------ fault injection
+FAULT_FILE = "fault"
+
+
+class InjectedFault(InvalidArgument):
+    pass
+
+
+def fault_point(kernel: Any, side: str, phase: str) -> None:
+    """Crash tests: ``<data-root>/migrate/fault`` holding ``SIDE:PHASE:ACTION`` (ACTION
+    ``raise`` fails the migration there, ``kill`` ends the daemon as kill -9 would) makes the
+    daemon fail at that point. Absent in normal use (one stat per phase)."""
+    path = data_dir(kernel) / FAULT_FILE
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return
+    want_side, _, rest = text.partition(":")
+    want_phase, _, action = rest.partition(":")
+    if (want_side, want_phase) != (side, phase):
+        return
+    path.unlink(missing_ok=True)
+    if action == "kill":
+        os._exit(137)
+    raise InjectedFault(f"fault injected at {side}:{phase}")
+
+
+# ------------------------------------------------------------------ lazy pages sysctl
+_sysctl_lock = threading.Lock()
+_sysctl_users = 0
+_sysctl_old = ""
+
+
+@contextlib.contextmanager
+def lazy_pipe_size() -> Iterator[None]:
+    """Raise fs.pipe-max-size for CRIU's lazy pages while at least one migration needs it,
+    and set it back after the last."""
+    global _sysctl_users, _sysctl_old
+    with _sysctl_lock:
+        if _sysctl_users == 0:
+            _sysctl_old = PIPE_MAX.read_text().strip()
+            if int(_sysctl_old) < LAZY_PIPE_MAX:
+                PIPE_MAX.write_text(str(LAZY_PIPE_MAX))
+        _sysctl_users += 1
+    try:
+        yield
+    finally:
+        with _sysctl_lock:
+            _sysctl_users -= 1
+            if _sysctl_users == 0 and _sysctl_old and int(_sysctl_old) < LAZY_PIPE_MAX:
+                PIPE_MAX.write_text(_sysctl_old)
+
+
+# ------------------------------------------------------------------ the local volume carrier
+def send_dir(volume: Volume, out: BinaryIO) -> None:
+    """The volume's directory as a tar stream (no temporary copy)."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        root = volume.mountpoint
+        if root and os.path.isdir(root):
+            for entry in sorted(os.listdir(root)):
+                tf.add(os.path.join(root, entry), arcname=entry)
+
+
+def receive_dir(volume: Volume, src: BinaryIO) -> None:
+    """Fill the volume's directory from a tar stream, hostile-archive safe."""
+    from dockyard import tarsafe
+
+    root = Path(volume.mountpoint)
+    with tarfile.open(fileobj=src, mode="r|") as tf:
+        for m in tf:
+            parts = tarsafe.split_name(m.name, m.name)
+            if not parts:
+                continue
+            if not (m.isfile() or m.isdir() or m.issym()):
+                raise tarsafe.UnsafeArchive(f"volume {volume.name}: member {m.name!r} is not a file, directory or symlink")
+            target = tarsafe.secure_join(root, "/".join(parts))
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                os.chmod(target, m.mode & 0o7777)
+            elif m.issym():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    target.unlink()
+                os.symlink(m.linkname, target)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                f = tf.extractfile(m)
+                with open(target, "wb") as fh:
+                    if f is not None:
+                        while chunk := f.read(1 << 20):
+                            fh.write(chunk)
+                os.chmod(target, m.mode & 0o7777)
+            if os.geteuid() == 0 and not m.issym():
+                os.chown(target, m.uid, m.gid)
+
+
+LOCAL_CARRIER = VolumeCarrier("local", drivers=("local",), send=send_dir, receive=receive_dir)
+
+
+# ------------------------------------------------------------------ threads <-> the loop
+async def pump_thread_writer(fn: Callable[[BinaryIO], None], send: Callable[[bytes], Any]) -> None:
+    """Run ``fn(out)`` in a thread and ``await send(chunk)`` for what it writes to ``out``."""
+    r, w = os.pipe()
+    loop = asyncio.get_running_loop()
+
+    def run() -> None:
+        with open(w, "wb", buffering=1 << 20) as out:
+            fn(out)
+
+    task = loop.run_in_executor(None, run)
+    reader = asyncio.StreamReader(limit=1 << 21)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), open(r, "rb", buffering=0))
+    try:
+        while chunk := await reader.read(1 << 20):
+            await send(chunk)
+        await task
+    finally:
+        transport.close()
+
+
+class ThreadReader:
+    """The loop feeds chunks; a thread consumes them as a binary stream (a pipe)."""
+
+    def __init__(self, fn: Callable[[BinaryIO], None]) -> None:
+        self.r, self.w = os.pipe()
+        self.fn = fn
+        loop = asyncio.get_running_loop()
+        self.task = loop.run_in_executor(None, self._run)
+
+    def _run(self) -> None:
+        with open(self.r, "rb", buffering=1 << 20) as src:
+            try:
+                self.fn(src)
+            finally:
+                while src.read(1 << 20):  # drain so the feeder never blocks on a dead reader
+                    pass
+
+    async def feed(self, data: bytes) -> None:
+        await asyncio.to_thread(_write_all, self.w, data)
+
+    async def finish(self) -> None:
+        os.close(self.w)
+        await self.task
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

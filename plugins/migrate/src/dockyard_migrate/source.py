@@ -1,0 +1,270 @@
+"""The source's half of the ``stream`` migrator.
+
+Order: pre-flight with the target (nothing frozen yet) → the journal says ``dump`` → the
+engine's ``checkpoint_export`` dumps the container (frozen from here; the dump is kept as the
+container's checkpoint so the source can resume it) and writes the portable archive into a
+FIFO whose bytes go straight onto the wire → each named volume streams from its carrier →
+``commit`` → the target restores and answers ``restored`` → the journal says ``cleanup``
+(durably: the target's copy is the container now) → the source's copy is removed.
+
+Any failure before ``restored`` resumes the container here from the kept checkpoint (same
+network sandbox: same addresses, TCP connections resume); :func:`recover` does the same at
+the next start of a daemon killed mid-way, and finishes a ``cleanup`` it had begun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
+from dockyard.model import Container, ContainerStatus
+from dockyard.services.containers import CheckpointCreate
+from dockyard.specs.storage import (
+    MigrationOptions,
+    MigrationProgress,
+    MigrationResult,
+    MigrationTicket,
+    VolumeCarrier,
+)
+from dockyard_migrate.common import Journal, Record, data_dir, fault_point, lazy_pipe_size, pump_thread_writer
+from dockyard_migrate.wire import CHUNK, Wire, WireError
+
+log = logging.getLogger(__name__)
+RESTORE_TIMEOUT = 300.0
+
+
+def client_ssl(kernel: Any) -> ssl.SSLContext:
+    """Verify the target's server certificate against this engine's CA (a machine-made
+    cluster shares one); without one, against the system's roots."""
+    ctx = ssl.create_default_context(cafile=kernel.config.get("tlscacert") or None)
+    ctx.check_hostname = False  # the ticket names an address; the CA is what we trust
+    return ctx
+
+
+def memory_of(c: Container) -> int:
+    """The container's resident memory (its cgroup's), 0 when unknown."""
+    pid = c.state.pid
+    try:
+        with open(f"/proc/{pid}/cgroup") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        _, ctrl, path = line.split(":", 2)
+        for base in (f"/sys/fs/cgroup/memory{path}/memory.usage_in_bytes", f"/sys/fs/cgroup{path}/memory.current"):
+            if ("memory" in ctrl.split(",") or ctrl == "") and os.path.exists(base):
+                with contextlib.suppress(OSError, ValueError):
+                    return int(open(base).read())
+    return 0
+
+
+def choose_mode(options: MigrationOptions, memory: int) -> str:
+    if options.mode not in ("auto", "stop-copy", "lazy"):
+        raise InvalidArgument(f"unknown migration mode {options.mode!r} (auto, stop-copy or lazy)")
+    if options.mode != "auto":
+        return options.mode
+    return "lazy" if memory >= options.lazy_threshold else "stop-copy"
+
+
+def free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class Sender:
+    def __init__(self, kernel: Any, carriers: dict[str, VolumeCarrier]) -> None:
+        self.kernel = kernel
+        self.carriers = carriers
+        self.journal = Journal(data_dir(kernel) / "journal")
+
+    def carrier(self, driver: str) -> VolumeCarrier:
+        for c in self.carriers.values():
+            if driver in c.drivers:
+                return c
+        raise InvalidArgument(f"no migration carrier for volume driver {driver!r}: install a plugin that carries "
+                              "its volumes (dockyard_volume_carriers), or move the container without them")
+
+    async def send(self, ref: str, ticket: MigrationTicket, options: MigrationOptions,
+                   report: Callable[[MigrationProgress], None]) -> MigrationResult:
+        k = self.kernel
+        t0 = time.monotonic()
+        phases: dict[str, float] = {}
+        c = k.containers.get(ref)
+        if c.state.status is not ContainerStatus.RUNNING:
+            raise Conflict(f"container {c.name} is not running: only a running container migrates")
+        mode = choose_mode(options, memory_of(c))
+        volumes = [k.volumes.get(m.name) for m in c.mounts if m.type == "volume" and m.name]
+        carriers = {v.name: self.carrier(v.driver) for v in volumes}
+        host, _, port = ticket.address.rpartition(":")
+        report(MigrationProgress("prepare", message=f"connecting to {ticket.address} ({mode})"))
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            host.strip("[]") or "127.0.0.1", int(port), ssl=client_ssl(k) if ticket.tls else None), 15)
+        wire = Wire(reader, writer)
+        mig_id = secrets.token_hex(8)
+        name = c.name.lstrip("/")
+        await wire.send_json({"type": "hello", "token": ticket.token, "id": mig_id, "name": name,
+                              "image": c.config.image, "image_id": c.image_id, "mode": mode,
+                              "source": str(k.config.get("name") or os.uname().nodename),
+                              "volumes": [{"name": v.name, "driver": v.driver} for v in volumes]})
+        await asyncio.wait_for(wire.recv_json(), 30)  # "ready"; an "error" raises
+        phases["prepare"] = time.monotonic() - t0
+        checkpoint = f"migrate-{mig_id}"
+        record = Record(id=mig_id, side="source", phase="dump", container=c.id, checkpoint=checkpoint,
+                        extra={"target": ticket.address, "mode": mode})
+        self.journal.save(record)
+        frozen_at = 0.0
+        try:
+            fault_point(k, "source", "dump")
+            page_server = ""
+            if mode == "lazy":
+                local = writer.get_extra_info("sockname")[0]
+                page_server = f"{local}:{free_port(local)}"
+            t = time.monotonic()
+            report(MigrationProgress("dump", message=f"checkpointing {name}"))
+            frozen_at = time.monotonic()
+            await self._archive(c, wire, checkpoint, page_server, report, frozen_at)
+            phases["dump+archive"] = time.monotonic() - t
+            record.phase = "transfer"
+            self.journal.save(record)
+            fault_point(k, "source", "transfer")
+            t = time.monotonic()
+            for v in volumes:
+                send = carriers[v.name].send
+                await wire.send_json({"type": "volume", "name": v.name, "driver": v.driver,
+                                      "options": dict(v.options), "labels": dict(v.labels)})
+                if send is not None:
+                    async def put(chunk: bytes) -> None:
+                        await wire.send_data(chunk)
+                        report(MigrationProgress("transfer", wire.sent, (time.monotonic() - frozen_at) * 1000,
+                                                 f"volume {v.name}"))
+                    await pump_thread_writer(lambda out, vol=v, fn=send: fn(vol, out), put)
+                await wire.send_end()
+            phases["volumes"] = time.monotonic() - t
+            record.phase = "commit"
+            self.journal.save(record)
+            t = time.monotonic()
+            report(MigrationProgress("restore", wire.sent, (time.monotonic() - frozen_at) * 1000,
+                                     "restoring on the target"))
+            await wire.send_json({"type": "commit", "page_server": page_server})
+            fault_point(k, "source", "restore")
+            answer = await asyncio.wait_for(wire.recv_json(), RESTORE_TIMEOUT)
+            if answer.get("type") != "restored":
+                raise WireError(f"expected restored, got {answer.get('type')!r}")
+            frozen_ms = (time.monotonic() - frozen_at) * 1000
+            phases["restore"] = time.monotonic() - t
+            record.phase, record.target_id = "cleanup", str(answer.get("id") or "")
+            self.journal.save(record)
+        except BaseException as exc:
+            report(MigrationProgress("rollback", wire.sent, 0, f"resuming {name} here: {exc}"))
+            await wire.close()
+            await self.resume(record)
+            raise
+        report(MigrationProgress("cleanup", wire.sent, frozen_ms, f"removing {name} here"))
+        t = time.monotonic()
+        fault_point(k, "source", "cleanup")
+        await self.cleanup(record)
+        with contextlib.suppress(Exception):
+            await wire.send_json({"type": "done"})
+        await wire.close()
+        phases["cleanup"] = time.monotonic() - t
+        total = (time.monotonic() - t0) * 1000
+        k.emit("container", "migrate", c.id, name=name, direction="out", target=ticket.address, mode=mode,
+               frozenMs=f"{frozen_ms:.0f}", bytes=str(wire.sent))
+        report(MigrationProgress("done", wire.sent, frozen_ms, f"{name} runs on {ticket.address}"))
+        return MigrationResult(container_id=record.target_id, mode=mode, bytes=wire.sent, frozen_ms=round(frozen_ms, 1),
+                               total_ms=round(total, 1), phases={p: round(s * 1000, 1) for p, s in phases.items()})
+
+    async def _archive(self, c: Container, wire: Wire, checkpoint: str, page_server: str,
+                       report: Callable[[MigrationProgress], None], frozen_at: float) -> None:
+        """Export the checkpoint archive into a FIFO and forward its bytes as they come."""
+        k = self.kernel
+        fifo = data_dir(k) / f"{checkpoint}.fifo"
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo, 0o600)
+        req = CheckpointCreate(name=checkpoint, tcp_established=True, lazy_pages=bool(page_server),
+                               page_server=page_server, ignore_volumes=True, compression="none", keep=True)
+        loop = asyncio.get_running_loop()
+        ctx = lazy_pipe_size() if page_server else contextlib.nullcontext()
+        ctx.__enter__()
+        export = loop.create_task(k.containers.checkpoint_export(c.id, str(fifo), req))
+        opened = loop.run_in_executor(None, lambda: open(fifo, "rb", buffering=0))  # noqa: SIM115
+        try:
+            done, _ = await asyncio.wait({export, opened}, return_when=asyncio.FIRST_COMPLETED)
+            if export in done and opened not in done:
+                with open(fifo, "wb"):  # unblock the reader, then report the export's failure
+                    pass
+                (await opened).close()
+                await export
+                raise DockyardError("the checkpoint export ended without writing the archive")
+            src = await opened
+            try:
+                while True:
+                    chunk = await loop.run_in_executor(None, src.read, CHUNK)
+                    if not chunk:
+                        break
+                    await wire.send_data(chunk)
+                    report(MigrationProgress("transfer", wire.sent, (time.monotonic() - frozen_at) * 1000,
+                                             "checkpoint"))
+            finally:
+                src.close()
+            await export
+            await wire.send_end()
+        finally:
+            if not export.done():
+                export.cancel()
+            ctx.__exit__(None, None, None)
+            fifo.unlink(missing_ok=True)
+
+    async def resume(self, record: Record) -> None:
+        """Put the container back to work here, from the checkpoint the migration kept."""
+        k = self.kernel
+        try:
+            c = k.containers.get(record.container)
+        except NotFound:
+            self.journal.remove(record.id)
+            return
+        if c.state.status is not ContainerStatus.RUNNING and record.phase != "prepare":
+            try:
+                await k.containers.restore(c.id, record.checkpoint)
+            except NotFound:
+                log.warning("migration %s: no checkpoint %s to resume %s from", record.id, record.checkpoint, c.id)
+        with contextlib.suppress(DockyardError):
+            await k.containers.checkpoint_remove(c.id, record.checkpoint)
+        self.journal.remove(record.id)
+
+    async def cleanup(self, record: Record) -> None:
+        k = self.kernel
+        with contextlib.suppress(NotFound):
+            await k.containers.remove(record.container, force=True, volumes=True)
+        self.journal.remove(record.id)
+
+
+async def recover(kernel: Any, sender: Sender, receiver: Any) -> None:
+    """At daemon start: a source's migration that had not reached ``cleanup`` resumes its
+    container here; one in ``cleanup`` removes it (the target runs it). A target's that had
+    not reached ``restored`` is undone; a ``restored`` one is kept."""
+    journal = sender.journal
+    for record in journal.all():
+        try:
+            if record.side == "source":
+                if record.phase == "cleanup":
+                    await sender.cleanup(record)
+                else:
+                    await sender.resume(record)
+            elif record.phase == "restored":
+                journal.remove(record.id)
+            else:
+                await receiver.undo(record)
+        except DockyardError as exc:
+            log.warning("migration %s: could not settle (%s side, %s): %s", record.id, record.side, record.phase, exc)

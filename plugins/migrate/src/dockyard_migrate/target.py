@@ -1,0 +1,239 @@
+"""The target's half of the ``stream`` migrator: a one-time receiver.
+
+``offer`` listens on a fresh port (TLS with the engine's own server certificate when it has
+one) and accepts one connection presenting the ticket's token before it lapses. The receiver
+checks what it can before the source freezes anything (the image is here, the name is free,
+this engine can restore checkpoints, every volume can be made), then unpacks the archive stream
+into ``<data-root>/migrate/<id>/archive`` (the layout of a portable checkpoint archive, never
+a second copy of it), fills each volume straight from its stream, and restores the container
+with the engine's ``checkpoint_import``. Once it runs, the journal says ``restored`` (durably)
+before the source is told: from then on the target's copy is the container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import secrets
+import shutil
+import ssl
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
+from dockyard.services.containers import CheckpointImport
+from dockyard.specs.storage import MigrationOptions, MigrationTicket, VolumeCarrier
+from dockyard_migrate.common import Journal, Record, ThreadReader, data_dir, fault_point, lazy_pipe_size
+from dockyard_migrate.wire import Wire, WireError
+
+log = logging.getLogger(__name__)
+OFFER_TTL = 60.0
+
+
+def server_ssl(kernel: Any) -> ssl.SSLContext | None:
+    cfg = kernel.config
+    cert, key = cfg.get("tlscert"), cfg.get("tlskey")
+    if not (cert and key) or not (cfg.get("tls") or cfg.get("tlsverify")):
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def extract_archive_stream(root: Path, src: Any) -> None:
+    """Unpack the archive's tar stream into ``root``: plain files and directories only, no
+    name climbing out (the same rules as :func:`dockyard.checkpoints.read_archive`)."""
+    from dockyard import tarsafe
+
+    with tarfile.open(fileobj=src, mode="r|") as tf:
+        for m in tf:
+            if not (m.isfile() or m.isdir()):
+                raise InvalidArgument(f"migration archive member {m.name!r}: only files and directories")
+            parts = tarsafe.split_name(m.name, m.name)
+            if not parts:
+                continue
+            target = tarsafe.secure_join(root, "/".join(parts))
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            f = tf.extractfile(m)
+            with open(target, "wb") as out:
+                if f is not None:
+                    shutil.copyfileobj(f, out, 1 << 20)
+            os.chmod(target, m.mode & 0o777)
+
+
+class Receiver:
+    def __init__(self, kernel: Any, migrator: str, carriers: dict[str, VolumeCarrier]) -> None:
+        self.kernel = kernel
+        self.migrator = migrator
+        self.carriers = carriers
+        self.journal = Journal(data_dir(kernel) / "journal")
+
+    async def offer(self, options: MigrationOptions, listen: str) -> MigrationTicket:
+        containers = self.kernel.containers  # ServiceNotInstalled when this is no engine
+        del containers
+        token = secrets.token_hex(32)
+        served = asyncio.Event()
+        sslctx = server_ssl(self.kernel)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            wire = Wire(reader, writer)
+            try:
+                hello = await asyncio.wait_for(wire.recv_json(), 10)
+                if served.is_set() or not hmac.compare_digest(str(hello.get("token") or ""), token):
+                    await wire.send_json({"type": "error", "message": "migration ticket refused"})
+                    return
+                served.set()
+                server.close()
+                await self.receive(wire, hello)
+            except Exception as exc:  # noqa: BLE001 - reported to the source, logged here
+                log.warning("incoming migration failed: %s", exc)
+            finally:
+                await wire.close()
+
+        server = await asyncio.start_server(handle, listen or "127.0.0.1", 0, ssl=sslctx)
+        port = server.sockets[0].getsockname()[1]
+
+        async def lapse() -> None:
+            await asyncio.sleep(OFFER_TTL)
+            if not served.is_set():
+                server.close()
+
+        task = asyncio.get_running_loop().create_task(lapse())
+        self._tasks = getattr(self, "_tasks", set())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        host = "" if not listen or listen in ("0.0.0.0", "::") else listen
+        return MigrationTicket(address=f"{host}:{port}", token=token, migrator=self.migrator, tls=sslctx is not None,
+                               expires=time.time() + OFFER_TTL)
+
+    # ------------------------------------------------------------------ one migration
+    def preflight(self, hello: dict[str, Any]) -> None:
+        k = self.kernel
+        name = str(hello.get("name") or "")
+        with contextlib.suppress(NotFound):
+            k.containers.get(name)
+            raise Conflict(f"a container named {name} already exists on the target")
+        image = str(hello.get("image") or "")
+        try:
+            img = k.images.resolve(image)
+        except NotFound:
+            raise NotFound(f"image {image} is not on the target: pull or load it there first (only the "
+                           "writable layer travels)") from None
+        want = str(hello.get("image_id") or "")
+        if want and img.id != want:
+            raise Conflict(f"image {image} is {img.id[:19]} on the target, {want[:19]} on the source")
+        for vol in hello.get("volumes") or []:
+            if vol.get("driver") not in {d for c in self.carriers.values() for d in c.drivers}:
+                raise InvalidArgument(f"no migration carrier for volume driver {vol.get('driver')!r} on the target")
+            with contextlib.suppress(NotFound):
+                existing = k.volumes.get(vol["name"])
+                if existing.mountpoint and os.path.isdir(existing.mountpoint) and os.listdir(existing.mountpoint):
+                    carrier = next(c for c in self.carriers.values() if existing.driver in c.drivers)
+                    if carrier.receive is not None:
+                        raise Conflict(f"volume {vol['name']} already exists on the target and is not empty")
+
+    async def receive(self, wire: Wire, hello: dict[str, Any]) -> None:
+        k = self.kernel
+        mig_id = str(hello.get("id") or secrets.token_hex(8))
+        name = str(hello.get("name") or "")
+        try:
+            self.preflight(hello)
+        except DockyardError as exc:
+            await wire.send_json({"type": "error", "message": str(exc)})
+            return
+        work = data_dir(k) / mig_id
+        record = Record(id=mig_id, side="target", phase="receive", container=name, extra={"work": str(work)})
+        self.journal.save(record)
+        await wire.send_json({"type": "ready"})
+        created_volumes: list[str] = []
+        try:
+            archive = work / "archive"
+            archive.mkdir(parents=True)
+            sink = ThreadReader(lambda src: extract_archive_stream(archive, src))
+            await self._pump(wire, sink)
+            fault_point(k, "target", "transfer")
+            for _ in hello.get("volumes") or []:
+                head = await wire.recv_json()
+                vname, driver = str(head["name"]), str(head.get("driver") or "local")
+                try:
+                    vol = k.volumes.get(vname)
+                except NotFound:
+                    created_volumes.append(vname)
+                    record.extra["volumes"] = list(created_volumes)
+                    self.journal.save(record)
+                    vol = await k.volumes.create(vname, driver, dict(head.get("options") or {}),
+                                                 dict(head.get("labels") or {}))
+                carrier = next(c for c in self.carriers.values() if vol.driver in c.drivers)
+                recv = carrier.receive
+                if recv is None:
+                    await self._pump(wire, None)
+                    continue
+                sink = ThreadReader(lambda src, v=vol, r=recv: r(v, src))
+                await self._pump(wire, sink)
+            commit = await wire.recv_json()
+            if commit.get("type") != "commit":
+                raise WireError(f"expected commit, got {commit.get('type')!r}")
+            record.phase = "restore"
+            self.journal.save(record)
+            fault_point(k, "target", "restore")
+            page_server = str(commit.get("page_server") or "")
+            req = CheckpointImport(archive_path=str(archive), name=name, ignore_volumes=True, page_server=page_server)
+            if page_server:
+                with lazy_pipe_size():
+                    c = await k.containers.checkpoint_import(req)
+            else:
+                c = await k.containers.checkpoint_import(req)
+            record.phase, record.target_id = "restored", c.id
+            self.journal.save(record)
+            fault_point(k, "target", "cleanup")
+            k.emit("container", "migrate", c.id, name=c.name, direction="in", source=str(hello.get("source") or ""),
+                   mode=str(hello.get("mode") or ""))
+            await wire.send_json({"type": "restored", "id": c.id})
+            with contextlib.suppress(WireError, DockyardError, TimeoutError):
+                await asyncio.wait_for(wire.recv_json(), 30)  # the source's "done"; ours either way
+            self.journal.remove(mig_id)
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        except BaseException as exc:
+            if record.phase != "restored":
+                await self.undo(record, created_volumes)
+                with contextlib.suppress(Exception):
+                    await wire.send_json({"type": "error", "message": f"target: {exc}"})
+            raise
+
+    async def _pump(self, wire: Wire, sink: ThreadReader | None) -> None:
+        try:
+            while True:
+                kind, body = await wire.frame()
+                if kind == b"E":
+                    break
+                if kind != b"D":
+                    raise WireError(f"migration peer sent {kind!r} inside a data stream")
+                if sink is not None:
+                    await sink.feed(body)
+        finally:
+            if sink is not None:
+                await sink.finish()
+
+    async def undo(self, record: Record, created_volumes: list[str] | None = None) -> None:
+        """Forget a migration that did not reach ``restored``: its half-made container (the
+        name was free at preflight, so one by that name is ours), volumes it made, its files."""
+        k = self.kernel
+        with contextlib.suppress(NotFound, DockyardError):
+            c = k.containers.get(record.container)
+            await k.containers.remove(c.id, force=True, volumes=True)
+        for vname in created_volumes or record.extra.get("volumes") or []:
+            with contextlib.suppress(DockyardError):
+                await k.volumes.remove(vname, force=True)
+        work = record.extra.get("work")
+        if work:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        self.journal.remove(record.id)
