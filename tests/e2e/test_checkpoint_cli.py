@@ -164,3 +164,47 @@ def test_a_crun_container_is_refused_naming_the_fix(d: Daemon) -> None:
     assert "Checkpoint: available for runc" in info and "Experimental: true" in info
     d.docker("rm", "-f", "crunny")
     assert not [p for p in subprocess.run(["pgrep", "-f", CRIU], capture_output=True, text=True).stdout.split()]
+
+
+def test_a_checkpointed_container_survives_a_killed_daemon(start_dockyardd: Callable[..., Daemon]) -> None:
+    """kill -9 of dockyardd while a container is checkpointed: the restarted daemon keeps its
+    network for the restore (live-restore must not release it), and the connection resumes."""
+    import signal
+
+    pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
+    root = Path(f"/tmp/dyk-{os.urandom(3).hex()}")
+    config = {"default-address-pools": f"{pool}:24", "experimental": True}
+    d = start_dockyardd(root, config=config)
+    client = None
+    try:
+        d.dockyard("image", "bootstrap", "busybox")
+        d.docker("run", "-d", "--name", "count", "--runtime", "runc", "busybox", "sh", "-c", COUNTER)
+        ip = d.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "count").stdout.strip()
+        client = Reader(ip)
+        last = [client.next() for _ in range(3)][-1]
+        d.docker("checkpoint", "create", "count", "cp")
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait()
+        d = start_dockyardd(root, config=config)
+        assert d.docker("inspect", "-f", "{{.State.Status}}", "count").stdout == "exited\n"
+        d.docker("start", "--checkpoint", "cp", "count")
+        assert d.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "count").stdout.strip() == ip
+        assert client.next() == last + 1
+    finally:
+        if client is not None:
+            client.close()
+        try:
+            ids = d.docker("ps", "-aq").stdout.split()
+            if ids:
+                d.docker("rm", "-f", *ids)
+            bridge = d.docker("network", "inspect", "bridge", "--format", "{{.Id}}", check=False).stdout.strip()
+            owner = owner_of(d.root)
+            assert d.stop() == 0, d.log[-3000:]
+            if bridge:
+                from dockyard_network_bridge.names import bridge_name
+
+                purge_owned(bridge_name(owner, bridge))
+            left = leftovers(d.root, owner)
+            assert not left, f"left behind: {left}"
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
