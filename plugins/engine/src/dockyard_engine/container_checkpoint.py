@@ -165,8 +165,7 @@ class Checkpoints:
         path = self.path(c, name, directory)
         if not path.is_dir():
             raise NotFound(f"checkpoint {name} does not exist for container {c.id}")
-        if c.state.checkpoint == str(path) and c.state.status is ContainerStatus.EXITED:
-            pass  # the container can still be started without it
+        # the checkpoint that stopped the container may go too: a plain start still works
         await asyncio.to_thread(shutil.rmtree, path)
 
     # ------------------------------------------------------------------ restore
