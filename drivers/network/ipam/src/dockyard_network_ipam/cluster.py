@@ -73,6 +73,7 @@ class GlobalSpace:
         self._keepalive: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._last: dict[str, str] = {}
+        self._pools: dict[str, dict[str, Any]] = {}  # pool id -> its document
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -190,6 +191,7 @@ class GlobalSpace:
                 [Get(POOLS + token)])
             if result.succeeded:
                 self._held.pop(pool_id, None)
+                self._pools.pop(pool_id, None)
                 await asyncio.to_thread(self._save)
                 return
             if not result.results or not result.results[0]:
@@ -197,10 +199,15 @@ class GlobalSpace:
         raise Unavailable("could not release the pool: too many concurrent changes")
 
     async def _pool(self, pool_id: str) -> dict[str, Any]:
-        kv = await self.store.get(POOLS + pool_token(pool_id))
-        if kv is None:
-            raise NotFound(f"address pool {pool_id} not found")
-        return kv.json()
+        """The pool's document (a pool never changes: cached; its removal is seen by the
+        transaction that compares its key)."""
+        doc = self._pools.get(pool_id)
+        if doc is None:
+            kv = await self.store.get(POOLS + pool_token(pool_id))
+            if kv is None:
+                raise NotFound(f"address pool {pool_id} not found")
+            doc = self._pools[pool_id] = kv.json()
+        return doc
 
     # ------------------------------------------------------------------ addresses
     async def request_address(self, pool_id: str, address: str) -> str:
@@ -209,16 +216,16 @@ class GlobalSpace:
         net = ipaddress.ip_network(pool["subnet"])
         lease = await self._ensure_lease()
         prefix = f"{ADDRESSES}{token}/"
+        rng = ipaddress.ip_network(pool["ip_range"]) if pool["ip_range"] else net
+        taken: set[str] | None = None  # first try the address after the last one without listing
         for _ in range(RACE_RETRIES):
             if address:
                 addr = P.parse_address(address, "address")
                 if not P.usable(net, addr):
                     raise InvalidArgument(f"address {address} is not a usable address of {net}")
             else:
-                taken = {kv.key[len(prefix):] for kv in await self.store.list(prefix)}
-                rng = ipaddress.ip_network(pool["ip_range"]) if pool["ip_range"] else net
                 last = self._last.get(pool_id)
-                picked = P.next_free(net, rng, taken, ipaddress.ip_address(last) if last else None)
+                picked = P.next_free(net, rng, taken or {pool["gateway"]}, ipaddress.ip_address(last) if last else None)
                 if picked is None:
                     raise Unavailable(f"no available addresses in pool {pool_id}")
                 addr = picked
@@ -232,9 +239,14 @@ class GlobalSpace:
                     await asyncio.to_thread(self._save)
                 return f"{addr}/{net.prefixlen}"
             if not result.results or not result.results[0]:
+                self._pools.pop(pool_id, None)
                 raise NotFound(f"address pool {pool_id} not found")
             if address:
                 raise Conflict(f"address {addr} is already in use in {net}")
+            if taken is None or str(addr) in taken:  # taken by another engine: list what is
+                taken = {kv.key[len(prefix):] for kv in await self.store.list(prefix)}
+            else:
+                taken.add(str(addr))
         raise Unavailable(f"could not allocate an address in {pool_id}: too many concurrent changes")
 
     async def release_address(self, pool_id: str, address: str) -> None:
