@@ -70,6 +70,13 @@ def client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+def internal_error(exc: BaseException) -> str:
+    """A 500's message: what went wrong, without the Python exception's class name (clients show
+    this text to users; the traceback is in the daemon's log)."""
+    text = str(exc).strip()
+    return f"internal error: {text}" if text else "internal error (see the daemon's log)"
+
+
 @web.middleware
 async def docker_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Typed errors become ``{"message": ...}`` with the status Docker clients branch on."""
@@ -78,7 +85,7 @@ async def docker_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except ConnectionError as exc:
         if not client_gone(request):
             log.exception("unhandled error on %s %s", request.method, request.path)
-            return error_response(request, 500, f"internal error: {type(exc).__name__}: {exc}")
+            return error_response(request, 500, internal_error(exc))
         log.debug("%s %s: the client hung up (%s)", request.method, request.path, exc)
         return ClientGone()
     except e.DockyardError as exc:
@@ -90,7 +97,7 @@ async def docker_errors(request: web.Request, handler: Handler) -> web.StreamRes
         resp = error_response(request, exc.status, text)
     except Exception as exc:  # noqa: BLE001 - a bug must still answer in the API's format
         log.exception("unhandled error on %s %s", request.method, request.path)
-        resp = error_response(request, 500, f"internal error: {type(exc).__name__}: {exc}")
+        resp = error_response(request, 500, internal_error(exc))
     if not resp.prepared:
         docker_headers(resp)
     return resp
