@@ -125,7 +125,6 @@ class Sender:
         self.journal.save(record)
         frozen_at = 0.0
         try:
-            fault_point(k, "source", "dump")
             page_server = ""
             if mode == "lazy":
                 local = writer.get_extra_info("sockname")[0]
@@ -163,19 +162,23 @@ class Sender:
                 raise WireError(f"expected restored, got {answer.get('type')!r}")
             frozen_ms = (time.monotonic() - frozen_at) * 1000
             phases["restore"] = time.monotonic() - t
+            # the commit point: recorded before the target hears it, so a restart here finishes
+            # the move instead of resuming a second copy
             record.phase, record.target_id = "cleanup", str(answer.get("id") or "")
             self.journal.save(record)
+            await wire.send_json({"type": "done"})
         except BaseException as exc:
-            report(MigrationProgress("rollback", wire.sent, 0, f"resuming {name} here: {exc}"))
             await wire.close()
+            if record.phase == "cleanup":  # committed: the target runs it (or will, once it reads "done")
+                await self.cleanup(record)
+                raise
+            report(MigrationProgress("rollback", wire.sent, 0, f"resuming {name} here: {exc}"))
             await self.resume(record)
             raise
         report(MigrationProgress("cleanup", wire.sent, frozen_ms, f"removing {name} here"))
         t = time.monotonic()
         fault_point(k, "source", "cleanup")
         await self.cleanup(record)
-        with contextlib.suppress(Exception):
-            await wire.send_json({"type": "done"})
         await wire.close()
         phases["cleanup"] = time.monotonic() - t
         total = (time.monotonic() - t0) * 1000
@@ -219,6 +222,7 @@ class Sender:
             finally:
                 src.close()
             await export
+            fault_point(k, "source", "dump")  # frozen, dumped, the archive sent
             await wire.send_end()
         finally:
             if not export.done():
@@ -263,7 +267,7 @@ async def recover(kernel: Any, sender: Sender, receiver: Any) -> None:
                 else:
                     await sender.resume(record)
             elif record.phase == "restored":
-                journal.remove(record.id)
+                await receiver.finish(record)
             else:
                 await receiver.undo(record)
         except DockyardError as exc:

@@ -192,16 +192,20 @@ class Receiver:
                     c = await k.containers.checkpoint_import(req)
             else:
                 c = await k.containers.checkpoint_import(req)
-            record.phase, record.target_id = "restored", c.id
+            record.target_id = c.id
+            self.journal.save(record)
+            # the source decides: it records its commit, then says "done"; without it (the
+            # source failed or lost us while we restored) this copy goes and the source resumes
+            await wire.send_json({"type": "restored", "id": c.id})
+            done = await asyncio.wait_for(wire.recv_json(), 30)
+            if done.get("type") != "done":
+                raise WireError(f"expected done, got {done.get('type')!r}")
+            record.phase = "restored"
             self.journal.save(record)
             fault_point(k, "target", "cleanup")
             k.emit("container", "migrate", c.id, name=c.name, direction="in", source=str(hello.get("source") or ""),
                    mode=str(hello.get("mode") or ""))
-            await wire.send_json({"type": "restored", "id": c.id})
-            with contextlib.suppress(WireError, DockyardError, TimeoutError):
-                await asyncio.wait_for(wire.recv_json(), 30)  # the source's "done"; ours either way
-            self.journal.remove(mig_id)
-            await asyncio.to_thread(shutil.rmtree, work, True)
+            await self.finish(record)
         except BaseException as exc:
             if record.phase != "restored":
                 await self.undo(record, created_volumes)
@@ -222,6 +226,13 @@ class Receiver:
         finally:
             if sink is not None:
                 await sink.finish()
+
+    async def finish(self, record: Record) -> None:
+        """A migration that reached ``restored``: the container is ours; drop its files."""
+        work = record.extra.get("work")
+        if work:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        self.journal.remove(record.id)
 
     async def undo(self, record: Record, created_volumes: list[str] | None = None) -> None:
         """Forget a migration that did not reach ``restored``: its half-made container (the
