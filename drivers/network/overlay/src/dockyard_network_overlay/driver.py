@@ -6,9 +6,9 @@ Cluster state (keys relative to the store's prefix, JSON values):
 ``overlay/networks/<network id>``
     ``{"vni", "network": <the Network, as every engine lists it>}``: the definition the engines
     mirror (same ID, scope ``global``). Written once by the engine that creates the network.
-``overlay/vni/<VNI>``
-    The network ID: VNIs (4096 and up, as Docker) are taken create-if-absent, in the same
-    transaction as the definition.
+``overlay/vni/<VNI>``, ``overlay/names/<name>``
+    The network ID: VNIs (4096 and up, as Docker) and names are taken create-if-absent, in the
+    same transaction as the definition (a name is the cluster's, as with Docker's KV store).
 ``overlay/endpoints/<network id>/<endpoint id>``
     ``{"container_id", "name", "aliases", "ipv4", "mac", "vtep"}`` on the engine's lease
     (``endpoint-ttl`` seconds, kept alive while it runs): a lost node's endpoints go with it.
@@ -55,7 +55,7 @@ from dockyard.errors import (
 from dockyard.jsonfile import write_json
 from dockyard.model import Network, from_dict, to_dict
 from dockyard.specs import ConfigOption, DriverContext, DriverInfo
-from dockyard.specs.cluster import ClusterStore, Compare, Delete, Put, WatchEvent
+from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Put, WatchEvent
 from dockyard.specs.network import (
     GLOBAL_SCOPE,
     ClusterNetworkChange,
@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 ROOT = "overlay/"
 NETWORKS = ROOT + "networks/"
 VNIS = ROOT + "vni/"
+NAMES = ROOT + "names/"
 ENDPOINTS = ROOT + "endpoints/"
 FIRST_VNI = 4096
 MAX_VNI = (1 << 24) - 1
@@ -418,11 +419,17 @@ class OverlayDriver(GlobalScopeDriver):
             definition["scope"] = network.scope if network.scope not in ("", "local") else "global"
             definition["extra"] = {"pool_ids": list(network.extra.get("pool_ids", [])), "vni": vni}
             doc = {"vni": vni, "network": definition}
-            result = await store.txn([Compare.absent(VNIS + str(vni)), Compare.absent(key)],
-                                     [Put(VNIS + str(vni), network.id.encode()), Put(key, json.dumps(doc).encode())])
+            name_key = NAMES + network.name
+            result = await store.txn(
+                [Compare.absent(VNIS + str(vni)), Compare.absent(key), Compare.absent(name_key)],
+                [Put(VNIS + str(vni), network.id.encode()), Put(key, json.dumps(doc).encode()),
+                 Put(name_key, network.id.encode())],
+                [Get(name_key)])
             if result.succeeded:
                 self._defs[network.id] = doc
                 return {"vni": vni}
+            if result.results and result.results[0]:
+                raise Conflict(f"network with name {network.name} already exists in the cluster")
             if wanted:
                 raise Conflict(f"overlay: VNI {vni} is already used by another network")
         raise Unavailable("overlay: could not take a VNI: too many concurrent network creations")
@@ -441,6 +448,9 @@ class OverlayDriver(GlobalScopeDriver):
         kv = await store.get(NETWORKS + network.id)
         vni = kv.json()["vni"] if kv is not None else network.extra.get("vni")
         ops: list[Any] = [Delete(NETWORKS + network.id), Delete(f"{ENDPOINTS}{network.id}/", prefix=True)]
+        named = await store.get(NAMES + network.name)
+        if named is not None and named.value.decode() == network.id:
+            ops.append(Delete(NAMES + network.name))
         if vni:
             owner = await store.get(VNIS + str(vni))
             if owner is not None and owner.value.decode() == network.id:
