@@ -19,7 +19,6 @@ import hashlib
 import ipaddress
 import os
 import re
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -277,16 +276,14 @@ def add_endpoint(ep: EndpointPlane) -> None:
             br = ipr.link_lookup(ifname=ep.bridge)
             if not br:
                 raise NotFound(f"overlay bridge {ep.bridge} does not exist")
-            try:
-                ipr.link("add", ifname=ep.veth, kind="veth", mtu=ep.mtu,
+            try:  # one request: on the bridge and up, the peer made inside the namespace
+                ipr.link("add", ifname=ep.veth, kind="veth", mtu=ep.mtu, master=br[0], state="up",
                          peer={"ifname": ep.ifname, "net_ns_fd": fd, "address": ep.mac, "mtu": ep.mtu})
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
                     raise Conflict(f"interface {ep.veth} or {ep.ifname} in the container exists") from exc
                 raise
             try:
-                idx = ipr.link_lookup(ifname=ep.veth)[0]
-                ipr.link("set", index=idx, master=br[0], state="up")
                 in_netns(ep.netns_path, lambda: _configure_container_end(ep))
             except BaseException:
                 delete_link(ep.veth)
@@ -307,5 +304,9 @@ def _configure_container_end(ep: EndpointPlane) -> None:
         ipr.link("set", index=LOOPBACK_INDEX, state="up")
         # a default route another network gave (a bridge network's, with NAT) is kept: the
         # overlay's reaches only this host's own addresses
-        if ep.gateway and not [r for r in ipr.route("dump", family=socket.AF_INET, table=254) if r["dst_len"] == 0]:
-            ipr.route("add", dst="0.0.0.0/0", gateway=ep.gateway.split("/")[0], oif=idx[0])
+        if ep.gateway:
+            try:
+                ipr.route("add", dst="0.0.0.0/0", gateway=ep.gateway.split("/")[0], oif=idx[0])
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
