@@ -4,6 +4,7 @@ of megabytes, ``kill -9`` in the middle of a burst of ``docker run -d``."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -56,6 +57,53 @@ def as_nobody(*cmd: str) -> subprocess.CompletedProcess[str]:
     (it reaches paths nobody could), the shell's does not."""
     return subprocess.run([*NOBODY, "sh", "-c", 'exec "$@"', "sh", *cmd], capture_output=True, text=True,
                           timeout=30)
+
+
+# ----------------------------------------------------------------------------- 11. a full data root
+def _fill(path: Path) -> None:
+    with open(path, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * (1 << 20))
+                fh.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+def test_full_data_root_loses_no_exit_and_frees_through_the_api(root: Path, start: Callable[..., Daemon]) -> None:
+    """On a 32 MiB tmpfs data root filled up while containers run: the exit is recorded with
+    its real code (``docker run`` returns it, and after a restart too), ``stop`` and ``rm -f``
+    work, and what cannot be done names the full filesystem; no traceback."""
+    data = root / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(data)], check=True)
+    try:
+        d = start(root)
+        d.docker("run", "-d", "--name", "sleeper", "busybox", "sleep", "60")
+        env = {**os.environ, "DOCKER_HOST": d.host, "DOCKER_CONFIG": str(d.root / "docker-config")}
+        run = subprocess.Popen(["docker", "run", "--name", "ex", "busybox", "sh", "-c", "sleep 2; exit 3"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: d.docker("inspect", "-f", "{{.State.Running}}", "ex", check=False).stdout == "true\n",
+                 20, "the container to run")
+        _fill(data / "filler")
+        assert run.wait(timeout=30) == 3, run.stderr.read() if run.stderr else ""
+        assert d.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "ex").stdout == "exited 3\n"
+        d.docker("stop", "-t", "1", "sleeper")
+        d.docker("rm", "-f", "sleeper")
+        _fill(data / "filler2")  # what the removal freed
+        refused = d.docker("run", "--rm", "busybox", "true", check=False)
+        assert refused.returncode == 125 and "no space left on device" in refused.stderr
+        assert str(data) in refused.stderr, refused.stderr  # the full filesystem is named
+        assert "Traceback" not in d.log, d.log[-3000:]
+        (data / "filler").unlink()
+        (data / "filler2").unlink()
+        assert d.stop() == 0
+        d = start(root)
+        assert d.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "ex").stdout == "exited 3\n"
+        d.docker("rm", "ex")
+        d.teardown()
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
 
 
 # ----------------------------------------------------------------------------- 12. roots

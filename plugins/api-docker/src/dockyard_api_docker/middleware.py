@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,24 @@ class ClientGone(web.StreamResponse):
         raise ConnectionResetError("the client hung up")
 
 
+def no_space(exc: OSError, request: web.Request) -> str:
+    """ENOSPC as dockerd words it, naming the full filesystem (the file's, else the data
+    root's)."""
+    from pathlib import Path
+
+    from dockyard.server import KERNEL_KEY
+    from dockyard.store import mount_point
+
+    if exc.filename:
+        where = Path(str(exc.filename)).parent
+    else:
+        kernel = request.app.get(KERNEL_KEY)
+        if kernel is None:
+            return "no space left on device"
+        where = Path(kernel.config.data_root)
+    return f"no space left on device: the filesystem at {mount_point(where)} is full"
+
+
 def client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
@@ -90,6 +109,13 @@ async def docker_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return ClientGone()
     except e.DockyardError as exc:
         resp = error_response(request, status_of(exc), str(exc))
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            log.error("%s %s: %s", request.method, request.path, no_space(exc, request))
+            resp = error_response(request, 500, no_space(exc, request))
+        else:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            resp = error_response(request, 500, internal_error(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

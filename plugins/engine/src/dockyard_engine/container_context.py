@@ -10,6 +10,7 @@ set of background tasks. A collaborator that needs another gets it in its constr
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Coroutine
 from pathlib import Path
@@ -22,6 +23,8 @@ from dockyard.specs.arch import RuntimeDriver
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
     from dockyard.store import Store
+
+log = logging.getLogger(__name__)
 
 #: states in which the container holds what start took (rootfs mount, volumes, namespace)
 RUNNING_STATES = (ContainerStatus.RUNNING, ContainerStatus.PAUSED, ContainerStatus.RESTARTING)
@@ -83,6 +86,7 @@ class ContainerContext:
         task = asyncio.get_running_loop().create_task(coro, name=name or None)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(_report_failure)
         return task
 
     def mark_started(self, cid: str) -> None:
@@ -175,3 +179,9 @@ class ContainerContext:
 
     def list(self) -> list[Container]:
         return self.store.list(Container)
+
+
+def _report_failure(task: asyncio.Task[Any]) -> None:
+    """A background task's failure goes to the log at once, by name (not when it is collected)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %s", task.get_name(), task.exception(), exc_info=task.exception())

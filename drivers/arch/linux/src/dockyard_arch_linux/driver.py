@@ -3,7 +3,8 @@
 Layout (``<data>`` = ``context.data_dir``, ``<run>`` = ``context.run_dir``)::
 
     <data>/containers/<id>/meta.json     what the driver needs to find the container again
-    <data>/containers/<id>/exit, oom     written by conmon (--persist-dir)
+    <run>/bundles/<id>/exit, oom         written by conmon (--persist-dir; not in the data root:
+                                         a full data root must not lose an exit code)
     <data>/containers/<id>/ctr.log       k8s-file log, unless the request names a log_path
     <run>/bundles/<id>/config.json       the OCI bundle (rootfs is the request's path)
     <run>/bundles/<id>/{pidfile,conmon.pid,ctl,winsz,attach}
@@ -269,9 +270,16 @@ class LinuxRuntime(Checkpointing):
         os.replace(tmp, path)
 
     def _exit(self, meta: dict[str, Any]) -> RuntimeState | None:
+        """The recorded exit: conmon writes it in the bundle, under the exec root
+        (``--persist-dir``), which a full data root does not stop (conmon gives up at the
+        first file it cannot write); containers started by earlier versions have it in the
+        data root."""
         cdir = self._cdir(meta["id"])
-        path = cdir / "exit"
+        path = Path(meta["bundle"]) / "exit"
         code = _read_int(path)
+        if code is None:
+            path = cdir / "exit"
+            code = _read_int(path)
         if code is None:
             return None
         oom = (cdir / "oom").exists() or (Path(meta["bundle"]) / "oom").exists()
@@ -352,7 +360,7 @@ class LinuxRuntime(Checkpointing):
             cid=meta["id"], cuuid=meta["cuuid"], name=meta["name"] or meta["id"][:12], bundle=bundle,
             container_pidfile=os.path.join(bundle, "pidfile"),
             conmon_pidfile=os.path.join(bundle, "conmon.pid"), log_path=meta["log_path"],
-            socket_dir=str(self._socket_dir), persist_dir=str(self._cdir(meta["id"])),
+            socket_dir=str(self._socket_dir), persist_dir=bundle,
             terminal=meta["tty"], stdin=meta["stdin"], leave_stdin_open=meta["stdin"] and not stdin_once,
             # with max-file, wait() rotates the log; conmon's own limit would only truncate it
             log_size_max=0 if self._rotation(meta) else
