@@ -52,6 +52,7 @@ def test_daemon_units_verify(tmp_path: Path) -> None:
         assert line + "\n" in service, line
     socket = (tmp_path / "dockyard.socket").read_text()
     assert "ListenStream=/run/dockyard/dockyard.sock\nListenStream=127.0.0.1:2375\n" in socket
+    assert "PartOf=" not in socket  # a stop of the service leaves the socket: the next client restarts it
 
 
 def test_without_socket_activation(tmp_path: Path) -> None:

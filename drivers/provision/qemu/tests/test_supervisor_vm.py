@@ -1,17 +1,18 @@
 """systemd for real, in the session's shared VM (Debian 12, systemd 252 as PID 1; no extra
-boot): the engine's unit is the systemd supervisor backend's (Type=notify, KillMode=process)
-and ``systemd-analyze verify`` passes on it in the guest; ``systemctl stop`` leaves its
-containers running and a start re-attaches them; a container unit (``dockyard generate
-systemd``) restarts its container after ``kill -9`` and stops it cleanly; a socket-activated
-dockyardd (``dockyard generate systemd daemon``: dyact.socket + dyact.service) answers the first
-call, made while only its socket is up.
+boot): the engine's unit, written by the provisioner, is the systemd supervisor backend's
+(Type=notify, KillMode=process, Restart=always), passes ``systemd-analyze verify`` in the guest
+and is active (it started dockyardd); a second dockyardd from the backend's daemon units
+(``dyact.socket`` + ``dyact.service``, its own roots) answers the first call, made while only its
+socket is up; ``systemctl stop dyact.service`` leaves its container running and the next call
+starts it again, re-attached to the same process; a container unit generated in the guest by
+the guest's own ``dockyard generate systemd`` (the wheelhouse carries dockyard-generate when it
+is installed here) restarts its container after ``kill -9`` and stops it.
 
-The guest's engine venv carries dockyard-generate (the wheelhouse's roots when installed here),
-so the units are generated in the guest by the guest's own ``dockyard``. Under TCG every process
-start in the guest costs seconds, so the steps run as one script of the guest's venv python over
-one SSH session (it prints what it saw as JSON; the assertions are here). It also times the
-first answered ``/version`` of dyact.socket against a dockyardd started directly (the VM half
-of ``bench/benchmarks/socket_activation.py``)."""
+Under TCG every process start in the guest costs seconds, so the steps run as one script of the
+guest's venv python over one SSH session (it prints what it saw as JSON, with per-step times;
+the assertions are here). Timings are not asserted: ``bench/benchmarks/socket_activation.py``
+compares activation with a direct start on this host; in the VM, one run (load 5) gave 8.98 s
+activated vs 9.19 s started directly, both on fresh data roots."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ pytestmark = [pytest.mark.vm, pytest.mark.asyncio(loop_scope="session"),
               pytest.mark.usefixtures("removed_hosts_leave_nothing"), pytest.mark.timeout(900)]
 
 GUEST = r'''
-import json, os, socket, subprocess, sys, time
+import hashlib, json, os, socket, subprocess, sys, time
+from pathlib import Path
 from dockyard.client import Client
 from dockyard.errors import NotFound
 
@@ -56,13 +58,13 @@ def wait(cond, timeout, what):
         time.sleep(0.1)
 
 
-def client():
-    return Client(sock, timeout=120)
+def client(address=sock):
+    return Client(address, timeout=120)
 
 
-def pid(n):
+def pid(n, address=sock):
     try:
-        st = client().get(f"/containers/{n}/json")["State"]
+        st = client(address).get(f"/containers/{n}/json")["State"]
     except NotFound:
         return 0
     return st["Pid"] if st["Running"] else 0
@@ -79,78 +81,73 @@ def first_version(path):
     return head.split(b"\r\n")[0].decode(), json.loads(body)["Version"]
 
 
-def answers(path):
-    try:
-        return first_version(path)[0].split(" ")[1] == "200"
-    except OSError:
-        return False
-
-
+DY = "unix:///run/dyact/dockyard.sock"
 try:
+    # the provisioner's unit for the engine: the backend's, verified here, active (it started dockyardd)
     sh(f"systemd-analyze verify /etc/systemd/system/{unit}")
     out["show"] = dict(l.split("=", 1) for l in sh(f"systemctl show {unit} -p Type -p KillMode -p ActiveState "
                                                   "-p Restart").split())
-    mark("unit checked")
-    client().post("/dockyard/images/bootstrap", name="busybox")
-    mark("busybox")
-    # systemctl stop leaves the containers running; a start re-attaches them
-    client().post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "1000"]}, name="keep")
-    client().post("/containers/keep/start")
-    kept = pid("keep")
-    sh(f"systemctl stop {unit}")
-    out["stopped"] = {"unit": sh(f"systemctl is-active {unit}", check=False), "container_alive":
-                      os.path.exists(f"/proc/{kept}")}
-    sh(f"systemctl start {unit}")  # Type=notify: returns once dockyardd serves
-    out["restarted_same_container"] = pid("keep") == kept
-    mark("engine stopped and started")
-    # a container unit, generated here, restarts its container after kill -9
-    client().post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "1000"]}, name="svc")
-    sh(f"cd /etc/systemd/system && {cli} generate systemd --name --time 1 --files svc && "
-       "systemd-analyze verify container-svc.service && systemctl daemon-reload && systemctl start container-svc")
-    mark("container unit generated and started")
-    first = pid("svc")
-    out["unit_started_container"] = bool(first)
-    os.kill(first, 9)
-    wait(lambda: pid("svc") not in (0, first), 120, "container-svc to restart svc")
-    out["nrestarts"] = int(sh("systemctl show -p NRestarts --value container-svc"))
-    sh("systemctl stop container-svc")
-    out["stopped_container"] = pid("svc") == 0 and sh("systemctl is-active container-svc", check=False)
-    mark("container unit restarted and stopped")
-    # socket activation: only the socket is up; the first call starts dockyardd and is answered
-    sh(f"cd /etc/systemd/system && {cli} generate systemd --daemon-unit dyact --data-root /var/lib/dyact "
-       "--exec-root /run/dyact --files daemon && systemd-analyze verify dyact.service dyact.socket && "
+    mark("engine unit checked")
+    # dyact.socket + dyact.service, the backend's daemon units (as `dockyard generate systemd daemon`)
+    from dockyard_generate.units import daemon_unit, write_files
+    from dockyard_supervisor_systemd.backend import Systemd
+
+    write_files(Path("/etc/systemd/system"), Systemd().daemon_files(daemon_unit(
+        name="dyact", data_root="/var/lib/dyact", exec_root="/run/dyact")))
+    sh("systemd-analyze verify /etc/systemd/system/dyact.service /etc/systemd/system/dyact.socket && "
        "systemctl daemon-reload")
-    mark("dyact generated")
+    # socket activation: only the socket is up; the first call starts dockyardd and is answered
     t0 = time.monotonic()
     sh("systemctl start dyact.socket")
     out["dyact_before"] = sh("systemctl is-active dyact.service", check=False)
     out["first_call"] = first_version("/run/dyact/dockyard.sock")
     out["activated_s"] = round(time.monotonic() - t0, 2)
     out["dyact_after"] = sh("systemctl is-active dyact.service", check=False)
-    sh("systemctl stop dyact.service dyact.socket")
     mark("socket activation")
-    # the same dockyardd started directly on a fresh data root too, polled until /version answers
-    t0 = time.monotonic()
-    direct = subprocess.Popen([f"{home}/venv/bin/dockyardd", "--data-root", "/var/lib/dyact-direct", "--exec-root",
-                               "/run/dyact", "-H", "unix:///run/dyact/direct.sock"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    wait(lambda: answers("/run/dyact/direct.sock"), 120, "dockyardd started directly")
-    out["direct_s"] = round(time.monotonic() - t0, 2)
-    direct.terminate()
-    direct.wait(60)
-    mark("direct start")
+    # systemctl stop leaves the containers running; the next call starts dockyardd, which re-attaches them
+    client(DY).post("/dockyard/images/bootstrap", name="busybox")
+    client(DY).post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "1000"]}, name="keep")
+    client(DY).post("/containers/keep/start")
+    kept = pid("keep", DY)
+    sh("systemctl stop dyact.service")
+    out["stopped"] = {"unit": sh("systemctl is-active dyact.service", check=False),
+                      "container_alive": os.path.exists(f"/proc/{kept}")}
+    out["reactivated_same_container"] = pid("keep", DY) == kept
+    mark("stopped, container alive, re-activated")
+    # a container unit, generated here by the CLI, restarts its container after kill -9
+    client(DY).post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "1000"]}, name="svc")
+    sh(f"cd /etc/systemd/system && {cli} -H {DY} generate systemd --name --time 1 --files svc && "
+       "systemd-analyze verify container-svc.service && systemctl daemon-reload && systemctl start container-svc")
+    mark("container unit generated and started")
+    first = pid("svc", DY)
+    out["unit_started_container"] = bool(first)
+    os.kill(first, 9)
+    wait(lambda: pid("svc", DY) not in (0, first), 120, "container-svc to restart svc")
+    out["nrestarts"] = int(sh("systemctl show -p NRestarts --value container-svc"))
+    sh("systemctl stop container-svc")
+    out["stopped_container"] = pid("svc", DY) == 0 and sh("systemctl is-active container-svc", check=False)
+    mark("container unit restarted and stopped")
 except Exception as exc:
-    out["error"] = f"{type(exc).__name__}: {exc}"
+    import traceback
+    out["error"] = f"{type(exc).__name__}: {exc} at {traceback.format_exc().splitlines()[-3].strip()}"
 finally:
-    sh("systemctl stop container-svc dyact.service dyact.socket", check=False)
-    sh("rm -f /etc/systemd/system/container-svc.service /etc/systemd/system/dyact.*; systemctl daemon-reload; "
-       "systemctl reset-failed", check=False)
+    sh("systemctl stop container-svc", check=False)
     for n in ("keep", "svc"):
         try:
-            client().delete(f"/containers/{n}", force=1)
+            client(DY).delete(f"/containers/{n}", force=1)
         except Exception:
             pass
-    sh("rm -rf /var/lib/dyact /var/lib/dyact-direct /run/dyact", check=False)
+    sh("systemctl stop dyact.service dyact.socket; rm -f /etc/systemd/system/container-svc.service "
+       "/etc/systemd/system/dyact.*; systemctl daemon-reload; systemctl reset-failed", check=False)
+    owner = "dy" + hashlib.sha256(os.path.realpath("/var/lib/dyact").encode()).hexdigest()[:6]
+    for link in json.loads(sh("ip -j link show", check=False) or "[]"):
+        if link.get("ifname", "").startswith(owner):
+            sh(f"ip link del {link['ifname']}", check=False)
+    for t in json.loads(sh("nft -j list tables", check=False) or "{}").get("nftables", []):
+        if owner in (t.get("table") or {}).get("name", ""):
+            sh(f"nft delete table {t['table']['family']} {t['table']['name']}", check=False)
+    sh("rm -rf /var/lib/dyact /run/dyact", check=False)
+    mark("cleaned up")
 print(json.dumps(out))
 '''
 
@@ -174,14 +171,13 @@ async def test_systemd_in_the_vm(qemu_session) -> None:
     t0 = time.monotonic()
     seen = json.loads((await asyncio.to_thread(run, host, f"{home}/venv/bin/python - {host.name} {home}",
                                                GUEST)).strip().splitlines()[-1])
-    assert "error" not in seen, seen
+    assert "error" not in seen, f"{seen.get('error')} (after {seen['t']})"
     assert seen["show"] == {"Type": "notify", "KillMode": "process", "ActiveState": "active", "Restart": "always"}
-    assert seen["stopped"] == {"unit": "inactive", "container_alive": True}, seen
-    assert seen["restarted_same_container"], seen
-    assert seen["unit_started_container"] and seen["nrestarts"] >= 1, seen
-    assert seen["stopped_container"] == "inactive", seen
     assert seen["dyact_before"] == "inactive" and seen["dyact_after"] == "active", seen
     assert seen["first_call"][0].split(" ")[1] == "200" and seen["first_call"][1], seen
-    print(f"\nVM (TCG): socket activation -> first /version {seen['activated_s']} s; "
-          f"dockyardd started directly -> first /version {seen['direct_s']} s; the checks took "
+    assert seen["stopped"] == {"unit": "inactive", "container_alive": True}, seen
+    assert seen["reactivated_same_container"], seen
+    assert seen["unit_started_container"] and seen["nrestarts"] >= 1, seen
+    assert seen["stopped_container"] == "inactive", seen
+    print(f"\nVM (TCG): socket activation -> first /version {seen['activated_s']} s; the checks took "
           f"{time.monotonic() - t0:.1f} s; steps (s since start): {seen['t']}")

@@ -2,7 +2,8 @@
 
 The daemon: the ``.socket`` unit binds every address (``ListenStream=``) and the service runs
 ``dockyardd -H fd://`` (socket activation: the first client's connection waits in the socket's
-backlog while dockyardd starts); ``Type=notify``: active when dockyardd says ``READY=1``;
+backlog while dockyardd starts; as with docker.socket, a ``systemctl stop`` of the service
+leaves the socket, and the next client starts dockyardd again); ``Type=notify``: active when dockyardd says ``READY=1``;
 ``KillMode=process``: a stop signals dockyardd alone, never conmon or a container, and
 ``TimeoutStopSec`` bounds it; ``Restart=always`` brings a dead dockyardd back while its
 containers keep running. ``Delegate=yes`` leaves the unit's cgroup to dockyardd, as
@@ -69,7 +70,9 @@ class Systemd(Supervisor):
         files = [UnitFile(f"{unit.name}.service", "\n".join(lines) + "\n")]
         if unit.socket_activation:
             streams = [f"ListenStream={s}" for s in unit.listen_streams()]
-            text = "\n".join(["[Unit]", f"Description={unit.description} (API socket)", f"PartOf={unit.name}.service",
+            # no PartOf=: as docker.socket, the socket outlives a stop of the service, so the next
+            # client starts dockyardd again (stop both units to stop it for good)
+            text = "\n".join(["[Unit]", f"Description={unit.description} (API socket)",
                               "", "[Socket]", *streams, "SocketMode=0660", "SocketUser=root", "SocketGroup=root",
                               "DirectoryMode=0755", "", "[Install]", "WantedBy=sockets.target", ""])
             files.append(UnitFile(sock, text))
