@@ -152,6 +152,106 @@ class ImagePuller:
     handler: Callable[[Any], Awaitable[Any]] | None = None
 
 
+# -- registries and image policy: what provenance needs (versionadded 0.3) ---------------
+
+
+@dataclass(frozen=True)
+class RegistryManifest:
+    """A manifest as a registry served it: the exact bytes, their media type and digest
+    (verified by the session against the bytes)."""
+
+    body: bytes
+    media_type: str
+    digest: str
+
+
+class RegistrySession(abc.ABC):
+    """Requests to one registry host (its credentials and TLS settings already chosen): the
+    narrow part of the distribution spec that signatures and attestations need. Obtained from
+    :class:`RegistrySessions`; close it with ``await session.close()``. ``repository`` is the
+    path inside the registry (``library/busybox``). A missing manifest, blob or repository is
+    :class:`~dockyard.errors.NotFound`; content whose digest differs from the one asked for is
+    refused by the session.
+
+    .. versionadded:: 0.3
+    """
+
+    host: str
+
+    @abc.abstractmethod
+    async def get_manifest(self, repository: str, reference: str) -> RegistryManifest:
+        """The manifest or index ``reference`` (a tag or ``sha256:...``) names."""
+
+    @abc.abstractmethod
+    async def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """Store ``body`` under ``reference`` (a tag or its digest); returns the digest."""
+
+    @abc.abstractmethod
+    async def get_blob(self, repository: str, digest: str, max_size: int = 4 << 20) -> bytes:
+        """A small blob in memory (a signature payload, a config), verified."""
+
+    @abc.abstractmethod
+    async def put_blob(self, repository: str, data: bytes) -> str:
+        """Upload ``data`` unless the registry has it; returns its ``sha256:`` digest."""
+
+    @abc.abstractmethod
+    async def list_tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the connections."""
+
+
+class RegistrySessions(abc.ABC):
+    """Opens :class:`RegistrySession` objects (the distribution plugin offers one through
+    ``dockyard_provides``; a plugin that needs registries asks ``kernel.provided()``).
+
+    .. versionadded:: 0.3
+    """
+
+    @abc.abstractmethod
+    def open(self, host: str, auth: dict[str, Any] | None = None) -> RegistrySession:
+        """A session with registry ``host`` (``docker.io`` means Docker Hub); ``auth`` is
+        Docker's AuthConfig dict or None (the daemon's settings say which hosts are insecure)."""
+
+
+#: where an image policy is consulted
+POLICY_ACTIONS = ("pull", "load", "create")
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """What an :class:`ImagePolicy` judges. ``reference`` is the normalized name the image was
+    asked by (``registry/repository[:tag]``, no digest); ``digest`` the top-level manifest digest
+    in that repository (an index's for a multi-platform image; "" when none is known, e.g. a
+    loaded archive); ``action`` one of :data:`POLICY_ACTIONS`; ``image`` the local image when
+    it is already present (create), else None.
+
+    .. versionadded:: 0.3
+    """
+
+    reference: str
+    digest: str
+    action: str
+    image: Image | None = None
+
+
+class ImagePolicy(abc.ABC):
+    """Admission of images by their provenance (a trust policy). Offered through
+    ``dockyard_provides``; the image puller asks it after resolving the manifest and before
+    downloading a layer, the engine before loading an archive's images and before creating a
+    container from a present image. ``check`` raises :class:`~dockyard.errors.Forbidden` naming
+    the image, the digest and the policy entry to refuse; nothing is stored or run then.
+
+    .. versionadded:: 0.3
+    """
+
+    @abc.abstractmethod
+    async def check(self, kernel: Kernel, check: ImageCheck) -> None:
+        """Return to admit; raise ``Forbidden`` to refuse."""
+
+
 # -- migration: moving a running container to another engine (versionadded 0.3) ------------
 
 #: how memory travels: ``stop-copy`` (every page in the dump), ``lazy`` (post-copy: pages

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dockyard.specs import ApiRoute, ConfigOption, hookimpl
-from dockyard.specs.storage import ImagePuller
+from dockyard.specs import Provided
+from dockyard.specs.storage import ImagePuller, RegistrySessions
 
 
 @hookimpl
@@ -49,3 +50,11 @@ def dockyard_image_puller(kernel: Any) -> ImagePuller:
     from dockyard_distribution import api
 
     return ImagePuller("distribution", pull=api.pull, handler=api.pull_image)
+
+
+@hookimpl
+def dockyard_provides(kernel: Any) -> list[Provided]:
+    """Registry sessions for other plugins (provenance's signatures), through core's interface."""
+    from dockyard_distribution.sessions import ClientSessions
+
+    return [Provided(RegistrySessions, ClientSessions(kernel), "distribution")]

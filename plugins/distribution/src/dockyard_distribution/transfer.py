@@ -136,6 +136,7 @@ async def run_pull(client: RegistryClient, plan: PullPlan, store: ImageStore, em
     whether anything changed; ``final_status`` False leaves out the ``Status:`` line (all-tags
     pulls print one for the repository)."""
     ref = plan.ref
+    await check_policy(store.kernel, plan)
     emit(pm.status(f"Pulling from {ref.path}", ref.digest or ref.tag or "latest", detail=False))
     chain = chain_ids(plan.diff_ids)
     present = [await store.has_layer(c) for c in chain]
@@ -211,6 +212,18 @@ async def run_pull(client: RegistryClient, plan: PullPlan, store: ImageStore, em
         emit(final_line(changed, ref.familiar()))
     store.emit("pull", image, ref.familiar())
     return image, changed
+
+
+async def check_policy(kernel: Any, plan: PullPlan) -> None:
+    """The image policy (core's ``ImagePolicy``, when a plugin offers one) judges the resolved
+    top-level digest before any layer is fetched: a refusal stores nothing."""
+    from dockyard.specs.storage import ImageCheck, ImagePolicy
+
+    policy = kernel.provided().get(ImagePolicy)
+    if policy is not None:
+        ref = plan.ref
+        name = f"{ref.name}:{ref.tag}" if ref.tag and not ref.digest else ref.name
+        await policy.check(kernel, ImageCheck(name, plan.top.digest, "pull"))
 
 
 def final_line(changed: bool, name: str) -> dict[str, Any]:

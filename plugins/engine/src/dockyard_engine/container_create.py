@@ -93,6 +93,7 @@ class Creation:
         if not req.config.image:
             raise InvalidArgument("No image was specified")
         img = self._image(req.config.image)
+        await self._check_image_policy(req.config.image, img)
         cfg = merge_config(req, img)
         cid = new_id()
         if not cfg.hostname:
@@ -135,6 +136,31 @@ class Creation:
 
             parse_normalized(ref)
             raise
+
+    async def _check_image_policy(self, ref: str, img: Image) -> None:
+        """Core's ``ImagePolicy`` (when a plugin offers one) judges an image already present
+        before a container is made of it: the name it was asked by (an ID: its first tag) and
+        its top-level digest in that repository (from ``repo_digests``, "" when unknown)."""
+        from dockyard.reference import InvalidReference, parse_normalized
+        from dockyard.specs.storage import ImageCheck, ImagePolicy
+
+        found = self.ctx.kernel.provided().get(ImagePolicy)
+        if found is None:
+            return
+        name = ref if ref not in (img.id, img.id[7:]) and not img.id[7:].startswith(ref) else (
+            img.repo_tags[0] if img.repo_tags else "")
+        reference, repo = "", ""
+        if name:
+            try:
+                r = parse_normalized(name)
+            except InvalidReference:
+                r = None
+            if r is not None:
+                repo = r.name
+                reference = f"{r.name}:{r.tag}" if r.tag and not r.digest else r.name
+        digest = next((d.split("@", 1)[1] for d in img.repo_digests
+                       if repo and parse_normalized(d.split("@", 1)[0], default_tag=False).name == repo), "")
+        await found.check(self.ctx.kernel, ImageCheck(reference, digest, "create", img))
 
     def check_name_free(self, name: str) -> None:
         other = self.ctx.store.by_name(Container, name)
