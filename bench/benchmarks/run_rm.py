@@ -5,6 +5,8 @@ hyperfine invocation. Then memory per idle container: N ``sleep`` containers on 
 the RSS of their monitors (conmon) plus the daemon's growth, against podman's conmons.
 
 Goals (issue 5): docker CLI → dockyardd ≤ 0.5× docker CLI → podman; per idle container ≤ 3 MiB.
+Goals (issue 21): ``dockyard run`` (our CLI) ≤ 0.5× ``podman run --network none``; dockyardd's RSS
+after its start and one container ≤ 50 MiB (dockerd plus containerd use about 132).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from harness import Context, Goal, Result, add_ratios, check_command, fill, star
 NAME = "run_rm"
 MAX_RATIO = 0.5
 MAX_IDLE_MIB = 3.0
+MAX_CLI_RATIO = 0.5
+MAX_DAEMON_MIB = 50.0
 IDLE_N = int(os.environ.get("BENCH_IDLE_N", "30"))
 
 
@@ -148,6 +152,10 @@ def run(ctx: Context) -> list[Result]:
             for r in subjects.values():
                 r.error = f"dockyardd: {exc}"
         if proc is not None:
+            subprocess.run([docker, "-H", host, "run", "--rm", "busybox", "true"], capture_output=True)
+            time.sleep(0.5)
+            memory["daemon"] = rss_kib(proc.pid) / 1024
+            ctx.log(f"  dockyardd RSS after its start and one container: {memory['daemon']:.1f} MiB")
             subjects["docker run → dockyardd"].command = f"{docker} -H {host} run --rm busybox true"
             subjects["dockyard run → dockyardd"].command = f"{dockyard} -H {host} run --rm busybox true"
         if not peers["docker run → podman API"].error:
@@ -195,6 +203,13 @@ def run(ctx: Context) -> list[Result]:
     ratio = sub.ratios.get("docker run → podman API")
     sub.goals.append(Goal(f"docker CLI → dockyardd ≤ {MAX_RATIO}× docker CLI → podman API",
                           None if ratio is None else ratio <= MAX_RATIO, "" if ratio is None else f"{ratio:.2f}×"))
+    ours = subjects["dockyard run → dockyardd"]
+    ratio = ours.ratios.get("podman run --network none")
+    ours.goals.append(Goal(f"dockyard run → dockyardd ≤ {MAX_CLI_RATIO}× podman run --network none",
+                           None if ratio is None else ratio <= MAX_CLI_RATIO, "" if ratio is None else f"{ratio:.2f}×"))
+    if memory.get("daemon") is not None:
+        ours.goals.append(Goal(f"dockyardd RSS after its start and one container ≤ {MAX_DAEMON_MIB:.0f} MiB",
+                               memory["daemon"] <= MAX_DAEMON_MIB, f"{memory['daemon']:.1f} MiB"))
     if memory.get("total") is not None:
         detail = (f"{memory['total']:.2f} MiB = conmon {memory['conmon']:.2f} + daemon growth "
                   f"{memory['growth']:.2f}, {IDLE_N} `sleep` containers")
