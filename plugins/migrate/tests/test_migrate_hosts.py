@@ -43,3 +43,23 @@ def test_stop_copy_moves_state_volume_and_layer(pair: Any) -> None:
     h2.docker("rm", "-f", "kv")
     h2.docker("volume", "rm", "kvdata")
     h1.docker("volume", "rm", "kvdata", check=False)
+
+
+def test_lazy_pages_moves_memory_after_the_restore(pair: Any) -> None:
+    """Post-copy: the target runs before it has the memory; pages come from the source's page
+    server as they fault, the rest in the background. The counter goes on from where it was."""
+    h1, h2 = pair.hosts
+    h1.docker("run", "-d", "--name", "lz", "busybox", "sh", "-c",
+              "while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done")
+    import time
+
+    time.sleep(0.5)
+    out = dockyard(h1, "migrate", "--json", "--mode", "lazy", "lz", h2.url, check=False)
+    assert out.returncode == 0, out.stderr + out.stdout + h1.log[-3000:] + h2.log[-3000:]
+    result = [json.loads(line) for line in out.stdout.splitlines() if '"Result"' in line][-1]["Result"]
+    assert result["Mode"] == "lazy"
+    first = int(h2.docker("exec", "lz", "cat", "/tmp/count").stdout)
+    time.sleep(0.3)
+    assert int(h2.docker("exec", "lz", "cat", "/tmp/count").stdout) > first > 5
+    assert h1.docker("ps", "-aq", "--filter", "name=lz").stdout.strip() == ""
+    h2.docker("rm", "-f", "lz")

@@ -140,6 +140,9 @@ class CheckpointArchives:
             rootfs = await drv.mount(created.id)
             try:
                 await asyncio.to_thread(layout.apply_rootfs_diff, arc, rootfs)
+                mode = await asyncio.to_thread(_dumped_root_mode, arc)
+                if mode is not None:  # CRIU wants the dumped root's mode: no failed first restore
+                    await asyncio.to_thread(os.chmod, rootfs, mode)
             finally:
                 with contextlib.suppress(Exception):
                     await drv.unmount(created.id)
@@ -214,3 +217,15 @@ class CheckpointArchives:
                 continue  # not one this container uses
             if vol.mountpoint:
                 await asyncio.to_thread(tarsafe.extract, tar, vol.mountpoint)
+
+
+def _dumped_root_mode(arc: layout.Archive) -> int | None:
+    """The container root's mode the dump was taken with: the ``./`` entry an export writes
+    first into ``rootfs-diff.tar`` (None when the archive has none, e.g. podman's)."""
+    if arc.rootfs_diff is None:
+        return None
+    with tarfile.open(arc.rootfs_diff, "r:") as tf:
+        first = tf.next()
+    if first is not None and first.isdir() and first.name in ("./", ".", ""):
+        return first.mode & 0o7777
+    return None

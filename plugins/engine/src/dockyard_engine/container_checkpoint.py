@@ -145,6 +145,8 @@ class Checkpoints:
             ctx.emit(c, "checkpoint")
             return done
         try:
+            if req.lazy_pages:  # the process ends once the target pulled every page: record it now
+                raise TimeoutError
             st = await asyncio.wait_for(rt.wait(c.id), 30)
             finished = st.finished_at
         except (TimeoutError, NotFound):

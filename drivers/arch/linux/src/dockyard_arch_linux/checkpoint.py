@@ -211,9 +211,11 @@ class Checkpointing(CheckpointDriver):
             argv.append("--leave-running")
         if request.page_server:
             argv += ["--page-server", request.page_server]
-        argv.append(container_id)
         t0 = time.monotonic()
-        code, text = await _run(argv, timeout=120)
+        if request.lazy_pages:
+            code, text = await self._lazy_dump(container_id, argv)
+        else:
+            code, text = await _run([*argv, container_id], timeout=120)
         frozen = (time.monotonic() - t0) * 1000
         if code != 0:
             detail = last_error(work / "dump.log")
@@ -222,6 +224,48 @@ class Checkpointing(CheckpointDriver):
         size = await asyncio.to_thread(image_size, str(images))
         return CheckpointResult(image_dir=str(images), size=size, frozen_ms=round(frozen, 1),
                                 criu_version=self.criu().version)
+
+    async def _lazy_dump(self, container_id: str, argv: list[str]) -> tuple[int, str]:
+        """Post-copy: ``runc checkpoint --lazy-pages --page-server A:P --status-fd N`` dumps all
+        but the memory, then serves the pages from a page server until the restoring side has
+        pulled them all (the container's process ends only then). Returns once CRIU says the
+        server is ready (a byte on the status pipe); the process goes on in the background."""
+        r, w = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, "--status-fd", str(w), container_id,
+                                                        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.PIPE, pass_fds=(w,))
+        finally:
+            os.close(w)
+        ready = asyncio.ensure_future(asyncio.to_thread(os.read, r, 1))
+        done = asyncio.ensure_future(proc.communicate())
+        try:
+            await asyncio.wait({ready, done}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not ready.done():
+                pass  # the read ends when the process closes the pipe (exit)
+        if ready.done() and ready.result() == b"\0":
+            serving = getattr(self, "_lazy_servers", None)
+            if serving is None:
+                serving = self._lazy_servers = {}
+            serving[container_id] = asyncio.ensure_future(self._serve_pages(proc, done, r, container_id))
+            return 0, ""
+        if not done.done():
+            proc.kill()
+        out, err = await done
+        await ready
+        os.close(r)
+        return proc.returncode or 1, (err or out).decode(errors="replace").strip() or "lazy dump failed"
+
+    async def _serve_pages(self, proc: Any, done: Any, r: int, container_id: str, timeout: float = 600) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            proc.kill()
+            await done
+        finally:
+            os.close(r)
+            getattr(self, "_lazy_servers", {}).pop(container_id, None)
 
     async def restore(self, create: RuntimeCreateRequest, request: CheckpointRequest) -> RuntimeState:
         name = create.runtime or create.container.host_config.runtime or self.default_runtime  # type: ignore[attr-defined]
@@ -244,6 +288,9 @@ class Checkpointing(CheckpointDriver):
         flags = [*self._flags(request, bool(create.container.config.tty)), f"--work-path={work}"]
         opts = [opt for flag in flags for opt in ("--runtime-opt", flag)]
         extra = ["--runtime-arg", "--criu", "--runtime-arg", self.criu().path, "--restore", request.image_dir, *opts]
+        lazy = await self._lazy_pages(request, work) if request.lazy_pages and request.page_server else None
+        if lazy is not None:
+            own_work = False  # the lazy-pages daemon works there until the last page came
         try:
             try:
                 state = await self._create_with(create, extra)  # type: ignore[attr-defined]
@@ -256,6 +303,8 @@ class Checkpointing(CheckpointDriver):
                 await asyncio.to_thread(os.chmod, create.rootfs, mode)
                 state = await self._create_with(create, extra)  # type: ignore[attr-defined]
         except DockyardError as exc:
+            if lazy is not None and lazy.returncode is None:
+                lazy.kill()
             detail = last_error(work / "restore.log")
             if detail:
                 raise Unavailable(f"restore of {create.container.id[:12]} failed: {exc} (CRIU: {detail}; "
@@ -264,6 +313,47 @@ class Checkpointing(CheckpointDriver):
         if own_work:  # kept only when it failed (the next restore of the container replaces it)
             await asyncio.to_thread(shutil.rmtree, work, True)
         return RuntimeState(status="running", pid=state.pid)
+
+    async def _lazy_pages(self, request: CheckpointRequest, work: Path) -> Any:
+        """``criu lazy-pages`` pulling from the source's page server, serving the restore's
+        page faults through its socket in ``work`` (it must listen before the restore starts);
+        it ends once every page came, and is reaped in the background."""
+        addr, _, port = request.page_server.rpartition(":")
+        argv = [self.criu().path, "lazy-pages", "--page-server", "--address", addr.strip("[]"), "--port", port,
+                "-D", request.image_dir, "-W", str(work), "-o", "lazy-pages.log", "-v4"]
+        if request.tcp_established:
+            argv.append("--tcp-established")
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sock = work / "lazy-pages.socket"
+        end = time.monotonic() + 10
+        while not sock.exists():
+            if proc.returncode is not None or time.monotonic() > end:
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+                raise Unavailable(f"criu lazy-pages did not start (log {work / 'lazy-pages.log'}: "
+                                  f"{last_error(work / 'lazy-pages.log')})")
+            await asyncio.sleep(0.005)
+
+        async def reap() -> None:
+            try:
+                await asyncio.wait_for(proc.wait(), 600)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+            if proc.returncode:
+                import logging
+
+                logging.getLogger(__name__).warning("criu lazy-pages exited with %s: %s", proc.returncode,
+                                                    last_error(work / "lazy-pages.log", 12))
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+        task = asyncio.ensure_future(reap())
+        reapers = self.__dict__.setdefault("_lazy_reapers", set())
+        reapers.add(task)
+        task.add_done_callback(reapers.discard)
+        return proc
 
     def checkpoint_spec(self, container_id: str) -> dict[str, Any]:
         """The OCI spec the container last ran with (``spec.dump`` of a portable archive)."""
