@@ -152,11 +152,17 @@ def trust() -> Callable[..., Result]:
 
 @pytest.fixture
 def copy_image(registry: Registry) -> Callable[[str], str]:
-    """``copy_image("name:tag")``: busybox pushed again under a fresh repository; returns the
-    reference ``127.0.0.1:PORT/name:tag``."""
+    """``copy_image("name:tag")``: busybox pushed again as ``name:tag`` with a manifest digest of
+    its own; returns the reference ``127.0.0.1:PORT/name:tag``."""
     def copy(dest: str) -> str:
         registry.skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false",
                         f"docker://{registry.host}/busybox:base", f"docker://{registry.host}/{dest}")
+        # a manifest of its own (an annotation naming it): its own digest, its own signatures
+        repo, tag = dest.rsplit(":", 1)
+        body, media_type = registry.manifest(repo, tag)
+        doc = json.loads(body)
+        doc["annotations"] = {"org.example.copy": dest}
+        registry.put_manifest(repo, tag, json.dumps(doc).encode(), media_type)
         return f"{registry.host}/{dest}"
 
     return copy

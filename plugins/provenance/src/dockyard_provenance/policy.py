@@ -154,7 +154,7 @@ class FilePolicy(ImagePolicy):
     """The policy of the daemon setting ``trust-policy`` ("" = no policy: everything passes)."""
 
     def __init__(self) -> None:
-        self._cache: tuple[str, float, int, Policy] | None = None
+        self._cache: tuple[str, int, int, Policy] | None = None
 
     def policy(self, kernel: Any) -> Policy | None:
         path = str(kernel.config.get("trust-policy") or "")
@@ -164,10 +164,10 @@ class FilePolicy(ImagePolicy):
             st = os.stat(path)
         except OSError as exc:
             raise PolicyDenied(f"trust policy {path}: {exc.strerror}; every image is refused") from exc
-        if self._cache and self._cache[:3] == (path, st.st_mtime, st.st_size):
+        if self._cache and self._cache[:3] == (path, st.st_mtime_ns, st.st_size):
             return self._cache[3]
         pol = load(Path(path))
-        self._cache = (path, st.st_mtime, st.st_size, pol)
+        self._cache = (path, st.st_mtime_ns, st.st_size, pol)
         return pol
 
     async def check(self, kernel: Any, check: ImageCheck) -> None:
