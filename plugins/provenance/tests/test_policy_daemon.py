@@ -6,6 +6,7 @@ not parse refuses every image, naming the file."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,15 @@ def test_policy_on_pull_and_run(registry, keydir: Path, trust: Callable, copy_im
         assert out.returncode != 0, out
         assert "no valid signature" in out.stderr and signed in out.stderr, out.stderr
     assert d.docker("ps", "-aq").stdout.split() == before
+
+    # load: an archive carries no registry digest, so a policy that wants signatures refuses it
+    saved = tmp_path / "signed.tar"
+    subprocess.run(["docker", "-H", d.host, "save", "-o", str(saved), signed], check=True, capture_output=True,
+                   env={"DOCKER_CONFIG": str(d.root / "docker-config"), "PATH": "/usr/local/bin:/usr/bin:/bin"})
+    d.docker("rmi", signed)
+    out = d.docker("load", "-i", str(saved), check=False)
+    assert out.returncode != 0 and "digest is unknown" in out.stderr + out.stdout, out
+    assert f"{host}/signed:1" not in d.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
 
     # a policy file that does not parse refuses every image, naming the file
     policy.write_text('{"default": [{"type": "insecureAcceptAnything"}')

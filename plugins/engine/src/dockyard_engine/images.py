@@ -240,6 +240,19 @@ class ImageService(Service):
     def children(self, image_id: str) -> list[Image]:
         return [i for i in self.list() if i.parent == image_id]
 
+    async def _check_policy(self, plans: list[Plan]) -> None:
+        """Core's ``ImagePolicy`` (when a plugin offers one) judges each name an archive would
+        write (an untagged image: the policy's default) before any layer is applied. An archive
+        carries no registry digest, so a policy that wants signatures refuses it."""
+        from dockyard.specs.storage import ImageCheck, ImagePolicy
+
+        found = self.kernel.provided().get(ImagePolicy)
+        if found is None:
+            return
+        for plan in plans:
+            for name in plan.tags or [""]:
+                await found.check(self.kernel, ImageCheck(name, "", "load"))
+
     # ------------------------------------------------------------------ installing
     async def _install(self, plans: list[Plan], source: str, progress: Progress | None = None) -> list[Installed]:
         """Apply, admit and record ``plans`` all or nothing (see the module docstring)."""
@@ -428,6 +441,7 @@ class ImageService(Service):
                 ingest = Ingest(staging, progress)
                 await asyncio.to_thread(ingest.read, reader)
                 plans = await asyncio.to_thread(self._plan_archive, ingest)
+                await self._check_policy(plans)
                 installed = await self._install(plans, "load", progress)
         finally:
             close()
