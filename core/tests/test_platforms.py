@@ -215,6 +215,7 @@ def test_runnable_native_emulated_or_not():
     assert r.how("linux/386") == "native"
     assert r.how("linux/arm64/v8") == "emulated"
     assert r.how("linux/arm/v6") == "emulated"
+    assert r.how("linux/arm/v8") == ""  # emulated arm64 (qemu-aarch64) runs no 32-bit arm
     assert r.how("linux/riscv64") == ""
     assert r.how("windows/amd64") == ""
     assert P.Runnable.of(["linux/arm64"]).how("linux/arm/v7") == "native"  # an arm64 host running 32-bit

@@ -380,7 +380,11 @@ def default_matcher() -> Matcher:
 # ------------------------------------------------------------------------------------ runtimes
 @dataclass(frozen=True)
 class Runnable:
-    """How a host (or node) runs a platform: ``native``, ``emulated`` or not at all."""
+    """How a host (or node) runs a platform: ``native``, ``emulated`` or not at all.
+
+    Native platforms take containerd's fallbacks (an arm64 host runs 32-bit arm, amd64 runs
+    386); an emulated one only its own architecture's older variants (a binfmt handler
+    registers one machine: ``qemu-aarch64`` runs no 32-bit arm)."""
 
     native: tuple[Platform, ...] = ()
     emulated: tuple[Platform, ...] = ()
@@ -400,14 +404,19 @@ class Runnable:
             (emulated if getattr(p, "emulated", False) else native).append(plat)
         return cls(tuple(native), tuple(emulated))
 
+    @classmethod
+    def named(cls, native: Iterable[str], emulated: Iterable[str] = ()) -> Runnable:
+        """From platform strings (``linux/amd64``; ``linux/arm64`` emulated)."""
+        return cls(tuple(normalize(parse(p)) for p in native), tuple(normalize(parse(p)) for p in emulated))
+
     def how(self, image: Platform | str) -> str:
         """``"native"``, ``"emulated"`` or ``""`` for an image built for ``image``."""
         want = normalize(parse(image) if isinstance(image, str) else image)
         for p in self.native:
             if only(p).match(want):
                 return "native"
-        for p in self.emulated:
-            if only(p).match(want):
+        for p in self.emulated:  # an emulator runs its own architecture only (qemu-aarch64 no 32-bit arm)
+            if ordered([v for v in vector(p) if v.architecture == p.architecture]).match(want):
                 return "emulated"
         return ""
 

@@ -13,7 +13,7 @@ keeps the state they read between placements.
   fit within its totals times ``1 + overcommit`` (Swarm's ``swarm.overcommit``, default 0.05).
 - Fast paths (Swarm re-ranks every node per request; at 10,000 nodes that is about 10 ms in
   Python, bench (a)): the nodes are indexed by name, ID, container, image and attribute, and a filter's
-  ``FilterCheck.index`` hint narrows the nodes to look at; for each (domain, request size) the
+  ``FilterCheck.index`` hint narrows the nodes to look at; for each (domain, request size, platform) the
   strategy's order is kept in a heap, updated as nodes change, so a placement pops nodes best
   first until one passes every check instead of sorting them all.
 - :func:`place` is the one-call form over a list of nodes (builds a scheduler per call).
@@ -429,7 +429,7 @@ class Scheduler:
               domain: Domain, names: Any, limit: int) -> list[Node]:
         """Nodes of ``domain`` in the strategy's order (kept between placements) until
         ``limit`` pass every check."""
-        ordered = self._ordered(domain, names, keyfn, (request.cpus, request.memory))
+        ordered = self._ordered(domain, names, keyfn, (request.cpus, request.memory, request.platform))
         heap, versions, nodes = ordered.heap, self._version, self.nodes
         popped: list[tuple] = []
         found: list[Node] = []
@@ -547,7 +547,8 @@ def _ports(host_config: dict[str, Any], config: dict[str, Any]) -> list[PortBind
     return list(dict.fromkeys(out))
 
 
-def request_from_create(body: dict[str, Any], name: str = "") -> tuple[PlacementRequest, dict[str, Any]]:
+def request_from_create(body: dict[str, Any], name: str = "",
+                        platform: str = "") -> tuple[PlacementRequest, dict[str, Any]]:
     """The placement a Docker ``POST /containers/create`` body asks for, and the body to send
     to the chosen engine.
 
@@ -557,7 +558,9 @@ def request_from_create(body: dict[str, Any], name: str = "") -> tuple[Placement
     files give them). CPUs: ``HostConfig.NanoCpus``, else ``CpuShares`` read as a CPU count
     (Swarm classic's reading of ``-c``); memory: ``HostConfig.Memory``. Host ports from
     ``PortBindings`` (and ``ExposedPorts`` under host networking); dependencies from
-    ``VolumesFrom``, ``Links`` and ``NetworkMode container:``. The body is not modified.
+    ``VolumesFrom``, ``Links`` and ``NetworkMode container:``. ``platform``: the create's
+    ``platform`` query parameter (``linux/arm64``), normalized (InvalidArgument when it does not
+    parse). The body is not modified.
     """
     body = dict(body)
     host = dict(body.get("HostConfig") or {})
@@ -601,5 +604,14 @@ def request_from_create(body: dict[str, Any], name: str = "") -> tuple[Placement
     request = PlacementRequest(
         name=name, image=str(body.get("Image") or ""), cpus=cpus, memory=int(host.get("Memory") or 0),
         constraints=constraints, affinities=affinities, ports=_ports(host, body),
-        dependencies=list(dict.fromkeys(d for d in deps if d)), labels=labels, reschedule=reschedule)
+        dependencies=list(dict.fromkeys(d for d in deps if d)), labels=labels, reschedule=reschedule,
+        platform=_platform(platform))
     return request, body
+
+
+def _platform(text: str) -> str:
+    if not text:
+        return ""
+    from dockyard.platforms import parse
+
+    return str(parse(text).normalized())

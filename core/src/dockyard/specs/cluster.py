@@ -78,8 +78,14 @@ class Node:
     architecture: str = ""  # Docker's spelling (x86_64, aarch64)
     server_version: str = ""
     info: dict[str, Any] = field(default_factory=dict)  # the node's raw /info, if kept
+    #: platforms the engine runs natively and under emulation (``linux/arm64``: its runtime
+    #: driver's ``platforms()``, /info ``DockyardPlatforms``); none given: ``os_type`` and
+    #: ``architecture`` natively (versionadded 0.3)
+    platforms: tuple[str, ...] = ()
+    emulated_platforms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self._runs: dict[str, str] = {}
         self._by_ref: dict[str, NodeContainer] = {}
         self._ports: dict[tuple[int, str], list[str]] = {}  # (port, proto) -> addresses bound
         for c in self.containers:
@@ -131,6 +137,24 @@ class Node:
                 return other or "0.0.0.0"
         return None
 
+    def runs(self, platform: str) -> str:
+        """How this node runs an image built for ``platform`` (``linux/arm64``): ``"native"``,
+        ``"emulated"`` or ``""`` (not at all), with containerd's fallbacks (an amd64 node runs
+        386, an arm64 node 32-bit arm). Cached per platform."""
+        how = self._runs.get(platform)
+        if how is None:
+            from dockyard.errors import DockyardError
+            from dockyard.platforms import Runnable
+
+            native = self.platforms or ((f"{self.os_type or 'linux'}/{self.architecture}",)
+                                        if self.architecture else ())
+            try:
+                how = Runnable.named(native, self.emulated_platforms).how(platform)
+            except DockyardError:
+                how = ""
+            self._runs[platform] = how
+        return how
+
     def attributes(self) -> dict[str, str]:
         """What ``constraint:KEY==VALUE`` matches besides ``node``: the engine labels (keys in
         lower case, as Swarm's expressions) and :data:`ENGINE_FIELDS`."""
@@ -165,6 +189,9 @@ class PlacementRequest:
     dependencies: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     reschedule: list[str] = field(default_factory=list)  # ["on-node-failure"]
+    #: the create's ``platform`` (normalized, ``linux/arm64``; "" = any): only nodes that can
+    #: run it pass the ``platform`` filter, native ones ranked before emulated (versionadded 0.3)
+    platform: str = ""
 
     def has_soft(self) -> bool:
         return any(_is_soft(e) for e in (*self.constraints, *self.affinities))
@@ -224,7 +251,7 @@ class SchedulerStrategy:
     ``rank(request, overcommit)`` returns a key function over nodes (a tuple is fastest),
     smaller first, or None
     for no ranking (a random pick among the survivors). The key may depend only on the node
-    and the request's ``cpus`` and ``memory``, so the scheduler can keep nodes ordered
+    and the request's ``cpus``, ``memory`` and ``platform``, so the scheduler can keep nodes ordered
     between placements; ``overcommit`` is the fraction of CPUs and memory a node may be
     promised beyond its totals (0.05: 5 %).
     """

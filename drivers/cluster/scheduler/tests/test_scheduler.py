@@ -26,7 +26,8 @@ def kernel(tmp_path: Path) -> Kernel:
 
 def test_hooks_give_filters_and_strategies(tmp_path):
     k = kernel(tmp_path)
-    assert list(scheduler.filters(k)) == ["affinity", "constraint", "containerslots", "dependency", "health", "port"]
+    assert list(scheduler.filters(k)) == ["affinity", "constraint", "containerslots", "dependency", "health", "platform",
+                                        "port"]
     assert list(scheduler.strategies(k)) == ["binpack", "random", "spread"]
     s = Scheduler.from_kernel(k, nodes=[Node("n1"), Node("n2", containers=[NodeContainer("x")])])
     assert s.strategy.name == "spread" and s.place(PlacementRequest("web"))[0].name == "n1"
@@ -37,7 +38,7 @@ def test_hooks_give_filters_and_strategies(tmp_path):
 @pytest.mark.parametrize(("strategy", "enabled", "message"), [
     ("fastest", None, "unknown scheduling strategy 'fastest'; installed: binpack, random, spread"),
     ("spread", ["health", "gpu"], "unknown scheduler filter\\(s\\) 'gpu'; installed: affinity, constraint, "
-                                  "containerslots, dependency, health, port"),
+                                  "containerslots, dependency, health, platform, port"),
 ])
 def test_unknown_names_are_invalid(tmp_path, strategy, enabled, message):
     with pytest.raises(InvalidArgument, match=message):

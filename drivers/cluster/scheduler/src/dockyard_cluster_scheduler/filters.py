@@ -15,6 +15,8 @@ scheduler then looks at those nodes only.
 - ``dependency``: every container named by ``--volumes-from``, ``--link`` and ``--net
   container:`` is on the node.
 - ``health``: the node is healthy.
+- ``platform``: the node runs the create's ``platform`` (``docker run --platform``), natively
+  or under emulation, with containerd's fallbacks (``Node.runs``).
 - ``containerslots``: a node labelled ``containerslots=N`` holds fewer than N containers
   (stopped ones count; a label that is not a number sets no limit).
 """
@@ -207,8 +209,28 @@ def prepare_health(request: PlacementRequest) -> FilterCheck | None:
     return _HEALTH
 
 
+# ---------------------------------------------------------------------------- platform
+def prepare_platform(request: PlacementRequest) -> FilterCheck | None:
+    """Swarmkit's platform filter for a create's ``platform``: the node runs it natively or
+    under emulation (:meth:`Node.runs`, containerd's fallbacks: an arm64 node takes arm/v7)."""
+    want = request.platform
+    if not want:
+        return None
+
+    def check(node: Node) -> str | None:
+        if node.runs(want):
+            return None
+        runs = ", ".join([*node.platforms] or [f"{node.os_type}/{node.architecture}"])
+        emulated = f" (emulated: {', '.join(node.emulated_platforms)})" if node.emulated_platforms else ""
+        return f"runs {runs}{emulated}, not {want}"
+
+    return FilterCheck(check)
+
+
 FILTERS = (
     SchedulerFilter("health", prepare_health, "skip nodes that are unhealthy (missed heartbeats)"),
+    SchedulerFilter("platform", prepare_platform,
+                    "the create's platform runs on the node, natively or emulated (native ranked first)"),
     SchedulerFilter("port", prepare_port, "no clash of host ports per address and protocol"),
     SchedulerFilter("containerslots", prepare_containerslots,
                     "node label containerslots=N: at most N containers (stopped ones count)"),
