@@ -16,6 +16,8 @@ from dockyard.model import Event
 if TYPE_CHECKING:
     import pluggy
 
+    from dockyard.specs.events import EventJournal
+
 log = logging.getLogger(__name__)
 
 #: How many past events ``/events?since=`` can replay (dockerd keeps 256).
@@ -47,10 +49,23 @@ class EventBus:
     subscribers: set[asyncio.Queue[Event | None]] = field(default_factory=set)
     failures: list[HookFailure] = field(default_factory=list)
     hook_caller: Callable[[Event], None] | None = None
+    #: where events are persisted before they are published (a plugin's, set at start)
+    journal: EventJournal | None = None
+    #: the last sequence number given (continues the journal's across restarts)
+    seq: int = 0
+
+    def attach(self, journal: EventJournal) -> None:
+        """Persist every later event in ``journal`` first; numbering continues after its last."""
+        self.journal = journal
+        self.seq = max(self.seq, journal.last_seq())
 
     def emit(self, event: Event) -> Event:
         if not event.time_nano:
             event.time_nano = time.time_ns()
+        self.seq += 1
+        event.seq = self.seq
+        if self.journal is not None:
+            self.journal.append(event)
         self._remember(event)
         if self.hook_caller is not None:
             self.hook_caller(event)
@@ -88,6 +103,11 @@ class EventBus:
                 yield item
         finally:
             self.subscribers.discard(q)
+
+    async def durable(self) -> None:
+        """Return once every event emitted so far is persisted (at once without a journal)."""
+        if self.journal is not None:
+            await self.journal.durable(self.seq)
 
     def close(self) -> None:
         """End every subscriber stream (daemon shutdown)."""

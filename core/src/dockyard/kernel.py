@@ -35,7 +35,7 @@ from dockyard.specs import NAMESPACES, SPEC_CLASSES, Driver, DriverContext
 from dockyard.specs._base import AUTO_PRIORITY, PROJECT
 from dockyard.specs.cluster import ClusterStore, StoreURL
 from dockyard.specs.config import ConfigOption
-from dockyard.specs.events import BackgroundService
+from dockyard.specs.events import BackgroundService, EventJournal
 from dockyard.specs.provides import DriverSource, ExternalPlugin, Provided
 from dockyard.specs.supervisor import SupervisorBackend, Supervisors
 from dockyard.store import Store
@@ -443,6 +443,9 @@ class Kernel:
         conflicts = [p for p in self.registry.problems if isinstance(p, PluginConflictError) and p.kind == "service"]
         if conflicts:
             raise conflicts[0]
+        journal = self.provided().get(EventJournal)
+        if journal is not None:
+            self.events.attach(journal)  # before any service emits
         for name in self.start_order():
             await self.service(name).start()
         services: list[BackgroundService] = []
@@ -476,6 +479,11 @@ class Kernel:
                 except Exception:  # noqa: BLE001
                     log.exception("service %s failed to stop", name)
         self.events.close()
+        if self.events.journal is not None:
+            try:
+                await self.events.journal.close()
+            except Exception:  # noqa: BLE001
+                log.exception("the event journal failed to close")
         for key, drv in list(self.drivers.items()):
             if key in self._ready:
                 self._ready.discard(key)

@@ -431,6 +431,9 @@ class Event:
     #: the engine it happened on, when a daemon relays several engines' events (a swarm
     #: manager): Swarm classic's ``node`` (``Name``, ``Id``, ``Addr``, ``Ip``); empty when local
     node: dict[str, str] = field(default_factory=dict)
+    #: the host's sequence number (one more per event, kept across restarts when an
+    #: ``EventJournal`` persists them); 0 for an event relayed from elsewhere
+    seq: int = 0
 
 
 # ---------------------------------------------------------------------------------------------

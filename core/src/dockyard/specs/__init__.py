@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from dockyard.specs.arch import ArchSpecs, CheckpointDriver, RuntimeDriver
     from dockyard.specs.cluster import ClusterSpecs, ClusterStore
     from dockyard.specs.config import ConfigOption, ConfigSpecs
-    from dockyard.specs.events import BackgroundService, EventSpecs
+    from dockyard.specs.events import BackgroundService, EventJournal, EventSpecs
     from dockyard.specs.network import (
         EmbeddedDnsDriver,
         GlobalScopeDriver,
@@ -51,7 +51,7 @@ _LAZY: dict[str, str] = {
     "ArchSpecs": "arch", "CheckpointDriver": "arch", "RuntimeDriver": "arch",
     "ClusterSpecs": "cluster", "ClusterStore": "cluster",
     "ConfigOption": "config", "ConfigSpecs": "config",
-    "BackgroundService": "events", "EventSpecs": "events",
+    "BackgroundService": "events", "EventJournal": "events", "EventSpecs": "events",
     "EmbeddedDnsDriver": "network", "GlobalScopeDriver": "network", "IpamDriver": "network",
     "NetworkDriver": "network",
     "NetworkSpecs": "network",
@@ -98,7 +98,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AREAS", "CAPABILITY_BASES", "DRIVER_API_VERSION", "DRIVER_BASES", "NAMESPACES", "PROVIDER_GROUP",
     "SPEC_CLASSES",
-    "ApiFront", "ApiMiddleware", "ApiRoute", "ImagePuller", "BackgroundService", "CheckpointDriver", "ConfigOption", "Driver",
+    "ApiFront", "ApiMiddleware", "ApiRoute", "ImagePuller", "BackgroundService", "CheckpointDriver", "ConfigOption", "Driver", "EventJournal",
     "DriverContext", "DriverInfo", "DriverProvider", "EmbeddedDnsDriver", "GlobalScopeDriver", "IpamDriver",
     "LayerDriver", "NetworkDriver", "ClusterStore",
     "Provisioner", "RuntimeDriver", "VolumeDriver", "entry_point_group", "hookimpl",

@@ -246,6 +246,14 @@ class Builder(ConfigInstructions):
         return out
 
     async def _finish(self, image_id: str) -> None:
+        if image_id not in self.base_ids:
+            # The record goes to the plugins (provenance attests it) and is stored before the
+            # build's tags make the image usable by name; a plugin's refusal fails the build.
+            img = self.images.get(image_id)
+            record = self.record(image_id)
+            self.kernel.hook.dockyard_build_record(kernel=self.kernel, image=img, record=record)
+            img.build_record = record
+            self.images.store_put(img)
         await self._emit({"aux": {"ID": image_id}})
         if self.opts.quiet:
             await self._emit({"stream": image_id + "\n"})
@@ -253,10 +261,8 @@ class Builder(ConfigInstructions):
         for t in self.opts.tags:
             await self.images.tag(image_id, t)
             await self.out(f"Successfully tagged {familiar(t)}\n")
-        if image_id not in self.base_ids:
-            img = self.images.get(image_id)
-            img.build_record = self.record(image_id)
-            self.images.store_put(img)
+        name = familiar(self.opts.tags[0]) if self.opts.tags else image_id
+        self.kernel.emit("image", "build", image_id, name=name)
 
     # ------------------------------------------------------------------ FROM
     async def _from(self, stage: Stage) -> StageState:
