@@ -103,3 +103,26 @@ def test_hostile_signatures_are_refused(registry, keydir: Path, trust: Callable,
     registry.put_manifest("hostile", "1", json.dumps({**doc, "annotations": {"evil": "1"}}).encode(),
                           doc["mediaType"])
     _refused(trust, image, keydir / "a.pub", "no signatures found")
+
+
+def test_a_multi_platform_image_is_signed_by_its_index_digest(registry, keydir: Path, trust: Callable,
+                                                              copy_image) -> None:
+    import hashlib
+    import platform
+
+    copy_image("index:amd")
+    body, media_type = registry.manifest("index", "amd")
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{"mediaType": media_type.split(";")[0], "size": len(body),
+                            "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+                            "platform": {"os": "linux", "architecture": arch}}]}
+    index_digest = registry.put_manifest("index", "multi", json.dumps(index).encode(),
+                                         "application/vnd.oci.image.index.v1+json")
+    image = f"{registry.host}/index:multi"
+    assert trust("sign", image, "--key", str(keydir / "a.key")).exit_code == 0
+    insp = json.loads(trust("inspect", image).output)[0]
+    assert insp["Digest"] == index_digest and insp["SignatureTag"] == cosign.sig_tag(index_digest)
+    assert trust("verify", image, "--key", str(keydir / "a.pub")).exit_code == 0
+    # the platform manifest alone is not what was signed
+    assert trust("verify", f"{registry.host}/index:amd", "--key", str(keydir / "a.pub")).exit_code == 1
