@@ -255,3 +255,39 @@ async def test_recreate_moves_a_record_away_from_a_node(cluster: Any, engines: F
         await svc.recreate(moved, {"n1", "n2", "n3"})
     assert (await store.get("names/mover")).value.decode() == new_id
     assert (await store.get(f"containers/{new_id}")).json()["node"] == moved["node"]
+
+
+async def test_a_platform_lands_only_on_nodes_that_run_it_native_first(cluster: Any, engines: FakeEngines) -> None:
+    svc = await cluster()
+    store = (await svc._store_view()).store
+    nodes = svc.kernel.service("nodes")
+    changes = nodes.changes()
+    for name, platforms in (("n2", [{"Platform": "linux/amd64", "Emulated": False},
+                                    {"Platform": "linux/arm64", "Emulated": True}]),
+                            ("n3", [{"Platform": "linux/arm64", "Emulated": False}])):
+        rec = (await store.get(f"nodes/{name}")).json()
+        rec["engine"]["Platforms"] = platforms
+        await store.put(f"nodes/{name}", json.dumps(rec).encode())
+
+    async def described() -> None:
+        seen: set[str] = set()
+        async for ch in changes:
+            if ch.node.platforms:
+                seen.add(ch.node.name)
+            if seen == {"n2", "n3"}:
+                return
+
+    await asyncio.wait_for(described(), 10)
+    assert (await nodes.node("n2")).emulated_platforms == ("linux/arm64",)
+    ids = []
+    for i in range(3):
+        r = req(f"arm{i}")
+        r.platform = "linux/arm64"
+        ids.append((await svc.create(r)).id)
+    placed = [(await store.get(f"containers/{cid}")).json() for cid in ids]
+    assert [p["node"] for p in placed] == ["n3"] * 3  # native before emulated on equal weight; never n1
+    assert placed[0]["platform"] == "linux/arm64"  # a rescheduled copy asks for it again
+    with pytest.raises(e.Conflict, match="platform: runs linux/amd64 .emulated: linux/arm64., not linux/riscv64"):
+        r = req("rv")
+        r.platform = "linux/riscv64"
+        await svc.create(r)

@@ -35,6 +35,10 @@ class ContainerCreate:
     #: the request as the front received it (the Docker JSON body), or None: a swarm manager
     #: forwards it to the node it placed the container on, so a node gets what the client sent
     body: dict[str, Any] | None = None
+    #: the ``platform`` query parameter (``docker create --platform``), normalized
+    #: (``linux/arm64``); "" = the image's own. An image for another platform is a 404 with
+    #: dockerd's words, so the client pulls that platform (versionadded 0.3)
+    platform: str = ""
 
 
 @dataclass

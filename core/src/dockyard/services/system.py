@@ -41,6 +41,11 @@ class EngineInfo:
     #: whether containers can be checkpointed here, and for which OCI runtimes, or why not
     #: (the runtime driver's ``checkpoint_support``; versionadded 0.3); "" = not asked
     checkpoint: str = ""
+    #: what the runtime driver runs here, native first (``("linux/amd64", False)``,
+    #: ``("linux/arm64", True)``: emulated), and the OS of its native platform (Docker's
+    #: ``OSType``; "" = the front's host facts) (versionadded 0.3)
+    platforms: list[tuple[str, bool]] = field(default_factory=list)
+    os_type: str = ""
 
     @property
     def containers(self) -> int:

@@ -292,6 +292,10 @@ async def create_container(request: web.Request) -> web.Response:
     body = await read_json(request, schema=bodies.CONTAINER_CREATE, struct="ContainerConfigWrapper")
     req = create_request_from(body, request.query.get("name", ""))
     req.body = body  # what the client sent: a swarm manager forwards it to the node it places on
+    if request.query.get("platform"):  # API 1.41: docker create/run --platform
+        from dockyard.platforms import parse
+
+        req.platform = str(parse(request.query["platform"]).normalized())
     c = await _svc(request).create(req)
     return json_response({"Id": c.id, "Warnings": []}, status=201)
 

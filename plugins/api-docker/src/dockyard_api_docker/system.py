@@ -154,7 +154,7 @@ async def info(request: web.Request) -> web.Response:
         "KernelVersion": f["kernel"],
         "OperatingSystem": engine.operating_system or _os_release(),
         "OSVersion": "",
-        "OSType": f["os"],
+        "OSType": engine.os_type or f["os"],  # the runtime driver's native platform
         "Architecture": os.uname().machine,
         "IndexServerAddress": "https://index.docker.io/v1/",
         "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {},
@@ -182,6 +182,8 @@ async def info(request: web.Request) -> web.Response:
         # dockyard extension: every installed plugin and driver, with load errors.
         "DockyardPlugins": plugin_records(kernel),
         "DockyardCheckpoint": engine.checkpoint,  # CRIU checkpoint/restore: for which runtimes, or why not
+        # the platforms containers can have here, native first (a swarm node's description)
+        "DockyardPlatforms": [{"Platform": p, "Emulated": emulated} for p, emulated in engine.platforms],
         "DockyardAreas": {area: sorted({r.name for r in kernel.registry.records
                                         if r.area == area and r.status in ("available", "loaded")})
                           for area in sorted({a for a, *_ in NAMESPACES.values()})},

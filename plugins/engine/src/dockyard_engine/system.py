@@ -28,6 +28,7 @@ class SystemService(Service):
             runtimes = {name: {"path": name} for name in ("crun", "runc")}
             runtimes.update(kernel.config.get("runtimes") or {})
         checkpoint = await self._checkpoint_status(runtimes) if runtimes else ""
+        platforms = await self._platforms() if runtimes else []
         running = sum(by_status[s] for s in _RUNNING)
         paused = by_status[ContainerStatus.PAUSED]
         return EngineInfo(
@@ -42,7 +43,25 @@ class SystemService(Service):
             default_runtime=str(kernel.config.get("default-runtime") or ""),
             security_options=["name=seccomp,profile=default"] if runtimes else [],
             checkpoint=checkpoint,
+            platforms=platforms,
+            os_type=next((p.split("/", 1)[0] for p, emulated in platforms if not emulated), ""),
         )
+
+    async def _platforms(self) -> list[tuple[str, bool]]:
+        """The runtime driver's ``platforms()`` (native first), normalized; [] when it cannot
+        be readied (``/info`` still answers)."""
+        from dockyard.platforms import Platform, normalize
+
+        try:
+            rt = await self.kernel.driver_ready("arch")
+        except DockyardError:
+            return []
+        out: list[tuple[str, bool]] = []
+        for p in rt.platforms():
+            name = str(normalize(Platform(p.os, p.architecture, p.variant)))
+            if all(name != have for have, _ in out):
+                out.append((name, bool(p.emulated)))
+        return out
 
     async def _checkpoint_status(self, runtimes: dict[str, dict[str, str]]) -> str:
         """"available for runc" / "not available: <why, naming the fix>"."""

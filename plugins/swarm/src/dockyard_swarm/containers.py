@@ -321,10 +321,11 @@ class ClusterContainers(Service, ContainerIO):
 
     # ------------------------------------------------------------------ placement
     async def create(self, req: ContainerCreate) -> Container:
-        return await self._create(create_body(req), req.name)
+        return await self._create(create_body(req), req.name, platform=req.platform)
 
-    async def _create(self, body: dict[str, Any], name: str, exclude: set[str] = frozenset()) -> Container:  # type: ignore[assignment]
-        request, to_send = request_from_create(body, name)
+    async def _create(self, body: dict[str, Any], name: str, exclude: set[str] = frozenset(),  # type: ignore[assignment]
+                      platform: str = "") -> Container:
+        request, to_send = request_from_create(body, name, platform)
         view = await self._store_view()
         chosen = name
         for attempt in range(PLACE_ATTEMPTS):
@@ -335,6 +336,8 @@ class ClusterContainers(Service, ContainerIO):
             node = await placement.place(request, set(exclude))
             record = {"config": to_send, "reschedule": "on-node-failure" in request.reschedule,
                       "cpus": request.cpus, "memory": request.memory, "created": _now()}
+            if request.platform:
+                record["platform"] = request.platform  # a rescheduled copy asks for it again
             try:
                 pending = await view.reserve(node.name, chosen, request.cpus, request.memory, record)
                 placement.reserve(node.name, NodeContainer(id=pending.pending_id, name=chosen, image=request.image,
@@ -346,15 +349,16 @@ class ClusterContainers(Service, ContainerIO):
                 if name:
                     raise
                 continue  # a generated name was taken: draw another
-            return await self._create_on(node, pending, to_send)
+            return await self._create_on(node, pending, to_send, request.platform)
         raise e.Unavailable(f"could not place {name or 'the container'}: the nodes' reservations kept changing "
                             f"({PLACE_ATTEMPTS} attempts)")
 
-    async def _create_on(self, node: Node, pending: Pending, body: dict[str, Any]) -> Container:
+    async def _create_on(self, node: Node, pending: Pending, body: dict[str, Any], platform: str = "") -> Container:
         view = await self._store_view()
         client = self.engines.for_node(node)
+        params = {"name": pending.name, **({"platform": platform} if platform else {})}
         try:
-            answer = await client.post("/containers/create", {"name": pending.name}, body)
+            answer = await client.post("/containers/create", params, body)
             cid = answer["Id"]
         except BaseException:
             await asyncio.shield(view.release(node.name, pending.name, pending.pending_id, pending.cpus,
@@ -384,7 +388,8 @@ class ClusterContainers(Service, ContainerIO):
         if gone is not None:
             self._drop(gone)
         try:
-            c = await self._create(dict(record.get("config") or {}), name, exclude)
+            c = await self._create(dict(record.get("config") or {}), name, exclude,
+                                   platform=str(record.get("platform") or ""))
         except BaseException:
             await asyncio.shield(view.store.txn([Compare.absent(NAMES + name)], [
                 Put(NAMES + name, old.encode()), Put(CONTAINERS + old, json.dumps(record).encode())]))

@@ -84,7 +84,17 @@ def node_from_record(record: dict[str, Any], healthy: bool = True) -> Node:
                 kernel_version=str(engine.get("KernelVersion") or ""),
                 operating_system=str(engine.get("OperatingSystem") or ""),
                 os_type=str(engine.get("OSType") or "linux"), architecture=str(engine.get("Architecture") or ""),
-                server_version=str(engine.get("ServerVersion") or ""), info=engine)
+                server_version=str(engine.get("ServerVersion") or ""), info=engine,
+                platforms=_platforms(engine, False), emulated_platforms=_platforms(engine, True))
+
+
+def _platforms(engine: dict[str, Any], emulated: bool) -> tuple[str, ...]:
+    """The engine's ``Platforms`` (its /info ``DockyardPlatforms``) natively or emulated."""
+    out = []
+    for item in engine.get("Platforms") or ():
+        if isinstance(item, dict) and item.get("Platform") and bool(item.get("Emulated")) is emulated:
+            out.append(str(item["Platform"]))
+    return tuple(out)
 
 
 def addr(node: Node) -> str:

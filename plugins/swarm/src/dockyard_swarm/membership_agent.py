@@ -101,16 +101,19 @@ async def engine_facts(kernel: Kernel) -> tuple[str, dict[str, Any]]:
     UTS name is the host's) and the fields the scheduler's constraints read."""
     f = kernel.facts()
     driver = ""
+    platforms: list[dict[str, Any]] = []
     if kernel.has_service("system"):
         try:
-            driver = (await kernel.system.info()).storage_driver
+            info = await kernel.system.info()
+            driver = info.storage_driver
+            platforms = [{"Platform": p, "Emulated": emulated} for p, emulated in info.platforms]
         except Exception:  # noqa: BLE001 - a field of the record, not worth failing the beat
             log.exception("engine info for the node record")
     return str(f["hostname"]), {
         "Name": str(f["hostname"]), "Cpus": os.cpu_count() or 1, "Memory": _mem_total(),
         "ServerVersion": str(f["version"]), "KernelVersion": str(f["kernel"]),
         "OperatingSystem": _os_release(), "OSType": str(f["os"]), "Driver": driver,
-        "Architecture": platform.machine(), "ID": kernel.daemon_id,
+        "Architecture": platform.machine(), "ID": kernel.daemon_id, "Platforms": platforms,
     }
 
 
@@ -183,7 +186,7 @@ def engine_from_info(info: dict[str, Any]) -> dict[str, Any]:
             "ServerVersion": info.get("ServerVersion", ""), "KernelVersion": info.get("KernelVersion", ""),
             "OperatingSystem": info.get("OperatingSystem", ""), "OSType": info.get("OSType", ""),
             "Driver": info.get("Driver", ""), "Architecture": info.get("Architecture", ""),
-            "ID": info.get("ID", "")}
+            "ID": info.get("ID", ""), "Platforms": list(info.get("DockyardPlatforms") or [])}
 
 
 def labels_from_info(info: dict[str, Any]) -> dict[str, str]:

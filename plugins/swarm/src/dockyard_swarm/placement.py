@@ -260,7 +260,7 @@ class PlacementView:
                     containers=list(self.containers_of(n.name)), images=set(n.images), healthy=n.healthy,
                     storage_driver=n.storage_driver, kernel_version=n.kernel_version,
                     operating_system=n.operating_system, os_type=n.os_type, architecture=n.architecture,
-                    server_version=n.server_version)
+                    server_version=n.server_version, platforms=n.platforms, emulated_platforms=n.emulated_platforms)
 
     async def sync(self) -> None:
         while self.dirty:
