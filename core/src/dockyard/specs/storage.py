@@ -216,6 +216,22 @@ class RegistrySessions(abc.ABC):
         Docker's AuthConfig dict or None (the daemon's settings say which hosts are insecure)."""
 
 
+class ImageAttachments(abc.ABC):
+    """What travels beside an image to a registry (provenance: the image's build attestations,
+    pushed as cosign's ``.att``). The pusher (dockyard-distribution) calls :meth:`pushed` once
+    the image's manifest is stored and before the push is answered; a plugin offers one through
+    ``dockyard_provides``.
+
+    .. versionadded:: 0.3
+    """
+
+    @abc.abstractmethod
+    async def pushed(self, session: RegistrySession, repository: str, image: Image, digest: str) -> list[str]:
+        """``image`` was pushed to ``repository`` as manifest ``digest``: store what belongs
+        beside it through ``session`` (left open: the pusher closes it). Returns lines for the
+        push's progress (``Pushed attestation sha256:...``); raise to fail the push."""
+
+
 #: where an image policy is consulted
 POLICY_ACTIONS = ("pull", "load", "create")
 

@@ -333,6 +333,7 @@ async def run_push(client: RegistryClient, plan: PushPlan, store: ImageStore, em
     body = json.dumps(manifest, indent=3).encode()
     tag = ref.tag or "latest"
     digest = await client.put_manifest(repo, tag, body, DOCKER_MANIFEST)
+    await push_attachments(store.kernel, client, repo, plan.image, digest, emit)
     emit(pm.status(f"{tag}: digest: {digest} size: {len(body)}"))
     aux = {"Tag": tag, "Digest": digest, "Size": len(body)}
     emit({"progressDetail": {}, "aux": aux})
@@ -344,6 +345,20 @@ async def run_push(client: RegistryClient, plan: PushPlan, store: ImageStore, em
             store.images.store_put(image)
     store.emit("push", plan.image, ref.familiar())
     return aux
+
+
+async def push_attachments(kernel: Any, client: RegistryClient, repo: str, image: Any, digest: str,
+                           emit: Emit) -> None:
+    """What a plugin keeps beside the image (core's ``ImageAttachments``: provenance's build
+    attestations) goes up once the manifest is stored, before the push is answered."""
+    from dockyard.specs.storage import ImageAttachments
+
+    from dockyard_distribution.sessions import ClientSession
+
+    follower = kernel.provided().get(ImageAttachments)
+    if follower is not None:
+        for line in await follower.pushed(ClientSession(client), repo, image, digest):
+            emit(pm.status(line))
 
 
 def _desc(media_type: str | None, digest: str, size: int) -> dict[str, Any]:

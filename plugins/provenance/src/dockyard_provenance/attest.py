@@ -172,3 +172,95 @@ def attest_build(data_root: Path, key: Any, image_id: str, name: str, record: di
     env = envelope(key, statement(name, image_id, record))
     keep(data_root, image_id, env)
     return env
+
+
+# ---------------------------------------------------------------------------------------------
+# in a registry: cosign's ``.att`` tag beside the image
+
+SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
+PREDICATE_ANNOTATION = "predicateType"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+def att_tag(digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    return f"{algo}-{hexpart}.att"
+
+
+def for_manifest(key: Any, env: dict[str, Any], name: str, digest: str, image_id: str) -> dict[str, Any]:
+    """The pushed form of a kept attestation: the same predicate about the manifest ``digest``
+    the push made (and the image ID it was built as), signed again by the same key."""
+    stmt = json.loads(base64.b64decode(env["payload"]))
+    algo, _, hexpart = digest.partition(":")
+    stmt["subject"] = [{"name": name, "digest": {algo: hexpart}},
+                       {"name": "config", "digest": {image_id.partition(":")[0]: image_id.partition(":")[2]}}]
+    return envelope(key, stmt)
+
+
+async def attach(session: Any, repo: str, digest: str, env: dict[str, Any]) -> str:
+    """Add ``env`` as one layer of the ``.att`` manifest of ``digest`` (created when absent;
+    an identical layer is not added twice); returns the manifest's digest."""
+    from dockyard.errors import NotFound
+
+    layers: list[dict[str, Any]] = []
+    try:
+        m = await session.get_manifest(repo, att_tag(digest))
+        layers = [lay for lay in json.loads(m.body).get("layers") or [] if isinstance(lay, dict)]
+    except NotFound:
+        pass
+    body = json.dumps(env, separators=(",", ":")).encode()
+    blob = await session.put_blob(repo, body)
+    stmt = json.loads(base64.b64decode(env["payload"]))
+    if not any(lay.get("digest") == blob for lay in layers):
+        layers.append({"mediaType": ENVELOPE_MEDIA_TYPE, "size": len(body), "digest": blob,
+                       "annotations": {SIG_ANNOTATION: "", PREDICATE_ANNOTATION: str(stmt.get("predicateType"))}})
+    config = {"architecture": "", "created": "0001-01-01T00:00:00Z",
+              "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
+              "rootfs": {"type": "layers", "diff_ids": [lay["digest"] for lay in layers]}, "config": {}}
+    config_raw = json.dumps(config, separators=(",", ":")).encode()
+    config_digest = await session.put_blob(repo, config_raw)
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "size": len(config_raw), "digest": config_digest},
+                "layers": layers}
+    return str(await session.put_manifest(repo, att_tag(digest), json.dumps(manifest, separators=(",", ":")).encode(),
+                                          OCI_MANIFEST))
+
+
+async def fetch(session: Any, repo: str, digest: str) -> list[dict[str, Any]]:
+    """The DSSE envelopes of the ``.att`` manifest of ``digest`` (empty when there is none)."""
+    from dockyard.errors import NotFound
+
+    try:
+        m = await session.get_manifest(repo, att_tag(digest))
+    except NotFound:
+        return []
+    out = []
+    for lay in json.loads(m.body).get("layers") or []:
+        if isinstance(lay, dict) and lay.get("mediaType") == ENVELOPE_MEDIA_TYPE:
+            out.append(json.loads(await session.get_blob(repo, str(lay.get("digest")), max_size=4 << 20)))
+    return out
+
+
+def describe(env: dict[str, Any], pubs: list[Any], digest: str) -> dict[str, Any]:
+    """What ``trust inspect --attestations`` shows of one envelope: its statement's type,
+    subjects and predicate, and whether a key verifies it for ``digest`` (and why not)."""
+    try:
+        stmt = json.loads(base64.b64decode(env["payload"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        return {"Error": f"not a DSSE envelope: {exc}", "Verified": False}
+    out: dict[str, Any] = {"PredicateType": stmt.get("predicateType"), "Subject": stmt.get("subject"),
+                           "Predicate": stmt.get("predicate")}
+    if pubs:
+        problems = []
+        for pub in pubs:
+            try:
+                verify_envelope(env, pub, digest)
+                out["Verified"] = True
+                break
+            except AttestationError as exc:
+                problems.append(str(exc))
+        else:
+            out["Verified"] = False
+            out["Error"] = "; ".join(dict.fromkeys(problems))
+    return out

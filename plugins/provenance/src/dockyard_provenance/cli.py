@@ -197,16 +197,29 @@ def verify(image: str, key_paths: tuple[str, ...], output: str) -> None:
 
 @trust.command("inspect")
 @click.argument("image")
-def inspect(image: str) -> None:
+@click.option("--attestations", is_flag=True, help="also the attestations beside IMAGE (cosign's .att: "
+              "in-toto statements in DSSE envelopes), verified with each --key")
+@click.option("--key", "keys", multiple=True, help="public key (PEM) verifying attestations (repeatable)")
+def inspect(image: str, attestations: bool, keys: tuple[str, ...]) -> None:
     """The signatures stored beside IMAGE (payload claims and annotations), unverified, as JSON."""
     from dockyard_provenance import cosign
 
     async def work(kernel: Any) -> dict[str, Any]:
         ref = cosign.parse(image)
         session = cosign.open_session(kernel, ref)
+        atts: list[dict[str, Any]] = []
         try:
             digest = await cosign.resolve(session, ref)
             sigs = await cosign.fetch(session, ref.path, digest)
+            if attestations:
+                from pathlib import Path
+
+                from cryptography.hazmat.primitives import serialization
+
+                from dockyard_provenance import attest
+
+                pubs = [serialization.load_pem_public_key(Path(k).read_bytes()) for k in keys]
+                atts = [attest.describe(env, pubs, digest) for env in await attest.fetch(session, ref.path, digest)]
         finally:
             await session.close()
         out = []
@@ -217,6 +230,12 @@ def inspect(image: str) -> None:
                 claims = {"error": str(exc)}
             out.append({"Layer": s.layer_digest, "Signature": s.signature, "Claims": claims,
                         "Annotations": s.annotations})
-        return {"Name": image, "Digest": digest, "SignatureTag": cosign.sig_tag(digest), "Signatures": out}
+        doc = {"Name": image, "Digest": digest, "SignatureTag": cosign.sig_tag(digest), "Signatures": out}
+        if attestations:
+            from dockyard_provenance.attest import att_tag
+
+            doc["AttestationTag"] = att_tag(digest)
+            doc["Attestations"] = atts
+        return doc
 
     click.echo(json.dumps([_run(work)], indent=2))

@@ -23,6 +23,7 @@ from aiohttp import web
 from dockyard.errors import NotFound
 from dockyard.specs import ApiMiddleware, ApiRoute, ConfigOption, Provided, hookimpl
 from dockyard.specs.events import EventJournal
+from dockyard.specs.storage import ImageAttachments
 
 PREFIX = "/dockyard/v1/provenance"
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -73,10 +74,35 @@ def dockyard_config_options() -> list[ConfigOption]:
                          "empty: the host's own <data-root>/provenance/attest.key")]
 
 
+class PushAttestations(ImageAttachments):
+    """Core's ``ImageAttachments``: on push, each kept attestation of the image goes up as a
+    layer of cosign's ``.att`` manifest, about the manifest digest the push made."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+
+    async def pushed(self, session: Any, repository: str, image: Any, digest: str) -> list[str]:
+        from dockyard_provenance import attest
+
+        kept = attest.local_attestations(Path(self.kernel.config.data_root), image.id)
+        if not kept:
+            return []
+        key = _attestation_key(self.kernel)
+        name = f"{session.host}/{repository}"
+        lines = []
+        for env in kept:
+            attest.verify_envelope(env, key.public_key(), image.id)  # ours, about this image
+            pushed = attest.for_manifest(key, env, name, digest, image.id)
+            await attest.attach(session, repository, digest, pushed)
+            lines.append(f"Pushed attestation {attest.att_tag(digest)}")
+        return lines
+
+
 @hookimpl
 def dockyard_provides(kernel: Any) -> list[Provided]:
     sync = str(kernel.config.get("lifecycle-log-sync") or "write")
-    return [Provided(EventJournal, LazyJournal(log_dir(kernel), sync), "provenance-log")]
+    return [Provided(EventJournal, LazyJournal(log_dir(kernel), sync), "provenance-log"),
+            Provided(ImageAttachments, PushAttestations(kernel), "provenance-log")]
 
 
 @hookimpl
