@@ -62,3 +62,6 @@ def test_skopeo_signs_with_our_key_and_we_verify(registry, keydir: Path, trust: 
     res = trust("verify", f"{registry.host}/interop:theirs", "--key", str(keydir / "b.pub"))
     assert res.exit_code == 0, res.output
     assert trust("verify", f"{registry.host}/interop:theirs", "--key", str(keydir / "a.pub")).exit_code == 1
+    # the same policy.json skopeo reads admits it in dockyard too
+    policy, _ = _setup(tmp_path / "p", registry.host, keydir / "b.pub")
+    assert trust("verify", f"{registry.host}/interop:theirs", "--policy", str(policy)).exit_code == 0

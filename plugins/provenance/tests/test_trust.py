@@ -126,3 +126,17 @@ def test_a_multi_platform_image_is_signed_by_its_index_digest(registry, keydir: 
     assert trust("verify", image, "--key", str(keydir / "a.pub")).exit_code == 0
     # the platform manifest alone is not what was signed
     assert trust("verify", f"{registry.host}/index:amd", "--key", str(keydir / "a.pub")).exit_code == 1
+
+
+def test_verify_by_the_daemons_policy_file(registry, keydir: Path, trust: Callable, copy_image,
+                                           tmp_path: Path) -> None:
+    image = copy_image("bypolicy:1")
+    assert trust("sign", image, "--key", str(keydir / "b.key")).exit_code == 0
+    policy = tmp_path / "policy.json"
+    for key, code in (("b", 0), ("a", 1)):
+        policy.write_text(json.dumps({"default": [{"type": "reject"}], "transports": {"docker": {
+            f"{registry.host}/bypolicy": [{"type": "sigstoreSigned", "keyPath": str(keydir / f"{key}.pub")}]}}}))
+        res = trust("verify", image, "--policy", str(policy))
+        assert res.exit_code == code, res.output
+    assert "no valid signature" in res.output and 'transports.docker["' in res.output
+    assert trust("verify", image).exit_code == 2  # neither --key nor --policy

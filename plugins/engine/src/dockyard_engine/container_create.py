@@ -172,8 +172,15 @@ class Creation:
             if r is not None:
                 repo = r.name
                 reference = f"{r.name}:{r.tag}" if r.tag and not r.digest else r.name
-        digest = next((d.split("@", 1)[1] for d in img.repo_digests
-                       if repo and parse_normalized(d.split("@", 1)[0], default_tag=False).name == repo), "")
+        digest = ""
+        for d in img.repo_digests if repo else ():
+            name, _, dig = d.partition("@")
+            try:
+                if parse_normalized(name, default_tag=False).name == repo:
+                    digest = dig
+                    break
+            except InvalidReference:
+                continue
         await found.check(self.ctx.kernel, ImageCheck(reference, digest, "create", img))
 
     def check_name_free(self, name: str) -> None:

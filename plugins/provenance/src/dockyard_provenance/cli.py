@@ -21,8 +21,9 @@ import click
 T = TypeVar("T")
 
 
-def _run(work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``work(kernel)`` on a throwaway client-side kernel; typed errors become exit 1."""
+def _run(work: Callable[[Any], Awaitable[T]], settings: dict[str, Any] | None = None) -> T:
+    """Run ``work(kernel)`` on a throwaway client-side kernel (``settings``: more of its
+    config); typed errors become exit 1."""
     import asyncio
     import tempfile
 
@@ -34,7 +35,7 @@ def _run(work: Callable[[Any], Awaitable[T]]) -> T:
 
     async def main(root: str) -> T:
         kernel = Kernel.build(Config(values={"data-root": f"{root}/d", "exec-root": f"{root}/r",
-                                             "insecure-registries": insecure}))
+                                             "insecure-registries": insecure, **(settings or {})}))
         try:
             return await work(kernel)
         finally:
@@ -162,14 +163,23 @@ def sign(image: str, key_path: str, annotation: tuple[str, ...]) -> None:
 
 @trust.command("verify")
 @click.argument("image")
-@click.option("--key", "key_paths", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--key", "key_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="public key (NAME.pub); repeat for several")
+@click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False),
+              help="judge IMAGE by a policy file (containers-policy.json shape) as the daemon would on pull")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-def verify(image: str, key_paths: tuple[str, ...], output: str) -> None:
-    """Verify IMAGE's signatures with the given public keys; exit 1 unless one verifies."""
+def verify(image: str, key_paths: tuple[str, ...], policy_path: str | None, output: str) -> None:
+    """Verify IMAGE's signatures with the given public keys (exit 1 unless one verifies), or
+    judge it by a policy file (--policy)."""
     from dockyard_provenance import cosign
     from dockyard_provenance import keys as k
 
+    if policy_path:
+        _verify_by_policy(image, policy_path)
+        if not key_paths:
+            return
+    elif not key_paths:
+        raise click.UsageError("give --key PUB (repeatable) or --policy FILE")
     try:
         pubs = [k.load_public(Path(p).read_bytes(), p) for p in key_paths]
     except k.KeyError_ as exc:
@@ -193,6 +203,29 @@ def verify(image: str, key_paths: tuple[str, ...], output: str) -> None:
     if output == "text":
         click.echo(f"Verification for {image} ({v.digest}): {len(v.good)} of {v.count} signature(s) "
                    f"valid (keys {', '.join(sorted({kid for _s, kid in v.good}))})")
+
+
+def _verify_by_policy(image: str, policy_path: str) -> None:
+    from dockyard.specs.storage import ImageCheck
+
+    from dockyard_provenance import cosign
+    from dockyard_provenance.policy import FilePolicy, PolicyError
+
+    async def work(kernel: Any) -> str:
+        ref = cosign.parse(image)
+        session = cosign.open_session(kernel, ref)
+        try:
+            digest = await cosign.resolve(session, ref)
+        finally:
+            await session.close()
+        await FilePolicy().check(kernel, ImageCheck(cosign.identity_of(ref), digest, "pull"))
+        return digest
+
+    try:
+        digest = _run(work, {"trust-policy": str(Path(policy_path).resolve())})
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Policy {policy_path} admits {image} ({digest})")
 
 
 @trust.command("inspect")
