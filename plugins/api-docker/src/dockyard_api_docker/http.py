@@ -73,8 +73,54 @@ async def read_json(request: web.Request, *, allow_empty: bool = True, schema: d
 LARGE_JSON = 1 << 20
 
 
+#: A string longer than this is escaped in pieces when a large answer is encoded: json's C
+#: encoder holds the GIL for a whole string, and the event loop would wait for it.
+PIECE = 1 << 18
+
+
 def _encode(data: Any) -> bytes:
     return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+
+
+def _encode_large(data: Any) -> bytes:
+    """:func:`_encode`'s bytes, made in small steps (for a worker thread: between steps the
+    event loop gets the GIL back)."""
+    parts: list[str] = []
+    stack: list[Any] = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Raw):
+            parts.append(item.text)
+        elif isinstance(item, str):
+            if len(item) <= PIECE:
+                parts.append(json.dumps(item))
+            else:
+                parts.append('"')
+                parts.extend(json.dumps(item[i:i + PIECE])[1:-1] for i in range(0, len(item), PIECE))
+                parts.append('"')
+        elif isinstance(item, dict):
+            todo: list[Any] = [_Raw("{")]
+            for i, (k, v) in enumerate(item.items()):
+                todo += [_Raw(("," if i else "") + json.dumps(k if isinstance(k, str) else str(k)) + ":"), v]
+            todo.append(_Raw("}"))
+            stack.extend(reversed(todo))
+        elif isinstance(item, (list, tuple)):
+            todo = [_Raw("[")]
+            for i, v in enumerate(item):
+                todo += [_Raw(","), v] if i else [v]
+            todo.append(_Raw("]"))
+            stack.extend(reversed(todo))
+        else:
+            parts.append(json.dumps(item))
+    parts.append("\n")
+    return "".join(parts).encode()
+
+
+class _Raw:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def _larger_than(data: Any, limit: int) -> bool:
@@ -112,7 +158,7 @@ class JsonResponse(web.Response):
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         if self.data is not None:
-            self.body = await asyncio.to_thread(_encode, self.data)
+            self.body = await asyncio.to_thread(_encode_large, self.data)
             self.data = None
         return await super().prepare(request)
 
