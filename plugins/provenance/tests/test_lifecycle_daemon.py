@@ -52,6 +52,12 @@ def test_lifecycle_story_build_attestation_and_kill9(dockyardd_factory: Callable
     run = stmt["predicate"]["runDetails"]
     assert run["builder"]["id"] and run["metadata"]["startedOn"] <= run["metadata"]["finishedOn"]
 
+    kept = d.data_root / "provenance" / "attestations" / (doc["Image"].partition(":")[2] + ".json")
+    assert kept.exists()
+    d.docker("rmi", "built:1")
+    assert not kept.exists()  # the attestation goes with its image
+    assert "delete" in _story(d, doc["Image"][7:19])
+
     # an acknowledged create survives kill -9: its entry was written before the answer
     cid = d.docker("create", "--name", "kept", "busybox", "true").stdout.strip()
     d.stop(signal.SIGKILL)

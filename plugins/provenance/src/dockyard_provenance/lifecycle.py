@@ -128,6 +128,16 @@ def dockyard_build_record(kernel: Any, image: Any, record: dict[str, Any]) -> No
     attest.attest_build(Path(kernel.config.data_root), key, image.id, tags[0] if tags else image.id, record)
 
 
+@hookimpl
+def dockyard_event(kernel: Any, event: Any) -> None:
+    """An image's kept attestations go with it (image GC does not know them)."""
+    if event.type == "image" and event.action == "delete" and event.actor_id.startswith("sha256:"):
+        from dockyard_provenance import attest
+
+        path = attest.store_dir(Path(kernel.config.data_root)) / (event.actor_id.partition(":")[2] + ".json")
+        path.unlink(missing_ok=True)
+
+
 _keys: dict[tuple[str, str], Any] = {}
 
 
@@ -172,10 +182,12 @@ def subject_of(kernel: Any, ref: str) -> tuple[str, set[str], set[str]]:
     from dockyard_provenance.journal import LOG_NAME, Entry, read_entries
 
     ids: set[str] = set()
+    bare = ref.removeprefix("sha256:")
     for e in read_entries(log_dir(kernel) / LOG_NAME):
         if isinstance(e, Entry):
             actor = str(e.event.get("actor") or "")
-            if (len(ref) >= 4 and actor.startswith(ref)) or (e.event.get("attributes") or {}).get("name") == ref:
+            if ((len(bare) >= 4 and actor.removeprefix("sha256:").startswith(bare))
+                    or (e.event.get("attributes") or {}).get("name") == ref):
                 ids.add(actor)
     if not ids:
         raise NotFound(f"no container, image or lifecycle log entry named {ref!r}")
