@@ -45,6 +45,39 @@ class ImageLayer:
 
 
 @dataclass
+class IndexEntry:
+    """One ``manifests[]`` descriptor of an image index, and the local image it names when
+    this store holds that platform (``image_id`` "" or an image no longer recorded: absent)."""
+
+    digest: str
+    media_type: str = ""
+    size: int = 0
+    platform: dict[str, Any] = field(default_factory=dict)  # the OCI ``platform`` object
+    annotations: dict[str, str] = field(default_factory=dict)
+    image_id: str = ""
+
+
+@dataclass
+class ImageIndex:
+    """An OCI image index or Docker manifest list a tag names, with every platform's entry,
+    present here or not (``docker pull --platform`` adds one). Its bytes are a blob of the
+    content store under ``id`` (so a push or save keeps its digest). A tag names one index;
+    the tag's image (``Image.repo_tags``) is the member this host runs best.
+
+    .. versionadded:: 0.3
+    """
+
+    KIND: ClassVar[str] = "image-index"
+    id: str  # sha256 of the index bytes
+    media_type: str = ""
+    repo_tags: list[str] = field(default_factory=list)  # normalized
+    repo_digests: list[str] = field(default_factory=list)  # name@<index digest>
+    manifests: list[IndexEntry] = field(default_factory=list)
+    created: str = field(default_factory=now_iso)
+    source: str = ""  # "pull", "load", "manifest" (assembled here by ``dockyard manifest``)
+
+
+@dataclass
 class Plan:
     """An image about to be installed: its config and staged layers, all verified."""
 
@@ -132,5 +165,29 @@ class Images(Protocol):
                     ) -> tuple[list[dict[str, str]], int]: ...
     def save_stream(self, names: list[str]) -> AsyncIterator[bytes]: ...
 
+    # -- multi-platform images (versionadded 0.3)
+    def indexes(self) -> list[ImageIndex]:
+        """Every image index held (tagged, or kept by its members)."""
+        ...
 
-__all__ = ["ImageLayer", "Images", "Installed", "Layer", "Plan", "Progress", "chain_ids", "dumps"]
+    def index_of(self, ref: str) -> ImageIndex | None:
+        """The index ``ref`` (name[:tag], name@digest, index digest) names, else None."""
+        ...
+
+    def resolve_platform(self, ref: str, platform: str) -> Image:
+        """The image ``ref`` names for ``platform`` (``linux/arm64``): the best present member
+        of its index by containerd's matching, else the image itself when its platform runs
+        it; NotFound with dockerd's wording otherwise (so a client pulls that platform)."""
+        ...
+
+    async def record_index(self, raw: bytes, media_type: str, tags: list[str], members: dict[str, str],
+                           source: str = "pull") -> ImageIndex:
+        """Keep index ``raw`` (its bytes; ``members``: manifest digest -> local image ID now
+        present) under ``tags`` (normalized; taken from any other index). Members get the
+        repository digest ``name@<index digest>``; each tag's image becomes the present member
+        this host runs best."""
+        ...
+
+
+__all__ = ["ImageIndex", "ImageLayer", "Images", "IndexEntry", "Installed", "Layer", "Plan", "Progress",
+           "chain_ids", "dumps"]

@@ -462,6 +462,36 @@ async def bootstrap(request: web.Request) -> web.Response:
                          status=201)
 
 
+async def image_platforms(request: web.Request) -> web.Response:
+    """dockyard extension (``dockyard image inspect --platforms``): the index a name points to
+    as ``docker manifest inspect`` prints it, each entry with ``Present``/``ImageID`` (is that
+    platform here); a single-platform image as a one-entry list."""
+    import json
+
+    svc = _svc(kernel_of(request))
+    name = request.match_info["name"]
+    ix = svc.index_of(name)
+    if ix is None:
+        img = svc.resolve(name)
+        plat = {"architecture": img.architecture, "os": img.os, **({"variant": img.variant} if img.variant else {})}
+        return json_response({"Name": name, "Index": "", "MediaType": "", "Tags": ordered(img.repo_tags),
+                              "Manifests": [{"digest": img.manifest_digest, "platform": plat, "Present": True,
+                                             "ImageID": img.id}]})
+    doc = json.loads(svc.content.get(ix.id))
+    rows = []
+    for raw, entry in zip(doc.get("manifests") or [], ix.manifests, strict=False):
+        here = ""
+        if entry.image_id:
+            try:
+                here = svc.get(entry.image_id).id
+            except NotFound:
+                here = ""
+        rows.append({**raw, "Present": bool(here), "ImageID": here})
+    return json_response({"Name": name, "Index": ix.id, "MediaType": ix.media_type,
+                          "SchemaVersion": doc.get("schemaVersion", 2), "Tags": ordered(ix.repo_tags),
+                          "Manifests": rows})
+
+
 def routes() -> list[ApiRoute]:
     return [
         ApiRoute("GET", "/images/json", list_images, name="images-list"),
@@ -476,6 +506,7 @@ def routes() -> list[ApiRoute]:
         ApiRoute("DELETE", "/images/{name:.+}", remove_image, name="images-remove"),
         # dockyard extension, also under /vX.Y/ (the dockyard client always sends the prefix)
         ApiRoute("POST", "/dockyard/images/bootstrap", bootstrap, name="dockyard-images-bootstrap"),
+        ApiRoute("GET", "/dockyard/images/{name:.+}/platforms", image_platforms, name="dockyard-images-platforms"),
     ]
 
 

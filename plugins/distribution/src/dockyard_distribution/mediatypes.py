@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform as _platform
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,10 +79,6 @@ def check_manifest_type(media_type: str, ref: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Platforms
 
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
-                 "armel": "arm", "i386": "386", "i686": "386"}
-
-
 @dataclass(frozen=True)
 class Platform:
     os: str
@@ -95,78 +90,64 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
-        """``linux/arm64/v8``, ``linux/amd64``, ``arm64`` (os defaults to linux); normalised like
-        containerd's ``platforms.Normalize`` (aarch64 → arm64, arm64 variant v8 dropped)."""
-        parts = [p.strip().lower() for p in text.strip().split("/")]
-        if not text.strip() or any(not p for p in parts) or len(parts) > 3:
-            raise InvalidArgument(f"invalid platform {text!r}: expected os[/arch[/variant]]")
-        if len(parts) == 1:
-            if parts[0] in ("linux", "windows", "darwin", "freebsd"):
-                parts = [parts[0], host_platform().architecture]
-            else:
-                parts = ["linux", parts[0]]
-        os_, arch = parts[0], parts[1]
-        variant = parts[2] if len(parts) == 3 else ""
-        return cls(os_, arch, variant).normalized()
+        """``linux/arm64/v8``, ``linux/amd64``, ``arm64`` (os defaults to linux): core's
+        :func:`dockyard.platforms.parse` (containerd's ``Parse``), normalized."""
+        from dockyard import platforms
+
+        p = platforms.parse(text.strip().lower()).normalized()
+        return cls(p.os, p.architecture, p.variant)
 
     @classmethod
     def from_descriptor(cls, plat: dict[str, Any]) -> Platform:
         return cls(str(plat.get("os") or ""), str(plat.get("architecture") or ""),
                    str(plat.get("variant") or "")).normalized()
 
+    def core(self) -> Any:
+        from dockyard import platforms
+
+        return platforms.Platform(self.os, self.architecture, self.variant)
+
     def normalized(self) -> Platform:
-        arch = _ARCH_ALIASES.get(self.architecture, self.architecture)
-        variant = self.variant
-        if arch == "arm64" and variant == "v8":
-            variant = ""
-        if arch == "arm" and not variant:
-            variant = "v7"
-        if arch == "amd64" and variant == "v1":
-            variant = ""
-        return Platform(self.os, arch, variant)
+        from dockyard import platforms
+
+        p = platforms.normalize(self.core())
+        return Platform(p.os, p.architecture, p.variant)
 
     def matches(self, other: Platform) -> bool:
-        """Whether an image built for ``other`` suits a request for ``self``; an empty variant
-        on either side is a wildcard."""
-        a, b = self.normalized(), other.normalized()
-        if a.os != b.os or a.architecture != b.architecture:
-            return False
-        return not a.variant or not b.variant or a.variant == b.variant
+        """Whether an image built for ``other`` runs where ``self`` is asked for (containerd's
+        ``Only``: exact, or a platform it also runs: arm64 takes arm/v7, amd64 takes 386)."""
+        from dockyard import platforms
+
+        return platforms.only(self.core()).match(other.core())
 
 
 def host_platform() -> Platform:
-    machine = _platform.machine().lower()
-    return Platform("linux", _ARCH_ALIASES.get(machine, machine) or "amd64").normalized()
+    from dockyard import platforms
+
+    p = platforms.host()
+    return Platform(p.os, p.architecture, p.variant)
 
 
 def select_manifest(index: dict[str, Any], want: Platform, ref: str) -> dict[str, Any]:
-    """The descriptor of ``index`` for platform ``want``.
+    """The descriptor of ``index`` for platform ``want``: containerd's ``Only(want)`` order
+    (the exact platform, then what it also runs); attestation manifests (``unknown/unknown``,
+    or annotated ``vnd.docker.reference.type``) are never chosen. Raises NotFound with
+    dockerd's message when nothing matches."""
+    from dockyard import platforms
 
-    Exact variant matches beat wildcard ones; attestation manifests (``unknown/unknown``, or
-    annotated ``vnd.docker.reference.type``) are never chosen. Raises NotFound with dockerd's
-    message when nothing matches.
-    """
-    best: dict[str, Any] | None = None
-    best_score = -1
+    candidates = []
     for desc in index.get("manifests") or []:
         if not isinstance(desc, dict):
             continue
-        annotations = desc.get("annotations") or {}
-        if "vnd.docker.reference.type" in annotations:
+        if "vnd.docker.reference.type" in (desc.get("annotations") or {}):
             continue
         if desc.get("mediaType") and desc["mediaType"] not in MANIFESTS:
             continue
-        plat = desc.get("platform")
-        if not isinstance(plat, dict):
-            continue
-        have = Platform.from_descriptor(plat)
-        if not want.matches(have):
-            continue
-        score = 2 if have.variant == want.normalized().variant else 1
-        if score > best_score:
-            best, best_score = desc, score
+        if isinstance(desc.get("platform"), dict):
+            candidates.append(desc)
+    best = platforms.only(want.core()).best(candidates, key=lambda d: platforms.Platform.from_descriptor(d["platform"]))
     if best is None:
-        raise NotFound(f"no matching manifest for {want} in the manifest list entries")
+        raise NotFound(platforms.no_match_message(want.core()))
     return best
 
 

@@ -84,7 +84,7 @@ class PullPlan:
 
 async def resolve_pull(client: RegistryClient, ref: Reference, platform: Platform | None) -> PullPlan:
     """Fetch and check the manifest(s) and the config; NotFound for a missing manifest."""
-    want = platform or Platform.parse("linux/" + _host_arch())
+    want = platform or _host()
     tag_or_digest = ref.digest or ref.tag or "latest"
     top = await client.get_manifest(ref.path, tag_or_digest, display=ref.familiar())
     check_manifest_type(top.media_type, ref.familiar())
@@ -124,10 +124,10 @@ async def resolve_pull(client: RegistryClient, ref: Reference, platform: Platfor
     return PullPlan(ref, top, manifest, config_raw, layers, diff_ids, platform)
 
 
-def _host_arch() -> str:
+def _host() -> Platform:
     from dockyard_distribution.mediatypes import host_platform
 
-    return host_platform().architecture
+    return host_platform()
 
 
 async def run_pull(client: RegistryClient, plan: PullPlan, store: ImageStore, emit: Emit,
@@ -207,6 +207,9 @@ async def run_pull(client: RegistryClient, plan: PullPlan, store: ImageStore, em
         repo_digest = f"{ref.name}@{plan.top.digest}"
         image, changed = await store.install(plan.config_raw, [results[i] for i in range(len(plan.layers))],
                                              plan.manifest.body, tag, repo_digest, on_install)
+        if plan.top.media_type in INDEXES:  # keep the index: the tag names every platform, present or not
+            await store.images.record_index(plan.top.body, plan.top.media_type, [tag] if tag else [],
+                                            {plan.manifest.digest: image.id})
     emit(pm.status(f"Digest: {plan.top.digest}"))
     if final_status:
         emit(final_line(changed, ref.familiar()))

@@ -73,18 +73,6 @@ def check_name_syntax(name: str) -> None:
         raise InvalidArgument(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
 
 
-def check_platform(ref: str, img: Image, wanted: str) -> None:
-    """``docker create --platform``: the image must be for that platform or one it runs
-    (containerd's ``Only``: an arm64 request takes an arm/v7 image); else dockerd's 404, on
-    which the client pulls the platform asked for."""
-    from dockyard import platforms
-
-    want = platforms.parse(wanted)
-    actual = platforms.Platform(img.os or "linux", img.architecture or "", img.variant or "")
-    if not platforms.only(want).match(actual):
-        raise NotFound(platforms.mismatch_message(ref, want, platforms.normalize(actual)))
-
-
 class Creation:
     """``create``, and the name rules ``rename`` shares."""
 
@@ -105,8 +93,8 @@ class Creation:
         if not req.config.image:
             raise InvalidArgument("No image was specified")
         img = self._image(req.config.image)
-        if req.platform:
-            check_platform(req.config.image, img, req.platform)
+        if req.platform:  # a multi-platform tag: its member for that platform; else the image must run it
+            img = ctx.images.resolve_platform(req.config.image, req.platform)
         await self._check_image_policy(req.config.image, img)
         cfg = merge_config(req, img)
         cid = new_id()

@@ -49,9 +49,10 @@ from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.model import Container, Image, now_iso
 from dockyard.reference import InvalidReference, parse_normalized
 from dockyard.services import Service
-from dockyard.services.images import ImageLayer, Installed, Layer, Plan, chain_ids, dumps
+from dockyard.services.images import ImageIndex, ImageLayer, Installed, Layer, Plan, chain_ids, dumps
 from dockyard.tarsafe import sha256_file
 from dockyard.times import unix_time
+from dockyard_engine import imageindex
 from dockyard_engine.imagearchive import (
     ChunkWriter,
     ImageArchiveError,
@@ -212,6 +213,20 @@ class ImageService(Service):
             return False
         drv = await self.driver()
         return bool(await drv.exists(chain_id))
+
+    # ------------------------------------------------------------------ multi-platform (imageindex.py)
+    def indexes(self) -> list[ImageIndex]:
+        return self.store.list(ImageIndex)
+
+    def index_of(self, ref: str) -> ImageIndex | None:
+        return imageindex.index_of(self, ref)
+
+    def resolve_platform(self, ref: str, platform: str) -> Image:
+        return imageindex.resolve_platform(self, ref, platform)
+
+    async def record_index(self, raw: bytes, media_type: str, tags: list[str], members: dict[str, str],
+                           source: str = "pull") -> ImageIndex:
+        return await imageindex.record_index(self, raw, media_type, tags, members, source)
 
     def config_doc(self, image: Image) -> dict[str, Any]:
         """The image's config JSON as stored (its digest is the image ID)."""
@@ -831,11 +846,15 @@ class ImageService(Service):
                         raise Conflict(f'conflict: unable to remove repository reference "{ref}" (must force) - '
                                        f"container {users[0].id[:12]} is using its referenced image {image.id[7:19]}")
                 name = str(r) if not r.digest else f"{r.name}@{r.digest}"
+                gone = imageindex.untag(self, name) if not r.digest else set()  # a multi-platform tag
                 image.repo_tags = [t for t in image.repo_tags if t != name]
-                image.repo_digests = [d for d in image.repo_digests if d != name]
+                image.repo_digests = [d for d in image.repo_digests if d != name and d not in gone]
                 self.store_put(image)
                 records.append({"Untagged": r.familiar()})
                 events.append(("untag", image))
+                for other in imageindex.orphans(self, gone, skip=image.id):  # the index's other platforms
+                    with contextlib.suppress(Conflict):
+                        await self._delete_helper(other, records, events, force, prune, quiet=True)
                 if image.repo_tags or image.repo_digests:
                     self._emit_all(events)
                     return records
@@ -944,7 +963,8 @@ class ImageService(Service):
                     image = self.get(image.id)
                 except NotFound:
                     continue  # removed as a parent
-                if image.id in used or (dangling_only and image.repo_tags) or self.children(image.id):
+                if image.id in used or (dangling_only and (image.repo_tags or image.repo_digests)) \
+                        or self.children(image.id):
                     continue
                 if match is not None and not match(image):
                     continue
@@ -965,6 +985,7 @@ class ImageService(Service):
             keep_layers = {cid for img in images for cid in chain_ids(img.layers)}
             keep_layers |= {k for k, n in self._pinned_layers.items() if n > 0}
             keep_blobs = {d for img in images for d in (img.id, img.manifest_digest, *img.layers) if d}
+            keep_blobs |= imageindex.gc_indexes(self)
             keep_blobs |= {k for k, n in self._pinned_blobs.items() if n > 0}
             layers = {rec.id: rec for rec in self.store.list(ImageLayer)}
             doomed = [rec for cid, rec in layers.items() if cid not in keep_layers]

@@ -86,9 +86,15 @@ def ls(ctx: click.Context, show_all: bool, filters: tuple[str, ...], quiet: bool
 
 @image.command()
 @click.argument("names", nargs=-1, required=True)
+@click.option("--platforms", is_flag=True, help="the image index: every platform, present here or not")
 @click.pass_context
-def inspect(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Show the details of images (JSON)."""
+def inspect(ctx: click.Context, names: tuple[str, ...], platforms: bool) -> None:
+    """Show the details of images (JSON); --platforms: the image index a name points to, every
+    platform's manifest (``docker manifest inspect``) and whether it is here."""
+    if platforms:
+        docs = [run_api(lambda n=n: client_of(ctx).get(f"/dockyard/images/{n}/platforms")) for n in names]
+        print_json(docs[0] if len(docs) == 1 else docs)
+        return
     print_json([run_api(lambda n=n: client_of(ctx).get(f"/images/{n}/json")) for n in names])
 
 
