@@ -150,6 +150,8 @@ def test_kill_9_mid_burst_leaks_no_network_namespaces(root: Path, start: Callabl
     running = d.docker("ps", "-q", "--no-trunc").stdout.split()
     left = sorted(p.name.split("-", 1)[1] for p in netns.iterdir()) if netns.exists() else []
     assert left == sorted(running), "sandboxes of containers that are not running survived the restart"
+    endpoints = d.docker("network", "inspect", "bridge", "-f", "{{range $k, $v := .Containers}}{{$k}} {{end}}").stdout
+    assert sorted(endpoints.split()) == sorted(running), "endpoints of containers that are not running"
     ids = d.docker("ps", "-aq").stdout.split()
     d.docker("rm", "-f", *ids)
     assert not netns.exists() or not any(netns.iterdir())

@@ -117,7 +117,8 @@ class Lifecycle:
     async def _release_unrecorded_start(self, c: Container, rt: RuntimeDriver, rt_ids: set[str]) -> None:
         """A start the daemon died in (``kill -9`` during a burst of ``docker run -d``): the
         store never recorded it, so nothing else gives back its network sandbox (a bound
-        namespace) or a process the runtime already runs. The container stays as recorded."""
+        namespace), its endpoints (addresses) or a process the runtime already runs. The
+        container stays as recorded."""
         if c.state.checkpoint and c.state.sandbox_key:
             return  # a checkpointed run: its network sandbox waits for the restore
         if c.id in rt_ids:
@@ -125,6 +126,10 @@ class Lifecycle:
             if st.status in ("created", "running", "paused"):
                 log.info("container %s: removing the run a killed daemon did not record", c.name)
                 await rt.delete(c.id, force=True)
+        networks = self.ctx.networks
+        if networks is not None and networks.container_endpoints(c.id):
+            await self.setup.teardown_network(c, "")  # as an exit leaves them
+            self.ctx.put(c)
         await rt.remove_sandbox(c.id, "")
 
     # ------------------------------------------------------------------ start
