@@ -46,6 +46,7 @@ def test_lifecycle_story_build_attestation_and_kill9(dockyardd_factory: Callable
     assert stmt["subject"][0]["digest"]["sha256"] == doc["Image"].partition(":")[2]
     ext = stmt["predicate"]["buildDefinition"]["externalParameters"]
     assert ext["buildArgs"] == {"GREETING": "hello"} and ext["dockerfile"]["path"] == "Dockerfile"
+    assert len(ext["context"]["digest"]["sha256"]) == 64
     base = [r for r in stmt["predicate"]["buildDefinition"]["resolvedDependencies"]
             if r["annotations"].get("role") == "base"]
     assert base and base[0]["digest"]["sha256"]

@@ -151,6 +151,7 @@ class Builder(ConfigInstructions):
         self.total = 0
         self.stage_states: dict[int, StageState] = {}
         self.recorder = BuildRecorder()
+        self.context_digest = ""
         self.base_ids: set[str] = set()
         self.global_args: dict[str, str | None] = {}
         self._validate()
@@ -250,6 +251,8 @@ class Builder(ConfigInstructions):
             # The record goes to the plugins (provenance attests it) and is stored before the
             # build's tags make the image usable by name; a plugin's refusal fails the build.
             img = self.images.get(image_id)
+            # the whole context's digest (files COPY/ADD hashed already are not read again)
+            self.context_digest = await asyncio.to_thread(tree_digest, self.ctx.root, "", self.ctx.digests)
             record = self.record(image_id)
             self.kernel.hook.dockyard_build_record(kernel=self.kernel, image=img, record=record)
             img.build_record = record
@@ -729,7 +732,8 @@ class Builder(ConfigInstructions):
             image_id=image_id, dockerfile_name=self.ctx.dockerfile_name, dockerfile_text=self.ctx.dockerfile_text,
             build_args=o.build_args, labels=o.labels, target=o.target, tags=o.tags,
             platform=o.platform or f"linux/{self.arch}", no_cache=o.no_cache,
-            network_mode=o.network_mode or "default", dockerignore=self.ctx.ignore is not None)
+            network_mode=o.network_mode or "default", dockerignore=self.ctx.ignore is not None,
+            context_digest=self.context_digest)
 
 
 def _mkdir_all(rootfs: Path, path: str) -> None:

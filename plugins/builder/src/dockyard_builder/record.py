@@ -4,7 +4,7 @@ Shaped like SLSA provenance v1's predicate so that the provenance plugin can sig
 
 - ``buildDefinition.buildType``: this builder's classic Dockerfile build;
 - ``buildDefinition.externalParameters``: what the caller chose: the Dockerfile (path and
-  SHA-256), build args, labels, target, tags, platform, ``--no-cache``;
+  SHA-256), the context (the digest of its whole tree, as the cache keys hash it), build args, labels, target, tags, platform, ``--no-cache``;
 - ``buildDefinition.internalParameters``: what the builder chose (RUN's network mode, whether
   ``.dockerignore`` applied);
 - ``buildDefinition.resolvedDependencies``: ResourceDescriptors for every base image
@@ -60,7 +60,7 @@ class BuildRecorder:
 
     def record(self, *, image_id: str, dockerfile_name: str, dockerfile_text: str, build_args: dict[str, Any],
                labels: dict[str, str], target: str, tags: list[str], platform: str, no_cache: bool,
-               network_mode: str, dockerignore: bool) -> dict[str, Any]:
+               network_mode: str, dockerignore: bool, context_digest: str = "") -> dict[str, Any]:
         df_digest = "sha256:" + hashlib.sha256(dockerfile_text.encode()).hexdigest()
         return {
             "_type": RECORD_TYPE,
@@ -68,6 +68,7 @@ class BuildRecorder:
                 "buildType": BUILD_TYPE,
                 "externalParameters": {
                     "dockerfile": {"path": dockerfile_name, "digest": digest_obj(df_digest)},
+                    **({"context": {"digest": digest_obj(context_digest)}} if context_digest else {}),
                     "buildArgs": dict(sorted(build_args.items())),
                     "labels": dict(sorted(labels.items())),
                     "target": target,
