@@ -106,3 +106,39 @@ def test_pull_per_platform_into_one_tag_create_picks_rmi_removes_all(dockyardd, 
     assert "no matching manifest for linux/s390x in the manifest list entries" in out.stderr
     d.docker("rmi", name)
     assert d.docker("images", "-aq").stdout.strip() == ""
+
+
+def test_save_load_keeps_every_platform_and_skopeo_reads_it(dockyardd, multi, registry: Registry,
+                                                            tmp_path: Path) -> None:
+    d = dockyardd
+    name, ids = multi
+    d.docker("pull", "--platform", "linux/arm64", name)
+    d.docker("pull", "--platform", "linux/arm/v7", name)
+    archive = tmp_path / "multi.tar"
+    d.docker("save", "-o", str(archive), name)
+    with tarfile.open(archive) as tf:
+        top = json.load(tf.extractfile("index.json"))  # type: ignore[arg-type]
+        (entry,) = top["manifests"]
+        assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
+        assert entry["annotations"]["io.containerd.image.name"] == name
+        nested = json.load(tf.extractfile("blobs/sha256/" + entry["digest"][7:]))  # type: ignore[arg-type]
+        assert sorted(m["platform"]["architecture"] for m in nested["manifests"]) == ["arm", "arm64"]
+        (docker_entry,) = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+        assert docker_entry["RepoTags"] == [name]  # any docker load gets the tag's own image
+    d.docker("rmi", name)
+    assert d.docker("load", "-i", str(archive)).stdout.strip() == f"Loaded image: {name}"
+    info = json.loads(d.dockyard("image", "inspect", "--platforms", name).stdout)
+    assert sorted((m["platform"]["architecture"], m["ImageID"]) for m in info["Manifests"]) == \
+        [("arm", ids["arm"]), ("arm64", ids["arm64"])]
+    client = d.client()
+    cid = client.post("/containers/create", {"Image": name, "Cmd": ["true"]}, platform="linux/arm/v7")["Id"]
+    assert client.get(f"/containers/{cid}/json")["Image"] == ids["arm"]
+    client.delete(f"/containers/{cid}")
+    # skopeo reads the saved layout (nested index) and copies both platforms to the registry
+    registry.skopeo("copy", "--all", "--dest-tls-verify=false", f"oci-archive:{archive}:1",
+                    f"docker://{registry.host}/roundtrip:1")
+    d.docker("rmi", name)
+    d.docker("pull", "--platform", "linux/arm/v7", f"{registry.host}/roundtrip:1")
+    fmt = "{{.Id}} {{.Architecture}}"
+    assert d.docker("image", "inspect", "--format", fmt, f"{registry.host}/roundtrip:1").stdout.split() == \
+        [ids["arm"], "arm"]

@@ -233,5 +233,97 @@ def gc_indexes(svc: ImageService) -> set[str]:
     return keep
 
 
-__all__ = ["entries_of", "gc_indexes", "index_of", "members", "orphans", "record_index",
+# ------------------------------------------------------------------------------------ save
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+def _manifest_of(svc: ImageService, image: Image) -> bytes:
+    """An OCI manifest of ``image`` over its uncompressed layers (what this store holds)."""
+    content = svc.content
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+           "config": {"mediaType": OCI_CONFIG, "digest": image.id, "size": content.size(image.id)},
+           "layers": [{"mediaType": OCI_LAYER, "digest": d, "size": content.size(d)} for d in image.layers]}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def save_plan(svc: ImageService, chosen: list[tuple[Image, list[str]]]) -> list[tuple[Image, list[str], ImageIndex | None]]:
+    """Each chosen image with its tags and the index its tags name (None: a single-platform image)."""
+    out = []
+    for image, tags in chosen:
+        ix = next((x for x in (index_of(svc, t) for t in tags) if x is not None), None)
+        out.append((image, tags, ix))
+    return out
+
+
+def write_layout(svc: ImageService, plan: list[tuple[Image, list[str], ImageIndex | None]], tf: Any,
+                 add_bytes: Any, familiar: Any) -> None:
+    """An OCI image layout beside a docker-archive's ``manifest.json`` in one tar (Docker 25's
+    ``docker save``): ``blobs/sha256/`` holds configs, uncompressed layers, a manifest per image
+    and, for a multi-platform tag, an index of the platforms present here; ``index.json`` names
+    each tag's index (or manifest) with ``io.containerd.image.name`` and
+    ``org.opencontainers.image.ref.name``; ``manifest.json`` lists each tag's own image (read by
+    any docker load) with ``blobs/`` paths, so no layer is written twice."""
+    content = svc.content
+    written: set[str] = set()
+
+    def blob(data: bytes | None = None, digest: str = "") -> tuple[str, int]:
+        d = digest or digest_bytes(data or b"")
+        name = "blobs/sha256/" + d[7:]
+        if d not in written:
+            written.add(d)
+            if data is not None:
+                add_bytes(tf, name, data)
+            else:
+                import tarfile
+
+                path = content.path(d)
+                ti = tarfile.TarInfo(name)
+                ti.size, ti.mode = path.stat().st_size, 0o644
+                with open(path, "rb") as f:
+                    tf.addfile(ti, f)
+        return d, (len(data) if data is not None else content.size(d))
+
+    def image_blobs(image: Image) -> tuple[str, int]:
+        blob(digest=image.id)
+        for d in image.layers:
+            blob(digest=d)
+        return blob(_manifest_of(svc, image))
+
+    top: list[dict[str, Any]] = []
+    docker: list[dict[str, Any]] = []
+    for image, tags, ix in plan:
+        mdigest, msize = image_blobs(image)
+        docker.append({"Config": "blobs/sha256/" + image.id[7:], "RepoTags": [familiar(t) for t in tags] or None,
+                       "Layers": ["blobs/sha256/" + d[7:] for d in image.layers]})
+        desc: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": msize}
+        if ix is not None:
+            rows = []
+            for e, member in members(svc, ix):
+                d, n = image_blobs(member)
+                row: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": d, "size": n,
+                                       "platform": e.platform or {"architecture": member.architecture,
+                                                                  "os": member.os}}
+                if e.annotations:
+                    row["annotations"] = e.annotations
+                rows.append(row)
+            raw = json.dumps({"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": rows},
+                             separators=(",", ":")).encode()
+            d, n = blob(raw)
+            desc = {"mediaType": INDEX_TYPES[0], "digest": d, "size": n}
+        for t in tags or [""]:
+            entry = dict(desc)
+            if t:
+                r = parse_normalized(t)
+                entry["annotations"] = {"io.containerd.image.name": str(r),
+                                        "org.opencontainers.image.ref.name": r.tag or "latest"}
+            top.append(entry)
+    add_bytes(tf, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+    add_bytes(tf, "index.json", json.dumps({"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": top},
+                                           separators=(",", ":")).encode())
+    add_bytes(tf, "manifest.json", json.dumps(docker, separators=(",", ":")).encode())
+
+
+__all__ = ["entries_of", "save_plan", "write_layout", "gc_indexes", "index_of", "members", "orphans", "record_index",
            "resolve_platform", "untag"]

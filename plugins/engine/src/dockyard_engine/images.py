@@ -455,9 +455,12 @@ class ImageService(Service):
             with self._staging() as staging:
                 ingest = Ingest(staging, progress)
                 await asyncio.to_thread(ingest.read, reader)
-                plans = await asyncio.to_thread(self._plan_archive, ingest)
+                indexes: list[tuple[bytes, str, list[str], dict[str, str]]] = []
+                plans = await asyncio.to_thread(self._plan_archive, ingest, indexes)
                 await self._check_policy(plans)
                 installed = await self._install(plans, "load", progress)
+                for raw, media_type, names, members in indexes:  # multi-platform tags: every platform in it
+                    await self.record_index(raw, media_type, names, members, source="load")
         finally:
             close()
         lines: list[str] = []
@@ -466,18 +469,27 @@ class ImageService(Service):
                 lines.append(f"The image {_familiar(tag)} already exists, renaming the old one with ID {old} "
                              "to empty string")
             self._emit("load", inst.image)
+        in_index = {d for _raw, _mt, _names, members in indexes for d in members.values()}
         for inst, plan in zip(installed, plans, strict=True):
             if plan.tags:
                 lines += [f"Loaded image: {_familiar(t)}" for t in plan.tags]
-            else:
+            elif inst.image.id not in in_index:
                 lines.append(f"Loaded image ID: {inst.image.id}")
+        for _raw, _mt, names, _members in indexes:
+            lines += [f"Loaded image: {_familiar(t)}" for t in names if f"Loaded image: {_familiar(t)}" not in lines]
         return lines
 
-    def _plan_archive(self, ingest: Ingest) -> list[Plan]:
+    def _plan_archive(self, ingest: Ingest, indexes: list[Any] | None = None) -> list[Plan]:
+        """The plans of an archive; a nested index's raw bytes, media type, names and members
+        (manifest digest -> image ID) are appended to ``indexes`` for recording once installed."""
+        if indexes is None:
+            indexes = []
+        if ingest.has("index.json") and ingest.has("oci-layout") and self._nests_index(ingest):
+            return self._plan_oci(ingest, indexes)  # multi-platform: the OCI side has every platform
         if ingest.has("manifest.json"):
             return self._plan_docker(ingest)
         if ingest.has("index.json") and ingest.has("oci-layout"):
-            return self._plan_oci(ingest)
+            return self._plan_oci(ingest, indexes)
         if ingest.has("repositories"):
             raise ImageArchiveError("unsupported archive: a legacy docker-archive without manifest.json")
         raise ImageArchiveError("invalid archive: neither a docker-archive (manifest.json) nor an OCI "
@@ -582,7 +594,7 @@ class ImageService(Service):
             raise ImageArchiveError(f"{what} {digest}: size {m.size} does not match the descriptor's {desc['size']}")
         return m
 
-    def _plan_oci(self, ingest: Ingest) -> list[Plan]:
+    def _plan_oci(self, ingest: Ingest, indexes: list[Any]) -> list[Plan]:
         layout = ingest.json("oci-layout")
         if not isinstance(layout, dict) or not str(layout.get("imageLayoutVersion", "")).startswith("1."):
             raise ImageArchiveError("invalid OCI layout: unsupported imageLayoutVersion")
@@ -593,6 +605,10 @@ class ImageService(Service):
         plans: dict[str, Plan] = {}
         for desc in descs:
             names = self._oci_names(desc)
+            if isinstance(desc, dict) and desc.get("mediaType") in OCI_INDEX:
+                for plan in self._oci_index(ingest, desc, names, indexes):
+                    plans.setdefault(plan.id, plan)
+                continue
             plan = self._oci_manifest(ingest, desc, depth=0)
             existing = plans.get(plan.id)
             if existing is None:
@@ -600,6 +616,12 @@ class ImageService(Service):
                 existing = plan
             existing.tags += [t for t in names if t not in existing.tags]
         return list(plans.values())
+
+    @staticmethod
+    def _nests_index(ingest: Ingest) -> bool:
+        index = ingest.json("index.json", "index")
+        return any(isinstance(d, dict) and d.get("mediaType") in OCI_INDEX
+                   for d in (index.get("manifests") or [] if isinstance(index, dict) else []))
 
     def _oci_names(self, desc: Any) -> list[str]:
         ann = desc.get("annotations") if isinstance(desc, dict) else None
@@ -610,6 +632,32 @@ class ImageService(Service):
         if not name and ("/" in ref_name or ":" in ref_name):
             name = ref_name  # a full reference; a bare tag names no repository
         return self._tags([name]) if name else []
+
+    def _oci_index(self, ingest: Ingest, desc: dict[str, Any], names: list[str], indexes: list[Any]) -> list[Plan]:
+        """Every platform of a nested index whose manifest is in the archive (the others stay
+        listed, absent); the index is recorded under ``names`` once they are installed."""
+        m = self._blob(ingest, desc, "index")
+        raw = ingest.raw(m)
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ImageArchiveError(f"invalid OCI index {m.digest}: {exc}") from exc
+        plans: list[Plan] = []
+        members: dict[str, str] = {}
+        for sub in doc.get("manifests") or []:
+            if not isinstance(sub, dict) or not isinstance(sub.get("digest"), str) \
+                    or not _DIGEST_RE.fullmatch(sub["digest"]) or sub.get("mediaType") in OCI_INDEX \
+                    or not ingest.has("blobs/sha256/" + sub["digest"][7:]):
+                continue
+            if (sub.get("platform") or {}).get("os") == "unknown":
+                continue  # BuildKit's attestation manifests
+            plan = self._oci_manifest(ingest, sub, depth=1)
+            plans.append(plan)
+            members[sub["digest"]] = plan.id
+        if not plans:
+            raise ImageArchiveError(f"invalid OCI layout: the index {m.digest} has no platform in the archive")
+        indexes.append((raw, str(doc.get("mediaType") or desc.get("mediaType") or ""), names, members))
+        return plans
 
     def _oci_manifest(self, ingest: Ingest, desc: Any, depth: int) -> Plan:
         if depth > 4:
@@ -1102,11 +1150,18 @@ class ImageService(Service):
     async def save(self, names: list[str], sink: Callable[[bytes], None]) -> None:
         """Write a docker-archive of ``names`` to ``sink`` (called with chunks, from a thread)."""
         chosen = self._save_set(names)
-        self._pinned_blobs.update(d for img, _ in chosen for d in (img.id, *img.layers))
+        plan = imageindex.save_plan(self, chosen)
+        pinned = [d for img, _ in chosen for d in (img.id, *img.layers)]
+        pinned += [d for _i, _t, ix in plan if ix is not None
+                   for _e, m in imageindex.members(self, ix) for d in (m.id, *m.layers)]
+        self._pinned_blobs.update(pinned)
         try:
-            await asyncio.to_thread(self._write_archive, chosen, sink)
+            if any(ix is not None for _i, _t, ix in plan):  # a multi-platform tag: Docker 25's layout
+                await asyncio.to_thread(self._write_layout, plan, sink)
+            else:
+                await asyncio.to_thread(self._write_archive, chosen, sink)
         finally:
-            self._pinned_blobs.subtract(d for img, _ in chosen for d in (img.id, *img.layers))
+            self._pinned_blobs.subtract(pinned)
             self._pinned_blobs += collections.Counter()
         for img, _tags in chosen:
             self._emit("save", img)
@@ -1156,6 +1211,12 @@ class ImageService(Service):
                     queue.get_nowait()
                 with contextlib.suppress(BaseException):
                     await task
+
+    def _write_layout(self, plan: list[Any], sink: Callable[[bytes], None]) -> None:
+        out = ChunkWriter(sink)
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+            imageindex.write_layout(self, plan, tf, add_bytes, _familiar)
+        out.flush()
 
     def _write_archive(self, chosen: list[tuple[Image, list[str]]], sink: Callable[[bytes], None]) -> None:
         content = self.content
