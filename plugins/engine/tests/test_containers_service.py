@@ -269,6 +269,20 @@ async def test_create_rules(world: World) -> None:
 
 
 @needs_runtime
+async def test_creates_at_once_drawing_the_same_name_both_succeed(world: World, monkeypatch: Any) -> None:
+    """A burst of ``docker run -d`` without names: two creates that drew the same generated
+    name (both checked it free before either stored it) both succeed, one under a new name."""
+    from dockyard_engine import container_create
+
+    drawn = iter(["same_name", "same_name"])
+    real = container_create.random_name
+    monkeypatch.setattr(container_create, "random_name", lambda taken: next(drawn, None) or real(taken))
+    a, b = await asyncio.gather(world.svc.create(req(["true"])), world.svc.create(req(["true"])))
+    assert {a.name, b.name} >= {"same_name"} and a.name != b.name
+    assert world.svc.get(a.id).name == a.name and world.svc.get(b.id).name == b.name
+
+
+@needs_runtime
 async def test_run_exit_code_logs_events_and_spec_hook(world: World) -> None:
     script = "echo out1; echo err1 >&2; echo out2; echo $AMENDED; exit 3"
     c, code = await run_to_exit(world, ["sh", "-c", script], labels={"team": "a"})

@@ -119,7 +119,15 @@ class Creation:
             ctx.cdir(cid).mkdir(parents=True, exist_ok=True)
             c.log_path = str(ctx.cdir(cid) / "ctr.log")
             await self._create_volumes(c)
-            ctx.put(c)
+            for attempt in range(10):
+                try:
+                    ctx.put(c)
+                    break
+                except Conflict:
+                    if req.name or attempt == 9:
+                        raise
+                    # creates at once drew the same generated name: draw again, as dockerd does
+                    c.name = random_name(lambda n: ctx.store.by_name(Container, n) is not None)
         except BaseException:
             with contextlib.suppress(Exception):
                 await drv.remove(cid)
