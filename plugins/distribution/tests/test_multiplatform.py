@@ -142,3 +142,31 @@ def test_save_load_keeps_every_platform_and_skopeo_reads_it(dockyardd, multi, re
     fmt = "{{.Id}} {{.Architecture}}"
     assert d.docker("image", "inspect", "--format", fmt, f"{registry.host}/roundtrip:1").stdout.split() == \
         [ids["arm"], "arm"]
+
+
+def test_manifest_create_add_inspect_push_rm(dockyardd, multi, registry: Registry) -> None:
+    d = dockyardd
+    name, ids = multi
+    for platform in ("linux/amd64", "linux/arm64", "linux/arm/v7"):
+        d.docker("pull", "--platform", platform, name)
+    d.docker("tag", name, "local/amd:1")  # the amd64 platform (the tag's image on this host)
+    listed = f"{registry.host}/assembled:1"
+    d.dockyard("manifest", "create", listed, "local/amd:1", ids["arm64"])
+    d.dockyard("manifest", "add", "--arch", "arm", "--variant", "v7", listed, ids["arm"])
+    doc = json.loads(d.dockyard("manifest", "inspect", listed).stdout)
+    assert [(m["platform"]["architecture"], m["platform"].get("variant", "")) for m in doc["manifests"]] == \
+        [("amd64", ""), ("arm64", "v8"), ("arm", "v7")]
+    again = d.dockyard("manifest", "create", listed, check=False)
+    assert again.returncode != 0 and "exists" in again.stderr
+    digest = d.dockyard("manifest", "push", listed).stdout.strip().splitlines()[-1]
+    raw = registry.skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{listed}").stdout
+    pushed = json.loads(raw)
+    assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == digest
+    assert pushed["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json"
+    assert sorted(m["platform"]["architecture"] for m in pushed["manifests"]) == ["amd64", "arm", "arm64"]
+    d.dockyard("manifest", "rm", listed)
+    assert d.dockyard("manifest", "inspect", listed, check=False).returncode != 0
+    d.docker("rmi", "-f", *sorted(set(d.docker("images", "-aq").stdout.split())))  # pushed: name@digest refs
+    assert d.docker("images", "-aq").stdout.strip() == ""
+    d.docker("pull", "--platform", "linux/arm64", listed)  # what was pushed comes back per platform
+    assert d.docker("image", "inspect", "--format", "{{.Id}}", listed).stdout.strip() == ids["arm64"]

@@ -119,6 +119,20 @@ def dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
+def oci_manifest(content: ContentStore, image: Image) -> bytes:
+    """An OCI image manifest of ``image`` over its uncompressed layers, as this store holds them
+    (config and layers are content blobs): what a saved layout or a local index lists.
+
+    .. versionadded:: 0.3
+    """
+    doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": image.id,
+                      "size": content.size(image.id)},
+           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": content.size(d)}
+                      for d in image.layers]}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
 class Images(Protocol):
     """What the fronts, the puller and the builder may ask of the ``images`` service.
 
@@ -190,4 +204,4 @@ class Images(Protocol):
 
 
 __all__ = ["ImageIndex", "ImageLayer", "Images", "IndexEntry", "Installed", "Layer", "Plan", "Progress",
-           "chain_ids", "dumps"]
+           "chain_ids", "dumps", "oci_manifest"]

@@ -17,9 +17,9 @@ from dockyard.specs.storage import ImagePuller, RegistrySessions
 
 @hookimpl
 def dockyard_api_routes(kernel: Any) -> list[ApiRoute]:
-    from dockyard_distribution import api
+    from dockyard_distribution import api, manifests
 
-    return api.routes()
+    return api.routes() + manifests.routes()
 
 
 @hookimpl

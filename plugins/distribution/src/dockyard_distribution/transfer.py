@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -252,8 +253,10 @@ def resolve_push(store: ImageStore, ref: Reference) -> PushPlan:
 
 
 async def run_push(client: RegistryClient, plan: PushPlan, store: ImageStore, emit: Emit,
-                   header: bool = True) -> dict[str, Any]:
-    """Upload missing blobs (HEAD, mount, upload), then the manifest; returns the ``aux``."""
+                   header: bool = True, by_digest: bool = False) -> dict[str, Any]:
+    """Upload missing blobs (HEAD, mount, upload), then the manifest; returns the ``aux``.
+    ``by_digest``: the manifest is stored under its digest, not the tag (a platform of an index
+    pushed next; no digest line, no ``aux`` message)."""
     ref = plan.ref
     repo = ref.path
     host = client.host
@@ -335,11 +338,13 @@ async def run_push(client: RegistryClient, plan: PushPlan, store: ImageStore, em
     }
     body = json.dumps(manifest, indent=3).encode()
     tag = ref.tag or "latest"
-    digest = await client.put_manifest(repo, tag, body, DOCKER_MANIFEST)
+    where = "sha256:" + hashlib.sha256(body).hexdigest() if by_digest else tag
+    digest = await client.put_manifest(repo, where, body, DOCKER_MANIFEST)
     await push_attachments(store.kernel, client, repo, plan.image, digest, emit)
-    emit(pm.status(f"{tag}: digest: {digest} size: {len(body)}"))
     aux = {"Tag": tag, "Digest": digest, "Size": len(body)}
-    emit({"progressDetail": {}, "aux": aux})
+    if not by_digest:
+        emit(pm.status(f"{tag}: digest: {digest} size: {len(body)}"))
+        emit({"progressDetail": {}, "aux": aux})
     with contextlib.suppress(Exception):
         image = plan.image
         rd = f"{ref.name}@{digest}"

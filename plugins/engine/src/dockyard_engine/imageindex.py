@@ -15,7 +15,7 @@ Model (containerd's image store seen through classic dockerd's):
 - ``docker rmi NAME:TAG`` removes the tag from the index; when no tag of that repository is
   left on it, its members lose ``name@<index digest>`` and those no longer referenced or used
   are deleted (dockerd's rule for digest references of an untagged repository). An index no
-  tag names and no member keeps is dropped by ``gc``.
+  tag or repository digest names is dropped by ``gc``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dockyard.content import digest_bytes
 from dockyard.errors import InvalidArgument, NotFound
 from dockyard.model import Image
 from dockyard.reference import InvalidReference, parse_normalized
-from dockyard.services.images import ImageIndex, IndexEntry
+from dockyard.services.images import ImageIndex, IndexEntry, oci_manifest
 
 if TYPE_CHECKING:
     from dockyard_engine.images import ImageService
@@ -148,10 +148,20 @@ async def record_index(svc: ImageService, raw: bytes, media_type: str, tags: lis
                 e.image_id = members_now[e.digest]
         images = {img.id: img for img in svc.list()}
         changed: dict[str, Any] = {}
+        gone: set[str] = set()  # name@<old index> of a repository whose last tag moved here
         for other in svc.store.list(ImageIndex):
             if other.id != ix.id and set(tags) & set(other.repo_tags):
                 other.repo_tags = [t for t in other.repo_tags if t not in tags]
+                left = {_repo(t) for t in other.repo_tags}
+                for t in tags:
+                    if _repo(t) not in left:
+                        gone.add(f"{_repo(t)}@{other.id}")
+                other.repo_digests = [d for d in other.repo_digests if d not in gone]
                 changed[other.id] = other
+        for img in images.values():  # the old index's images lose its digest (dangling if nothing else)
+            if set(img.repo_digests) & gone:
+                img.repo_digests = [d for d in img.repo_digests if d not in gone]
+                changed[img.id] = img
         ix.repo_tags += [t for t in tags if t not in ix.repo_tags]
         ix.repo_digests += [d for d in dict.fromkeys(f"{_repo(t)}@{digest}" for t in ix.repo_tags)
                             if d not in ix.repo_digests]
@@ -221,11 +231,12 @@ def orphans(svc: ImageService, gone: set[str], skip: str) -> list[Image]:
 
 
 def gc_indexes(svc: ImageService) -> set[str]:
-    """Drop indexes no tag names and no recorded member keeps; returns the blobs to keep (the
-    index bytes of those left). Call under the image lock."""
+    """Drop indexes no tag or repository digest names (their images stay while they have
+    references of their own); returns the blobs to keep (the index bytes of those left). Call
+    under the image lock."""
     keep: set[str] = set()
     for ix in svc.store.list(ImageIndex):
-        if not ix.repo_tags and not ix.repo_digests and not any(present(svc, e) for e in ix.manifests):
+        if not ix.repo_tags and not ix.repo_digests:
             with contextlib.suppress(NotFound), svc.store.transaction() as tx:
                 tx.delete(ImageIndex, ix.id)
             continue
@@ -235,17 +246,10 @@ def gc_indexes(svc: ImageService) -> set[str]:
 
 # ------------------------------------------------------------------------------------ save
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
 def _manifest_of(svc: ImageService, image: Image) -> bytes:
-    """An OCI manifest of ``image`` over its uncompressed layers (what this store holds)."""
-    content = svc.content
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-           "config": {"mediaType": OCI_CONFIG, "digest": image.id, "size": content.size(image.id)},
-           "layers": [{"mediaType": OCI_LAYER, "digest": d, "size": content.size(d)} for d in image.layers]}
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return oci_manifest(svc.content, image)
 
 
 def save_plan(svc: ImageService, chosen: list[tuple[Image, list[str]]]) -> list[tuple[Image, list[str], ImageIndex | None]]:
