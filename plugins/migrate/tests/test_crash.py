@@ -72,7 +72,7 @@ def count(host: Any, name: str) -> int:
 
 def leftovers(host: Any) -> list[str]:
     root = data_root(host) / "migrate"
-    out = [str(p) for p in root.rglob("*") if p.is_file() and p.name != "fault"] if root.exists() else []
+    out = [str(p) for p in root.rglob("*") if p.is_file() and p.name not in ("fault", "criu-runc.conf")] if root.exists() else []
     return out
 
 

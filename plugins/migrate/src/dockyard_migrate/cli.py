@@ -37,17 +37,22 @@ def _target(ctx: click.Context, host: str, source: Any, cert_path: str | None, c
     from dockyard.client import Client, resolve_address
     from dockyard.client.address import DaemonAddress, TlsFiles
 
-    if "://" not in host and ":" not in host:  # a machine name
+    if "://" not in host and ":" not in host:  # a machine name: the machines API's URL and PEMs
+        import atexit
+        import shutil
+        import tempfile
+
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "DOCKYARD_"))}
-        machines = Client(resolve_address(None, env))
-        doc = machines.get(f"/dockyard/v1/machines/{host}/env")
-        menv = doc.get("Env", doc) if isinstance(doc, dict) else {}
-        if isinstance(menv, list):
-            menv = dict(item.split("=", 1) for item in menv if "=" in item)
-        url, path = menv.get("DOCKER_HOST", ""), menv.get("DOCKER_CERT_PATH", "")
+        doc = Client(resolve_address(None, env)).get(f"/dockyard/v1/machines/{host}/env")
+        url = str(doc.get("URL") or "")
         if not url:
             raise click.ClickException(f"machine {host} has no engine URL")
-        return Client(DaemonAddress.parse(url, tls=TlsFiles.from_dir(path) if path else None, verify=True))
+        certs = tempfile.mkdtemp(prefix="dockyard-migrate-")
+        atexit.register(shutil.rmtree, certs, True)
+        for key, fname in (("CA", "ca.pem"), ("Cert", "cert.pem"), ("Key", "key.pem")):
+            with open(os.path.join(certs, fname), "w", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
+                fh.write(str(doc.get(key) or ""))
+        return Client(DaemonAddress.parse(url, tls=TlsFiles.from_dir(certs), verify=True))
     tls = source.address.tls
     if cert_path:
         tls = TlsFiles.from_dir(cert_path)

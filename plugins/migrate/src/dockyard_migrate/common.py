@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import subprocess
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -102,6 +104,30 @@ def lazy_pipe_size() -> Iterator[None]:
             _sysctl_users -= 1
             if _sysctl_users == 0 and _sysctl_old and int(_sysctl_old) < LAZY_PIPE_MAX:
                 PIPE_MAX.write_text(_sysctl_old)
+
+
+# ------------------------------------------------------------------ holding traffic during a restore
+@contextlib.contextmanager
+def hold_addresses(owner: str, tag: str, addresses: list[str]) -> Iterator[None]:
+    """Drop what the bridges of this host forward to ``addresses`` while a restore runs.
+
+    The target's network sandbox owns the container's address before CRIU has put its
+    sockets back; a peer's retransmission arriving then would be answered with a reset and the
+    connection lost. CRIU locks the network for a namespace it restores itself, not for the
+    engine's sandbox, so the migration does it here: an nft ``bridge`` table (named with the
+    engine's owner token) for the restore's duration; the peers' TCP retransmits after it."""
+    ips = [a for a in addresses if a and ":" not in a]
+    table = f"{owner}mig{tag[:8]}"
+    if not ips or not shutil.which("nft"):
+        yield
+        return
+    rules = (f"table bridge {table} {{ chain fwd {{ type filter hook forward priority -200; policy accept; "
+             f"ip daddr {{ {', '.join(ips)} }} drop; }} }}")
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True, check=False, timeout=10)
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "bridge", table], capture_output=True, check=False, timeout=10)
 
 
 # ------------------------------------------------------------------ the local volume carrier

@@ -52,6 +52,23 @@ async def _recover(kernel: Any) -> None:
         logging.getLogger(__name__).warning("migration recovery failed: %s", exc)
 
 
+#: CRIU settings for the containers this engine runs (runc hands CRIU the file named by the
+#: ``org.criu.config`` annotation): connections still in a listener's backlog when the dump
+#: freezes it are dropped (their clients retry), where CRIU would refuse the whole dump
+CRIU_CONF = "skip-in-flight\n"
+
+
+@hookimpl
+def dockyard_runtime_spec(kernel: Any, container: Any, spec: dict[str, Any]) -> None:
+    from dockyard_migrate.common import data_dir
+
+    path = data_dir(kernel) / "criu-runc.conf"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(CRIU_CONF)
+    spec.setdefault("annotations", {}).setdefault("org.criu.config", str(path))
+
+
 @hookimpl
 def dockyard_background_services(kernel: Any) -> list[BackgroundService]:
     return [BackgroundService("migrate-recover", _recover)]

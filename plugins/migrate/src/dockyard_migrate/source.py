@@ -116,7 +116,8 @@ class Sender:
         await wire.send_json({"type": "hello", "token": ticket.token, "id": mig_id, "name": name,
                               "image": c.config.image, "image_id": c.image_id, "mode": mode,
                               "source": str(k.config.get("name") or os.uname().nodename),
-                              "volumes": [{"name": v.name, "driver": v.driver} for v in volumes]})
+                              "volumes": [{"name": v.name, "driver": v.driver} for v in volumes],
+                              "addresses": [ep.ipv4_address for ep in c.networks.values() if ep.ipv4_address]})
         await asyncio.wait_for(wire.recv_json(), 30)  # "ready"; an "error" raises
         phases["prepare"] = time.monotonic() - t0
         checkpoint = f"migrate-{mig_id}"
@@ -150,6 +151,9 @@ class Sender:
                     await pump_thread_writer(lambda out, vol=v, fn=send: fn(vol, out), put)
                 await wire.send_end()
             phases["volumes"] = time.monotonic() - t
+            # a cluster-wide (overlay) address moves: the source gives its endpoint up so the
+            # target can take the same address; a resume here takes it back first
+            await self._release_global(c, record)
             record.phase = "commit"
             self.journal.save(record)
             t = time.monotonic()
@@ -230,6 +234,29 @@ class Sender:
             ctx.__exit__(None, None, None)
             fifo.unlink(missing_ok=True)
 
+    async def _release_global(self, c: Container, record: Record) -> None:
+        k = self.kernel
+        released: list[dict[str, Any]] = record.extra.setdefault("released", [])
+        for name, ep in list(c.networks.items()):
+            try:
+                net = k.networks.get(name)
+            except NotFound:
+                continue
+            if net.scope != "global" or not ep.ipv4_address:
+                continue
+            released.append({"network": name, "ip": ep.ipv4_address, "aliases": list(ep.aliases)})
+            self.journal.save(record)  # before: a crash in between still takes it back
+            await k.networks.disconnect_container(c.id, name, force=True)
+
+    async def _take_back(self, c: Container, released: list[dict[str, Any]]) -> None:
+        from dockyard.model import EndpointSettings
+
+        for item in released:
+            with contextlib.suppress(DockyardError):
+                await self.kernel.networks.connect_container(
+                    c.id, item["network"], EndpointSettings(aliases=list(item.get("aliases") or []),
+                                                            ipam_ipv4=str(item["ip"])))
+
     async def resume(self, record: Record) -> None:
         """Put the container back to work here, from the checkpoint the migration kept."""
         k = self.kernel
@@ -238,6 +265,9 @@ class Sender:
         except NotFound:
             self.journal.remove(record.id)
             return
+        released = list(record.extra.get("released") or [])
+        if released:
+            await self._take_back(c, released)
         if c.state.status is not ContainerStatus.RUNNING and record.phase != "prepare":
             try:
                 await k.containers.restore(c.id, record.checkpoint)

@@ -28,7 +28,15 @@ from typing import Any
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.services.containers import CheckpointImport
 from dockyard.specs.storage import MigrationOptions, MigrationTicket, VolumeCarrier
-from dockyard_migrate.common import Journal, Record, ThreadReader, data_dir, fault_point, lazy_pipe_size
+from dockyard_migrate.common import (
+    Journal,
+    Record,
+    ThreadReader,
+    data_dir,
+    fault_point,
+    hold_addresses,
+    lazy_pipe_size,
+)
 from dockyard_migrate.wire import Wire, WireError
 
 log = logging.getLogger(__name__)
@@ -187,10 +195,9 @@ class Receiver:
             fault_point(k, "target", "restore")
             page_server = str(commit.get("page_server") or "")
             req = CheckpointImport(archive_path=str(archive), name=name, ignore_volumes=True, page_server=page_server)
-            if page_server:
-                with lazy_pipe_size():
-                    c = await k.containers.checkpoint_import(req)
-            else:
+            addresses = [str(a) for a in hello.get("addresses") or []]
+            with hold_addresses(k.config.owner, mig_id, addresses), \
+                    (lazy_pipe_size() if page_server else contextlib.nullcontext()):
                 c = await k.containers.checkpoint_import(req)
             record.target_id = c.id
             self.journal.save(record)
