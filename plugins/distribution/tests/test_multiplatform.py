@@ -164,6 +164,8 @@ def test_manifest_create_add_inspect_push_rm(dockyardd, multi, registry: Registr
     assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == digest
     assert pushed["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json"
     assert sorted(m["platform"]["architecture"] for m in pushed["manifests"]) == ["amd64", "arm", "arm64"]
+    out = d.docker("push", listed).stdout  # docker push of a tag naming an index pushes the index
+    assert f"1: digest: {digest} " in out
     d.dockyard("manifest", "rm", listed)
     assert d.dockyard("manifest", "inspect", listed, check=False).returncode != 0
     d.docker("rmi", "-f", *sorted(set(d.docker("images", "-aq").stdout.split())))  # pushed: name@digest refs

@@ -174,12 +174,19 @@ async def push_image(request: web.Request) -> web.StreamResponse:
     if ref.digest:
         raise InvalidArgument("cannot push a digest reference")
     tags = [ref] if ref.tag else _all_tags(store, ref)
-    plans = [resolve_push(store, r) for r in tags]  # NotFound before streaming
+    # a tag naming an image index pushes every platform present, then the index (containerd's store)
+    indexed = [r for r in tags if store.images.index_of(str(r)) is not None]
+    plans = [resolve_push(store, r) for r in tags if r not in indexed]  # NotFound before streaming
     client = _client(kernel, ref, _auth(request))
+    auth = _auth(request)
 
     async def job(emit: Callable[[dict[str, Any]], None]) -> None:
+        from dockyard_distribution import manifests
+
         for i, plan in enumerate(plans):
             await run_push(client, plan, store, emit, header=i == 0)
+        for r in indexed:
+            await manifests.push(kernel, str(r), str(r), auth, emit)
 
     try:
         return await stream(request, job)

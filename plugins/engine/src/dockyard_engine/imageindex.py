@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from dockyard_engine.images import ImageService
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def entries_of(doc: dict[str, Any]) -> list[IndexEntry]:
@@ -244,8 +245,38 @@ def gc_indexes(svc: ImageService) -> set[str]:
     return keep
 
 
+async def add_to_tag(svc: ImageService, tag: str, image: Image, source: str = "local") -> ImageIndex:
+    """Make ``tag`` (normalized) name an index that holds ``image`` besides what it names now:
+    the platforms of its index, or the single image it names (an entry of the same platform as
+    ``image`` is replaced). What a bootstrap or a build for another platform calls; the tag's
+    image stays the member this host runs best."""
+    rows: list[tuple[dict[str, Any], str]] = []
+    ix = index_of(svc, tag)
+    if ix is not None:
+        doc = json.loads(svc.content.get(ix.id))
+        rows = [(d, e.image_id) for d, e in zip(doc.get("manifests") or [], ix.manifests, strict=False)]
+    else:
+        with contextlib.suppress(NotFound):
+            current = svc.resolve(tag)
+            if current.id != image.id:
+                rows = [_descriptor(svc, current)]
+    new = _descriptor(svc, image)
+    plat = platforms.normalize(image_platform(image))
+    rows = [r for r in rows if r[0]["digest"] != new[0]["digest"]
+            and platforms.normalize(platforms.Platform.from_descriptor(r[0].get("platform") or {})) != plat]
+    rows.append(new)
+    raw = json.dumps({"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": [d for d, _ in rows]},
+                     separators=(",", ":")).encode()
+    return await record_index(svc, raw, INDEX_TYPES[0], [tag], {d["digest"]: i for d, i in rows if i}, source)
+
+
+def _descriptor(svc: ImageService, image: Image) -> tuple[dict[str, Any], str]:
+    raw = oci_manifest(svc.content, image)
+    return ({"mediaType": OCI_MANIFEST, "digest": digest_bytes(raw), "size": len(raw),
+             "platform": image_platform(image).descriptor()}, image.id)
+
+
 # ------------------------------------------------------------------------------------ save
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def _manifest_of(svc: ImageService, image: Image) -> bytes:
@@ -329,5 +360,5 @@ def write_layout(svc: ImageService, plan: list[tuple[Image, list[str], ImageInde
     add_bytes(tf, "manifest.json", json.dumps(docker, separators=(",", ":")).encode())
 
 
-__all__ = ["entries_of", "save_plan", "write_layout", "gc_indexes", "index_of", "members", "orphans", "record_index",
+__all__ = ["add_to_tag", "entries_of", "save_plan", "write_layout", "gc_indexes", "index_of", "members", "orphans", "record_index",
            "resolve_platform", "untag"]
