@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, Unavailable
 from dockyard.model import Healthcheck, HistoryEntry, Image, ImageConfig
 from dockyard.services import Service
 from dockyard_swarm.events import NodeView, engine, nodes_service
@@ -210,6 +210,28 @@ class ClusterImages(Service):
         if len(ids) > 1 and _is_hex(digits) and f"sha256:{digits}" not in ids:
             raise Conflict(f"conflict: unable to resolve image {ref!r}: the prefix matches several images")
         return self._grouped(found)
+
+    # multi-platform images (core's Images, versionadded 0.3): each node keeps its own indexes;
+    # the manager resolves a platform against the image the nodes hold by that name
+    def indexes(self) -> list[Any]:
+        return []
+
+    def index_of(self, ref: str) -> Any:
+        return None
+
+    def resolve_platform(self, ref: str, platform: str) -> Image:
+        from dockyard import platforms
+
+        image = self.resolve(ref)
+        want = platforms.parse(platform)
+        actual = platforms.Platform(image.os or "linux", image.architecture, image.variant)
+        if not platforms.only(want).match(actual):
+            raise NotFound(platforms.mismatch_message(ref, want, platforms.normalize(actual)))
+        return image
+
+    async def record_index(self, raw: bytes, media_type: str, tags: list[str], members: dict[str, str],
+                           source: str = "pull") -> Any:
+        raise Unavailable("image indexes are kept by each node's engine, not by the swarm manager")
 
     def config_doc(self, image: Image) -> dict[str, Any]:
         for _n, imgs in self.view.items():
