@@ -1,0 +1,129 @@
+"""The migration hook spec: migrators and volume carriers come from plugins, picked by name;
+no container needed (a fresh kernel, no daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.config import Config
+from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.kernel import Kernel
+from dockyard.specs import hookimpl
+from dockyard.specs.storage import MigrationOptions, MigrationTicket, Migrator, VolumeCarrier
+
+
+class Fake(Migrator):
+    name = "fake"
+
+    async def offer(self, kernel: Any, options: MigrationOptions) -> MigrationTicket:
+        return MigrationTicket(address=":1", token="t", migrator=self.name)
+
+    async def send(self, kernel: Any, ref: str, ticket: Any, options: Any, report: Any) -> Any:
+        raise NotImplementedError
+
+
+class SharedStorage:
+    """A volume driver plugin whose volumes live on shared storage: nothing moves."""
+
+    calls: list[str] = []
+
+    @hookimpl
+    def dockyard_migrators(self, kernel: Any) -> list[Migrator]:
+        self.calls.append("migrators")
+        return [Fake()]
+
+    @hookimpl
+    def dockyard_volume_carriers(self, kernel: Any) -> list[VolumeCarrier]:
+        self.calls.append("carriers")
+        return [VolumeCarrier("shared", drivers=("nfs",))]
+
+
+def kernel_with(tmp_path: Path, *plugins: Any, **config: Any) -> Kernel:
+    import dockyard_migrate.plugin
+
+    return Kernel.build(Config(values={"data-root": str(tmp_path / "d"), "exec-root": str(tmp_path / "r"), **config}),
+                        plugins=(dockyard_migrate.plugin, *plugins), autoload=False, environ={})
+
+
+def test_migrators_and_carriers_come_from_plugins(tmp_path: Path) -> None:
+    from dockyard_migrate.migrator import StreamMigrator, carriers_of, migrator_of
+    from dockyard_migrate.source import Sender
+
+    k = kernel_with(tmp_path, SharedStorage())
+    assert isinstance(migrator_of(k), StreamMigrator)  # the `migrator` setting's default
+    assert isinstance(migrator_of(k, "fake"), Fake)
+    carriers = carriers_of(k)
+    assert carriers["shared"].send is None and carriers["local"].send is not None
+    assert Sender(k, carriers).carrier("nfs").name == "shared"
+    with pytest.raises(InvalidArgument, match="no migration carrier for volume driver 'ceph'"):
+        Sender(k, carriers).carrier("ceph")
+    with pytest.raises(NotFound, match="no migrator named 'rdma'"):
+        migrator_of(k, "rdma")
+    assert "migrators" in SharedStorage.calls and "carriers" in SharedStorage.calls
+    k2 = kernel_with(tmp_path, SharedStorage(), migrator="fake")
+    assert isinstance(migrator_of(k2), Fake)
+
+
+def test_two_migrators_of_one_name_are_a_conflict(tmp_path: Path) -> None:
+    from dockyard_migrate.migrator import migrator_of
+
+    class Other(SharedStorage):
+        pass
+
+    k = kernel_with(tmp_path, SharedStorage(), Other())
+    with pytest.raises(Conflict, match="two plugins offer the migrator 'fake'"):
+        migrator_of(k, "fake")
+
+
+def test_mode_is_chosen_by_resident_memory() -> None:
+    from dockyard_migrate.source import choose_mode
+
+    opts = MigrationOptions(lazy_threshold=128 << 20)
+    assert choose_mode(opts, 64 << 20) == "stop-copy"
+    assert choose_mode(opts, 256 << 20) == "lazy"
+    assert choose_mode(MigrationOptions(mode="stop-copy"), 1 << 40) == "stop-copy"
+    with pytest.raises(InvalidArgument):
+        choose_mode(MigrationOptions(mode="pre-copy"), 0)
+
+
+def test_ticket_round_trips_through_json() -> None:
+    t = MigrationTicket(address="10.0.0.2:4000", token="ab" * 32, migrator="stream", tls=True, expires=12.5)
+    assert MigrationTicket.from_json(t.to_json()) == t
+
+
+def test_the_wire_frames_json_and_data() -> None:
+    from dockyard_migrate.wire import Wire, WireError
+
+    async def main() -> None:
+        got: list[Any] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            w = Wire(reader, writer)
+            got.append(await w.recv_json())
+            got.append(await w.frame())
+            got.append(await w.frame())
+            await w.send_json({"type": "error", "message": "target: no"})
+            await w.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        w = Wire(*await asyncio.open_connection("127.0.0.1", port))
+        await w.send_json({"type": "hello"})
+        await w.send_data(b"x" * 10)
+        await w.send_end()
+        from dockyard.errors import DockyardError
+
+        with pytest.raises(DockyardError, match="target: no"):
+            await w.recv_json()
+        with pytest.raises(WireError):
+            await w.recv_json()
+        await w.close()
+        server.close()
+        assert got == [{"type": "hello"}, (b"D", b"x" * 10), (b"E", b"")]
+        assert w.sent == 10
+
+    asyncio.run(main())
