@@ -5,12 +5,12 @@ PY    := $(VENV)/bin/python
 # Debian packages the project needs on the host (runtimes, network, peers for benchmarks).
 APT_PACKAGES := crun runc conmon nftables iproute2 busybox-static containernetworking-plugins \
                 uidmap podman skopeo docker-registry notary etcd-server openssh-server openssh-client hyperfine socat iperf3 \
-                qemu-system-x86 qemu-utils mmdebstrap e2fsprogs supervisor runit zstd
+                qemu-system-x86 qemu-utils mmdebstrap e2fsprogs supervisor runit zstd qemu-user-static binfmt-support
 DISTS = $(shell python3 tools/distributions.py --relative)
 STAMP = $(VENV)/.installed-$(shell cat $(addsuffix /pyproject.toml,$(DISTS)) pyproject.toml requirements-dev.txt | sha256sum | cut -c1-16)
 
-.PHONY: install apt venv host peers criu test demo demo-cluster lint bench generate clean-venv
-install: apt host peers criu venv
+.PHONY: install apt venv host peers criu foreign-busybox test demo demo-cluster lint bench generate clean-venv
+install: apt host peers criu foreign-busybox venv
 
 apt:
 	@missing=(); for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing+=($$p); done; \
@@ -26,6 +26,10 @@ host:
 # is never used): compiled from the upstream tarball sid carries, once (a second run takes 0.01 s)
 criu: apt
 	@bash tools/build-criu.sh >/dev/null
+
+# busybox-static of arm64 and armhf (Debian's) for `dockyard image bootstrap busybox --platform` (idempotent)
+foreign-busybox: apt
+	@bash tools/foreign-busybox.sh
 
 # podman configured for this sandbox, an offline busybox image in it, a crun bundle (idempotent)
 peers: apt host

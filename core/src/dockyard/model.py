@@ -271,6 +271,10 @@ class Container:
     driver: str = ""  # storage driver that holds the rootfs
     runtime: str = ""  # runtime driver name
     platform: str = "linux"
+    #: the image's ``os/arch[/variant]`` the runtime runs (``linux/arm64``); "" before 0.3
+    image_platform: str = ""
+    #: run under emulation (a binfmt_misc handler), not natively
+    emulated: bool = False
     networks: dict[str, EndpointSettings] = field(default_factory=dict)
     mounts: list[Mount] = field(default_factory=list)
     log_path: str = ""

@@ -37,6 +37,12 @@ Fixtures:
     :class:`~dockyard_plugin_sdk.testing.etcd.EtcdCluster` (``.url(prefix)`` is a
     ``cluster-store`` URL naming every member; ``.kill(m)``, ``.start(m)``, ``.restart(m)``).
     Killed by PID and removed at teardown; skips when etcd is not installed.
+``binfmt_emulation`` (session)
+    binfmt_misc handlers (``F``) for arm64 and arm/v7 under qemu-user-static: ``{platform:
+    entry}`` of the usable ones. Missing ones are registered and held
+    (:mod:`dockyard_plugin_sdk.testing.binfmt`); the last session holding them removes what the
+    sessions made; another's handlers are used, never removed. Skips without root,
+    qemu-user-static or dockyard-arch-linux.
 ``no_leaks``
     Fails the test (at teardown) naming every object of a recorded owner (a mount under its
     roots; a link, named netns, cgroup or nft table carrying its token) and every child
@@ -266,6 +272,25 @@ def etcd_cluster(etcd_factory: Callable[..., EtcdCluster]) -> EtcdCluster:
 
 
 # ---------------------------------------------------------------------------------- leaks
+@pytest.fixture(scope="session")
+def binfmt_emulation() -> Iterator[dict[str, str]]:
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        pytest.skip("registering binfmt_misc handlers needs root")
+    if not (shutil.which("qemu-aarch64-static") and shutil.which("qemu-arm-static")):
+        pytest.skip("qemu-user-static is not installed (make install)")
+    pytest.importorskip("dockyard_arch_linux.binfmt", reason="dockyard-arch-linux is not installed")
+    from dockyard_plugin_sdk.testing import binfmt
+
+    usable = binfmt.hold(["aarch64", "arm"])
+    try:
+        yield usable
+    finally:
+        binfmt.release()
+
+
 @pytest.fixture
 def no_leaks() -> None:
     """Fail the test if it leaves objects of a recorded owner or child processes behind.

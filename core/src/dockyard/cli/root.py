@@ -20,6 +20,7 @@ BUILTINS: dict[str, str] = {
     "version": "dockyard.cli.system:version",
     "info": "dockyard.cli.system:info",
     "daemon": "dockyard.cli.system:daemon",
+    "system": "dockyard.cli.system:system",
     "plugins": "dockyard.cli.plugins:plugins",
 }
 

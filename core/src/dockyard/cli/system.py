@@ -1,4 +1,4 @@
-"""``dockyard version``, ``info`` and ``daemon``."""
+"""``dockyard version``, ``info``, ``daemon`` and ``system``."""
 
 from __future__ import annotations
 
@@ -113,3 +113,33 @@ def daemon(ctx: click.Context, args: tuple[str, ...]) -> None:
     from dockyard.daemon import main as daemon_main
 
     sys.exit(daemon_main(list(args)))
+
+
+#: Entry-point group of ``dockyard system``'s subcommands (``binfmt``: dockyard-arch-linux).
+SYSTEM_SUBCOMMANDS = "dockyard.cli.system"
+
+
+class _SystemGroup(click.Group):
+    """Subcommands from :data:`SYSTEM_SUBCOMMANDS`, imported only when invoked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from dockyard.cli.root import _registry
+
+        return _registry().cli_names(SYSTEM_SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from dockyard.cli.root import _registry
+        from dockyard.errors import PluginError
+
+        try:
+            cmd = _registry().load_cli(name, SYSTEM_SUBCOMMANDS)
+        except PluginError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if cmd is not None and not isinstance(cmd, click.Command):
+            raise click.ClickException(f"plugin command {name!r} is not a click command")
+        return cmd
+
+
+@click.group(cls=_SystemGroup)
+def system() -> None:
+    """Manage this host (subcommands come from plugins: `binfmt` from dockyard-arch-linux)."""

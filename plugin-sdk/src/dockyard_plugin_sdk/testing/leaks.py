@@ -1,8 +1,8 @@
 """Host leak checks: what a test created on the host and did not remove.
 
 :func:`snapshot_host` records the kernel objects a container platform can leave behind:
-mounts, network links, named network namespaces, cgroup directories, nft tables and child
-processes. Two snapshots subtract into a :class:`Leaks` that names what is new.
+mounts, network links, named network namespaces, cgroup directories, nft tables, child
+processes and binfmt_misc entries (a foreign architecture's handler, :mod:`.binfmt`). Two snapshots subtract into a :class:`Leaks` that names what is new.
 
 Which objects are a test's own? Dockyard names every kernel object after an *owner token*
 (``dy`` + 6 hex digits of the data-root path, ``Config.owner``). :class:`Owners` holds the tokens
@@ -28,7 +28,7 @@ __all__ = [
     "purge_owned", "snapshot_host", "wait_for_no_leaks",
 ]
 
-CATEGORIES = ("mounts", "links", "netns", "cgroups", "nft_tables", "processes")
+CATEGORIES = ("mounts", "links", "netns", "cgroups", "nft_tables", "processes", "binfmt")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class HostSnapshot:
     cgroups: frozenset[str] = frozenset()
     nft_tables: frozenset[str] = frozenset()
     processes: frozenset[str] = frozenset()
+    binfmt: frozenset[str] = frozenset()  # /proc/sys/fs/binfmt_misc entry names
     notes: tuple[str, ...] = ()  # what could not be read, and why
 
     def __sub__(self, before: HostSnapshot) -> Leaks:
@@ -125,6 +126,12 @@ def _read_nft(notes: list[str]) -> set[str]:
     return out
 
 
+def _read_binfmt(misc: Path) -> set[str]:
+    if not (misc / "register").exists():
+        return set()  # binfmt_misc not mounted
+    return {n for n in os.listdir(misc) if n not in ("register", "status")}
+
+
 def _children(pid: int, proc: Path) -> set[str]:
     """Descendants of ``pid`` (``pid comm``), found through /proc/*/stat."""
     parent_of: dict[int, tuple[int, str]] = {}
@@ -168,6 +175,7 @@ def snapshot_host(*, proc: Path = Path("/proc"), sys_net: Path = Path("/sys/clas
         cgroups=read("cgroups", lambda: _read_cgroups(cgroup_root)),
         nft_tables=frozenset(_read_nft(notes)) if nft else frozenset(),
         processes=read("processes", lambda: _children(os.getpid() if pid is None else pid, proc)),
+        binfmt=read("binfmt", lambda: _read_binfmt(proc / "sys" / "fs" / "binfmt_misc")),
         notes=tuple(notes),
     )
 
@@ -235,6 +243,10 @@ class Owners:
         another engine's helpers -- are not an owner's; :meth:`owns_or_child` counts them too."""
         if category == "processes":
             return self._process_is_ours(item)
+        if category == "binfmt":  # dockyard's handlers no other live test session holds
+            from .binfmt import PREFIX, held
+
+            return item.startswith(PREFIX) and item not in held()
         if category == "mounts":
             point = item.split(" (", 1)[0]
             if any(point == r or point.startswith(r + "/") for r in self.roots if r != "/"):

@@ -454,10 +454,12 @@ async def create_image(request: web.Request) -> web.StreamResponse:
 
 
 async def bootstrap(request: web.Request) -> web.Response:
-    """dockyard extension: build ``busybox:latest`` (or ``name``) from the host's busybox-static."""
+    """dockyard extension: build ``busybox:latest`` (or ``name``) from the host's busybox-static;
+    ``platform`` (``linux/arm64``): from that architecture's, added to the tag's index."""
     kernel = kernel_of(request)
     name = request.query.get("name", "busybox") or "busybox"
-    img = await _svc(kernel).bootstrap(name)
+    platform = request.query.get("platform", "")
+    img = await (_svc(kernel).bootstrap(name, platform=platform) if platform else _svc(kernel).bootstrap(name))
     return json_response({"Id": img.id, "RepoTags": ordered(img.repo_tags), "Size": img.size},
                          status=201)
 

@@ -198,6 +198,14 @@ def host_config_json(hc: Any) -> dict[str, Any]:
     }
 
 
+def _platform_json(c: Container) -> dict[str, Any]:
+    """``DockyardPlatform`` {Platform: the image's os/arch[/variant], Emulated}: what the
+    runtime runs (Docker's ``Platform`` is the OS alone); nothing for a pre-0.3 record."""
+    if not c.image_platform:
+        return {}
+    return {"DockyardPlatform": {"Platform": c.image_platform, "Emulated": c.emulated}}
+
+
 def container_inspect(c: Container, bound_ports: list[Any] | None = None, image_ref: str = "") -> dict[str, Any]:
     st = c.state
     cfg = c.config
@@ -222,6 +230,7 @@ def container_inspect(c: Container, bound_ports: list[Any] | None = None, image_
         "HostnamePath": f"{cdir}/hostname" if cdir else "", "HostsPath": f"{cdir}/hosts" if cdir else "",
         "LogPath": c.log_path, "Name": "/" + c.name, "RestartCount": st.restart_count, "Driver": c.driver,
         "Platform": c.platform or "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
+        **_platform_json(c),
         "ExecIDs": list(c.exec_ids) or None, "HostConfig": host_config_json(c.host_config),
         "GraphDriver": {"Name": c.driver, "Data": None},
         "Mounts": mount_list(c),

@@ -15,6 +15,7 @@ import random
 import re
 import shutil
 from collections.abc import Callable
+from typing import Any
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.model import (
@@ -73,6 +74,37 @@ def check_name_syntax(name: str) -> None:
         raise InvalidArgument(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
 
 
+def runnable(rt: Any, img: Image) -> tuple[str, str]:
+    """``(image platform, "native"|"emulated"|"")`` for the runtime driver ``rt`` running
+    ``img`` (its ``platforms()``: native first, then emulated ones). An image this host cannot
+    run is still created, as dockerd does (the CLI warns); its start is refused by
+    :func:`check_runnable`. An image without an architecture (very old ones) is native."""
+    from dockyard import platforms
+
+    if not img.architecture:
+        return "", "native"
+    plat = platforms.normalize(platforms.Platform(img.os or "linux", img.architecture, img.variant or ""))
+    return str(plat), platforms.Runnable.of(rt.platforms()).how(plat)
+
+
+def check_runnable(rt: Any, image_platform: str) -> bool:
+    """Whether ``rt`` runs ``image_platform`` emulated (False: natively); raises, naming how to
+    enable emulation, when it cannot run it at all (checked at each start: a registration made
+    after the create counts)."""
+    from dockyard import platforms
+
+    plat = platforms.parse(image_platform)
+    how = platforms.Runnable.of(rt.platforms()).how(plat)
+    if how:
+        return how == "emulated"
+    native = ", ".join(str(p) for p in rt.platforms() if not p.emulated) or "none"
+    hint = ("; to run it under emulation, register qemu-user-static with binfmt_misc: "
+            "`dockyard system binfmt install` (as root; qemu-user-static must be installed)"
+            if plat.os == "linux" else "")
+    raise InvalidArgument(f"image platform {plat} does not run on this host (native: {native}; no emulator is "
+                          f"registered for {plat}){hint}")
+
+
 class Creation:
     """``create``, and the name rules ``rename`` shares."""
 
@@ -108,8 +140,10 @@ class Creation:
             hc.links = linkmod.resolve(hc.links, name, ctx.get)
         rt = await ctx.runtime()
         hc.runtime = rt.resolve_runtime(hc.runtime)  # the one that will run it, for inspect's Runtime
+        image_platform, how = runnable(rt, img)  # "" (cannot run here): created, refused at start
         c = Container(id=cid, name=name, image_id=img.id, config=cfg, host_config=hc,
-                      runtime=rt.info.name, platform=img.os or "linux")
+                      runtime=rt.info.name, platform=img.os or "linux", image_platform=image_platform,
+                      emulated=how == "emulated")
         c.networks = self._initial_networks(c, req.networks)
         c.mounts = plan_mounts(c)
         drv = await ctx.storage()

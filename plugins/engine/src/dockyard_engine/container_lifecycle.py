@@ -157,6 +157,10 @@ class Lifecycle:
     async def _start_locked(self, c: Container, restore: CheckpointRequest | None = None) -> None:
         ctx, setup = self.ctx, self.setup
         rt = await ctx.runtime(c)
+        if c.image_platform:  # a foreign image: emulated when a binfmt handler covers it, else refused
+            from dockyard_engine.container_create import check_runnable
+
+            c.emulated = check_runnable(rt, c.image_platform)
         drv = await ctx.storage()
         c.state.start_count += 1
         if c.id in await rt.list():

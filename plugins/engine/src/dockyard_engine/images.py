@@ -730,32 +730,51 @@ class ImageService(Service):
             raise InvalidArgument(f"cannot tag with a digest reference {repo!r}")
         return str(ref)
 
-    async def bootstrap(self, name: str = "busybox", busybox: str = "/bin/busybox") -> Image:
+    async def bootstrap(self, name: str = "busybox", busybox: str = "/bin/busybox", platform: str = "") -> Image:
         """Build ``busybox:latest`` (or ``name``) from the host's static busybox, offline.
 
+        ``platform`` (``linux/arm64``, ``linux/arm/v7``): from Debian's busybox-static of that
+        architecture (:func:`localindex.foreign_busybox`), added to the index the tag names
+        (started from the image it names now), so ``run --platform`` picks it.
         Reproducible: the same busybox binary gives the same image ID.
         """
+        from dockyard import platforms
+        from dockyard_engine import localindex
+
         ref = self._repo_tag(name, "")
+        plat = platforms.normalize(platforms.parse(platform)) if platform else platforms.host()
+        prefix: list[str] = []
+        if platform and plat != platforms.host():
+            if busybox == "/bin/busybox":
+                busybox = localindex.foreign_busybox(plat)
+            prefix = localindex.runner(plat)
         if not os.path.isfile(busybox) or not os.access(busybox, os.X_OK):
             raise NotFound(f"{busybox} not found: install busybox-static to bootstrap an image")
+        if platform:
+            localindex.check_binary(busybox, plat)
+        indexed = bool(platform) or self.index_of(ref) is not None
         with self._staging() as staging:
-            layer, version = await asyncio.to_thread(_busybox_rootfs, busybox, staging / "layer.tar")
+            layer, version = await asyncio.to_thread(_busybox_rootfs, busybox, staging / "layer.tar", prefix)
             created = datetime.fromtimestamp(BOOTSTRAP_EPOCH, UTC).isoformat().replace("+00:00", "Z")
             doc = {
-                "architecture": self.kernel.facts()["arch"], "os": "linux", "created": created,
+                "architecture": plat.architecture if platform else self.kernel.facts()["arch"], "os": "linux",
+                **({"variant": plat.variant} if platform and plat.variant else {}), "created": created,
                 "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
                 "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
                 "history": [{"created": created,
                              "created_by": f"dockyard image bootstrap: {version} from {busybox}"},
                             {"created": created, "created_by": 'CMD ["sh"]', "empty_layer": True}],
             }
-            plan = Plan(config_raw=dumps(doc), layers=[layer], tags=[ref])
+            plan = Plan(config_raw=dumps(doc), layers=[layer], tags=[] if indexed else [ref])
             (inst,) = await self._install([plan], "import")
         if inst.new:
             self._emit("import", inst.image)
+        if indexed:
+            await localindex.add_to_tag(self, ref, inst.image, source="bootstrap")
+            self._emit("tag", inst.image, _familiar(ref))
         for t in inst.tagged:
             self._emit("tag", inst.image, _familiar(t))
-        return inst.image
+        return self.store.get(Image, inst.image.id)
 
     async def commit(self, layer_key: str = "", *, container: Container | None = None, base_image: str = "",
                      config: dict[str, Any] | None = None, repo: str = "", tag: str = "", author: str = "",
@@ -1343,14 +1362,16 @@ def _stage_rootfs(reader: Readable, dest: Path, progress: Progress | None) -> La
     return Layer(diff_id="sha256:" + h.hexdigest(), size=size, path=dest)
 
 
-def _busybox_rootfs(busybox: str, dest: Path) -> tuple[Layer, str]:
+def _busybox_rootfs(busybox: str, dest: Path, prefix: list[str] | None = None) -> tuple[Layer, str]:
     """A deterministic rootfs tar: busybox, an applet symlink per ``busybox --list`` entry in
-    /bin, passwd/group with root and nobody, and the usual empty directories."""
-    proc = subprocess.run([busybox, "--list"], capture_output=True, text=True, timeout=30, check=False)
+    /bin, passwd/group with root and nobody, and the usual empty directories. ``prefix`` runs
+    a foreign busybox (``[qemu-aarch64-static]``)."""
+    prefix = prefix or []
+    proc = subprocess.run([*prefix, busybox, "--list"], capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode != 0:
         raise DockyardError(f"{busybox} --list failed: {proc.stderr.strip()}")
     applets = sorted({a.strip() for a in proc.stdout.split() if a.strip() and "/" not in a} - {"busybox"})
-    head = subprocess.run([busybox], capture_output=True, text=True, timeout=30, check=False).stdout
+    head = subprocess.run([*prefix, busybox], capture_output=True, text=True, timeout=30, check=False).stdout
     version = head.splitlines()[0].split(" multi-call")[0] if head else "BusyBox"
     t = BOOTSTRAP_EPOCH
 

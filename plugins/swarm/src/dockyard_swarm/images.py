@@ -427,10 +427,11 @@ class ClusterImages(Service):
             raise NotFound("the imported image is not found on any node")
         return max(imgs, key=lambda i: i.created)
 
-    async def bootstrap(self, name: str = "busybox", busybox: str = "/bin/busybox") -> Image:
+    async def bootstrap(self, name: str = "busybox", busybox: str = "/bin/busybox", platform: str = "") -> Image:
         """dockyard's offline busybox image, made on every healthy node."""
         nodes = await self._healthy_nodes()
-        await asyncio.gather(*(engine(self.kernel, n).post("/dockyard/images/bootstrap", {"name": name})
+        params = {"name": name, **({"platform": platform} if platform else {})}
+        await asyncio.gather(*(engine(self.kernel, n).post("/dockyard/images/bootstrap", params)
                                for n in nodes))
         await asyncio.gather(*(self.view.refresh(n.name) for n in nodes))
         return self.resolve(name)

@@ -24,6 +24,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import platform
 import resource
@@ -45,7 +46,7 @@ from dockyard.specs.arch import (
     RuntimeCreateRequest,
     RuntimeState,
 )
-from dockyard_arch_linux import cgroups, logs, monitor, sandbox
+from dockyard_arch_linux import binfmt, cgroups, logs, monitor, sandbox
 from dockyard_arch_linux.checkpoint import Checkpointing
 from dockyard_arch_linux.logs import LogLines, LogRecord, LogRecords, follow_lines, parse_line
 from dockyard_arch_linux.spec import SpecOptions, build_spec, exec_process
@@ -56,6 +57,7 @@ MACHINES = {"x86_64": ("amd64", ""), "aarch64": ("arm64", ""), "armv7l": ("arm",
             "armv6l": ("arm", "v6"), "i686": ("386", ""), "ppc64le": ("ppc64le", ""),
             "s390x": ("s390x", ""), "riscv64": ("riscv64", "")}
 UNKNOWN_EXIT = 255  # conmon vanished without writing an exit file
+log = logging.getLogger("dockyard.arch.linux")
 
 SpecAmender = Callable[[Container, dict[str, Any]], None]
 
@@ -174,6 +176,7 @@ class LinuxRuntime(Checkpointing):
         self.layout = await asyncio.to_thread(cgroups.detect)
         self.spec_options = self._measure()
         self._runtime_path(self.default_runtime)  # fail early on a bad default
+        self._check_emulation()
         # live-restore: collect monitors that exited while nobody was watching
         for cid in await self.list():
             meta = self._meta(cid)
@@ -204,11 +207,37 @@ class LinuxRuntime(Checkpointing):
     def status(self) -> list[tuple[str, str]]:
         layout = self.layout.name if self.layout else "unknown"
         return [("Default Runtime", self.default_runtime), ("Cgroup Layout", layout),
-                ("Monitor", self.conmon), ("Init", self.spec_options.init_path if self.spec_options else "")]
+                ("Monitor", self.conmon), ("Init", self.spec_options.init_path if self.spec_options else ""),
+                ("Emulated", ", ".join(str(p) for p in self.platforms() if p.emulated) or "none")]
 
     def platforms(self) -> list[Platform]:
+        """The host's platform, then every foreign one a usable binfmt_misc handler (enabled,
+        ``F``) covers, ``emulated`` (read live: a registration made after start counts)."""
         arch, variant = MACHINES.get(platform.machine(), (platform.machine(), ""))
-        return [Platform(os="linux", architecture=arch, variant=variant)]
+        out = [Platform(os="linux", architecture=arch, variant=variant)]
+        if str(self.context.options.get("emulation", "true")).lower() in ("0", "false", "no"):
+            return out
+        for plat, _entry in binfmt.emulated_platforms():
+            os_, a, *v = plat.split("/")
+            out.append(Platform(os=os_, architecture=a, variant=v[0] if v else "", emulated=True))
+        return out
+
+    def _check_emulation(self) -> None:
+        """At start: say which foreign platforms run emulated, and how to enable them."""
+        try:
+            rows = binfmt.status()
+        except OSError as exc:  # noqa: BLE001 - a report, never fatal
+            log.warning("binfmt_misc: cannot read: %s", exc)
+            return
+        usable = [f"{st.platform} ({st.usable.name})" for st in rows if st.usable is not None]
+        if usable:
+            log.info("emulation: %s", ", ".join(usable))
+        elif any(st.interpreter_installed for st in rows):
+            log.info("emulation: qemu-user-static is installed but no handler is registered: "
+                     "`dockyard system binfmt install` runs arm64/arm containers")
+        for st in rows:
+            if st.entries and st.usable is None:
+                log.warning("emulation of %s: %s", st.platform, st.why_not())
 
     # ------------------------------------------------------------------ runtimes
     def runtime_names(self) -> list[str]:

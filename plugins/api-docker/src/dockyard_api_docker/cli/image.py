@@ -50,10 +50,13 @@ def image() -> None:
 
 @image.command()
 @click.argument("name", default="busybox")
+@click.option("--platform", default="", help="linux/arm64 or linux/arm/v7: Debian's busybox-static of that "
+                                             "architecture (make install fetches them), added to NAME's index")
 @click.pass_context
-def bootstrap(ctx: click.Context, name: str) -> None:
+def bootstrap(ctx: click.Context, name: str, platform: str) -> None:
     """Build NAME (default busybox:latest) from the host's busybox-static, offline."""
-    res = run_api(lambda: client_of(ctx).post("/dockyard/images/bootstrap", name=name))
+    params = {"name": name, **({"platform": platform} if platform else {})}
+    res = run_api(lambda: client_of(ctx).post("/dockyard/images/bootstrap", **params))
     click.echo(f"{', '.join(res.get('RepoTags') or [])} {res['Id']}")
 
 
