@@ -224,6 +224,9 @@ class ImageService(Service):
     def resolve_platform(self, ref: str, platform: str) -> Image:
         return imageindex.resolve_platform(self, ref, platform)
 
+    async def add_to_tag(self, tag: str, image: Image, source: str = "local") -> ImageIndex:
+        return await imageindex.add_to_tag(self, tag, image, source)
+
     async def record_index(self, raw: bytes, media_type: str, tags: list[str], members: dict[str, str],
                            source: str = "pull") -> ImageIndex:
         return await imageindex.record_index(self, raw, media_type, tags, members, source)
@@ -770,7 +773,7 @@ class ImageService(Service):
         if inst.new:
             self._emit("import", inst.image)
         if indexed:
-            await localindex.add_to_tag(self, ref, inst.image, source="bootstrap")
+            await imageindex.add_to_tag(self, ref, inst.image, source="bootstrap")
             self._emit("tag", inst.image, _familiar(ref))
         for t in inst.tagged:
             self._emit("tag", inst.image, _familiar(t))

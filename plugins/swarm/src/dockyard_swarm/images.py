@@ -233,6 +233,9 @@ class ClusterImages(Service):
                            source: str = "pull") -> Any:
         raise Unavailable("image indexes are kept by each node's engine, not by the swarm manager")
 
+    async def add_to_tag(self, tag: str, image: Image, source: str = "local") -> Any:
+        raise Unavailable("image indexes are kept by each node's engine, not by the swarm manager")
+
     def config_doc(self, image: Image) -> dict[str, Any]:
         for _n, imgs in self.view.items():
             found = imgs.get(image.id)
