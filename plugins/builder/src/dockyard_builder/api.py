@@ -13,6 +13,7 @@ exits with.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import shutil
@@ -75,6 +76,21 @@ def options_from(request: web.Request) -> BuildOptions:
     )
 
 
+async def build_index(kernel: Any, builders: list[Builder], tags: list[str], emit: Any) -> list[str]:
+    """Run each platform's build in turn (RUN steps of a foreign one under emulation), then put
+    every result in the index each tag names (``Images.add_to_tag``), as ``buildx build
+    --platform a,b`` makes one index; returns the image IDs, one per platform."""
+    ids = []
+    for b in builders:
+        await emit({"stream": f"[{b.target}] building\n"})
+        ids.append(await b.run())
+    for tag in tags:
+        for image_id in ids:
+            await kernel.images.add_to_tag(tag, kernel.images.get(image_id), source="build")
+        await emit({"stream": f"Successfully tagged {tag} (an index of {', '.join(str(b.target) for b in builders)})\n"})
+    return ids
+
+
 def extra_hosts(values: list[str]) -> list[str]:
     """``extrahosts``: repeated (docker-py) or comma-joined (the docker CLI), ``host:ip`` or
     ``host=ip``, as ``HostConfig.ExtraHosts`` takes them."""
@@ -135,12 +151,20 @@ async def build(request: web.Request) -> web.StreamResponse:
                 await resp.prepare(request)
             await resp.write((json.dumps(msg) + "\r\n").encode())
 
-        builder = Builder(kernel, ctx, opts, emit, cache_of(kernel),  # parse errors: a 400 answer
-                          puller=registry_puller(kernel, request.headers.get("X-Registry-Config", "")))
+        targets = [p.strip() for p in opts.platform.split(",") if p.strip()] if "," in opts.platform else []
+        puller = registry_puller(kernel, request.headers.get("X-Registry-Config", ""))
+        if targets:  # a multi-platform build: one build per platform, gathered under the tags as an index
+            builders = [Builder(kernel, ctx, dataclasses.replace(opts, platform=p, tags=[]), emit, cache_of(kernel),
+                                puller=puller) for p in targets]
+        else:
+            builder = Builder(kernel, ctx, opts, emit, cache_of(kernel), puller=puller)  # parse errors: a 400
         _headers(resp)
         await resp.prepare(request)
         try:
-            await builder.run()
+            if targets:
+                await build_index(kernel, builders, opts.tags, emit)
+            else:
+                await builder.run()
         except StepFailed as exc:
             await emit({"errorDetail": {"code": exc.code, "message": str(exc)}, "error": str(exc)})
         except DockyardError as exc:
@@ -168,7 +192,7 @@ def registry_puller(kernel: Any, registry_config: str) -> Any:
     if puller is None:
         return None
 
-    async def pull(ref: str, emit: Any) -> None:
+    async def pull(ref: str, emit: Any, platform: str = "") -> None:
         from dockyard.reference import parse_normalized
 
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -183,7 +207,7 @@ def registry_puller(kernel: Any, registry_config: str) -> Any:
         relaying = asyncio.create_task(relay())
         try:
             await puller.pull(kernel, ref, auth=_auth_for(registry_config, parse_normalized(ref).domain),
-                              progress=progress)
+                              progress=progress, **({"platform": platform} if platform else {}))
         except DockyardError as exc:  # same type where it can be (404 stays 404), with the context
             try:
                 wrapped = type(exc)(f"pulling {ref}: {exc}")

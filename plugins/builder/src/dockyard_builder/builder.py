@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dockyard import platforms
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.model import ContainerConfig, Healthcheck, HostConfig, Image, now_iso
+from dockyard.platforms import Platform
 from dockyard.reference import InvalidReference, familiar, parse_normalized
 from dockyard_builder import __version__
 from dockyard_builder.cache import BuildCache, step_key
@@ -98,6 +100,7 @@ class StageState:
     cmd_set: bool = False
     author: str = ""
     base_ref: str = ""
+    platform: Platform | None = None  # the stage's (FROM --platform, else the build's target)
 
 
 async def _discard(msg: dict[str, Any]) -> None:
@@ -116,21 +119,20 @@ def env_map(env: list[str]) -> dict[str, str]:
     return out
 
 
-def host_platform(arch: str) -> dict[str, str]:
-    return {"os": "linux", "arch": arch, "platform": f"linux/{arch}"}
+def parse_platform(value: str) -> Platform:
+    """A build's target platform (``linux/arm64``, ``arm64``, ``linux/arm/v7``), normalized as
+    containerd does; a list (``linux/amd64,linux/arm64``) is the API's to split (one build each)."""
+    if "," in value:
+        raise InvalidArgument(f"platform {value!r}: one build builds one platform (the API builds a list "
+                              "into one index)")
+    return platforms.normalize(platforms.parse(value.strip()))
 
 
-def check_platform(value: str, arch: str) -> None:
-    if not value:
-        return
-    norm = value.lower().strip()
-    aliases = {arch, f"linux/{arch}"}
-    if arch == "amd64":
-        aliases |= {"x86_64", "linux/x86_64"}
-    if arch == "arm64":
-        aliases |= {"aarch64", "linux/aarch64", "linux/arm64/v8"}
-    if norm not in aliases:
-        raise InvalidArgument(f"platform {value!r} is not supported: this daemon builds for linux/{arch} only")
+def platform_args(prefix: str, p: Platform) -> dict[str, str]:
+    """BuildKit's automatic platform args: ``<prefix>PLATFORM`` (``linux/arm/v7``), ``OS``,
+    ``ARCH``, ``VARIANT``."""
+    return {f"{prefix}PLATFORM": str(p), f"{prefix}OS": p.os, f"{prefix}ARCH": p.architecture,
+            f"{prefix}VARIANT": p.variant}
 
 
 class Builder(ConfigInstructions):
@@ -144,6 +146,9 @@ class Builder(ConfigInstructions):
         self.puller = puller  # pulls a base image through a registry plugin (api.registry_puller)
         self.images = kernel.images
         self.arch = kernel.facts()["arch"]
+        self.build_platform = platforms.host()
+        #: what the image is built for: RUN steps of a foreign one run emulated (binfmt_misc)
+        self.target = parse_platform(opts.platform) if opts.platform else self.build_platform
         self.dockerfile: Dockerfile = parse(ctx.dockerfile_text)
         self.lexer = Lexer(self.dockerfile.escape)
         self.used_args: set[str] = set()
@@ -163,7 +168,6 @@ class Builder(ConfigInstructions):
                 parse_normalized(t)
             except InvalidReference as exc:
                 raise InvalidArgument(f"invalid reference format: {t!r}: {exc}") from exc
-        check_platform(self.opts.platform, self.arch)
         if self.opts.target:
             idx = self.dockerfile.stage_index(self.opts.target)
             if idx is None:
@@ -175,10 +179,7 @@ class Builder(ConfigInstructions):
         self.total = sum(1 + len(s.instructions) for s in stages) + (1 if self.opts.labels else 0)
 
     def _automatic_args(self) -> dict[str, str]:
-        p = host_platform(self.arch)
-        return {"BUILDPLATFORM": p["platform"], "BUILDOS": "linux", "BUILDARCH": self.arch, "BUILDVARIANT": "",
-                "TARGETPLATFORM": p["platform"], "TARGETOS": "linux", "TARGETARCH": self.arch,
-                "TARGETVARIANT": ""}
+        return {**platform_args("BUILD", self.build_platform), **platform_args("TARGET", self.target)}
 
     # ------------------------------------------------------------------ output
     async def out(self, text: str) -> None:
@@ -272,12 +273,12 @@ class Builder(ConfigInstructions):
         await self._step_header(stage.from_instr)
         meta_env = {k: v for k, v in self.global_args.items() if v is not None}
         base = self.lexer.process_word(stage.base, meta_env)
-        if stage.platform:
-            check_platform(self.lexer.process_word(stage.platform, {**self._automatic_args(), **meta_env}),
-                           self.arch)
+        plat = self.target
+        if stage.platform:  # FROM --platform=$BUILDPLATFORM: this stage's base for that platform
+            plat = parse_platform(self.lexer.process_word(stage.platform, {**self._automatic_args(), **meta_env}))
         if not base:
             raise DockerfileError(stage.line, "base name (" + stage.base + ") should not be blank")
-        st = StageState(stage=stage, image_id="", config={}, base_ref=base)
+        st = StageState(stage=stage, image_id="", config={}, base_ref=base, platform=plat)
         if base.lower() == "scratch":
             st.config = {"Env": [DEFAULT_PATH]}
             self._dependency("scratch", "", {"role": "base", "stage": stage.name or str(stage.index)})
@@ -291,7 +292,7 @@ class Builder(ConfigInstructions):
                 await self._metadata_commit(src, "#(nop) ", "FROM scratch")
                 st.image_id = src.image_id
         else:
-            img = await self._base_image(base)
+            img = await self._base_image(base, plat)
             st.image_id = img.id
             st.config = dict(self.images.config_doc(img).get("config") or {})
             self.base_ids.add(img.id)
@@ -311,9 +312,12 @@ class Builder(ConfigInstructions):
                 await self.dispatch(st, inst)
         return st
 
-    async def _base_image(self, ref: str) -> Image:
+    async def _base_image(self, ref: str, plat: Platform | None = None) -> Image:
+        """``ref``'s image for ``plat`` (the target's): a tag's index member of that platform,
+        else the tag's image when it runs it; else pulled for that platform."""
+        want = "" if plat is None or (plat == self.build_platform and not self.opts.platform) else str(plat)
         try:
-            img = self.images.resolve(ref)
+            img = self.images.resolve_platform(ref, want) if want else self.images.resolve(ref)
         except NotFound:
             img = None
         if img is not None and not self.opts.pull:
@@ -326,9 +330,9 @@ class Builder(ConfigInstructions):
             raise NotFound(f"pull access denied for {ref}: the image is not present locally and no registry "
                            "plugin is installed to pull it (pip install dockyard-distribution); load it with "
                            "`docker load`, or make busybox with `dockyard image bootstrap busybox`")
-        await self.puller(ref, self._emit if not self.opts.quiet else _discard)
+        await self.puller(ref, self._emit if not self.opts.quiet else _discard, platform=want)
         try:
-            return self.images.resolve(ref)
+            return self.images.resolve_platform(ref, want) if want else self.images.resolve(ref)
         except NotFound:
             raise NotFound(f"{ref}: the pull finished but the image is not in the store") from None
 
@@ -571,7 +575,8 @@ class Builder(ConfigInstructions):
 
     # ------------------------------------------------------------------ commits and cache
     def _key(self, st: StageState, text: str, *inputs: str) -> str:
-        return step_key(st.image_id or "scratch", text, inputs)
+        scratch = "scratch" if st.platform in (None, self.build_platform) else f"scratch:{st.platform}"
+        return step_key(st.image_id or scratch, text, inputs)
 
     def _exists(self, image_id: str) -> bool:
         try:
@@ -675,7 +680,8 @@ class Builder(ConfigInstructions):
         history.append({"created": now, "created_by": created_by, "empty_layer": True})
         config = self._clean_config(st.config)
         doc = {
-            "architecture": base_doc.get("architecture") or self.arch, "os": base_doc.get("os") or "linux",
+            "architecture": base_doc.get("architecture") or (st.platform or self.target).architecture,
+            "os": base_doc.get("os") or (st.platform or self.target).os,
             "created": now, "config": config,
             "container_config": {**config, "Cmd": [*shell, prefix + " " + text]},
             "docker_version": f"dockyard-builder-{__version__}",
@@ -684,8 +690,8 @@ class Builder(ConfigInstructions):
         }
         if st.author or base_doc.get("author"):
             doc["author"] = st.author or base_doc.get("author")
-        if base_doc.get("variant"):
-            doc["variant"] = base_doc["variant"]
+        if base_doc.get("variant") or (not base and (st.platform or self.target).variant):
+            doc["variant"] = base_doc.get("variant") or (st.platform or self.target).variant
         layers = [Layer(diff_id=d, size=0, path=self.images.content.path(d)) for d in (base.layers if base else [])]
         plan = Plan(config_raw=dumps(doc), layers=layers, parent=base.id if base else "")
         (inst,) = await self.images.install([plan], "build")
@@ -731,7 +737,7 @@ class Builder(ConfigInstructions):
         return self.recorder.record(
             image_id=image_id, dockerfile_name=self.ctx.dockerfile_name, dockerfile_text=self.ctx.dockerfile_text,
             build_args=o.build_args, labels=o.labels, target=o.target, tags=o.tags,
-            platform=o.platform or f"linux/{self.arch}", no_cache=o.no_cache,
+            platform=str(self.target), no_cache=o.no_cache,
             network_mode=o.network_mode or "default", dockerignore=self.ctx.ignore is not None,
             context_digest=self.context_digest)
 

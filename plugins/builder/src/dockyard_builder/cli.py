@@ -112,7 +112,8 @@ def _pairs(values: tuple[str, ...], what: str, from_env: bool) -> dict[str, Any]
 @click.option("--rm/--no-rm", default=True, show_default=True, help="remove intermediate containers")
 @click.option("--force-rm", is_flag=True, help="always remove intermediate containers, also on failure")
 @click.option("--pull", is_flag=True, help="always try to pull newer base images")
-@click.option("--platform", default="", help="target platform (only the daemon's own)")
+@click.option("--platform", default="", help="target platform(s): linux/arm64 (RUN steps emulated), or a list "
+                                             "linux/amd64,linux/arm64 built into one index under the tags")
 @click.option("--network", "network", default="", help="network mode for RUN (default, host, none)")
 @click.pass_context
 def build(ctx: click.Context, path: str, tags: tuple[str, ...], dockerfile: str | None,
