@@ -261,7 +261,19 @@ async def test_a_platform_lands_only_on_nodes_that_run_it_native_first(cluster: 
     svc = await cluster()
     store = (await svc._store_view()).store
     nodes = svc.kernel.service("nodes")
-    changes = nodes.changes()
+    seen: set[str] = set()
+    described = asyncio.Event()
+
+    async def follow() -> None:
+        async for ch in nodes.changes():  # subscribes at its first step
+            if ch.node.platforms:
+                seen.add(ch.node.name)
+            if seen >= {"n2", "n3"}:
+                described.set()
+                return
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0)  # let the follower subscribe before the records change
     for name, platforms in (("n2", [{"Platform": "linux/amd64", "Emulated": False},
                                     {"Platform": "linux/arm64", "Emulated": True}]),
                             ("n3", [{"Platform": "linux/arm64", "Emulated": False}])):
@@ -269,15 +281,10 @@ async def test_a_platform_lands_only_on_nodes_that_run_it_native_first(cluster: 
         rec["engine"]["Platforms"] = platforms
         await store.put(f"nodes/{name}", json.dumps(rec).encode())
 
-    async def described() -> None:
-        seen: set[str] = set()
-        async for ch in changes:
-            if ch.node.platforms:
-                seen.add(ch.node.name)
-            if seen == {"n2", "n3"}:
-                return
-
-    await asyncio.wait_for(described(), 10)
+    try:
+        await asyncio.wait_for(described.wait(), 10)
+    finally:
+        follower.cancel()
     assert (await nodes.node("n2")).emulated_platforms == ("linux/arm64",)
     ids = []
     for i in range(3):
