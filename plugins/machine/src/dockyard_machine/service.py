@@ -60,12 +60,12 @@ from dockyard.errors import (
 from dockyard.model import Host
 from dockyard.services import Service
 from dockyard.specs.provision import EngineTLS, HostRequest, Provisioner
-from dockyard_machine.certs import HostCerts, MachineStore
 from dockyard_machine.listing import Filters, display_state, first_line, natural_key
 from dockyard_machine.options import SWARM_MASTER_PORT, EngineOptions, MachineCreate, SwarmOptions
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
+    from dockyard_machine.certs import HostCerts, MachineStore
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,10 @@ class MachineService(Service):
 
     @property
     def certs(self) -> MachineStore:
+        # imported here: certs needs cryptography (~15 MiB), which a daemon with no machine
+        # never uses
+        from dockyard_machine.certs import MachineStore
+
         return MachineStore(self.root)
 
     def machine_dir(self, name: str) -> Path:

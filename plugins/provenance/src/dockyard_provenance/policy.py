@@ -26,15 +26,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import DockyardError, Forbidden, InvalidArgument
 from dockyard.specs.storage import ImageCheck, ImagePolicy
 
-from dockyard_provenance import cosign
-from dockyard_provenance import keys as keymod
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# keys and cosign (cryptography, bcrypt: ~15 MiB) are imported once a policy file is read: the
+# daemon offers FilePolicy at every start, most have no trust-policy.
 
 TYPES = ("insecureAcceptAnything", "reject", "sigstoreSigned", "signedBy")
 
@@ -93,6 +94,8 @@ def scopes_of(reference: str) -> list[str]:
 
 
 def _requirements(raw: Any, where: str, base: Path) -> Entry:
+    from dockyard_provenance import keys as keymod
+
     if not isinstance(raw, list) or not raw:
         raise PolicyError(f"{where}: must be a non-empty list of requirements")
     reqs, keys = [], []
@@ -125,6 +128,8 @@ def _requirements(raw: Any, where: str, base: Path) -> Entry:
 
 
 def load(path: Path) -> Policy:
+    from dockyard_provenance import keys as keymod
+
     try:
         doc = json.loads(path.read_bytes())
     except OSError as exc:
@@ -192,6 +197,8 @@ class FilePolicy(ImagePolicy):
                 raise PolicyDenied(f"image {what} refused by policy {entry.describe(pol.path)}: its registry "
                                    "digest is unknown here (a loaded or built image), so no signature can "
                                    "be checked")
+            from dockyard_provenance import cosign
+
             ref = cosign.parse(check.reference)
             try:
                 session = cosign.open_session(kernel, ref)

@@ -23,14 +23,9 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
-
-import aetcd
-import aetcd.watcher
-import grpc
-from aetcd import exceptions as aexc
-from aetcd import rpc
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dockyard.errors import InvalidArgument, LeaseNotFound, StoreCompacted, StoreUnavailable
 from dockyard.specs import DriverInfo
@@ -48,6 +43,14 @@ from dockyard.specs.cluster import (
     WatchEvent,
 )
 
+if TYPE_CHECKING:
+    import aetcd
+    import grpc
+    from aetcd import rpc
+
+# aetcd and grpc (about 30 MiB and 40 ms) are imported inside the methods that talk to etcd:
+# every daemon imports this class to read the drivers' settings, few have a cluster store.
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -62,20 +65,22 @@ CHANNEL_OPTIONS: dict[str, Any] = {
     "grpc.keepalive_timeout_ms": 5_000,
 }
 
-_TRANSIENT_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-_RESULT = {"==": rpc.Compare.EQUAL, "!=": rpc.Compare.NOT_EQUAL, "<": rpc.Compare.LESS,
-           ">": rpc.Compare.GREATER}
-
 
 def _transient(exc: BaseException) -> bool:
     """A failure another try (same member later, or another member) may not have."""
+    import grpc
+    from aetcd import exceptions as aexc
+
     if isinstance(exc, (aexc.ConnectionFailedError, aexc.ConnectionTimeoutError, aexc.WatchTimeoutError,
                         TimeoutError)):
         return True
-    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _TRANSIENT_CODES
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                                     grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def _details(exc: BaseException) -> str:
+    import grpc
+
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
     return str(exc) or type(exc).__name__
@@ -98,28 +103,37 @@ def _range_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
-class _Client(aetcd.Client):
+@cache
+def _client_class() -> type[aetcd.Client]:
     """aetcd's client on our channel: TLS when credentials are given (aetcd 1.0 opens plain
     channels only) and an IPv6 literal bracketed in the target. The rest is aetcd's ``connect``:
-    its stubs and its watch multiplexer on that channel."""
+    its stubs and its watch multiplexer on that channel. (A subclass of aetcd's: made on first
+    use, with aetcd's import.)"""
+    import aetcd
+    import aetcd.watcher
+    from aetcd import rpc
 
-    def __init__(self, target: str, credentials: grpc.ChannelCredentials | None, timeout: float) -> None:
-        super().__init__(timeout=timeout, options=dict(CHANNEL_OPTIONS))
-        self._target, self._credentials = target, credentials
+    class _Client(aetcd.Client):
+        def __init__(self, target: str, credentials: grpc.ChannelCredentials | None, timeout: float) -> None:
+            super().__init__(timeout=timeout, options=dict(CHANNEL_OPTIONS))
+            self._target, self._credentials = target, credentials
 
-    async def connect(self) -> None:
-        if self._connected.is_set():
-            return
-        options = list(self._options.items())
-        self.channel = (rpc.secure_channel(self._target, self._credentials, options=options)
-                        if self._credentials is not None else rpc.insecure_channel(self._target, options=options))
-        self.kvstub = rpc.KVStub(self.channel)
-        self.clusterstub = rpc.ClusterStub(self.channel)
-        self.leasestub = rpc.LeaseStub(self.channel)
-        self.maintenancestub = rpc.MaintenanceStub(self.channel)
-        self._watcher = aetcd.watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout,
-                                              metadata=self.metadata)
-        self._connected.set()
+        async def connect(self) -> None:
+            if self._connected.is_set():
+                return
+            options = list(self._options.items())
+            self.channel = (rpc.secure_channel(self._target, self._credentials, options=options)
+                            if self._credentials is not None
+                            else rpc.insecure_channel(self._target, options=options))
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout,
+                                                  metadata=self.metadata)
+            self._connected.set()
+
+    return _Client
 
 
 class _Member:
@@ -135,7 +149,7 @@ class _Member:
 
     async def open(self, timeout: float) -> aetcd.Client:
         if self.client is None:
-            self.client = _Client(self.name, self.credentials, timeout)
+            self.client = _client_class()(self.name, self.credentials, timeout)
             await self.client.connect()
         return self.client
 
@@ -172,6 +186,8 @@ class EtcdStore(ClusterStore):
     async def setup(self) -> None:
         """Parse the URL and reach a member; :class:`StoreUnavailable` names every endpoint
         when none answers within ``timeout``."""
+        from aetcd import rpc
+
         if getattr(self, "_members", None):
             return
         url = self.url
@@ -198,6 +214,8 @@ class EtcdStore(ClusterStore):
         """TLS to etcd from Swarm classic's options: ``kv.cacertfile`` (the CA that signed
         etcd's certificate: TLS on), with ``kv.certfile`` and ``kv.keyfile`` (this client's
         certificate, for etcd's ``--client-cert-auth``)."""
+        import grpc
+
         ca, cert, key = (opts.get(k, "") for k in ("kv.cacertfile", "kv.certfile", "kv.keyfile"))
         if not ca:
             if cert or key:
@@ -234,6 +252,8 @@ class EtcdStore(ClusterStore):
     async def _client(self, deadline: float) -> aetcd.Client:
         """A client whose channel is ready: the current member's, else the first ready one,
         else the first that gets ready (each given ``connect-timeout``), round and round."""
+        import grpc
+
         loop = asyncio.get_running_loop()
         n = len(self._members)
         order = [(self._current + step) % n for step in range(n)]
@@ -266,6 +286,9 @@ class EtcdStore(ClusterStore):
         ``attempt-timeout``: a proposal etcd dropped while its leader changed is only ever
         answered by the server's own timeout, long after a new leader would take it.
         """
+        import grpc
+        from aetcd import exceptions as aexc
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         while True:
@@ -285,10 +308,15 @@ class EtcdStore(ClusterStore):
 
     # ------------------------------------------------------------------ keys
     async def get(self, key: str) -> KeyValue | None:
+        from aetcd import rpc
+
         resp = await self._call("get", lambda c, t: c.kvstub.Range(rpc.RangeRequest(key=self._key(key)), timeout=t))
         return self._kv(resp.kvs[0]) if resp.kvs else None
 
     async def put(self, key: str, value: bytes, lease: Lease | int = 0) -> int:
+        import grpc
+        from aetcd import rpc
+
         lease_id = lease.id if isinstance(lease, Lease) else int(lease)
         request = rpc.PutRequest(key=self._key(key), value=bytes(value), lease=lease_id)
         try:
@@ -300,12 +328,16 @@ class EtcdStore(ClusterStore):
         return int(resp.header.revision)
 
     async def delete(self, key: str, prefix: bool = False) -> int:
+        from aetcd import rpc
+
         k = self._key(key)
         request = rpc.DeleteRangeRequest(key=k, range_end=_range_end(k) if prefix else b"")
         resp = await self._call("delete", lambda c, t: c.kvstub.DeleteRange(request, timeout=t))
         return int(resp.deleted)
 
     async def list(self, prefix: str) -> Listing:
+        from aetcd import rpc
+
         k = self._key(prefix)
         if not k:
             request = rpc.RangeRequest(key=b"\0", range_end=b"\0")
@@ -316,7 +348,11 @@ class EtcdStore(ClusterStore):
 
     # ------------------------------------------------------------------ transactions
     def _compare(self, c: Compare) -> rpc.Compare:
-        msg = rpc.Compare(key=self._key(c.key), result=_RESULT[c.op])
+        from aetcd import rpc
+
+        result = {"==": rpc.Compare.EQUAL, "!=": rpc.Compare.NOT_EQUAL, "<": rpc.Compare.LESS,
+                  ">": rpc.Compare.GREATER}[c.op]
+        msg = rpc.Compare(key=self._key(c.key), result=result)
         if c.target == "value":
             msg.target, msg.value = rpc.Compare.VALUE, bytes(c.value)  # type: ignore[arg-type]
         elif c.target == "mod":
@@ -330,6 +366,8 @@ class EtcdStore(ClusterStore):
         return msg
 
     def _op(self, op: Op) -> rpc.RequestOp:
+        from aetcd import rpc
+
         k = self._key(op.key)
         if isinstance(op, Put):
             lease = op.lease.id if isinstance(op.lease, Lease) else int(op.lease)
@@ -343,6 +381,9 @@ class EtcdStore(ClusterStore):
 
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op],
                   failure: Sequence[Op] = ()) -> TxnResult:
+        import grpc
+        from aetcd import rpc
+
         request = rpc.TxnRequest(compare=[self._compare(c) for c in compares],
                                  success=[self._op(o) for o in success],
                                  failure=[self._op(o) for o in failure])
@@ -365,6 +406,8 @@ class EtcdStore(ClusterStore):
 
     # ------------------------------------------------------------------ leases
     async def grant(self, ttl: int) -> Lease:
+        from aetcd import rpc
+
         resp = await self._call("lease grant", lambda c, t: c.leasestub.LeaseGrant(
             rpc.LeaseGrantRequest(TTL=int(ttl)), timeout=t))
         if resp.error:
@@ -379,6 +422,9 @@ class EtcdStore(ClusterStore):
         return int(reply.TTL)
 
     async def revoke(self, lease: Lease | int) -> None:
+        import grpc
+        from aetcd import rpc
+
         lease_id = lease.id if isinstance(lease, Lease) else int(lease)
         try:
             await self._call("lease revoke", lambda c, t: c.leasestub.LeaseRevoke(
@@ -390,6 +436,9 @@ class EtcdStore(ClusterStore):
     # ------------------------------------------------------------------ watch
     async def _check_history(self, client: aetcd.Client, key: bytes, revision: int) -> None:
         """Raise :class:`StoreCompacted` when ``revision`` of ``key`` has been compacted away."""
+        import grpc
+        from aetcd import rpc
+
         try:
             await client.kvstub.Range(rpc.RangeRequest(key=key, revision=revision, count_only=True),
                                       timeout=self._timeout)
@@ -400,6 +449,10 @@ class EtcdStore(ClusterStore):
                 raise
 
     async def watch(self, prefix: str, start_revision: int = 0) -> AsyncIterator[WatchEvent]:
+        import grpc
+        from aetcd import exceptions as aexc
+        from aetcd import rpc
+
         key = self._key(prefix)
         range_end = _range_end(key) if key else b"\0"
         key = key or b"\0"

@@ -43,9 +43,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
 from dockyard.errors import Unavailable
 
 #: What a target's venv gets: the default set (the meta-distribution), and pip.
@@ -103,6 +100,11 @@ def _installed(name: str) -> md.Distribution | None:
 def closure(roots: Iterable[str]) -> dict[str, md.Distribution]:
     """The installed distributions ``roots`` need, by canonical name (runtime requirements:
     markers evaluated without extras). A missing one is an :class:`Unavailable` naming it."""
+    # imported here, not at module level: every daemon imports the ssh driver (to read the
+    # drivers' settings), and packaging costs ~5 MiB and 20 ms
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
     found: dict[str, md.Distribution] = {}
     todo = [Requirement(r) for r in roots]
     while todo:
