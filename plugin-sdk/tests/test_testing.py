@@ -414,3 +414,29 @@ def test_wait_for_exit_of_a_process_that_is_not_our_child() -> None:
         parent.kill()
         parent.wait()
         parent.stdout.close()
+
+
+def test_binfmt_entries_are_a_leak_category_held_ones_excepted(tmp_path: Path, monkeypatch) -> None:
+    """A ``dockyard-qemu-*`` handler that appeared and is still there is a session's leak unless a
+    live test session holds it (:mod:`dockyard_plugin_sdk.testing.binfmt`); others' are not ours."""
+    import json
+    import os
+
+    from dockyard_plugin_sdk.testing import binfmt as hold
+
+    args = fake_host(tmp_path)
+    misc = tmp_path / "proc" / "sys" / "fs" / "binfmt_misc"
+    misc.mkdir(parents=True)
+    for name in ("register", "status", "qemu-arm"):
+        (misc / name).write_text("")
+    before = snapshot_host(**args)
+    (misc / "dockyard-qemu-aarch64").write_text("")
+    leaks = snapshot_host(**args) - before
+    assert leaks.items["binfmt"] == ["dockyard-qemu-aarch64"]
+    monkeypatch.setattr(hold, "HOLDERS", tmp_path / "holders")
+    monkeypatch.setattr(hold, "MISC", misc)
+    owners = Owners()
+    assert owners.owns("binfmt", "dockyard-qemu-aarch64") and not owners.owns("binfmt", "qemu-arm")
+    (tmp_path / "holders").mkdir()
+    (tmp_path / "holders" / "1.json").write_text(json.dumps({"pid": os.getpid(), "made": ["dockyard-qemu-aarch64"]}))
+    assert not owners.owns("binfmt", "dockyard-qemu-aarch64")  # held by a live session

@@ -19,6 +19,11 @@ class _LinuxContract(RuntimeContract):
         await drv.setup()
         return drv
 
+    @pytest.fixture
+    def emulation_ready(self, binfmt_emulation):
+        """arm64 and arm/v7 handlers (made, and removed at the session's end, when missing)."""
+        return binfmt_emulation
+
 
 @pytest.mark.skipif(not shutil.which("crun"), reason="crun is not installed")
 class TestLinuxCrun(_LinuxContract):

@@ -34,6 +34,15 @@ Capabilities (``info.capabilities``) the cases look for:
   process ends, ``wait`` returns) and restored from the images under the same ID, and counts
   on from where it stopped; ``leave_running`` keeps it running. For a runtime it refuses (the
   reason names the fix), ``checkpoint`` raises InvalidArgument and the container runs on.
+* ``emulation`` -- foreign platforms run through an emulator the host offers (binfmt_misc +
+  qemu-user-static for the Linux driver): ``platforms()`` lists each after the native ones with
+  ``emulated=True``, and a rootfs of that platform's busybox (:func:`foreign_busybox_rootfs`,
+  Debian's busybox-static in ``$DOCKYARD_BUSYBOX_DIR``) runs, ``uname -m`` naming the emulated
+  machine. Skips when the host offers none; override the ``emulation_ready`` fixture to make
+  the host offer it first (the Linux driver's tests use the SDK's ``binfmt_emulation``).
+
+Platforms: the first of ``platforms()`` is native (the host's), every native one comes before
+every emulated one, and none is both.
 
 Every case removes what it created and then checks that no cgroup named after the owner token
 and no process mentioning the driver's run directory is left.
@@ -89,6 +98,26 @@ def busybox_rootfs(dest: Path) -> Path:
         (dest / d).mkdir(exist_ok=True)
     (dest / "etc" / "passwd").write_text(PASSWD)
     (dest / "etc" / "group").write_text(GROUP)
+    return dest
+
+
+#: ``uname -m`` under emulation of each platform a foreign busybox exists for.
+UNAME = {"linux/arm64": "aarch64", "linux/arm/v7": "armv7l", "linux/riscv64": "riscv64"}
+
+
+def foreign_busybox_rootfs(dest: Path, platform: str) -> Path:
+    """:func:`busybox_rootfs` with the busybox of ``platform`` (``linux/arm64`` ->
+    ``$DOCKYARD_BUSYBOX_DIR/arm64/busybox``, ``linux/arm/v7`` -> ``.../arm-v7/busybox``;
+    default dir ``/var/cache/dockyard/busybox``: dockyard's ``make install`` fetches them)."""
+    base = Path(os.environ.get("DOCKYARD_BUSYBOX_DIR") or "/var/cache/dockyard/busybox")
+    name = "-".join(platform.split("/")[1:])
+    busybox = base / name / "busybox"
+    if not busybox.is_file():
+        pytest.skip(f"no busybox for {platform} in {busybox.parent}")
+    busybox_rootfs(dest)
+    (dest / "bin" / "busybox").unlink()
+    shutil.copy2(busybox, dest / "bin" / "busybox")
+    (dest / "bin" / "uname").symlink_to("busybox")
     return dest
 
 
@@ -196,6 +225,27 @@ class RuntimeContract(DriverContract):
     def test_reports_a_platform(self, driver: RuntimeDriver) -> None:
         plats = driver.platforms()
         assert plats and plats[0].os and plats[0].architecture and not plats[0].emulated
+        flags = [p.emulated for p in plats]
+        assert flags == sorted(flags), f"an emulated platform before a native one: {plats}"
+        native = {str(p) for p in plats if not p.emulated}
+        assert not native & {str(p) for p in plats if p.emulated}, f"native and emulated at once: {plats}"
+
+    @pytest.fixture
+    def emulation_ready(self) -> None:
+        """Override to make the host offer emulation before the emulation case (default: as is)."""
+        return None
+
+    async def test_an_emulated_platform_runs(self, driver, containers, tmp_path, emulation_ready) -> None:
+        requires(driver, "emulation")
+        emulated = [str(p) for p in driver.platforms() if p.emulated and str(p) in UNAME]
+        if not emulated:
+            pytest.skip("the host offers no emulated platform (Linux: `dockyard system binfmt install`)")
+        for plat in emulated[:2]:
+            rootfs = foreign_busybox_rootfs(tmp_path / plat.replace("/", "-"), plat)
+            cid = await self.run(driver, containers, rootfs, ["uname", "-m"])
+            st = await asyncio.wait_for(driver.wait(cid), 30)
+            assert st.status == "stopped" and st.exit_code == 0, (plat, st)
+            assert (await collect_output(driver, cid)).strip() == UNAME[plat].encode()
 
     async def test_echo_reaches_the_logs(self, driver, containers, rootfs) -> None:
         cid = await self.run(driver, containers, rootfs, ["echo", "hi"])

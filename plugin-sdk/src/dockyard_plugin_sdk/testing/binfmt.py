@@ -23,9 +23,9 @@ HOLDERS = Path(os.environ.get("DOCKYARD_BINFMT_HOLDERS") or "/run/dockyard/binfm
 PREFIX = "dockyard-qemu-"
 
 
-def read_entries(misc: Path = MISC) -> set[str]:
-    """Names of the registered entries ("" set when binfmt_misc is not mounted)."""
-    return {n for n in os.listdir(misc) if n not in ("register", "status")}
+def read_entries(misc: Path | None = None) -> set[str]:
+    """Names of the registered entries (an empty set when binfmt_misc is not mounted)."""
+    return {n for n in os.listdir(misc or MISC) if n not in ("register", "status")}
 
 
 def _alive(pid: int) -> bool:

@@ -125,7 +125,7 @@ class LinuxRuntime(Checkpointing):
         name="linux", kind="arch",
         description="Linux containers: OCI spec, conmon monitor, crun or runc",
         capabilities=frozenset({"pause", "exec", "update", "stats", "top", "logs", "tty", "attach",
-                                "live-restore", "init", "seccomp", "sandbox", "checkpoint"}),
+                                "live-restore", "init", "seccomp", "sandbox", "checkpoint", "emulation"}),
     )
 
     def __init__(self, context: Any) -> None:
