@@ -34,16 +34,6 @@ from dockyard.errors import (
     PluginError,
     PluginLoadError,
 )
-from dockyard.specs._base import (
-    DRIVER_API_VERSION,
-    NAMESPACES,
-    PROVIDER_GROUP,
-    Driver,
-    DriverInfo,
-    DriverProvider,
-    conventional_distribution,
-    entry_point_group,
-)
 
 if TYPE_CHECKING:
     import importlib.metadata as md
@@ -52,6 +42,11 @@ if TYPE_CHECKING:
     import pluggy
 
     from dockyard.services import ServiceInfo
+    from dockyard.specs._base import Driver
+
+# The spec names (dockyard.specs._base) are imported where they are used: that module imports
+# pluggy, which imports importlib.metadata (~15 ms), and the CLI's cached command lookup
+# (scan_cached, load_cli) needs none of them.
 
 PLUGIN_GROUP = "dockyard.plugins"
 CLI_GROUP = "dockyard.cli"
@@ -109,6 +104,8 @@ def _installation_key() -> str:
 
 
 def _kind_of(group: str) -> tuple[str, str] | None:
+    from dockyard.specs._base import NAMESPACES, PROVIDER_GROUP
+
     if group == PLUGIN_GROUP:
         return "plugin", "feature"
     if group == CLI_GROUP or group.startswith(CLI_GROUP + "."):  # dockyard.cli.daemon: `daemon` subcommands
@@ -247,12 +244,16 @@ class Registry:
 
     def driver_names(self, kind: str) -> list[str]:
         """Installed, not blocked, not conflicting driver names of ``kind``, sorted."""
+        from dockyard.specs._base import entry_point_group
+
         return sorted({r.name for r in self.find(entry_point_group(kind))
                        if r.status in ("available", "loaded")})
 
     # ------------------------------------------------------------------ drivers
     def load_driver(self, kind: str, name: str) -> type[Driver]:
         """Load driver class ``name`` of ``kind`` through stevedore; errors say what to do."""
+        from dockyard.specs._base import entry_point_group
+
         group = entry_point_group(kind)
         recs = self.find(group, name)
         if any(r.entry_point is None for r in recs):  # records from the CLI's cache: read afresh
@@ -294,6 +295,8 @@ class Registry:
     def check_all_drivers(self) -> None:
         """Try to load every driver and service provider (for ``plugins list``); failures are
         recorded, not raised."""
+        from dockyard.specs._base import NAMESPACES
+
         self.load_service_providers()
         self.load_driver_providers()
         for rec in self.records:
@@ -390,6 +393,8 @@ class Registry:
         ``dockyard.providers`` entry point (:class:`~dockyard.specs.DriverProvider`). Imported
         only to name a missing driver's distribution, and by ``plugins list``; failures are
         recorded, not raised."""
+        from dockyard.specs._base import PROVIDER_GROUP, DriverProvider
+
         out: dict[tuple[str, str], dict[str, list[str]]] = {}
         for rec, declared in self._load_descriptors(PROVIDER_GROUP, DriverProvider, "dockyard.specs.DriverProvider"):
             for d in declared:
@@ -401,6 +406,8 @@ class Registry:
         point provides it when installed; else the one installed distributions declare
         (``dockyard.providers``); else ``dockyard-<area>-<name>``. Declarations that disagree
         are a recorded ``PluginConflictError`` and the convention is used."""
+        from dockyard.specs._base import conventional_distribution, entry_point_group
+
         installed = sorted({r.distribution for r in self.find(entry_point_group(kind), name)})
         if len(installed) == 1:
             return installed[0]
@@ -449,7 +456,7 @@ def check_driver_class(cls: Any, kind: str) -> str:
     implement every abstract method, and subclass the ABC of each capability it declares that
     has a protocol (``CAPABILITY_BASES``: ``embedded-dns`` -> ``EmbeddedDnsDriver``) and only
     those. The registry refuses a driver that fails; the conformance kits assert it."""
-    from dockyard.specs import CAPABILITY_BASES, DRIVER_BASES
+    from dockyard.specs import CAPABILITY_BASES, DRIVER_API_VERSION, DRIVER_BASES, DriverInfo
 
     base = DRIVER_BASES[kind]
     if not (isinstance(cls, type) and issubclass(cls, base)):
@@ -483,6 +490,8 @@ def register_checked(pm: pluggy.PluginManager, obj: Any, name: str) -> str:
     PluginValidationError) and hook implementations that match no specification.
     """
     import pluggy
+
+    from dockyard.specs._base import DRIVER_API_VERSION
 
     api = getattr(obj, PLUGIN_API_ATTR, 1)
     if api != DRIVER_API_VERSION:

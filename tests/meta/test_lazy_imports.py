@@ -1,0 +1,87 @@
+"""Heavy libraries stay out of what every daemon and every ``dockyard run`` imports (#21 item 10:
+dockyardd's RSS after start and one container ≤ 50 MiB, ``dockyard run`` ≤ 0.5× podman).
+
+A plugin's hook module and a driver's class module are imported by every kernel (the kernel
+reads every installed driver's settings, and every feature plugin registers its hooks), so they
+must be light: aetcd/grpc, cryptography, rich, yaml... are imported inside the functions and
+factories that use them. Each check runs in a fresh interpreter with everything installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+#: Not imported by a kernel that does not use them (what each costs, measured 2026-12-07).
+HEAVY_FOR_THE_DAEMON = {
+    "aetcd": "etcd driver without --cluster-store (aetcd+grpc ~30 MiB, 40 ms)",
+    "grpc": "etcd driver without --cluster-store",
+    "cryptography": "machine certs, provenance keys/policy (~12 MiB)",
+    "bcrypt": "provenance keys",
+    "packaging": "ssh provisioner's wheelhouse (~5 MiB, 20 ms)",
+    "asyncssh": "ssh provisioner (~130 ms)",
+    "rich": "CLI output only",
+    "yaml": "compose (a client-side CLI group)",
+}
+
+#: Not imported by ``dockyard run``: the command needs click and the API client only.
+HEAVY_FOR_THE_CLI = {
+    *HEAVY_FOR_THE_DAEMON,
+    "aiohttp", "pyroute2", "pluggy", "importlib.metadata", "stevedore", "asyncio", "sqlite3",
+}
+
+DAEMON_IMPORTS = """
+import json, sys
+from dockyard.config import Config
+from dockyard.kernel import Kernel
+from dockyard.server import build_app
+
+root = sys.argv[1]
+kernel = Kernel.build(Config(values={"data-root": root + "/data", "exec-root": root + "/run"}))
+kernel.validate_config()      # reads every installed driver's settings (imports each class)
+kernel.provided()             # what plugins offer (dockyard_provides)
+build_app(kernel)             # every API route and middleware
+print(json.dumps(sorted(sys.modules)))
+"""
+
+CLI_IMPORTS = """
+import json, sys
+import click
+from dockyard.cli.root import cli
+
+cli.get_command(click.Context(cli), sys.argv[1])
+import dockyard.client, dockyard.client.hijack  # what the command imports when it runs
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def imported(script: str, *args: str, env: dict[str, str] | None = None) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def offenders(modules: set[str], heavy: set[str] | dict[str, str]) -> list[str]:
+    return sorted(h for h in heavy if h in modules)
+
+
+def test_a_kernel_built_as_the_daemon_builds_it_imports_no_heavy_library(tmp_path: Path) -> None:
+    modules = imported(DAEMON_IMPORTS, str(tmp_path))
+    assert "dockyard_network_bridge.driver" in modules  # the drivers' classes were imported
+    found = offenders(modules, HEAVY_FOR_THE_DAEMON)
+    assert not found, ("imported at daemon start; import them inside the function that uses them: "
+                       + "; ".join(f"{m} ({HEAVY_FOR_THE_DAEMON[m]})" for m in found))
+
+
+def test_dockyard_run_imports_only_what_a_run_needs(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    # a first lookup writes the CLI's entry-point cache (a fresh scan imports importlib.metadata)
+    imported(CLI_IMPORTS, "run", env=env)
+    modules = imported(CLI_IMPORTS, "run", env=env)
+    assert "dockyard_api_docker.cli.run" in modules
+    found = offenders(modules, HEAVY_FOR_THE_CLI)
+    assert not found, f"`dockyard run` imports {', '.join(found)}"
