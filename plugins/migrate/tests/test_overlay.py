@@ -63,8 +63,12 @@ def answers(host: Any) -> list[int]:
     return [int(x) for x in out.split() if x.isdigit()]
 
 
-def test_client_keeps_its_connection_across_the_move(cluster: list[Any]) -> None:
+@pytest.mark.parametrize("fault", ["", "source:restore:raise"], ids=["moved", "failed-resumed"])
+def test_client_keeps_its_connection_across_the_move(cluster: list[Any], fault: str) -> None:
+    """Moved, or (a failure after the address was given up) resumed on h1: either way the
+    client's connection goes on."""
     h1, h2 = cluster
+    home = h1 if fault else h2
     h1.docker("network", "create", "-d", "overlay", "--subnet", "10.79.0.0/24", "ov")
     try:
         h1.docker("run", "-d", "--name", "srv", "--network", "ov", "--ip", "10.79.0.10", "busybox", "sh", "-c", SERVICE)
@@ -76,28 +80,32 @@ def test_client_keeps_its_connection_across_the_move(cluster: list[Any]) -> None
             time.sleep(0.2)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "DOCKYARD_"))}
         env.update({k: v for k, v in h1.docker_env().items() if k != "DOCKER_CONFIG"})
+        if fault:
+            (Path(h1.host.extra["root"]) / "data" / "migrate").mkdir(parents=True, exist_ok=True)
+            (Path(h1.host.extra["root"]) / "data" / "migrate" / "fault").write_text(fault)
         out = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "migrate", "--mode", "stop-copy", "srv", h2.url],
                              env=env, capture_output=True, text=True, timeout=90)
-        assert out.returncode == 0, out.stdout + out.stderr + h1.log[-2000:] + h2.log[-2000:]
+        assert (out.returncode != 0) == bool(fault), out.stdout + out.stderr + h1.log[-2000:] + h2.log[-2000:]
         before = len(answers(h1))
         end = time.monotonic() + 15
         while len(answers(h1)) < before + 10:
             if time.monotonic() > end:
                 diag = {"cli": h1.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "cli", check=False).stdout,
                         "cli-logs": h1.docker("logs", "cli", check=False).stdout + h1.docker("logs", "cli", check=False).stderr,
-                        "srv-h2": h2.docker("inspect", "-f", "{{.State.Status}} {{json .NetworkSettings.Networks}}", "srv",
-                                            check=False).stdout,
-                        "srv-netstat": h2.docker("exec", "srv", "netstat", "-tn", check=False).stdout,
-                        "srv-ps": h2.docker("exec", "srv", "ps", check=False).stdout,
+                        "srv": home.docker("inspect", "-f", "{{.State.Status}} {{json .NetworkSettings.Networks}}", "srv",
+                                           check=False).stdout,
+                        "srv-netstat": home.docker("exec", "srv", "netstat", "-tn", check=False).stdout,
+                        "srv-ps": home.docker("exec", "srv", "ps", check=False).stdout,
                         "h1-ps": h1.docker("ps", "-a", check=False).stdout}
-                Path("/tmp/migrate-overlay-diag.txt").write_text(repr(diag) + "\n" + out.stdout + h2.log[-4000:])
+                Path("/tmp/migrate-overlay-diag.txt").write_text(repr(diag) + "\n" + out.stdout + out.stderr + h1.log[-6000:])
                 raise AssertionError(f"the client's connection did not carry on: {diag}")
             time.sleep(0.2)
         got = answers(h1)
         assert got == list(range(1, len(got) + 1)), got  # no request lost, none answered twice
-        assert h2.docker("inspect", "-f", "{{.NetworkSettings.Networks.ov.IPAddress}}", "srv").stdout.strip() == "10.79.0.10"
+        assert home.docker("inspect", "-f", "{{.NetworkSettings.Networks.ov.IPAddress}}", "srv").stdout.strip() == "10.79.0.10"
         assert h1.docker("inspect", "-f", "{{.State.Running}}", "cli").stdout.strip() == "true"
-        assert h1.docker("ps", "-aq", "--filter", "name=srv").stdout.strip() == ""
+        other = h2 if home is h1 else h1
+        assert other.docker("ps", "-aq", "--filter", "name=srv").stdout.strip() == ""
     finally:
         for h in (h1, h2):
             h.docker("rm", "-f", "srv", "cli", check=False)

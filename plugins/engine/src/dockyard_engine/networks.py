@@ -873,7 +873,10 @@ class NetworkService(Service):
                                                  for e in self.container_endpoints(container.id)):
             raise Forbidden(f"endpoint with name {container.name} already exists in network {net.name}")
         running = container.state.running and container.state.pid > 0
-        if running:
+        # a checkpointed container keeps its sandbox for the restore: it joins there at once
+        # (a migration that gave an overlay address up and resumes here takes it back)
+        kept = not running and bool(container.state.checkpoint) and bool(container.state.sandbox_key)
+        if running or kept:
             netns = container.state.sandbox_key or f"/proc/{container.state.pid}/ns/net"
             joined = await self.connect(container, net.id, netns, aliases=wanted.aliases,
                                         ipv4=wanted.ipv4_address or None, ipv6=wanted.ipv6_address or None,
@@ -889,7 +892,7 @@ class NetworkService(Service):
         try:
             self._save_container_networks(container.id, lambda nets: nets.__setitem__(net.name, joined))
         except BaseException:
-            if running:
+            if running or kept:
                 await self.disconnect(container, net.id, force=True)
             raise
         if running and self.uses_embedded_dns(net):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -121,9 +122,12 @@ def hold_addresses(owner: str, tag: str, addresses: list[str]) -> Iterator[None]
     if not ips or not shutil.which("nft"):
         yield
         return
-    rules = (f"table bridge {table} {{ chain fwd {{ type filter hook forward priority -200; policy accept; "
-             f"ip daddr {{ {', '.join(ips)} }} drop; }} }}")
-    subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True, check=False, timeout=10)
+    rules = (f"table bridge {table} {{ chain hold {{ type filter hook forward priority -200; policy accept; "
+             f"ip daddr {{ {', '.join(ips)} }} drop; }}; }}")
+    done = subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True, check=False, timeout=10)
+    if done.returncode != 0:
+        logging.getLogger(__name__).warning("could not hold traffic to %s during the restore: %s", ips,
+                                            done.stderr.strip())
     try:
         yield
     finally:

@@ -255,7 +255,7 @@ class Sender:
             with contextlib.suppress(DockyardError):
                 await self.kernel.networks.connect_container(
                     c.id, item["network"], EndpointSettings(aliases=list(item.get("aliases") or []),
-                                                            ipam_ipv4=str(item["ip"])))
+                                                            ipv4_address=str(item["ip"]), ipam_ipv4=str(item["ip"])))
 
     async def resume(self, record: Record) -> None:
         """Put the container back to work here, from the checkpoint the migration kept."""
