@@ -324,6 +324,8 @@ class Image:
     architecture: str = "amd64"
     os: str = "linux"
     variant: str = ""
+    #: the image config's ``os.version`` (Windows images: ``10.0.20348.2527``); "" when none
+    os_version: str = ""
     config: ImageConfig = field(default_factory=ImageConfig)
     layers: list[str] = field(default_factory=list)  # diff IDs ("sha256:..."), bottom first
     size: int = 0
