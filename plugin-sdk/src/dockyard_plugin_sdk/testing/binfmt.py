@@ -1,8 +1,9 @@
 """binfmt_misc handlers for tests of foreign architectures (arm64, arm/v7 under qemu-user-static).
 
 A registration is the host's, shared by every test session on it, so a session that makes
-handlers holds them: :func:`hold` registers what is missing (through dockyard-arch-linux's
-``binfmt.install``, which never replaces another's handler) and writes a holder file under
+handlers holds them: :func:`hold` registers what is missing (through ``dockyard system binfmt
+install``, dockyard-arch-linux's command, which never replaces another's handler; a plugin
+distribution does not import a sibling) and writes a holder file under
 :data:`HOLDERS` naming what it made; :func:`release` drops the holder, and the last live holder
 removes every handler the holders made. Handlers someone else made (a developer's
 ``dockyard system binfmt install``, Debian's binfmt-support) are used and never removed.
@@ -65,16 +66,38 @@ def _entries_quiet() -> set[str]:
         return set()
 
 
+class BinfmtUnavailable(Exception):
+    """``dockyard system binfmt`` is not installed or failed (the message says why)."""
+
+
+def _binfmt_cli(*args: str) -> str:
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "dockyard"
+    try:
+        proc = subprocess.run([str(exe), "system", "binfmt", *args], capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        raise BinfmtUnavailable(f"{exe}: {exc}") from exc
+    if proc.returncode != 0:
+        raise BinfmtUnavailable(f"dockyard system binfmt {' '.join(args)}: {proc.stderr.strip() or proc.stdout}")
+    return proc.stdout
+
+
+def usable() -> dict[str, str]:
+    """``{platform: entry}`` of every foreign platform a usable handler covers."""
+    doc = json.loads(_binfmt_cli("status", "--format", "json"))
+    return {row["Platform"]: row["Entry"] for row in doc["Machines"] if row["Usable"]}
+
+
 def hold(machines: list[str]) -> dict[str, str]:
     """Make the handlers ``machines`` (qemu names: ``aarch64``, ``arm``) need and hold them for
-    this process; returns ``{platform: entry}`` of every usable one (raises ImportError without
-    dockyard-arch-linux, ``binfmt.BinfmtError`` without root)."""
-    from dockyard_arch_linux import binfmt
-
-    out = binfmt.install(machines)
+    this process; returns :func:`usable` (BinfmtUnavailable without dockyard-arch-linux or root)."""
+    out = _binfmt_cli("install", *machines)
+    made = [line.split()[1] for line in out.splitlines() if line.startswith("registered ")]
     HOLDERS.mkdir(parents=True, exist_ok=True)
-    (HOLDERS / f"{os.getpid()}.json").write_text(json.dumps({"pid": os.getpid(), "made": out.made}))
-    return dict(binfmt.emulated_platforms())
+    (HOLDERS / f"{os.getpid()}.json").write_text(json.dumps({"pid": os.getpid(), "made": made}))
+    return usable()
 
 
 def release() -> list[str]:
@@ -99,9 +122,8 @@ def release() -> list[str]:
             f.unlink()
     if not made:
         return []
-    from dockyard_arch_linux import binfmt
+    out = _binfmt_cli("remove", *made)
+    return [line.split()[1] for line in out.splitlines() if line.startswith("removed ")]
 
-    return binfmt.remove(made).removed
 
-
-__all__ = ["HOLDERS", "PREFIX", "held", "hold", "read_entries", "release"]
+__all__ = ["HOLDERS", "PREFIX", "BinfmtUnavailable", "held", "hold", "read_entries", "release", "usable"]
