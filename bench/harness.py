@@ -9,6 +9,7 @@ so that ratios compare like with like on a noisy machine. A subject that cannot 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import signal
@@ -125,9 +126,12 @@ def start_dockyardd(ctx: Context, root: Path, busybox: bool = True) -> tuple[sub
     root.mkdir(parents=True)
     sock = root / "run" / "dockyard.sock"
     with open(root / "daemon.log", "wb") as log:  # the child keeps its own descriptor
+        # bytecode as an installed daemon has it (PYTHONDONTWRITEBYTECODE would have it compile
+        # every edited module at each start: slower, and ~3 MiB more RSS from the compiler)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         proc = subprocess.Popen([str(ctx.python), "-m", "dockyard.daemon", "--data-root", str(root / "data"),
                                  "--exec-root", str(root / "run"), "-H", f"unix://{sock}"],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     host = f"unix://{sock}"
     try:
         wait_for_socket(proc, sock, "dockyardd")

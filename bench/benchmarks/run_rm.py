@@ -172,7 +172,10 @@ def run(ctx: Context) -> list[Result]:
                 "--runs", str(ctx.runs), "--export-json", str(out)]
         for name, cmd in commands.items():
             argv += ["--command-name", name, cmd]
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+        # bytecode as an installed wheel has it: with PYTHONDONTWRITEBYTECODE (this workspace's
+        # setting) every edited module of our CLI would be compiled again on each run
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=3600, env=env)
         if res.returncode != 0:
             for r in results:
                 if r.name in commands:
