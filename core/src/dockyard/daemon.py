@@ -28,7 +28,7 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dockyardd", description="The dockyard daemon (dockerd's flags).")
     p.add_argument("-H", "--host", action="append", dest="hosts", metavar="HOST",
-                   help="socket to listen on: unix:///path or tcp://host:port (repeatable)")
+                   help="socket to listen on: unix:///path, tcp://host:port, fd:// or (Windows) npipe:////./pipe/NAME (repeatable)")
     p.add_argument("-G", "--group", help="group of the unix sockets (default docker, when that group exists)")
     p.add_argument("--data-root", help="persistent state (default /var/lib/dockyard)")
     p.add_argument("--exec-root", help="runtime state (default /run/dockyard)")

@@ -36,14 +36,20 @@ VERSION_PATTERN = r"{api_version:v[0-9]+\.[0-9]+}"
 
 @dataclass(frozen=True)
 class Listener:
-    kind: str  # unix | tcp | fd (sockets passed by the supervisor)
+    kind: str  # unix | tcp | fd (sockets passed by the supervisor) | npipe (Windows named pipe)
     address: str  # socket path, or host
     port: int = 0
 
 
 def parse_host(value: str) -> Listener:
     """Parse a ``-H`` value: ``unix:///path``, ``tcp://host:port``, or ``fd://`` (every socket
-    the supervisor passed: socket activation) and ``fd://NAME`` (those named NAME)."""
+    the supervisor passed: socket activation) and ``fd://NAME`` (those named NAME), or a Windows
+    named pipe ``npipe:////./pipe/NAME`` (parsed everywhere, served only on Windows: see
+    :mod:`dockyard.npipe`)."""
+    if value.strip().lower().startswith("npipe:"):
+        from dockyard import npipe
+
+        return Listener("npipe", npipe.parse(value))
     url = urlparse(value)
     if url.scheme == "fd":
         return Listener("fd", url.netloc or url.path.lstrip("/"))
@@ -56,7 +62,8 @@ def parse_host(value: str) -> Listener:
         if not url.hostname or not url.port:
             raise InvalidArgument(f"invalid host {value!r}: expected tcp://HOST:PORT")
         return Listener("tcp", url.hostname, url.port)
-    raise InvalidArgument(f"invalid host {value!r}: expected unix:///path, tcp://host:port or fd://")
+    raise InvalidArgument(f"invalid host {value!r}: expected unix:///path, tcp://host:port, fd:// "
+                          "or npipe:////./pipe/NAME")
 
 
 def collect_routes(kernel: Kernel) -> list[tuple[str, ApiRoute]]:
@@ -186,6 +193,11 @@ async def serve(app: web.Application, listeners: list[Listener],
     only, as in dockerd: a unix socket is guarded by its file mode. ``passed`` are the sockets
     of socket activation (:func:`dockyard.sdnotify.listen_fds`), served by ``fd://`` listeners;
     their files belong to the supervisor and are never removed."""
+    for lst in listeners:  # before anything is bound: a clear error off Windows
+        if lst.kind == "npipe":
+            from dockyard import npipe
+
+            npipe.require_windows(lst.address)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     bound: list[str] = []
@@ -200,6 +212,8 @@ async def serve(app: web.Application, listeners: list[Listener],
             if lst.kind == "unix":
                 site: web.BaseSite = web.SockSite(runner, bind_unix(lst.address, socket_group))
                 bound.append(lst.address)
+            elif lst.kind == "npipe":  # Windows' proactor loop only (untested in CI)
+                site = web.NamedPipeSite(runner, lst.address)
             else:
                 site = web.TCPSite(runner, lst.address, lst.port, reuse_address=True,
                                    ssl_context=ssl_context)

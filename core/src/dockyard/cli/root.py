@@ -65,7 +65,7 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", prog_name="dockyard", message="%(prog)s %(version)s")
 @click.option("-H", "--host", metavar="URL",
-              help="daemon socket: unix:///path or tcp://host:port (default: $DOCKYARD_HOST, else "
+              help="daemon socket: unix:///path, tcp://host:port or npipe:////./pipe/NAME (default: $DOCKYARD_HOST, else "
                    "$DOCKER_HOST with docker's TLS variables, else unix:///run/dockyard/dockyard.sock)")
 @click.pass_context
 def cli(ctx: click.Context, host: str | None) -> None:

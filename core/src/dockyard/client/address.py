@@ -82,9 +82,13 @@ class DaemonAddress:
     def parse(cls, text: str, tls: TlsFiles | None = None, verify: bool = False,
               source: str = "-H") -> DaemonAddress:
         """Parse ``unix:///path``, ``tcp://host[:port]`` (``http://`` is accepted as ``tcp://``),
-        or, like docker, a bare ``/path`` (unix) or ``host:port`` (tcp). ``tls`` applies only to
-        a TCP address."""
+        ``npipe:////./pipe/NAME`` (a Windows named pipe, :mod:`dockyard.npipe`), or, like docker,
+        a bare ``/path`` (unix) or ``host:port`` (tcp). ``tls`` applies only to a TCP address."""
         given = text.strip()
+        if given.lower().startswith("npipe:"):  # Windows named pipe (connects on Windows only)
+            from dockyard import npipe
+
+            return cls(url=npipe.address(npipe.parse(given)), given=given, source=source)
         scheme, sep, rest = given.partition("://")
         if not sep:
             scheme, rest = ("unix" if given.startswith(("/", "./")) else "tcp"), given
@@ -112,25 +116,27 @@ class DaemonAddress:
 
     @property
     def scheme(self) -> str:
-        """``unix``, ``http`` or ``https``."""
+        """``unix``, ``http``, ``https`` or ``npipe``."""
         return self.url.partition("://")[0]
 
     @property
     def path(self) -> str:
-        """The socket path of a ``unix://`` address."""
-        return self.url.partition("://")[2]
+        """The socket path of a ``unix://`` address; the Windows pipe path (``\\\\.\\pipe\\NAME``)
+        of an ``npipe://`` one."""
+        rest = self.url.partition("://")[2]
+        return rest.replace("/", "\\") if self.scheme == "npipe" else rest
 
     @property
     def hostname(self) -> str:
         """The host of a TCP address (``localhost`` for a unix socket: the HTTP ``Host``)."""
-        if self.scheme == "unix":
+        if self.scheme in ("unix", "npipe"):
             return "localhost"
         return urlsplit(self.url).hostname or "localhost"
 
     @property
     def port(self) -> int:
-        """The port of a TCP address (0 for a unix socket)."""
-        if self.scheme == "unix":
+        """The port of a TCP address (0 for a unix socket or a named pipe)."""
+        if self.scheme in ("unix", "npipe"):
             return 0
         return urlsplit(self.url).port or HTTP_PORT
 
@@ -141,6 +147,16 @@ class DaemonAddress:
         when the TLS files are unusable or the handshake fails (a wrong CA, a host name the
         certificate does not name).
         """
+        if self.scheme == "npipe":
+            from dockyard import npipe
+
+            try:
+                return npipe.PipeSocket(self.path)  # type: ignore[return-value]
+            except e.Unavailable as exc:
+                raise ConnectionFailed(f"cannot connect to the dockyard daemon at {self}: {exc}") from exc
+            except OSError as exc:
+                raise ConnectionFailed(f"cannot connect to the dockyard daemon at {self}: {exc}. "
+                                       "Is dockyardd running?") from exc
         try:
             if self.scheme == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -90,7 +90,7 @@ def hijack(address: DaemonAddress, path: str, params: dict[str, Any] | None = No
     sock = address.connect(timeout)
     try:
         data = json.dumps(body).encode() if body is not None else b""
-        host = address.hostname if address.scheme == "unix" else f"{address.hostname}:{address.port}"
+        host = address.hostname if address.scheme in ("unix", "npipe") else f"{address.hostname}:{address.port}"
         head = (f"POST {request_target(path, params)} HTTP/1.1\r\nHost: {host}\r\n"
                 "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n").encode()

@@ -11,7 +11,6 @@ from dockyard_arch_windows.fake import FakeHcs
 from dockyard_plugin_sdk.conformance.arch import make_runtime_context
 from dockyard_plugin_sdk.conformance.arch_portable import PortableRuntimeContract
 
-
 TICK = 0.1
 
 

@@ -32,11 +32,18 @@ from pathlib import Path
 
 from dockyard import errors as e
 from dockyard import platforms as P
-from dockyard.specs import DriverInfo
-from dockyard.specs.arch import ExecRequest, LogRecord, Platform, RuntimeCreateRequest, RuntimeDriver, RuntimeState
 from dockyard.model import now_iso
+from dockyard.specs import DriverInfo
+from dockyard.specs.arch import (
+    ExecRequest,
+    LogRecord,
+    Platform,
+    RuntimeCreateRequest,
+    RuntimeDriver,
+    RuntimeState,
+)
 from dockyard_arch_windows import documents as D
-from dockyard_arch_windows.hcs import STOPPED, HcsError, HcsTransport, to_dockyard
+from dockyard_arch_windows.hcs import HcsError, HcsTransport, to_dockyard
 
 LAYERCHAIN = "layerchain.json"
 POLL = 0.1  # seconds between output reads of a running process
