@@ -160,7 +160,14 @@ class Lifecycle:
         if c.image_platform:  # a foreign image: emulated when a binfmt handler covers it, else refused
             from dockyard_engine.container_create import check_runnable
 
-            c.emulated = check_runnable(rt, c.image_platform)
+            try:
+                c.emulated = check_runnable(rt, c.image_platform)
+            except InvalidArgument as exc:  # as a start the runtime refused: recorded, attaches told
+                c.state.error = str(exc)
+                c.state.exit_code = 126
+                ctx.put(c)
+                self.io.fail_pending(c.id, exc)
+                raise
         drv = await ctx.storage()
         c.state.start_count += 1
         if c.id in await rt.list():

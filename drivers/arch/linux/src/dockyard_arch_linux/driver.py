@@ -224,6 +224,9 @@ class LinuxRuntime(Checkpointing):
 
     def _check_emulation(self) -> None:
         """At start: say which foreign platforms run emulated, and how to enable them."""
+        if str(self.context.options.get("emulation", "true")).lower() in ("0", "false", "no"):
+            log.info("emulation: off (arch-opts emulation=false)")
+            return
         try:
             rows = binfmt.status()
         except OSError as exc:  # noqa: BLE001 - a report, never fatal
