@@ -147,3 +147,15 @@ def test_multi_platform_build_push_and_pull_back(daemon: Daemon, context: Path, 
         head = _layer_file(oci, "hello")[:20]
         assert head[:4] == b"\x7fELF"
         assert int.from_bytes(head[18:20], "little") == ELF_MACHINE[arch], (arch, head)
+
+
+def test_from_scratch_for_another_platform_is_labelled_so(daemon: Daemon, tmp_path: Path) -> None:
+    ctx = tmp_path / "scratch"
+    ctx.mkdir()
+    (ctx / "hello").write_text("hi\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY hello /hello\n")
+    for platform in ("linux/arm/v7", "linux/amd64"):
+        tag = "scratchy:" + platform.replace("/", "-")
+        daemon.docker("build", "--platform", platform, "-t", tag, str(ctx))
+        fmt = "{{.Os}}/{{.Architecture}}{{if .Variant}}/{{.Variant}}{{end}}"
+        assert daemon.docker("image", "inspect", "--format", fmt, tag).stdout.strip() == platform

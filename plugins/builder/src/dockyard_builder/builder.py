@@ -711,9 +711,10 @@ class Builder(ConfigInstructions):
         try:
             changed = await work(rootfs)
             if changed:
+                scratch = {} if st.image_id else {"platform": str(st.platform or self.target)}
                 image = await self.images.commit(layer_key=key_rw, base_image=st.image_id,
                                                  config=self._clean_config(config), created_by=created_by,
-                                                 author=st.author)
+                                                 author=st.author, **scratch)
                 image_id = image.id
             else:
                 st.config = config

@@ -782,8 +782,12 @@ class ImageService(Service):
     async def commit(self, layer_key: str = "", *, container: Container | None = None, base_image: str = "",
                      config: dict[str, Any] | None = None, repo: str = "", tag: str = "", author: str = "",
                      comment: str = "", changes: Iterable[str] = (), created_by: str = "",
-                     container_id: str = "", container_config: dict[str, Any] | None = None) -> Image:
+                     container_id: str = "", container_config: dict[str, Any] | None = None,
+                     platform: str = "") -> Image:
         """Turn the changes of read-write layer ``layer_key`` into a new image on ``base_image``.
+
+        ``platform`` (``linux/arm64``) labels an image without a base (a build's ``FROM
+        scratch`` for another platform); with a base, the base's platform is the image's.
 
         ``config`` is the Docker ``config`` object of the new image (default: the base image's),
         ``changes`` are applied on top. The image's parent is ``base_image``. With ``container``
@@ -839,6 +843,11 @@ class ImageService(Service):
             }
             if base_doc.get("variant"):
                 doc["variant"] = base_doc["variant"]
+            if platform and not base_doc:
+                from dockyard import platforms
+
+                p = platforms.normalize(platforms.parse(platform))
+                doc.update(os=p.os, architecture=p.architecture, **({"variant": p.variant} if p.variant else {}))
             plan = Plan(config_raw=dumps(doc), layers=[*base_layers, lay], tags=[ref] if ref else [],
                         parent=base.id if base else "")
             (inst,) = await self._install([plan], "commit")
