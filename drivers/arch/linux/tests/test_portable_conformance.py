@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from dockyard_arch_linux.driver import LinuxRuntime
-from dockyard_plugin_sdk.conformance.arch import busybox_rootfs
+from dockyard_plugin_sdk.conformance.arch import busybox_rootfs, leftovers
 from dockyard_plugin_sdk.conformance.arch_portable import PortableRuntimeContract
 
 pytestmark = pytest.mark.skipif(not (shutil.which("conmon") and shutil.which("crun")), reason="conmon/crun missing")
@@ -32,3 +32,6 @@ class TestLinuxPortable(PortableRuntimeContract):
     @pytest.fixture
     def rootfs(self, tmp_path):
         return busybox_rootfs(tmp_path / "rootfs")
+
+    async def leftovers(self, driver, ids):  # cgroups, processes and mounts too, as the Linux kit checks
+        return await super().leftovers(driver, ids) + leftovers(driver.context.owner, driver.context.run_dir)
