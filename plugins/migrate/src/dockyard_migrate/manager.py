@@ -8,12 +8,13 @@ and ``containers`` by name), never by importing the swarm plugin.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
 from aiohttp import web
 
-from dockyard.errors import InvalidArgument
+from dockyard.errors import InvalidArgument, NotFound
 from dockyard.server import KERNEL_KEY
 from dockyard.specs.cluster import Delete, Put
 
@@ -47,6 +48,10 @@ async def migrate(request: web.Request) -> web.StreamResponse:
         await resp.write(json.dumps(doc).encode() + b"\n")
     if new_id:
         await _move_records(kernel, placed.id, new_id, node_name, placed.bare_name)
+        # the old ID's node no longer has it: the manager forgets it (and the source node's
+        # reservation) as after an rm; the name already belongs to the new ID
+        with contextlib.suppress(NotFound):
+            await containers.refresh(placed.id)
         await containers.refresh(new_id)
     return resp
 

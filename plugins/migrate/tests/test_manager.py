@@ -1,0 +1,127 @@
+"""``POST /containers/{id}/migrate?node=NAME`` on a swarm manager: two netns hosts in a cluster
+(etcd with mutual TLS, heartbeats), a manager dockyardd; a container placed on h1 through the
+manager moves to h2, its counter goes on, and the manager's view (inspect's Node) follows."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import ipaddress
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+pytestmark = [pytest.mark.timeout(120)]
+COUNTER = "while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+
+
+def manager_certs(ca: Any, directory: Path, addresses: list[str]) -> Path:
+    """A manager's certificate: serverAuth and clientAuth (it dials the engines with it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swarm manager")]))
+            .issuer_name(ca.cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]),
+                           critical=False)
+            .sign(ca.key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.pem").write_bytes(ca.ca_pem)
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(directory / "key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    return directory
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def swarm(dockyard_owners: Any) -> AsyncIterator[tuple[Any, list[Any]]]:
+    from dockyard_plugin_sdk.testing import NetnsHosts, etcd_unavailable, netns_hosts_unavailable, start_daemon, start_etcd
+
+    reason = (None if os.access("/opt/criu/sbin/criu", os.X_OK) and shutil.which("runc") else
+              "needs runc and CRIU 4.x at /opt/criu") or netns_hosts_unavailable() or etcd_unavailable()
+    if reason is None:
+        import importlib.util
+
+        if importlib.util.find_spec("dockyard_swarm") is None:
+            reason = "needs dockyard-swarm (the manager)"
+    if reason:
+        pytest.skip(reason)
+    base = Path(f"/tmp/dyms{uuid.uuid4().hex[:6]}")
+    netns = await NetnsHosts.open(base / "n", owners=dockyard_owners)
+    etcd = manager = None
+    try:
+        gateway = str(netns.driver.gateway.ip)
+        etcd = await asyncio.to_thread(functools.partial(start_etcd, base / "etcd", 1, gateway, tls=True))
+        dockyard_owners.record(etcd.token, etcd.root)
+        url = etcd.url(f"ms{uuid.uuid4().hex[:6]}")
+        kv = [f"{k}={v}" for k, v in etcd.store_options.items()]
+        options = ["--default-runtime", "runc", "--cluster-store", url, "--cluster-advertise", "eth0:2376",
+                   "--cluster-store-opt", "discovery.heartbeat=0.5", "--cluster-store-opt", "discovery.ttl=2"]
+        for item in kv:
+            options += ["--cluster-store-opt", item]
+        hosts = await netns.create(2, engine_options=options)
+        await asyncio.gather(*(asyncio.to_thread(h.bootstrap, "busybox") for h in hosts))
+        certs = manager_certs(netns.ca, base / "mc", ["127.0.0.1", gateway])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        settings = {"role": "manager", "cluster-store": url, "tlsverify": True, "tlscacert": str(certs / "ca.pem"),
+                    "tlscert": str(certs / "cert.pem"), "tlskey": str(certs / "key.pem"), "cluster-opts": kv}
+        manager = await asyncio.to_thread(start_daemon, base / "m", "-H", f"tcp://127.0.0.1:{port}", config=settings,
+                                          owners=dockyard_owners)
+        yield manager, hosts
+    finally:
+        if manager is not None:
+            manager.stop()
+        errors = await netns.close()
+        if etcd is not None:
+            etcd.close()
+        shutil.rmtree(base, ignore_errors=True)
+        assert not errors, errors
+
+
+def test_the_manager_moves_a_container_between_nodes(swarm: tuple[Any, list[Any]]) -> None:
+    from dockyard.client import Client
+
+    manager, (h1, h2) = swarm
+    client = Client(f"unix://{manager.socket}", timeout=60)
+    end = time.monotonic() + 20
+    while len([n for n in client.get("/info").get("SystemStatus") or [] if n and str(n[0]).strip() in ("h1", "h2")]) < 2:
+        assert time.monotonic() < end, "the nodes did not join"
+        time.sleep(0.3)
+    cid = client.post("/containers/create", {"Image": "busybox", "Cmd": ["sh", "-c", COUNTER],
+                                             "Env": ["constraint:node==h1"]}, name="mv")["Id"]
+    client.post(f"/containers/{cid}/start")
+    time.sleep(0.5)
+    assert h1.docker("inspect", "-f", "{{.State.Running}}", "mv").stdout.strip() == "true"
+    docs = list(client.stream_json("POST", "/containers/mv/migrate", {"node": "h2", "mode": "stop-copy"}))
+    results = [d["Result"] for d in docs if "Result" in d]
+    assert results, docs
+    assert h2.docker("inspect", "-f", "{{.State.Running}}", "mv").stdout.strip() == "true"
+    assert h1.docker("ps", "-aq", "--filter", "name=mv").stdout.strip() == ""
+    first = int(h2.docker("exec", "mv", "cat", "/tmp/count").stdout)
+    assert first > 5  # went on from where it was
+    inspect = client.get("/containers/mv/json")
+    assert inspect["Id"] == results[0]["Id"] and inspect.get("Node", {}).get("Name") == "h2", inspect.get("Node")
+    client.delete("/containers/mv", force=1)
