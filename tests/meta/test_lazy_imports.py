@@ -23,6 +23,7 @@ HEAVY_FOR_THE_DAEMON = {
     "bcrypt": "provenance keys",
     "packaging": "ssh provisioner's wheelhouse (~5 MiB, 20 ms)",
     "asyncssh": "ssh provisioner (~130 ms)",
+    "pyroute2": "bridge and ipam speak rtnetlink themselves; overlay/netns import it when used (~8 MiB, 120 ms)",
     "rich": "CLI output only",
     "yaml": "compose (a client-side CLI group)",
 }
@@ -30,7 +31,7 @@ HEAVY_FOR_THE_DAEMON = {
 #: Not imported by ``dockyard run``: the command needs click and the API client only.
 HEAVY_FOR_THE_CLI = {
     *HEAVY_FOR_THE_DAEMON,
-    "aiohttp", "pyroute2", "pluggy", "importlib.metadata", "stevedore", "asyncio", "sqlite3",
+    "aiohttp", "pluggy", "importlib.metadata", "stevedore", "asyncio", "sqlite3",
 }
 
 DAEMON_IMPORTS = """

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import threading
@@ -27,6 +28,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSRecord
+
+from dockyard_network_bridge.netlink import setns
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +194,11 @@ class EmbeddedDns:
         def make() -> None:
             try:
                 if netns_path:
-                    from pyroute2 import netns
-
-                    netns.setns(netns_path, flags=0, fork=False)  # this thread only
+                    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        setns(fd)  # this thread only
+                    finally:
+                        os.close(fd)
                 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 try:

@@ -1,11 +1,13 @@
-"""Every netlink call of the bridge driver, through pyroute2 (no ``ip`` subprocesses).
+"""Every netlink call of the bridge driver, through :class:`~dockyard_network_bridge.rtnl.Rtnl`
+(no ``ip`` subprocesses, no pyroute2).
 
-These functions are synchronous; the driver runs them with ``asyncio.to_thread`` (pyroute2's
-sync API runs an event loop of its own, so it must not run on the daemon's loop thread).
+These functions are synchronous (blocking socket calls); the driver runs them with
+``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import ipaddress
 import os
@@ -16,23 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute, netns
-
 from dockyard.errors import Conflict, NotFound
-from dockyard_network_bridge.rtnl import NetlinkError, Rtnl
+from dockyard_network_bridge.rtnl import LinkInfo, NetlinkError, Rtnl
 
 PROC_CONF4 = Path("/proc/sys/net/ipv4/conf")
 LOOPBACK_INDEX = 1  # "lo" is always the first link of a network namespace
 T = TypeVar("T")
 
 
-@dataclass
-class Link:
-    name: str
-    index: int
-    kind: str
-    master: int | None
-    up: bool
+Link = LinkInfo
 
 
 @dataclass
@@ -51,25 +45,14 @@ class EndpointSpec:
     isolated: bool = False  # bridge port isolation: endpoints cannot talk to each other (icc=false)
 
 
-def _link(ipr: IPRoute, name: str) -> Link | None:
-    idx = ipr.link_lookup(ifname=name)
-    if not idx:
-        return None
-    (msg,) = ipr.link("get", index=idx[0])
-    return Link(name=name, index=idx[0], kind=msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "",
-                master=msg.get("master"), up=bool(msg["flags"] & 1))
-
-
 def list_links() -> list[Link]:
-    with IPRoute() as ipr:
-        return [Link(name=m.get("ifname"), index=m["index"],
-                     kind=m.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "",
-                     master=m.get("master"), up=bool(m["flags"] & 1)) for m in ipr.link("dump")]
+    with Rtnl() as rt:
+        return rt.links()
 
 
 def get_link(name: str) -> Link | None:
-    with IPRoute() as ipr:
-        return _link(ipr, name)
+    with Rtnl() as rt:
+        return rt.link(name)
 
 
 def write_sysctl(path: Path, value: str) -> None:
@@ -81,31 +64,31 @@ def ensure_bridge(name: str, addresses: list[str], mtu: int) -> bool:
     or one the user named), with ``addresses`` (CIDR; missing ones are added) and up. Returns
     whether it was created here."""
     created = False
-    with IPRoute() as ipr:
-        link = _link(ipr, name)
+    with Rtnl() as rt:
+        link = rt.link(name)
         if link is not None and link.kind != "bridge":
             raise Conflict(f"interface {name} exists and is not a bridge ({link.kind or 'unknown'})")
         if link is None:
             try:
-                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+                rt.add_bridge(name, mtu=mtu)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise
             created = True
-            link = _link(ipr, name)
+            link = rt.link(name)
             assert link is not None
-        have = {f"{a.get('address')}/{a['prefixlen']}" for a in ipr.addr("dump", index=link.index)}
+        have = {f"{a.address}/{a.prefixlen}" for a in rt.addresses(link.index)}
         for cidr in addresses:
             iface = ipaddress.ip_interface(cidr)
             if f"{iface.ip}/{iface.network.prefixlen}" in have:
                 continue
             try:
-                ipr.addr("add", index=link.index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                rt.add_address(link.index, f"{iface.ip}/{iface.network.prefixlen}")
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise
         if not link.up:
-            ipr.link("set", index=link.index, state="up")
+            rt.set_up(link.index)
     conf = PROC_CONF4 / name
     # 127.0.0.1:PORT published ports DNAT host-local traffic onto the bridge; the kernel drops
     # such packets as martians unless route_localnet is set on the outgoing interface.
@@ -144,14 +127,14 @@ def set_down(name: str) -> bool:
 
 def enslave(veth: str, bridge: str) -> bool:
     """Attach ``veth`` to ``bridge`` when it is not already; False when either is missing."""
-    with IPRoute() as ipr:
-        v, b = _link(ipr, veth), _link(ipr, bridge)
+    with Rtnl() as rt:
+        v, b = rt.link(veth), rt.link(bridge)
         if v is None or b is None:
             return False
         if v.master != b.index:
-            ipr.link("set", index=v.index, master=b.index)
+            rt.set_master(v.index, b.index)
         if not v.up:
-            ipr.link("set", index=v.index, state="up")
+            rt.set_up(v.index)
     return True
 
 
@@ -165,6 +148,15 @@ def mac_for(ipv4: str) -> str:
     return ":".join(f"{b:02x}" for b in b"\x02\x42" + packed)
 
 
+def setns(fd: int) -> None:
+    """Move the calling thread into the network namespace open at ``fd`` (setns(2); Python
+    3.12 has ``os.setns``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns: {os.strerror(code)}")
+
+
 def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
     """Run ``fn`` in a fresh thread that first enters the namespace at ``netns_path``. ``setns``
     changes only the calling thread, and the thread ends afterwards, so no pooled thread is ever
@@ -174,10 +166,9 @@ def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
 
     def run() -> None:
         try:
-            # an open fd: given a path, pyroute2 first lists the namespace's whole directory
             fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                netns.setns(fd, flags=0, fork=False)
+                setns(fd)
             finally:
                 os.close(fd)
             box["value"] = fn()

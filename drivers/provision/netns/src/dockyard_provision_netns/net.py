@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from dockyard.errors import InvalidArgument
+
+# pyroute2 (~8 MiB, 120 ms) is imported inside the functions that use it: every daemon imports
+# this driver's class (to read the drivers' settings), few use the driver.
 
 T = TypeVar("T")
 
@@ -48,6 +48,8 @@ def overlaps(subnet: ipaddress.IPv4Network, bridge_name: str) -> list[str]:
     """What on the machine overlaps ``subnet``: routes (every table but ``local``; default
     routes cover everything and are not counted) and interface addresses, except those of the
     driver's own bridge. Each as ``ip route``/``ip addr`` would show it."""
+    from pyroute2 import IPRoute
+
     found: list[str] = []
     with IPRoute() as ipr:
         names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.link("dump")}
@@ -80,6 +82,9 @@ def write_sysctl(path: Path, value: str) -> None:
 
 def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface) -> None:
     """The driver's bridge with ``gateway`` (the range's first address), up, forwarding off."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=name)
         if not idx:
@@ -107,6 +112,9 @@ def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface) -> None:
 
 def delete_link(name: str) -> bool:
     """Delete link ``name``; False when there was none."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=name)
         if not idx:
@@ -121,6 +129,8 @@ def delete_link(name: str) -> bool:
 
 
 def link_names() -> list[str]:
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
         return [m.get_attr("IFLA_IFNAME") for m in ipr.link("dump")]
 
@@ -248,6 +258,9 @@ def connect_host(netns: str, veth: str, bridge: str, address: ipaddress.IPv4Inte
     """A veth pair: ``veth`` on the machine, on ``bridge`` and up; its peer made directly inside
     the namespace as ``eth0`` with ``address``; ``lo`` and ``eth0`` up there. No default route.
     An existing pair is reused (``start`` after a partial failure): the steps are idempotent."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
     try:
         with IPRoute() as ipr:
@@ -278,6 +291,8 @@ def _configure_inside(address: ipaddress.IPv4Interface) -> None:
     # on eth0 and are forwarded to its bridge. A new namespace copies the machine's setting or
     # the kernel default (0), so it is set, not inherited. The machine's bridge still routes
     # nothing: hosts have only their range to talk to.
+    from pyroute2 import IPRoute
+
     write_sysctl(PROC_SYS / "ipv4" / "ip_forward", "1")
     with IPRoute() as ipr:
         (lo,) = ipr.link_lookup(ifname=LOOPBACK)
