@@ -298,3 +298,41 @@ async def test_a_platform_lands_only_on_nodes_that_run_it_native_first(cluster: 
         r = req("rv")
         r.platform = "linux/riscv64"
         await svc.create(r)
+
+
+async def test_removal_on_the_node_releases_the_records(cluster: Any, engines: FakeEngines) -> None:
+    """``docker run --rm`` (wait for removed) and a destroy event relayed from a node forget
+    the container and free its name; a container made on a node directly reserves nothing."""
+    svc = await cluster()
+    store = (await svc._store_view()).store
+    c = await svc.create(req("once", memory=64 << 20))
+    eng = next(x for x in engines.engines if c.id in x.containers)
+    waiter = asyncio.ensure_future(svc.wait(c.id, "removed"))
+    await asyncio.sleep(0.1)
+    del eng.containers[c.id]
+    assert await waiter == 0
+    assert await store.get("names/once") is None and await store.get(f"containers/{c.id}") is None
+    node = eng.name
+    assert (await store.get(f"reservations/{node}")).json() == {"cpus": 0, "memory": 0, "containers": 0}
+    # a destroy relayed from the node
+    again = await svc.create(req("once"))
+    eng = next(x for x in engines.engines if again.id in x.containers)
+    del eng.containers[again.id]
+    svc.node_event(again.id, "destroy")
+    for _ in range(50):
+        if await store.get("names/once") is None:
+            break
+        await asyncio.sleep(0.02)
+    assert await store.get("names/once") is None
+    # made on the node itself: listed, and its removal leaves the reservations alone
+    before = {kv.key: kv.value for kv in await store.list("reservations/")}
+    import aiohttp
+
+    addr = engines.addrs[engines.engines.index(eng)]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://{addr}/containers/create?name=local", json={"Image": "busybox"}) as r:
+            assert r.status == 201
+    await svc.refresh_all()
+    assert any(x.name == f"{eng.name}/local" for x in svc.list())
+    await svc.remove("local", force=True)
+    assert {kv.key: kv.value for kv in await store.list("reservations/")} == before

@@ -286,9 +286,28 @@ class ClusterContainers(Service, ContainerIO):
         return p if p is not None else await self.refresh(ref)
 
     async def _forget(self, p: Placed) -> None:
+        """The container is gone from its node: drop it, and release what the manager recorded
+        of it (a container made on the node directly has no record, and reserved nothing)."""
         self._drop(p)
         view = await self._store_view()
-        await view.release(p.node, p.bare_name, p.id, p.fit.cpus, p.fit.memory)
+        rec = await view.store.get(CONTAINERS + p.id)
+        if rec is None:
+            return
+        doc = rec.json()
+        await view.release(p.node, str(doc.get("name") or p.bare_name), p.id, float(doc.get("cpus") or 0),
+                           int(doc.get("memory") or 0))
+
+    def node_event(self, cid: str, action: str) -> None:
+        """A container event a node reported (relayed by the ``node-events`` service): a
+        ``destroy`` forgets it (``--rm``, a removal on the node itself), others make the cached
+        answer stale."""
+        p = self._by_id.get(cid)
+        if p is None:
+            return
+        if action == "destroy":
+            self._spawn(self._forget(p))
+        else:
+            p.stale = True
 
     # ------------------------------------------------------------------ reading
     def get(self, ref: str) -> Container:
@@ -465,6 +484,8 @@ class ClusterContainers(Service, ContainerIO):
         p = await self._locate(ref)
         out = await self._client(p).post(f"/containers/{p.id}/wait", {"condition": condition}, timeout=None)
         p.stale = True
+        if condition == "removed":  # docker run --rm: gone from its node, so from the cluster
+            await self._forget(p)
         err = (out or {}).get("Error")
         if err and err.get("Message"):
             raise e.DockyardError(err["Message"])

@@ -67,6 +67,16 @@ async def refresh_containers(request: web.Request, handler: Any) -> web.StreamRe
 
 
 @hookimpl
+def dockyard_event(kernel: Any, event: Any) -> None:
+    """Container events the nodes report (relayed with ``Event.node``) keep the cache honest."""
+    if not event.node or event.type != "container" or kernel.role != "manager":
+        return
+    svc = _service(kernel)
+    if svc is not None:
+        svc.node_event(event.actor_id, event.action)
+
+
+@hookimpl
 def dockyard_api_middlewares(kernel: Any) -> list[ApiMiddleware]:
     if kernel.role != "manager":
         return []

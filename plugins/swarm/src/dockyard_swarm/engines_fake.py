@@ -192,8 +192,9 @@ class FakeEngine:
 
     async def wait(self, request: web.Request) -> web.Response:
         c = self._must(request)
+        removed = request.query.get("condition") == "removed"
         for _ in range(600):
-            if not c["State"]["Running"]:
+            if (c["Id"] not in self.containers) if removed else not c["State"]["Running"]:
                 break
             await asyncio.sleep(0.05)
         return web.json_response({"StatusCode": c["State"]["ExitCode"], "Error": None})
