@@ -99,6 +99,16 @@ async def test_logs_exec_attach_stop_rm_on_remote_containers(swarm_cluster: Any)
     cat = docker_with_input(c, b"through stdin\n", "run", "-i", "--rm", "busybox", "cat")
     assert cat.stdout == b"through stdin\n", cat.stderr
     assert "PID" in c.docker("top", "talker").stdout
+    # docker cp both ways through the manager (the archive endpoints on the node)
+    src = c.root / "s3-cp-in.txt"
+    src.write_text("copied in\n")
+    c.docker("cp", str(src), "talker:/tmp/in.txt")
+    assert c.docker("exec", "talker", "cat", "/tmp/in.txt").stdout == "copied in\n"
+    c.docker("cp", "talker:/tmp/in.txt", str(c.root / "s3-cp-out.txt"))
+    assert (c.root / "s3-cp-out.txt").read_text() == "copied in\n"
+    c.docker("rename", "talker", "talker2")
+    assert names(c) == ["h3/talker2"]
+    c.docker("rename", "talker2", "talker")
     c.docker("stop", "-t", "1", "talker")
     assert json.loads(c.docker("inspect", "talker").stdout)[0]["State"]["Status"] == "exited"
     c.docker("rm", "talker")
