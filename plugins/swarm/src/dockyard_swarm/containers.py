@@ -88,6 +88,7 @@ class ClusterContainers(Service, ContainerIO):
         self._execs: dict[str, Any] = {}
         self._reservations: Reservations | None = None
         self._view: PlacementView | None = None
+        self._complete = False  # every node's containers were listed once
         values = kernel.config.values
         self.strategy = str(values.get("strategy") or DEFAULT_STRATEGY)
         flt = values.get("filters")
@@ -131,6 +132,8 @@ class ClusterContainers(Service, ContainerIO):
     async def _initial_refresh(self) -> None:
         try:
             await self.refresh_all()
+            # from now on the nodes' events (node_event) and the store's records find the rest
+            self._complete = True
         except e.DockyardError as exc:
             log.warning("listing the nodes' containers at start: %s", exc)
 
@@ -241,7 +244,8 @@ class ClusterContainers(Service, ContainerIO):
                 if inspect is not None:
                     return self._remember(node.name, client.addr, inspect, float(doc.get("cpus") or 0),
                                           int(doc.get("memory") or 0))
-        await self.refresh_all()
+        if not self._complete:  # until the first listing, a miss may be a container not seen yet
+            await self.refresh_all()
         return self._find(ref)
 
     async def refresh_all(self) -> None:
@@ -280,6 +284,14 @@ class ClusterContainers(Service, ContainerIO):
 
         await asyncio.gather(*(one(cid) for cid in todo))
 
+    async def _adopt(self, node: str, cid: str) -> None:
+        try:
+            n = await self.directory.node(node)
+            client = self.engines.for_node(n)
+            self._remember(n.name, client.addr, await client.get(f"/containers/{cid}/json"))
+        except e.DockyardError as exc:
+            log.debug("fetching container %s of node %s: %s", cid[:12], node, exc)
+
     async def _locate(self, ref: str) -> Placed:
         """The cached entry for an async call (no inspect first: the node answers for itself)."""
         p = self._find(ref)
@@ -297,12 +309,15 @@ class ClusterContainers(Service, ContainerIO):
         await view.release(p.node, str(doc.get("name") or p.bare_name), p.id, float(doc.get("cpus") or 0),
                            int(doc.get("memory") or 0))
 
-    def node_event(self, cid: str, action: str) -> None:
+    def node_event(self, cid: str, action: str, node: str = "") -> None:
         """A container event a node reported (relayed by the ``node-events`` service): a
-        ``destroy`` forgets it (``--rm``, a removal on the node itself), others make the cached
-        answer stale."""
+        ``destroy`` forgets it (``--rm``, a removal on the node itself), a container the cache
+        does not know is fetched (made on the node itself), others make the cached answer
+        stale."""
         p = self._by_id.get(cid)
         if p is None:
+            if node and action != "destroy":
+                self._spawn(self._adopt(node, cid))
             return
         if action == "destroy":
             self._spawn(self._forget(p))

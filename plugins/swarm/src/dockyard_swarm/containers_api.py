@@ -73,7 +73,7 @@ def dockyard_event(kernel: Any, event: Any) -> None:
         return
     svc = _service(kernel)
     if svc is not None:
-        svc.node_event(event.actor_id, event.action)
+        svc.node_event(event.actor_id, event.action, str(event.node.get("Name") or ""))
 
 
 @hookimpl
