@@ -36,6 +36,12 @@ class KindTemplate:
 
 
 KINDS: dict[str, KindTemplate] = {
+    "arch": KindTemplate(
+        "Runtime", "PortableRuntimeContract", "arch_portable",
+        "The generated driver runs a container's command as a child process of the daemon (its own\n"
+        "process group, the rootfs as working directory, logs kept in memory, pause by SIGSTOP): the\n"
+        "ABC's plumbing with no isolation, to complete with your platform's (namespaces, a VM, an API).",
+        " (no setting picks it yet: the engine runs `linux`; `kernel.driver_ready(\"arch\", NAME)` reaches it)"),
     "provision": KindTemplate(
         "Provisioner", "ProvisionerContract", "provision",
         "The generated driver keeps each host as a directory with a `host.json` state file and\n"
