@@ -66,6 +66,19 @@ def test_info_and_inspect_say_emulated(daemon: Daemon) -> None:
         daemon.docker("rm", "-f", cid)
 
 
+def test_our_info_and_docker_py_platform(daemon: Daemon) -> None:
+    lines = daemon.dockyard("info").stdout.splitlines()
+    plats = next(line for line in lines if line.startswith("Platforms: "))
+    assert "linux/amd64," in plats and "linux/arm64 (emulated)" in plats and "linux/arm/v7 (emulated)" in plats
+    docker = pytest.importorskip("docker")
+    client = docker.DockerClient(base_url=daemon.host)
+    try:
+        out = client.containers.run("busybox", ["uname", "-m"], platform="linux/arm/v7", remove=True)
+    finally:
+        client.close()
+    assert out.strip() == b"armv7l"
+
+
 def test_without_a_handler_the_start_names_the_fix(tmp_path: Path, start_dockyardd: Callable[..., Daemon],
                                                    daemon: Daemon) -> None:
     """An engine whose runtime offers no emulation (``arch-opts emulation=false``: what a host

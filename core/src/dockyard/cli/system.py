@@ -62,6 +62,8 @@ def _info_lines(info: dict[str, Any]) -> list[str]:
               f"Live Restore Enabled: {str(info.get('LiveRestoreEnabled')).lower()}",
               f"Experimental: {str(bool(info.get('ExperimentalBuild'))).lower()}",
               f"Checkpoint: {info.get('DockyardCheckpoint') or '-'}",
+              "Platforms: " + (", ".join(p["Platform"] + (" (emulated)" if p.get("Emulated") else "")
+                                         for p in info.get("DockyardPlatforms") or []) or "-"),
               "Plugins:"]
     for area, names in sorted((info.get("DockyardAreas") or {}).items()):
         lines.append(f" {area}: {', '.join(names) or '-'}")
