@@ -25,6 +25,7 @@ Reading state needs no privilege; install and remove need root (CAP_SYS_ADMIN).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform as _platform
@@ -106,11 +107,12 @@ class Entry:
 
     def handles(self, machine: Machine) -> bool:
         """Whether the kernel would hand an executable of ``machine`` to this entry."""
-        sample = bytes(self.offset) + machine.sample()
-        if len(sample) < self.offset + len(self.magic):
+        n = len(self.magic)
+        sample = (bytes(self.offset) + machine.sample())[self.offset:self.offset + n]
+        if len(sample) < n:
             return False
-        mask = self.mask or b"\xff" * len(self.magic)
-        return all((sample[self.offset + i] & mask[i]) == (self.magic[i] & mask[i]) for i in range(len(self.magic)))
+        mask = int.from_bytes((self.mask or b"\xff" * n)[:n].ljust(n, b"\xff"), "big")
+        return int.from_bytes(sample, "big") & mask == int.from_bytes(self.magic, "big") & mask
 
     @property
     def ours(self) -> bool:
@@ -195,7 +197,10 @@ def entries(misc: Path = MISC) -> list[Entry]:
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def machine_of(name: str) -> Machine:
+    """The machine ``name`` with the package's magic and mask when it ships them (read once per
+    process: ``platforms()`` asks at every create and start)."""
     try:
         base = MACHINES[name]
     except KeyError:

@@ -31,6 +31,7 @@ import resource
 import shutil
 import signal as _signal
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,6 +142,8 @@ class LinuxRuntime(Checkpointing):
         self.cgroup_parent = str(opts.get("cgroup-parent") or cfg.get("cgroup-parent") or "")
         self.layout: cgroups.Layout | None = None
         self.spec_options: SpecOptions | None = None
+        self._emulated: list[tuple[str, str]] = []
+        self._emulated_at = -10.0
         self.subreaper = False
         self._locks: dict[str, asyncio.Lock] = {}
         self._bpf = SeccompBpfCache()
@@ -217,7 +220,11 @@ class LinuxRuntime(Checkpointing):
         out = [Platform(os="linux", architecture=arch, variant=variant)]
         if str(self.context.options.get("emulation", "true")).lower() in ("0", "false", "no"):
             return out
-        for plat, _entry in binfmt.emulated_platforms():
+        now = time.monotonic()
+        if now - self._emulated_at > 1.0:  # a create and its start ask in a row: read binfmt_misc once
+            self._emulated = binfmt.emulated_platforms()
+            self._emulated_at = now
+        for plat, _entry in self._emulated:
             os_, a, *v = plat.split("/")
             out.append(Platform(os=os_, architecture=a, variant=v[0] if v else "", emulated=True))
         return out
