@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from dockyard import errors as e
-from dockyard.model import Container, ContainerStatus, new_id
+from dockyard.model import Container, ContainerStatus
 from dockyard.scheduler import DEFAULT_STRATEGY, request_from_create, select
 from dockyard.services import Service
 from dockyard.services.containers import ContainerCreate
@@ -569,4 +569,4 @@ def _iso() -> str:
     return now_iso()
 
 
-__all__ = ["ClusterContainers", "Placed", "new_id"]
+__all__ = ["ClusterContainers", "Placed", "node_container"]
