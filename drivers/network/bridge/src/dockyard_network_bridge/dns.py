@@ -27,9 +27,10 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSRecord
-
 from dockyard_network_bridge.netlink import setns
+
+# dnslib is imported where a query is answered: only networks with embedded DNS use it, and
+# every daemon imports this module (the default bridge has none).
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class EmbeddedDns:
     # ------------------------------------------------------------------ answering
     async def answer(self, data: bytes) -> bytes | None:
         """The reply to one DNS message (None for garbage, which is dropped)."""
+        from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSRecord
+
         try:
             request = DNSRecord.parse(data)
         except Exception:  # dnslib raises several types on malformed input
@@ -264,6 +267,8 @@ class _Udp(asyncio.DatagramProtocol):
         task.add_done_callback(self._tasks.discard)
 
     async def _reply(self, data: bytes, addr: tuple[str, int]) -> None:
+        from dnslib import DNSRecord
+
         reply = await self.server.answer(data)
         if reply is not None and len(reply) > 512 and b"\x00\x00\x29" not in data[12:]:
             short = DNSRecord.parse(reply)  # too big for plain UDP: truncate, the client retries on TCP
