@@ -43,6 +43,7 @@ class Endpoint:
     ports: list[PortMapping] = field(default_factory=list)  # requested
     bound_ports: list[PortMapping] = field(default_factory=list)  # what the driver published
     result_extra: dict[str, Any] = field(default_factory=dict)  # driver-private, handed to leave
+    gateway_bridge: bool = False  # the driver asked for the gateway bridge (EndpointResult)
     dns_upstreams: list[str] | None = None  # None: the host's resolv.conf nameservers
     state: str = JOINING
     created: str = field(default_factory=now_iso)

@@ -70,6 +70,11 @@ class EndpointResult:
     gateway: str = ""
     ports: list[PortMapping] = field(default_factory=list)  # host ports actually bound
     extra: dict[str, Any] = field(default_factory=dict)  # driver-private, passed back on leave
+    #: the endpoint gives the container no way out (an overlay's): unless another network of
+    #: the container gives it a default route, the engine also attaches it to the local gateway
+    #: bridge network (Docker's ``docker_gwbridge``), which carries its default route (NAT) and
+    #: its published ports (``request.ports``). versionadded 0.3
+    gateway_bridge: bool = False
 
 
 class NetworkDriver(Driver):

@@ -73,11 +73,12 @@ async def test_internal_overlay_has_no_egress_and_options_are_kept(overlay_clust
     h1.docker("network", "create", "-d", "overlay", "--subnet", "10.35.0.0/24", "--ip-range", "10.35.0.128/25",
               "--gateway", "10.35.0.254", "--aux-address", "router=10.35.0.128", "ove")
     try:
-        # egress: through the gateway to the host's own address (its engine's TLS port); the
-        # internal network has no route out, and nothing is routed beyond the host
+        # egress: through the gateway bridge (NAT) to the host's own address and beyond it (the
+        # other host's engine port); the internal network has no route out at all
         assert _reaches(h1, "ove", h1.address)
+        assert _reaches(h1, "ove", h2.address)
         assert not _reaches(h1, "ovi", h1.address)
-        assert not _reaches(h1, "ove", h2.address)
+        assert not _reaches(h1, "ovi", h2.address)
         # an internal overlay still spans the hosts
         h2.docker("run", "-d", "--name", "isrv", "--network", "ovi", "busybox", "sh", "-c", HTTPD)
         assert h1.docker("run", "--rm", "--network", "ovi", "busybox", "wget", "-qO-",
@@ -91,7 +92,13 @@ async def test_internal_overlay_has_no_egress_and_options_are_kept(overlay_clust
                 "10.35.0.0/24 10.35.0.128/25 10.35.0.254 map[router:10.35.0.128] false"
         out = h2.docker("run", "--rm", "--network", "ove", "busybox", "sh", "-c",
                         "ip -4 -o addr show eth0; ip route").stdout
-        assert "inet 10.35.0.129/24" in out and "default via 10.35.0.254" in out, out
+        gw = h2.docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+                       "docker_gwbridge").stdout.strip()
+        assert "inet 10.35.0.129/24" in out and f"default via {gw} dev eth1" in out, out
+        out = h2.docker("run", "--rm", "--network", "ovi", "busybox", "sh", "-c", "ip route").stdout
+        assert "default" not in out and "eth1" not in out, out  # no gateway bridge for --internal
+        refused = h2.docker("run", "--rm", "--network", "ovi", "-p", "8099:80", "busybox", "true", check=False)
+        assert refused.returncode != 0 and "--internal" in refused.stderr, refused.stderr
         assert h1.docker("network", "inspect", "-f", "{{.Attachable}} {{.Internal}}", "ovi").stdout.strip() == "true true"
     finally:
         h2.docker("rm", "-f", "isrv", check=False)
@@ -193,11 +200,21 @@ async def test_a_container_on_a_bridge_network_too_keeps_the_bridge_default_rout
     h1.docker("network", "create", "-d", "overlay", "--subnet", "10.31.0.0/24", "ovb")
     h1.docker("network", "create", "--subnet", "10.32.0.0/24", "brb")
     try:
-        h1.docker("create", "--name", "both", "--network", "brb", "busybox", "sleep", "600")
-        h1.docker("network", "connect", "ovb", "both")
+        h1.docker("create", "--name", "both", "--network", "ovb", "-p", "18082:80", "busybox", "sleep", "600")
+        h1.docker("network", "connect", "brb", "both")
         h1.docker("start", "both")
+        assert "18082" in h1.docker("port", "both").stdout  # published by the bridge network
         routes = h1.docker("exec", "both", "ip", "route").stdout
         assert "default via 10.32.0.1" in routes and "10.31.0.0/24" in routes, routes
+        assert "eth2" not in h1.docker("exec", "both", "ip", "-o", "link").stdout  # no gateway bridge
+        # a live disconnect of the bridge network leaves the overlay alone: the gateway bridge
+        # comes, and goes again when the bridge network is back
+        h1.docker("network", "disconnect", "brb", "both")
+        gw = h1.docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+                       "docker_gwbridge").stdout.strip()
+        assert f"default via {gw}" in h1.docker("exec", "both", "ip", "route").stdout
+        h1.docker("network", "connect", "brb", "both")
+        assert h1.docker("network", "inspect", "-f", "{{len .Containers}}", "docker_gwbridge").stdout.strip() == "0"
     finally:
         h1.docker("rm", "-f", "both", check=False)
         h1.docker("network", "rm", "ovb", "brb", check=False)
@@ -226,3 +243,46 @@ async def test_a_name_answers_with_its_newest_place(overlay_cluster):
         for h in (h1, h2):
             h.docker("rm", "-f", "mover", "asker", check=False)
         h1.docker("network", "rm", "ovm", check=False)
+
+
+async def test_an_overlay_only_container_gets_egress_and_published_ports_through_the_gateway_bridge(
+        overlay_cluster):
+    """Docker's docker_gwbridge: a second interface on a local bridge network (NAT, ICC off)
+    gives an overlay-only container its default route and its published ports."""
+    import urllib.request
+
+    h1, h2 = overlay_cluster.hosts
+    h1.docker("network", "create", "-d", "overlay", "--subnet", "10.36.0.0/24", "ovg")
+    try:
+        h1.docker("run", "-d", "--name", "pub", "--network", "ovg", "-p", "18080:80", "busybox", "sh", "-c", HTTPD)
+        # listed as Docker lists it; bridge driver, ICC off, masquerade on
+        fmt = '{{.Driver}} {{index .Options "com.docker.network.bridge.enable_icc"}} {{len .Containers}}'
+        assert h1.docker("network", "inspect", "-f", fmt, "docker_gwbridge").stdout.split() == ["bridge", "false", "1"]
+        assert "docker_gwbridge" in h1.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+        # the published port answers on the host's address (from outside the host: this namespace)
+        page = wait_for(lambda: _fetch(urllib.request, f"http://{h1.address}:18080/"), 5, "published port")
+        assert page.startswith("hello-from-"), page
+        assert "18080" in h1.docker("port", "pub").stdout
+        # egress beyond the host: the other host (a namespace acting as outside) is reached
+        # through NAT, from the host's own address
+        h2.docker("run", "-d", "--name", "outside", "-p", "18081:80", "busybox", "sh", "-c",
+                  "mkdir -p /www && exec httpd -f -p 80 -h /www")
+        assert h1.docker("exec", "pub", "sh", "-c", f"nc -w 2 {h2.address} 18081 </dev/null && echo ok"
+                         ).stdout.strip() == "ok"
+        # inspect keeps Docker's shape: the container's networks are the overlay only
+        assert h1.docker("inspect", "-f", "{{len .NetworkSettings.Networks}}", "pub").stdout.strip() == "1"
+        h1.docker("rm", "-f", "pub")
+        # the endpoint goes with the container, the network stays (as Docker's)
+        assert h1.docker("network", "inspect", "-f", "{{len .Containers}}", "docker_gwbridge").stdout.strip() == "0"
+    finally:
+        h1.docker("rm", "-f", "pub", check=False)
+        h2.docker("rm", "-f", "outside", check=False)
+        h1.docker("network", "rm", "ovg", check=False)
+
+
+def _fetch(urllib_request, url: str) -> str:
+    try:
+        with urllib_request.urlopen(url, timeout=2) as resp:
+            return resp.read().decode()
+    except OSError:
+        return ""

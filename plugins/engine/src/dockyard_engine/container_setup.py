@@ -116,13 +116,23 @@ class Setup:
             return
         ports = port_mappings(c)
         connected: list[str] = []
+        # the ports go with the first network, unless it is a global-scope one (overlay: its
+        # gateway bridge publishes them) and a later local non-internal network, which makes
+        # the gateway bridge unnecessary, can
+        port_net = next(iter(c.networks), "")
+        for name in c.networks:
+            with contextlib.suppress(Exception):
+                net = svc.get(name)
+                if net.scope != "global" and not net.internal:
+                    port_net = name
+                    break
         try:
             first = True
             for name, ep in list(c.networks.items()):
                 mac = ep.mac_address or (c.config.mac_address if first else "")
                 settings = await svc.connect(c, name, netns, aliases=list(ep.aliases),
                                              ipv4=ep.ipam_ipv4 or ep.ipv4_address or None,
-                                             ipv6=ep.ipam_ipv6 or None, ports=ports if first else None,
+                                             ipv6=ep.ipam_ipv6 or None, ports=ports if name == port_net else None,
                                              mac_address=mac, dns_servers=list(c.host_config.dns) or None,
                                              driver_opts=dict(ep.driver_opts) or None,
                                              link_local_ips=list(ep.link_local_ips) or None)
@@ -132,10 +142,14 @@ class Setup:
                 first = False
                 connected.append(name)
                 c.networks[name] = settings
+            # Docker's docker_gwbridge for a container only an overlay would leave without egress
+            await svc.update_gateway_bridge(c, netns)
         except BaseException:
             for name in connected:
                 with contextlib.suppress(Exception):
                     await svc.disconnect(c, name, force=True)
+            with contextlib.suppress(Exception):
+                await svc.disconnect_all(c)
             raise
 
     async def teardown_network(self, c: Container, sandbox: str) -> None:

@@ -78,6 +78,12 @@ PREDEFINED = frozenset({"bridge", "host", "none", "default"})
 SINGLETON_DRIVERS = frozenset({"host", "null"})
 DEFAULT_BRIDGE_OPTION = "com.docker.network.bridge.default_bridge"
 DNS_PORT = 53
+#: Docker's local gateway bridge network: made on demand (bridge driver, ICC off, masquerade
+#: on) for containers whose networks give them no way out (an overlay's endpoint asks for it,
+#: ``EndpointResult.gateway_bridge``); it carries their default route and published ports.
+GATEWAY_BRIDGE = "docker_gwbridge"
+GATEWAY_BRIDGE_OPTIONS = {"com.docker.network.bridge.enable_icc": "false",
+                          "com.docker.network.bridge.enable_ip_masquerade": "true"}
 
 CREATING, READY, REMOVING = "creating", "ready", "removing"
 
@@ -129,6 +135,7 @@ class NetworkService(Service):
         # per-container locks, dropped when no connect or disconnect of the container holds one
         self._container_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._followers: list[asyncio.Task[None]] = []  # one per global-scope driver
+        self._gwbridge_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lookups
     def _visible(self, net: Network) -> bool:
@@ -197,7 +204,7 @@ class NetworkService(Service):
         """The driver serving the embedded DNS of ``net`` (the kernel's cached instance; the
         registry checked at load that ``embedded-dns`` drivers implement the protocol), or None
         for a built-in network or a driver without the capability."""
-        if net.builtin:
+        if net.builtin or _is_gateway_bridge(net):
             return None
         try:
             drv = self.kernel.driver("network", net.driver)
@@ -404,6 +411,7 @@ class NetworkService(Service):
                 ep.gateway = (result.gateway or ep.gateway).split("/")[0]
                 ep.bound_ports = list(result.ports)
                 ep.result_extra = dict(result.extra)
+                ep.gateway_bridge = bool(result.gateway_bridge)
                 with self.store.transaction() as tx:
                     tx.put(ep)
                 try:
@@ -609,7 +617,7 @@ class NetworkService(Service):
         """name -> addresses on a user-defined network: each joined container's name, aliases
         and 12-character ID, merged with the ``dockyard_dns_records`` hook."""
         records: dict[str, list[str]] = {}
-        if net.builtin:
+        if net.builtin or _is_gateway_bridge(net):
             return records
 
         def add(name: str, addresses: list[str]) -> None:
@@ -660,7 +668,8 @@ class NetworkService(Service):
                 nets.append(self.store.get(Network, e.network_id))
             except NotFound:
                 continue
-        user = [n for n in nets if not n.builtin and n.driver not in SINGLETON_DRIVERS]
+        user = [n for n in nets if not n.builtin and n.driver not in SINGLETON_DRIVERS
+                and not _is_gateway_bridge(n)]
         serving = (self._dns_driver_of(n) for n in user)
         provider = next((d.info.name for d in serving if d is not None), None)
         served_by = self._dns_attached.get(container_id)
@@ -857,6 +866,62 @@ class NetworkService(Service):
         self.kernel.emit("network", "destroy", net.id, name=net.name, type=net.driver)
 
     # ------------------------------------------------------------------ docker network connect
+    # ------------------------------------------------------------------ gateway bridge
+    def _needs_gateway_bridge(self, container_id: str) -> bool:
+        """libnetwork's ``needDefaultGW``: some joined endpoint asked for the gateway bridge
+        and no other endpoint (non-internal, not host/none) gives the container a gateway."""
+        need = False
+        for ep in self.container_endpoints(container_id):
+            if ep.state != JOINED:
+                continue
+            try:
+                net = self.store.get(Network, ep.network_id)
+            except NotFound:
+                continue
+            if _is_gateway_bridge(net) or net.internal or net.driver in SINGLETON_DRIVERS:
+                continue
+            if ep.gateway_bridge:
+                need = True
+            elif ep.gateway:
+                return False
+        return need
+
+    async def _gateway_bridge_network(self) -> Network:
+        """``docker_gwbridge``, created on first use (it stays, as Docker's)."""
+        async with self._gwbridge_lock:
+            net = self.store.by_name(Network, GATEWAY_BRIDGE)
+            if net is not None and self._visible(net):
+                return net
+            return await self._create(NetworkCreate(name=GATEWAY_BRIDGE, driver="bridge",
+                                                    options=dict(GATEWAY_BRIDGE_OPTIONS)), builtin=False)
+
+    async def update_gateway_bridge(self, container: Container, netns_path: str) -> None:
+        """Attach the container to the gateway bridge when its endpoints need it (with the
+        ports its gateway-needing endpoints were asked to publish), or detach it when they no
+        longer do. Called after a start's connects and after a live connect or disconnect."""
+        if not netns_path:
+            return
+        need = self._needs_gateway_bridge(container.id)
+        have = [e for e in self.container_endpoints(container.id) if self._on_gateway_bridge(e)]
+        if need and not have:
+            ports = [p for e in self.container_endpoints(container.id) if e.gateway_bridge for p in e.ports]
+            upstream = next((e.dns_upstreams for e in self.container_endpoints(container.id)), None)
+            try:
+                net = await self._gateway_bridge_network()
+            except DockyardError as exc:  # no bridge driver: the overlay's own route stays
+                log.warning("no gateway bridge for %s: %s", container.name, exc)
+                return
+            await self.connect(container, net.id, netns_path, ports=ports, dns_servers=upstream)
+        elif have and not need:
+            for ep in have:
+                await self.disconnect(container, ep.network_id, force=True)
+
+    def _on_gateway_bridge(self, ep: Endpoint) -> bool:
+        try:
+            return _is_gateway_bridge(self.store.get(Network, ep.network_id))
+        except NotFound:
+            return False
+
     async def connect_container(self, container_ref: str, network: str, settings: EndpointSettings) -> None:
         """A running container joins at once (in its namespace: ``ContainerState.sandbox_key``,
         else ``/proc/<pid>/ns/net``); a created or stopped one gets the endpoint configuration
@@ -885,6 +950,11 @@ class NetworkService(Service):
                                         driver_opts=wanted.driver_opts or None,
                                         link_local_ips=list(wanted.link_local_ips))
             joined.driver_opts = dict(wanted.driver_opts)
+            try:
+                await self.update_gateway_bridge(container, netns)
+            except BaseException:
+                await self.disconnect(container, net.id, force=True)
+                raise
         else:  # recorded now, attached when the container starts
             joined = dataclasses.replace(wanted, network_id="")
         joined.ipam_ipv4, joined.ipam_ipv6 = wanted.ipam_ipv4, wanted.ipam_ipv6
@@ -918,6 +988,9 @@ class NetworkService(Service):
         if has_endpoint:
             await self.disconnect(container, net.id, force=force)
         self._save_container_networks(container.id, lambda nets: nets.pop(net.name, None))
+        if has_endpoint and container.state.running and container.state.pid > 0 and not _is_gateway_bridge(net):
+            await self.update_gateway_bridge(container, container.state.sandbox_key
+                                             or f"/proc/{container.state.pid}/ns/net")
 
     def _save_container_networks(self, container_id: str, change: Callable[[dict[str, EndpointSettings]], Any]
                                  ) -> None:
@@ -926,6 +999,10 @@ class NetworkService(Service):
             fresh = self.store.get(Container, container_id)
             change(fresh.networks)
             tx.put(fresh)
+
+
+def _is_gateway_bridge(net: Network) -> bool:
+    return net.name == GATEWAY_BRIDGE and net.driver == "bridge"
 
 
 def _shares_a_namespace(container: Container) -> bool:

@@ -512,9 +512,8 @@ class OverlayDriver(GlobalScopeDriver):
     async def join(self, request: EndpointRequest) -> EndpointResult:
         if not request.ipv4_address:
             raise InvalidArgument("the overlay driver needs an IPv4 address (from IPAM) to join")
-        if request.ports:
-            raise InvalidArgument("publishing ports on an overlay network is not supported yet: connect the "
-                                  "container to a bridge network for its published ports")
+        if request.ports and request.network.internal:
+            raise InvalidArgument("an --internal overlay network publishes no ports (it has no gateway bridge)")
         self._need_store()
         net = request.network
         veth = P.veth_name(self.owner, request.endpoint_id)
@@ -544,7 +543,9 @@ class OverlayDriver(GlobalScopeDriver):
             await self._teardown_if_unused(net.id)
             raise
         return EndpointResult(ifname=request.ifname, mac_address=mac, ipv4_address=request.ipv4_address,
-                              gateway=gateway, extra={"veth": veth, "vni": str(entry["vni"])})
+                              gateway=gateway, extra={"veth": veth, "vni": str(entry["vni"])},
+                              # egress (NAT) and published ports: the engine's gateway bridge
+                              gateway_bridge=not net.internal)
 
     async def leave(self, request: EndpointRequest, result: EndpointResult) -> None:
         """Unpublish the endpoint, delete its veth, and take the network's bridge and VXLAN
