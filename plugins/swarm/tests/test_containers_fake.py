@@ -336,3 +336,48 @@ async def test_removal_on_the_node_releases_the_records(cluster: Any, engines: F
     assert any(x.name == f"{eng.name}/local" for x in svc.list())
     await svc.remove("local", force=True)
     assert {kv.key: kv.value for kv in await store.list("reservations/")} == before
+
+
+async def test_a_dropped_nodes_containers_stay_listed_as_host_down(cluster: Any, engines: FakeEngines) -> None:
+    """Issue 15 item 6: a node the directory drops keeps its containers listed ("Host Down",
+    inspect's Node marked Unhealthy), a fresh manager rebuilds them from their records, calls
+    needing the node fail naming it, rm -f removes the records; back, the node's truth returns."""
+    from dockyard_api_docker.shapes import status_text
+
+    svc = await cluster()
+    store = (await svc._store_view()).store
+    keep = await svc.create(req("keep", env=["constraint:node==n3"]))
+    gone = await svc.create(req("gone", env=["constraint:node==n3"]))
+    await svc.refresh_all()
+    n3 = await store.get("nodes/n3")
+    await store.delete("nodes/n3")  # its lease expired
+    for _ in range(100):
+        if "n3" not in {n.name for n in await svc.directory.nodes()}:
+            break
+        await asyncio.sleep(0.02)
+    await svc.refresh_all()
+    c = svc.get("keep")
+    assert c.name == "n3/keep" and c.node["Status"] == "Unhealthy" and status_text(c) == "Host Down"
+    assert (await svc.refresh("keep")).id == keep.id  # inspect answers from the last known state
+    with pytest.raises(e.Unavailable, match="node n3, which is down"):
+        await svc.start_container("keep")
+    with pytest.raises(e.Unavailable, match="rm -f"):
+        await svc.remove("keep")
+    # a manager started while n3 is down lists them from their records
+    other = await cluster()
+    await other.refresh_all()
+    assert {x.name for x in other.list()} >= {"n3/keep", "n3/gone"}
+    assert status_text(other.get("gone")) == "Host Down"
+    with pytest.raises(e.Unavailable, match="node n3 is down"):
+        await other.remove("gone", force=True)
+    assert await store.get(f"containers/{gone.id}") is None and await store.get("names/gone") is None
+    assert (await store.get(f"rescheduled/{gone.id}")).json()["new"] == "removed"  # removed from n3 on return
+    # n3 is back: the engine's own answer again
+    await store.put("nodes/n3", n3.value)
+    for _ in range(100):
+        if "n3" in {n.name for n in await svc.directory.nodes()}:
+            break
+        await asyncio.sleep(0.02)
+    await svc.refresh_all()
+    assert "Status" not in svc.get("keep").node and not svc._must("keep").down
+    assert (await svc.refresh("keep")).container.node.get("Status") is None

@@ -1,7 +1,8 @@
 """Failures, through the real docker CLI against managers of three netns hosts and a real etcd:
 a node's dockyardd killed (its rescheduling containers run elsewhere within 10 s, the others stay
-shown on it; back, it rejoins and the stale copy is removed), and the leading manager killed
-(a replica leads within 10 s, nothing lost, the CLI keeps working through the replica)."""
+listed on it as "Host Down", rm -f of one removes its record; back, the node rejoins, the stale
+copy and the removed one go from it), and the leading manager killed (a replica leads within
+10 s, nothing lost, the CLI keeps working through the replica)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ async def test_node_killed_its_rescheduling_containers_run_elsewhere(swarm_clust
     c.docker("run", "-d", "--name", "db", "-e", f"constraint:node=={node}", "busybox", "sleep", "3600")
     c.docker("run", "-d", "--name", "cache", "--label", 'com.docker.swarm.reschedule-policies=["on-node-failure"]',
              "-e", f"constraint:node=={node}", "busybox", "sleep", "3600")
+    assert "Up" in names(c)["db"]  # the manager saw it running
     host = c.host(node)
     old = json.loads(host.docker("inspect", "web").stdout)[0]["Id"]
     since = int(time.time())
@@ -97,6 +99,14 @@ async def test_node_killed_its_rescheduling_containers_run_elsewhere(swarm_clust
     now = names(c)
     # the label asks too, but its constraint pins it to the dead node: it cannot be placed elsewhere
     assert "cache" not in now or now["cache"].startswith(node), now
+    # db (no reschedule policy) stays listed on its node, shown as Swarm classic did
+    assert now["db"] == f"{node}\tHost Down", now
+    doc = json.loads(c.docker("inspect", "db").stdout)[0]  # answered from the last known state
+    assert doc["Node"]["Name"] == node and doc["Node"]["Status"] == "Unhealthy" and doc["State"]["Running"], doc
+    # rm -f through the manager: the cluster's record goes (the user is told the node is down)
+    res = c.docker("rm", "-f", "cache", check=False)
+    assert res.returncode != 0 and f"node {node} is down" in res.stderr, res
+    assert "cache" not in names(c)
     events = c.docker("events", "--since", str(since), "--until", str(int(time.time()) + 1),
                       "--filter", "event=reschedule", "--format", "{{json .}}").stdout
     print(f"rescheduled in {took:.1f} s; events: {events.strip()[:300]}")
@@ -111,7 +121,13 @@ async def test_node_killed_its_rescheduling_containers_run_elsewhere(swarm_clust
     now = names(c)
     assert list(now).count("web") == 1 and not now["web"].startswith(node), now
     assert now["db"].startswith(node) and "Up" in now["db"], now  # back with its node, still running
-    for name in ("web", "db", "cache"):
+
+    def cache_gone() -> bool:  # removed (rm -f above) from the node that is back, so from ps
+        return "cache" not in host.docker("ps", "-a", "--format", "{{.Names}}").stdout.split() \
+            and "cache" not in names(c)
+
+    await wait_until("the removed container gone from the returning node", cache_gone, 15)
+    for name in ("web", "db"):
         c.docker("rm", "-f", name)
 
 

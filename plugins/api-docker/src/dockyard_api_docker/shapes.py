@@ -46,6 +46,8 @@ def human_duration(seconds: float) -> str:
 
 def status_text(c: Container, now: float | None = None) -> str:
     now = time.time() if now is None else now
+    if c.node.get("Status") == "Unhealthy":
+        return "Host Down"  # a cluster manager's container whose node is down (Swarm classic's word)
     st = c.state
     if st.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
         text = "Up " + human_duration(now - unix_seconds(st.started_at))

@@ -30,6 +30,7 @@ from dockyard.services import Service
 from dockyard.services.containers import ContainerCreate
 from dockyard.specs.cluster import Node, NodeContainer
 from dockyard.specs.network import PortMapping
+from dockyard_swarm.containers_down import DownNodes, mark_down
 from dockyard_swarm.containers_io import ContainerIO
 from dockyard_swarm.containers_shape import bound_ports, container_from, create_body
 from dockyard_swarm.engines import EngineClient, EngineUnreachable
@@ -55,6 +56,7 @@ class Placed:
     fit: NodeContainer  # what the scheduler's filters see of it
     ports: list[PortMapping] = field(default_factory=list)  # bound on the node (its IP for "all")
     stale: bool = False
+    down: bool = False  # its node is dropped or does not answer (containers_down)
 
     @property
     def id(self) -> str:
@@ -76,7 +78,7 @@ def node_container(c: Container, cpus: float = 0.0, memory: int = 0) -> NodeCont
                          ports=tuple(ports), labels=dict(c.config.labels), cpus=cpus, memory=memory)
 
 
-class ClusterContainers(Service, ContainerIO):
+class ClusterContainers(Service, ContainerIO, DownNodes):
     """Containers placed over the cluster (``kernel.containers`` on a manager)."""
 
     name = "containers"
@@ -112,6 +114,7 @@ class ClusterContainers(Service, ContainerIO):
         return self._reservations
 
     def _client(self, p: Placed) -> EngineClient:
+        self._check_up(p)
         return self.engines.client(p.node, p.addr)
 
     async def _placement(self) -> PlacementView:
@@ -201,7 +204,7 @@ class ClusterContainers(Service, ContainerIO):
         """The node's current answer for ``p`` (None when the node no longer has it: the
         manager's records of it are released, as after an ``rm``)."""
         try:
-            doc = await self._client(p).get(f"/containers/{p.id}/json")
+            doc = await self.engines.client(p.node, p.addr).get(f"/containers/{p.id}/json")
         except e.NotFound:
             await self._forget(p)
             return None
@@ -214,10 +217,13 @@ class ClusterContainers(Service, ContainerIO):
         if p is None:
             p = await self._lookup(ref)
         if p is not None:
+            if p.down and not await self._node_back(p):
+                return p  # shown as last seen, on a node that is down
             try:
                 fresh = await self._inspect(p)
             except EngineUnreachable:
-                return p  # shown as last seen, on an unreachable node
+                mark_down(p)
+                return p
             if fresh is not None:
                 return fresh
         raise e.NotFound(f"No such container: {ref}")
@@ -244,6 +250,8 @@ class ClusterContainers(Service, ContainerIO):
                 if inspect is not None:
                     return self._remember(node.name, client.addr, inspect, float(doc.get("cpus") or 0),
                                           int(doc.get("memory") or 0))
+            elif not doc.get("pending"):
+                return self._from_record(doc)  # its node is dropped: shown as last recorded
         if not self._complete:  # until the first listing, a miss may be a container not seen yet
             await self.refresh_all()
         return self._find(ref)
@@ -252,25 +260,30 @@ class ClusterContainers(Service, ContainerIO):
         """Every node's containers (``ps``): one list per node, an inspect for each new or
         changed one; a node that does not answer keeps what was last seen of it."""
         nodes = await self.directory.nodes()
-        await asyncio.gather(*(self._refresh_node(n) for n in nodes))
+        answered = await asyncio.gather(*(self._refresh_node(n) for n in nodes))
         known = {n.name for n in nodes}
-        for p in [p for p in self._by_id.values() if p.node not in known]:
-            self._drop(p)  # the node left the cluster
+        for n, ok in zip(nodes, answered, strict=True):
+            if not ok:
+                self._node_down(n.name)
+        self._nodes_dropped(known)  # their containers stay listed, on a node that is down
+        if not self._complete:
+            await self._rebuild_dropped(known)
 
-    async def _refresh_node(self, node: Node) -> None:
+    async def _refresh_node(self, node: Node) -> bool:
+        """False when the node's engine does not answer."""
         try:
             client = self.engines.for_node(node)
             summaries = await client.get("/containers/json", {"all": 1})
         except e.DockyardError as exc:
             log.debug("listing containers of node %s: %s", node.name, exc)
-            return
+            return not isinstance(exc, EngineUnreachable)
         seen = set()
         todo = []
         for s in summaries or []:
             cid = s.get("Id", "")
             seen.add(cid)
             p = self._by_id.get(cid)
-            if p is None or p.stale or p.container.state.status.value != s.get("State"):
+            if p is None or p.stale or p.down or p.container.state.status.value != s.get("State"):
                 todo.append(cid)
         for p in [p for cid, p in self._on_node.get(node.name, {}).items() if cid not in seen]:
             self._drop(p)
@@ -283,6 +296,16 @@ class ClusterContainers(Service, ContainerIO):
             self._remember(node.name, client.addr, doc)
 
         await asyncio.gather(*(one(cid) for cid in todo))
+        return True
+
+    async def _node_back(self, p: Placed) -> bool:
+        """Whether the node of ``p`` (down) is listed again (``p.addr`` updated)."""
+        try:
+            node = await self.directory.node(p.node)
+        except e.NotFound:
+            return False
+        p.addr = self.engines.for_node(node).addr
+        return True
 
     async def _adopt(self, node: str, cid: str) -> None:
         try:
@@ -427,6 +450,8 @@ class ClusterContainers(Service, ContainerIO):
         except BaseException:
             await asyncio.shield(view.store.txn([Compare.absent(NAMES + name)], [
                 Put(NAMES + name, old.encode()), Put(CONTAINERS + old, json.dumps(record).encode())]))
+            if gone is not None:
+                self._put(gone)  # still shown on its node
             raise
         return c.id
 
@@ -465,6 +490,8 @@ class ClusterContainers(Service, ContainerIO):
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         p = await self._locate(ref)
+        if p.down:
+            await self._remove_down(p, force)
         try:
             await self._client(p).request("DELETE", f"/containers/{p.id}", {"force": force, "v": volumes},
                                           timeout=None)
