@@ -1,0 +1,92 @@
+"""The overlay driver's view of the cluster store, without a data plane: an in-memory store
+and endpoints other engines published."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+import pytest
+
+from dockyard.errors import Conflict, InvalidArgument, Unavailable
+from dockyard.model import IpamPool, Network
+from dockyard.specs.cluster import ClusterStore
+from dockyard_network_overlay.driver import OverlayDriver
+from dockyard_plugin_sdk.conformance._common import make_context
+from dockyard_plugin_sdk.testing.memstore import MemoryClusterStore
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _driver(tmp_path, store, vtep="127.0.0.1") -> OverlayDriver:
+    ctx = make_context(tmp_path, owner="dyunit01", vtep=vtep)
+    drv = OverlayDriver(dataclasses.replace(ctx, provided={ClusterStore: store}))
+    await drv.setup()
+    return drv
+
+
+def _net(name: str = "ov", **options: str) -> Network:
+    return Network(id=name * 8, name=name, driver="overlay", ipam_pools=[IpamPool("10.50.0.0/24", "10.50.0.1")],
+                   options=dict(options), extra={"pool_ids": ["GlobalDefault/10.50.0.0/24"]})
+
+
+async def _publish(store, net_id: str, ep: str, name: str, ip: str, vtep: str) -> None:
+    doc = {"container_id": ep * 4, "name": name, "aliases": ["svc"], "ipv4": ip, "mac": "02:42:0a:32:00:09",
+           "vtep": vtep}
+    await store.put(f"overlay/endpoints/{net_id}/{ep}", json.dumps(doc).encode())
+
+
+async def test_definitions_vnis_and_the_newest_peer_holds_a_name(tmp_path):
+    store = await MemoryClusterStore.open()
+    drv = await _driver(tmp_path / "a", store)
+    changes = drv.cluster_changes()
+    net = _net()
+    assert (await drv.create_network(net))["vni"] == 4096
+    assert (await drv.create_network(_net("ow")))["vni"] == 4097
+    twin = dataclasses.replace(_net("ow"), id="tw" * 32)
+    with pytest.raises(Conflict, match="already exists in the cluster"):  # another engine's "ow"
+        await drv.create_network(twin)
+    first = await asyncio.wait_for(changes.__anext__(), 2)
+    assert first.kind == "network" and first.network is not None and first.network.scope == "global"
+    assert {n.name for n in await drv.cluster_networks()} == {"ov", "ow"}
+    await _publish(store, net.id, "old", "mover", "10.50.0.20/24", "10.9.9.2")
+    await _publish(store, net.id, "new", "mover", "10.50.0.10/24", "10.9.9.3")
+    await _publish(store, net.id, "mine", "me", "10.50.0.30/24", "127.0.0.1")  # this engine's own
+
+    async def settled() -> None:
+        while len(drv.peers(net.id)) < 2:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(settled(), 2)
+    peers = {p.endpoint_id: p for p in drv.peers(net.id)}
+    assert set(peers) == {"old", "new"}  # not its own
+    assert peers["new"].container_name == "mover" and peers["old"].container_name == ""
+    assert peers["old"].aliases == ("svc",)  # aliases stay shared
+    await store.delete(f"overlay/endpoints/{net.id}/new")
+    await asyncio.wait_for(_until(lambda: [p.container_name for p in drv.peers(net.id)] == ["mover"]), 2)
+    await drv.close()
+
+
+async def _until(check) -> None:
+    while not check():
+        await asyncio.sleep(0.01)
+
+
+async def test_options_are_checked(tmp_path):
+    store = await MemoryClusterStore.open()
+    drv = await _driver(tmp_path, store)
+    with pytest.raises(InvalidArgument, match="IPsec"):
+        await drv.create_network(_net(encrypted=""))
+    with pytest.raises(InvalidArgument, match="unknown"):
+        await drv.create_network(_net(color="blue"))
+    assert (await drv.create_network(_net(**{"com.docker.network.driver.overlay.vxlanid_list": "5000"})))["vni"] == 5000
+    await drv.close()
+
+
+async def test_without_an_advertise_address_the_overlay_says_so(tmp_path):
+    store = await MemoryClusterStore.open()
+    drv = await _driver(tmp_path, store, vtep="")
+    with pytest.raises(Unavailable, match="cluster-advertise"):
+        await drv.create_network(_net())
+    await drv.close()
