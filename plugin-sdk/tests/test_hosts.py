@@ -85,6 +85,26 @@ async def test_an_engine_certificate_names_only_its_addresses(tmp_path: Path) ->
         await server.wait_closed()
 
 
+async def test_a_manager_certificate_serves_and_dials(tmp_path: Path) -> None:
+    ca = TestCA()
+    manager = ca.write_manager(tmp_path / "manager", ["127.0.0.1"])
+    assert oct((manager / "key.pem").stat().st_mode & 0o777) == "0o600"
+    files = tuple((manager / f).read_bytes() for f in ("ca.pem", "cert.pem", "key.pem"))
+    server, port = await _serve_once(files, tmp_path)  # it serves (serverAuth, SAN 127.0.0.1) ...
+    try:
+        assert await asyncio.to_thread(_echo, port, ca.write_client(tmp_path / "client")) == b"hello\n"
+    finally:
+        server.close()
+        await server.wait_closed()
+    tls = ca.engine_tls(["127.0.0.1"])  # ... and an engine takes it as a client (clientAuth)
+    server, port = await _serve_once((tls.pem("ca_cert"), tls.pem("cert"), tls.pem("key")), tmp_path)
+    try:
+        assert await asyncio.to_thread(_echo, port, manager) == b"hello\n"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 # ---------------------------------------------------------------------------------- netns_hosts
 def run_pytest(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_author.py").write_text(textwrap.dedent(source))

@@ -5,9 +5,7 @@ manager moves to h2, its counter goes on, and the manager's view (inspect's Node
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
-import ipaddress
 import os
 import shutil
 import socket
@@ -22,36 +20,6 @@ import pytest_asyncio
 
 pytestmark = [pytest.mark.timeout(120)]
 COUNTER = "while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
-
-
-def manager_certs(ca: Any, directory: Path, addresses: list[str]) -> Path:
-    """A manager's certificate: serverAuth and clientAuth (it dials the engines with it)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swarm manager")]))
-            .issuer_name(ca.cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]),
-                           critical=False)
-            .sign(ca.key, hashes.SHA256()))
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ca.pem").write_bytes(ca.ca_pem)
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(directory / "key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    return directory
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -82,7 +50,7 @@ async def swarm(dockyard_owners: Any) -> AsyncIterator[tuple[Any, list[Any]]]:
             options += ["--cluster-store-opt", item]
         hosts = await netns.create(2, engine_options=options)
         await asyncio.gather(*(asyncio.to_thread(h.bootstrap, "busybox") for h in hosts))
-        certs = manager_certs(netns.ca, base / "mc", ["127.0.0.1", gateway])
+        certs = netns.ca.write_manager(base / "mc", ["127.0.0.1", gateway])
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -17,9 +17,7 @@ Tests use it with the real docker CLI (``cluster.docker(...)``), and may start m
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
-import ipaddress
 import os
 import shutil
 import signal
@@ -42,37 +40,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def write_manager_certs(ca: Any, directory: Path, addresses: list[str]) -> Path:
-    """``ca.pem``, ``cert.pem``, ``key.pem`` of a manager: serverAuth and clientAuth (it serves
-    the API and dials the engines with the same certificate, as a Swarm master's)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swarm manager")]))
-            .issuer_name(ca.cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]),
-                           critical=False)
-            .sign(ca.key, hashes.SHA256()))
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ca.pem").write_bytes(ca.ca_pem)
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(directory / "key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    return directory
 
 
 @dataclass
@@ -191,7 +158,7 @@ async def swarm_cluster(tmp_path_factory: pytest.TempPathFactory, dockyard_owner
             options += ["--cluster-store-opt", item]
         hosts = await netns.create(3, engine_options=options)
         await asyncio.gather(*(asyncio.to_thread(h.bootstrap, "busybox") for h in hosts))
-        certs = write_manager_certs(netns.ca, base / "manager-certs", ["127.0.0.1", gateway])
+        certs = netns.ca.write_manager(base / "manager-certs", ["127.0.0.1", gateway])
         cluster = SwarmCluster(root=base, etcd=etcd, url=url, netns=netns, hosts=hosts, certs=certs,
                                owners=dockyard_owners, store_options=kv)
         await asyncio.to_thread(cluster.start_manager)

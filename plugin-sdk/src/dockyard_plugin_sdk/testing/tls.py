@@ -2,9 +2,10 @@
 
 :class:`TestCA` makes what a machine store makes, in memory: a CA, server certificates whose
 subject alternative names are a host's addresses (:meth:`TestCA.engine_tls`, the
-:class:`~dockyard.specs.provision.EngineTLS` a provision driver's ``create`` takes) and a client
+:class:`~dockyard.specs.provision.EngineTLS` a provision driver's ``create`` takes), a client
 certificate (:meth:`TestCA.write_client`, the ``ca.pem``/``cert.pem``/``key.pem`` of
-``DOCKER_CERT_PATH``). Keys are ECDSA P-256: well under a millisecond each, so a test makes a
+``DOCKER_CERT_PATH``) and a swarm manager's, which serves and dials with one certificate
+(:meth:`TestCA.write_manager`). Keys are ECDSA P-256: well under a millisecond each, so a test makes a
 CA per host without noticing. Not for production: the CA key is never written anywhere, and
 nothing is revoked or rotated (``dockyard-machine``'s certificate store does that).
 
@@ -61,15 +62,20 @@ class TestCA:
 
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, common_name: str, *, server: bool, addresses: Sequence[str] = ()) -> tuple[bytes, bytes]:
+    def issue(self, common_name: str, *, server: bool, addresses: Sequence[str] = (),
+              client: bool | None = None) -> tuple[bytes, bytes]:
         """A certificate signed by this CA and its key, both PEM: server (serverAuth; SANs =
-        ``addresses``, IPs and DNS names) or client (clientAuth)."""
+        ``addresses``, IPs and DNS names) or client (clientAuth); ``client=True`` with ``server``
+        makes one for both ends (``client`` defaults to ``not server``)."""
         from cryptography.hazmat.primitives import serialization
         from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
         x509 = self._x509
         key = self._ec.generate_private_key(self._ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+        if client or (client is None and not server):
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -77,8 +83,7 @@ class TestCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - SKEW).not_valid_after(now + VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                  else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
         if server:
             sans: list[Any] = []
             for a in addresses:
@@ -102,7 +107,15 @@ class TestCA:
     def write_client(self, directory: Path, name: str = "client") -> Path:
         """``ca.pem``, ``cert.pem`` and ``key.pem`` (0600) of a client certificate in
         ``directory`` (created): a ``DOCKER_CERT_PATH``. Returns ``directory``."""
-        cert, key = self.issue(name, server=False)
+        return self._write(directory, *self.issue(name, server=False))
+
+    def write_manager(self, directory: Path, addresses: Sequence[str], name: str = "swarm manager") -> Path:
+        """``ca.pem``, ``cert.pem`` and ``key.pem`` (0600) of a swarm manager in ``directory``
+        (created): serverAuth and clientAuth, SANs = ``addresses`` (it serves the API and dials
+        the engines with the same certificate, as a Swarm master's). Returns ``directory``."""
+        return self._write(directory, *self.issue(name, server=True, client=True, addresses=addresses))
+
+    def _write(self, directory: Path, cert: bytes, key: bytes) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "ca.pem").write_bytes(self.ca_pem)
         (directory / "cert.pem").write_bytes(cert)
