@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from dockyard_provenance.keys import write_private
+
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -42,17 +44,6 @@ def pae(payload_type: str, body: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(body), body)
 
 
-def _write_private(path: Path, pem: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
-
-
 def load_key(directory: Path, configured: str = "") -> Any:
     """The attestation key: ``configured`` (a PEM path) or the host's, made when absent."""
     if configured:
@@ -63,7 +54,7 @@ def load_key(directory: Path, configured: str = "") -> Any:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         else:
             key = ec.generate_private_key(ec.SECP256R1())
-            _write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                    serialization.NoEncryption()))
             (directory / "attest.pub").write_bytes(public_pem(key))
     if not isinstance(key, (ec.EllipticCurvePrivateKey, Ed25519PrivateKey)):
