@@ -23,6 +23,7 @@ from dockyard.errors import InvalidArgument, LeaseNotFound, StoreUnavailable
 from dockyard.services import Service
 from dockyard.specs.cluster import Compare, Get, Put
 from dockyard_swarm.membership_agent import resolve_advertise
+from dockyard_swarm.tasks import cancel_all
 
 if TYPE_CHECKING:
     from dockyard.specs.cluster import ClusterStore, Lease
@@ -82,11 +83,8 @@ class Leadership(Service):
         self._task = asyncio.create_task(self._campaign(), name="swarm-leader-election")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await cancel_all([self._task])
+        self._task = None
         if self._lease is not None and self._store is not None:
             # a clean stop hands over at once: revoking deletes ``leader`` and a replica's watch fires
             with contextlib.suppress(Exception):

@@ -18,7 +18,6 @@ follows the records with one watch and tells subscribers what changed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from dockyard.errors import NotFound, StoreCompacted, StoreUnavailable
 from dockyard.services import Service
 from dockyard.specs.cluster import Node
+from dockyard_swarm.tasks import cancel_all
 
 if TYPE_CHECKING:
     from dockyard.config import Config
@@ -169,11 +169,7 @@ class NodeDirectory(Service):
                        asyncio.create_task(self._judge(), name="swarm-nodes-health")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)
         self._tasks.clear()
 
     # ------------------------------------------------------------------ queries

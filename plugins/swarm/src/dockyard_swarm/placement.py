@@ -23,6 +23,7 @@ from typing import Any
 
 from dockyard import errors as e
 from dockyard.specs.cluster import ClusterStore, Compare, Delete, Put
+from dockyard_swarm.tasks import cancel_all
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,8 @@ class Reservations:
         self._task = asyncio.create_task(self._follow(listing.revision), name="swarm-reservations-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await cancel_all([self._task])
+        self._task = None
 
     def _apply(self, node: str, value: bytes, rev: int) -> None:
         cur = self.by_node.get(node)
@@ -234,11 +232,8 @@ class PlacementView:
         self.reservations.on_change = self.mark
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await cancel_all([self._task])
+        self._task = None
 
     def mark(self, node: str) -> None:
         self.dirty.add(node)
