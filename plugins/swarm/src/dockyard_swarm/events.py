@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from dockyard.errors import DockyardError, NotFound
 from dockyard.model import Event
 from dockyard.services import Service
+from dockyard_swarm.tasks import cancel_all, json_lines
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
@@ -135,12 +135,7 @@ class NodeEvents(Service):
         self._tasks.append(asyncio.create_task(self._follow(directory), name="swarm-node-events"))
 
     async def stop(self) -> None:
-        tasks = self._tasks + [t for _a, t in self._watchers.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks + [t for _a, t in self._watchers.values()])
         self._tasks.clear()
         self._watchers.clear()
 
@@ -192,13 +187,7 @@ class NodeEvents(Service):
                     ever = True
                     delay = RETRY_FIRST
                     self._tell(node.name, "connect")
-                    async for line in resp.content:
-                        if not line.strip():
-                            continue
-                        try:
-                            doc = json.loads(line)
-                        except ValueError:
-                            continue
+                    async for doc in json_lines(resp.content):
                         ev = relayed(doc, fields)
                         key = (ev.type, ev.action, ev.actor_id)
                         if since is not None and (ev.time_nano < since or (ev.time_nano == since and key in seen_at_since)):
@@ -264,12 +253,7 @@ class NodeView(Generic[T]):
         log.info("%s of %d nodes fetched in %.2f s", self.what, len(self.data), time.monotonic() - started)
 
     async def stop(self) -> None:
-        tasks = self._tasks + list(self._running.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks + list(self._running.values()))
         self._tasks.clear()
         self._running.clear()
 

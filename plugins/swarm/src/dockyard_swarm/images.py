@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -28,6 +27,7 @@ from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, 
 from dockyard.model import Healthcheck, HistoryEntry, Image, ImageConfig
 from dockyard.services import Service
 from dockyard_swarm.events import NodeView, engine, nodes_service
+from dockyard_swarm.tasks import json_lines
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
@@ -380,13 +380,7 @@ class ClusterImages(Service):
             # an async body (a file object as aiohttp's payload stalled against a node's engine)
             async with engine(self.kernel, node).stream("POST", target, params, data=_chunks(path),
                                                         headers={"Content-Type": "application/x-tar"}) as resp:
-                async for raw in resp.content:
-                    if not raw.strip():
-                        continue
-                    try:
-                        msg = json.loads(raw)
-                    except ValueError:
-                        continue
+                async for msg in json_lines(resp.content):
                     if msg.get("error"):
                         raise DockyardError(f"node {node.name}: {msg['error']}")
                     text = str(msg.get("stream") or msg.get("status") or "").strip()

@@ -20,6 +20,7 @@ from dockyard.errors import DockyardError, NotFound
 from dockyard.model import Image
 from dockyard.specs import hookimpl
 from dockyard.specs.storage import ImagePuller
+from dockyard_swarm.tasks import json_lines
 
 MANAGER = "manager"
 
@@ -58,13 +59,7 @@ async def pull_everywhere(kernel: Any, image: str, tag: str, platform: str, head
         params = {"fromImage": image, "tag": tag or None, "platform": platform or None}
         try:
             async with engine(kernel, node).stream("POST", "/images/create", params, headers=headers) as resp:
-                async for raw in resp.content:
-                    if not raw.strip():
-                        continue
-                    try:
-                        msg = json.loads(raw)
-                    except ValueError:
-                        continue
+                async for msg in json_lines(resp.content):
                     if msg.get("error"):
                         raise DockyardError(str(msg["error"]))
                     if msg.get("id"):
