@@ -31,13 +31,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from dockyard_plugin_sdk.testing import Daemon, wait_for
-from tests.e2e.test_run_cli import bootstrap, stop_and_check
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("docker") or not shutil.which("conmon"),
@@ -112,18 +112,9 @@ def compose_v1() -> ComposeV1:
 
 # ------------------------------------------------------------------------------- the daemon
 @pytest.fixture(scope="module")
-def d(start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
-    pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
-    root = Path(f"/tmp/dyv1-{os.urandom(3).hex()}")  # short: the socket path must fit sun_path
-    daemon = start_dockyardd(root, config={"default-address-pools": f"{pool}:24"})
-    try:
-        bootstrap(daemon)  # dockyard image bootstrap busybox
+def d(e2e_daemon: Callable[..., AbstractContextManager[Daemon]]) -> Iterator[Daemon]:
+    with e2e_daemon("dyv1") as daemon:
         yield daemon
-    finally:
-        try:
-            stop_and_check(daemon)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------- helpers

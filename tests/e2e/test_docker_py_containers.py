@@ -8,12 +8,11 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from contextlib import AbstractContextManager
 
 import pytest
 
 from dockyard_plugin_sdk.testing import Daemon
-from tests.e2e.test_run_cli import bootstrap, stop_and_check
 
 docker = pytest.importorskip("docker")
 sdk_net = pytest.importorskip("dockyard_plugin_sdk.conformance.network")
@@ -22,25 +21,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0 or not shuti
 
 
 @pytest.fixture(scope="module")
-def d(start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
-    pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
-    root = Path(f"/tmp/dyp-{os.urandom(3).hex()}")
-    daemon = start_dockyardd(root, config={"default-address-pools": f"{pool}:24"})
-    try:
-        bootstrap(daemon)
+def d(e2e_daemon: Callable[..., AbstractContextManager[Daemon]]) -> Iterator[Daemon]:
+    with e2e_daemon("dyp") as daemon:
         yield daemon
-    finally:
-        try:
-            stop_and_check(daemon)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def client(d: Daemon) -> Iterator[docker.DockerClient]:
-    c = docker.DockerClient(base_url=d.host, timeout=60)
-    yield c
-    c.close()
 
 
 def test_run_returns_output_and_raises_on_failure(client: docker.DockerClient) -> None:

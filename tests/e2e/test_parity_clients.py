@@ -12,12 +12,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from contextlib import AbstractContextManager
 
 import pytest
 
 from dockyard_plugin_sdk.testing import Daemon, wait_for
-from tests.e2e.test_run_cli import bootstrap, stop_and_check
 
 docker = pytest.importorskip("docker")
 sdk_net = pytest.importorskip("dockyard_plugin_sdk.conformance.network")
@@ -27,26 +26,9 @@ pytestmark = [pytest.mark.e2e,
 
 
 @pytest.fixture(scope="module")
-def d(start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
-    pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
-    root = Path(f"/tmp/dyq-{os.urandom(3).hex()}")
-    daemon = start_dockyardd(root, config={"default-address-pools": f"{pool}:24"})
-    try:
-        bootstrap(daemon)
+def d(e2e_daemon: Callable[..., AbstractContextManager[Daemon]]) -> Iterator[Daemon]:
+    with e2e_daemon("dyq", clean_log=True) as daemon:
         yield daemon
-    finally:
-        try:
-            assert "Traceback" not in daemon.log, daemon.log[-3000:]
-            stop_and_check(daemon)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def client(d: Daemon) -> Iterator[docker.DockerClient]:
-    c = docker.DockerClient(base_url=d.host, timeout=60)
-    yield c
-    c.close()
 
 
 # ----------------------------------------------------------------------------- 6. exec, hang-ups

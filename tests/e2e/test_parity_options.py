@@ -19,12 +19,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
 from dockyard_plugin_sdk.testing import Daemon
-from tests.e2e.test_run_cli import bootstrap, stop_and_check
 
 docker = pytest.importorskip("docker")
 sdk_net = pytest.importorskip("dockyard_plugin_sdk.conformance.network")
@@ -34,25 +34,9 @@ pytestmark = [pytest.mark.e2e,
 
 
 @pytest.fixture(scope="module")
-def d(start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
-    pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
-    root = Path(f"/tmp/dyq-{os.urandom(3).hex()}")
-    daemon = start_dockyardd(root, config={"default-address-pools": f"{pool}:24"})
-    try:
-        bootstrap(daemon)
+def d(e2e_daemon: Callable[..., AbstractContextManager[Daemon]]) -> Iterator[Daemon]:
+    with e2e_daemon("dyq") as daemon:
         yield daemon
-    finally:
-        try:
-            stop_and_check(daemon)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def client(d: Daemon) -> Iterator[docker.DockerClient]:
-    c = docker.DockerClient(base_url=d.host, timeout=60)
-    yield c
-    c.close()
 
 
 def names(d: Daemon) -> set[str]:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -67,18 +68,9 @@ def stop_and_check(d: Daemon) -> None:
 
 
 @pytest.fixture(scope="module")
-def d(start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
-    pool = sdk_net.free_test_subnet("10.213.0.0/17", prefixlen=20)
-    root = Path(f"/tmp/dye-{os.urandom(3).hex()}")
-    daemon = start_dockyardd(root, config={"default-address-pools": f"{pool}:24"})
-    try:
-        bootstrap(daemon)
+def d(e2e_daemon: Callable[..., AbstractContextManager[Daemon]]) -> Iterator[Daemon]:
+    with e2e_daemon("dye") as daemon:
         yield daemon
-    finally:
-        try:
-            stop_and_check(daemon)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def wait_until(check, what: str, timeout: float = 30.0) -> None:  # noqa: ANN001
