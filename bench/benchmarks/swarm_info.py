@@ -21,10 +21,8 @@ the JSON of its ~10,000 pairs about 5 ms (profiled in-process); the tail is the 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,11 +38,6 @@ SETTLE = float(os.environ.get("BENCH_SWARM_INFO_SETTLE", "15"))
 SWARM_2015 = (150.0, 200.0, 360.0)
 
 
-def pct(ms: list[float], p: float) -> float:
-    s = sorted(ms)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
-
-
 def _sibling(stem: str) -> Any:
     """Another benchmark module of this directory (bench/run.py loads them by path)."""
     import importlib.util
@@ -56,50 +49,21 @@ def _sibling(stem: str) -> Any:
     return module
 
 
-def _stop(proc: Any, grace: float = 15) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 async def measure(ctx: Context, work: Path, result: Result) -> tuple[str, float]:
     import aiohttp
 
     from dockyard_plugin_sdk.testing import start_etcd
 
-    register = _sibling("swarm_run").register  # the node records, written as swarm_run's (b) does
+    sw = _sibling("swarm_run")  # its fake engines, node records (as its (b) writes them), manager
 
     etcd = await asyncio.to_thread(start_etcd, work / "etcd", 1)
     fakes = manager = None
     try:
-        addrs = work / "fakes.json"
-        with open(work / "fakes.log", "wb") as log:
-            fakes = subprocess.Popen([str(ctx.python), "-m", "dockyard_swarm.engines_fake", str(NODES), str(addrs)],
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        for _ in range(600):
-            if addrs.exists() or fakes.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
+        fakes, engines = await sw.start_fakes(ctx, work, NODES)
         url = etcd.url("benchinfo")
-        await register(url, json.loads(addrs.read_text()))
-        root = work / "manager"
-        root.mkdir()
-        sock = root / "run" / "dockyard.sock"
-        (root / "daemon.json").write_text(json.dumps({"role": "manager", "cluster-store": url}))
+        await sw.register(url, engines)
         started = time.perf_counter()
-        with open(root / "daemon.log", "wb") as log:
-            manager = subprocess.Popen([str(ctx.python), "-m", "dockyard.daemon", "--data-root", str(root / "data"),
-                                        "--exec-root", str(root / "run"), "-H", f"unix://{sock}",
-                                        "--config-file", str(root / "daemon.json")],
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        while not sock.exists():
-            if manager.poll() is not None or time.perf_counter() - started > 120:
-                raise RuntimeError("manager did not start: " + (root / "daemon.log").read_text(errors="replace")[-800:])
-            await asyncio.sleep(0.05)
+        manager, sock = await asyncio.to_thread(sw.start_manager, ctx, work / "manager", url, None, 120)
         answered = time.perf_counter() - started
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as s:
             async def info() -> tuple[float, dict[str, Any]]:
@@ -115,11 +79,12 @@ async def measure(ctx: Context, work: Path, result: Result) -> tuple[str, float]
         if nodes != str(NODES):
             raise RuntimeError(f"/info shows {nodes} nodes, not {NODES}")
         fill(result, sample_stats(samples))
-        ms = [x * 1000 for x in samples]
-        return f"p50/p90/p99 {pct(ms, 50):.1f}/{pct(ms, 90):.1f}/{pct(ms, 99):.1f} ms", answered
+        return sw.percentiles(samples), answered
     finally:
-        _stop(manager)
-        _stop(fakes, 5)
+        if manager is not None:
+            sw.stop(manager)
+        if fakes is not None:
+            sw.stop(fakes, 5)
         etcd.close()
 
 

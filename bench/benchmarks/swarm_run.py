@@ -75,7 +75,26 @@ async def run_once(session: Any, base: str, body: dict[str, Any], ssl_ctx: Any =
     return time.perf_counter() - t0, doc["Id"]
 
 
-def start_manager(ctx: Context, root: Path, url: str, tls: dict[str, str] | None = None) -> tuple[Any, Path]:
+async def start_fakes(ctx: Context, work: Path, n: int) -> tuple[Any, list[dict[str, Any]]]:
+    """``n`` fake engines in one process (``dockyard_swarm.engines_fake``): (process, their
+    addresses as it wrote them). The process is stopped when they do not come up."""
+    addrs = work / "fakes.json"
+    with open(work / "fakes.log", "wb") as log:
+        fakes = subprocess.Popen([str(ctx.python), "-m", "dockyard_swarm.engines_fake", str(n), str(addrs)],
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(600):
+            if addrs.exists() or fakes.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        return fakes, json.loads(addrs.read_text())
+    except BaseException:
+        stop(fakes, 5)
+        raise
+
+
+def start_manager(ctx: Context, root: Path, url: str, tls: dict[str, str] | None = None,
+                  timeout: float = 60) -> tuple[Any, Path]:
     sock = root / "run" / "dockyard.sock"
     root.mkdir(parents=True, exist_ok=True)
     config = {"role": "manager", "cluster-store": url, **(tls or {})}
@@ -88,7 +107,7 @@ def start_manager(ctx: Context, root: Path, url: str, tls: dict[str, str] | None
     from harness import wait_for_socket
 
     try:
-        wait_for_socket(proc, sock, "manager", timeout=60)
+        wait_for_socket(proc, sock, "manager", timeout=timeout)
     except RuntimeError:
         stop(proc)
         raise RuntimeError("manager did not start: " + (root / "daemon.log").read_text(errors="replace")[-800:]) from None
@@ -151,15 +170,7 @@ async def measure_fake(ctx: Context, work: Path, subject: Result, floor: Result)
     etcd = await asyncio.to_thread(start_etcd, work / "etcd", 1)
     fakes = manager = None
     try:
-        addrs = work / "fakes.json"
-        with open(work / "fakes.log", "wb") as log:
-            fakes = subprocess.Popen([str(ctx.python), "-m", "dockyard_swarm.engines_fake", str(NODES), str(addrs)],
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        for _ in range(600):
-            if addrs.exists() or fakes.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
-        nodes = json.loads(addrs.read_text())
+        fakes, nodes = await start_fakes(ctx, work, NODES)
         url = etcd.url("bench")
         await register(url, nodes)
         manager, sock = await asyncio.to_thread(start_manager, ctx, work / "manager", url)
