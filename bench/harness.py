@@ -118,6 +118,35 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
             proc.wait()
 
 
+def iperf3_once(server_ns: str, client_ns: str, server_ip: str, seconds: int, port: int = 5201) -> float:
+    """One TCP iperf3 run from ``client_ns`` to ``server_ns`` (network namespace paths for
+    nsenter), the server on ``server_ip``:``port``; bits per second received."""
+    server = subprocess.Popen(["nsenter", f"--net={server_ns}", "iperf3", "-s", "-1", "-B", server_ip,
+                               "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # wait until the server listens
+            ss = subprocess.run(["nsenter", f"--net={server_ns}", "ss", "-Htln", f"sport = :{port}"],
+                                capture_output=True, text=True)
+            if ss.stdout.strip():
+                break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"iperf3 server did not start: {(server.stderr.read() if server.stderr else '')[-300:]}")
+            time.sleep(0.05)
+        client = subprocess.run(["nsenter", f"--net={client_ns}", "iperf3", "-c", server_ip, "-p", str(port),
+                                 "-t", str(seconds), "-J"], capture_output=True, text=True, timeout=seconds + 60)
+        if client.returncode != 0:
+            raise RuntimeError(f"iperf3 client exits {client.returncode}: {client.stdout[-300:]} {client.stderr[-300:]}")
+        return float(json.loads(client.stdout)["end"]["sum_received"]["bits_per_second"])
+    finally:
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def start_dockyardd(ctx: Context, root: Path, busybox: bool = True) -> tuple[subprocess.Popen[bytes], str]:
     """A dockyardd of the benchmark's own (data, exec root and socket under ``root``, which is
     emptied first) and its host URL; with ``busybox`` the offline busybox image is bootstrapped.

@@ -39,7 +39,6 @@ Every container, namespace and veth created here is removed afterwards.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import shutil
 import statistics
@@ -54,6 +53,7 @@ from harness import (
     add_ratios,
     check_command,
     fill,
+    iperf3_once,
     last_line,
     sample_stats,
     start_dockyardd,
@@ -120,34 +120,6 @@ def bridge_netfilter() -> str:
 
 def _ns_path(pid_or_name: int | str) -> str:
     return f"/proc/{pid_or_name}/ns/net" if isinstance(pid_or_name, int) else f"/run/netns/{pid_or_name}"
-
-
-def iperf3_once(server_ns: str, client_ns: str, server_ip: str, seconds: int) -> float:
-    """One TCP iperf3 run from ``client_ns`` to ``server_ns``; bits per second received."""
-    server = subprocess.Popen(["nsenter", f"--net={server_ns}", "iperf3", "-s", "-1", "-B", server_ip,
-                               "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while True:  # wait until the server listens
-            ss = subprocess.run(["nsenter", f"--net={server_ns}", "ss", "-Htln", f"sport = :{IPERF_PORT}"],
-                                capture_output=True, text=True)
-            if ss.stdout.strip():
-                break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"iperf3 server did not start: {(server.stderr.read() if server.stderr else '')[-300:]}")
-            time.sleep(0.05)
-        client = subprocess.run(["nsenter", f"--net={client_ns}", "iperf3", "-c", server_ip, "-p", str(IPERF_PORT),
-                                 "-t", str(seconds), "-J"], capture_output=True, text=True, timeout=seconds + 60)
-        if client.returncode != 0:
-            raise RuntimeError(f"iperf3 client exits {client.returncode}: {client.stdout[-300:]} {client.stderr[-300:]}")
-        return float(json.loads(client.stdout)["end"]["sum_received"]["bits_per_second"])
-    finally:
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def make_veth_pair(prefix: str) -> tuple[str, str]:
@@ -253,7 +225,7 @@ def throughput_results(ctx: Context, docker: str, host: str | None, host_error: 
                 if name not in targets:
                     continue
                 try:
-                    bps = iperf3_once(*targets[name], IPERF_SECONDS)
+                    bps = iperf3_once(*targets[name], IPERF_SECONDS, IPERF_PORT)
                 except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
                     next(r for r in results if r.name == name).error = str(exc)
                     del targets[name]

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import random
 import shutil
@@ -47,7 +46,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness import Context, Goal, Result, add_ratios, fill, sample_stats
+from harness import Context, Goal, Result, add_ratios, fill, iperf3_once, sample_stats
 
 BENCH = "overlay"
 ROUNDS = int(os.environ.get("BENCH_OVERLAY_ROUNDS", "3"))
@@ -56,31 +55,6 @@ NAMES = int(os.environ.get("BENCH_OVERLAY_NAMES", "10"))
 SETUPS = int(os.environ.get("BENCH_OVERLAY_SETUPS", "10"))
 IPERF_PORT = 5299
 GIB_BITS = 8 * (1 << 30)
-
-
-def _iperf3(server_ns: str, client_ns: str, server_ip: str, seconds: int) -> float:
-    """Bits per second received from one iperf3 TCP run between two namespaces."""
-    server = subprocess.Popen(["nsenter", f"--net={server_ns}", "iperf3", "-s", "-1", "-B", server_ip,
-                               "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not subprocess.run(["nsenter", f"--net={server_ns}", "ss", "-Htln", f"sport = :{IPERF_PORT}"],
-                                 capture_output=True, text=True).stdout.strip():
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("iperf3 server did not start")
-            time.sleep(0.05)
-        client = subprocess.run(["nsenter", f"--net={client_ns}", "iperf3", "-c", server_ip, "-p", str(IPERF_PORT),
-                                 "-t", str(seconds), "-J"], capture_output=True, text=True, timeout=seconds + 60)
-        if client.returncode != 0:
-            raise RuntimeError(f"iperf3 client exits {client.returncode}: {client.stdout[-300:]}")
-        return float(json.loads(client.stdout)["end"]["sum_received"]["bits_per_second"])
-    finally:
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def _rtt_ms(ns: str, address: str) -> float:
@@ -186,7 +160,7 @@ def _measure_hosts(ctx: Context, rows: dict[str, Result], h1: Any, h2: Any) -> N
     for i in range(ROUNDS):
         order = ["tput", "tput_peer"] if i % 2 == 0 else ["tput_peer", "tput"]
         for key in order:
-            bps = _iperf3(*paths[key], SECONDS)
+            bps = iperf3_once(*paths[key], SECONDS, IPERF_PORT)
             samples[key].append(GIB_BITS / bps)  # seconds per GiB
         samples["rtt"].append(_rtt_ms(c1, "10.77.0.20") / 1000)
         samples["rtt_peer"].append(_rtt_ms(n1, h2.address) / 1000)
