@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from dockyard_provenance.cosign import SIG_ANNOTATION, put_tag, tag_layers, tag_of
 from dockyard_provenance.keys import write_private
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -168,15 +169,11 @@ def attest_build(data_root: Path, key: Any, image_id: str, name: str, record: di
 # ---------------------------------------------------------------------------------------------
 # in a registry: cosign's ``.att`` tag beside the image
 
-SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
 PREDICATE_ANNOTATION = "predicateType"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
 def att_tag(digest: str) -> str:
-    algo, _, hexpart = digest.partition(":")
-    return f"{algo}-{hexpart}.att"
+    return tag_of(digest, "att")
 
 
 def for_manifest(key: Any, env: dict[str, Any], name: str, digest: str, image_id: str) -> dict[str, Any]:
@@ -192,30 +189,14 @@ def for_manifest(key: Any, env: dict[str, Any], name: str, digest: str, image_id
 async def attach(session: Any, repo: str, digest: str, env: dict[str, Any]) -> str:
     """Add ``env`` as one layer of the ``.att`` manifest of ``digest`` (created when absent;
     an identical layer is not added twice); returns the manifest's digest."""
-    from dockyard.errors import NotFound
-
-    layers: list[dict[str, Any]] = []
-    try:
-        m = await session.get_manifest(repo, att_tag(digest))
-        layers = [lay for lay in json.loads(m.body).get("layers") or [] if isinstance(lay, dict)]
-    except NotFound:
-        pass
+    layers = await tag_layers(session, repo, att_tag(digest))
     body = json.dumps(env, separators=(",", ":")).encode()
     blob = await session.put_blob(repo, body)
     stmt = json.loads(base64.b64decode(env["payload"]))
     if not any(lay.get("digest") == blob for lay in layers):
         layers.append({"mediaType": ENVELOPE_MEDIA_TYPE, "size": len(body), "digest": blob,
                        "annotations": {SIG_ANNOTATION: "", PREDICATE_ANNOTATION: str(stmt.get("predicateType"))}})
-    config = {"architecture": "", "created": "0001-01-01T00:00:00Z",
-              "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
-              "rootfs": {"type": "layers", "diff_ids": [lay["digest"] for lay in layers]}, "config": {}}
-    config_raw = json.dumps(config, separators=(",", ":")).encode()
-    config_digest = await session.put_blob(repo, config_raw)
-    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "size": len(config_raw), "digest": config_digest},
-                "layers": layers}
-    return str(await session.put_manifest(repo, att_tag(digest), json.dumps(manifest, separators=(",", ":")).encode(),
-                                          OCI_MANIFEST))
+    return await put_tag(session, repo, att_tag(digest), layers)
 
 
 async def fetch(session: Any, repo: str, digest: str) -> list[dict[str, Any]]:

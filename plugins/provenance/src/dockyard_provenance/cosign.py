@@ -36,9 +36,38 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 SIGNATURE_TYPE = "cosign container image signature"
 
 
-def sig_tag(digest: str) -> str:
+def tag_of(digest: str, kind: str) -> str:
+    """cosign's tag beside an image: ``sha256-<hex>.sig`` (signatures), ``.att`` (attestations)."""
     algo, _, hexpart = digest.partition(":")
-    return f"{algo}-{hexpart}.sig"
+    return f"{algo}-{hexpart}.{kind}"
+
+
+def sig_tag(digest: str) -> str:
+    return tag_of(digest, "sig")
+
+
+async def tag_layers(session: RegistrySession, repo: str, tag: str) -> list[dict[str, Any]]:
+    """The layers of cosign's manifest under ``tag`` (empty when there is none yet)."""
+    try:
+        m = await session.get_manifest(repo, tag)
+    except NotFound:
+        return []
+    return [lay for lay in json.loads(m.body).get("layers") or [] if isinstance(lay, dict)]
+
+
+async def put_tag(session: RegistrySession, repo: str, tag: str, layers: list[dict[str, Any]]) -> str:
+    """Write cosign's manifest of ``layers`` (with its empty image config) under ``tag``;
+    returns the manifest's digest."""
+    config = {"architecture": "", "created": "0001-01-01T00:00:00Z",
+              "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
+              "rootfs": {"type": "layers", "diff_ids": [lay["digest"] for lay in layers]}, "config": {}}
+    config_raw = json.dumps(config, separators=(",", ":")).encode()
+    config_digest = await session.put_blob(repo, config_raw)
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "size": len(config_raw), "digest": config_digest},
+                "layers": layers}
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    return str(await session.put_manifest(repo, tag, body, OCI_MANIFEST))
 
 
 def parse(image: str) -> Reference:
@@ -153,28 +182,14 @@ def verify(sigs: list[Signature], pubkeys: list[ec.EllipticCurvePublicKey], dige
 
 async def attach(session: RegistrySession, repo: str, digest: str, sig: Signature) -> str:
     """Add ``sig`` to the ``.sig`` manifest of ``digest`` (created if absent); returns its digest."""
-    layers: list[dict[str, Any]] = []
-    try:
-        m = await session.get_manifest(repo, sig_tag(digest))
-        layers = [lay for lay in json.loads(m.body).get("layers") or [] if isinstance(lay, dict)]
-    except NotFound:
-        pass
+    layers = await tag_layers(session, repo, sig_tag(digest))
     blob_digest = await session.put_blob(repo, sig.payload)
     ann = {SIG_ANNOTATION: sig.signature, **sig.annotations}
     new = {"mediaType": SIMPLESIGNING, "size": len(sig.payload), "digest": blob_digest, "annotations": ann}
     if not any(lay.get("digest") == blob_digest and (lay.get("annotations") or {}).get(SIG_ANNOTATION)
                == sig.signature for lay in layers):
         layers.append(new)
-    config = {"architecture": "", "created": "0001-01-01T00:00:00Z",
-              "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
-              "rootfs": {"type": "layers", "diff_ids": [lay["digest"] for lay in layers]}, "config": {}}
-    config_raw = json.dumps(config, separators=(",", ":")).encode()
-    config_digest = await session.put_blob(repo, config_raw)
-    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "size": len(config_raw), "digest": config_digest},
-                "layers": layers}
-    body = json.dumps(manifest, separators=(",", ":")).encode()
-    return await session.put_manifest(repo, sig_tag(digest), body, OCI_MANIFEST)
+    return await put_tag(session, repo, sig_tag(digest), layers)
 
 
 def identity_of(ref: Reference) -> str:
