@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import Context, Goal, Result, add_ratios, fill, sample_stats
+from harness import Context, Goal, Result, add_ratios, fill, sample_stats, stop_dockyardd
 
 ONE = "netns_host"
 FIVE = "netns_hosts_parallel"
@@ -72,20 +72,6 @@ async def start_plain(python: Path, root: Path) -> subprocess.Popen[bytes]:
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.05)
     return proc
-
-
-def stop_plain(proc: subprocess.Popen[bytes], root: Path) -> None:
-    from dockyard.config import Config
-    from dockyard_plugin_sdk.testing import purge_owned
-
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    purge_owned(Config(values={"data-root": str(root / "data")}).owner)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 class Bench:
@@ -145,7 +131,7 @@ class Bench:
             if isinstance(proc, BaseException):
                 shutil.rmtree(root, ignore_errors=True)
             else:
-                await asyncio.to_thread(stop_plain, proc, root)
+                await asyncio.to_thread(stop_dockyardd, proc, root)
         errors = [e for e in made if isinstance(e, BaseException)]
         if errors:
             raise RuntimeError(str(errors[0]))

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import Context, Goal, Result, add_ratios, fill, sample_stats
+from harness import Context, Goal, Result, add_ratios, fill, sample_stats, stop_dockyardd
 
 IMAGE = "qemu_image"
 HOST = "qemu_host"
@@ -62,9 +62,6 @@ async def _ping(sock: Path) -> bool:
 
 async def plain_daemon(python: Path, root: Path) -> float:
     """Seconds for a plain dockyardd to answer ``/_ping``; stopped and purged afterwards."""
-    from dockyard.config import Config
-    from dockyard_plugin_sdk.testing import purge_owned
-
     root.mkdir(parents=True)
     sock = root / "run" / "dockyard.sock"
     t0 = time.perf_counter()
@@ -80,16 +77,8 @@ async def plain_daemon(python: Path, root: Path) -> float:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.05)
         return time.perf_counter() - t0
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        # pyroute2's sync API runs an event loop of its own: not in this one
-        await asyncio.to_thread(purge_owned, Config(values={"data-root": str(root / "data")}).owner)
-        shutil.rmtree(root, ignore_errors=True)
+    finally:  # in a thread: pyroute2's sync API (the purge) runs an event loop of its own
+        await asyncio.to_thread(stop_dockyardd, proc, root)
 
 
 async def measure(ctx: Context, results: dict[str, Result], rounds: int, builds: int) -> str:

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import Context, Result, add_ratios, fill, sample_stats
+from harness import Context, Result, add_ratios, fill, sample_stats, stop_dockyardd
 
 SUBJECT, PEER = "socket_activated", "started_directly"
 ROUNDS = int(os.environ.get("BENCH_ACTIVATION_ROUNDS", "0"))
@@ -64,9 +64,6 @@ def _version(sock: Path) -> None:
 
 
 def _one(ctx: Context, root: Path, activated: bool) -> float:
-    from dockyard.config import Config
-    from dockyard_plugin_sdk.testing import purge_owned
-
     root.mkdir(parents=True)
     sock = root / "dockyard.sock"
     base = [str(ctx.venv_bin / "dockyardd"), "--data-root", str(root / "data"), "--exec-root", str(root / "run")]
@@ -91,13 +88,7 @@ def _one(ctx: Context, root: Path, activated: bool) -> float:
             _version(sock)
             took = time.monotonic() - t0
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            purge_owned(Config(values={"data-root": str(root / "data")}).owner)
+            stop_dockyardd(proc, root)  # stopped, what it owned purged, its round's directory removed
     return took
 
 

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import Context, Result, add_ratios, fill, sample_stats
+from harness import Context, Result, add_ratios, fill, sample_stats, stop_dockyardd
 
 BENCH = "ssh_host"
 ROUNDS = int(os.environ.get("BENCH_SSH_ROUNDS", "0"))
@@ -86,14 +86,14 @@ class Bench:
         return elapsed
 
     async def daemon(self) -> float:
-        from benchmarks_netns import start_plain, stop_plain  # type: ignore[import-not-found]
+        from benchmarks_netns import start_plain  # type: ignore[import-not-found]
 
         root = self.work / f"p{self.n}"
         self.n += 1
         t0 = time.perf_counter()
         proc = await start_plain(self.ctx.python, root)
         elapsed = time.perf_counter() - t0
-        await asyncio.to_thread(stop_plain, proc, root)
+        await asyncio.to_thread(stop_dockyardd, proc, root)
         return elapsed
 
 
