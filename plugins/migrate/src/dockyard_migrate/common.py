@@ -110,20 +110,23 @@ def lazy_pipe_size() -> Iterator[None]:
 # ------------------------------------------------------------------ holding traffic during a restore
 @contextlib.contextmanager
 def hold_addresses(owner: str, tag: str, addresses: list[str]) -> Iterator[None]:
-    """Drop what the bridges of this host forward to ``addresses`` while a restore runs.
+    """Drop what the bridges of this host forward to or from ``addresses`` while a restore
+    runs and until the source has committed.
 
     The target's network sandbox owns the container's address before CRIU has put its
     sockets back; a peer's retransmission arriving then would be answered with a reset and the
     connection lost. CRIU locks the network for a namespace it restores itself, not for the
     engine's sandbox, so the migration does it here: an nft ``bridge`` table (named with the
-    engine's owner token) for the restore's duration; the peers' TCP retransmits after it."""
+    engine's owner token); the peers' TCP retransmits after it. Held until the source's
+    ``done``, it also keeps a restored copy the source may still give up (and resume its own)
+    from answering, or sending, anything."""
     ips = [a for a in addresses if a and ":" not in a]
     table = f"{owner}mig{tag[:8]}"
     if not ips or not shutil.which("nft"):
         yield
         return
     rules = (f"table bridge {table} {{ chain hold {{ type filter hook forward priority -200; policy accept; "
-             f"ip daddr {{ {', '.join(ips)} }} drop; }}; }}")
+             f"ip daddr {{ {', '.join(ips)} }} drop; ip saddr {{ {', '.join(ips)} }} drop; }}; }}")
     done = subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True, check=False, timeout=10)
     if done.returncode != 0:
         logging.getLogger(__name__).warning("could not hold traffic to %s during the restore: %s", ips,

@@ -8,8 +8,10 @@ FIFO whose bytes go straight onto the wire → each named volume streams from it
 (durably: the target's copy is the container now) → the source's copy is removed.
 
 Any failure before ``restored`` resumes the container here from the kept checkpoint (same
-network sandbox: same addresses, TCP connections resume); :func:`recover` does the same at
-the next start of a daemon killed mid-way, and finishes a ``cleanup`` it had begun.
+network sandbox: same addresses, TCP connections resume); after ``commit`` only once the
+target confirmed its copy is gone (``abort``, then its answer), since that copy may hold the
+addresses to take back; :func:`recover` does the same at the next start of a daemon killed
+mid-way, and finishes a ``cleanup`` it had begun.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
+from dockyard.errors import Conflict, DockyardError, Forbidden, InvalidArgument, NotFound
 from dockyard.model import Container, ContainerStatus
 from dockyard.services.containers import CheckpointCreate
 from dockyard.specs.storage import (
@@ -39,6 +41,8 @@ from dockyard_migrate.wire import CHUNK, Wire, WireError
 
 log = logging.getLogger(__name__)
 RESTORE_TIMEOUT = 300.0
+ABORT_TIMEOUT = 60.0  # a target told to give the move up: until its copy is removed
+TAKE_BACK_TIMEOUT = 60.0  # an address a vanished target holds: until it settles or its lease lapses
 
 
 def client_ssl(kernel: Any) -> ssl.SSLContext:
@@ -172,11 +176,14 @@ class Sender:
             self.journal.save(record)
             await wire.send_json({"type": "done"})
         except BaseException as exc:
-            await wire.close()
             if record.phase == "cleanup":  # committed: the target runs it (or will, once it reads "done")
+                await wire.close()
                 await self.cleanup(record)
                 raise
             report(MigrationProgress("rollback", wire.sent, 0, f"resuming {name} here: {exc}"))
+            if record.phase == "commit":  # the target may be restoring its copy, on our addresses
+                await self._abort_target(wire, exc)
+            await wire.close()
             await self.resume(record)
             raise
         report(MigrationProgress("cleanup", wire.sent, frozen_ms, f"removing {name} here"))
@@ -248,14 +255,55 @@ class Sender:
             self.journal.save(record)  # before: a crash in between still takes it back
             await k.networks.disconnect_container(c.id, name, force=True)
 
+    async def _abort_target(self, wire: Wire, exc: BaseException) -> None:
+        """The commit went out: the target may be restoring its copy, or running it (isolated
+        until our ``done``), on the addresses this container gave up. Tell it to give the move
+        up and wait until it has: it answers (``error``) only once its copy is removed and the
+        addresses released, and a target that failed by itself undid before it closed. Only
+        then can the resume take the addresses back; a target that is gone holds them until it
+        restarts and settles, or its lease lapses (:meth:`_take_back` waits for that)."""
+        with contextlib.suppress(Exception):
+            await wire.send_json({"type": "abort", "message": str(exc) or type(exc).__name__})
+        try:
+            async with asyncio.timeout(ABORT_TIMEOUT):
+                while True:
+                    await wire.recv_json()  # "restored" (it reads our abort next); its "error" raises
+        except TimeoutError:
+            log.warning("migration target did not confirm the abort within %.0f s", ABORT_TIMEOUT)
+        except Exception:  # noqa: BLE001 - its answer or the connection's end: it has settled
+            pass
+
     async def _take_back(self, c: Container, released: list[dict[str, Any]]) -> None:
+        """Join the global networks again with the addresses given up, before the restore:
+        CRIU binds the established sockets to them. An address still held elsewhere (a target
+        that went away before undoing its copy) is waited for, up to ``TAKE_BACK_TIMEOUT``."""
         from dockyard.model import EndpointSettings
 
+        k = self.kernel
+        deadline = time.monotonic() + TAKE_BACK_TIMEOUT
         for item in released:
-            with contextlib.suppress(DockyardError):
-                await self.kernel.networks.connect_container(
-                    c.id, item["network"], EndpointSettings(aliases=list(item.get("aliases") or []),
-                                                            ipv4_address=str(item["ip"]), ipam_ipv4=str(item["ip"])))
+            network, ip = str(item["network"]), str(item["ip"])
+            settings = EndpointSettings(aliases=list(item.get("aliases") or []), ipv4_address=ip, ipam_ipv4=ip)
+            delay = 0.05
+            while True:
+                try:
+                    await k.networks.connect_container(c.id, network, settings)
+                    break
+                except Forbidden:  # joined already (a resume that an earlier start began)
+                    break
+                except NotFound as exc:  # the network went meanwhile: the restore decides
+                    log.warning("migration: %s cannot take %s back on %s: %s", c.name, ip, network, exc)
+                    break
+                except Conflict as exc:  # still held in the cluster
+                    if time.monotonic() > deadline:
+                        raise Conflict(f"cannot resume {c.name}: its address {ip} on network {network} is still "
+                                       f"held elsewhere after {TAKE_BACK_TIMEOUT:.0f} s ({exc}); it stays "
+                                       "checkpointed here and the engine's next start tries again") from exc
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+            got = k.containers.get(c.id).networks.get(network)
+            if got is not None and got.ipv4_address and got.ipv4_address != ip:
+                raise DockyardError(f"{c.name} took {got.ipv4_address} on {network}, not its address {ip}")
 
     async def resume(self, record: Record) -> None:
         """Put the container back to work here, from the checkpoint the migration kept."""

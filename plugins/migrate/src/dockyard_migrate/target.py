@@ -163,6 +163,10 @@ class Receiver:
         self.journal.save(record)
         await wire.send_json({"type": "ready"})
         created_volumes: list[str] = []
+        # from the restore until the source's "done" the copy here must not talk to a peer: the
+        # source may still give the move up and resume its own copy (its addresses, its
+        # sockets), so this one stays isolated, and is removed while still isolated
+        hold = contextlib.ExitStack()
         try:
             archive = work / "archive"
             archive.mkdir(parents=True)
@@ -196,29 +200,39 @@ class Receiver:
             page_server = str(commit.get("page_server") or "")
             req = CheckpointImport(archive_path=str(archive), name=name, ignore_volumes=True, page_server=page_server)
             addresses = [str(a) for a in hello.get("addresses") or []]
-            with hold_addresses(k.config.owner, mig_id, addresses), \
-                    (lazy_pipe_size() if page_server else contextlib.nullcontext()):
+            hold.enter_context(hold_addresses(k.config.owner, mig_id, addresses))
+            with lazy_pipe_size() if page_server else contextlib.nullcontext():
                 c = await k.containers.checkpoint_import(req)
             record.target_id = c.id
             self.journal.save(record)
             # the source decides: it records its commit, then says "done"; without it (the
-            # source failed or lost us while we restored) this copy goes and the source resumes
+            # source failed or lost us while we restored, or said "abort") this copy goes and
+            # the source resumes
             await wire.send_json({"type": "restored", "id": c.id})
             done = await asyncio.wait_for(wire.recv_json(), 30)
+            if done.get("type") == "abort":
+                raise DockyardError(f"the source gave the move up: {done.get('message') or 'no reason given'}")
             if done.get("type") != "done":
                 raise WireError(f"expected done, got {done.get('type')!r}")
             record.phase = "restored"
             self.journal.save(record)
+            hold.close()  # the container is ours: the peers' retransmits come through now
             fault_point(k, "target", "cleanup")
             k.emit("container", "migrate", c.id, name=c.name, direction="in", source=str(hello.get("source") or ""),
                    mode=str(hello.get("mode") or ""))
             await self.finish(record)
         except BaseException as exc:
             if record.phase != "restored":
-                await self.undo(record, created_volumes)
+                try:
+                    await self.undo(record, created_volumes)  # still isolated while it goes
+                finally:
+                    hold.close()
+                # sent once the copy and its addresses are gone: the source resumes on it
                 with contextlib.suppress(Exception):
                     await wire.send_json({"type": "error", "message": f"target: {exc}"})
             raise
+        finally:
+            hold.close()
 
     async def _pump(self, wire: Wire, sink: ThreadReader | None) -> None:
         try:

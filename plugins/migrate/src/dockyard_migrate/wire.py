@@ -4,7 +4,9 @@ A frame is a type byte, a 4-byte big-endian length and the payload: ``J`` a JSON
 message, ``D`` a chunk of the current data stream, ``E`` the end of that stream. The source
 sends ``hello`` (token, container, volumes, mode), the target answers ``ready`` or ``error``
 before anything is frozen; then the checkpoint archive's tar stream, each volume's stream,
-``commit``; the target answers ``restored`` (or ``error``) and the source ``done``.
+``commit``; the target answers ``restored`` (or ``error``) and the source ``done``. A source
+that fails after its ``commit`` sends ``abort`` instead and waits for the target's ``error``
+(or the connection's end), which comes once the target's copy and its addresses are gone.
 """
 
 from __future__ import annotations
