@@ -144,13 +144,7 @@ class GlobalSpace:
             listing = await self.store.list(POOLS)
             existing = [P.parse_network(kv.json()["subnet"], "subnet") for kv in listing]
             if subnet:
-                net = P.parse_network(subnet, "subnet")
-                if (net.version == 6) != v6:
-                    raise InvalidArgument(f"subnet {subnet} is not an IPv{6 if v6 else 4} network")
-                if net.num_addresses < (2 if v6 else 4):
-                    raise InvalidArgument(f"subnet {subnet} is too small")
-                if P.overlaps_any(net, existing):
-                    raise Conflict(f"subnet {net} overlaps a pool already in use in the cluster")
+                net = P.requested_subnet(subnet, v6, existing, " in the cluster")
             else:
                 if v6:
                     raise InvalidArgument("an IPv6 pool of the global address space needs an explicit subnet")
@@ -159,14 +153,7 @@ class GlobalSpace:
                     raise Unavailable("could not find an available, non-overlapping address pool "
                                       "for the cluster among the global defaults")
                 net = picked
-            rng = None
-            if ip_range:
-                rng = P.parse_network(ip_range, "ip-range")
-                if rng.version != net.version or not rng.subnet_of(net):  # type: ignore[arg-type]
-                    raise InvalidArgument(f"ip-range {ip_range} is not inside subnet {net}")
-            gw = P.parse_address(gateway, "gateway") if gateway else P.first_host(net)
-            if not P.usable(net, gw):
-                raise InvalidArgument(f"gateway {gateway} is not a usable address of {net}")
+            rng, gw = P.range_and_gateway(net, ip_range, gateway)
             pool_id = f"{GLOBAL_ADDRESS_SPACE}/{net}" + (f"/{rng}" if rng else "")
             token = pool_token(pool_id)
             doc = {"subnet": str(net), "ip_range": str(rng) if rng else "", "gateway": str(gw), "v6": v6}

@@ -145,29 +145,13 @@ class DefaultIpam(IpamDriver):
         with self._store.transaction() as doc:
             existing = [P.parse_network(p["subnet"], "subnet") for p in doc["pools"].values()]
             if subnet:
-                net = P.parse_network(subnet, "subnet")
-                if (net.version == 6) != v6:
-                    raise InvalidArgument(f"subnet {subnet} is not an IPv{6 if v6 else 4} network")
-                if net.num_addresses < (2 if v6 else 4):
-                    raise InvalidArgument(f"subnet {subnet} is too small")
-                if P.overlaps_any(net, existing):
-                    raise Conflict(f"subnet {net} overlaps a pool already in use")
+                net = P.requested_subnet(subnet, v6, existing)
             else:
                 net = P.pick_subnet(self._v6_pools if v6 else self._v4_pools, existing + taken_host)
                 if net is None:
                     raise Unavailable("could not find an available, non-overlapping IPv"
                                       f"{6 if v6 else 4} address pool among the defaults")
-            rng = None
-            if ip_range:
-                rng = P.parse_network(ip_range, "ip-range")
-                if rng.version != net.version or not rng.subnet_of(net):  # type: ignore[arg-type]
-                    raise InvalidArgument(f"ip-range {ip_range} is not inside subnet {net}")
-            if gateway:
-                gw = P.parse_address(gateway, "gateway")
-                if not P.usable(net, gw):
-                    raise InvalidArgument(f"gateway {gateway} is not a usable address of {net}")
-            else:
-                gw = P.first_host(net)
+            rng, gw = P.range_and_gateway(net, ip_range, gateway)
             pool_id = _pool_id(net, rng)
             doc["pools"][pool_id] = {
                 "subnet": str(net), "ip_range": str(rng) if rng else "", "gateway": str(gw),

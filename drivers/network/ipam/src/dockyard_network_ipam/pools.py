@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from dockyard.errors import InvalidArgument
+from dockyard.errors import Conflict, InvalidArgument
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -84,6 +84,35 @@ def pick_subnet(pools: list[DefaultPool], taken: list[IPNetwork]) -> IPNetwork |
             if not any(candidate.overlaps(t) for t in relevant):
                 return candidate
     return None
+
+
+def requested_subnet(subnet: str, v6: bool, existing: list[IPNetwork], where: str = "") -> IPNetwork:
+    """A pool's explicit ``subnet``, checked: of the family asked for, big enough, overlapping no
+    pool of ``existing`` (``where`` ends the conflict's message)."""
+    net = parse_network(subnet, "subnet")
+    if (net.version == 6) != v6:
+        raise InvalidArgument(f"subnet {subnet} is not an IPv{6 if v6 else 4} network")
+    if net.num_addresses < (2 if v6 else 4):
+        raise InvalidArgument(f"subnet {subnet} is too small")
+    if overlaps_any(net, existing):
+        raise Conflict(f"subnet {net} overlaps a pool already in use{where}")
+    return net
+
+
+def range_and_gateway(net: IPNetwork, ip_range: str, gateway: str) -> tuple[IPNetwork | None, IPAddress]:
+    """A pool's ``ip_range`` (inside ``net``; None when not given) and gateway (``gateway`` when
+    given and usable, else ``net``'s first host)."""
+    rng = None
+    if ip_range:
+        rng = parse_network(ip_range, "ip-range")
+        if rng.version != net.version or not rng.subnet_of(net):  # type: ignore[arg-type]
+            raise InvalidArgument(f"ip-range {ip_range} is not inside subnet {net}")
+    if not gateway:
+        return rng, first_host(net)
+    gw = parse_address(gateway, "gateway")
+    if not usable(net, gw):
+        raise InvalidArgument(f"gateway {gateway} is not a usable address of {net}")
+    return rng, gw
 
 
 def usable(subnet: IPNetwork, address: IPAddress) -> bool:
