@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from click.testing import CliRunner
 from dockyard.cli.root import cli
 from dockyard_generate.units import ContainerRequest, container_unit, create_spec, decode_spec
 from dockyard_plugin_sdk.testing import wait_for
+from dockyard_plugin_sdk.testing.supervised import start_supervisord, supervisorctl
 
 BIN = Path(sys.executable).parent
 
@@ -128,32 +128,13 @@ def test_daemon_install_below_a_root(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ the matrix, for real
-CONF = """[unix_http_server]
-file={d}/supervisor.sock
-[supervisord]
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-nodaemon=true
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[supervisorctl]
-serverurl=unix://{d}/supervisor.sock
-[include]
-files = {d}/conf.d/*.conf
-"""
-
-
 @pytest.fixture
 def supervisord(tmp_path: Path) -> Iterator[Path]:
     """A supervisord of this test (config in ``d/conf.d``); ``d`` is yielded."""
     if shutil.which("supervisord") is None:
         pytest.skip("supervisord is not installed (apt-get install supervisor; make install does)")
     d = tmp_path / "sd"
-    (d / "conf.d").mkdir(parents=True)
-    (d / "supervisord.conf").write_text(CONF.format(d=d))
-    proc = subprocess.Popen(["supervisord", "-c", str(d / "supervisord.conf"), "-n"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_supervisord(d)
     try:
         wait_for(lambda: (d / "supervisor.sock").exists(), 30, "supervisord")
         yield d
@@ -163,8 +144,7 @@ def supervisord(tmp_path: Path) -> Iterator[Path]:
 
 
 def ctl(d: Path, *args: str) -> str:
-    return subprocess.run(["supervisorctl", "-c", str(d / "supervisord.conf"), *args], capture_output=True,
-                          text=True, timeout=60).stdout
+    return supervisorctl(d, *args)
 
 
 def state(daemon, name: str) -> dict:

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import pytest
 
 from dockyard.specs.supervisor import ContainerUnit, DaemonUnit
 from dockyard_plugin_sdk.testing import wait_for
+from dockyard_plugin_sdk.testing.supervised import BIN, SupervisedDaemon
 from dockyard_supervisor_runit.backend import Runit
-
-BIN = Path(sys.executable).parent
 
 
 def test_service_directories() -> None:
@@ -34,11 +32,10 @@ def test_service_directories() -> None:
     assert [f.path for f in always] == ["c/run"]
 
 
-class Runsvdir:
+class Runsvdir(SupervisedDaemon):
     def __init__(self, d: Path) -> None:
+        super().__init__(d / "dy")
         self.d, self.sv, self.service = d, d / "sv", d / "service"
-        self.root = d / "dy"
-        self.sock = self.root / "run" / "dockyard.sock"
         self.runsvdir = 0
 
     def install(self, files) -> None:
@@ -62,18 +59,6 @@ class Runsvdir:
         except (OSError, ValueError):
             return 0
 
-    def client(self):
-        from dockyard.client import Client
-
-        return Client(f"unix://{self.sock}", timeout=30)
-
-    def answers(self) -> bool:
-        try:
-            self.client().get("/_ping")
-            return True
-        except Exception:  # noqa: BLE001 - not up yet
-            return False
-
 
 @pytest.fixture
 def runsvdir(tmp_path: Path, dockyard_owners) -> Iterator[Runsvdir]:
@@ -84,10 +69,7 @@ def runsvdir(tmp_path: Path, dockyard_owners) -> Iterator[Runsvdir]:
     r = Runsvdir(tmp_path)
     r.service.mkdir()
     owner = dockyard_owners.record_data_root(r.root / "data", r.root)
-    unit = DaemonUnit(dockyardd=(str(BIN / "dockyardd"), "--data-root", str(r.root / "data"), "--exec-root",
-                                 str(r.root / "run")), hosts=(f"unix://{r.sock}",),
-                      pidfile=str(r.root / "run" / "dockyardd.pid"), log_file=str(tmp_path / "dockyardd.log"))
-    r.install(Runit().daemon_files(unit))
+    r.install(Runit().daemon_files(r.daemon_unit(tmp_path / "dockyardd.log")))
     proc = subprocess.Popen(["runsvdir", "-P", str(r.service)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     r.runsvdir = proc.pid
@@ -95,11 +77,7 @@ def runsvdir(tmp_path: Path, dockyard_owners) -> Iterator[Runsvdir]:
         wait_for(r.answers, 60, "dockyardd under runsv")
         yield r
     finally:
-        try:
-            for c in r.client().get("/containers/json", all=1) or []:
-                r.client().delete(f"/containers/{c['Id']}", force=1)
-        except Exception:  # noqa: BLE001 - the daemon may be down; purge below
-            pass
+        r.remove_containers()  # when it still answers; purged below
         for link in r.service.iterdir():
             r.sv_cmd("-w", "30", "force-stop", str(link))
         runsvs = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
@@ -150,12 +128,5 @@ def test_runsvdir_runs_dockyardd_and_a_container_service(runsvdir: Runsvdir) -> 
     out = r.sv_cmd("-w", "30", "down", str(r.service / "dockyard"))
     assert out.startswith("ok: down"), out
     assert not Path(f"/proc/{daemon}").exists() and not r.sock.exists()
-    left = [p for p in os.listdir("/proc") if p.isdigit() and _names(p, str(r.root))]
+    left = r.processes_left()
     assert not left, f"processes left: {left}"
-
-
-def _names(pid: str, text: str) -> bool:
-    try:
-        return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False

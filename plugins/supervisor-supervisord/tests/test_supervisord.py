@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import pytest
 
 from dockyard.specs.supervisor import ContainerUnit, DaemonUnit
 from dockyard_plugin_sdk.testing import wait_for
+from dockyard_plugin_sdk.testing.supervised import BIN, SupervisedDaemon, start_supervisord, supervisorctl
 from dockyard_supervisor_supervisord.backend import Supervisord
-
-BIN = Path(sys.executable).parent
 
 
 def test_program_files() -> None:
@@ -35,49 +33,16 @@ def test_program_files() -> None:
     assert "[program:container-web]" in g.text and "autorestart=false" in g.text and "stopwaitsecs=20" in g.text
 
 
-CONF = """[unix_http_server]
-file={d}/supervisor.sock
-[supervisord]
-logfile={d}/supervisord.log
-pidfile={d}/supervisord.pid
-childlogdir={d}
-nodaemon=true
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[supervisorctl]
-serverurl=unix://{d}/supervisor.sock
-[include]
-files = {d}/conf.d/*.conf
-"""
-
-
-class Supervised:
+class Supervised(SupervisedDaemon):
     """supervisord in ``d`` and a dockyardd program on ``d/dy``."""
 
     def __init__(self, d: Path) -> None:
+        super().__init__(d / "dy")
         self.d = d
-        self.root = d / "dy"
-        self.sock = self.root / "run" / "dockyard.sock"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def ctl(self, *args: str, check: bool = True) -> str:
-        res = subprocess.run(["supervisorctl", "-c", str(self.d / "supervisord.conf"), *args], capture_output=True,
-                             text=True, timeout=60)
-        if check and res.returncode not in (0, 3):  # 3: a status with something not running
-            raise AssertionError(f"supervisorctl {' '.join(args)}: {res.stdout}{res.stderr}")
-        return res.stdout
-
-    def client(self):
-        from dockyard.client import Client
-
-        return Client(f"unix://{self.sock}", timeout=30)
-
-    def answers(self) -> bool:
-        try:
-            self.client().get("/_ping")
-            return True
-        except Exception:  # noqa: BLE001 - not up yet
-            return False
+        return supervisorctl(self.d, *args, check=check)
 
     def daemon_pid(self) -> int:
         return int((self.root / "run" / "dockyardd.pid").read_text().split()[0])
@@ -93,26 +58,16 @@ def supervised(tmp_path: Path, dockyard_owners) -> Iterator[Supervised]:
     if os.geteuid() != 0:
         pytest.skip("dockyardd needs root")
     s = Supervised(tmp_path)
-    (tmp_path / "conf.d").mkdir()
-    (tmp_path / "supervisord.conf").write_text(CONF.format(d=tmp_path))
     owner = dockyard_owners.record_data_root(s.root / "data", s.root)
-    unit = DaemonUnit(dockyardd=(str(BIN / "dockyardd"), "--data-root", str(s.root / "data"), "--exec-root",
-                                 str(s.root / "run")), hosts=(f"unix://{s.sock}",),
-                      pidfile=str(s.root / "run" / "dockyardd.pid"), log_file=str(tmp_path / "dockyardd.log"),
-                      stop_timeout=10)
-    for f in Supervisord().daemon_files(unit):
+    (tmp_path / "conf.d").mkdir()
+    for f in Supervisord().daemon_files(s.daemon_unit(tmp_path / "dockyardd.log", stop_timeout=10)):
         (tmp_path / "conf.d" / f.path).write_text(f.text)
-    s.proc = subprocess.Popen(["supervisord", "-c", str(tmp_path / "supervisord.conf"), "-n"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    s.proc = start_supervisord(tmp_path)
     try:
         wait_for(s.answers, 60, "dockyardd under supervisord")
         yield s
     finally:
-        try:
-            for c in s.client().get("/containers/json", all=1) or []:
-                s.client().delete(f"/containers/{c['Id']}", force=1)
-        except Exception:  # noqa: BLE001 - the daemon may be down; purge below
-            pass
+        s.remove_containers()  # when it still answers; purged below
         s.proc.send_signal(signal.SIGTERM)  # supervisord stops its programs, then exits
         s.proc.wait(60)
         from dockyard_plugin_sdk.testing.leaks import purge_owned
@@ -160,12 +115,5 @@ def test_supervisord_runs_dockyardd_and_a_container_service(supervised: Supervis
     assert "STOPPED" in s.ctl("status", "dockyard")
     assert not Path(f"/proc/{daemon}").exists()
     assert not s.sock.exists() and not (s.root / "run" / "dockyardd.pid").exists()
-    left = [p for p in os.listdir("/proc") if p.isdigit() and _names(p, str(s.root))]
+    left = s.processes_left()
     assert not left, f"processes left: {left}"
-
-
-def _names(pid: str, text: str) -> bool:
-    try:
-        return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False

@@ -11,7 +11,9 @@
   each running an engine with mutual TLS) made through the ``netns`` provision driver;
 * :mod:`.etcd` -- :func:`start_etcd` and :class:`EtcdCluster`: a real etcd (one member or a
   cluster) on loopback ports in a private directory, killed by PID when closed;
-* :mod:`.tls` -- :class:`TestCA`: a throwaway CA, engine and client certificates.
+* :mod:`.tls` -- :class:`TestCA`: a throwaway CA, engine and client certificates;
+* :mod:`.supervised` (import it from there) -- :class:`~.supervised.SupervisedDaemon` and
+  :func:`~.supervised.start_supervisord`: dockyardd under a real supervisor.
 
 :mod:`dockyard_plugin_sdk.pytest_plugin` wraps them in fixtures (``dockyard_kernel``,
 ``hook_recorder``, ``no_leaks``, ``dockyard_owners``, ``dockyardd``, ``dockyardd_factory``,
