@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_plugin_sdk.testing import Daemon, owner_of, purge_owned, wait_for
+from dockyard_plugin_sdk.testing import Daemon, wait_for
+from tests.e2e.test_run_cli import leftovers as run_leftovers
+from tests.e2e.test_run_cli import stop_and_check
 
 CRIU = "/opt/criu/sbin/criu"
 pytestmark = [pytest.mark.e2e,
@@ -32,24 +34,17 @@ COUNTER = "i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done | nc -l -p 7
 
 
 def leftovers(root: Path, owner: str) -> list[str]:
-    found = []
+    """test_run_cli's leftovers, and CRIU processes naming the daemon's owner."""
+    found = run_leftovers(root, owner)
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if str(root).encode() in cmd or (cmd.startswith(CRIU.encode()) and owner.encode() in cmd):
+            if cmd.startswith(CRIU.encode()) and owner.encode() in cmd and str(root).encode() not in cmd:
                 found.append(f"pid {pid}: {cmd[:80]!r}")
-    with open("/proc/self/mountinfo") as fh:
-        found += ["mount " + line.split()[4] for line in fh if str(root) in line]
-    for dirpath, dirs, _ in os.walk("/sys/fs/cgroup"):
-        found += [os.path.join(dirpath, d) for d in dirs if owner in d]
-        dirs[:] = [d for d in dirs if owner not in d]
-    netns = root / "run" / "netns"
-    if netns.exists():
-        found += [f"netns {p}" for p in netns.iterdir()]
-    return found + sdk_net.leftovers(owner)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -62,18 +57,7 @@ def d(start_dockyardd: Callable[..., Daemon]) -> Iterator[Daemon]:
         yield daemon
     finally:
         try:
-            ids = daemon.docker("ps", "-aq").stdout.split()
-            if ids:
-                daemon.docker("rm", "-f", "-v", *ids)
-            bridge = daemon.docker("network", "inspect", "bridge", "--format", "{{.Id}}", check=False).stdout.strip()
-            owner = owner_of(daemon.root)
-            assert daemon.stop() == 0, daemon.log[-3000:]
-            if bridge:
-                from dockyard_network_bridge.names import bridge_name
-
-                purge_owned(bridge_name(owner, bridge))
-            left = leftovers(daemon.root, owner)
-            assert not left, f"left behind: {left}"
+            stop_and_check(daemon, leftovers)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -192,18 +176,7 @@ def test_a_checkpointed_container_survives_a_killed_daemon(start_dockyardd: Call
         if client is not None:
             client.close()
         try:
-            ids = d.docker("ps", "-aq").stdout.split()
-            if ids:
-                d.docker("rm", "-f", *ids)
-            bridge = d.docker("network", "inspect", "bridge", "--format", "{{.Id}}", check=False).stdout.strip()
-            owner = owner_of(d.root)
-            assert d.stop() == 0, d.log[-3000:]
-            if bridge:
-                from dockyard_network_bridge.names import bridge_name
-
-                purge_owned(bridge_name(owner, bridge))
-            left = leftovers(d.root, owner)
-            assert not left, f"left behind: {left}"
+            stop_and_check(d, leftovers)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_plugin_sdk.testing import Daemon, owner_of, purge_owned, wait_for
+from dockyard_plugin_sdk.testing import Daemon, wait_for
+from tests.e2e.test_run_cli import stop_and_check
 
 CRIU_DIR = "/opt/criu/sbin"
 IMAGE = "localhost/busybox"
@@ -41,6 +42,13 @@ def numbers(text: str) -> list[int]:
     return [int(w) for w in text.split() if w.isdigit()]
 
 
+def network_leftovers(root: Path, owner: str) -> list[str]:
+    """The network objects named after the daemon's owner and its netns files (this module
+    checks no more than that)."""
+    netns = root / "run" / "netns"
+    return sdk_net.leftovers(owner) + ([f"netns {p}" for p in netns.iterdir()] if netns.exists() else [])
+
+
 @pytest.fixture(scope="module")
 def d(start_dockyardd: Callable[..., Daemon], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     if podman("image", "exists", IMAGE, check=False).returncode != 0:
@@ -55,19 +63,7 @@ def d(start_dockyardd: Callable[..., Daemon], tmp_path_factory: pytest.TempPathF
         yield daemon
     finally:
         try:
-            ids = daemon.docker("ps", "-aq").stdout.split()
-            if ids:
-                daemon.docker("rm", "-f", "-v", *ids)
-            bridge = daemon.docker("network", "inspect", "bridge", "--format", "{{.Id}}", check=False).stdout.strip()
-            owner = owner_of(daemon.root)
-            assert daemon.stop() == 0, daemon.log[-3000:]
-            if bridge:
-                from dockyard_network_bridge.names import bridge_name
-
-                purge_owned(bridge_name(owner, bridge))
-            assert not sdk_net.leftovers(owner)
-            netns = daemon.root / "run" / "netns"
-            assert not (netns.exists() and list(netns.iterdir()))
+            stop_and_check(daemon, network_leftovers)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -49,9 +49,10 @@ def bootstrap(d: Daemon) -> None:
     d.dockyard("image", "bootstrap", "busybox")
 
 
-def stop_and_check(d: Daemon) -> None:
+def stop_and_check(d: Daemon, find_leftovers: Callable[[Path, str], list[str]] = leftovers) -> None:
     """Remove every container, stop the daemon, delete the built-in bridge (it outlives the
-    daemon, as docker0 does) and require that nothing else is left."""
+    daemon, as docker0 does) and require that nothing else is left (``find_leftovers(root,
+    owner)``: :func:`leftovers` unless the caller looks for more, or less)."""
     ids = d.docker("ps", "-aq").stdout.split()
     if ids:
         d.docker("rm", "-f", "-v", *ids)
@@ -63,7 +64,7 @@ def stop_and_check(d: Daemon) -> None:
 
         name = bridge_name(owner, bridge)
         purge_owned(name)  # the built-in bridge alone: anything else left is a leak
-    left = leftovers(d.root, owner)
+    left = find_leftovers(d.root, owner)
     assert not left, f"left behind: {left}"
 
 
