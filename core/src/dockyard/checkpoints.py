@@ -212,16 +212,25 @@ def read_archive(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> 
     documents. Refuses (InvalidArgument) anything but plain files and directories, names that
     are absolute or climb out, and an archive without ``checkpoint/inventory.img`` or
     ``config.dump``."""
-    from dockyard import tarsafe
-
     if os.path.isdir(path):  # already extracted (a migration unpacks its stream): read in place
         return _documents(Path(path))
     root = Path(dest)
     root.mkdir(parents=True, exist_ok=True)
-    with _decompressed(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
+    with _decompressed(path) as raw:
+        extract_stream(raw, root)
+    return _documents(root)
+
+
+def extract_stream(src: Any, root: Path, what: str = "checkpoint archive") -> None:
+    """Unpack the (uncompressed) tar stream ``src`` into ``root``, reading it once from start to
+    end: plain files and directories only (links and devices are refused), no name absolute or
+    climbing out of ``root``."""
+    from dockyard import tarsafe
+
+    with tarfile.open(fileobj=src, mode="r|") as tf:
         for m in tf:
             if not (m.isfile() or m.isdir()):
-                raise InvalidArgument(f"checkpoint archive member {m.name!r}: only files and directories are "
+                raise InvalidArgument(f"{what} member {m.name!r}: only files and directories are "
                                       "allowed (links and devices are refused)")
             parts = tarsafe.split_name(m.name, m.name)  # refuses absolute names, "..", NUL
             if not parts:
@@ -231,12 +240,11 @@ def read_archive(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> 
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(m)
+            f = tf.extractfile(m)
             with open(target, "wb") as out:
-                if src is not None:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                if f is not None:
+                    shutil.copyfileobj(f, out, 1 << 20)
             os.chmod(target, m.mode & 0o777)
-    return _documents(root)
 
 
 def _documents(root: Path) -> Archive:

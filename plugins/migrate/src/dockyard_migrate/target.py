@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import ssl
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -56,26 +55,10 @@ def server_ssl(kernel: Any) -> ssl.SSLContext | None:
 
 def extract_archive_stream(root: Path, src: Any) -> None:
     """Unpack the archive's tar stream into ``root``: plain files and directories only, no
-    name climbing out (the same rules as :func:`dockyard.checkpoints.read_archive`)."""
-    from dockyard import tarsafe
+    name climbing out (the rules of :func:`dockyard.checkpoints.read_archive`)."""
+    from dockyard.checkpoints import extract_stream
 
-    with tarfile.open(fileobj=src, mode="r|") as tf:
-        for m in tf:
-            if not (m.isfile() or m.isdir()):
-                raise InvalidArgument(f"migration archive member {m.name!r}: only files and directories")
-            parts = tarsafe.split_name(m.name, m.name)
-            if not parts:
-                continue
-            target = tarsafe.secure_join(root, "/".join(parts))
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            f = tf.extractfile(m)
-            with open(target, "wb") as out:
-                if f is not None:
-                    shutil.copyfileobj(f, out, 1 << 20)
-            os.chmod(target, m.mode & 0o777)
+    extract_stream(src, root, "migration archive")
 
 
 class Receiver:
