@@ -9,6 +9,9 @@ the socket path must fit sun_path)::
             yield daemon
 
 and gets ``client`` (a ``docker.DockerClient`` of ``d``, closed after each test) for free.
+
+``multiarch_daemon`` (module scope): a daemon with busybox for linux/amd64, arm64 and arm/v7 and
+the binfmt handlers to run the foreign two (the emulation and cross-build modules).
 """
 
 from __future__ import annotations
@@ -60,3 +63,16 @@ def client(d: Daemon) -> Iterator[Any]:
     c = docker.DockerClient(base_url=d.host, timeout=60)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def multiarch_daemon(tmp_path_factory: pytest.TempPathFactory, start_dockyardd: Callable[..., Daemon],
+                     binfmt_emulation: dict[str, str]) -> Iterator[Daemon]:
+    """A daemon with busybox of three platforms (the module checks the foreign busybox exists)."""
+    d = start_dockyardd(tmp_path_factory.mktemp("multiarch") / "d")
+    d.dockyard("image", "bootstrap", "busybox")
+    d.dockyard("image", "bootstrap", "busybox", "--platform", "linux/arm64")
+    d.dockyard("image", "bootstrap", "busybox", "--platform", "linux/arm/v7")
+    yield d
+    d.remove_all_containers()
+    assert d.stop() == 0

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,15 +45,8 @@ ELF_MACHINE = {"amd64": 0x3E, "arm64": 0xB7, "arm": 0x28}
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory, start_dockyardd: Callable[..., Daemon],
-           binfmt_emulation: dict[str, str]) -> Iterator[Daemon]:
-    d = start_dockyardd(tmp_path_factory.mktemp("cross") / "d")
-    d.dockyard("image", "bootstrap", "busybox")
-    d.dockyard("image", "bootstrap", "busybox", "--platform", "linux/arm64")
-    d.dockyard("image", "bootstrap", "busybox", "--platform", "linux/arm/v7")
-    yield d
-    d.remove_all_containers()
-    assert d.stop() == 0
+def daemon(multiarch_daemon: Daemon) -> Daemon:
+    return multiarch_daemon  # tests/e2e/conftest.py: busybox of three platforms, binfmt handlers
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,15 +28,8 @@ if not (BUSYBOX / "arm64" / "busybox").is_file() or not (BUSYBOX / "arm-v7" / "b
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory, start_dockyardd: Callable[..., Daemon],
-           binfmt_emulation: dict[str, str]) -> Iterator[Daemon]:
-    d = start_dockyardd(tmp_path_factory.mktemp("emulation") / "d")
-    d.dockyard("image", "bootstrap", "busybox")
-    d.dockyard("image", "bootstrap", "busybox", "--platform", "linux/arm64")
-    d.dockyard("image", "bootstrap", "busybox", "--platform", "linux/arm/v7")
-    yield d
-    d.remove_all_containers()
-    assert d.stop() == 0
+def daemon(multiarch_daemon: Daemon) -> Daemon:
+    return multiarch_daemon  # tests/e2e/conftest.py: busybox of three platforms, binfmt handlers
 
 
 @pytest.mark.parametrize(("platform", "machine"), [
