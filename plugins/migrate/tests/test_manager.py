@@ -5,7 +5,6 @@ manager moves to h2, its counter goes on, and the manager's view (inspect's Node
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import shutil
 import socket
@@ -24,7 +23,12 @@ COUNTER = "while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def swarm(dockyard_owners: Any) -> AsyncIterator[tuple[Any, list[Any]]]:
-    from dockyard_plugin_sdk.testing import NetnsHosts, etcd_unavailable, netns_hosts_unavailable, start_daemon, start_etcd
+    from dockyard_plugin_sdk.testing import (
+        etcd_unavailable,
+        netns_cluster,
+        netns_hosts_unavailable,
+        start_daemon,
+    )
 
     reason = (None if os.access("/opt/criu/sbin/criu", os.X_OK) and shutil.which("runc") else
               "needs runc and CRIU 4.x at /opt/criu") or netns_hosts_unavailable() or etcd_unavailable()
@@ -36,37 +40,21 @@ async def swarm(dockyard_owners: Any) -> AsyncIterator[tuple[Any, list[Any]]]:
     if reason:
         pytest.skip(reason)
     base = Path(f"/tmp/dyms{uuid.uuid4().hex[:6]}")
-    netns = await NetnsHosts.open(base / "n", owners=dockyard_owners)
-    etcd = manager = None
-    try:
-        gateway = str(netns.driver.gateway.ip)
-        etcd = await asyncio.to_thread(functools.partial(start_etcd, base / "etcd", 1, gateway, tls=True))
-        dockyard_owners.record(etcd.token, etcd.root)
-        url = etcd.url(f"ms{uuid.uuid4().hex[:6]}")
-        kv = [f"{k}={v}" for k, v in etcd.store_options.items()]
-        options = ["--default-runtime", "runc", "--cluster-store", url, "--cluster-advertise", "eth0:2376",
-                   "--cluster-store-opt", "discovery.heartbeat=0.5", "--cluster-store-opt", "discovery.ttl=2"]
-        for item in kv:
-            options += ["--cluster-store-opt", item]
-        hosts = await netns.create(2, engine_options=options)
-        await asyncio.gather(*(asyncio.to_thread(h.bootstrap, "busybox") for h in hosts))
-        certs = netns.ca.write_manager(base / "mc", ["127.0.0.1", gateway])
+    async with netns_cluster(base, 2, owners=dockyard_owners, prefix="ms",
+                             engine_options=("--default-runtime", "runc")) as c:
+        certs = c.netns.ca.write_manager(base / "mc", ["127.0.0.1", c.gateway])
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        settings = {"role": "manager", "cluster-store": url, "tlsverify": True, "tlscacert": str(certs / "ca.pem"),
-                    "tlscert": str(certs / "cert.pem"), "tlskey": str(certs / "key.pem"), "cluster-opts": kv}
+        settings = {"role": "manager", "cluster-store": c.url, "tlsverify": True, "tlscacert": str(certs / "ca.pem"),
+                    "tlscert": str(certs / "cert.pem"), "tlskey": str(certs / "key.pem"),
+                    "cluster-opts": c.store_options}
         manager = await asyncio.to_thread(start_daemon, base / "m", "-H", f"tcp://127.0.0.1:{port}", config=settings,
                                           owners=dockyard_owners)
-        yield manager, hosts
-    finally:
-        if manager is not None:
+        try:
+            yield manager, c.hosts
+        finally:
             manager.stop()
-        errors = await netns.close()
-        if etcd is not None:
-            etcd.close()
-        shutil.rmtree(base, ignore_errors=True)
-        assert not errors, errors
 
 
 def test_the_manager_moves_a_container_between_nodes(swarm: tuple[Any, list[Any]]) -> None:

@@ -17,7 +17,6 @@ Tests use it with the real docker CLI (``cluster.docker(...)``), and may start m
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import shutil
 import signal
@@ -136,39 +135,19 @@ class SwarmCluster:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def swarm_cluster(tmp_path_factory: pytest.TempPathFactory, dockyard_owners: Any) -> AsyncIterator[SwarmCluster]:
-    from dockyard_plugin_sdk.testing import NetnsHosts, etcd_unavailable, netns_hosts_unavailable, start_etcd
+    from dockyard_plugin_sdk.testing import etcd_unavailable, netns_cluster, netns_hosts_unavailable
 
     reason = netns_hosts_unavailable() or etcd_unavailable()
     if reason:
         pytest.skip(reason)
     base = Path(f"/tmp/dysw{uuid.uuid4().hex[:6]}")  # short: the hosts' unix sockets live below it
-    netns = await NetnsHosts.open(base / "n", owners=dockyard_owners)
-    etcd = None
-    cluster: SwarmCluster | None = None
-    try:
-        gateway = str(netns.driver.gateway.ip)
-        # off loopback, always TLS: etcd takes clients with a certificate of its throwaway CA
-        etcd = await asyncio.to_thread(functools.partial(start_etcd, base / "etcd", 1, gateway, tls=True))
-        dockyard_owners.record(etcd.token, etcd.root)
-        url = etcd.url(f"swarm{uuid.uuid4().hex[:6]}")
-        kv = [f"{k}={v}" for k, v in etcd.store_options.items()]
-        options = ["--cluster-store", url, "--cluster-advertise", "eth0:2376",
-                   "--cluster-store-opt", f"discovery.heartbeat={HEARTBEAT}", "--cluster-store-opt", f"discovery.ttl={TTL}"]
-        for item in kv:
-            options += ["--cluster-store-opt", item]
-        hosts = await netns.create(3, engine_options=options)
-        await asyncio.gather(*(asyncio.to_thread(h.bootstrap, "busybox") for h in hosts))
-        certs = netns.ca.write_manager(base / "manager-certs", ["127.0.0.1", gateway])
-        cluster = SwarmCluster(root=base, etcd=etcd, url=url, netns=netns, hosts=hosts, certs=certs,
-                               owners=dockyard_owners, store_options=kv)
-        await asyncio.to_thread(cluster.start_manager)
-        yield cluster
-    finally:
-        if cluster is not None:
+    async with netns_cluster(base, 3, owners=dockyard_owners, prefix="swarm", heartbeat=HEARTBEAT, ttl=TTL) as c:
+        certs = c.netns.ca.write_manager(base / "manager-certs", ["127.0.0.1", c.gateway])
+        cluster = SwarmCluster(root=base, etcd=c.etcd, url=c.url, netns=c.netns, hosts=c.hosts, certs=certs,
+                               owners=dockyard_owners, store_options=c.store_options)
+        try:
+            await asyncio.to_thread(cluster.start_manager)
+            yield cluster
+        finally:
             for m in cluster.managers:
                 cluster.stop_manager(m)
-        errors = await netns.close()
-        if etcd is not None:
-            etcd.close()
-        shutil.rmtree(base, ignore_errors=True)
-        assert not errors, errors

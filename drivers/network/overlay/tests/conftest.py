@@ -8,9 +8,6 @@ the hosts' private bridge is the underlay. Nothing leaves the machine.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -47,29 +44,11 @@ class OverlayCluster:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def overlay_cluster(tmp_path_factory: pytest.TempPathFactory, dockyard_owners: Any
                           ) -> AsyncIterator[OverlayCluster]:
-    from dockyard_plugin_sdk.testing import NetnsHosts, etcd_unavailable, netns_hosts_unavailable, start_etcd
+    from dockyard_plugin_sdk.testing import etcd_unavailable, netns_cluster, netns_hosts_unavailable
 
     reason = netns_hosts_unavailable() or etcd_unavailable()
     if reason:
         pytest.skip(reason)
     base = Path(f"/tmp/dyov{uuid.uuid4().hex[:6]}")  # short: the hosts' unix sockets live below it
-    netns = await NetnsHosts.open(base / "n", owners=dockyard_owners)
-    etcd = None
-    try:
-        gateway = str(netns.driver.gateway.ip)
-        etcd = await asyncio.to_thread(functools.partial(start_etcd, base / "etcd", 1, gateway, tls=True))
-        dockyard_owners.record(etcd.token, etcd.root)
-        url = etcd.url(f"ov{uuid.uuid4().hex[:6]}")
-        options = ["--cluster-store", url, "--cluster-advertise", "eth0:2376",
-                   "--cluster-store-opt", "discovery.heartbeat=0.5", "--cluster-store-opt", "discovery.ttl=2"]
-        for k, v in etcd.store_options.items():
-            options += ["--cluster-store-opt", f"{k}={v}"]
-        hosts = await netns.create(2, engine_options=options)
-        await asyncio.gather(*(asyncio.to_thread(h.bootstrap, "busybox") for h in hosts))
-        yield OverlayCluster(root=base, etcd=etcd, url=url, netns=netns, hosts=hosts, options=options)
-    finally:
-        errors = await netns.close()
-        if etcd is not None:
-            etcd.close()
-        shutil.rmtree(base, ignore_errors=True)
-        assert not errors, errors
+    async with netns_cluster(base, 2, owners=dockyard_owners, prefix="ov") as c:
+        yield OverlayCluster(root=base, etcd=c.etcd, url=c.url, netns=c.netns, hosts=c.hosts, options=c.options)

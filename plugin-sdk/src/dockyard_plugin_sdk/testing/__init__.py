@@ -9,6 +9,7 @@
 * :mod:`.waiting` -- :func:`wait_for` and friends: wait on a condition, never for a fixed time;
 * :mod:`.hosts` -- :class:`NetnsHosts` and :class:`NetnsHost`: test hosts (network namespaces
   each running an engine with mutual TLS) made through the ``netns`` provision driver;
+  :func:`netns_cluster`: such hosts joined to one etcd;
 * :mod:`.etcd` -- :func:`start_etcd` and :class:`EtcdCluster`: a real etcd (one member or a
   cluster) on loopback ports in a private directory, killed by PID when closed;
 * :mod:`.tls` -- :class:`TestCA`: a throwaway CA, engine and client certificates;
@@ -26,7 +27,7 @@ from __future__ import annotations
 from .daemon import API_FRONT, Daemon, owner_of, start_daemon, wait_for_socket
 from .etcd import EtcdCluster, EtcdMember, etcd_unavailable, start_etcd
 from .hooks import HookCall, HookRecorder
-from .hosts import NetnsHost, NetnsHosts, netns_hosts_unavailable
+from .hosts import NetnsCluster, NetnsHost, NetnsHosts, netns_cluster, netns_hosts_unavailable
 from .leaks import (
     CATEGORIES,
     HostSnapshot,
@@ -42,8 +43,8 @@ from .tls import TestCA
 from .waiting import WaitTimeout, async_wait_for, async_wait_for_exit, stays, wait_for, wait_for_exit
 
 __all__ = [
-    "API_FRONT", "CATEGORIES", "Daemon", "EtcdCluster", "EtcdMember", "HookCall", "HookRecorder", "HostSnapshot", "Leaks", "NetnsHost",
+    "API_FRONT", "CATEGORIES", "Daemon", "EtcdCluster", "EtcdMember", "HookCall", "HookRecorder", "HostSnapshot", "Leaks", "NetnsCluster", "NetnsHost",
     "NetnsHosts", "Owners", "TestCA", "WaitTimeout", "async_wait_for", "async_wait_for_exit", "dockyard_named",
-    "etcd_unavailable", "netns_hosts_unavailable", "owner_of", "owner_of_data_root", "purge_owned", "snapshot_host", "start_daemon", "start_etcd",
+    "etcd_unavailable", "netns_cluster", "netns_hosts_unavailable", "owner_of", "owner_of_data_root", "purge_owned", "snapshot_host", "start_daemon", "start_etcd",
     "stays", "wait_for", "wait_for_exit", "wait_for_no_leaks", "wait_for_socket",
 ]

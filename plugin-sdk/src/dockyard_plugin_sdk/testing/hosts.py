@@ -18,6 +18,9 @@ This is the harness a third-party cluster or network driver tests multi-host beh
 the way dockyard's own do. What is needed (root, the driver, an engine with an API front,
 ``cryptography`` and ``pyroute2``) is checked by :func:`netns_hosts_unavailable`: the fixture
 skips with that reason instead of failing.
+
+:func:`netns_cluster` makes hosts whose engines joined one etcd (``--cluster-store``, mutual
+TLS, on the hosts' bridge gateway), the base of the cluster tests (overlay, swarm, migrate).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import importlib.util
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +47,7 @@ if TYPE_CHECKING:
 
     from .tls import TestCA
 
-__all__ = ["NETNS_SUBNET_BASE", "NetnsHost", "NetnsHosts", "netns_hosts_unavailable"]
+__all__ = ["NETNS_SUBNET_BASE", "NetnsCluster", "NetnsHost", "NetnsHosts", "netns_cluster", "netns_hosts_unavailable"]
 
 #: The test hosts' ranges are random free /24s of this (the driver's default is 10.247.0.0/24).
 NETNS_SUBNET_BASE = "10.247.0.0/16"
@@ -229,6 +234,59 @@ class NetnsHosts:
         await self.kernel.stop()
         shutil.rmtree(self.root, ignore_errors=True)
         return errors
+
+
+@dataclass
+class NetnsCluster:
+    """What :func:`netns_cluster` made."""
+
+    root: Path
+    netns: NetnsHosts
+    etcd: Any  # dockyard_plugin_sdk.testing.etcd.EtcdCluster
+    url: str  # etcd://GW:PORT/PREFIX, the engines' --cluster-store
+    gateway: str  # the hosts' bridge address on this machine, where etcd listens
+    store_options: list[str]  # KEY=VALUE: etcd's client TLS (--cluster-store-opt, a daemon's cluster-opts)
+    options: list[str]  # every engine's flags
+    hosts: list[NetnsHost]
+
+
+@asynccontextmanager
+async def netns_cluster(root: Path, n: int, *, owners: Owners, prefix: str, heartbeat: float = 0.5, ttl: float = 2,
+                        engine_options: Sequence[str] = (), image: str | None = "busybox"
+                        ) -> AsyncIterator[NetnsCluster]:
+    """``n`` netns hosts on ``root`` (short: unix sockets live below it) whose engines joined a
+    one-member etcd with mutual TLS on the hosts' bridge gateway, under the key prefix
+    ``PREFIX<random>``, with heartbeat and TTL in seconds (``engine_options`` come first), each
+    with ``image`` bootstrapped. At the end the hosts are removed, etcd is closed and ``root``
+    deleted; AssertionError names what could not be removed. The caller checks
+    :func:`netns_hosts_unavailable` and ``etcd_unavailable`` first."""
+    from .etcd import start_etcd
+
+    netns = await NetnsHosts.open(root / "n", owners=owners)
+    etcd = None
+    try:
+        gateway = str(netns.driver.gateway.ip)
+        # off loopback, always TLS: etcd takes clients with a certificate of its throwaway CA
+        etcd = await asyncio.to_thread(start_etcd, root / "etcd", 1, gateway, tls=True)
+        owners.record(etcd.token, etcd.root)
+        url = etcd.url(f"{prefix}{uuid.uuid4().hex[:6]}")
+        kv = [f"{k}={v}" for k, v in etcd.store_options.items()]
+        options = [*engine_options, "--cluster-store", url, "--cluster-advertise", "eth0:2376",
+                   "--cluster-store-opt", f"discovery.heartbeat={heartbeat:g}",
+                   "--cluster-store-opt", f"discovery.ttl={ttl:g}"]
+        for item in kv:
+            options += ["--cluster-store-opt", item]
+        hosts = await netns.create(n, engine_options=options)
+        if image:
+            await asyncio.gather(*(asyncio.to_thread(h.bootstrap, image) for h in hosts))
+        yield NetnsCluster(root=root, netns=netns, etcd=etcd, url=url, gateway=gateway, store_options=kv,
+                           options=options, hosts=hosts)
+    finally:
+        errors = await netns.close()
+        if etcd is not None:
+            etcd.close()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not errors, errors
 
 
 def _provisioner() -> type[Any]:
