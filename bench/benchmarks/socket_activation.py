@@ -33,19 +33,6 @@ SUBJECT, PEER = "socket_activated", "started_directly"
 ROUNDS = int(os.environ.get("BENCH_ACTIVATION_ROUNDS", "0"))
 
 
-def _ping(sock: Path) -> bool:
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(2)
-    try:
-        s.connect(str(sock))
-        s.sendall(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
-        return s.recv(64).split(b" ")[1:2] == [b"200"]
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def _version(sock: Path) -> None:
     docker = shutil.which("docker")
     if docker:
@@ -64,6 +51,8 @@ def _version(sock: Path) -> None:
 
 
 def _one(ctx: Context, root: Path, activated: bool) -> float:
+    from dockyard_plugin_sdk.testing.daemon import answers_ping
+
     root.mkdir(parents=True)
     sock = root / "dockyard.sock"
     base = [str(ctx.venv_bin / "dockyardd"), "--data-root", str(root / "data"), "--exec-root", str(root / "run")]
@@ -80,7 +69,7 @@ def _one(ctx: Context, root: Path, activated: bool) -> float:
                     time.sleep(0.001)
             else:
                 delay = 0.005
-                while not (sock.exists() and _ping(sock)):
+                while not answers_ping(sock):  # the SDK's probe: the socket exists and /_ping is 200
                     if proc.poll() is not None:
                         raise RuntimeError(f"dockyardd exited: {(root / 'daemon.log').read_text()[-300:]}")
                     time.sleep(delay)

@@ -34,7 +34,7 @@ from .waiting import WaitTimeout, wait_for
 if TYPE_CHECKING:
     from dockyard.client import Client
 
-__all__ = ["API_FRONT", "Daemon", "owner_of", "start_daemon", "wait_for_socket"]
+__all__ = ["API_FRONT", "Daemon", "answers_ping", "owner_of", "start_daemon", "wait_for_socket"]
 
 #: The module of the API front the daemon helpers drive (the Docker Engine API).
 API_FRONT = "dockyard_api_docker"
@@ -172,7 +172,8 @@ def owner_of(root: Path) -> str:
     return owner_of_data_root(root / "data")
 
 
-def _answers_ping(path: Path) -> bool:
+def answers_ping(path: Path) -> bool:
+    """Whether a daemon answers ``GET /_ping`` with 200 on the unix socket ``path`` (2 s at most)."""
     if not path.exists():
         return False
     s = socket.socket(socket.AF_UNIX)
@@ -193,7 +194,7 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, timeou
     def up() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"dockyardd exited {proc.returncode}:\n{log.read_text(errors='replace')}")
-        return _answers_ping(path)
+        return answers_ping(path)
 
     try:
         wait_for(up, timeout, f"dockyardd to answer on {path}")
