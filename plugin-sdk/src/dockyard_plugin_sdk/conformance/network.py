@@ -55,7 +55,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
@@ -177,23 +176,9 @@ def socket_in_netns(netns_path: str, family: int = socket.AF_INET,
                     kind: int = socket.SOCK_STREAM) -> socket.socket:
     """A socket created inside the network namespace at ``netns_path``. A dedicated thread
     enters the namespace (``setns`` changes only the calling thread) and ends there."""
-    from pyroute2 import netns
+    from dockyard.netns import run_in
 
-    box: dict[str, Any] = {}
-
-    def make() -> None:
-        try:
-            netns.setns(netns_path, flags=0, fork=False)
-            box["sock"] = socket.socket(family, kind)
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=make, name="netns-socket")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["sock"]
+    return run_in(netns_path, lambda: socket.socket(family, kind))
 
 
 def dns_query(netns_path: str, name: str, qtype: str = "A", tcp: bool = False,

@@ -18,7 +18,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -155,27 +154,9 @@ class RemoteNetworkDriver(RemotePlugin, NetworkDriver):
 def _in_netns(netns_path: str, fn: Callable[[], T]) -> T:
     """Run ``fn`` in a fresh thread inside the namespace (setns changes the calling thread only,
     and the thread ends, so no pooled thread stays in a container's namespace)."""
-    from pyroute2 import netns
+    from dockyard.netns import run_in
 
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                netns.setns(fd, flags=0, fork=False)
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    t = threading.Thread(target=run, name="docker-plugin-netns")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return run_in(netns_path, fn)
 
 
 def _move_in(plugin: str, src: str, netns_path: str, ifname: str, addresses: list[str], mac: str,

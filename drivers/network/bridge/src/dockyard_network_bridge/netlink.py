@@ -12,11 +12,10 @@ import errno
 import ipaddress
 import os
 import secrets
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from dockyard.errors import Conflict, NotFound
 from dockyard_network_bridge.rtnl import LinkInfo, NetlinkError, Rtnl
@@ -162,25 +161,9 @@ def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
     changes only the calling thread, and the thread ends afterwards, so no pooled thread is ever
     left in a container's namespace. (pyroute2's ``IPRoute(netns=...)`` forks a helper process
     for the same thing, ten times slower.)"""
-    box: dict[str, Any] = {}
+    from dockyard.netns import run_in
 
-    def run() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                setns(fd)
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name="dockyard-netns")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return run_in(netns_path, fn)
 
 
 def create_endpoint(spec: EndpointSpec) -> None:

@@ -19,10 +19,9 @@ import hashlib
 import ipaddress
 import os
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 
@@ -263,27 +262,9 @@ class EndpointPlane:
 def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
     """Run ``fn`` in a fresh thread that first enters the namespace at ``netns_path`` (the
     thread ends afterwards, so no pooled thread stays in a container's namespace)."""
-    from pyroute2 import netns
+    from dockyard.netns import run_in
 
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                netns.setns(fd, flags=0, fork=False)
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name="dockyard-overlay-netns")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return run_in(netns_path, fn)
 
 
 def add_endpoint(ep: EndpointPlane) -> None:

@@ -20,9 +20,10 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from dockyard.errors import InvalidArgument
+from dockyard.netns import in_thread, run_in
 
 # pyroute2 (~8 MiB, 120 ms) is imported inside the functions that use it: every daemon imports
 # this driver's class (to read the drivers' settings), few use the driver.
@@ -182,7 +183,7 @@ def create_netns(name: str) -> Path:
             raise OSError(err, f"bind mount of the namespace on {path}: {os.strerror(err)}")
 
     try:
-        _in_thread(bind)
+        in_thread(bind)
     except BaseException:
         remove_netns(name)
         raise
@@ -220,37 +221,10 @@ def list_netns() -> list[str]:
         return []
 
 
-def _in_thread(fn: Callable[[], T]) -> T:
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name="dockyard-netns")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def in_netns(name: str, fn: Callable[[], T]) -> T:
     """Run ``fn`` in a fresh thread that first enters namespace ``name``; the thread ends
     afterwards, so no pooled thread is ever left inside a host."""
-    def run() -> T:
-        fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns into {name}: {os.strerror(err)}")
-        finally:
-            os.close(fd)
-        return fn()
-
-    return _in_thread(run)
+    return run_in(netns_path(name), fn)
 
 
 # ---------------------------------------------------------------------------------- a host's link
