@@ -20,14 +20,11 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import socket
 import struct
-import threading
 from collections.abc import Iterable
-from typing import Any
 
-from dockyard_network_bridge.netlink import setns
+from dockyard.netns import enter, in_thread
 
 # dnslib is imported where a query is answered: only networks with embedded DNS use it, and
 # every daemon imports this module (the default bridge has none).
@@ -192,39 +189,25 @@ class EmbeddedDns:
             raise
 
     def _sockets(self, netns_path: str | None) -> tuple[socket.socket, socket.socket]:
-        box: dict[str, Any] = {}
-
-        def make() -> None:
+        def make() -> tuple[socket.socket, socket.socket]:
+            if netns_path:
+                enter(netns_path)  # this thread only
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
-                if netns_path:
-                    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-                    try:
-                        setns(fd)  # this thread only
-                    finally:
-                        os.close(fd)
-                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                try:
-                    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    udp.bind((self.address, self.port))
-                    tcp.bind((self.address, self.port))
-                    tcp.listen(64)
-                except BaseException:
-                    udp.close()
-                    tcp.close()
-                    raise
-                udp.setblocking(False)
-                tcp.setblocking(False)
-                box["socks"] = (udp, tcp)
-            except BaseException as exc:
-                box["error"] = exc
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                udp.bind((self.address, self.port))
+                tcp.bind((self.address, self.port))
+                tcp.listen(64)
+            except BaseException:
+                udp.close()
+                tcp.close()
+                raise
+            udp.setblocking(False)
+            tcp.setblocking(False)
+            return udp, tcp
 
-        thread = threading.Thread(target=make, name="dns-netns-socket")
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["socks"]
+        return in_thread(make, "dns-netns-socket")
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

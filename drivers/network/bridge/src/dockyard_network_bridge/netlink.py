@@ -7,7 +7,6 @@ These functions are synchronous (blocking socket calls); the driver runs them wi
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import os
@@ -145,15 +144,6 @@ def mac_for(ipv4: str) -> str:
     else:
         packed = secrets.token_bytes(4)
     return ":".join(f"{b:02x}" for b in b"\x02\x42" + packed)
-
-
-def setns(fd: int) -> None:
-    """Move the calling thread into the network namespace open at ``fd`` (setns(2); Python
-    3.12 has ``os.setns``)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, 0) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
 
 
 def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
