@@ -91,3 +91,12 @@ def test_a_failed_transaction_raises_when_asked_and_values_read_as_json() -> Non
         TxnResult(False, 7).check("name web")
     assert TxnResult(True, 7).check().revision == 7
     assert KeyValue("nodes/n1", b'{"addr": "10.0.0.2:2376"}', 3).json() == {"addr": "10.0.0.2:2376"}
+
+
+def test_discovery_ttl_of_the_cluster_options() -> None:
+    from dockyard.specs.cluster import discovery_ttl
+
+    assert discovery_ttl({}, "10") == "10"
+    assert discovery_ttl({"cluster-opts": ["discovery.heartbeat=1", "discovery.ttl=2.5"]}, "10") == "3"
+    assert discovery_ttl({"cluster-opts": ["discovery.ttl=0.2"]}, "10") == "1"
+    assert discovery_ttl({"cluster-opts": ["discovery.ttl=soon"]}, "10") == "10"

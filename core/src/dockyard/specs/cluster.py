@@ -262,6 +262,20 @@ class SchedulerStrategy:
 
 
 # ---------------------------------------------------------------------------- the store
+def discovery_ttl(daemon_config: Any, default: str) -> str:
+    """dockerd's ``discovery.ttl`` cluster option (``--cluster-store-opt discovery.ttl=SECONDS``,
+    the ``cluster-opts`` list: when an engine counts as lost) rounded up to whole seconds, else
+    ``default`` (unset or not a number). Drivers keeping leases in the store use it as theirs."""
+    for item in daemon_config.get("cluster-opts") or ():
+        key, _, value = str(item).partition("=")
+        if key.strip() == "discovery.ttl":
+            try:
+                return str(max(1, -int(-float(value) // 1)))
+            except ValueError:
+                return default
+    return default
+
+
 # etcd's shape (DESIGN, "Many hosts: the seams"): keys under the URL's prefix, each with the
 # revision of its last change; transactions comparing revisions; leases; watches from a
 # revision. Keys are relative to the store's prefix ("nodes/n1" is "PREFIX/nodes/n1" in etcd);

@@ -33,7 +33,7 @@ from typing import Any
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.specs import ConfigOption, DriverInfo, IpamDriver
-from dockyard.specs.cluster import ClusterStore
+from dockyard.specs.cluster import ClusterStore, discovery_ttl
 from dockyard.specs.network import GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE, Pool
 from dockyard_network_ipam import pools as P
 from dockyard_network_ipam.cluster import DEFAULT_GLOBAL_POOLS, GlobalSpace, is_global
@@ -56,18 +56,6 @@ def _setting(context: Any, key: str, default: str) -> str:
     if isinstance(value, list):
         return ",".join(f"{p['base']}:{p['size']}" if isinstance(p, dict) else str(p) for p in value)
     return str(value)
-
-
-def _discovery_ttl(context: Any, default: str) -> str:
-    """``discovery.ttl`` of ``--cluster-store-opt`` (when a node counts as lost), else ``default``."""
-    for item in context.daemon_config.get("cluster-opts") or ():
-        key, _, value = str(item).partition("=")
-        if key.strip() == "discovery.ttl":
-            try:
-                return str(max(1, -int(-float(value) // 1)))
-            except ValueError:
-                return default
-    return default
 
 
 def _pool_id(subnet: P.IPNetwork, ip_range: P.IPNetwork | None) -> str:
@@ -98,7 +86,7 @@ class DefaultIpam(IpamDriver):
         self._pool_count = 0
         self._global_pools = P.parse_pools(_setting(context, "default-global-address-pools", DEFAULT_GLOBAL_POOLS),
                                            v6=False)
-        self._global_ttl = int(_setting(context, "global-address-ttl", _discovery_ttl(context, "10")))
+        self._global_ttl = int(_setting(context, "global-address-ttl", discovery_ttl(context.daemon_config, "10")))
         self._global: GlobalSpace | None = None
 
     async def setup(self) -> None:

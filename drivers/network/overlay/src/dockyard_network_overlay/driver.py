@@ -55,7 +55,7 @@ from dockyard.errors import (
 from dockyard.jsonfile import write_json
 from dockyard.model import Network, from_dict, to_dict
 from dockyard.specs import ConfigOption, DriverContext, DriverInfo
-from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Put, WatchEvent
+from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Put, WatchEvent, discovery_ttl
 from dockyard.specs.network import (
     GLOBAL_SCOPE,
     ClusterNetworkChange,
@@ -89,19 +89,6 @@ def _setting(context: DriverContext, key: str, default: str) -> str:
     if value is None:
         value = context.daemon_config.get(key)
     return default if value is None or value == "" else str(value)
-
-
-def _discovery_ttl(context: DriverContext, default: str) -> str:
-    """``discovery.ttl`` of ``--cluster-store-opt`` (when a node counts as lost, dockerd's flag),
-    rounded up to whole seconds, else ``default``."""
-    for item in context.daemon_config.get("cluster-opts") or ():
-        key, _, value = str(item).partition("=")
-        if key.strip() == "discovery.ttl":
-            try:
-                return str(max(1, -int(-float(value) // 1)))
-            except ValueError:
-                return default
-    return default
 
 
 class _Changes:
@@ -142,7 +129,7 @@ class OverlayDriver(GlobalScopeDriver):
         super().__init__(context)
         self.owner = context.owner
         self._store: ClusterStore | None = context.provided.get(ClusterStore)
-        self._ttl = max(2, int(_setting(context, "endpoint-ttl", _discovery_ttl(context, "10"))))
+        self._ttl = max(2, int(_setting(context, "endpoint-ttl", discovery_ttl(context.daemon_config, "10"))))
         advertise = str(context.daemon_config.get("cluster-advertise") or "")
         self._vtep_spec = _setting(context, "vtep", advertise.rsplit(":", 1)[0] if ":" in advertise else advertise)
         self._vtep = ""
