@@ -167,25 +167,25 @@ class Rtnl:
                 replies.append(chunk)
 
     # ------------------------------------------------------------------ links
-    def link_index(self, name: str) -> int | None:
-        """The index of link ``name`` in this namespace, None when there is none."""
+    def _get_link(self, name: str) -> bytes | None:
+        """The RTM_NEWLINK answer about link ``name``, None when there is no such link."""
         try:
             (reply,) = self.request(RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0) + _str(IFLA_IFNAME, name))
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return None
             raise
-        return int(struct.unpack_from("=i", reply, _HEADER.size + 4)[0])  # ifinfomsg.ifi_index
+        return reply
+
+    def link_index(self, name: str) -> int | None:
+        """The index of link ``name`` in this namespace, None when there is none."""
+        reply = self._get_link(name)
+        return None if reply is None else int(struct.unpack_from("=i", reply, _HEADER.size + 4)[0])  # ifi_index
 
     def link(self, name: str) -> LinkInfo | None:
         """Link ``name`` in this namespace, None when there is none."""
-        try:
-            (reply,) = self.request(RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0) + _str(IFLA_IFNAME, name))
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return None
-            raise
-        return _link_info(reply)
+        reply = self._get_link(name)
+        return None if reply is None else _link_info(reply)
 
     def links(self) -> list[LinkInfo]:
         """Every link of this namespace (``ip link show``)."""
