@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 
@@ -107,7 +107,8 @@ def list_links() -> list[str]:
         return [str(m.get("IFLA_IFNAME")) for m in ipr.link("dump")]
 
 
-def delete_link(name: str) -> bool:
+def _on_link(name: str, command: str, **changes: Any) -> bool:
+    """``ip link COMMAND`` on link ``name``; False when there is no such link (or it went meanwhile)."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -116,30 +117,21 @@ def delete_link(name: str) -> bool:
         if not idx:
             return False
         try:
-            ipr.link("del", index=idx[0])
+            ipr.link(command, index=idx[0], **changes)
         except NetlinkError as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT):
                 return False
             raise
     return True
+
+
+def delete_link(name: str) -> bool:
+    return _on_link(name, "del")
 
 
 def set_down(name: str) -> bool:
     """Set link ``name`` down (a bridge port stops forwarding at once); False when absent."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=name)
-        if not idx:
-            return False
-        try:
-            ipr.link("set", index=idx[0], state="down")
-        except NetlinkError as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
-                return False
-            raise
-    return True
+    return _on_link(name, "set", state="down")
 
 
 # ---------------------------------------------------------------------------- networks
