@@ -20,7 +20,7 @@ import pytest
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
 #: counts in memory, shows the count in the writable layer
-COUNTER = "echo layer > /etc/migrated; echo vol > /data/v; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+COUNTER = "echo layer > /etc/migrated; echo vol > /data/v; while true; do i=$((i+1)); echo $i > /tmp/count.t; mv /tmp/count.t /tmp/count; sleep 0.05; done"
 
 
 def data_root(host: Any) -> Path:

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 pytestmark = [pytest.mark.timeout(120)]
-COUNTER = "while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+COUNTER = "while true; do i=$((i+1)); echo $i > /tmp/count.t; mv /tmp/count.t /tmp/count; sleep 0.05; done"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

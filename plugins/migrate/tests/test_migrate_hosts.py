@@ -50,7 +50,7 @@ def test_lazy_pages_moves_memory_after_the_restore(pair: Any) -> None:
     server as they fault, the rest in the background. The counter goes on from where it was."""
     h1, h2 = pair.hosts
     h1.docker("run", "-d", "--name", "lz", "busybox", "sh", "-c",
-              "while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done")
+              "while true; do i=$((i+1)); echo $i > /tmp/count.t; mv /tmp/count.t /tmp/count; sleep 0.05; done")
     import time
 
     time.sleep(0.5)
