@@ -48,6 +48,33 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
 
+def _merge_config_file(flags: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Take ``--config-file PATH`` (or ``--config-file=PATH``) out of an engine's flags and
+    return the flags left and that file's settings (empty when none was given)."""
+    rest: list[str] = []
+    path = ""
+    it = iter(flags)
+    for flag in it:
+        if flag == "--config-file":
+            path = next(it, "")
+        elif flag.startswith("--config-file="):
+            path = flag.split("=", 1)[1]
+        else:
+            rest.append(flag)
+    if not path:
+        return rest, {}
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"engine option --config-file {path}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise InvalidArgument(f"engine option --config-file {path}: not a JSON object")
+    opts = config.get("arch-opts", [])
+    if not isinstance(opts, list):
+        raise InvalidArgument(f"engine option --config-file {path}: arch-opts is not a list")
+    return rest, config
+
+
 @dataclass
 class Record:
     """What the driver made (or will make) for one host: enough to find and remove it all."""
@@ -267,8 +294,12 @@ class NetnsProvisioner(Provisioner):
         (root / "data").mkdir(parents=True, exist_ok=True)
         Path(rec.run).mkdir(parents=True, exist_ok=True)
         engine.write_files(rec.tls_dir, material)
-        # The engine's containers go below the host's cgroup, in every hierarchy.
-        config = {"arch-opts": [f"cgroup-parent=/{rec.cgroup}"]}
+        # The engine's containers go below the host's cgroup, in every hierarchy. An engine
+        # option --config-file is merged into this file rather than passed on: a second
+        # --config-file would replace it, and the containers would escape the host's cgroup
+        # (and outlive the host's removal).
+        flags, config = _merge_config_file(flags)
+        config["arch-opts"] = [*config.get("arch-opts", []), f"cgroup-parent=/{rec.cgroup}"]
         (root / "daemon.json").write_text(json.dumps(config))
         (root / "engine-flags.json").write_text(json.dumps(flags))
 
