@@ -8,16 +8,17 @@ the hosts' private bridge is the underlay. Nothing leaves the machine.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
 
+T = TypeVar("T")
 ENDPOINT_TTL = 3  # seconds a killed engine's endpoints stay published
 
 
@@ -30,15 +31,24 @@ class OverlayCluster:
     hosts: list[Any]
     options: list[str]
 
+    def in_ns(self, host: Any, fn: Callable[[Any], T]) -> T:
+        """``fn(ns)`` with a pyroute2 handle on a host's network namespace, on a thread of its
+        own (pyroute2's synchronous API runs an event loop, which the tests' loop forbids)."""
+        def run() -> T:
+            from pyroute2 import NetNS
+
+            ns = NetNS(str(host.host.extra["netns"]))
+            try:
+                return fn(ns)
+            finally:
+                ns.close()
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(run).result()
+
     def links(self, host: Any) -> list[str]:
         """Link names inside a host's network namespace."""
-        out = subprocess.run(["ip", "-n", str(host.host.extra["netns"]), "-o", "link", "show"],
-                             capture_output=True, text=True, check=True).stdout
-        return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
-
-    def ip(self, host: Any, *args: str) -> str:
-        return subprocess.run(["ip", "-n", str(host.host.extra["netns"]), *args], capture_output=True,
-                              text=True, check=True).stdout
+        return self.in_ns(host, lambda ns: [str(link.get_attr("IFLA_IFNAME")) for link in ns.get_links()])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

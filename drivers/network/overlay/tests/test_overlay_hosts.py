@@ -10,6 +10,8 @@ import pytest
 
 from dockyard_plugin_sdk.testing import wait_for
 
+NUD_PERMANENT, NTF_SELF = 0x80, 0x02  # a static neighbour; an FDB entry of the VXLAN device itself
+
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
 OUR_LINK = re.compile(r"^dy[0-9a-f]{6}[oxe][0-9a-f]+$")  # the overlay's bridge, VXLAN device, veths
@@ -132,16 +134,19 @@ async def test_leftovers_after_kill9_are_reconciled_at_restart(overlay_cluster):
     links = _overlay_links(overlay_cluster, h1)
     vxlan = next(n for n in links if n[8] == "x")
     tag = vxlan[:8]
-    netns = str(h1.host.extra["netns"])
     os.kill(int(h1.host.extra["pid"]), signal.SIGKILL)
     # what a crash can leave: a network's devices no endpoint uses, a stale FDB/neighbour entry
-    overlay_cluster.ip(h1, "link", "add", f"{tag}offfff0", "type", "bridge")
-    overlay_cluster.ip(h1, "link", "add", f"{tag}xfffff0", "type", "vxlan", "id", "1048560", "dstport", "4789",
-                       "local", h1.address, "nolearning")
-    overlay_cluster.ip(h1, "neigh", "add", "10.38.0.99", "lladdr", "02:42:0a:26:00:63", "dev", vxlan, "nud", "permanent")
-    subprocess_run = __import__("subprocess").run
-    subprocess_run(["ip", "netns", "exec", netns, "bridge", "fdb", "add", "02:42:0a:26:00:63", "dev", vxlan,
-                    "dst", "10.247.0.250", "self", "permanent"], check=True)
+    mac, stale_vtep = "02:42:0a:26:00:63", "10.247.0.250"
+
+    def plant(ns) -> None:
+        ns.link("add", ifname=f"{tag}offfff0", kind="bridge")
+        ns.link("add", ifname=f"{tag}xfffff0", kind="vxlan", vxlan_id=1048560, vxlan_port=4789,
+                vxlan_local=h1.address, vxlan_learning=0)
+        vx = ns.link_lookup(ifname=vxlan)[0]
+        ns.neigh("add", dst="10.38.0.99", lladdr=mac, ifindex=vx, state=NUD_PERMANENT)
+        ns.fdb("add", ifindex=vx, lladdr=mac, NDA_DST=stale_vtep, state=NUD_PERMANENT, flags=NTF_SELF)
+
+    overlay_cluster.in_ns(h1, plant)
     for _ in range(100):  # the driver has seen the engine exit (else start() kills the host's cgroup)
         state = await overlay_cluster.netns.driver.state(h1.host)
         if state.state != "running" and "runs but" not in state.reason:
@@ -152,10 +157,15 @@ async def test_leftovers_after_kill9_are_reconciled_at_restart(overlay_cluster):
     links = _overlay_links(overlay_cluster, h1)
     assert f"{tag}offfff0" not in links and f"{tag}xfffff0" not in links, links
     assert vxlan in links, h1.docker("ps", "-a").stdout
-    fdb = subprocess_run(["ip", "netns", "exec", netns, "bridge", "fdb", "show", "dev", vxlan],
-                         capture_output=True, text=True, check=True).stdout
-    assert "10.247.0.250" not in fdb and h2.address in fdb, fdb
-    assert "10.38.0.99" not in overlay_cluster.ip(h1, "neigh", "show", "dev", vxlan)
+
+    def entries(ns) -> tuple[list[str], list[str]]:
+        vx = ns.link_lookup(ifname=vxlan)[0]
+        return ([str(m.get("NDA_DST")) for m in ns.fdb("dump", ifindex=vx) if m.get("NDA_DST")],
+                [str(m.get("NDA_DST")) for m in ns.get_neighbours(ifindex=vx)])
+
+    fdb, neighbours = overlay_cluster.in_ns(h1, entries)
+    assert stale_vtep not in fdb and h2.address in fdb, fdb
+    assert "10.38.0.99" not in neighbours, neighbours
     h1.docker("exec", "k1", "ping", "-c", "1", "-W", "3", "k2")  # still connected after the restart
     h2.docker("exec", "k2", "ping", "-c", "1", "-W", "3", "k1")
     h1.docker("rm", "-f", "k1")
