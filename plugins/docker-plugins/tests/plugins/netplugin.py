@@ -1,4 +1,4 @@
-"""A Docker network plugin (stdlib and iproute2 only): a Linux bridge per network holding the
+"""A Docker network plugin (stdlib and pyroute2 only, no dockyard): a Linux bridge per network holding the
 gateway address, a veth pair per endpoint made at Join (the host end on the bridge, the other
 handed to the daemon as SrcName). Interfaces are named PREFIX... so leak checks find them.
 
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
 import sys
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from _serve import serve
 
@@ -21,10 +23,35 @@ endpoints: dict[str, dict] = {}
 serial = itertools.count(1)
 
 
-def ip(*args: str, check: bool = True) -> None:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if check and proc.returncode:
-        raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+def _index(ipr: IPRoute, name: str) -> int:
+    return ipr.link_lookup(ifname=name)[0]
+
+
+def add_bridge(name: str, gateway: str) -> None:
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=name, kind="bridge")
+        idx = _index(ipr, name)
+        if gateway:
+            addr, _, prefix = gateway.partition("/")
+            ipr.addr("add", index=idx, address=addr, prefixlen=int(prefix or 32))
+        ipr.link("set", index=idx, state="up")
+
+
+def add_veth(host: str, peer: str, bridge: str) -> None:
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=host, kind="veth", peer=peer)
+        ipr.link("set", index=_index(ipr, host), master=_index(ipr, bridge), state="up")
+
+
+def delete_link(name: str) -> None:
+    """Remove a link; an absent one is not an error (the daemon may have moved or removed it)."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if found:
+            try:
+                ipr.link("del", index=found[0])
+            except NetlinkError:
+                pass
 
 
 def create_network(b: dict) -> dict:
@@ -33,12 +60,9 @@ def create_network(b: dict) -> dict:
     if bad:
         return {"Err": f"invalid option {bad[0]}"}
     bridge = f"{PREFIX}b{next(serial)}"
-    ip("link", "add", bridge, "type", "bridge")
     data = (b.get("IPv4Data") or [{}])[0]
     gateway = data.get("Gateway") or ""
-    if gateway:
-        ip("addr", "add", gateway, "dev", bridge)
-    ip("link", "set", bridge, "up")
+    add_bridge(bridge, gateway)
     internal = bool((b.get("Options") or {}).get("com.docker.network.internal"))
     networks[b["NetworkID"]] = {"bridge": bridge, "gateway": gateway.split("/")[0], "internal": internal}
     return {}
@@ -48,7 +72,7 @@ def delete_network(b: dict) -> dict:
     net = networks.pop(b["NetworkID"], None)
     if net is None:
         return {"Err": f"no such network {b['NetworkID'][:12]}"}
-    ip("link", "del", net["bridge"], check=False)
+    delete_link(net["bridge"])
     return {}
 
 
@@ -68,8 +92,7 @@ def join(b: dict) -> dict:
     net = networks[ep["network"]]
     n = next(serial)
     host, peer = f"{PREFIX}h{n}", f"{PREFIX}c{n}"
-    ip("link", "add", host, "type", "veth", "peer", "name", peer)
-    ip("link", "set", host, "master", net["bridge"], "up")
+    add_veth(host, peer, net["bridge"])
     ep["veth"] = host
     reply = {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"}}
     if not net["internal"] and net["gateway"]:
@@ -80,7 +103,7 @@ def join(b: dict) -> dict:
 def leave(b: dict) -> dict:
     ep = endpoints.get(b["EndpointID"])
     if ep and ep["veth"]:
-        ip("link", "del", ep["veth"], check=False)
+        delete_link(ep["veth"])
         ep["veth"] = ""
     return {}
 
