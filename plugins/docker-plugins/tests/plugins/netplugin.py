@@ -10,10 +10,9 @@ import itertools
 import os
 import sys
 
+from _serve import serve
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-
-from _serve import serve
 
 SOCKET, PREFIX = sys.argv[1], sys.argv[2]
 GENERIC = "com.docker.network.generic"
