@@ -381,3 +381,16 @@ async def test_a_dropped_nodes_containers_stay_listed_as_host_down(cluster: Any,
     await svc.refresh_all()
     assert "Status" not in svc.get("keep").node and not svc._must("keep").down
     assert (await svc.refresh("keep")).container.node.get("Status") is None
+
+
+async def test_a_name_that_prefixes_an_id_is_no_conflict(cluster: Any, engines: FakeEngines) -> None:
+    """A name conflict is by name only: an ID that starts with the name's letters (``c3…``) is
+    another container (this once failed the affinity test about 1 run in 100)."""
+    svc = await cluster()
+    first = await svc.create(req("one", env=["constraint:node==n1"]))
+    node = engines.engines[0]
+    doc = node.containers.pop(first.id)
+    forged = "c3" + first.id[2:]
+    node.containers[forged] = {**doc, "Id": forged}
+    again = await svc.create(req("c3", env=["constraint:node==n1"]))
+    assert again.id in node.containers and node.containers[again.id]["Name"] == "/c3"

@@ -50,6 +50,12 @@ class FakeEngine:
     calls: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ helpers
+    def named(self, name: str) -> dict[str, Any] | None:
+        """The container called ``name`` (a name conflict is by name only, as dockerd's: an ID
+        that happens to start with the name's letters, say ``c3``, is no conflict)."""
+        want = "/" + name.lstrip("/")
+        return next((c for c in self.containers.values() if c["Name"] == want), None)
+
     def find(self, ref: str) -> dict[str, Any] | None:
         ref = ref.lstrip("/")
         if ref in self.containers:
@@ -133,7 +139,7 @@ class FakeEngine:
         if image not in self.images and f"{image}:latest" not in self.images:
             return _err(404, f"No such image: {image if ':' in image else image + ':latest'}")
         name = request.query.get("name") or f"fake_{secrets.token_hex(4)}"
-        if self.find(name) is not None:
+        if self.named(name) is not None:
             return _err(409, f'Conflict. The container name "/{name}" is already in use')
         cid = secrets.token_hex(32)
         hc = body.get("HostConfig") or {}
@@ -210,7 +216,7 @@ class FakeEngine:
     async def rename(self, request: web.Request) -> web.Response:
         c = self._must(request)
         new = request.query.get("name", "")
-        if self.find(new) is not None:
+        if self.named(new) is not None:
             return _err(409, f'Conflict. The container name "/{new}" is already in use')
         c["Name"] = "/" + new
         return web.Response(status=204)
