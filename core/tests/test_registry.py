@@ -151,6 +151,36 @@ def test_environment_disables_and_allows(make_dist):
     assert Kernel.build(Config(), environ={"DOCKYARD_LOAD_PLUGINS": "dockyard-feature-spy"}).pm.has_plugin("spy")
 
 
+def test_environment_names_plugin_modules_no_distribution_declares(make_dist):
+    """DOCKYARD_PLUGINS, as pytest's PYTEST_PLUGINS: a module registered after the entry points
+    (a test's plugin in a daemon it starts), listed with where it came from; an allow list does
+    not hide what is named explicitly, a deny does; nothing without autoload."""
+    make_dist("unrelated", {}, {"named_spy": FEATURE_PLUGIN})
+    kernel = Kernel.build(Config(), environ={"DOCKYARD_PLUGINS": "named_spy, named_spy"})
+    assert kernel.pm.has_plugin("named_spy")
+    [rec] = kernel.registry.find("dockyard.plugins", "named_spy")
+    assert (rec.status, rec.distribution) == ("loaded", "DOCKYARD_PLUGINS")
+    allow = {"DOCKYARD_PLUGINS": "named_spy", "DOCKYARD_LOAD_PLUGINS": "other"}
+    assert Kernel.build(Config(), environ=allow).pm.has_plugin("named_spy")
+    deny = {"DOCKYARD_PLUGINS": "named_spy", "DOCKYARD_DISABLE_PLUGINS": "named_spy"}
+    assert not Kernel.build(Config(), environ=deny).pm.has_plugin("named_spy")
+    assert not Kernel.build(Config(), autoload=False, environ={"DOCKYARD_PLUGINS": "named_spy"}).pm.has_plugin("named_spy")
+
+
+def test_a_named_module_that_fails_or_clashes_is_reported(make_dist):
+    kernel = Kernel.build(Config(), environ={"DOCKYARD_PLUGINS": "no_such_module_here"})
+    [rec] = kernel.registry.find("dockyard.plugins", "no_such_module_here")
+    assert rec.status == "failed" and "ModuleNotFoundError" in rec.error
+    assert any(isinstance(p, PluginLoadError) and "DOCKYARD_PLUGINS" in str(p) for p in kernel.registry.problems)
+    # a name an entry point has too: neither is used, both named
+    make_dist("dockyard-feature-spy", {"dockyard.plugins": {"spy": "spy_plugin9"}},
+              {"spy_plugin9": FEATURE_PLUGIN, "spy": FEATURE_PLUGIN})
+    kernel = Kernel.build(Config(), environ={"DOCKYARD_PLUGINS": "spy"})
+    assert not kernel.pm.has_plugin("spy")
+    assert any(isinstance(p, PluginConflictError) and "DOCKYARD_PLUGINS" in str(p)
+               and "dockyard-feature-spy" in str(p) for p in kernel.registry.problems)
+
+
 def test_autoload_off_registers_only_explicit_plugins(make_dist):
     make_dist("dockyard-feature-spy", {"dockyard.plugins": {"spy": "spy_plugin4"}},
               {"spy_plugin4": FEATURE_PLUGIN})

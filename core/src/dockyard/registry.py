@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 # (scan_cached, load_cli) needs none of them.
 
 PLUGIN_GROUP = "dockyard.plugins"
+#: Environment variable naming extra feature-plugin modules (comma separated), imported and
+#: registered after the entry points, as pytest's ``PYTEST_PLUGINS``; their records say so in
+#: place of a distribution.
+PLUGINS_ENV = "DOCKYARD_PLUGINS"
 CLI_GROUP = "dockyard.cli"
 SERVICE_GROUP = "dockyard.services"
 D = TypeVar("D")  # a descriptor class loaded from an entry-point group
@@ -147,6 +151,11 @@ class Registry:
     ``allow``: when not None, only these names load (entry-point name, ``kind:name`` or
     distribution name). ``deny``: these never load. ``DOCKYARD_DISABLE_PLUGINS`` (comma
     separated) adds to ``deny``; ``DOCKYARD_LOAD_PLUGINS`` sets ``allow``.
+    ``DOCKYARD_PLUGINS`` (comma separated module names) adds feature plugins that no
+    distribution declares: a plugin under development, or a test's plugin loaded into a daemon
+    it starts (the module must be importable: ``PYTHONPATH``). They are named explicitly, so an
+    allow list does not hide them; ``deny`` still does, and a name an entry point also has is a
+    conflict like any other.
     """
 
     def __init__(self, allow: Iterable[str] | None = None, deny: Iterable[str] = (),
@@ -159,6 +168,7 @@ class Registry:
             allow_set = {a.strip() for a in env["DOCKYARD_LOAD_PLUGINS"].split(",") if a.strip()}
         self.allow = allow_set
         self.deny = deny_set
+        self.named = [m.strip() for m in env.get(PLUGINS_ENV, "").split(",") if m.strip()]
         self.records: list[PluginRecord] = []
         self.problems: list[PluginError] = []
 
@@ -216,7 +226,15 @@ class Registry:
         records.sort(key=lambda r: (r.area, r.kind, r.name, r.distribution))
         return records
 
+    def _named_records(self) -> list[PluginRecord]:
+        """Records of the modules ``DOCKYARD_PLUGINS`` names (never cached: the environment is
+        not part of the installation)."""
+        return [PluginRecord(name=m, group=PLUGIN_GROUP, kind="plugin", area="feature", target=m,
+                             distribution=PLUGINS_ENV, version="", description=f"named by {PLUGINS_ENV}")
+                for m in dict.fromkeys(self.named)]
+
     def _index(self, records: list[PluginRecord]) -> None:
+        records = records + self._named_records()
         self.records = records
         self.problems = []
         by_ident: dict[str, list[PluginRecord]] = {}
@@ -236,6 +254,8 @@ class Registry:
         names = {record.name, f"{record.kind}:{record.name}", record.distribution}
         if names & self.deny:
             return True
+        if record.distribution == PLUGINS_ENV and record.entry_point is None:
+            return False  # named explicitly: an allow list does not hide it
         # command names and provider hints are metadata: an allow list does not hide them
         return self.allow is not None and record.kind not in ("cli", "provider") and not (names & self.allow)
 
@@ -308,7 +328,8 @@ class Registry:
 
     # ------------------------------------------------------------------ feature plugins
     def load_plugins(self, pm: pluggy.PluginManager) -> list[str]:
-        """Import and register every allowed ``dockyard.plugins`` entry point.
+        """Import and register every allowed ``dockyard.plugins`` entry point, then the modules
+        ``DOCKYARD_PLUGINS`` names (so their hooks are called before the entry points').
 
         Blocked names are ``pm.set_blocked`` first. An import error, a hook implementation
         that matches no spec or mismatches its signature, or a wrong plugin API version
