@@ -64,6 +64,38 @@ async def test_containers_on_two_hosts_talk_by_name_and_alias(overlay_cluster):
     wait_for(lambda: h1.docker("network", "inspect", "ov1", check=False).returncode != 0, 5, "ov1 gone from h1")
 
 
+@pytest.mark.parametrize("datapath", ["macvlan", "bridge"])
+async def test_each_data_path_carries_same_host_cross_host_and_gateway_traffic(overlay_cluster, datapath):
+    """``macvlan`` (the default: containers' interfaces are children of the VXLAN device, no
+    veth, no bridge) and ``bridge`` (libnetwork's veth and bridge), chosen per network."""
+    h1, h2 = overlay_cluster.hosts
+    net = f"ovp{datapath[0]}"
+    subnet = "10.29.0" if datapath == "macvlan" else "10.28.0"
+    options = [] if datapath == "macvlan" else ["-o", f"dockyard.overlay.datapath={datapath}"]
+    h1.docker("network", "create", "-d", "overlay", *options, "--subnet", f"{subnet}.0/24", net)
+    try:
+        wait_for(lambda: h2.docker("network", "inspect", net, check=False).returncode == 0, 5, f"{net} on h2")
+        for host, name in ((h1, "pa"), (h1, "pb"), (h2, "pc")):
+            host.docker("run", "-d", "--name", name, "--network", net, "busybox", "sleep", "600")
+        veths = [n for n in _overlay_links(overlay_cluster, h1) if n[8] == "e"]
+        assert len(veths) == (2 if datapath == "bridge" else 0), veths
+        details = h1.docker("exec", "pa", "cat", "/sys/class/net/eth0/mtu", "/sys/class/net/eth0/address").stdout
+        assert details.split()[0] == "1450" and details.split()[1].startswith("02:42:"), details
+        h1.docker("exec", "pa", "ping", "-c", "1", "-W", "3", "pb")  # same host
+        h1.docker("exec", "pa", "ping", "-c", "1", "-W", "3", "pc")  # across the hosts, both ways
+        h2.docker("exec", "pc", "ping", "-c", "1", "-W", "3", "pb")
+        h1.docker("exec", "pa", "ping", "-c", "1", "-W", "3", f"{subnet}.1")  # the gateway, on h1
+        h2.docker("exec", "pc", "ping", "-c", "1", "-W", "3", f"{subnet}.1")  # and on h2
+        h1.docker("rm", "-f", "pa")  # one leaves; the others still talk
+        h2.docker("exec", "pc", "ping", "-c", "1", "-W", "3", "pb")
+    finally:
+        h1.docker("rm", "-f", "pa", "pb", check=False)
+        h2.docker("rm", "-f", "pc", check=False)
+        h1.docker("network", "rm", net, check=False)
+    _no_overlay_links(overlay_cluster, h1)
+    _no_overlay_links(overlay_cluster, h2)
+
+
 def _reaches(host, net: str, address: str, port: int = 2376) -> bool:
     script = f"nc -w 2 {address} {port} </dev/null"
     return host.docker("run", "--rm", "--network", net, "busybox", "sh", "-c", script, check=False).returncode == 0

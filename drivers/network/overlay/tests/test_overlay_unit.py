@@ -80,6 +80,8 @@ async def test_options_are_checked(tmp_path):
         await drv.create_network(_net(encrypted=""))
     with pytest.raises(InvalidArgument, match="unknown"):
         await drv.create_network(_net(color="blue"))
+    with pytest.raises(InvalidArgument, match="datapath"):
+        await drv.create_network(_net(**{"dockyard.overlay.datapath": "ipvlan"}))
     assert (await drv.create_network(_net(**{"com.docker.network.driver.overlay.vxlanid_list": "5000"})))["vni"] == 5000
     await drv.close()
 

@@ -26,20 +26,25 @@ Settings (``network-opts`` driver option, else the daemon config key):
 ``endpoint-ttl``
     Seconds a lost engine's endpoints stay published (its lease; default: ``discovery.ttl`` of
     ``--cluster-store-opt``, when a node counts as lost, else 10; at least 2).
+``datapath``
+    ``macvlan`` (default: containers' interfaces are macvlan children of the VXLAN device) or
+    ``bridge`` (a bridge, and a veth per container): see :mod:`dockyard_network_overlay.plane`.
 
 Network options: ``com.docker.network.driver.mtu`` (default: the underlay's MTU minus 50),
-``com.docker.network.driver.overlay.vxlanid_list`` (a given VNI). ``encrypted`` is refused:
-IPsec between hosts is not built.
+``com.docker.network.driver.overlay.vxlanid_list`` (a given VNI), ``dockyard.overlay.datapath``
+(this network's data path on every host; default: each engine's ``datapath`` setting).
+``encrypted`` is refused: IPsec between hosts is not built.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +82,10 @@ FIRST_VNI = 4096
 MAX_VNI = (1 << 24) - 1
 MTU_OPTION = "com.docker.network.driver.mtu"
 VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
-KNOWN_OPTIONS = frozenset({MTU_OPTION, VNI_OPTION, "encrypted"})
+DATAPATH_OPTION = "dockyard.overlay.datapath"
+KNOWN_OPTIONS = frozenset({MTU_OPTION, VNI_OPTION, DATAPATH_OPTION, "encrypted"})
 RACE_RETRIES = 20
-RETIRE_GRACE = 10.0  # seconds a retired veth may wait for its namespace's end before it is deleted
+RETIRE_GRACE = 10.0  # seconds a retired interface may wait for its namespace's end before it is deleted
 NEED_STORE = ("overlay networks live in the cluster store: start the engine with "
               "--cluster-store etcd://HOST:PORT/PREFIX --cluster-advertise ADDR:PORT")
 
@@ -123,6 +129,8 @@ class OverlayDriver(GlobalScopeDriver):
     config_options = (
         ConfigOption("vtep", str, None, "underlay address or interface of the VXLAN tunnel endpoint"),
         ConfigOption("endpoint-ttl", int, None, "seconds a lost engine's overlay endpoints stay published"),
+        ConfigOption("datapath", str, None, "containers' interfaces: macvlan children of the VXLAN device "
+                     "(macvlan, the default) or veths on a bridge (bridge)"),
     )
 
     def __init__(self, context: DriverContext) -> None:
@@ -132,6 +140,9 @@ class OverlayDriver(GlobalScopeDriver):
         self._ttl = max(2, int(_setting(context, "endpoint-ttl", discovery_ttl(context.daemon_config, "10"))))
         advertise = str(context.daemon_config.get("cluster-advertise") or "")
         self._vtep_spec = _setting(context, "vtep", advertise.rsplit(":", 1)[0] if ":" in advertise else advertise)
+        self._datapath = _setting(context, "datapath", P.MACVLAN)
+        if self._datapath not in P.MODES:
+            raise InvalidArgument(f"overlay: datapath must be one of {', '.join(P.MODES)}, not {self._datapath!r}")
         self._vtep = ""
         self._underlay_mtu = 1500
         self._state_path = Path(context.data_dir) / "overlay.json"
@@ -154,15 +165,16 @@ class OverlayDriver(GlobalScopeDriver):
             self._doc = json.loads(self._state_path.read_text())
         except (FileNotFoundError, ValueError):
             self._doc = {"networks": {}, "endpoints": {}}
-        links = set(await asyncio.to_thread(P.list_links))
+        links = await asyncio.to_thread(P.list_links)
         eps = self._doc["endpoints"]
-        dropped = [e for e, ep in eps.items() if ep["veth"] not in links]
+        dropped = [e for e, ep in eps.items()
+                   if not await asyncio.to_thread(P.endpoint_alive, self._endpoint_plane(ep), links)]
         for eid in dropped:
             del eps[eid]
         used = {ep["network_id"] for ep in eps.values()}
         for net_id in [n for n in self._doc["networks"] if n not in used]:
             del self._doc["networks"][net_id]
-        keep = {ep["veth"] for ep in eps.values()}
+        keep = {ep["veth"] for ep in eps.values() if ep.get("veth")}
         for entry in self._doc["networks"].values():
             keep |= {entry["bridge"], entry["vxlan"]}
         for name in links:
@@ -194,7 +206,7 @@ class OverlayDriver(GlobalScopeDriver):
         """Stop watching and refreshing the lease. Endpoints stay published until it expires
         (running containers keep their interfaces; the next start publishes them again)."""
         for task in list(self._reapers):
-            task.cancel()  # their veths are deleted now
+            task.cancel()  # their interfaces are deleted now
         await asyncio.gather(*self._reapers, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
@@ -367,6 +379,8 @@ class OverlayDriver(GlobalScopeDriver):
         if "encrypted" in network.options:
             raise InvalidArgument("overlay: --opt encrypted is refused: IPsec between hosts is not implemented "
                                   "in dockyard-network-overlay (traffic would go unencrypted)")
+        if network.options.get(DATAPATH_OPTION, P.MACVLAN) not in P.MODES:
+            raise InvalidArgument(f"overlay: {DATAPATH_OPTION} must be one of {', '.join(P.MODES)}")
         if network.enable_ipv6 or any(":" in p.subnet for p in network.ipam_pools):
             raise InvalidArgument("overlay: IPv6 is not supported on overlay networks yet")
         if not network.ipam_pools:
@@ -450,8 +464,17 @@ class OverlayDriver(GlobalScopeDriver):
         """Nothing: networks in use were rebuilt at :meth:`setup`; others are built at a join."""
 
     def _plane(self, entry: dict[str, Any]) -> P.NetworkPlane:
+        # a state file of a version before the macvlan data path: bridge
         return P.NetworkPlane(bridge=entry["bridge"], vxlan=entry["vxlan"], vni=entry["vni"], vtep=self._vtep,
-                              mtu=entry["mtu"], gateways=list(entry["gateways"]))
+                              mtu=entry["mtu"], gateways=list(entry["gateways"]), mode=entry.get("mode", P.BRIDGE))
+
+    def _endpoint_plane(self, ep: dict[str, Any], entry: dict[str, Any] | None = None) -> P.EndpointPlane:
+        """The endpoint record ``ep`` (its network's ``entry``, when built) as the plane sees it."""
+        entry = entry or self._doc["networks"].get(ep["network_id"]) or {}
+        return P.EndpointPlane(bridge=entry.get("bridge", ""), veth=ep.get("veth", ""),
+                               netns_path=ep.get("netns", ""), ifname=ep.get("ifname", "eth0"), mac=ep["mac"],
+                               mtu=entry.get("mtu", 0), address=ep["ipv4"], gateway=entry.get("gateway", ""),
+                               mode=ep.get("mode", P.BRIDGE), vxlan=entry.get("vxlan", ""))
 
     async def _build(self, network: Network) -> dict[str, Any]:
         """The network's bridge and VXLAN device on this host, with every known peer (under
@@ -471,7 +494,8 @@ class OverlayDriver(GlobalScopeDriver):
         gateways = [] if network.internal or not pool.gateway else [f"{pool.gateway}/{subnet.prefixlen}"]
         mtu = int(network.options.get(MTU_OPTION) or self._underlay_mtu - P.VXLAN_OVERHEAD)
         entry = {"vni": vni, "bridge": P.bridge_name(self.owner, vni), "vxlan": P.vxlan_name(self.owner, vni),
-                 "mtu": mtu, "gateways": gateways, "gateway": "" if network.internal else pool.gateway}
+                 "mtu": mtu, "gateways": gateways, "gateway": "" if network.internal else pool.gateway,
+                 "mode": network.options.get(DATAPATH_OPTION) or self._datapath}
         self._doc["networks"][network.id] = entry
         self._save()
         try:
@@ -503,62 +527,76 @@ class OverlayDriver(GlobalScopeDriver):
             raise InvalidArgument("an --internal overlay network publishes no ports (it has no gateway bridge)")
         self._need_store()
         net = request.network
-        veth = P.veth_name(self.owner, request.endpoint_id)
         mac = request.mac_address or P.mac_for(request.ipv4_address)
         async with self._lock:
             if request.endpoint_id in self._doc["endpoints"]:
                 raise Conflict(f"endpoint {request.endpoint_id[:12]} already joined")
             entry = await self._build(net)
+            mode = entry.get("mode", P.BRIDGE)
+            veth = P.veth_name(self.owner, request.endpoint_id) if mode == P.BRIDGE else ""
             ep = {"network_id": net.id, "veth": veth, "container_id": request.container_id,
                   "name": request.container_name, "aliases": list(request.aliases),
-                  "ipv4": request.ipv4_address, "mac": mac}
+                  "ipv4": request.ipv4_address, "mac": mac, "mode": mode, "netns": request.netns_path,
+                  "ifname": request.ifname}
             self._doc["endpoints"][request.endpoint_id] = ep
             self._save()
         gateway = entry["gateway"]
+        plane = self._endpoint_plane(ep, entry)
         try:
-            await asyncio.to_thread(P.add_endpoint, P.EndpointPlane(
-                bridge=entry["bridge"], veth=veth, netns_path=request.netns_path, ifname=request.ifname,
-                mac=mac, mtu=entry["mtu"], address=request.ipv4_address, gateway=gateway))
+            await asyncio.to_thread(P.add_endpoint, plane)
             await self._publish(request.endpoint_id, ep)
         except BaseException:
             async with self._lock:
                 self._doc["endpoints"].pop(request.endpoint_id, None)
                 self._save()
-            await asyncio.to_thread(P.delete_link, veth)
+            await asyncio.to_thread(P.remove_endpoint, plane)
             with contextlib.suppress(Exception):
                 await self._store.delete(f"{ENDPOINTS}{net.id}/{request.endpoint_id}")  # type: ignore[union-attr]
             await self._teardown_if_unused(net.id)
             raise
         return EndpointResult(ifname=request.ifname, mac_address=mac, ipv4_address=request.ipv4_address,
-                              gateway=gateway, extra={"veth": veth, "vni": str(entry["vni"])},
+                              gateway=gateway, extra={"veth": veth, "vni": str(entry["vni"]), "datapath": mode},
                               # egress (NAT) and published ports: the engine's gateway bridge
                               gateway_bridge=not net.internal)
 
     async def leave(self, request: EndpointRequest, result: EndpointResult) -> None:
-        """Unpublish the endpoint, delete its veth, and take the network's bridge and VXLAN
-        device down with its last local endpoint. Succeeds when anything is already gone."""
+        """Unpublish the endpoint, delete its interface, and take the network's devices down with
+        its last local endpoint. Succeeds when anything is already gone."""
         net_id = request.network.id
         async with self._lock:
             ep = self._doc["endpoints"].pop(request.endpoint_id, None)
             self._save()
+        mode = (ep or {}).get("mode") or result.extra.get("datapath") or P.BRIDGE
         veth = (ep or {}).get("veth") or result.extra.get("veth") or P.veth_name(self.owner, request.endpoint_id)
         if self._store is not None:
             try:
                 await self._store.delete(f"{ENDPOINTS}{net_id}/{request.endpoint_id}")
             except Exception:  # noqa: BLE001 - on the lease: gone with it at the latest
                 log.warning("could not unpublish overlay endpoint %s", request.endpoint_id[:12], exc_info=True)
-        if request.sandbox_closing and await asyncio.to_thread(P.set_down, veth):
+        if mode == P.MACVLAN:
+            plane = P.EndpointPlane(bridge="", veth="", netns_path=request.netns_path, ifname=request.ifname,
+                                    mac="", mtu=0, address="", mode=P.MACVLAN)
+            if request.sandbox_closing and await asyncio.to_thread(P.set_endpoint_down, plane):
+                # a macvlan child inside the namespace: the kernel deletes it with the
+                # namespace; a reaper deletes it if something keeps the namespace
+                self._retire(request.ifname, functools.partial(P.remove_endpoint, plane))
+            else:
+                await asyncio.to_thread(P.remove_endpoint, plane)
+        elif request.sandbox_closing and await asyncio.to_thread(P.set_down, veth):
             # the kernel deletes the pair with the namespace, without the RCU grace period an
             # explicit deletion waits for (~25 ms); a reaper deletes it if something keeps it
-            task = asyncio.create_task(self._reap(veth), name=f"reap-{veth}")
-            self._reapers.add(task)
-            task.add_done_callback(self._reapers.discard)
+            self._retire(veth, functools.partial(P.delete_link, veth))
         else:
             await asyncio.to_thread(P.delete_link, veth)
         await self._teardown_if_unused(net_id)
 
-    async def _reap(self, veth: str) -> None:
+    def _retire(self, name: str, delete: Callable[[], object]) -> None:
+        task = asyncio.create_task(self._reap(delete), name=f"reap-{name}")
+        self._reapers.add(task)
+        task.add_done_callback(self._reapers.discard)
+
+    async def _reap(self, delete: Callable[[], object]) -> None:
         try:
             await asyncio.sleep(RETIRE_GRACE)
         finally:  # cancelled by close(): delete now
-            await asyncio.to_thread(P.delete_link, veth)
+            await asyncio.to_thread(delete)

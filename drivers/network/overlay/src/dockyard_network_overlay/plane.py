@@ -1,19 +1,31 @@
 """The overlay's data plane on one host, through pyroute2 (no ``ip`` subprocesses).
 
-Per network built here: a bridge ``<tag>o<VNI>`` carrying the subnet's gateway (unless the
-network is internal) and a VXLAN device ``<tag>x<VNI>`` (VNI, local VTEP address, UDP 4789,
-learning off, ARP proxy on, no outer UDP checksum) enslaved to it; per local endpoint a veth pair, host end
-``<tag>e<endpoint>`` on the bridge, the other end made directly in the container's namespace.
-Per remote endpoint: a permanent neighbour entry (IP -> MAC) on the VXLAN device, which answers
-ARP for it locally, and a permanent FDB entry (MAC -> remote VTEP). Nothing is flooded between
-hosts. This is libnetwork's "host mode" layout: the bridge lives in the engine's namespace (a
-netns test host's own), so no extra namespace per network exists.
+Per network built here: a VXLAN device ``<tag>x<VNI>`` (VNI, local VTEP address, UDP 4789,
+learning off, ARP proxy on, no outer UDP checksum) and, per remote endpoint, a permanent
+neighbour entry (IP -> MAC) on it, which answers ARP for it locally, and a permanent FDB entry
+(MAC -> remote VTEP). Nothing is flooded between hosts. Two data paths (``NetworkPlane.mode``):
+
+``macvlan`` (the default)
+    Each container's interface is a macvlan child (bridge mode) of the VXLAN device, made
+    directly in the container's namespace; the gateway address sits on one more child in the
+    engine's namespace, ``<tag>o<VNI>`` (none when internal). Children reach each other on the
+    device itself (same-host traffic never leaves it), and a frame for a remote MAC is
+    encapsulated at once: no veth and no bridge on the way, so no bridge netfilter pass.
+``bridge``
+    libnetwork's layout: a bridge ``<tag>o<VNI>`` carrying the gateway with the VXLAN device
+    enslaved to it, and per container a veth pair, host end ``<tag>e<endpoint>`` on the bridge.
+    Every frame crosses a veth and the bridge on each host, and the bridge calls the
+    namespace's netfilter hooks (``bridge-nf-call-iptables``, 1 by default in every namespace).
+
+Both are libnetwork's "host mode" layout: the devices live in the engine's namespace (a netns
+test host's own), so no extra namespace per network exists.
 
 Functions are synchronous; the driver runs them with ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import ipaddress
@@ -31,6 +43,8 @@ from dockyard.errors import Conflict, InvalidArgument, NotFound
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 NUD_PERMANENT = 0x80
+MACVLAN, BRIDGE = "macvlan", "bridge"  # the data paths
+MODES = (MACVLAN, BRIDGE)
 NTF_SELF = 0x02
 LOOPBACK_INDEX = 1
 IFNAMSIZ = 15
@@ -137,39 +151,36 @@ def set_down(name: str) -> bool:
 # ---------------------------------------------------------------------------- networks
 @dataclass
 class NetworkPlane:
-    bridge: str
+    bridge: str  # the bridge (bridge mode) or the gateway's macvlan child (macvlan mode)
     vxlan: str
     vni: int
     vtep: str  # local underlay address
     mtu: int
     gateways: list[str] = field(default_factory=list)  # CIDR on the bridge (none when internal)
+    mode: str = BRIDGE
 
 
 def ensure_network(plane: NetworkPlane, fresh_vxlan: bool = False) -> None:
-    """The bridge (gateway addresses, up) and the VXLAN device on it, made when missing.
-    ``fresh_vxlan`` re-creates the VXLAN device, dropping every FDB and neighbour entry a
-    previous run left (the caller programs the current peers next)."""
+    """The VXLAN device, and the bridge or gateway child with the gateway addresses, made when
+    missing, up. ``fresh_vxlan`` drops every FDB and neighbour entry a previous run left (the
+    caller programs the current peers next): bridge mode re-creates the device (the veths
+    stay on the bridge); macvlan mode flushes its entries, as deleting it would delete the
+    containers' interfaces (its children) too."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
     with IPRoute() as ipr:
-        if not ipr.link_lookup(ifname=plane.bridge):
-            ipr.link("add", ifname=plane.bridge, kind="bridge", mtu=plane.mtu)
-        br = ipr.link_lookup(ifname=plane.bridge)[0]
-        have = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.addr("dump", index=br)}
-        for cidr in plane.gateways:
-            if cidr not in have:
-                iface = ipaddress.ip_interface(cidr)
-                try:
-                    ipr.addr("add", index=br, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-                except NetlinkError as exc:
-                    if exc.code != errno.EEXIST:
-                        raise
-        ipr.link("set", index=br, state="up")
+        if plane.mode == BRIDGE:
+            if not ipr.link_lookup(ifname=plane.bridge):
+                ipr.link("add", ifname=plane.bridge, kind="bridge", mtu=plane.mtu)
+            _gateway(ipr, plane)
         existing = ipr.link_lookup(ifname=plane.vxlan)
         if existing and fresh_vxlan:
-            ipr.link("del", index=existing[0])
-            existing = []
+            if plane.mode == BRIDGE:
+                ipr.link("del", index=existing[0])
+                existing = []
+            else:
+                _flush_peers(ipr, existing[0])
         if not existing:
             try:
                 # no outer UDP checksum (RFC 7348: SHOULD be zero over IPv4; the inner frame
@@ -182,10 +193,49 @@ def ensure_network(plane: NetworkPlane, fresh_vxlan: bool = False) -> None:
                                    "host (another daemon's?)") from exc
                 raise
         vx = ipr.link_lookup(ifname=plane.vxlan)[0]
-        ipr.link("set", index=vx, master=br, state="up")
+        if plane.mode == BRIDGE:
+            ipr.link("set", index=vx, master=ipr.link_lookup(ifname=plane.bridge)[0], state="up")
+        else:
+            ipr.link("set", index=vx, state="up")
+            if plane.gateways and not ipr.link_lookup(ifname=plane.bridge):
+                ipr.link("add", ifname=plane.bridge, kind="macvlan", link=vx, macvlan_mode="bridge", mtu=plane.mtu)
+            if plane.gateways:
+                _gateway(ipr, plane)
     # Egress reaches this host's own addresses through the gateway; nothing is routed on (to
     # the underlay, or to another network's bridge: the overlays stay isolated, and no NAT).
     _write(f"/proc/sys/net/ipv4/conf/{plane.bridge}/forwarding", "0")
+
+
+def _gateway(ipr: Any, plane: NetworkPlane) -> None:
+    """The gateway addresses on ``plane.bridge``, up."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    br = ipr.link_lookup(ifname=plane.bridge)[0]
+    have = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.addr("dump", index=br)}
+    for cidr in plane.gateways:
+        if cidr not in have:
+            iface = ipaddress.ip_interface(cidr)
+            try:
+                ipr.addr("add", index=br, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+    ipr.link("set", index=br, state="up")
+
+
+def _flush_peers(ipr: Any, vx: int) -> None:
+    """Delete the VXLAN device's permanent neighbour entries and its FDB entries with a
+    destination (the peers a previous run programmed)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    for m in ipr.get_neighbours(ifindex=vx, family=2):
+        if m.get("NDA_DST") and m["state"] & NUD_PERMANENT:
+            with contextlib.suppress(NetlinkError):
+                ipr.neigh("del", dst=m.get("NDA_DST"), ifindex=vx)
+    for m in ipr.fdb("dump", ifindex=vx):
+        if m.get("NDA_DST") and m.get("NDA_LLADDR"):
+            with contextlib.suppress(NetlinkError):
+                ipr.fdb("del", ifindex=vx, lladdr=m.get("NDA_LLADDR"), NDA_DST=m.get("NDA_DST"), flags=NTF_SELF)
 
 
 def _write(path: str, value: str) -> None:
@@ -197,8 +247,10 @@ def _write(path: str, value: str) -> None:
 
 
 def delete_network(plane: NetworkPlane) -> None:
-    delete_link(plane.vxlan)
+    """The bridge (or gateway child) and the VXLAN device; in macvlan mode the kernel deletes
+    any container interface still on it with it."""
     delete_link(plane.bridge)
+    delete_link(plane.vxlan)
 
 
 def program_peer(vxlan: str, ip: str, mac: str, vtep: str, add: bool = True) -> None:
@@ -242,13 +294,15 @@ def fdb_entries(vxlan: str) -> list[tuple[str, str]]:
 @dataclass
 class EndpointPlane:
     bridge: str
-    veth: str
+    veth: str  # bridge mode: the host end; macvlan mode: unused
     netns_path: str
     ifname: str
     mac: str
     mtu: int
     address: str  # CIDR
     gateway: str = ""  # "" = no default route (internal)
+    mode: str = BRIDGE
+    vxlan: str = ""  # macvlan mode: the parent device
 
 
 def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
@@ -260,8 +314,9 @@ def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
 
 
 def add_endpoint(ep: EndpointPlane) -> None:
-    """veth pair: host end on the bridge (up), the container end made in the container's
-    namespace as ``ep.ifname`` with its address, MAC, MTU and default route."""
+    """The container's interface ``ep.ifname``, made directly in its namespace with its
+    address, MAC, MTU and default route: a veth whose host end is on the bridge (up), or a
+    macvlan child of the VXLAN device."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -271,23 +326,76 @@ def add_endpoint(ep: EndpointPlane) -> None:
         raise NotFound(f"network namespace {ep.netns_path} does not exist") from None
     try:
         with IPRoute() as ipr:
-            br = ipr.link_lookup(ifname=ep.bridge)
-            if not br:
-                raise NotFound(f"overlay bridge {ep.bridge} does not exist")
-            try:  # one request: on the bridge and up, the peer made inside the namespace
-                ipr.link("add", ifname=ep.veth, kind="veth", mtu=ep.mtu, master=br[0], state="up",
-                         peer={"ifname": ep.ifname, "net_ns_fd": fd, "address": ep.mac, "mtu": ep.mtu})
+            parent = ep.bridge if ep.mode == BRIDGE else ep.vxlan
+            idx = ipr.link_lookup(ifname=parent)
+            if not idx:
+                raise NotFound(f"overlay {'bridge' if ep.mode == BRIDGE else 'VXLAN device'} {parent} does not exist")
+            try:
+                if ep.mode == BRIDGE:  # one request: on the bridge and up, the peer made inside the namespace
+                    ipr.link("add", ifname=ep.veth, kind="veth", mtu=ep.mtu, master=idx[0], state="up",
+                             peer={"ifname": ep.ifname, "net_ns_fd": fd, "address": ep.mac, "mtu": ep.mtu})
+                else:  # made in the namespace, its parent named in this one
+                    ipr.link("add", ifname=ep.ifname, kind="macvlan", link=idx[0], macvlan_mode="bridge",
+                             net_ns_fd=fd, address=ep.mac, mtu=ep.mtu)
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
                     raise Conflict(f"interface {ep.veth} or {ep.ifname} in the container exists") from exc
+                if exc.code == errno.EADDRINUSE:
+                    raise Conflict(f"MAC address {ep.mac} is in use on overlay device {parent}") from exc
                 raise
             try:
                 in_netns(ep.netns_path, lambda: _configure_container_end(ep))
             except BaseException:
-                delete_link(ep.veth)
+                remove_endpoint(ep)
                 raise
     finally:
         os.close(fd)
+
+
+def remove_endpoint(ep: EndpointPlane) -> bool:
+    """Delete the endpoint's interface (the veth pair by its host end, or the macvlan child
+    inside the container's namespace); False when it is gone already."""
+    if ep.mode == BRIDGE:
+        return delete_link(ep.veth)
+    if not os.path.exists(ep.netns_path):
+        return False
+    try:
+        return in_netns(ep.netns_path, lambda: delete_link(ep.ifname) if _is_macvlan(ep.ifname) else False)
+    except OSError:  # the namespace went meanwhile
+        return False
+
+
+def set_endpoint_down(ep: EndpointPlane) -> bool:
+    """Set the endpoint's macvlan child down inside its namespace (it carries nothing from
+    then on); False when it is gone."""
+    try:
+        return in_netns(ep.netns_path, lambda: set_down(ep.ifname) if _is_macvlan(ep.ifname) else False)
+    except OSError:
+        return False
+
+
+def endpoint_alive(ep: EndpointPlane, links: list[str]) -> bool:
+    """Whether the endpoint's interface still exists (``links``: this namespace's)."""
+    if ep.mode == BRIDGE:
+        return ep.veth in links
+    if not os.path.exists(ep.netns_path):
+        return False
+    try:
+        return in_netns(ep.netns_path, lambda: _is_macvlan(ep.ifname))
+    except OSError:
+        return False
+
+
+def _is_macvlan(name: str) -> bool:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return False
+        (link,) = ipr.link("get", index=idx[0])
+        info = link.get_attr("IFLA_LINKINFO")
+        return info is not None and info.get_attr("IFLA_INFO_KIND") == "macvlan"
 
 
 def _configure_container_end(ep: EndpointPlane) -> None:
