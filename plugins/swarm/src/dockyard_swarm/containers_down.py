@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from dockyard import errors as e
 
 if TYPE_CHECKING:
-    from dockyard_swarm.containers import Placed
+    from dockyard_swarm.containers_cache import Placed
 
 log = logging.getLogger(__name__)
 

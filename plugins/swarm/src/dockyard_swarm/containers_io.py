@@ -29,7 +29,7 @@ from dockyard.specs.arch import AttachStream
 from dockyard_swarm.engines import DemuxedAttach, EngineClient, RawStream, demux_body
 
 if TYPE_CHECKING:
-    from dockyard_swarm.containers import Placed
+    from dockyard_swarm.containers_cache import Placed
 
 #: ``update``'s resources, core's names -> the Docker body's.
 UPDATE_KEYS = {"memory": "Memory", "memory_swap": "MemorySwap", "memory_reservation": "MemoryReservation",

@@ -1,0 +1,147 @@
+"""Placing containers, a part of the manager's ``containers`` service
+(:class:`~dockyard_swarm.containers.ClusterContainers`): Swarm classic's create path.
+
+A create's body becomes a placement request (``request_from_create``: ``constraint:``,
+``affinity:`` and ``reschedule:`` leave ``Env`` for the ``com.docker.swarm.*`` labels); the
+placement view (:class:`~dockyard_swarm.placement.PlacementView`, core's scheduler kept in step)
+picks the node; one etcd transaction reserves it (:meth:`Reservations.reserve
+<dockyard_swarm.placement.Reservations.reserve>`: the name, the node's totals by
+compare-and-swap, a pending record); then the node's engine creates it with the client's own
+body, and its ID becomes the cluster's. A lost reservation race places again; a node that fails
+the create gets everything released. :meth:`ContainerPlacement.recreate` places a stored record
+again (the rescheduler), and :meth:`ContainerPlacement.resize` changes a placed container's
+reservation (``docker update --cpus/--memory``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from dockyard import errors as e
+from dockyard.model import Container
+from dockyard.scheduler import request_from_create
+from dockyard.services.containers import ContainerCreate
+from dockyard.specs.cluster import Node, NodeContainer
+from dockyard_swarm.containers_shape import create_body
+from dockyard_swarm.placement import CONTAINERS, NAMES, Pending, random_name
+
+if TYPE_CHECKING:
+    from dockyard_swarm.containers_cache import Placed
+    from dockyard_swarm.engines import EnginesService
+    from dockyard_swarm.placement import PlacementView, Reservations
+
+#: How often a lost reservation race is placed again before the create fails.
+PLACE_ATTEMPTS = 8
+
+
+class ContainerPlacement:
+    """Mixed into :class:`~dockyard_swarm.containers.ClusterContainers` (which provides the
+    collaborators and the cache: ``_remember``, ``_put``, ``_drop``, ``_by_id``)."""
+
+    if TYPE_CHECKING:
+        _by_id: dict[str, Placed]
+
+        @property
+        def engines(self) -> EnginesService: ...
+        async def _store_view(self) -> Reservations: ...
+        async def _placement(self) -> PlacementView: ...
+        def _remember(self, node: str, addr: str, doc: dict[str, Any], cpus: float = 0.0,
+                      memory: int = 0) -> Placed: ...
+        def _put(self, p: Placed) -> None: ...
+        def _drop(self, p: Placed) -> None: ...
+
+    async def create(self, req: ContainerCreate) -> Container:
+        return await self._create(create_body(req), req.name, platform=req.platform)
+
+    async def _create(self, body: dict[str, Any], name: str, exclude: set[str] = frozenset(),  # type: ignore[assignment]
+                      platform: str = "") -> Container:
+        request, to_send = request_from_create(body, name, platform)
+        view = await self._store_view()
+        chosen = name
+        for attempt in range(PLACE_ATTEMPTS):
+            if not name:
+                chosen = random_name(attempt)
+                request.name = chosen
+            placement = await self._placement()
+            node = await placement.place(request, set(exclude))
+            record = {"config": to_send, "reschedule": "on-node-failure" in request.reschedule,
+                      "cpus": request.cpus, "memory": request.memory, "created": _now()}
+            if request.platform:
+                record["platform"] = request.platform  # a rescheduled copy asks for it again
+            try:
+                pending = await view.reserve(node.name, chosen, request.cpus, request.memory, record)
+                placement.reserve(node.name, NodeContainer(id=pending.pending_id, name=chosen, image=request.image,
+                                                           ports=tuple(request.ports), labels=dict(request.labels),
+                                                           cpus=request.cpus, memory=request.memory))
+            except e.TxnFailed:
+                continue  # another manager changed the node's reservation: place again
+            except e.Conflict:
+                if name:
+                    raise
+                continue  # a generated name was taken: draw another
+            return await self._create_on(node, pending, to_send, request.platform)
+        raise e.Unavailable(f"could not place {name or 'the container'}: the nodes' reservations kept changing "
+                            f"({PLACE_ATTEMPTS} attempts)")
+
+    async def _create_on(self, node: Node, pending: Pending, body: dict[str, Any], platform: str = "") -> Container:
+        view = await self._store_view()
+        client = self.engines.for_node(node)
+        params = {"name": pending.name, **({"platform": platform} if platform else {})}
+        try:
+            answer = await client.post("/containers/create", params, body)
+            cid = answer["Id"]
+        except BaseException:
+            await asyncio.shield(view.release(node.name, pending.name, pending.pending_id, pending.cpus,
+                                              pending.memory))
+            raise
+        await view.confirm(pending, cid)
+        # the model stands for the node's until the next refresh (the front needs the ID only)
+        doc = {"Id": cid, "Name": "/" + pending.name, "Config": {**body, "Image": body.get("Image", "")},
+               "HostConfig": body.get("HostConfig") or {}, "State": {"Status": "created"}, "Created": _iso()}
+        p = self._remember(node.name, client.addr, doc, pending.cpus, pending.memory)
+        p.stale = True
+        return p.container
+
+    async def recreate(self, record: dict[str, Any], exclude: set[str]) -> str:
+        """Place a stored ``containers/<id>`` record again, away from ``exclude`` (rescheduling:
+        the same name and config). The old record and name are released first and put back
+        when no node takes it (the container stays recorded on its node); returns the new ID
+        (not started)."""
+        from dockyard.specs.cluster import Compare, Put
+
+        view = await self._store_view()
+        name = str(record.get("name") or "")
+        old = str(record.get("id") or "")
+        await view.release(str(record.get("node") or ""), name, old, float(record.get("cpus") or 0),
+                           int(record.get("memory") or 0))
+        gone = self._by_id.get(old)
+        if gone is not None:
+            self._drop(gone)
+        try:
+            c = await self._create(dict(record.get("config") or {}), name, exclude,
+                                   platform=str(record.get("platform") or ""))
+        except BaseException:
+            await asyncio.shield(view.store.txn([Compare.absent(NAMES + name)], [
+                Put(NAMES + name, old.encode()), Put(CONTAINERS + old, json.dumps(record).encode())]))
+            if gone is not None:
+                self._put(gone)  # still shown on its node
+            raise
+        return c.id
+
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _iso() -> str:
+    from dockyard.model import now_iso
+
+    return now_iso()
+
+
+__all__ = ["PLACE_ATTEMPTS", "ContainerPlacement"]
