@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from dockyard_provenance.cosign import SIG_ANNOTATION, put_tag, tag_layers, tag_of
-from dockyard_provenance.keys import write_private
+from dockyard_provenance.keyfiles import write_private
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"

@@ -49,12 +49,16 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from dockyard.model import Event
 from dockyard.specs.events import EventJournal
-from dockyard_provenance.keys import write_private
+from dockyard_provenance.keyfiles import (
+    ed25519_private_pem,
+    ed25519_private_raw,
+    ed25519_public_pem,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,25 +83,34 @@ def head_message(seq: int, digest: str) -> bytes:
 
 
 def load_or_make_key(directory: Path) -> Ed25519PrivateKey:
-    """The host's Ed25519 key (made, 0600, with its public half beside it, when absent)."""
+    """The host's Ed25519 key (made, 0600, with its public half beside it, when absent). The
+    daemon reads and writes the PEM through :mod:`dockyard_provenance.keyfiles` (RFC 8410's
+    fixed encoding); a key file in another form goes through ``cryptography``'s parser."""
     path = directory / KEY_NAME
     if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = path.read_bytes()
+        raw = ed25519_private_raw(data)
+        if raw is not None:
+            return Ed25519PrivateKey.from_private_bytes(raw)
+        from cryptography.hazmat.primitives import serialization
+
+        key = serialization.load_pem_private_key(data, password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path}: not an Ed25519 private key")
         return key
     key = Ed25519PrivateKey.generate()
-    write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    write_private(path, ed25519_private_pem(key.private_bytes_raw()))
     (directory / PUB_NAME).write_bytes(public_pem(key.public_key()))
     return key
 
 
 def public_pem(pub: Ed25519PublicKey) -> bytes:
-    return pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return ed25519_public_pem(pub.public_bytes_raw())
 
 
 def load_public(path: Path) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+
     pub = serialization.load_pem_public_key(path.read_bytes())
     if not isinstance(pub, Ed25519PublicKey):
         raise ValueError(f"{path}: not an Ed25519 public key")

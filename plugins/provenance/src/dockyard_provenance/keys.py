@@ -169,19 +169,6 @@ def passphrase(prompt: bool, confirm: bool = False) -> bytes:
                             confirmation_prompt=confirm, default="", show_default=False)).encode()
 
 
-def write_private(path: Path, pem: bytes) -> None:
-    """Write a private key file whole or not at all: 0600 from its creation, synced, renamed
-    into place (a crash leaves no half key behind)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
-
-
 def write_pair(prefix: Path, pair: KeyPair, secret: bytes, force: bool = False) -> tuple[Path, Path]:
     key_path, pub_path = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
     for p in (key_path, pub_path):
