@@ -394,3 +394,80 @@ async def test_a_name_that_prefixes_an_id_is_no_conflict(cluster: Any, engines: 
     node.containers[forged] = {**doc, "Id": forged}
     again = await svc.create(req("c3", env=["constraint:node==n1"]))
     assert again.id in node.containers and node.containers[again.id]["Name"] == "/c3"
+
+
+async def _reserved(store: Any, node: str) -> dict[str, Any]:
+    kv = await store.get(f"reservations/{node}")
+    return kv.json() if kv is not None else {"cpus": 0, "memory": 0, "containers": 0}
+
+
+async def test_update_moves_the_reservation_with_the_record(cluster: Any, engines: FakeEngines) -> None:
+    """``docker update --memory/--cpus`` through the manager: the container's record and its
+    node's totals follow (a rescheduled copy asks for the new settings); a decrease is
+    released."""
+    svc = await cluster()
+    store = (await svc._store_view()).store
+    c = await svc.create(req("grow", env=["constraint:node==n1"], memory=256 << 20))
+    assert (await _reserved(store, "n1"))["memory"] == 256 << 20
+    await svc.update("grow", {"memory": 1 << 30, "nano_cpus": 1_500_000_000})
+    rec = (await store.get(f"containers/{c.id}")).json()
+    assert (rec["memory"], rec["cpus"]) == (1 << 30, 1.5)
+    assert rec["config"]["HostConfig"]["Memory"] == 1 << 30 and rec["config"]["HostConfig"]["NanoCpus"] == 1_500_000_000
+    assert await _reserved(store, "n1") == {"cpus": 1.5, "memory": 1 << 30, "containers": 1}
+    assert engines.engines[0].containers[c.id]["HostConfig"]["Memory"] == 1 << 30
+    assert svc._must("grow").fit.memory == 1 << 30  # what the scheduler sees of it
+    await svc.update("grow", {"memory": 128 << 20})
+    assert await _reserved(store, "n1") == {"cpus": 1.5, "memory": 128 << 20, "containers": 1}
+    await svc.remove("grow", force=True)
+    assert await _reserved(store, "n1") == {"cpus": 0, "memory": 0, "containers": 0}
+
+
+async def test_an_update_the_node_cannot_hold_is_refused_naming_the_shortfall(cluster: Any,
+                                                                              engines: FakeEngines) -> None:
+    svc = await cluster()
+    store = (await svc._store_view()).store
+    c = await svc.create(req("big", env=["constraint:node==n2"], memory=1536 << 20))
+    await svc.create(req("small", env=["constraint:node==n2"], memory=256 << 20))
+    before = await _reserved(store, "n2")
+    record = (await store.get(f"containers/{c.id}")).value
+    calls = len(engines.engines[1].calls)
+    # 2 GiB with 5 % overcommit = 2150.4 MiB; 1792 MiB reserved; asking 1 GiB more
+    with pytest.raises(e.Conflict, match=r"node n2 is 666 MiB of memory short \(the update asks 1 GiB more, "
+                                         r"358 MiB of its 2 GiB are free\)"):
+        await svc.update("big", {"memory": 2560 << 20})
+    with pytest.raises(e.Conflict, match=r"node n2 is 1.1 CPUs short \(the update asks 3.2 more"):
+        await svc.update("big", {"nano_cpus": 3_200_000_000})
+    # nothing changed, and the node was not asked
+    assert await _reserved(store, "n2") == before and (await store.get(f"containers/{c.id}")).value == record
+    assert engines.engines[1].calls[calls:] == []
+    assert engines.engines[1].containers[c.id]["HostConfig"]["Memory"] == 1536 << 20
+
+
+async def test_an_update_the_node_refuses_gives_the_reservation_back(cluster: Any, engines: FakeEngines) -> None:
+    svc = await cluster()
+    store = (await svc._store_view()).store
+    body = {"Image": "busybox", "Env": ["constraint:node==n3"],
+            "HostConfig": {"Memory": 256 << 20, "MemorySwap": 512 << 20}}
+    c = await svc.create(ContainerCreate(config=ContainerConfig(image="busybox"), name="swapped", body=body))
+    before = await _reserved(store, "n3")
+    record = (await store.get(f"containers/{c.id}")).value
+    with pytest.raises(e.InvalidArgument, match="update the memoryswap at the same time"):
+        await svc.update("swapped", {"memory": 1 << 30})  # dockerd refuses: above the swap limit
+    assert await _reserved(store, "n3") == before and (await store.get(f"containers/{c.id}")).value == record
+    await svc.update("swapped", {"memory": 1 << 30, "memory_swap": 2 << 30})  # with the swap: taken
+    assert (await _reserved(store, "n3"))["memory"] == 1 << 30
+
+
+async def test_racing_updates_never_exceed_a_node(cluster: Any, engines: FakeEngines) -> None:
+    """Two managers growing two containers of one node at once: the node's totals are compared
+    and swapped, so the second sees the first's growth and is refused."""
+    a, b = await cluster(), await cluster()
+    store = (await a._store_view()).store
+    for name in ("ra", "rb"):
+        await a.create(req(name, env=["constraint:node==n1"], memory=256 << 20))
+    await b.refresh("rb")
+    results = await asyncio.gather(a.update("ra", {"memory": 1536 << 20}), b.update("rb", {"memory": 1536 << 20}),
+                                   return_exceptions=True)
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(refused) == 1 and isinstance(refused[0], e.Conflict) and "node n1 is" in str(refused[0])
+    assert (await _reserved(store, "n1"))["memory"] == (1536 + 256) << 20

@@ -18,6 +18,7 @@ Swarm classic's model, in four parts mixed into :class:`ClusterContainers`:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from contextlib import AbstractAsyncContextManager
@@ -220,8 +221,20 @@ class ClusterContainers(Service, ContainerCache, ContainerPlacement, ContainerIO
             body["RestartPolicy"] = {"Name": restart_policy.name,
                                      "MaximumRetryCount": restart_policy.maximum_retry_count}
         p = await self._locate(ref)
-        out = await self._client(p).post(f"/containers/{p.id}/update", None, body)
-        p.stale = True
+        client = self._client(p)
+        # Swarm classic's reservation follows: growth reserved first (refused when the node
+        # cannot hold it), rolled back when the node refuses; the record and a decrease after
+        before = await self.resize(p, body)
+        try:
+            out = await client.post(f"/containers/{p.id}/update", None, body)
+        except BaseException:
+            if before is not None:
+                await asyncio.shield(self.unresize(p, before))
+            raise
+        finally:
+            p.stale = True
+        if before is not None:
+            await self.resized(p, body)
         return list((out or {}).get("Warnings") or [])
 
     async def remove_link(self, link_name: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from dockyard import errors as e
@@ -43,8 +44,12 @@ class ContainerPlacement:
     if TYPE_CHECKING:
         _by_id: dict[str, Placed]
 
+        overcommit: float
+
         @property
         def engines(self) -> EnginesService: ...
+        @property
+        def directory(self) -> Any: ...
         async def _store_view(self) -> Reservations: ...
         async def _placement(self) -> PlacementView: ...
         def _remember(self, node: str, addr: str, doc: dict[str, Any], cpus: float = 0.0,
@@ -130,6 +135,88 @@ class ContainerPlacement:
             raise
         return c.id
 
+    # ------------------------------------------------------------------ docker update
+    async def resize(self, p: Placed, body: dict[str, Any]) -> tuple[float, int] | None:
+        """Before ``docker update`` reaches the node: what the update's body (``NanoCpus``,
+        ``CpuShares``, ``Memory``...) asks of the node beyond what ``p`` holds is reserved with
+        its record, in one transaction (:meth:`Reservations.adjust
+        <dockyard_swarm.placement.Reservations.adjust>`), when the node's totals (with the
+        overcommit) hold it; else a :class:`~dockyard.errors.Conflict` naming the node and the
+        shortfall, nothing changed. A decrease waits for :meth:`resized` (the node's answer).
+        Returns what the record held before (CPUs, memory), for :meth:`unresize`; None when it
+        has no record (made on its node directly: it reserves nothing)."""
+        view = await self._store_view()
+        try:
+            node = await self.directory.node(p.node)
+        except e.NotFound:
+            raise e.Unavailable(f"container {p.bare_name} ({p.id[:12]}) is on node {p.node}, which is not in "
+                                "the cluster") from None
+        before: list[tuple[float, int]] = []
+
+        def grow(record: dict[str, Any]) -> dict[str, Any]:
+            had = (float(record.get("cpus") or 0), int(record.get("memory") or 0))
+            before[:] = [had]
+            cpus, memory = asked(record, body)
+            return dict(record, cpus=max(had[0], cpus), memory=max(had[1], memory))
+
+        def check(now: Any, then: Any) -> str | None:
+            return _shortfall(p, node, self.overcommit, now, then)
+
+        changed = await view.adjust(p.id, grow, check)
+        return before[0] if changed is not None else None
+
+    async def unresize(self, p: Placed, before: tuple[float, int]) -> None:
+        """The node refused the update: the record and the node's totals as they were."""
+        view = await self._store_view()
+        await view.adjust(p.id, lambda record: dict(record, cpus=before[0], memory=before[1]))
+
+    async def resized(self, p: Placed, body: dict[str, Any]) -> None:
+        """The node took the update: the record holds the new settings (a rescheduled copy asks
+        for them) and reserves what they ask (a decrease is released now)."""
+        view = await self._store_view()
+
+        def settle(record: dict[str, Any]) -> dict[str, Any]:
+            cpus, memory = asked(record, body)
+            config = dict(record.get("config") or {})
+            config["HostConfig"] = {**(config.get("HostConfig") or {}), **body}
+            return dict(record, cpus=cpus, memory=memory, config=config)
+
+        changed = await view.adjust(p.id, settle)
+        if changed is not None:
+            p.fit = replace(p.fit, cpus=float(changed[1]["cpus"]), memory=int(changed[1]["memory"]))
+            self._put(p)
+
+
+def asked(record: dict[str, Any], body: dict[str, Any]) -> tuple[float, int]:
+    """The CPUs and memory a container recorded with ``record`` reserves once ``body`` (an
+    update's) applies: Swarm classic's reading of a create body (``NanoCpus``, else
+    ``CpuShares`` as a CPU count; ``Memory``), as its placement read it."""
+    host = {**((record.get("config") or {}).get("HostConfig") or {}), **body}
+    request, _ = request_from_create({"HostConfig": host})
+    return request.cpus, request.memory
+
+
+def _shortfall(p: Placed, node: Node, overcommit: float, now: Any, then: Any) -> str | None:
+    """Why ``node`` cannot hold its totals growing from ``now`` to ``then`` (None: it can)."""
+    room = 1.0 + overcommit
+    short = []
+    if then.cpus > now.cpus and then.cpus > node.cpus * room + 1e-9:
+        free = max(0.0, node.cpus * room - now.cpus)
+        short.append(f"{then.cpus - node.cpus * room:.3g} CPUs short (the update asks {then.cpus - now.cpus:g} "
+                     f"more, {free:.3g} of its {node.cpus:g} are free)")
+    if then.memory > now.memory and then.memory > node.memory * room:
+        free_mem = max(0, int(node.memory * room) - now.memory)
+        short.append(f"{_size(then.memory - int(node.memory * room))} of memory short (the update asks "
+                     f"{_size(then.memory - now.memory)} more, {_size(free_mem)} of its {_size(node.memory)} "
+                     "are free)")
+    if not short:
+        return None
+    return (f"cannot update container {p.bare_name} ({p.id[:12]}): node {node.name} is "
+            f"{' and '.join(short)}, with an overcommit of {overcommit:.0%}")
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.3g} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.3g} MiB"
 
 
 def _now() -> float:
@@ -144,4 +231,4 @@ def _iso() -> str:
     return now_iso()
 
 
-__all__ = ["PLACE_ATTEMPTS", "ContainerPlacement"]
+__all__ = ["PLACE_ATTEMPTS", "ContainerPlacement", "asked"]

@@ -222,8 +222,18 @@ class FakeEngine:
         return web.Response(status=204)
 
     async def update(self, request: web.Request) -> web.Response:
+        """dockerd's two checks of a memory update (daemon/update_linux.go): the 6 MB minimum, and
+        a new limit above a swap limit already set needs the swap limit too."""
         c = self._must(request)
-        c["HostConfig"].update(await request.json())
+        body = await request.json()
+        memory, swap = int(body.get("Memory") or 0), int(body.get("MemorySwap") or 0)
+        if memory and memory < 6 << 20:
+            return _err(400, "Minimum memory limit allowed is 6MB")
+        had_swap = int(c["HostConfig"].get("MemorySwap") or 0)
+        if memory and not swap and had_swap > 0 and memory > had_swap:
+            return _err(400, f"Cannot update container {c['Id']}: Memory limit should be smaller than already "
+                             "set memoryswap limit, update the memoryswap at the same time")
+        c["HostConfig"].update(body)
         return web.json_response({"Warnings": []})
 
     async def logs(self, request: web.Request) -> web.StreamResponse:

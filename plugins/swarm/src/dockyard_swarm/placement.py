@@ -18,6 +18,7 @@ import logging
 import random
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +175,46 @@ class Reservations:
                 return
             await asyncio.sleep(random.uniform(0, 0.01))
         log.warning("could not release the reservation of %s on node %s (kept racing)", name, node)
+
+    async def adjust(self, cid: str, edit: Callable[[dict[str, Any]], dict[str, Any]],
+                     check: Callable[[Reservation, Reservation], str | None] | None = None,
+                     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Change ``containers/<cid>`` and its node's totals together, in one transaction:
+        ``edit(record)`` gives the new record, and ``reservations/<node>`` moves by the
+        difference of the records' ``cpus`` and ``memory``. When either grows, ``check(now,
+        then)`` (the node's totals before and after) may refuse with a message: a
+        :class:`~dockyard.errors.Conflict`, nothing changed. Both keys are compared with the
+        revisions read, so a race (another placement on the node, a rename) reads them again.
+        Returns ``(old, new)`` records, or None when the container has no record (made on its
+        node directly: it reserved nothing)."""
+        for attempt in range(20):
+            kv = await self.store.get(CONTAINERS + cid)
+            if kv is None:
+                return None
+            old = kv.json()
+            new = edit(dict(old))
+            node = str(old.get("node") or "")
+            cpus = float(new.get("cpus") or 0) - float(old.get("cpus") or 0)
+            memory = int(new.get("memory") or 0) - int(old.get("memory") or 0)
+            compares = [Compare.unchanged(CONTAINERS + cid, kv.mod_revision)]
+            ops: list[Any] = [Put(CONTAINERS + cid, json.dumps(new).encode())]
+            then = None
+            if cpus or memory:
+                now = self.by_node.get(node, Reservation()) if attempt == 0 else await self.reread(node)
+                then = Reservation(max(0.0, now.cpus + cpus), max(0, now.memory + memory), now.containers)
+                why = check(now, then) if check is not None and (cpus > 0 or memory > 0) else None
+                if why:
+                    raise e.Conflict(why)
+                compares.append(Compare.unchanged(RESERVATIONS + node, now.mod_revision))
+                ops.append(Put(RESERVATIONS + node, then.encode()))
+            res = await self.store.txn(compares, ops)
+            if res.succeeded:
+                if then is not None:
+                    self._apply(node, then.encode(), res.revision)
+                return old, new
+            await asyncio.sleep(random.uniform(0, 0.01) * attempt)
+        raise e.Unavailable(f"could not change the reservation of container {cid}: the node's reservation kept "
+                            "changing (20 attempts)")
 
 
 # dockerd's names are adjective_scientist; ours are drawn from shorter lists (the manager names
