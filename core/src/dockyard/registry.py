@@ -13,7 +13,8 @@ The one exception is the CLI's command lookup (:meth:`Registry.scan_cached`): ev
 ``dockyard <plugin command>`` would otherwise spend ~50 ms importing ``importlib.metadata`` and
 reading a hundred distributions. It keeps the records in a file keyed by the interpreter, the
 import path and the modification times of every ``*.dist-info``/``*.egg-info`` on it, so an
-install, upgrade or uninstall changes the key and the next command scans afresh.
+install, upgrade or uninstall changes the key and the next command scans afresh
+(:mod:`dockyard.entrycache`: the key, and the reader the click-free fast path uses too).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import sys
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dockyard.entrycache import installation_key as _installation_key
+from dockyard.entrycache import read as _read_cache
 from dockyard.errors import (
     DriverNotInstalled,
     PluginBlocked,
@@ -89,22 +91,6 @@ class PluginRecord:
         for part in attrs.strip().split(".") if attrs.strip() else ():
             obj = getattr(obj, part)
         return obj
-
-
-def _installation_key() -> str:
-    """What the installed distributions depend on: the interpreter, the import path, and the
-    modification time of every distribution's metadata directory on it (kept as plain text:
-    importing hashlib would cost more than comparing it)."""
-    parts = [sys.executable, sys.version]
-    for entry in sys.path:
-        parts.append(entry)
-        try:
-            with os.scandir(entry or ".") as it:
-                parts += sorted(f"{e.name}@{e.stat().st_mtime_ns}" for e in it
-                                if e.name.endswith((".dist-info", ".egg-info")))
-        except OSError:  # not a directory (a zip) or gone
-            continue
-    return "\n".join(parts)
 
 
 def _kind_of(group: str) -> tuple[str, str] | None:
@@ -182,13 +168,13 @@ class Registry:
         A missing, stale or unreadable file means a fresh scan, written back when possible."""
         key = _installation_key()
         path = cache_dir / "entry-points.json"
-        try:
-            doc = json.loads(path.read_text())
-            if doc.get("key") == key:
-                self._index([PluginRecord(**r) for r in doc["records"]])
+        cached = _read_cache(str(cache_dir), key)  # also what ``dockyard.cli.fast`` reads
+        if cached is not None:
+            try:
+                self._index([PluginRecord(**r) for r in cached])
                 return
-        except (OSError, ValueError, TypeError, KeyError):
-            pass
+            except TypeError:  # records of another shape (another dockyard-core): scan afresh
+                pass
         records = self._read_records()
         self._index(records)
         fields = ("name", "group", "kind", "area", "target", "distribution", "version", "description")

@@ -1,4 +1,5 @@
-"""Entry point of ``dockyard``. ``--version`` answers before click is imported (the 100 ms budget)."""
+"""Entry point of ``dockyard``. ``--version`` answers before click is imported (the 100 ms budget),
+and so does a plugin command with a fast path (``dockyard run``: :mod:`dockyard.cli.fast`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"dockyard {__version__}")
         return 0
+    from dockyard.cli.fast import dispatch
+
+    code = dispatch(args)
+    if code is not None:
+        return code
     from dockyard.cli.root import cli
 
     try:

@@ -1,0 +1,62 @@
+"""The CLI's entry-point records file: its key and a reader that imports nothing heavy.
+
+:meth:`dockyard.registry.Registry.scan_cached` writes ``entry-points.json`` (in
+:func:`cache_dir`) with every ``dockyard.*`` entry point it read and the key they were read
+under: the interpreter, the import path and the modification time of every
+``*.dist-info``/``*.egg-info`` on it, so an install, upgrade or uninstall changes the key. The
+registry and the command line's fast path (:mod:`dockyard.cli.fast`) read it through
+:func:`read`, which needs only ``os``, ``sys`` and :mod:`dockyard.jsonlite` (the registry module
+itself costs about 20 ms of imports on a loaded machine: ``dataclasses``, ``traceback``,
+``json``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # typing itself costs 3-9 ms of imports (collections, functools, re)
+if TYPE_CHECKING:
+    from typing import Any
+
+FILE = "entry-points.json"
+
+
+def cache_dir() -> str:
+    """``$XDG_CACHE_HOME/dockyard``, else ``~/.cache/dockyard``."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                        "dockyard")
+
+
+def installation_key() -> str:
+    """What the installed distributions depend on: the interpreter, the import path, and the
+    modification time of every distribution's metadata directory on it (kept as plain text:
+    importing hashlib would cost more than comparing it). About 1 ms with 37 path entries."""
+    parts = [sys.executable, sys.version]
+    for entry in sys.path:
+        parts.append(entry)
+        try:
+            with os.scandir(entry or ".") as it:
+                parts += sorted(f"{e.name}@{e.stat().st_mtime_ns}" for e in it
+                                if e.name.endswith((".dist-info", ".egg-info")))
+        except OSError:  # not a directory (a zip) or gone
+            continue
+    return "\n".join(parts)
+
+
+def read(directory: str, key: str | None = None) -> list[dict[str, Any]] | None:
+    """The records in ``directory``'s file when they were written under ``key`` (by default the
+    current :func:`installation_key`); None when the file is missing, unreadable or stale."""
+    from dockyard.jsonlite import loads
+
+    try:
+        with open(os.path.join(directory, FILE), encoding="utf-8") as fh:
+            doc = loads(fh.read())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("key") != (installation_key() if key is None else key):
+        return None
+    records = doc.get("records")
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        return None
+    return records
