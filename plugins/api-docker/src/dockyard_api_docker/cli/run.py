@@ -1,19 +1,71 @@
-"""``dockyard run`` and ``dockyard create`` (the same request sequence as the docker CLI: create →
-attach → wait → start, see ``attach-and-streams.md`` §4). The hijacked stream and the session
-on it are ``dockyard.client``'s, shared with ``exec``, ``start -a`` and compose."""
+"""``dockyard run`` and ``dockyard create``: the request sequence of the docker CLI (create →
+attach → wait → start, see ``attach-and-streams.md`` §4).
+
+This module imports no click and no HTTP library, so that ``dockyard run`` can go through
+:func:`dockyard_fast_main` (``dockyard.cli.fast``) at about the interpreter's own start-up cost:
+its options are one table (:data:`RUN_OPTIONS`) read both by the click commands (served lazily
+from ``_run_click`` through this module's ``__getattr__``) and by the click-free parser
+:func:`parse_args`, which declines (None) whatever it does not parse exactly as click does; and
+everything after the create is one function, :func:`run_created`, that both paths call, on
+``dockyard.cli.wire`` connections.
+"""
 
 from __future__ import annotations
 
-import json
-import threading
-from typing import Any
+import os
+import sys
 
-import click
+TYPE_CHECKING = False  # typing and collections.abc cost 3-9 ms of imports (functools, re...)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-from dockyard.cli.output import client_of, run_api
+    from dockyard.cli.wire import Connection
+
+#: The create options: (declarations, kind, help). ``kind``: "flag", "value", "many"
+#: (repeatable, a tuple) or "int".
+CREATE_OPTIONS: tuple[tuple[tuple[str, ...], str, str | None], ...] = (
+    (("--name",), "value", "container name"),
+    (("-e", "--env"), "many", "KEY=value (repeatable)"),
+    (("-l", "--label"), "many", "key=value (repeatable)"),
+    (("-i", "--interactive"), "flag", "keep stdin open"),
+    (("-t", "--tty"), "flag", "allocate a pseudo-terminal"),
+    (("-w", "--workdir"), "value", None),
+    (("-u", "--user"), "value", None),
+    (("-p", "--publish"), "many", "[ip:]host:container[/proto]"),
+    (("-v", "--volume"), "many", "name-or-path:/dest[:ro]"),
+    (("--network",), "value", None),
+    (("--restart",), "value", "no | on-failure[:N] | always | unless-stopped"),
+    (("-m", "--memory"), "value", "memory limit (e.g. 64m)"),
+    (("--cpus",), "value", None),
+    (("--entrypoint",), "value", None),
+    (("-h", "--hostname"), "value", None),
+    (("--privileged",), "flag", None),
+    (("--init",), "flag", None),
+    (("--runtime",), "value", None),
+    (("--stop-signal",), "value", None),
+    (("--health-cmd",), "value", None),
+    (("--health-interval",), "value", None),
+    (("--health-timeout",), "value", None),
+    (("--health-retries",), "int", None),
+    (("--health-start-period",), "value", None),
+    (("--rm",), "flag", "remove the container when it exits"),
+)
+#: ``run`` adds ``-d``.
+RUN_OPTIONS = CREATE_OPTIONS + ((("-d", "--detach"), "flag", "run in the background and print the ID"),)
+_DEFAULTS = {"flag": False, "value": None, "many": (), "int": None}
+
+
+def option_name(decls: tuple[str, ...]) -> str:
+    """The parameter name click gives an option: its first long name, dashes as underscores."""
+    return next(d for d in decls if d.startswith("--"))[2:].replace("-", "_")
 
 
 # ---------------------------------------------------------------------------- create body
+class BadValue(ValueError):
+    """An option value the body cannot hold (the click command reports it as click does)."""
+
+
 def _pairs(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for item in values:
@@ -29,7 +81,7 @@ def _duration_ns(text: str | None) -> int:
     for suffix in ("ns", "us", "ms", "s", "m", "h"):
         if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
             return int(float(text[: -len(suffix)]) * units[suffix])
-    raise click.BadParameter(f"invalid duration {text!r}")
+    raise BadValue(f"invalid duration {text!r}")
 
 
 def _bytes(text: str | None) -> int:
@@ -89,120 +141,309 @@ def create_body(o: dict[str, Any], image: str, command: tuple[str, ...]) -> dict
     return body
 
 
-def create_options(f: Any) -> Any:
-    opts = [
-        click.option("--name", default=None, help="container name"),
-        click.option("-e", "--env", multiple=True, help="KEY=value (repeatable)"),
-        click.option("-l", "--label", multiple=True, help="key=value (repeatable)"),
-        click.option("-i", "--interactive", is_flag=True, help="keep stdin open"),
-        click.option("-t", "--tty", is_flag=True, help="allocate a pseudo-terminal"),
-        click.option("-w", "--workdir", default=None),
-        click.option("-u", "--user", default=None),
-        click.option("-p", "--publish", multiple=True, help="[ip:]host:container[/proto]"),
-        click.option("-v", "--volume", multiple=True, help="name-or-path:/dest[:ro]"),
-        click.option("--network", default=None),
-        click.option("--restart", default=None, help="no | on-failure[:N] | always | unless-stopped"),
-        click.option("-m", "--memory", default=None, help="memory limit (e.g. 64m)"),
-        click.option("--cpus", default=None),
-        click.option("--entrypoint", default=None),
-        click.option("-h", "--hostname", default=None),
-        click.option("--privileged", is_flag=True),
-        click.option("--init", is_flag=True),
-        click.option("--runtime", default=None),
-        click.option("--stop-signal", default=None),
-        click.option("--health-cmd", default=None),
-        click.option("--health-interval", default=None),
-        click.option("--health-timeout", default=None),
-        click.option("--health-retries", type=int, default=None),
-        click.option("--health-start-period", default=None),
-        click.option("--rm", is_flag=True, help="remove the container when it exits"),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+# ---------------------------------------------------------------------------- click-free parsing
+def parse_args(args: list[str], options: tuple[tuple[tuple[str, ...], str, str | None], ...] = RUN_OPTIONS,
+               ) -> tuple[dict[str, Any], str, tuple[str, ...]] | None:
+    """``(options, image, command)`` as click parses ``args`` for a command with ``options``,
+    ``IMAGE`` and ``COMMAND...`` (interspersed arguments off: options end at the image); None
+    for anything it does not take exactly as click would (``--help``, an unknown option, a
+    missing or dash-led value, a bad integer, no image), which click then reports."""
+    spec: dict[str, tuple[str, str]] = {}
+    for decls, kind, _help in options:
+        for d in decls:
+            spec[d] = (option_name(decls), kind)
+    o: dict[str, Any] = {option_name(decls): _DEFAULTS[kind] for decls, kind, _help in options}
 
-
-def do_create(ctx: click.Context, o: dict[str, Any], image: str, command: tuple[str, ...]) -> str:
-    from dockyard.errors import NotFound
-
-    client = client_of(ctx)
-    body = create_body(o, image, command)
-    params = {"name": o["name"]} if o["name"] else {}
-    try:
-        res = client.post("/containers/create", body, **params)
-    except NotFound as exc:
-        if "image" not in str(exc).lower():
-            raise click.ClickException(str(exc)) from exc
-        click.echo(f"Unable to find image '{image}' locally", err=True)
-        name, _, tag = image.partition(":")
-        try:
-            for msg in client.stream_json("POST", "/images/create", {"fromImage": name, "tag": tag or "latest"}):
-                if msg.get("error"):
-                    raise click.ClickException(msg["error"])
-        except NotFound as exc2:
-            raise click.ClickException(str(exc2)) from exc2
-        res = run_api(lambda: client.post("/containers/create", body, **params))
-    except click.ClickException:
-        raise
-    except Exception as exc:  # noqa: BLE001 - typed errors from the client
-        raise click.ClickException(str(exc)) from exc
-    return str(res["Id"])
-
-
-@click.command(context_settings={"allow_interspersed_args": False})
-@create_options
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.pass_context
-def create(ctx: click.Context, image: str, command: tuple[str, ...], **o: Any) -> None:
-    """Create a container (prints its ID)."""
-    click.echo(do_create(ctx, o, image, command))
-
-
-@click.command(context_settings={"allow_interspersed_args": False})
-@create_options
-@click.option("-d", "--detach", is_flag=True, help="run in the background and print the ID")
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.pass_context
-def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: Any) -> None:
-    """Create and start a container; without -d, stream its output and exit with its code."""
-    client = client_of(ctx)
-    cid = do_create(ctx, o, image, command)
-    if o["detach"]:
-        run_api(lambda: client.post(f"/containers/{cid}/start"))
-        click.echo(cid)
-        return
-    from dockyard.client import attach_session
-
-    conn = run_api(lambda: client.hijack(f"/containers/{cid}/attach", {
-        "stream": 1, "stdout": 1, "stderr": 1, "stdin": 1 if o["interactive"] else None}))
-    result: dict[str, Any] = {}
-
-    def waiter() -> None:
-        try:
-            resp = client.request("POST", f"/containers/{cid}/wait",
-                                  {"condition": "removed" if o["rm"] else "next-exit"}, timeout=None)
-            result.update(json.loads(resp.read() or b"{}"))
-        except Exception as exc:  # noqa: BLE001
-            result["Error"] = {"Message": str(exc)}
-
-    t = threading.Thread(target=waiter, daemon=True)
-    t.start()
-    try:
-        client.post(f"/containers/{cid}/start")
-    except Exception as exc:  # noqa: BLE001
-        conn.close()
-        click.echo(f"Error: {exc}", err=True)
-        if o["rm"]:
+    def put(name: str, kind: str, value: str) -> bool:
+        if kind == "many":
+            o[name] = (*o[name], value)
+        elif kind == "int":
             try:
-                client.delete(f"/containers/{cid}", force=1)
-            except Exception:  # noqa: BLE001
-                pass
-        ctx.exit(125)
-    attach_session(conn, o["tty"], o["interactive"])
-    t.join()
-    if result.get("Error"):
-        click.echo(f"Error: {result['Error'].get('Message')}", err=True)
-        ctx.exit(125)
-    ctx.exit(int(result.get("StatusCode", 0)))
+                o[name] = int(value)
+            except ValueError:
+                return False
+        else:
+            o[name] = value
+        return True
+
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        if arg.startswith("--"):
+            opt, eq, value = arg.partition("=")
+            if opt not in spec:
+                return None
+            name, kind = spec[opt]
+            if kind == "flag":
+                if eq:
+                    return None
+                o[name] = True
+                i += 1
+                continue
+            if not eq:
+                if i + 1 >= len(args) or args[i + 1].startswith("-"):
+                    return None
+                value = args[i + 1]
+                i += 1
+            if not put(name, kind, value):
+                return None
+            i += 1
+            continue
+        j = 1  # a cluster of short options: flags, then at most one that takes a value
+        while j < len(arg):
+            opt = "-" + arg[j]
+            if opt not in spec:
+                return None
+            name, kind = spec[opt]
+            if kind == "flag":
+                o[name] = True
+                j += 1
+                continue
+            value = arg[j + 1:]
+            if not value:
+                if i + 1 >= len(args) or args[i + 1].startswith("-"):
+                    return None
+                value = args[i + 1]
+                i += 1
+            if not put(name, kind, value):
+                return None
+            break
+        i += 1
+    if i >= len(args):
+        return None
+    return o, args[i], tuple(args[i + 1:])
+
+
+# ---------------------------------------------------------------------------- after the create
+def _err(text: str) -> None:
+    sys.stderr.write(f"Error: {text}\n")
+    sys.stderr.flush()
+
+
+def _failure(exc: BaseException, where: str) -> str:
+    """A message for an exception from a connection: an OS error names the daemon."""
+    from dockyard.cli.wire import WireError
+
+    if isinstance(exc, OSError) and not isinstance(exc, WireError):
+        return f"cannot talk to the dockyard daemon at {where}: {exc}"
+    if isinstance(exc, WireError):
+        return f"the daemon at {where} broke the protocol: {exc}"
+    return str(exc)
+
+
+def _api_message(status: int, raw: bytes, what: str) -> str:
+    """The message of an error answer, as ``dockyard.client`` raises it."""
+    from dockyard.client.errors import api_error
+
+    return str(api_error(status, raw, what))
+
+
+def _copy(conn: Connection, tty: bool) -> str | None:
+    """Copy the attach stream to stdout/stderr until it ends: raw with ``tty``, else split by
+    Docker's 8-byte frame header (``dockyard.client.streams``). The message of a daemon error
+    frame (stream 3), else None."""
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    if tty:
+        while data := conn.recv():
+            out.write(data)
+            out.flush()
+        return None
+    buf = b""
+    while True:
+        data = conn.recv()
+        if not data:
+            if len(buf) > 8:  # a truncated last frame: what arrived of it
+                (err if buf[0] == 2 else out).write(buf[8:])
+                (err if buf[0] == 2 else out).flush()
+            return None
+        buf += data
+        while len(buf) >= 8:
+            size = int.from_bytes(buf[4:8], "big")
+            if len(buf) < 8 + size:
+                break
+            stream, payload, buf = buf[0], buf[8:8 + size], buf[8 + size:]
+            if not payload:
+                continue
+            if stream == 3:
+                return f"error from daemon in stream: {payload.decode(errors='replace')}"
+            target = err if stream == 2 else out
+            target.write(payload)
+            target.flush()
+
+
+def _pump_stdin(conn: Connection) -> None:
+    """stdin to the connection until its end, then half-close (``streams.pump_stdin``)."""
+    try:
+        fd = sys.stdin.fileno()
+        while data := os.read(fd, 65536):
+            conn.sock.sendall(data)
+    except (OSError, ValueError):
+        pass
+    finally:
+        conn.close_write()
+
+
+def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any], where: str,
+                conn: Connection | None = None) -> int:
+    """Everything ``run`` does once container ``cid`` is created; the exit status.
+
+    Detached: start, print the ID. Otherwise as the docker CLI: attach (raw stream on a
+    connection of its own) and ``wait`` (``removed`` with ``--rm``, else ``next-exit``) are sent
+    together, and both answers' headers are read before ``start``, so neither the output nor
+    the exit of a fast container can be missed; without ``-i`` the attach is half-closed at
+    once; the output is copied until the daemon closes the stream, then the wait's body gives
+    the exit status. ``open_conn`` opens a connection to the daemon; ``conn``, when given, is
+    an idle one to reuse for ``start``. Errors are printed as the click commands print them:
+    ``Error: ...`` and 1, or 125 for a failed start or wait (docker's status for them).
+    """
+    from dockyard.cli.wire import target
+
+    def start() -> str | None:
+        nonlocal conn
+        try:
+            if conn is None or not conn.reusable:
+                conn = open_conn()
+            resp, raw = conn.request("POST", target(f"/containers/{cid}/start"))
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the daemon
+            return _failure(exc, where)
+        finally:
+            if conn is not None:
+                conn.close()
+        return None if resp.status < 300 else _api_message(resp.status, raw, f"POST /containers/{cid}/start")
+
+    if o.get("detach"):
+        problem = start()
+        if problem is not None:
+            _err(problem)
+            return 1
+        sys.stdout.write(cid + "\n")
+        sys.stdout.flush()
+        return 0
+    rm, tty, interactive = bool(o["rm"]), bool(o["tty"]), bool(o["interactive"])
+    attach = waiter = None
+    try:
+        try:
+            attach = open_conn()
+            attach.send("POST", target(f"/containers/{cid}/attach", {
+                "stream": 1, "stdout": 1, "stderr": 1, "stdin": 1 if interactive else None}), upgrade=True)
+            waiter = open_conn()
+            waiter.send("POST", target(f"/containers/{cid}/wait", {"condition": "removed" if rm else "next-exit"}))
+            answer = attach.head()
+            if answer.status not in (101, 200):  # 200: engines without the upgrade stream the same way
+                _err(_api_message(answer.status, attach.body(answer, "POST"), f"POST /containers/{cid}/attach"))
+                return 1
+        except Exception as exc:  # noqa: BLE001
+            _err(_failure(exc, where))
+            return 1
+        attach.sock.settimeout(None)  # the stream and the wait last as long as the container
+        waiter.sock.settimeout(None)
+        wait_error = None
+        try:
+            waited = waiter.head()
+            if waited.status >= 300:
+                wait_error = _api_message(waited.status, waiter.body(waited, "POST"), f"POST /containers/{cid}/wait")
+        except Exception as exc:  # noqa: BLE001
+            wait_error = _failure(exc, where)
+        if not interactive:
+            attach.close_write()  # no stdin: the daemon sees its end at once, as docker does
+        problem = start()
+        if problem is not None:
+            _err(problem)
+            if rm:
+                try:
+                    delete = open_conn()
+                    delete.request("DELETE", target(f"/containers/{cid}", {"force": 1}))
+                    delete.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            return 125
+        if interactive:
+            import _thread
+
+            _thread.start_new_thread(_pump_stdin, (attach,))
+        if tty and interactive and sys.stdin.isatty():
+            from dockyard.client.streams import raw_terminal
+
+            with raw_terminal(True):
+                stream_error = _copy(attach, tty)
+        else:
+            stream_error = _copy(attach, tty)
+        attach.close()
+        if stream_error is not None:
+            _err(stream_error)
+            return 1
+        if wait_error is None:
+            try:
+                result = waiter.json_body(waited)
+                if not isinstance(result, dict):
+                    raise ValueError(f"unexpected wait answer {result!r}")
+            except Exception as exc:  # noqa: BLE001
+                result = {"Error": {"Message": _failure(exc, where)}}
+            if result.get("Error"):
+                wait_error = (result["Error"] or {}).get("Message")
+        if wait_error is not None:
+            _err(str(wait_error))
+            return 125
+        return int(result.get("StatusCode", 0))
+    finally:
+        for c in (attach, waiter):
+            if c is not None:
+                c.close()
+
+
+# ---------------------------------------------------------------------------- the fast path
+def dockyard_fast_main(command: str, args: list[str], host: str | None) -> int | None:
+    """``dockyard run`` without click (``dockyard.cli.fast``): a unix-socket daemon, options
+    :func:`parse_args` takes, and a create the daemon answers 201; anything else (including a
+    missing image to pull) goes to the click command, before any request with an effect."""
+    if command != "run":
+        return None
+    parsed = parse_args(args)
+    if parsed is None:
+        return None
+    o, image, cmd = parsed
+    from dockyard.cli.fast import unix_socket
+
+    path = unix_socket(host)
+    if path is None:
+        return None
+    from dockyard.cli.wire import Connection, connect_unix, target
+    from dockyard.jsonlite import dumps, loads
+
+    try:
+        body = dumps(create_body(o, image, cmd)).encode()
+    except (ValueError, TypeError):
+        return None
+    try:
+        conn = Connection(connect_unix(path, 60.0))
+    except OSError:
+        return None
+    try:
+        resp, raw = conn.request("POST", target("/containers/create", {"name": o["name"]} if o["name"] else {}),
+                                 body)
+        cid = str(loads(raw)["Id"]) if resp.status < 300 else None
+    except (OSError, ValueError, KeyError, TypeError):
+        cid = None
+    if cid is None:  # an image to pull, a conflict, a bad option...: the click command's report
+        conn.close()
+        return None
+    where = host.strip() if host and host.strip() else path
+    try:
+        return run_created(lambda: Connection(connect_unix(path, 60.0)), cid, o, where, conn)
+    except KeyboardInterrupt:  # as click's standalone mode ends
+        sys.stderr.write("\nAborted!\n")
+        return 1
+
+
+def __getattr__(name: str) -> Any:
+    """The click commands and helpers, imported on first use (they import click)."""
+    if name in ("run", "create", "create_options", "do_create"):
+        from dockyard_api_docker.cli import _run_click
+
+        return getattr(_run_click, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
