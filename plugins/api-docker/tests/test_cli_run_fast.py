@@ -252,3 +252,17 @@ def test_fast_and_click_paths_print_exit_and_send_the_same(engine: tuple[Engine,
         assert log[-1] == "delete force=1"
     if "-d" in args:
         assert (code, out, log[-1]) == (0, b"ID\n", "start")
+
+
+def test_a_fast_run_imports_neither_click_nor_an_http_library(engine: tuple[Engine, str], tmp_path: Path) -> None:
+    _eng, path = engine
+    dockyard(path, ["busybox", "true"], tmp_path, fast=False)  # writes the records file
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "DOCKYARD_"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "dockyard.cli.main", "-H", f"unix://{path}",
+                          "run", "--rm", "busybox", "true"], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    modules = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert "dockyard_api_docker.cli.run" in modules
+    assert not modules & {"click", "http.client", "json", "re", "typing", "socket", "dockyard.client",
+                          "dockyard.registry", "importlib.metadata"}
