@@ -1,6 +1,7 @@
 """Crash safety: a migration interrupted at each phase, on either side, by a failure or by the
-daemon's death (a fault-injection point per phase; ``kill`` ends the engine as kill -9 does),
-and the migrating client killed with SIGKILL. Afterwards the container runs on exactly one
+daemon's death (the engines' test-only plugin fails or kills them from the
+``dockyard_migration_phase`` hook: conftest's ``Faults``; ``kill`` ends the engine as kill -9
+does), and the migrating client killed with SIGKILL. Afterwards the container runs on exactly one
 host, its memory (a counter that goes on from where it was), writable layer and volume intact;
 nothing is left of the migration (journal, checkpoints, FIFOs, half-made containers)."""
 
@@ -72,13 +73,13 @@ def count(host: Any, name: str) -> int:
 
 def leftovers(host: Any) -> list[str]:
     root = data_root(host) / "migrate"
-    out = [str(p) for p in root.rglob("*") if p.is_file() and p.name not in ("fault", "criu-runc.conf")] if root.exists() else []
+    out = [str(p) for p in root.rglob("*") if p.is_file() and p.name != "criu-runc.conf"] if root.exists() else []
     return out
 
 
 CASES = [("source", "dump", "raise"), ("source", "transfer", "raise"), ("source", "restore", "raise"),
          ("target", "transfer", "raise"), ("source", "dump", "kill"), ("target", "restore", "kill"),
-         ("source", "cleanup", "kill"), ("target", "cleanup", "kill")]
+         ("source", "cleanup", "kill"), ("target", "cleanup", "kill"), ("source", "cleanup", "raise")]
 
 
 @pytest.mark.parametrize(("side", "phase", "action"), CASES, ids=[":".join(c) for c in CASES])
@@ -89,9 +90,7 @@ async def test_interrupted_migration_leaves_one_copy(pair: Any, side: str, phase
     await asyncio.to_thread(h1.docker, "run", "-d", "--name", name, "-v", f"{vol}:/data", "busybox", "sh", "-c", COUNTER)
     await wait_for(lambda: count(h1, name) > 3, what="the counter runs")
     faulty = h1 if side == "source" else h2
-    fault = data_root(faulty) / "migrate" / "fault"
-    fault.parent.mkdir(parents=True, exist_ok=True)
-    fault.write_text(f"{side}:{phase}:{action}")
+    fault = pair.faults.inject(faulty, side, phase, action)
     proc = await asyncio.to_thread(migrate, h1, h2, name)
     out, _ = await asyncio.to_thread(proc.communicate, timeout=90)
     if action == "kill":

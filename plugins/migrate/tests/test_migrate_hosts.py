@@ -40,6 +40,13 @@ def test_stop_copy_moves_state_volume_and_layer(pair: Any) -> None:
     assert h2.docker("inspect", "-f", "{{.State.Running}}", "kv").stdout.strip() == "true"
     assert h2.docker("exec", "kv", "cat", "/etc/migrated", "/data/v", "/data/w").stdout.split() == ["layer", "vol", "later"]
     assert h2.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "kv").stdout.strip() == ip
+    # dockyard_migration_phase (the engines' test-only plugin logs it): every phase, in order,
+    # on each side, one migration ID for both
+    source = [p for p in pair.faults.phases(h1) if p[2] == "kv"]
+    target = [p for p in pair.faults.phases(h2) if p[2] == "kv"]
+    assert [(s, p) for s, p, _c, _m in source] == [("source", p) for p in ("dump", "transfer", "restore", "cleanup")]
+    assert [(s, p) for s, p, _c, _m in target] == [("target", p) for p in ("transfer", "restore", "cleanup")]
+    assert len({m for *_x, m in source + target}) == 1
     h2.docker("rm", "-f", "kv")
     h2.docker("volume", "rm", "kvdata")
     h1.docker("volume", "rm", "kvdata", check=False)

@@ -29,7 +29,7 @@ CLIENT = "(while true; do echo x; sleep 0.1; done) | nc 10.79.0.10 7000 > /tmp/a
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cluster(dockyard_owners: Any) -> AsyncIterator[list[Any]]:
+async def cluster(dockyard_owners: Any, faults: Any) -> AsyncIterator[list[Any]]:
     from dockyard_plugin_sdk.testing import NetnsHosts, etcd_unavailable, netns_hosts_unavailable, start_etcd
 
     reason = (None if os.access("/opt/criu/sbin/criu", os.X_OK) and shutil.which("runc") else
@@ -47,7 +47,7 @@ async def cluster(dockyard_owners: Any) -> AsyncIterator[list[Any]]:
                    "--cluster-advertise", "eth0:2376"]
         for k, v in etcd.store_options.items():
             options += ["--cluster-store-opt", f"{k}={v}"]
-        hosts = await netns.create(2, engine_options=options)
+        hosts = await netns.create(2, engine_options=options, engine_env=faults.engine_env())  # conftest's Faults
         await asyncio.gather(*(asyncio.to_thread(h.bootstrap, "busybox") for h in hosts))
         yield hosts
     finally:
@@ -64,7 +64,7 @@ def answers(host: Any) -> list[int]:
 
 
 @pytest.mark.parametrize("fault", ["", "source:restore:raise"], ids=["moved", "failed-resumed"])
-def test_client_keeps_its_connection_across_the_move(cluster: list[Any], fault: str) -> None:
+def test_client_keeps_its_connection_across_the_move(cluster: list[Any], faults: Any, fault: str) -> None:
     """Moved, or (a failure after the address was given up) resumed on h1: either way the
     client's connection goes on."""
     h1, h2 = cluster
@@ -81,8 +81,7 @@ def test_client_keeps_its_connection_across_the_move(cluster: list[Any], fault: 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "DOCKYARD_"))}
         env.update({k: v for k, v in h1.docker_env().items() if k != "DOCKER_CONFIG"})
         if fault:
-            (Path(h1.host.extra["root"]) / "data" / "migrate").mkdir(parents=True, exist_ok=True)
-            (Path(h1.host.extra["root"]) / "data" / "migrate" / "fault").write_text(fault)
+            faults.inject(h1, *fault.split(":"))
         out = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "migrate", "--mode", "stop-copy", "srv", h2.url],
                              env=env, capture_output=True, text=True, timeout=90)
         assert (out.returncode != 0) == bool(fault), out.stdout + out.stderr + h1.log[-2000:] + h2.log[-2000:]

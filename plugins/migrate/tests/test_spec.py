@@ -79,6 +79,33 @@ def test_two_migrators_of_one_name_are_a_conflict(tmp_path: Path) -> None:
         migrator_of(k, "fake")
 
 
+def test_each_phase_reaches_every_plugin_and_a_raise_fails_it(tmp_path: Path) -> None:
+    """``dockyard_migration_phase``: every implementation hears a phase (an auditor and a
+    progress reporter alike); what one raises is the migration's failure at that point (the
+    crash tests' faults come this way, from a test-only plugin in the hosts' engines)."""
+    from dockyard_migrate.common import phase_reached
+
+    heard: list[tuple[str, ...]] = []
+
+    class Auditor:
+        @hookimpl
+        def dockyard_migration_phase(self, kernel: Any, side: str, phase: str, container: str,
+                                     migration: str) -> None:
+            heard.append((side, phase, container, migration))
+
+    class Refuser:
+        @hookimpl
+        def dockyard_migration_phase(self, side: str, phase: str) -> None:  # a subset of the arguments
+            if (side, phase) == ("target", "restore"):
+                raise InvalidArgument("no restore here")
+
+    k = kernel_with(tmp_path, Auditor(), Refuser())
+    phase_reached(k, "source", "dump", "web", "m1")
+    assert heard == [("source", "dump", "web", "m1")]
+    with pytest.raises(InvalidArgument, match="no restore here"):
+        phase_reached(k, "target", "restore", "web", "m1")
+
+
 def test_mode_is_chosen_by_resident_memory() -> None:
     from dockyard_migrate.source import choose_mode
 

@@ -459,3 +459,34 @@ class StorageSpecs:
 
         .. versionadded:: 0.3
         """
+
+    @hookspec
+    def dockyard_migration_phase(self, kernel: Kernel, side: str, phase: str, container: str,
+                                 migration: str) -> None:
+        """A live migration reached ``phase`` on this engine, which is its ``side`` (``source``
+        or ``target``). ``container`` is the container's name (the same on both sides),
+        ``migration`` the migration's ID (the same on both sides: join the two engines' records
+        by it). A migrator calls it at each point below, in the migration's task on the
+        daemon's event loop: keep it cheap (hand slow work to a thread or a queue).
+
+        - source: ``dump`` (frozen, dumped, the archive sent), ``transfer`` (before the
+          volumes), ``restore`` (the commit sent, before the target's answer), ``cleanup``
+          (committed: the target runs it; before the source's copy is removed);
+        - target: ``transfer`` (the archive received, before the volumes), ``restore`` (the
+          commit received, before restoring), ``cleanup`` (the source said done; before the
+          target drops its files).
+
+        Uses: progress reporting, auditing (who moved what, where, when), metrics per phase,
+        and crash tests, which fail or kill the daemon at a phase to prove the rollback. Called
+        for every plugin; returns nothing. Raising fails the migration at that point as any
+        failure there would (before ``cleanup`` the container resumes on the source; at
+        ``cleanup`` the move stands), so an observer must not raise.
+
+        Example::
+
+            @hookimpl
+            def dockyard_migration_phase(kernel, side, phase, container, migration):
+                audit.info("migration %s (%s): %s %s", migration, container, side, phase)
+
+        .. versionadded:: 0.3
+        """

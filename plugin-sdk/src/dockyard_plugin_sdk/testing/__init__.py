@@ -5,7 +5,8 @@
   a test left behind), :class:`Owners` (the owner tokens whose objects count),
   :func:`purge_owned`;
 * :mod:`.daemon` -- :func:`start_daemon` and :class:`Daemon`: a real dockyardd on private roots,
-  with the docker CLI, our CLI and docker-py against it;
+  with the docker CLI, our CLI and docker-py against it; :func:`engine_plugins_env`: the
+  environment that loads a test's own plugin module into an engine it starts;
 * :mod:`.waiting` -- :func:`wait_for` and friends: wait on a condition, never for a fixed time;
 * :mod:`.hosts` -- :class:`NetnsHosts` and :class:`NetnsHost`: test hosts (network namespaces
   each running an engine with mutual TLS) made through the ``netns`` provision driver;
@@ -24,7 +25,7 @@
 
 from __future__ import annotations
 
-from .daemon import API_FRONT, Daemon, owner_of, start_daemon, wait_for_socket
+from .daemon import API_FRONT, Daemon, engine_plugins_env, owner_of, start_daemon, wait_for_socket
 from .etcd import EtcdCluster, EtcdMember, etcd_unavailable, start_etcd
 from .hooks import HookCall, HookRecorder
 from .hosts import NetnsCluster, NetnsHost, NetnsHosts, netns_cluster, netns_hosts_unavailable
@@ -45,6 +46,6 @@ from .waiting import WaitTimeout, async_wait_for, async_wait_for_exit, stays, wa
 __all__ = [
     "API_FRONT", "CATEGORIES", "Daemon", "EtcdCluster", "EtcdMember", "HookCall", "HookRecorder", "HostSnapshot", "Leaks", "NetnsCluster", "NetnsHost",
     "NetnsHosts", "Owners", "TestCA", "WaitTimeout", "async_wait_for", "async_wait_for_exit", "dockyard_named",
-    "etcd_unavailable", "netns_cluster", "netns_hosts_unavailable", "owner_of", "owner_of_data_root", "purge_owned", "snapshot_host", "start_daemon", "start_etcd",
+    "engine_plugins_env", "etcd_unavailable", "netns_cluster", "netns_hosts_unavailable", "owner_of", "owner_of_data_root", "purge_owned", "snapshot_host", "start_daemon", "start_etcd",
     "stays", "wait_for", "wait_for_exit", "wait_for_no_leaks", "wait_for_socket",
 ]

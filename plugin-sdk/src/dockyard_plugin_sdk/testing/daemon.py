@@ -34,7 +34,7 @@ from .waiting import WaitTimeout, wait_for
 if TYPE_CHECKING:
     from dockyard.client import Client
 
-__all__ = ["API_FRONT", "Daemon", "answers_ping", "owner_of", "start_daemon", "wait_for_socket"]
+__all__ = ["API_FRONT", "Daemon", "answers_ping", "engine_plugins_env", "owner_of", "start_daemon", "wait_for_socket"]
 
 #: The module of the API front the daemon helpers drive (the Docker Engine API).
 API_FRONT = "dockyard_api_docker"
@@ -164,6 +164,25 @@ class Daemon:
                 self.proc.wait()
                 raise AssertionError(f"dockyardd did not stop within {timeout}s:\n{self.log[-3000:]}") from None
         return self.proc.returncode
+
+
+def engine_plugins_env(*modules: str, path: Path | str | None = None,
+                       environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment that loads feature-plugin ``modules`` no distribution declares into an
+    engine a test starts: ``DOCKYARD_PLUGINS`` naming them (after any already named in
+    ``environ``, default ``os.environ``) and ``path`` first on ``PYTHONPATH``. Give it to
+    :func:`start_daemon` (``env=``) or to a netns host's engine
+    (``NetnsHosts.create(engine_env=...)``): a test-only plugin (faults to inject, calls to
+    record) then runs in the engine without being installed. The engine records a module that
+    does not import, as any plugin (``dockyard plugins list``, ``/info`` warnings)."""
+    from dockyard.registry import PLUGINS_ENV
+
+    env = os.environ if environ is None else environ
+    named = [m for m in env.get(PLUGINS_ENV, "").split(",") if m.strip()] + list(modules)
+    out = {PLUGINS_ENV: ",".join(dict.fromkeys(named))}
+    if path is not None:
+        out["PYTHONPATH"] = os.pathsep.join(p for p in (str(path), env.get("PYTHONPATH", "")) if p)
+    return out
 
 
 def owner_of(root: Path) -> str:

@@ -31,7 +31,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from dockyard.client import Client
     from dockyard.kernel import Kernel
     from dockyard.model import Host
-    from dockyard.specs.provision import Provisioner
+    from dockyard.specs.provision import EngineTLS, Provisioner
 
     from .tls import TestCA
 
@@ -149,13 +149,17 @@ class NetnsHost:
 @dataclass
 class NetnsHosts:
     """Creates netns hosts through a kernel's provision driver and removes them all at
-    :meth:`close`. Build one with :meth:`open`."""
+    :meth:`close`. Build one with :meth:`open`. With ``owners``, each host's engine's owner
+    token (``Host.extra["engine_owner"]``) and directories are recorded as it is made, so the
+    leak checks see what an engine leaves on the machine (a container that escaped the host's
+    cgroup and outlived it)."""
 
     kernel: Kernel
     driver: Provisioner
     ca: TestCA
     root: Path
     hosts: list[NetnsHost] = field(default_factory=list)
+    owners: Owners | None = None
     _count: int = 0
 
     @classmethod
@@ -188,23 +192,35 @@ class NetnsHosts:
                     raise
                 continue  # another session took that range between the check and the claim
             assert isinstance(driver, _provisioner())
-            return cls(kernel=kernel, driver=driver, ca=TestCA(), root=root)
+            return cls(kernel=kernel, driver=driver, ca=TestCA(), root=root, owners=owners)
         raise AssertionError("unreachable")
 
     async def create(self, n: int = 1, prefix: str = "h", *, engine_options: Sequence[str] = (),
-                     labels: dict[str, str] | None = None) -> list[NetnsHost]:
+                     labels: dict[str, str] | None = None,
+                     engine_env: Mapping[str, str] | None = None) -> list[NetnsHost]:
         """``n`` new hosts, made in parallel (named ``<prefix><number>``), each running and
-        answering. A failure removes the hosts of this call and raises the first error."""
+        answering. ``engine_env`` is added to every engine's environment (Docker Machine's
+        ``--engine-env``; :func:`~dockyard_plugin_sdk.testing.engine_plugins_env` loads a test's
+        own plugin module). A failure removes the hosts of this call and raises the first error."""
         from dockyard import provisioning
         from dockyard.specs.provision import HostRequest
 
         names = [f"{prefix}{self._count + i + 1}" for i in range(n)]
         self._count += n
 
+        def server_tls(prepared: Host) -> EngineTLS:
+            """The engine's certificate; first, its owner and directories are recorded for the
+            leak checks (the host is prepared, its engine not started: one that fails to start
+            may still leave something)."""
+            extra = prepared.extra or {}
+            if self.owners is not None and extra.get("engine_owner"):
+                self.owners.record(str(extra["engine_owner"]), *(str(extra[k]) for k in ("root", "run") if extra.get(k)))
+            return self.ca.engine_tls(prepared.addresses)
+
         async def one(name: str) -> NetnsHost:
-            request = HostRequest(name=name, engine_options=list(engine_options), labels=dict(labels or {}))
-            host = await provisioning.provision(self.kernel, self.driver, request,
-                                                lambda h: self.ca.engine_tls(h.addresses))
+            request = HostRequest(name=name, engine_options=list(engine_options), labels=dict(labels or {}),
+                                  engine_env=dict(engine_env or {}))
+            host = await provisioning.provision(self.kernel, self.driver, request, server_tls)
             scratch = self.root / "clients" / name
             return NetnsHost(host=host, cert_path=self.ca.write_client(scratch / "certs"), scratch=scratch)
 
@@ -252,12 +268,12 @@ class NetnsCluster:
 
 @asynccontextmanager
 async def netns_cluster(root: Path, n: int, *, owners: Owners, prefix: str, heartbeat: float = 0.5, ttl: float = 2,
-                        engine_options: Sequence[str] = (), image: str | None = "busybox"
-                        ) -> AsyncIterator[NetnsCluster]:
+                        engine_options: Sequence[str] = (), image: str | None = "busybox",
+                        engine_env: Mapping[str, str] | None = None) -> AsyncIterator[NetnsCluster]:
     """``n`` netns hosts on ``root`` (short: unix sockets live below it) whose engines joined a
     one-member etcd with mutual TLS on the hosts' bridge gateway, under the key prefix
-    ``PREFIX<random>``, with heartbeat and TTL in seconds (``engine_options`` come first), each
-    with ``image`` bootstrapped. At the end the hosts are removed, etcd is closed and ``root``
+    ``PREFIX<random>``, with heartbeat and TTL in seconds (``engine_options`` come first, and
+    ``engine_env`` is added to the engines' environment), each with ``image`` bootstrapped. At the end the hosts are removed, etcd is closed and ``root``
     deleted; AssertionError names what could not be removed. The caller checks
     :func:`netns_hosts_unavailable` and ``etcd_unavailable`` first."""
     from .etcd import start_etcd
@@ -276,7 +292,7 @@ async def netns_cluster(root: Path, n: int, *, owners: Owners, prefix: str, hear
                    "--cluster-store-opt", f"discovery.ttl={ttl:g}"]
         for item in kv:
             options += ["--cluster-store-opt", item]
-        hosts = await netns.create(n, engine_options=options)
+        hosts = await netns.create(n, engine_options=options, engine_env=engine_env)
         if image:
             await asyncio.gather(*(asyncio.to_thread(h.bootstrap, image) for h in hosts))
         yield NetnsCluster(root=root, netns=netns, etcd=etcd, url=url, gateway=gateway, store_options=kv,

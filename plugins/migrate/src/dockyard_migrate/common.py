@@ -1,5 +1,5 @@
-"""What both ends share: the journal of migrations in flight, fault injection for the crash
-tests, the lazy-pages sysctl, the default volume carrier and pipes between threads and the
+"""What both ends share: the journal of migrations in flight, the phase hook's call, the
+lazy-pages sysctl, the default volume carrier and pipes between threads and the
 event loop."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dockyard.errors import InvalidArgument
 from dockyard.jsonfile import RecordDir, write_json
 from dockyard.model import Volume
 from dockyard.specs.storage import VolumeCarrier
@@ -54,31 +53,13 @@ def data_dir(kernel: Any) -> Path:
     return Path(kernel.config.data_root) / "migrate"
 
 
-# ------------------------------------------------------------------ fault injection
-FAULT_FILE = "fault"
-
-
-class InjectedFault(InvalidArgument):
-    pass
-
-
-def fault_point(kernel: Any, side: str, phase: str) -> None:
-    """Crash tests: ``<data-root>/migrate/fault`` holding ``SIDE:PHASE:ACTION`` (ACTION
-    ``raise`` fails the migration there, ``kill`` ends the daemon as kill -9 would) makes the
-    daemon fail at that point. Absent in normal use (one stat per phase)."""
-    path = data_dir(kernel) / FAULT_FILE
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return
-    want_side, _, rest = text.partition(":")
-    want_phase, _, action = rest.partition(":")
-    if (want_side, want_phase) != (side, phase):
-        return
-    path.unlink(missing_ok=True)
-    if action == "kill":
-        os._exit(137)
-    raise InjectedFault(f"fault injected at {side}:{phase}")
+# ------------------------------------------------------------------ phases
+def phase_reached(kernel: Any, side: str, phase: str, container: str, migration: str) -> None:
+    """Tell the plugins that implement ``dockyard_migration_phase`` (progress, auditing, a
+    crash test's faults) that this migration reached ``phase`` on ``side``. What one raises
+    fails the migration at that point, as any failure there would."""
+    kernel.hook.dockyard_migration_phase(kernel=kernel, side=side, phase=phase, container=container,
+                                         migration=migration)
 
 
 # ------------------------------------------------------------------ lazy pages sysctl

@@ -36,7 +36,14 @@ from dockyard.specs.storage import (
     MigrationTicket,
     VolumeCarrier,
 )
-from dockyard_migrate.common import Journal, Record, data_dir, fault_point, lazy_pipe_size, pump_thread_writer
+from dockyard_migrate.common import (
+    Journal,
+    Record,
+    data_dir,
+    lazy_pipe_size,
+    phase_reached,
+    pump_thread_writer,
+)
 from dockyard_migrate.wire import CHUNK, Wire, WireError
 
 log = logging.getLogger(__name__)
@@ -137,11 +144,11 @@ class Sender:
             t = time.monotonic()
             report(MigrationProgress("dump", message=f"checkpointing {name}"))
             frozen_at = time.monotonic()
-            await self._archive(c, wire, checkpoint, page_server, report, frozen_at)
+            await self._archive(c, wire, checkpoint, page_server, report, frozen_at, mig_id)
             phases["dump+archive"] = time.monotonic() - t
             record.phase = "transfer"
             self.journal.save(record)
-            fault_point(k, "source", "transfer")
+            phase_reached(k, "source", "transfer", name, mig_id)
             t = time.monotonic()
             for v in volumes:
                 send = carriers[v.name].send
@@ -164,7 +171,7 @@ class Sender:
             report(MigrationProgress("restore", wire.sent, (time.monotonic() - frozen_at) * 1000,
                                      "restoring on the target"))
             await wire.send_json({"type": "commit", "page_server": page_server})
-            fault_point(k, "source", "restore")
+            phase_reached(k, "source", "restore", name, mig_id)
             answer = await asyncio.wait_for(wire.recv_json(), RESTORE_TIMEOUT)
             if answer.get("type") != "restored":
                 raise WireError(f"expected restored, got {answer.get('type')!r}")
@@ -188,9 +195,11 @@ class Sender:
             raise
         report(MigrationProgress("cleanup", wire.sent, frozen_ms, f"removing {name} here"))
         t = time.monotonic()
-        fault_point(k, "source", "cleanup")
-        await self.cleanup(record)
-        await wire.close()
+        try:
+            phase_reached(k, "source", "cleanup", name, mig_id)
+        finally:  # committed: whatever a plugin raised there, the move stands and this copy goes
+            await self.cleanup(record)
+            await wire.close()
         phases["cleanup"] = time.monotonic() - t
         total = (time.monotonic() - t0) * 1000
         k.emit("container", "migrate", c.id, name=name, direction="out", target=ticket.address, mode=mode,
@@ -200,7 +209,7 @@ class Sender:
                                total_ms=round(total, 1), phases={p: round(s * 1000, 1) for p, s in phases.items()})
 
     async def _archive(self, c: Container, wire: Wire, checkpoint: str, page_server: str,
-                       report: Callable[[MigrationProgress], None], frozen_at: float) -> None:
+                       report: Callable[[MigrationProgress], None], frozen_at: float, migration: str) -> None:
         """Export the checkpoint archive into a FIFO and forward its bytes as they come."""
         k = self.kernel
         fifo = data_dir(k) / f"{checkpoint}.fifo"
@@ -233,7 +242,7 @@ class Sender:
             finally:
                 src.close()
             await export
-            fault_point(k, "source", "dump")  # frozen, dumped, the archive sent
+            phase_reached(k, "source", "dump", c.name.lstrip("/"), migration)  # frozen, dumped, archive sent
             await wire.send_end()
         finally:
             if not export.done():

@@ -32,9 +32,9 @@ from dockyard_migrate.common import (
     Record,
     ThreadReader,
     data_dir,
-    fault_point,
     hold_addresses,
     lazy_pipe_size,
+    phase_reached,
 )
 from dockyard_migrate.wire import Wire, WireError
 
@@ -155,7 +155,7 @@ class Receiver:
             archive.mkdir(parents=True)
             sink = ThreadReader(lambda src: extract_archive_stream(archive, src))
             await self._pump(wire, sink)
-            fault_point(k, "target", "transfer")
+            phase_reached(k, "target", "transfer", name, mig_id)
             for _ in hello.get("volumes") or []:
                 head = await wire.recv_json()
                 vname, driver = str(head["name"]), str(head.get("driver") or "local")
@@ -179,7 +179,7 @@ class Receiver:
                 raise WireError(f"expected commit, got {commit.get('type')!r}")
             record.phase = "restore"
             self.journal.save(record)
-            fault_point(k, "target", "restore")
+            phase_reached(k, "target", "restore", name, mig_id)
             page_server = str(commit.get("page_server") or "")
             req = CheckpointImport(archive_path=str(archive), name=name, ignore_volumes=True, page_server=page_server)
             addresses = [str(a) for a in hello.get("addresses") or []]
@@ -200,10 +200,12 @@ class Receiver:
             record.phase = "restored"
             self.journal.save(record)
             hold.close()  # the container is ours: the peers' retransmits come through now
-            fault_point(k, "target", "cleanup")
-            k.emit("container", "migrate", c.id, name=c.name, direction="in", source=str(hello.get("source") or ""),
-                   mode=str(hello.get("mode") or ""))
-            await self.finish(record)
+            try:
+                phase_reached(k, "target", "cleanup", name, mig_id)
+            finally:  # the source committed: whatever a plugin raised there, the container is ours
+                k.emit("container", "migrate", c.id, name=c.name, direction="in",
+                       source=str(hello.get("source") or ""), mode=str(hello.get("mode") or ""))
+                await self.finish(record)
         except BaseException as exc:
             if record.phase != "restored":
                 try:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dockyard.config import Config
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, Unavailable
 from dockyard.jsonfile import RecordDir
 from dockyard.model import Host
@@ -111,9 +112,17 @@ class Record:
     def tls_dir(self) -> Path:
         return Path(self.root) / "tls"
 
+    @property
+    def engine_owner(self) -> str:
+        """The owner token the host's engine names its kernel objects with (its data root's):
+        a container cgroup outside the host's, an nft table, a mount. A leak check that records
+        it sees what the engine left on the machine."""
+        return Config(values={"data-root": str(Path(self.root) / "data")}).owner if self.root else ""
+
     def extra(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("netns", "veth", "cgroup", "address", "root", "run", "pid",
-                                              "pid_start")} | {"socket": str(self.socket), "key": self.key}
+                                              "pid_start")} | {"socket": str(self.socket), "key": self.key,
+                                                               "engine_owner": self.engine_owner}
 
 
 class NetnsProvisioner(Provisioner):
