@@ -150,3 +150,73 @@ def test_netns_hosts_for_a_third_party_project(tmp_path: Path) -> None:
         return
     assert proc.returncode == 0 and "2 passed" in out, out
     assert "nothing left behind" in out, out
+
+
+# ---------------------------------------------------------------------------------- leaks of a host's engine
+def _escape(pid: int, name: str) -> list[Path]:
+    """Move ``pid`` into cgroup ``name`` at the root of every hierarchy: where a host's engine
+    puts a container when the host's cgroup-parent is lost (``/dockyard-<owner>-<id>``), out of
+    the host's cgroup, so removing the host does not kill it. Returns the directories made."""
+    from dockyard.mounts import read_mounts
+
+    made = []
+    for m in read_mounts():
+        if m.fstype not in ("cgroup", "cgroup2") or not m.point.startswith("/sys/fs/cgroup"):
+            continue
+        d = Path(m.point) / name
+        d.mkdir(exist_ok=True)
+        made.append(d)
+        for f in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset takes no process before these
+            if (d / f).exists() and not (d / f).read_text().strip():
+                (d / f).write_text((Path(m.point) / f).read_text())
+        (d / "cgroup.procs").write_text(str(pid))
+    return made
+
+
+async def test_what_a_hosts_engine_leaves_is_seen_by_the_leak_check(netns_hosts, dockyard_owners) -> None:
+    """A netns host's engine has an owner token of its own; hosts made through the SDK record
+    it, so a container that escaped the host's cgroup and outlived the host (found once as a
+    ``sleep 600`` after CI, unseen) is reported: its cgroup, and the process in it."""
+    import shutil
+
+    from dockyard_plugin_sdk.testing import owner_of_data_root, snapshot_host, wait_for, wait_for_no_leaks
+
+    if not shutil.which("docker") or not shutil.which("busybox"):
+        pytest.skip("needs the docker CLI and busybox (the offline image)")
+    before = await asyncio.to_thread(snapshot_host)
+    [h] = await netns_hosts.create(1, prefix="leak")
+    token = owner_of_data_root(Path(h.host.extra["root"]) / "data")  # derived here, not taken from the driver
+    assert token in dockyard_owners.tokens
+    await asyncio.to_thread(h.bootstrap)
+    cid = (await asyncio.to_thread(h.docker, "run", "-d", "busybox", "sleep", "600")).stdout.strip()
+    pid = int((await asyncio.to_thread(h.docker, "inspect", "-f", "{{.State.Pid}}", cid)).stdout)
+    made = await asyncio.to_thread(_escape, pid, f"dockyard-{token}-{cid}")
+    try:
+        await netns_hosts.remove(h)
+        assert os.path.exists(f"/proc/{pid}"), "the escaped container died with its host"
+        leaks = await asyncio.to_thread(wait_for_no_leaks, before, 0.2, snapshot_host, dockyard_owners.owns)
+        assert {str(d) for d in made} <= set(leaks.items["cgroups"]), leaks.describe()
+        assert f"{pid} sleep 600" in leaks.describe()
+    finally:
+        os.kill(pid, 9)
+        await asyncio.to_thread(wait_for, lambda: _gone(pid), 10, "the escaped container's end")
+        for d in made:
+            await asyncio.to_thread(wait_for, lambda d=d: _rmdir(d), 10, f"{d} removed")
+
+
+def _rmdir(d: Path) -> bool:
+    try:
+        d.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie nobody reaped yet counts: it holds no cgroup)."""
+    try:
+        return not Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True

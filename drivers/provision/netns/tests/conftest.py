@@ -71,8 +71,9 @@ async def netns_driver(make_driver: Callable[..., NetnsProvisioner],
                        dockyard_owners: Owners) -> AsyncIterator[NetnsProvisioner]:
     """A set-up driver on a random free /24 of 10.247.0.0/16 (another one if a parallel session
     claims it first). At teardown every host it still has is removed, it is closed, and nothing
-    of its owner may be left: no netns, link, cgroup, mount under its directories or process.
-    Its owner is recorded for the session's leak check too."""
+    of its owner, or of those hosts' engines (their own owner tokens), may be left: no netns,
+    link, cgroup, mount under its directories or process. The owners are recorded for the
+    session's leak check too."""
     before = await asyncio.to_thread(snapshot_host)
     owners = Owners()
     for attempt in range(5):
@@ -90,6 +91,8 @@ async def netns_driver(make_driver: Callable[..., NetnsProvisioner],
         yield drv
     finally:
         for rec in await asyncio.to_thread(drv._records):
+            for o in (owners, dockyard_owners):  # what the host's engine made, by its own token
+                o.record(rec.engine_owner, rec.root, rec.run)
             await drv.remove(drv._host(rec))
         await drv.close()
         leaks = await asyncio.to_thread(wait_for_no_leaks, before, 5.0, snapshot_host, owners.owns)

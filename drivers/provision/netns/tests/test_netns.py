@@ -206,9 +206,13 @@ async def test_remove_leaves_nothing_of_a_busy_host(netns_driver, ca, tmp_path, 
     host = await make_host(netns_driver, ca, "busy")
     certs = ca.write_client(tmp_path / "certs")
     await asyncio.to_thread(bootstrap, host, certs)
-    await asyncio.to_thread(docker, host, certs, "run", "-d", "-p", "8080:80", "busybox", "sleep", "600")
+    cid = (await asyncio.to_thread(docker, host, certs, "run", "-d", "-p", "8080:80", "busybox", "sleep", "600")).strip()
     root, run = host.extra["root"], host.extra["run"]
     assert processes_naming(root)
+    # Host.extra names the engine's own owner token: its container's cgroup carries it (what a
+    # leak check that records it finds if the container ever escapes the host's cgroup)
+    pid = docker(host, certs, "inspect", "-f", "{{.State.Pid}}", cid).strip()
+    assert f"dockyard-{host.extra['engine_owner']}-{cid}" in Path(f"/proc/{pid}/cgroup").read_text()
     await netns_driver.remove(host)
     assert (await netns_driver.state(host)).state == "none"
     assert not processes_naming(root) and not processes_naming(run)

@@ -69,11 +69,30 @@ class Leaks:
         return Leaks({c: [i for i in items if predicate(c, i)] for c, items in self.items.items()})
 
     def describe(self) -> str:
+        """One line per object; a cgroup still holding processes names them (a container that
+        outlived its engine shows as its cgroup and, beside it, what runs there)."""
         lines = []
         for cat in CATEGORIES:
             for item in self.items.get(cat, ()):
-                lines.append(f"  {cat}: {item}")
+                inside = _cgroup_processes(Path(item)) if cat == "cgroups" else []
+                lines.append(f"  {cat}: {item}" + (f" (holding {', '.join(inside)})" if inside else ""))
         return "\n".join(lines)
+
+
+def _cgroup_processes(cgroup: Path, proc: Path = Path("/proc"), most: int = 5) -> list[str]:
+    """``pid command line`` of the processes in ``cgroup`` (the first ``most``)."""
+    try:
+        pids = (cgroup / "cgroup.procs").read_text().split()
+    except OSError:
+        return []
+    out = []
+    for pid in pids[:most]:
+        try:
+            cmd = (proc / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        out.append(f"{pid} {cmd[:80]}")
+    return out + ([f"{len(pids) - most} more"] if len(pids) > most else [])
 
 
 def _read_mounts(mountinfo: Path) -> set[str]:
