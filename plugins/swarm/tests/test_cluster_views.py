@@ -575,3 +575,22 @@ async def test_resolve_by_id_prefix_and_an_ambiguous_one(cluster):
     with pytest.raises(NotFound):
         images.resolve("111")  # shorter than a prefix may be
     assert images.resolve("busybox").id in {"sha256:" + "11" * 32, "sha256:" + "22" * 32}
+
+
+async def test_a_hex_name_is_a_name_before_an_id_prefix(cluster):
+    """dockerd's order (ID, name, ID prefix): an image or network named with hex digits
+    (``cafe``) is found by its name even when another's ID starts with those digits."""
+    kernel, engines = cluster
+    images, nets = kernel.services["images"], kernel.services["networks"]
+    engines[0].add_image("sha256:cafe" + "0" * 60, "other:1")
+    engines[0].add_image("sha256:" + "33" * 32, "cafe:latest")
+    engines[0].emit("image", "tag", "sha256:" + "33" * 32)
+    for nid, name in (("beef" + "0" * 60, "other"), ("44" * 32, "beef")):
+        engines[1].networks[nid] = {"Name": name, "Driver": "bridge"}
+    engines[1].emit("network", "create", "44" * 32)
+    await until(lambda: len(images.list()) == 4 and any(n.name == "n2/beef" for n in nets.list()))
+    assert images.resolve("cafe").id == "sha256:" + "33" * 32
+    assert images.resolve("cafe0000").id == "sha256:cafe" + "0" * 60  # a prefix no name has
+    assert images.resolve("sha256:cafe").id == "sha256:cafe" + "0" * 60
+    assert nets.get("beef").id == "44" * 32 and nets.get("n2/beef").id == "44" * 32
+    assert nets.get("beef0000").id == "beef" + "0" * 60

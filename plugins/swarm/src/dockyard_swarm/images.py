@@ -167,19 +167,24 @@ class ClusterImages(Service):
         return [n for n, imgs in self.view.items() if image_id in imgs]
 
     def _matches(self, ref: str) -> list[tuple[str, NodeImage]]:
-        """``(node, image)`` for ``ref``: a full ID, an ID prefix of 4 hex digits or more
-        (``sha256:`` optional), else a name (``:latest`` implied) or a digest reference."""
+        """``(node, image)`` for ``ref``, in dockerd's order: a full ID (or ``sha256:`` and
+        hex digits), else a name (``:latest`` implied) or a digest reference, else an ID prefix
+        of 4 hex digits or more. A name made of hex digits (``cafe``, ``1234``) is a name first:
+        an image whose ID starts with those digits is another image."""
         digits = ref.removeprefix("sha256:")
-        if _is_hex(digits):
-            prefix = f"sha256:{digits}"
-            by_id = [(n, img) for n, imgs in self.view.items() for iid, img in imgs.items()
-                     if iid == prefix or (len(digits) >= 4 and iid.startswith(prefix))]
-            if by_id:
-                return by_id
+        hexed = _is_hex(digits)
+        if hexed and (len(digits) == 64 or ref.startswith("sha256:")):
+            return self._by_id(digits)
         last = ref.rsplit("/", 1)[-1]
         wanted = _familiar(ref if ":" in last or "@" in ref else f"{ref}:latest")
-        return [(n, img) for n, imgs in self.view.items() for img in imgs.values()
-                if wanted in {_familiar(t) for t in img.tags} | {_familiar(d) for d in img.digests}]
+        named = [(n, img) for n, imgs in self.view.items() for img in imgs.values()
+                 if wanted in {_familiar(t) for t in img.tags} | {_familiar(d) for d in img.digests}]
+        return named if named or not hexed else self._by_id(digits)
+
+    def _by_id(self, digits: str) -> list[tuple[str, NodeImage]]:
+        prefix = f"sha256:{digits}"
+        return [(n, img) for n, imgs in self.view.items() for iid, img in imgs.items()
+                if iid == prefix or (len(digits) >= 4 and iid.startswith(prefix))]
 
     def _grouped(self, found: list[tuple[str, NodeImage]]) -> Image:
         first = found[0][1]

@@ -117,14 +117,19 @@ class ClusterNetworks(Service):
         return [n for _node, nets in self.view.items() for n in nets]
 
     def _find(self, ref: str) -> list[NodeNetwork]:
-        """Every node network ``ref`` names, best first (ID, NODE/NAME, name, ID prefix)."""
+        """Every node network ``ref`` names, in dockerd's order (a full ID, a name, an ID
+        prefix; ``NODE/`` first narrows to that node): a name made of hex digits (``cafe``) is
+        a name before it is the prefix of another network's ID."""
         every = self._all()
-        exact = [n for n in every if n.network.id == ref or n.network.id[:12] == ref]
+        exact = [n for n in every if n.network.id == ref]
         if exact:
             return exact
         node, name = split_node(ref, set(self.view.data))
         if node:
-            return [n for n in every if n.node == node and (n.network.name == name or n.network.id.startswith(name))]
+            every, ref = [n for n in every if n.node == node], name
+            exact = [n for n in every if n.network.id == ref]
+            if exact:
+                return exact
         named = [n for n in every if n.network.name == ref]
         if named:
             return named
@@ -266,9 +271,12 @@ class ClusterNetworks(Service):
     def _network_on(self, node: str, network: str) -> str:
         """The ID of ``network`` on ``node`` (a name several nodes hold means that node's)."""
         node_name, name = split_node(network, set(self.view.data))
-        for n in self.view.data.get(node, []):
-            if network in (n.network.id, n.network.id[:12]) or (n.network.name == name and node_name in ("", node)):
-                return n.network.id
+        held = self.view.data.get(node, [])
+        for found in ([n for n in held if n.network.id == network],  # dockerd's order: ID, name, short ID
+                      [n for n in held if n.network.name == name and node_name in ("", node)],
+                      [n for n in held if n.network.id[:12] == network]):
+            if found:
+                return found[0].network.id
         return network  # the node's engine decides (an ID prefix, a network made since)
 
     async def connect_container(self, container_ref: str, network: str, settings: EndpointSettings) -> None:
