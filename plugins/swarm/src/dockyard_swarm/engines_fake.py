@@ -7,7 +7,7 @@ What it answers: ``/_ping``, ``/version``, ``/info``, ``/containers/create`` (a 
 is a 404 as dockerd's), ``/containers/json``, ``/containers/{id}/json``, ``start``, ``stop``,
 ``kill``, ``restart``, ``pause``, ``unpause``, ``wait``, ``DELETE``, ``rename``, ``update``,
 ``logs`` (what :attr:`FakeEngine.output` holds, framed), ``top``, one-shot ``stats``, exec
-create, detached exec start and exec inspect, ``/images/json``. Not attach or attached exec
+create, detached exec start and exec inspect, ``/images/json``, image inspect and history. Not attach or attached exec
 (no hijack): the integration tests reach real engines for those. Paths are unversioned (the
 manager's client sends them so).
 """
@@ -73,6 +73,8 @@ class FakeEngine:
         r.add_get("/version", self.version)
         r.add_get("/info", self.info)
         r.add_get("/images/json", self.image_list)
+        r.add_get("/images/{name:.+}/json", self.image_inspect)
+        r.add_get("/images/{name:.+}/history", self.image_history)
         r.add_get("/events", self.events)
         r.add_get("/networks", self.empty_list)
         r.add_get("/volumes", self.volumes)
@@ -114,9 +116,30 @@ class FakeEngine:
             "OSType": "linux", "Architecture": "x86_64", "Driver": "fake",
             "Labels": [f"{k}={v}" for k, v in self.labels.items()]})
 
+    def _image_ids(self) -> dict[str, str]:
+        """Image ID -> its tag (one tag each)."""
+        return {f"sha256:{i:064x}": t for i, t in enumerate(sorted(t for t in self.images if ":" in t))}
+
     async def image_list(self, _r: web.Request) -> web.Response:
-        return web.json_response([{"Id": f"sha256:{i:064x}", "RepoTags": [t], "Size": 0, "Created": 0}
-                                  for i, t in enumerate(sorted(t for t in self.images if ":" in t))])
+        return web.json_response([{"Id": iid, "RepoTags": [t], "Size": 0, "Created": 0}
+                                  for iid, t in self._image_ids().items()])
+
+    def _image(self, ref: str) -> tuple[str, str]:
+        for iid, tag in self._image_ids().items():
+            if ref in (iid, tag) or f"{ref}:latest" == tag:
+                return iid, tag
+        raise web.HTTPNotFound(text=json.dumps({"message": f"No such image: {ref}"}), content_type="application/json")
+
+    async def image_inspect(self, request: web.Request) -> web.Response:
+        iid, tag = self._image(request.match_info["name"])
+        return web.json_response({"Id": iid, "RepoTags": [tag], "RepoDigests": [], "Created": "2024-01-01T00:00:00Z",
+                                  "Architecture": "amd64", "Os": "linux", "Size": 0,
+                                  "Config": {"Cmd": ["sh"]}, "RootFS": {"Type": "layers", "Layers": []}})
+
+    async def image_history(self, request: web.Request) -> web.Response:
+        iid, _tag = self._image(request.match_info["name"])
+        return web.json_response([{"Id": iid, "Created": 0, "CreatedBy": "fake", "Tags": None, "Size": 0,
+                                   "Comment": ""}])
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """An event stream that stays open and reports nothing (a relay may follow it)."""
