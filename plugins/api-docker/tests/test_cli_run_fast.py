@@ -146,7 +146,7 @@ class Engine:
                 return self._send(conn, "404 Not Found", {"message": "No such image: missing:latest"})
             cid = f"c{len(self.containers):063d}"
             self.containers[cid] = {"cmd": doc["Cmd"] or [], "tty": doc["Tty"], "started": threading.Event(),
-                                    "exited": threading.Event(), "code": 0}
+                                    "exited": threading.Event(), "killed": threading.Event(), "code": 0}
             return self._send(conn, "201 Created", {"Id": cid, "Warnings": []})
         c = self.containers.get(parts[3]) if len(parts) > 3 else None
         action = parts[4] if len(parts) > 4 else ""
@@ -160,6 +160,9 @@ class Engine:
             if c["cmd"] == ["cat"]:
                 while data := conn.recv(65536):
                     conn.sendall(data if c["tty"] else b"\x01\0\0\0" + len(data).to_bytes(4, "big") + data)
+            elif c["cmd"] == ["sleepy"]:  # runs until a kill, then exits as a signal ends it
+                c["killed"].wait(20)
+                c["code"] = 128 + {"TERM": 15, "INT": 2}.get(c.get("signal", ""), 0)
             elif c["cmd"] == ["out"]:
                 conn.sendall(b"\x01\0\0\0\0\0\0\x04out\n\x02\0\0\0\0\0\0\x04err\n")
                 c["code"] = 3
@@ -179,8 +182,13 @@ class Engine:
                 c["exited"].set()
                 return self._send(conn, "500 Internal Server Error", {"message": "boom: no such file"})
             c["started"].set()
-            if c["cmd"] not in (["cat"], ["out"]):
+            if c["cmd"] not in (["cat"], ["out"], ["sleepy"]):
                 c["exited"].set()
+            return self._send(conn, "204 No Content")
+        if action == "kill":
+            self.note(f"kill {query}")
+            c["signal"] = query.partition("signal=")[2]
+            c["killed"].set()
             return self._send(conn, "204 No Content")
         if method == "DELETE":
             self.note(f"delete {query}")
@@ -266,3 +274,29 @@ def test_a_fast_run_imports_neither_click_nor_an_http_library(engine: tuple[Engi
     assert "dockyard_api_docker.cli.run" in modules
     assert not modules & {"click", "http.client", "json", "re", "typing", "socket", "dockyard.client",
                           "dockyard.registry", "importlib.metadata"}
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["click", "fast"])
+@pytest.mark.parametrize(("sig", "name"), [(15, "TERM"), (2, "INT")])
+def test_signals_reach_the_container_as_with_docker(engine: tuple[Engine, str], tmp_path: Path, fast: bool,
+                                                    sig: int, name: str) -> None:
+    """docker's --sig-proxy (on by default without a TTY): the CLI forwards what it gets as a
+    kill request and exits with the container's status."""
+    import time
+
+    eng, path = engine
+    dockyard(path, ["busybox", "true"], tmp_path, fast=False)  # the records file for the fast path
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "DOCKYARD_"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    if not fast:
+        env["DOCKYARD_NO_FAST"] = "1"
+    eng.log.clear()
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "-H", f"unix://{path}", "run", "--rm",
+                             "busybox", "sleepy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 30
+    while "start" not in eng.log and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out, err) == (128 + sig, b"", b"")
+    assert f"kill signal={name}" in eng.log

@@ -288,6 +288,47 @@ def _pump_stdin(conn: Connection) -> None:
         conn.close_write()
 
 
+#: The signals ``docker run`` forwards to the container (``--sig-proxy``, on by default without a
+#: TTY): all but SIGCHLD, SIGPIPE, SIGURG, those that cannot be caught, and the synchronous ones
+#: (a fault of this process); the kill request names them as docker does (``TERM``).
+PROXIED_SIGNALS = ("HUP", "INT", "QUIT", "ABRT", "USR1", "USR2", "ALRM", "TERM", "STKFLT", "CONT", "TSTP",
+                   "TTIN", "TTOU", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR")
+
+
+def proxy_signals(open_conn: Callable[[], Connection], cid: str) -> Callable[[], None]:
+    """Forward the signals this process gets to container ``cid`` (``POST .../kill?signal=NAME``,
+    docker's ``ForwardAllSignals``; a failed request is ignored as docker ignores it); returns
+    the function that restores the previous handlers. Nothing outside the main thread."""
+    import _signal
+
+    from dockyard.cli.wire import target
+
+    names = {getattr(_signal, f"SIG{n}"): n for n in PROXIED_SIGNALS if hasattr(_signal, f"SIG{n}")}
+
+    def forward(signum: int, _frame: Any) -> None:
+        try:
+            conn = open_conn()
+            try:
+                conn.request("POST", target(f"/containers/{cid}/kill", {"signal": names[signum]}))
+            finally:
+                conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    saved = {}
+    try:
+        for signum in names:
+            saved[signum] = _signal.signal(signum, forward)
+    except ValueError:  # not the main thread
+        pass
+
+    def restore() -> None:
+        for signum, handler in saved.items():
+            _signal.signal(signum, handler)
+
+    return restore
+
+
 def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any], where: str,
                 conn: Connection | None = None) -> int:
     """Everything ``run`` does once container ``cid`` is created; the exit status.
@@ -297,7 +338,8 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
     together, and both answers' headers are read before ``start``, so neither the output nor
     the exit of a fast container can be missed; without ``-i`` the attach is half-closed at
     once; the output is copied until the daemon closes the stream, then the wait's body gives
-    the exit status. ``open_conn`` opens a connection to the daemon; ``conn``, when given, is
+    the exit status. Without a TTY the signals this process gets go to the container
+    (:func:`proxy_signals`), so ``Ctrl-C`` or a ``kill`` reach it as with docker. ``open_conn`` opens a connection to the daemon; ``conn``, when given, is
     an idle one to reuse for ``start``. Errors are printed as the click commands print them:
     ``Error: ...`` and 1, or 125 for a failed start or wait (docker's status for them).
     """
@@ -326,6 +368,7 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
         return 0
     rm, tty, interactive = bool(o["rm"]), bool(o["tty"]), bool(o["interactive"])
     attach = waiter = None
+    restore = proxy_signals(open_conn, cid) if not tty else None  # docker: no proxy with a TTY
     try:
         try:
             attach = open_conn()
@@ -391,6 +434,8 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
             return 125
         return int(result.get("StatusCode", 0))
     finally:
+        if restore is not None:
+            restore()
         for c in (attach, waiter):
             if c is not None:
                 c.close()
