@@ -57,3 +57,23 @@ def test_the_server_speaks_the_protocol(tmp_path: Path) -> None:
         assert post(sock, "VolumeDriver.Create", b"{nope")[0] == 400
         assert created == ["v1"]
     assert not (tmp_path / "vol.sock").exists()
+
+
+def test_a_socket_address_is_a_path_or_unix_url_never_another_scheme(tmp_path: Path, monkeypatch: Any) -> None:
+    """``Path("tcp://1.2.3.4:5").parent`` is ``tcp:``: taking a TCP address for a socket path
+    made a directory of that name where the plugin ran (found at the repository's root)."""
+    import pytest
+
+    monkeypatch.chdir(tmp_path)
+    for address in ("tcp://127.0.0.1:2376", "http://127.0.0.1:80", "npipe:////./pipe/x"):
+        with pytest.raises(ValueError, match="serves a unix socket"):
+            DockerPluginServer(address)
+    assert list(tmp_path.iterdir()) == []
+    server = DockerPluginServer(f"unix://{tmp_path}/run/p.sock")
+    assert server.path == f"{tmp_path}/run/p.sock"
+    with server.running():
+        assert post(server.path, "Plugin.Activate")[2] == {"Implements": []}
+    (tmp_path / "run" / "p.sock").write_text("not a socket")  # another file there is never replaced
+    with pytest.raises(FileExistsError, match="not a socket"):
+        DockerPluginServer(str(tmp_path / "run" / "p.sock")).bind()
+    assert (tmp_path / "run" / "p.sock").read_text() == "not a socket"

@@ -207,6 +207,24 @@ def test_session_leak_check_fails_on_a_leftover_of_a_recorded_owner(tmp_path: Pa
         _remove_netns(ns)
 
 
+def test_session_leak_check_fails_on_a_new_entry_in_the_working_directory(tmp_path: Path) -> None:
+    """A socket URL taken for a path makes a directory named after its scheme where the tests
+    run (``tcp:`` appeared once at the repository's root): the session fails naming it."""
+    source = """
+        from pathlib import Path
+
+        def test_mistakes_a_url_for_a_path():
+            Path("tcp://127.0.0.1:2376").parent.mkdir(parents=True, exist_ok=True)
+        """
+    proc = run_pytest(tmp_path, source, "--dockyard-leak-check")
+    assert proc.returncode == 1 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert f"  {tmp_path / 'tcp:'}" in proc.stdout.split("not ignored by git")[1], proc.stdout
+    (tmp_path / "tcp:").rmdir()
+    clean = run_pytest(tmp_path, source.replace('Path("tcp://127.0.0.1:2376").parent.mkdir(parents=True, exist_ok=True)',
+                                                 "pass"), "--dockyard-leak-check")
+    assert clean.returncode == 0 and "not ignored by git" not in clean.stdout, clean.stdout  # __pycache__ is fine
+
+
 def _delete_links(*names: str) -> None:
     from pyroute2 import IPRoute
 

@@ -36,12 +36,13 @@ import contextlib
 import json
 import os
 import socketserver
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-__all__ = ["CONTENT_TYPE", "DockerPluginServer", "PluginError", "socket_path"]
+__all__ = ["CONTENT_TYPE", "DockerPluginServer", "PluginError", "socket_path", "unix_socket_path"]
 
 #: What plugin helpers answer with (docker/go-plugins-helpers); callers accept any JSON type.
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.1+json"
@@ -65,13 +66,28 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     request_queue_size = 128  # a daemon may call many times at once
 
 
+def unix_socket_path(address: str) -> str:
+    """The socket path of ``address``: a path, or a ``unix://`` URL (``unix:///run/x.sock``).
+    Any other scheme is refused (ValueError): a ``tcp://HOST:PORT`` taken for a path would make
+    a directory named after its scheme (``tcp:``) wherever the plugin runs."""
+    scheme, sep, rest = address.partition("://")
+    if sep:
+        if scheme != "unix":
+            raise ValueError(f"{address!r}: DockerPluginServer serves a unix socket, not a {scheme}:// address "
+                             "(a TCP plugin needs a server of its own and a .json spec naming its Addr)")
+        address = rest
+    if not address:
+        raise ValueError("DockerPluginServer needs a socket path")
+    return address
+
+
 class DockerPluginServer:
-    """A Docker plugin on the unix socket ``path``; ``implements`` overrides the ``Implements``
-    list derived from the registered handlers (``VolumeDriver.Create`` -> ``VolumeDriver``,
-    ``AuthZPlugin.AuthZReq`` -> ``authz``)."""
+    """A Docker plugin on the unix socket ``path`` (or ``unix://PATH``); ``implements`` overrides
+    the ``Implements`` list derived from the registered handlers (``VolumeDriver.Create`` ->
+    ``VolumeDriver``, ``AuthZPlugin.AuthZReq`` -> ``authz``)."""
 
     def __init__(self, path: str, implements: list[str] | None = None, serialize: bool = True) -> None:
-        self.path = path
+        self.path = unix_socket_path(path)
         self.handlers: dict[str, Handler] = {}
         self._implements = implements
         self._lock = threading.Lock() if serialize else contextlib.nullcontext()
@@ -132,9 +148,12 @@ class DockerPluginServer:
         return Request
 
     def bind(self) -> None:
-        """Create the socket (a stale one from a killed plugin is replaced)."""
+        """Create the socket (a stale one from a killed plugin is replaced; any other file there
+        is refused, never removed)."""
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise FileExistsError(f"{self.path} exists and is not a socket; refusing to replace it")
             os.unlink(self.path)
         self._server = _UnixServer(self.path, self._request_handler())
 

@@ -52,7 +52,11 @@ Option ``--dockyard-leak-check``: at the end of the session, after every fixture
 fail it when an object of a recorded owner exists that did not when the session started --
 child processes included when their command line names a recorded root or token (a daemon
 left running, its conmons). Objects of other owners -- another dockyardd on the machine -- and
-other processes (orphans adopted by a subreaper, another engine's helpers) are ignored.
+other processes (orphans adopted by a subreaper, another engine's helpers) are ignored. Hosts
+made through :class:`~dockyard_plugin_sdk.testing.NetnsHosts` (``netns_hosts``,
+``netns_cluster``) record their engines' tokens too. It also fails the session when the working
+directory or the rootdir gained an entry that git does not ignore (a relative path written by
+mistake: ``Path("tcp://1.2.3.4:5").parent`` is ``tcp:``).
 
 Skips, never import errors, for what is optional: docker-py, the docker CLI, an API front.
 Loaded into every pytest run where the SDK is installed, so imports stay light: the kernel is
@@ -61,6 +65,7 @@ imported only when a fixture asks for it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +94,10 @@ _OWNERS = pytest.StashKey[Owners]()
 _BASELINE = pytest.StashKey[HostSnapshot]()
 _BEFORE = pytest.StashKey[HostSnapshot]()
 _LEFT = pytest.StashKey[tuple[Leaks, Leaks]]()
+_DIRS = pytest.StashKey[dict[Path, frozenset[str]]]()
+_STRAY = pytest.StashKey[list[str]]()
+#: what pytest and the usual tools make in a project directory (ignored even outside git)
+TOOL_DIRS = frozenset({".pytest_cache", "__pycache__", ".ruff_cache", ".mypy_cache", ".hypothesis", ".coverage"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -326,6 +335,37 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if session.config.getoption(LEAK_OPTION, default=False):
         session.config.stash[_BASELINE] = snapshot_host()
+        session.config.stash[_DIRS] = {d: _entries(d) for d in {Path.cwd(), session.config.rootpath}}
+
+
+def _entries(directory: Path) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(directory))
+    except OSError:
+        return frozenset()
+
+
+def stray_entries(before: dict[Path, frozenset[str]]) -> list[str]:
+    """Entries of the watched directories that are new since ``before`` and neither a tool's
+    cache (:data:`TOOL_DIRS`) nor ignored by git there (``git check-ignore``; outside a work
+    tree, or without git, every new entry counts)."""
+    import shutil
+    import subprocess
+
+    out: list[str] = []
+    for directory, names in sorted(before.items()):
+        new = sorted(_entries(directory) - names - TOOL_DIRS)
+        git = shutil.which("git")
+        if new and git:
+            try:
+                done = subprocess.run([git, "-C", str(directory), "check-ignore", "--", *new],
+                                      capture_output=True, text=True, timeout=10)
+                ignored = set(done.stdout.splitlines()) if done.returncode in (0, 1) else set()
+            except (OSError, subprocess.SubprocessError):
+                ignored = set()
+            new = [n for n in new if n not in ignored]
+        out += [str(directory / n) for n in new]
+    return out
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
@@ -342,7 +382,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Iterator[N
     ours_before = baseline.filter(owners.owns)
     preexisting = snapshot_host().filter(lambda c, i: owners.owns(c, i) and i in getattr(ours_before, c))
     config.stash[_LEFT] = (leaks, preexisting - HostSnapshot())
-    if leaks and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+    stray = stray_entries(config.stash.get(_DIRS, {}))
+    config.stash[_STRAY] = stray
+    if (leaks or stray) and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     return result
 
@@ -352,15 +394,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if left is None:
         return
     leaks, preexisting = left
+    stray = config.stash.get(_STRAY, [])
     owners = _owners(config)
+    terminalreporter.section("dockyard leak check", red=bool(leaks or stray))
     if leaks:
-        terminalreporter.section("dockyard leak check", red=True)
         terminalreporter.line("objects of this session's daemons and kernels left behind "
                               f"(owners {', '.join(sorted(owners.tokens))}):\n" + leaks.describe(), red=True)
     else:
-        terminalreporter.section("dockyard leak check")
         terminalreporter.line(f"nothing left behind ({len(owners.tokens)} owner token(s) recorded; "
                               "objects of other owners are not looked at)")
+    if stray:
+        terminalreporter.line("new in the working directory or the rootdir, not ignored by git (a path "
+                              "written relative by mistake?):\n" + "\n".join(f"  {p}" for p in stray), red=True)
     if preexisting:
         terminalreporter.line("present before the session started (not counted):\n"
                               + preexisting.describe(), yellow=True)

@@ -88,6 +88,8 @@ def serve(path: str, implements: list[str], handlers: dict[str, Handler], log: A
         path = os.environ.get("PLUGIN_READY_FILE", "")
         if path:
             open(path, "w").close()
+    elif "://" in path:  # a URL taken for a path would make a directory named after its scheme
+        raise SystemExit(f"{path}: a socket path or tcp://HOST:PORT")
     else:
         if os.path.exists(path):
             os.unlink(path)
