@@ -185,6 +185,9 @@ class Engine:
             if c["cmd"] not in (["cat"], ["out"], ["sleepy"]):
                 c["exited"].set()
             return self._send(conn, "204 No Content")
+        if action == "resize":
+            self.note(f"resize {query}")
+            return self._send(conn, "200 OK")
         if action == "kill":
             self.note(f"kill {query}")
             c["signal"] = query.partition("signal=")[2]
@@ -300,3 +303,37 @@ def test_signals_reach_the_container_as_with_docker(engine: tuple[Engine, str], 
     out, err = proc.communicate(timeout=30)
     assert (proc.returncode, out, err) == (128 + sig, b"", b"")
     assert f"kill signal={name}" in eng.log
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["click", "fast"])
+def test_a_tty_on_a_terminal_gets_its_size_as_with_docker(engine: tuple[Engine, str], tmp_path: Path,
+                                                          fast: bool) -> None:
+    """``run -t`` with stdout on a 30x100 terminal: ``ConsoleSize`` [30, 100] in the create body,
+    then a resize to it after the start (docker's MonitorTtySize); not on a pipe."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    eng, path = engine
+    dockyard(path, ["busybox", "true"], tmp_path, fast=False)  # the records file
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "DOCKYARD_"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    if not fast:
+        env["DOCKYARD_NO_FAST"] = "1"
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    eng.log.clear()
+    eng.bodies.clear()
+    try:
+        code = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "-H", f"unix://{path}", "run", "-t", "--rm",
+                               "busybox", "true"], stdout=slave, stderr=subprocess.PIPE, env=env, timeout=60).returncode
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert code == 0
+    assert eng.bodies[0]["HostConfig"]["ConsoleSize"] == [30, 100]
+    assert eng.log[-1] == "resize h=30&w=100" and eng.log[-2] == "start"
+    eng.bodies.clear()
+    assert dockyard(path, ["-t", "busybox", "true"], tmp_path, fast).returncode == 0  # stdout a pipe
+    assert "ConsoleSize" not in eng.bodies[0]["HostConfig"]

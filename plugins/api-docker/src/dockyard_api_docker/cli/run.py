@@ -112,6 +112,17 @@ def _ports(values: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, list[dict
     return exposed, bindings
 
 
+def console_size() -> tuple[int, int] | None:
+    """(rows, columns) of the terminal on stdout; None when stdout is not a terminal."""
+    try:
+        if not os.isatty(1):
+            return None
+        cols, rows = os.get_terminal_size(1)
+    except OSError:
+        return None
+    return rows, cols
+
+
 def create_body(o: dict[str, Any], image: str, command: tuple[str, ...]) -> dict[str, Any]:
     exposed, bindings = _ports(o["publish"])
     restart = o["restart"] or "no"
@@ -132,6 +143,10 @@ def create_body(o: dict[str, Any], image: str, command: tuple[str, ...]) -> dict
             "Privileged": o["privileged"], "Init": o["init"] or None, "Runtime": o["runtime"] or "",
         },
     }
+    if o["tty"]:
+        size = console_size()
+        if size is not None:  # docker: the terminal's size when stdout is one (0x0 included)
+            body["HostConfig"]["ConsoleSize"] = list(size)
     if o["health_cmd"]:
         body["Healthcheck"] = {"Test": ["CMD-SHELL", o["health_cmd"]], "Interval": _duration_ns(o["health_interval"]),
                                "Timeout": _duration_ns(o["health_timeout"]), "Retries": o["health_retries"] or 0,
@@ -329,6 +344,35 @@ def proxy_signals(open_conn: Callable[[], Connection], cid: str) -> Callable[[],
     return restore
 
 
+def follow_terminal_size(open_conn: Callable[[], Connection], cid: str) -> Callable[[], None]:
+    """docker's ``MonitorTtySize``: resize container ``cid``'s terminal to stdout's now
+    (``POST .../resize?h=&w=``, skipped for a 0x0 terminal) and on each SIGWINCH; returns the
+    function that restores the previous handler."""
+    import _signal
+
+    from dockyard.cli.wire import target
+
+    def resize(*_args: Any) -> None:
+        size = console_size()
+        if size is None or not all(size):
+            return
+        try:
+            conn = open_conn()
+            try:
+                conn.request("POST", target(f"/containers/{cid}/resize", {"h": size[0], "w": size[1]}))
+            finally:
+                conn.close()
+        except Exception:  # noqa: BLE001 - docker only logs a failed resize
+            pass
+
+    resize()
+    try:
+        saved = _signal.signal(_signal.SIGWINCH, resize)
+    except (ValueError, AttributeError):  # not the main thread; no SIGWINCH here
+        return lambda: None
+    return lambda: _signal.signal(_signal.SIGWINCH, saved)
+
+
 def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any], where: str,
                 conn: Connection | None = None) -> int:
     """Everything ``run`` does once container ``cid`` is created; the exit status.
@@ -339,7 +383,8 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
     the exit of a fast container can be missed; without ``-i`` the attach is half-closed at
     once; the output is copied until the daemon closes the stream, then the wait's body gives
     the exit status. Without a TTY the signals this process gets go to the container
-    (:func:`proxy_signals`), so ``Ctrl-C`` or a ``kill`` reach it as with docker. ``open_conn`` opens a connection to the daemon; ``conn``, when given, is
+    (:func:`proxy_signals`), so ``Ctrl-C`` or a ``kill`` reach it as with docker; with one, on a
+    terminal, the container's follows the terminal's size (:func:`follow_terminal_size`). ``open_conn`` opens a connection to the daemon; ``conn``, when given, is
     an idle one to reuse for ``start``. Errors are printed as the click commands print them:
     ``Error: ...`` and 1, or 125 for a failed start or wait (docker's status for them).
     """
@@ -369,6 +414,7 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
     rm, tty, interactive = bool(o["rm"]), bool(o["tty"]), bool(o["interactive"])
     attach = waiter = None
     restore = proxy_signals(open_conn, cid) if not tty else None  # docker: no proxy with a TTY
+    restore_winch = None
     try:
         try:
             attach = open_conn()
@@ -405,6 +451,8 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
                 except Exception:  # noqa: BLE001
                     pass
             return 125
+        if tty and console_size() is not None:
+            restore_winch = follow_terminal_size(open_conn, cid)
         if interactive:
             import _thread
 
@@ -434,8 +482,9 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
             return 125
         return int(result.get("StatusCode", 0))
     finally:
-        if restore is not None:
-            restore()
+        for undo in (restore, restore_winch):
+            if undo is not None:
+                undo()
         for c in (attach, waiter):
             if c is not None:
                 c.close()
