@@ -118,25 +118,75 @@ def test_list_filters_and_lifecycle(client: docker.DockerClient) -> None:
         b.remove(force=True)
 
 
-def test_detach_keys_leave_the_container_running(client: docker.DockerClient) -> None:
-    c = client.containers.create("busybox", "cat", stdin_open=True, tty=False)
+def _attach(client: docker.DockerClient, cid: str) -> tuple[object, socket.socket]:
+    sock = client.api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stream": 1})
+    raw = sock._sock  # noqa: SLF001
+    raw.settimeout(15)
+    return sock, raw
+
+
+def _read_until(raw: socket.socket, wanted: bytes) -> bytes:
+    data = b""
+    while wanted not in data:
+        chunk = raw.recv(4096)
+        assert chunk, f"the server closed the attach before {wanted!r} came (got {data!r})"
+        data += chunk
+    return data
+
+
+def _detach(sock: object, raw: socket.socket, before: bytes = b"x") -> bytes:
+    raw.sendall(before + b"\x10\x11")  # ctrl-p ctrl-q: the default detach sequence
+    rest = b""
+    while chunk := raw.recv(4096):  # the server closes the connection on detach
+        rest += chunk
+    sock.close()  # type: ignore[attr-defined]
+    raw.close()
+    return rest
+
+
+@pytest.mark.parametrize("tty", [False, True], ids=["pipes", "tty"])
+def test_detach_keys_leave_the_container_running(client: docker.DockerClient, tty: bool) -> None:
+    """ctrl-p ctrl-q end the attach; the container runs on and its stdin still reaches it from
+    the next attach. Without a TTY that is a container with OpenStdin and not StdinOnce
+    (``docker run -di``: docker-py sets StdinOnce unless ``detach``); with one, StdinOnce too
+    (``docker run -it``), since dockerd never closes a terminal's input."""
+    c = client.containers.create("busybox", "cat", stdin_open=True, tty=tty, detach=not tty)
+    assert c.attrs["Config"]["StdinOnce"] is tty
     try:
         c.start()
-        sock = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
-        raw = sock._sock  # noqa: SLF001
+        sock, raw = _attach(client, c.id)
         raw.sendall(b"before\n")
-        data = b""
-        while len(data) < 15:
-            data += raw.recv(4096)
-        assert data == b"\x01\x00\x00\x00\x00\x00\x00\x07before\n"
-        raw.sendall(b"x\x10\x11")  # ctrl-p ctrl-q: the default detach sequence
-        rest = b""
-        while chunk := raw.recv(4096):  # the server closes the connection on detach
-            rest += chunk
-        raw.close()
-        assert b"\x10" not in rest  # the keys never reached the container
+        if tty:
+            assert _read_until(raw, b"before\r\nbefore\r\n") == b"before\r\nbefore\r\n"  # echo, then cat
+        else:
+            assert _read_until(raw, b"before\n") == b"\x01\x00\x00\x00\x00\x00\x00\x07before\n"
+        assert b"\x10" not in _detach(sock, raw)  # the keys never reached the container
+        sock, raw = _attach(client, c.id)  # stdin is still open: a line goes through
+        raw.sendall(b"again\n")
+        # the terminal held the "x" typed before the keys in its line: cat gets "xagain"
+        _read_until(raw, b"xagain\r\n" if tty else b"again\n")
+        _detach(sock, raw)
         c.reload()
         assert c.status == "running"
+    finally:
+        c.remove(force=True)
+
+
+def test_detach_from_a_stdin_once_container_ends_its_stdin(client: docker.DockerClient) -> None:
+    """Without a TTY, a StdinOnce container's stdin is closed when the attach that fed it ends,
+    as dockerd's CopyStreams closes it (CloseStdin && !TTY); a detach ends the attach, so
+    ``cat`` sees end of input and exits 0. (Nothing typed before the keys: output still in
+    flight when the attach socket closes makes conmon 2.1.6 drop the socket without closing
+    stdin, a race of conmon's own.)"""
+    c = client.containers.create("busybox", "cat", stdin_open=True)
+    assert c.attrs["Config"]["StdinOnce"] is True  # docker-py's default with stdin_open
+    try:
+        c.start()
+        sock, raw = _attach(client, c.id)
+        raw.sendall(b"before\n")
+        _read_until(raw, b"before\n")
+        _detach(sock, raw, before=b"")
+        assert c.wait(timeout=15)["StatusCode"] == 0
     finally:
         c.remove(force=True)
 

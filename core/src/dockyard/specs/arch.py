@@ -78,11 +78,14 @@ class AttachStream(abc.ABC):
     @abc.abstractmethod
     async def close_stdin(self) -> None:
         """Signal end of input (half-close): the process's stdin is closed when the container
-        was created with ``stdin_once`` (or for an exec session); output keeps flowing."""
+        was created with ``stdin_once`` and no TTY (or for an exec session); output keeps
+        flowing. A terminal keeps its input for the next attach, as in dockerd."""
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Drop the connection; the process keeps running."""
+        """Drop the connection; the process keeps running. The end of input is signalled
+        too: a ``stdin_once`` container without a TTY loses its stdin, as after
+        :meth:`close_stdin`."""
 
 
 @dataclass

@@ -212,8 +212,30 @@ async def test_open_stdin_without_stdin_once_stays_open(driver, ids, rootfs):
     await until(lambda: _has_output(driver, cid, b"one\ntwo\n"))
 
 
+async def test_a_tty_keeps_its_stdin_when_an_attach_ends(driver, ids, rootfs):
+    # `docker run -it` (StdinOnce), ctrl-p ctrl-q, `docker attach`: the end of an attach (a
+    # half-close, or the socket closed as a detach does) must not close the terminal's input;
+    # dockerd closes a StdinOnce container's stdin only without a TTY. Each attach ends before
+    # the next one connects, and conmon serves ready sockets oldest first, so the end is handled
+    # before the next line is read.
+    cid, _st, _ = await run(driver, ids, rootfs, ["cat"], wait=False, tty=True, stdin=True, stdin_once=True)
+    for n, end in enumerate(("half-close", "close", "close")):
+        sock = driver.connect_attach(cid)
+        sock.sendall(b"line %d\n" % n)
+        back = b"line %d\r\n" % n * 2  # the terminal's echo, then cat's
+        await until(lambda b=back: _output_has(driver, cid, b), what=f"line {n} back (cat's stdin open)")
+        if end == "half-close":
+            sock.shutdown(socket.SHUT_WR)
+        sock.close()
+    assert (await driver.state(cid)).status == "running"
+
+
 async def _has_output(driver, cid, data) -> bool:
     return await output(driver, cid) == data
+
+
+async def _output_has(driver, cid, data) -> bool:
+    return data in await output(driver, cid)
 
 
 async def test_tty_resize(driver, ids, rootfs):

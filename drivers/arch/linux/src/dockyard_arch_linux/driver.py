@@ -400,7 +400,11 @@ class LinuxRuntime(Checkpointing):
             container_pidfile=os.path.join(bundle, "pidfile"),
             conmon_pidfile=os.path.join(bundle, "conmon.pid"), log_path=meta["log_path"],
             socket_dir=str(self._socket_dir), persist_dir=bundle,
-            terminal=meta["tty"], stdin=meta["stdin"], leave_stdin_open=meta["stdin"] and not stdin_once,
+            terminal=meta["tty"], stdin=meta["stdin"],
+            # conmon closes stdin when any attach socket ends unless told to leave it open. As in
+            # dockerd (CopyStreams: CloseStdin && !TTY), only a StdinOnce container without a TTY
+            # loses its stdin with its attach; a terminal keeps its input for the next attach
+            leave_stdin_open=meta["stdin"] and (meta["tty"] or not stdin_once),
             # with max-file, wait() rotates the log; conmon's own limit would only truncate it
             log_size_max=0 if self._rotation(meta) else
             int(meta.get("log_size_max") or self.context.options.get("log-size-max", 0) or 0))
@@ -698,8 +702,8 @@ class LinuxRuntime(Checkpointing):
 
     def attach_socket_path(self, container_id: str) -> str:
         """conmon's attach socket (SOCK_SEQPACKET). Reads give ``<stream byte><data>`` with
-        stream 2 = stdout, 3 = stderr; writes are stdin; ``shutdown(SHUT_WR)`` closes stdin
-        unless the container was created with ``open_stdin`` and not ``stdin_once``."""
+        stream 2 = stdout, 3 = stderr; writes are stdin; the socket's end (``shutdown(SHUT_WR)``
+        or ``close()``) closes stdin only for a ``stdin_once`` container without a TTY."""
         meta = self._meta(container_id)
         return str(self._socket_dir / meta["cuuid"] / "attach")
 
