@@ -86,8 +86,11 @@ async def test_each_data_path_carries_same_host_cross_host_and_gateway_traffic(o
         h2.docker("exec", "pc", "ping", "-c", "1", "-W", "3", "pb")
         h1.docker("exec", "pa", "ping", "-c", "1", "-W", "3", f"{subnet}.1")  # the gateway, on h1
         h2.docker("exec", "pc", "ping", "-c", "1", "-W", "3", f"{subnet}.1")  # and on h2
+        ip = h1.docker("inspect", "-f", f"{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}", "pa").stdout.strip()
         h1.docker("rm", "-f", "pa")  # one leaves; the others still talk
         h2.docker("exec", "pc", "ping", "-c", "1", "-W", "3", "pb")
+        # its address (so its MAC) is taken again at once on the same host
+        h1.docker("run", "--rm", "--network", net, "--ip", ip, "busybox", "ping", "-c", "1", "-W", "3", "pc")
     finally:
         h1.docker("rm", "-f", "pa", "pb", check=False)
         h2.docker("rm", "-f", "pc", check=False)

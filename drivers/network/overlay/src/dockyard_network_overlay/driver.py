@@ -578,7 +578,8 @@ class OverlayDriver(GlobalScopeDriver):
                                     mac="", mtu=0, address="", mode=P.MACVLAN)
             if request.sandbox_closing and await asyncio.to_thread(P.set_endpoint_down, plane):
                 # a macvlan child inside the namespace: the kernel deletes it with the
-                # namespace; a reaper deletes it if something keeps the namespace
+                # namespace; a reaper deletes it if something keeps the namespace (down, it
+                # keeps no other child from taking its MAC, so its address)
                 self._retire(request.ifname, functools.partial(P.remove_endpoint, plane))
             else:
                 await asyncio.to_thread(P.remove_endpoint, plane)

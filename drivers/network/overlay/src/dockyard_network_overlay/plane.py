@@ -340,13 +340,14 @@ def add_endpoint(ep: EndpointPlane) -> None:
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
                     raise Conflict(f"interface {ep.veth} or {ep.ifname} in the container exists") from exc
-                if exc.code == errno.EADDRINUSE:
-                    raise Conflict(f"MAC address {ep.mac} is in use on overlay device {parent}") from exc
                 raise
             try:
                 in_netns(ep.netns_path, lambda: _configure_container_end(ep))
-            except BaseException:
+            except BaseException as exc:
                 remove_endpoint(ep)
+                if isinstance(exc, NetlinkError) and exc.code == errno.EADDRINUSE:
+                    # a macvlan child comes up only with a MAC no other child that is up has
+                    raise Conflict(f"MAC address {ep.mac} is in use by another endpoint on {parent}") from exc
                 raise
     finally:
         os.close(fd)
