@@ -37,6 +37,11 @@ from dockyard.specs.arch import (
 DEFAULT_CRIU = "/opt/criu/sbin/criu"
 MIN_CRIU = (4, 0)
 FIX = "run `make install` (or tools/build-criu.sh) to build CRIU 4.x under /opt/criu"
+#: CRIU's cache of what it probed of the kernel. CRIU reads it wherever it is, but writes it only
+#: when /run is a tmpfs (so that a reboot drops it); where /run is not, every CRIU run probes
+#: again: 35-70 ms each here (load 5), and a restore runs CRIU twice (runc's feature check, the
+#: restore) plus the lazy-pages daemon, all while the container is frozen
+KDAT = Path("/run/criu.kdat")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,60 @@ def find_criu(configured: str = "") -> Criu:
     if seen:
         return Criu(problem=f"no CRIU 4.x found: {', '.join(seen)} cannot checkpoint on this kernel; {FIX}")
     return Criu(problem=f"CRIU is not installed; {FIX}")
+
+
+def boot_time() -> float:
+    """When this host booted (``btime`` of /proc/stat), 0 when unknown."""
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def kdat_fresh(path: Path = KDAT) -> bool:
+    """CRIU's kernel cache is there and was written since this boot."""
+    try:
+        return path.stat().st_mtime >= boot_time() > 0
+    except OSError:
+        return False
+
+
+def make_kdat(criu: str, path: Path = KDAT) -> str:
+    """Write CRIU's kernel cache where /run is no tmpfs: ``criu check`` in a mount namespace of
+    its own whose /run is a tmpfs writes it there, and it is copied to ``path`` (atomically). A
+    cache from an earlier boot is replaced (:func:`kdat_fresh`). Returns "" or why it could not
+    (then CRIU simply probes on every run, as before). Blocking, ~100 ms; root only."""
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        return "needs root and unshare(1)"
+    script = 'mount -t tmpfs -o size=1m tmpfs /run && "$0" check >/dev/null 2>&1; exec cat /run/criu.kdat'
+    try:
+        done = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script, criu],
+                              capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if done.returncode != 0 or not done.stdout:
+        return done.stderr.decode(errors="replace").strip() or f"criu check wrote no cache ({done.returncode})"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(done.stdout)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        return str(exc)
+    return ""
+
+
+def _told(task: asyncio.Future[str]) -> None:
+    if not task.cancelled() and task.exception() is None and task.result():
+        import logging
+
+        logging.getLogger(__name__).info("CRIU's kernel cache %s not written (%s): every CRIU run probes the kernel",
+                                         KDAT, task.result())
 
 
 def runtime_problem(runtime: str, runtime_path: str) -> str:
@@ -152,6 +211,18 @@ class Checkpointing(CheckpointDriver):
             self._criu = find_criu(str(self.context.options.get("criu") or ""))
         return self._criu
 
+    async def _kdat(self) -> None:
+        """CRIU's kernel cache, made once per boot (:func:`make_kdat`) before the first
+        checkpoint or restore needs it, so CRIU does not probe the kernel while a container is
+        frozen."""
+        task = self.__dict__.get("_kdat_task")
+        if task is None:
+            if kdat_fresh():
+                return
+            task = self.__dict__["_kdat_task"] = asyncio.ensure_future(asyncio.to_thread(make_kdat, self.criu().path))
+            task.add_done_callback(_told)
+        await asyncio.shield(task)  # once per driver: a failure is not tried again on every checkpoint
+
     def checkpoint_support(self, runtime: str = "") -> str:
         criu = self.criu()
         if criu.problem:
@@ -202,6 +273,7 @@ class Checkpointing(CheckpointDriver):
         images = Path(request.image_dir)
         if images.exists() and any(images.iterdir()):
             raise Conflict(f"checkpoint directory {images} already holds a checkpoint")
+        await self._kdat()
         work = Path(request.work_dir or request.image_dir)
         await asyncio.to_thread(images.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
@@ -274,6 +346,7 @@ class Checkpointing(CheckpointDriver):
             raise InvalidArgument(f"cannot restore container {create.container.id[:12]}: {problem}")
         if not (Path(request.image_dir) / "inventory.img").exists():
             raise InvalidArgument(f"{request.image_dir} holds no CRIU checkpoint (no inventory.img)")
+        await self._kdat()
         if request.netns_path:
             create.netns_path = request.netns_path
         if request.checkpointed_spec:
