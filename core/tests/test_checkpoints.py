@@ -70,6 +70,25 @@ def test_an_archive_without_a_dump_is_refused(tmp_path: Path) -> None:
         layout.read_archive(_archive(tmp_path / "a.tar.gz", _good()[1:]), tmp_path / "x")
 
 
+def test_a_containers_documents_are_read_before_its_dump(tmp_path: Path) -> None:
+    """A migration's target gets config.dump and network.status before the source freezes
+    anything: read_documents reads them without checkpoint/ (read_archive still wants it)."""
+    from dockyard.model import Container, ContainerConfig, EndpointSettings, HostConfig
+
+    c = Container(id="c" * 64, name="/kv", image_id="sha256:" + "a" * 64, config=ContainerConfig(image="busybox", cmd=["sh"]),
+                  host_config=HostConfig(runtime="runc"))
+    c.networks = {"bridge": EndpointSettings(ipv4_address="172.17.0.5", ip_prefix_len=16, gateway="172.17.0.1",
+                                             mac_address="02:42:ac:11:00:05")}
+    for member, doc in layout.container_documents(c, {"ociVersion": "1.0.2"}).items():
+        (tmp_path / member).write_text(json.dumps(doc))
+    arc = layout.read_documents(tmp_path)
+    assert arc.ours is not None and arc.ours["name"] == "/kv"
+    assert arc.config["rootfsImageID"] == "a" * 64 and arc.config["spec"] == {"ociVersion": "1.0.2"}
+    assert arc.networks["bridge"].ip == "172.17.0.5" and arc.networks["bridge"].gateway == "172.17.0.1"
+    with pytest.raises(InvalidArgument, match="inventory.img"):
+        layout.read_archive(tmp_path, tmp_path)
+
+
 def test_deleted_files_never_follow_a_symlink(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "bin").mkdir(parents=True)

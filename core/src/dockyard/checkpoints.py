@@ -118,6 +118,21 @@ def config_dump(*, container_id: str, name: str, image_id: str, image_name: str,
     return out
 
 
+def container_documents(c: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """``config.dump`` and ``network.status`` of our container ``c`` (a
+    :class:`dockyard.model.Container`) that ran with the OCI ``spec``, by member name."""
+    from dockyard.model import to_dict
+
+    addresses = {name: Address(ipnet=f"{ep.ipv4_address}/{ep.ip_prefix_len}", gateway=ep.gateway,
+                               mac=ep.mac_address)
+                 for name, ep in c.networks.items() if ep.ipv4_address}
+    dump = config_dump(container_id=c.id, name=c.name, image_id=c.image_id, image_name=c.config.image,
+                       runtime=c.host_config.runtime, created=c.created,
+                       command=list(c.config.entrypoint) + list(c.config.cmd), networks=list(c.networks),
+                       spec=spec, ours=to_dict(c))
+    return {CONFIG_DUMP: dump, NETWORK_STATUS: network_status(addresses)}
+
+
 def layer_to_rootfs_diff(layer_tar: str | os.PathLike[str], out_tar: str | os.PathLike[str],
                          root_mode: int | None = None) -> list[str]:
     """Turn a Docker layer tar (whiteouts ``.wh.NAME``) into podman's ``rootfs-diff.tar`` and
@@ -247,8 +262,15 @@ def extract_stream(src: Any, root: Path, what: str = "checkpoint archive") -> No
             os.chmod(target, m.mode & 0o777)
 
 
-def _documents(root: Path) -> Archive:
-    if not (root / CHECKPOINT_DIR / "inventory.img").is_file():
+def read_documents(root: str | os.PathLike[str]) -> Archive:
+    """The documents of an archive extracted (or being received) into the directory ``root``,
+    whether or not its CRIU images are there yet (a migration's target prepares the container
+    from them before the source freezes it)."""
+    return _documents(Path(root), images=False)
+
+
+def _documents(root: Path, images: bool = True) -> Archive:
+    if images and not (root / CHECKPOINT_DIR / "inventory.img").is_file():
         raise InvalidArgument("not a checkpoint archive: no checkpoint/inventory.img")
     if not (root / CONFIG_DUMP).is_file():
         raise InvalidArgument("not a checkpoint archive: no config.dump")

@@ -156,6 +156,14 @@ class CheckpointImport:
     #: restore the memory lazily from this CRIU page server (``ADDR:PORT``; a migration's
     #: source), post-copy; "" = every page is in the archive
     page_server: str = ""
+    #: in two steps (a migration's target, while the source still runs): ``prepare`` makes the
+    #: container from ``archive_path``, a directory holding only the documents so far
+    #: (``config.dump``, ``network.status``), with its network sandbox and endpoints when every
+    #: network is local in scope, and returns it created; the second call names it in
+    #: ``container`` once the directory holds the whole archive, and restores it. Removing a
+    #: prepared container releases what it holds. (versionadded 0.3)
+    prepare: bool = False
+    container: str = ""
 
 
 class Containers(Protocol):

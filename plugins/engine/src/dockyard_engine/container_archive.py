@@ -13,6 +13,10 @@ command, environment, working directory, TTY and runtime of its spec, on the def
 asks for the archive's addresses on networks of the same name unless told not to, applies the
 layer's changes and volumes, and starts it from the images. The image must exist here (only the
 writable layer travels, as with podman). A failed import removes the container it made.
+
+A migration's target imports in two steps (``CheckpointImport.prepare``, then ``container``):
+the container and its network sandbox from the documents alone while the source still runs,
+then, once the archive is complete, only the layer's changes and the restore.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ from dockyard.model import (
     HostConfig,
     from_dict,
     new_id,
-    to_dict,
 )
 from dockyard.services.containers import Checkpoint, CheckpointCreate, CheckpointImport, ContainerCreate
 from dockyard.specs.arch import CheckpointDriver, CheckpointRequest
@@ -105,18 +108,9 @@ class CheckpointArchives:
         deleted = layout.layer_to_rootfs_diff(layer, staging / layout.ROOTFS_DIFF, root_mode)
         layer.unlink()
         (staging / layout.DELETED_FILES).write_text(json.dumps(deleted))
-        addresses = {name: layout.Address(ipnet=f"{ep.ipv4_address}/{ep.ip_prefix_len}", gateway=ep.gateway,
-                                          mac=ep.mac_address)
-                     for name, ep in c.networks.items() if ep.ipv4_address}
-        (staging / layout.NETWORK_STATUS).write_text(json.dumps(layout.network_status(addresses)))
+        for member, doc in layout.container_documents(c, spec).items():
+            (staging / member).write_text(json.dumps(doc))
         (staging / layout.SPEC_DUMP).write_text(json.dumps(spec))
-        ours = to_dict(c)
-        image_name = c.config.image
-        dump = layout.config_dump(container_id=c.id, name=c.name, image_id=c.image_id, image_name=image_name,
-                                  runtime=c.host_config.runtime, created=c.created,
-                                  command=list(c.config.entrypoint) + list(c.config.cmd),
-                                  networks=list(c.networks), spec=spec, ours=ours)
-        (staging / layout.CONFIG_DUMP).write_text(json.dumps(dump))
         if volumes:
             vdir = staging / layout.VOLUMES_DIR
             vdir.mkdir()
@@ -129,23 +123,17 @@ class CheckpointArchives:
 
     # ------------------------------------------------------------------ import
     async def import_(self, req: CheckpointImport) -> Container:
-        ctx = self.ctx
+        if req.prepare:
+            return await self._prepare(req)
+        if req.container:
+            return await self._restore_prepared(req)
         staging = self._staging("import")
         created: Container | None = None
         try:
             arc = await asyncio.to_thread(layout.read_archive, req.archive_path, staging / "archive")
             create = self._create_request(arc, req)
             created = await self.creation.create(create)
-            drv = await ctx.storage()
-            rootfs = await drv.mount(created.id)
-            try:
-                await asyncio.to_thread(layout.apply_rootfs_diff, arc, rootfs)
-                mode = await asyncio.to_thread(_dumped_root_mode, arc)
-                if mode is not None:  # CRIU wants the dumped root's mode: no failed first restore
-                    await asyncio.to_thread(os.chmod, rootfs, mode)
-            finally:
-                with contextlib.suppress(Exception):
-                    await drv.unmount(created.id)
+            await self._apply_layer(arc, created)
             if not req.ignore_volumes:
                 await self._volumes(arc, created)
             restore = CheckpointRequest(image_dir=str(arc.images), checkpointed_spec=arc.spec or None,
@@ -158,6 +146,68 @@ class CheckpointArchives:
                 with contextlib.suppress(DockyardError):
                     await self.checkpoints.lifecycle.remove(created.id, force=True, volumes=True)
             await asyncio.to_thread(shutil.rmtree, staging, True)
+
+    async def _prepare(self, req: CheckpointImport) -> Container:
+        """Step one of two (:attr:`CheckpointImport.prepare`): the container, from the documents
+        alone, and its network sandbox with the archive's addresses, kept as a checkpointed
+        container's is (so the restore joins it at once) when no network is global in scope
+        (a global address is still the source's until it gives it up)."""
+        ctx = self.ctx
+        arc = await asyncio.to_thread(layout.read_documents, req.archive_path)
+        created = await self.creation.create(self._create_request(arc, req))
+        try:
+            if self._local_networks_only(created):
+                async with ctx.lock(created.id):
+                    c = ctx.load(created.id)
+                    _netns, sandbox = await self.checkpoints.setup.setup_network(c)
+                    c.state.sandbox_key = sandbox
+                    c.state.checkpoint = str(Path(req.archive_path) / layout.CHECKPOINT_DIR)
+                    ctx.put(c)
+                    created = c
+        except BaseException:
+            with contextlib.suppress(DockyardError):
+                await self.checkpoints.lifecycle.remove(created.id, force=True, volumes=True)
+            raise
+        return created
+
+    def _local_networks_only(self, c: Container) -> bool:
+        svc = self.ctx.networks
+        if svc is None or not c.networks or (c.host_config.network_mode or "default").startswith(("host", "container:")):
+            return False
+        try:
+            return all(svc.get(name).scope != "global" for name in c.networks)
+        except NotFound:
+            return False
+
+    async def _restore_prepared(self, req: CheckpointImport) -> Container:
+        """Step two: the archive is complete; apply the layer's changes and restore into the
+        prepared container (a failure removes it, as a failed import does)."""
+        ctx = self.ctx
+        c = ctx.get(req.container)
+        try:
+            arc = await asyncio.to_thread(layout.read_archive, req.archive_path, req.archive_path)
+            await self._apply_layer(arc, c)
+            if not req.ignore_volumes:
+                await self._volumes(arc, c)
+            restore = CheckpointRequest(image_dir=str(arc.images), checkpointed_spec=arc.spec or None,
+                                        page_server=req.page_server, lazy_pages=bool(req.page_server))
+            return await self.checkpoints.lifecycle.start_container(c.id, restore=restore)
+        except BaseException:
+            with contextlib.suppress(DockyardError):
+                await self.checkpoints.lifecycle.remove(c.id, force=True, volumes=True)
+            raise
+
+    async def _apply_layer(self, arc: layout.Archive, c: Container) -> None:
+        drv = await self.ctx.storage()
+        rootfs = await drv.mount(c.id)
+        try:
+            await asyncio.to_thread(layout.apply_rootfs_diff, arc, rootfs)
+            mode = await asyncio.to_thread(_dumped_root_mode, arc)
+            if mode is not None:  # CRIU wants the dumped root's mode: no failed first restore
+                await asyncio.to_thread(os.chmod, rootfs, mode)
+        finally:
+            with contextlib.suppress(Exception):
+                await drv.unmount(c.id)
 
     def _create_request(self, arc: layout.Archive, req: CheckpointImport) -> ContainerCreate:
         ours = arc.ours
