@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dockyard import checkpoints as layout
 from dockyard.errors import Conflict, DockyardError, Forbidden, InvalidArgument, NotFound
 from dockyard.model import Container, ContainerStatus
 from dockyard.services.containers import CheckpointCreate
@@ -93,6 +94,31 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+#: the frozen window's steps, in order: (name, mark that ends it, on which side); a step's time
+#: runs from the previous mark present to its own
+WINDOW = (("dump", "dump", "source"), ("archive", "archive", "source"), ("volumes", "volumes", "source"),
+          ("release", "released", "source"), ("to target", "commit", "target"), ("restore", "restored", "target"),
+          ("to source", "restored", "source"), ("commit", "committed", "source"), ("done", "done", "source"))
+
+
+def window(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, float]:
+    """The frozen window step by step, in ms: from the freeze (the checkpoint's start) to the
+    ``done`` the target releases its copy on, from both sides' wall-clock marks (one clock on
+    one machine; NTP's error between two). The source's ``dump`` ends when the export starts
+    writing the archive (CRIU done, the layer's diff taken); the target's ``restore`` runs from
+    the commit it received to its copy running (the layer's changes, the lazy-pages daemon,
+    conmon, runc and CRIU)."""
+    out: dict[str, float] = {}
+    last = ours.get("freeze", 0.0)
+    for step, mark, side in WINDOW:
+        t = (theirs if side == "target" else ours).get(mark)
+        if not isinstance(t, (int, float)) or not last:
+            continue
+        out[step] = (float(t) - last) * 1000
+        last = float(t)
+    return out
+
+
 class Sender:
     def __init__(self, kernel: Any, carriers: dict[str, VolumeCarrier]) -> None:
         self.kernel = kernel
@@ -111,6 +137,7 @@ class Sender:
         k = self.kernel
         t0 = time.monotonic()
         phases: dict[str, float] = {}
+        marks: dict[str, float] = {}  # wall clock (the target's marks are its wall clock too)
         c = k.containers.get(ref)
         if c.state.status is not ContainerStatus.RUNNING:
             raise Conflict(f"container {c.name} is not running: only a running container migrates")
@@ -124,13 +151,18 @@ class Sender:
         wire = Wire(reader, writer)
         mig_id = secrets.token_hex(8)
         name = c.name.lstrip("/")
+        # the archive's documents go first: the target makes the container, its rootfs and its
+        # network sandbox from them while this one still runs (they do not change with the dump)
+        documents = layout.container_documents(c, {})
         await wire.send_json({"type": "hello", "token": ticket.token, "id": mig_id, "name": name,
                               "image": c.config.image, "image_id": c.image_id, "mode": mode,
                               "source": str(k.config.get("name") or os.uname().nodename),
-                              "volumes": [{"name": v.name, "driver": v.driver} for v in volumes],
-                              "addresses": [ep.ipv4_address for ep in c.networks.values() if ep.ipv4_address]})
-        await asyncio.wait_for(wire.recv_json(), 30)  # "ready"; an "error" raises
-        phases["prepare"] = time.monotonic() - t0
+                              "volumes": [{"name": v.name, "driver": v.driver, "options": dict(v.options),
+                                           "labels": dict(v.labels)} for v in volumes],
+                              "addresses": [ep.ipv4_address for ep in c.networks.values() if ep.ipv4_address],
+                              "documents": {m: documents[m] for m in (layout.CONFIG_DUMP, layout.NETWORK_STATUS)}})
+        await asyncio.wait_for(wire.recv_json(), 30)  # "ready" once the target prepared; an "error" raises
+        phases["prepare"] = (time.monotonic() - t0) * 1000
         checkpoint = f"migrate-{mig_id}"
         record = Record(id=mig_id, side="source", phase="dump", container=c.id, checkpoint=checkpoint,
                         extra={"target": ticket.address, "mode": mode})
@@ -141,47 +173,53 @@ class Sender:
             if mode == "lazy":
                 local = writer.get_extra_info("sockname")[0]
                 page_server = f"{local}:{free_port(local)}"
-            t = time.monotonic()
             report(MigrationProgress("dump", message=f"checkpointing {name}"))
             frozen_at = time.monotonic()
-            await self._archive(c, wire, checkpoint, page_server, report, frozen_at, mig_id)
-            phases["dump+archive"] = time.monotonic() - t
+            marks["freeze"] = time.time()
+            await self._archive(c, wire, checkpoint, page_server, report, frozen_at, mig_id, marks)
+            marks["archive"] = time.time()
+            # the phases below are not written durably (a restart resumes the container from any
+            # phase before "cleanup" alike): no fsync while it is frozen
             record.phase = "transfer"
-            self.journal.save(record)
             phase_reached(k, "source", "transfer", name, mig_id)
-            t = time.monotonic()
             for v in volumes:
                 send = carriers[v.name].send
                 await wire.send_json({"type": "volume", "name": v.name, "driver": v.driver,
                                       "options": dict(v.options), "labels": dict(v.labels)})
                 if send is not None:
-                    async def put(chunk: bytes) -> None:
+                    async def put(chunk: bytes, vname: str = v.name) -> None:
                         await wire.send_data(chunk)
                         report(MigrationProgress("transfer", wire.sent, (time.monotonic() - frozen_at) * 1000,
-                                                 f"volume {v.name}"))
+                                                 f"volume {vname}"))
                     await pump_thread_writer(lambda out, vol=v, fn=send: fn(vol, out), put)
                 await wire.send_end()
-            phases["volumes"] = time.monotonic() - t
+            marks["volumes"] = time.time()
             # a cluster-wide (overlay) address moves: the source gives its endpoint up so the
             # target can take the same address; a resume here takes it back first
             await self._release_global(c, record)
+            marks["released"] = time.time()
             record.phase = "commit"
-            self.journal.save(record)
-            t = time.monotonic()
             report(MigrationProgress("restore", wire.sent, (time.monotonic() - frozen_at) * 1000,
                                      "restoring on the target"))
             await wire.send_json({"type": "commit", "page_server": page_server})
+            marks["commit"] = time.time()
             phase_reached(k, "source", "restore", name, mig_id)
             answer = await asyncio.wait_for(wire.recv_json(), RESTORE_TIMEOUT)
             if answer.get("type") != "restored":
                 raise WireError(f"expected restored, got {answer.get('type')!r}")
-            frozen_ms = (time.monotonic() - frozen_at) * 1000
-            phases["restore"] = time.monotonic() - t
+            marks["restored"] = time.time()
+            theirs = answer.get("marks") or {}
             # the commit point: recorded before the target hears it, so a restart here finishes
             # the move instead of resuming a second copy
             record.phase, record.target_id = "cleanup", str(answer.get("id") or "")
             self.journal.save(record)
+            marks["committed"] = time.time()
             await wire.send_json({"type": "done"})
+            marks["done"] = time.time()
+            frozen_ms = (time.monotonic() - frozen_at) * 1000
+            phases.update(window(marks, theirs if isinstance(theirs, dict) else {}))
+            log.info("migration %s of %s out (%s): frozen %s", mig_id, name, mode,
+                     ", ".join(f"{p} {ms:.1f} ms" for p, ms in phases.items()))
         except BaseException as exc:
             if record.phase == "cleanup":  # committed: the target runs it (or will, once it reads "done")
                 await wire.close()
@@ -200,16 +238,17 @@ class Sender:
         finally:  # committed: whatever a plugin raised there, the move stands and this copy goes
             await self.cleanup(record)
             await wire.close()
-        phases["cleanup"] = time.monotonic() - t
+        phases["cleanup"] = (time.monotonic() - t) * 1000
         total = (time.monotonic() - t0) * 1000
         k.emit("container", "migrate", c.id, name=name, direction="out", target=ticket.address, mode=mode,
                frozenMs=f"{frozen_ms:.0f}", bytes=str(wire.sent))
         report(MigrationProgress("done", wire.sent, frozen_ms, f"{name} runs on {ticket.address}"))
         return MigrationResult(container_id=record.target_id, mode=mode, bytes=wire.sent, frozen_ms=round(frozen_ms, 1),
-                               total_ms=round(total, 1), phases={p: round(s * 1000, 1) for p, s in phases.items()})
+                               total_ms=round(total, 1), phases={p: round(ms, 1) for p, ms in phases.items()})
 
     async def _archive(self, c: Container, wire: Wire, checkpoint: str, page_server: str,
-                       report: Callable[[MigrationProgress], None], frozen_at: float, migration: str) -> None:
+                       report: Callable[[MigrationProgress], None], frozen_at: float, migration: str,
+                       marks: dict[str, float]) -> None:
         """Export the checkpoint archive into a FIFO and forward its bytes as they come."""
         k = self.kernel
         fifo = data_dir(k) / f"{checkpoint}.fifo"
@@ -231,6 +270,7 @@ class Sender:
                 await export
                 raise DockyardError("the checkpoint export ended without writing the archive")
             src = await opened
+            marks["dump"] = time.time()  # the export opens the FIFO once CRIU is done
             try:
                 while True:
                     chunk = await loop.run_in_executor(None, src.read, CHUNK)

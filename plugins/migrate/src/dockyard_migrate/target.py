@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dockyard import checkpoints as layout
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.services.containers import CheckpointImport
 from dockyard.specs.storage import MigrationOptions, MigrationTicket, VolumeCarrier
@@ -144,29 +146,30 @@ class Receiver:
         work = data_dir(k) / mig_id
         record = Record(id=mig_id, side="target", phase="receive", container=name, extra={"work": str(work)})
         self.journal.save(record)
-        await wire.send_json({"type": "ready"})
         created_volumes: list[str] = []
-        # from the restore until the source's "done" the copy here must not talk to a peer: the
-        # source may still give the move up and resume its own copy (its addresses, its
-        # sockets), so this one stays isolated, and is removed while still isolated
+        marks: dict[str, float] = {}
+        # from the container's first endpoint here until the source's "done" the copy here must
+        # not talk to a peer: the source may still give the move up and resume its own copy (its
+        # addresses, its sockets), so this one stays isolated, and is removed while still isolated
         hold = contextlib.ExitStack()
         try:
             archive = work / "archive"
             archive.mkdir(parents=True)
+            addresses = [str(a) for a in hello.get("addresses") or []]
+            hold.enter_context(hold_addresses(k.config.owner, mig_id, addresses))
+            # everything that does not need the dump, while the source still runs: the volumes,
+            # the container, its rootfs and its network sandbox and endpoints
+            prepared = await self._prepare(archive, name, hello, record, created_volumes)
+            record.target_id = prepared.id
+            self.journal.save(record)
+            await wire.send_json({"type": "ready"})
             sink = ThreadReader(lambda src: extract_archive_stream(archive, src))
             await self._pump(wire, sink)
+            marks["archive"] = time.time()
             phase_reached(k, "target", "transfer", name, mig_id)
             for _ in hello.get("volumes") or []:
                 head = await wire.recv_json()
-                vname, driver = str(head["name"]), str(head.get("driver") or "local")
-                try:
-                    vol = k.volumes.get(vname)
-                except NotFound:
-                    created_volumes.append(vname)
-                    record.extra["volumes"] = list(created_volumes)
-                    self.journal.save(record)
-                    vol = await k.volumes.create(vname, driver, dict(head.get("options") or {}),
-                                                 dict(head.get("labels") or {}))
+                vol = k.volumes.get(str(head["name"]))
                 carrier = next(c for c in self.carriers.values() if vol.driver in c.drivers)
                 recv = carrier.receive
                 if recv is None:
@@ -177,29 +180,34 @@ class Receiver:
             commit = await wire.recv_json()
             if commit.get("type") != "commit":
                 raise WireError(f"expected commit, got {commit.get('type')!r}")
-            record.phase = "restore"
-            self.journal.save(record)
+            marks["commit"] = time.time()
+            record.phase = "restore"  # not saved: a restart undoes "receive" and "restore" alike
             phase_reached(k, "target", "restore", name, mig_id)
             page_server = str(commit.get("page_server") or "")
-            req = CheckpointImport(archive_path=str(archive), name=name, ignore_volumes=True, page_server=page_server)
-            addresses = [str(a) for a in hello.get("addresses") or []]
-            hold.enter_context(hold_addresses(k.config.owner, mig_id, addresses))
+            req = CheckpointImport(archive_path=str(archive), name=name, ignore_volumes=True, page_server=page_server,
+                                   container=prepared.id)
             with lazy_pipe_size() if page_server else contextlib.nullcontext():
                 c = await k.containers.checkpoint_import(req)
-            record.target_id = c.id
-            self.journal.save(record)
+            marks["restored"] = time.time()
             # the source decides: it records its commit, then says "done"; without it (the
             # source failed or lost us while we restored, or said "abort") this copy goes and
             # the source resumes
-            await wire.send_json({"type": "restored", "id": c.id})
+            await wire.send_json({"type": "restored", "id": c.id, "marks": marks})
             done = await asyncio.wait_for(wire.recv_json(), 30)
+            marks["done"] = time.time()
             if done.get("type") == "abort":
                 raise DockyardError(f"the source gave the move up: {done.get('message') or 'no reason given'}")
             if done.get("type") != "done":
                 raise WireError(f"expected done, got {done.get('type')!r}")
+            # the container is ours: the peers' retransmits come through now. Released before
+            # the journal's durable write (first the client's answer, then the bookkeeping): a
+            # death in between undoes the copy at the next start, as a death just before would
+            hold.close()
+            marks["released"] = time.time()
             record.phase = "restored"
             self.journal.save(record)
-            hold.close()  # the container is ours: the peers' retransmits come through now
+            log.info("migration %s of %s in: %s", mig_id, name,
+                     ", ".join(f"{m} {(t - marks['commit']) * 1000:+.1f} ms" for m, t in marks.items()))
             try:
                 phase_reached(k, "target", "cleanup", name, mig_id)
             finally:  # the source committed: whatever a plugin raised there, the container is ours
@@ -218,6 +226,33 @@ class Receiver:
             raise
         finally:
             hold.close()
+
+    async def _prepare(self, archive: Path, name: str, hello: dict[str, Any], record: Record,
+                       created_volumes: list[str]) -> Any:
+        """Before the source freezes anything: the volumes the container mounts (made here
+        unless they exist, and noted for an undo), then the container itself from the archive's
+        documents the source sent in its hello, with its network sandbox when its networks are
+        local (:attr:`CheckpointImport.prepare`)."""
+        k = self.kernel
+        for vol in hello.get("volumes") or []:
+            vname = str(vol["name"])
+            try:
+                k.volumes.get(vname)
+            except NotFound:
+                created_volumes.append(vname)
+                record.extra["volumes"] = list(created_volumes)
+                self.journal.save(record)
+                await k.volumes.create(vname, str(vol.get("driver") or "local"), dict(vol.get("options") or {}),
+                                       dict(vol.get("labels") or {}))
+        documents = hello.get("documents") or {}
+        if not isinstance(documents, dict) or not documents:
+            raise InvalidArgument("the migration source sent no container documents (an older dockyard-migrate?)")
+        for member, doc in documents.items():
+            if member not in (layout.CONFIG_DUMP, layout.NETWORK_STATUS):
+                raise InvalidArgument(f"unexpected migration document {member!r}")
+            (archive / member).write_text(json.dumps(doc))
+        return await k.containers.checkpoint_import(CheckpointImport(archive_path=str(archive), name=name,
+                                                                     ignore_volumes=True, prepare=True))
 
     async def _pump(self, wire: Wire, sink: ThreadReader | None) -> None:
         try:
