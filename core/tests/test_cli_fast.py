@@ -348,3 +348,12 @@ def test_dispatch_ignores_builtins_and_modules_without_a_fast_main(make_dist: Ca
     assert fast.dispatch(["broken"]) is None
     assert fast.dispatch(["version"]) is None
     assert fast.dispatch(["nosuchcommand"]) is None
+
+
+def test_path_entries_without_distributions_do_not_change_the_key(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    before = entrycache.installation_key()
+    monkeypatch.syspath_prepend(str(tmp_path))  # a script's directory, or a current one
+    assert entrycache.installation_key() == before
+    (tmp_path / "some_dist-1.0.dist-info").mkdir()
+    assert entrycache.installation_key() != before
