@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 
 # pyroute2 (~8 MiB, 120 ms) is imported inside the functions that use it: every daemon imports
 # this driver's class (to read the drivers' settings), few use the driver.
@@ -198,12 +198,23 @@ def ensure_network(plane: NetworkPlane, fresh_vxlan: bool = False) -> None:
         else:
             ipr.link("set", index=vx, state="up")
             if plane.gateways and not ipr.link_lookup(ifname=plane.bridge):
-                ipr.link("add", ifname=plane.bridge, kind="macvlan", link=vx, macvlan_mode="bridge", mtu=plane.mtu)
+                try:
+                    ipr.link("add", ifname=plane.bridge, kind="macvlan", link=vx, macvlan_mode="bridge", mtu=plane.mtu)
+                except NetlinkError as exc:
+                    if exc.code == errno.EOPNOTSUPP:
+                        raise _no_macvlan() from exc
+                    raise
             if plane.gateways:
                 _gateway(ipr, plane)
     # Egress reaches this host's own addresses through the gateway; nothing is routed on (to
     # the underlay, or to another network's bridge: the overlays stay isolated, and no NAT).
     _write(f"/proc/sys/net/ipv4/conf/{plane.bridge}/forwarding", "0")
+
+
+def _no_macvlan() -> Unavailable:
+    """What a macvlan link's creation answering EOPNOTSUPP means."""
+    return Unavailable("this kernel has no macvlan devices (CONFIG_MACVLAN): set the overlay driver option "
+                       "datapath=bridge")
 
 
 def _gateway(ipr: Any, plane: NetworkPlane) -> None:
@@ -340,6 +351,8 @@ def add_endpoint(ep: EndpointPlane) -> None:
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
                     raise Conflict(f"interface {ep.veth} or {ep.ifname} in the container exists") from exc
+                if exc.code == errno.EOPNOTSUPP and ep.mode == MACVLAN:
+                    raise _no_macvlan() from exc
                 raise
             try:
                 in_netns(ep.netns_path, lambda: _configure_container_end(ep))
