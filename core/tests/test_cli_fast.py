@@ -265,6 +265,8 @@ def test_unix_socket_resolves_as_the_client_does(flag: str | None, env: dict[str
         addr = None
     expected = addr.path if addr is not None and addr.scheme == "unix" else None
     assert fast.unix_socket(flag, env) == expected
+    if addr is not None:
+        assert fast.daemon_text(flag, env) == str(addr)
 
 
 FAST_MODULE = '''

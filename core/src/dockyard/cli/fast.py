@@ -58,14 +58,21 @@ def split_root(args: list[str]) -> tuple[str | None, str, list[str]] | None:
     return None
 
 
+def daemon_text(host: str | None, env: Any = None) -> str:
+    """The daemon's address as written, chosen as ``dockyard.client.resolve_address`` chooses
+    it (``-H``, ``DOCKYARD_HOST``, ``DOCKER_HOST``, then ``unix:///run/dockyard/dockyard.sock``),
+    stripped: what messages name, as ``str(DaemonAddress)`` does."""
+    env = os.environ if env is None else env
+    return next((v for v in (host, env.get("DOCKYARD_HOST"), env.get("DOCKER_HOST")) if v and v.strip()),
+                "unix:///run/dockyard/dockyard.sock").strip()
+
+
 def unix_socket(host: str | None, env: Any = None) -> str | None:
     """The socket path when the daemon resolves to a unix socket as
     ``dockyard.client.resolve_address`` resolves it (``-H``, ``DOCKYARD_HOST``, ``DOCKER_HOST``,
     then ``unix:///run/dockyard/dockyard.sock``); None for any other address (TCP, TLS, a named
     pipe) or one that would not parse: the normal path handles those."""
-    env = os.environ if env is None else env
-    value = next((v for v in (host, env.get("DOCKYARD_HOST"), env.get("DOCKER_HOST")) if v and v.strip()),
-                 "unix:///run/dockyard/dockyard.sock").strip()
+    value = daemon_text(host, env)
     scheme, sep, rest = value.partition("://")
     if not sep:
         return value if value.startswith(("/", "./")) else None

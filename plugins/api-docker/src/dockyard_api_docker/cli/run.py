@@ -501,7 +501,7 @@ def dockyard_fast_main(command: str, args: list[str], host: str | None) -> int |
     if parsed is None:
         return None
     o, image, cmd = parsed
-    from dockyard.cli.fast import unix_socket
+    from dockyard.cli.fast import daemon_text, unix_socket
 
     path = unix_socket(host)
     if path is None:
@@ -526,7 +526,7 @@ def dockyard_fast_main(command: str, args: list[str], host: str | None) -> int |
     if cid is None:  # an image to pull, a conflict, a bad option...: the click command's report
         conn.close()
         return None
-    where = host.strip() if host and host.strip() else path
+    where = daemon_text(host)  # as the click command's messages name it
     try:
         return run_created(lambda: Connection(connect_unix(path, 60.0)), cid, o, where, conn)
     except KeyboardInterrupt:  # as click's standalone mode ends
