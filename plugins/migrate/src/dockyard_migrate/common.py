@@ -215,6 +215,10 @@ class ThreadReader:
 
     def __init__(self, fn: Callable[[BinaryIO], None]) -> None:
         self.r, self.w = os.pipe()
+        with contextlib.suppress(OSError):  # a 1 MiB frame in one write, not sixteen
+            import fcntl
+
+            fcntl.fcntl(self.w, 1031, 1 << 20)  # F_SETPIPE_SZ
         self.fn = fn
         loop = asyncio.get_running_loop()
         self.task = loop.run_in_executor(None, self._run)
