@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import logging
 import os
+import re
 import shutil
+import socket
 import subprocess
 import tarfile
 import threading
@@ -91,23 +95,43 @@ def lazy_pipe_size() -> Iterator[None]:
 # ------------------------------------------------------------------ holding traffic during a restore
 @contextlib.contextmanager
 def hold_addresses(owner: str, tag: str, addresses: list[str]) -> Iterator[None]:
-    """Drop what the bridges of this host forward to or from ``addresses`` while a restore
-    runs and until the source has committed.
+    """Drop what this host carries to or from ``addresses`` while a restore runs and until
+    the source has committed.
 
     The target's network sandbox owns the container's address before CRIU has put its
     sockets back; a peer's retransmission arriving then would be answered with a reset and the
     connection lost. CRIU locks the network for a namespace it restores itself, not for the
-    engine's sandbox, so the migration does it here: an nft ``bridge`` table (named with the
-    engine's owner token); the peers' TCP retransmits after it. Held until the source's
-    ``done``, it also keeps a restored copy the source may still give up (and resume its own)
-    from answering, or sending, anything."""
+    engine's sandbox, so the migration does it here, with nft tables named with the engine's
+    owner token; the peers' TCP retransmits after it. Held until the source's ``done``, it also
+    keeps a restored copy the source may still give up (and resume its own) from answering, or
+    sending, anything. Three tables, as containers are attached three ways:
+
+    - ``bridge``: what the bridges forward (bridge networks, veths on an overlay's bridge);
+    - ``ip``: VXLAN frames (UDP 4789) whose inner IPv4 packet is to (arriving) or from (leaving)
+      the addresses: an overlay's peers on other hosts, whichever way the container is
+      attached here (the overlay's macvlan children have no bridge);
+    - ``netdev``: the ingress of every link this namespace has now, so frames between macvlan
+      children of one device (passed through the device's receive path) are held too."""
     ips = [a for a in addresses if a and ":" not in a]
     table = f"{owner}mig{tag[:8]}"
     if not ips or not shutil.which("nft"):
         yield
         return
+    held = ", ".join(ips)
+    inner = ", ".join(f"0x{int(ipaddress.IPv4Address(a)):08x}" for a in ips)
+    vxlan = "udp dport 4789 @th,224,16 0x0800"  # the UDP header, VXLAN's, then the inner Ethernet's type
     rules = (f"table bridge {table} {{ chain hold {{ type filter hook forward priority -200; policy accept; "
-             f"ip daddr {{ {', '.join(ips)} }} drop; ip saddr {{ {', '.join(ips)} }} drop; }}; }}")
+             f"ip daddr {{ {held} }} drop; ip saddr {{ {held} }} drop; }}; }}\n"
+             f"table ip {table} {{ chain in {{ type filter hook prerouting priority -300; policy accept; "
+             f"{vxlan} @th,368,32 {{ {inner} }} drop; }}; chain out {{ type filter hook output priority -300; "
+             f"policy accept; {vxlan} @th,336,32 {{ {inner} }} drop; }}; }}\n")
+    tables = [f"bridge {table}", f"ip {table}"]
+    links = [n for _, n in socket.if_nameindex() if n != "lo" and re.fullmatch(r"[\w.@-]+", n)]
+    if links:
+        rules += (f"table netdev {table} {{ chain hold {{ type filter hook ingress devices = {{ "
+                  f"{', '.join(json.dumps(n) for n in links)} }} priority -300; policy accept; "
+                  f"meta protocol ip ip daddr {{ {held} }} drop; meta protocol ip ip saddr {{ {held} }} drop; }}; }}\n")
+        tables.append(f"netdev {table}")
     done = subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True, check=False, timeout=10)
     if done.returncode != 0:
         logging.getLogger(__name__).warning("could not hold traffic to %s during the restore: %s", ips,
@@ -124,7 +148,7 @@ def hold_addresses(owner: str, tag: str, addresses: list[str]) -> Iterator[None]
     finally:
         if release is not None and release.stdin is not None:
             try:
-                release.stdin.write(f"delete table bridge {table}\n".encode())
+                release.stdin.write("".join(f"delete table {t}\n" for t in tables).encode())
                 release.stdin.close()  # nft exits once it has done it
             except OSError:
                 release.kill()
@@ -132,7 +156,8 @@ def hold_addresses(owner: str, tag: str, addresses: list[str]) -> Iterator[None]
             if release is not None:
                 threading.Thread(target=_reap, args=(release,), daemon=True).start()
         if release is None:
-            subprocess.run(["nft", "delete", "table", "bridge", table], capture_output=True, check=False, timeout=10)
+            for t in tables:
+                subprocess.run(["nft", "delete", "table", *t.split()], capture_output=True, check=False, timeout=10)
 
 
 def _reap(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -224,7 +249,9 @@ class ThreadReader:
         self.task = loop.run_in_executor(None, self._run)
 
     def _run(self) -> None:
-        with open(self.r, "rb", buffering=1 << 20) as src:
+        # unbuffered: a read returns what has come so far (a buffered one would wait for its
+        # whole size, so a small archive was unpacked only once its stream had ended)
+        with open(self.r, "rb", buffering=0) as src:
             try:
                 self.fn(src)
             finally:
