@@ -443,6 +443,35 @@ async def test_bridge_network_and_live_restore(world: World) -> None:
     assert not svc.get(c.id).state.sandbox_key and not Path(sandbox).exists()
 
 
+
+@needs_runtime
+async def test_networks_joined_while_the_runtime_creates(world: World, monkeypatch: Any) -> None:
+    """The sandbox is made first and the networks joined during the runtime's create: the
+    process starts with its interface up and /etc/hosts naming its address (written again in
+    place before start); a join that fails takes the runtime's record and the sandbox along."""
+    svc = world.svc
+    c, code = await run_to_exit(world, ["sh", "-c", "grep \"$(hostname)\" /etc/hosts; ip -4 -o addr show eth0"],
+                                host=HostConfig(network_mode="bridge"))
+    assert code == 0
+    out = (await output(world, c.id, stdout=True, stderr=True)).decode()
+    lines = out.split("\n")
+    ip = lines[0].split()[0]
+    assert ip.count(".") == 3 and f"inet {ip}/" in out, out
+
+    async def refused(*_a: Any, **_k: Any) -> Any:
+        raise InvalidArgument("no address for you")
+
+    monkeypatch.setattr(type(world.kernel.service("networks")), "connect", refused)
+    bad = await svc.create(req(["true"], host=HostConfig(network_mode="bridge")))
+    with pytest.raises(InvalidArgument, match="no address for you"):
+        await svc.start_container(bad.id)
+    st = svc.get(bad.id).state
+    assert st.status is ContainerStatus.CREATED and st.exit_code == 126 and not st.sandbox_key
+    rt = await world.kernel.driver_ready("arch")
+    assert bad.id not in await rt.list()
+    assert not [p for p in (world.root / "run").rglob(f"*{bad.id}*") if p.parent.name == "netns"]
+
+
 def _as_written_by_0_1(root: Path, cid: str) -> str:
     """Rewrite a stored container as dockyard 0.1 left it: the engine's bookkeeping in
     ``extra``, and its network namespace (if any) bound where 0.1's engine bound it,

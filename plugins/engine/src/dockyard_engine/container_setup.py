@@ -101,14 +101,31 @@ class Setup:
             if other.host_config.network_mode == "host":
                 return "host", ""
             return path, ""
-        rt = await self.ctx.runtime(c)
-        key = await rt.create_sandbox(c.id)
+        key = await self.open_sandbox(c)
         try:
-            await self._connect_all(c, key)
+            await self.join_sandbox(c, key)
         except BaseException:
-            await rt.remove_sandbox(c.id, key)
+            await (await self.ctx.runtime(c)).remove_sandbox(c.id, key)
             raise
         return key, key
+
+    def sandbox_first(self, c: Container) -> bool:
+        """Whether ``c``'s own sandbox can be made first and its networks joined while the
+        runtime creates the container (:meth:`open_sandbox`, :meth:`join_sandbox`): it has a
+        sandbox of its own, and no ``net.*`` sysctl, which the runtime sets at create and which
+        may name an interface the join makes."""
+        mode = c.host_config.network_mode or "default"
+        return (mode != "host" and not mode.startswith("container:")
+                and not any(k.startswith("net.") for k in c.host_config.sysctls))
+
+    async def open_sandbox(self, c: Container) -> str:
+        """``c``'s own network sandbox, nothing joined yet; its key."""
+        return await (await self.ctx.runtime(c)).create_sandbox(c.id)
+
+    async def join_sandbox(self, c: Container, key: str) -> None:
+        """Join ``c``'s networks inside the sandbox ``key`` (:meth:`setup_network`'s second
+        half; on failure the caller's :meth:`teardown_network` removes the sandbox)."""
+        await self._connect_all(c, key)
 
     async def _connect_all(self, c: Container, netns: str) -> None:
         svc = self.ctx.networks
