@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import ipaddress
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import socket
@@ -235,34 +237,72 @@ async def pump_thread_writer(fn: Callable[[BinaryIO], None], send: Callable[[byt
         transport.close()
 
 
+#: how many chunks (of up to 1 MiB) the loop may get ahead of the thread consuming them
+QUEUE_DEPTH = 16
+
+
+class ChunkStream(io.RawIOBase):
+    """The chunks a queue delivers as a binary stream (None ends it). A read returns what is
+    there (up to its size), the queued bytes object itself when it fits whole: no copy."""
+
+    def __init__(self, chunks: queue.Queue[bytes | None]) -> None:
+        super().__init__()
+        self.chunks = chunks
+        self.cur: bytes | memoryview = b""
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.cur:
+            if self.ended:
+                return b""
+            item = self.chunks.get()
+            if item is None:
+                self.ended = True
+                return b""
+            self.cur = item
+        if size < 0 or size >= len(self.cur):
+            out, self.cur = self.cur, b""
+            return out if isinstance(out, bytes) else bytes(out)
+        view = memoryview(self.cur)
+        out_part, self.cur = bytes(view[:size]), view[size:]
+        return out_part
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
 class ThreadReader:
-    """The loop feeds chunks; a thread consumes them as a binary stream (a pipe)."""
+    """The loop feeds chunks; a thread consumes them as a binary stream. Up to
+    :data:`QUEUE_DEPTH` chunks wait in between, so the loop goes on reading the network while the
+    thread writes to disk (a pipe of one chunk made each wait for the other)."""
 
     def __init__(self, fn: Callable[[BinaryIO], None]) -> None:
-        self.r, self.w = os.pipe()
-        with contextlib.suppress(OSError):  # a 1 MiB frame in one write, not sixteen
-            import fcntl
-
-            fcntl.fcntl(self.w, 1031, 1 << 20)  # F_SETPIPE_SZ
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_DEPTH)
         self.fn = fn
         loop = asyncio.get_running_loop()
         self.task = loop.run_in_executor(None, self._run)
 
     def _run(self) -> None:
-        # unbuffered: a read returns what has come so far (a buffered one would wait for its
-        # whole size, so a small archive was unpacked only once its stream had ended)
-        with open(self.r, "rb", buffering=0) as src:
-            try:
-                self.fn(src)
-            finally:
-                while src.read(1 << 20):  # drain so the feeder never blocks on a dead reader
-                    pass
+        src = ChunkStream(self.chunks)
+        try:
+            self.fn(src)  # type: ignore[arg-type]
+        finally:
+            while src.read(1 << 20):  # drain so the feeder never blocks on a dead reader
+                pass
 
-    async def feed(self, data: bytes) -> None:
-        await asyncio.to_thread(_write_all, self.w, data)
+    async def feed(self, data: bytes | None) -> None:
+        try:
+            self.chunks.put_nowait(data)
+        except queue.Full:
+            await asyncio.to_thread(self.chunks.put, data)
 
     async def finish(self) -> None:
-        os.close(self.w)
+        await self.feed(None)
         await self.task
 
 
