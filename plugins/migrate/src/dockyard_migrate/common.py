@@ -304,10 +304,3 @@ class ThreadReader:
     async def finish(self) -> None:
         await self.feed(None)
         await self.task
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
