@@ -118,6 +118,7 @@ async def test_spread_places_evenly_and_records_in_etcd(cluster: Any, engines: F
     svc = await cluster()
     ids = [(await svc.create(req(f"web{i}"))).id for i in range(6)]
     assert spread_of(engines) == [2, 2, 2]
+    await svc.settle_confirms()  # the records are written right after each create answers
     store = (await svc._store_view()).store
     rec = (await store.get(f"containers/{ids[0]}")).json()
     assert rec["name"] == "web0" and rec["node"] in {"n1", "n2", "n3"} and rec["config"]["Image"] == "busybox"
@@ -242,6 +243,7 @@ async def test_unknown_strategy_or_filter_refused_at_start(tmp_path: Path, etcd:
 async def test_recreate_moves_a_record_away_from_a_node(cluster: Any, engines: FakeEngines) -> None:
     svc = await cluster()
     c = await svc.create(req("mover", env=["constraint:node==~n1", "reschedule:on-node-failure"]))
+    await svc.settle_confirms()
     store = (await svc._store_view()).store
     rec = (await store.get(f"containers/{c.id}")).json()
     assert rec["node"] == "n1" and rec["reschedule"] is True
@@ -291,6 +293,7 @@ async def test_a_platform_lands_only_on_nodes_that_run_it_native_first(cluster: 
         r = req(f"arm{i}")
         r.platform = "linux/arm64"
         ids.append((await svc.create(r)).id)
+    await svc.settle_confirms()
     placed = [(await store.get(f"containers/{cid}")).json() for cid in ids]
     assert [p["node"] for p in placed] == ["n3"] * 3  # native before emulated on equal weight; never n1
     assert placed[0]["platform"] == "linux/arm64"  # a rescheduled copy asks for it again
@@ -348,6 +351,7 @@ async def test_a_dropped_nodes_containers_stay_listed_as_host_down(cluster: Any,
     store = (await svc._store_view()).store
     keep = await svc.create(req("keep", env=["constraint:node==n3"]))
     gone = await svc.create(req("gone", env=["constraint:node==n3"]))
+    await svc.settle_confirms()
     await svc.refresh_all()
     n3 = await store.get("nodes/n3")
     await store.delete("nodes/n3")  # its lease expired
@@ -428,6 +432,7 @@ async def test_an_update_the_node_cannot_hold_is_refused_naming_the_shortfall(cl
     store = (await svc._store_view()).store
     c = await svc.create(req("big", env=["constraint:node==n2"], memory=1536 << 20))
     await svc.create(req("small", env=["constraint:node==n2"], memory=256 << 20))
+    await svc.settle_confirms()
     before = await _reserved(store, "n2")
     record = (await store.get(f"containers/{c.id}")).value
     calls = len(engines.engines[1].calls)
@@ -449,6 +454,7 @@ async def test_an_update_the_node_refuses_gives_the_reservation_back(cluster: An
     body = {"Image": "busybox", "Env": ["constraint:node==n3"],
             "HostConfig": {"Memory": 256 << 20, "MemorySwap": 512 << 20}}
     c = await svc.create(ContainerCreate(config=ContainerConfig(image="busybox"), name="swapped", body=body))
+    await svc.settle_confirms()
     before = await _reserved(store, "n3")
     record = (await store.get(f"containers/{c.id}")).value
     with pytest.raises(e.InvalidArgument, match="update the memoryswap at the same time"):
@@ -471,3 +477,46 @@ async def test_racing_updates_never_exceed_a_node(cluster: Any, engines: FakeEng
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(refused) == 1 and isinstance(refused[0], e.Conflict) and "node n1 is" in str(refused[0])
     assert (await _reserved(store, "n1"))["memory"] == (1536 + 256) << 20
+
+
+async def test_a_create_answers_before_its_record_and_calls_after_it_wait(cluster: Any, engines: FakeEngines) -> None:
+    """The node's ID is recorded right after the create answers (the etcd round trip off the
+    path of ``docker run``'s start); an ``rm`` at once still finds and releases the record."""
+    svc = await cluster()
+    store = (await svc._store_view()).store
+    c = await svc.create(req("quick", memory=64 << 20))
+    await svc.start_container(c.id)  # needs the node only
+    await svc.remove(c.id, force=True)  # waits for the record, then releases it
+    assert [kv.key for kv in await store.list("containers/")] == [] and await store.get("names/quick") is None
+    assert all(kv.json()["memory"] == 0 for kv in await store.list("reservations/"))
+
+
+async def test_a_stale_pending_record_is_settled_by_the_sweep(cluster: Any, engines: FakeEngines) -> None:
+    """A manager that died between the node's create and the record of its ID leaves a
+    pending record: the leader's sweep records the node's container of that name, or releases
+    the reservation and the name when the node has none."""
+    from dockyard_swarm.reschedule import PENDING_STALE, Rescheduler
+
+    svc = await cluster()
+    view = await svc._store_view()
+    store = view.store
+    old = time.time() - PENDING_STALE - 1
+    record = {"config": {"Image": "busybox"}, "cpus": 0.0, "memory": 64 << 20}  # as the create path writes it
+    made = await view.reserve("n1", "orphan", 0.0, 64 << 20, dict(record, created=old))
+    lost = await view.reserve("n1", "lost", 0.0, 64 << 20, dict(record, created=old))
+    fresh = await view.reserve("n1", "young", 0.0, 64 << 20, dict(record, created=time.time()))
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:  # the node made "orphan"; its manager died then
+        async with http.post(f"http://{engines.addrs[0]}/containers/create?name=orphan", json={"Image": "busybox"}) as r:
+            cid = (await r.json())["Id"]
+    rescheduler = Rescheduler(svc.kernel)
+    rescheduler.store = store
+    await rescheduler.sweep()
+    assert (await store.get("names/orphan")).value.decode() == cid
+    rec = (await store.get(f"containers/{cid}")).json()
+    assert rec["node"] == "n1" and "pending" not in rec and rec["memory"] == 64 << 20
+    assert await store.get("names/lost") is None and await store.get(f"containers/{lost.pending_id}") is None
+    assert await store.get(f"containers/{made.pending_id}") is None
+    assert (await store.get(f"containers/{fresh.pending_id}")).json()["pending"]  # its create may be in flight
+    assert (await _reserved(store, "n1"))["memory"] == 2 * (64 << 20)  # orphan's and young's

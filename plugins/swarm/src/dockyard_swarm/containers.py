@@ -52,6 +52,7 @@ class ClusterContainers(Service, ContainerCache, ContainerPlacement, ContainerIO
         self._by_id: dict[str, Placed] = {}
         self._on_node: dict[str, dict[str, Placed]] = {}
         self._execs: dict[str, Any] = {}
+        self._confirming: dict[str, asyncio.Future[None]] = {}
         self._reservations: Reservations | None = None
         self._view: PlacementView | None = None
         self._complete = False  # every node's containers were listed once
@@ -105,6 +106,7 @@ class ClusterContainers(Service, ContainerCache, ContainerPlacement, ContainerIO
             log.warning("listing the nodes' containers at start: %s", exc)
 
     async def stop(self) -> None:
+        await self.settle_confirms()
         if self._view is not None:
             await self._view.stop()
         if self._reservations is not None:
@@ -192,6 +194,7 @@ class ClusterContainers(Service, ContainerCache, ContainerPlacement, ContainerIO
     async def rename(self, ref: str, new_name: str) -> None:
         new_name = new_name.lstrip("/")
         p = await self._locate(ref)
+        await self._confirmed(p.id)
         view = await self._store_view()
         store = view.store
         from dockyard.specs.cluster import Compare, Delete, Put
@@ -222,6 +225,7 @@ class ClusterContainers(Service, ContainerCache, ContainerPlacement, ContainerIO
                                      "MaximumRetryCount": restart_policy.maximum_retry_count}
         p = await self._locate(ref)
         client = self._client(p)
+        await self._confirmed(p.id)
         # Swarm classic's reservation follows: growth reserved first (refused when the node
         # cannot hold it), rolled back when the node refuses; the record and a decrease after
         before = await self.resize(p, body)

@@ -87,6 +87,7 @@ class ContainerCache:
         def _nodes_dropped(self, known: set[str]) -> None: ...
         async def _rebuild_dropped(self, known: set[str]) -> None: ...
         def _from_record(self, record: dict[str, Any]) -> Placed: ...
+        async def _confirmed(self, cid: str) -> None: ...
 
     def _find(self, ref: str) -> Placed | None:
         ref = ref.lstrip("/")
@@ -157,6 +158,7 @@ class ContainerCache:
         if p is None:
             p = await self._lookup(ref)
         if p is not None:
+            await self._confirmed(p.id)  # whoever reads next may read its records
             if p.down and not await self._node_back(p):
                 return p  # shown as last seen, on a node that is down
             try:
@@ -172,25 +174,33 @@ class ContainerCache:
         ref = ref.lstrip("/")
         store = (await self._store_view()).store
         bare = ref.split("/", 1)[-1]
-        kv = await store.get(NAMES + bare)
-        cid = kv.value.decode() if kv is not None else ref
-        rec = await store.get(CONTAINERS + cid)
+        for _ in range(3):  # the name may move from a pending record to the node's ID in between
+            kv = await store.get(NAMES + bare)
+            cid = kv.value.decode() if kv is not None else ref
+            rec = await store.get(CONTAINERS + cid)
+            if rec is not None or kv is None:
+                break
         if rec is not None:
             doc = rec.json()
             try:
                 node = await self.directory.node(doc["node"])
             except e.NotFound:
                 node = None
+            # a pending record (its create under way, or its ID not recorded yet) has no ID:
+            # its node knows the container by name (by name only, not an ID starting with it)
+            pending = bool(doc.get("pending"))
             if node is not None:
                 client = self.engines.for_node(node)
                 try:
-                    inspect = await client.get(f"/containers/{cid}/json")
+                    inspect = await client.get(f"/containers/{bare if pending else cid}/json")
                 except (e.NotFound, EngineUnreachable):
+                    inspect = None
+                if inspect is not None and pending and inspect.get("Name") != "/" + bare:
                     inspect = None
                 if inspect is not None:
                     return self._remember(node.name, client.addr, inspect, float(doc.get("cpus") or 0),
                                           int(doc.get("memory") or 0))
-            elif not doc.get("pending"):
+            elif not pending:
                 return self._from_record(doc)  # its node is dropped: shown as last recorded
         if not self._complete:  # until the first listing, a miss may be a container not seen yet
             await self.refresh_all()
@@ -264,6 +274,7 @@ class ContainerCache:
         """The container is gone from its node: drop it, and release what the manager recorded
         of it (a container made on the node directly has no record, and reserved nothing)."""
         self._drop(p)
+        await self._confirmed(p.id)
         view = await self._store_view()
         rec = await view.store.get(CONTAINERS + p.id)
         if rec is None:

@@ -47,6 +47,10 @@ SWEEP_EVERY = 5.0
 #: no record of: engines restarting with it (a cluster coming back up) rejoin within their TTL,
 #: and their containers stay where they are.
 START_GRACE = DEFAULT_TTL
+#: A pending record (a create between its reservation and the record of the node's ID) older
+#: than this is settled by the sweep: no create is still in flight then (an engine call gives
+#: up after 60 s), so its manager died or lost the store meanwhile.
+PENDING_STALE = 120.0
 
 
 def policies(config: dict[str, Any]) -> list[str]:
@@ -84,7 +88,7 @@ class Rescheduler:
         self._leading_since = 0.0
         # what the sweep reads of each containers/<id> record (node, policy), by key and
         # revision: a record is decoded again only when it changed
-        self._read: dict[str, tuple[int, str, bool]] = {}
+        self._read: dict[str, tuple[int, str, bool, float]] = {}
 
     @property
     def nodes(self) -> NodeDirectory:
@@ -154,7 +158,8 @@ class Rescheduler:
             live = {n.name: n for n in await self.nodes.nodes()}
             pool = frozenset(n for n, node in live.items() if node.healthy)
             moved = []
-            for kv, node, wanted in await self._records():
+            records = await self._records()
+            for kv, node, wanted, _pending in records:
                 if node and node not in live and wanted and self.settled():
                     record = kv.json()
                     if self._failed.get(str(record.get("id"))) == pool:
@@ -166,17 +171,23 @@ class Rescheduler:
             for node in live.values():
                 if node.healthy:
                     await self._remove_stale(node, markers)
+            stale = time.time() - PENDING_STALE
+            for kv, node, _wanted, pending in records:
+                if pending and pending < stale and node in live and live[node].healthy:
+                    containers: Any = self.kernel.service("containers")
+                    await containers.settle_pending(kv.json())
             return moved
 
-    async def _records(self) -> list[tuple[Any, str, bool]]:
-        """Every ``containers/`` record with its node and whether it asks to be rescheduled.
+    async def _records(self) -> list[tuple[Any, str, bool, float]]:
+        """Every ``containers/`` record with its node, whether it asks to be rescheduled and,
+        for a pending one, when its create began (else 0).
 
         Measured (bench/benchmarks/swarm_run.py, 2,000 records): decoding every record each
         sweep held the event loop ~15 ms every 5 s (a create's p99); records are decoded again
         only when their revision moved, yielding to the loop every 200."""
         assert self.store is not None
-        out: list[tuple[Any, str, bool]] = []
-        read: dict[str, tuple[int, str, bool]] = {}
+        out: list[tuple[Any, str, bool, float]] = []
+        read: dict[str, tuple[int, str, bool, float]] = {}
         decoded = 0
         for kv in await self.store.list(CONTAINERS):
             hit = self._read.get(kv.key)
@@ -185,12 +196,13 @@ class Rescheduler:
                     record = kv.json()
                 except ValueError:
                     continue
-                hit = (kv.mod_revision, str(record.get("node") or ""), wants_reschedule(record))
+                pending = float(record.get("created") or 1) if record.get("pending") else 0.0
+                hit = (kv.mod_revision, str(record.get("node") or ""), wants_reschedule(record), pending)
                 decoded += 1
                 if decoded % 200 == 0:
                     await asyncio.sleep(0)
             read[kv.key] = hit
-            out.append((kv, hit[1], hit[2]))
+            out.append((kv, *hit[1:]))
         self._read = read
         return out
 
