@@ -10,7 +10,9 @@ then ``POST /containers/{id}/start``, sent to the manager's unix socket by a kee
 (the CLI's own process start is not counted: it is the same with or without a manager).
 ``BENCH_SWARM_RUNS`` runs (default 2,000: two per node under spread), one after another, once
 the manager has settled (``BENCH_SWARM_SETTLE`` s, default 15: its services' first fetch from
-every node); p50/p90/p99. **Floor**, same run: the same two calls sent straight to one fake engine.
+every node); p50/p90/p99, the manager's own CPU time per run (user + system, which the shared
+machine's load moves far less than latency) and the load average before and after. **Floor**,
+same run: the same two calls sent straight to one fake engine.
 **Reference** (not measured here): Swarm classic, 1 manager, 1,000 nodes, Consul, Nov 2015:
 ``docker run`` p50/p90/p99 230/250/400 ms. Goal: p99 <= 40 ms.
 
@@ -93,6 +95,16 @@ async def start_fakes(ctx: Context, work: Path, n: int) -> tuple[Any, list[dict[
         raise
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> str:
+    return "/".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def start_manager(ctx: Context, root: Path, url: str, tls: dict[str, str] | None = None,
                   timeout: float = 60) -> tuple[Any, Path]:
     sock = root / "run" / "dockyard.sock"
@@ -129,8 +141,8 @@ async def register(url: str, nodes: list[dict[str, Any]]) -> None:
     from dockyard.config import Config
     from dockyard.kernel import Kernel
 
-    kernel = Kernel.build(Config(values={"cluster-store": url, "data-root": tempfile.mkdtemp(prefix="dyb-")}),
-                          environ={})
+    root = tempfile.mkdtemp(prefix="dyb-")
+    kernel = Kernel.build(Config(values={"cluster-store": url, "data-root": root}), environ={})
     try:
         store = await kernel.cluster_store()
         now = time.time()
@@ -143,14 +155,15 @@ async def register(url: str, nodes: list[dict[str, Any]]) -> None:
             await store.put(f"nodes/{n['name']}", json.dumps(record).encode())
     finally:
         await kernel.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def wait_nodes(url: str, n: int, timeout: float = 30) -> None:
     from dockyard.config import Config
     from dockyard.kernel import Kernel
 
-    kernel = Kernel.build(Config(values={"cluster-store": url, "data-root": tempfile.mkdtemp(prefix="dyb-")}),
-                          environ={})
+    root = tempfile.mkdtemp(prefix="dyb-")
+    kernel = Kernel.build(Config(values={"cluster-store": url, "data-root": root}), environ={})
     try:
         store = await kernel.cluster_store()
         deadline = time.monotonic() + timeout
@@ -160,6 +173,7 @@ async def wait_nodes(url: str, n: int, timeout: float = 30) -> None:
             await asyncio.sleep(0.2)
     finally:
         await kernel.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def measure_fake(ctx: Context, work: Path, subject: Result, floor: Result) -> str:
@@ -180,7 +194,9 @@ async def measure_fake(ctx: Context, work: Path, subject: Result, floor: Result)
         async with aiohttp.ClientSession(connector=conn) as s:
             for _ in range(20):  # warm-up: the manager's node view, the connections
                 await run_once(s, "http://manager", body)
+            cpu0, load0 = cpu_seconds(manager.pid), loadavg()
             samples = [(await run_once(s, "http://manager", body))[0] for _ in range(RUNS)]
+            cpu = (cpu_seconds(manager.pid) - cpu0) * 1000 / RUNS
         fill(subject, sample_stats(samples))
         async with aiohttp.ClientSession() as s:
             base = f"http://{nodes[0]['addr']}"
@@ -188,7 +204,8 @@ async def measure_fake(ctx: Context, work: Path, subject: Result, floor: Result)
                 await run_once(s, base, body, version="")
             direct = [(await run_once(s, base, body, version=""))[0] for _ in range(min(RUNS, 500))]
         fill(floor, sample_stats(direct))
-        return percentiles(samples)
+        # the manager's own CPU per run varies far less with the machine's load than latency
+        return f"{percentiles(samples)}; manager CPU {cpu:.2f} ms a run; load {load0} before, {loadavg()} after"
     finally:
         if manager is not None:
             stop(manager)
