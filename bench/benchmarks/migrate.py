@@ -15,7 +15,8 @@ uncompressed), frozen time measured the same way on its published port; bytes = 
 
 Goal (issue 17, QEMU's default downtime limit): frozen ≤ 300 ms for 256 MiB with lazy pages.
 One run of each (the 2 shared cores make repeats expensive); ``BENCH_MIGRATE_SIZES`` overrides
-the sizes (MiB, comma-separated), ``BENCH_MIGRATE_MODES`` the rows (``stop-copy,lazy,podman``).
+the sizes (MiB, comma-separated), ``BENCH_MIGRATE_MODES`` the rows (``stop-copy,lazy,podman``),
+``BENCH_MIGRATE_RUNS`` the runs of each (the median reported; the load average is logged with each).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from harness import Context, Goal, Result, fill, sample_stats
 BENCH = "migrate"
 ASSETS = Path(__file__).parent / "migrate_assets"
 SIZES = [int(s) for s in os.environ.get("BENCH_MIGRATE_SIZES", "16,256,1024").split(",")]
+#: runs of each row (the median is reported); each run moves a fresh container
+RUNS = max(1, int(os.environ.get("BENCH_MIGRATE_RUNS", "1")))
 #: which rows to measure: stop-copy, lazy, podman (the peer); all by default
 MODES = [m for m in os.environ.get("BENCH_MIGRATE_MODES", "stop-copy,lazy,podman").split(",") if m]
 CRIU_PATH = "/opt/criu/sbin"
@@ -230,31 +233,47 @@ async def measure(ctx: Context, rows: dict[str, Result], work: Path) -> None:
         for mib in SIZES:
             for mode in [m for m in ("stop-copy", "lazy") if m in MODES]:
                 key = f"{mib}-{mode}"
+                got = []
                 try:
-                    r = await asyncio.to_thread(_migrate_once, ctx, h1, h2, memhog, mib, mode)
+                    for _ in range(RUNS):
+                        r = await asyncio.to_thread(_migrate_once, ctx, h1, h2, memhog, mib, mode)
+                        ctx.log(f"migrate {key} (load {_load()}): {r}")
+                        got.append(r)
                 except Exception as exc:  # noqa: BLE001 - that row says why
                     rows[key].error = str(exc)[:300]
                     continue
-                _note(rows[key], r)
-                ctx.log(f"migrate {key}: {r}")
+                _note(rows[key], got)
             if "podman" not in MODES:
                 continue
+            got = []
             try:
-                r = await asyncio.to_thread(_podman_once, work, memhog, mib)
-                _note(rows[f"{mib}-podman"], r)
-                ctx.log(f"podman {mib}: {r}")
+                for _ in range(RUNS):
+                    r = await asyncio.to_thread(_podman_once, work, memhog, mib)
+                    ctx.log(f"podman {mib} (load {_load()}): {r}")
+                    got.append(r)
+                _note(rows[f"{mib}-podman"], got)
             except Exception as exc:  # noqa: BLE001
                 rows[f"{mib}-podman"].error = str(exc)[:300]
     finally:
         await netns.close()
 
 
-def _note(row: Result, r: dict[str, Any]) -> None:
-    fill(row, sample_stats([r["frozen"] / 1000]))
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _note(row: Result, runs: list[dict[str, Any]]) -> None:
+    """The row's figures from every run; its words (total, bytes, phases) from the median one."""
+    fill(row, sample_stats([r["frozen"] / 1000 for r in runs]))
+    r = sorted(runs, key=lambda x: x["frozen"])[(len(runs) - 1) // 2]
     row.name += (f" — total {r['total']:.0f} ms, {r['bytes'] / 2**20:.1f} MiB moved"
                  + (f" ({r['wire'] / 2**20:.1f} MiB on the migration stream)" if "wire" in r else "")
                  + (f", engine-side frozen {r['engine_frozen']:.0f} ms" if "engine_frozen" in r else "")
-                 + ("" if r["intact"] else ", STATE NOT INTACT"))
+                 + ("" if all(x["intact"] for x in runs) else ", STATE NOT INTACT")
+                 + (f" (the median of {len(runs)} runs' figures)" if len(runs) > 1 else ""))
     row.command += f"  [{json.dumps(r.get('phases', {}))}]" if r.get("phases") else ""
 
 
