@@ -158,16 +158,10 @@ class Connection:
         self.reusable = False
         data = b""
         while True:
-            size_text = self._line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise WireError(f"bad chunk size {size_text[:20]!r}") from None
-            if size == 0:
+            chunk = self._chunk()
+            if chunk is None:
                 return loads(data) if data.strip() else {}
-            data += self._exactly(size)
-            if self._exactly(2) != b"\r\n":
-                raise WireError("a chunk without its CRLF")
+            data += chunk
             try:
                 return loads(data)
             except ValueError:  # not complete yet
@@ -234,16 +228,22 @@ class Connection:
 
     def _chunked(self) -> bytes:
         out = []
-        while True:
-            size_text = self._line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise WireError(f"bad chunk size {size_text[:20]!r}") from None
-            if size == 0:
-                while self._line():  # trailers, up to the blank line
-                    pass
-                return b"".join(out)
-            out.append(self._exactly(size))
-            if self._exactly(2) != b"\r\n":
-                raise WireError("a chunk without its CRLF")
+        while (chunk := self._chunk()) is not None:
+            out.append(chunk)
+        while self._line():  # trailers, up to the blank line
+            pass
+        return b"".join(out)
+
+    def _chunk(self) -> bytes | None:
+        """One chunk of a chunked body; None for the last (zero-size) one."""
+        size_text = self._line().split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise WireError(f"bad chunk size {size_text[:20]!r}") from None
+        if size == 0:
+            return None
+        data = self._exactly(size)
+        if self._exactly(2) != b"\r\n":
+            raise WireError("a chunk without its CRLF")
+        return data
