@@ -356,7 +356,9 @@ async def test_exec_and_signals(world: World) -> None:
     assert (code, out) == (4, "x\ny\n")
     sess = svc.exec_create("sig", ["/no/such/binary"])
     await svc.exec_start(sess.id)
-    assert sess.exit_code == 126 and sess.error
+    # dockerd 28: 127 for a command not found, and runc's words (dockerd 20.10 said 126)
+    assert sess.exit_code == 127 and sess.error.endswith('exec: "/no/such/binary": stat /no/such/binary: '
+                                                         'no such file or directory: unknown')
     top = await svc.top("sig")
     assert top["Titles"][1] == "PID" and any("sh -c" in row[-1] for row in top["Processes"])
     stats = await svc.stats("sig")
@@ -379,6 +381,22 @@ async def test_exec_and_signals(world: World) -> None:
     acts = world.actions(c.id)
     assert "exec_die" in acts and "pause" in acts and "unpause" in acts and "rename" in acts
     assert acts[-3:] == ["kill", "die", "stop"]
+
+
+@needs_runtime
+async def test_a_command_that_cannot_start_fails_as_with_dockerd(world: World) -> None:
+    """The start's error is dockerd's (the docker CLI's exit status follows its words), and the
+    container stays created with dockerd's exit code: 127 not found, 126 not executable."""
+    svc = world.svc
+    for cmd, code, says in ((["/no/such"], 127, 'exec: "/no/such": stat /no/such: no such file or directory'),
+                            (["/etc/passwd"], 126, 'exec: "/etc/passwd": permission denied')):
+        c = await svc.create(req(cmd, host=HostConfig(network_mode="none")))
+        with pytest.raises(InvalidArgument) as failed:
+            await svc.start_container(c.id)
+        assert str(failed.value).startswith("failed to create task for container: failed to create shim task: ")
+        assert str(failed.value).endswith(f"{says}: unknown")
+        st = svc.get(c.id).state
+        assert (st.status, st.exit_code, st.error) == (ContainerStatus.CREATED, code, str(failed.value))
 
 
 @needs_runtime

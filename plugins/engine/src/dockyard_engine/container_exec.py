@@ -15,8 +15,10 @@ from dockyard.model import Container, ContainerStatus, new_id
 from dockyard.services.containers import ExecSession
 from dockyard.specs.arch import AttachStream, ExecRequest
 from dockyard_engine.container_context import ContainerContext
+from dockyard_engine.start_errors import exec_failure
 
-#: dockerd's exit code for an exec that could not start, and for one killed with its container
+#: dockerd's exit code for an exec that could not start (127 when its command is not found), and
+#: for one killed with its container
 CANNOT_START = 126
 KILLED = 137
 
@@ -85,10 +87,11 @@ class Execs:
         if not sess.internal:
             self.ctx.emit(c, "exec_start: " + " ".join(sess.cmd), execID=sess.id)
         if st.status == "stopped":
-            # dockerd: an exec that cannot start reports 126, whatever the runtime's reason
-            sess.error = st.error
-            code = st.exit_code if st.exit_code is not None else CANNOT_START
-            await self._done(sess, CANNOT_START if st.error else code)
+            if st.error:  # dockerd's ExitCode (127 not found, else 126) and text (start_errors)
+                code, sess.error = exec_failure(sess.cmd, st.error)
+            else:
+                code = st.exit_code if st.exit_code is not None else CANNOT_START
+            await self._done(sess, code)
             return sess, None
         stream = await rt.attach(c.id, exec_id=sess.id) if attach else None
         self.ctx.spawn(self._wait(sess), f"exec-{sess.id[:12]}")

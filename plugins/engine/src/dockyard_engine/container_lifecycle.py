@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import re
 import shutil
 import signal as _signal
 from collections.abc import Awaitable, Callable
@@ -36,6 +35,7 @@ from dockyard_engine.container_exits import UNKNOWN_EXIT, Exits
 from dockyard_engine.container_io import ContainerIO
 from dockyard_engine.container_setup import Setup
 from dockyard_engine.health import HealthChecks
+from dockyard_engine.start_errors import start_failure
 
 log = logging.getLogger(__name__)
 
@@ -248,17 +248,21 @@ class Lifecycle:
                     await fn()
             if exc is mount_error:
                 raise  # as before the start began: a rootfs that cannot be mounted records no run
-            text = str(exc)
+            typed = isinstance(exc, (NotFound, Conflict, InvalidArgument, NotModified))
+            # dockerd's words and exit code (127: the command cannot be found, 126: it cannot be
+            # run), which the docker CLI's own exit status follows (start_errors)
+            code, text = start_failure([*c.config.entrypoint, *c.config.cmd], str(exc))
+            if typed:
+                text = str(exc)
             c.state.error = text
             c.state.status = ContainerStatus.CREATED if c.state.started_at == ZERO_TIME else ContainerStatus.EXITED
-            # dockerd: a command that cannot be found is 127, one that cannot be run 126
-            c.state.exit_code = 127 if ("not found" in text or "No such file" in text) else 126
+            c.state.exit_code = code if code is not None else 126
             c.state.sandbox_key = ""
             ctx.put(c)
             self.io.fail_pending(c.id, exc)
-            if isinstance(exc, (NotFound, Conflict, InvalidArgument, NotModified)):
+            if typed:
                 raise
-            raise InvalidArgument(_start_error(c, text)) from exc
+            raise InvalidArgument(text) from exc
         # a new run: Docker's State starts over; restart_count and the bookkeeping carry on
         c.state = ContainerState(status=ContainerStatus.RUNNING, pid=st.pid, started_at=now_iso(),
                                  restart_count=c.state.restart_count, health=self.health.initial(c),
@@ -519,17 +523,6 @@ async def _outcome(aw: Awaitable[Any]) -> Any:
         return await aw
     except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises it
         return exc
-
-
-def _start_error(c: Container, text: str) -> str:
-    """dockerd's wording for a process that cannot start (the docker CLI maps "executable file
-    not found" / "no such file or directory" to exit 127, "permission denied" to 126)."""
-    text = text.replace("No such file or directory", "no such file or directory")
-    text = text.replace("Permission denied", "permission denied")
-    m = re.search(r"executable file `([^`]*)` not found in \$PATH", text)
-    if m:
-        text = f'exec: "{m.group(1)}": executable file not found in $PATH'
-    return f"failed to create task for container {c.id[:12]}: OCI runtime create failed: {text}: unknown"
 
 
 def _created_ts(iso: str) -> float:
