@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -91,9 +92,108 @@ def test_run_sequences(d: Daemon) -> None:
     assert d.docker("ps", "-aq", "--filter", "ancestor=busybox").stdout.split() == [
         d.docker("inspect", "-f", "{{.Id}}", "x3").stdout.strip()[:12]]  # --rm ones are gone
     missing = d.docker("run", "--rm", "busybox", "/no/such/cmd", check=False)
-    assert missing.returncode in (126, 127)
+    assert missing.returncode == 127
     events = d.past_events("1m", "container=x3")
     assert "container die" in events and "exitCode=3" in events and "name=x3" in events
+
+
+#: What dockerd 28 (runc 1.2) answers to the start of ``busybox /no/such`` and ``busybox /etc/passwd``.
+SHIM = ("failed to create task for container: failed to create shim task: OCI runtime create failed: runc create "
+        "failed: unable to start container process: error during container init: ")
+NO_SUCH = SHIM + 'exec: "/no/such": stat /no/such: no such file or directory: unknown'
+NOT_EXECUTABLE = SHIM + 'exec: "/etc/passwd": permission denied: unknown'
+EXEC_NO_SUCH = ('OCI runtime exec failed: exec failed: unable to start container process: exec: "/no/such": '
+                "stat /no/such: no such file or directory: unknown\r\n")
+
+
+def test_a_command_that_cannot_start_as_with_dockerd(d: Daemon) -> None:
+    """``run`` of a missing or not executable command: dockerd's start error, so the docker CLI
+    exits 127 / 126 as against dockerd, and so does ours (click and fast path, -d too); the
+    container stays created with that exit code, or is removed with --rm. ``start`` prints the
+    daemon's error alone (the attach ends silently); ``exec`` reports 127 through ExitCode."""
+    res = d.docker("run", "--rm", "busybox", "/no/such", check=False)
+    assert (res.returncode, res.stdout) == (127, "")
+    assert res.stderr == f"docker: Error response from daemon: {NO_SUCH}\n\nRun 'docker run --help' for more information\n"
+    res = d.docker("run", "--name", "noexec", "busybox", "/etc/passwd", check=False)
+    assert (res.returncode, res.stderr.split("\n")[0]) == (126, f"docker: Error response from daemon: {NOT_EXECUTABLE}")
+    assert d.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}", "noexec").stdout == (
+        f"created 126 {NOT_EXECUTABLE}\n")
+    for env in ({"DOCKYARD_NO_FAST": "1"}, {}):  # click first: it writes the records the fast path reads
+        for args, code, says in ((["--rm", "busybox", "/no/such"], 127, NO_SUCH),
+                                 (["-d", "--rm", "busybox", "/no/such"], 127, NO_SUCH),
+                                 (["--name", f"noexec{len(env)}", "busybox", "/etc/passwd"], 126, NOT_EXECUTABLE)):
+            res = d.dockyard("run", *args, check=False, env=env)
+            assert (res.returncode, res.stdout, res.stderr) == (code, "", f"Error: {says}\n"), (env, args)
+    left = d.docker("ps", "-a", "--format", "{{.Names}} {{.Command}}").stdout.split("\n")
+    assert sorted(line for line in left if "/no/such" in line or "passwd" in line) == [
+        'noexec "/etc/passwd"', 'noexec0 "/etc/passwd"', 'noexec1 "/etc/passwd"']  # --rm ones are gone
+    d.docker("create", "--name", "later-missing", "busybox", "/no/such")
+    for args in (["start"], ["start", "-a"]):
+        res = d.docker(*args, "later-missing", check=False)
+        tail = "Error: failed to start containers: later-missing\n" if args == ["start"] else ""
+        assert (res.returncode, res.stdout, res.stderr) == (1, "", f"Error response from daemon: {NO_SUCH}\n{tail}")
+    d.docker("run", "-d", "--name", "ex-missing", "busybox", "sleep", "60")
+    res = d.docker("exec", "ex-missing", "/no/such", check=False)
+    assert (res.returncode, res.stdout) == (127, EXEC_NO_SUCH)
+    assert d.docker("exec", "ex-missing", "/etc/passwd", check=False).returncode == 126
+    assert d.dockyard("exec", "ex-missing", "/no/such", check=False).returncode == 127
+    d.docker("rm", "-f", "noexec", "noexec0", "noexec1", "later-missing", "ex-missing")
+
+
+def _cli_process(d: Daemon, tool: str, *args: str) -> subprocess.Popen[bytes]:
+    """``docker run ...`` or ``dockyard run ...`` (``dockyard-click``: without the fast path)
+    against ``d``, running in the background."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    if tool == "docker":
+        env["DOCKER_CONFIG"] = str(d.root / "docker-config")
+        argv = [shutil.which("docker") or "docker", "-H", d.host, "run", *args]
+    else:
+        if tool == "dockyard-click":
+            env["DOCKYARD_NO_FAST"] = "1"
+        argv = [str(Path(sys.executable).parent / "dockyard"), "-H", d.host, "run", *args]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+@pytest.mark.parametrize("tool", ["docker", "dockyard-click", "dockyard"])
+@pytest.mark.parametrize("proxy", [True, False], ids=["sig-proxy", "sig-proxy=false"])
+def test_sig_proxy_as_with_docker(d: Daemon, tool: str, proxy: bool) -> None:
+    """Without ``--sig-proxy=false`` a SIGTERM to the CLI reaches the container (its trap's exit
+    status comes back); with it nothing is forwarded, two SIGINT/SIGTERMs leave the CLI running
+    and the third ends it (docker 28's line, status 1) while the container runs on."""
+    import signal
+
+    name = f"sp-{tool}-{proxy}".lower()
+    trap = "trap 'echo got; exit 5' TERM INT; echo ready; sleep 30 & wait"
+    proc = _cli_process(d, tool, *([] if proxy else ["--sig-proxy=false"]), "--name", name, "busybox", "sh", "-c",
+                        trap)
+    running = lambda: d.docker("inspect", "-f", "{{.State.Status}}", name).stdout == "running\n"  # noqa: E731
+    try:
+        wait_until(lambda: "ready" in d.docker("logs", name, check=False).stdout, f"{name}: trap installed")
+        proc.send_signal(signal.SIGTERM)
+        if proxy:
+            out, err = proc.communicate(timeout=30)
+            assert (proc.returncode, out, err) == (5, b"ready\ngot\n", b"")
+        else:
+            stays(lambda: proc.poll() is None and running(), 0.5, "the CLI and its container run on")
+            proc.send_signal(signal.SIGINT)
+            stays(lambda: proc.poll() is None, 0.3, "the CLI runs on after a second signal")
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+            assert (proc.returncode, out, err) == (1, b"ready\n", b"\ngot 3 SIGTERM/SIGINTs, forcefully exiting\n")
+            assert running()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        d.docker("rm", "-f", name)
+
+
+def test_detached_rm_removes_the_container_when_it_exits(d: Daemon) -> None:
+    for run in (d.docker, d.dockyard):
+        name = f"drm-{run.__name__}"
+        cid = run("run", "-d", "--rm", "--name", name, "busybox", "sh", "-c", "sleep 0.2").stdout.strip()
+        assert len(cid) == 64
+        wait_until(lambda: d.docker("inspect", name, check=False).returncode == 1, f"{name} removed")  # noqa: B023
 
 
 def test_detached_logs_follow_and_tail(d: Daemon) -> None:
@@ -113,7 +213,7 @@ def test_exec_exit_codes(d: Daemon) -> None:
     res = d.docker("exec", "ex", "sh", "-c", "echo out; echo err >&2; exit 5", check=False)
     assert (res.returncode, res.stdout, res.stderr) == (5, "out\n", "err\n")
     assert d.docker("exec", "-i", "ex", "cat", input=b"via-stdin\n").stdout == "via-stdin\n"
-    assert d.docker("exec", "ex", "nosuchcommand", check=False).returncode == 126
+    assert d.docker("exec", "ex", "nosuchcommand", check=False).returncode == 127  # dockerd 28 (20.10: 126)
     d.docker("exec", "-d", "ex", "touch", "/tmp/detached")
     wait_until(lambda: d.docker("exec", "ex", "test", "-f", "/tmp/detached", check=False).returncode == 0,
                "detached exec ran")

@@ -37,6 +37,10 @@ ARGVS = [
     ["--rm=1", "busybox"], ["--name"], ["--name", "-d", "busybox"], ["-e"], ["-ie", "A=1", "busybox"],
     ["-ieA=1", "busybox"], ["-", "busybox"], ["--name=", "busybox"], ["--name", "a", "--name", "b", "busybox"],
     ["-H", "unix:///x", "busybox"], ["--rm", "--rm", "busybox"], ["--env", "--", "busybox"],
+    ["--sig-proxy=false", "busybox"], ["--sig-proxy=False", "busybox"], ["--sig-proxy=0", "busybox"],
+    ["--sig-proxy=T", "busybox"], ["--sig-proxy", "--rm", "busybox"], ["--sig-proxy", "--", "busybox"],
+    ["--sig-proxy", "busybox"], ["--sig-proxy", "-", "busybox"], ["--sig-proxy=", "busybox"],
+    ["--sig-proxy=no", "busybox"], ["--sig-proxy=tRuE", "busybox"], ["--sig-proxy"],
 ]
 
 
@@ -60,12 +64,16 @@ def test_the_fast_parser_takes_arguments_as_click_does_or_declines(args: list[st
 def test_the_fast_parser_takes_the_usual_forms() -> None:
     usual = ARGVS[:18]
     assert [a for a in usual if run_mod.parse_args(a) is None] == [["--health-retries", "x", "busybox"]]
+    for args, value in ((["--sig-proxy=false", "busybox"], False), (["--sig-proxy", "-d", "busybox"], True),
+                        (["busybox"], True)):
+        parsed = run_mod.parse_args(args)
+        assert parsed is not None and parsed[0]["sig_proxy"] is value
 
 
 def test_the_click_commands_read_the_same_table() -> None:
     names = {p.name for p in run_mod.run.params} - {"image", "command", "help"}
     assert names == {run_mod.option_name(d) for d, _k, _h in run_mod.RUN_OPTIONS}
-    assert {p.name for p in run_mod.create.params} - {"image", "command", "help"} == names - {"detach"}
+    assert {p.name for p in run_mod.create.params} - {"image", "command", "help"} == names - {"detach", "sig_proxy"}
 
 
 def test_the_module_imports_no_click() -> None:
@@ -79,7 +87,9 @@ def test_the_module_imports_no_click() -> None:
 class Engine:
     """Answers create/attach/wait/start/delete like dockyardd for scripted commands:
     ``Cmd`` ``["out"]`` writes a stdout and a stderr frame and exits 3; ``["cat"]`` echoes stdin
-    until its end and exits 0; ``["failstart"]`` fails its start; image ``missing`` is a 404."""
+    until its end and exits 0; ``["failstart"]`` fails its start, ``["/no/such"]`` and
+    ``["/etc/passwd"]`` as dockerd does for a missing or not executable command; image
+    ``missing`` is a 404."""
 
     def __init__(self, path: str) -> None:
         self.log: list[str] = []
@@ -177,10 +187,11 @@ class Engine:
             return None
         if action == "start":
             self.note("start")
-            if c["cmd"] == ["failstart"]:
+            if c["cmd"] and c["cmd"][0] in START_ERRORS:
                 c["started"].set()
                 c["exited"].set()
-                return self._send(conn, "500 Internal Server Error", {"message": "boom: no such file"})
+                status, message = START_ERRORS[c["cmd"][0]]
+                return self._send(conn, status, {"message": message})
             c["started"].set()
             if c["cmd"] not in (["cat"], ["out"], ["sleepy"]):
                 c["exited"].set()
@@ -200,6 +211,19 @@ class Engine:
 
     def close(self) -> None:
         self.sock.close()
+
+
+#: Commands whose start the scripted engine refuses: (status line, message); the last two are
+#: what dockerd 28 answers for ``docker run busybox /no/such`` and ``... /etc/passwd``.
+START_ERRORS = {
+    "failstart": ("500 Internal Server Error", "boom: no such file"),
+    "/no/such": ("400 Bad Request", "failed to create task for container: failed to create shim task: OCI runtime "
+                 "create failed: runc create failed: unable to start container process: error during container "
+                 'init: exec: "/no/such": stat /no/such: no such file or directory: unknown'),
+    "/etc/passwd": ("400 Bad Request", "failed to create task for container: failed to create shim task: OCI "
+                    "runtime create failed: runc create failed: unable to start container process: error during "
+                    'container init: exec: "/etc/passwd": permission denied: unknown'),
+}
 
 
 @pytest.fixture
@@ -227,6 +251,9 @@ CASES = [
     (["-t", "busybox", "true"], b""),
     (["-d", "--rm", "busybox", "sleep"], b""),
     (["--rm", "busybox", "failstart"], b""),
+    (["--rm", "busybox", "/no/such"], b""),
+    (["busybox", "/etc/passwd"], b""),
+    (["-d", "--rm", "busybox", "/no/such"], b""),
     (["missing", "true"], b""),
 ]
 
@@ -242,7 +269,7 @@ def test_fast_and_click_paths_print_exit_and_send_the_same(engine: tuple[Engine,
         res = dockyard(path, args, tmp_path, fast, stdin)
         ids = [c.encode() for c in eng.containers]
         out = b"ID\n" if res.stdout.strip() in ids else res.stdout  # -d prints the new container's ID
-        log = eng.log[:1] + sorted(eng.log[1:3]) + eng.log[3:]  # attach and wait go out together
+        log = eng.log if "-d" in args else eng.log[:1] + sorted(eng.log[1:3]) + eng.log[3:]  # attach, wait together
         seen.append((res.returncode, out, res.stderr.replace(b"\n", b" "), log, list(eng.bodies)))
     if "missing" in args:  # the fast path hands a refused create to click, which sends it again
         assert seen[1][3][0] == "create " and seen[1][4][0] == seen[1][4][1]
@@ -251,17 +278,20 @@ def test_fast_and_click_paths_print_exit_and_send_the_same(engine: tuple[Engine,
     code, out, err, log, _bodies = seen[1]
     if args[-1] == "out":
         assert (code, out, err) == (3, b"out\n", b"err ")
-    if "-d" not in args and "failstart" not in args and "missing" not in args:
+    refused = args[-1] in START_ERRORS
+    if "-d" not in args and not refused and "missing" not in args:
         assert log[0].startswith("create") and log[-1] == "start"
         stdin_q = "&stdin=1" if "-i" in args else ""
         assert sorted(log[1:3]) == [f"attach stream=1&stdout=1&stderr=1{stdin_q} upgrade=tcp",
                                     f"wait condition={'removed' if '--rm' in args else 'next-exit'}"]
     if "-i" in args:
         assert out == stdin
-    if "failstart" in args:
-        assert (code, err) == (125, b"Error: boom: no such file ")
-        assert log[-1] == "delete force=1"
-    if "-d" in args:
+    if refused:  # docker's status for the start's error (runStartContainerErr); --rm removes
+        status, message = START_ERRORS[args[-1]]
+        assert (code, out, err) == ({"failstart": 125, "/no/such": 127, "/etc/passwd": 126}[args[-1]], b"",
+                                    f"Error: {message} ".encode())
+        assert log[-1] == ("delete force=1" if "--rm" in args else "start")
+    elif "-d" in args:
         assert (code, out, log[-1]) == (0, b"ID\n", "start")
 
 
@@ -280,11 +310,12 @@ def test_a_fast_run_imports_neither_click_nor_an_http_library(engine: tuple[Engi
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["click", "fast"])
-@pytest.mark.parametrize(("sig", "name"), [(15, "TERM"), (2, "INT")])
+@pytest.mark.parametrize(("sig", "name", "extra"), [(15, "TERM", []), (2, "INT", []), (15, "TERM", ["-t"])],
+                         ids=["TERM", "INT", "TERM-tty"])
 def test_signals_reach_the_container_as_with_docker(engine: tuple[Engine, str], tmp_path: Path, fast: bool,
-                                                    sig: int, name: str) -> None:
-    """docker's --sig-proxy (on by default without a TTY): the CLI forwards what it gets as a
-    kill request and exits with the container's status."""
+                                                    sig: int, name: str, extra: list[str]) -> None:
+    """docker's --sig-proxy (on by default, with a TTY too in docker 28): the CLI forwards what
+    it gets as a kill request and exits with the container's status."""
     import time
 
     eng, path = engine
@@ -295,7 +326,7 @@ def test_signals_reach_the_container_as_with_docker(engine: tuple[Engine, str], 
         env["DOCKYARD_NO_FAST"] = "1"
     eng.log.clear()
     proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "-H", f"unix://{path}", "run", "--rm",
-                             "busybox", "sleepy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                             *extra, "busybox", "sleepy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 30
     while "start" not in eng.log and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -303,6 +334,36 @@ def test_signals_reach_the_container_as_with_docker(engine: tuple[Engine, str], 
     out, err = proc.communicate(timeout=30)
     assert (proc.returncode, out, err) == (128 + sig, b"", b"")
     assert f"kill signal={name}" in eng.log
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["click", "fast"])
+def test_no_signal_reaches_the_container_with_sig_proxy_false(engine: tuple[Engine, str], tmp_path: Path,
+                                                              fast: bool) -> None:
+    """``--sig-proxy=false``: nothing is forwarded and, as with docker 28, two SIGINT/SIGTERMs
+    leave the CLI running; the third ends it with docker's line and 1 (the container runs on)."""
+    import time
+
+    eng, path = engine
+    dockyard(path, ["busybox", "true"], tmp_path, fast=False)  # the records file for the fast path
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "DOCKYARD_"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    if not fast:
+        env["DOCKYARD_NO_FAST"] = "1"
+    eng.log.clear()
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "-H", f"unix://{path}", "run",
+                             "--sig-proxy=false", "busybox", "sleepy"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 30
+    while "start" not in eng.log and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for sig in (15, 2):
+        proc.send_signal(sig)
+        with pytest.raises(subprocess.TimeoutExpired):  # an explicit window: it must not end
+            proc.wait(timeout=0.3)
+    proc.send_signal(15)
+    out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out, err) == (1, b"", b"\ngot 3 SIGTERM/SIGINTs, forcefully exiting\n")
+    assert not [line for line in eng.log if line.startswith("kill")]
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["click", "fast"])

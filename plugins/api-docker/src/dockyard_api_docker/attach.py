@@ -47,9 +47,9 @@ async def pump(conn: Hijacked, source: AttachStream | asyncio.Future[AttachStrea
             assert isinstance(source, asyncio.Future)
             try:
                 stream = await source
-            except (DockyardError, asyncio.CancelledError) as exc:
-                if isinstance(exc, DockyardError):
-                    await conn.write(frame("stderr", f"Error: {exc}\n".encode()) if not tty else str(exc).encode())
+            except (DockyardError, asyncio.CancelledError):
+                # the start failed: as with dockerd the stream just ends (the start's answer
+                # says why; the docker CLI prints that and nothing else)
                 return None
             ready.set()
         return stream

@@ -60,8 +60,9 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(status=200)
         resp.content_type = RAW
         await resp.prepare(request)
-        if sess.error:
-            await resp.write(frame("stdout", (sess.error + "\n").encode()) if not raw else sess.error.encode())
+        if sess.error:  # dockerd writes a start's error into the stream, ended by CRLF
+            text = sess.error.rstrip("\r\n") + "\r\n"
+            await resp.write(text.encode() if raw else frame("stdout", text.encode()))
         if stream is not None:
             while (item := await stream.read()) is not None:
                 await resp.write(item[1] if raw else frame(*item))
@@ -83,8 +84,8 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
         conn.close()
         return resp
     if stream is None:
-        if sess.error:
-            text = sess.error.rstrip("\n") + "\n"
+        if sess.error:  # dockerd writes a start's error into the stream, ended by CRLF
+            text = sess.error.rstrip("\r\n") + "\r\n"
             await conn.write(text.encode() if raw else frame("stdout", text.encode()))
         await sess.done.wait()
         conn.close()

@@ -11,7 +11,7 @@ import click
 from dockyard.cli.output import client_of, run_api
 from dockyard_api_docker.cli.run import (
     CREATE_OPTIONS,
-    RUN_OPTIONS,
+    RUN_ONLY_OPTIONS,
     BadValue,
     create_body,
     run_created,
@@ -25,11 +25,20 @@ def _option(decls: tuple[str, ...], kind: str, help_text: str | None) -> Any:
         return click.option(*decls, multiple=True, help=help_text)
     if kind == "int":
         return click.option(*decls, type=int, default=None, help=help_text)
+    if kind == "bool":  # true bare, else the value given with "=" (--sig-proxy=false)
+        return click.option(*decls, type=click.BOOL, default=True, is_flag=False, flag_value=True,
+                            help=help_text)
     return click.option(*decls, default=None, help=help_text)
 
 
 def create_options(f: Any) -> Any:
     for decls, kind, help_text in reversed(CREATE_OPTIONS):
+        f = _option(decls, kind, help_text)(f)
+    return f
+
+
+def run_only_options(f: Any) -> Any:
+    for decls, kind, help_text in reversed(RUN_ONLY_OPTIONS):
         f = _option(decls, kind, help_text)(f)
     return f
 
@@ -76,7 +85,7 @@ def create(ctx: click.Context, image: str, command: tuple[str, ...], **o: Any) -
 
 @click.command(context_settings={"allow_interspersed_args": False})
 @create_options
-@_option(*RUN_OPTIONS[-1])  # -d
+@run_only_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from dockyard.cli.wire import Connection
 
 #: The create options: (declarations, kind, help). ``kind``: "flag", "value", "many"
-#: (repeatable, a tuple) or "int".
+#: (repeatable, a tuple), "int" or "bool" (a Go boolean that is on unless given ``=false``:
+#: ``--sig-proxy=false``; the bare option is true).
 CREATE_OPTIONS: tuple[tuple[tuple[str, ...], str, str | None], ...] = (
     (("--name",), "value", "container name"),
     (("-e", "--env"), "many", "KEY=value (repeatable)"),
@@ -51,9 +52,16 @@ CREATE_OPTIONS: tuple[tuple[tuple[str, ...], str, str | None], ...] = (
     (("--health-start-period",), "value", None),
     (("--rm",), "flag", "remove the container when it exits"),
 )
-#: ``run`` adds ``-d``.
-RUN_OPTIONS = CREATE_OPTIONS + ((("-d", "--detach"), "flag", "run in the background and print the ID"),)
-_DEFAULTS = {"flag": False, "value": None, "many": (), "int": None}
+#: ``run`` adds these (docker's ``AddRunFlags``).
+RUN_ONLY_OPTIONS: tuple[tuple[tuple[str, ...], str, str | None], ...] = (
+    (("-d", "--detach"), "flag", "run in the background and print the ID"),
+    (("--sig-proxy",), "bool", "forward the signals this process gets to the container (default true; "
+                               "--sig-proxy=false: do not)"),
+)
+RUN_OPTIONS = CREATE_OPTIONS + RUN_ONLY_OPTIONS
+_DEFAULTS = {"flag": False, "value": None, "many": (), "int": None, "bool": True}
+#: The values of a "bool" option both Go's ``strconv.ParseBool`` and click's ``BOOL`` take alike.
+_BOOL_WORDS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
 
 
 def option_name(decls: tuple[str, ...]) -> str:
@@ -200,6 +208,18 @@ def parse_args(args: list[str], options: tuple[tuple[tuple[str, ...], str, str |
                 o[name] = True
                 i += 1
                 continue
+            if kind == "bool":  # click takes a following word as the value: only "=" or none
+                if eq:
+                    if value.lower() not in _BOOL_WORDS or value not in (value.lower(), value.upper(),
+                                                                        value.capitalize()):
+                        return None
+                    o[name] = _BOOL_WORDS[value.lower()]
+                elif i + 1 < len(args) and args[i + 1].startswith("-") and len(args[i + 1]) > 1:
+                    o[name] = True
+                else:
+                    return None
+                i += 1
+                continue
             if not eq:
                 if i + 1 >= len(args) or args[i + 1].startswith("-"):
                     return None
@@ -219,6 +239,8 @@ def parse_args(args: list[str], options: tuple[tuple[tuple[str, ...], str, str |
                 o[name] = True
                 j += 1
                 continue
+            if kind == "bool":  # none has a short name
+                return None
             value = arg[j + 1:]
             if not value:
                 if i + 1 >= len(args) or args[i + 1].startswith("-"):
@@ -303,37 +325,54 @@ def _pump_stdin(conn: Connection) -> None:
         conn.close_write()
 
 
-#: The signals ``docker run`` forwards to the container (``--sig-proxy``, on by default without a
-#: TTY): all but SIGCHLD, SIGPIPE, SIGURG, those that cannot be caught, and the synchronous ones
-#: (a fault of this process); the kill request names them as docker does (``TERM``).
+#: The signals ``docker run`` forwards to the container (``--sig-proxy``, on by default, with or
+#: without a TTY as docker 28 does): all but SIGCHLD, SIGPIPE, SIGURG, those that cannot be
+#: caught, and the synchronous ones (a fault of this process); the kill request names them as
+#: docker does (``TERM``).
 PROXIED_SIGNALS = ("HUP", "INT", "QUIT", "ABRT", "USR1", "USR2", "ALRM", "TERM", "STKFLT", "CONT", "TSTP",
                    "TTIN", "TTOU", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR")
+#: docker 28 ends itself at the third SIGINT/SIGTERM, forwarded or not, with this line and 1.
+FORCE_EXIT_AFTER = 3
+FORCE_EXIT_TEXT = "\ngot 3 SIGTERM/SIGINTs, forcefully exiting\n"
 
 
-def proxy_signals(open_conn: Callable[[], Connection], cid: str) -> Callable[[], None]:
-    """Forward the signals this process gets to container ``cid`` (``POST .../kill?signal=NAME``,
-    docker's ``ForwardAllSignals``; a failed request is ignored as docker ignores it); returns
-    the function that restores the previous handlers. Nothing outside the main thread."""
+def proxy_signals(open_conn: Callable[[], Connection], cid: str, forward: bool = True) -> Callable[[], None]:
+    """Handle the signals this process gets while it runs container ``cid``, as the docker CLI
+    does; returns the function that restores the previous handlers. With ``forward``
+    (``--sig-proxy``) each of :data:`PROXIED_SIGNALS` goes to the container (``POST
+    .../kill?signal=NAME``, docker's ``ForwardAllSignals``; a failed request is ignored as docker
+    ignores it). Either way SIGINT and SIGTERM do not end this process: the third of them does,
+    with docker's line and status 1 (without ``forward`` the container keeps running).
+    Nothing outside the main thread."""
     import _signal
 
     from dockyard.cli.wire import target
 
     names = {getattr(_signal, f"SIG{n}"): n for n in PROXIED_SIGNALS if hasattr(_signal, f"SIG{n}")}
+    terminating = (_signal.SIGINT, _signal.SIGTERM)
+    seen = [0]
 
-    def forward(signum: int, _frame: Any) -> None:
-        try:
-            conn = open_conn()
+    def handle(signum: int, _frame: Any) -> None:
+        if forward:
             try:
-                conn.request("POST", target(f"/containers/{cid}/kill", {"signal": names[signum]}))
-            finally:
-                conn.close()
-        except Exception:  # noqa: BLE001
-            pass
+                conn = open_conn()
+                try:
+                    conn.request("POST", target(f"/containers/{cid}/kill", {"signal": names[signum]}))
+                finally:
+                    conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if signum in terminating:
+            seen[0] += 1
+            if seen[0] >= FORCE_EXIT_AFTER:
+                sys.stderr.write(FORCE_EXIT_TEXT)
+                sys.stderr.flush()
+                raise SystemExit(1)
 
     saved = {}
     try:
-        for signum in names:
-            saved[signum] = _signal.signal(signum, forward)
+        for signum in names if forward else terminating:
+            saved[signum] = _signal.signal(signum, handle)
     except ValueError:  # not the main thread
         pass
 
@@ -346,24 +385,28 @@ def proxy_signals(open_conn: Callable[[], Connection], cid: str) -> Callable[[],
 
 def follow_terminal_size(open_conn: Callable[[], Connection], cid: str) -> Callable[[], None]:
     """docker's ``MonitorTtySize``: resize container ``cid``'s terminal to stdout's now
-    (``POST .../resize?h=&w=``, skipped for a 0x0 terminal) and on each SIGWINCH; returns the
-    function that restores the previous handler."""
+    (``POST .../resize?h=&w=``, skipped for a 0x0 terminal) and on each SIGWINCH, then call
+    the handler that was there (:func:`proxy_signals` forwards it too, as docker does);
+    returns the function that restores that handler."""
     import _signal
 
     from dockyard.cli.wire import target
 
-    def resize(*_args: Any) -> None:
+    saved: Any = None
+
+    def resize(*args: Any) -> None:
         size = console_size()
-        if size is None or not all(size):
-            return
-        try:
-            conn = open_conn()
+        if size is not None and all(size):
             try:
-                conn.request("POST", target(f"/containers/{cid}/resize", {"h": size[0], "w": size[1]}))
-            finally:
-                conn.close()
-        except Exception:  # noqa: BLE001 - docker only logs a failed resize
-            pass
+                conn = open_conn()
+                try:
+                    conn.request("POST", target(f"/containers/{cid}/resize", {"h": size[0], "w": size[1]}))
+                finally:
+                    conn.close()
+            except Exception:  # noqa: BLE001 - docker only logs a failed resize
+                pass
+        if args and callable(saved):
+            saved(*args)
 
     resize()
     try:
@@ -371,6 +414,18 @@ def follow_terminal_size(open_conn: Callable[[], Connection], cid: str) -> Calla
     except (ValueError, AttributeError):  # not the main thread; no SIGWINCH here
         return lambda: None
     return lambda: _signal.signal(_signal.SIGWINCH, saved)
+
+
+def start_status(message: str) -> int:
+    """docker's exit status for a start the daemon refused with ``message``
+    (``runStartContainerErr``): 127 when the command is not found, 126 when it cannot be
+    invoked, else 125."""
+    if any(m in message for m in ("executable file not found", "no such file or directory",
+                                  "system cannot find the file specified")):
+        return 127
+    if "permission denied" in message or "is a directory" in message:
+        return 126
+    return 125
 
 
 def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any], where: str,
@@ -382,38 +437,56 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
     together, and both answers' headers are read before ``start``, so neither the output nor
     the exit of a fast container can be missed; without ``-i`` the attach is half-closed at
     once; the output is copied until the daemon closes the stream, then the wait's body gives
-    the exit status. Without a TTY the signals this process gets go to the container
-    (:func:`proxy_signals`), so ``Ctrl-C`` or a ``kill`` reach it as with docker; with one, on a
-    terminal, the container's follows the terminal's size (:func:`follow_terminal_size`). ``open_conn`` opens a connection to the daemon; ``conn``, when given, is
-    an idle one to reuse for ``start``. Errors are printed as the click commands print them:
-    ``Error: ...`` and 1, or 125 for a failed start or wait (docker's status for them).
+    the exit status. The signals this process gets go to the container unless
+    ``--sig-proxy=false`` (:func:`proxy_signals`), so ``Ctrl-C`` or a ``kill`` reach it as with
+    docker; with a TTY on a terminal, the container's follows the terminal's size
+    (:func:`follow_terminal_size`). ``open_conn`` opens a connection to the daemon; ``conn``,
+    when given, is an idle one to reuse for ``start``. Errors are printed as the click commands
+    print them: ``Error: ...`` and 1; a failed start gives docker's status (125, or for an
+    answer of the daemon :func:`start_status`'s 127 / 126; with ``--rm`` the container is
+    removed), a failed wait 125.
     """
     from dockyard.cli.wire import target
 
-    def start() -> str | None:
+    rm = bool(o["rm"])
+
+    def start() -> int:
+        """0, or the status of a failed start (its error printed; with --rm the container goes)."""
         nonlocal conn
+        status = 125
         try:
             if conn is None or not conn.reusable:
                 conn = open_conn()
             resp, raw = conn.request("POST", target(f"/containers/{cid}/start"))
+            if resp.status < 300:
+                return 0
+            problem = _api_message(resp.status, raw, f"POST /containers/{cid}/start")
+            status = start_status(problem)
         except Exception as exc:  # noqa: BLE001 - any failure to reach the daemon
-            return _failure(exc, where)
+            problem = _failure(exc, where)
         finally:
             if conn is not None:
                 conn.close()
-        return None if resp.status < 300 else _api_message(resp.status, raw, f"POST /containers/{cid}/start")
+        _err(problem)
+        if rm:  # dockerd removes it too; docker waits for that, this makes sure of it
+            try:
+                delete = open_conn()
+                delete.request("DELETE", target(f"/containers/{cid}", {"force": 1}))
+                delete.close()
+            except Exception:  # noqa: BLE001
+                pass
+        return status
 
     if o.get("detach"):
-        problem = start()
-        if problem is not None:
-            _err(problem)
-            return 1
+        status = start()
+        if status:
+            return status
         sys.stdout.write(cid + "\n")
         sys.stdout.flush()
         return 0
-    rm, tty, interactive = bool(o["rm"]), bool(o["tty"]), bool(o["interactive"])
+    tty, interactive = bool(o["tty"]), bool(o["interactive"])
     attach = waiter = None
-    restore = proxy_signals(open_conn, cid) if not tty else None  # docker: no proxy with a TTY
+    restore = proxy_signals(open_conn, cid, forward=o.get("sig_proxy", True) is not False)
     restore_winch = None
     try:
         try:
@@ -440,17 +513,9 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
             wait_error = _failure(exc, where)
         if not interactive:
             attach.close_write()  # no stdin: the daemon sees its end at once, as docker does
-        problem = start()
-        if problem is not None:
-            _err(problem)
-            if rm:
-                try:
-                    delete = open_conn()
-                    delete.request("DELETE", target(f"/containers/{cid}", {"force": 1}))
-                    delete.close()
-                except Exception:  # noqa: BLE001
-                    pass
-            return 125
+        status = start()
+        if status:
+            return status
         if tty and console_size() is not None:
             restore_winch = follow_terminal_size(open_conn, cid)
         if interactive:
@@ -482,7 +547,7 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
             return 125
         return int(result.get("StatusCode", 0))
     finally:
-        for undo in (restore, restore_winch):
+        for undo in (restore_winch, restore):  # the SIGWINCH handler chains to the proxy's
             if undo is not None:
                 undo()
         for c in (attach, waiter):
