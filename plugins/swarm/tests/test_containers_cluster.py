@@ -146,3 +146,25 @@ async def test_docker_py(swarm_cluster: Any) -> None:
         assert client.containers.list(all=True) == []
     finally:
         client.close()
+
+
+def reserved_memory(cluster: Any, node: str) -> str:
+    """The node's ``Reserved Memory`` in ``docker info`` (Swarm classic's SystemStatus rows)."""
+    rows = json.loads(cluster.docker("info", "--format", "{{json .SystemStatus}}").stdout)
+    start = next(i for i, (key, _value) in enumerate(rows) if key == f" {node}")
+    return next(value for key, value in rows[start:] if key.strip() == "└ Reserved Memory")
+
+
+async def test_update_moves_the_nodes_reservation_and_one_too_big_is_refused(swarm_cluster: Any) -> None:
+    c = swarm_cluster
+    c.docker("run", "-d", "--name", "grower", "-m", "64m", "-e", "constraint:node==h2", *SLEEP)
+    assert reserved_memory(c, "h2").startswith("64 MiB / ")
+    c.docker("update", "--memory", "96m", "--memory-swap", "192m", "grower")
+    assert reserved_memory(c, "h2").startswith("96 MiB / ")
+    assert json.loads(c.docker("inspect", "grower").stdout)[0]["HostConfig"]["Memory"] == 96 << 20
+    refused = c.docker("update", "--memory", "64g", "--memory-swap", "128g", "grower", check=False)
+    assert refused.returncode != 0 and "node h2 is" in refused.stderr and "of memory short" in refused.stderr, \
+        refused.stderr
+    assert reserved_memory(c, "h2").startswith("96 MiB / ")
+    clean(c)
+    assert reserved_memory(c, "h2").startswith("0 B / ")
