@@ -147,31 +147,32 @@ class ContainerPlacement:
         if self._confirming:
             await asyncio.wait(list(self._confirming.values()), timeout=timeout)
 
-    async def settle_pending(self, record: dict[str, Any]) -> str:
-        """A pending ``containers/<pending id>`` record whose create ended long ago without its
-        confirm (the manager that placed it died, or the store was away): asks the record's
-        node for a container of that name (by name only: an ID starting with the name's letters
-        is another container) and records it as created, else releases the reservation and the
-        name. Returns ``"confirmed"``, ``"released"`` or ``""`` (the node did not answer: left
-        for the next sweep)."""
+    async def settle_pending(self, record: dict[str, Any], revision: int) -> str:
+        """A pending ``containers/<pending id>`` record (at ``revision``) whose create ended long
+        ago without its confirm (the manager that placed it died, or the store was away): asks
+        the record's node for a container of that name (by name only: an ID starting with the
+        name's letters is another container) and records it as created, else releases the
+        reservation and the name (:meth:`Reservations.settle
+        <dockyard_swarm.placement.Reservations.settle>`, once however many sweeps try). Returns
+        ``"confirmed"``, ``"released"`` or ``""`` (the node did not answer, or the record moved:
+        left for the next sweep)."""
         view = await self._store_view()
-        name, pending_id = str(record.get("name") or ""), str(record.get("id") or "")
-        pending = Pending(str(record.get("node") or ""), name, pending_id, float(record.get("cpus") or 0),
-                          int(record.get("memory") or 0), record)
+        name, node_name = str(record.get("name") or ""), str(record.get("node") or "")
         try:
-            node = await self.directory.node(pending.node)
+            node = await self.directory.node(node_name)
             found = await self.engines.for_node(node).get(f"/containers/{name}/json")
         except e.NotFound:
             found = None
         except e.DockyardError as exc:
-            log.info("pending container %s on node %s: %s", name, pending.node, exc)
+            log.info("pending container %s on node %s: %s", name, node_name, exc)
             return ""
-        if found is not None and str(found.get("Name") or "") == "/" + name:
-            await view.confirm(pending, str(found["Id"]))
-            log.info("pending container %s recorded as %s on node %s", name, str(found["Id"])[:12], pending.node)
+        cid = str(found["Id"]) if found is not None and str(found.get("Name") or "") == "/" + name else ""
+        if not await view.settle(record, revision, cid):
+            return ""
+        if cid:
+            log.info("pending container %s recorded as %s on node %s", name, cid[:12], node_name)
             return "confirmed"
-        await view.release(pending.node, name, pending_id, pending.cpus, pending.memory)
-        log.info("pending container %s on node %s released: the node has no such container", name, pending.node)
+        log.info("pending container %s on node %s released: the node has no such container", name, node_name)
         return "released"
 
     async def recreate(self, record: dict[str, Any], exclude: set[str]) -> str:

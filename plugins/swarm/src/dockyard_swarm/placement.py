@@ -165,6 +165,31 @@ class Reservations:
         still holds it, the record, and the node's totals by compare-and-swap."""
         ops = [Delete(CONTAINERS + (record_id or owner))]
         await self.store.txn([Compare.value_is(NAMES + name, owner.encode())], [Delete(NAMES + name), *ops], ops)
+        await self.give_back(node, name, cpus, memory)
+
+    async def settle(self, record: dict[str, Any], revision: int, cid: str) -> bool:
+        """A pending record (``containers/<pending id>`` at ``revision``) settled once: with
+        ``cid`` (the node's container of its name), recorded as :meth:`confirm` does; without,
+        the record and the name it holds removed and the node's totals given back. False when
+        the record moved meanwhile (another sweep settled it: nothing is done twice)."""
+        pending_id, name, node = str(record["id"]), str(record.get("name") or ""), str(record.get("node") or "")
+        holds = [Compare.unchanged(CONTAINERS + pending_id, revision),
+                 Compare.value_is(NAMES + name, pending_id.encode())]
+        if cid:
+            rec = dict(record, id=cid)
+            rec.pop("pending", None)
+            res = await self.store.txn(holds, [Put(CONTAINERS + cid, json.dumps(rec).encode()),
+                                               Put(NAMES + name, cid.encode()), Delete(CONTAINERS + pending_id)])
+            return res.succeeded
+        res = await self.store.txn(holds, [Delete(NAMES + name), Delete(CONTAINERS + pending_id)])
+        if not res.succeeded:  # the name is another's now: the record alone
+            res = await self.store.txn(holds[:1], [Delete(CONTAINERS + pending_id)])
+        if res.succeeded:
+            await self.give_back(node, name, float(record.get("cpus") or 0), int(record.get("memory") or 0))
+        return res.succeeded
+
+    async def give_back(self, node: str, name: str, cpus: float, memory: int) -> None:
+        """The node's totals less one container's, by compare-and-swap."""
         for _ in range(20):
             cur = await self.reread(node)
             new = Reservation(max(0.0, cur.cpus - cpus), max(0, cur.memory - memory), max(0, cur.containers - 1))

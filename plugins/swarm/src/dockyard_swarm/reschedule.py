@@ -175,7 +175,7 @@ class Rescheduler:
             for kv, node, _wanted, pending in records:
                 if pending and pending < stale and node in live and live[node].healthy:
                     containers: Any = self.kernel.service("containers")
-                    await containers.settle_pending(kv.json())
+                    await containers.settle_pending(kv.json(), kv.mod_revision)
             return moved
 
     async def _records(self) -> list[tuple[Any, str, bool, float]]:
