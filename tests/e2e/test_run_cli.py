@@ -136,6 +136,9 @@ def test_a_command_that_cannot_start_as_with_dockerd(d: Daemon) -> None:
     res = d.docker("exec", "ex-missing", "/no/such", check=False)
     assert (res.returncode, res.stdout) == (127, EXEC_NO_SUCH)
     assert d.docker("exec", "ex-missing", "/etc/passwd", check=False).returncode == 126
+    res = d.docker("exec", "-t", "ex-missing", "bash", check=False)  # conmon gives no reason with a terminal
+    assert (res.returncode, res.stdout) == (127, 'OCI runtime exec failed: exec failed: unable to start container '
+                                                 'process: exec: "bash": executable file not found in $PATH: unknown\r\n')
     assert d.dockyard("exec", "ex-missing", "/no/such", check=False).returncode == 127
     d.docker("rm", "-f", "noexec", "noexec0", "noexec1", "later-missing", "ex-missing")
 

@@ -15,7 +15,7 @@ from dockyard.model import Container, ContainerStatus, new_id
 from dockyard.services.containers import ExecSession
 from dockyard.specs.arch import AttachStream, ExecRequest
 from dockyard_engine.container_context import ContainerContext
-from dockyard_engine.start_errors import exec_failure
+from dockyard_engine.start_errors import exec_error, exec_failure, lookup_reason
 
 #: dockerd's exit code for an exec that could not start (127 when its command is not found), and
 #: for one killed with its container
@@ -88,7 +88,10 @@ class Execs:
             self.ctx.emit(c, "exec_start: " + " ".join(sess.cmd), execID=sess.id)
         if st.status == "stopped":
             if st.error:  # dockerd's ExitCode (127 not found, else 126) and text (start_errors)
-                code, sess.error = exec_failure(sess.cmd, st.error)
+                text = st.error
+                if exec_error(sess.cmd[0], text) is None:  # no reason given (conmon with a terminal)
+                    text = await self._lookup_reason(c, sess) or text
+                code, sess.error = exec_failure(sess.cmd, text)
             else:
                 code = st.exit_code if st.exit_code is not None else CANNOT_START
             await self._done(sess, code)
@@ -96,6 +99,22 @@ class Execs:
         stream = await rt.attach(c.id, exec_id=sess.id) if attach else None
         self.ctx.spawn(self._wait(sess), f"exec-{sess.id[:12]}")
         return sess, stream
+
+    async def _lookup_reason(self, c: Container, sess: ExecSession) -> str | None:
+        """Why the exec's command could not start, looked up in the container's rootfs
+        (:func:`~dockyard_engine.start_errors.lookup_reason`); None when that finds nothing."""
+        env = dict(e.partition("=")[::2] for e in [*c.config.env, *sess.env])
+        try:
+            drv = await self.ctx.storage()
+            rootfs = await drv.mount(c.id)
+        except Exception:  # noqa: BLE001 - only an explanation is lost
+            return None
+        try:
+            return await asyncio.to_thread(lookup_reason, rootfs, sess.cmd[0], env.get("PATH", ""),
+                                           sess.working_dir or c.config.working_dir or "/")
+        finally:
+            with contextlib.suppress(Exception):
+                await drv.unmount(c.id)
 
     async def _wait(self, sess: ExecSession) -> None:
         try:

@@ -24,6 +24,11 @@ The wrapping names runc whatever runtime ran (it is dockerd's text, which client
 
 from __future__ import annotations
 
+import os
+import stat
+
+from dockyard.tarsafe import secure_join
+
 #: dockerd's (containerd's, runc's) wrapping of a failed container start and exec start.
 CREATE_PREFIX = ("failed to create task for container: failed to create shim task: OCI runtime create failed: "
                  "runc create failed: unable to start container process: error during container init: ")
@@ -86,3 +91,30 @@ def exec_failure(args: list[str], text: str) -> tuple[int, str]:
     message = EXEC_PREFIX + (reworded if reworded is not None else text.strip()) + SUFFIX
     code = exit_code(name, message)
     return (code if code is not None else CANNOT_INVOKE), message
+
+
+def lookup_reason(rootfs: str, name: str, path_env: str, cwd: str = "/") -> str | None:
+    """Why command ``name`` could not start, found by looking it up in ``rootfs`` as runc's
+    ``exec.LookPath`` does (a name with a slash is that file, relative to ``cwd``; else the
+    first executable file of ``path_env``'s directories): a runtime-like text
+    :func:`exec_error` understands, or None when the command is there and executable. For a
+    failure whose reason the runtime did not report (conmon says nothing about an exec with
+    a terminal). Volumes mounted inside the container are not looked into."""
+    def stat_in(path: str) -> os.stat_result | None:
+        try:
+            return os.stat(secure_join(rootfs, path))
+        except (OSError, ValueError):
+            return None
+
+    if "/" in name:
+        st = stat_in(name if name.startswith("/") else os.path.join(cwd or "/", name))
+        if st is None:
+            return f"executable file `{name}` not found in $PATH: No such file or directory"
+        if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111:
+            return "open executable: Permission denied"
+        return None
+    for d in (path_env or "").split(":"):
+        st = stat_in(os.path.join(d or ".", name))
+        if st is not None and not stat.S_ISDIR(st.st_mode) and st.st_mode & 0o111:
+            return None
+    return f"executable file `{name}` not found in $PATH: No such file or directory"
