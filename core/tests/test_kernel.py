@@ -115,3 +115,49 @@ async def test_a_configured_driver_is_never_replaced(tmp_path: Path, fake_layer_
     with pytest.raises(PluginBlocked):
         await k.start()
     await k.stop()
+
+
+def test_only_a_key_no_plugin_declares_imports_the_drivers_settings(tmp_path: Path, make_dist):
+    """A daemon imports the drivers it uses, not every installed one to read its settings
+    (#21 item 10: ~1 MiB of RSS); a driver's key, an unknown key or a bad value still reads
+    every driver's settings, with the errors as before."""
+    import sys
+
+    from dockyard.errors import InvalidArgument
+
+    make_dist("acme-toy-options", {"dockyard.drivers.storage": {"toy": "acme_toy_options:Toy"}},
+              {"acme_toy_options": TOY_DRIVER_WITH_SETTINGS})
+    k = kernel(tmp_path, Options())
+    k.config.values.update({"labels": ["a=1"], "x-answer": 7})
+    k.validate_config()
+    assert "acme_toy_options" not in sys.modules
+    assert k.registry.find("dockyard.drivers.storage", "toy")[0].status == "available"
+    k.config.values["toy-depth"] = "deep"
+    with pytest.raises(InvalidArgument, match="'toy-depth': expected int, got str"):
+        k.validate_config()
+    assert "acme_toy_options" in sys.modules
+    k.config.values["toy-depth"] = 3
+    k.validate_config()
+    k.config.values["toy-dpeth"] = 3
+    with pytest.raises(InvalidArgument, match="unknown configuration option.*: toy-dpeth"):
+        k.validate_config()
+    assert "toy-depth" in {o.name for o in k.config_options()}  # without keys: every driver's
+
+
+TOY_DRIVER_WITH_SETTINGS = """
+from dockyard.specs import ConfigOption, DriverInfo, LayerDriver
+
+
+class Toy(LayerDriver):
+    info = DriverInfo("toy", "storage")
+    config_options = (ConfigOption("toy-depth", int, 1, "a driver's setting"),)
+
+    async def apply(self, key, parent, tar_path): raise NotImplementedError
+    async def prepare(self, key, parent): raise NotImplementedError
+    async def mount(self, key): raise NotImplementedError
+    async def unmount(self, key): pass
+    async def diff(self, key, out_path): raise NotImplementedError
+    async def remove(self, key): pass
+    async def exists(self, key): return False
+    async def list(self): return []
+"""

@@ -1,8 +1,9 @@
 """Heavy libraries stay out of what every daemon and every ``dockyard run`` imports (#21 item 10:
 dockyardd's RSS after start and one container ≤ 50 MiB, ``dockyard run`` ≤ 0.5× podman).
 
-A plugin's hook module and a driver's class module are imported by every kernel (the kernel
-reads every installed driver's settings, and every feature plugin registers its hooks), so they
+A plugin's hook module is imported by every kernel (every feature plugin registers its hooks),
+and every driver's class module by a kernel whose configuration sets a key no plugin declares
+(it then reads every installed driver's settings) and by ``dockyard plugins list``, so they
 must be light: aetcd/grpc, cryptography, rich, yaml... are imported inside the functions and
 factories that use them. Each check runs in a fresh interpreter with everything installed.
 """
@@ -42,11 +43,20 @@ from dockyard.server import build_app
 
 root = sys.argv[1]
 kernel = Kernel.build(Config(values={"data-root": root + "/data", "exec-root": root + "/run"}))
-kernel.validate_config()      # reads every installed driver's settings (imports each class)
+kernel.validate_config()      # core and plugin keys only: no driver class is imported
 kernel.provided()             # what plugins offer (dockyard_provides)
 build_app(kernel)             # every API route and middleware
+started = sorted(sys.modules)
+kernel.config_options()       # every installed driver's settings, as a driver's key in daemon.json reads them
+print(json.dumps(started))
 print(json.dumps(sorted(sys.modules)))
 """
+
+#: Driver modules a daemon that uses none of them (no cluster store, no CNI/overlay network,
+#: no provisioned host) must not import at start (#21 item 10: ~1.1 MiB of RSS together).
+UNUSED_AT_START = ("dockyard_network_cni.driver", "dockyard_network_overlay.driver",
+                   "dockyard_cluster_etcd.driver", "dockyard_provision_qemu.driver",
+                   "dockyard_storage_vfs.driver", "dockyard_arch_windows.driver")
 
 CLI_IMPORTS = """
 import json, sys
@@ -60,10 +70,15 @@ print(json.dumps(sorted(sys.modules)))
 
 
 def imported(script: str, *args: str, env: dict[str, str] | None = None) -> set[str]:
+    return imported_by_step(script, *args, env=env)[-1]
+
+
+def imported_by_step(script: str, *args: str, env: dict[str, str] | None = None) -> list[set[str]]:
+    """The modules ``script`` printed (a JSON list per line)."""
     out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
                          env=env)
     assert out.returncode == 0, out.stderr[-2000:]
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+    return [set(json.loads(line)) for line in out.stdout.strip().splitlines() if line.startswith("[")]
 
 
 def offenders(modules: set[str], heavy: set[str] | dict[str, str]) -> list[str]:
@@ -71,8 +86,10 @@ def offenders(modules: set[str], heavy: set[str] | dict[str, str]) -> list[str]:
 
 
 def test_a_kernel_built_as_the_daemon_builds_it_imports_no_heavy_library(tmp_path: Path) -> None:
-    modules = imported(DAEMON_IMPORTS, str(tmp_path))
+    started, modules = imported_by_step(DAEMON_IMPORTS, str(tmp_path))[-2:]
     assert "dockyard_network_bridge.driver" in modules  # the drivers' classes were imported
+    installed = [m for m in UNUSED_AT_START if m in modules]
+    assert installed and not [m for m in installed if m in started], "a driver nobody uses was imported at start"
     found = offenders(modules, HEAVY_FOR_THE_DAEMON)
     assert not found, ("imported at daemon start; import them inside the function that uses them: "
                        + "; ".join(f"{m} ({HEAVY_FOR_THE_DAEMON[m]})" for m in found))

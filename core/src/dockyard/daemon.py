@@ -245,8 +245,9 @@ def _reload(kernel: Any) -> None:
     current: Config = kernel.config
     try:
         fresh = Config.load(current.config_file)
-        fresh.validate(kernel.config_options())
-        reloadable = {o.name for o in (*_core_options(), *kernel.config_options()) if o.reloadable}
+        options = kernel.config_options(fresh.values)  # drivers' only when a key needs them
+        fresh.validate(options)
+        reloadable = {o.name for o in (*_core_options(), *options) if o.reloadable}
         changed = {k: v for k, v in fresh.values.items() if k in reloadable and current.values.get(k) != v}
         current.values.update(changed)
         kernel.validate_config(reload=True)
