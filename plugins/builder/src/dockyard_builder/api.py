@@ -25,7 +25,6 @@ from aiohttp import web
 from dockyard import __version__ as core_version
 from dockyard.errors import DockyardError, InvalidArgument, Unavailable
 from dockyard.server import KERNEL_KEY
-from dockyard.specs import ApiRoute
 from dockyard_builder.builder import Builder, BuildOptions, StepFailed, parse_query_json
 from dockyard_builder.cache import BuildCache
 from dockyard_builder.context import BuildContext
@@ -262,8 +261,3 @@ async def prune_cache(request: web.Request) -> web.Response:
 
     removed = await asyncio.to_thread(cache_of(kernel).prune, exists)
     return web.json_response({"CachesDeleted": None, "SpaceReclaimed": 0, "EntriesDropped": removed})
-
-
-def routes() -> list[ApiRoute]:
-    return [ApiRoute("POST", "/build", build, name="build"),
-            ApiRoute("POST", "/build/prune", prune_cache, name="build-prune")]
