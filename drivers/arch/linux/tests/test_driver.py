@@ -599,6 +599,54 @@ async def test_orphaned_runtime_processes_are_reaped(driver, tmp_path):
     assert not await _zombie_named(b"crun")
 
 
+async def test_a_runtime_process_adopted_from_a_container_namespace_is_reaped_when_it_exits(driver, tmp_path):
+    """The runtime's process that joined a container for an exec that could not start may
+    outlive its monitor and land on us still running: it is watched and reaped once it exits.
+    Left a zombie, it kept the container's init (killed, waiting in the kernel for every process
+    of its PID namespace) from exiting, and ``docker stop`` waited for good (seen under load)."""
+    fake = tmp_path / "crun"
+    fake.write_bytes(Path("/bin/cat").read_bytes())
+    fake.chmod(0o755)
+    # a process named like the runtime, in a PID namespace of its own, whose parent exits at once;
+    # it runs until we close its stdin (no timing involved)
+    script = ("import ctypes, os, sys\n"
+              "if ctypes.CDLL(None, use_errno=True).unshare(0x20000000) != 0: sys.exit(3)\n"  # CLONE_NEWPID
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    null = os.open('/dev/null', os.O_WRONLY); os.dup2(null, 1); os.dup2(null, 2)\n"
+              "    os.execv(sys.argv[1], [sys.argv[1]])\n"
+              "print(pid, flush=True)\n")
+    r, w = os.pipe()
+    try:
+        out = subprocess.run([sys.executable, "-c", script, str(fake)], stdin=r, capture_output=True, text=True,
+                             check=True, timeout=30)
+        pid = int(out.stdout)
+        assert monitor.is_child(pid) and monitor.pid_namespace(pid) != monitor.pid_namespace("self")
+        assert monitor.reap_orphans() == []  # still running: watched, not reaped yet
+    finally:
+        os.close(r)
+        os.close(w)  # it exits now
+    await until(lambda: _gone(pid), what=f"the adopted process {pid} reaped")
+
+
+async def test_a_zombie_adopted_from_a_container_namespace_is_swept(driver, tmp_path):
+    """The wait loops' safety net (``sweep_foreign``) reaps such a process already a zombie."""
+    fake = tmp_path / "crun"
+    fake.write_bytes(Path("/bin/true").read_bytes())
+    fake.chmod(0o755)
+    script = ("import ctypes, os, sys\n"
+              "if ctypes.CDLL(None, use_errno=True).unshare(0x20000000) != 0: sys.exit(3)\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    os.execv(sys.argv[1], [sys.argv[1]])\n"
+              "print(pid, flush=True)\n")
+    pid = int(subprocess.run([sys.executable, "-c", script, str(fake)], capture_output=True, text=True, check=True,
+                             timeout=30).stdout)
+    await until(lambda: _zombie_named(b"crun"))
+    monitor.sweep_foreign(0.0)
+    assert await _gone(pid)
+
+
 async def _zombie_named(comm: bytes) -> bool:
     return any(b"(" + comm + b")" in z.encode() for z in zombie_children())
 

@@ -58,6 +58,11 @@ MACHINES = {"x86_64": ("amd64", ""), "aarch64": ("arm64", ""), "armv7l": ("arm",
             "armv6l": ("arm", "v6"), "i686": ("386", ""), "ppc64le": ("ppc64le", ""),
             "s390x": ("s390x", ""), "riscv64": ("riscv64", "")}
 UNKNOWN_EXIT = 255  # conmon vanished without writing an exit file
+#: seconds an exec's conmon may take to exit after reporting that its command could not start
+EXEC_MONITOR_EXIT = 5.0
+#: seconds between sweeps for runtime processes adopted from a container's PID namespace
+#: (monitor.reap_orphans(foreign_only=True)), made by the wait loops of running containers
+FOREIGN_SWEEP_EVERY = 5.0
 log = logging.getLogger("dockyard.arch.linux")
 
 SpecAmender = Callable[[Container, dict[str, Any]], None]
@@ -521,6 +526,9 @@ class LinuxRuntime(Checkpointing):
                     st = await self.state(container_id)
                     if st.status in ("stopped", "unknown"):
                         return st
+                # a safety net behind the exec's own reaping: an adopted process of the
+                # container's namespace left a zombie would keep its init from exiting
+                monitor.sweep_foreign(FOREIGN_SWEEP_EVERY)
                 # a rotated log is looked at every 0.1 s: it outgrows max-size by that much at most
                 delay = await _pause(pidfd, delay, 1.0 if rotation is None else 0.1)
                 if not (self._cdir(container_id) / "meta.json").exists():
@@ -763,7 +771,18 @@ class LinuxRuntime(Checkpointing):
             code = 127 if ("not found" in text or "No such file" in text) else 126
             (edir / "error").write_text(text)
             (edir / request.container_id).write_text(str(code))
-            monitor.reap_later(monitor.read_pidfile(str(edir / "conmon.pid")))
+            # the runtime's process that joined the container to start the command may outlive
+            # conmon (under load): adopted by us once conmon is gone, it must be reaped, or the
+            # container's init never exits (monitor.reap_orphans). conmon exits right after its report.
+            conmon_pid = monitor.read_pidfile(str(edir / "conmon.pid"))
+            pidfd = _pidfd(conmon_pid)
+            if pidfd is not None:
+                try:
+                    if monitor.alive(conmon_pid):
+                        await _readable(pidfd, EXEC_MONITOR_EXIT)
+                finally:
+                    os.close(pidfd)
+            monitor.reap_later(conmon_pid)
             monitor.reap_orphans()
             return RuntimeState(status="stopped", exit_code=code, error=text)
         emeta.update(conmon_pid=conmon_pid, pid=pid)

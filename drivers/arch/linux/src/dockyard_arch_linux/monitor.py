@@ -172,12 +172,22 @@ def _children() -> list[str]:
     return out
 
 
-def reap_orphans() -> list[int]:
+def reap_orphans(foreign_only: bool = False) -> list[int]:
     """Reap exited OCI-runtime processes that were re-parented to us (we are a subreaper) when
     their monitor died first, e.g. a container init whose ``create`` failed. Our own runtime
-    commands (:data:`in_flight`) are left to asyncio."""
+    commands (:data:`in_flight`) are left to asyncio. Returns the PIDs reaped now.
+
+    One adopted while it still runs is watched (:func:`reap_later`) when it lives in another PID
+    namespace than ours (so it is never one of our own runtime commands, which run in ours):
+    the runtime's process that joined a container's namespaces for an exec that failed to start
+    may outlive its ``crun exec`` and its conmon (seen under load). Left a zombie, it would keep
+    the container from ever exiting: the container's init, killed, waits in the kernel
+    (``zap_pid_ns_processes``) until every process of its namespace is reaped, and ``docker
+    stop`` after its SIGKILL waited for that exit for good. ``foreign_only`` touches only
+    those (cheap to call often: no race with asyncio over our own commands' exit status)."""
     reaped = []
     me = os.getpid()
+    ours = ""
     for entry in _children():
         if not entry.isdigit() or int(entry) in in_flight:
             continue
@@ -188,9 +198,40 @@ def reap_orphans() -> list[int]:
             continue
         comm = stat[stat.index(b"(") + 1:stat.rindex(b")")]
         state, ppid = stat[stat.rindex(b")") + 2:].split()[:2]
-        if state == b"Z" and int(ppid) == me and comm in RUNTIME_COMMS and reap(int(entry)):
+        if int(ppid) != me or comm not in RUNTIME_COMMS:
+            continue
+        if foreign_only or state != b"Z":
+            ours = ours or pid_namespace("self")
+            theirs = pid_namespace(entry)
+            if not theirs or not ours or theirs == ours:
+                continue
+        if state != b"Z":
+            reap_later(int(entry))  # reaped once it exits
+        elif reap(int(entry)):
             reaped.append(int(entry))
     return reaped
+
+
+def sweep_foreign(every: float) -> None:
+    """:func:`reap_orphans` of the processes adopted from other PID namespaces only, at most
+    once every ``every`` seconds in this process (the wait loops of every running container
+    call it)."""
+    global _last_foreign_sweep
+    now = time.monotonic()
+    if now - _last_foreign_sweep >= every:
+        _last_foreign_sweep = now
+        reap_orphans(foreign_only=True)
+
+
+_last_foreign_sweep = 0.0
+
+
+def pid_namespace(pid: int | str) -> str:
+    """The PID namespace ``pid`` (or ``"self"``) lives in (``pid:[4026531836]``); "" when gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return ""
 
 
 #: PID -> the loop watching its pidfd (process-wide, like the children themselves)
