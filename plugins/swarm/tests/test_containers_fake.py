@@ -18,6 +18,7 @@ from dockyard.config import Config
 from dockyard.kernel import Kernel
 from dockyard.model import ContainerConfig, HostConfig, PortBinding
 from dockyard.services.containers import ContainerCreate, LogOptions
+from dockyard_plugin_sdk.testing import async_wait_for
 from dockyard_swarm.engines_fake import FakeEngines, serve_fake_engines
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -322,11 +323,12 @@ async def test_removal_on_the_node_releases_the_records(cluster: Any, engines: F
     eng = next(x for x in engines.engines if again.id in x.containers)
     del eng.containers[again.id]
     svc.node_event(again.id, "destroy")
-    for _ in range(50):
-        if await store.get("names/once") is None:
-            break
-        await asyncio.sleep(0.02)
-    assert await store.get("names/once") is None
+
+    async def released() -> bool:  # the name and record go first, the node's totals right after
+        kv = await store.get(f"reservations/{eng.name}")
+        return await store.get("names/once") is None and kv is not None and kv.json()["containers"] == 0
+
+    await async_wait_for(released, 10, "the destroyed container's name and reservation released")
     # made on the node itself: listed, and its removal leaves the reservations alone
     before = {kv.key: kv.value for kv in await store.list("reservations/")}
     import aiohttp
