@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from dockyard_arch_linux import cgroups
 from dockyard_arch_linux import checkpoint as ck
 
 
@@ -40,8 +42,6 @@ def test_a_cgroup_frozen_for_a_dump_and_thawed_after_a_failed_one(tmp_path: Path
     import subprocess
     import uuid
 
-    from dockyard_arch_linux import cgroups
-
     layout = cgroups.detect()
     if layout.version == 2 or not layout.controllers.get("freezer") or os.geteuid() != 0:
         pytest.skip("needs root and a cgroup v1 freezer")
@@ -61,3 +61,33 @@ def test_a_cgroup_frozen_for_a_dump_and_thawed_after_a_failed_one(tmp_path: Path
         ck.thaw(cgroups.Cgroup(layout, rel))
         proc.wait()
         d.rmdir()
+
+
+class _Freezer:
+    """A v1 freezer.state that reads FREEZING until ``settle`` says otherwise."""
+
+    def __init__(self, settle: Any) -> None:
+        self.settle, self.writes = settle, []
+
+    def read(self, _path: str) -> str:
+        return "FROZEN\n" if self.writes and self.writes[-1] == "FROZEN" and self.settle(self.writes) else "FREEZING\n"
+
+    def write(self, _path: str, text: str) -> None:
+        self.writes.append(text)
+
+
+def test_freeze_v1_thaws_now_and_then_as_runc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A freezer stuck FREEZING (tasks forking) settles only after a thaw: runc's every-50th
+    thaw and 10 ms sleep; one that never settles gives up after ``tries``; a gone cgroup too."""
+    stuck = _Freezer(lambda w: "THAWED" in w)
+    monkeypatch.setattr(cgroups, "_read", stuck.read)
+    monkeypatch.setattr(cgroups, "_write", stuck.write)
+    assert cgroups.freeze_v1("/fake", step=0)
+    assert stuck.writes.index("THAWED") == 49 and stuck.writes[-1] == "FROZEN"
+    never = _Freezer(lambda _w: False)
+    monkeypatch.setattr(cgroups, "_read", never.read)
+    monkeypatch.setattr(cgroups, "_write", never.write)
+    assert not cgroups.freeze_v1("/fake", tries=100, step=0)
+    assert never.writes.count("FROZEN") == 100 and never.writes.count("THAWED") == 2
+    monkeypatch.undo()
+    assert not cgroups.freeze_v1("/nonexistent/freezer/dir", step=0)

@@ -11,6 +11,7 @@ Mount points are taken from ``/proc/self/mountinfo``, so a cgroup2-only mount so
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,39 @@ def detect(root: str = "/sys/fs/cgroup", mountinfo: str | None = None) -> Layout
 def _read(path: str) -> str:
     with open(path) as fh:
         return fh.read()
+
+
+def freeze_v1(directory: str, tries: int = 1000, step: float = 0.0005) -> bool:
+    """Freeze a v1 freezer cgroup and wait until it reads FROZEN: True then; False when it never
+    does (left as it is: the caller thaws or resumes) or the cgroup is gone.
+
+    A v1 freezer can stay FREEZING while its tasks keep forking, or until they are scheduled
+    (on a loaded host, not within microseconds), and only another write of FROZEN moves it on.
+    As runc's ``FreezerGroup.Set``: write FROZEN and read back, up to ``tries`` times, and every
+    50th try thaw and sleep 10 ms, which lets a forking task finish its fork (runc measured
+    that this, not sleeping between tries, is what helps). Unlike runc we also wait ``step``
+    between the write and the read, releasing the CPU to the tasks being frozen: without it
+    all 1000 tries fit in a few ms and a busy 2-core host failed ``pause`` (CI, 2026-12-07)."""
+    state = os.path.join(directory, "freezer.state")
+    try:
+        if _read(state).strip() == "FROZEN":
+            return True
+        for i in range(tries):
+            if i % 50 == 49:
+                _write(state, "THAWED")
+                time.sleep(0.01)
+            _write(state, "FROZEN")
+            time.sleep(step)
+            if _read(state).strip() == "FROZEN":
+                return True
+    except OSError:
+        return False
+    return False
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
 
 
 def _read_int(path: str, default: int = 0) -> int:
@@ -202,21 +236,11 @@ class Cgroup:
         crun 1.8 writes FROZEN once and returns; a v1 freezer can stay FREEZING when a task forks
         meanwhile (a shell looping over ``sleep``), and only another write moves it on, while
         crun's ``state`` says paused only when it reads FROZEN (seen as ``resume`` refused with
-        "running, not paused" under load). So we write again until it reads FROZEN, as runc
-        does (up to 1000 writes; runc found that sleeping between them does not help). False
-        when it never settles."""
+        "running, not paused" under load). So we freeze again until it reads FROZEN, as runc
+        does (:func:`freeze_v1`). False when it never settles or the cgroup is gone."""
         if self.layout.version == 2:
             return True
-        state = os.path.join(self.dir("freezer"), "freezer.state")
-        for _ in range(tries):
-            try:
-                if _read(state).strip() == "FROZEN":
-                    return True
-                with open(state, "w") as fh:
-                    fh.write("FROZEN")
-            except OSError:
-                return False
-        return False
+        return freeze_v1(self.dir("freezer"), tries)
 
     def stats(self) -> dict[str, Any]:
         """cpu_stats, memory_stats, pids_stats and blkio_stats in the Docker stats shape."""

@@ -32,6 +32,7 @@ from dockyard.specs.arch import (
     RuntimeCreateRequest,
     RuntimeState,
 )
+from dockyard_arch_linux.cgroups import freeze_v1
 
 #: where ``make install`` (tools/build-criu.sh) puts CRIU; looked at before ``PATH``
 DEFAULT_CRIU = "/opt/criu/sbin/criu"
@@ -136,10 +137,9 @@ def make_kdat(criu: str, path: Path = KDAT) -> str:
     return ""
 
 
-def freeze_for_dump(cg: Any, timeout: float = 1.0) -> bool:
-    """Freeze a v1 freezer cgroup and wait, in 0.5 ms steps, until it reads FROZEN (writing
-    FROZEN again while it reads FREEZING, as runc does). True when frozen; False (and thawed)
-    otherwise, or on cgroup v2.
+def freeze_for_dump(cg: Any) -> bool:
+    """Freeze a v1 freezer cgroup and wait until it reads FROZEN (``cgroups.freeze_v1``: runc's
+    way, in 0.5 ms steps). True when frozen; False (and thawed) otherwise, or on cgroup v2.
 
     Why: CRIU freezes the cgroup itself, writes FROZEN, reads the state at once and, when the
     tasks have not all stopped yet (FREEZING: they must be scheduled first, which on a loaded
@@ -153,18 +153,8 @@ def freeze_for_dump(cg: Any, timeout: float = 1.0) -> bool:
     d = cg.dir("freezer")
     if not d:
         return False
-    state = os.path.join(d, "freezer.state")
-    end = time.monotonic() + timeout
-    try:
-        while time.monotonic() < end:
-            with open(state, "w") as fh:
-                fh.write("FROZEN")
-            time.sleep(0.0005)
-            with open(state) as fh:
-                if fh.read().strip() == "FROZEN":
-                    return True
-    except OSError:
-        pass
+    if freeze_v1(d):
+        return True
     thaw(cg)
     return False
 
