@@ -19,7 +19,6 @@ from aiohttp import web
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.reference import InvalidReference, Reference, parse_normalized
 from dockyard.server import KERNEL_KEY
-from dockyard.specs.api import ApiRoute
 from dockyard_distribution import progress as pm
 from dockyard_distribution.auth import AuthConfig, decode_registry_auth
 from dockyard_distribution.client import RegistryClient, RegistryOptions, Unauthorized
@@ -251,11 +250,3 @@ async def login(request: web.Request) -> web.Response:
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, content_type="application/json",
                         body=json.dumps(data, separators=(",", ":")) + "\n")
-
-
-def routes() -> list[ApiRoute]:
-    return [
-        ApiRoute("POST", "/images/{name:.+}/push", push_image, name="distribution-push"),
-        ApiRoute("GET", "/distribution/{name:.+}/json", distribution_inspect, name="distribution-inspect"),
-        ApiRoute("POST", "/auth", login, name="distribution-auth"),
-    ]

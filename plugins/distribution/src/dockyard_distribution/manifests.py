@@ -27,7 +27,6 @@ from dockyard.content import digest_bytes
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.server import KERNEL_KEY
 from dockyard.services.images import oci_manifest
-from dockyard.specs.api import ApiRoute
 from dockyard_distribution import progress as pm
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -219,13 +218,3 @@ async def push_route(request: web.Request) -> web.StreamResponse:
     dest = request.query.get("destination", "")
     auth = _auth(request)
     return await stream(request, lambda emit: push(kernel, name, dest, auth, emit))
-
-
-def routes() -> list[ApiRoute]:
-    return [
-        ApiRoute("POST", "/dockyard/v1/manifests", create_route, name="dockyard-manifests-create"),
-        ApiRoute("POST", "/dockyard/v1/manifests/{name:.+}/add", add_route, name="dockyard-manifests-add"),
-        ApiRoute("POST", "/dockyard/v1/manifests/{name:.+}/push", push_route, name="dockyard-manifests-push"),
-        ApiRoute("GET", "/dockyard/v1/manifests/{name:.+}/json", inspect_route, name="dockyard-manifests-inspect"),
-        ApiRoute("DELETE", "/dockyard/v1/manifests/{name:.+}", remove_route, name="dockyard-manifests-remove"),
-    ]
