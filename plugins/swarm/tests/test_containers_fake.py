@@ -5,6 +5,7 @@ the node, ``node/name`` listing, refusals naming the filters, racing managers, r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -526,3 +527,56 @@ async def test_a_stale_pending_record_is_settled_by_the_sweep(cluster: Any, engi
     assert await svc.settle_pending(dict(lost.record), 1) == ""
     await rescheduler.sweep()
     assert (await _reserved(store, "n1"))["memory"] == 2 * (64 << 20)
+
+
+async def test_a_stop_never_waits_for_good_on_a_record_being_written(cluster: Any, engines: FakeEngines,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A container record whose write (the etcd confirm, off the create's path) does not end is
+    waited for ``stop_wait`` seconds at the service's stop, then cancelled: nothing of the
+    service outlives its stop (its pending record stays for the leader's sweep)."""
+    svc = await cluster()
+    view = await svc._store_view()
+    release = asyncio.Event()
+
+    async def stuck_confirm(pending: Any, cid: str) -> dict[str, Any]:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                release.set()  # ends on its cancellation, as a real etcd call does
+                raise
+        return {}
+
+    view.confirm = stuck_confirm  # type: ignore[method-assign]
+    c = await svc.create(req("slowrec"))
+    assert c.id in svc._confirming
+    svc.stop_wait = 0.2
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(svc.stop(), 30)
+    assert loop.time() - started < 10 and not svc._confirming and release.is_set()
+    assert "not written yet" in caplog.text
+
+
+async def test_cancel_all_gives_up_on_a_task_that_will_not_end(caplog: pytest.LogCaptureFixture) -> None:
+    """A task whose way out never ends (it swallows its cancellation) is logged and left after
+    the bound: a service's stop never hangs on one."""
+    from dockyard_swarm.tasks import cancel_all
+
+    done = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not done.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stubborn(), name="stubborn-task")
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await cancel_all([task, None], timeout=0.2)
+    assert loop.time() - started < 5 and not task.done()
+    assert "stubborn-task did not end within 0.2s" in caplog.text
+    done.set()
+    task.cancel()
+    await asyncio.wait_for(task, 5)

@@ -203,3 +203,41 @@ async def test_a_kernel_with_an_unreachable_store_does_not_start(tmp_path: Path)
             await kernel.start()
     finally:
         await kernel.stop()
+
+
+async def test_a_close_never_waits_for_good_and_a_closed_store_opens_nothing(module_etcd, tmp_path: Path) -> None:
+    """Closing is bounded (aetcd's close waits on its watcher's lock and request queue: when
+    that does not end, the channel is closed directly), a watch's cancel on the way out too,
+    and a call after the close (a task that outlived its service) fails at once instead of
+    opening a channel nobody would close; set up again, the store works."""
+    store = await open_store(tmp_path, module_etcd.url("close"), timeout="0.5")
+    rev = await store.put("k/a", b"1")
+    watch = store.watch("k/", rev + 1)
+    await store.put("k/b", b"2")
+    assert (await asyncio.wait_for(watch.__anext__(), 5)).key == "k/b"
+    client = store._members[0].client
+    assert client is not None
+    channel_closed = asyncio.Event()
+    real_channel_close = client.channel.close
+
+    async def stuck_close() -> None:
+        await asyncio.Event().wait()
+
+    async def channel_close(*args: object) -> None:
+        channel_closed.set()
+        await real_channel_close(*args)
+
+    client.close = stuck_close  # type: ignore[method-assign]
+    client.channel.close = channel_close  # type: ignore[method-assign]
+    started = time.monotonic()
+    await asyncio.wait_for(store.close(), 10)
+    assert time.monotonic() - started < 5 and channel_closed.is_set()
+    await asyncio.wait_for(watch.aclose(), 5)
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.get("k/a")
+    assert store._members[0].client is None  # nothing opened again
+    await store.setup()
+    try:
+        assert (await store.get("k/a")).value == b"1"
+    finally:
+        await store.close()

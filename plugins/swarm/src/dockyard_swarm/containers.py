@@ -34,6 +34,7 @@ from dockyard_swarm.containers_io import ContainerIO
 from dockyard_swarm.containers_place import ContainerPlacement
 from dockyard_swarm.engines import EngineClient, EngineUnreachable
 from dockyard_swarm.placement import CONTAINERS, NAMES, PlacementView, Reservations
+from dockyard_swarm.tasks import cancel_all
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
@@ -46,6 +47,8 @@ class ClusterContainers(Service, ContainerCache, ContainerPlacement, ContainerIO
     """Containers placed over the cluster (``kernel.containers`` on a manager)."""
 
     name = "containers"
+    #: seconds a stop waits for the container records still being written (then they are cancelled)
+    stop_wait = 10.0
 
     def __init__(self, kernel: Kernel) -> None:
         super().__init__(kernel)
@@ -106,12 +109,19 @@ class ClusterContainers(Service, ContainerCache, ContainerPlacement, ContainerIO
             log.warning("listing the nodes' containers at start: %s", exc)
 
     async def stop(self) -> None:
-        await self.settle_confirms()
+        # nothing of this service outlives its stop: the records being written get a bounded
+        # wait, then every background task is cancelled and waited for (bounded: cancel_all)
+        await self.settle_confirms(self.stop_wait)
+        left = list(self._confirming.values())
+        if left:
+            log.warning("stopping: %d container record(s) not written yet; their pending records stay for the "
+                        "leader's sweep", len(left))
+            await cancel_all(left)
+        await ContainerIO.stop_io(self)
         if self._view is not None:
             await self._view.stop()
         if self._reservations is not None:
             await self._reservations.stop()
-        await ContainerIO.stop_io(self)
 
     # ------------------------------------------------------------------ life cycle
     async def _post(self, ref: str, action: str, params: dict[str, Any] | None = None, body: Any = None,

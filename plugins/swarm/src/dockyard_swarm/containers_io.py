@@ -27,6 +27,7 @@ from dockyard.model import Container, new_id
 from dockyard.services.containers import ExecSession, LogOptions, PathStat
 from dockyard.specs.arch import AttachStream
 from dockyard_swarm.engines import DemuxedAttach, EngineClient, RawStream, demux_body
+from dockyard_swarm.tasks import cancel_all
 
 if TYPE_CHECKING:
     from dockyard_swarm.containers_cache import Placed
@@ -85,8 +86,7 @@ class ContainerIO:
         t.add_done_callback(tasks.discard)
 
     async def stop_io(self) -> None:
-        for t in list(self.__dict__.get("_io_tasks", ())):
-            t.cancel()
+        await cancel_all(list(self.__dict__.get("_io_tasks", ())))
 
     # ------------------------------------------------------------------ logs
     def check_logs_readable(self, c: Container) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -44,6 +45,8 @@ from dockyard.services import Service
 from dockyard.specs.arch import AttachStream
 from dockyard.tlsconfig import is_loopback
 
+log = logging.getLogger(__name__)
+
 #: What an engine call may take before the node is reported unreachable (connect), and in all
 #: for a non-streaming call (a create on a busy node pulls nothing: a missing image is a 404).
 CONNECT_TIMEOUT = 5.0
@@ -54,6 +57,9 @@ CALL_TIMEOUT = 60.0
 #: what engines keep an idle connection (dockerd: no limit; dockyardd, aiohttp's server:
 #: 3,630 s), so the manager does not reuse a connection the engine is closing.
 KEEPALIVE = 60.0
+#: Seconds closing the pool may take: aiohttp waits for every connection's transport to be
+#: lost (a stream whose peer reads nothing would keep it); a stop never waits for good.
+CLOSE_TIMEOUT = 10.0
 STREAM_NAMES = {0: "stdout", 1: "stdout", 2: "stderr"}
 
 
@@ -146,10 +152,14 @@ class EnginePool:
             del self._clients[key]
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        session, self._session = self._session, None
         self._clients.clear()
+        if session is not None:
+            try:
+                await asyncio.wait_for(session.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("the engines' connections did not close within %gs: left to the event loop",
+                            CLOSE_TIMEOUT)
 
 
 class EngineClient:

@@ -20,6 +20,7 @@ Keys are relative to the URL's prefix: ``nodes/n1`` is ``PREFIX/nodes/n1`` in et
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -153,10 +154,22 @@ class _Member:
             await self.client.connect()
         return self.client
 
-    async def close(self) -> None:
+    async def close(self, timeout: float) -> None:
+        """Close the client (its watcher's stream, then its channel) within ``timeout``: a
+        stop never waits on etcd for good. aetcd's close waits for its watcher's locks and
+        request queue; when that does not end in time the channel is closed directly (which
+        ends every call on it)."""
         client, self.client = self.client, None
-        if client is not None:
-            await client.close()
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.close(), timeout)
+        except TimeoutError:
+            log.warning("etcd client of %s did not close within %gs: closing its channel", self.name, timeout)
+            channel = getattr(client, "channel", None)
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(channel.close(), timeout)
 
 
 class EtcdStore(ClusterStore):
@@ -188,6 +201,7 @@ class EtcdStore(ClusterStore):
         when none answers within ``timeout``."""
         from aetcd import rpc
 
+        self._closed = False  # set up again after a close (the kernel's driver_ready)
         if getattr(self, "_members", None):
             return
         url = self.url
@@ -233,7 +247,7 @@ class EtcdStore(ClusterStore):
     async def close(self) -> None:
         self._closed = True
         for m in getattr(self, "_members", []):
-            await m.close()
+            await m.close(self._timeout)
 
     def status(self) -> list[tuple[str, str]]:
         members = getattr(self, "_members", [])
@@ -254,6 +268,8 @@ class EtcdStore(ClusterStore):
         else the first that gets ready (each given ``connect-timeout``), round and round."""
         import grpc
 
+        if self._closed:  # a task that outlived its service's stop: no new channel nobody closes
+            raise StoreUnavailable(f"cluster store {self.url}: closed")
         loop = asyncio.get_running_loop()
         n = len(self._members)
         order = [(self._current + step) % n for step in range(n)]
@@ -494,7 +510,7 @@ class EtcdStore(ClusterStore):
                     self._current = (self._current + 1) % len(self._members)
             finally:
                 if watch is not None:
-                    try:
-                        await watch.cancel()
-                    except Exception:  # noqa: BLE001 - the stream may be gone already
+                    try:  # bounded: aetcd's cancel waits for its watcher's lock and request queue
+                        await asyncio.wait_for(watch.cancel(), self._timeout)
+                    except Exception:  # noqa: BLE001 - the stream may be gone already (or stuck: timed out)
                         pass
