@@ -241,3 +241,35 @@ async def test_a_close_never_waits_for_good_and_a_closed_store_opens_nothing(mod
         assert (await store.get("k/a")).value == b"1"
     finally:
         await store.close()
+
+
+async def test_a_watch_ends_with_an_error_when_the_store_closes(module_etcd, tmp_path: Path) -> None:
+    """Closed under a watch, the store raises StoreUnavailable: a quiet end made the swarm
+    manager's ``while True: async for ev in store.watch(...)`` loops call watch again and again
+    without ever yielding to the event loop, which hung for good (a test's teardown, 300 s)."""
+    store = await open_store(tmp_path, module_etcd.url("closing"))
+    rev = await store.put("k/a", b"1")
+    rounds = 0
+
+    async def follow() -> None:  # the managers' way: watch again after an end, pause after an error
+        nonlocal rounds
+        while True:
+            rounds += 1
+            try:
+                async for _ev in store.watch("k/", rev + 1):
+                    pass
+            except StoreUnavailable:
+                await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(follow())
+    await store.put("k/b", b"2")
+    await asyncio.sleep(0.2)
+    await store.close()
+    await asyncio.sleep(0.3)  # returns only if the loop is not spinning
+    assert not task.done() and rounds < 50
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    with pytest.raises(StoreUnavailable, match="closed"):
+        async for _ev in store.watch("k/", rev + 1):
+            pass

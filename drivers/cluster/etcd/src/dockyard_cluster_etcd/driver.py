@@ -249,6 +249,10 @@ class EtcdStore(ClusterStore):
         for m in getattr(self, "_members", []):
             await m.close(self._timeout)
 
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"cluster store {self.url}: closed")
+
     def status(self) -> list[tuple[str, str]]:
         members = getattr(self, "_members", [])
         return [("Cluster store", str(self.url)),
@@ -268,8 +272,7 @@ class EtcdStore(ClusterStore):
         else the first that gets ready (each given ``connect-timeout``), round and round."""
         import grpc
 
-        if self._closed:  # a task that outlived its service's stop: no new channel nobody closes
-            raise StoreUnavailable(f"cluster store {self.url}: closed")
+        self._raise_if_closed()  # a task that outlived its service's stop: no new channel nobody closes
         loop = asyncio.get_running_loop()
         n = len(self._members)
         order = [(self._current + step) % n for step in range(n)]
@@ -473,6 +476,7 @@ class EtcdStore(ClusterStore):
         range_end = _range_end(key) if key else b"\0"
         key = key or b"\0"
         loop = asyncio.get_running_loop()
+        self._raise_if_closed()
         if start_revision <= 0:
             head = await self._call("watch", lambda c, t: c.kvstub.Range(
                 rpc.RangeRequest(key=key, count_only=True), timeout=t))
@@ -514,3 +518,9 @@ class EtcdStore(ClusterStore):
                         await asyncio.wait_for(watch.cancel(), self._timeout)
                     except Exception:  # noqa: BLE001 - the stream may be gone already (or stuck: timed out)
                         pass
+        # closed under the watch: an error, never a quiet end. A caller that watches again after
+        # an end (``while True: async for ev in store.watch(...)``) would call again and again
+        # without ever yielding to the event loop, which then hangs for good: seen as the swarm
+        # manager's reservations watch spinning in a test's teardown (its cancellation lost) once
+        # the kernel had closed the store.
+        self._raise_if_closed()
