@@ -58,6 +58,7 @@ class ClusterContainers(Service, ContainerCache, ContainerPlacement, ContainerIO
         self._confirming: dict[str, asyncio.Future[None]] = {}
         self._reservations: Reservations | None = None
         self._view: PlacementView | None = None
+        self._making = asyncio.Lock()  # the two above, made once
         self._complete = False  # every node's containers were listed once
         values = kernel.config.values
         self.strategy = str(values.get("strategy") or DEFAULT_STRATEGY)
@@ -77,8 +78,12 @@ class ClusterContainers(Service, ContainerCache, ContainerPlacement, ContainerIO
 
     async def _store_view(self) -> Reservations:
         if self._reservations is None:
-            self._reservations = Reservations(await self.kernel.cluster_store())
-            await self._reservations.start()
+            # one view (and one watch task, which stop() ends) however many callers come at once
+            async with self._making:
+                if self._reservations is None:
+                    view = Reservations(await self.kernel.cluster_store())
+                    await view.start()
+                    self._reservations = view
         return self._reservations
 
     def _client(self, p: Placed) -> EngineClient:
@@ -87,10 +92,13 @@ class ClusterContainers(Service, ContainerCache, ContainerPlacement, ContainerIO
 
     async def _placement(self) -> PlacementView:
         if self._view is None:
-            view = PlacementView(self.kernel, self.strategy, self.filters, self.overcommit, self.directory,
-                                 await self._store_view(), self._fits_on)
-            await view.start()
-            self._view = view
+            reservations = await self._store_view()
+            async with self._making:
+                if self._view is None:
+                    view = PlacementView(self.kernel, self.strategy, self.filters, self.overcommit, self.directory,
+                                         reservations, self._fits_on)
+                    await view.start()
+                    self._view = view
         return self._view
 
     async def start(self) -> None:
