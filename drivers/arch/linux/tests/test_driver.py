@@ -434,6 +434,45 @@ async def test_logs_follow_a_file_renamed_over_the_old_one(tmp_path):
     assert got == [b"a\n", b"b\n", b"c\n", b"d\n"]
 
 
+async def test_logs_follow_every_rotated_file_and_the_last_rotation(tmp_path):
+    """--log-opt max-file: the log rotated twice between two looks of a slow reader (``log``
+    -> ``log.1`` -> ``log.2``) is read through ``log.1`` before the new ``log``, and a rotation
+    with its lines just before the exit is read too (a follower once lost the last 100 lines
+    of 2,000 so, in CI under load)."""
+    from dockyard_arch_linux.logs import follow_lines, rotate
+
+    path = tmp_path / "log"
+    path.write_bytes(b"a\n")
+    got: list[bytes] = []
+    state = {"done": False, "exiting": False}
+
+    def done() -> bool:
+        if state["exiting"]:  # the writer's last rotation and lines land as the exit is seen
+            state["exiting"] = False
+            assert rotate(str(path), 0, 3)
+            path.write_bytes(b"e\n")
+            state["done"] = True
+        return state["done"]
+
+    async def reader():
+        async for line in follow_lines(str(path), True, done, poll=0.2):
+            got.append(line)
+
+    task = asyncio.create_task(reader())
+    await until(lambda: _n(got, 1))
+    # no await from here on: the reader looks again only after both rotations
+    with path.open("ab") as fh:
+        fh.write(b"b\n")
+    assert rotate(str(path), 0, 3)
+    path.write_bytes(b"c\n")
+    assert rotate(str(path), 0, 3)
+    path.write_bytes(b"d\n")
+    await until(lambda: _n(got, 4))
+    state["exiting"] = True
+    await asyncio.wait_for(task, 5)
+    assert got == [b"a\n", b"b\n", b"c\n", b"d\n", b"e\n"]
+
+
 async def test_logs_asked_for_before_delete_are_read_after_it(driver, ids, rootfs):
     """docker-py's containers.run(remove=True): logs (follow) asked for while the container runs,
     wait, delete, and only then the records read."""

@@ -60,7 +60,8 @@ class LogLines:
         # rotated files (``--log-opt max-file``), oldest first, read before the current one
         self._older = [fd for fd in (_open(p) for p in older) if fd is not None]
         self._fd = _open(path)
-        self._fresh: int | None = None  # a file renamed over ours, read once ours is drained
+        # the files that took ours' place (newest last), read once ours is drained
+        self._fresh: list[int] = []
         self._lines = self._read(follow, done, poll)
 
     def __aiter__(self) -> LogLines:
@@ -80,11 +81,11 @@ class LogLines:
             self.close()
 
     def close(self) -> None:
-        for fd in (self._fd, self._fresh, *self._older):
+        for fd in (self._fd, *self._fresh, *self._older):
             if fd is not None:
                 os.close(fd)
-        self._fd = self._fresh = None
-        self._older = []
+        self._fd = None
+        self._fresh, self._older = [], []
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -104,6 +105,7 @@ class LogLines:
                     yield line + b"\n"
             if rest:
                 yield rest + b"\n"
+        finishing = False
         while True:
             chunk = await self._chunk(pos)
             if chunk:
@@ -113,8 +115,8 @@ class LogLines:
                 for line in lines:
                     yield line + b"\n"
                 continue
-            if self._fresh is not None:  # ours is drained: go on with the file renamed over it
-                old, self._fd, self._fresh = self._fd, self._fresh, None
+            if self._fresh:  # ours is drained: go on with the next file that took its place
+                old, self._fd = self._fd, self._fresh.pop(0)
                 if old is not None:
                     os.close(old)
                 pos, pending = 0, b""
@@ -122,22 +124,18 @@ class LogLines:
             if not follow:
                 break
             self._fresh, truncated = self._changed(pos)
-            if self._fresh is not None:
+            if self._fresh:
                 continue  # one more read of ours: what was written to it before the rename
             if truncated:
                 pos, pending = 0, b""
                 continue
             if done():
-                # one more read: output written between the last read and the exit
-                chunk = await self._chunk(pos)
-                if chunk:
-                    pos += len(chunk)
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        yield line + b"\n"
-                    continue
-                break
+                if finishing:
+                    break
+                # one more round: output written, a rotation or a truncation between the last
+                # look and the exit (a round's read, rename and truncation checks all again)
+                finishing = True
+                continue
             await asyncio.sleep(poll)
         if pending:
             yield pending
@@ -161,18 +159,35 @@ class LogLines:
                 return b""
         return await asyncio.to_thread(os.pread, self._fd, READ_SIZE, pos)
 
-    def _changed(self, pos: int) -> tuple[int | None, bool]:
-        """(a descriptor of another file now at ``path``, our file truncated below ``pos``)."""
+    def _changed(self, pos: int) -> tuple[list[int], bool]:
+        """(descriptors of the files that took our file's place, oldest first, our file
+        truncated below ``pos``).
+
+        Another file at ``path`` means ours was renamed: by ``--log-opt max-file``'s rotation
+        (:func:`rotate`) to ``path.1``, and it may have moved on to ``path.2``... when the log
+        rotated more than once since the last look (a fast writer, a slow reader): the files
+        newer than ours in that chain come first, so no line is skipped."""
         if self._fd is None:
-            return None, False
+            return [], False
         held = os.fstat(self._fd)
         try:
             now = os.stat(self.path)
         except FileNotFoundError:  # removed with its container: ours is all there is
-            return None, held.st_size < pos
-        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
-            return _open(self.path), False
-        return None, held.st_size < pos
+            return [], held.st_size < pos
+        ours = (held.st_dev, held.st_ino)
+        if (now.st_dev, now.st_ino) == ours:
+            return [], held.st_size < pos
+        chain: list[str] = []  # path.1, path.2, ... as long as they exist, up to ours
+        for i in range(1, MAX_ROTATED + 1):
+            try:
+                st = os.stat(f"{self.path}.{i}")
+            except FileNotFoundError:
+                break
+            if (st.st_dev, st.st_ino) == ours:
+                break
+            chain.append(f"{self.path}.{i}")
+        fds = [fd for fd in (_open(p) for p in (*reversed(chain), self.path)) if fd is not None]
+        return fds, False
 
 
 class LogRecords:
@@ -192,6 +207,10 @@ class LogRecords:
 
     async def aclose(self) -> None:
         await self.lines.aclose()
+
+
+#: the most rotated files a reader looks through for the ones newer than its own
+MAX_ROTATED = 100
 
 
 def follow_lines(path: str, follow: bool, done: Callable[[], bool], poll: float = 0.05,
