@@ -611,7 +611,9 @@ class LinuxRuntime(Checkpointing):
         if st.status != "running":
             raise Conflict(f"container {container_id} is {st.status}, not running")
         await self._run(meta, "pause", container_id)
-        if not await asyncio.to_thread(self._cgroup(meta, st.pid).settle_freeze):
+        # up to ~2 s (3000 tries): a task that joined the cgroup in the middle of something,
+        # a failing exec's runtime process say, can hold a v1 freezer FREEZING for a while
+        if not await asyncio.to_thread(self._cgroup(meta, st.pid).settle_freeze, 3000):
             await self._run(meta, "resume", container_id)  # never leave it half frozen (runc's way)
             raise RuntimeCommandError(f"{meta['runtime']} pause: the freezer of {container_id} stayed FREEZING")
 
