@@ -46,7 +46,14 @@ def test_socket_activated_dockyardd_answers_the_first_call_and_notifies(tmp_path
             time.sleep(0.01)
         with socket.socket(socket.AF_UNIX) as c:  # dockyardd is not running yet: the call starts it
             c.settimeout(60)
-            c.connect(str(sock))
+            # the activator binds (the file appears) a moment before it listens: refused until then
+            while True:
+                try:
+                    c.connect(str(sock))
+                    break
+                except ConnectionRefusedError:
+                    assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()
+                    time.sleep(0.01)
             c.sendall(b"GET /version HTTP/1.0\r\nHost: d\r\n\r\n")
             answer = b""
             while chunk := c.recv(65536):
