@@ -7,8 +7,6 @@ real etcd (mutual TLS), ~3 s to make."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import shutil
 import subprocess
@@ -30,32 +28,17 @@ CLIENT = "(while true; do echo x; sleep 0.1; done) | nc 10.79.0.10 7000 > /tmp/a
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(dockyard_owners: Any, faults: Any) -> AsyncIterator[list[Any]]:
-    from dockyard_plugin_sdk.testing import NetnsHosts, etcd_unavailable, netns_hosts_unavailable, start_etcd
+    from dockyard_plugin_sdk.testing import etcd_unavailable, netns_cluster, netns_hosts_unavailable
 
     reason = (None if os.access("/opt/criu/sbin/criu", os.X_OK) and shutil.which("runc") else
               "needs runc and CRIU 4.x at /opt/criu") or netns_hosts_unavailable() or etcd_unavailable()
     if reason:
         pytest.skip(reason)
-    base = Path(f"/tmp/dymo{uuid.uuid4().hex[:6]}")
-    netns = await NetnsHosts.open(base / "n", owners=dockyard_owners)
-    etcd = None
-    try:
-        gateway = str(netns.driver.gateway.ip)
-        etcd = await asyncio.to_thread(functools.partial(start_etcd, base / "etcd", 1, gateway, tls=True))
-        dockyard_owners.record(etcd.token, etcd.root)
-        options = ["--default-runtime", "runc", "--cluster-store", etcd.url(f"mg{uuid.uuid4().hex[:6]}"),
-                   "--cluster-advertise", "eth0:2376"]
-        for k, v in etcd.store_options.items():
-            options += ["--cluster-store-opt", f"{k}={v}"]
-        hosts = await netns.create(2, engine_options=options, engine_env=faults.engine_env())  # conftest's Faults
-        await asyncio.gather(*(asyncio.to_thread(h.bootstrap, "busybox") for h in hosts))
-        yield hosts
-    finally:
-        errors = await netns.close()
-        if etcd is not None:
-            etcd.close()
-        shutil.rmtree(base, ignore_errors=True)
-        assert not errors, errors
+    # heartbeat and TTL as dockerd's defaults (2 s, 6 s): no swarm here, only the overlay's store
+    async with netns_cluster(Path(f"/tmp/dymo{uuid.uuid4().hex[:6]}"), 2, owners=dockyard_owners, prefix="mg",
+                             heartbeat=2, ttl=6, engine_options=["--default-runtime", "runc"],
+                             engine_env=faults.engine_env()) as c:  # conftest's Faults
+        yield c.hosts
 
 
 def answers(host: Any) -> list[int]:
