@@ -638,6 +638,13 @@ async def test_orphaned_runtime_processes_are_reaped(driver, tmp_path):
     assert not await _zombie_named(b"crun")
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 async def test_a_runtime_process_adopted_from_a_container_namespace_is_reaped_when_it_exits(driver, tmp_path):
     """The runtime's process that joined a container for an exec that could not start may
     outlive its monitor and land on us still running: it is watched and reaped once it exits.
@@ -660,6 +667,8 @@ async def test_a_runtime_process_adopted_from_a_container_namespace_is_reaped_wh
         out = subprocess.run([sys.executable, "-c", script, str(fake)], stdin=r, capture_output=True, text=True,
                              check=True, timeout=30)
         pid = int(out.stdout)
+        # its parent printed the PID right after the fork: it is a runtime process once it exec'd
+        await until(lambda: _comm(pid) == "crun", what=f"process {pid} running the fake crun")
         assert monitor.is_child(pid) and monitor.pid_namespace(pid) != monitor.pid_namespace("self")
         assert monitor.reap_orphans() == []  # still running: watched, not reaped yet
     finally:
