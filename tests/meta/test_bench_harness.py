@@ -140,3 +140,31 @@ def test_a_failing_command_does_not_cost_the_others_their_figures(tmp_path: Path
     stats = harness.hyperfine(ctx, {"true": ["true"], "false": ["false"]}, "t")
     assert "error" in stats["false"] and "exits 1" in stats["false"]["error"]
     assert "median" in stats["true"]
+
+
+def test_the_default_set_is_read_from_the_meta_distribution() -> None:
+    """run_rm's default-set daemon disables exactly what ``pip install dockyard`` would not install."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    with pytest.raises(RuntimeError, match="not installed"):
+        harness.default_set_deny("dockyard-no-such-meta")
+    deny = harness.default_set_deny()
+    required = {Requirement(r).name for r in md.requires("dockyard") or [] if "extra" not in r}
+    assert "dockyard-engine" in required and "dockyard-engine" not in deny
+    assert not required & set(deny)
+    for name in deny:
+        assert any(ep.group.startswith("dockyard.") for ep in md.distribution(name).entry_points)
+    try:
+        md.distribution("dockyard-provenance")
+    except md.PackageNotFoundError:
+        return
+    assert "dockyard-provenance" in deny  # an extra (`dockyard[provenance]`), not the default set
+
+
+def test_editable_sources_are_the_trees_src_directories() -> None:
+    ctx = harness.Context(root=ROOT)
+    sources = harness.editable_sources(ctx)
+    assert ROOT / "core" / "src" in sources
+    assert all(p.is_relative_to(ROOT) and p.name == "src" for p in sources)
