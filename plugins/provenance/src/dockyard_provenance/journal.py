@@ -46,19 +46,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from dockyard.model import Event
 from dockyard.specs.events import EventJournal
+from dockyard_provenance.ed25519 import SigningKey, private_key, public_bytes_raw
 from dockyard_provenance.keyfiles import (
     ed25519_private_pem,
     ed25519_private_raw,
     ed25519_public_pem,
     write_private,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +83,28 @@ def head_message(seq: int, digest: str) -> bytes:
     return f"head:{seq}:{digest}".encode()
 
 
-def load_or_make_key(directory: Path) -> Ed25519PrivateKey:
+def load_or_make_key(directory: Path) -> SigningKey:
     """The host's Ed25519 key (made, 0600, with its public half beside it, when absent). The
     daemon reads and writes the PEM through :mod:`dockyard_provenance.keyfiles` (RFC 8410's
-    fixed encoding); a key file in another form goes through ``cryptography``'s parser."""
+    fixed encoding) and signs through :mod:`dockyard_provenance.ed25519` (the libcrypto already
+    mapped; no ``cryptography`` in the daemon); a key file in another form goes through
+    ``cryptography``'s parser."""
     path = directory / KEY_NAME
     if path.exists():
         data = path.read_bytes()
         raw = ed25519_private_raw(data)
-        if raw is not None:
-            return Ed25519PrivateKey.from_private_bytes(raw)
-        from cryptography.hazmat.primitives import serialization
+        if raw is None:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        key = serialization.load_pem_private_key(data, password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path}: not an Ed25519 private key")
-        return key
-    key = Ed25519PrivateKey.generate()
+            parsed = serialization.load_pem_private_key(data, password=None)
+            if not isinstance(parsed, Ed25519PrivateKey):
+                raise ValueError(f"{path}: not an Ed25519 private key")
+            raw = parsed.private_bytes_raw()
+        return private_key(raw)
+    key = private_key(os.urandom(32))  # an Ed25519 private key is 32 random bytes (RFC 8032, 5.1.5)
     write_private(path, ed25519_private_pem(key.private_bytes_raw()))
-    (directory / PUB_NAME).write_bytes(public_pem(key.public_key()))
+    (directory / PUB_NAME).write_bytes(ed25519_public_pem(public_bytes_raw(key)))
     return key
 
 
@@ -110,6 +114,7 @@ def public_pem(pub: Ed25519PublicKey) -> bytes:
 
 def load_public(path: Path) -> Ed25519PublicKey:
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     pub = serialization.load_pem_public_key(path.read_bytes())
     if not isinstance(pub, Ed25519PublicKey):
@@ -344,6 +349,8 @@ def read_entries(path: Path) -> Iterator[Entry | tuple[int, str]]:
 def verify(directory: Path, pub: Ed25519PublicKey | None = None) -> Verdict:
     """Check the chain of ``directory``'s log: numbering, links, content hashes, signatures,
     then the head (entries cut from the end). Names the first bad entry."""
+    from cryptography.exceptions import InvalidSignature
+
     pub = pub or load_public(directory / PUB_NAME)
     path = directory / LOG_NAME
     items = list(read_entries(path))
