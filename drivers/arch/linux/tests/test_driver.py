@@ -604,6 +604,30 @@ def test_parse_mountinfo():
                      "cpuacct": "/sys/fs/cgroup/cpu,cpuacct"}
 
 
+def test_own_procs_file_is_our_cgroup_in_a_v1_hierarchy():
+    v1 = cgroups.Layout(version=1, unified="/sys/fs/cgroup/unified",
+                        controllers={"memory": "/m", "cpu": "/c", "name=systemd": "/s"})
+    proc = "4:memory:/a/b\n1:cpu,cpuacct:/\n9:name=systemd:/x\n0::/\n"
+    assert cgroups.own_procs_file(v1, proc) == "/c/cgroup.procs"  # cpu comes before memory
+    assert cgroups.own_procs_file(cgroups.Layout(version=1, controllers={"memory": "/m"}), proc) == \
+        "/m/a/b/cgroup.procs"
+    assert cgroups.own_procs_file(cgroups.Layout(version=1, controllers={"name=systemd": "/s"}), proc) == ""
+    assert cgroups.own_procs_file(cgroups.Layout(version=2, unified="/sys/fs/cgroup"), proc) == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or cgroups.detect().version != 1, reason="needs root on cgroup v1")
+def test_prime_attach_leaves_us_where_we_were():
+    """The write that warms the kernel's cgroup attach lock moves nothing: we stay in our
+    cgroups, and a second write right after finds the lock warm."""
+    before = Path("/proc/self/cgroup").read_text()
+    procs = cgroups.own_procs_file(cgroups.detect())
+    assert procs and str(os.getpid()) in Path(procs).read_text().split()
+    assert cgroups.prime_attach(procs) >= 0
+    assert cgroups.prime_attach(procs) >= 0
+    assert Path("/proc/self/cgroup").read_text() == before
+    assert cgroups.prime_attach("/nonexistent/cgroup.procs") == -1.0
+
+
 def test_status_and_platforms(driver):
     keys = dict(driver.status())
     assert keys["Default Runtime"] == "crun" and keys["Cgroup Layout"] in ("v1", "v2", "hybrid")

@@ -152,6 +152,9 @@ class LinuxRuntime(Checkpointing):
         self.subreaper = False
         self._locks: dict[str, asyncio.Lock] = {}
         self._bpf = SeccompBpfCache()
+        #: cgroup v1: our own ``cgroup.procs`` for :meth:`_prime_cgroup_lock` ("" = off)
+        self._procs_file = ""
+        self._priming: asyncio.Future[float] | None = None
 
     # ------------------------------------------------------------------ paths
     @property
@@ -182,6 +185,8 @@ class LinuxRuntime(Checkpointing):
         if str(self.context.options.get("subreaper", "true")).lower() not in ("0", "false", "no"):
             self.subreaper = monitor.become_subreaper()
         self.layout = await asyncio.to_thread(cgroups.detect)
+        if str(self.context.options.get("cgroup-prime", "true")).lower() not in ("0", "false", "no"):
+            self._procs_file = cgroups.own_procs_file(self.layout)
         self.spec_options = self._measure()
         self._runtime_path(self.default_runtime)  # fail early on a bad default
         self._check_emulation()
@@ -351,6 +356,7 @@ class LinuxRuntime(Checkpointing):
         """create(), or with conmon's ``--restore`` in ``conmon_extra`` a restore (the
         process then runs when this returns)."""
         cid = request.container.id
+        self._prime_cgroup_lock()
         async with self._lock(cid):
             if (self._cdir(cid) / "meta.json").exists():
                 raise Conflict(f"container {cid} already exists in the runtime")
@@ -396,6 +402,15 @@ class LinuxRuntime(Checkpointing):
             if bpf_key and not conmon_extra:  # created, not started: the filter crun compiled is its own output yet
                 await asyncio.to_thread(self._bpf.learn, bpf_key, Path(meta["runtime_root"]) / cid / "seccomp.bpf")
             return RuntimeState(status="created", pid=pid)
+
+    def _prime_cgroup_lock(self) -> None:
+        """On cgroup v1, begin :func:`cgroups.prime_attach` in a thread (one at a time), so
+        the RCU grace period the runtime's cgroup write would wait for passes while the bundle,
+        conmon and the runtime start (see there; the driver option ``cgroup-prime=false``
+        turns it off)."""
+        if not self._procs_file or (self._priming is not None and not self._priming.done()):
+            return
+        self._priming = asyncio.get_running_loop().run_in_executor(None, cgroups.prime_attach, self._procs_file)
 
     def _conmon_command(self, meta: dict[str, Any], stdin_once: bool) -> monitor.ConmonCommand:
         bundle = meta["bundle"]
@@ -594,6 +609,7 @@ class LinuxRuntime(Checkpointing):
     # ------------------------------------------------------------------ network sandboxes
     async def create_sandbox(self, container_id: str) -> str:
         """A network namespace bound at ``<run>/netns/<owner>-<id>``, loopback up."""
+        self._prime_cgroup_lock()  # the first step of a start: the runtime's create follows
         path = sandbox.sandbox_path(self.context.run_dir, self.context.owner, container_id)
         await asyncio.to_thread(sandbox.create, path)
         return str(path)
