@@ -408,12 +408,21 @@ async def test_restart_policy_and_auto_remove(world: World) -> None:
     await async_wait_for(lambda: (st := svc.get(c.id).state).restart_count == 2 and st.status is ContainerStatus.EXITED,
                          10, "two restarts, then exited")
     assert world.actions(c.id).count("start") == 3
-    rm = await svc.create(req(["sh", "-c", "exit 5"], host=HostConfig(network_mode="none", auto_remove=True)))
+    rm = await svc.create(req(["sh", "-c", "exit 5"], volumes=["/data"],
+                              host=HostConfig(network_mode="none", auto_remove=True)))
+    anonymous = [m.name for m in svc.get(rm.id).mounts if m.type == "volume"]
+    assert len(anonymous) == 1
+    rt, drv = await svc.ctx.runtime(), await svc.ctx.storage()
     removed = asyncio.ensure_future(svc.wait(rm.id, "removed"))
     await svc.start_container(rm.id)
     assert await asyncio.wait_for(removed, 20) == 5
+    # answered once it is really gone: record, runtime record, layer, anonymous volume, its events
     with pytest.raises(NotFound):
         svc.get(rm.id)
+    assert rm.id not in await rt.list()
+    assert not await drv.exists(rm.id)
+    assert anonymous[0] not in [v.name for v in world.kernel.volumes.list()]
+    assert world.actions(rm.id)[-3:] == ["start", "die", "destroy"]
 
 
 @needs_runtime

@@ -31,17 +31,21 @@ class Exits:
     """Monitors, exit records, restarts and auto-removal.
 
     ``start_again(c)`` starts a container whose restart is due (the caller holds its lock);
-    ``remove(cid)`` removes an ``AutoRemove`` container (force, with its anonymous volumes).
+    ``remove(cid)`` removes an ``AutoRemove`` container (force, with its anonymous volumes);
+    ``remove_exited(c)`` removes an ``AutoRemove`` container whose exit is being recorded,
+    marked ``removing`` (the caller holds its lock; what its start took is given back there).
     """
 
     def __init__(self, ctx: ContainerContext, setup: Setup, health: HealthChecks,
                  start_again: Callable[[Container], Awaitable[None]],
-                 remove: Callable[[str], Awaitable[None]]) -> None:
+                 remove: Callable[[str], Awaitable[None]],
+                 remove_exited: Callable[[Container], Awaitable[None]]) -> None:
         self.ctx = ctx
         self.setup = setup
         self.health = health
         self._start_again = start_again
         self._remove = remove
+        self._remove_exited = remove_exited
         self._monitors: dict[str, asyncio.Task[None]] = {}
         self._restarts: dict[str, asyncio.Task[None]] = {}
         self._backoff: dict[str, policy.Backoff] = {}
@@ -123,28 +127,27 @@ class Exits:
                 ctx.emit(c, "oom")
             ctx.emit(c, "die", exitCode=code)
             ctx.watch(cid).exited(code)
-            if c.host_config.auto_remove and not restart:
-                # its removal follows at once: the runtime's record (``crun delete``: 9-19 ms of
-                # ``docker run --rm``, measured) goes while what start took is given back
-                await asyncio.gather(self.setup.release(c, sandbox), self._drop_runtime_record(c))
+            removing = c.host_config.auto_remove and not restart
+            if removing:
+                # removed at once, under this lock (nothing can start it in between): the
+                # removal gives back what start took while the runtime's record goes, and the
+                # layer goes right after its unmount instead of after both (``docker run --rm``:
+                # exit -> removed 14 -> 8 ms, measured: bench/reports/2026-12-07-run-rm-s7.md)
+                c.state.sandbox_key = sandbox
+                c.state.status = ContainerStatus.REMOVING
+                ctx.put(c)
+                try:
+                    await self._remove_exited(c)
+                except Exception:  # noqa: BLE001 - as a failed removal: the record stays "removing"
+                    log.exception("auto-remove of %s failed", cid[:12])
             else:
                 await self.setup.release(c, sandbox)
-            ctx.put(c)
-        if restart and not ctx.closing:
+                ctx.put(c)
+        if removing:
+            ctx.locks.pop(cid, None)
+        elif restart and not ctx.closing:
             delay = 0.0 if restart_at_boot else self._backoff.setdefault(cid, policy.Backoff()).next(uptime)
             self._restarts[cid] = ctx.spawn(self._restart_later(cid, delay), f"restart-{cid[:12]}")
-        elif c.host_config.auto_remove:
-            self.auto_remove_later(cid)
-
-    async def _drop_runtime_record(self, c: Container) -> None:
-        """Delete the exited run's runtime record ahead of an ``AutoRemove``: the process is
-        gone, so nothing needs it; a failure is left to the removal, which deletes it again."""
-        try:
-            await (await self.ctx.runtime(c)).delete(c.id, force=True)
-        except NotFound:
-            pass
-        except Exception as exc:  # noqa: BLE001 - the removal retries and reports
-            log.debug("early runtime delete of %s failed: %s", c.id[:12], exc)
 
     async def _restart_later(self, cid: str, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -76,7 +76,8 @@ class Lifecycle:
         self.io = io
         self.execs = execs
         self.exits = Exits(ctx, setup, health, start_again=self._start_locked,
-                           remove=lambda cid: self.remove(cid, force=True, volumes=True))
+                           remove=lambda cid: self.remove(cid, force=True, volumes=True),
+                           remove_exited=lambda c: self._finish_remove(c, volumes=True, stopped=True))
 
     # ------------------------------------------------------------------ live-restore
     async def restore(self) -> None:
@@ -415,9 +416,11 @@ class Lifecycle:
         ctx.locks.pop(c.id, None)
 
     async def _finish_remove(self, c: Container, volumes: bool, stopped: bool = False) -> None:
-        """Remove what is left of ``c``; ``stopped``: its exit was recorded (its process is
-        gone and what its start took was given back), so the runtime's record and the layer go
-        at the same time instead of one after the other (``docker run --rm``: 4-17 ms less)."""
+        """Remove what is left of ``c`` (the caller holds its lock, ``c`` is marked removing);
+        ``stopped``: its exit was recorded (its process is gone), so the runtime's record goes
+        while what start took (``c.state.sandbox_key``'s network, an ``AutoRemove``
+        container's mounts) and the layer are given back, instead of one after the other
+        (``docker run --rm``: 4-17 ms less)."""
         ctx = self.ctx
         self.health.stop(c.id)
         self.exits.forget(c.id)
