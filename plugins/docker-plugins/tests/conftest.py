@@ -54,13 +54,16 @@ class PluginFactory:
         return self.root / "specs"
 
     def start(self, script: str, name: str, *args: str, env: dict[str, str] | None = None,
-              socket: Path | str | None = None, ready: Path | None = None) -> PluginProcess:
-        """Run ``tests/plugins/SCRIPT.py SOCKET ARGS...``; ``SOCKET`` defaults to
-        ``sockets/NAME.sock``. Returns once the socket (or the ``ready`` file) exists."""
+              socket: Path | str | None = None, ready: Path | None = None,
+              netns: str = "") -> PluginProcess:
+        """Run ``tests/plugins/SCRIPT.py SOCKET ARGS...`` (inside the named network namespace
+        ``netns``: a netns host's own plugin); ``SOCKET`` defaults to ``sockets/NAME.sock``.
+        Returns once the socket (or the ``ready`` file) exists."""
         sock = socket or self.sockets / f"{name}.sock"  # or "tcp://HOST:PORT" (then pass ready)
         log = self.root / f"{name}.out"
+        inside = ["ip", "netns", "exec", netns] if netns else []  # execs: the PID stays the plugin's
         with open(log, "ab") as out:
-            proc = subprocess.Popen([sys.executable, str(PLUGINS / f"{script}.py"), str(sock), *args],
+            proc = subprocess.Popen([*inside, sys.executable, str(PLUGINS / f"{script}.py"), str(sock), *args],
                                     stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         p = PluginProcess(name, Path(sock), proc, log)
         self.started.append(p)

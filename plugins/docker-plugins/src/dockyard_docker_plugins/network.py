@@ -15,15 +15,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
+import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, TypeVar
 
-from dockyard.errors import DockyardError, InvalidArgument, NotFound
-from dockyard.specs.network import EndpointRequest, EndpointResult, NetworkDriver
+from dockyard.errors import DockyardError, Forbidden, InvalidArgument, NotFound
+from dockyard.jsonfile import write_json
+from dockyard.model import Network
+from dockyard.specs.cluster import ClusterStore
+from dockyard.specs.network import (
+    GLOBAL_ADDRESS_SPACE,
+    GLOBAL_SCOPE,
+    LOCAL_ADDRESS_SPACE,
+    ClusterNetworkChange,
+    EndpointRequest,
+    EndpointResult,
+    GlobalScopeDriver,
+    NetworkDriver,
+    PeerEndpoint,
+)
+from dockyard_docker_plugins.catalog import start_view
 from dockyard_docker_plugins.client import PluginFailed
+from dockyard_docker_plugins.cluster import ClusterView, advertise_address
 from dockyard_docker_plugins.remote import RemotePlugin
 
 log = logging.getLogger(__name__)
@@ -36,6 +53,7 @@ _PROTO = {"tcp": 6, "udp": 17, "sctp": 132}
 
 class RemoteNetworkDriver(RemotePlugin, NetworkDriver):
     interface: ClassVar[str] = "NetworkDriver"
+    address_space: ClassVar[str] = LOCAL_ADDRESS_SPACE
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
@@ -43,25 +61,61 @@ class RemoteNetworkDriver(RemotePlugin, NetworkDriver):
         self.connectivity_scope = ""
 
     async def setup(self) -> None:
+        """Activate the plugin and read its scope. A ``global`` plugin on an engine with a
+        cluster store makes this adapter the global-scope one (:meth:`_become_global`)."""
         await self.activate()
         caps = await self.call("GetCapabilities", {}, optional=True)
         self.scope = str(caps.get("Scope") or "local")
         self.connectivity_scope = str(caps.get("ConnectivityScope") or "")
-        advertise = str(self.context.daemon_config.get("cluster-advertise") or "")
+        if self.scope == "global" and ClusterStore in self.context.provided and ClusterView in self.context.provided:
+            await self._become_global()
+            return
+        advertise = advertise_address(str(self.context.daemon_config.get("cluster-advertise") or ""))
         if advertise and self.scope == "global":  # dockerd tells global drivers of its own node
             await self.call("DiscoverNew", {"DiscoveryType": 1,
-                                            "DiscoveryData": {"Address": advertise.rsplit(":", 1)[0],
-                                                              "self": True}}, optional=True)
+                                            "DiscoveryData": {"Address": advertise, "self": True}}, optional=True)
+
+    async def _become_global(self) -> None:
+        """Docker learns a remote driver's scope from ``GetCapabilities`` at activation, but the
+        kernel asks the driver source for a class synchronously, before the plugin can be
+        reached. So the adapter starts local, and here becomes its name's
+        :class:`GlobalRemoteNetworkDriver` (a subclass with the same attributes and the
+        ``global-scope`` capability, checked as the registry checks any driver class): the
+        network service then treats its networks as cluster-wide."""
+        cls = type(self)
+        info = dataclasses.replace(cls.info, capabilities=cls.info.capabilities | {GLOBAL_SCOPE})
+        variant = type(f"GlobalRemoteNetworkDriver[{self.plugin_name}]", (GlobalRemoteNetworkDriver,),
+                       {"info": info, "plugins": self.plugins, "plugin_name": self.plugin_name})
+        from dockyard.registry import check_driver_class
+
+        problem = check_driver_class(variant, "network")
+        if problem:
+            raise PluginFailed(f"plugin {self.plugin_name}: its global-scope adapter is unusable: {problem}")
+        self.__class__ = variant
+        assert isinstance(self, GlobalRemoteNetworkDriver)
+        try:
+            await self._start_global()
+        except BaseException:
+            self.__class__ = cls  # local again: the kernel runs setup again on the next use
+            raise
+
+    async def _start_global(self) -> None:  # GlobalRemoteNetworkDriver's
+        raise NotImplementedError
 
     def status(self) -> list[tuple[str, str]]:
         return [("Plugin", self.address()), ("Scope", self.scope)]
 
     # ------------------------------------------------------------------ networks
     async def create_network(self, network: Any) -> dict[str, Any]:
+        await self._create_here(network)
+        return {"plugin_scope": self.scope}
+
+    async def _create_here(self, network: Any) -> None:
+        """``CreateNetwork`` on this engine's plugin, with the pools in the adapter's address space."""
         v4, v6 = [], []
         for pool in network.ipam_pools:
             net = ipaddress.ip_network(pool.subnet, strict=False)
-            data = {"AddressSpace": "LocalDefault", "Pool": pool.subnet,
+            data = {"AddressSpace": self.address_space, "Pool": pool.subnet,
                     "Gateway": f"{pool.gateway}/{net.prefixlen}" if pool.gateway else "",
                     "AuxAddresses": {k: f"{v}/{net.prefixlen}" for k, v in pool.aux_addresses.items()}}
             (v4 if net.version == 4 else v6).append(data)
@@ -70,7 +124,6 @@ class RemoteNetworkDriver(RemotePlugin, NetworkDriver):
             "Options": {GENERIC: dict(network.options), "com.docker.network.enable_ipv6": network.enable_ipv6,
                         "com.docker.network.internal": network.internal},
             "IPv4Data": v4, "IPv6Data": v6})
-        return {"plugin_scope": self.scope}
 
     async def delete_network(self, network: Any) -> None:
         await self.call("DeleteNetwork", {"NetworkID": network.id})
@@ -148,6 +201,178 @@ class RemoteNetworkDriver(RemotePlugin, NetworkDriver):
                             optional=True)
         await self.call("Leave", {"NetworkID": net_id, "EndpointID": ep_id}, optional=True)
         await self.call("DeleteEndpoint", {"NetworkID": net_id, "EndpointID": ep_id})
+
+
+class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
+    """A plugin whose ``GetCapabilities`` says ``"Scope": "global"``, on an engine with a cluster
+    store: what libnetwork does with such a remote driver in classic ``--cluster-store`` mode.
+
+    - ``create_network`` publishes the definition in the cluster store (the name is the
+      cluster's) before ``CreateNetwork`` reaches this engine's plugin, and withdraws it when
+      the plugin refuses. Its pools are in the global address space (the network service asks
+      the IPAM driver for them there), so addresses are unique cluster-wide.
+    - Every engine lists it (:mod:`dockyard_docker_plugins.catalog`). On another engine the
+      plugin gets ``CreateNetwork`` when the network is first used there (the first join), as
+      libnetwork creates a global network on a host lazily.
+    - Endpoints are published on the engine's lease; :meth:`peers` are the other engines'.
+    - ``delete_network`` is refused while another engine has an endpoint on it; otherwise
+      ``DeleteNetwork`` reaches this engine's plugin and the definition leaves the store, and
+      every other engine whose plugin had it gets ``DeleteNetwork`` when it sees it go (or at
+      its next start, when it went while the engine was down).
+    - Node discovery: ``DiscoverNew`` for this engine (``self``) and each other engine of the
+      cluster (their ``--cluster-advertise`` address), then ``DiscoverNew``/``DiscoverDelete``
+      as engines come and go.
+    """
+
+    address_space: ClassVar[str] = GLOBAL_ADDRESS_SPACE
+    _view: ClusterView
+    _created: set[str]
+    _tasks: list[asyncio.Task[None]]
+    _creating: dict[str, asyncio.Lock]
+
+    async def _start_global(self) -> None:
+        view = await start_view(self.context)
+        assert view is not None  # _become_global checked the store and the view are provided
+        self._view, self._tasks, self._creating = view, [], {}
+        try:
+            await self._follow(view)
+        except BaseException:
+            await view.release()
+            raise
+
+    async def _follow(self, view: ClusterView) -> None:
+        self._created = self._load_created()
+        nodes = view.node_changes()  # subscribed before the listing: nothing missed
+        changes = view.changes()
+        if view.node:
+            await self._discover(view.node, True, own=True)
+        for address in view.nodes():
+            await self._discover(address, True)
+        defined = {n.id for n in view.definitions()}
+        for net_id in sorted(self._created - defined):  # removed elsewhere while this engine was away
+            await self._delete_here(net_id)
+        self._tasks = [asyncio.create_task(self._follow_nodes(nodes), name=f"plugin-{self.plugin_name}-nodes"),
+                       asyncio.create_task(self._follow_networks(changes), name=f"plugin-{self.plugin_name}-nets")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._view.release()
+
+    def status(self) -> list[tuple[str, str]]:
+        return [*super().status(), ("Cluster nodes", str(len(self._view.nodes()) + 1))]
+
+    # ------------------------------------------------------------------ this engine's record
+    @property
+    def _created_file(self) -> Any:
+        return self.context.data_dir / "created.json"
+
+    def _load_created(self) -> set[str]:
+        """Networks this engine's plugin got ``CreateNetwork`` for (kept across restarts)."""
+        try:
+            doc = json.loads(self._created_file.read_text())
+        except (OSError, ValueError):
+            return set()
+        return {str(i) for i in doc} if isinstance(doc, list) else set()
+
+    def _save_created(self) -> None:
+        write_json(self._created_file, sorted(self._created))
+
+    # ------------------------------------------------------------------ discovery
+    async def _discover(self, address: str, present: bool, own: bool = False) -> None:
+        method = "DiscoverNew" if present else "DiscoverDelete"
+        try:
+            await self.call(method, {"DiscoveryType": 1, "DiscoveryData": {"Address": address, "self": own}},
+                            optional=True)
+        except DockyardError as exc:  # the plugin's business; the network keeps working
+            log.warning("plugin %s: %s %s: %s", self.plugin_name, method, address, exc)
+
+    async def _follow_nodes(self, changes: Any) -> None:
+        async for change in changes:
+            await self._discover(change.address, change.present)
+
+    async def _follow_networks(self, changes: Any) -> None:
+        async for change in changes:
+            if change.kind == "network" and change.network is None and change.network_id in self._created:
+                await self._delete_here(change.network_id)
+
+    async def _delete_here(self, network_id: str) -> None:
+        """``DeleteNetwork`` on this engine's plugin for a network removed from the cluster."""
+        try:
+            await self.call("DeleteNetwork", {"NetworkID": network_id})
+        except DockyardError as exc:
+            log.warning("plugin %s: DeleteNetwork %s (removed from the cluster): %s", self.plugin_name,
+                        network_id[:12], exc)
+        self._created.discard(network_id)
+        await asyncio.to_thread(self._save_created)
+
+    # ------------------------------------------------------------------ GlobalScopeDriver
+    async def cluster_networks(self) -> list[Network]:
+        return [n for n in self._view.definitions() if n.driver == self.plugin_name]
+
+    def peers(self, network_id: str) -> list[PeerEndpoint]:
+        return self._view.peers(network_id)
+
+    def cluster_changes(self) -> AsyncIterator[ClusterNetworkChange]:
+        return self._view.changes()
+
+    # ------------------------------------------------------------------ networks
+    async def create_network(self, network: Any) -> dict[str, Any]:
+        await self._view.publish_network(network)
+        try:
+            await self._create_here(network)
+        except BaseException:
+            with contextlib.suppress(DockyardError, OSError):
+                await self._view.remove_network(network)
+            raise
+        self._created.add(network.id)
+        await asyncio.to_thread(self._save_created)
+        return {"plugin_scope": self.scope}
+
+    async def delete_network(self, network: Any) -> None:
+        others = await self._view.remote_endpoint_nodes(network.id)
+        if others:
+            raise Forbidden(f"network {network.name} has active endpoints on other hosts ({', '.join(others)})")
+        if network.id in self._created:
+            await self.call("DeleteNetwork", {"NetworkID": network.id})
+            self._created.discard(network.id)
+            await asyncio.to_thread(self._save_created)
+        await self._view.remove_network(network)
+
+    async def _ensure_here(self, network: Any) -> None:
+        """``CreateNetwork`` on this engine's plugin before its first endpoint here."""
+        lock = self._creating.setdefault(network.id, asyncio.Lock())
+        async with lock:
+            if network.id in self._created:
+                return
+            await self._create_here(network)
+            self._created.add(network.id)
+            await asyncio.to_thread(self._save_created)
+
+    # ------------------------------------------------------------------ endpoints
+    async def join(self, request: EndpointRequest) -> EndpointResult:
+        await self._ensure_here(request.network)
+        result = await super().join(request)
+        try:
+            await self._view.publish_endpoint(request.network.id, request.endpoint_id, {
+                "container_id": request.container_id, "name": request.container_name,
+                "aliases": list(request.aliases), "ipv4": result.ipv4_address, "ipv6": result.ipv6_address,
+                "mac": result.mac_address})
+        except BaseException:
+            with contextlib.suppress(DockyardError, OSError):
+                await super().leave(request, result)
+            raise
+        return result
+
+    async def leave(self, request: EndpointRequest, result: EndpointResult) -> None:
+        try:
+            await self._view.unpublish_endpoint(request.network.id, request.endpoint_id)
+        except (DockyardError, OSError) as exc:  # its lease ends it; the plugin must still leave
+            log.warning("plugin %s: could not withdraw endpoint %s from the cluster: %s", self.plugin_name,
+                        request.endpoint_id[:12], exc)
+        await super().leave(request, result)
 
 
 # ---------------------------------------------------------------------- netlink (in threads)

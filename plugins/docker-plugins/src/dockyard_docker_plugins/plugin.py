@@ -1,4 +1,6 @@
-"""The feature plugin's hooks: the driver source, the authorization middleware, the settings."""
+"""The feature plugin's hooks: the driver source, the authorization middleware, the settings,
+and the cluster view global-scope plugins share (``dockyard_provides``: one per kernel, handed to
+this distribution's drivers through their context, as the cluster store is)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dockyard.errors import InvalidArgument
 from dockyard.specs import hookimpl
 from dockyard.specs.api import ApiMiddleware
 from dockyard.specs.config import ConfigOption
-from dockyard.specs.provides import DriverSource
+from dockyard.specs.provides import DriverSource, Provided
 from dockyard_docker_plugins import authz
 from dockyard_docker_plugins.client import CALL_TIMEOUT, RETRY_WINDOW, SOCKET_DIRS, SPEC_DIRS, Discovery
 from dockyard_docker_plugins.source import DockerPlugins
@@ -55,3 +57,12 @@ def dockyard_driver_sources(kernel: Any) -> Iterable[DriverSource]:
 @hookimpl
 def dockyard_api_middlewares(kernel: Any) -> Iterable[ApiMiddleware]:
     return authz.middlewares(kernel.config)
+
+
+@hookimpl
+def dockyard_provides(kernel: Any) -> Iterable[Provided]:
+    if not kernel.configured_driver_name("cluster"):  # global-scope networks need the cluster store
+        return []
+    from dockyard_docker_plugins.cluster import ClusterView
+
+    return [Provided(ClusterView, ClusterView(), "docker-plugins")]

@@ -2,6 +2,10 @@
 gateway address, a veth pair per endpoint made at Join (the host end on the bridge, the other
 handed to the daemon as SrcName). Interfaces are named PREFIX... so leak checks find them.
 
+With PLUGIN_SCOPE=global its GetCapabilities says ``"Scope": "global"`` (a multi-host plugin in
+Docker's --cluster-store mode: one process per host, each keeping its own networks); it accepts
+DiscoverNew/DiscoverDelete.
+
 usage: netplugin.py SOCKET PREFIX"""
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 SOCKET, PREFIX = sys.argv[1], sys.argv[2]
+SCOPE = os.environ.get("PLUGIN_SCOPE", "local")
 GENERIC = "com.docker.network.generic"
 ALLOWED = {"mtu"}
 networks: dict[str, dict] = {}
@@ -114,7 +119,8 @@ def delete_endpoint(b: dict) -> dict:
 
 
 serve(SOCKET, ["NetworkDriver"], {
-    "NetworkDriver.GetCapabilities": lambda _b: {"Scope": "local", "ConnectivityScope": "local"},
+    "NetworkDriver.GetCapabilities": lambda _b: {"Scope": SCOPE, "ConnectivityScope": SCOPE},
+    "NetworkDriver.DiscoverNew": lambda _b: {}, "NetworkDriver.DiscoverDelete": lambda _b: {},
     "NetworkDriver.CreateNetwork": create_network, "NetworkDriver.DeleteNetwork": delete_network,
     "NetworkDriver.CreateEndpoint": create_endpoint, "NetworkDriver.DeleteEndpoint": delete_endpoint,
     "NetworkDriver.Join": join, "NetworkDriver.Leave": leave,
