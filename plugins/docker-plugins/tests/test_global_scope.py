@@ -8,9 +8,12 @@ one spec file, ``gplug.spec`` = ``tcp://127.0.0.1:PORT``, finds each engine its 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import os
 import random
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -114,6 +117,15 @@ async def test_a_global_scope_plugin_network_spans_the_engines(plugins: Any, doc
             failed = h2.docker("run", "--rm", "--network", "gnet2", "busybox", "true", check=False)
             assert failed.returncode != 0 and "gplug" in failed.stderr, failed.stderr
             assert "gnet2" in _names(h2)
+            # removed while h2's engine is down (killed): gone from h2's list when it is back
+            os.kill(int(h2.host.extra["pid"]), signal.SIGKILL)
+            for _ in range(100):  # the driver has seen the engine exit
+                state = await cluster.netns.driver.state(h2.host)
+                if state.state != "running" and "runs but" not in state.reason:
+                    break
+                await asyncio.sleep(0.05)
         finally:
             h1.docker("network", "rm", "gnet2")
+        await cluster.netns.driver.start(h2.host)
+        wait_for(lambda: h2.docker("version", check=False).returncode == 0, 15, "h2's engine back")
         wait_for(lambda: "gnet2" not in _names(h2), 10, "gnet2 gone on h2")

@@ -11,15 +11,23 @@ remote driver's network from the store whether or not its plugin is here. Using 
 its plugin (:class:`~dockyard_docker_plugins.network.GlobalRemoteNetworkDriver`); when the
 plugin is missing, that is the error, naming it.
 
+A network removed while this engine was down is announced removed to the network service
+when it subscribes: the IDs this driver reported are kept in its data directory (the service's
+own start-up check only matches networks whose ``Driver`` is this driver's name).
+
 No network is created with ``-d docker-plugins-global``: it is refused, naming what to use.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from dockyard.errors import InvalidArgument
+from dockyard.jsonfile import write_json
 from dockyard.model import Network
 from dockyard.specs import DriverContext, DriverInfo, DriverProvider
 from dockyard.specs.cluster import ClusterStore, discovery_ttl
@@ -60,11 +68,38 @@ class GlobalPluginNetworks(GlobalScopeDriver):
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
         self._view: ClusterView | None = None
+        self._gone: list[str] = []  # reported before, no longer defined: announced removed
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def _reported_file(self) -> Path:
+        return Path(self.context.data_dir) / "reported.json"
 
     async def setup(self) -> None:
         self._view = await start_view(self.context)
+        if self._view is None:
+            return
+        try:
+            before = json.loads(self._reported_file.read_text())
+        except (OSError, ValueError):
+            before = []
+        now = {n.id for n in self._view.definitions()}
+        self._gone = sorted(set(before if isinstance(before, list) else []) - now)
+        self._task = asyncio.create_task(self._record(self._view.changes()), name="docker-plugins-global-record")
+        await asyncio.to_thread(write_json, self._reported_file, sorted(now))
+
+    async def _record(self, changes: AsyncIterator[ClusterNetworkChange]) -> None:
+        """Keep the reported IDs current (a killed engine's next start still knows them)."""
+        async for change in changes:
+            if change.kind == "network" and self._view is not None:
+                ids = sorted(n.id for n in self._view.definitions())
+                await asyncio.to_thread(write_json, self._reported_file, ids)
 
     async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         if self._view is not None:
             await self._view.release()
             self._view = None
@@ -83,7 +118,7 @@ class GlobalPluginNetworks(GlobalScopeDriver):
     def cluster_changes(self) -> AsyncIterator[ClusterNetworkChange]:
         if self._view is None:
             return _nothing()
-        return self._view.changes()
+        return self._view.changes(ClusterNetworkChange("network", i, None) for i in self._gone)
 
     async def create_network(self, network: Network) -> dict[str, Any]:
         raise InvalidArgument(REFUSED)

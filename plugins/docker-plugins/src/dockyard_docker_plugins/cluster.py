@@ -32,7 +32,7 @@ import json
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -84,9 +84,11 @@ class Subscription(Generic[T]):
     """One subscriber's queue of changes, registered when made (nothing after it is missed);
     ends when the view closes."""
 
-    def __init__(self, subscribers: set[asyncio.Queue[Any]]) -> None:
+    def __init__(self, subscribers: set[asyncio.Queue[Any]], first: Iterable[T] = ()) -> None:
         self._subscribers = subscribers
         self._queue: asyncio.Queue[T | None] = asyncio.Queue()
+        for item in first:
+            self._queue.put_nowait(item)
         subscribers.add(self._queue)
 
     def __aiter__(self) -> Subscription[T]:
@@ -206,9 +208,9 @@ class ClusterView:
                              aliases=tuple(d.get("aliases") or ()))
                 for eid, d in items]
 
-    def changes(self) -> AsyncIterator[ClusterNetworkChange]:
-        """Definitions added or removed, and peers changed, from now on."""
-        return Subscription[ClusterNetworkChange](self._changes)
+    def changes(self, first: Iterable[ClusterNetworkChange] = ()) -> AsyncIterator[ClusterNetworkChange]:
+        """Definitions added or removed, and peers changed, from now on (after ``first``)."""
+        return Subscription[ClusterNetworkChange](self._changes, first)
 
     def node_changes(self) -> AsyncIterator[NodeChange]:
         """Engines joining and leaving, from now on."""
