@@ -359,3 +359,21 @@ def test_path_entries_without_distributions_do_not_change_the_key(tmp_path: Path
     assert entrycache.installation_key() == before
     (tmp_path / "some_dist-1.0.dist-info").mkdir()
     assert entrycache.installation_key() != before
+
+
+@pytest.mark.parametrize(("thread", "want"), [(False, (3, "out", "err")), (True, (4, "outlate", "err"))])
+def test_end_now_flushes_then_ends_unless_a_thread_still_runs(thread: bool, want: tuple[int, str, str]) -> None:
+    """A fast-path command ends at once with its status, its unflushed output written; with a
+    ``threading`` thread still running it leaves the end to the interpreter, which waits."""
+    import subprocess
+    import sys
+
+    code = ("import sys, threading, time\n"
+            "from dockyard.cli.main import end_now\n"
+            f"if {thread}:\n"
+            "    threading.Thread(target=lambda: (time.sleep(0.1), sys.stdout.write('late'))).start()\n"
+            "sys.stdout.write('out'); sys.stderr.write('err')\n"
+            "end_now(3)\n"
+            "sys.exit(4)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert (res.returncode, res.stdout, res.stderr) == want
