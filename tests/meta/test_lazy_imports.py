@@ -60,6 +60,12 @@ UNUSED_AT_START = ("dockyard_network_cni.driver", "dockyard_network_overlay.driv
 #: Plugin modules imported at their first request, not at start (builder ~0.6 MiB, the
 #: registry client ~0.6-1.1 MiB).
 FIRST_USE_ONLY = ("dockyard_builder.builder", "dockyard_distribution.client", "dockyard_distribution.api")
+#: Imported by what needs them, never at start (#21 item 10, 2026-12-07 session 7): the scheduler's
+#: filters and constraint parser (a manager's placement; ~0.2 MiB), the SSH installer's wheelhouse
+#: (an engine install; importlib.metadata's scan), the CLI's API client package (api-docker's
+#: progress bars use its units; ~0.1 MiB).
+NOT_AT_START = ("dockyard_cluster_scheduler.filters", "dockyard_cluster_scheduler.expr",
+                "dockyard_cluster_scheduler.strategies", "dockyard_provision_ssh.wheelhouse", "dockyard.client")
 
 CLI_IMPORTS = """
 import json, sys
@@ -94,6 +100,8 @@ def test_a_kernel_built_as_the_daemon_builds_it_imports_no_heavy_library(tmp_pat
     installed = [m for m in UNUSED_AT_START if m in modules]
     assert installed and not [m for m in installed if m in started], "a driver nobody uses was imported at start"
     assert not [m for m in FIRST_USE_ONLY if m in started], "imported at start, needed only by its routes"
+    early = [m for m in NOT_AT_START if m in started]
+    assert not early, f"imported at a daemon's start, needed by no start or run: {early}"
     found = offenders(modules, HEAVY_FOR_THE_DAEMON)
     assert not found, ("imported at daemon start; import them inside the function that uses them: "
                        + "; ".join(f"{m} ({HEAVY_FOR_THE_DAEMON[m]})" for m in found))

@@ -9,6 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from dockyard.client.units import human_size
 from dockyard.errors import InvalidArgument
 from dockyard.model import Image, ImageConfig, Volume
 from dockyard_api_docker.cli._stream import show_stream
@@ -16,7 +17,6 @@ from dockyard_api_docker.cli.image import image
 from dockyard_api_docker.cli.volume import volume
 from dockyard_api_docker.images import (
     _path_match,
-    human_size,
     parse_until,
     progress_bar,
     reference_matches,

@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.client.units import human_size  # go-units HumanSize: 2.164MB, 32.77kB
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.kernel import Kernel
 from dockyard.model import Image
@@ -310,6 +309,10 @@ async def get_images(request: web.Request) -> web.StreamResponse:
 
 # ----------------------------------------------------------------------------- JSON streams
 def progress_bar(current: int, total: int) -> str:
+    # go-units HumanSize (2.164MB, 32.77kB); imported here: the dockyard.client package (the
+    # CLI's API client) is ~0.1 MiB a daemon that shows no progress bar does not need (#21 item 10)
+    from dockyard.client.units import human_size
+
     if total <= 0:
         return human_size(current)
     width = 50
@@ -512,5 +515,5 @@ def routes() -> list[ApiRoute]:
     ]
 
 
-__all__ = ["human_size", "inspect", "progress_bar", "routes", "summary"]
+__all__ = ["inspect", "progress_bar", "routes", "summary"]
 _ = NotFound

@@ -41,10 +41,11 @@ from urllib.parse import urlsplit
 from dockyard.errors import DockyardError, InvalidArgument, Unavailable
 from dockyard.specs.provision import EngineInstall, EngineInstaller, EngineTLS, HostState, SshTarget
 from dockyard.specs.supervisor import DaemonUnit, Supervisors
-from dockyard_provision_ssh import wheelhouse
 
 if TYPE_CHECKING:
     import asyncssh
+
+    from dockyard_provision_ssh import wheelhouse
 
 log = logging.getLogger("dockyard.provision.ssh")
 
@@ -253,8 +254,12 @@ class SshEngineInstaller(EngineInstaller):
         self._build_lock = asyncio.Lock()
 
     async def wheelhouse(self) -> tuple[wheelhouse.Wheelhouse, bool]:
+        # imported at the first install: every daemon holds this installer (dockyard_provides)
+        # and most never install an engine (importlib.metadata's scan, zipfile: #21 item 10)
+        from dockyard_provision_ssh import wheelhouse as house
+
         async with self._build_lock:
-            return await asyncio.to_thread(wheelhouse.build, self.cache_dir, self.roots)
+            return await asyncio.to_thread(house.build, self.cache_dir, self.roots)
 
     async def install(self, target: SshTarget, spec: EngineInstall,
                       progress: Callable[[str], None] | None = None) -> None:
