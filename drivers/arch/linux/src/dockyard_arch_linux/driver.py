@@ -50,6 +50,7 @@ from dockyard.specs.arch import (
 from dockyard_arch_linux import binfmt, cgroups, logs, monitor, sandbox
 from dockyard_arch_linux.checkpoint import Checkpointing
 from dockyard_arch_linux.logs import LogLines, LogRecord, LogRecords, follow_lines, parse_line
+from dockyard_arch_linux.sealed import SealedRuntimes
 from dockyard_arch_linux.spec import SpecOptions, build_spec, exec_process
 
 KNOWN_RUNTIMES = ("crun", "runc")
@@ -155,6 +156,10 @@ class LinuxRuntime(Checkpointing):
         #: cgroup v1: our own ``cgroup.procs`` for :meth:`_prime_cgroup_lock` ("" = off)
         self._procs_file = ""
         self._priming: asyncio.Future[float] | None = None
+        #: sealed copies of crun it runs without copying itself first (``seal-runtime=false``: off)
+        self._sealed: SealedRuntimes | None = None
+        if str(opts.get("seal-runtime", "true")).lower() not in ("0", "false", "no"):
+            self._sealed = SealedRuntimes(context.run_dir / "sealed")
 
     # ------------------------------------------------------------------ paths
     @property
@@ -188,7 +193,7 @@ class LinuxRuntime(Checkpointing):
         if str(self.context.options.get("cgroup-prime", "true")).lower() not in ("0", "false", "no"):
             self._procs_file = cgroups.own_procs_file(self.layout)
         self.spec_options = self._measure()
-        self._runtime_path(self.default_runtime)  # fail early on a bad default
+        self._exe(self._runtime_path(self.default_runtime))  # fail early on a bad default; its sealed copy
         self._check_emulation()
         # live-restore: collect monitors that exited while nobody was watching
         for cid in await self.list():
@@ -279,8 +284,16 @@ class LinuxRuntime(Checkpointing):
             raise InvalidArgument(f"unknown or unavailable OCI runtime {name!r}; known: {self.runtime_names()}")
         return path
 
+    def _exe(self, runtime_path: str) -> str:
+        """The path to run the runtime at ``runtime_path`` by (:mod:`dockyard_arch_linux.sealed`)."""
+        return self._sealed.path(runtime_path) if self._sealed is not None else runtime_path
+
+    async def close(self) -> None:
+        if self._sealed is not None:
+            self._sealed.close()
+
     async def _run(self, meta: dict[str, Any], *args: str, timeout: float = 30.0) -> bytes:
-        argv = [meta["runtime_path"], "--root", meta["runtime_root"], *args]
+        argv = [self._exe(meta["runtime_path"]), "--root", meta["runtime_root"], *args]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
@@ -415,7 +428,7 @@ class LinuxRuntime(Checkpointing):
     def _conmon_command(self, meta: dict[str, Any], stdin_once: bool) -> monitor.ConmonCommand:
         bundle = meta["bundle"]
         return monitor.ConmonCommand(
-            conmon=self.conmon, runtime_path=meta["runtime_path"], runtime_root=meta["runtime_root"],
+            conmon=self.conmon, runtime_path=self._exe(meta["runtime_path"]), runtime_root=meta["runtime_root"],
             cid=meta["id"], cuuid=meta["cuuid"], name=meta["name"] or meta["id"][:12], bundle=bundle,
             container_pidfile=os.path.join(bundle, "pidfile"),
             conmon_pidfile=os.path.join(bundle, "conmon.pid"), log_path=meta["log_path"],
@@ -776,7 +789,7 @@ class LinuxRuntime(Checkpointing):
                  "cuuid": self._cuuid(request.exec_id), "conmon_pid": 0, "pid": 0}
         (edir / "meta.json").write_text(json.dumps(emeta))
         cmd = monitor.ConmonCommand(
-            conmon=self.conmon, runtime_path=meta["runtime_path"], runtime_root=meta["runtime_root"],
+            conmon=self.conmon, runtime_path=self._exe(meta["runtime_path"]), runtime_root=meta["runtime_root"],
             cid=request.container_id, cuuid=emeta["cuuid"], name=meta["name"] or request.container_id[:12],
             bundle=str(edir), container_pidfile=str(edir / "pid"), conmon_pidfile=str(edir / "conmon.pid"),
             log_path=str(edir / "exec.log"), socket_dir=str(self._socket_dir), exit_dir=str(edir),
