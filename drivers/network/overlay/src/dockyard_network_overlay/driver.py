@@ -10,7 +10,7 @@ Cluster state (keys relative to the store's prefix, JSON values):
     The network ID: VNIs (4096 and up, as Docker) and names are taken create-if-absent, in the
     same transaction as the definition (a name is the cluster's, as with Docker's KV store).
 ``overlay/endpoints/<network id>/<endpoint id>``
-    ``{"container_id", "name", "aliases", "ipv4", "mac", "vtep"}`` on the engine's lease
+    ``{"container_id", "name", "aliases", "ipv4", "ipv6", "mac", "vtep"}`` on the engine's lease
     (``endpoint-ttl`` seconds, kept alive while it runs): a lost node's endpoints go with it.
 
 Each engine watches ``overlay/`` from the revision it listed. For a network with a local
@@ -197,7 +197,8 @@ class OverlayDriver(GlobalScopeDriver):
         for net_id, entry in self._doc["networks"].items():
             await asyncio.to_thread(P.ensure_network, self._plane(entry), True)
             for peer in self._peers.get(net_id, {}).values():
-                await asyncio.to_thread(P.program_peer, entry["vxlan"], peer["ipv4"], peer["mac"], peer["vtep"])
+                await asyncio.to_thread(P.program_peer, entry["vxlan"], peer["ipv4"], peer["mac"], peer["vtep"],
+                                        ip6=peer.get("ipv6", ""))
         await self._publish_all()
         self._tasks = [asyncio.create_task(self._watch(listing.revision + 1), name="overlay-watch"),
                        asyncio.create_task(self._keepalive(), name="overlay-lease")]
@@ -297,9 +298,10 @@ class OverlayDriver(GlobalScopeDriver):
                 for eid, doc in before.items():
                     if eid not in after:
                         await asyncio.to_thread(P.program_peer, entry["vxlan"], doc["ipv4"], doc["mac"],
-                                                doc["vtep"], False)
+                                                doc["vtep"], False, ip6=doc.get("ipv6", ""))
                 for doc in after.values():
-                    await asyncio.to_thread(P.program_peer, entry["vxlan"], doc["ipv4"], doc["mac"], doc["vtep"])
+                    await asyncio.to_thread(P.program_peer, entry["vxlan"], doc["ipv4"], doc["mac"], doc["vtep"],
+                                            ip6=doc.get("ipv6", ""))
             if before != after:
                 self._announce(ClusterNetworkChange("peers", net_id))
 
@@ -318,7 +320,7 @@ class OverlayDriver(GlobalScopeDriver):
                     doc = before if ev.type == "delete" else self._peers[change.network_id][ev.key.rsplit("/", 1)[1]]
                     if doc is not None:
                         await asyncio.to_thread(P.program_peer, entry["vxlan"], doc["ipv4"], doc["mac"], doc["vtep"],
-                                                ev.type == "put")
+                                                ev.type == "put", ip6=doc.get("ipv6", ""))
         self._announce(change)
 
     def _announce(self, change: ClusterNetworkChange) -> None:
@@ -341,7 +343,7 @@ class OverlayDriver(GlobalScopeDriver):
 
     async def _publish(self, ep_id: str, ep: dict[str, Any]) -> None:
         doc = {"container_id": ep["container_id"], "name": ep.get("name", ""), "aliases": ep.get("aliases", []),
-               "ipv4": ep["ipv4"], "mac": ep["mac"], "vtep": self._vtep}
+               "ipv4": ep["ipv4"], "ipv6": ep.get("ipv6", ""), "mac": ep["mac"], "vtep": self._vtep}
         await self._store.put(f"{ENDPOINTS}{ep['network_id']}/{ep_id}", json.dumps(doc).encode(),  # type: ignore[union-attr]
                               self._lease)
 
@@ -364,7 +366,8 @@ class OverlayDriver(GlobalScopeDriver):
         return [PeerEndpoint(endpoint_id=eid, container_id=d.get("container_id", ""),
                              container_name=d.get("name", "") if int(d.get("rev", 0)) == newest.get(d.get("name"))
                              else "",
-                             host=d.get("vtep", ""), ipv4_address=d.get("ipv4", ""), mac_address=d.get("mac", ""),
+                             host=d.get("vtep", ""), ipv4_address=d.get("ipv4", ""),
+                             ipv6_address=d.get("ipv6", ""), mac_address=d.get("mac", ""),
                              aliases=tuple(d.get("aliases") or ()))
                 for eid, d in items]
 
@@ -381,12 +384,14 @@ class OverlayDriver(GlobalScopeDriver):
                                   "in dockyard-network-overlay (traffic would go unencrypted)")
         if network.options.get(DATAPATH_OPTION, P.MACVLAN) not in P.MODES:
             raise InvalidArgument(f"overlay: {DATAPATH_OPTION} must be one of {', '.join(P.MODES)}")
-        if network.enable_ipv6 or any(":" in p.subnet for p in network.ipam_pools):
-            raise InvalidArgument("overlay: IPv6 is not supported on overlay networks yet")
-        if not network.ipam_pools:
+        v4 = [p for p in network.ipam_pools if ":" not in p.subnet]
+        v6 = [p for p in network.ipam_pools if ":" in p.subnet]
+        if not v4:
             raise InvalidArgument("an overlay network needs an IPv4 pool (subnet)")
-        if len(network.ipam_pools) > 1:
-            raise InvalidArgument("an overlay network takes one subnet")
+        if len(v4) > 1 or len(v6) > 1:
+            raise InvalidArgument("an overlay network takes one IPv4 subnet (and, with --ipv6, one IPv6 subnet)")
+        if v6 and not network.enable_ipv6:
+            raise InvalidArgument("overlay: an IPv6 subnet needs --ipv6")
         if MTU_OPTION in network.options:
             try:
                 mtu = int(network.options[MTU_OPTION])
@@ -474,7 +479,8 @@ class OverlayDriver(GlobalScopeDriver):
         return P.EndpointPlane(bridge=entry.get("bridge", ""), veth=ep.get("veth", ""),
                                netns_path=ep.get("netns", ""), ifname=ep.get("ifname", "eth0"), mac=ep["mac"],
                                mtu=entry.get("mtu", 0), address=ep["ipv4"], gateway=entry.get("gateway", ""),
-                               mode=ep.get("mode", P.BRIDGE), vxlan=entry.get("vxlan", ""))
+                               mode=ep.get("mode", P.BRIDGE), vxlan=entry.get("vxlan", ""),
+                               address6=ep.get("ipv6", ""), gateway6=entry.get("gateway6", ""))
 
     async def _build(self, network: Network) -> dict[str, Any]:
         """The network's bridge and VXLAN device on this host, with every known peer (under
@@ -489,19 +495,24 @@ class OverlayDriver(GlobalScopeDriver):
         if doc is None:
             raise NotFound(f"overlay network {network.name} is not defined in the cluster store")
         vni = int(doc["vni"])
-        pool = network.ipam_pools[0]
-        subnet = ipaddress.ip_network(pool.subnet, strict=False)
-        gateways = [] if network.internal or not pool.gateway else [f"{pool.gateway}/{subnet.prefixlen}"]
+        pool = next(p for p in network.ipam_pools if ":" not in p.subnet)
+        pool6 = next((p for p in network.ipam_pools if ":" in p.subnet), None)
+        gateways = []
+        for p in (pool, pool6):
+            if p is not None and p.gateway and not network.internal:
+                gateways.append(f"{p.gateway}/{ipaddress.ip_network(p.subnet, strict=False).prefixlen}")
         mtu = int(network.options.get(MTU_OPTION) or self._underlay_mtu - P.VXLAN_OVERHEAD)
         entry = {"vni": vni, "bridge": P.bridge_name(self.owner, vni), "vxlan": P.vxlan_name(self.owner, vni),
                  "mtu": mtu, "gateways": gateways, "gateway": "" if network.internal else pool.gateway,
+                 "gateway6": "" if network.internal or pool6 is None else pool6.gateway,
                  "mode": network.options.get(DATAPATH_OPTION) or self._datapath}
         self._doc["networks"][network.id] = entry
         self._save()
         try:
             await asyncio.to_thread(P.ensure_network, self._plane(entry), True)
             for peer in self._peers.get(network.id, {}).values():
-                await asyncio.to_thread(P.program_peer, entry["vxlan"], peer["ipv4"], peer["mac"], peer["vtep"])
+                await asyncio.to_thread(P.program_peer, entry["vxlan"], peer["ipv4"], peer["mac"], peer["vtep"],
+                                        ip6=peer.get("ipv6", ""))
         except BaseException:
             del self._doc["networks"][network.id]
             self._save()
@@ -536,7 +547,8 @@ class OverlayDriver(GlobalScopeDriver):
             veth = P.veth_name(self.owner, request.endpoint_id) if mode == P.BRIDGE else ""
             ep = {"network_id": net.id, "veth": veth, "container_id": request.container_id,
                   "name": request.container_name, "aliases": list(request.aliases),
-                  "ipv4": request.ipv4_address, "mac": mac, "mode": mode, "netns": request.netns_path,
+                  "ipv4": request.ipv4_address, "ipv6": request.ipv6_address, "mac": mac, "mode": mode,
+                  "netns": request.netns_path,
                   "ifname": request.ifname}
             self._doc["endpoints"][request.endpoint_id] = ep
             self._save()
@@ -555,6 +567,7 @@ class OverlayDriver(GlobalScopeDriver):
             await self._teardown_if_unused(net.id)
             raise
         return EndpointResult(ifname=request.ifname, mac_address=mac, ipv4_address=request.ipv4_address,
+                              ipv6_address=request.ipv6_address,
                               gateway=gateway, extra={"veth": veth, "vni": str(entry["vni"]), "datapath": mode},
                               # egress (NAT) and published ports: the engine's gateway bridge
                               gateway_bridge=not net.internal)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import ipaddress
 import os
@@ -46,6 +47,8 @@ NUD_PERMANENT = 0x80
 MACVLAN, BRIDGE = "macvlan", "bridge"  # the data paths
 MODES = (MACVLAN, BRIDGE)
 NTF_SELF = 0x02
+IFA_F_NODAD = 0x02
+AF_INET, AF_INET6 = 2, 10
 LOOPBACK_INDEX = 1
 IFNAMSIZ = 15
 T = TypeVar("T")
@@ -226,8 +229,9 @@ def _gateway(ipr: Any, plane: NetworkPlane) -> None:
     for cidr in plane.gateways:
         if cidr not in have:
             iface = ipaddress.ip_interface(cidr)
-            try:
-                ipr.addr("add", index=br, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            try:  # an IPv6 address usable at once: no duplicate detection on a private overlay
+                ipr.addr("add", index=br, address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                         **({"flags": IFA_F_NODAD} if iface.version == 6 else {}))
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise
@@ -239,10 +243,11 @@ def _flush_peers(ipr: Any, vx: int) -> None:
     destination (the peers a previous run programmed)."""
     from pyroute2.netlink.exceptions import NetlinkError
 
-    for m in ipr.get_neighbours(ifindex=vx, family=2):
-        if m.get("NDA_DST") and m["state"] & NUD_PERMANENT:
-            with contextlib.suppress(NetlinkError):
-                ipr.neigh("del", dst=m.get("NDA_DST"), ifindex=vx)
+    for family in (AF_INET, AF_INET6):
+        for m in ipr.get_neighbours(ifindex=vx, family=family):
+            if m.get("NDA_DST") and m["state"] & NUD_PERMANENT:
+                with contextlib.suppress(NetlinkError):
+                    ipr.neigh("del", dst=m.get("NDA_DST"), ifindex=vx, family=family)
     for m in ipr.fdb("dump", ifindex=vx):
         if m.get("NDA_DST") and m.get("NDA_LLADDR"):
             with contextlib.suppress(NetlinkError):
@@ -264,9 +269,11 @@ def delete_network(plane: NetworkPlane) -> None:
     delete_link(plane.vxlan)
 
 
-def program_peer(vxlan: str, ip: str, mac: str, vtep: str, add: bool = True) -> None:
+def program_peer(vxlan: str, ip: str, mac: str, vtep: str, add: bool = True, ip6: str = "") -> None:
     """The neighbour (IP -> MAC) and FDB (MAC -> remote VTEP) entries of one remote endpoint on
-    ``vxlan``; ``add=False`` removes them (absent ones are not an error)."""
+    ``vxlan``, and with ``ip6`` its IPv6 neighbour (NDP) entry, permanent like the ARP one (the
+    device's proxy answers neighbour solicitations from it); ``add=False`` removes them (absent
+    ones are not an error)."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -275,18 +282,24 @@ def program_peer(vxlan: str, ip: str, mac: str, vtep: str, add: bool = True) -> 
         if not idx:
             return
         vx = idx[0]
-        ip = ip.split("/")[0]
+        ips = [a.split("/")[0] for a in (ip, ip6) if a]
         if add:
-            ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=vx, state=NUD_PERMANENT)
+            for a in ips:
+                ipr.neigh("replace", dst=a, lladdr=mac, ifindex=vx, state=NUD_PERMANENT, family=_family(a))
             ipr.fdb("replace", ifindex=vx, lladdr=mac, NDA_DST=vtep, state=NUD_PERMANENT, flags=NTF_SELF)
             return
-        for call in (lambda: ipr.neigh("del", dst=ip, lladdr=mac, ifindex=vx),
-                     lambda: ipr.fdb("del", ifindex=vx, lladdr=mac, NDA_DST=vtep, flags=NTF_SELF)):
+        calls = [functools.partial(ipr.neigh, "del", dst=a, lladdr=mac, ifindex=vx, family=_family(a)) for a in ips]
+        calls.append(functools.partial(ipr.fdb, "del", ifindex=vx, lladdr=mac, NDA_DST=vtep, flags=NTF_SELF))
+        for call in calls:
             try:
                 call()
             except NetlinkError as exc:
                 if exc.code not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
                     raise
+
+
+def _family(address: str) -> int:
+    return AF_INET6 if ":" in address else AF_INET
 
 
 def fdb_entries(vxlan: str) -> list[tuple[str, str]]:
@@ -314,6 +327,8 @@ class EndpointPlane:
     gateway: str = ""  # "" = no default route (internal)
     mode: str = BRIDGE
     vxlan: str = ""  # macvlan mode: the parent device
+    address6: str = ""  # CIDR (an IPv6 overlay)
+    gateway6: str = ""
 
 
 def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
@@ -423,13 +438,20 @@ def _configure_container_end(ep: EndpointPlane) -> None:
         iface = ipaddress.ip_interface(ep.address)
         ipr.addr("add", index=idx[0], address=str(iface.ip), prefixlen=iface.network.prefixlen,
                  broadcast=str(iface.network.broadcast_address))
+        if ep.address6:  # the runtime may have IPv6 off by default in the container's namespace
+            _write(f"/proc/sys/net/ipv6/conf/{ep.ifname}/disable_ipv6", "0")
+            iface6 = ipaddress.ip_interface(ep.address6)
+            ipr.addr("add", index=idx[0], address=str(iface6.ip), prefixlen=iface6.network.prefixlen,
+                     flags=IFA_F_NODAD)
         ipr.link("set", index=idx[0], state="up")
         ipr.link("set", index=LOOPBACK_INDEX, state="up")
         # a default route another network gave (a bridge network's, with NAT) is kept: the
         # overlay's reaches only this host's own addresses
-        if ep.gateway:
+        for dst, gateway in (("0.0.0.0/0", ep.gateway), ("::/0", ep.gateway6)):
+            if not gateway:
+                continue
             try:
-                ipr.route("add", dst="0.0.0.0/0", gateway=ep.gateway.split("/")[0], oif=idx[0])
+                ipr.route("add", dst=dst, gateway=gateway.split("/")[0], oif=idx[0], family=_family(dst))
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise
