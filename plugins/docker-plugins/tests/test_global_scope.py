@@ -68,9 +68,19 @@ async def test_a_global_scope_plugin_network_spans_the_engines(plugins: Any, doc
                 netns=str(h.host.extra["netns"]),
                 env={"PLUGIN_SCOPE": "global", "PLUGIN_LOG": str(logs[h.name]), "PLUGIN_READY_FILE": str(ready)})
 
+        # a local-scope plugin on the same engines stays local: not in the cluster, not on h2
+        (plugins.specs / "lplug.spec").write_text(f"tcp://127.0.0.1:{port + 1}\n")
+        lready = plugins.root / "lplug.ready"
+        plugins.start("netplugin", "lplug-h1", "lp", socket=f"tcp://127.0.0.1:{port + 1}", ready=lready,
+                      netns=str(h1.host.extra["netns"]), env={"PLUGIN_READY_FILE": str(lready)})
+        h1.docker("network", "create", "-d", "lplug", "lnet")
+        assert json.loads(h1.docker("network", "inspect", "lnet").stdout)[0]["Scope"] == "local"
+
         # created on h1: stored in the cluster, listed and inspected alike on h2
         h1.docker("network", "create", "-d", "gplug", "gnet")
         wait_for(lambda: "gnet" in _names(h2), 10, "gnet listed on h2")
+        assert "lnet" not in _names(h2)  # created before gnet, which h2 lists
+        h1.docker("network", "rm", "lnet")
         one, two = (json.loads(h.docker("network", "inspect", "gnet").stdout)[0] for h in (h1, h2))
         assert one["Id"] == two["Id"] and one["Driver"] == two["Driver"] == "gplug"
         assert one["Scope"] == two["Scope"] == "global"

@@ -70,8 +70,10 @@ class RemoteNetworkDriver(RemotePlugin, NetworkDriver):
         if self.scope == "global" and ClusterStore in self.context.provided and ClusterView in self.context.provided:
             await self._become_global()
             return
+        if self.scope != "global":
+            return
         advertise = advertise_address(str(self.context.daemon_config.get("cluster-advertise") or ""))
-        if advertise and self.scope == "global":  # dockerd tells global drivers of its own node
+        if advertise:  # dockerd tells global drivers of its own node
             await self.call("DiscoverNew", {"DiscoveryType": 1,
                                             "DiscoveryData": {"Address": advertise, "self": True}}, optional=True)
 
