@@ -5,7 +5,8 @@ PY    := $(VENV)/bin/python
 # Debian packages the project needs on the host (runtimes, network, peers for benchmarks).
 APT_PACKAGES := crun runc conmon nftables iproute2 busybox-static containernetworking-plugins \
                 uidmap podman skopeo docker-registry notary etcd-server openssh-server openssh-client hyperfine socat iperf3 \
-                qemu-system-x86 qemu-utils mmdebstrap e2fsprogs supervisor runit zstd qemu-user-static binfmt-support
+                qemu-system-x86 qemu-utils mmdebstrap e2fsprogs supervisor runit zstd qemu-user-static binfmt-support \
+                clang
 DISTS = $(shell python3 tools/distributions.py --relative)
 STAMP = $(VENV)/.installed-$(shell cat $(addsuffix /pyproject.toml,$(DISTS)) pyproject.toml requirements-dev.txt | sha256sum | cut -c1-16)
 

@@ -99,6 +99,62 @@ async def test_each_data_path_carries_same_host_cross_host_and_gateway_traffic(o
     _no_overlay_links(overlay_cluster, h2)
 
 
+def _vxlan_packets(cluster, host, subnet_octet: int) -> tuple[int, int]:
+    """(tx, rx) packets of the host's VXLAN device whose neighbour entries are in 10.N.0.0/24:
+    what went through the kernel device's own transmit and receive paths."""
+    def read(ns) -> tuple[int, int]:
+        for link in ns.get_links():
+            name = str(link.get_attr("IFLA_IFNAME"))
+            if OUR_LINK.match(name) and name[8] == "x" and any(
+                    str(m.get("NDA_DST")).startswith(f"10.{subnet_octet}.0.")
+                    for m in ns.get_neighbours(ifindex=link["index"])):
+                stats = link.get_attr("IFLA_STATS64")
+                return int(stats["tx_packets"]), int(stats["rx_packets"])
+        raise AssertionError(f"no VXLAN device with peers in 10.{subnet_octet}.0.0/24 on {host.name}")
+
+    return cluster.in_ns(host, read)
+
+
+async def test_the_fast_path_carries_known_peers_and_can_be_turned_off(overlay_cluster):
+    """A macvlan network's unicast frames between hosts go through the eBPF fast path (the
+    VXLAN devices' own transmit and receive counters stay still while 30 pings cross) unless
+    the network is made with ``dockyard.overlay.fastpath=off`` (then every ping counts on both)."""
+    h1, h2 = overlay_cluster.hosts
+    nets = {"ovfon": ("30", []), "ovfoff": ("31", ["-o", "dockyard.overlay.fastpath=off"])}
+    for net, (octet, options) in nets.items():
+        h1.docker("network", "create", "-d", "overlay", *options, "--subnet", f"10.{octet}.0.0/24", net)
+    try:
+        for net, (octet, _) in nets.items():
+            wait_for(lambda n=net: h2.docker("network", "inspect", n, check=False).returncode == 0, 5, f"{net} on h2")
+            h1.docker("run", "-d", "--name", f"{net}a", "--network", net, "--ip", f"10.{octet}.0.10", "busybox",
+                      "sleep", "600")
+            h2.docker("run", "-d", "--name", f"{net}b", "--network", net, "--ip", f"10.{octet}.0.20", "busybox",
+                      "sleep", "600")
+            h1.docker("exec", f"{net}a", "ping", "-c", "1", "-W", "3", f"10.{octet}.0.20")  # ARP, neighbours
+        for net, (octet, _) in nets.items():
+            before = _vxlan_packets(overlay_cluster, h1, int(octet)), _vxlan_packets(overlay_cluster, h2, int(octet))
+            h1.docker("exec", f"{net}a", "ping", "-c", "30", "-i", "0.02", "-W", "3", f"10.{octet}.0.20")
+            after = _vxlan_packets(overlay_cluster, h1, int(octet)), _vxlan_packets(overlay_cluster, h2, int(octet))
+            (tx1, rx1), (tx2, rx2) = ((a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before))
+            if net == "ovfon":
+                assert max(tx1, rx1, tx2, rx2) < 5, (net, before, after)
+            else:
+                assert min(tx1, rx1, tx2, rx2) >= 30, (net, before, after)
+        # a peer that leaves leaves the fast path too: its address answers from a new place
+        h2.docker("rm", "-f", "ovfonb")
+        h1.docker("run", "-d", "--name", "ovfonb", "--network", "ovfon", "--ip", "10.30.0.20", "busybox", "sleep", "600")
+        h2.docker("exec", "ovfoffb", "ping", "-c", "1", "-W", "3", "10.31.0.10")
+        wait_for(lambda: h1.docker("exec", "ovfona", "ping", "-c", "1", "-W", "1", "10.30.0.20",
+                                   check=False).returncode == 0, 5, "the moved address answers on h1")
+    finally:
+        h1.docker("rm", "-f", "ovfona", "ovfonb", "ovfoffa", check=False)
+        h2.docker("rm", "-f", "ovfonb", "ovfoffb", check=False)
+        for net in nets:
+            h1.docker("network", "rm", net, check=False)
+    _no_overlay_links(overlay_cluster, h1)
+    _no_overlay_links(overlay_cluster, h2)
+
+
 def _reaches(host, net: str, address: str, port: int = 2376) -> bool:
     script = f"nc -w 2 {address} {port} </dev/null"
     return host.docker("run", "--rm", "--network", net, "busybox", "sh", "-c", script, check=False).returncode == 0

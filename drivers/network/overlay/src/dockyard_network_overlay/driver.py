@@ -29,10 +29,18 @@ Settings (``network-opts`` driver option, else the daemon config key):
 ``datapath``
     ``macvlan`` (default: containers' interfaces are macvlan children of the VXLAN device) or
     ``bridge`` (a bridge, and a veth per container): see :mod:`dockyard_network_overlay.plane`.
+``fastpath``
+    ``on`` (default) or ``off``: the eBPF fast path of ``macvlan`` networks
+    (:mod:`dockyard_network_overlay.fastpath`): tcx programs encapsulate on the VXLAN device's
+    egress and decapsulate on the underlay device's ingress for known unicast peers, skipping
+    the kernel device's second pass through the host's IP stack; the kernel device carries the
+    rest. Its maps follow the same watch as the FDB entries. When it cannot be had (no clang to
+    build it, no CAP_BPF, a kernel without tcx) the driver says so once and uses the kernel path.
 
 Network options: ``com.docker.network.driver.mtu`` (default: the underlay's MTU minus 50),
 ``com.docker.network.driver.overlay.vxlanid_list`` (a given VNI), ``dockyard.overlay.datapath``
-(this network's data path on every host; default: each engine's ``datapath`` setting).
+(this network's data path on every host; default: each engine's ``datapath`` setting),
+``dockyard.overlay.fastpath=off`` (this network without the fast path, on every host).
 ``encrypted`` is refused: IPsec between hosts is not built.
 """
 
@@ -69,6 +77,7 @@ from dockyard.specs.network import (
     GlobalScopeDriver,
     PeerEndpoint,
 )
+from dockyard_network_overlay import fastpath as F
 from dockyard_network_overlay import plane as P
 
 log = logging.getLogger(__name__)
@@ -83,7 +92,9 @@ MAX_VNI = (1 << 24) - 1
 MTU_OPTION = "com.docker.network.driver.mtu"
 VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 DATAPATH_OPTION = "dockyard.overlay.datapath"
-KNOWN_OPTIONS = frozenset({MTU_OPTION, VNI_OPTION, DATAPATH_OPTION, "encrypted"})
+FASTPATH_OPTION = "dockyard.overlay.fastpath"
+ON_OFF = ("on", "off")
+KNOWN_OPTIONS = frozenset({MTU_OPTION, VNI_OPTION, DATAPATH_OPTION, FASTPATH_OPTION, "encrypted"})
 RACE_RETRIES = 20
 RETIRE_GRACE = 10.0  # seconds a retired interface may wait for its namespace's end before it is deleted
 NEED_STORE = ("overlay networks live in the cluster store: start the engine with "
@@ -131,6 +142,8 @@ class OverlayDriver(GlobalScopeDriver):
         ConfigOption("endpoint-ttl", int, None, "seconds a lost engine's overlay endpoints stay published"),
         ConfigOption("datapath", str, None, "containers' interfaces: macvlan children of the VXLAN device "
                      "(macvlan, the default) or veths on a bridge (bridge)"),
+        ConfigOption("fastpath", str, None, "eBPF encapsulation/decapsulation in front of the VXLAN device for "
+                     "macvlan networks: on (default) or off"),
     )
 
     def __init__(self, context: DriverContext) -> None:
@@ -143,6 +156,13 @@ class OverlayDriver(GlobalScopeDriver):
         self._datapath = _setting(context, "datapath", P.MACVLAN)
         if self._datapath not in P.MODES:
             raise InvalidArgument(f"overlay: datapath must be one of {', '.join(P.MODES)}, not {self._datapath!r}")
+        self._fastpath = _setting(context, "fastpath", "on")
+        if self._fastpath not in ON_OFF:
+            raise InvalidArgument(f"overlay: fastpath must be on or off, not {self._fastpath!r}")
+        self._fast: F.FastPath | None = None
+        self._fast_off = "off (driver setting fastpath=off)" if self._fastpath == "off" else "off (no cluster store)"
+        self._fast_nets: dict[str, int] = {}  # network id -> its VXLAN device's ifindex, while attached
+        self._underlay_index = 0
         self._vtep = ""
         self._underlay_mtu = 1500
         self._state_path = Path(context.data_dir) / "overlay.json"
@@ -187,6 +207,8 @@ class OverlayDriver(GlobalScopeDriver):
         if self._vtep_spec:
             self._vtep = await asyncio.to_thread(P.address_of, self._vtep_spec)
             self._underlay_mtu = await asyncio.to_thread(P.mtu_towards, self._vtep)
+        if self._fastpath == "on":
+            await asyncio.to_thread(self._open_fast_path)
         self._lease = (await self._store.grant(self._ttl)).id
         listing = await self._store.list(ROOT)
         for kv in listing:
@@ -196,9 +218,11 @@ class OverlayDriver(GlobalScopeDriver):
                 await self._store.delete(f"{ENDPOINTS}{net_id}/{eid}")
         for net_id, entry in self._doc["networks"].items():
             await asyncio.to_thread(P.ensure_network, self._plane(entry), True)
+            await asyncio.to_thread(self._attach_fast, net_id, entry)
             for peer in self._peers.get(net_id, {}).values():
                 await asyncio.to_thread(P.program_peer, entry["vxlan"], peer["ipv4"], peer["mac"], peer["vtep"],
                                         ip6=peer.get("ipv6", ""))
+                await asyncio.to_thread(self._fast_peer, net_id, entry, peer)
         await self._publish_all()
         self._tasks = [asyncio.create_task(self._watch(listing.revision + 1), name="overlay-watch"),
                        asyncio.create_task(self._keepalive(), name="overlay-lease")]
@@ -217,11 +241,80 @@ class OverlayDriver(GlobalScopeDriver):
         self._tasks = []
         for q in list(self._subscribers):
             q.put_nowait(None)
+        if self._fast is not None:  # the links go with their fds: the kernel devices carry on
+            self._fast.close()
+            self._fast, self._fast_nets = None, {}
+            self._fast_off = "off (driver closed)"
 
     def status(self) -> list[tuple[str, str]]:
         return [("VTEP", self._vtep or "(none: no cluster store)"),
                 ("Networks built here", str(len(self._doc["networks"]))),
-                ("Local endpoints", str(len(self._doc["endpoints"])))]
+                ("Local endpoints", str(len(self._doc["endpoints"]))),
+                ("Fast path", self._fast_status())]
+
+    # ------------------------------------------------------------------ the eBPF fast path
+    def _fast_status(self) -> str:
+        if self._fast is None:
+            return self._fast_off
+        encap, decap = self._fast.stats()
+        return (f"on (tcx BPF) for {len(self._fast_nets)} network(s): {encap} frames encapsulated, "
+                f"{decap} decapsulated")
+
+    def _open_fast_path(self) -> None:
+        """The fast path's maps, at start (a live migration's hold looks for the held-addresses
+        map from then on); the programs are built and loaded with the first network."""
+        try:
+            self._fast = F.FastPath.create_maps()
+        except OSError as exc:
+            self._fast_unavailable(f"its maps: {exc}")
+
+    def _fast_unavailable(self, why: str) -> None:
+        self._fast_off = f"off (unavailable: {why})"
+        log.warning("overlay: no eBPF fast path (%s); the kernel's VXLAN devices carry all traffic", why)
+        if self._fast is not None:
+            self._fast.close()
+        self._fast, self._fast_nets = None, {}
+
+    def _attach_fast(self, net_id: str, entry: dict[str, Any]) -> None:
+        """The programs on the underlay's ingress and this network's VXLAN device's egress, and
+        its VNI in the map (a macvlan network with the fast path on; in a worker thread)."""
+        if self._fast is None or entry.get("mode") != P.MACVLAN or entry.get("fastpath", "on") != "on":
+            return
+        try:
+            self._fast.load(F.build_object(Path(self.context.data_dir) / "bpf"))
+            if not self._underlay_index:
+                self._underlay_index = P.index_of_address(self._vtep)
+            vx = P.link_index(entry["vxlan"])
+            if not self._underlay_index or not vx:
+                raise Unavailable(f"no link holds {self._vtep}" if vx else f"{entry['vxlan']} is missing")
+            self._fast.attach(self._underlay_index, ingress=True)
+            self._fast.attach(vx, ingress=False)
+            self._fast.set_network(int(entry["vni"]), vx, self._vtep)
+        except (OSError, ValueError, Unavailable) as exc:
+            self._fast_unavailable(str(exc))
+            return
+        self._fast_nets[net_id] = vx
+
+    def _detach_fast(self, net_id: str, entry: dict[str, Any]) -> None:
+        vx = self._fast_nets.pop(net_id, None)
+        if self._fast is None or vx is None:
+            return
+        for peer in self._peers.get(net_id, {}).values():
+            self._fast.del_peer(vx, peer["mac"])
+        self._fast.del_network(int(entry["vni"]))
+        self._fast.detach(vx, ingress=False)
+        if not self._fast_nets:
+            self._fast.detach(self._underlay_index, ingress=True)
+
+    def _fast_peer(self, net_id: str, entry: dict[str, Any], doc: dict[str, Any], add: bool = True) -> None:
+        """One remote endpoint's fast path entry, after its FDB entry (a worker thread)."""
+        vx = self._fast_nets.get(net_id)
+        if self._fast is None or vx is None:
+            return
+        if add:
+            self._fast.set_peer(vx, doc["mac"], doc["vtep"], self._vtep, int(entry["vni"]), self._underlay_index)
+        else:
+            self._fast.del_peer(vx, doc["mac"])
 
     def _save(self) -> None:
         write_json(self._state_path, self._doc)
@@ -299,9 +392,11 @@ class OverlayDriver(GlobalScopeDriver):
                     if eid not in after:
                         await asyncio.to_thread(P.program_peer, entry["vxlan"], doc["ipv4"], doc["mac"],
                                                 doc["vtep"], False, ip6=doc.get("ipv6", ""))
+                        await asyncio.to_thread(self._fast_peer, net_id, entry, doc, False)
                 for doc in after.values():
                     await asyncio.to_thread(P.program_peer, entry["vxlan"], doc["ipv4"], doc["mac"], doc["vtep"],
                                             ip6=doc.get("ipv6", ""))
+                    await asyncio.to_thread(self._fast_peer, net_id, entry, doc)
             if before != after:
                 self._announce(ClusterNetworkChange("peers", net_id))
 
@@ -321,6 +416,7 @@ class OverlayDriver(GlobalScopeDriver):
                     if doc is not None:
                         await asyncio.to_thread(P.program_peer, entry["vxlan"], doc["ipv4"], doc["mac"], doc["vtep"],
                                                 ev.type == "put", ip6=doc.get("ipv6", ""))
+                        await asyncio.to_thread(self._fast_peer, change.network_id, entry, doc, ev.type == "put")
         self._announce(change)
 
     def _announce(self, change: ClusterNetworkChange) -> None:
@@ -384,6 +480,8 @@ class OverlayDriver(GlobalScopeDriver):
                                   "in dockyard-network-overlay (traffic would go unencrypted)")
         if network.options.get(DATAPATH_OPTION, P.MACVLAN) not in P.MODES:
             raise InvalidArgument(f"overlay: {DATAPATH_OPTION} must be one of {', '.join(P.MODES)}")
+        if network.options.get(FASTPATH_OPTION, "on") not in ON_OFF:
+            raise InvalidArgument(f"overlay: {FASTPATH_OPTION} must be on or off")
         v4 = [p for p in network.ipam_pools if ":" not in p.subnet]
         v6 = [p for p in network.ipam_pools if ":" in p.subnet]
         if not v4:
@@ -505,17 +603,21 @@ class OverlayDriver(GlobalScopeDriver):
         entry = {"vni": vni, "bridge": P.bridge_name(self.owner, vni), "vxlan": P.vxlan_name(self.owner, vni),
                  "mtu": mtu, "gateways": gateways, "gateway": "" if network.internal else pool.gateway,
                  "gateway6": "" if network.internal or pool6 is None else pool6.gateway,
-                 "mode": network.options.get(DATAPATH_OPTION) or self._datapath}
+                 "mode": network.options.get(DATAPATH_OPTION) or self._datapath,
+                 "fastpath": network.options.get(FASTPATH_OPTION) or "on"}
         self._doc["networks"][network.id] = entry
         self._save()
         try:
             await asyncio.to_thread(P.ensure_network, self._plane(entry), True)
+            await asyncio.to_thread(self._attach_fast, network.id, entry)
             for peer in self._peers.get(network.id, {}).values():
                 await asyncio.to_thread(P.program_peer, entry["vxlan"], peer["ipv4"], peer["mac"], peer["vtep"],
                                         ip6=peer.get("ipv6", ""))
+                await asyncio.to_thread(self._fast_peer, network.id, entry, peer)
         except BaseException:
             del self._doc["networks"][network.id]
             self._save()
+            await asyncio.to_thread(self._detach_fast, network.id, entry)
             await asyncio.to_thread(P.delete_network, self._plane(entry))
             raise
         return entry
@@ -528,6 +630,7 @@ class OverlayDriver(GlobalScopeDriver):
             if entry is None:
                 return
             self._save()
+            await asyncio.to_thread(self._detach_fast, net_id, entry)
             await asyncio.to_thread(P.delete_network, self._plane(entry))
 
     # ------------------------------------------------------------------ endpoints
@@ -568,7 +671,8 @@ class OverlayDriver(GlobalScopeDriver):
             raise
         return EndpointResult(ifname=request.ifname, mac_address=mac, ipv4_address=request.ipv4_address,
                               ipv6_address=request.ipv6_address,
-                              gateway=gateway, extra={"veth": veth, "vni": str(entry["vni"]), "datapath": mode},
+                              gateway=gateway, extra={"veth": veth, "vni": str(entry["vni"]), "datapath": mode,
+                                                      "fastpath": "on" if net.id in self._fast_nets else "off"},
                               # egress (NAT) and published ports: the engine's gateway bridge
                               gateway_bridge=not net.internal)
 

@@ -117,6 +117,26 @@ def mtu_towards(address: str) -> int:
     return 1500
 
 
+def link_index(name: str) -> int:
+    """The ifindex of link ``name`` in this namespace, 0 when absent."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        return int(idx[0]) if idx else 0
+
+
+def index_of_address(address: str) -> int:
+    """The ifindex of the interface holding ``address`` (the underlay), 0 when none does."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for a in ipr.addr("dump", family=2):
+            if a.get("IFA_ADDRESS") == address:
+                return int(a["index"])
+    return 0
+
+
 def list_links() -> list[str]:
     from pyroute2 import IPRoute
 
