@@ -91,9 +91,9 @@ async def test_a_global_scope_plugin_network_spans_the_engines(plugins: Any, doc
         assert "CreateNetwork" not in _methods(logs[h2.name])  # lazily: not before it is used there
 
         # node discovery: each plugin hears of its own engine and of the other one
-        def discovered(h: Any) -> set[tuple[str, bool]]:
-            return {(c["body"]["DiscoveryData"]["Address"], c["body"]["DiscoveryData"]["self"])
-                    for c in _calls(logs[h.name]) if c["method"].endswith(".DiscoverNew")}
+        def discovered(h: Any, after: int = 0) -> set[tuple[str, bool]]:
+            news = [c for c in _calls(logs[h.name]) if c["method"].endswith(".DiscoverNew")][after:]
+            return {(c["body"]["DiscoveryData"]["Address"], c["body"]["DiscoveryData"]["self"]) for c in news}
         wait_for(lambda: {(h1.address, True), (h2.address, False)} <= discovered(h1), 10, "h1's plugin discovery")
 
         # containers on both engines: distinct addresses from the cluster-wide pool
@@ -136,6 +136,12 @@ async def test_a_global_scope_plugin_network_spans_the_engines(plugins: Any, doc
                 await asyncio.sleep(0.05)
         finally:
             h1.docker("network", "rm", "gnet2")
+        # its lease ends (discovery.ttl 2 s): h1's plugin hears the node leave, then come back
+        wait_for(lambda: any(c["method"].endswith(".DiscoverDelete")
+                             and c["body"]["DiscoveryData"]["Address"] == h2.address for c in _calls(logs[h1.name])),
+                 10, "DiscoverDelete of h2 on h1's plugin")
+        joined_before = sum(1 for c in _calls(logs[h1.name]) if c["method"].endswith(".DiscoverNew"))
         await cluster.netns.driver.start(h2.host)
         wait_for(lambda: h2.docker("version", check=False).returncode == 0, 15, "h2's engine back")
         wait_for(lambda: "gnet2" not in _names(h2), 10, "gnet2 gone on h2")
+        wait_for(lambda: (h2.address, False) in discovered(h1, after=joined_before), 10, "h2 discovered again")
