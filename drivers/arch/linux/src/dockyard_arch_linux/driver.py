@@ -397,7 +397,7 @@ class LinuxRuntime(Checkpointing):
                 bundle.mkdir(parents=True)
                 cdir.mkdir(parents=True, exist_ok=True)  # a restore's mount stand-ins may be there
                 Path(meta["runtime_root"]).mkdir(parents=True, exist_ok=True)
-                (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+                (bundle / "config.json").write_text(json.dumps(spec))  # compact: the C encoder (0.08 vs 0.30 ms)
                 self._save(meta)
 
             try:
