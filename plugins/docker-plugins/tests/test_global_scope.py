@@ -108,6 +108,26 @@ async def test_a_global_scope_plugin_network_spans_the_engines(plugins: Any, doc
         wait_for(lambda: ip2 in h1.docker("exec", "a1", "nslookup", "a2", check=False).stdout, 10,
                  "a2 resolved on h1")
 
+        # h2's engine killed (its containers run on): its lease ends and h1's plugin hears the
+        # node leave; a network removed meanwhile is gone from h2's list when it is back, and
+        # h2 publishes its running container's endpoint again
+        h1.docker("network", "create", "-d", "gplug", "gnet3")
+        wait_for(lambda: "gnet3" in _names(h2), 10, "gnet3 listed on h2")
+        await _kill_engine(cluster, h2)
+        wait_for(lambda: any(c["method"].endswith(".DiscoverDelete")
+                             and c["body"]["DiscoveryData"]["Address"] == h2.address for c in _calls(logs[h1.name])),
+                 10, "DiscoverDelete of h2 on h1's plugin")  # discovery.ttl: 2 s
+        wait_for(lambda: ip2 not in h1.docker("exec", "a1", "nslookup", "a2", check=False).stdout, 10,
+                 "a2's record gone with h2's lease")
+        h1.docker("network", "rm", "gnet3")
+        joined_before = len([c for c in _calls(logs[h1.name]) if c["method"].endswith(".DiscoverNew")])
+        await cluster.netns.driver.start(h2.host)
+        wait_for(lambda: h2.docker("version", check=False).returncode == 0, 15, "h2's engine back")
+        wait_for(lambda: "gnet3" not in _names(h2), 10, "gnet3 gone on h2")
+        wait_for(lambda: (h2.address, False) in discovered(h1, after=joined_before), 10, "h2 discovered again")
+        wait_for(lambda: ip2 in h1.docker("exec", "a1", "nslookup", "a2", check=False).stdout, 10,
+                 "a2 resolved on h1 again")
+
         # removal: refused while another host has an endpoint, then from h2 it is gone everywhere
         h1.docker("rm", "-f", "a1")
         refused = h1.docker("network", "rm", "gnet", check=False)
@@ -127,21 +147,17 @@ async def test_a_global_scope_plugin_network_spans_the_engines(plugins: Any, doc
             failed = h2.docker("run", "--rm", "--network", "gnet2", "busybox", "true", check=False)
             assert failed.returncode != 0 and "gplug" in failed.stderr, failed.stderr
             assert "gnet2" in _names(h2)
-            # removed while h2's engine is down (killed): gone from h2's list when it is back
-            os.kill(int(h2.host.extra["pid"]), signal.SIGKILL)
-            for _ in range(100):  # the driver has seen the engine exit
-                state = await cluster.netns.driver.state(h2.host)
-                if state.state != "running" and "runs but" not in state.reason:
-                    break
-                await asyncio.sleep(0.05)
         finally:
             h1.docker("network", "rm", "gnet2")
-        # its lease ends (discovery.ttl 2 s): h1's plugin hears the node leave, then come back
-        wait_for(lambda: any(c["method"].endswith(".DiscoverDelete")
-                             and c["body"]["DiscoveryData"]["Address"] == h2.address for c in _calls(logs[h1.name])),
-                 10, "DiscoverDelete of h2 on h1's plugin")
-        joined_before = sum(1 for c in _calls(logs[h1.name]) if c["method"].endswith(".DiscoverNew"))
-        await cluster.netns.driver.start(h2.host)
-        wait_for(lambda: h2.docker("version", check=False).returncode == 0, 15, "h2's engine back")
         wait_for(lambda: "gnet2" not in _names(h2), 10, "gnet2 gone on h2")
-        wait_for(lambda: (h2.address, False) in discovered(h1, after=joined_before), 10, "h2 discovered again")
+
+
+async def _kill_engine(cluster: Any, host: Any) -> None:
+    """SIGKILL the host's engine and wait until its driver has seen it exit (else its start
+    would treat the host as running)."""
+    os.kill(int(host.host.extra["pid"]), signal.SIGKILL)
+    for _ in range(100):
+        state = await cluster.netns.driver.state(host.host)
+        if state.state != "running" and "runs but" not in state.reason:
+            return
+        await asyncio.sleep(0.05)

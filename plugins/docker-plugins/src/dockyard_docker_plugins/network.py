@@ -216,7 +216,9 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
     - Every engine lists it (:mod:`dockyard_docker_plugins.catalog`). On another engine the
       plugin gets ``CreateNetwork`` when the network is first used there (the first join), as
       libnetwork creates a global network on a host lazily.
-    - Endpoints are published on the engine's lease; :meth:`peers` are the other engines'.
+    - Endpoints are published on the engine's lease; :meth:`peers` are the other engines'. They
+      are kept in the driver's data directory too, and published again at the next start (a
+      stopped engine's lease ends; its containers run on), until they leave.
     - ``delete_network`` is refused while another engine has an endpoint on it; otherwise
       ``DeleteNetwork`` reaches this engine's plugin and the definition leaves the store, and
       every other engine whose plugin had it gets ``DeleteNetwork`` when it sees it go (or at
@@ -229,6 +231,7 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
     address_space: ClassVar[str] = GLOBAL_ADDRESS_SPACE
     _view: ClusterView
     _created: set[str]
+    _published: dict[str, dict[str, Any]]
     _tasks: list[asyncio.Task[None]]
     _creating: dict[str, asyncio.Lock]
 
@@ -244,6 +247,9 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
 
     async def _follow(self, view: ClusterView) -> None:
         self._created = self._load_created()
+        self._published = self._load_published()
+        for ep_id, ep in sorted(self._published.items()):
+            await view.publish_endpoint(ep["network_id"], ep_id, ep["doc"])
         nodes = view.node_changes()  # subscribed before the listing: nothing missed
         changes = view.changes()
         if view.node:
@@ -281,6 +287,18 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
 
     def _save_created(self) -> None:
         write_json(self._created_file, sorted(self._created))
+
+    @property
+    def _published_file(self) -> Any:
+        return self.context.data_dir / "endpoints.json"
+
+    def _load_published(self) -> dict[str, dict[str, Any]]:
+        """This engine's endpoints as published: endpoint ID -> ``{"network_id", "doc"}``."""
+        try:
+            doc = json.loads(self._published_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): v for k, v in doc.items() if isinstance(v, dict)} if isinstance(doc, dict) else {}
 
     # ------------------------------------------------------------------ discovery
     async def _discover(self, address: str, present: bool, own: bool = False) -> None:
@@ -357,18 +375,26 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
     async def join(self, request: EndpointRequest) -> EndpointResult:
         await self._ensure_here(request.network)
         result = await super().join(request)
+        doc = {"container_id": request.container_id, "name": request.container_name,
+               "aliases": list(request.aliases), "ipv4": result.ipv4_address, "ipv6": result.ipv6_address,
+               "mac": result.mac_address}
         try:
-            await self._view.publish_endpoint(request.network.id, request.endpoint_id, {
-                "container_id": request.container_id, "name": request.container_name,
-                "aliases": list(request.aliases), "ipv4": result.ipv4_address, "ipv6": result.ipv6_address,
-                "mac": result.mac_address})
+            self._published[request.endpoint_id] = {"network_id": request.network.id, "doc": doc}
+            await asyncio.to_thread(write_json, self._published_file, self._published)
+            await self._view.publish_endpoint(request.network.id, request.endpoint_id, doc)
         except BaseException:
+            self._published.pop(request.endpoint_id, None)
+            with contextlib.suppress(DockyardError, OSError):
+                await asyncio.to_thread(write_json, self._published_file, self._published)
+                await self._view.unpublish_endpoint(request.network.id, request.endpoint_id)
             with contextlib.suppress(DockyardError, OSError):
                 await super().leave(request, result)
             raise
         return result
 
     async def leave(self, request: EndpointRequest, result: EndpointResult) -> None:
+        if self._published.pop(request.endpoint_id, None) is not None:
+            await asyncio.to_thread(write_json, self._published_file, self._published)
         try:
             await self._view.unpublish_endpoint(request.network.id, request.endpoint_id)
         except (DockyardError, OSError) as exc:  # its lease ends it; the plugin must still leave
