@@ -57,9 +57,13 @@ async def test_whiteouts_stored_the_overlay_way(driver: OverlayDriver, tmp_path:
     assert not (diff / ".wh.f").exists()
 
 
-async def test_mounts_are_named_and_relative(driver: OverlayDriver, tmp_path: Path) -> None:
+async def test_mounts_are_named_and_made_by_mount_2_when_they_fit(driver: OverlayDriver, tmp_path: Path) -> None:
     await driver.apply("base", None, simple_tar(tmp_path))
     await driver.prepare("rw", "base")
+    flags, data = driver._direct_options(driver._read_meta("rw"))
+    assert flags == 0 and data.startswith(f"lowerdir={driver._root}/l/".encode())
+    assert f",upperdir={driver._root}/layers/".encode() in data
+    assert driver._direct_options(driver._read_meta("base"))[0] == 1  # MS_RDONLY: "ro" is no overlay option
     path = await driver.mount("rw")
     try:
         found = [m for m in read_mounts() if m[0] == path]
@@ -104,6 +108,7 @@ async def test_deep_chain_stays_under_the_option_limit(driver: OverlayDriver, tm
         await driver.apply(key, parent, tar)
         parent = key
     await driver.prepare("ctr", parent)
+    assert driver._direct_options(driver._read_meta("ctr")) is None  # beyond a page: mount(8), relative paths
     root = Path(await driver.mount("ctr"))
     try:
         assert len(os.listdir(root)) == 100

@@ -10,9 +10,10 @@ Layout under the driver's data dir (see :mod:`dockyard.layerdirs` for what all s
     l/<short>               symlink to ../layers/<id>/diff, keeps lowerdir= short
     empty/                  an empty lower for layers without a parent
 
-``<id>`` is the sha256 of the layer key (keys are opaque and may hold ``:``). Mounts are made
-by ``/bin/mount`` run with the data dir as working directory, so ``lowerdir=l/AB..:l/CD..``
-stays far below the one-page mount-option limit (about 120 layers). Every mount's source is
+``<id>`` is the sha256 of the layer key (keys are opaque and may hold ``:``). A layer is mounted
+with mount(2) and absolute paths when its options fit in the kernel's one page; deeper ones by
+``/bin/mount`` run with the data dir as working directory, so ``lowerdir=l/AB..:l/CD..`` stays
+far below that limit (about 120 layers). Every mount's source is
 ``dockyard-<owner>``, so reconciliation (and leak checks) recognise this daemon's mounts;
 ``setup()`` unmounts the ones a previous run left under this data dir.
 """
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import os
 import secrets
 import shutil
@@ -37,10 +40,19 @@ from dockyard.mounts import MountError, mount, read_mounts, umount
 from dockyard.specs import DriverContext, DriverInfo
 
 MAX_DEPTH = 120
+#: what mount(2) takes as filesystem options: one page, with its terminating NUL
+MAX_DATA = 4095
+MS_RDONLY = 1
 #: Mount options tried in order at setup: without redirect_dir/metacopy off, renaming a lower
 #: directory or changing metadata would not copy the file up and the upper dir would not be a
 #: complete diff.
 _FEATURE_OPTS = ("index=off,redirect_dir=off,metacopy=off", "index=off,redirect_dir=off", "")
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library this process runs with (its ``mount``), looked up once."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass
@@ -165,9 +177,37 @@ class OverlayDriver(DirectoryLayerDriver[_Meta]):
     def _mount_point(self, key: str) -> Path:
         return self._dir(key) / "merged"
 
+    def _direct_options(self, meta: _Meta) -> tuple[int, bytes] | None:
+        """(mount flags, overlay options with absolute paths) for mount(2), or None when they
+        do not fit in one page (then ``/bin/mount`` mounts it with relative paths)."""
+        flags, opts = 0, self._mount_options(meta)
+        if opts.startswith("ro,"):
+            flags, opts = MS_RDONLY, opts[3:]
+        root = str(self._root)
+        parts = []
+        for opt in opts.split(","):
+            name, sep, value = opt.partition("=")
+            if name in ("lowerdir", "upperdir", "workdir") and sep:
+                value = ":".join(p if p.startswith("/") else f"{root}/{p}" for p in value.split(":"))
+                opt = f"{name}={value}"
+            parts.append(opt)
+        data = os.fsencode(",".join(parts))
+        return (flags, data) if len(data) <= MAX_DATA else None
+
+    def _mount_direct(self, target: str, flags: int, data: bytes) -> None:
+        """mount(2) of overlay on ``target``: no mount(8) process (a fork and exec, and
+        libmount's parsing: about 1 ms of each container start's CPU, measured with perf)."""
+        if _libc().mount(os.fsencode(self._source), os.fsencode(target), b"overlay", flags, data) != 0:
+            err = ctypes.get_errno()
+            raise MountError(f"mount of {target} failed: {os.strerror(err)}")
+
     async def _mount_layer(self, meta: _Meta) -> None:
         if self._mount_opts is None:
             raise Unavailable("overlay driver used before setup()")
+        direct = self._direct_options(meta)
+        if direct is not None:
+            await asyncio.to_thread(self._mount_direct, str(self._mount_point(meta.key)), *direct)
+            return
         await asyncio.to_thread(mount, self._source, f"layers/{_layer_id(meta.key)}/merged", fstype="overlay",
                                 options=self._mount_options(meta), cwd=self._root)
 
