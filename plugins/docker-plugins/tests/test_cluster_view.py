@@ -86,3 +86,35 @@ async def test_a_released_view_withdraws_its_node_when_its_lease_ends(views: tup
     assert await asyncio.wait_for(nodes.__anext__(), 10) == NodeChange("10.9.0.2", False)
     await two.start(one.store.share(), "10.9.0.2", 2)  # type: ignore[union-attr]  (the fixture releases it)
     assert await _next(nodes) == NodeChange("10.9.0.2", True)
+
+
+async def test_the_catalog_lists_plugin_networks_and_refuses_to_make_any(tmp_path, views) -> None:  # noqa: ANN001
+    from dockyard.specs import DriverContext
+    from dockyard.specs.cluster import ClusterStore
+    from dockyard.specs.network import ClusterNetworkChange, EndpointRequest
+    from dockyard_docker_plugins.catalog import GlobalPluginNetworks
+
+    one, _two = views
+    store = one.store
+    assert store is not None
+
+    def catalog() -> GlobalPluginNetworks:
+        return GlobalPluginNetworks(DriverContext(data_dir=tmp_path, run_dir=tmp_path, owner="dytest00",
+                                                  daemon_config={"cluster-advertise": "10.9.0.1:2376"},
+                                                  provided={ClusterView: one, ClusterStore: store}))
+
+    net = Network(id=new_id(), name="gnet", driver="gplug")
+    await one.publish_network(net)
+    first = catalog()
+    await first.setup()
+    assert [n.id for n in await first.cluster_networks()] == [net.id]
+    for call in (first.create_network(net), first.delete_network(net),
+                 first.join(EndpointRequest(network=net, container_id="c", endpoint_id="e", netns_path="/x"))):
+        with pytest.raises(InvalidArgument, match="docker network create -d PLUGIN"):
+            await call
+    await first.close()
+    await one.remove_network(net)  # while no catalog runs (an engine that is down)
+    second = catalog()
+    await second.setup()
+    assert await _next(second.cluster_changes()) == ClusterNetworkChange("network", net.id, None)
+    await second.close()
