@@ -7,8 +7,9 @@ netns driver's bridge are the underlay, MTU 1500, so the overlay's is 1450.
 
 **Throughput** (``overlay_throughput``, ms per GiB, lower is better): iperf3 TCP (the host's,
 run inside the containers' network namespaces with ``nsenter``) from a container on h1 to a
-container on h2 over the overlay (``--network ov``: veth, overlay bridge, VXLAN, the underlay,
-and back up on h2). Peer: the same iperf3 between the two hosts' own namespaces over the
+container on h2 over the overlay (``--network ov``, as made by default: a macvlan child of the
+VXLAN device, the eBPF fast path for known unicast peers (GSO aggregates take the kernel
+device), the underlay, and back up on h2). Peer: the same iperf3 between the two hosts' own namespaces over the
 underlay (host eth0 to host eth0). Interleaved rounds (``BENCH_OVERLAY_ROUNDS``, default 3) of
 ``BENCH_OVERLAY_SECONDS`` (default 3) seconds each.
 

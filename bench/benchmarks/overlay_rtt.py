@@ -2,11 +2,14 @@
 driver's data paths, on the two netns hosts of ``overlay.py`` (engines on one etcd, the hosts'
 veths to the netns driver's bridge as the underlay, MTU 1500; the overlay's is 1450).
 
-Three paths, from h1 to h2, measured in the same run:
+Four paths, from h1 to h2, measured in the same run:
 
-- subject: container to container over an overlay network with the default data path
-  (``macvlan``: the containers' interfaces are macvlan children of the VXLAN device);
-- peer: the same over an overlay network made with ``-o dockyard.overlay.datapath=bridge``
+- subject: container to container over an overlay network as made by default (``macvlan``
+  data path: the containers' interfaces are macvlan children of the VXLAN device; with the
+  driver's eBPF fast path, which encapsulates and decapsulates in tcx programs);
+- peer: the same over a network made with ``-o dockyard.overlay.fastpath=off`` (every frame
+  through the kernel's VXLAN device);
+- peer: the same over a network made with ``-o dockyard.overlay.datapath=bridge``
   (libnetwork's layout: a veth per container and a bridge per network on each host);
 - peer: host to host over the underlay (h1's ``eth0`` to h2's).
 
@@ -49,18 +52,23 @@ def _overlay() -> Any:
 def _measure(ov: Any, samples: dict[str, list[float]], loads: list[str], paired: dict[str, list[float]]) -> Any:
     def body(ctx: Context, rows: dict[str, Result], h1: Any, h2: Any) -> None:
         h1.docker("network", "create", "-d", "overlay", "--subnet", "10.77.0.0/24", "ov")
+        h1.docker("network", "create", "-d", "overlay", "-o", "dockyard.overlay.fastpath=off",
+                  "--subnet", "10.78.0.0/24", "ovk")
         h1.docker("network", "create", "-d", "overlay", "-o", "dockyard.overlay.datapath=bridge",
                   "--subnet", "10.79.0.0/24", "ovb")
         for host, name, net, ip in ((h1, "c1", "ov", "10.77.0.10"), (h2, "c2", "ov", "10.77.0.20"),
+                                    (h1, "k1", "ovk", "10.78.0.10"), (h2, "k2", "ovk", "10.78.0.20"),
                                     (h1, "b1", "ovb", "10.79.0.10"), (h2, "b2", "ovb", "10.79.0.20")):
             host.docker("run", "-d", "--name", name, "--network", net, "--ip", ip, "busybox", "sleep", "3600")
 
         def ns(host: Any, name: str) -> str:
             return f"/proc/{int(host.docker('inspect', '-f', '{{.State.Pid}}', name).stdout.strip())}/ns/net"
 
-        paths = {"macvlan": (ns(h1, "c1"), "10.77.0.20"), "bridge": (ns(h1, "b1"), "10.79.0.20"),
+        paths = {"macvlan": (ns(h1, "c1"), "10.77.0.20"), "kernel": (ns(h1, "k1"), "10.78.0.20"),
+                 "bridge": (ns(h1, "b1"), "10.79.0.20"),
                  "underlay": (f"/run/netns/{h1.host.extra['netns']}", h2.address)}
         rows["macvlan"].command = f"nsenter --net=/proc/PID(c1)/ns/net busybox ping -c {COUNT} -i 0.002 10.77.0.20"
+        rows["kernel"].command = f"nsenter --net=/proc/PID(k1)/ns/net busybox ping -c {COUNT} -i 0.002 10.78.0.20"
         rows["bridge"].command = f"nsenter --net=/proc/PID(b1)/ns/net busybox ping -c {COUNT} -i 0.002 10.79.0.20"
         rows["underlay"].command = f"nsenter --net=/run/netns/H1 busybox ping -c {COUNT} -i 0.002 {h2.address}"
         loads.append(ov.loadavg())
@@ -71,14 +79,14 @@ def _measure(ov: Any, samples: dict[str, list[float]], loads: list[str], paired:
                 got = ov.ping_rtts(*paths[key], COUNT)
                 samples[key] += got
                 medians[key] = statistics.median(got)
-            for key in ("macvlan", "bridge"):
+            for key in ("macvlan", "kernel", "bridge"):
                 paired[key].append(medians[key] / medians["underlay"])
             ctx.log(f"  round {i + 1}/{ROUNDS}: median " + ", ".join(
                 f"{k} {statistics.median(v) * 1e6:.0f} µs" for k, v in samples.items()) + f" (load {ov.loadavg()})")
         loads.append(ov.loadavg())
-        for host, names in ((h1, ("c1", "b1")), (h2, ("c2", "b2"))):
+        for host, names in ((h1, ("c1", "k1", "b1")), (h2, ("c2", "k2", "b2"))):
             host.docker("rm", "-f", *names)
-        h1.docker("network", "rm", "ov", "ovb")
+        h1.docker("network", "rm", "ov", "ovk", "ovb")
 
     return body
 
@@ -86,15 +94,17 @@ def _measure(ov: Any, samples: dict[str, list[float]], loads: list[str], paired:
 def run(ctx: Context) -> list[Result]:
     ov = _overlay()
     rows = {
-        "macvlan": Result(benchmark=BENCH, name="ping RTT, overlay container to container (macvlan data path, "
-                          "the default)", command=""),
+        "macvlan": Result(benchmark=BENCH, name="ping RTT, overlay container to container (as made by default: "
+                          "macvlan data path with the eBPF fast path)", command=""),
+        "kernel": Result(benchmark=BENCH, name="ping RTT, overlay container to container (macvlan data path, "
+                         "fast path off: the kernel's VXLAN device)", role="peer", command=""),
         "bridge": Result(benchmark=BENCH, name="ping RTT, overlay container to container (bridge data path: "
                          "veth + bridge)", role="peer", command=""),
         "underlay": Result(benchmark=BENCH, name="ping RTT, underlay host to host", role="peer", command=""),
     }
     samples: dict[str, list[float]] = {k: [] for k in rows}
     loads: list[str] = []
-    paired: dict[str, list[float]] = {"macvlan": [], "bridge": []}
+    paired: dict[str, list[float]] = {"macvlan": [], "kernel": [], "bridge": []}
     why = ov.unmet(ctx, ("nsenter", "busybox", "docker", "etcd"))
     if not why:
         try:
@@ -111,9 +121,12 @@ def run(ctx: Context) -> list[Result]:
     if not why:
         subject, underlay = rows["macvlan"], rows["underlay"]
         goal = ov.rtt_goal(subject, underlay, {"subject": samples["macvlan"], "peer": samples["underlay"]})
-        bridge = rows["bridge"]
+        bridge, kernel = rows["bridge"], rows["kernel"]
         goal.detail += (f"; per-round ratio median {statistics.median(paired['macvlan']):.2f}× "
                         f"(range {min(paired['macvlan']):.2f}–{max(paired['macvlan']):.2f}); "
+                        f"fast path off (kernel VXLAN) median {kernel.median_ms * 1000:.0f} µs "  # type: ignore[operator]
+                        f"({kernel.median_ms / underlay.median_ms:.2f}×, per round "  # type: ignore[operator]
+                        f"{statistics.median(paired['kernel']):.2f}×), p90 {ov.p90(samples['kernel']) * 1e6:.0f} µs; "
                         f"bridge data path median {bridge.median_ms * 1000:.0f} µs "  # type: ignore[operator]
                         f"({bridge.median_ms / underlay.median_ms:.2f}×, per round "  # type: ignore[operator]
                         f"{statistics.median(paired['bridge']):.2f}×), p90 {ov.p90(samples['bridge']) * 1e6:.0f} µs; "
