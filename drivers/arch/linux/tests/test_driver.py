@@ -777,3 +777,22 @@ def test_children_lists_zombies_of_every_thread() -> None:
     finally:
         proc.wait()
     assert str(proc.pid) not in monitor._children()
+
+
+@NEEDS_HOST
+async def test_an_auto_remove_containers_log_is_not_synced_at_its_exit(driver, ids, rootfs):
+    """conmon fsyncs the log when the process exits; an AutoRemove container's log goes with it
+    right after, so its conmon is told not to (when it takes ``--no-sync-log``), and its output
+    is all there as before."""
+    assert monitor.has_option(driver.conmon, "--no-sync-log") == (b"--no-sync-log" in subprocess.run(
+        [driver.conmon, "--help"], capture_output=True).stdout)
+    kept, st, out = await run(driver, ids, rootfs, ["echo", "kept"])
+    assert (st.exit_code, out) == (0, b"kept\n")
+    gone, st, out = await run(driver, ids, rootfs, ["echo", "gone"], auto_remove=True)
+    assert (st.exit_code, out) == (0, b"gone\n")
+    metas = {c: json.loads((driver.context.data_dir / "containers" / c / "meta.json").read_text()) for c in (kept, gone)}
+    assert metas[kept]["sync_log"] is True
+    assert metas[gone]["sync_log"] is (not monitor.has_option(driver.conmon, "--no-sync-log"))
+    argv = driver._conmon_command(metas[gone], False).argv()
+    assert ("--no-sync-log" in argv) is (not metas[gone]["sync_log"])
+    assert "--no-sync-log" not in driver._conmon_command(metas[kept], False).argv()

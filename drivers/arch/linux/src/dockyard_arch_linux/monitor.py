@@ -54,6 +54,8 @@ class ConmonCommand:
     leave_stdin_open: bool = False
     exec_process_spec: str = ""  # set for an exec session
     log_size_max: int = 0
+    #: False: conmon does not fsync the log when the process exits (``--no-sync-log``)
+    sync_log: bool = True
     extra: list[str] = field(default_factory=list)
 
     def argv(self) -> list[str]:
@@ -76,10 +78,21 @@ class ConmonCommand:
             a += ["-e", "--exec-process-spec", self.exec_process_spec]
         if self.log_size_max > 0:
             a += ["--log-size-max", str(self.log_size_max)]
+        if not self.sync_log:
+            a.append("--no-sync-log")
         return a + self.extra
 
     def attach_socket(self) -> str:
         return os.path.join(self.socket_dir, self.cuuid, "attach")
+
+
+def has_option(conmon: str, option: str) -> bool:
+    """Whether ``conmon --help`` lists ``option`` (blocking: run it in a thread)."""
+    try:
+        out = subprocess.run([conmon, "--help"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return option.encode() in out.stdout + out.stderr
 
 
 def become_subreaper() -> bool:
