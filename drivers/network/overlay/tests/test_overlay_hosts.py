@@ -259,6 +259,10 @@ async def test_leftovers_after_kill9_are_reconciled_at_restart(overlay_cluster):
     assert "10.38.0.99" not in neighbours, neighbours
     h1.docker("exec", "k1", "ping", "-c", "1", "-W", "3", "k2")  # still connected after the restart
     h2.docker("exec", "k2", "ping", "-c", "1", "-W", "3", "k1")
+    before = _vxlan_packets(overlay_cluster, h1, 38)  # and through a fresh fast path again
+    h1.docker("exec", "k1", "ping", "-c", "10", "-i", "0.02", "-W", "3", "k2")
+    after = _vxlan_packets(overlay_cluster, h1, 38)
+    assert after[0] - before[0] < 5 and after[1] - before[1] < 5, (before, after)
     h1.docker("rm", "-f", "k1")
     h2.docker("rm", "-f", "k2")
     _no_overlay_links(overlay_cluster, h1)
