@@ -147,7 +147,7 @@ int dy_vxlan_egress(struct __sk_buff *skb)
 
 	if ((void *)(eth + 1) > data_end || (eth->h_dest[0] & 1)) /* broadcast/multicast */
 		return TC_ACT_OK;
-	if (skb->gso_segs > 1) /* aggregates keep the kernel's segmentation and offloads */
+	if (skb->gso_size) /* aggregates (any GSO skb) keep the kernel's segmentation and offloads */
 		return TC_ACT_OK;
 	key.ifindex = skb->ifindex;
 	__builtin_memcpy(key.mac, eth->h_dest, 6);
@@ -218,7 +218,7 @@ int dy_vxlan_ingress(struct __sk_buff *skb)
 	    h->ip.protocol != IPPROTO_UDP || (h->ip.frag_off & htons(0x3fff)) ||
 	    h->udp.dest != htons(VXLAN_PORT) || h->vx.flags != htonl(VXLAN_FLAG_VNI))
 		return TC_ACT_OK;
-	if (skb->gso_segs > 1 || skb->pkt_type != PACKET_HOST)
+	if (skb->gso_size || skb->pkt_type != PACKET_HOST)
 		return TC_ACT_OK;
 	if (ntohs(h->udp.len) != skb->len - ETH_HLEN - sizeof(struct iphdr))
 		return TC_ACT_OK; /* padding or truncation: let the kernel judge */
