@@ -100,3 +100,17 @@ def test_libcrypto_is_found_in_the_process_maps(tmp_path: Path) -> None:
     (tmp_path / "maps").write_text("7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n")
     assert ed25519.mapped_libcrypto(tmp_path / "maps") is None
     assert ed25519.mapped_libcrypto(tmp_path / "absent") is None
+
+
+def test_without_libcrypto_the_key_is_cryptographys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No usable libcrypto (no /proc, an old OpenSSL): the log signs with ``cryptography``, the
+    same signatures."""
+    import os
+
+    raw = os.urandom(32)
+    ours = ed25519.private_key(raw)
+    monkeypatch.setattr(ed25519, "mapped_libcrypto", lambda: None)
+    theirs = ed25519.private_key(raw)
+    assert isinstance(ours, ed25519.LibcryptoEd25519Key) and isinstance(theirs, Ed25519PrivateKey)
+    assert ours.sign(b"m") == theirs.sign(b"m")
+    assert ed25519.public_bytes_raw(ours) == ed25519.public_bytes_raw(theirs)

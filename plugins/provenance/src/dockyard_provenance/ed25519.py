@@ -39,11 +39,11 @@ class LibcryptoError(RuntimeError):
 
 def mapped_libcrypto(maps: Path = Path("/proc/self/maps")) -> str | None:
     """The path of the libcrypto this process has mapped (``_hashlib`` links it), or None."""
-    import _hashlib  # noqa: F401  (maps libcrypto; hashlib imports it in every process anyway)
-
     try:
+        import _hashlib  # noqa: F401  (maps libcrypto; hashlib imports it in every process anyway)
+
         text = maps.read_text()
-    except OSError:
+    except (ImportError, OSError):  # an interpreter without OpenSSL; no /proc
         return None
     for line in text.splitlines():
         fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
@@ -127,7 +127,10 @@ class LibcryptoEd25519Key:
 def libcrypto_key(raw: bytes) -> LibcryptoEd25519Key | None:
     """``raw`` as a libcrypto key, or None when no usable libcrypto is mapped."""
     path = mapped_libcrypto()
-    lib = _bind(path) if path else None
+    try:
+        lib = _bind(path) if path else None
+    except (OSError, AttributeError):  # not loadable, or a libcrypto without these functions
+        return None
     return LibcryptoEd25519Key(lib, raw) if lib is not None else None
 
 
