@@ -125,8 +125,9 @@ class DirectoryLayerDriver(LayerDriver, Generic[MetaT]):
         """The path :meth:`mount` returns; by default the layer's files themselves."""
         return self._files(key)
 
-    async def _mount_layer(self, meta: MetaT) -> None:
-        """Make :meth:`_mount_point` show the layer (called for its first reference)."""
+    async def _mount_layer(self, meta: MetaT, volatile: bool = False) -> None:
+        """Make :meth:`_mount_point` show the layer (called for its first reference);
+        ``volatile`` as :meth:`LayerDriver.mount` takes it (drivers that cannot ignore it)."""
 
     async def _unmount_layer(self, key: str) -> None:
         """Undo :meth:`_mount_layer` (called when the last reference goes)."""
@@ -217,11 +218,13 @@ class DirectoryLayerDriver(LayerDriver, Generic[MetaT]):
         await asyncio.to_thread(self._create, key, parent, "rw", None)
 
     # ------------------------------------------------------------------ mounting
-    async def mount(self, key: str) -> str:
+    async def mount(self, key: str, volatile: bool = False) -> str:
         async with self._lock:
             meta = self._read_meta(key)
             if self._refs.get(key, 0) == 0:
-                await self._mount_layer(meta)
+                # passed on only when asked for: subclasses without the ``volatile`` capability
+                # (never asked) keep their ``_mount_layer(meta)``
+                await (self._mount_layer(meta, volatile=True) if volatile else self._mount_layer(meta))
             self._refs[key] = self._refs.get(key, 0) + 1
             return str(self._mount_point(key))
 

@@ -425,6 +425,23 @@ class StorageContract(NoMountLeftBehind, DriverContract):
         async with mounted(driver, "rw") as root:  # the write survived the unmount
             assert (root / "written").read_bytes() == b"w"
 
+    async def test_a_volatile_mount_reads_and_writes_and_mounts_again(self, driver: LayerDriver, work: Path) -> None:
+        """``mount(key, volatile=True)`` (a ``--rm`` container's rootfs) behaves as a mount;
+        the same layer can be mounted again afterwards (overlayfs refuses an upper a volatile
+        mount used unless the driver clears its mark) and shows what was written."""
+        requires(driver, "volatile")
+        await driver.apply("base", None, make_layer_tar(work / "t.tar", layer_entry("f", data=b"f")))
+        await driver.prepare("rw", "base")
+        root = Path(await driver.mount("rw", volatile=True))
+        assert (root / "f").read_bytes() == b"f"
+        (root / "written").write_bytes(b"w")
+        await driver.unmount("rw")
+        assert mounts_under(Path(driver.context.data_dir)) == []
+        async with mounted(driver, "rw") as again:
+            assert (again / "written").read_bytes() == b"w"
+        await driver.remove("rw")
+        await driver.remove("base")
+
     async def test_concurrent_use(self, driver: LayerDriver, work: Path) -> None:
         tar = make_layer_tar(work / "t.tar", layer_entry("f", data=b"f" * 10_000))
         results = await asyncio.gather(driver.apply("same", None, tar), driver.apply("same", None, tar),

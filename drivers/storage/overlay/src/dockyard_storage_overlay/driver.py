@@ -67,7 +67,7 @@ class OverlayDriver(DirectoryLayerDriver[_Meta]):
     info: ClassVar[DriverInfo] = DriverInfo(
         name="overlay", kind="storage",
         description="overlayfs: one directory per layer, mounted as a stack (needs overlay in the kernel)",
-        capabilities=frozenset({"xattrs", "opaque-dirs"}),
+        capabilities=frozenset({"xattrs", "opaque-dirs", "volatile"}),
     )
     meta_class = _Meta
     whiteouts = tarsafe.OverlayWhiteouts()
@@ -75,6 +75,8 @@ class OverlayDriver(DirectoryLayerDriver[_Meta]):
     def __init__(self, context: DriverContext) -> None:
         super().__init__(context)
         self._mount_opts: str | None = None
+        #: whether this kernel takes overlayfs's ``volatile`` (probed at setup)
+        self._volatile = False
         self._source = f"dockyard-{context.owner}"
 
     # ------------------------------------------------------------------ life cycle
@@ -119,6 +121,13 @@ class OverlayDriver(DirectoryLayerDriver[_Meta]):
                     last = str(exc)
                     continue
                 await asyncio.to_thread(umount, str(probe / "m"))
+                try:  # overlayfs's volatile option (Linux 5.10)
+                    await asyncio.to_thread(mount, self._source, "m", fstype="overlay", options=opts + ",volatile",
+                                            cwd=probe)
+                    await asyncio.to_thread(umount, str(probe / "m"))
+                    self._volatile = True
+                except MountError:
+                    self._volatile = False
                 return extra
         finally:
             await asyncio.to_thread(shutil.rmtree, probe, True)
@@ -160,11 +169,13 @@ class OverlayDriver(DirectoryLayerDriver[_Meta]):
         return self._dir(key) / "diff"
 
     # ------------------------------------------------------------------ mounting
-    def _mount_options(self, meta: _Meta) -> str:
+    def _mount_options(self, meta: _Meta, volatile: bool = False) -> str:
         rel = f"layers/{_layer_id(meta.key)}"
         if meta.kind == "rw":
             lowers = [f"l/{x}" for x in meta.lower] or ["empty"]
             opts = f"lowerdir={':'.join(lowers)},upperdir={rel}/diff,workdir={rel}/work"
+            if volatile:  # no sync of the upper filesystem at unmount, no fsync passthrough
+                opts += ",volatile"
         else:
             lowers = [f"l/{meta.link}"] + ([f"l/{x}" for x in meta.lower] or ["empty"])
             opts = f"ro,lowerdir={':'.join(lowers)}"
@@ -177,10 +188,10 @@ class OverlayDriver(DirectoryLayerDriver[_Meta]):
     def _mount_point(self, key: str) -> Path:
         return self._dir(key) / "merged"
 
-    def _direct_options(self, meta: _Meta) -> tuple[int, bytes] | None:
+    def _direct_options(self, meta: _Meta, volatile: bool = False) -> tuple[int, bytes] | None:
         """(mount flags, overlay options with absolute paths) for mount(2), or None when they
         do not fit in one page (then ``/bin/mount`` mounts it with relative paths)."""
-        flags, opts = 0, self._mount_options(meta)
+        flags, opts = 0, self._mount_options(meta, volatile)
         if opts.startswith("ro,"):
             flags, opts = MS_RDONLY, opts[3:]
         root = str(self._root)
@@ -201,15 +212,24 @@ class OverlayDriver(DirectoryLayerDriver[_Meta]):
             err = ctypes.get_errno()
             raise MountError(f"mount of {target} failed: {os.strerror(err)}")
 
-    async def _mount_layer(self, meta: _Meta) -> None:
+    async def _mount_layer(self, meta: _Meta, volatile: bool = False) -> None:
         if self._mount_opts is None:
             raise Unavailable("overlay driver used before setup()")
-        direct = self._direct_options(meta)
+        volatile = volatile and meta.kind == "rw" and self._volatile
+        if meta.kind == "rw":
+            # a volatile mount leaves work/work/incompat/volatile, and overlayfs refuses the
+            # next mount of that upper while it is there (its writes may be lost after a host
+            # crash): a layer mounted again (a daemon restarted under a running container) is
+            # used as it is, as podman does
+            incompat = self._dir(meta.key) / "work" / "work" / "incompat"
+            if incompat.exists():
+                await asyncio.to_thread(shutil.rmtree, incompat, True)
+        direct = self._direct_options(meta, volatile)
         if direct is not None:
             await asyncio.to_thread(self._mount_direct, str(self._mount_point(meta.key)), *direct)
             return
         await asyncio.to_thread(mount, self._source, f"layers/{_layer_id(meta.key)}/merged", fstype="overlay",
-                                options=self._mount_options(meta), cwd=self._root)
+                                options=self._mount_options(meta, volatile), cwd=self._root)
 
     async def _unmount_layer(self, key: str) -> None:
         await asyncio.to_thread(umount, str(self._mount_point(key)))
