@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,12 @@ async def test_a_global_scope_plugin_network_spans_the_engines(plugins: Any, doc
         h1.docker("network", "create", "-d", "gplug", "gnet2")
         try:
             wait_for(lambda: "gnet2" in _names(h2), 10, "gnet2 listed on h2")
-            failed = h2.docker("run", "--rm", "--network", "gnet2", "busybox", "true", check=False)
+            try:  # no --rm: the CLI would wait for the removal of a container whose start failed
+                failed = h2.docker("run", "--name", "g2", "--network", "gnet2", "busybox", "true", check=False,
+                                   timeout=30)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"docker run on h2 hung; h2's engine log:\n{h2.log[-6000:]}")
+            h2.docker("rm", "-f", "g2")
             assert failed.returncode != 0 and "gplug" in failed.stderr, failed.stderr
             assert "gnet2" in _names(h2)
         finally:

@@ -85,8 +85,10 @@ class GlobalPluginNetworks(GlobalScopeDriver):
             before = []
         now = {n.id for n in self._view.definitions()}
         self._gone = sorted(set(before if isinstance(before, list) else []) - now)
-        self._task = asyncio.create_task(self._record(self._view.changes()), name="docker-plugins-global-record")
+        changes = self._view.changes()  # subscribed before the write: nothing missed
         await asyncio.to_thread(write_json, self._reported_file, sorted(now))
+        # the one writer from now on (two threads writing the file at once share its temporary name)
+        self._task = asyncio.create_task(self._record(changes), name="docker-plugins-global-record")
 
     async def _record(self, changes: AsyncIterator[ClusterNetworkChange]) -> None:
         """Keep the reported IDs current (a killed engine's next start still knows them)."""

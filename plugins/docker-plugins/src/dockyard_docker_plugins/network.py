@@ -234,11 +234,12 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
     _published: dict[str, dict[str, Any]]
     _tasks: list[asyncio.Task[None]]
     _creating: dict[str, asyncio.Lock]
+    _writing: asyncio.Lock
 
     async def _start_global(self) -> None:
         view = await start_view(self.context)
         assert view is not None  # _become_global checked the store and the view are provided
-        self._view, self._tasks, self._creating = view, [], {}
+        self._view, self._tasks, self._creating, self._writing = view, [], {}, asyncio.Lock()
         try:
             await self._follow(view)
         except BaseException:
@@ -285,8 +286,17 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
             return set()
         return {str(i) for i in doc} if isinstance(doc, list) else set()
 
-    def _save_created(self) -> None:
-        write_json(self._created_file, sorted(self._created))
+    async def _save_created(self) -> None:
+        await self._write(self._created_file, sorted(self._created))
+
+    async def _save_published(self) -> None:
+        await self._write(self._published_file, {k: dict(v) for k, v in self._published.items()})
+
+    async def _write(self, path: Any, doc: Any) -> None:
+        """One write at a time: joins run concurrently, and two threads writing a file at once
+        share its temporary name (``write_json``); ``doc`` is a snapshot taken before the thread."""
+        async with self._writing:
+            await asyncio.to_thread(write_json, path, doc)
 
     @property
     def _published_file(self) -> Any:
@@ -326,7 +336,7 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
             log.warning("plugin %s: DeleteNetwork %s (removed from the cluster): %s", self.plugin_name,
                         network_id[:12], exc)
         self._created.discard(network_id)
-        await asyncio.to_thread(self._save_created)
+        await self._save_created()
 
     # ------------------------------------------------------------------ GlobalScopeDriver
     async def cluster_networks(self) -> list[Network]:
@@ -348,7 +358,7 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
                 await self._view.remove_network(network)
             raise
         self._created.add(network.id)
-        await asyncio.to_thread(self._save_created)
+        await self._save_created()
         return {"plugin_scope": self.scope}
 
     async def delete_network(self, network: Any) -> None:
@@ -358,7 +368,7 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
         if network.id in self._created:
             await self.call("DeleteNetwork", {"NetworkID": network.id})
             self._created.discard(network.id)
-            await asyncio.to_thread(self._save_created)
+            await self._save_created()
         await self._view.remove_network(network)
 
     async def _ensure_here(self, network: Any) -> None:
@@ -369,7 +379,7 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
                 return
             await self._create_here(network)
             self._created.add(network.id)
-            await asyncio.to_thread(self._save_created)
+            await self._save_created()
 
     # ------------------------------------------------------------------ endpoints
     async def join(self, request: EndpointRequest) -> EndpointResult:
@@ -380,12 +390,12 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
                "mac": result.mac_address}
         try:
             self._published[request.endpoint_id] = {"network_id": request.network.id, "doc": doc}
-            await asyncio.to_thread(write_json, self._published_file, self._published)
+            await self._save_published()
             await self._view.publish_endpoint(request.network.id, request.endpoint_id, doc)
         except BaseException:
             self._published.pop(request.endpoint_id, None)
             with contextlib.suppress(DockyardError, OSError):
-                await asyncio.to_thread(write_json, self._published_file, self._published)
+                await self._save_published()
                 await self._view.unpublish_endpoint(request.network.id, request.endpoint_id)
             with contextlib.suppress(DockyardError, OSError):
                 await super().leave(request, result)
@@ -394,7 +404,7 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
 
     async def leave(self, request: EndpointRequest, result: EndpointResult) -> None:
         if self._published.pop(request.endpoint_id, None) is not None:
-            await asyncio.to_thread(write_json, self._published_file, self._published)
+            await self._save_published()
         try:
             await self._view.unpublish_endpoint(request.network.id, request.endpoint_id)
         except (DockyardError, OSError) as exc:  # its lease ends it; the plugin must still leave
