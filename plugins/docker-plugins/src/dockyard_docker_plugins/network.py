@@ -67,10 +67,10 @@ class RemoteNetworkDriver(RemotePlugin, NetworkDriver):
         caps = await self.call("GetCapabilities", {}, optional=True)
         self.scope = str(caps.get("Scope") or "local")
         self.connectivity_scope = str(caps.get("ConnectivityScope") or "")
-        if self.scope == "global" and ClusterStore in self.context.provided and ClusterView in self.context.provided:
-            await self._become_global()
-            return
         if self.scope != "global":
+            return
+        if ClusterStore in self.context.provided and ClusterView in self.context.provided:
+            await self._become_global()
             return
         advertise = advertise_address(str(self.context.daemon_config.get("cluster-advertise") or ""))
         if advertise:  # dockerd tells global drivers of its own node
