@@ -117,8 +117,12 @@ class Exits:
                                                 c.state.manually_stopped)
             else:
                 restart = restart_at_boot and not c.host_config.auto_remove
+            removing = c.host_config.auto_remove and not restart
             if restart:
                 c.state.status = ContainerStatus.RESTARTING
+            elif removing:  # removed below, under this lock: recorded once, as being removed
+                c.state.status = ContainerStatus.REMOVING
+                c.state.sandbox_key = sandbox  # which the removal gives back
             ctx.put(c)
             self._monitors.pop(cid, None)
             # waiters learn the exit at once; what start took is released after, still under the
@@ -127,15 +131,11 @@ class Exits:
                 ctx.emit(c, "oom")
             ctx.emit(c, "die", exitCode=code)
             ctx.watch(cid).exited(code)
-            removing = c.host_config.auto_remove and not restart
             if removing:
                 # removed at once, under this lock (nothing can start it in between): the
                 # removal gives back what start took while the runtime's record goes, and the
                 # layer goes right after its unmount instead of after both (``docker run --rm``:
                 # exit -> removed 14 -> 8 ms, measured: bench/reports/2026-12-07-run-rm-s7.md)
-                c.state.sandbox_key = sandbox
-                c.state.status = ContainerStatus.REMOVING
-                ctx.put(c)
                 try:
                     await self._remove_exited(c)
                 except Exception:  # noqa: BLE001 - as a failed removal: the record stays "removing"
