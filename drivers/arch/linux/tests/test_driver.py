@@ -796,3 +796,15 @@ async def test_an_auto_remove_containers_log_is_not_synced_at_its_exit(driver, i
     argv = driver._conmon_command(metas[gone], False).argv()
     assert ("--no-sync-log" in argv) is (not metas[gone]["sync_log"])
     assert "--no-sync-log" not in driver._conmon_command(metas[kept], False).argv()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or cgroups.detect().version != 1, reason="needs root on cgroup v1")
+async def test_expect_start_warms_the_cgroup_lock_at_once(driver):
+    """A create's hint returns at once; the cgroup write runs in a thread and moves nothing."""
+    before = Path("/proc/self/cgroup").read_text()
+    await driver.expect_start()
+    assert driver._priming is not None
+    assert await asyncio.wait_for(driver._priming, 10) >= 0
+    await driver.expect_start()  # done: another one may start
+    await asyncio.wait_for(driver._priming, 10)
+    assert Path("/proc/self/cgroup").read_text() == before

@@ -113,6 +113,8 @@ class Creation:
 
     async def create(self, req: ContainerCreate) -> Container:
         ctx = self.ctx
+        rt = await ctx.runtime()
+        await rt.expect_start()  # a start likely follows (docker run): the driver may begin its host work
         if req.name:
             check_name_syntax(req.name)
             name = req.name.lstrip("/")
@@ -138,7 +140,6 @@ class Creation:
                 ctx.get(mode.split(":", 1)[1])
         if hc.links:
             hc.links = linkmod.resolve(hc.links, name, ctx.get)
-        rt = await ctx.runtime()
         hc.runtime = rt.resolve_runtime(hc.runtime)  # the one that will run it, for inspect's Runtime
         image_platform, how = runnable(rt, img)  # "" (cannot run here): created, refused at start
         c = Container(id=cid, name=name, image_id=img.id, config=cfg, host_config=hc,

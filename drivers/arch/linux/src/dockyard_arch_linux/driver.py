@@ -422,6 +422,10 @@ class LinuxRuntime(Checkpointing):
                 await asyncio.to_thread(self._bpf.learn, bpf_key, Path(meta["runtime_root"]) / cid / "seccomp.bpf")
             return RuntimeState(status="created", pid=pid)
 
+    async def expect_start(self) -> None:
+        """A create: its start likely follows; the cgroup lock is warmed from now on."""
+        self._prime_cgroup_lock()
+
     def _prime_cgroup_lock(self) -> None:
         """On cgroup v1, begin :func:`cgroups.prime_attach` in a thread (one at a time), so
         the RCU grace period the runtime's cgroup write would wait for passes while the bundle,
