@@ -40,6 +40,7 @@ MAX_IDLE_MIB = 3.0
 MAX_CLI_RATIO = 0.5
 MAX_DAEMON_MIB = 50.0
 IDLE_N = int(os.environ.get("BENCH_IDLE_N", "30"))
+RUN_TIMEOUT = 120  # seconds for the one `run --rm` before an RSS reading (a hung run fails, not the bench)
 
 
 def rss_kib(pid: int) -> int:
@@ -73,7 +74,8 @@ def tree_rss_kib(pid: int) -> int:
 def daemon_rss_after_one_run(docker: str, host: str, pid: int) -> float:
     """The issue's figure: VmRSS (MiB) of a started daemon after one ``run --rm busybox true``
     through it, read 0.5 s after the run returned (its exit and removal settled)."""
-    subprocess.run([docker, "-H", host, "run", "--rm", "busybox", "true"], capture_output=True, check=True)
+    subprocess.run([docker, "-H", host, "run", "--rm", "busybox", "true"], capture_output=True, check=True,
+                   timeout=RUN_TIMEOUT)
     time.sleep(0.5)
     return rss_kib(pid) / 1024
 
@@ -136,7 +138,11 @@ def start_podman_service(sock: Path) -> subprocess.Popen[bytes]:
 def podman_service_rss(docker: str, sock: Path, pid: int) -> float | None:
     """The peer's figure: podman's API service (and any child) after one ``run --rm`` through it,
     as :func:`daemon_rss_after_one_run` reads ours; None when the run fails."""
-    done = subprocess.run([docker, "-H", f"unix://{sock}", "run", "--rm", "busybox", "true"], capture_output=True)
+    try:
+        done = subprocess.run([docker, "-H", f"unix://{sock}", "run", "--rm", "busybox", "true"], capture_output=True,
+                              timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None
     if done.returncode != 0:
         return None
     time.sleep(0.5)
@@ -207,7 +213,7 @@ def run(ctx: Context) -> list[Result]:
         try:
             memory["default"] = default_set_rss(ctx, docker, work / "daemon-default")
             ctx.log(f"  dockyardd RSS after its start and one container, default set: {memory['default']:.1f} MiB")
-        except (RuntimeError, subprocess.CalledProcessError) as exc:
+        except (RuntimeError, subprocess.SubprocessError) as exc:
             ctx.log(f"  dockyardd RSS, default set: not measured: {exc}")
         try:
             proc, host = start_dockyardd(ctx, work / "daemon")
@@ -215,8 +221,12 @@ def run(ctx: Context) -> list[Result]:
             for r in subjects.values():
                 r.error = f"dockyardd: {exc}"
         if proc is not None:
-            memory["daemon"] = daemon_rss_after_one_run(docker, host, proc.pid)
-            ctx.log(f"  dockyardd RSS after its start and one container, every distribution: {memory['daemon']:.1f} MiB")
+            try:
+                memory["daemon"] = daemon_rss_after_one_run(docker, host, proc.pid)
+                ctx.log(f"  dockyardd RSS after its start and one container, every distribution: "
+                        f"{memory['daemon']:.1f} MiB")
+            except subprocess.SubprocessError as exc:
+                ctx.log(f"  dockyardd RSS, every distribution: not measured: {exc}")
             subjects["docker run → dockyardd"].command = f"{docker} -H {host} run --rm busybox true"
             subjects["dockyard run → dockyardd"].command = f"{dockyard} -H {host} run --rm busybox true"
         if not peers["docker run → podman API"].error:
