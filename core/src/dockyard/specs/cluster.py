@@ -14,14 +14,19 @@ so any plugin can add one.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from dockyard.errors import StoreCompacted
 from dockyard.specs._base import Driver, hookspec
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
+
+_log = logging.getLogger("dockyard.cluster")
 
 
 # ---------------------------------------------------------------------------- the scheduler
@@ -517,6 +522,41 @@ class ClusterStore(Driver):
         delivered, so nothing is missed nor repeated. When history from that revision has been
         compacted away it raises :class:`~dockyard.errors.StoreCompacted`: list again and
         watch from the listing's revision + 1. Close it with ``aclose()`` (or break out)."""
+
+
+
+async def follow(store: ClusterStore, prefix: str, start_revision: int,
+                 on_event: Callable[[WatchEvent], Awaitable[None]],
+                 on_relist: Callable[[Listing], Awaitable[None]], *,
+                 name: str, pause: float = 0.5) -> None:
+    """Follow the keys under ``prefix`` for good, from ``start_revision`` (usually the revision
+    of the listing a cache was loaded from, plus one). Run it as a task; cancel it to stop.
+
+    Every change goes to ``on_event``, in revision order. When the history from the next
+    revision has been compacted away (:class:`~dockyard.errors.StoreCompacted`), the prefix is
+    listed afresh and the listing handed to ``on_relist``, which reconciles the cache with it
+    (announcing what differs); the watch then goes on from after the listing. Any other failure
+    (a store reconnects by itself; a closed or unreachable one raises) is logged under ``name``
+    and the watch opened again ``pause`` seconds later from where it stopped, relisting first if
+    that is what failed. An ``on_event`` that raises does not see its event again."""
+    revision, relist = start_revision, False
+    while True:
+        try:
+            if relist:
+                listing = await store.list(prefix)
+                await on_relist(listing)
+                revision, relist = listing.revision + 1, False
+            async for ev in store.watch(prefix, revision):
+                revision = ev.revision + 1
+                await on_event(ev)
+        except asyncio.CancelledError:
+            raise
+        except StoreCompacted:
+            relist = True
+        except Exception:  # noqa: BLE001 - logged; the store reconnects by itself
+            _log.warning("%s: following %r in the cluster store failed; following again", name, prefix,
+                         exc_info=True)
+            await asyncio.sleep(pause)
 
 
 class ClusterSpecs:

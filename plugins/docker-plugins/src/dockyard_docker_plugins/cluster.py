@@ -36,9 +36,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from dockyard.errors import Conflict, Forbidden, InvalidArgument, LeaseNotFound, StoreCompacted
+from dockyard.errors import Conflict, Forbidden, InvalidArgument, LeaseNotFound
 from dockyard.model import Network, from_dict, to_dict
-from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Listing, Put, WatchEvent
+from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Listing, Put, WatchEvent, follow
 from dockyard.specs.network import ClusterNetworkChange, PeerEndpoint
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,8 @@ class ClusterView:
                 raise
             for kv in listing:
                 self._load(WatchEvent("put", kv))
-            self._tasks = [asyncio.create_task(self._watch(listing.revision + 1), name="docker-plugins-watch"),
+            self._tasks = [asyncio.create_task(follow(store, ROOT, listing.revision + 1, self._on_event, self._resync,
+                                                   name="docker-plugins"), name="docker-plugins-watch"),
                            asyncio.create_task(self._keepalive(), name="docker-plugins-lease")]
 
     async def release(self) -> None:
@@ -305,24 +306,10 @@ class ClusterView:
         for q in list(self._node_changes if isinstance(change, NodeChange) else self._changes):
             q.put_nowait(change)
 
-    async def _watch(self, revision: int) -> None:
-        store = self._need()
-        while True:
-            try:
-                async for ev in store.watch(ROOT, revision):
-                    revision = ev.revision + 1
-                    self._announce(self._load(ev))
-            except asyncio.CancelledError:
-                raise
-            except StoreCompacted:
-                listing = await store.list(ROOT)
-                self._resync(listing)
-                revision = listing.revision + 1
-            except Exception:  # noqa: BLE001 - the store reconnects by itself; a closed one raises
-                log.warning("docker-plugins: the cluster watch failed; watching again", exc_info=True)
-                await asyncio.sleep(0.5)
+    async def _on_event(self, ev: WatchEvent) -> None:
+        self._announce(self._load(ev))
 
-    def _resync(self, listing: Listing) -> None:
+    async def _resync(self, listing: Listing) -> None:
         """After a compaction: load the listing afresh and announce what differs."""
         old_defs, old_eps, old_nodes = dict(self._defs), dict(self._endpoints), set(self._nodes)
         self._defs, self._endpoints, self._nodes = {}, {}, set()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard import errors as e
-from dockyard.specs.cluster import ClusterStore, Compare, Delete, Put
+from dockyard.specs.cluster import ClusterStore, Compare, Delete, Listing, Put, WatchEvent, follow
 from dockyard_swarm.tasks import cancel_all
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ class Reservations:
         listing = await self.store.list(RESERVATIONS)
         for kv in listing:
             self._apply(kv.key[len(RESERVATIONS):], kv.value, kv.mod_revision)
-        self._task = asyncio.create_task(self._follow(listing.revision), name="swarm-reservations-watch")
+        self._task = asyncio.create_task(follow(self.store, RESERVATIONS, listing.revision + 1, self._on_event,
+                                                 self._relist, name="swarm reservations", pause=1.0),
+                                          name="swarm-reservations-watch")
 
     async def stop(self) -> None:
         await cancel_all([self._task])
@@ -93,29 +95,20 @@ class Reservations:
         self.by_node[node] = Reservation(float(doc.get("cpus") or 0), int(doc.get("memory") or 0),
                                          int(doc.get("containers") or 0), rev)
 
-    async def _follow(self, revision: int) -> None:
-        while True:
-            try:
-                async for ev in self.store.watch(RESERVATIONS, revision + 1):
-                    revision = ev.revision
-                    node = ev.key[len(RESERVATIONS):]
-                    if ev.type == "delete":
-                        self.by_node.pop(node, None)
-                        if self.on_change is not None:
-                            self.on_change(node)
-                    else:
-                        self._apply(node, ev.kv.value, ev.kv.mod_revision)
-            except asyncio.CancelledError:
-                raise
-            except e.StoreCompacted:
-                listing = await self.store.list(RESERVATIONS)
-                self.by_node.clear()
-                for kv in listing:
-                    self._apply(kv.key[len(RESERVATIONS):], kv.value, kv.mod_revision)
-                revision = listing.revision
-            except Exception as exc:  # the store reconnects; watch again after a pause
-                log.warning("watching reservations: %s", exc)
-                await asyncio.sleep(1.0)
+    async def _on_event(self, ev: WatchEvent) -> None:
+        node = ev.key[len(RESERVATIONS):]
+        if ev.type == "delete":
+            self.by_node.pop(node, None)
+            if self.on_change is not None:
+                self.on_change(node)
+        else:
+            self._apply(node, ev.kv.value, ev.kv.mod_revision)
+
+    async def _relist(self, listing: Listing) -> None:
+        """After a compaction: the listing replaces the view."""
+        self.by_node.clear()
+        for kv in listing:
+            self._apply(kv.key[len(RESERVATIONS):], kv.value, kv.mod_revision)
 
     async def reread(self, node: str) -> Reservation:
         kv = await self.store.get(RESERVATIONS + node)

@@ -62,13 +62,22 @@ from dockyard.errors import (
     InvalidArgument,
     LeaseNotFound,
     NotFound,
-    StoreCompacted,
     Unavailable,
 )
 from dockyard.jsonfile import write_json
 from dockyard.model import Network, from_dict, to_dict
 from dockyard.specs import ConfigOption, DriverContext, DriverInfo
-from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Put, WatchEvent, discovery_ttl
+from dockyard.specs.cluster import (
+    ClusterStore,
+    Compare,
+    Delete,
+    Get,
+    Listing,
+    Put,
+    WatchEvent,
+    discovery_ttl,
+    follow,
+)
 from dockyard.specs.network import (
     GLOBAL_SCOPE,
     ClusterNetworkChange,
@@ -224,7 +233,8 @@ class OverlayDriver(GlobalScopeDriver):
                                         ip6=peer.get("ipv6", ""))
                 await asyncio.to_thread(self._fast_peer, net_id, entry, peer)
         await self._publish_all()
-        self._tasks = [asyncio.create_task(self._watch(listing.revision + 1), name="overlay-watch"),
+        self._tasks = [asyncio.create_task(follow(self._store, ROOT, listing.revision + 1, self._apply, self._resync,
+                                                   name="overlay"), name="overlay-watch"),
                        asyncio.create_task(self._keepalive(), name="overlay-lease")]
 
     async def close(self) -> None:
@@ -360,23 +370,7 @@ class OverlayDriver(GlobalScopeDriver):
         net.scope = net.scope if net.scope not in ("", "local") else "global"
         return net
 
-    async def _watch(self, revision: int) -> None:
-        while True:
-            try:
-                async for ev in self._store.watch(ROOT, revision):  # type: ignore[union-attr]
-                    revision = ev.revision + 1
-                    await self._apply(ev)
-            except asyncio.CancelledError:
-                raise
-            except StoreCompacted:
-                listing = await self._store.list(ROOT)  # type: ignore[union-attr]
-                await self._resync(listing)
-                revision = listing.revision + 1
-            except Exception:  # noqa: BLE001 - the store reconnects by itself
-                log.warning("overlay watch failed; watching again", exc_info=True)
-                await asyncio.sleep(0.5)
-
-    async def _resync(self, listing: Any) -> None:
+    async def _resync(self, listing: Listing) -> None:
         old_defs, old_peers = dict(self._defs), {k: dict(v) for k, v in self._peers.items()}
         self._defs, self._peers = {}, {}
         for kv in listing:
