@@ -499,6 +499,28 @@ async def test_networks_joined_while_the_runtime_creates(world: World, monkeypat
     assert not [p for p in (world.root / "run").rglob(f"*{bad.id}*") if p.parent.name == "netns"]
 
 
+
+@needs_runtime
+async def test_an_auto_remove_container_that_failed_to_start_is_removed(world: World, monkeypatch: Any) -> None:
+    """Whatever the failure (here not one of ours: the rootfs mount's OSError, which a start
+    raises as it is), an AutoRemove container that failed to start is removed, as dockerd does:
+    ``docker run --rm`` waits for condition=removed and would otherwise wait for good."""
+    svc = world.svc
+    drv = await svc.ctx.storage()
+
+    async def broken(*_a: Any, **_k: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(drv), "mount", broken)
+    c = await svc.create(req(["true"], host=HostConfig(network_mode="none", auto_remove=True)))
+    removed = asyncio.ensure_future(svc.wait(c.id, "removed"))
+    with pytest.raises(OSError, match="No space left"):
+        await svc.start_container(c.id)
+    await asyncio.wait_for(removed, 20)
+    with pytest.raises(NotFound):
+        svc.get(c.id)
+    assert not await drv.exists(c.id)
+
 def _as_written_by_0_1(root: Path, cid: str) -> str:
     """Rewrite a stored container as dockyard 0.1 left it: the engine's bookkeeping in
     ``extra``, and its network namespace (if any) bound where 0.1's engine bound it,

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, NotModified
+from dockyard.errors import Conflict, InvalidArgument, NotFound, NotModified
 from dockyard.model import ZERO_TIME, Container, ContainerState, ContainerStatus, Image, now_iso
 from dockyard.specs.arch import CheckpointDriver, CheckpointRequest, RuntimeCreateRequest, RuntimeDriver
 from dockyard_engine import restart as policy
@@ -149,8 +149,10 @@ class Lifecycle:
             self.exits.cancel_restart(c.id)
             try:
                 await self._start_locked(c, restore)
-            except DockyardError:
-                if c.host_config.auto_remove:  # dockerd removes an AutoRemove container that failed to start
+            except Exception:
+                # dockerd removes an AutoRemove container that failed to start, whatever the
+                # failure: a client waiting for condition=removed (docker run --rm) would wait for good
+                if c.host_config.auto_remove:
                     self.exits.auto_remove_later(c.id)
                 raise
         return ctx.load(c.id)
