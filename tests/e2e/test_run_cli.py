@@ -191,6 +191,28 @@ def test_sig_proxy_as_with_docker(d: Daemon, tool: str, proxy: bool) -> None:
         d.docker("rm", "-f", name)
 
 
+
+@pytest.mark.parametrize("tool", ["docker", "dockyard-click", "dockyard"])
+def test_a_closed_output_pipe_ends_the_cli_quietly(d: Daemon, tool: str) -> None:
+    """``docker run ... | head -1``: when the reader goes, docker 28's next write fails and it
+    ends with the write's error and status 1, the container running on; ours too (the fast path
+    printed a traceback, the click path said nothing), and the --rm container goes at its exit."""
+    name = f"pipe-{tool}"
+    loop = "i=0; while [ $i -lt 100 ]; do echo line$i; i=$((i+1)); sleep 0.02; done"
+    proc = _cli_process(d, tool, "--rm", "--name", name, "busybox", "sh", "-c", loop)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"line0\n"
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, err) == (1, b"write /dev/stdout: broken pipe\n")  # as docker 28
+    wait_until(lambda: d.docker("inspect", name, check=False).returncode == 1, f"{name} removed")
+
 def test_detached_rm_removes_the_container_when_it_exits(d: Daemon) -> None:
     for run in (d.docker, d.dockyard):
         name = f"drm-{run.__name__}"

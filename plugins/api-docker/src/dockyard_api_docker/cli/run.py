@@ -18,7 +18,7 @@ import sys
 TYPE_CHECKING = False  # typing and collections.abc cost 3-9 ms of imports (functools, re...)
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, BinaryIO
 
     from dockyard.cli.wire import Connection
 
@@ -280,23 +280,54 @@ def _api_message(status: int, raw: bytes, what: str) -> str:
     return str(api_error(status, raw, what))
 
 
+class OutputClosed(Exception):
+    """The reader of this process's stdout or stderr went away (``dockyard run ... | head -1``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"write /dev/{name}: broken pipe")
+        self.name = name
+
+
+def output_closed(exc: OutputClosed) -> int:
+    """End as the docker CLI does when its output's reader goes: its copy fails with the write's
+    error, printed as it is, and status 1 (the container runs on: it is not signalled). The
+    closed stream is pointed at /dev/null first, so nothing the interpreter flushes later (at
+    its exit) fails again with a second report."""
+    fd = (sys.stdout if exc.name == "stdout" else sys.stderr).fileno()
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+    try:
+        sys.stderr.write(f"{exc}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+    return 1
+
+
 def _copy(conn: Connection, tty: bool) -> str | None:
     """Copy the attach stream to stdout/stderr until it ends: raw with ``tty``, else split by
     Docker's 8-byte frame header (``dockyard.client.streams``). The message of a daemon error
-    frame (stream 3), else None."""
+    frame (stream 3), else None; :class:`OutputClosed` when a reader has gone."""
     out, err = sys.stdout.buffer, sys.stderr.buffer
+
+    def write(target: BinaryIO, data: bytes) -> None:
+        try:
+            target.write(data)
+            target.flush()
+        except BrokenPipeError:
+            raise OutputClosed("stderr" if target is err else "stdout") from None
+
     if tty:
         while data := conn.recv():
-            out.write(data)
-            out.flush()
+            write(out, data)
         return None
     buf = b""
     while True:
         data = conn.recv()
         if not data:
             if len(buf) > 8:  # a truncated last frame: what arrived of it
-                (err if buf[0] == 2 else out).write(buf[8:])
-                (err if buf[0] == 2 else out).flush()
+                write(err if buf[0] == 2 else out, buf[8:])
             return None
         buf += data
         while len(buf) >= 8:
@@ -308,9 +339,7 @@ def _copy(conn: Connection, tty: bool) -> str | None:
                 continue
             if stream == 3:
                 return f"error from daemon in stream: {payload.decode(errors='replace')}"
-            target = err if stream == 2 else out
-            target.write(payload)
-            target.flush()
+            write(err if stream == 2 else out, payload)
 
 
 def _pump_stdin(conn: Connection) -> None:
@@ -522,13 +551,16 @@ def run_created(open_conn: Callable[[], Connection], cid: str, o: dict[str, Any]
             import _thread
 
             _thread.start_new_thread(_pump_stdin, (attach,))
-        if tty and interactive and sys.stdin.isatty():
-            from dockyard.client.streams import raw_terminal
+        try:
+            if tty and interactive and sys.stdin.isatty():
+                from dockyard.client.streams import raw_terminal
 
-            with raw_terminal(True):
+                with raw_terminal(True):
+                    stream_error = _copy(attach, tty)
+            else:
                 stream_error = _copy(attach, tty)
-        else:
-            stream_error = _copy(attach, tty)
+        except OutputClosed as exc:
+            return output_closed(exc)
         attach.close()
         if stream_error is not None:
             _err(stream_error)
