@@ -64,6 +64,18 @@ class Pair:
     hosts: list[Any]
     faults: Faults
 
+    async def revive(self, host: Any) -> None:
+        """Start a host's engine again once the driver saw it die (else start() would kill the
+        host's cgroup, containers and all)."""
+        import time
+
+        drv = self.netns.driver
+        end = time.monotonic() + 20
+        while (await drv.state(host.host)).state == "running":
+            assert time.monotonic() < end, "the killed engine still counts as running"
+            await asyncio.sleep(0.1)
+        await drv.start(host.host)
+
 
 def unavailable() -> str | None:
     from dockyard_plugin_sdk.testing import netns_hosts_unavailable

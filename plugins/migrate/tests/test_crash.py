@@ -52,21 +52,6 @@ async def wait_for(cond: Any, timeout: float = 20, what: str = "") -> None:
         await asyncio.sleep(0.2)
 
 
-async def revive(pair: Any, host: Any) -> None:
-    """Start a host's engine again once the driver saw it die (else start() would kill the
-    host's cgroup, containers and all)."""
-    drv = pair.netns.driver
-
-    async def dead() -> bool:
-        return (await drv.state(host.host)).state != "running"
-
-    end = time.monotonic() + 20
-    while not await dead():
-        assert time.monotonic() < end, "the killed engine still counts as running"
-        await asyncio.sleep(0.1)
-    await drv.start(host.host)
-
-
 def count(host: Any, name: str) -> int:
     return int(host.docker("exec", name, "cat", "/tmp/count").stdout.strip() or 0)
 
@@ -94,7 +79,7 @@ async def test_interrupted_migration_leaves_one_copy(pair: Any, side: str, phase
     proc = await asyncio.to_thread(migrate, h1, h2, name)
     out, _ = await asyncio.to_thread(proc.communicate, timeout=90)
     if action == "kill":
-        await revive(pair, faulty)
+        await pair.revive(faulty)
     committed = (side, phase) in (("source", "cleanup"), ("target", "cleanup"))
     home, other = (h2, h1) if committed else (h1, h2)
     await wait_for(lambda: running(home, name) and not exists(other, name), 30,

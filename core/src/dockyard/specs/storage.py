@@ -286,7 +286,7 @@ class ImagePolicy(abc.ABC):
 #: served on demand from a page server on the source), ``auto`` (lazy above a memory size)
 MIGRATION_MODES = ("auto", "stop-copy", "lazy")
 #: the phases a migration reports and a failure is judged by
-MIGRATION_PHASES = ("prepare", "dump", "transfer", "restore", "cleanup", "done")
+MIGRATION_PHASES = ("prepare", "image", "dump", "transfer", "restore", "cleanup", "done")
 
 
 @dataclass(frozen=True)
@@ -481,10 +481,12 @@ class StorageSpecs:
         by it). A migrator calls it at each point below, in the migration's task on the
         daemon's event loop: keep it cheap (hand slow work to a thread or a queue).
 
-        - source: ``dump`` (frozen, dumped, the archive sent), ``transfer`` (before the
-          volumes), ``restore`` (the commit sent, before the target's answer), ``cleanup``
-          (committed: the target runs it; before the source's copy is removed);
-        - target: ``transfer`` (the archive received, before the volumes), ``restore`` (the
+        - source: ``image`` (only when the target lacks the container's image: before it is
+          sent, nothing frozen yet), ``dump`` (frozen, dumped, the archive sent), ``transfer``
+          (before the volumes), ``restore`` (the commit sent, before the target's answer),
+          ``cleanup`` (committed: the target runs it; before the source's copy is removed);
+        - target: ``image`` (it lacks the image and asked the source for it, before it
+          arrives), ``transfer`` (the archive received, before the volumes), ``restore`` (the
           commit received, before restoring), ``cleanup`` (the source said done; before the
           target drops its files).
 

@@ -1,6 +1,7 @@
 """The source's half of the ``stream`` migrator.
 
-Order: pre-flight with the target (nothing frozen yet) → the journal says ``dump`` → the
+Order: pre-flight with the target (nothing frozen yet; the container's image goes first when
+the target lacks it) → the journal says ``dump`` → the
 engine's ``checkpoint_export`` dumps the container (frozen from here; the dump is kept as the
 container's checkpoint so the source can resume it) and writes the portable archive into a
 FIFO whose bytes go straight onto the wire → each named volume streams from its carrier →
@@ -178,14 +179,28 @@ class Sender:
         # network sandbox from them while this one still runs (they do not change with the dump)
         documents = layout.container_documents(c, {})
         await wire.send_json({"type": "hello", "token": ticket.token, "id": mig_id, "name": name,
-                              "image": c.config.image, "image_id": c.image_id, "mode": mode,
+                              "image": c.config.image, "image_id": c.image_id, "image_transfer": True, "mode": mode,
                               "source": str(k.config.get("name") or os.uname().nodename),
                               "volumes": [{"name": v.name, "driver": v.driver, "options": dict(v.options),
                                            "labels": dict(v.labels)} for v in volumes],
                               "addresses": [ep.ipv4_address for ep in c.networks.values() if ep.ipv4_address],
                               "documents": {m: documents[m] for m in (layout.CONFIG_DUMP, layout.NETWORK_STATUS)}})
-        await asyncio.wait_for(wire.recv_json(), 30)  # "ready" once the target prepared; an "error" raises
-        phases["prepare"] = (time.monotonic() - t0) * 1000
+        try:
+            # "ready" once the target prepared, "image" first when it lacks the container's
+            # image; an "error" raises (nothing is frozen yet: the container runs on here)
+            answer = await asyncio.wait_for(wire.recv_json(), 30)
+            if answer.get("type") == "image":
+                phases["image"], ref = await self._send_image(c, wire, report, mig_id, bool(answer.get("tag")))
+                try:  # the target loads it, then prepares
+                    answer = await asyncio.wait_for(wire.recv_json(), RESTORE_TIMEOUT)
+                except WireError as exc:
+                    raise WireError(f"image {ref} sent, then the target went away: {exc}") from exc
+            if answer.get("type") != "ready":
+                raise WireError(f"expected ready, got {answer.get('type')!r}")
+        except BaseException:
+            await wire.close()
+            raise
+        phases["prepare"] = (time.monotonic() - t0) * 1000 - phases.get("image", 0.0)
         checkpoint = f"migrate-{mig_id}"
         record = Record(id=mig_id, side="source", phase="dump", container=c.id, checkpoint=checkpoint,
                         extra={"target": ticket.address, "mode": mode})
@@ -268,6 +283,45 @@ class Sender:
         report(MigrationProgress("done", wire.sent, frozen_ms, f"{name} runs on {ticket.address}"))
         return MigrationResult(container_id=record.target_id, mode=mode, bytes=wire.sent, frozen_ms=round(frozen_ms, 1),
                                total_ms=round(total, 1), phases={p: round(ms, 1) for p, ms in phases.items()})
+
+    async def _send_image(self, c: Container, wire: Wire, report: Callable[[MigrationProgress], None],
+                          migration: str, tag: bool) -> tuple[float, str]:
+        """The target lacks the container's image: send it as the engine's ``image save``
+        archive (the whole image: a docker-archive holds every layer), under the name the
+        container was made from when the target asked for a ``tag`` and that name still means
+        the image here (the target's load tags it so), else by ID. Returns the milliseconds it
+        took and the name it went by. Nothing is frozen yet."""
+        k = self.kernel
+        name = c.name.lstrip("/")
+        ref = c.image_id
+        with contextlib.suppress(NotFound, InvalidArgument):
+            if tag and c.config.image and k.images.resolve(c.config.image).id == c.image_id:
+                ref = c.config.image
+        t = time.monotonic()
+        start = wire.sent
+        report(MigrationProgress("image", wire.sent, 0, f"sending image {ref}"))
+        phase_reached(k, "source", "image", name, migration)
+        told = 0.0
+        try:
+            async for chunk in k.images.save_stream([ref]):
+                for i in range(0, len(chunk), CHUNK):
+                    await wire.send_data(chunk[i:i + CHUNK])
+                if time.monotonic() - told >= REPORT_EVERY:
+                    told = time.monotonic()
+                    report(MigrationProgress("image", wire.sent, 0, f"image {ref}"))
+        except WireError as exc:
+            raise WireError(f"image {ref}: the connection to the target broke off: {exc}") from exc
+        except (ConnectionError, OSError) as exc:
+            raise WireError(f"image {ref}: the connection to the target broke off: {exc}") from exc
+        except DockyardError as exc:
+            raise DockyardError(f"image {ref} could not be sent: {exc}") from exc
+        await wire.send_end()
+        ms = (time.monotonic() - t) * 1000
+        report(MigrationProgress("image", wire.sent, 0, f"image {ref}: {wire.sent - start} bytes sent, "
+                                                          "loading on the target"))
+        log.info("migration %s of %s: image %s sent (%d bytes, %.0f ms)", migration, name, ref,
+                 wire.sent - start, ms)
+        return ms, ref
 
     async def _archive(self, c: Container, wire: Wire, checkpoint: str, page_server: str,
                        report: Callable[[MigrationProgress], None], frozen_at: float, migration: str,

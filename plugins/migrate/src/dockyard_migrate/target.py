@@ -3,7 +3,9 @@
 ``offer`` listens on a fresh port (TLS with the engine's own server certificate when it has
 one) and accepts one connection presenting the ticket's token before it lapses. The receiver
 checks what it can before the source freezes anything (the image is here, the name is free,
-this engine can restore checkpoints, every volume can be made), then unpacks the archive stream
+this engine can restore checkpoints, every volume can be made), loads the container's image
+from the source when it is not here (while the container still runs), then unpacks the archive
+stream
 into ``<data-root>/migrate/<id>/archive`` (the layout of a portable checkpoint archive, never
 a second copy of it), fills each volume straight from its stream, and restores the container
 with the engine's ``checkpoint_import``. Once it runs, the journal says ``restored`` (durably)
@@ -42,6 +44,10 @@ from dockyard_migrate.wire import Wire, WireError
 
 log = logging.getLogger(__name__)
 OFFER_TTL = 60.0
+
+
+class ImageRefused(DockyardError):
+    """The container's image that the source sent could not be loaded here."""
 
 
 def server_ssl(kernel: Any) -> ssl.SSLContext | None:
@@ -109,21 +115,16 @@ class Receiver:
                                expires=time.time() + OFFER_TTL)
 
     # ------------------------------------------------------------------ one migration
-    def preflight(self, hello: dict[str, Any]) -> None:
+    def preflight(self, hello: dict[str, Any]) -> bool:
+        """What can be checked before anything moves: the name is free, every volume has a
+        carrier, the image is here (by ID). Returns True when it is not and the source offered
+        to send it (``image_transfer`` in its hello): :meth:`receive_image` comes next. The
+        image is checked last, so a move refused for another reason sends no image."""
         k = self.kernel
         name = str(hello.get("name") or "")
         with contextlib.suppress(NotFound):
             k.containers.get(name)
             raise Conflict(f"a container named {name} already exists on the target")
-        image = str(hello.get("image") or "")
-        try:
-            img = k.images.resolve(image)
-        except NotFound:
-            raise NotFound(f"image {image} is not on the target: pull or load it there first (only the "
-                           "writable layer travels)") from None
-        want = str(hello.get("image_id") or "")
-        if want and img.id != want:
-            raise Conflict(f"image {image} is {img.id[:19]} on the target, {want[:19]} on the source")
         for vol in hello.get("volumes") or []:
             if vol.get("driver") not in {d for c in self.carriers.values() for d in c.drivers}:
                 raise InvalidArgument(f"no migration carrier for volume driver {vol.get('driver')!r} on the target")
@@ -133,16 +134,69 @@ class Receiver:
                     carrier = next(c for c in self.carriers.values() if existing.driver in c.drivers)
                     if carrier.receive is not None:
                         raise Conflict(f"volume {vol['name']} already exists on the target and is not empty")
+        image = str(hello.get("image") or "")
+        want = str(hello.get("image_id") or "")
+        if want:
+            with contextlib.suppress(NotFound):
+                k.images.get(want)
+                return False  # the same image (by ID): the import finds it by name or by ID
+        else:  # a source that did not say which image: by name, as it is
+            k.images.resolve(image)
+            return False
+        if hello.get("image_transfer"):
+            return True
+        with contextlib.suppress(NotFound):
+            img = k.images.resolve(image)
+            raise Conflict(f"image {image} is {img.id[:19]} on the target, {want[:19]} on the source")
+        raise NotFound(f"image {image} ({want[:19]}) is not on the target: pull or load it there first (this "
+                       "source does not send images)")
+
+    async def receive_image(self, wire: Wire, hello: dict[str, Any], migration: str) -> None:
+        """Ask the source for the container's image and load it as it comes, through the
+        engine's image load (a docker-archive: digests checked, hostile members refused, all of
+        it installed or none), before anything else is made here. Whatever fails, nothing of it
+        stays but a fully loaded image."""
+        k = self.kernel
+        image, want = str(hello.get("image") or ""), str(hello.get("image_id") or "")
+        # tagged as on the source unless the name means another image here: that tag is not
+        # moved (the import finds the image by ID then)
+        try:
+            k.images.resolve(image)
+            tag = False
+        except (NotFound, DockyardError):
+            tag = True
+        await wire.send_json({"type": "image", "name": image, "id": want, "tag": tag})
+        phase_reached(k, "target", "image", str(hello.get("name") or ""), migration)
+        loop = asyncio.get_running_loop()
+
+        def load(src: Any) -> None:
+            asyncio.run_coroutine_threadsafe(k.images.load(src), loop).result()
+
+        try:
+            await self._pump(wire, ThreadReader(load))
+        except WireError as exc:
+            raise WireError(f"image {image} ({want[:19]}): the transfer broke off: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - the load's refusal (digest, tar, disk), named
+            raise ImageRefused(f"image {image} ({want[:19]}) from the source was refused by the target: "
+                               f"{exc}") from exc
+        try:
+            k.images.get(want)
+        except NotFound:
+            raise ImageRefused(f"image {image} ({want[:19]}): the source's image stream did not hold it") from None
 
     async def receive(self, wire: Wire, hello: dict[str, Any]) -> None:
         k = self.kernel
         mig_id = str(hello.get("id") or secrets.token_hex(8))
         name = str(hello.get("name") or "")
         try:
-            self.preflight(hello)
+            if self.preflight(hello):
+                await self.receive_image(wire, hello, mig_id)
         except DockyardError as exc:
-            await wire.send_json({"type": "error", "message": str(exc)})
-            return
+            # before anything was made here (the journal has no record yet): the source's
+            # container runs on; a loaded image may stay, as a pull would
+            with contextlib.suppress(Exception):
+                await wire.send_json({"type": "error", "message": str(exc)})
+            raise
         work = data_dir(k) / mig_id
         record = Record(id=mig_id, side="target", phase="receive", container=name, extra={"work": str(work)})
         self.journal.save(record)
