@@ -73,6 +73,30 @@ async def test_a_lost_engine_frees_its_addresses_a_restarted_one_keeps_them(tmp_
         await e.close()
 
 
+async def test_a_request_meeting_an_expired_lease_renews_it_once(tmp_path):
+    """The lease went (the store, or this engine, stood still longer than the TTL) before the
+    keepalive noticed: the next address request takes a new lease, puts the engine's addresses
+    on it and succeeds (it failed with 'requested lease not found'); requests and the keepalive
+    meeting the expiry together take one lease between them."""
+    store = await MemoryClusterStore.open()
+    a = await _engine(tmp_path, store, "a")
+    pool = await a.request_pool(subnet="10.42.0.0/28", address_space=GLOBAL_ADDRESS_SPACE)
+    held = (await a.request_address(pool.pool_id)).split("/")[0]
+    space = a._global
+    old = space._lease
+    await store.revoke(old)  # what an expiry does: the lease and its keys are gone
+    assert await store.get(f"ipam/global/addresses/10.42.0.0~28/{held}") is None
+    got = await asyncio.gather(a.request_address(pool.pool_id), a.request_address(pool.pool_id, "10.42.0.9"))
+    assert got[1] == "10.42.0.9/28" and len({got[0], got[1], held}) == 3, got
+    new = space._lease
+    assert await space._renew_lease(old) == new  # the keepalive meeting the same expiry later
+    assert new != old and set(store._data.leases) == {new}, store._data.leases
+    for addr in (held, got[0].split("/")[0], "10.42.0.9"):
+        kv = await store.get(f"ipam/global/addresses/10.42.0.0~28/{addr}")
+        assert kv is not None and kv.lease == new, (addr, kv)
+    await a.close()
+
+
 async def test_without_a_cluster_store_the_global_space_is_unavailable(tmp_path):
     drv = DefaultIpam(make_context(tmp_path))
     await drv.setup()

@@ -135,7 +135,7 @@ async def test_the_fast_path_carries_known_peers_and_can_be_turned_off(overlay_c
             before = _vxlan_packets(overlay_cluster, h1, int(octet)), _vxlan_packets(overlay_cluster, h2, int(octet))
             h1.docker("exec", f"{net}a", "ping", "-c", "30", "-i", "0.02", "-W", "3", f"10.{octet}.0.20")
             after = _vxlan_packets(overlay_cluster, h1, int(octet)), _vxlan_packets(overlay_cluster, h2, int(octet))
-            (tx1, rx1), (tx2, rx2) = ((a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before))
+            (tx1, rx1), (tx2, rx2) = ((a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True))
             if net == "ovfon":
                 assert max(tx1, rx1, tx2, rx2) < 5, (net, before, after)
             else:

@@ -92,3 +92,29 @@ async def test_without_an_advertise_address_the_overlay_says_so(tmp_path):
     with pytest.raises(Unavailable, match="cluster-advertise"):
         await drv.create_network(_net())
     await drv.close()
+
+
+async def test_a_join_meeting_an_expired_lease_renews_it_once(tmp_path):
+    """The lease went (the store, or this engine, stood still longer than the TTL) before the
+    keepalive noticed: the join's put takes a new lease, with this engine's other endpoints
+    published again on it (it failed with 'requested lease not found'); joins meeting the
+    expiry together take one lease between them."""
+    store = await MemoryClusterStore.open()
+    drv = await _driver(tmp_path, store)
+
+    def ep(n: int) -> dict[str, str]:
+        return {"network_id": "ov" * 8, "container_id": f"c{n}" * 32, "name": f"c{n}", "ipv4": f"10.50.0.{n}/24",
+                "mac": f"02:42:0a:32:00:{n:02x}"}
+
+    drv._doc["endpoints"]["e1"] = ep(1)
+    await drv._publish("e1", ep(1))
+    old = drv._lease
+    await store.revoke(old)  # what an expiry does: the lease and its keys are gone
+    for n in (2, 3):
+        drv._doc["endpoints"][f"e{n}"] = ep(n)
+    await asyncio.gather(drv._publish("e2", ep(2)), drv._publish("e3", ep(3)))
+    assert drv._lease != old and set(store._data.leases) == {drv._lease}, store._data.leases
+    for n in (1, 2, 3):
+        kv = await store.get(f"overlay/endpoints/{'ov' * 8}/e{n}")
+        assert kv is not None and kv.lease == drv._lease, (n, kv)
+    await drv.close()

@@ -72,6 +72,7 @@ class GlobalSpace:
         self._lease = 0
         self._keepalive: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._lease_lock = asyncio.Lock()  # one renewal of an expired lease at a time
         self._last: dict[str, str] = {}
         self._pools: dict[str, dict[str, Any]] = {}  # pool id -> its document
 
@@ -125,16 +126,28 @@ class GlobalSpace:
     async def _refresh(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
+            lease = self._lease
             try:
-                await self.store.keepalive(self._lease)
+                await self.store.keepalive(lease)
             except LeaseNotFound:  # expired (the store was away too long): take a new one
-                log.warning("the global address lease expired; putting this engine's addresses again")
-                self._lease = (await self.store.grant(self.ttl)).id
-                for pool_id, addrs in self._held.items():
-                    for addr in addrs:
-                        await self.store.put(f"{ADDRESSES}{pool_token(pool_id)}/{addr}", self._value(), self._lease)
+                await self._renew_lease(lease)
             except Exception:  # noqa: BLE001 - the store reconnects; try again next round
                 log.warning("could not refresh the global address lease", exc_info=True)
+
+    async def _renew_lease(self, expired: int) -> int:
+        """A new lease in place of ``expired``, with every address this engine holds put again
+        on it; the current one if it is no longer ``expired`` (renewed already). The keepalive
+        and a request whose transaction met the expiry first (the store, or this engine, stood
+        still longer than the TTL) both come here, so only one new lease is taken."""
+        async with self._lease_lock:
+            if self._lease != expired:
+                return self._lease
+            log.warning("the global address lease expired; putting this engine's addresses again")
+            self._lease = (await self.store.grant(self.ttl)).id
+            for pool_id, addrs in list(self._held.items()):
+                for addr in list(addrs):
+                    await self.store.put(f"{ADDRESSES}{pool_token(pool_id)}/{addr}", self._value(), self._lease)
+            return self._lease
 
     # ------------------------------------------------------------------ pools
     async def request_pool(self, subnet: str, ip_range: str, gateway: str, v6: bool,
@@ -205,6 +218,7 @@ class GlobalSpace:
         prefix = f"{ADDRESSES}{token}/"
         rng = ipaddress.ip_network(pool["ip_range"]) if pool["ip_range"] else net
         taken: set[str] | None = None  # first try the address after the last one without listing
+        renewed = False
         for _ in range(RACE_RETRIES):
             if address:
                 addr = P.parse_address(address, "address")
@@ -217,8 +231,14 @@ class GlobalSpace:
                     raise Unavailable(f"no available addresses in pool {pool_id}")
                 addr = picked
             key = f"{prefix}{addr}"
-            result = await self.store.txn([Compare.absent(key), Compare(POOLS + token, "create", ">", 0)],
-                                          [Put(key, self._value(), lease)], [Get(POOLS + token)])
+            try:
+                result = await self.store.txn([Compare.absent(key), Compare(POOLS + token, "create", ">", 0)],
+                                              [Put(key, self._value(), lease)], [Get(POOLS + token)])
+            except LeaseNotFound:  # expired before the keepalive saw it: once more, on a new lease
+                if renewed:
+                    raise
+                lease, renewed = await self._renew_lease(lease), True
+                continue
             if result.succeeded:
                 async with self._lock:
                     self._held.setdefault(pool_id, []).append(str(addr))

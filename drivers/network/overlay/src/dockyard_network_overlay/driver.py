@@ -181,6 +181,7 @@ class OverlayDriver(GlobalScopeDriver):
         self._subscribers: set[asyncio.Queue[ClusterNetworkChange | None]] = set()
         self._lock = asyncio.Lock()
         self._lease = 0
+        self._lease_lock = asyncio.Lock()  # one renewal of an expired lease at a time
         self._tasks: list[asyncio.Task[None]] = []
         self._reapers: set[asyncio.Task[None]] = set()
 
@@ -420,26 +421,46 @@ class OverlayDriver(GlobalScopeDriver):
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(self._ttl / 3)
+            lease = self._lease
             try:
-                await self._store.keepalive(self._lease)  # type: ignore[union-attr]
+                await self._store.keepalive(lease)  # type: ignore[union-attr]
             except LeaseNotFound:
-                log.warning("the overlay lease expired; publishing this engine's endpoints again")
-                self._lease = (await self._store.grant(self._ttl)).id  # type: ignore[union-attr]
-                await self._publish_all()
+                await self._renew_lease(lease)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001
                 log.warning("could not refresh the overlay lease", exc_info=True)
 
+    async def _renew_lease(self, expired: int) -> None:
+        """A new lease in place of ``expired``, with every endpoint of this engine published
+        again on it; nothing if it was renewed already. The keepalive and a join whose put met
+        the expiry first (the store, or this engine, stood still longer than the TTL) both come
+        here, so only one new lease is taken."""
+        async with self._lease_lock:
+            if self._lease != expired:
+                return
+            log.warning("the overlay lease expired; publishing this engine's endpoints again")
+            self._lease = (await self._store.grant(self._ttl)).id  # type: ignore[union-attr]
+            await self._publish_all()
+
     async def _publish(self, ep_id: str, ep: dict[str, Any]) -> None:
+        lease = self._lease
+        try:
+            await self._put_endpoint(ep_id, ep, lease)
+        except LeaseNotFound:  # expired before the keepalive saw it: a new lease publishes it
+            await self._renew_lease(lease)
+            if ep_id in self._doc["endpoints"]:
+                await self._put_endpoint(ep_id, ep, self._lease)
+
+    async def _put_endpoint(self, ep_id: str, ep: dict[str, Any], lease: int) -> None:
         doc = {"container_id": ep["container_id"], "name": ep.get("name", ""), "aliases": ep.get("aliases", []),
                "ipv4": ep["ipv4"], "ipv6": ep.get("ipv6", ""), "mac": ep["mac"], "vtep": self._vtep}
         await self._store.put(f"{ENDPOINTS}{ep['network_id']}/{ep_id}", json.dumps(doc).encode(),  # type: ignore[union-attr]
-                              self._lease)
+                              lease)
 
     async def _publish_all(self) -> None:
-        for ep_id, ep in self._doc["endpoints"].items():
-            await self._publish(ep_id, ep)
+        for ep_id, ep in list(self._doc["endpoints"].items()):
+            await self._put_endpoint(ep_id, ep, self._lease)
 
     # ------------------------------------------------------------------ GlobalScopeDriver
     async def cluster_networks(self) -> list[Network]:
