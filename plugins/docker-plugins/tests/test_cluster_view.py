@@ -118,3 +118,24 @@ async def test_the_catalog_lists_plugin_networks_and_refuses_to_make_any(tmp_pat
     await second.setup()
     assert await _next(second.cluster_changes()) == ClusterNetworkChange("network", net.id, None)
     await second.close()
+
+
+async def test_a_write_meeting_an_expired_lease_renews_it_once(views) -> None:  # noqa: ANN001
+    """The lease went (the store, or this engine, stood still longer than the TTL) before the
+    keepalive noticed: the next endpoint's put takes a new lease, with this engine's other
+    records put again on it (it failed with 'lease not found'); writes meeting the expiry
+    together take one lease between them."""
+    one, _two = views
+    store = one.store
+    assert store is not None
+    net = new_id()
+    await one.publish_endpoint(net, "e1", {"ipv4": "10.60.0.2/24"})
+    old = one._lease
+    await store.revoke(old)  # what an expiry does: the lease and its keys are gone
+    await asyncio.gather(one.publish_endpoint(net, "e2", {"ipv4": "10.60.0.3/24"}),
+                         one.publish_endpoint(net, "e3", {"ipv4": "10.60.0.4/24"}))
+    assert one._lease != old and old not in store._data.leases
+    assert [lease for lease in store._data.leases if lease != _two._lease] == [one._lease]
+    for key in ("docker-plugins/nodes/10.9.0.1", *(f"docker-plugins/endpoints/{net}/e{n}" for n in (1, 2, 3))):
+        kv = await store.get(key)
+        assert kv is not None and kv.lease == one._lease, (key, kv)

@@ -121,6 +121,7 @@ class ClusterView:
         self._lease = 0
         self._users = 0
         self._lock = asyncio.Lock()
+        self._lease_lock = asyncio.Lock()  # one renewal of an expired lease at a time
         self._defs: dict[str, dict[str, Any]] = {}
         self._endpoints: dict[str, dict[str, dict[str, Any]]] = {}  # network id -> endpoint id -> doc
         self._nodes: set[str] = set()
@@ -264,7 +265,27 @@ class ClusterView:
 
     async def _put(self, key: str, value: bytes) -> None:
         self._mine[key] = value
-        await self._need().put(key, value, self._lease)
+        lease = self._lease
+        try:
+            await self._need().put(key, value, lease)
+        except LeaseNotFound:  # expired before the keepalive saw it: put on a new lease
+            await self._renew_lease(lease)
+            if self._mine.get(key) == value:
+                await self._need().put(key, value, self._lease)
+
+    async def _renew_lease(self, expired: int) -> None:
+        """A new lease in place of ``expired``, with this engine's records put again on it;
+        nothing if it was renewed already. The keepalive and a write that met the expiry first
+        (the store, or this engine, stood still longer than the TTL) both come here, so only
+        one new lease is taken."""
+        store = self._need()
+        async with self._lease_lock:
+            if self._lease != expired:
+                return
+            log.warning("docker-plugins: the cluster lease expired; publishing this engine's records again")
+            self._lease = (await store.grant(self._ttl)).id
+            for key, value in list(self._mine.items()):
+                await store.put(key, value, self._lease)
 
     # ------------------------------------------------------------------ the watch
     def _load(self, ev: WatchEvent) -> ClusterNetworkChange | NodeChange | None:
@@ -328,13 +349,11 @@ class ClusterView:
         store = self._need()
         while True:
             await asyncio.sleep(self._ttl / 3)
+            lease = self._lease
             try:
-                await store.keepalive(self._lease)
+                await store.keepalive(lease)
             except LeaseNotFound:
-                log.warning("docker-plugins: the cluster lease expired; publishing this engine's records again")
-                self._lease = (await store.grant(self._ttl)).id
-                for key, value in list(self._mine.items()):
-                    await store.put(key, value, self._lease)
+                await self._renew_lease(lease)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001
