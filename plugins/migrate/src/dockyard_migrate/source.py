@@ -190,11 +190,17 @@ class Sender:
             # image; an "error" raises (nothing is frozen yet: the container runs on here)
             answer = await asyncio.wait_for(wire.recv_json(), 30)
             if answer.get("type") == "image":
-                phases["image"], ref = await self._send_image(c, wire, report, mig_id, bool(answer.get("tag")))
-                try:  # the target loads it, then prepares
+                t = time.monotonic()
+                ref = await self._send_image(c, wire, report, mig_id, bool(answer.get("tag")))
+                try:  # the target loads it ("loaded"), then prepares
                     answer = await asyncio.wait_for(wire.recv_json(), RESTORE_TIMEOUT)
                 except WireError as exc:
                     raise WireError(f"image {ref} sent, then the target went away: {exc}") from exc
+                if answer.get("type") != "loaded":
+                    raise WireError(f"expected loaded, got {answer.get('type')!r}")
+                phases["image"] = (time.monotonic() - t) * 1000
+                report(MigrationProgress("image", wire.sent, 0, f"image {ref} loaded on the target"))
+                answer = await asyncio.wait_for(wire.recv_json(), 30)
             if answer.get("type") != "ready":
                 raise WireError(f"expected ready, got {answer.get('type')!r}")
         except BaseException:
@@ -285,12 +291,12 @@ class Sender:
                                total_ms=round(total, 1), phases={p: round(ms, 1) for p, ms in phases.items()})
 
     async def _send_image(self, c: Container, wire: Wire, report: Callable[[MigrationProgress], None],
-                          migration: str, tag: bool) -> tuple[float, str]:
+                          migration: str, tag: bool) -> str:
         """The target lacks the container's image: send it as the engine's ``image save``
         archive (the whole image: a docker-archive holds every layer), under the name the
         container was made from when the target asked for a ``tag`` and that name still means
-        the image here (the target's load tags it so), else by ID. Returns the milliseconds it
-        took and the name it went by. Nothing is frozen yet."""
+        the image here (the target's load tags it so), else by ID. Returns the name it went
+        by. Nothing is frozen yet."""
         k = self.kernel
         name = c.name.lstrip("/")
         ref = c.image_id
@@ -316,12 +322,11 @@ class Sender:
         except DockyardError as exc:
             raise DockyardError(f"image {ref} could not be sent: {exc}") from exc
         await wire.send_end()
-        ms = (time.monotonic() - t) * 1000
         report(MigrationProgress("image", wire.sent, 0, f"image {ref}: {wire.sent - start} bytes sent, "
                                                           "loading on the target"))
         log.info("migration %s of %s: image %s sent (%d bytes, %.0f ms)", migration, name, ref,
-                 wire.sent - start, ms)
-        return ms, ref
+                 wire.sent - start, (time.monotonic() - t) * 1000)
+        return ref
 
     async def _archive(self, c: Container, wire: Wire, checkpoint: str, page_server: str,
                        report: Callable[[MigrationProgress], None], frozen_at: float, migration: str,

@@ -183,6 +183,7 @@ class Receiver:
             k.images.get(want)
         except NotFound:
             raise ImageRefused(f"image {image} ({want[:19]}): the source's image stream did not hold it") from None
+        await wire.send_json({"type": "loaded", "id": want})
 
     async def receive(self, wire: Wire, hello: dict[str, Any]) -> None:
         k = self.kernel

@@ -4,8 +4,8 @@ A frame is a type byte, a 4-byte big-endian length and the payload: ``J`` a JSON
 message, ``D`` a chunk of the current data stream, ``E`` the end of that stream. The source
 sends ``hello`` (token, container, volumes, mode), the target answers ``ready`` or ``error``
 before anything is frozen (first ``image`` when it lacks the container's image and the hello said
-``image_transfer``: the source sends the image's ``image save`` archive as a data stream, and the
-target answers once it has loaded it); then the checkpoint archive's tar stream, each volume's stream,
+``image_transfer``: the source sends the image's ``image save`` archive as a data stream, the
+target answers ``loaded`` once it has loaded it, then ``ready``); then the checkpoint archive's tar stream, each volume's stream,
 ``commit``; the target answers ``restored`` (or ``error``) and the source ``done``. A source
 that fails after its ``commit`` sends ``abort`` instead and waits for the target's ``error``
 (or the connection's end), which comes once the target's copy and its addresses are gone.
