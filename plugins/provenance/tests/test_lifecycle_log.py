@@ -81,6 +81,39 @@ def test_under_load_nothing_is_lost(tmp_path: Path) -> None:
     assert verify(tmp_path).entries == 5000
 
 
+def test_write_mode_syncs_batches_together_and_before_stopping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``write`` mode: the first batch after a quiet spell is synced at once, the batches of
+    the next ``SYNC_EVERY`` seconds by one sync at its end, and what is left at the stop."""
+    import dockyard_provenance.journal as jmod
+
+    synced: list[int] = []
+    real = jmod.os.fdatasync
+    monkeypatch.setattr(jmod.os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+
+    async def go(every: float, wait_deferred: bool) -> LifecycleJournal:
+        j = LifecycleJournal(tmp_path)
+        j.SYNC_EVERY = every
+        bus = EventBus()
+        bus.attach(j)
+        for i in range(4):  # four batches: each waited for, as four requests do
+            bus.emit(Event("container", "start", f"c{i}"))
+            await bus.durable()
+        if wait_deferred:
+            deadline = time.monotonic() + 10
+            while j._unsynced and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert not j._unsynced, "the deferred sync never came"
+        await j.close()
+        return j
+
+    j = asyncio.run(go(3600.0, wait_deferred=False))  # never due: the stop syncs the rest
+    assert synced == [j._fd, j._head_fd] * 2, synced
+    synced.clear()
+    j = asyncio.run(go(0.2, wait_deferred=True))  # due 0.2 s after the first: synced without a stop
+    assert len(synced) >= 4, synced  # the first batch's, the deferred one's (more if slower than 0.2 s)
+    assert verify(tmp_path).entries == 8
+
+
 def test_entry_removed(logdir: Path) -> None:
     lines = _lines(logdir)
     _write(logdir, lines[:4] + lines[5:])
