@@ -440,6 +440,39 @@ async def test_commit_container_layer(world: Any) -> None:
     assert w.svc.list() == [] and w.svc.content.list() == []
 
 
+async def test_a_containers_removal_collects_what_an_image_removal_left(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image removed with ``-f`` while a container's layer builds on it keeps its layers
+    until that container's removal collects them; a removal with nothing left to collect does
+    not list every image, layer and blob again (``_gc_owed``)."""
+    w = world
+    await w.svc.load(docker_archive([layer({"a": b"1"})], tags=["gone:1"]))
+    img = w.svc.resolve("gone:1")
+    drv = await w.svc.driver()
+    cid = new_id()
+    await w.svc.prepare_rootfs(cid, "gone:1")
+    c = _container(w, img.id)
+    assert {"Deleted": img.id} in await w.svc.remove("gone:1", force=True)
+    assert chain_ids(img.layers)[0] in await drv.list()  # kept: the container's layer builds on it
+    with w.kernel.open_store().transaction() as tx:
+        tx.delete(Container, c.id)
+    await w.svc.remove_rootfs(cid)
+    assert await drv.list() == [] and w.svc.content.list() == []
+
+    await w.svc.load(docker_archive([layer({"b": b"2"})], tags=["kept:1"]))
+    runs: list[int] = []
+    real_gc = w.svc.gc
+
+    async def counted_gc(*args: Any, **kwargs: Any) -> int:
+        runs.append(1)
+        return int(await real_gc(*args, **kwargs))
+
+    monkeypatch.setattr(w.svc, "gc", counted_gc)
+    cid = new_id()
+    await w.svc.prepare_rootfs(cid, "kept:1")
+    await w.svc.remove_rootfs(cid)
+    assert runs == [] and await drv.list() == [chain_ids(w.svc.resolve("kept:1").layers)[-1]]
+
+
 # ------------------------------------------------------------------------------ tags, rmi, prune
 def _container(w: Any, image_id: str, running: bool = False) -> Container:
     c = Container(id=new_id(), name=f"c{new_id()[:6]}", image_id=image_id, config=ContainerConfig(image="x"),
