@@ -5,6 +5,7 @@ killed daemon process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -661,6 +662,39 @@ async def test_orphaned_runtime_processes_are_reaped(driver, tmp_path):
     assert monitor.reap_orphans()
     assert not await _zombie_named(b"crun")
 
+
+
+async def test_our_own_runtime_commands_are_left_to_asyncio(tmp_path):
+    """A runtime command this process runs itself (``own_command``) is not reaped by a full
+    sweep (another container's removal makes one) even as a zombie: its exit status is the
+    waiter's. Unguarded, the sweep takes it (and asyncio would report 255)."""
+    fake = tmp_path / "crun"
+    fake.write_bytes(Path("/bin/true").read_bytes())
+    fake.chmod(0o755)
+    for guarded in (True, False):
+        proc = subprocess.Popen([str(fake)])  # not reaped until waited for: a zombie to sweep
+        try:
+            with monitor.own_command(proc.pid) if guarded else contextlib.nullcontext():
+                await until(lambda: _state(proc.pid) == "Z")  # noqa: B023
+                swept = monitor.reap_orphans()
+            if guarded:
+                assert proc.pid not in swept
+                assert proc.wait(5) == 0  # the owner still gets its status
+            else:
+                assert proc.pid in swept
+        finally:
+            if guarded is False or proc.returncode is None:
+                with contextlib.suppress(ChildProcessError):
+                    proc.wait(5)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return ""
+    return stat[stat.rindex(b")") + 2:].split()[0].decode()
 
 def _comm(pid: int) -> str:
     try:

@@ -32,6 +32,7 @@ from dockyard.specs.arch import (
     RuntimeCreateRequest,
     RuntimeState,
 )
+from dockyard_arch_linux import monitor
 from dockyard_arch_linux.cgroups import freeze_v1
 
 #: where ``make install`` (tools/build-criu.sh) puts CRIU; looked at before ``PATH``
@@ -351,8 +352,10 @@ class Checkpointing(CheckpointDriver):
                                                         stderr=asyncio.subprocess.PIPE, pass_fds=(w,))
         finally:
             os.close(w)
+        monitor.in_flight.add(proc.pid)  # asyncio reaps it (monitor.own_command), whenever it ends
         ready = asyncio.ensure_future(asyncio.to_thread(os.read, r, 1))
         done = asyncio.ensure_future(proc.communicate())
+        done.add_done_callback(lambda _: monitor.in_flight.discard(proc.pid))
         try:
             await asyncio.wait({ready, done}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -542,11 +545,12 @@ def _mirroring(create: RuntimeCreateRequest, dumped: dict[str, Any], stand_ins: 
 async def _run(argv: list[str], timeout: float) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return 1, f"timed out after {timeout:.0f}s"
+    with monitor.own_command(proc.pid):
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return 1, f"timed out after {timeout:.0f}s"
     text = (err or out).decode(errors="replace").strip()
     return proc.returncode or 0, text

@@ -299,12 +299,13 @@ class LinuxRuntime(Checkpointing):
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise RuntimeCommandError(f"{meta['runtime']} {args[0]} timed out after {timeout}s") from None
+        with monitor.own_command(proc.pid):
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise RuntimeCommandError(f"{meta['runtime']} {args[0]} timed out after {timeout}s") from None
         if proc.returncode != 0:
             text = err.decode(errors="replace").strip() or out.decode(errors="replace").strip()
             raise RuntimeCommandError(f"{meta['runtime']} {args[0]} failed: {text}")

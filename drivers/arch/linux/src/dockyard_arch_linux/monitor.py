@@ -13,6 +13,7 @@ daemon, holds the container's stdio, writes the ``k8s-file`` log, offers an atta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -20,6 +21,7 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from dockyard.errors import DockyardError, InvalidArgument
@@ -164,6 +166,20 @@ def reap_later(pid: int) -> None:
 
 #: PIDs of OCI runtime commands this process runs itself (their exit status belongs to asyncio)
 in_flight: set[int] = set()
+
+
+@contextlib.contextmanager
+def own_command(pid: int) -> Iterator[None]:
+    """While the block runs, :func:`reap_orphans` leaves ``pid`` alone: a runtime command this
+    process started through asyncio, whose child watcher reaps it. Without this, another
+    container's removal could reap the command's zombie first and asyncio would report status
+    255 for a command that succeeded. Enter it right after the spawn returns (both run on the
+    event loop, as every full :func:`reap_orphans` does) and leave it once the process is awaited."""
+    in_flight.add(pid)
+    try:
+        yield
+    finally:
+        in_flight.discard(pid)
 
 RUNTIME_COMMS = (b"crun", b"runc", b"runc:[0:PARENT]", b"runc:[1:CHILD]", b"runc:[2:INIT]")
 
