@@ -77,6 +77,39 @@ def bootstrap(host: Host, certs: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- set-up
+def test_the_bridge_keeps_its_own_mac_as_hosts_come_and_go() -> None:
+    """A bridge without a MAC of its own takes its lowest port's: a host added or removed
+    changed it, and the other hosts' neighbour entry for the gateway named a MAC that was no
+    longer the bridge's (cut off from the machine, and the tests' etcd, for seconds). In a
+    scratch namespace: ports with lower MACs than the bridge's come and go, the MAC stays."""
+    import subprocess
+    import uuid
+
+    from dockyard.netns import run_in
+
+    scratch = f"dybm{uuid.uuid4().hex[:8]}"
+    bridge = f"{scratch}br"
+    subprocess.run(["ip", "netns", "add", scratch], check=True)
+    try:
+        run_in(f"/run/netns/{scratch}", lambda: net.ensure_bridge(bridge, ipaddress.IPv4Interface("10.99.0.1/24")))
+
+        def mac() -> str:
+            out = subprocess.run(["ip", "-n", scratch, "-o", "link", "show", bridge], capture_output=True, text=True,
+                                 check=True).stdout
+            return out.split("link/ether ")[1].split()[0]
+
+        own = mac()
+        for n in (1, 2):
+            subprocess.run(["ip", "-n", scratch, "link", "add", f"p{n}", "address", f"02:00:00:00:00:0{n}", "type",
+                            "veth", "peer", "name", f"q{n}"], check=True)
+            subprocess.run(["ip", "-n", scratch, "link", "set", f"p{n}", "master", bridge, "up"], check=True)
+            assert mac() == own
+        subprocess.run(["ip", "-n", scratch, "link", "del", "p1"], check=True)
+        assert mac() == own
+    finally:
+        subprocess.run(["ip", "netns", "del", scratch], check=True)
+
+
 async def test_setup_refuses_a_range_the_machine_already_routes(make_driver) -> None:
     drv = make_driver(subnet="127.0.0.0/24")
     with pytest.raises(InvalidArgument, match=r"127\.0\.0\.0/24 overlaps .*address 127\.0\.0\.1/8 dev lo"):

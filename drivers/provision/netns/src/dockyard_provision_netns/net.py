@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import ipaddress
 import os
 import socket
@@ -81,8 +82,20 @@ def write_sysctl(path: Path, value: str) -> None:
             raise
 
 
+def bridge_mac(name: str) -> str:
+    """The bridge's own MAC: locally administered, derived from its name (stable)."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
 def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface) -> None:
-    """The driver's bridge with ``gateway`` (the range's first address), up, forwarding off."""
+    """The driver's bridge with ``gateway`` (the range's first address), up, forwarding off.
+
+    It is made with a MAC of its own: a bridge without one takes its lowest port's, so a host
+    added or removed changed it, and the other hosts' neighbour entry for the gateway (where
+    the machine, an etcd of the tests, answers them) named a MAC no longer the bridge's: they
+    were cut off from the machine for seconds, until the entry was probed again (a cluster
+    lease of 2 s expired meanwhile)."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -90,7 +103,7 @@ def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface) -> None:
         idx = ipr.link_lookup(ifname=name)
         if not idx:
             try:
-                ipr.link("add", ifname=name, kind="bridge")
+                ipr.link("add", ifname=name, kind="bridge", address=bridge_mac(name))
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:  # another host's create made it meanwhile
                     raise
