@@ -90,3 +90,45 @@ async def test_a_failed_relist_is_tried_again_before_watching() -> None:
     assert store.lists == 2
     assert relisted == [12]
     assert store.watched_from == [3, 13]
+
+
+# ---------------------------------------------------------------- ClusterNetworkRecords
+def _doc_event(kind: str, key: str, doc: dict | None, rev: int, created: int = 0) -> WatchEvent:
+    import json
+
+    value = json.dumps(doc).encode() if doc is not None else b""
+    return WatchEvent(kind, KeyValue(key, value, rev, created or rev))  # type: ignore[arg-type]
+
+
+def test_network_records_follow_definitions_and_other_hosts_endpoints() -> None:
+    from dockyard.specs.network import ClusterNetworkRecords
+
+    recs = ClusterNetworkRecords("ov/", lambda doc: doc.get("node") == "me")
+    assert recs.apply(_doc_event("put", "ov/networks/n1", {"name": "a"}, 5)) == ("network", "n1")
+    assert recs.apply(_doc_event("put", "ov/endpoints/n1/e1", {"node": "me"}, 6)) is None  # ours
+    assert recs.apply(_doc_event("put", "ov/endpoints/n1/e2", {"node": "h2"}, 9, created=7)) == ("peers", "n1")
+    assert recs.endpoints == {"n1": {"e2": {"node": "h2", "rev": 7}}}  # rev: when first published
+    assert recs.apply(_doc_event("delete", "ov/endpoints/n1/e1", None, 10)) is None  # not held: no change
+    assert recs.apply(_doc_event("put", "ov/other/x", {}, 11)) is None
+    assert recs.apply(_doc_event("delete", "ov/networks/n1", None, 12)) == ("network", "n1")
+    assert recs.defs == {} and recs.endpoints == {}
+
+
+def test_network_records_reload_in_place_and_say_what_changed() -> None:
+    import json
+
+    from dockyard.specs.network import ClusterNetworkRecords
+
+    recs = ClusterNetworkRecords("ov/", lambda doc: False)
+    defs, endpoints = recs.defs, recs.endpoints  # aliases a driver keeps stay valid
+    recs.apply(_doc_event("put", "ov/networks/n1", {"v": 1}, 1))
+    recs.apply(_doc_event("put", "ov/networks/n2", {"v": 1}, 2))
+    recs.apply(_doc_event("put", "ov/endpoints/n1/e1", {"node": "h2"}, 3))
+    listing = [KeyValue("ov/networks/n1", json.dumps({"v": 1}).encode(), 1, 1),
+               KeyValue("ov/networks/n3", json.dumps({"v": 1}).encode(), 8, 8),
+               KeyValue("ov/endpoints/n3/e9", json.dumps({"node": "h3"}).encode(), 9, 9)]
+    changed, before = recs.reload(listing)
+    assert changed == ["n2", "n3"]  # n2 went, n3 came; n1 is the same
+    assert before == {"n1": {"e1": {"node": "h2", "rev": 3}}}
+    assert recs.defs is defs and recs.endpoints is endpoints
+    assert set(defs) == {"n1", "n3"} and endpoints == {"n3": {"e9": {"node": "h3", "rev": 9}}}

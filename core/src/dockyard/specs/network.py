@@ -14,11 +14,12 @@ A driver whose ``info.capabilities`` holds ``"global-scope"`` spans hosts (overl
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from dockyard.specs._base import Driver, hookspec
+from dockyard.specs.cluster import KeyValue, WatchEvent
 
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
@@ -205,6 +206,59 @@ class ClusterNetworkChange:
     network_id: str
     network: Network | None = None
 
+
+
+@dataclass
+class ClusterNetworkRecords:
+    """A global-scope driver's networks as the cluster store holds them: one definition per
+    network at ``prefix + "networks/ID"`` and one endpoint per container at
+    ``prefix + "endpoints/ID/EP"`` (JSON documents), kept from a listing and the watch's events
+    (:func:`dockyard.specs.cluster.follow`). The engine's own endpoints (``mine``) are left out:
+    it knows them first-hand. An endpoint's ``rev`` is the revision it was first published at
+    (where a name is in two places, the newest wins). The overlay driver and the Docker plugin
+    adapter keep their networks' cluster state in one each."""
+
+    prefix: str
+    mine: Callable[[dict[str, Any]], bool]
+    defs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    endpoints: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def apply(self, ev: WatchEvent) -> tuple[Literal["network", "peers"], str] | None:
+        """Apply one key change: ``("network", ID)`` when a definition came or went,
+        ``("peers", ID)`` when the endpoints of other hosts changed, None when nothing did."""
+        key, networks, endpoints = ev.key, self.prefix + "networks/", self.prefix + "endpoints/"
+        if key.startswith(networks):
+            net_id = key[len(networks):]
+            if ev.type == "put":
+                self.defs[net_id] = ev.kv.json()
+            else:
+                self.defs.pop(net_id, None)
+                self.endpoints.pop(net_id, None)
+            return "network", net_id
+        if key.startswith(endpoints):
+            net_id, _, ep_id = key[len(endpoints):].partition("/")
+            if ev.type == "put":
+                doc = ev.kv.json()
+                if self.mine(doc):
+                    return None
+                doc["rev"] = ev.kv.create_revision or ev.kv.mod_revision
+                self.endpoints.setdefault(net_id, {})[ep_id] = doc
+            elif self.endpoints.get(net_id, {}).pop(ep_id, None) is None:
+                return None
+            return "peers", net_id
+        return None
+
+    def reload(self, kvs: Iterable[KeyValue]) -> tuple[list[str], dict[str, dict[str, dict[str, Any]]]]:
+        """Replace everything with a fresh listing (after a compaction), in place. Returns the
+        networks whose definition changed, and every network's endpoints as they were before
+        (compare with :attr:`endpoints` for what changed)."""
+        old_defs, before = dict(self.defs), {k: dict(v) for k, v in self.endpoints.items()}
+        self.defs.clear()
+        self.endpoints.clear()
+        for kv in kvs:
+            self.apply(WatchEvent("put", kv))
+        changed = [n for n in sorted(set(old_defs) | set(self.defs)) if old_defs.get(n) != self.defs.get(n)]
+        return changed, before
 
 class GlobalScopeDriver(NetworkDriver):
     """A network driver whose networks are cluster-wide (capability ``global-scope``).

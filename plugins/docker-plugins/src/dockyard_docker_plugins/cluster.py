@@ -39,7 +39,7 @@ from typing import Any, Generic, TypeVar
 from dockyard.errors import Conflict, Forbidden, InvalidArgument, LeaseNotFound
 from dockyard.model import Network, from_dict, to_dict
 from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Listing, Put, WatchEvent, follow
-from dockyard.specs.network import ClusterNetworkChange, PeerEndpoint
+from dockyard.specs.network import ClusterNetworkChange, ClusterNetworkRecords, PeerEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,9 @@ class ClusterView:
         self._users = 0
         self._lock = asyncio.Lock()
         self._lease_lock = asyncio.Lock()  # one renewal of an expired lease at a time
-        self._defs: dict[str, dict[str, Any]] = {}
-        self._endpoints: dict[str, dict[str, dict[str, Any]]] = {}  # network id -> endpoint id -> doc
+        self._records = ClusterNetworkRecords(ROOT, lambda doc: doc.get("node") == self.node)
+        self._defs = self._records.defs  # network id -> definition document
+        self._endpoints = self._records.endpoints  # network id -> endpoint id -> doc (other engines')
         self._nodes: set[str] = set()
         self._mine: dict[str, bytes] = {}  # keys on this engine's lease, put again on a new lease
         self._changes: set[asyncio.Queue[Any]] = set()
@@ -290,26 +291,11 @@ class ClusterView:
     # ------------------------------------------------------------------ the watch
     def _load(self, ev: WatchEvent) -> ClusterNetworkChange | NodeChange | None:
         """Apply one key change to the caches; the change to announce, if any."""
+        change = self._records.apply(ev)
+        if change is not None:
+            kind, net_id = change
+            return ClusterNetworkChange(kind, net_id, self.definition(net_id) if kind == "network" else None)
         key = ev.key
-        if key.startswith(NETWORKS):
-            net_id = key[len(NETWORKS):]
-            if ev.type == "put":
-                self._defs[net_id] = ev.kv.json()
-                return ClusterNetworkChange("network", net_id, self.definition(net_id))
-            self._defs.pop(net_id, None)
-            self._endpoints.pop(net_id, None)
-            return ClusterNetworkChange("network", net_id, None)
-        if key.startswith(ENDPOINTS):
-            net_id, _, ep_id = key[len(ENDPOINTS):].partition("/")
-            if ev.type == "put":
-                doc = ev.kv.json()
-                if doc.get("node") == self.node:
-                    return None  # ours
-                doc["rev"] = ev.kv.create_revision or ev.kv.mod_revision
-                self._endpoints.setdefault(net_id, {})[ep_id] = doc
-            elif self._endpoints.get(net_id, {}).pop(ep_id, None) is None:
-                return None
-            return ClusterNetworkChange("peers", net_id)
         if key.startswith(NODES):
             address = key[len(NODES):]
             if address == self.node:
@@ -332,13 +318,13 @@ class ClusterView:
 
     async def _resync(self, listing: Listing) -> None:
         """After a compaction: load the listing afresh and announce what differs."""
-        old_defs, old_eps, old_nodes = dict(self._defs), dict(self._endpoints), set(self._nodes)
-        self._defs, self._endpoints, self._nodes = {}, {}, set()
+        old_nodes, self._nodes = set(self._nodes), set()
+        changed, old_eps = self._records.reload(listing)
         for kv in listing:
-            self._load(WatchEvent("put", kv))
-        for net_id in set(old_defs) | set(self._defs):
-            if old_defs.get(net_id) != self._defs.get(net_id):
-                self._announce(ClusterNetworkChange("network", net_id, self.definition(net_id)))
+            if kv.key.startswith(NODES):
+                self._load(WatchEvent("put", kv))
+        for net_id in changed:
+            self._announce(ClusterNetworkChange("network", net_id, self.definition(net_id)))
         for net_id in set(old_eps) | set(self._endpoints):
             if old_eps.get(net_id) != self._endpoints.get(net_id):
                 self._announce(ClusterNetworkChange("peers", net_id))

@@ -81,6 +81,7 @@ from dockyard.specs.cluster import (
 from dockyard.specs.network import (
     GLOBAL_SCOPE,
     ClusterNetworkChange,
+    ClusterNetworkRecords,
     EndpointRequest,
     EndpointResult,
     GlobalScopeDriver,
@@ -176,8 +177,9 @@ class OverlayDriver(GlobalScopeDriver):
         self._underlay_mtu = 1500
         self._state_path = Path(context.data_dir) / "overlay.json"
         self._doc: dict[str, Any] = {"networks": {}, "endpoints": {}}
-        self._defs: dict[str, dict[str, Any]] = {}  # network id -> definition document
-        self._peers: dict[str, dict[str, dict[str, Any]]] = {}  # network id -> endpoint id -> doc
+        self._records = ClusterNetworkRecords(ROOT, lambda doc: doc.get("vtep") == self._vtep)
+        self._defs = self._records.defs  # network id -> definition document
+        self._peers = self._records.endpoints  # network id -> endpoint id -> doc (other hosts')
         self._subscribers: set[asyncio.Queue[ClusterNetworkChange | None]] = set()
         self._lock = asyncio.Lock()
         self._lease = 0
@@ -341,27 +343,11 @@ class OverlayDriver(GlobalScopeDriver):
     # ------------------------------------------------------------------ the store's view
     def _load(self, ev: WatchEvent) -> ClusterNetworkChange | None:
         """Apply one key change to the caches; the change to announce, if any."""
-        key = ev.key
-        if key.startswith(NETWORKS):
-            net_id = key[len(NETWORKS):]
-            if ev.type == "put":
-                self._defs[net_id] = ev.kv.json()
-                return ClusterNetworkChange("network", net_id, self._definition(net_id))
-            self._defs.pop(net_id, None)
-            self._peers.pop(net_id, None)
-            return ClusterNetworkChange("network", net_id, None)
-        if key.startswith(ENDPOINTS):
-            net_id, _, ep_id = key[len(ENDPOINTS):].partition("/")
-            if ev.type == "put":
-                doc = ev.kv.json()
-                if doc.get("vtep") == self._vtep:
-                    return None  # ours
-                doc["rev"] = ev.kv.create_revision or ev.kv.mod_revision  # when it was first published
-                self._peers.setdefault(net_id, {})[ep_id] = doc
-            elif self._peers.get(net_id, {}).pop(ep_id, None) is None:
-                return None
-            return ClusterNetworkChange("peers", net_id)
-        return None
+        change = self._records.apply(ev)
+        if change is None:
+            return None
+        kind, net_id = change
+        return ClusterNetworkChange(kind, net_id, self._definition(net_id) if kind == "network" else None)
 
     def _definition(self, net_id: str) -> Network | None:
         doc = self._defs.get(net_id)
@@ -372,13 +358,9 @@ class OverlayDriver(GlobalScopeDriver):
         return net
 
     async def _resync(self, listing: Listing) -> None:
-        old_defs, old_peers = dict(self._defs), {k: dict(v) for k, v in self._peers.items()}
-        self._defs, self._peers = {}, {}
-        for kv in listing:
-            self._load(WatchEvent("put", kv))
-        for net_id in set(old_defs) | set(self._defs):
-            if old_defs.get(net_id) != self._defs.get(net_id):
-                self._announce(ClusterNetworkChange("network", net_id, self._definition(net_id)))
+        changed, old_peers = self._records.reload(listing)
+        for net_id in changed:
+            self._announce(ClusterNetworkChange("network", net_id, self._definition(net_id)))
         for net_id in set(old_peers) | set(self._peers):
             before, after = old_peers.get(net_id, {}), self._peers.get(net_id, {})
             entry = self._doc["networks"].get(net_id)
