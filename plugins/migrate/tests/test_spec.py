@@ -154,3 +154,29 @@ def test_the_wire_frames_json_and_data() -> None:
         assert w.sent == 10
 
     asyncio.run(main())
+
+
+def test_progress_is_throttled_but_a_phase_keeps_its_last_report() -> None:
+    """At most one report per phase every 0.1 s, but the report a phase ends with (its bytes)
+    is never lost to the limit: it goes out before the next phase, or at the end."""
+    from dockyard.specs.storage import MigrationProgress
+    from dockyard_migrate.api import ProgressThrottle
+
+    now = [0.0]
+    t = ProgressThrottle(0.1, clock=lambda: now[0])
+    sent: list[tuple[str, int]] = []
+
+    def offer(phase: str, n: int, at: float) -> None:
+        now[0] = at
+        sent.extend((p.phase, p.bytes) for p in t.offer(MigrationProgress(phase, n)))
+
+    offer("image", 0, 1.00)
+    offer("image", 10, 1.02)  # held back
+    offer("image", 20, 1.04)  # held back, replaces 10
+    offer("image", 30, 1.20)  # past the limit: sent, the held 20 is superseded
+    offer("image", 40, 1.25)  # held back: the phase's last
+    offer("dump", 40, 1.26)
+    offer("dump", 50, 1.27)  # held back: the last of the stream
+    sent.extend((p.phase, p.bytes) for p in t.flush())
+    assert sent == [("image", 0), ("image", 30), ("image", 40), ("dump", 40), ("dump", 50)]
+    assert t.flush() == []

@@ -77,21 +77,51 @@ def progress_json(p: MigrationProgress) -> dict[str, Any]:
     return {"Phase": p.phase, "Bytes": p.bytes, "FrozenMs": round(p.frozen_ms, 1), "Message": p.message}
 
 
+class ProgressThrottle:
+    """At most one report of a phase every ``interval`` seconds, every phase's first always; a
+    phase's last report, held back by the limit, still goes out before the next phase's first
+    (or the end), so the bytes a phase ends with are never lost to the limit."""
+
+    def __init__(self, interval: float = 0.1, clock: Any = time.monotonic) -> None:
+        self.interval, self.clock = interval, clock
+        self._sent_at, self._phase = 0.0, ""
+        self._held: MigrationProgress | None = None
+
+    def offer(self, p: MigrationProgress) -> list[MigrationProgress]:
+        """The reports to send now for ``p`` (none, it, or the held one then it)."""
+        now = self.clock()
+        if p.phase == self._phase and now - self._sent_at < self.interval:
+            self._held = p
+            return []
+        out = self.flush() if self._held is not None and self._held.phase != p.phase else []
+        self._held = None
+        self._sent_at, self._phase = now, p.phase
+        return [*out, p]
+
+    def flush(self) -> list[MigrationProgress]:
+        """The held report, if any (at the end of the stream)."""
+        held, self._held = self._held, None
+        return [held] if held is not None else []
+
+
 async def stream_migration(request: web.Request, run: Any) -> web.StreamResponse:
     """Run ``run(report)`` in its own task and stream its reports as JSON lines (at most ~10
-    a second, phases always), then ``{"Result": ...}`` or ``{"Error": ...}``."""
+    a second per phase, a phase's first and last always: :class:`ProgressThrottle`), then
+    ``{"Result": ...}`` or ``{"Error": ...}``."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    last = [0.0, ""]
+    throttle = ProgressThrottle()
 
     def report(p: MigrationProgress) -> None:
-        now = time.monotonic()
-        if p.phase != last[1] or now - last[0] >= 0.1:
-            last[0], last[1] = now, p.phase
-            queue.put_nowait({"Progress": progress_json(p)})
+        for q in throttle.offer(p):
+            queue.put_nowait({"Progress": progress_json(q)})
 
     async def job() -> None:
         try:
-            result = await run(report)
+            try:
+                result = await run(report)
+            finally:
+                for q in throttle.flush():
+                    queue.put_nowait({"Progress": progress_json(q)})
             queue.put_nowait({"Result": {"Id": result.container_id, "Mode": result.mode, "Bytes": result.bytes,
                                          "FrozenMs": result.frozen_ms, "TotalMs": result.total_ms,
                                          "Phases": result.phases}})
