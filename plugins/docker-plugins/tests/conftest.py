@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.netns import run_in
 from dockyard_plugin_sdk.testing import wait_for
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -61,10 +62,13 @@ class PluginFactory:
         Returns once the socket (or the ``ready`` file) exists."""
         sock = socket or self.sockets / f"{name}.sock"  # or "tcp://HOST:PORT" (then pass ready)
         log = self.root / f"{name}.out"
-        inside = ["ip", "netns", "exec", netns] if netns else []  # execs: the PID stays the plugin's
         with open(log, "ab") as out:
-            proc = subprocess.Popen([*inside, sys.executable, str(PLUGINS / f"{script}.py"), str(sock), *args],
-                                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+            def spawn() -> subprocess.Popen[bytes]:
+                return subprocess.Popen([sys.executable, str(PLUGINS / f"{script}.py"), str(sock), *args],
+                                        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+            # a child forked from a thread inside the namespace starts there (a per-thread attribute)
+            proc = run_in(f"/run/netns/{netns}", spawn) if netns else spawn()
         p = PluginProcess(name, Path(sock), proc, log)
         self.started.append(p)
         marker = ready or Path(sock)

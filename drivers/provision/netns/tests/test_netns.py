@@ -82,32 +82,33 @@ def test_the_bridge_keeps_its_own_mac_as_hosts_come_and_go() -> None:
     changed it, and the other hosts' neighbour entry for the gateway named a MAC that was no
     longer the bridge's (cut off from the machine, and the tests' etcd, for seconds). In a
     scratch namespace: ports with lower MACs than the bridge's come and go, the MAC stays."""
-    import subprocess
     import uuid
 
-    from dockyard.netns import run_in
+    from pyroute2 import IPRoute
 
     scratch = f"dybm{uuid.uuid4().hex[:8]}"
     bridge = f"{scratch}br"
-    subprocess.run(["ip", "netns", "add", scratch], check=True)
+    net.create_netns(scratch)
     try:
-        run_in(f"/run/netns/{scratch}", lambda: net.ensure_bridge(bridge, ipaddress.IPv4Interface("10.99.0.1/24")))
+        def steps() -> tuple[str, list[str]]:
+            with IPRoute() as ipr:
+                def mac() -> str:
+                    return str(ipr.link("get", ifname=bridge)[0].get_attr("IFLA_ADDRESS"))
 
-        def mac() -> str:
-            out = subprocess.run(["ip", "-n", scratch, "-o", "link", "show", bridge], capture_output=True, text=True,
-                                 check=True).stdout
-            return out.split("link/ether ")[1].split()[0]
+                net.ensure_bridge(bridge, ipaddress.IPv4Interface("10.99.0.1/24"))
+                own, seen = mac(), []
+                for n in (1, 2):
+                    ipr.link("add", ifname=f"p{n}", address=f"02:00:00:00:00:0{n}", kind="veth", peer=f"q{n}")
+                    ipr.link("set", ifname=f"p{n}", master=ipr.link_lookup(ifname=bridge)[0], state="up")
+                    seen.append(mac())
+                ipr.link("del", ifname="p1")
+                seen.append(mac())
+                return own, seen
 
-        own = mac()
-        for n in (1, 2):
-            subprocess.run(["ip", "-n", scratch, "link", "add", f"p{n}", "address", f"02:00:00:00:00:0{n}", "type",
-                            "veth", "peer", "name", f"q{n}"], check=True)
-            subprocess.run(["ip", "-n", scratch, "link", "set", f"p{n}", "master", bridge, "up"], check=True)
-            assert mac() == own
-        subprocess.run(["ip", "-n", scratch, "link", "del", "p1"], check=True)
-        assert mac() == own
+        own, seen = net.in_netns(scratch, steps)
+        assert seen == [own, own, own]
     finally:
-        subprocess.run(["ip", "netns", "del", scratch], check=True)
+        net.remove_netns(scratch)
 
 
 async def test_setup_refuses_a_range_the_machine_already_routes(make_driver) -> None:
