@@ -14,9 +14,10 @@ A driver whose ``info.capabilities`` holds ``"global-scope"`` spans hosts (overl
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from dockyard.specs._base import Driver, hookspec
 from dockyard.specs.cluster import KeyValue, WatchEvent
@@ -24,6 +25,8 @@ from dockyard.specs.cluster import KeyValue, WatchEvent
 if TYPE_CHECKING:
     from dockyard.kernel import Kernel
     from dockyard.model import Network
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -207,6 +210,33 @@ class ClusterNetworkChange:
     network: Network | None = None
 
 
+
+
+class ChangeSubscription(Generic[T]):
+    """One subscriber's queue of changes (what :meth:`GlobalScopeDriver.cluster_changes`
+    returns): registered in ``subscribers`` when made, so nothing put after it is missed, and
+    seeded with ``first``. A producer puts each change on every queue of the set; a ``None``
+    ends the subscription (the producer closing)."""
+
+    def __init__(self, subscribers: set[asyncio.Queue[Any]], first: Iterable[T] = ()) -> None:
+        self._subscribers = subscribers
+        self._queue: asyncio.Queue[T | None] = asyncio.Queue()
+        for item in first:
+            self._queue.put_nowait(item)
+        subscribers.add(self._queue)
+
+    def __aiter__(self) -> ChangeSubscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        item = await self._queue.get()
+        if item is None:
+            self._subscribers.discard(self._queue)
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        self._subscribers.discard(self._queue)
 
 @dataclass
 class ClusterNetworkRecords:

@@ -34,12 +34,17 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from dockyard.errors import Conflict, Forbidden, InvalidArgument, LeaseNotFound
 from dockyard.model import Network, from_dict, to_dict
 from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Listing, Put, WatchEvent, follow
-from dockyard.specs.network import ClusterNetworkChange, ClusterNetworkRecords, PeerEndpoint
+from dockyard.specs.network import (
+    ChangeSubscription,
+    ClusterNetworkChange,
+    ClusterNetworkRecords,
+    PeerEndpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,6 @@ NAMES = ROOT + "names/"
 ENDPOINTS = ROOT + "endpoints/"
 NODES = ROOT + "nodes/"
 SIOCGIFADDR = 0x8915
-T = TypeVar("T")
 
 
 def advertise_address(value: str) -> str:
@@ -78,31 +82,6 @@ class NodeChange:
 
     address: str
     present: bool
-
-
-class Subscription(Generic[T]):
-    """One subscriber's queue of changes, registered when made (nothing after it is missed);
-    ends when the view closes."""
-
-    def __init__(self, subscribers: set[asyncio.Queue[Any]], first: Iterable[T] = ()) -> None:
-        self._subscribers = subscribers
-        self._queue: asyncio.Queue[T | None] = asyncio.Queue()
-        for item in first:
-            self._queue.put_nowait(item)
-        subscribers.add(self._queue)
-
-    def __aiter__(self) -> Subscription[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        item = await self._queue.get()
-        if item is None:
-            self._subscribers.discard(self._queue)
-            raise StopAsyncIteration
-        return item
-
-    async def aclose(self) -> None:
-        self._subscribers.discard(self._queue)
 
 
 class ClusterView:
@@ -213,11 +192,11 @@ class ClusterView:
 
     def changes(self, first: Iterable[ClusterNetworkChange] = ()) -> AsyncIterator[ClusterNetworkChange]:
         """Definitions added or removed, and peers changed, from now on (after ``first``)."""
-        return Subscription[ClusterNetworkChange](self._changes, first)
+        return ChangeSubscription[ClusterNetworkChange](self._changes, first)
 
     def node_changes(self) -> AsyncIterator[NodeChange]:
         """Engines joining and leaving, from now on."""
-        return Subscription[NodeChange](self._node_changes)
+        return ChangeSubscription[NodeChange](self._node_changes)
 
     # ------------------------------------------------------------------ writing
     async def publish_network(self, network: Network) -> None:

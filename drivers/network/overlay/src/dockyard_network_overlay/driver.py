@@ -80,6 +80,7 @@ from dockyard.specs.cluster import (
 )
 from dockyard.specs.network import (
     GLOBAL_SCOPE,
+    ChangeSubscription,
     ClusterNetworkChange,
     ClusterNetworkRecords,
     EndpointRequest,
@@ -116,28 +117,6 @@ def _setting(context: DriverContext, key: str, default: str) -> str:
     if value is None:
         value = context.daemon_config.get(key)
     return default if value is None or value == "" else str(value)
-
-
-class _Changes:
-    """One subscriber's queue of :class:`ClusterNetworkChange` (registered when made)."""
-
-    def __init__(self, subscribers: set[asyncio.Queue[ClusterNetworkChange | None]]) -> None:
-        self._subscribers = subscribers
-        self._queue: asyncio.Queue[ClusterNetworkChange | None] = asyncio.Queue()
-        subscribers.add(self._queue)
-
-    def __aiter__(self) -> _Changes:
-        return self
-
-    async def __anext__(self) -> ClusterNetworkChange:
-        item = await self._queue.get()
-        if item is None:
-            self._subscribers.discard(self._queue)
-            raise StopAsyncIteration
-        return item
-
-    async def aclose(self) -> None:
-        self._subscribers.discard(self._queue)
 
 
 class OverlayDriver(GlobalScopeDriver):
@@ -465,7 +444,7 @@ class OverlayDriver(GlobalScopeDriver):
                 for eid, d in items]
 
     def cluster_changes(self) -> AsyncIterator[ClusterNetworkChange]:
-        return _Changes(self._subscribers)
+        return ChangeSubscription[ClusterNetworkChange](self._subscribers)
 
     # ------------------------------------------------------------------ networks
     def _check_options(self, network: Network) -> int:
