@@ -543,14 +543,7 @@ def _mirroring(create: RuntimeCreateRequest, dumped: dict[str, Any], stand_ins: 
 
 
 async def _run(argv: list[str], timeout: float) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    with monitor.own_command(proc.pid):
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return 1, f"timed out after {timeout:.0f}s"
-    text = (err or out).decode(errors="replace").strip()
-    return proc.returncode or 0, text
+    code, out, err = await monitor.run_command(argv, timeout)
+    if code is None:
+        return 1, f"timed out after {timeout:.0f}s"
+    return code, (err or out).decode(errors="replace").strip()

@@ -296,17 +296,10 @@ class LinuxRuntime(Checkpointing):
 
     async def _run(self, meta: dict[str, Any], *args: str, timeout: float = 30.0) -> bytes:
         argv = [self._exe(meta["runtime_path"]), "--root", meta["runtime_root"], *args]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        with monitor.own_command(proc.pid):
-            try:
-                out, err = await asyncio.wait_for(proc.communicate(), timeout)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                raise RuntimeCommandError(f"{meta['runtime']} {args[0]} timed out after {timeout}s") from None
-        if proc.returncode != 0:
+        code, out, err = await monitor.run_command(argv, timeout)
+        if code is None:
+            raise RuntimeCommandError(f"{meta['runtime']} {args[0]} timed out after {timeout}s")
+        if code != 0:
             text = err.decode(errors="replace").strip() or out.decode(errors="replace").strip()
             raise RuntimeCommandError(f"{meta['runtime']} {args[0]} failed: {text}")
         return out

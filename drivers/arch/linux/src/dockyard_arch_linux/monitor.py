@@ -181,6 +181,22 @@ def own_command(pid: int) -> Iterator[None]:
     finally:
         in_flight.discard(pid)
 
+
+async def run_command(argv: list[str], timeout: float) -> tuple[int | None, bytes, bytes]:
+    """Run one OCI runtime command (``crun delete``, ``runc checkpoint``...) to its end under
+    :func:`own_command`: ``(status, stdout, stderr)``, the status None when it did not end
+    within ``timeout`` seconds (it is killed and reaped then)."""
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    with own_command(proc.pid):
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return None, b"", b""
+    return proc.returncode, out, err
+
 RUNTIME_COMMS = (b"crun", b"runc", b"runc:[0:PARENT]", b"runc:[1:CHILD]", b"runc:[2:INIT]")
 
 
