@@ -108,6 +108,13 @@ class NetworkDriver(Driver):
     async def restore(self, network: Network) -> None:
         """Re-create missing kernel objects of an existing network after a daemon restart."""
 
+    def hold_addresses(self, addresses: list[str], held: bool) -> None:
+        """While ``held``, carry the frames to and from ``addresses`` (IPv4) through this host's
+        netfilter hooks, where a live migration's restore drops them (nft rules) until the
+        source has given the container up; ``held=False`` undoes one such call. A driver whose
+        data path skips those hooks (the overlay's eBPF fast path) overrides this; holds nest.
+        Called on a worker thread. Default: nothing to do."""
+
     @property
     def allocates_addresses(self) -> bool:
         """True when the driver (like a CNI plugin) allocates addresses itself."""

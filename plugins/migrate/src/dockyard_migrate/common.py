@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import io
 import ipaddress
 import json
@@ -16,18 +15,20 @@ import queue
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dockyard.jsonfile import RecordDir, write_json
 from dockyard.model import Volume
 from dockyard.specs.storage import VolumeCarrier
+
+if TYPE_CHECKING:
+    from dockyard.specs.network import NetworkDriver
 
 #: fs.pipe-max-size CRIU's lazy pages need on a host whose root lacks CAP_SYS_RESOURCE
 LAZY_PIPE_MAX = 4194304
@@ -98,7 +99,8 @@ def lazy_pipe_size() -> Iterator[None]:
 
 # ------------------------------------------------------------------ holding traffic during a restore
 @contextlib.contextmanager
-def hold_addresses(owner: str, tag: str, addresses: list[str]) -> Iterator[None]:
+def hold_addresses(owner: str, tag: str, addresses: list[str],
+                   drivers: Sequence[NetworkDriver] = ()) -> Iterator[None]:
     """Drop what this host carries to or from ``addresses`` while a restore runs and until
     the source has committed.
 
@@ -117,9 +119,10 @@ def hold_addresses(owner: str, tag: str, addresses: list[str]) -> Iterator[None]
     - ``netdev``: the ingress of every link this namespace has now, so frames between macvlan
       children of one device (passed through the device's receive path) are held too.
 
-    The overlay driver's eBPF fast path encapsulates and decapsulates before those hooks: the
-    addresses go into every ``dy_held`` BPF map on the machine (:func:`hold_fast_paths`), which
-    sends their frames through the kernel's VXLAN device, so through the rules above."""
+    A network driver whose data path skips those hooks (the overlay's eBPF fast path) is
+    told through ``drivers`` (core's ``NetworkDriver.hold_addresses``): the target engine's
+    network drivers carry the addresses' frames through the kernel's paths, so through the
+    rules above, until the hold ends."""
     ips = [a for a in addresses if a and ":" not in a]
     table = f"{owner}mig{tag[:8]}"
     if not ips or not shutil.which("nft"):
@@ -140,7 +143,14 @@ def hold_addresses(owner: str, tag: str, addresses: list[str]) -> Iterator[None]
                   f"{', '.join(json.dumps(n) for n in links)} }} priority -300; policy accept; "
                   f"meta protocol ip ip daddr {{ {held} }} drop; meta protocol ip ip saddr {{ {held} }} drop; }}; }}\n")
         tables.append(f"netdev {table}")
-    fast = hold_fast_paths(ips, +1)
+    steered = []
+    for drv in drivers:
+        try:
+            drv.hold_addresses(ips, True)
+            steered.append(drv)
+        except Exception:  # noqa: BLE001 - that driver's traffic is then not held: said, not fatal
+            logging.getLogger(__name__).warning("could not hold %s in the %s network driver", ips,
+                                                drv.info.name, exc_info=True)
     done = subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True, check=False, timeout=10)
     if done.returncode != 0:
         logging.getLogger(__name__).warning("could not hold traffic to %s during the restore: %s", ips,
@@ -167,60 +177,9 @@ def hold_addresses(owner: str, tag: str, addresses: list[str]) -> Iterator[None]
         if release is None:
             for t in tables:
                 subprocess.run(["nft", "delete", "table", *t.split()], capture_output=True, check=False, timeout=10)
-        if fast:
-            hold_fast_paths(ips, -1)
-
-
-#: the overlay driver's map of addresses whose frames skip its fast path (its fastpath.py):
-#: key the IPv4 address (network order), value a count of holds
-HELD_MAP = b"dy_held"
-_BPF = {"x86_64": 321, "aarch64": 280}
-
-
-def hold_fast_paths(ips: list[str], step: int) -> int:
-    """Add ``step`` to the hold count of ``ips`` in every ``dy_held`` map (deleting a count that
-    falls to 0); how many such maps there were. Maps are found by name among the kernel's, so
-    this reaches every engine on the machine: a hold there only sends the addresses' frames
-    through its kernel device, which is harmless. Without bpf(): 0."""
-    number = _BPF.get(os.uname().machine)
-    if number is None:
-        return 0
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-
-    def bpf(cmd: int, fmt: str, *values: object) -> tuple[int, ctypes.Array[ctypes.c_char]]:
-        attr = ctypes.create_string_buffer(128)
-        struct.pack_into(fmt, attr, 0, *values)
-        return int(libc.syscall(ctypes.c_long(number), ctypes.c_int(cmd), attr, ctypes.c_uint(128))), attr
-
-    found, map_id = 0, 0
-    while True:
-        ret, attr = bpf(12, "=I", map_id)  # BPF_MAP_GET_NEXT_ID
-        if ret < 0:
-            return found
-        map_id = struct.unpack_from("=I", attr, 4)[0]
-        fd, _ = bpf(14, "=I", map_id)  # BPF_MAP_GET_FD_BY_ID
-        if fd < 0:
-            continue
-        try:
-            info = ctypes.create_string_buffer(80)  # struct bpf_map_info's first fields
-            if bpf(15, "=IIQ", fd, len(info), ctypes.addressof(info))[0] < 0:  # BPF_OBJ_GET_INFO_BY_FD
-                continue
-            if info.raw[24:40].rstrip(b"\0") != HELD_MAP or struct.unpack_from("=II", info, 8) != (4, 1):
-                continue
-            found += 1
-            for ip in ips:
-                key = ctypes.create_string_buffer(ipaddress.IPv4Address(ip).packed, 4)
-                value = ctypes.create_string_buffer(1)
-                looked = bpf(1, "=IIQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(value))[0]  # LOOKUP
-                count = max(0, min(255, (value.raw[0] if looked == 0 else 0) + step))
-                value = ctypes.create_string_buffer(bytes([count]), 1)
-                if count:  # BPF_MAP_UPDATE_ELEM
-                    bpf(2, "=IIQQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0)
-                else:  # BPF_MAP_DELETE_ELEM
-                    bpf(3, "=IIQ", fd, 0, ctypes.addressof(key))
-        finally:
-            os.close(fd)
+        for drv in steered:
+            with contextlib.suppress(Exception):
+                drv.hold_addresses(ips, False)
 
 
 def _reap(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:

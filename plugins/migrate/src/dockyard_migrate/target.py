@@ -211,7 +211,8 @@ class Receiver:
             archive = work / "archive"
             archive.mkdir(parents=True)
             addresses = [str(a) for a in hello.get("addresses") or []]
-            hold.enter_context(hold_addresses(k.config.owner, mig_id, addresses))
+            networks = [d for (kind, _), d in list(k.drivers.items()) if kind == "network"]  # those in use
+            hold.enter_context(hold_addresses(k.config.owner, mig_id, addresses, networks))
             # everything that does not need the dump, while the source still runs: the volumes,
             # the container, its rootfs and its network sandbox and endpoints
             prepared = await self._prepare(archive, name, hello, record, created_volumes)

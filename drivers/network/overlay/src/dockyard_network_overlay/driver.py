@@ -252,9 +252,18 @@ class OverlayDriver(GlobalScopeDriver):
         return (f"on (tcx BPF) for {len(self._fast_nets)} network(s): {encap} frames encapsulated, "
                 f"{decap} decapsulated")
 
+    def hold_addresses(self, addresses: list[str], held: bool) -> None:
+        """A live migration's hold: the fast path leaves frames to and from ``addresses`` to
+        the kernel's VXLAN device, so they pass the netfilter hooks where the hold drops them."""
+        if self._fast is None:
+            return
+        for address in addresses:
+            if ":" not in address:
+                self._fast.hold(address, 1 if held else -1)
+
     def _open_fast_path(self) -> None:
-        """The fast path's maps, at start (a live migration's hold looks for the held-addresses
-        map from then on); the programs are built and loaded with the first network."""
+        """The fast path's maps, at start (a live migration may hold addresses from then on);
+        the programs are built and loaded with the first network."""
         try:
             self._fast = F.FastPath.create_maps()
         except OSError as exc:

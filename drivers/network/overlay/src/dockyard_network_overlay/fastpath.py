@@ -14,10 +14,9 @@ the kernel device, whose FDB entries are still there, carries the traffic until 
 attaches fresh programs. Only clang is needed, once, to build the object from its source into
 the driver's data directory (cached by the source's hash).
 
-The held-addresses map (``dy_held``) is the seam for live migration's traffic hold
-(``dockyard_migrate.common.hold_addresses``): frames to or from an address in it take the
-kernel path, through the netfilter hooks the hold's nft rules sit in. The hold finds the map by
-its name among the kernel's maps, so it needs no import of this driver.
+The held-addresses map (``dy_held``) serves live migration's traffic hold (the driver's
+``hold_addresses``, core's ``NetworkDriver`` seam): frames to or from an address in it take the
+kernel path, through the netfilter hooks the hold's nft rules sit in.
 """
 
 from __future__ import annotations
@@ -246,7 +245,7 @@ class FastPath:
 
     @classmethod
     def create_maps(cls) -> FastPath:
-        """The maps (cheap: no program yet), so that a hold finds ``dy_held`` from the start."""
+        """The maps (cheap: no program yet), so that a migration can hold addresses from the start."""
         fp = cls()
         try:
             for name, spec in MAPS.items():
@@ -306,6 +305,16 @@ class FastPath:
     def set_peer(self, vxlan_ifindex: int, mac: str, remote: str, local: str, vni: int, oif: int) -> None:
         map_update(self.maps["dy_peers"], struct.pack("<I", vxlan_ifindex) + _mac(mac) + b"\0\0",
                    socket.inet_aton(remote) + socket.inet_aton(local) + struct.pack("<II", vni, oif))
+
+    def hold(self, address: str, step: int) -> None:
+        """Add ``step`` (+1, -1) to ``address``'s hold count; at 0 it leaves the map."""
+        fd, key = self.maps[HELD_MAP], socket.inet_aton(address)
+        old = map_lookup(fd, key, 1)
+        count = max(0, min(255, (old[0] if old else 0) + step))
+        if count:
+            map_update(fd, key, bytes([count]))
+        else:
+            map_delete(fd, key)
 
     def del_peer(self, vxlan_ifindex: int, mac: str) -> None:
         map_delete(self.maps["dy_peers"], struct.pack("<I", vxlan_ifindex) + _mac(mac) + b"\0\0")
