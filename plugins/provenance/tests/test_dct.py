@@ -90,12 +90,21 @@ def notary(tmp_path: Path) -> Iterator[str]:
         "logging": {"level": "warn"}, "storage": {"backend": "memory"}}))
     procs = []
     try:
+        ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
         for binary, conf in ((NOTARY_SIGNER, "signer.json"), (NOTARY_SERVER, "server.json")):
             log = open(d / conf.replace(".json", ".log"), "ab")  # noqa: SIM115 - handed to the child
             procs.append(subprocess.Popen([str(binary), "-config", str(d / conf)], stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
             log.close()
-        ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
+            if binary == NOTARY_SIGNER:
+                # notary-server dials the signer once at start; a refused dial leaves its gRPC channel
+                # in backoff, and the first signing request then fails with a 500 (seen in CI under load).
+                def listening() -> bool:
+                    assert procs[0].poll() is None, (d / "signer.log").read_text()
+                    with socket.create_connection(("127.0.0.1", sport), timeout=1):
+                        return True
+
+                wait_for(listening, 15, "notary-signer to listen", ignore=(OSError,))
 
         def healthy() -> bool:
             for p in procs:
@@ -134,7 +143,9 @@ def test_content_trust_push_pull_and_unsigned_refused(registry, notary: str, doc
         e = dict(env) if trust else {k: v for k, v in env.items() if not k.startswith("DOCKER_CONTENT_TRUST")}
         res = subprocess.run(["docker", "-H", d.host, *args], capture_output=True, text=True, env=e, timeout=120)
         if check and res.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+            logs = "".join(f"\n--- notary-{n}.log:\n" + (tmp_path / "notary" / f"{n}.log").read_text(errors="replace")
+                           for n in ("server", "signer"))
+            raise AssertionError(f"docker {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}{logs}")
         return res
 
     signed, unsigned = f"{registry.host}/trusted:1", f"{registry.host}/trusted:2"
