@@ -130,12 +130,12 @@ async def test_a_write_meeting_an_expired_lease_renews_it_once(views) -> None:  
     assert store is not None
     net = new_id()
     await one.publish_endpoint(net, "e1", {"ipv4": "10.60.0.2/24"})
-    old = one._lease
+    old = one._lease.id
     await store.revoke(old)  # what an expiry does: the lease and its keys are gone
     await asyncio.gather(one.publish_endpoint(net, "e2", {"ipv4": "10.60.0.3/24"}),
                          one.publish_endpoint(net, "e3", {"ipv4": "10.60.0.4/24"}))
-    assert one._lease != old and old not in store._data.leases
-    assert [lease for lease in store._data.leases if lease != _two._lease] == [one._lease]
+    assert one._lease.id != old and old not in store._data.leases
+    assert [lease for lease in store._data.leases if lease != _two._lease.id] == [one._lease.id]
     for key in ("docker-plugins/nodes/10.9.0.1", *(f"docker-plugins/endpoints/{net}/e{n}" for n in (1, 2, 3))):
         kv = await store.get(key)
-        assert kv is not None and kv.lease == one._lease, (key, kv)
+        assert kv is not None and kv.lease == one._lease.id, (key, kv)

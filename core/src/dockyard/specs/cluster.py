@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from dockyard.errors import StoreCompacted
+from dockyard.errors import LeaseNotFound, StoreCompacted
 from dockyard.specs._base import Driver, hookspec
 
 if TYPE_CHECKING:
@@ -557,6 +558,86 @@ async def follow(store: ClusterStore, prefix: str, start_revision: int,
             _log.warning("%s: following %r in the cluster store failed; following again", name, prefix,
                          exc_info=True)
             await asyncio.sleep(pause)
+
+
+class KeptLease:
+    """A lease an engine keeps alive, with the keys it puts on it put again when it expired.
+
+    The store forgets a lease whose holder stood still longer than its TTL (the store, or this
+    engine, stalled), and the keys on it go with it. :meth:`grant` takes the lease and starts
+    the keepalive (every ``ttl / 3`` s). The keepalive and a write that meets the expiry first
+    both come to :meth:`renew`, one at a time, so one new lease is taken and ``republish`` puts
+    every key the holder has on it (the holder's own records are what it republishes, so
+    nothing is kept twice). :meth:`close` stops the keepalive without revoking: running
+    containers keep their records until the lease expires or the next start takes them over.
+    """
+
+    def __init__(self, store: ClusterStore, ttl: int, republish: Callable[[int], Awaitable[None]], *,
+                 name: str) -> None:
+        self.store, self.ttl, self.name = store, max(2, ttl), name
+        self._republish = republish  # (new lease id) -> puts every key of the holder on it
+        self._id = 0
+        self._lock = asyncio.Lock()  # one renewal at a time
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> int:
+        """The current lease (0 before :meth:`grant`)."""
+        return self._id
+
+    async def grant(self) -> int:
+        """Take the lease if not taken yet and keep it alive; its id."""
+        if not self._id:
+            self._id = (await self.store.grant(self.ttl)).id
+        if self._task is None:
+            self._task = asyncio.create_task(self._keepalive(), name=f"{self.name}-lease")
+        return self._id
+
+    async def renew(self, expired: int) -> int:
+        """A new lease in place of ``expired``, with the holder's keys put again on it; the
+        current one when it is no longer ``expired`` (renewed already)."""
+        async with self._lock:
+            if self._id != expired:
+                return self._id
+            _log.warning("%s: the cluster lease expired; putting this engine's keys again", self.name)
+            lease = (await self.store.grant(self.ttl)).id
+            await self._republish(lease)  # a failure leaves the expired id: the next call renews again
+            self._id = lease
+            return lease
+
+    async def put(self, key: str, value: bytes, still: Callable[[], bool] = lambda: True) -> None:
+        """Put ``key`` on the lease. On an expired lease: renew, and put it again on the new
+        one if ``still()`` (the holder still wants it: it may have been removed meanwhile)."""
+        lease = self._id
+        try:
+            await self.store.put(key, value, lease)
+        except LeaseNotFound:
+            lease = await self.renew(lease)
+            if still():
+                await self.store.put(key, value, lease)
+
+    async def close(self) -> None:
+        """Stop the keepalive (the lease is not revoked)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            lease = self._id
+            try:
+                try:
+                    await self.store.keepalive(lease)
+                except LeaseNotFound:
+                    await self.renew(lease)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the store reconnects by itself: next round (a failed
+                # renewal included: the lease is still the expired one, so the next round renews)
+                _log.warning("%s: could not refresh the cluster lease", self.name, exc_info=True)
 
 
 class ClusterSpecs:

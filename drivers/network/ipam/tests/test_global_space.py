@@ -83,13 +83,13 @@ async def test_a_request_meeting_an_expired_lease_renews_it_once(tmp_path):
     pool = await a.request_pool(subnet="10.42.0.0/28", address_space=GLOBAL_ADDRESS_SPACE)
     held = (await a.request_address(pool.pool_id)).split("/")[0]
     space = a._global
-    old = space._lease
+    old = space._lease.id
     await store.revoke(old)  # what an expiry does: the lease and its keys are gone
     assert await store.get(f"ipam/global/addresses/10.42.0.0~28/{held}") is None
     got = await asyncio.gather(a.request_address(pool.pool_id), a.request_address(pool.pool_id, "10.42.0.9"))
     assert got[1] == "10.42.0.9/28" and len({got[0], got[1], held}) == 3, got
-    new = space._lease
-    assert await space._renew_lease(old) == new  # the keepalive meeting the same expiry later
+    new = space._lease.id
+    assert await space._lease.renew(old) == new  # the keepalive meeting the same expiry later
     assert new != old and set(store._data.leases) == {new}, store._data.leases
     for addr in (held, got[0].split("/")[0], "10.42.0.9"):
         kv = await store.get(f"ipam/global/addresses/10.42.0.0~28/{addr}")

@@ -108,13 +108,13 @@ async def test_a_join_meeting_an_expired_lease_renews_it_once(tmp_path):
 
     drv._doc["endpoints"]["e1"] = ep(1)
     await drv._publish("e1", ep(1))
-    old = drv._lease
+    old = drv._lease.id
     await store.revoke(old)  # what an expiry does: the lease and its keys are gone
     for n in (2, 3):
         drv._doc["endpoints"][f"e{n}"] = ep(n)
     await asyncio.gather(drv._publish("e2", ep(2)), drv._publish("e3", ep(3)))
-    assert drv._lease != old and set(store._data.leases) == {drv._lease}, store._data.leases
+    assert drv._lease.id != old and set(store._data.leases) == {drv._lease.id}, store._data.leases
     for n in (1, 2, 3):
         kv = await store.get(f"overlay/endpoints/{'ov' * 8}/e{n}")
-        assert kv is not None and kv.lease == drv._lease, (n, kv)
+        assert kv is not None and kv.lease == drv._lease.id, (n, kv)
     await drv.close()

@@ -36,9 +36,19 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard.errors import Conflict, Forbidden, InvalidArgument, LeaseNotFound
+from dockyard.errors import Conflict, Forbidden, InvalidArgument
 from dockyard.model import Network, from_dict, to_dict
-from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Listing, Put, WatchEvent, follow
+from dockyard.specs.cluster import (
+    ClusterStore,
+    Compare,
+    Delete,
+    Get,
+    KeptLease,
+    Listing,
+    Put,
+    WatchEvent,
+    follow,
+)
 from dockyard.specs.network import (
     ChangeSubscription,
     ClusterNetworkChange,
@@ -96,11 +106,9 @@ class ClusterView:
     def __init__(self) -> None:
         self.store: ClusterStore | None = None
         self.node = ""  # this engine's advertised address ("" without --cluster-advertise)
-        self._ttl = 10
-        self._lease = 0
+        self._lease: KeptLease | None = None
         self._users = 0
         self._lock = asyncio.Lock()
-        self._lease_lock = asyncio.Lock()  # one renewal of an expired lease at a time
         self._records = ClusterNetworkRecords(ROOT, lambda doc: doc.get("node") == self.node)
         self._defs = self._records.defs  # network id -> definition document
         self._endpoints = self._records.endpoints  # network id -> endpoint id -> doc (other engines')
@@ -118,20 +126,21 @@ class ClusterView:
             self._users += 1
             if self.store is not None:
                 return
-            self.store, self.node, self._ttl = store, node, max(2, ttl)
+            self.store, self.node = store, node
+            self._lease = KeptLease(store, ttl, self._republish, name="docker-plugins")
             try:
-                self._lease = (await store.grant(self._ttl)).id
+                await self._lease.grant()
                 if node:
                     await self._put(NODES + node, b"{}")
                 listing = await store.list(ROOT)
             except BaseException:
-                self.store, self._users = None, self._users - 1
+                await self._lease.close()
+                self.store, self._users, self._lease = None, self._users - 1, None
                 raise
             for kv in listing:
                 self._load(WatchEvent("put", kv))
             self._tasks = [asyncio.create_task(follow(store, ROOT, listing.revision + 1, self._on_event, self._resync,
-                                                   name="docker-plugins"), name="docker-plugins-watch"),
-                           asyncio.create_task(self._keepalive(), name="docker-plugins-lease")]
+                                                   name="docker-plugins"), name="docker-plugins-watch")]
 
     async def release(self) -> None:
         """One user fewer; the last stops the watch and the lease's refresh."""
@@ -145,6 +154,8 @@ class ClusterView:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self._lease is not None:
+                await self._lease.close()
             for q in list(self._changes | self._node_changes):
                 q.put_nowait(None)
             self.store = None
@@ -244,28 +255,15 @@ class ClusterView:
         await self._need().delete(key)
 
     async def _put(self, key: str, value: bytes) -> None:
+        self._need()
+        assert self._lease is not None
         self._mine[key] = value
-        lease = self._lease
-        try:
-            await self._need().put(key, value, lease)
-        except LeaseNotFound:  # expired before the keepalive saw it: put on a new lease
-            await self._renew_lease(lease)
-            if self._mine.get(key) == value:
-                await self._need().put(key, value, self._lease)
+        await self._lease.put(key, value, lambda: self._mine.get(key) == value)
 
-    async def _renew_lease(self, expired: int) -> None:
-        """A new lease in place of ``expired``, with this engine's records put again on it;
-        nothing if it was renewed already. The keepalive and a write that met the expiry first
-        (the store, or this engine, stood still longer than the TTL) both come here, so only
-        one new lease is taken."""
-        store = self._need()
-        async with self._lease_lock:
-            if self._lease != expired:
-                return
-            log.warning("docker-plugins: the cluster lease expired; publishing this engine's records again")
-            self._lease = (await store.grant(self._ttl)).id
-            for key, value in list(self._mine.items()):
-                await store.put(key, value, self._lease)
+    async def _republish(self, lease: int) -> None:
+        """This engine's records, put again on a new lease (the old one expired)."""
+        for key, value in list(self._mine.items()):
+            await self._need().put(key, value, lease)
 
     # ------------------------------------------------------------------ the watch
     def _load(self, ev: WatchEvent) -> ClusterNetworkChange | NodeChange | None:
@@ -309,17 +307,3 @@ class ClusterView:
                 self._announce(ClusterNetworkChange("peers", net_id))
         for address in old_nodes ^ self._nodes:
             self._announce(NodeChange(address, address in self._nodes))
-
-    async def _keepalive(self) -> None:
-        store = self._need()
-        while True:
-            await asyncio.sleep(self._ttl / 3)
-            lease = self._lease
-            try:
-                await store.keepalive(lease)
-            except LeaseNotFound:
-                await self._renew_lease(lease)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001
-                log.warning("docker-plugins: could not refresh the cluster lease", exc_info=True)

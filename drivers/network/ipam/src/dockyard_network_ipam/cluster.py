@@ -23,7 +23,6 @@ Each call is one or a few etcd round trips (about 1 ms on loopback).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -32,7 +31,7 @@ from typing import Any
 
 from dockyard.errors import Conflict, InvalidArgument, LeaseNotFound, NotFound, Unavailable
 from dockyard.jsonfile import write_json
-from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, Put
+from dockyard.specs.cluster import ClusterStore, Compare, Delete, Get, KeptLease, Put
 from dockyard.specs.network import GLOBAL_ADDRESS_SPACE, Pool
 from dockyard_network_ipam import pools as P
 
@@ -69,10 +68,8 @@ class GlobalSpace:
         self.ttl = max(2, ttl)
         self._held_path = Path(data_dir) / "global.json"
         self._held: dict[str, list[str]] = {}  # pool id -> addresses this engine took
-        self._lease = 0
-        self._keepalive: asyncio.Task[None] | None = None
+        self._lease = KeptLease(store, self.ttl, self._republish, name="ipam-global")  # taken at first use
         self._lock = asyncio.Lock()
-        self._lease_lock = asyncio.Lock()  # one renewal of an expired lease at a time
         self._last: dict[str, str] = {}
         self._pools: dict[str, dict[str, Any]] = {}  # pool id -> its document
 
@@ -85,7 +82,7 @@ class GlobalSpace:
             self._held = {}
         if not any(self._held.values()):
             return
-        lease = await self._ensure_lease()
+        lease = await self._lease.grant()
         for pool_id, addrs in list(self._held.items()):
             for addr in list(addrs):
                 key = f"{ADDRESSES}{pool_token(pool_id)}/{addr}"
@@ -103,11 +100,7 @@ class GlobalSpace:
     async def close(self) -> None:
         """Stop refreshing the lease. It is not revoked: containers that keep running keep
         their addresses, and the next start takes them over (or they expire with the node)."""
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
-            self._keepalive = None
+        await self._lease.close()
 
     def _value(self) -> bytes:
         return json.dumps({"owner": self.owner}).encode()
@@ -115,39 +108,11 @@ class GlobalSpace:
     def _save(self) -> None:
         write_json(self._held_path, {k: v for k, v in self._held.items() if v})
 
-    async def _ensure_lease(self) -> int:
-        if self._lease:
-            return self._lease
-        lease = await self.store.grant(self.ttl)
-        self._lease = lease.id
-        self._keepalive = asyncio.create_task(self._refresh(), name="ipam-global-lease")
-        return self._lease
-
-    async def _refresh(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl / 3)
-            lease = self._lease
-            try:
-                await self.store.keepalive(lease)
-            except LeaseNotFound:  # expired (the store was away too long): take a new one
-                await self._renew_lease(lease)
-            except Exception:  # noqa: BLE001 - the store reconnects; try again next round
-                log.warning("could not refresh the global address lease", exc_info=True)
-
-    async def _renew_lease(self, expired: int) -> int:
-        """A new lease in place of ``expired``, with every address this engine holds put again
-        on it; the current one if it is no longer ``expired`` (renewed already). The keepalive
-        and a request whose transaction met the expiry first (the store, or this engine, stood
-        still longer than the TTL) both come here, so only one new lease is taken."""
-        async with self._lease_lock:
-            if self._lease != expired:
-                return self._lease
-            log.warning("the global address lease expired; putting this engine's addresses again")
-            self._lease = (await self.store.grant(self.ttl)).id
-            for pool_id, addrs in list(self._held.items()):
-                for addr in list(addrs):
-                    await self.store.put(f"{ADDRESSES}{pool_token(pool_id)}/{addr}", self._value(), self._lease)
-            return self._lease
+    async def _republish(self, lease: int) -> None:
+        """Every address this engine holds, put again on a new lease (the old one expired)."""
+        for pool_id, addrs in list(self._held.items()):
+            for addr in list(addrs):
+                await self.store.put(f"{ADDRESSES}{pool_token(pool_id)}/{addr}", self._value(), lease)
 
     # ------------------------------------------------------------------ pools
     async def request_pool(self, subnet: str, ip_range: str, gateway: str, v6: bool,
@@ -214,7 +179,7 @@ class GlobalSpace:
         pool = await self._pool(pool_id)
         token = pool_token(pool_id)
         net = ipaddress.ip_network(pool["subnet"])
-        lease = await self._ensure_lease()
+        lease = await self._lease.grant()
         prefix = f"{ADDRESSES}{token}/"
         rng = ipaddress.ip_network(pool["ip_range"]) if pool["ip_range"] else net
         taken: set[str] | None = None  # first try the address after the last one without listing
@@ -237,7 +202,7 @@ class GlobalSpace:
             except LeaseNotFound:  # expired before the keepalive saw it: once more, on a new lease
                 if renewed:
                     raise
-                lease, renewed = await self._renew_lease(lease), True
+                lease, renewed = await self._lease.renew(lease), True
                 continue
             if result.succeeded:
                 async with self._lock:

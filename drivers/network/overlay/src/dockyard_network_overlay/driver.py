@@ -60,7 +60,6 @@ from dockyard.errors import (
     Conflict,
     Forbidden,
     InvalidArgument,
-    LeaseNotFound,
     NotFound,
     Unavailable,
 )
@@ -72,6 +71,7 @@ from dockyard.specs.cluster import (
     Compare,
     Delete,
     Get,
+    KeptLease,
     Listing,
     Put,
     WatchEvent,
@@ -161,8 +161,7 @@ class OverlayDriver(GlobalScopeDriver):
         self._peers = self._records.endpoints  # network id -> endpoint id -> doc (other hosts')
         self._subscribers: set[asyncio.Queue[ClusterNetworkChange | None]] = set()
         self._lock = asyncio.Lock()
-        self._lease = 0
-        self._lease_lock = asyncio.Lock()  # one renewal of an expired lease at a time
+        self._lease: KeptLease | None = None  # this engine's endpoints are on it
         self._tasks: list[asyncio.Task[None]] = []
         self._reapers: set[asyncio.Task[None]] = set()
 
@@ -200,7 +199,8 @@ class OverlayDriver(GlobalScopeDriver):
             self._underlay_mtu = await asyncio.to_thread(P.mtu_towards, self._vtep)
         if self._fastpath == "on":
             await asyncio.to_thread(self._open_fast_path)
-        self._lease = (await self._store.grant(self._ttl)).id
+        self._lease = KeptLease(self._store, self._ttl, self._republish, name="overlay")
+        await self._lease.grant()
         listing = await self._store.list(ROOT)
         for kv in listing:
             self._load(WatchEvent("put", kv))
@@ -214,10 +214,9 @@ class OverlayDriver(GlobalScopeDriver):
                 await asyncio.to_thread(P.program_peer, entry["vxlan"], peer["ipv4"], peer["mac"], peer["vtep"],
                                         ip6=peer.get("ipv6", ""))
                 await asyncio.to_thread(self._fast_peer, net_id, entry, peer)
-        await self._publish_all()
+        await self._republish(self._lease.id)
         self._tasks = [asyncio.create_task(follow(self._store, ROOT, listing.revision + 1, self._apply, self._resync,
-                                                   name="overlay"), name="overlay-watch"),
-                       asyncio.create_task(self._keepalive(), name="overlay-lease")]
+                                                   name="overlay"), name="overlay-watch")]
 
     async def close(self) -> None:
         """Stop watching and refreshing the lease. Endpoints stay published until it expires
@@ -231,6 +230,8 @@ class OverlayDriver(GlobalScopeDriver):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self._lease is not None:
+            await self._lease.close()
         for q in list(self._subscribers):
             q.put_nowait(None)
         if self._fast is not None:  # the links go with their fds: the kernel devices carry on
@@ -388,49 +389,20 @@ class OverlayDriver(GlobalScopeDriver):
         for q in list(self._subscribers):
             q.put_nowait(change)
 
-    async def _keepalive(self) -> None:
-        while True:
-            await asyncio.sleep(self._ttl / 3)
-            lease = self._lease
-            try:
-                await self._store.keepalive(lease)  # type: ignore[union-attr]
-            except LeaseNotFound:
-                await self._renew_lease(lease)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001
-                log.warning("could not refresh the overlay lease", exc_info=True)
-
-    async def _renew_lease(self, expired: int) -> None:
-        """A new lease in place of ``expired``, with every endpoint of this engine published
-        again on it; nothing if it was renewed already. The keepalive and a join whose put met
-        the expiry first (the store, or this engine, stood still longer than the TTL) both come
-        here, so only one new lease is taken."""
-        async with self._lease_lock:
-            if self._lease != expired:
-                return
-            log.warning("the overlay lease expired; publishing this engine's endpoints again")
-            self._lease = (await self._store.grant(self._ttl)).id  # type: ignore[union-attr]
-            await self._publish_all()
-
     async def _publish(self, ep_id: str, ep: dict[str, Any]) -> None:
-        lease = self._lease
-        try:
-            await self._put_endpoint(ep_id, ep, lease)
-        except LeaseNotFound:  # expired before the keepalive saw it: a new lease publishes it
-            await self._renew_lease(lease)
-            if ep_id in self._doc["endpoints"]:
-                await self._put_endpoint(ep_id, ep, self._lease)
+        assert self._lease is not None
+        await self._lease.put(*self._endpoint_record(ep_id, ep), lambda: ep_id in self._doc["endpoints"])
 
-    async def _put_endpoint(self, ep_id: str, ep: dict[str, Any], lease: int) -> None:
+    def _endpoint_record(self, ep_id: str, ep: dict[str, Any]) -> tuple[str, bytes]:
         doc = {"container_id": ep["container_id"], "name": ep.get("name", ""), "aliases": ep.get("aliases", []),
                "ipv4": ep["ipv4"], "ipv6": ep.get("ipv6", ""), "mac": ep["mac"], "vtep": self._vtep}
-        await self._store.put(f"{ENDPOINTS}{ep['network_id']}/{ep_id}", json.dumps(doc).encode(),  # type: ignore[union-attr]
-                              lease)
+        return f"{ENDPOINTS}{ep['network_id']}/{ep_id}", json.dumps(doc).encode()
 
-    async def _publish_all(self) -> None:
+    async def _republish(self, lease: int) -> None:
+        """Every endpoint of this engine, published on ``lease`` (at start, and on a new lease
+        when the old one expired)."""
         for ep_id, ep in list(self._doc["endpoints"].items()):
-            await self._put_endpoint(ep_id, ep, self._lease)
+            await self._store.put(*self._endpoint_record(ep_id, ep), lease)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ GlobalScopeDriver
     async def cluster_networks(self) -> list[Network]:
