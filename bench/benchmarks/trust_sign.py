@@ -25,7 +25,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 from harness import Context, Result, add_ratios, fill, sample_stats
 
@@ -110,7 +109,7 @@ def run(ctx: Context) -> list[Result]:
                     continue
                 seconds, proc = _timed(argv, env)
                 if proc.returncode != 0:
-                    by_name[name].error = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1][-300:]
+                    by_name[name].error = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][-300:]
                     ctx.log(f"  {name}: NOT MEASURED: {by_name[name].error}")
                     continue
                 samples[name].append(seconds)

@@ -5,6 +5,7 @@ tail cut) is found by ``verify``, which names the entry."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_chain_numbers_and_restart(tmp_path: Path) -> None:
     assert v.ok and v.entries == 16 and v.last_seq == 16, v
     docs = [json.loads(x) for x in _lines(tmp_path)]
     assert [d["seq"] for d in docs] == list(range(1, 17))
-    assert all(b["prev"] == a["hash"] for a, b in zip(docs, docs[1:]))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(docs))
     assert [e["Action"] for e in story(tmp_path, {"c1"})] == ["create", "start", "die", "destroy"] * 2
 
 

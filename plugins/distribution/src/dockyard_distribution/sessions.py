@@ -8,7 +8,6 @@ import hashlib
 from typing import Any
 
 from dockyard.specs.storage import RegistryManifest, RegistrySession, RegistrySessions
-
 from dockyard_distribution.auth import AuthConfig, scope_for
 from dockyard_distribution.client import RegistryClient
 

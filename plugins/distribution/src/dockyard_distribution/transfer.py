@@ -360,7 +360,6 @@ async def push_attachments(kernel: Any, client: RegistryClient, repo: str, image
     """What a plugin keeps beside the image (core's ``ImageAttachments``: provenance's build
     attestations) goes up once the manifest is stored, before the push is answered."""
     from dockyard.specs.storage import ImageAttachments
-
     from dockyard_distribution.sessions import ClientSession
 
     follower = kernel.provided().get(ImageAttachments)

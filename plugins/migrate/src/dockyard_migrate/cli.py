@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 
-
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 

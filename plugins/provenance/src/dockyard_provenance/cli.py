@@ -207,7 +207,6 @@ def verify(image: str, key_paths: tuple[str, ...], policy_path: str | None, outp
 
 def _verify_by_policy(image: str, policy_path: str) -> None:
     from dockyard.specs.storage import ImageCheck
-
     from dockyard_provenance import cosign
     from dockyard_provenance.policy import FilePolicy, PolicyError
 

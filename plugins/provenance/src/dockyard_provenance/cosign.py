@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.reference import InvalidReference, Reference, parse_normalized
 from dockyard.specs.storage import RegistrySession, RegistrySessions
-
 from dockyard_provenance import keys as keymod
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
