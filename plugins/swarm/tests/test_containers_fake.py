@@ -494,6 +494,40 @@ async def test_a_create_answers_before_its_record_and_calls_after_it_wait(cluste
     assert all(kv.json()["memory"] == 0 for kv in await store.list("reservations/"))
 
 
+async def test_another_manager_finds_a_created_container_before_its_record_is_written(cluster: Any,
+                                                                                      engines: FakeEngines) -> None:
+    """``docker run`` through a replica: the create goes to the leader, which answers once the
+    node made the container and records its ID after; the CLI attaches at once, to the replica.
+    The replica's cache (its first listing done) and the store do not know that ID yet: the node
+    of a pending record has it (before, a 404 'No such container', and the CLI's 'unable to
+    upgrade to tcp, received 404'). An unknown ID is still a 404."""
+    replica = await cluster()
+    for _ in range(100):
+        if replica._complete:
+            break
+        await asyncio.sleep(0.05)
+    assert replica._complete
+    leader = await cluster()
+    view = await leader._store_view()
+    release = asyncio.Event()
+    real_confirm = view.confirm
+
+    async def slow_confirm(pending: Any, cid: str) -> dict[str, Any]:
+        await release.wait()
+        return await real_confirm(pending, cid)
+
+    view.confirm = slow_confirm  # type: ignore[method-assign]
+    c = await leader.create(req("viareplica", memory=32 << 20))
+    assert c.id in leader._confirming
+    found = await replica.refresh(c.id)
+    assert found.id == c.id and found.bare_name == "viareplica" and found.fit.memory == 32 << 20, found
+    with pytest.raises(e.NotFound):
+        await replica.refresh("0" * 64)
+    release.set()
+    await leader.settle_confirms()
+    await leader.remove(c.id, force=True)
+
+
 async def test_a_stale_pending_record_is_settled_by_the_sweep(cluster: Any, engines: FakeEngines) -> None:
     """A manager that died between the node's create and the record of its ID leaves a
     pending record: the leader's sweep records the node's container of that name, or releases

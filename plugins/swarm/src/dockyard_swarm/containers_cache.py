@@ -25,13 +25,18 @@ from dockyard.specs.network import PortMapping
 from dockyard_swarm.containers_down import mark_down
 from dockyard_swarm.containers_shape import bound_ports, container_from
 from dockyard_swarm.engines import EngineUnreachable
-from dockyard_swarm.placement import CONTAINERS, NAMES
+from dockyard_swarm.placement import CONTAINERS, NAMES, PENDING
 
 if TYPE_CHECKING:
     from dockyard_swarm.engines import EnginesService
     from dockyard_swarm.placement import PlacementView, Reservations
 
 log = logging.getLogger("dockyard_swarm.containers")
+
+
+def _is_full_id(ref: str) -> bool:
+    """A whole container ID (what a create answers), not a name or a prefix."""
+    return len(ref) == 64 and all(ch in "0123456789abcdef" for ch in ref)
 
 
 @dataclass
@@ -180,6 +185,11 @@ class ContainerCache:
             rec = await store.get(CONTAINERS + cid)
             if rec is not None or kv is None:
                 break
+        if rec is None and kv is None and _is_full_id(ref):
+            found = await self._among_pending(store, ref)
+            if found is not None:
+                return found
+            rec = await store.get(CONTAINERS + ref)  # recorded in between
         if rec is not None:
             doc = rec.json()
             try:
@@ -205,6 +215,29 @@ class ContainerCache:
         if not self._complete:  # until the first listing, a miss may be a container not seen yet
             await self.refresh_all()
         return self._find(ref)
+
+    async def _among_pending(self, store: Any, cid: str) -> Placed | None:
+        """``cid`` on the node of a pending record: a create another manager placed has been
+        answered (the docker CLI then attaches here, through a replica) but that manager is
+        still writing the record of its ID (this manager waits for its own in ``_confirmed``).
+        One inspect per node with a pending record; they are few (creates in flight)."""
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for kv in await store.list(CONTAINERS + PENDING):
+            doc = kv.json()
+            by_node.setdefault(str(doc.get("node") or ""), []).append(doc)
+        for node_name, docs in by_node.items():
+            try:
+                node = await self.directory.node(node_name)
+                client = self.engines.for_node(node)
+                inspect = await client.get(f"/containers/{cid}/json")
+            except (e.NotFound, EngineUnreachable):
+                continue
+            if not inspect or inspect.get("Id") != cid:
+                continue
+            doc = next((d for d in docs if "/" + str(d.get("name") or "") == inspect.get("Name")), {})
+            return self._remember(node.name, client.addr, inspect, float(doc.get("cpus") or 0),
+                                  int(doc.get("memory") or 0))
+        return None
 
     async def refresh_all(self) -> None:
         """Every node's containers (``ps``): one list per node, an inspect for each new or

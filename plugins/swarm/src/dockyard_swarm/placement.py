@@ -29,6 +29,8 @@ from dockyard_swarm.tasks import cancel_all
 log = logging.getLogger(__name__)
 
 NAMES, CONTAINERS, RESERVATIONS = "names/", "containers/", "reservations/"
+#: ``containers/<PENDING><hex>``: a placement whose create has not been recorded under its ID yet.
+PENDING = "pending-"
 
 
 @dataclass
@@ -125,7 +127,7 @@ class Reservations:
         name and :class:`~dockyard.errors.TxnFailed` when the node's reservation moved."""
         cur = self.by_node.get(node, Reservation())
         new = Reservation(cur.cpus + cpus, cur.memory + memory, cur.containers + 1)
-        pending_id = "pending-" + secrets.token_hex(8)
+        pending_id = PENDING + secrets.token_hex(8)
         rec = dict(record, id=pending_id, node=node, name=name, pending=True)
         res = await self.store.txn(
             [Compare.absent(NAMES + name), Compare.unchanged(RESERVATIONS + node, cur.mod_revision)],
