@@ -151,6 +151,9 @@ async def test_leader_killed_a_replica_leads_and_the_cli_keeps_working(swarm_clu
     assert ["Role", "replica"] in json.loads(status) and ["Primary", r1.advertise] in json.loads(status), status
     # attach (served by the replica itself) with create/start/wait through the leader
     assert c.docker("run", "--rm", "busybox", "echo", "through a replica", manager=r2).stdout == "through a replica\n"
+    # exec: create through the leader, start (a hijacked stream) on the replica, exit code through the leader
+    assert c.docker("exec", "ha1", "echo", "exec through a replica", manager=r2).stdout == "exec through a replica\n"
+    assert c.docker("exec", "ha1", "sh", "-c", "exit 3", manager=r2, check=False).returncode == 3
     c.stop_manager(r1, 9)  # SIGKILL: its lease runs out
     killed = time.monotonic()
 
@@ -165,3 +168,4 @@ async def test_leader_killed_a_replica_leads_and_the_cli_keeps_working(swarm_clu
     c.docker("run", "-d", "--name", "ha2", "busybox", "sleep", "3600", manager=r2)
     assert {"ha1", "ha2"} <= set(names(c, r2))
     c.docker("rm", "-f", "ha1", "ha2", manager=r2)
+

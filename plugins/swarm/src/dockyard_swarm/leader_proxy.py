@@ -6,16 +6,18 @@ client material (as the engines are reached), and the answer streamed back as it
 ``-f``, ``/events``, pulls). While no leader is known (an election in progress) the request
 waits up to two leader TTLs for one, then answers 503 naming the wait.
 
-Served by the replica itself: ``GET /info`` (``Role: replica``, ``Primary: ADDR``) and
-``Upgrade: tcp`` requests (attach, exec start). They change no
-cluster state, only carry a container's stdio, and the replica's own containers service reaches
-the node that holds the container (every manager reads the same store), so ``docker run`` (create
-and start through the leader, attach here) and ``docker exec -it`` work through any replica.
+Served by the replica itself: ``GET /info`` (``Role: replica``, ``Primary: ADDR``),
+``Upgrade: tcp`` requests (attach) and the exec calls (create, start, inspect, resize: the
+session is the replica's own). They change no cluster state, only carry a container's stdio, and
+the replica's own containers service reaches the node that holds the container (every manager
+reads the same store), so ``docker run`` (create and start through the leader, attach here) and
+``docker exec -it`` work through any replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
@@ -111,14 +113,22 @@ class LeaderProxy:
             upstream.release()
 
 
+_EXEC = re.compile(r"/containers/[^/]+/exec|/exec/[^/]+/(start|json|resize)")
+
+
 def is_local(request: web.Request) -> bool:
-    """``GET /info`` (any version): a replica answers it itself, as Swarm classic's did, so
+    """What a replica answers itself. ``GET /info`` (any version), as Swarm classic's did, so
     ``docker info`` says ``Role: replica`` and names the primary; the rest of its content comes
-    from the store every manager reads."""
+    from the store every manager reads. And the exec calls (create, start, inspect, resize): an
+    exec session is kept by the manager that created it, and its start is a hijacked stream
+    served here (as attach), so the whole session stays on the manager the client talks to;
+    they change no cluster state."""
     path = request.path
     if path.startswith("/v") and "/" in path[1:]:
         path = "/" + path[1:].split("/", 1)[1]
-    return request.method in ("GET", "HEAD") and path == "/info"
+    if request.method in ("GET", "HEAD") and path == "/info":
+        return True
+    return _EXEC.fullmatch(path) is not None
 
 
 def is_upgrade(request: web.Request) -> bool:
