@@ -96,7 +96,7 @@ class SwarmCluster:
         return manager
 
     def docker(self, *args: str, manager: Manager | None = None, check: bool = True,
-               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+               timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """The real docker CLI against a manager's unix socket (skips without a docker CLI)."""
         cli = shutil.which("docker")
         if cli is None:
@@ -105,7 +105,7 @@ class SwarmCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
         env["DOCKER_CONFIG"] = str(self.root / "docker-config")
         res = subprocess.run([cli, "-H", f"unix://{m.socket}", *args], capture_output=True, text=True,
-                             env=env, timeout=timeout)
+                             env=env, timeout=timeout, input=input)
         if check and res.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)} exited {res.returncode}:\n{res.stderr}\n"
                                  f"manager log:\n{m.log()[-4000:]}")

@@ -154,6 +154,17 @@ async def test_leader_killed_a_replica_leads_and_the_cli_keeps_working(swarm_clu
     # exec: create through the leader, start (a hijacked stream) on the replica, exit code through the leader
     assert c.docker("exec", "ha1", "echo", "exec through a replica", manager=r2).stdout == "exec through a replica\n"
     assert c.docker("exec", "ha1", "sh", "-c", "exit 3", manager=r2, check=False).returncode == 3
+    # the other byte-moving calls, forwarded to the leader and streamed back
+    src = c.root / "to-ha1.txt"
+    src.write_text("copied through a replica\n")
+    c.docker("cp", str(src), "ha1:/tmp/in.txt", manager=r2)
+    assert c.docker("exec", "ha1", "cat", "/tmp/in.txt", manager=r2).stdout == "copied through a replica\n"
+    c.docker("cp", "ha1:/tmp/in.txt", str(c.root / "from-ha1.txt"), manager=r2)
+    assert (c.root / "from-ha1.txt").read_text() == "copied through a replica\n"
+    assert "sleep 3600" in c.docker("top", "ha1", manager=r2).stdout
+    assert c.docker("stats", "--no-stream", "--format", "{{.Name}}", "ha1", manager=r2).stdout.strip().endswith("ha1")
+    assert c.docker("run", "-i", "--rm", "busybox", "cat", manager=r2, input="stdin through a replica\n").stdout \
+        == "stdin through a replica\n"
     c.stop_manager(r1, 9)  # SIGKILL: its lease runs out
     killed = time.monotonic()
 
