@@ -193,7 +193,8 @@ def test_logs_tail_reads_from_the_end(d: Daemon) -> None:
     try:
         started = time.monotonic()
         assert d.docker("logs", "--tail", "2", "long").stdout == "y" * 99 + "\nlast\n"
-        assert time.monotonic() - started < 1.0
+        took = time.monotonic() - started  # ~0.1 s with the CLI's start; reading all of it took 48 s
+        assert took < 3.0, f"logs --tail 2 took {took:.2f} s"
         assert d.docker("logs", "--tail", "0", "long").stdout == ""
     finally:
         d.docker("rm", "long")

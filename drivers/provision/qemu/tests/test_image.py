@@ -50,7 +50,7 @@ async def test_the_cached_image_is_reused_and_complete(qemu_session) -> None:
     a direct kernel boot needs, the engine's packages and no SSH host key."""
     t0 = time.monotonic()
     img = await image.ensure(qemu_session.driver.cache, qemu_session.driver.recipe)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0  # found, not built again (a build takes minutes)
     assert img.complete() and img.dir.name.startswith("bookworm-")
     info = img.info()
     assert info["key"] == img.key and info["kernel"].endswith("-cloud-amd64")
