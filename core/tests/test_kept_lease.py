@@ -33,8 +33,8 @@ async def test_the_keepalive_keeps_it_and_a_put_is_on_it():
     store = await MemoryClusterStore.open()
     holder = Holder(store)
     kept = KeptLease(store, 2, holder.republish, name="t")
-    first = await kept.grant()
-    assert await kept.grant() == first  # taken once
+    first, again = await asyncio.gather(kept.grant(), kept.grant())
+    assert again == first and await kept.grant() == first and set(store._data.leases) == {first}  # taken once
     holder.records["k"] = b"v"
     await kept.put("k", b"v")
     await asyncio.sleep(2.6)  # past the TTL: only the keepalive keeps it

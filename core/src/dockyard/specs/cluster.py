@@ -577,7 +577,7 @@ class KeptLease:
         self.store, self.ttl, self.name = store, max(2, ttl), name
         self._republish = republish  # (new lease id) -> puts every key of the holder on it
         self._id = 0
-        self._lock = asyncio.Lock()  # one renewal at a time
+        self._lock = asyncio.Lock()  # one grant or renewal at a time
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -586,12 +586,16 @@ class KeptLease:
         return self._id
 
     async def grant(self) -> int:
-        """Take the lease if not taken yet and keep it alive; its id."""
-        if not self._id:
-            self._id = (await self.store.grant(self.ttl)).id
-        if self._task is None:
-            self._task = asyncio.create_task(self._keepalive(), name=f"{self.name}-lease")
-        return self._id
+        """Take the lease if not taken yet and keep it alive; its id. Callers racing at first
+        use share one lease."""
+        if self._id and self._task is not None:
+            return self._id
+        async with self._lock:
+            if not self._id:
+                self._id = (await self.store.grant(self.ttl)).id
+            if self._task is None:
+                self._task = asyncio.create_task(self._keepalive(), name=f"{self.name}-lease")
+            return self._id
 
     async def renew(self, expired: int) -> int:
         """A new lease in place of ``expired``, with the holder's keys put again on it; the
