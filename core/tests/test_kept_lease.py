@@ -29,10 +29,24 @@ class Holder:
             await self.store.put(key, value, lease)
 
 
+class SlowGrant:
+    """A store whose grant takes a moment (a round trip), so racing callers interleave."""
+
+    def __init__(self, store: MemoryClusterStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def grant(self, ttl: int) -> object:
+        await asyncio.sleep(0.01)
+        return await self.store.grant(ttl)
+
+
 async def test_the_keepalive_keeps_it_and_a_put_is_on_it():
     store = await MemoryClusterStore.open()
     holder = Holder(store)
-    kept = KeptLease(store, 2, holder.republish, name="t")
+    kept = KeptLease(SlowGrant(store), 2, holder.republish, name="t")  # type: ignore[arg-type]
     first, again = await asyncio.gather(kept.grant(), kept.grant())
     assert again == first and await kept.grant() == first and set(store._data.leases) == {first}  # taken once
     holder.records["k"] = b"v"
