@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from dockyard.jsonfile import RecordDir
+from dockyard.jsonfile import RecordDir, write_json
 
 
 @dataclass
@@ -40,3 +41,28 @@ def test_unreadable_records(tmp_path: Path) -> None:
         d.load("bad")
     assert RecordDir(tmp_path, Rec, lenient=True).load("bad") is None
     assert RecordDir(tmp_path, Rec, lenient=True).load("other") is None
+
+
+def test_writers_in_two_threads_do_not_share_a_temporary_file(tmp_path: Path) -> None:
+    """Two threads replacing the same file at once (drivers write through asyncio.to_thread):
+    each rename moves its own complete document, and nothing temporary is left."""
+    import threading
+
+    path = tmp_path / "state.json"
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(200):
+                write_json(path, {"writer": n, "i": i, "pad": "x" * 4096})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert json.loads(path.read_text())["i"] == 199
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -25,7 +26,9 @@ R = TypeVar("R")
 def write_json(path: Path, doc: Any, *, durable: bool = False) -> None:
     """Replace ``path`` with ``doc`` as indented, key-sorted JSON (parents are created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # one temporary name per thread: writers of the same file in two threads (asyncio.to_thread)
+    # must not share one, or the first rename takes the other's half-written file away
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w") as fh:
         json.dump(doc, fh, indent=1, sort_keys=True)
         if durable:

@@ -87,7 +87,7 @@ class GlobalPluginNetworks(GlobalScopeDriver):
         self._gone = sorted(set(before if isinstance(before, list) else []) - now)
         changes = self._view.changes()  # subscribed before the write: nothing missed
         await asyncio.to_thread(write_json, self._reported_file, sorted(now))
-        # the one writer from now on (two threads writing the file at once share its temporary name)
+        # the one writer from now on: its writes land in order (a late snapshot never replaces a newer one)
         self._task = asyncio.create_task(self._record(changes), name="docker-plugins-global-record")
 
     async def _record(self, changes: AsyncIterator[ClusterNetworkChange]) -> None:

@@ -293,8 +293,8 @@ class GlobalRemoteNetworkDriver(RemoteNetworkDriver, GlobalScopeDriver):
         await self._write(self._published_file, {k: dict(v) for k, v in self._published.items()})
 
     async def _write(self, path: Any, doc: Any) -> None:
-        """One write at a time: joins run concurrently, and two threads writing a file at once
-        share its temporary name (``write_json``); ``doc`` is a snapshot taken before the thread."""
+        """One write at a time, in order: joins run concurrently, and a snapshot (``doc``, taken
+        before the thread) written late must not replace a newer one."""
         async with self._writing:
             await asyncio.to_thread(write_json, path, doc)
 
