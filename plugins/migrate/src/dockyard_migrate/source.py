@@ -315,9 +315,7 @@ class Sender:
                 if time.monotonic() - told >= REPORT_EVERY:
                     told = time.monotonic()
                     report(MigrationProgress("image", wire.sent, 0, f"image {ref}"))
-        except WireError as exc:
-            raise WireError(f"image {ref}: the connection to the target broke off: {exc}") from exc
-        except (ConnectionError, OSError) as exc:
+        except (WireError, OSError) as exc:  # OSError includes ConnectionError
             raise WireError(f"image {ref}: the connection to the target broke off: {exc}") from exc
         except DockyardError as exc:
             raise DockyardError(f"image {ref} could not be sent: {exc}") from exc

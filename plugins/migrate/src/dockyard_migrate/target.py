@@ -163,7 +163,7 @@ class Receiver:
         try:
             k.images.resolve(image)
             tag = False
-        except (NotFound, DockyardError):
+        except DockyardError:  # not here (NotFound), or a name that is no reference
             tag = True
         await wire.send_json({"type": "image", "name": image, "id": want, "tag": tag})
         phase_reached(k, "target", "image", str(hello.get("name") or ""), migration)
@@ -211,7 +211,7 @@ class Receiver:
             archive = work / "archive"
             archive.mkdir(parents=True)
             addresses = [str(a) for a in hello.get("addresses") or []]
-            networks = [d for (kind, _), d in list(k.drivers.items()) if kind == "network"]  # those in use
+            networks = list(k.ready_drivers("network").values())  # those in use
             hold.enter_context(hold_addresses(k.config.owner, mig_id, addresses, networks))
             # everything that does not need the dump, while the source still runs: the volumes,
             # the container, its rootfs and its network sandbox and endpoints
